@@ -1,0 +1,42 @@
+// Outputs are written to a temporary file beside the destination and renamed over it only when
+// complete, so a failed run leaves no half-written output and the destination untouched.
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <span>
+#include <string>
+
+namespace lowbit {
+
+class AtomicFile {
+ public:
+  // Creates "<dest>.tmp.XXXXXX" in dest's directory. Throws lowbit::Error naming dest on failure.
+  explicit AtomicFile(std::filesystem::path dest);
+  // Not committed: the temporary file is removed.
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(std::span<const std::byte> bytes);
+  void write(const void* data, size_t size) { write({static_cast<const std::byte*>(data), size}); }
+  void write_zeros(size_t count);
+  // Overwrites bytes already written (e.g. a header whose sizes were unknown at first).
+  void write_at(uint64_t offset, std::span<const std::byte> bytes);
+  uint64_t position() const { return position_; }
+
+  // Flushes, fsyncs and renames over the destination.
+  void commit();
+
+  const std::filesystem::path& destination() const { return dest_; }
+  const std::filesystem::path& temporary() const { return temp_; }
+
+ private:
+  std::filesystem::path dest_;
+  std::filesystem::path temp_;
+  std::FILE* file_ = nullptr;
+  uint64_t position_ = 0;
+  bool committed_ = false;
+};
+
+}  // namespace lowbit

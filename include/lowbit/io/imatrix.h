@@ -1,0 +1,44 @@
+// llama.cpp's importance matrix files: per weight, the mean squared activation of each input column,
+// which the quantizers use as per-column weights.
+//
+// GGUF form (llama.cpp's default): `general.type = "imatrix"`; per weight W, `W.in_sum2` F32
+// [columns, experts] (sum of x² per column) and `W.counts` F32 [1, experts] (rows seen).
+// Legacy .dat form: i32 entries; per entry: i32 name length, name, i32 ncall, i32 nval,
+// f32[nval] (mean × ncall); then i32 last chunk and the dataset name.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lowbit {
+
+struct ImatrixEntry {
+  std::string name;         // the weight's GGUF name: "blk.0.attn_q.weight"
+  int64_t columns = 0;      // input features (ne[0] of the weight)
+  int64_t experts = 1;      // 1 for dense weights
+  std::vector<float> weights;  // columns × experts: what llama-quantize passes as quant_weights
+};
+
+class ImportanceMatrix {
+ public:
+  // Reads either form (chosen by content: GGUF magic or not). Throws lowbit::Error naming file and entry.
+  static ImportanceMatrix load(const std::filesystem::path& path);
+
+  const std::vector<ImatrixEntry>& entries() const { return entries_; }
+  const ImatrixEntry* find(std::string_view weight_name) const;
+  const std::vector<std::string>& datasets() const { return datasets_; }
+  int64_t chunk_count() const { return chunk_count_; }
+
+ private:
+  static ImportanceMatrix load_gguf(const std::filesystem::path& path);
+  static ImportanceMatrix load_legacy(const std::filesystem::path& path);
+
+  std::vector<ImatrixEntry> entries_;
+  std::vector<std::string> datasets_;
+  int64_t chunk_count_ = 0;
+};
+
+}  // namespace lowbit

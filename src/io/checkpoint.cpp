@@ -1,0 +1,99 @@
+#include "lowbit/io/checkpoint.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "lowbit/core/error.h"
+
+namespace lowbit {
+namespace {
+
+nlohmann::json read_json_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("cannot open", {.file = path.string()});
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("not valid JSON: {}", e.what()), {.file = path.string()});
+  }
+}
+
+// Shards named by model.safetensors.index.json, in first-appearance order, checked against the map.
+std::vector<std::string> shards_from_index(const std::filesystem::path& index_path, std::map<std::string, std::string>& weight_map) {
+  const auto index = read_json_file(index_path);
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+    throw Error("no weight_map object", {.file = index_path.string()});
+  std::vector<std::string> shards;
+  for (const auto& [name, shard] : index["weight_map"].items()) {
+    if (!shard.is_string()) throw Error("weight_map value is not a file name", {.file = index_path.string(), .tensor = name});
+    const auto file = shard.get<std::string>();
+    if (file.empty() || file.find('/') != std::string::npos || file == "..")
+      throw Error(fmt::format("shard name '{}' is not a plain file name", file), {.file = index_path.string(), .tensor = name});
+    weight_map[name] = file;
+    if (std::ranges::find(shards, file) == shards.end()) shards.push_back(file);
+  }
+  return shards;
+}
+
+}  // namespace
+
+Checkpoint::Checkpoint(const std::filesystem::path& path) : path_(path) {
+  if (!std::filesystem::is_directory(path)) {
+    shards_.push_back(std::make_unique<safetensors::File>(path));
+  } else {
+    if (std::filesystem::exists(path / "config.json")) config_ = read_json_file(path / "config.json");
+    std::map<std::string, std::string> weight_map;
+    std::vector<std::string> files;
+    const auto index_path = path / "model.safetensors.index.json";
+    if (std::filesystem::exists(index_path)) {
+      files = shards_from_index(index_path, weight_map);
+    } else {
+      for (const auto& e : std::filesystem::directory_iterator(path))
+        if (e.path().extension() == ".safetensors") files.push_back(e.path().filename().string());
+      std::ranges::sort(files);
+      if (files.empty()) throw Error("no .safetensors file and no model.safetensors.index.json", {.file = path.string()});
+    }
+    for (const auto& f : files) shards_.push_back(std::make_unique<safetensors::File>(path / f));
+
+    if (!weight_map.empty()) {
+      // Every indexed tensor must be in the shard the index names, and every shard tensor indexed.
+      for (const auto& shard : shards_) {
+        const auto shard_name = std::filesystem::path(shard->label()).filename().string();
+        for (const auto& t : shard->tensors()) {
+          auto it = weight_map.find(t.name);
+          if (it == weight_map.end() || it->second != shard_name)
+            throw Error("tensor is not listed for this shard in model.safetensors.index.json", {.file = shard->label(), .tensor = t.name});
+        }
+      }
+      for (const auto& [name, file] : weight_map) {
+        const auto& shard = *shards_[std::ranges::find(files, file) - files.begin()];
+        if (!shard.find(name)) throw Error("indexed tensor is missing from its shard", {.file = shard.label(), .tensor = name});
+      }
+    }
+  }
+
+  std::set<std::string_view> seen;
+  for (const auto& shard : shards_)
+    for (const auto& t : shard->tensors()) {
+      if (!seen.insert(t.name).second) throw Error("tensor appears in more than one shard", {.file = shard->label(), .tensor = t.name});
+      entries_.push_back({&t, shard.get()});
+    }
+}
+
+const Checkpoint::Entry* Checkpoint::find(std::string_view name) const {
+  for (const auto& e : entries_)
+    if (e.info->name == name) return &e;
+  return nullptr;
+}
+
+TensorView Checkpoint::view(std::string_view name) const {
+  const Entry* e = find(name);
+  if (!e) throw Error("no such tensor", {.file = path_.string(), .tensor = std::string(name)});
+  return e->shard->view(*e->info);
+}
+
+}  // namespace lowbit
