@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
 jobs=$(nproc)
+# Independent checkers from PyPI (llama.cpp's gguf-py), in a virtual environment of the build's own.
+if [ ! -x build/venv/bin/python ] || ! build/venv/bin/python -c 'import gguf' 2>/dev/null; then
+  python3 -m venv build/venv
+  build/venv/bin/pip install --quiet --disable-pip-version-check gguf==0.19.0
+fi
+export LOWBIT_PYTHON="$PWD/build/venv/bin/python" LOWBIT_REQUIRE_INTEROP=1
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-30}"

@@ -16,17 +16,21 @@ namespace {
 
 using Bytes = std::vector<std::byte>;
 
+void append_raw(Bytes& out, const void* data, size_t size) {
+  if (size == 0) return;
+  const size_t at = out.size();
+  out.resize(at + size);
+  std::memcpy(out.data() + at, data, size);
+}
+
 template <class T>
 void append(Bytes& out, T value) {
-  const size_t at = out.size();
-  out.resize(at + sizeof(T));
-  std::memcpy(out.data() + at, &value, sizeof(T));  // little-endian host
+  append_raw(out, &value, sizeof(T));  // little-endian host
 }
 
 void append_string(Bytes& out, std::string_view text) {
   append<uint64_t>(out, text.size());
-  const auto* p = reinterpret_cast<const std::byte*>(text.data());
-  out.insert(out.end(), p, p + text.size());
+  append_raw(out, text.data(), text.size());
 }
 
 // A value without its type tag. An array is its element type, count and elements; a nested array's
@@ -103,8 +107,7 @@ void Writer::Impl::write_header() {
     offset += format::align_up(t.size, alignment);
   }
   Bytes header;
-  header.insert(header.end(), reinterpret_cast<const std::byte*>(format::kMagic.data()),
-                reinterpret_cast<const std::byte*>(format::kMagic.data()) + format::kMagic.size());
+  append_raw(header, format::kMagic.data(), format::kMagic.size());
   append<uint32_t>(header, format::kVersion);
   append<int64_t>(header, int64_t(tensors.size()));
   append<int64_t>(header, int64_t(metadata.size()));

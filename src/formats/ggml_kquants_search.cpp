@@ -1,0 +1,252 @@
+// Scale searches of ggml-quants.c, rewritten. Byte-exactness rules followed throughout: every sum runs in
+// index order in float; every product is evaluated left to right as ggml writes it ((w*x)*l, not
+// w*(x*l)); integer codes are converted to float at the point ggml converts them; the project builds
+// without FMA contraction, as ggml's ggml-base does.
+#include "formats/ggml_kquants_search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace lowbit::ggml_search {
+namespace {
+
+// The value with the largest magnitude, keeping its sign; the first one wins ties.
+struct SignedExtreme {
+  float value = 0;
+  float magnitude = 0;
+};
+
+SignedExtreme signed_extreme(int n, const float* x) {
+  SignedExtreme e;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > e.magnitude) {
+      e.magnitude = ax;
+      e.value = x[i];
+    }
+  }
+  return e;
+}
+
+inline int clamp_signed(int l, int nmax) { return std::max(-nmax, std::min(nmax - 1, l)); }
+
+}  // namespace
+
+float fit_signed_scale(int n, int nmax, const float* x, int8_t* codes, const float* weights) {
+  const SignedExtreme extreme = signed_extreme(n, x);
+  if (extreme.magnitude < kGroupMaxEps) {
+    std::memset(codes, 0, size_t(n));
+    return 0.f;
+  }
+  auto weight = [&](int i) { return weights ? weights[i] : x[i] * x[i]; };
+
+  // First guess: the extreme value maps to code -nmax.
+  float iscale = float(-nmax) / extreme.value;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = clamp_signed(round_nearest_even(iscale * x[i]), nmax);
+    codes[i] = int8_t(l + nmax);
+    const float w = weight(i);
+    sumlx += w * x[i] * float(l);
+    suml2 += w * float(l) * float(l);
+  }
+  float scale = suml2 ? sumlx / suml2 : 0.0f;
+  // Least squares error is sum(w x^2) - sumlx^2/suml2, so larger sumlx^2/suml2 is better.
+  float best = scale * sumlx;
+  for (int step = -9; step <= 9; ++step) {
+    if (step == 0) continue;
+    iscale = -(float(nmax) + 0.1f * float(step)) / extreme.value;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = clamp_signed(round_nearest_even(iscale * x[i]), nmax);
+      const float w = weight(i);
+      sumlx += w * x[i] * float(l);
+      suml2 += w * float(l) * float(l);
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) codes[i] = int8_t(nmax + clamp_signed(round_nearest_even(iscale * x[i]), nmax));
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+float fit_signed_scale_refined(int n, int nmax, const float* x, int8_t* codes) {
+  const SignedExtreme extreme = signed_extreme(n, x);
+  if (extreme.magnitude < kGroupMaxEps) {
+    std::memset(codes, 0, size_t(n));
+    return 0.f;
+  }
+  const float iscale = float(-nmax) / extreme.value;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = clamp_signed(round_nearest_even(iscale * x[i]), nmax);
+    codes[i] = int8_t(l);  // signed while refining; offset by nmax at the end
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * float(l);
+    suml2 += w * float(l) * float(l);
+  }
+  // Coordinate descent: move one code to its best value given the others, keep it if the fit improves.
+  for (int pass = 0; pass < 5; ++pass) {
+    int changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = x[i] * x[i];
+      float slx = sumlx - w * x[i] * float(codes[i]);
+      if (slx > 0) {
+        float sl2 = suml2 - w * float(codes[i]) * float(codes[i]);
+        const int new_l = clamp_signed(round_nearest_even(x[i] * sl2 / slx), nmax);
+        if (new_l != codes[i]) {
+          slx += w * x[i] * float(new_l);
+          sl2 += w * float(new_l) * float(new_l);
+          if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+            codes[i] = int8_t(new_l);
+            sumlx = slx;
+            suml2 = sl2;
+            ++changed;
+          }
+        }
+      }
+    }
+    if (!changed) break;
+  }
+  for (int i = 0; i < n; ++i) codes[i] = int8_t(codes[i] + nmax);
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+float search_scale_and_min(int n, int nmax, const float* x, const float* weights, uint8_t* codes,
+                           float* min_out, uint8_t* scratch, float rmin, float rdelta, int nstep,
+                           bool use_abs_error) {
+  float min = x[0], max = x[0];
+  float sum_w = weights[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    const float w = weights[i];
+    sum_w += w;
+    sum_x += w * x[i];
+  }
+  // The min is subtracted, so it must not be positive: a group of positive values starts at zero.
+  if (min > 0) min = 0;
+  if (max == min) {
+    std::memset(codes, 0, size_t(n));
+    *min_out = -min;
+    return 0.f;
+  }
+  auto error_of = [use_abs_error](float diff) { return use_abs_error ? std::fabs(diff) : diff * diff; };
+
+  float iscale = float(nmax) / (max - min);
+  float scale = 1 / iscale;
+  float best_error = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = round_nearest_even(iscale * (x[i] - min));
+    codes[i] = uint8_t(std::max(0, std::min(nmax, l)));
+    const float diff = scale * float(codes[i]) + min - x[i];
+    best_error += weights[i] * error_of(diff);
+  }
+  if (nstep < 1) {
+    *min_out = -min;
+    return scale;
+  }
+  for (int step = 0; step <= nstep; ++step) {
+    iscale = (rmin + rdelta * float(step) + float(nmax)) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::max(0, std::min(nmax, round_nearest_even(iscale * (x[i] - min))));
+      scratch[i] = uint8_t(l);
+      const float w = weights[i];
+      sum_l += w * float(l);
+      sum_l2 += w * float(l) * float(l);
+      sum_xl += w * float(l) * x[i];
+    }
+    // Weighted least squares for x ~ scale*l + min over the codes just chosen.
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    if (det > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float error = 0;
+      for (int i = 0; i < n; ++i) {
+        const float diff = this_scale * float(scratch[i]) + this_min - x[i];
+        error += weights[i] * error_of(diff);
+      }
+      if (error < best_error) {
+        std::memcpy(codes, scratch, size_t(n));
+        best_error = error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *min_out = -min;
+  return scale;
+}
+
+float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const float* weights) {
+  float max = 0;
+  for (int i = 0; i < n; ++i) max = std::max(max, x[i]);
+  if (max < kGroupMaxEps) {
+    std::memset(codes, 0, size_t(n));
+    return 0.f;
+  }
+  float iscale = float(nmax) / max;
+  for (int i = 0; i < n; ++i) codes[i] = uint8_t(round_nearest_even(iscale * x[i]));
+  float scale = 1 / iscale;
+  float best_mse = 0;
+  for (int i = 0; i < n; ++i) {
+    const float diff = x[i] - scale * float(codes[i]);
+    best_mse += weights[i] * diff * diff;
+  }
+  for (int step = -4; step <= 4; ++step) {
+    if (step == 0) continue;
+    const float iscale_step = (0.1f * float(step) + float(nmax)) / max;
+    const float scale_step = 1 / iscale_step;
+    float mse = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::min(nmax, round_nearest_even(iscale_step * x[i]));
+      const float diff = x[i] - scale_step * float(l);
+      mse += weights[i] * diff * diff;
+    }
+    if (mse < best_mse) {
+      best_mse = mse;
+      iscale = iscale_step;
+    }
+  }
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::min(nmax, round_nearest_even(iscale * x[i]));
+    codes[i] = uint8_t(l);
+    sumlx += weights[i] * x[i] * float(l);
+    suml2 += weights[i] * float(l) * float(l);
+  }
+  for (int pass = 0; pass < 5; ++pass) {
+    int changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = weights[i];
+      float slx = sumlx - w * x[i] * float(codes[i]);
+      float sl2 = suml2 - w * float(codes[i]) * float(codes[i]);
+      if (slx > 0 && sl2 > 0) {
+        const int new_l = std::min(nmax, round_nearest_even(x[i] * sl2 / slx));
+        if (new_l != codes[i]) {
+          slx += w * x[i] * float(new_l);
+          sl2 += w * float(new_l) * float(new_l);
+          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+            codes[i] = uint8_t(new_l);
+            sumlx = slx;
+            suml2 = sl2;
+            ++changed;
+          }
+        }
+      }
+    }
+    if (!changed) break;
+  }
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+}  // namespace lowbit::ggml_search

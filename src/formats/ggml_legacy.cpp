@@ -1,0 +1,292 @@
+// q4_0, q4_1, q5_0, q5_1, q8_0: the reference quantizers of ggml-quants.c (quantize_row_*_ref without
+// weights, quantize_row_*_impl with them) and the dequantizers, byte for byte.
+#include "lowbit/formats/ggml_legacy.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+
+#include "formats/ggml_block_check.h"
+#include "formats/ggml_kquants_search.h"
+#include "lowbit/core/half.h"
+
+namespace lowbit::ggml {
+namespace {
+
+using ggml_search::fit_signed_scale;
+using ggml_search::search_scale_and_min;
+constexpr int kQK = kLegacyBlockValues;
+
+// The block's value with the largest magnitude, sign kept (first one on ties).
+float signed_extreme(const float* x) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < kQK; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  return max;
+}
+
+struct MinMax {
+  float min = FLT_MAX;
+  float max = -FLT_MAX;
+};
+
+MinMax min_max(const float* x) {
+  MinMax r;
+  for (int j = 0; j < kQK; ++j) {
+    if (x[j] < r.min) r.min = x[j];
+    if (x[j] > r.max) r.max = x[j];
+  }
+  return r;
+}
+
+// Importance weighting of the legacy types: qw * sqrt(sigma2 + x^2), sigma2 = mean of x^2 over the row.
+float row_mean_square(const float* x, int64_t n) {
+  float sum_x2 = 0;
+  for (int64_t j = 0; j < n; ++j) sum_x2 += x[j] * x[j];
+  return sum_x2 / float(n);
+}
+
+void importance_weights(const float* x, const float* qw, float sigma2, float* weights) {
+  for (int j = 0; j < kQK; ++j) weights[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
+}
+
+// 5-bit codes: low nibbles into qs as for 4-bit types, bit 4 of value j into bit j of qh (little-endian).
+void pack_5bit(const uint8_t* codes, uint8_t* qs, uint8_t* qh) {
+  uint32_t high = 0;
+  for (int j = 0; j < kQK / 2; ++j) {
+    const uint8_t lo = codes[j], hi = codes[j + kQK / 2];
+    qs[j] = uint8_t((lo & 0x0F) | ((hi & 0x0F) << 4));
+    high |= uint32_t((lo & 0x10u) >> 4) << j;
+    high |= uint32_t((hi & 0x10u) >> 4) << (j + kQK / 2);
+  }
+  for (int b = 0; b < 4; ++b) qh[b] = uint8_t(high >> (8 * b));
+}
+
+uint32_t read_qh(const uint8_t* qh) {
+  return uint32_t(qh[0]) | uint32_t(qh[1]) << 8 | uint32_t(qh[2]) << 16 | uint32_t(qh[3]) << 24;
+}
+
+}  // namespace
+
+// ---- q4_0 ----
+
+void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("q4_0", n, kQK);
+  auto* y = static_cast<BlockQ4_0*>(blocks);
+  const int64_t nb = n / kQK;
+  if (quant_weights) {
+    const float sigma2 = row_mean_square(x, n);
+    float weights[kQK];
+    int8_t codes[kQK];
+    for (int64_t ib = 0; ib < nb; ++ib) {
+      const float* xb = x + kQK * ib;
+      importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
+      const float d = fit_signed_scale(kQK, 8, xb, codes, weights);
+      y[ib].d = f32_to_f16(d);
+      for (int j = 0; j < 16; ++j) y[ib].qs[j] = uint8_t(codes[j] | (codes[j + 16] << 4));
+    }
+    return;
+  }
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    const float* xb = x + kQK * ib;
+    // The extreme value maps to code 0 (value -8*d), so d carries the extreme's sign.
+    const float d = signed_extreme(xb) / -8;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[ib].d = f32_to_f16(d);
+    for (int j = 0; j < 16; ++j) {
+      // ggml truncates x/d + 8.5 toward zero: round half up, on the unrounded float scale.
+      const int lo = std::min(15, int(xb[j] * id + 8.5f));
+      const int hi = std::min(15, int(xb[j + 16] * id + 8.5f));
+      y[ib].qs[j] = uint8_t(lo | (hi << 4));
+    }
+  }
+}
+
+void dequantize_row_q4_0(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("q4_0", n, kQK);
+  const auto* b = static_cast<const BlockQ4_0*>(blocks);
+  for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
+    const float d = f16_to_f32(b[ib].d);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = float((b[ib].qs[j] & 0x0F) - 8) * d;
+      y[j + 16] = float((b[ib].qs[j] >> 4) - 8) * d;
+    }
+  }
+}
+
+// ---- q4_1 ----
+
+void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("q4_1", n, kQK);
+  auto* y = static_cast<BlockQ4_1*>(blocks);
+  const int64_t nb = n / kQK;
+  if (quant_weights) {
+    const float sigma2 = row_mean_square(x, n);
+    float weights[kQK];
+    uint8_t codes[kQK], scratch[kQK];
+    for (int64_t ib = 0; ib < nb; ++ib) {
+      const float* xb = x + kQK * ib;
+      importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
+      float neg_min;
+      const float d = search_scale_and_min(kQK, 15, xb, weights, codes, &neg_min, scratch, -0.9f, 0.05f, 36, false);
+      y[ib].d = f32_to_f16(d);
+      y[ib].m = f32_to_f16(-neg_min);
+      for (int j = 0; j < 16; ++j) y[ib].qs[j] = uint8_t(codes[j] | (codes[j + 16] << 4));
+    }
+    return;
+  }
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    const float* xb = x + kQK * ib;
+    const MinMax r = min_max(xb);
+    const float d = (r.max - r.min) / 15;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[ib].d = f32_to_f16(d);
+    y[ib].m = f32_to_f16(r.min);
+    for (int j = 0; j < 16; ++j) {
+      const int lo = std::min(15, int((xb[j] - r.min) * id + 0.5f));
+      const int hi = std::min(15, int((xb[j + 16] - r.min) * id + 0.5f));
+      y[ib].qs[j] = uint8_t(lo | (hi << 4));
+    }
+  }
+}
+
+void dequantize_row_q4_1(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("q4_1", n, kQK);
+  const auto* b = static_cast<const BlockQ4_1*>(blocks);
+  for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
+    const float d = f16_to_f32(b[ib].d), m = f16_to_f32(b[ib].m);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = float(b[ib].qs[j] & 0x0F) * d + m;
+      y[j + 16] = float(b[ib].qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+// ---- q5_0 ----
+
+void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("q5_0", n, kQK);
+  auto* y = static_cast<BlockQ5_0*>(blocks);
+  const int64_t nb = n / kQK;
+  uint8_t codes[kQK];
+  if (quant_weights) {
+    const float sigma2 = row_mean_square(x, n);
+    float weights[kQK];
+    int8_t signed_codes[kQK];
+    for (int64_t ib = 0; ib < nb; ++ib) {
+      const float* xb = x + kQK * ib;
+      importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
+      const float d = fit_signed_scale(kQK, 16, xb, signed_codes, weights);
+      y[ib].d = f32_to_f16(d);
+      for (int j = 0; j < kQK; ++j) codes[j] = uint8_t(signed_codes[j]);
+      pack_5bit(codes, y[ib].qs, y[ib].qh);
+    }
+    return;
+  }
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    const float* xb = x + kQK * ib;
+    const float d = signed_extreme(xb) / -16;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[ib].d = f32_to_f16(d);
+    for (int j = 0; j < kQK; ++j) codes[j] = uint8_t(std::min(31, int(xb[j] * id + 16.5f)));
+    pack_5bit(codes, y[ib].qs, y[ib].qh);
+  }
+}
+
+void dequantize_row_q5_0(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("q5_0", n, kQK);
+  const auto* b = static_cast<const BlockQ5_0*>(blocks);
+  for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
+    const float d = f16_to_f32(b[ib].d);
+    const uint32_t qh = read_qh(b[ib].qh);
+    for (int j = 0; j < 16; ++j) {
+      const int lo = (b[ib].qs[j] & 0x0F) | int(((qh >> j) << 4) & 0x10);
+      const int hi = (b[ib].qs[j] >> 4) | int((qh >> (j + 12)) & 0x10);
+      y[j] = float(lo - 16) * d;
+      y[j + 16] = float(hi - 16) * d;
+    }
+  }
+}
+
+// ---- q5_1 ----
+
+void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("q5_1", n, kQK);
+  auto* y = static_cast<BlockQ5_1*>(blocks);
+  const int64_t nb = n / kQK;
+  uint8_t codes[kQK];
+  if (quant_weights) {
+    const float sigma2 = row_mean_square(x, n);
+    float weights[kQK];
+    uint8_t scratch[kQK];
+    for (int64_t ib = 0; ib < nb; ++ib) {
+      const float* xb = x + kQK * ib;
+      importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
+      float neg_min;
+      const float d = search_scale_and_min(kQK, 31, xb, weights, codes, &neg_min, scratch, -0.9f, 0.05f, 36, false);
+      y[ib].d = f32_to_f16(d);
+      y[ib].m = f32_to_f16(-neg_min);
+      pack_5bit(codes, y[ib].qs, y[ib].qh);
+    }
+    return;
+  }
+  for (int64_t ib = 0; ib < nb; ++ib) {
+    const float* xb = x + kQK * ib;
+    const MinMax r = min_max(xb);
+    const float d = (r.max - r.min) / 31;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[ib].d = f32_to_f16(d);
+    y[ib].m = f32_to_f16(r.min);
+    // No clamp here in ggml: (max - min) * id + 0.5 stays below 32.
+    for (int j = 0; j < kQK; ++j) codes[j] = uint8_t(int((xb[j] - r.min) * id + 0.5f));
+    pack_5bit(codes, y[ib].qs, y[ib].qh);
+  }
+}
+
+void dequantize_row_q5_1(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("q5_1", n, kQK);
+  const auto* b = static_cast<const BlockQ5_1*>(blocks);
+  for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
+    const float d = f16_to_f32(b[ib].d), m = f16_to_f32(b[ib].m);
+    const uint32_t qh = read_qh(b[ib].qh);
+    for (int j = 0; j < 16; ++j) {
+      const int lo = (b[ib].qs[j] & 0x0F) | int(((qh >> j) << 4) & 0x10);
+      const int hi = (b[ib].qs[j] >> 4) | int((qh >> (j + 12)) & 0x10);
+      y[j] = float(lo) * d + m;
+      y[j + 16] = float(hi) * d + m;
+    }
+  }
+}
+
+// ---- q8_0 ----
+
+void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/) {
+  require_whole_blocks("q8_0", n, kQK);
+  auto* y = static_cast<BlockQ8_0*>(blocks);
+  for (int64_t ib = 0; ib < n / kQK; ++ib) {
+    const float* xb = x + kQK * ib;
+    float amax = 0;
+    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float d = amax / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[ib].d = f32_to_f16(d);
+    // roundf: halves away from zero, unlike the k-quants' round-to-even.
+    for (int j = 0; j < kQK; ++j) y[ib].qs[j] = int8_t(std::round(xb[j] * id));
+  }
+}
+
+void dequantize_row_q8_0(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("q8_0", n, kQK);
+  const auto* b = static_cast<const BlockQ8_0*>(blocks);
+  for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
+    const float d = f16_to_f32(b[ib].d);
+    for (int j = 0; j < kQK; ++j) y[j] = float(b[ib].qs[j]) * d;
+  }
+}
+
+}  // namespace lowbit::ggml

@@ -1,0 +1,172 @@
+#include "lowbit/plan/llama_cpp_mix.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+namespace lowbit {
+namespace {
+
+bool contains(std::string_view s, std::string_view part) { return s.find(part) != std::string_view::npos; }
+
+// llama.cpp's coarse tensor categories (tensor_get_category).
+enum class Category { TokenEmbd, AttnQ, AttnV, AttnK, AttnQkv, AttnKvB, AttnOutput, FfnUp, FfnGate, FfnDown, Output, Other };
+
+Category category_of(std::string_view name) {
+  if (name == "output.weight") return Category::Output;
+  if (name == "token_embd.weight" || name == "per_layer_token_embd.weight") return Category::TokenEmbd;
+  if (contains(name, "attn_qkv.weight")) return Category::AttnQkv;
+  if (contains(name, "attn_kv_b.weight")) return Category::AttnKvB;
+  if (contains(name, "attn_v.weight")) return Category::AttnV;
+  if (contains(name, "attn_k.weight")) return Category::AttnK;
+  if (contains(name, "attn_q.weight")) return Category::AttnQ;
+  if (contains(name, "attn_output.weight")) return Category::AttnOutput;
+  if (contains(name, "ffn_up")) return Category::FfnUp;
+  if (contains(name, "ffn_gate")) return Category::FfnGate;
+  if (contains(name, "ffn_down")) return Category::FfnDown;
+  return Category::Other;
+}
+
+bool is_attn_v_like(Category c) { return c == Category::AttnV || c == Category::AttnQkv || c == Category::AttnKvB; }
+
+// The layer of "blk.N....", or -1.
+int layer_of(std::string_view name) {
+  if (!name.starts_with("blk.")) return -1;
+  int layer = -1;
+  std::from_chars(name.data() + 4, name.data() + name.size(), layer);
+  return layer;
+}
+
+// Half the layers, front- and back-loaded: the ones llama.cpp gives more bits in *_M mixes.
+bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+bool row_fits(GgmlType type, const Shape& ne) { return !ne.empty() && ne[0] % ggml_type_info(type).block_elements == 0; }
+
+// Rows a block type cannot tile get the nearest type that can (tensor_type_fallback).
+GgmlType fallback_for_shape(GgmlType type, const Shape& ne) {
+  if (row_fits(type, ne)) return type;
+  GgmlType next = GgmlType::F16;
+  switch (type) {
+    case GgmlType::IQ1_S: case GgmlType::IQ1_M: case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS:
+    case GgmlType::IQ2_S: case GgmlType::IQ3_XXS: case GgmlType::IQ3_S: case GgmlType::IQ4_XS:
+      next = GgmlType::IQ4_NL; break;
+    case GgmlType::Q2_0: case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::TQ1_0: case GgmlType::TQ2_0:
+      next = GgmlType::Q4_0; break;
+    case GgmlType::Q4_K: next = GgmlType::Q5_0; break;
+    case GgmlType::Q5_K: next = GgmlType::Q5_1; break;
+    case GgmlType::Q6_K: next = GgmlType::Q8_0; break;
+    default: break;
+  }
+  return row_fits(next, ne) ? next : GgmlType::F16;
+}
+
+bool equal_ignoring_case(std::string_view a, std::string_view b) {
+  return std::ranges::equal(a, b, [](char x, char y) { return std::tolower(x) == std::tolower(y); });
+}
+
+}  // namespace
+
+const LlamaMix* find_llama_mix(std::string_view name) {
+  for (const auto& mix : kLlamaMixes)
+    if (equal_ignoring_case(mix.name, name)) return &mix;
+  return nullptr;
+}
+
+uint32_t llama_file_type_of(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: return 0;
+    case GgmlType::F16: return 1;
+    case GgmlType::BF16: return 32;
+    case GgmlType::Q3_K: return 11;  // Q3_K_S is the uniform Q3_K file
+    case GgmlType::Q4_K: return 14;
+    case GgmlType::Q5_K: return 16;
+    default:
+      for (const auto& mix : kLlamaMixes)
+        if (mix.default_type == type) return mix.file_type;
+      return 0;
+  }
+}
+
+bool glob_match(std::string_view pattern, std::string_view text) {
+  return ::fnmatch(std::string(pattern).c_str(), std::string(text).c_str(), 0) == 0;
+}
+
+bool tensor_allows_quantization(std::string_view name, const Shape& ne) {
+  if (ne.size() < 2) return false;
+  if (!name.ends_with("weight")) return false;
+  for (std::string_view keep : {"_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel",
+                                "per_layer_model_proj", "ssm_conv1d", "shortconv.conv.weight", "time_mix_", "attn_rel_b.weight",
+                                ".position_embd", ".rel_pos", ".patch_embd", ".patch_merger"})
+    if (contains(name, keep)) return false;
+  return name != "position_embd.weight" && name != "token_types.weight";
+}
+
+TypeSelector::TypeSelector(TypeSelection selection, ModelFacts facts) : selection_(std::move(selection)), facts_(facts) {}
+
+std::optional<GgmlType> TypeSelector::choose(std::string_view name, const Shape& ne) const {
+  if (!tensor_allows_quantization(name, ne)) return std::nullopt;
+  GgmlType type = selection_.default_type;
+  if (!ggml_type_info(type).quantized) return type;
+  bool manual = false;
+  for (const auto& [pattern, forced] : selection_.overrides)
+    if (glob_match(pattern, name)) {
+      type = forced;
+      manual = true;
+      break;
+    }
+  if (!manual && selection_.mix) type = mix_rule(name, ne, type);
+  return fallback_for_shape(type, ne);
+}
+
+// llama_tensor_get_type_impl for the mixes lowbit names (dense and MoE llama-family models).
+GgmlType TypeSelector::mix_rule(std::string_view name, const Shape& ne, GgmlType type) const {
+  const std::string_view mix = selection_.mix->name;
+  const Category category = category_of(name);
+  const int n = facts_.n_layer;
+  const int i = std::max(0, layer_of(name));
+  const int n_gqa = facts_.n_head_kv > 0 ? facts_.n_head / facts_.n_head_kv : 1;
+  auto is = [&](std::string_view m) { return mix == m; };
+
+  // The output layer, and the embedding when it doubles as the output layer.
+  if (category == Category::Output || (!facts_.has_output && category == Category::TokenEmbd)) {
+    if (!row_fits(type, ne)) return GgmlType::Q8_0;
+    return type == GgmlType::Q8_0 ? type : GgmlType::Q6_K;
+  }
+  if (category == Category::TokenEmbd) return type;
+  if (is_attn_v_like(category)) {
+    if (is("Q2_K")) type = n_gqa >= 4 ? GgmlType::Q4_K : GgmlType::Q3_K;
+    else if (is("Q3_K_M")) type = i < 2 ? GgmlType::Q5_K : GgmlType::Q4_K;
+    else if (is("Q3_K_L")) type = GgmlType::Q5_K;
+    else if ((is("IQ4_NL") || is("IQ4_XS")) && n_gqa >= 4) type = GgmlType::Q5_K;
+    else if ((is("Q4_K_M") || is("Q5_K_M")) && use_more_bits(i, n)) type = GgmlType::Q6_K;
+    else if (is("Q4_K_S") && i < 4) type = GgmlType::Q5_K;
+    if (facts_.n_expert == 8) type = GgmlType::Q8_0;
+    return type;
+  }
+  if (category == Category::AttnK) return facts_.n_expert == 8 ? GgmlType::Q8_0 : type;
+  if (category == Category::FfnDown) {
+    if (is("Q2_K")) return GgmlType::Q3_K;
+    if (is("Q3_K_M")) return i < n / 16 ? GgmlType::Q5_K : GgmlType::Q4_K;
+    if (is("Q3_K_L")) return GgmlType::Q5_K;
+    if (is("Q4_K_M")) return use_more_bits(i, n) ? GgmlType::Q6_K : type;
+    if (i < n / 8 && (is("IQ4_NL") || is("IQ4_XS")) && !selection_.has_imatrix) return GgmlType::Q5_K;
+    if (is("Q5_K_M")) return use_more_bits(i, n) ? GgmlType::Q6_K : type;
+    if (is("Q4_K_S")) return i < n / 8 ? GgmlType::Q5_K : type;
+    if ((is("Q4_0") || is("Q5_0")) && selection_.has_imatrix && i < n / 8) return is("Q4_0") ? GgmlType::Q4_1 : GgmlType::Q5_1;
+    return type;
+  }
+  if (category == Category::AttnOutput) {
+    if (facts_.n_expert == 8)
+      return (is("Q2_K") || is("Q3_K_S") || is("Q3_K_M") || is("IQ4_NL") || is("Q4_K_S") || is("Q4_K_M") || is("IQ4_XS"))
+                 ? GgmlType::Q5_K : type;
+    if (is("Q2_K")) return GgmlType::Q3_K;
+    if (is("Q3_K_M")) return GgmlType::Q4_K;
+    if (is("Q3_K_L")) return GgmlType::Q5_K;
+    return type;
+  }
+  return type;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,66 @@
+// The per-tensor type choices of llama.cpp's mixes, checked against llama-quantize's own output.
+#include <gtest/gtest.h>
+
+#include "lowbit/io/gguf.h"
+#include "lowbit/plan/llama_cpp_mix.h"
+#include "support/paths.h"
+
+namespace lowbit {
+namespace {
+
+// llama-quantize (llama.cpp c392e509) made tiny-llama-q4_k_m.gguf from tiny-llama-f32.gguf: every
+// tensor's type must be the one lowbit chooses for Q4_K_M.
+TEST(LlamaCppMix, ReproducesLlamaQuantizeQ4KM) {
+  const gguf::File source(test::golden_ggml_dir() / "model" / "tiny-llama-f32.gguf");
+  const gguf::File quantized(test::golden_ggml_dir() / "model" / "tiny-llama-q4_k_m.gguf");
+  const TypeSelector selector({.mix = find_llama_mix("Q4_K_M"), .default_type = GgmlType::Q4_K},
+                              {.n_layer = 2, .n_head = 4, .n_head_kv = 2, .has_output = true});
+  int checked = 0;
+  for (const auto& t : source.tensors()) {
+    const auto* q = quantized.find_tensor(t.name);
+    ASSERT_NE(q, nullptr) << t.name;
+    const GgmlType chosen = selector.choose(t.name, t.ne).value_or(t.type);
+    EXPECT_EQ(ggml_type_name(chosen), ggml_type_name(q->type)) << t.name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 21);
+  EXPECT_EQ(quantized.find("general.file_type")->as_int(), int64_t(find_llama_mix("Q4_K_M")->file_type));
+}
+
+TEST(LlamaCppMix, UseMoreBitsLayersForThirtyTwoLayers) {
+  const TypeSelector selector({.mix = find_llama_mix("q4_k_m"), .default_type = GgmlType::Q4_K},
+                              {.n_layer = 32, .n_head = 32, .n_head_kv = 8});
+  std::vector<int> more;
+  for (int i = 0; i < 32; ++i)
+    if (selector.choose("blk." + std::to_string(i) + ".ffn_down.weight", {14336, 4096}) == GgmlType::Q6_K) more.push_back(i);
+  EXPECT_EQ(more, (std::vector<int>{0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31}));
+}
+
+TEST(LlamaCppMix, FallbacksOverridesAndTiedEmbeddings) {
+  const TypeSelector q2k({.mix = find_llama_mix("Q2_K"), .default_type = GgmlType::Q2_K},
+                         {.n_layer = 30, .n_head = 9, .n_head_kv = 3, .has_output = false});
+  // SmolLM2-135M's rows are 576 wide: no k-quant fits.
+  EXPECT_EQ(q2k.choose("blk.3.attn_q.weight", {576, 576}), GgmlType::Q4_0);
+  EXPECT_EQ(q2k.choose("blk.3.attn_v.weight", {576, 192}), GgmlType::Q4_0);  // Q3_K (n_gqa 3) -> Q4_0
+  EXPECT_EQ(q2k.choose("blk.3.ffn_down.weight", {1536, 576}), GgmlType::Q3_K);
+  EXPECT_EQ(q2k.choose("token_embd.weight", {576, 49152}), GgmlType::Q8_0);  // tied: output rule, 576 % 256
+  EXPECT_EQ(q2k.choose("blk.3.attn_norm.weight", {576}), std::nullopt);
+  EXPECT_EQ(q2k.choose("blk.3.ffn_gate_inp.weight", {576, 8}), std::nullopt);
+
+  const TypeSelector pure({.default_type = GgmlType::Q4_K, .overrides = {{"*attn_v*", GgmlType::Q8_0}, {"*ffn_down*", GgmlType::Q6_K}}},
+                          {.n_layer = 2});
+  EXPECT_EQ(pure.choose("output.weight", {256, 259}), GgmlType::Q4_K);  // no heuristics: no Q6_K for output
+  EXPECT_EQ(pure.choose("blk.0.attn_v.weight", {256, 128}), GgmlType::Q8_0);
+  EXPECT_EQ(pure.choose("blk.0.ffn_down.weight", {172, 64}), GgmlType::F16);  // Q6_K -> Q8_0 -> neither tiles 172
+  EXPECT_EQ(pure.choose("blk.0.ffn_up.weight", {64, 172}), GgmlType::Q5_0);  // Q4_K falls back to Q5_0
+}
+
+TEST(LlamaCppMix, GlobMatching) {
+  EXPECT_TRUE(glob_match("blk.*.ffn_down.weight", "blk.12.ffn_down.weight"));
+  EXPECT_TRUE(glob_match("*attn_[qk].weight", "blk.0.attn_k.weight"));
+  EXPECT_FALSE(glob_match("*attn_[qk].weight", "blk.0.attn_v.weight"));
+  EXPECT_FALSE(glob_match("output", "output.weight"));
+}
+
+}  // namespace
+}  // namespace lowbit
