@@ -15,5 +15,6 @@ struct CommonOptions {
 void add_common_options(CLI::App& command, CommonOptions& options, bool with_json = true);
 
 void add_inspect_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
 
 }  // namespace lowbit::cli

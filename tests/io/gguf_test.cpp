@@ -135,8 +135,9 @@ void check_tensor_layout(std::optional<uint32_t> alignment) {
   ASSERT_EQ(file.tensors().size(), 3u);
   const auto& ts = file.tensors();
   EXPECT_EQ(ts[0].offset, 0u);
-  EXPECT_EQ(ts[1].offset, align);                       // 12 bytes padded to one unit
-  EXPECT_EQ(ts[2].offset, align + (72 + align - 1) / align * align);
+  auto padded = [&](uint64_t size) { return (size + align - 1) / align * align; };
+  EXPECT_EQ(ts[1].offset, padded(12));
+  EXPECT_EQ(ts[2].offset, padded(12) + padded(72));
   EXPECT_EQ(ts[1].type, GgmlType::Q4_0);
   EXPECT_EQ(ts[1].ne, (Shape{64, 2}));
   EXPECT_EQ(ts[1].size, 72u);
@@ -144,11 +145,11 @@ void check_tensor_layout(std::optional<uint32_t> alignment) {
   EXPECT_TRUE(std::ranges::equal(file.data(ts[1]), b));
   EXPECT_TRUE(std::ranges::equal(file.data(*file.find_tensor("c")), c));
   // Padding after every tensor, the last included, is zeros.
-  const uint64_t end = file.data_offset() + ts[2].offset + (10 + align - 1) / align * align;
+  const uint64_t end = file.data_offset() + ts[2].offset + padded(10);
   EXPECT_EQ(std::filesystem::file_size(dir / "t.gguf"), end);
   std::ifstream in(dir / "t.gguf", std::ios::binary);
   std::vector<char> raw((std::istreambuf_iterator<char>(in)), {});
-  for (uint64_t i = file.data_offset() + 12; i < file.data_offset() + align; ++i) EXPECT_EQ(raw[i], 0) << i;
+  for (uint64_t i = file.data_offset() + 12; i < file.data_offset() + padded(12); ++i) EXPECT_EQ(raw[i], 0) << i;
   for (uint64_t i = file.data_offset() + ts[2].offset + 10; i < end; ++i) EXPECT_EQ(raw[i], 0) << i;
 }
 

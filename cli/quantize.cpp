@@ -1,0 +1,86 @@
+// lowbit quantize IN -o OUT: to GGUF (--format TYPE or --mix NAME) or to a bitsandbytes checkpoint
+// (--format nf4|fp4|int8).
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "format_numbers.h"
+#include "lowbit/core/error.h"
+#include "lowbit/pipeline/quantize_gguf.h"
+#include "terminal_progress.h"
+
+namespace lowbit::cli {
+namespace {
+
+struct QuantizeOptions {
+  CommonOptions common;
+  std::string input, output, format, mix, imatrix;
+  std::vector<std::string> tensor_types;  // GLOB=TYPE
+};
+
+GgmlType parse_ggml_type(const std::string& name, const std::string& what) {
+  const auto type = ggml_type_from_name(name);
+  if (!type) throw Error(fmt::format("unknown ggml type '{}' in {}", name, what), {.expected = "q4_0, q8_0, q4_K, iq4_xs, f16 ..."});
+  return *type;
+}
+
+void run_gguf(const QuantizeOptions& o) {
+  if (!o.output.ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = o.output});
+  if (o.format.empty() == o.mix.empty()) throw Error("give exactly one of --format TYPE and --mix NAME");
+  GgufQuantizeOptions options;
+  if (!o.mix.empty()) {
+    options.selection.mix = find_llama_mix(o.mix);
+    if (!options.selection.mix) throw Error(fmt::format("unknown mix '{}'", o.mix), {.expected = "Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0 ..."});
+    options.selection.default_type = options.selection.mix->default_type;
+  } else {
+    options.selection.default_type = parse_ggml_type(o.format, "--format");
+  }
+  for (const auto& rule : o.tensor_types) {
+    const auto eq = rule.rfind('=');
+    if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--tensor-type '{}' is not GLOB=TYPE", rule));
+    options.selection.overrides.emplace_back(rule.substr(0, eq), parse_ggml_type(rule.substr(eq + 1), "--tensor-type"));
+  }
+  std::optional<ImportanceMatrix> imatrix;
+  if (!o.imatrix.empty()) {
+    imatrix = ImportanceMatrix::load(o.imatrix);
+    options.imatrix = &*imatrix;
+    options.imatrix_path = o.imatrix;
+  }
+  const auto source = ModelSource::open(o.input);
+  TerminalProgress progress(o.common.quiet);
+  const auto report = quantize_to_gguf(*source, o.output, options, progress);
+
+  if (o.common.json) {
+    nlohmann::ordered_json j;
+    j["output"] = o.output;
+    j["tensors"] = nlohmann::ordered_json::array();
+    for (const auto& t : report.tensors)
+      j["tensors"].push_back({{"name", t.name}, {"from", ggml_type_name(t.from)}, {"format", ggml_type_name(t.to)}, {"params", t.params},
+                              {"bytes", t.bytes}, {"bpw", 8.0 * double(t.bytes) / double(t.params)}, {"imatrix", t.used_imatrix}});
+    j["total"] = {{"params", report.params}, {"bytes", report.bytes}, {"bpw", 8.0 * double(report.bytes) / double(report.params)},
+                  {"seconds", report.seconds}};
+    fmt::print("{}\n", j.dump(2));
+  } else if (!o.common.quiet) {
+    fmt::print("wrote {}: {} tensors, {} parameters, {} ({:.3f} bits per weight) in {:.1f} s\n", o.output, report.tensors.size(),
+               human_count(double(report.params)), human_bytes(double(report.bytes)), 8.0 * double(report.bytes) / double(report.params),
+               report.seconds);
+  }
+}
+
+}  // namespace
+
+void add_quantize_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("quantize", "Quantize a model: to GGUF (--format TYPE or --mix NAME) or to a bitsandbytes checkpoint");
+  auto o = std::make_shared<QuantizeOptions>();
+  cmd->add_option("IN", o->input, "A .gguf file or a Hugging Face model directory")->required();
+  cmd->add_option("-o,--output", o->output, "Output: OUT.gguf")->required();
+  cmd->add_option("--format", o->format, "One format for every quantizable weight: a ggml type (q4_0, q8_0, q2_K ... q6_K, iq4_nl, iq4_xs, f16, bf16)");
+  cmd->add_option("--mix", o->mix, "A llama.cpp file type with its per-tensor choices: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0");
+  cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
+  cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
+  add_common_options(*cmd, o->common);
+  cmd->callback([o] { run_gguf(*o); });
+}
+
+}  // namespace lowbit::cli

@@ -1,0 +1,64 @@
+// The names and bytes of bitsandbytes checkpoints, as transformers saves and loads them; no math.
+//
+// A 4-bit Linear weight W (module <m>, W = "<m>.weight") is stored as:
+//   W                                  U8 [ceil(n/2), 1]  packed codes, first element in the high nibble
+//   W.absmax                           F32 [blocks] (U8 [blocks] with double quant: 8-bit codes)
+//   W.quant_map                        F32 [16]          the NF4 or FP4 codebook
+//   W.nested_absmax, W.nested_quant_map  (double quant) F32 [ceil(blocks/256)], F32 [256]
+//   W.quant_state.bitsandbytes__nf4    U8 [len]          json.dumps of the quant state (below)
+// An LLM.int8 weight: W as I8 [out, in] (CB), "<m>.SCB" F32 [out], "<m>.weight_format" U8 scalar 0 ("row").
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lowbit/core/dtype.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/tensor.h"
+
+namespace lowbit::bnb {
+
+// The non-tensor part of a 4-bit quant state (QuantState.as_dict(packed=True)).
+struct QuantStateJson {
+  std::string quant_type;           // "nf4" or "fp4"
+  int blocksize = 64;
+  DType dtype = DType::bf16;        // the weight's original dtype, which dequantization returns
+  Shape shape;                      // the weight's logical shape
+  std::optional<float> nested_offset;  // set with double quant
+  int nested_blocksize = 256;
+};
+
+// Exactly the bytes bitsandbytes writes: Python's json.dumps with ", " and ": " separators, keys in
+// insertion order, floats as Python's repr. Throws for a dtype bitsandbytes cannot name.
+std::string pack_quant_state(const QuantStateJson& state);
+// Reads a quant state; `where` names the file and tensor in errors.
+QuantStateJson parse_quant_state(std::string_view json, const ErrorContext& where);
+
+// Python's repr of a float: the shortest digits that round-trip, in fixed notation for
+// 1e-4 <= |x| < 1e16 and scientific ("1e-05", "1.5e+16") otherwise.
+std::string python_float_repr(double x);
+
+// PyTorch's name for a dtype as bitsandbytes and transformers write it ("bfloat16").
+std::string_view torch_dtype_name(DType dtype);
+
+// Key suffixes of the companions of a 4-bit weight.
+inline constexpr std::string_view kAbsmax = ".absmax";
+inline constexpr std::string_view kQuantMap = ".quant_map";
+inline constexpr std::string_view kNestedAbsmax = ".nested_absmax";
+inline constexpr std::string_view kNestedQuantMap = ".nested_quant_map";
+inline std::string quant_state_key(std::string_view quant_type) { return std::string(".quant_state.bitsandbytes__") + std::string(quant_type); }
+
+// config.json's "quantization_config" for a pre-quantized bitsandbytes model.
+struct QuantizationConfig {
+  std::string format;               // "nf4", "fp4" or "int8"
+  bool double_quant = false;
+  DType compute_dtype = DType::bf16;
+  std::vector<std::string> skip_modules;  // llm_int8_skip_modules
+  double int8_threshold = 6.0;
+};
+nlohmann::ordered_json quantization_config(const QuantizationConfig& config);
+
+}  // namespace lowbit::bnb

@@ -1,0 +1,51 @@
+// A model's tensors under llama.cpp's names and GGUF layout, whether the model is a GGUF file or a
+// Hugging Face directory: what quantization to GGUF reads from.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lowbit/io/gguf.h"
+#include "lowbit/plan/llama_cpp_mix.h"
+
+namespace lowbit {
+
+class ModelSource {
+ public:
+  struct Tensor {
+    std::string name;          // GGUF name: "blk.0.attn_q.weight"
+    Shape ne;                  // GGUF dimensions, innermost first
+    GgmlType stored_type;      // how the source stores it
+    int64_t elements() const { return shape_elements(ne); }
+  };
+
+  // Opens a .gguf file or a Hugging Face model directory (Llama, Mistral, Qwen2, Qwen3 dense).
+  static std::unique_ptr<ModelSource> open(const std::filesystem::path& path);
+  virtual ~ModelSource() = default;
+
+  // GGUF metadata describing the model (architecture hyperparameters, tokenizer...), in file order.
+  virtual const std::vector<gguf::KeyValue>& metadata() const = 0;
+  // Tensors in the order llama-quantize writes them: by layer (non-layer tensors first), then name.
+  virtual const std::vector<Tensor>& tensors() const = 0;
+  // The stored bytes when they are the tensor's GGUF bytes as they are (empty when the source must
+  // transform them, e.g. a Hugging Face Q/K weight that needs llama.cpp's row permutation).
+  virtual std::span<const std::byte> raw(const Tensor& tensor) const = 0;
+  // The tensor as float32 rows of ne[0] values: converted, dequantized or permuted as needed.
+  virtual std::vector<float> load_f32(const Tensor& tensor) const = 0;
+  virtual std::string label() const = 0;
+  // The type a tensor keeps when it is not quantized: a GGUF's own, F32 for a converted model
+  // (as llama.cpp's converter stores norms, biases and routers).
+  virtual GgmlType unquantized_type(const Tensor& tensor) const = 0;
+
+  // Hyperparameters the per-tensor type choices depend on, read from the metadata.
+  ModelFacts facts() const;
+  const gguf::Value* find(std::string_view key) const;
+};
+
+// llama-quantize's tensor order (weight_name_comparer): layer number (-1 outside blocks), then name.
+bool gguf_tensor_order(const std::string& a, const std::string& b);
+
+}  // namespace lowbit

@@ -1,0 +1,40 @@
+// Quantizing a model (GGUF or Hugging Face directory) into a GGUF file, one tensor at a time.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "lowbit/core/progress.h"
+#include "lowbit/io/imatrix.h"
+#include "lowbit/pipeline/model_source.h"
+#include "lowbit/plan/llama_cpp_mix.h"
+
+namespace lowbit {
+
+struct GgufQuantizeOptions {
+  TypeSelection selection;                    // mix or uniform type, overrides
+  const ImportanceMatrix* imatrix = nullptr;  // per-column importance weights, by GGUF tensor name
+  std::string imatrix_path;                   // recorded in the output's metadata
+};
+
+struct GgufTensorReport {
+  std::string name;
+  GgmlType from, to;
+  int64_t params;
+  uint64_t bytes;
+  bool used_imatrix;
+};
+
+struct GgufQuantizeReport {
+  std::vector<GgufTensorReport> tensors;
+  int64_t params = 0;
+  uint64_t bytes = 0;
+  double seconds = 0;
+};
+
+// Writes `out` atomically. Tensors already in their target type are copied, not requantized.
+GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesystem::path& out,
+                                    GgufQuantizeOptions options, Progress& progress = Progress::none());
+
+}  // namespace lowbit

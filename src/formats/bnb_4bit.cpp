@@ -1,0 +1,264 @@
+// bitsandbytes 4-bit blockwise quantization: the scalar reference, double quantization of the
+// block scales, and dequantization. The format is described in include/lowbit/formats/bnb_4bit.h.
+#include "lowbit/formats/bnb_4bit.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "formats/bnb_4bit_blocks.h"
+#include "formats/bnb_tables.h"
+#include "lowbit/core/convert.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/half.h"
+#include "lowbit/core/thread_pool.h"
+#include "lowbit/formats/gpu_rcp_approx.h"
+
+namespace lowbit::bnb {
+namespace {
+
+bool is_supported_float(DType dtype) { return dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16; }
+
+void check_float_dtype(DType dtype, std::string_view tensor_name, std::string_view what) {
+  if (!is_supported_float(dtype))
+    throw Error(std::string(what) + ": unsupported dtype " + std::string(dtype_name(dtype)),
+                {.tensor = std::string(tensor_name), .expected = "f32, f16 or bf16"});
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Blocks per parallel chunk: about 64 Ki elements, enough to amortise scheduling.
+int64_t block_grain(int64_t blocksize) { return std::max<int64_t>(1, (int64_t(1) << 16) / blocksize); }
+
+// bitsandbytes' dQuantize (no stochastic rounding): a 7-step binary search over the ascending
+// 256-entry map, then rounding to the nearer of the two neighbours by their midpoint. The
+// comparisons and midpoints are float32, as in the kernel, so ties and NaN land where they do there.
+uint8_t quantize_dynamic_8bit(float x, const std::array<float, 256>& map) {
+  int pivot = 127, upper_pivot = 255, lower_pivot = 0;
+  float lower = -1.0f, upper = 1.0f;
+  for (int step = 64; step > 0; step >>= 1) {
+    if (x > map[pivot]) {
+      lower_pivot = pivot;
+      lower = map[pivot];
+      pivot += step;
+    } else {
+      upper_pivot = pivot;
+      upper = map[pivot];
+      pivot -= step;
+    }
+  }
+  if (upper_pivot == 255) upper = map[255];
+  if (lower_pivot == 0) lower = map[0];
+  const float value = map[pivot];
+  if (x > value) return uint8_t(x > (upper + value) * 0.5f ? upper_pivot : pivot);
+  return uint8_t(x < (lower + value) * 0.5f ? lower_pivot : pivot);
+}
+
+std::string element_location(int64_t index) { return "element " + std::to_string(index); }
+
+Bnb4bitQuantized quantize_4bit_with(detail::QuantizeBlocksFn quantize_blocks, const TensorView& input,
+                                    const Bnb4bitOptions& options, std::string_view tensor_name) {
+  check_float_dtype(input.dtype, tensor_name, "bnb 4-bit quantization");
+  check_blocksize_4bit(options.blocksize, tensor_name);
+  Bnb4bitQuantized result;
+  Bnb4bitState& state = result.state;
+  state.quant_type = options.quant_type;
+  state.blocksize = options.blocksize;
+  state.dtype = input.dtype;
+  state.shape = input.shape;
+  state.code = code_map(options.quant_type);
+  const int64_t blocks = state.blocks();
+  result.packed.assign(size_t(state.packed_bytes()), 0);
+  state.absmax.assign(size_t(blocks), 0.0f);
+
+  // Chunks run in any order; keep the smallest bad index so the message does not depend on timing.
+  std::atomic<int64_t> first_bad{-1};
+  parallel_for(blocks, block_grain(options.blocksize), [&](int64_t begin, int64_t end) {
+    const int64_t bad = quantize_blocks(options.quant_type, input, options.blocksize, begin, end,
+                                        result.packed.data(), state.absmax.data());
+    if (bad < 0) return;
+    int64_t seen = first_bad.load();
+    while ((seen < 0 || bad < seen) && !first_bad.compare_exchange_weak(seen, bad)) {}
+  });
+  if (first_bad.load() >= 0)
+    throw Error("bnb 4-bit quantization: NaN or Inf at " + element_location(first_bad.load()),
+                {.tensor = std::string(tensor_name), .expected = "finite values"});
+
+  if (options.double_quant) {
+    state.nested = quantize_absmax_nested(state.absmax, options.nested_offset);
+    state.absmax.clear();
+  }
+  return result;
+}
+
+}  // namespace
+
+namespace detail {
+
+int64_t load_block_f32(const TensorView& input, int64_t begin, int64_t count, float* out) {
+  const size_t element_size = dtype_size(input.dtype);
+  convert_to_f32(input.dtype, input.bytes.data() + size_t(begin) * element_size, out, size_t(count));
+  int64_t bad = -1;
+  for (int64_t i = 0; i < count; ++i) {
+    if (!std::isfinite(out[i]) && bad < 0) bad = i;
+    out[i] = gpu::flush_subnormal(out[i]);
+  }
+  return bad;
+}
+
+int64_t quantize_4bit_blocks_reference(QuantType type, const TensorView& input, int64_t blocksize,
+                                       int64_t first_block, int64_t last_block, uint8_t* packed, float* absmax) {
+  const int64_t elements = input.elements();
+  std::vector<float> values(static_cast<size_t>(blocksize));
+  for (int64_t b = first_block; b < last_block; ++b) {
+    const int64_t begin = b * blocksize;
+    const int64_t count = std::min(blocksize, elements - begin);
+    const int64_t bad = load_block_f32(input, begin, count, values.data());
+    if (bad >= 0) return begin + bad;
+    absmax[b] = detail::block_absmax_of(values.data(), count);
+    const float scale = gpu::rcp_approx_ftz(absmax[b]);
+    // begin is even (blocksizes are even), so the block owns whole bytes; an odd last block
+    // gets a padding element 0.0 in its last low nibble.
+    for (int64_t i = 0; i < count; i += 2) {
+      const uint8_t high = quantize_4bit_value(type, values[size_t(i)], scale);
+      const uint8_t low = quantize_4bit_value(type, i + 1 < count ? values[size_t(i + 1)] : 0.0f, scale);
+      packed[(begin + i) / 2] = uint8_t(high << 4 | low);
+    }
+  }
+  return -1;
+}
+
+}  // namespace detail
+
+std::string_view quant_type_name(QuantType type) { return type == QuantType::nf4 ? "nf4" : "fp4"; }
+
+void check_blocksize_4bit(int64_t blocksize, std::string_view tensor_name) {
+  if (std::find(kBlocksizes4bit.begin(), kBlocksizes4bit.end(), blocksize) == kBlocksizes4bit.end())
+    throw Error("bnb 4-bit: unsupported blocksize " + std::to_string(blocksize),
+                {.tensor = std::string(tensor_name), .expected = "blocksize 32, 64, 128, 256, 512, 1024, 2048 or 4096"});
+}
+
+const std::array<float, 16>& code_map(QuantType type) {
+  return type == QuantType::nf4 ? tables::kNf4Code : tables::kFp4Code;
+}
+
+const std::array<float, 256>& dynamic_map_signed() { return tables::kDynamicMapSigned; }
+
+int64_t Bnb4bitState::elements() const { return shape_elements(shape); }
+int64_t Bnb4bitState::blocks() const { return ceil_div(elements(), blocksize); }
+
+std::vector<float> Bnb4bitState::block_scales() const {
+  return nested ? dequantize_absmax_nested(*nested) : absmax;
+}
+
+Bnb4bitQuantized quantize_4bit_reference(const TensorView& input, const Bnb4bitOptions& options,
+                                         std::string_view tensor_name) {
+  return quantize_4bit_with(detail::quantize_4bit_blocks_reference, input, options, tensor_name);
+}
+
+Bnb4bitQuantized quantize_4bit(const TensorView& input, const Bnb4bitOptions& options, std::string_view tensor_name) {
+  detail::QuantizeBlocksFn fast = detail::fast_quantize_4bit_blocks();
+  return quantize_4bit_with(fast ? fast : detail::quantize_4bit_blocks_reference, input, options, tensor_name);
+}
+
+std::vector<float> block_absmax(const TensorView& input, int64_t blocksize, std::string_view tensor_name) {
+  check_float_dtype(input.dtype, tensor_name, "bnb block absmax");
+  if (blocksize <= 0) throw Error("bnb block absmax: blocksize must be positive", {.tensor = std::string(tensor_name)});
+  const int64_t elements = input.elements();
+  std::vector<float> absmax(size_t(ceil_div(elements, blocksize)));
+  std::vector<float> values(static_cast<size_t>(blocksize));
+  for (size_t b = 0; b < absmax.size(); ++b) {
+    const int64_t begin = int64_t(b) * blocksize;
+    const int64_t count = std::min(blocksize, elements - begin);
+    if (const int64_t bad = detail::load_block_f32(input, begin, count, values.data()); bad >= 0)
+      throw Error("bnb block absmax: NaN or Inf at " + element_location(begin + bad),
+                  {.tensor = std::string(tensor_name), .expected = "finite values"});
+    absmax[b] = detail::block_absmax_of(values.data(), count);
+  }
+  return absmax;
+}
+
+float mean_to_nearest_float(std::span<const float> values) {
+  if (values.empty()) return 0.0f;
+  // Neumaier's compensated sum: for the few thousand absmaxes of a tensor it is the exact sum.
+  double sum = 0.0, compensation = 0.0;
+  for (float v : values) {
+    const double t = sum + double(v);
+    compensation += std::fabs(sum) >= std::fabs(double(v)) ? (sum - t) + double(v) : (double(v) - t) + sum;
+    sum = t;
+  }
+  return float((sum + compensation) / double(values.size()));
+}
+
+NestedAbsmax quantize_absmax_nested(std::span<const float> absmax, std::optional<float> offset) {
+  NestedAbsmax nested;
+  nested.offset = offset ? *offset : mean_to_nearest_float(absmax);
+  nested.code = tables::kDynamicMapSigned;
+  nested.codes.resize(absmax.size());
+  nested.nested_absmax.resize(size_t(ceil_div(int64_t(absmax.size()), kNestedBlocksize)));
+  std::vector<float> centred(static_cast<size_t>(kNestedBlocksize));
+  for (size_t j = 0; j < nested.nested_absmax.size(); ++j) {
+    const size_t begin = j * size_t(kNestedBlocksize);
+    const size_t count = std::min(size_t(kNestedBlocksize), absmax.size() - begin);
+    // torch subtracts the offset (plain float32); the 8-bit kernel then flushes like the 4-bit one.
+    for (size_t i = 0; i < count; ++i) centred[i] = gpu::flush_subnormal(absmax[begin + i] - nested.offset);
+    nested.nested_absmax[j] = detail::block_absmax_of(centred.data(), int64_t(count));
+    const float scale = gpu::rcp_approx_ftz(nested.nested_absmax[j]);
+    for (size_t i = 0; i < count; ++i)
+      nested.codes[begin + i] = quantize_dynamic_8bit(gpu::mul_ftz(centred[i], scale), nested.code);
+  }
+  return nested;
+}
+
+std::vector<float> dequantize_absmax_nested(const NestedAbsmax& nested) {
+  if (nested.blocksize <= 0 || size_t(ceil_div(int64_t(nested.codes.size()), nested.blocksize)) != nested.nested_absmax.size())
+    throw Error("bnb double quant: " + std::to_string(nested.nested_absmax.size()) + " nested absmax values for " +
+                std::to_string(nested.codes.size()) + " codes in blocks of " + std::to_string(nested.blocksize));
+  std::vector<float> scales(nested.codes.size());
+  for (size_t i = 0; i < scales.size(); ++i) {
+    // The 8-bit dequantize kernel multiplies; torch adds the offset afterwards: two roundings.
+    const float product = gpu::mul_ftz(nested.code[nested.codes[i]], nested.nested_absmax[i / size_t(nested.blocksize)]);
+    scales[i] = product + nested.offset;
+  }
+  return scales;
+}
+
+Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, std::string_view tensor_name) {
+  return dequantize_4bit(packed, state, state.dtype, tensor_name);
+}
+
+Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
+                       std::string_view tensor_name) {
+  check_float_dtype(out_dtype, tensor_name, "bnb 4-bit dequantization");
+  check_blocksize_4bit(state.blocksize, tensor_name);
+  const ErrorContext context{.tensor = std::string(tensor_name)};
+  if (int64_t(packed.size()) != state.packed_bytes())
+    throw Error("bnb 4-bit dequantization: " + std::to_string(packed.size()) + " packed bytes for " +
+                std::to_string(state.elements()) + " elements", {.tensor = context.tensor,
+                .expected = std::to_string(state.packed_bytes()) + " bytes"});
+  const std::vector<float> scales = state.block_scales();
+  if (int64_t(scales.size()) != state.blocks())
+    throw Error("bnb 4-bit dequantization: " + std::to_string(scales.size()) + " block scales for " +
+                std::to_string(state.blocks()) + " blocks", context);
+
+  // The kernel's LUT: FP4 code 8 is -0.0 there, +0.0 in the state's code map.
+  const std::array<float, 16>& lut = state.quant_type == QuantType::nf4 ? tables::kNf4Code : tables::kFp4KernelLut;
+  Tensor out(out_dtype, state.shape);
+  const int64_t elements = state.elements();
+  parallel_for(state.blocks(), block_grain(state.blocksize), [&](int64_t first_block, int64_t last_block) {
+    const int64_t begin = first_block * state.blocksize;
+    const int64_t end = std::min(elements, last_block * state.blocksize);
+    std::vector<float> values(size_t(end - begin));
+    for (int64_t i = begin; i < end; ++i) {
+      const uint8_t byte = packed[size_t(i / 2)];
+      const uint8_t code = (i % 2 == 0) ? byte >> 4 : byte & 0x0f;
+      values[size_t(i - begin)] = gpu::mul_ftz(lut[code], scales[size_t(i / state.blocksize)]);
+    }
+    convert_from_f32(values.data(), out_dtype, out.buffer.data() + size_t(begin) * dtype_size(out_dtype), values.size());
+  });
+  return out;
+}
+
+}  // namespace lowbit::bnb

@@ -1,0 +1,169 @@
+// iq4_nl and iq4_xs: ggml-quants.c's quantize_row_iq4_nl_impl (ntry = 7, as ggml_quantize_chunk calls
+// it) and the dequantizers, byte for byte.
+#include "lowbit/formats/ggml_iq4.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "formats/ggml_block_check.h"
+#include "formats/ggml_kquants_search.h"
+#include "lowbit/core/half.h"
+
+namespace lowbit::ggml {
+namespace {
+
+using ggml_search::kGroupMaxEps;
+using ggml_search::nearest_codebook_index;
+using ggml_search::round_nearest_even;
+
+constexpr int kSub = 32;            // values per scaled sub-block
+constexpr int kXsValues = 256;      // values per iq4_xs block
+constexpr int kScaleTries = 7;      // ggml's ntry: the 15 extra scales tried per sub-block
+
+inline int codebook_index(float x) { return nearest_codebook_index(16, kIq4Codebook, x); }
+
+// Weights of one sub-block: qw * sqrt(sigma2 + x^2) with importance weights, x^2 without.
+void sub_block_weights(const float* x, const float* qw, float sigma2, float* weights) {
+  if (qw) {
+    for (int j = 0; j < kSub; ++j) weights[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
+  } else {
+    for (int j = 0; j < kSub; ++j) weights[j] = x[j] * x[j];
+  }
+}
+
+// sigma2 = 2 * mean of x^2 over the whole (super-)block, computed as ggml does.
+float block_sigma2(const float* x, int n) {
+  float sigma2 = 0;
+  for (int j = 0; j < n; ++j) sigma2 += x[j] * x[j];
+  return sigma2 * (2.f / float(n));
+}
+
+// The float scale of one 32-value sub-block: start from the scale mapping the signed extreme onto the
+// codebook's -127 end, fit by weighted least squares, then try the 2*ntry+1 inverse scales
+// (k - 127)/max, k = -ntry..ntry, keeping the best fit. 0 for an all-zero (or zero-weight) sub-block.
+float fit_sub_block_scale(const float* x, const float* weights) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < kSub; ++j) {
+    const float ax = std::fabs(x[j]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[j];
+    }
+  }
+  if (amax < kGroupMaxEps) return 0;
+  float d = -max / float(kIq4Codebook[0]);
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < kSub; ++j) {
+    const float q = kIq4Codebook[codebook_index(id * x[j])];
+    sumqx += weights[j] * q * x[j];
+    sumq2 += weights[j] * q * q;
+  }
+  // sumq2 is 0 when every weight is 0: ggml then stores scale 0 (newer ggml; older gave NaN).
+  d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+  float best = d * sumqx;
+  for (int step = -kScaleTries; step <= kScaleTries; ++step) {
+    id = float(step + kIq4Codebook[0]) / max;
+    sumqx = sumq2 = 0;
+    for (int j = 0; j < kSub; ++j) {
+      const float q = kIq4Codebook[codebook_index(id * x[j])];
+      sumqx += weights[j] * q * x[j];
+      sumq2 += weights[j] * q * q;
+    }
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
+    }
+  }
+  return d;
+}
+
+// Codes of one sub-block for inverse scale `id`, packed: value j low nibble of qs[j], j+16 high nibble.
+void pack_sub_block(const float* x, float id, uint8_t* qs) {
+  for (int j = 0; j < kSub / 2; ++j)
+    qs[j] = uint8_t(codebook_index(id * x[j]) | (codebook_index(id * x[j + kSub / 2]) << 4));
+}
+
+}  // namespace
+
+void quantize_row_iq4_nl(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("iq4_nl", n, kSub);
+  auto* y = static_cast<BlockIq4Nl*>(blocks);
+  float weights[kSub];
+  for (int64_t ib = 0; ib < n / kSub; ++ib) {
+    const float* xb = x + kSub * ib;
+    sub_block_weights(xb, quant_weights ? quant_weights + kSub * ib : nullptr, block_sigma2(xb, kSub), weights);
+    const float d = fit_sub_block_scale(xb, weights);
+    y[ib].d = f32_to_f16(d);
+    // Codes from the unrounded float scale, as ggml does.
+    pack_sub_block(xb, d ? 1 / d : 0, y[ib].qs);
+  }
+}
+
+void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("iq4_xs", n, kXsValues);
+  auto* y = static_cast<BlockIq4Xs*>(blocks);
+  float weights[kSub], scales[kXsValues / kSub];
+  for (int64_t i = 0; i < n / kXsValues; ++i) {
+    const float* xb = x + kXsValues * i;
+    const float* qw = quant_weights ? quant_weights + kXsValues * i : nullptr;
+    const float sigma2 = block_sigma2(xb, kXsValues);
+    float max_scale = 0, amax_scale = 0;
+    for (int ib = 0; ib < kXsValues / kSub; ++ib) {
+      sub_block_weights(xb + kSub * ib, qw ? qw + kSub * ib : nullptr, sigma2, weights);
+      scales[ib] = fit_sub_block_scale(xb + kSub * ib, weights);
+      if (std::fabs(scales[ib]) > amax_scale) {
+        amax_scale = std::fabs(scales[ib]);
+        max_scale = scales[ib];
+      }
+    }
+    // The largest-magnitude scale maps to s - 32 = -32. (All zero gives d = -0.0, fp16 0x8000, as ggml.)
+    const float d = -max_scale / 32;
+    BlockIq4Xs& b = y[i];
+    b.d = f32_to_f16(d);
+    b.scales_h = 0;
+    const float id = d ? 1 / d : 0.f;
+    for (int ib = 0; ib < kXsValues / kSub; ++ib) {
+      const int l = std::max(-32, std::min(31, round_nearest_even(id * scales[ib])));
+      // Codes from the float d times the 6-bit scale (ggml does not round d to fp16 here).
+      const float dl = d * float(l);
+      pack_sub_block(xb + kSub * ib, dl ? 1 / dl : 0.f, b.qs + 16 * ib);
+      const int biased = l + 32;
+      if (ib % 2 == 0) b.scales_l[ib / 2] = uint8_t(biased & 0xF);
+      else b.scales_l[ib / 2] |= uint8_t((biased & 0xF) << 4);
+      b.scales_h |= uint16_t((biased >> 4) << (2 * ib));
+    }
+  }
+}
+
+void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("iq4_nl", n, kSub);
+  const auto* b = static_cast<const BlockIq4Nl*>(blocks);
+  for (int64_t ib = 0; ib < n / kSub; ++ib, y += kSub) {
+    const float d = f16_to_f32(b[ib].d);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = d * float(kIq4Codebook[b[ib].qs[j] & 0xF]);
+      y[j + 16] = d * float(kIq4Codebook[b[ib].qs[j] >> 4]);
+    }
+  }
+}
+
+void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("iq4_xs", n, kXsValues);
+  const auto* b = static_cast<const BlockIq4Xs*>(blocks);
+  for (int64_t i = 0; i < n / kXsValues; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < kXsValues / kSub; ++ib, y += kSub) {
+      const int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b[i].scales_h >> (2 * ib)) & 3) << 4);
+      const float dl = d * float(ls - 32);
+      const uint8_t* qs = b[i].qs + 16 * ib;
+      for (int j = 0; j < 16; ++j) {
+        y[j] = dl * float(kIq4Codebook[qs[j] & 0xF]);
+        y[j + 16] = dl * float(kIq4Codebook[qs[j] >> 4]);
+      }
+    }
+  }
+}
+
+}  // namespace lowbit::ggml

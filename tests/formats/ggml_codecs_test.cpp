@@ -1,0 +1,212 @@
+// ggml codecs against ggml itself: every golden file in ../shared/golden/ggml (see its README) holds an
+// `input` matrix, optionally the `imatrix` weights, the `quantized` bytes ggml_quantize_chunk wrote and
+// the `dequantized` floats ggml's to_float gave. Quantizing must give the same bytes, dequantizing the
+// same bits. Plus round-trip error bounds on random data and rejection of partial blocks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "lowbit/core/error.h"
+#include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/io/gguf.h"
+#include "support/paths.h"
+
+namespace lowbit {
+namespace {
+
+std::vector<std::string> golden_file_names() {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(test::golden_ggml_dir(), ec))
+    if (entry.is_regular_file() && entry.path().extension() == ".gguf") names.push_back(entry.path().stem().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+template <class T>
+std::vector<T> copy_as(std::span<const std::byte> bytes) {
+  std::vector<T> out(bytes.size() / sizeof(T));
+  std::memcpy(out.data(), bytes.data(), out.size() * sizeof(T));
+  return out;
+}
+
+// First differing byte index, or -1.
+int64_t first_difference(std::span<const std::byte> a, std::span<const std::byte> b) {
+  const size_t n = std::min(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i)
+    if (a[i] != b[i]) return int64_t(i);
+  return a.size() == b.size() ? -1 : int64_t(n);
+}
+
+class GgmlGoldenTest : public testing::TestWithParam<std::string> {};
+
+TEST_P(GgmlGoldenTest, QuantizeAndDequantizeMatchGgml) {
+  const auto path = test::golden_ggml_dir() / (GetParam() + ".gguf");
+  const gguf::File file(path);
+  const gguf::TensorInfo* input = file.find_tensor("input");
+  const gguf::TensorInfo* quantized = file.find_tensor("quantized");
+  const gguf::TensorInfo* dequantized = file.find_tensor("dequantized");
+  ASSERT_TRUE(input && quantized && dequantized) << path;
+  const gguf::TensorInfo* imatrix = file.find_tensor("imatrix");
+
+  // GGUF lists dimensions innermost first: ne = [cols, rows].
+  const int64_t cols = input->ne.at(0), rows = input->ne.at(1);
+  const GgmlType type = quantized->type;
+  ASSERT_NE(ggml_codec(type), nullptr) << "no codec for " << ggml_type_name(type);
+
+  const std::vector<float> x = copy_as<float>(file.data(*input));
+  std::vector<float> weights;
+  if (imatrix) {
+    weights = copy_as<float>(file.data(*imatrix));
+    ASSERT_EQ(int64_t(weights.size()), cols);
+  }
+  const auto expected_bytes = file.data(*quantized);
+  ASSERT_EQ(expected_bytes.size(), size_t(rows) * ggml_row_bytes(type, cols));
+
+  std::vector<std::byte> bytes(expected_bytes.size());
+  quantize_rows(type, x.data(), rows, cols, imatrix ? weights.data() : nullptr, bytes.data());
+  const int64_t diff = first_difference(bytes, expected_bytes);
+  EXPECT_EQ(diff, -1) << "quantized bytes differ from ggml's, first at byte " << diff << " (row "
+                      << diff / int64_t(ggml_row_bytes(type, cols)) << ")";
+
+  std::vector<float> y(size_t(rows * cols));
+  dequantize_rows(type, expected_bytes.data(), rows, cols, y.data());
+  const std::vector<uint32_t> expected_bits = copy_as<uint32_t>(file.data(*dequantized));
+  ASSERT_EQ(expected_bits.size(), y.size());
+  int64_t mismatches = 0, first = -1;
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (std::bit_cast<uint32_t>(y[i]) != expected_bits[i]) {
+      if (first < 0) first = int64_t(i);
+      ++mismatches;
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "dequantized values differ from ggml's, first at value " << first;
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, GgmlGoldenTest, testing::ValuesIn(golden_file_names()),
+                         [](const testing::TestParamInfo<std::string>& param_info) { return param_info.param; });
+
+// 4 cases x (12 types with and without weights, less q8_0 with) = 92 files, as manifest.json counts.
+TEST(GgmlGoldenSet, HasEveryCase) { EXPECT_EQ(golden_file_names().size(), 92u); }
+
+// llama-quantize's Q4_K_M file of the tiny model: every quantized tensor equals quantizing the f32
+// model's tensor without weights (README, model/).
+TEST(GgmlGoldenModel, Q4KMTensorsMatchLlamaQuantize) {
+  const gguf::File f32_file(test::golden_ggml_dir() / "model" / "tiny-llama-f32.gguf");
+  const gguf::File quant_file(test::golden_ggml_dir() / "model" / "tiny-llama-q4_k_m.gguf");
+  int checked = 0;
+  for (const gguf::TensorInfo& q : quant_file.tensors()) {
+    if (!ggml_type_info(q.type).quantized) continue;
+    SCOPED_TRACE(q.name);
+    const gguf::TensorInfo* source = f32_file.find_tensor(q.name);
+    ASSERT_TRUE(source);
+    ASSERT_EQ(source->type, GgmlType::F32);
+    const int64_t cols = q.ne.at(0), rows = q.elements() / cols;
+    const std::vector<float> x = copy_as<float>(f32_file.data(*source));
+    std::vector<std::byte> bytes(size_t(rows) * ggml_row_bytes(q.type, cols));
+    quantize_rows(q.type, x.data(), rows, cols, nullptr, bytes.data());
+    EXPECT_EQ(first_difference(bytes, quant_file.data(q)), -1);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 16);
+}
+
+// ---- round trip on random data ----
+
+struct ErrorBound {
+  GgmlType type;
+  double max_relative_rmse;  // RMS error / RMS value, Gaussian data
+};
+
+// Loose bounds from the bits per value (about 2^-bits of the range), enough to catch a broken codec.
+constexpr ErrorBound kBounds[] = {
+    {GgmlType::Q4_0, 0.12}, {GgmlType::Q4_1, 0.11}, {GgmlType::Q5_0, 0.06}, {GgmlType::Q5_1, 0.05},
+    {GgmlType::Q8_0, 0.01}, {GgmlType::Q2_K, 0.40}, {GgmlType::Q3_K, 0.20}, {GgmlType::Q4_K, 0.10},
+    {GgmlType::Q5_K, 0.05}, {GgmlType::Q6_K, 0.025}, {GgmlType::IQ4_NL, 0.10}, {GgmlType::IQ4_XS, 0.10},
+    {GgmlType::F16, 0.001}, {GgmlType::BF16, 0.005}, {GgmlType::F32, 0.0},
+};
+
+double relative_rmse(const std::vector<float>& x, const std::vector<float>& y) {
+  double err = 0, ref = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    err += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+    ref += double(x[i]) * x[i];
+  }
+  return std::sqrt(err / ref);
+}
+
+TEST(GgmlCodecs, RoundTripErrorIsBounded) {
+  const int64_t rows = 7, cols = 1024;
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  std::uniform_real_distribution<float> uniform(0.1f, 2.f);
+  std::vector<float> x(static_cast<size_t>(rows * cols)), weights(static_cast<size_t>(cols));
+  for (float& v : x) v = normal(rng);
+  for (float& w : weights) w = uniform(rng);
+  for (const ErrorBound& bound : kBounds) {
+    for (const bool weighted : {false, true}) {
+      SCOPED_TRACE(std::string(ggml_type_name(bound.type)) + (weighted ? " with weights" : ""));
+      std::vector<std::byte> bytes(size_t(rows) * ggml_row_bytes(bound.type, cols));
+      quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, bytes.data());
+      std::vector<float> y(x.size());
+      dequantize_rows(bound.type, bytes.data(), rows, cols, y.data());
+      EXPECT_LE(relative_rmse(x, y), bound.max_relative_rmse);
+      // Quantizing is deterministic whatever the thread split: a single-row pass gives the same bytes.
+      std::vector<std::byte> row(ggml_row_bytes(bound.type, cols));
+      ggml_codec(bound.type)->quantize_row(x.data() + 3 * cols, row.data(), cols, weighted ? weights.data() : nullptr);
+      EXPECT_EQ(0, std::memcmp(row.data(), bytes.data() + 3 * row.size(), row.size()));
+    }
+  }
+}
+
+TEST(GgmlCodecs, ZeroRowsStayZero) {
+  const int64_t cols = 512;
+  const std::vector<float> x(size_t(cols), 0.f);
+  for (const ErrorBound& bound : kBounds) {
+    SCOPED_TRACE(std::string(ggml_type_name(bound.type)));
+    std::vector<std::byte> bytes(ggml_row_bytes(bound.type, cols));
+    quantize_rows(bound.type, x.data(), 1, cols, nullptr, bytes.data());
+    std::vector<float> y(size_t(cols), 1.f);
+    dequantize_rows(bound.type, bytes.data(), 1, cols, y.data());
+    for (float v : y) ASSERT_EQ(v, 0.f);
+  }
+}
+
+// ---- rejection ----
+
+TEST(GgmlCodecs, RejectsRowsThatAreNotWholeBlocks) {
+  const std::vector<float> x(300, 1.f);
+  std::vector<std::byte> bytes(4096);
+  std::vector<float> y(300);
+  for (const GgmlType type : {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::IQ4_XS}) {
+    const int64_t cols = type == GgmlType::Q4_0 || type == GgmlType::Q8_0 ? 33 : 300;
+    SCOPED_TRACE(std::string(ggml_type_name(type)));
+    try {
+      quantize_rows(type, x.data(), 1, cols, nullptr, bytes.data());
+      ADD_FAILURE() << "no error for a row of " << cols;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("not a whole number"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(std::string(ggml_type_name(type))), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(dequantize_rows(type, bytes.data(), 1, cols, y.data()), Error);
+    EXPECT_THROW(ggml_codec(type)->quantize_row(x.data(), bytes.data(), cols, nullptr), Error);
+    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), cols), Error);
+  }
+}
+
+TEST(GgmlCodecs, RejectsTypesWithoutCodec) {
+  EXPECT_EQ(ggml_codec(GgmlType::IQ2_XXS), nullptr);
+  const std::vector<float> x(256, 1.f);
+  std::vector<std::byte> bytes(1024);
+  EXPECT_THROW(quantize_rows(GgmlType::IQ2_XXS, x.data(), 1, 256, nullptr, bytes.data()), Error);
+}
+
+}  // namespace
+}  // namespace lowbit

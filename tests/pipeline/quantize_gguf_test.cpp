@@ -1,0 +1,179 @@
+// Quantizing to GGUF: llama-quantize's own output reproduced byte for byte, conversion from a
+// Hugging Face directory, and no output left behind when anything fails.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "lowbit/core/error.h"
+#include "lowbit/core/mapped_file.h"
+#include "lowbit/io/safetensors.h"
+#include "lowbit/pipeline/quantize_gguf.h"
+#include "support/paths.h"
+
+namespace lowbit {
+namespace {
+
+std::filesystem::path tiny_model() { return test::golden_ggml_dir() / "model" / "tiny-llama-f32.gguf"; }
+
+bool same_bytes(const std::filesystem::path& a, const std::filesystem::path& b) {
+  const MappedFile x(a), y(b);
+  return x.size() == y.size() && std::equal(x.bytes().begin(), x.bytes().end(), y.bytes().begin());
+}
+
+TEST(QuantizeGguf, ReproducesLlamaQuantizeQ4KMFileByteForByte) {
+  test::TempDir dir;
+  const auto source = ModelSource::open(tiny_model());
+  GgufQuantizeOptions options;
+  options.selection = {.mix = find_llama_mix("Q4_K_M"), .default_type = GgmlType::Q4_K};
+  quantize_to_gguf(*source, dir / "out.gguf", options);
+  EXPECT_TRUE(same_bytes(dir / "out.gguf", test::golden_ggml_dir() / "model" / "tiny-llama-q4_k_m.gguf"));
+}
+
+TEST(QuantizeGguf, UniformFormatOverridesAndCopy) {
+  test::TempDir dir;
+  const auto source = ModelSource::open(tiny_model());
+  GgufQuantizeOptions options;
+  options.selection = {.default_type = GgmlType::Q8_0, .overrides = {{"blk.1.*", GgmlType::Q5_1}}};
+  const auto report = quantize_to_gguf(*source, dir / "q8.gguf", options);
+  const gguf::File out(dir / "q8.gguf");
+  EXPECT_EQ(out.find_tensor("output.weight")->type, GgmlType::Q8_0);  // uniform: no Q6_K for output
+  EXPECT_EQ(out.find_tensor("blk.0.ffn_up.weight")->type, GgmlType::Q8_0);
+  EXPECT_EQ(out.find_tensor("blk.1.ffn_up.weight")->type, GgmlType::Q5_1);
+  EXPECT_EQ(out.find_tensor("blk.1.attn_norm.weight")->type, GgmlType::F32);
+  EXPECT_EQ(out.find("general.file_type")->as_int(), 7);
+  EXPECT_EQ(report.tensors.size(), 21u);
+
+  // Requantizing a file to the types it already has copies every tensor unchanged.
+  const auto again = ModelSource::open(dir / "q8.gguf");
+  quantize_to_gguf(*again, dir / "q8-again.gguf", options);
+  const gguf::File out2(dir / "q8-again.gguf");
+  for (const auto& t : out.tensors()) {
+    const auto a = out.data(t), b = out2.data(*out2.find_tensor(t.name));
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end())) << t.name;
+  }
+}
+
+TEST(QuantizeGguf, FailureLeavesNoOutputAndInputUntouched) {
+  test::TempDir dir;
+  const auto out = dir / "out.gguf";
+  std::ofstream(out) << "previous contents";
+  const auto source = ModelSource::open(tiny_model());
+  GgufQuantizeOptions options;
+  options.selection = {.default_type = GgmlType::IQ2_XXS};  // no codec: refused before writing
+  EXPECT_THROW(quantize_to_gguf(*source, out, options), Error);
+  std::ifstream in(out);
+  std::string contents((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(contents, "previous contents");
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 1);
+}
+
+// A Hugging Face directory made from the tiny GGUF model: names mapped back, Q/K rows un-permuted to
+// HF's rotate-half layout, a byte-level BPE tokenizer. Converting it must give back the GGUF tensors.
+void write_hf_model(const std::filesystem::path& dir) {
+  const gguf::File g(tiny_model());
+  const std::map<std::string, std::string> names = {
+      {"token_embd.weight", "model.embed_tokens.weight"}, {"output_norm.weight", "model.norm.weight"}, {"output.weight", "lm_head.weight"}};
+  const std::map<std::string, std::string> layer_names = {
+      {"attn_norm.weight", "input_layernorm.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
+      {"attn_q.weight", "self_attn.q_proj.weight"},   {"attn_k.weight", "self_attn.k_proj.weight"},
+      {"attn_v.weight", "self_attn.v_proj.weight"},   {"attn_output.weight", "self_attn.o_proj.weight"},
+      {"ffn_gate.weight", "mlp.gate_proj.weight"},    {"ffn_up.weight", "mlp.up_proj.weight"},
+      {"ffn_down.weight", "mlp.down_proj.weight"}};
+  std::vector<std::vector<float>> storage;
+  std::vector<std::pair<std::string, TensorView>> tensors;
+  storage.reserve(g.tensors().size());
+  for (const auto& t : g.tensors()) {
+    std::string hf;
+    int heads = 0;
+    if (names.count(t.name)) {
+      hf = names.at(t.name);
+    } else {
+      const auto dot = t.name.find('.', 4);
+      const std::string layer = t.name.substr(4, dot - 4), rest = t.name.substr(dot + 1);
+      hf = "model.layers." + layer + "." + layer_names.at(rest);
+      heads = rest == "attn_q.weight" ? 4 : rest == "attn_k.weight" ? 2 : 0;
+    }
+    const auto* src = reinterpret_cast<const float*>(g.data(t).data());
+    const int64_t cols = t.ne[0], rows = t.elements() / cols;
+    std::vector<float> values(src, src + t.elements());
+    if (heads) {  // GGUF row r holds HF row (head, within%2 * half + within/2)
+      const int64_t per_head = rows / heads, half = per_head / 2;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t head = r / per_head, within = r % per_head;
+        std::copy_n(src + r * cols, cols, values.begin() + (head * per_head + (within % 2) * half + within / 2) * cols);
+      }
+    }
+    storage.push_back(std::move(values));
+    tensors.push_back({hf, TensorView::make(DType::f32, Shape(t.ne.rbegin(), t.ne.rend()), std::as_bytes(std::span(storage.back())))});
+  }
+  safetensors::Writer::write_file(dir / "model.safetensors", tensors);
+  std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 256, "intermediate_size": 256,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2, "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "vocab_size": 259})";
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int i = 1; i < 258; ++i) vocab["t" + std::to_string(i)] = i;
+  nlohmann::json tok = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"t 1", nlohmann::json::array({"t", "2"})}}}},
+                        {"added_tokens", {{{"id", 0}, {"content", "<|endoftext|>"}, {"special", true}}}},
+                        {"pre_tokenizer", {{"type", "ByteLevel"}}}};
+  std::ofstream(dir / "tokenizer.json") << tok.dump();
+  std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": "<|endoftext|>", "chat_template": "{{ messages }}"})";
+}
+
+TEST(QuantizeGguf, ConvertsHuggingFaceDirectoryLikeLlamaCpp) {
+  test::TempDir dir;
+  write_hf_model(dir.path());
+  const auto source = ModelSource::open(dir.path());
+  GgufQuantizeOptions options;
+  options.selection = {.default_type = GgmlType::F32};
+  quantize_to_gguf(*source, dir / "f32.gguf", options);
+  const gguf::File out(dir / "f32.gguf"), ref(tiny_model());
+  ASSERT_EQ(out.tensors().size(), ref.tensors().size());
+  for (const auto& t : ref.tensors()) {
+    const auto* o = out.find_tensor(t.name);
+    ASSERT_NE(o, nullptr) << t.name;
+    EXPECT_EQ(o->ne, t.ne) << t.name;
+    const auto a = ref.data(t), b = out.data(*o);
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end())) << t.name;  // the Q/K permutation undone exactly
+  }
+  EXPECT_EQ(*out.find("general.architecture")->get_if<std::string>(), "llama");
+  EXPECT_EQ(out.find("llama.attention.head_count_kv")->as_int(), 2);
+  EXPECT_EQ(*out.find("llama.attention.layer_norm_rms_epsilon")->get_if<float>(), 1e-5f);
+  EXPECT_EQ(*out.find("tokenizer.ggml.model")->get_if<std::string>(), "gpt2");
+  EXPECT_EQ(*out.find("tokenizer.ggml.pre")->get_if<std::string>(), "gpt-2");
+  const auto& tokens = out.find("tokenizer.ggml.tokens")->get_if<gguf::Array>()->items;
+  ASSERT_EQ(tokens.size(), 259u);
+  EXPECT_EQ(*tokens[0].get_if<std::string>(), "<|endoftext|>");
+  EXPECT_EQ(*tokens[258].get_if<std::string>(), "[PAD258]");
+  const auto& types = out.find("tokenizer.ggml.token_type")->get_if<gguf::Array>()->items;
+  EXPECT_EQ(*types[0].get_if<int32_t>(), 3);
+  EXPECT_EQ(*types[1].get_if<int32_t>(), 1);
+  const auto& merges = out.find("tokenizer.ggml.merges")->get_if<gguf::Array>()->items;
+  EXPECT_EQ(*merges[1].get_if<std::string>(), "t 2");
+  EXPECT_EQ(out.find("tokenizer.ggml.eos_token_id")->as_int(), 0);
+  EXPECT_EQ(*out.find("tokenizer.chat_template")->get_if<std::string>(), "{{ messages }}");
+
+  // And from the HF directory straight to llama.cpp's Q4_K_M, as from the GGUF: the same tensor bytes.
+  options.selection = {.mix = find_llama_mix("Q4_K_M"), .default_type = GgmlType::Q4_K};
+  quantize_to_gguf(*source, dir / "q4km.gguf", options);
+  const gguf::File q(dir / "q4km.gguf"), golden(test::golden_ggml_dir() / "model" / "tiny-llama-q4_k_m.gguf");
+  for (const auto& t : golden.tensors()) {
+    const auto a = golden.data(t), b = q.data(*q.find_tensor(t.name));
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end())) << t.name;
+  }
+}
+
+TEST(QuantizeGguf, RejectsUnsupportedHuggingFaceModels) {
+  test::TempDir dir;
+  write_hf_model(dir.path());
+  std::ofstream(dir / "config.json") << R"({"architectures": ["GPTNeoXForCausalLM"]})";
+  try {
+    ModelSource::open(dir.path());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("GPTNeoXForCausalLM"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace lowbit
