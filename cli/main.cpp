@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "lowbit 0.1.0");
   lowbit::cli::add_inspect_command(app);
   lowbit::cli::add_quantize_command(app);
+  lowbit::cli::add_dequantize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -7,6 +7,7 @@
 #include "command.h"
 #include "format_numbers.h"
 #include "lowbit/core/error.h"
+#include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 #include "terminal_progress.h"
 
@@ -17,7 +18,28 @@ struct QuantizeOptions {
   CommonOptions common;
   std::string input, output, format, mix, imatrix;
   std::vector<std::string> tensor_types;  // GLOB=TYPE
+  int64_t blocksize = 64;
+  bool double_quant = false;
+  std::vector<std::string> skip;
 };
+
+bool is_bnb_format(const std::string& format) { return format == "nf4" || format == "fp4" || format == "int8"; }
+
+void run_bnb(const QuantizeOptions& o) {
+  if (!o.mix.empty() || !o.imatrix.empty() || !o.tensor_types.empty())
+    throw Error("--mix, --imatrix and --tensor-type apply to GGUF outputs, not to bitsandbytes formats");
+  TerminalProgress progress(o.common.quiet);
+  const auto r = quantize_to_bnb(o.input, o.output, {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .skip = o.skip},
+                                 progress);
+  if (o.common.json) {
+    fmt::print("{}\n", nlohmann::ordered_json{{"output", o.output}, {"format", o.format}, {"tensors", r.tensors}, {"quantized", r.quantized},
+                                              {"bytes_in", r.bytes_in}, {"bytes_out", r.bytes_out}, {"shards", r.shards}, {"seconds", r.seconds}}
+                              .dump(2));
+  } else if (!o.common.quiet) {
+    fmt::print("wrote {}: {} of {} tensors quantized to {}, {} -> {} in {} shard(s), {:.1f} s\n", o.output, r.quantized, r.tensors, o.format,
+               human_bytes(double(r.bytes_in)), human_bytes(double(r.bytes_out)), r.shards, r.seconds);
+  }
+}
 
 GgmlType parse_ggml_type(const std::string& name, const std::string& what) {
   const auto type = ggml_type_from_name(name);
@@ -74,13 +96,16 @@ void add_quantize_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("quantize", "Quantize a model: to GGUF (--format TYPE or --mix NAME) or to a bitsandbytes checkpoint");
   auto o = std::make_shared<QuantizeOptions>();
   cmd->add_option("IN", o->input, "A .gguf file or a Hugging Face model directory")->required();
-  cmd->add_option("-o,--output", o->output, "Output: OUT.gguf")->required();
-  cmd->add_option("--format", o->format, "One format for every quantizable weight: a ggml type (q4_0, q8_0, q2_K ... q6_K, iq4_nl, iq4_xs, f16, bf16)");
+  cmd->add_option("-o,--output", o->output, "Output: OUT.gguf, or for nf4/fp4/int8 a directory (OUT.safetensors for a .safetensors input)")->required();
+  cmd->add_option("--format", o->format, "One format for every quantizable weight: a ggml type (q4_0, q8_0, q2_K ... q6_K, iq4_nl, iq4_xs, f16, bf16) or a bitsandbytes one (nf4, fp4, int8)");
   cmd->add_option("--mix", o->mix, "A llama.cpp file type with its per-tensor choices: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0");
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
+  cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->capture_default_str();
+  cmd->add_flag("--double-quant", o->double_quant, "nf4/fp4: quantize the absmax constants too (bitsandbytes' compress_statistics)");
+  cmd->add_option("--skip", o->skip, "nf4/fp4/int8: GLOB of module or tensor names to keep unquantized (like llm_int8_skip_modules)");
   add_common_options(*cmd, o->common);
-  cmd->callback([o] { run_gguf(*o); });
+  cmd->callback([o] { is_bnb_format(o->format) ? run_bnb(*o) : run_gguf(*o); });
 }
 
 }  // namespace lowbit::cli

@@ -75,3 +75,32 @@ void AtomicFile::commit() {
 }
 
 }  // namespace lowbit
+
+namespace lowbit {
+
+AtomicDirectory::AtomicDirectory(std::filesystem::path dest) : dest_(std::move(dest)) {
+  std::error_code ec;
+  if (std::filesystem::exists(dest_, ec) && !(std::filesystem::is_directory(dest_) && std::filesystem::is_empty(dest_)))
+    throw Error("output already exists; lowbit does not overwrite it", {.file = dest_.string(), .expected = "a new or empty directory"});
+  std::string pattern = dest_.string() + ".tmp.XXXXXX";
+  std::vector<char> name(pattern.begin(), pattern.end());
+  name.push_back('\0');
+  if (!::mkdtemp(name.data())) fail(dest_, "cannot create a temporary directory beside the output");
+  temp_ = name.data();
+}
+
+AtomicDirectory::~AtomicDirectory() {
+  if (!committed_) {
+    std::error_code ignored;
+    std::filesystem::remove_all(temp_, ignored);
+  }
+}
+
+void AtomicDirectory::commit() {
+  std::error_code ec;
+  if (std::filesystem::is_directory(dest_, ec)) std::filesystem::remove(dest_, ec);  // the empty directory
+  if (std::rename(temp_.c_str(), dest_.c_str()) != 0) fail(dest_, "cannot rename the finished output into place");
+  committed_ = true;
+}
+
+}  // namespace lowbit

@@ -93,6 +93,31 @@ Bnb4bitQuantized quantize_4bit_with(detail::QuantizeBlocksFn quantize_blocks, co
   return result;
 }
 
+// A block's element can only take 16 values, lut[code] * scale rounded to the output dtype, so
+// each block computes them once (the same float32 product and rounding per element as the
+// kernel) and then looks them up; `Bits` is the output dtype's storage (uint16_t or uint32_t).
+template <class Bits>
+void dequantize_blocks(std::span<const uint8_t> packed, const Bnb4bitState& state, const std::array<float, 16>& lut,
+                       const std::vector<float>& scales, int64_t first_block, int64_t last_block, DType out_dtype,
+                       std::byte* out) {
+  const int64_t elements = state.elements();
+  Bits* dst = reinterpret_cast<Bits*>(out);
+  for (int64_t b = first_block; b < last_block; ++b) {
+    std::array<float, 16> products;
+    for (size_t code = 0; code < 16; ++code) products[code] = gpu::mul_ftz(lut[code], scales[size_t(b)]);
+    std::array<Bits, 16> value_of_code;
+    convert_from_f32(products.data(), out_dtype, value_of_code.data(), 16);
+    const int64_t begin = b * state.blocksize;
+    const int64_t end = std::min(elements, begin + state.blocksize);
+    for (int64_t i = begin; i + 1 < end; i += 2) {  // begin is even: whole bytes
+      const uint8_t byte = packed[size_t(i / 2)];
+      dst[i] = value_of_code[byte >> 4];
+      dst[i + 1] = value_of_code[byte & 0x0f];
+    }
+    if ((end - begin) % 2 != 0) dst[end - 1] = value_of_code[packed[size_t((end - 1) / 2)] >> 4];
+  }
+}
+
 }  // namespace
 
 namespace detail {
@@ -246,17 +271,11 @@ Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& stat
   // The kernel's LUT: FP4 code 8 is -0.0 there, +0.0 in the state's code map.
   const std::array<float, 16>& lut = state.quant_type == QuantType::nf4 ? tables::kNf4Code : tables::kFp4KernelLut;
   Tensor out(out_dtype, state.shape);
-  const int64_t elements = state.elements();
   parallel_for(state.blocks(), block_grain(state.blocksize), [&](int64_t first_block, int64_t last_block) {
-    const int64_t begin = first_block * state.blocksize;
-    const int64_t end = std::min(elements, last_block * state.blocksize);
-    std::vector<float> values(size_t(end - begin));
-    for (int64_t i = begin; i < end; ++i) {
-      const uint8_t byte = packed[size_t(i / 2)];
-      const uint8_t code = (i % 2 == 0) ? byte >> 4 : byte & 0x0f;
-      values[size_t(i - begin)] = gpu::mul_ftz(lut[code], scales[size_t(i / state.blocksize)]);
-    }
-    convert_from_f32(values.data(), out_dtype, out.buffer.data() + size_t(begin) * dtype_size(out_dtype), values.size());
+    if (out_dtype == DType::f32)
+      dequantize_blocks<uint32_t>(packed, state, lut, scales, first_block, last_block, out_dtype, out.buffer.data());
+    else
+      dequantize_blocks<uint16_t>(packed, state, lut, scales, first_block, last_block, out_dtype, out.buffer.data());
   });
   return out;
 }

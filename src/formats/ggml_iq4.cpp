@@ -1,5 +1,8 @@
 // iq4_nl and iq4_xs: ggml-quants.c's quantize_row_iq4_nl_impl (ntry = 7, as ggml_quantize_chunk calls
 // it) and the dequantizers, byte for byte.
+#if defined(__clang__)
+#pragma clang fp contract(off)  // ggml's bytes come from separately rounded multiplies and adds
+#endif
 #include "lowbit/formats/ggml_iq4.h"
 
 #include <algorithm>
@@ -52,28 +55,22 @@ float fit_sub_block_scale(const float* x, const float* weights) {
     }
   }
   if (amax < kGroupMaxEps) return 0;
-  float d = -max / float(kIq4Codebook[0]);
-  float id = 1 / d;
-  float sumqx = 0, sumq2 = 0;
-  for (int j = 0; j < kSub; ++j) {
-    const float q = kIq4Codebook[codebook_index(id * x[j])];
-    sumqx += weights[j] * q * x[j];
-    sumq2 += weights[j] * q * q;
-  }
+  // Candidate 0: the scale mapping the extreme onto the codebook's -127 end; then the inverse scales
+  // (k - 127)/max for k = -ntry..ntry. Exactly kBatch candidates.
+  static_assert(2 * kScaleTries + 2 == ggml_search::kBatch);
+  float ids[ggml_search::kBatch];
+  ids[0] = 1 / (-max / float(kIq4Codebook[0]));
+  for (int step = -kScaleTries; step <= kScaleTries; ++step) ids[step + kScaleTries + 1] = float(step + kIq4Codebook[0]) / max;
+  ggml_search::CodebookSums sums;
+  ggml_search::batch_kernels().codebook_sums(x, weights, kIq4Codebook, ids, ggml_search::kBatch, sums);
+
   // sumq2 is 0 when every weight is 0: ggml then stores scale 0 (newer ggml; older gave NaN).
-  d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
-  float best = d * sumqx;
-  for (int step = -kScaleTries; step <= kScaleTries; ++step) {
-    id = float(step + kIq4Codebook[0]) / max;
-    sumqx = sumq2 = 0;
-    for (int j = 0; j < kSub; ++j) {
-      const float q = kIq4Codebook[codebook_index(id * x[j])];
-      sumqx += weights[j] * q * x[j];
-      sumq2 += weights[j] * q * q;
-    }
-    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-      d = sumqx / sumq2;
-      best = d * sumqx;
+  float d = sums.sumq2[0] > 0 ? sums.sumqx[0] / sums.sumq2[0] : 0.f;
+  float best = d * sums.sumqx[0];
+  for (int c = 1; c < ggml_search::kBatch; ++c) {
+    if (sums.sumq2[c] > 0 && sums.sumqx[c] * sums.sumqx[c] > best * sums.sumq2[c]) {
+      d = sums.sumqx[c] / sums.sumq2[c];
+      best = d * sums.sumqx[c];
     }
   }
   return d;

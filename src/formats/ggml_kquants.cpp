@@ -6,6 +6,9 @@
 //   2. quantize those sub-block scales (and mins) to 4/6/8-bit codes against one fp16 super-scale;
 //   3. re-derive every value's code from the *fp16-rounded* scales, so the stored codes match what a
 //      dequantizer will reconstruct (a sub-block whose rounded scale is 0 keeps its step-1 codes).
+#if defined(__clang__)
+#pragma clang fp contract(off)  // ggml's bytes come from separately rounded multiplies and adds
+#endif
 #include "lowbit/formats/ggml_kquants.h"
 
 #include <algorithm>
@@ -121,12 +124,12 @@ void requantize_q2(const float* x, BlockQ2K& b, uint8_t* codes) {
 }
 
 void quantize_block_q2(const float* x, BlockQ2K& b) {
-  uint8_t codes[kQK], scratch[16];
+  uint8_t codes[kQK];
   float weights[16], mins[16], scales[16];
   float max_scale = 0, max_min = 0;  // scales and mins are never negative here
   for (int j = 0; j < 16; ++j) {
     for (int i = 0; i < 16; ++i) weights[i] = std::fabs(x[16 * j + i]);
-    scales[j] = search_scale_and_min(16, 3, x + 16 * j, weights, codes + 16 * j, &mins[j], scratch, -0.5f, 0.1f, 15,
+    scales[j] = search_scale_and_min(16, 3, x + 16 * j, weights, codes + 16 * j, &mins[j], -0.5f, 0.1f, 15,
                                      true);
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
@@ -151,13 +154,13 @@ void quantize_block_q2(const float* x, BlockQ2K& b) {
 }
 
 void quantize_block_q2_weighted(const float* x, const float* qw, BlockQ2K& b) {
-  uint8_t codes[kQK], scratch[16], scale_codes[16], min_codes[16];
+  uint8_t codes[kQK], scale_codes[16], min_codes[16];
   float weights[16], mins[16], scales[16], sub_weight[16];
   const float sigma2 = sum_of_squares(x, kQK) / float(kQK);
   for (int j = 0; j < 16; ++j) {
     importance_weights(x + 16 * j, qw + 16 * j, sigma2, 16, weights);
     sub_weight[j] = sum_of(weights, 16);
-    scales[j] = search_scale_and_min(16, 3, x + 16 * j, weights, codes + 16 * j, &mins[j], scratch, -0.9f, 0.05f, 36,
+    scales[j] = search_scale_and_min(16, 3, x + 16 * j, weights, codes + 16 * j, &mins[j], -0.9f, 0.05f, 36,
                                      false);
   }
   b.d = f32_to_f16(fit_unsigned_scale(16, 15, scales, scale_codes, sub_weight));
@@ -237,13 +240,12 @@ void quantize_block_q3_weighted(const float* x, const float* qw, BlockQ3K& b) {
 template <int Nmax>
 void fit_scale_min_ref(const float* x, float rmin, float rdelta, int nstep, uint16_t& d, uint16_t& dmin,
                        uint8_t* packed, uint8_t* codes) {
-  uint8_t scratch[32];
   float weights[32], mins[8], scales[8];
   float max_scale = 0, max_min = 0;
   for (int j = 0; j < 8; ++j) {
     const float av_x = std::sqrt(sum_of_squares(x + 32 * j, 32) / 32);
     for (int i = 0; i < 32; ++i) weights[i] = av_x + std::fabs(x[32 * j + i]);
-    scales[j] = search_scale_and_min(32, Nmax, x + 32 * j, weights, codes + 32 * j, &mins[j], scratch, rmin, rdelta,
+    scales[j] = search_scale_and_min(32, Nmax, x + 32 * j, weights, codes + 32 * j, &mins[j], rmin, rdelta,
                                      nstep, false);
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
@@ -264,13 +266,13 @@ void fit_scale_min_ref(const float* x, float rmin, float rdelta, int nstep, uint
 template <int Nmax>
 void fit_scale_min_weighted(const float* x, const float* qw, bool clamp_codes, uint16_t& d, uint16_t& dmin,
                             uint8_t* packed, uint8_t* codes) {
-  uint8_t scratch[32], scale_codes[8], min_codes[8];
+  uint8_t scale_codes[8], min_codes[8];
   float weights[32], sub_weight[8], mins[8], scales[8];
   const float sigma2 = 2 * sum_of_squares(x, kQK) / float(kQK);
   for (int j = 0; j < 8; ++j) {
     importance_weights(x + 32 * j, qw + 32 * j, sigma2, 32, weights);
     sub_weight[j] = sum_of(weights, 32);
-    scales[j] = search_scale_and_min(32, Nmax, x + 32 * j, weights, codes + 32 * j, &mins[j], scratch, -0.9f, 0.05f,
+    scales[j] = search_scale_and_min(32, Nmax, x + 32 * j, weights, codes + 32 * j, &mins[j], -0.9f, 0.05f,
                                      36, false);
   }
   const float d_block = fit_unsigned_scale(8, 63, scales, scale_codes, sub_weight);

@@ -2,9 +2,13 @@
 // index order in float; every product is evaluated left to right as ggml writes it ((w*x)*l, not
 // w*(x*l)); integer codes are converted to float at the point ggml converts them; the project builds
 // without FMA contraction, as ggml's ggml-base does.
+#if defined(__clang__)
+#pragma clang fp contract(off)  // ggml's bytes come from separately rounded multiplies and adds
+#endif
 #include "formats/ggml_kquants_search.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -31,7 +35,83 @@ SignedExtreme signed_extreme(int n, const float* x) {
 
 inline int clamp_signed(int l, int nmax) { return std::max(-nmax, std::min(nmax - 1, l)); }
 
+// ---- the scalar batch kernels: the reference loops of ggml, one candidate after another ----
+
+void signed_sums_scalar(int n, int nmax, const float* x, const float* w, const float* wx, const float* iscales,
+                        int count, SignedSums& out) {
+  for (int c = 0; c < count; ++c) {
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const float l = float(clamp_signed(round_nearest_even(iscales[c] * x[i]), nmax));
+      sumlx += wx[i] * l;
+      suml2 += w[i] * l * l;
+    }
+    out.sumlx[c] = sumlx;
+    out.suml2[c] = suml2;
+  }
+}
+
+void scale_min_fits_scalar(int n, int nmax, const float* x, const float* w, float sum_w, float sum_x, float min,
+                           const float* iscales, int count, bool use_abs_error, ScaleMinFits& out) {
+  constexpr int kMaxValues = 32;
+  float codes[kMaxValues];
+  for (int c = 0; c < count; ++c) {
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const float l = float(std::max(0, std::min(nmax, round_nearest_even(iscales[c] * (x[i] - min)))));
+      codes[i] = l;
+      sum_l += w[i] * l;
+      sum_l2 += w[i] * l * l;
+      sum_xl += w[i] * l * x[i];
+    }
+    // Weighted least squares for x ~ scale*l + min over these codes.
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    out.solvable[c] = det > 0;
+    if (!out.solvable[c]) continue;
+    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+    float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+    if (this_min > 0) {
+      this_min = 0;
+      this_scale = sum_xl / sum_l2;
+    }
+    float error = 0;
+    for (int i = 0; i < n; ++i) {
+      const float diff = this_scale * codes[i] + this_min - x[i];
+      error += w[i] * (use_abs_error ? std::fabs(diff) : diff * diff);
+    }
+    out.scale[c] = this_scale;
+    out.min[c] = this_min;
+    out.error[c] = error;
+  }
+}
+
+void codebook_sums_scalar(const float* x, const float* w, const int8_t* codebook, const float* ids, int count,
+                          CodebookSums& out) {
+  for (int c = 0; c < count; ++c) {
+    float sumqx = 0, sumq2 = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float q = codebook[nearest_codebook_index(16, codebook, ids[c] * x[j])];
+      sumqx += w[j] * q * x[j];
+      sumq2 += w[j] * q * q;
+    }
+    out.sumqx[c] = sumqx;
+    out.sumq2[c] = sumq2;
+  }
+}
+
+constexpr BatchKernels kScalarKernels = {signed_sums_scalar, scale_min_fits_scalar, codebook_sums_scalar};
+
+std::atomic<bool> vector_kernels_enabled{true};
+
 }  // namespace
+
+const BatchKernels& batch_kernels() {
+  static const BatchKernels* const vector_kernels = avx512_batch_kernels();
+  if (vector_kernels && vector_kernels_enabled.load(std::memory_order_relaxed)) return *vector_kernels;
+  return kScalarKernels;
+}
+
+void set_vector_kernels_enabled(bool enabled) { vector_kernels_enabled.store(enabled); }
 
 float fit_signed_scale(int n, int nmax, const float* x, int8_t* codes, const float* weights) {
   const SignedExtreme extreme = signed_extreme(n, x);
@@ -39,37 +119,38 @@ float fit_signed_scale(int n, int nmax, const float* x, int8_t* codes, const flo
     std::memset(codes, 0, size_t(n));
     return 0.f;
   }
-  auto weight = [&](int i) { return weights ? weights[i] : x[i] * x[i]; };
-
-  // First guess: the extreme value maps to code -nmax.
-  float iscale = float(-nmax) / extreme.value;
-  float sumlx = 0, suml2 = 0;
+  constexpr int kMaxValues = 32;
+  float w[kMaxValues], wx[kMaxValues];
   for (int i = 0; i < n; ++i) {
-    const int l = clamp_signed(round_nearest_even(iscale * x[i]), nmax);
-    codes[i] = int8_t(l + nmax);
-    const float w = weight(i);
-    sumlx += w * x[i] * float(l);
-    suml2 += w * float(l) * float(l);
+    w[i] = weights ? weights[i] : x[i] * x[i];
+    wx[i] = w[i] * x[i];
   }
-  float scale = suml2 ? sumlx / suml2 : 0.0f;
-  // Least squares error is sum(w x^2) - sumlx^2/suml2, so larger sumlx^2/suml2 is better.
-  float best = scale * sumlx;
-  for (int step = -9; step <= 9; ++step) {
-    if (step == 0) continue;
-    iscale = -(float(nmax) + 0.1f * float(step)) / extreme.value;
-    sumlx = suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = clamp_signed(round_nearest_even(iscale * x[i]), nmax);
-      const float w = weight(i);
-      sumlx += w * x[i] * float(l);
-      suml2 += w * float(l) * float(l);
-    }
-    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      for (int i = 0; i < n; ++i) codes[i] = int8_t(nmax + clamp_signed(round_nearest_even(iscale * x[i]), nmax));
-      scale = sumlx / suml2;
-      best = scale * sumlx;
+  // Candidate 0 maps the extreme value to code -nmax; then 18 nearby scales (nmax + 0.1*step)/extreme.
+  constexpr int kCandidates = 19;
+  float iscales[kCandidates];
+  iscales[0] = float(-nmax) / extreme.value;
+  for (int c = 1, step = -9; step <= 9; ++step)
+    if (step != 0) iscales[c++] = -(float(nmax) + 0.1f * float(step)) / extreme.value;
+
+  const BatchKernels& kernels = batch_kernels();
+  SignedSums sums[2];
+  kernels.signed_sums(n, nmax, x, w, wx, iscales, kBatch, sums[0]);
+  kernels.signed_sums(n, nmax, x, w, wx, iscales + kBatch, kCandidates - kBatch, sums[1]);
+  auto sumlx = [&](int c) { return sums[c / kBatch].sumlx[c % kBatch]; };
+  auto suml2 = [&](int c) { return sums[c / kBatch].suml2[c % kBatch]; };
+
+  float scale = suml2(0) ? sumlx(0) / suml2(0) : 0.0f;
+  // Least-squares error is sum(w x^2) - sumlx^2/suml2, so a larger sumlx^2/suml2 is better.
+  float best = scale * sumlx(0);
+  int chosen = 0;
+  for (int c = 1; c < kCandidates; ++c) {
+    if (suml2(c) > 0 && sumlx(c) * sumlx(c) > best * suml2(c)) {
+      scale = sumlx(c) / suml2(c);
+      best = scale * sumlx(c);
+      chosen = c;
     }
   }
+  for (int i = 0; i < n; ++i) codes[i] = int8_t(nmax + clamp_signed(round_nearest_even(iscales[chosen] * x[i]), nmax));
   return scale;
 }
 
@@ -116,7 +197,7 @@ float fit_signed_scale_refined(int n, int nmax, const float* x, int8_t* codes) {
 }
 
 float search_scale_and_min(int n, int nmax, const float* x, const float* weights, uint8_t* codes,
-                           float* min_out, uint8_t* scratch, float rmin, float rdelta, int nstep,
+                           float* min_out, float rmin, float rdelta, int nstep,
                            bool use_abs_error) {
   float min = x[0], max = x[0];
   float sum_w = weights[0];
@@ -150,39 +231,38 @@ float search_scale_and_min(int n, int nmax, const float* x, const float* weights
     *min_out = -min;
     return scale;
   }
-  for (int step = 0; step <= nstep; ++step) {
-    iscale = (rmin + rdelta * float(step) + float(nmax)) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = std::max(0, std::min(nmax, round_nearest_even(iscale * (x[i] - min))));
-      scratch[i] = uint8_t(l);
-      const float w = weights[i];
-      sum_l += w * float(l);
-      sum_l2 += w * float(l) * float(l);
-      sum_xl += w * float(l) * x[i];
-    }
-    // Weighted least squares for x ~ scale*l + min over the codes just chosen.
-    const float det = sum_w * sum_l2 - sum_l * sum_l;
-    if (det > 0) {
-      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-      if (this_min > 0) {
-        this_min = 0;
-        this_scale = sum_xl / sum_l2;
-      }
-      float error = 0;
-      for (int i = 0; i < n; ++i) {
-        const float diff = this_scale * float(scratch[i]) + this_min - x[i];
-        error += weights[i] * error_of(diff);
-      }
-      if (error < best_error) {
-        std::memcpy(codes, scratch, size_t(n));
-        best_error = error;
-        scale = this_scale;
-        min = this_min;
+  // ggml tries the steps in order and, when one wins, continues with its min: later steps depend on
+  // earlier wins. Batches are evaluated with the current min; after a win that changes the min, the
+  // steps after it are evaluated again.
+  const BatchKernels& kernels = batch_kernels();
+  float chosen_iscale = iscale, chosen_min = min;
+  bool improved = false;
+  ScaleMinFits fits;
+  float iscales[kBatch];
+  int first = 0;
+  while (first <= nstep) {
+    const int count = std::min(kBatch, nstep + 1 - first);
+    for (int c = 0; c < count; ++c) iscales[c] = (rmin + rdelta * float(first + c) + float(nmax)) / (max - min);
+    kernels.scale_min_fits(n, nmax, x, weights, sum_w, sum_x, min, iscales, count, use_abs_error, fits);
+    int next = first + count;
+    for (int c = 0; c < count; ++c) {
+      if (!fits.solvable[c] || !(fits.error[c] < best_error)) continue;
+      best_error = fits.error[c];
+      scale = fits.scale[c];
+      chosen_iscale = iscales[c];
+      chosen_min = min;
+      improved = true;
+      if (fits.min[c] != min || std::signbit(fits.min[c]) != std::signbit(min)) {
+        min = fits.min[c];
+        next = first + c + 1;
+        break;
       }
     }
+    first = next;
   }
+  if (improved)
+    for (int i = 0; i < n; ++i)
+      codes[i] = uint8_t(std::max(0, std::min(nmax, round_nearest_even(chosen_iscale * (x[i] - chosen_min)))));
   *min_out = -min;
   return scale;
 }

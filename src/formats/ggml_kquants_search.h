@@ -35,7 +35,7 @@ inline int nearest_codebook_index(int n, const int8_t* codebook, float x) {
 // Symmetric codes l in [-nmax, nmax-1] with value ~ scale*l (ggml's make_qx_quants with rmse_type 1,
 // the only variant its quantizers use). Starts from the scale that maps the signed extreme to -nmax,
 // then tries 18 nearby scales, keeping the weighted least-squares best. Weights are `weights` (n values)
-// or, when null, x^2. Writes codes as l + nmax into `codes`; returns the scale.
+// or, when null, x^2. Writes codes as l + nmax into `codes`; returns the scale. n <= 32.
 float fit_signed_scale(int n, int nmax, const float* x, int8_t* codes, const float* weights);
 
 // Like fit_signed_scale without weights, but refines the codes one at a time by coordinate descent on
@@ -46,14 +46,52 @@ float fit_signed_scale_refined(int n, int nmax, const float* x, int8_t* codes);
 // which agree whenever weights are given). Tries nstep+1 scales (rmin + rdelta*i + nmax)/(max - min)
 // and solves the weighted 2x2 least squares for (scale, min) at each, keeping the smallest error
 // (absolute when use_abs_error, else squared). Returns the scale; *min_out gets the min (>= 0).
-// `scratch` holds n bytes.
+// n <= 32.
 float search_scale_and_min(int n, int nmax, const float* x, const float* weights, uint8_t* codes,
-                           float* min_out, uint8_t* scratch, float rmin, float rdelta, int nstep,
+                           float* min_out, float rmin, float rdelta, int nstep,
                            bool use_abs_error);
 
 // Non-negative codes l in [0, nmax] for non-negative values x (sub-block scales or mins), value ~
 // scale*l, fitted under `weights` (ggml's make_qp_quants): a 9-point scale search, then 5 coordinate-
 // descent passes. Returns the scale.
 float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const float* weights);
+
+// ---- candidate batches ----
+// The searches above try many scales whose sums do not depend on one another; they are evaluated up to
+// kBatch at a time, by the scalar loops in ggml_kquants_search.cpp or, when the CPU has AVX-512, one
+// candidate per vector lane (ggml_kquants_search_avx512.cpp). Each lane keeps ggml's sequential order
+// over the values, so both give the same bits; the choice among candidates stays scalar and in order.
+inline constexpr int kBatch = 16;
+
+// For candidates c < count: l = clamp(round(iscales[c]*x[i]), -nmax, nmax-1); sumlx[c] = sum (w*x)*l,
+// suml2[c] = sum (w*l)*l in order of i. `wx` holds w[i]*x[i].
+struct SignedSums {
+  float sumlx[kBatch], suml2[kBatch];
+};
+// For candidates c < count: codes l = clamp(round(iscales[c]*(x[i] - min)), 0, nmax), their weighted
+// least-squares (scale, min) (min clamped to 0 from above), and that fit's weighted error.
+struct ScaleMinFits {
+  bool solvable[kBatch];  // the 2x2 system had a positive determinant
+  float scale[kBatch], min[kBatch], error[kBatch];
+};
+// For candidates c < count (n = 32): q = kIq4 codebook entry nearest ids[c]*x[i];
+// sumqx[c] = sum (w*q)*x, sumq2[c] = sum (w*q)*q.
+struct CodebookSums {
+  float sumqx[kBatch], sumq2[kBatch];
+};
+
+struct BatchKernels {
+  void (*signed_sums)(int n, int nmax, const float* x, const float* w, const float* wx, const float* iscales,
+                      int count, SignedSums& out);
+  void (*scale_min_fits)(int n, int nmax, const float* x, const float* w, float sum_w, float sum_x, float min,
+                         const float* iscales, int count, bool use_abs_error, ScaleMinFits& out);
+  void (*codebook_sums)(const float* x, const float* w, const int8_t* codebook, const float* ids, int count,
+                        CodebookSums& out);
+};
+
+// The kernels in use: AVX-512 where the CPU has it, unless disabled (tests compare both).
+const BatchKernels& batch_kernels();
+const BatchKernels* avx512_batch_kernels();  // null when not compiled in or not supported by this CPU
+void set_vector_kernels_enabled(bool enabled);
 
 }  // namespace lowbit::ggml_search

@@ -1,5 +1,8 @@
 // q4_0, q4_1, q5_0, q5_1, q8_0: the reference quantizers of ggml-quants.c (quantize_row_*_ref without
 // weights, quantize_row_*_impl with them) and the dequantizers, byte for byte.
+#if defined(__clang__)
+#pragma clang fp contract(off)  // ggml's bytes come from separately rounded multiplies and adds
+#endif
 #include "lowbit/formats/ggml_legacy.h"
 
 #include <algorithm>
@@ -128,12 +131,12 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
   if (quant_weights) {
     const float sigma2 = row_mean_square(x, n);
     float weights[kQK];
-    uint8_t codes[kQK], scratch[kQK];
+    uint8_t codes[kQK];
     for (int64_t ib = 0; ib < nb; ++ib) {
       const float* xb = x + kQK * ib;
       importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
       float neg_min;
-      const float d = search_scale_and_min(kQK, 15, xb, weights, codes, &neg_min, scratch, -0.9f, 0.05f, 36, false);
+      const float d = search_scale_and_min(kQK, 15, xb, weights, codes, &neg_min, -0.9f, 0.05f, 36, false);
       y[ib].d = f32_to_f16(d);
       y[ib].m = f32_to_f16(-neg_min);
       for (int j = 0; j < 16; ++j) y[ib].qs[j] = uint8_t(codes[j] | (codes[j + 16] << 4));
@@ -223,12 +226,11 @@ void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* qua
   if (quant_weights) {
     const float sigma2 = row_mean_square(x, n);
     float weights[kQK];
-    uint8_t scratch[kQK];
     for (int64_t ib = 0; ib < nb; ++ib) {
       const float* xb = x + kQK * ib;
       importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
       float neg_min;
-      const float d = search_scale_and_min(kQK, 31, xb, weights, codes, &neg_min, scratch, -0.9f, 0.05f, 36, false);
+      const float d = search_scale_and_min(kQK, 31, xb, weights, codes, &neg_min, -0.9f, 0.05f, 36, false);
       y[ib].d = f32_to_f16(d);
       y[ib].m = f32_to_f16(-neg_min);
       pack_5bit(codes, y[ib].qs, y[ib].qh);

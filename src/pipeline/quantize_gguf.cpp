@@ -7,6 +7,7 @@
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/io/safetensors.h"
 
 namespace lowbit {
 namespace {
@@ -57,17 +58,17 @@ std::vector<std::byte> encode(const std::vector<float>& values, const ModelSourc
 
 }  // namespace
 
-GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesystem::path& out, GgufQuantizeOptions options,
-                                    Progress& progress) {
-  const auto start = std::chrono::steady_clock::now();
-  options.selection.has_imatrix = options.imatrix != nullptr;
-  const TypeSelector selector(options.selection, source.facts());
+namespace {
 
-  // Decide every tensor's type first: the header lists them all.
+// Writes `source` with tensor i in types[i]: copied when already so, else converted or quantized.
+GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::path& out, const std::vector<GgmlType>& types,
+                              uint32_t file_type, const GgufQuantizeOptions& options, Progress& progress) {
+  const auto start = std::chrono::steady_clock::now();
   GgufQuantizeReport report;
   uint64_t total_bytes = 0;
-  for (const auto& t : source.tensors()) {
-    const GgmlType to = selector.choose(t.name, t.ne).value_or(source.unquantized_type(t));
+  for (size_t i = 0; i < source.tensors().size(); ++i) {
+    const auto& t = source.tensors()[i];
+    const GgmlType to = types[i];
     if (!is_float_type(to) && (!ggml_codec(to) || !ggml_codec(to)->quantize_row))
       throw Error(fmt::format("lowbit cannot write {} yet", ggml_type_name(to)), {.file = source.label(), .tensor = t.name});
     report.tensors.push_back({t.name, t.stored_type, to, t.elements(), gguf::tensor_bytes(to, t.ne), false});
@@ -78,7 +79,6 @@ GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesy
   for (const auto& kv : source.metadata())
     if (!kv.key.starts_with("split.") && kv.key != "general.alignment") writer.set(kv.key, kv.value);
   writer.set("general.quantization_version", {kQuantizationVersion});
-  const uint32_t file_type = options.selection.mix ? options.selection.mix->file_type : llama_file_type_of(options.selection.default_type);
   writer.set("general.file_type", {file_type});
   if (options.imatrix) {
     writer.set("quantize.imatrix.file", {options.imatrix_path.substr(0, 127)});
@@ -86,7 +86,7 @@ GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesy
     writer.set("quantize.imatrix.entries_count", {int32_t(options.imatrix->entries().size())});
     writer.set("quantize.imatrix.chunks_count", {int32_t(options.imatrix->chunk_count())});
   }
-  for (size_t i = 0; i < source.tensors().size(); ++i) writer.add_tensor(source.tensors()[i].name, report.tensors[i].to, source.tensors()[i].ne);
+  for (size_t i = 0; i < source.tensors().size(); ++i) writer.add_tensor(source.tensors()[i].name, types[i], source.tensors()[i].ne);
 
   progress.begin("quantize", int64_t(source.tensors().size()), total_bytes);
   for (size_t i = 0; i < source.tensors().size(); ++i) {
@@ -103,6 +103,51 @@ GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesy
     report.params += r.params;
     report.bytes += r.bytes;
     progress.advance(t.name, r.bytes);
+  }
+  writer.finish();
+  progress.end();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+}  // namespace
+
+GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesystem::path& out, GgufQuantizeOptions options,
+                                    Progress& progress) {
+  options.selection.has_imatrix = options.imatrix != nullptr;
+  const TypeSelector selector(options.selection, source.facts());
+  std::vector<GgmlType> types;
+  for (const auto& t : source.tensors()) types.push_back(selector.choose(t.name, t.ne).value_or(source.unquantized_type(t)));
+  const uint32_t file_type = options.selection.mix ? options.selection.mix->file_type : llama_file_type_of(options.selection.default_type);
+  return write_gguf(source, out, types, file_type, options, progress);
+}
+
+GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesystem::path& out, DType dtype, Progress& progress) {
+  const GgmlType target = dtype == DType::f32 ? GgmlType::F32 : dtype == DType::f16 ? GgmlType::F16 : GgmlType::BF16;
+  if (!dtype_is_float(dtype) || dtype == DType::f64) throw Error(fmt::format("cannot dequantize to {}", dtype_name(dtype)), {.expected = "f32, f16 or bf16"});
+  if (out.extension() == ".gguf") {
+    std::vector<GgmlType> types;
+    for (const auto& t : source.tensors()) types.push_back(ggml_type_info(t.stored_type).quantized ? target : t.stored_type);
+    return write_gguf(source, out, types, llama_file_type_of(target), {}, progress);
+  }
+  if (out.extension() != ".safetensors") throw Error("the output must end in .gguf or .safetensors", {.file = out.string()});
+  // Plain tensors under their GGUF names, in row-major (PyTorch) dimension order.
+  const auto start = std::chrono::steady_clock::now();
+  GgufQuantizeReport report;
+  std::vector<std::string> names;
+  for (const auto& t : source.tensors()) names.push_back(t.name);
+  safetensors::Writer writer(out, names, {{"format", "pt"}, {"source", "gguf"}});
+  progress.begin("dequantize", int64_t(names.size()), 0);
+  for (const auto& t : source.tensors()) {
+    const GgmlType to = ggml_type_info(t.stored_type).quantized ? target : t.stored_type;
+    if (!is_float_type(to)) throw Error(fmt::format("cannot store {} in safetensors", ggml_type_name(to)), {.file = source.label(), .tensor = t.name});
+    const auto bytes = encode(source.load_f32(t), t, to, nullptr);
+    const Shape shape(t.ne.rbegin(), t.ne.rend());
+    writer.write(t.name, TensorView::make(dtype_of_float_type(to), shape, bytes));
+    report.tensors.push_back({t.name, t.stored_type, to, t.elements(), bytes.size(), false});
+    report.params += t.elements();
+    report.bytes += bytes.size();
+    progress.advance(t.name, bytes.size());
   }
   writer.finish();
   progress.end();

@@ -21,7 +21,7 @@ using bnb::QuantType;
 using test::as_bytes_of;
 using test::bytes_equal;
 
-class BnbGolden4bit : public ::testing::TestWithParam<nlohmann::json> {};
+class BnbGolden4bit : public ::testing::TestWithParam<test::BnbGoldenCase> {};
 
 bnb::Bnb4bitOptions options_of(const nlohmann::json& entry, const safetensors::File& file) {
   bnb::Bnb4bitOptions options;
@@ -34,7 +34,7 @@ bnb::Bnb4bitOptions options_of(const nlohmann::json& entry, const safetensors::F
 }
 
 TEST_P(BnbGolden4bit, ReproducesEveryByte) {
-  const nlohmann::json& entry = GetParam();
+  const nlohmann::json& entry = GetParam().entry;
   const safetensors::File file(test::golden_bnb_dir() / entry["file"].get<std::string>());
   const TensorView input = file.view("input");
   const bnb::Bnb4bitOptions options = options_of(entry, file);

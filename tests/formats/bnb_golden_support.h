@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <span>
 #include <string>
 #include <vector>
@@ -15,20 +16,27 @@
 
 namespace lowbit::test {
 
+// One manifest entry; gtest prints it as its file name rather than the whole JSON.
+struct BnbGoldenCase {
+  nlohmann::json entry;
+  const nlohmann::json& operator[](const char* key) const { return entry[key]; }
+  friend void PrintTo(const BnbGoldenCase& c, std::ostream* os) { *os << c.entry["file"].get<std::string>(); }
+};
+
 // The manifest entries whose "format" is `format`; empty (and a test failure later) if absent.
-inline std::vector<nlohmann::json> bnb_golden_cases(const std::string& format) {
+inline std::vector<BnbGoldenCase> bnb_golden_cases(const std::string& format) {
   std::ifstream in(golden_bnb_dir() / "manifest.json");
   if (!in) return {};
-  std::vector<nlohmann::json> cases;
+  std::vector<BnbGoldenCase> cases;
   const nlohmann::json manifest = nlohmann::json::parse(in);  // named: a temporary would die before the loop
   for (const auto& entry : manifest["cases"])
-    if (entry.value("format", "") == format) cases.push_back(entry);
+    if (entry.value("format", "") == format) cases.push_back({entry});
   return cases;
 }
 
 // A gtest-safe name from a case's file: "4bit/nf4_bs32_dq_float32_1000.safetensors" -> "nf4_bs32_dq_float32_1000".
-inline std::string bnb_case_name(const nlohmann::json& entry) {
-  std::string name = entry["file"].get<std::string>();
+inline std::string bnb_case_name(const BnbGoldenCase& golden_case) {
+  std::string name = golden_case["file"].get<std::string>();
   name = name.substr(name.find('/') + 1);
   name = name.substr(0, name.find('.'));
   for (char& c : name)

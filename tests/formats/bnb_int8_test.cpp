@@ -26,10 +26,10 @@ std::vector<T> vector_of(const TensorView& view) {
   return {span.begin(), span.end()};
 }
 
-class BnbGoldenInt8Vectorwise : public ::testing::TestWithParam<nlohmann::json> {};
+class BnbGoldenInt8Vectorwise : public ::testing::TestWithParam<test::BnbGoldenCase> {};
 
 TEST_P(BnbGoldenInt8Vectorwise, ReproducesEveryByte) {
-  const nlohmann::json& entry = GetParam();
+  const nlohmann::json& entry = GetParam().entry;
   const safetensors::File file(test::golden_bnb_dir() / entry["file"].get<std::string>());
   const float threshold = std::stof(entry["threshold"].get<std::string>());
   const bnb::Int8RowwiseQuantized q = bnb::quantize_int8_rowwise(file.view("input"), threshold, "input");
@@ -48,10 +48,10 @@ INSTANTIATE_TEST_SUITE_P(BnbInt8Golden, BnbGoldenInt8Vectorwise,
                          ::testing::ValuesIn(test::bnb_golden_cases("bnb-int8-vectorwise")),
                          [](const auto& case_info) { return test::bnb_case_name(case_info.param); });
 
-class BnbGoldenInt8Matmul : public ::testing::TestWithParam<nlohmann::json> {};
+class BnbGoldenInt8Matmul : public ::testing::TestWithParam<test::BnbGoldenCase> {};
 
 TEST_P(BnbGoldenInt8Matmul, MatchesBitsandbytes) {
-  const nlohmann::json& entry = GetParam();
+  const nlohmann::json& entry = GetParam().entry;
   const safetensors::File file(test::golden_bnb_dir() / entry["file"].get<std::string>());
   const float threshold = std::stof(entry["threshold"].get<std::string>());
 

@@ -40,3 +40,27 @@ class AtomicFile {
 };
 
 }  // namespace lowbit
+
+namespace lowbit {
+
+// The same for an output directory (a sharded checkpoint): files are written into
+// "<dest>.tmp.XXXXXX" beside it, which commit() renames to dest; uncommitted, it is removed.
+// dest must not exist, or be an empty directory: lowbit never overwrites a model directory.
+class AtomicDirectory {
+ public:
+  explicit AtomicDirectory(std::filesystem::path dest);
+  ~AtomicDirectory();
+  AtomicDirectory(const AtomicDirectory&) = delete;
+  AtomicDirectory& operator=(const AtomicDirectory&) = delete;
+
+  // Where to write the directory's files until commit().
+  const std::filesystem::path& path() const { return temp_; }
+  void commit();
+
+ private:
+  std::filesystem::path dest_;
+  std::filesystem::path temp_;
+  bool committed_ = false;
+};
+
+}  // namespace lowbit

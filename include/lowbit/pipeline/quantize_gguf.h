@@ -37,4 +37,9 @@ struct GgufQuantizeReport {
 GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesystem::path& out,
                                     GgufQuantizeOptions options, Progress& progress = Progress::none());
 
+// Every block-quantized tensor back to `dtype` (f32, f16 or bf16), float tensors as they are; into
+// a GGUF (.gguf) or, under the GGUF names in PyTorch's dimension order, a .safetensors file.
+GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesystem::path& out, DType dtype,
+                                   Progress& progress = Progress::none());
+
 }  // namespace lowbit

@@ -1,0 +1,47 @@
+// bitsandbytes checkpoints from and to plain ones: `lowbit quantize --format nf4|fp4|int8` and
+// `lowbit dequantize` of a bitsandbytes-layout model.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lowbit/core/dtype.h"
+#include "lowbit/core/progress.h"
+
+namespace lowbit {
+
+struct BnbQuantizeOptions {
+  std::string format = "nf4";           // nf4, fp4 or int8
+  int64_t blocksize = 64;               // 4-bit only
+  bool double_quant = false;            // 4-bit only
+  std::vector<std::string> skip;        // globs on module or tensor names kept unquantized
+  uint64_t max_shard_bytes = 5'000'000'000;  // as save_pretrained's default "5GB"
+};
+
+struct JobReport {
+  int64_t tensors = 0;
+  int64_t quantized = 0;                // weights quantized (or dequantized)
+  uint64_t bytes_in = 0, bytes_out = 0;
+  int shards = 0;
+  double seconds = 0;
+};
+
+// A Hugging Face directory -> a directory transformers loads as a pre-quantized bitsandbytes model
+// (safetensors shards + index, config.json with quantization_config, tokenizer files copied);
+// or a bare .safetensors file -> a .safetensors file with every 2-D float tensor quantized.
+// Linear weights are quantized; embeddings, lm_head, norms, biases and MoE routers keep their dtype.
+JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesystem::path& output,
+                          const BnbQuantizeOptions& options, Progress& progress = Progress::none());
+
+// Any bitsandbytes-layout checkpoint (directory or file) -> plain safetensors: each quantized weight
+// in its recorded dtype (int8: config.json's torch_dtype, else f16), or in `dtype` when given
+// (then every float tensor is converted to it).
+JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesystem::path& output, std::optional<DType> dtype,
+                         Progress& progress = Progress::none());
+
+// True when `path` (a directory or .safetensors file) holds bitsandbytes-quantized weights.
+bool is_bnb_checkpoint(const std::filesystem::path& path);
+
+}  // namespace lowbit

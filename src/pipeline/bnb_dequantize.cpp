@@ -1,0 +1,223 @@
+// lowbit dequantize of a bitsandbytes checkpoint: each quantized weight back to its recorded dtype.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstring>
+#include <unordered_map>
+
+#include "checkpoint_output.h"
+#include "lowbit/core/atomic_file.h"
+#include "lowbit/core/convert.h"
+#include "lowbit/core/error.h"
+#include "lowbit/formats/bnb_4bit.h"
+#include "lowbit/formats/bnb_int8.h"
+#include "lowbit/io/bnb_checkpoint.h"
+#include "lowbit/io/checkpoint.h"
+#include "lowbit/io/safetensors.h"
+#include "lowbit/pipeline/bnb_jobs.h"
+
+namespace lowbit {
+namespace {
+
+std::string module_of(const std::string& weight) { return weight.ends_with(".weight") ? weight.substr(0, weight.size() - 7) : weight; }
+
+// The checkpoint's tensors by name, and what each bitsandbytes weight is made of.
+class BnbReader {
+ public:
+  explicit BnbReader(const Checkpoint& ckpt) : ckpt_(ckpt) {
+    for (const auto& e : ckpt.tensors()) by_name_[e.info->name] = &e;
+  }
+  const Checkpoint::Entry* find(const std::string& name) const {
+    auto it = by_name_.find(name);
+    return it == by_name_.end() ? nullptr : it->second;
+  }
+  TensorView view(const Checkpoint::Entry& e) const { return e.shard->view(*e.info); }
+
+  // The quant state tensor of a 4-bit weight, or null.
+  const Checkpoint::Entry* quant_state(const std::string& weight) const {
+    for (const char* type : {"nf4", "fp4"})
+      if (const auto* e = find(weight + bnb::quant_state_key(type))) return e;
+    return nullptr;
+  }
+  // The SCB of an int8 weight, or null.
+  const Checkpoint::Entry* scb(const std::string& weight) const {
+    if (const auto* e = find(module_of(weight) + ".SCB")) return e;
+    return find(weight + ".SCB");
+  }
+
+  // Names of the companion tensors: they disappear from the output.
+  std::vector<std::string> companions(const std::string& weight) const {
+    std::vector<std::string> out;
+    if (const auto* state = quant_state(weight)) {
+      out.push_back(state->info->name);
+      for (auto suffix : {bnb::kAbsmax, bnb::kQuantMap, bnb::kNestedAbsmax, bnb::kNestedQuantMap})
+        if (find(weight + std::string(suffix))) out.push_back(weight + std::string(suffix));
+    } else if (const auto* s = scb(weight); s && view(*find(weight)).dtype == DType::i8) {
+      out.push_back(s->info->name);
+      if (find(module_of(weight) + ".weight_format")) out.push_back(module_of(weight) + ".weight_format");
+    }
+    return out;
+  }
+
+  // Rebuilds bitsandbytes' QuantState from the companions of a 4-bit weight.
+  bnb::Bnb4bitState state_4bit(const std::string& weight) const {
+    const auto* state_entry = quant_state(weight);
+    const ErrorContext where{.file = state_entry->shard->label(), .tensor = state_entry->info->name};
+    const TensorView state_view = view(*state_entry);
+    const auto json = bnb::parse_quant_state({reinterpret_cast<const char*>(state_view.bytes.data()), state_view.bytes.size()}, where);
+    bnb::Bnb4bitState s;
+    s.quant_type = json.quant_type == "nf4" ? bnb::QuantType::nf4 : bnb::QuantType::fp4;
+    s.blocksize = json.blocksize;
+    s.dtype = json.dtype;
+    s.shape = json.shape;
+    s.code = floats<16>(weight + std::string(bnb::kQuantMap));
+    const auto* absmax = require(weight + std::string(bnb::kAbsmax));
+    const TensorView a = view(*absmax);
+    if (json.nested_offset) {
+      bnb::NestedAbsmax nested;
+      if (a.dtype != DType::u8) throw Error("absmax of a double-quantized weight must be uint8 codes", {.file = absmax->shard->label(), .tensor = absmax->info->name});
+      nested.codes.assign(reinterpret_cast<const uint8_t*>(a.bytes.data()), reinterpret_cast<const uint8_t*>(a.bytes.data()) + a.bytes.size());
+      nested.nested_absmax = float_vector(weight + std::string(bnb::kNestedAbsmax));
+      nested.code = floats<256>(weight + std::string(bnb::kNestedQuantMap));
+      nested.offset = *json.nested_offset;
+      nested.blocksize = json.nested_blocksize;
+      s.nested = std::move(nested);
+    } else {
+      s.absmax = float_vector(weight + std::string(bnb::kAbsmax));
+    }
+    return s;
+  }
+
+ private:
+  const Checkpoint::Entry* require(const std::string& name) const {
+    const auto* e = find(name);
+    if (!e) throw Error("bitsandbytes companion tensor is missing", {.file = ckpt_.path().string(), .tensor = name});
+    return e;
+  }
+  std::vector<float> float_vector(const std::string& name) const {
+    const auto* e = require(name);
+    const TensorView v = view(*e);
+    if (v.dtype != DType::f32) throw Error("expected a float32 tensor", {.file = e->shard->label(), .tensor = name});
+    std::vector<float> out(v.bytes.size() / 4);
+    std::memcpy(out.data(), v.bytes.data(), v.bytes.size());
+    return out;
+  }
+  template <size_t N>
+  std::array<float, N> floats(const std::string& name) const {
+    const auto values = float_vector(name);
+    if (values.size() != N)
+      throw Error(fmt::format("{} values", values.size()), {.file = ckpt_.path().string(), .tensor = name, .expected = fmt::format("{}", N)});
+    std::array<float, N> out{};
+    std::copy(values.begin(), values.end(), out.begin());
+    return out;
+  }
+
+  const Checkpoint& ckpt_;
+  std::unordered_map<std::string, const Checkpoint::Entry*> by_name_;
+};
+
+Tensor convert(const TensorView& v, DType to) {
+  Tensor out(to, v.shape);
+  std::vector<float> f32(size_t(v.elements()));
+  convert_to_f32(v.dtype, v.bytes.data(), f32.data(), f32.size());
+  convert_from_f32(f32.data(), to, out.buffer.data(), f32.size());
+  return out;
+}
+
+}  // namespace
+
+bool is_bnb_checkpoint(const std::filesystem::path& path) {
+  const Checkpoint ckpt(path);
+  for (const auto& e : ckpt.tensors()) {
+    const auto& name = e.info->name;
+    if (name.find(".quant_state.bitsandbytes__") != std::string::npos || name.ends_with(".SCB")) return true;
+  }
+  return false;
+}
+
+JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesystem::path& output, std::optional<DType> dtype,
+                         Progress& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  if (dtype && !dtype_is_float(*dtype)) throw Error(fmt::format("--dtype {} is not a float type", dtype_name(*dtype)));
+  const bool directory = std::filesystem::is_directory(input);
+  const Checkpoint ckpt(input);
+  const BnbReader reader(ckpt);
+  // int8 weights record no dtype: the model's own (config.json), else float16 as bitsandbytes computes in.
+  DType int8_dtype = DType::f16;
+  for (const char* key : {"torch_dtype", "dtype"})
+    if (ckpt.config().contains(key) && ckpt.config()[key].is_string())
+      if (auto d = dtype_from_name(ckpt.config()[key].get<std::string>()); d && dtype_is_float(*d)) int8_dtype = *d;
+
+  std::unordered_map<std::string, bool> dropped;
+  for (const auto& e : ckpt.tensors())
+    for (const auto& c : reader.companions(e.info->name)) dropped[c] = true;
+  std::vector<const Checkpoint::Entry*> kept;
+  std::vector<TensorGroup> groups;
+  JobReport report;
+  for (const auto& e : ckpt.tensors()) {
+    report.bytes_in += e.info->size();
+    if (dropped.count(e.info->name)) continue;
+    kept.push_back(&e);
+    groups.push_back({{e.info->name}, e.info->size() * 4});
+  }
+
+  progress.begin("dequantize", int64_t(kept.size()), 0);
+  auto write_group = [&](size_t g, const std::function<void(const std::string&, const TensorView&)>& emit) {
+    const auto& e = *kept[g];
+    const auto& name = e.info->name;
+    const TensorView v = reader.view(e);
+    if (reader.quant_state(name)) {
+      const auto state = reader.state_4bit(name);
+      const std::span<const uint8_t> packed(reinterpret_cast<const uint8_t*>(v.bytes.data()), v.bytes.size());
+      const Tensor t = bnb::dequantize_4bit(packed, state, dtype.value_or(state.dtype), name);
+      emit(name, t.view());
+      ++report.quantized;
+    } else if (v.dtype == DType::i8 && reader.scb(name)) {
+      if (v.shape.size() != 2) throw Error("int8 weight is not 2-D", {.file = e.shard->label(), .tensor = name});
+      bnb::Int8RowwiseQuantized q{.rows = v.shape[0], .cols = v.shape[1]};
+      q.cb.resize(v.bytes.size());
+      std::memcpy(q.cb.data(), v.bytes.data(), v.bytes.size());
+      const TensorView scb = reader.view(*reader.scb(name));
+      if (scb.dtype != DType::f32 || scb.elements() != q.rows)
+        throw Error("SCB must hold one float32 per row", {.file = e.shard->label(), .tensor = reader.scb(name)->info->name});
+      q.scb.resize(size_t(q.rows));
+      std::memcpy(q.scb.data(), scb.bytes.data(), scb.bytes.size());
+      const Tensor f32 = bnb::dequantize_int8_rowwise(q);
+      const DType to = dtype.value_or(int8_dtype);
+      emit(name, to == DType::f32 ? f32.view() : convert(f32.view(), to).view());
+      ++report.quantized;
+    } else if (dtype && dtype_is_float(v.dtype) && v.dtype != *dtype) {
+      emit(name, convert(v, *dtype).view());
+    } else {
+      emit(name, v);
+    }
+    ++report.tensors;
+    progress.advance(name, v.bytes.size());
+  };
+
+  if (!directory) {
+    std::vector<std::string> names;
+    for (const auto& g : groups) names.push_back(g.names[0]);
+    safetensors::Writer writer(output, names, {{"format", "pt"}});
+    for (size_t g = 0; g < groups.size(); ++g)
+      write_group(g, [&](const std::string& name, const TensorView& t) {
+        writer.write(name, t);
+        report.bytes_out += t.bytes.size();
+      });
+    writer.finish();
+    report.shards = 1;
+  } else {
+    AtomicDirectory out(output);
+    report.shards = write_sharded(out.path(), groups, 5'000'000'000, write_group, report.bytes_out);
+    nlohmann::ordered_json config = nlohmann::ordered_json::parse(ckpt.config().dump());
+    config.erase("quantization_config");
+    write_json_file(out.path() / "config.json", config);
+    copy_side_files(input, out.path());
+    out.commit();
+  }
+  progress.end();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+}  // namespace lowbit
