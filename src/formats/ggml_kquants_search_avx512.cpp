@@ -8,7 +8,9 @@
 // the intrinsics are plain vector arithmetic to it; so contraction is switched off for this file.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's own _mm512_undefined_* placeholders
+// GCC 12 flags its own _mm512_undefined_* placeholders inside the intrinsics; false positives.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #if defined(__clang__)
 #pragma clang fp contract(off)

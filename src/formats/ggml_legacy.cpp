@@ -58,6 +58,11 @@ void importance_weights(const float* x, const float* qw, float sigma2, float* we
   for (int j = 0; j < kQK; ++j) weights[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
 }
 
+// 4-bit codes: value j in the low nibble of qs[j], value j+16 in its high nibble.
+void pack_4bit(const uint8_t* codes, uint8_t* qs) {
+  for (int j = 0; j < kQK / 2; ++j) qs[j] = uint8_t(codes[j] | (codes[j + kQK / 2] << 4));
+}
+
 // 5-bit codes: low nibbles into qs as for 4-bit types, bit 4 of value j into bit j of qh (little-endian).
 void pack_5bit(const uint8_t* codes, uint8_t* qs, uint8_t* qh) {
   uint32_t high = 0;
@@ -91,7 +96,7 @@ void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* qua
       importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
       const float d = fit_signed_scale(kQK, 8, xb, codes, weights);
       y[ib].d = f32_to_f16(d);
-      for (int j = 0; j < 16; ++j) y[ib].qs[j] = uint8_t(codes[j] | (codes[j + 16] << 4));
+      pack_4bit(reinterpret_cast<const uint8_t*>(codes), y[ib].qs);
     }
     return;
   }
@@ -101,12 +106,10 @@ void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* qua
     const float d = signed_extreme(xb) / -8;
     const float id = d ? 1.0f / d : 0.0f;
     y[ib].d = f32_to_f16(d);
-    for (int j = 0; j < 16; ++j) {
-      // ggml truncates x/d + 8.5 toward zero: round half up, on the unrounded float scale.
-      const int lo = std::min(15, int(xb[j] * id + 8.5f));
-      const int hi = std::min(15, int(xb[j + 16] * id + 8.5f));
-      y[ib].qs[j] = uint8_t(lo | (hi << 4));
-    }
+    // ggml truncates x/d + 8.5 toward zero: round half up, on the unrounded float scale.
+    uint8_t codes[kQK];
+    for (int j = 0; j < kQK; ++j) codes[j] = uint8_t(std::min(15, int(xb[j] * id + 8.5f)));
+    pack_4bit(codes, y[ib].qs);
   }
 }
 
@@ -139,7 +142,7 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
       const float d = search_scale_and_min(kQK, 15, xb, weights, codes, &neg_min, -0.9f, 0.05f, 36, false);
       y[ib].d = f32_to_f16(d);
       y[ib].m = f32_to_f16(-neg_min);
-      for (int j = 0; j < 16; ++j) y[ib].qs[j] = uint8_t(codes[j] | (codes[j + 16] << 4));
+      pack_4bit(codes, y[ib].qs);
     }
     return;
   }
@@ -150,11 +153,9 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
     const float id = d ? 1.0f / d : 0.0f;
     y[ib].d = f32_to_f16(d);
     y[ib].m = f32_to_f16(r.min);
-    for (int j = 0; j < 16; ++j) {
-      const int lo = std::min(15, int((xb[j] - r.min) * id + 0.5f));
-      const int hi = std::min(15, int((xb[j + 16] - r.min) * id + 0.5f));
-      y[ib].qs[j] = uint8_t(lo | (hi << 4));
-    }
+    uint8_t codes[kQK];
+    for (int j = 0; j < kQK; ++j) codes[j] = uint8_t(std::min(15, int((xb[j] - r.min) * id + 0.5f)));
+    pack_4bit(codes, y[ib].qs);
   }
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "formats/ggml_kquants_search.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/gguf.h"
@@ -45,10 +46,28 @@ int64_t first_difference(std::span<const std::byte> a, std::span<const std::byte
   return a.size() == b.size() ? -1 : int64_t(n);
 }
 
+// The scale searches have a scalar and (on AVX-512 CPUs) a vector kernel set; both must give ggml's bytes.
+class VectorKernelsOff {
+ public:
+  VectorKernelsOff() { ggml_search::set_vector_kernels_enabled(false); }
+  ~VectorKernelsOff() { ggml_search::set_vector_kernels_enabled(true); }
+};
+
 class GgmlGoldenTest : public testing::TestWithParam<std::string> {};
 
-TEST_P(GgmlGoldenTest, QuantizeAndDequantizeMatchGgml) {
-  const auto path = test::golden_ggml_dir() / (GetParam() + ".gguf");
+void check_golden_file(const std::string& name);
+
+TEST_P(GgmlGoldenTest, QuantizeAndDequantizeMatchGgml) { check_golden_file(GetParam()); }
+
+TEST_P(GgmlGoldenTest, ScalarKernelsMatchGgml) {
+  if (!ggml_search::avx512_batch_kernels()) GTEST_SKIP() << "no vector kernels on this CPU: the test above ran the scalar ones";
+  const VectorKernelsOff scalar_only;
+  check_golden_file(GetParam());
+}
+
+void check_golden_file(const std::string& name) {
+  SCOPED_TRACE(name);
+  const auto path = test::golden_ggml_dir() / (name + ".gguf");
   const gguf::File file(path);
   const gguf::TensorInfo* input = file.find_tensor("input");
   const gguf::TensorInfo* quantized = file.find_tensor("quantized");
@@ -90,7 +109,7 @@ TEST_P(GgmlGoldenTest, QuantizeAndDequantizeMatchGgml) {
   EXPECT_EQ(mismatches, 0) << "dequantized values differ from ggml's, first at value " << first;
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, GgmlGoldenTest, testing::ValuesIn(golden_file_names()),
+INSTANTIATE_TEST_SUITE_P(Ggml, GgmlGoldenTest, testing::ValuesIn(golden_file_names()),
                          [](const testing::TestParamInfo<std::string>& param_info) { return param_info.param; });
 
 // 4 cases x (12 types with and without weights, less q8_0 with) = 92 files, as manifest.json counts.
@@ -162,6 +181,35 @@ TEST(GgmlCodecs, RoundTripErrorIsBounded) {
       std::vector<std::byte> row(ggml_row_bytes(bound.type, cols));
       ggml_codec(bound.type)->quantize_row(x.data() + 3 * cols, row.data(), cols, weighted ? weights.data() : nullptr);
       EXPECT_EQ(0, std::memcmp(row.data(), bytes.data() + 3 * row.size(), row.size()));
+    }
+  }
+}
+
+// Beyond the golden files: heavy-tailed random rows, including tiny and huge scales, give the same bytes
+// through the vector and the scalar kernels.
+TEST(GgmlCodecs, VectorAndScalarKernelsAgree) {
+  if (!ggml_search::avx512_batch_kernels()) GTEST_SKIP() << "no vector kernels on this CPU";
+  const int64_t rows = 24, cols = 2048;
+  std::mt19937 rng(7);
+  std::student_t_distribution<float> heavy(3.f);
+  std::uniform_real_distribution<float> uniform(0.f, 2.f);
+  std::vector<float> x(static_cast<size_t>(rows * cols)), weights(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float row_scale = std::pow(10.f, float(r % 8) - 5.f);  // 1e-5 ... 1e2
+    for (int64_t c = 0; c < cols; ++c) x[size_t(r * cols + c)] = r % 5 == 4 ? std::fabs(heavy(rng)) * row_scale : heavy(rng) * row_scale;
+  }
+  for (float& w : weights) w = uniform(rng) < 0.1f ? 0.f : uniform(rng);
+  for (const ErrorBound& bound : kBounds) {
+    for (const bool weighted : {false, true}) {
+      SCOPED_TRACE(std::string(ggml_type_name(bound.type)) + (weighted ? " with weights" : ""));
+      const size_t size = size_t(rows) * ggml_row_bytes(bound.type, cols);
+      std::vector<std::byte> vector_bytes(size), scalar_bytes(size);
+      quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, vector_bytes.data());
+      {
+        const VectorKernelsOff scalar_only;
+        quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, scalar_bytes.data());
+      }
+      EXPECT_EQ(first_difference(vector_bytes, scalar_bytes), -1);
     }
   }
 }
