@@ -55,7 +55,7 @@ TEST(Cli, InspectTextSaysWhenStoredElementsAreFewer) {
 TEST(Cli, EveryCommandHasHelp) {
   const auto top = run_cli("--help");
   EXPECT_EQ(top.status, 0);
-  for (const char* cmd : {"inspect"}) {
+  for (const char* cmd : {"inspect", "quantize", "dequantize"}) {
     const auto r = run_cli(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("--quiet"), std::string::npos) << cmd;
@@ -74,6 +74,41 @@ TEST(Cli, BadInputIsAClearErrorNamingTheFile) {
   EXPECT_NE(r.out.find("error"), std::string::npos) << r.out;
   EXPECT_EQ(run_cli("inspect /nonexistent/model.gguf").status, 1);
   EXPECT_NE(run_cli("frobnicate").status, 0);
+}
+
+TEST(Cli, QuantizeAndDequantizeGgufWithJson) {
+  test::TempDir dir;
+  const auto model = test::golden_ggml_dir() / "model" / "tiny-llama-f32.gguf";
+  const auto q = run_cli("quantize " + model.string() + " -o " + (dir / "q.gguf").string() + " --mix q3_k_m --tensor-type 'blk.0.*=q8_0' --json");
+  ASSERT_EQ(q.status, 0) << q.out;
+  const auto j = nlohmann::json::parse(q.out);
+  for (const auto& t : j["tensors"])
+    if (t["name"].get<std::string>().starts_with("blk.0.") && !t["name"].get<std::string>().ends_with("norm.weight")) EXPECT_EQ(t["format"], "q8_0");
+  EXPECT_GT(j["total"]["bpw"].get<double>(), 3.0);
+  const auto d = run_cli("dequantize " + (dir / "q.gguf").string() + " -o " + (dir / "d.safetensors").string() + " --dtype bf16 --json");
+  ASSERT_EQ(d.status, 0) << d.out;
+  EXPECT_EQ(nlohmann::json::parse(d.out)["tensors"], 21);
+  const auto inspect = nlohmann::json::parse(run_cli("inspect --json " + (dir / "d.safetensors").string()).out);
+  EXPECT_EQ(inspect["total"]["params"], j["total"]["params"]);
+}
+
+TEST(Cli, QuantizeErrorsAreClear) {
+  test::TempDir dir;
+  const auto model = (test::golden_ggml_dir() / "model" / "tiny-llama-f32.gguf").string();
+  const auto out = (dir / "x.gguf").string();
+  auto expect_error = [&](const std::string& args, const std::string& needle) {
+    const auto r = run_cli(args, true);
+    EXPECT_EQ(r.status, 1) << args;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
+    EXPECT_FALSE(std::filesystem::exists(out));
+  };
+  expect_error("quantize " + model + " -o " + out + " --format q9_9", "unknown ggml type 'q9_9'");
+  expect_error("quantize " + model + " -o " + out + " --mix Q7_K_XL", "unknown mix");
+  expect_error("quantize " + model + " -o " + out + " --format q4_K --mix Q4_K_M", "exactly one");
+  expect_error("quantize " + model + " -o " + out + " --format iq2_xxs", "cannot write iq2_xxs");
+  expect_error("quantize " + model + " -o " + (dir / "x.bin").string() + " --format q4_0", "must end in .gguf");
+  expect_error("quantize /nonexistent/model.gguf -o " + out + " --format q4_0", "/nonexistent/model.gguf");
+  expect_error("dequantize " + model + " -o " + out + " --dtype i8", "not f32, f16 or bf16");
 }
 
 }  // namespace

@@ -12,39 +12,11 @@
 
 #include "lowbit/io/gguf.h"
 #include "support/paths.h"
+#include "support/python.h"
 
 namespace lowbit {
 namespace {
 
-std::string python() {
-  const char* p = std::getenv("LOWBIT_PYTHON");
-  return p ? p : "python3";
-}
-
-std::string run(const std::string& cmd, int* status) {
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  *status = WEXITSTATUS(pclose(pipe));
-  return out;
-}
-
-// Skips where gguf-py is absent, unless the test run requires it (scripts/test.sh does).
-bool have_gguf_py() {
-  int status = 0;
-  run(python() + " -c 'import gguf, numpy' 2>/dev/null", &status);
-  return status == 0;
-}
-
-#define REQUIRE_GGUF_PY()                                                                   \
-  if (!have_gguf_py()) {                                                                    \
-    if (std::getenv("LOWBIT_REQUIRE_INTEROP")) FAIL() << "gguf-py not importable by " << python(); \
-    GTEST_SKIP() << "gguf-py not installed (pip install gguf)";                              \
-  }
-
-std::string script(const char* name) { return std::string(LOWBIT_SOURCE_DIR) + "/tests/interop/" + name; }
 
 template <class T>
 gguf::Value v(T x) { return gguf::Value{x}; }
@@ -85,7 +57,7 @@ TEST(GgufInterop, GgufPyReadsWhatLowbitWrites) {
     w.finish();
   }
   int status = 0;
-  const auto out = run(python() + " " + script("gguf_py_dump.py") + " " + path.string(), &status);
+  const auto out = test::run_command(test::python() + " " + test::interop_script("gguf_py_dump.py") + " " + path.string(), &status);
   ASSERT_EQ(status, 0) << out;
   const auto j = nlohmann::json::parse(out);
   const auto& kv = j["kv"];
@@ -132,7 +104,7 @@ TEST(GgufInterop, LowbitReadsWhatGgufPyWrites) {
   test::TempDir dir;
   const auto path = dir / "py.gguf";
   int status = 0;
-  const auto out = run(python() + " " + script("gguf_py_write.py") + " " + path.string() + " 2>&1", &status);
+  const auto out = test::run_command(test::python() + " " + test::interop_script("gguf_py_write.py") + " " + path.string() + " 2>&1", &status);
   ASSERT_EQ(status, 0) << out;
   const gguf::File f(path);
   EXPECT_EQ(*f.find("general.architecture")->get_if<std::string>(), "llama");

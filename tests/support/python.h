@@ -1,0 +1,45 @@
+// Running the Python checkers (llama.cpp's gguf-py) from tests. scripts/test.sh installs gguf-py in
+// a virtual environment and points LOWBIT_PYTHON at it; it also sets LOWBIT_REQUIRE_INTEROP so that a
+// missing checker fails the run instead of skipping.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+namespace lowbit::test {
+
+inline std::string python() {
+  const char* p = std::getenv("LOWBIT_PYTHON");
+  return p ? p : "python3";
+}
+
+inline std::string run_command(const std::string& cmd, int* status) {
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  *status = WEXITSTATUS(pclose(pipe));
+  return out;
+}
+
+// Skips where gguf-py is absent, unless the test run requires it (scripts/test.sh does).
+inline bool have_gguf_py() {
+  int status = 0;
+  run_command(python() + " -c 'import gguf, numpy' 2>/dev/null", &status);
+  return status == 0;
+}
+
+#define REQUIRE_GGUF_PY()                                                                   \
+  if (!lowbit::test::have_gguf_py()) {                                                                    \
+    if (std::getenv("LOWBIT_REQUIRE_INTEROP")) FAIL() << "gguf-py not importable by " << lowbit::test::python(); \
+    GTEST_SKIP() << "gguf-py not installed (pip install gguf)";                              \
+  }
+
+inline std::string interop_script(const char* name) { return std::string(LOWBIT_SOURCE_DIR) + "/tests/interop/" + name; }
+
+}  // namespace lowbit::test
