@@ -84,6 +84,13 @@ Checkpoint::Checkpoint(const std::filesystem::path& path) : path_(path) {
     }
 }
 
+std::optional<DType> Checkpoint::torch_dtype() const {
+  for (const char* key : {"torch_dtype", "dtype"})
+    if (config_.contains(key) && config_[key].is_string())
+      if (auto d = dtype_from_name(config_[key].get<std::string>()); d && dtype_is_float(*d)) return d;
+  return std::nullopt;
+}
+
 const Checkpoint::Entry* Checkpoint::find(std::string_view name) const {
   for (const auto& e : entries_)
     if (e.info->name == name) return &e;

@@ -19,7 +19,7 @@
 namespace lowbit {
 namespace {
 
-std::string module_of(const std::string& weight) { return weight.ends_with(".weight") ? weight.substr(0, weight.size() - 7) : weight; }
+using bnb::module_of;
 
 // The checkpoint's tensors by name, and what each bitsandbytes weight is made of.
 class BnbReader {
@@ -139,14 +139,10 @@ JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesyst
                          Progress& progress) {
   const auto start = std::chrono::steady_clock::now();
   if (dtype && !dtype_is_float(*dtype)) throw Error(fmt::format("--dtype {} is not a float type", dtype_name(*dtype)));
-  const bool directory = std::filesystem::is_directory(input);
   const Checkpoint ckpt(input);
   const BnbReader reader(ckpt);
   // int8 weights record no dtype: the model's own (config.json), else float16 as bitsandbytes computes in.
-  DType int8_dtype = DType::f16;
-  for (const char* key : {"torch_dtype", "dtype"})
-    if (ckpt.config().contains(key) && ckpt.config()[key].is_string())
-      if (auto d = dtype_from_name(ckpt.config()[key].get<std::string>()); d && dtype_is_float(*d)) int8_dtype = *d;
+  const DType int8_dtype = ckpt.torch_dtype().value_or(DType::f16);
 
   std::unordered_map<std::string, bool> dropped;
   for (const auto& e : ckpt.tensors())
@@ -195,26 +191,9 @@ JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesyst
     progress.advance(name, v.bytes.size());
   };
 
-  if (!directory) {
-    std::vector<std::string> names;
-    for (const auto& g : groups) names.push_back(g.names[0]);
-    safetensors::Writer writer(output, names, {{"format", "pt"}});
-    for (size_t g = 0; g < groups.size(); ++g)
-      write_group(g, [&](const std::string& name, const TensorView& t) {
-        writer.write(name, t);
-        report.bytes_out += t.bytes.size();
-      });
-    writer.finish();
-    report.shards = 1;
-  } else {
-    AtomicDirectory out(output);
-    report.shards = write_sharded(out.path(), groups, 5'000'000'000, write_group, report.bytes_out);
-    nlohmann::ordered_json config = nlohmann::ordered_json::parse(ckpt.config().dump());
-    config.erase("quantization_config");
-    write_json_file(out.path() / "config.json", config);
-    copy_side_files(input, out.path());
-    out.commit();
-  }
+  nlohmann::ordered_json config = nlohmann::ordered_json::parse(ckpt.config().dump());
+  config.erase("quantization_config");
+  report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}}, config, 5'000'000'000, report.bytes_out);
   progress.end();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;

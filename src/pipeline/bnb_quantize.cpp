@@ -19,7 +19,7 @@
 namespace lowbit {
 namespace {
 
-std::string module_of(const std::string& weight) { return weight.ends_with(".weight") ? weight.substr(0, weight.size() - 7) : weight; }
+using bnb::module_of;
 
 bool matches_any(const std::vector<std::string>& globs, const std::string& name) {
   for (const auto& g : globs)
@@ -157,31 +157,12 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
     progress.advance(name, groups[g].bytes);
   };
 
-  if (!directory) {
-    std::vector<std::string> names;
-    for (const auto& g : groups) names.insert(names.end(), g.names.begin(), g.names.end());
-    safetensors::Writer writer(output, names, {{"format", "pt"}, {"quantization", "bitsandbytes " + o.format}});
-    for (size_t g = 0; g < groups.size(); ++g)
-      write_group(g, [&](const std::string& name, const TensorView& v) {
-        writer.write(name, v);
-        report.bytes_out += v.bytes.size();
-      });
-    writer.finish();
-    report.shards = 1;
-  } else {
-    AtomicDirectory out(output);
-    report.shards = write_sharded(out.path(), groups, o.max_shard_bytes, write_group, report.bytes_out);
-    nlohmann::ordered_json config = nlohmann::ordered_json::parse(ckpt.config().dump());
-    DType compute = DType::bf16;
-    for (const char* key : {"torch_dtype", "dtype"})
-      if (config.contains(key) && config[key].is_string())
-        if (auto d = dtype_from_name(config[key].get<std::string>()); d && dtype_is_float(*d)) compute = *d;
-    config["quantization_config"] = bnb::quantization_config(
-        {.format = o.format, .double_quant = o.double_quant, .compute_dtype = compute, .skip_modules = skipped_modules});
-    write_json_file(out.path() / "config.json", config);
-    copy_side_files(input, out.path());
-    out.commit();
-  }
+  nlohmann::ordered_json config = nlohmann::ordered_json::parse(ckpt.config().dump());
+  config["quantization_config"] = bnb::quantization_config({.format = o.format, .double_quant = o.double_quant,
+                                                            .compute_dtype = ckpt.torch_dtype().value_or(DType::bf16),
+                                                            .skip_modules = skipped_modules});
+  report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}, {"quantization", "bitsandbytes " + o.format}},
+                                   config, o.max_shard_bytes, report.bytes_out);
   progress.end();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;

@@ -42,6 +42,29 @@ int write_sharded(const std::filesystem::path& dir, const std::vector<TensorGrou
   return count;
 }
 
+int write_checkpoint(const std::filesystem::path& input, const std::filesystem::path& output, const std::vector<TensorGroup>& groups,
+                     const GroupWriter& write_group, const std::map<std::string, std::string>& file_metadata,
+                     const nlohmann::ordered_json& config, uint64_t max_shard_bytes, uint64_t& bytes_out) {
+  if (!std::filesystem::is_directory(input)) {
+    std::vector<std::string> names;
+    for (const auto& g : groups) names.insert(names.end(), g.names.begin(), g.names.end());
+    safetensors::Writer writer(output, names, file_metadata);
+    for (size_t g = 0; g < groups.size(); ++g)
+      write_group(g, [&](const std::string& name, const TensorView& t) {
+        writer.write(name, t);
+        bytes_out += t.bytes.size();
+      });
+    writer.finish();
+    return 1;
+  }
+  AtomicDirectory out(output);
+  const int shards = write_sharded(out.path(), groups, max_shard_bytes, write_group, bytes_out);
+  write_json_file(out.path() / "config.json", config);
+  copy_side_files(input, out.path());
+  out.commit();
+  return shards;
+}
+
 void copy_side_files(const std::filesystem::path& from, const std::filesystem::path& to) {
   for (const auto& entry : std::filesystem::directory_iterator(from)) {
     const auto name = entry.path().filename().string();

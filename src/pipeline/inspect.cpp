@@ -9,14 +9,11 @@
 
 #include "lowbit/core/error.h"
 #include "lowbit/io/checkpoint.h"
+#include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/io/gguf.h"
 
 namespace lowbit {
 namespace {
-
-bool has_suffix(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
 
 ModelSummary inspect_gguf(const std::filesystem::path& path) {
   const gguf::File file(path);
@@ -61,7 +58,7 @@ class BnbLayout {
     }
     // LLM.int8: an int8 "<m>.weight" with "<m>.SCB" (transformers' naming) or "<m>.weight.SCB".
     if (weight.info->dtype == DType::i8) {
-      const std::string module = has_suffix(name, ".weight") ? name.substr(0, name.size() - 7) : name;
+      const std::string module = bnb::module_of(name);
       for (const std::string& scb : {module + ".SCB", name + ".SCB"}) {
         if (!find(scb)) continue;
         s.format = "int8";

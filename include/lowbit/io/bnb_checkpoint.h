@@ -44,6 +44,11 @@ std::string python_float_repr(double x);
 // PyTorch's name for a dtype as bitsandbytes and transformers write it ("bfloat16").
 std::string_view torch_dtype_name(DType dtype);
 
+// "<m>.weight" -> "<m>": the module whose SCB and weight_format sit beside an int8 weight.
+inline std::string module_of(std::string_view weight) {
+  return std::string(weight.ends_with(".weight") ? weight.substr(0, weight.size() - 7) : weight);
+}
+
 // Key suffixes of the companions of a 4-bit weight.
 inline constexpr std::string_view kAbsmax = ".absmax";
 inline constexpr std::string_view kQuantMap = ".quant_map";

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -29,6 +30,8 @@ class Checkpoint {
   TensorView view(std::string_view name) const;
   // config.json, or an empty object when there is none (a bare .safetensors file).
   const nlohmann::json& config() const { return config_; }
+  // The model's own float dtype as config.json records it ("torch_dtype" or "dtype"), if any.
+  std::optional<DType> torch_dtype() const;
   const std::filesystem::path& path() const { return path_; }
   const std::vector<std::unique_ptr<safetensors::File>>& shards() const { return shards_; }
 
