@@ -1,0 +1,199 @@
+// The forward pass, one window of tokens at a time, in float32.
+#include "lowbit/model/llama.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "lowbit/core/convert.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/thread_pool.h"
+#include "lowbit/formats/ggml_codecs.h"
+
+namespace lowbit {
+namespace {
+
+// x[t] <- x[t] / rms(x[t]) * weight, for each of `tokens` rows of `n`.
+void rms_norm(const float* x, const float* weight, int64_t tokens, int64_t n, float eps, float* out) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* xt = x + t * n;
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += double(xt[i]) * xt[i];
+    const float scale = 1.0f / std::sqrt(float(sum / double(n)) + eps);
+    for (int64_t i = 0; i < n; ++i) out[t * n + i] = xt[i] * scale * weight[i];
+  }
+}
+
+// Rotates each head's pairs by position-dependent angles. llama.cpp's "normal" RoPE pairs adjacent
+// values (2i, 2i+1), which is why its converter permutes HF's Q/K rows; NEOX style pairs (i, i+d/2).
+void rope(float* x, int64_t tokens, int heads, int head_dim, float base, bool neox) {
+  const int half = head_dim / 2;
+  auto inv_freq = std::vector<float>(size_t(half));
+  for (int i = 0; i < half; ++i) inv_freq[size_t(i)] = std::pow(base, -2.0f * float(i) / float(head_dim));
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int h = 0; h < heads; ++h) {
+      float* v = x + (t * heads + h) * head_dim;
+      for (int i = 0; i < half; ++i) {
+        const float angle = float(t) * inv_freq[size_t(i)];
+        const float c = std::cos(angle), s = std::sin(angle);
+        float& a = neox ? v[i] : v[2 * i];
+        float& b = neox ? v[i + half] : v[2 * i + 1];
+        const float a0 = a, b0 = b;
+        a = a0 * c - b0 * s;
+        b = a0 * s + b0 * c;
+      }
+    }
+}
+
+// Causal attention of every query head with its key/value head (grouped-query attention).
+void attention(const float* q, const float* k, const float* v, int64_t tokens, const LlamaConfig& c, float* out) {
+  const int group = c.n_head / c.n_head_kv;
+  const float scale = 1.0f / std::sqrt(float(c.head_dim));
+  parallel_for(int64_t(c.n_head) * tokens, 0, [&](int64_t begin, int64_t end) {
+    auto scores = std::vector<float>(size_t(tokens));
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t h = job / tokens, t = job % tokens;
+      const int64_t kv = h / group;
+      const float* qt = q + (t * c.n_head + h) * c.head_dim;
+      float max_score = -INFINITY;
+      for (int64_t s = 0; s <= t; ++s) {
+        const float* ks = k + (s * c.n_head_kv + kv) * c.head_dim;
+        float dot = 0;
+        for (int i = 0; i < c.head_dim; ++i) dot += qt[i] * ks[i];
+        scores[size_t(s)] = dot * scale;
+        max_score = std::max(max_score, scores[size_t(s)]);
+      }
+      float total = 0;
+      for (int64_t s = 0; s <= t; ++s) total += scores[size_t(s)] = std::exp(scores[size_t(s)] - max_score);
+      float* ot = out + (t * c.n_head + h) * c.head_dim;
+      std::fill(ot, ot + c.head_dim, 0.0f);
+      for (int64_t s = 0; s <= t; ++s) {
+        const float p = scores[size_t(s)] / total;
+        const float* vs = v + (s * c.n_head_kv + kv) * c.head_dim;
+        for (int i = 0; i < c.head_dim; ++i) ot[i] += p * vs[i];
+      }
+    }
+  });
+}
+
+void add_bias(float* x, std::span<const float> bias, int64_t tokens) {
+  if (bias.empty()) return;
+  for (int64_t t = 0; t < tokens; ++t)
+    for (size_t i = 0; i < bias.size(); ++i) x[t * int64_t(bias.size()) + int64_t(i)] += bias[i];
+}
+
+// Qwen3's per-head RMSNorm of queries and keys.
+void head_norm(float* x, std::span<const float> weight, int64_t rows, int head_dim, float eps) {
+  if (weight.empty()) return;
+  rms_norm(x, weight.data(), rows, head_dim, eps, x);
+}
+
+}  // namespace
+
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::filesystem::path& path) {
+  auto model = std::unique_ptr<LlamaModel>(new LlamaModel());
+  model->file_ = std::make_unique<gguf::File>(path);
+  model->config_ = LlamaConfig::from_gguf(*model->file_);
+  const LlamaConfig& c = model->config_;
+  const int64_t q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
+  model->token_embd_ = model->matrix("token_embd.weight", c.n_vocab, c.n_embd);
+  model->output_ = model->file_->find_tensor("output.weight") ? model->matrix("output.weight", c.n_vocab, c.n_embd) : model->token_embd_;
+  model->output_norm_ = model->vector("output_norm.weight", c.n_embd);
+  for (int l = 0; l < c.n_layer; ++l) {
+    const std::string p = fmt::format("blk.{}.", l);
+    Layer layer{.prefix = p};
+    layer.attn_norm = model->vector(p + "attn_norm.weight", c.n_embd);
+    layer.ffn_norm = model->vector(p + "ffn_norm.weight", c.n_embd);
+    layer.q_norm = model->vector(p + "attn_q_norm.weight", c.head_dim, true);
+    layer.k_norm = model->vector(p + "attn_k_norm.weight", c.head_dim, true);
+    layer.q_bias = model->vector(p + "attn_q.bias", q_dim, true);
+    layer.k_bias = model->vector(p + "attn_k.bias", kv_dim, true);
+    layer.v_bias = model->vector(p + "attn_v.bias", kv_dim, true);
+    layer.q = model->matrix(p + "attn_q.weight", q_dim, c.n_embd);
+    layer.k = model->matrix(p + "attn_k.weight", kv_dim, c.n_embd);
+    layer.v = model->matrix(p + "attn_v.weight", kv_dim, c.n_embd);
+    layer.o = model->matrix(p + "attn_output.weight", c.n_embd, q_dim);
+    layer.gate = model->matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd);
+    layer.up = model->matrix(p + "ffn_up.weight", c.n_ff, c.n_embd);
+    layer.down = model->matrix(p + "ffn_down.weight", c.n_embd, c.n_ff);
+    model->layers_.push_back(std::move(layer));
+  }
+  return model;
+}
+
+QuantizedMatrix LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols) const {
+  const auto* t = file_->find_tensor(name);
+  if (!t) throw Error("missing tensor", {.file = file_->label(), .tensor = name});
+  if (t->ne.size() < 2 || t->ne[0] != cols || t->elements() != rows * cols)
+    throw Error(fmt::format("shape {} (GGUF order)", shape_to_string(t->ne)),
+                {.file = file_->label(), .tensor = name, .expected = fmt::format("[{}, {}]", cols, rows)});
+  const auto* codec = ggml_codec(t->type);
+  if (!codec || !codec->dequantize_row)
+    throw Error(fmt::format("lowbit cannot dequantize {}", ggml_type_name(t->type)), {.file = file_->label(), .tensor = name});
+  return {t->type, rows, cols, file_->data(*t)};
+}
+
+std::span<const float> LlamaModel::vector(const std::string& name, int64_t size, bool optional) const {
+  const auto* t = file_->find_tensor(name);
+  if (!t) {
+    if (optional) return {};
+    throw Error("missing tensor", {.file = file_->label(), .tensor = name});
+  }
+  if (t->type != GgmlType::F32 || t->elements() != size)
+    throw Error(fmt::format("{} {}", ggml_type_name(t->type), shape_to_string(t->ne)),
+                {.file = file_->label(), .tensor = name, .expected = fmt::format("f32 [{}]", size)});
+  const auto bytes = file_->data(*t);
+  return {reinterpret_cast<const float*>(bytes.data()), size_t(size)};
+}
+
+std::vector<float> LlamaModel::forward(std::span<const int32_t> tokens, const ActivationObserver& observer) const {
+  const LlamaConfig& c = config_;
+  const int64_t T = int64_t(tokens.size()), E = c.n_embd;
+  const int64_t q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
+  auto product = [&](const QuantizedMatrix& w, const std::string& name, const float* x, float* y) {
+    if (observer) observer(name, x, T, w.cols);
+    matmul_quantized(w, x, T, y);
+  };
+
+  // Embedding rows: token_embd is [n_vocab rows of n_embd], one row per token.
+  std::vector<float> hidden(size_t(T * E)), normed(size_t(T * E));
+  const size_t embd_row_bytes = ggml_row_bytes(token_embd_.type, E);
+  for (int64_t t = 0; t < T; ++t) {
+    if (tokens[size_t(t)] < 0 || tokens[size_t(t)] >= c.n_vocab)
+      throw Error(fmt::format("token id {} outside the vocabulary of {}", tokens[size_t(t)], c.n_vocab), {.file = file_->label()});
+    dequantize_rows(token_embd_.type, token_embd_.data.data() + size_t(tokens[size_t(t)]) * embd_row_bytes, 1, E, hidden.data() + t * E);
+  }
+
+  std::vector<float> q(size_t(T * q_dim)), k(size_t(T * kv_dim)), v(size_t(T * kv_dim)), att(size_t(T * q_dim));
+  std::vector<float> gate(size_t(T * c.n_ff)), up(size_t(T * c.n_ff)), out(size_t(T * E));
+  for (const Layer& layer : layers_) {
+    rms_norm(hidden.data(), layer.attn_norm.data(), T, E, c.rms_eps, normed.data());
+    product(layer.q, layer.prefix + "attn_q.weight", normed.data(), q.data());
+    product(layer.k, layer.prefix + "attn_k.weight", normed.data(), k.data());
+    product(layer.v, layer.prefix + "attn_v.weight", normed.data(), v.data());
+    add_bias(q.data(), layer.q_bias, T);
+    add_bias(k.data(), layer.k_bias, T);
+    add_bias(v.data(), layer.v_bias, T);
+    head_norm(q.data(), layer.q_norm, T * c.n_head, c.head_dim, c.rms_eps);
+    head_norm(k.data(), layer.k_norm, T * c.n_head_kv, c.head_dim, c.rms_eps);
+    rope(q.data(), T, c.n_head, c.head_dim, c.rope_base, c.rope_neox);
+    rope(k.data(), T, c.n_head_kv, c.head_dim, c.rope_base, c.rope_neox);
+    attention(q.data(), k.data(), v.data(), T, c, att.data());
+    product(layer.o, layer.prefix + "attn_output.weight", att.data(), out.data());
+    for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];
+
+    rms_norm(hidden.data(), layer.ffn_norm.data(), T, E, c.rms_eps, normed.data());
+    product(layer.gate, layer.prefix + "ffn_gate.weight", normed.data(), gate.data());
+    product(layer.up, layer.prefix + "ffn_up.weight", normed.data(), up.data());
+    for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];  // SwiGLU
+    product(layer.down, layer.prefix + "ffn_down.weight", gate.data(), out.data());
+    for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];
+  }
+  rms_norm(hidden.data(), output_norm_.data(), T, E, c.rms_eps, normed.data());
+  std::vector<float> logits(size_t(T * c.n_vocab));
+  product(output_, "output.weight", normed.data(), logits.data());
+  return logits;
+}
+
+}  // namespace lowbit
