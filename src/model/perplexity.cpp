@@ -1,0 +1,170 @@
+#include "lowbit/model/perplexity.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "lowbit/core/atomic_file.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/mapped_file.h"
+
+namespace lowbit {
+namespace {
+
+constexpr char kMagic[8] = {'_', 'l', 'o', 'g', 'i', 't', 's', '_'};
+
+// log_softmax as llama-perplexity computes it: float logits, a double sum of exp(l - max).
+void log_softmax(const float* logits, int n, float* out) {
+  const float max = *std::max_element(logits, logits + n);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += std::exp(double(logits[i] - max));
+  const float log_sum = float(std::log(sum));
+  for (int i = 0; i < n; ++i) out[i] = logits[i] - max - log_sum;
+}
+
+double percentile(std::vector<double> sorted, double p) {
+  if (sorted.empty()) return 0;
+  const double pos = p * double(sorted.size() - 1);
+  const size_t lo = size_t(pos);
+  const size_t hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - double(lo));
+}
+
+}  // namespace
+
+BaseLogits::BaseLogits(int n_ctx, int n_vocab, std::vector<int32_t> tokens) : n_ctx_(n_ctx), n_vocab_(n_vocab), tokens_(std::move(tokens)) {}
+
+void BaseLogits::add_window(std::span<const float> logits) {
+  const int first = n_ctx_ / 2;
+  for (int j = first; j < n_ctx_ - 1; ++j) {
+    const float* l = logits.data() + size_t(j) * size_t(n_vocab_);
+    // llama.cpp's encoding: log-probabilities within 16 nats of the best, in 65536 steps.
+    const float max = *std::max_element(l, l + n_vocab_);
+    const float min = std::max(*std::min_element(l, l + n_vocab_), max - 16.0f);
+    double sum = 0;
+    for (int i = 0; i < n_vocab_; ++i) sum += std::exp(double(l[i] - max));
+    const float scale = (max - min) / 65535.0f;
+    const float min_log_prob = min - max - float(std::log(sum));
+    const size_t at = records_.size();
+    records_.resize(at + record_size());
+    std::memcpy(&records_[at], &scale, 4);
+    std::memcpy(&records_[at + 2], &min_log_prob, 4);
+    for (int i = 0; i < n_vocab_; ++i) {
+      const float q = scale > 0 ? (std::max(l[i], min) - min) / scale : 0.0f;
+      records_[at + 4 + size_t(i)] = uint16_t(std::lround(std::min(q, 65535.0f)));
+    }
+  }
+}
+
+void BaseLogits::log_probs(int64_t index, std::span<float> out) const {
+  const uint16_t* r = records_.data() + size_t(index) * record_size();
+  float scale, min_log_prob;
+  std::memcpy(&scale, r, 4);
+  std::memcpy(&min_log_prob, r + 2, 4);
+  for (int i = 0; i < n_vocab_; ++i) out[size_t(i)] = scale * float(r[4 + i]) + min_log_prob;
+}
+
+void BaseLogits::save(const std::filesystem::path& path) const {
+  AtomicFile f(path);
+  f.write(kMagic, 8);
+  const uint32_t n_ctx = uint32_t(n_ctx_);
+  const int32_t n_vocab = n_vocab_, n_chunk = int32_t(tokens_.size() / size_t(n_ctx_));
+  f.write(&n_ctx, 4);
+  f.write(&n_vocab, 4);
+  f.write(&n_chunk, 4);
+  f.write(tokens_.data(), tokens_.size() * 4);
+  f.write(records_.data(), records_.size() * 2);
+  f.commit();
+}
+
+BaseLogits BaseLogits::load(const std::filesystem::path& path) {
+  const MappedFile file(path);
+  const auto bytes = file.bytes();
+  const std::string label = path.string();
+  if (bytes.size() < 20 || std::memcmp(bytes.data(), kMagic, 8) != 0)
+    throw Error("not a llama.cpp logits file", {.file = label, .offset = 0, .expected = "\"_logits_\" magic"});
+  uint32_t n_ctx;
+  int32_t n_vocab, n_chunk;
+  std::memcpy(&n_ctx, bytes.data() + 8, 4);
+  std::memcpy(&n_vocab, bytes.data() + 12, 4);
+  std::memcpy(&n_chunk, bytes.data() + 16, 4);
+  if (n_ctx < 4 || n_ctx > (1u << 20) || n_vocab <= 0 || n_chunk <= 0)
+    throw Error(fmt::format("implausible header: n_ctx {}, n_vocab {}, n_chunk {}", n_ctx, n_vocab, n_chunk), {.file = label, .offset = 8});
+  BaseLogits base(int(n_ctx), n_vocab, {});
+  const uint64_t token_bytes = uint64_t(n_chunk) * n_ctx * 4;
+  const uint64_t record_bytes = uint64_t(n_chunk) * (n_ctx - 1 - n_ctx / 2) * base.record_size() * 2;
+  if (bytes.size() != 20 + token_bytes + record_bytes)
+    throw Error(fmt::format("{} bytes", bytes.size()), {.file = label, .expected = fmt::format("{} bytes", 20 + token_bytes + record_bytes)});
+  base.tokens_.resize(size_t(n_chunk) * n_ctx);
+  std::memcpy(base.tokens_.data(), bytes.data() + 20, token_bytes);
+  base.records_.resize(record_bytes / 2);
+  std::memcpy(base.records_.data(), bytes.data() + 20 + token_bytes, record_bytes);
+  return base;
+}
+
+EvalResult evaluate(const LlamaModel& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos,
+                    const BaseLogits* base, BaseLogits* save_base, Progress& progress) {
+  const int n_vocab = model.config().n_vocab;
+  if (n_ctx < 4) throw Error(fmt::format("context {} is too small", n_ctx));
+  if (int64_t(tokens.size()) < 2 * n_ctx)
+    throw Error(fmt::format("{} tokens: too few for windows of {}", tokens.size(), n_ctx), {.expected = fmt::format("at least {}", 2 * n_ctx)});
+  const int64_t chunks = int64_t(tokens.size()) / n_ctx;
+  if (base) {
+    if (base->n_vocab() != n_vocab) throw Error(fmt::format("base has {} tokens in its vocabulary, the model {}", base->n_vocab(), n_vocab));
+    if (base->n_ctx() != n_ctx) throw Error(fmt::format("base was scored with windows of {}, not {}", base->n_ctx(), n_ctx));
+    if (!std::equal(base->tokens().begin(), base->tokens().end(), tokens.begin(), tokens.begin() + std::min<int64_t>(chunks * n_ctx, int64_t(base->tokens().size()))) ||
+        int64_t(base->tokens().size()) != chunks * n_ctx)
+      throw Error("the base was scored on other tokens (another text, tokenizer or context)");
+  }
+  const int first = n_ctx / 2;
+  EvalResult result;
+  result.chunks = chunks;
+  double nll_sum = 0, base_nll_sum = 0;
+  int64_t agree = 0, index = 0;
+  std::vector<double> klds;
+  auto log_p = std::vector<float>(size_t(n_vocab)), log_base = std::vector<float>(size_t(n_vocab));
+  progress.begin("eval", chunks * (n_ctx - 1 - first), 0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    std::vector<int32_t> window(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);
+    if (bos) window[0] = *bos;
+    const auto logits = model.forward(window);
+    if (save_base) save_base->add_window(logits);
+    for (int j = first; j < n_ctx - 1; ++j, ++index) {
+      const float* l = logits.data() + size_t(j) * size_t(n_vocab);
+      log_softmax(l, n_vocab, log_p.data());
+      const int32_t next = tokens[size_t(c * n_ctx + j + 1)];
+      nll_sum += -double(log_p[size_t(next)]);
+      if (base) {
+        base->log_probs(index, log_base);
+        base_nll_sum += -double(log_base[size_t(next)]);
+        double kld = 0;
+        for (int i = 0; i < n_vocab; ++i)
+          if (log_base[size_t(i)] > -16.0f) kld += std::exp(double(log_base[size_t(i)])) * double(log_base[size_t(i)] - log_p[size_t(i)]);
+        klds.push_back(kld);
+        agree += (std::max_element(l, l + n_vocab) - l) == (std::max_element(log_base.begin(), log_base.end()) - log_base.begin());
+      }
+    }
+    progress.advance(fmt::format("window {}", c + 1), uint64_t(n_ctx - 1 - first));
+  }
+  progress.end();
+  result.tokens = index;
+  result.nll = nll_sum / double(index);
+  result.ppl = std::exp(result.nll);
+  if (base) {
+    result.base_ppl = std::exp(base_nll_sum / double(index));
+    std::ranges::sort(klds);
+    KldStats s;
+    for (double k : klds) s.mean += k;
+    s.mean /= double(klds.size());
+    s.median = percentile(klds, 0.5);
+    s.p99 = percentile(klds, 0.99);
+    s.max = klds.back();
+    result.kld = s;
+    result.top1 = double(agree) / double(index);
+  }
+  return result;
+}
+
+}  // namespace lowbit
