@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <algorithm>
 #include <map>
 
 #include "lowbit/core/error.h"
@@ -123,6 +124,25 @@ ImportanceMatrix ImportanceMatrix::load_legacy(const std::filesystem::path& path
     }
   }
   return m;
+}
+
+void write_imatrix_gguf(const std::filesystem::path& path, std::vector<ImatrixSums> entries, const std::vector<std::string>& datasets,
+                        uint32_t chunk_count, uint32_t chunk_size) {
+  std::ranges::sort(entries, [](const ImatrixSums& a, const ImatrixSums& b) { return a.name < b.name; });
+  gguf::Writer w(path);
+  w.set("general.type", {std::string("imatrix")});
+  w.set("imatrix.datasets", gguf::make_string_array(datasets));
+  w.set("imatrix.chunk_count", {chunk_count});
+  w.set("imatrix.chunk_size", {chunk_size});
+  for (const auto& e : entries) {
+    w.add_tensor(e.name + ".in_sum2", GgmlType::F32, {int64_t(e.sums.size()), 1});
+    w.add_tensor(e.name + ".counts", GgmlType::F32, {1, 1});
+  }
+  for (const auto& e : entries) {
+    w.write_data(e.name + ".in_sum2", std::as_bytes(std::span(e.sums)));
+    w.write_data(e.name + ".counts", std::as_bytes(std::span(&e.count, 1)));
+  }
+  w.finish();
 }
 
 const ImatrixEntry* ImportanceMatrix::find(std::string_view weight_name) const {

@@ -22,6 +22,18 @@ struct ImatrixEntry {
   std::vector<float> weights;  // columns × experts: what llama-quantize passes as quant_weights
 };
 
+// What an importance matrix run collected for one weight: Σ x² per input column, over `count` rows.
+struct ImatrixSums {
+  std::string name;
+  std::vector<float> sums;  // columns values (one expert)
+  float count = 0;
+};
+
+// Writes llama.cpp's GGUF form (general.type "imatrix", imatrix.datasets/chunk_count/chunk_size,
+// per weight "<name>.in_sum2" F32 [columns, 1] and "<name>.counts" F32 [1, 1]), names sorted.
+void write_imatrix_gguf(const std::filesystem::path& path, std::vector<ImatrixSums> entries, const std::vector<std::string>& datasets,
+                        uint32_t chunk_count, uint32_t chunk_size);
+
 class ImportanceMatrix {
  public:
   // Reads either form (chosen by content: GGUF magic or not). Throws lowbit::Error naming file and entry.

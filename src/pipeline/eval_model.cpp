@@ -1,0 +1,41 @@
+#include "lowbit/pipeline/eval_model.h"
+
+#include <random>
+
+#include "lowbit/core/error.h"
+#include "lowbit/pipeline/bnb_jobs.h"
+#include "lowbit/pipeline/quantize_gguf.h"
+
+namespace lowbit {
+
+EvalModel::EvalModel(const std::filesystem::path& path) {
+  if (path.extension() == ".gguf") {
+    model_ = LlamaModel::load(path);
+    return;
+  }
+  if (!std::filesystem::is_directory(path))
+    throw Error("not a .gguf file or a model directory", {.file = path.string()});
+  std::random_device rd;
+  scratch_ = std::filesystem::temp_directory_path() / ("lowbit-eval-" + std::to_string(rd()));
+  std::filesystem::create_directories(scratch_);
+  std::filesystem::path hf = path;
+  if (is_bnb_checkpoint(path)) {
+    hf = scratch_ / "dequantized";
+    dequantize_bnb(path, hf, DType::f32);
+  }
+  const auto gguf = scratch_ / "model.gguf";
+  GgufQuantizeOptions options;
+  options.selection.default_type = GgmlType::F32;
+  quantize_to_gguf(*ModelSource::open(hf), gguf, options);
+  model_ = LlamaModel::load(gguf);
+}
+
+EvalModel::~EvalModel() {
+  model_.reset();
+  if (!scratch_.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(scratch_, ignored);
+  }
+}
+
+}  // namespace lowbit
