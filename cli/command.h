@@ -17,5 +17,7 @@ void add_common_options(CLI::App& command, CommonOptions& options, bool with_jso
 void add_inspect_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);
 void add_dequantize_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
+void add_imatrix_command(CLI::App& app);
 
 }  // namespace lowbit::cli

@@ -3,6 +3,10 @@
 # transformers + bitsandbytes interop proof, print the results. The device image has nvcc, CMake,
 # ninja, torch and transformers but not lowbit's Debian libraries nor bitsandbytes: they travel in
 # .deps/ (Debian .debs; bitsandbytes' wheel unpacked in .deps/py). See docs/benchmarks.md.
+#   scripts/device-check.sh           build, CUDA tests
+#   scripts/device-check.sh interop   + the transformers/bitsandbytes interop proof
+#   scripts/device-check.sh bench     + the GPU codec benchmark (lowbit_cuda_bench), its table last
+#                                     (and in $OUT/cuda_bench.md when $OUT is set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=/tmp/lowbit-deps
@@ -16,7 +20,16 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90a -DGTest_DIR="$prefix/usr/lib/x86_64-linux-gnu/cmake/GTest" >/tmp/cmake.log 2>&1 \
   || { tail -40 /tmp/cmake.log; exit 1; }
-cmake --build build-device -j "$(nproc)" --target lowbit lowbit_kernels_tests 2>&1 | tail -3
+targets="lowbit lowbit_kernels_tests"
+[ "${1:-}" = "bench" ] && targets="lowbit_kernels_tests lowbit_cuda_bench"  # the CLI is not needed
+cmake --build build-device -j "$(nproc)" --target $targets 2>&1 | tail -3
+if [ "${1:-}" = "bench" ]; then
+  # The table is wanted even when a check fails; the exit status still reports the failure.
+  tests_status=0
+  build-device/tests/lowbit_kernels_tests --gtest_brief=1 || tests_status=$?
+  build-device/bench/lowbit_cuda_bench | tee "${OUT:-/tmp}/cuda_bench.md"
+  exit "$tests_status"
+fi
 build-device/tests/lowbit_kernels_tests
 if [ "${1:-}" = "interop" ]; then
   PYTHONPATH="$PWD/.deps/py" python3 tests/interop/bnb_transformers_check.py build-device/lowbit /tmp/interop 2>&1 | grep -v Warning

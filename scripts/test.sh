@@ -11,6 +11,9 @@ if [ ! -x build/venv/bin/python ] || ! build/venv/bin/python -c 'import gguf' 2>
   build/venv/bin/pip install --quiet --disable-pip-version-check gguf==0.19.0
 fi
 export LOWBIT_PYTHON="$PWD/build/venv/bin/python" LOWBIT_REQUIRE_INTEROP=1
+# The default model (fetched once into the cache): tokenizer tests compare with llama.cpp's ids on it.
+LOWBIT_DEFAULT_MODEL=$(scripts/fetch-default-model.sh)
+export LOWBIT_DEFAULT_MODEL
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-30}"

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "formats/bnb_4bit_blocks.h"
+#include "formats/bnb_avx512.h"
 #include "formats/bnb_tables.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
@@ -93,18 +94,33 @@ Bnb4bitQuantized quantize_4bit_with(detail::QuantizeBlocksFn quantize_blocks, co
   return result;
 }
 
+void check_nested_sizes(const NestedAbsmax& nested) {
+  if (nested.blocksize <= 0 || size_t(ceil_div(int64_t(nested.codes.size()), nested.blocksize)) != nested.nested_absmax.size())
+    throw Error("bnb double quant: " + std::to_string(nested.nested_absmax.size()) + " nested absmax values for " +
+                std::to_string(nested.codes.size()) + " codes in blocks of " + std::to_string(nested.blocksize));
+}
+
+// The scales of blocks [first, last) into scales[0 .. last - first), sizes already checked.
+void dequantize_absmax_nested_range(const NestedAbsmax& nested, int64_t first, int64_t last, float* scales) {
+  for (int64_t i = first; i < last; ++i) {
+    // The 8-bit dequantize kernel multiplies; torch adds the offset afterwards: two roundings.
+    const float product = gpu::mul_ftz(nested.code[nested.codes[size_t(i)]], nested.nested_absmax[size_t(i / nested.blocksize)]);
+    scales[i - first] = product + nested.offset;
+  }
+}
+
 // A block's element can only take 16 values, lut[code] * scale rounded to the output dtype, so
 // each block computes them once (the same float32 product and rounding per element as the
 // kernel) and then looks them up; `Bits` is the output dtype's storage (uint16_t or uint32_t).
+// scales[b - first_block] is block b's scale.
 template <class Bits>
 void dequantize_blocks(std::span<const uint8_t> packed, const Bnb4bitState& state, const std::array<float, 16>& lut,
-                       const std::vector<float>& scales, int64_t first_block, int64_t last_block, DType out_dtype,
-                       std::byte* out) {
+                       const float* scales, int64_t first_block, int64_t last_block, DType out_dtype, std::byte* out) {
   const int64_t elements = state.elements();
   Bits* dst = reinterpret_cast<Bits*>(out);
   for (int64_t b = first_block; b < last_block; ++b) {
     std::array<float, 16> products;
-    for (size_t code = 0; code < 16; ++code) products[code] = gpu::mul_ftz(lut[code], scales[size_t(b)]);
+    for (size_t code = 0; code < 16; ++code) products[code] = gpu::mul_ftz(lut[code], scales[b - first_block]);
     std::array<Bits, 16> value_of_code;
     convert_from_f32(products.data(), out_dtype, value_of_code.data(), 16);
     const int64_t begin = b * state.blocksize;
@@ -116,6 +132,41 @@ void dequantize_blocks(std::span<const uint8_t> packed, const Bnb4bitState& stat
     }
     if ((end - begin) % 2 != 0) dst[end - 1] = value_of_code[packed[size_t((end - 1) / 2)] >> 4];
   }
+}
+
+void dequantize_blocks_reference(std::span<const uint8_t> packed, const Bnb4bitState& state,
+                                 const std::array<float, 16>& lut, const float* scales, int64_t first_block,
+                                 int64_t last_block, DType out_dtype, std::byte* out) {
+  if (out_dtype == DType::f32)
+    dequantize_blocks<uint32_t>(packed, state, lut, scales, first_block, last_block, out_dtype, out);
+  else
+    dequantize_blocks<uint16_t>(packed, state, lut, scales, first_block, last_block, out_dtype, out);
+}
+
+// The kernel's LUT: FP4 code 8 is -0.0 there, +0.0 in the state's code map.
+const std::array<float, 16>& kernel_lut(QuantType type) {
+  return type == QuantType::nf4 ? tables::kNf4Code : tables::kFp4KernelLut;
+}
+
+// Throws unless packed, the state and an output of `out_bytes` bytes of out_dtype fit together.
+void check_dequantize_inputs(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
+                             size_t out_bytes, std::string_view tensor_name) {
+  check_float_dtype(out_dtype, tensor_name, "bnb 4-bit dequantization");
+  check_blocksize_4bit(state.blocksize, tensor_name);
+  const ErrorContext context{.tensor = std::string(tensor_name)};
+  if (int64_t(packed.size()) != state.packed_bytes())
+    throw Error("bnb 4-bit dequantization: " + std::to_string(packed.size()) + " packed bytes for " +
+                std::to_string(state.elements()) + " elements", {.tensor = context.tensor,
+                .expected = std::to_string(state.packed_bytes()) + " bytes"});
+  const size_t scale_count = state.nested ? state.nested->codes.size() : state.absmax.size();
+  if (int64_t(scale_count) != state.blocks())
+    throw Error("bnb 4-bit dequantization: " + std::to_string(scale_count) + " block scales for " +
+                std::to_string(state.blocks()) + " blocks", context);
+  if (state.nested) check_nested_sizes(*state.nested);
+  const size_t want = size_t(state.elements()) * dtype_size(out_dtype);
+  if (out_bytes != want)
+    throw Error("bnb 4-bit dequantization: output buffer of " + std::to_string(out_bytes) + " bytes",
+                {.tensor = context.tensor, .expected = std::to_string(want) + " bytes"});
 }
 
 }  // namespace
@@ -131,6 +182,11 @@ int64_t load_block_f32(const TensorView& input, int64_t begin, int64_t count, fl
     out[i] = gpu::flush_subnormal(out[i]);
   }
   return bad;
+}
+
+void quantize_dynamic_8bit_reference(const float* centred, int64_t count, float scale,
+                                     const std::array<float, 256>& map, uint8_t* codes) {
+  for (int64_t i = 0; i < count; ++i) codes[i] = quantize_dynamic_8bit(gpu::mul_ftz(centred[i], scale), map);
 }
 
 int64_t quantize_4bit_blocks_reference(QuantType type, const TensorView& input, int64_t blocksize,
@@ -224,29 +280,24 @@ NestedAbsmax quantize_absmax_nested(std::span<const float> absmax, std::optional
   nested.codes.resize(absmax.size());
   nested.nested_absmax.resize(size_t(ceil_div(int64_t(absmax.size()), kNestedBlocksize)));
   std::vector<float> centred(static_cast<size_t>(kNestedBlocksize));
+  const detail::QuantizeDynamic8bitFn fast = detail::fast_quantize_dynamic_8bit();
+  const detail::QuantizeDynamic8bitFn quantize_codes = fast ? fast : detail::quantize_dynamic_8bit_reference;
   for (size_t j = 0; j < nested.nested_absmax.size(); ++j) {
     const size_t begin = j * size_t(kNestedBlocksize);
     const size_t count = std::min(size_t(kNestedBlocksize), absmax.size() - begin);
     // torch subtracts the offset (plain float32); the 8-bit kernel then flushes like the 4-bit one.
     for (size_t i = 0; i < count; ++i) centred[i] = gpu::flush_subnormal(absmax[begin + i] - nested.offset);
     nested.nested_absmax[j] = detail::block_absmax_of(centred.data(), int64_t(count));
-    const float scale = gpu::rcp_approx_ftz(nested.nested_absmax[j]);
-    for (size_t i = 0; i < count; ++i)
-      nested.codes[begin + i] = quantize_dynamic_8bit(gpu::mul_ftz(centred[i], scale), nested.code);
+    quantize_codes(centred.data(), int64_t(count), gpu::rcp_approx_ftz(nested.nested_absmax[j]), nested.code,
+                   nested.codes.data() + begin);
   }
   return nested;
 }
 
 std::vector<float> dequantize_absmax_nested(const NestedAbsmax& nested) {
-  if (nested.blocksize <= 0 || size_t(ceil_div(int64_t(nested.codes.size()), nested.blocksize)) != nested.nested_absmax.size())
-    throw Error("bnb double quant: " + std::to_string(nested.nested_absmax.size()) + " nested absmax values for " +
-                std::to_string(nested.codes.size()) + " codes in blocks of " + std::to_string(nested.blocksize));
+  check_nested_sizes(nested);
   std::vector<float> scales(nested.codes.size());
-  for (size_t i = 0; i < scales.size(); ++i) {
-    // The 8-bit dequantize kernel multiplies; torch adds the offset afterwards: two roundings.
-    const float product = gpu::mul_ftz(nested.code[nested.codes[i]], nested.nested_absmax[i / size_t(nested.blocksize)]);
-    scales[i] = product + nested.offset;
-  }
+  dequantize_absmax_nested_range(nested, 0, int64_t(scales.size()), scales.data());
   return scales;
 }
 
@@ -257,27 +308,49 @@ Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& stat
 Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
                        std::string_view tensor_name) {
   check_float_dtype(out_dtype, tensor_name, "bnb 4-bit dequantization");
-  check_blocksize_4bit(state.blocksize, tensor_name);
-  const ErrorContext context{.tensor = std::string(tensor_name)};
-  if (int64_t(packed.size()) != state.packed_bytes())
-    throw Error("bnb 4-bit dequantization: " + std::to_string(packed.size()) + " packed bytes for " +
-                std::to_string(state.elements()) + " elements", {.tensor = context.tensor,
-                .expected = std::to_string(state.packed_bytes()) + " bytes"});
-  const std::vector<float> scales = state.block_scales();
-  if (int64_t(scales.size()) != state.blocks())
-    throw Error("bnb 4-bit dequantization: " + std::to_string(scales.size()) + " block scales for " +
-                std::to_string(state.blocks()) + " blocks", context);
-
-  // The kernel's LUT: FP4 code 8 is -0.0 there, +0.0 in the state's code map.
-  const std::array<float, 16>& lut = state.quant_type == QuantType::nf4 ? tables::kNf4Code : tables::kFp4KernelLut;
   Tensor out(out_dtype, state.shape);
+  dequantize_4bit_into(packed, state, out_dtype, out.buffer.span(), tensor_name);
+  return out;
+}
+
+Tensor dequantize_4bit_reference(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
+                                 std::string_view tensor_name) {
+  check_float_dtype(out_dtype, tensor_name, "bnb 4-bit dequantization");
+  Tensor out(out_dtype, state.shape);
+  check_dequantize_inputs(packed, state, out_dtype, out.buffer.size(), tensor_name);
+  const std::vector<float> scales = state.block_scales();
+  const std::array<float, 16>& lut = kernel_lut(state.quant_type);
   parallel_for(state.blocks(), block_grain(state.blocksize), [&](int64_t first_block, int64_t last_block) {
-    if (out_dtype == DType::f32)
-      dequantize_blocks<uint32_t>(packed, state, lut, scales, first_block, last_block, out_dtype, out.buffer.data());
-    else
-      dequantize_blocks<uint16_t>(packed, state, lut, scales, first_block, last_block, out_dtype, out.buffer.data());
+    dequantize_blocks_reference(packed, state, lut, scales.data() + first_block, first_block, last_block, out_dtype,
+                                out.buffer.data());
   });
   return out;
+}
+
+void dequantize_4bit_into(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
+                          std::span<std::byte> out, std::string_view tensor_name) {
+  check_dequantize_inputs(packed, state, out_dtype, out.size(), tensor_name);
+  const std::array<float, 16>& lut = kernel_lut(state.quant_type);
+  const detail::DequantizeBlocksFn fast = detail::fast_dequantize_4bit_blocks();
+  const int64_t whole_blocks = state.elements() / state.blocksize;  // the fast kernel's share
+  const bool stream = out.size() >= kStreamingBytes && reinterpret_cast<uintptr_t>(out.data()) % 64 == 0;
+  detail::NestedScalesFn nested_scales = dequantize_absmax_nested_range;
+  if (state.nested && state.nested->blocksize == kNestedBlocksize && detail::fast_dequantize_absmax_nested())
+    nested_scales = detail::fast_dequantize_absmax_nested();
+  parallel_for(state.blocks(), block_grain(state.blocksize), [&](int64_t first_block, int64_t last_block) {
+    // Double quant: recover this chunk's scales a slice at a time, into the stack (no allocation).
+    constexpr int64_t kSlice = 256;
+    float recovered[kSlice];
+    for (int64_t first = first_block; first < last_block; first += kSlice) {
+      const int64_t last = std::min(last_block, first + kSlice);
+      if (state.nested) nested_scales(*state.nested, first, last, recovered);
+      const float* scales = state.nested ? recovered : state.absmax.data() + first;
+      const int64_t fast_last = fast ? std::min(last, whole_blocks) : first;
+      if (fast_last > first) fast(packed.data(), scales, lut, state.blocksize, first, fast_last, out_dtype, out.data(), stream);
+      if (last > fast_last)
+        dequantize_blocks_reference(packed, state, lut, scales + (fast_last - first), fast_last, last, out_dtype, out.data());
+    }
+  });
 }
 
 }  // namespace lowbit::bnb

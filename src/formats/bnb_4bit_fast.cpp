@@ -1,5 +1,5 @@
 // AVX-512 kernel for bitsandbytes 4-bit quantization, chosen at run time when the CPU has
-// AVX-512F/BW. It must give the bytes of quantize_4bit_blocks_reference (bnb_4bit.cpp): the same
+// AVX-512F/BW/VL. It must give the bytes of quantize_4bit_blocks_reference (bnb_4bit.cpp): the same
 // float32 operations in the same order per element (one IEEE multiply, then comparisons), the
 // same .ftz flushing, the same NaN behaviour (ordered comparisons are false for NaN). Only whole
 // blocks take this path; a short last block goes through the reference.
@@ -8,60 +8,49 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstdint>
 
 #include "formats/bnb_4bit_blocks.h"
+#include "formats/bnb_avx512.h"
 
 namespace lowbit::bnb::detail {
 namespace {
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw")))
+#ifdef LOWBIT_BNB_HAVE_AVX512
+using namespace avx512;
 
 constexpr int kLanes = 16;
 
-// 16 elements of `dtype` at `p` as float32 (f16 and bf16 widen exactly).
-LOWBIT_AVX512 inline __m512 load16_as_f32(DType dtype, const std::byte* p) {
-  if (dtype == DType::f32) return _mm512_loadu_ps(p);
-  const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  if (dtype == DType::f16) return _mm512_cvtph_ps(halves);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));  // bf16
-}
-
-// Lanes whose exponent field is 0 (zero or subnormal) become a zero of the same sign.
-LOWBIT_AVX512 inline __m512 flush_subnormal16(__m512 x) {
-  const __m512i bits = _mm512_castps_si512(x);
-  const __mmask16 tiny = _mm512_testn_epi32_mask(bits, _mm512_set1_epi32(0x7f800000));
-  return _mm512_mask_mov_ps(x, tiny, _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(int(0x80000000u)))));
-}
-
-// Lanes holding NaN or Inf (exponent field all ones).
-LOWBIT_AVX512 inline __mmask16 non_finite16(__m512 x) {
-  const __m512i exponent = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7f800000));
-  return _mm512_cmpeq_epi32_mask(exponent, _mm512_set1_epi32(0x7f800000));
-}
-
-// Per lane: how many of `thresholds` x exceeds (ordered compare: NaN exceeds none).
+// The thresholds, padded to 16 lanes with +Inf (never exceeded), for a register lookup.
 template <size_t N>
-LOWBIT_AVX512 inline __m512i count_exceeded16(__m512 x, const std::array<float, N>& thresholds) {
+constexpr std::array<float, 16> padded_thresholds(const std::array<float, N>& thresholds) {
+  std::array<float, 16> padded{};
+  for (size_t i = 0; i < 16; ++i) padded[i] = i < N ? thresholds[i] : __builtin_inff();
+  return padded;
+}
+constexpr std::array<float, 16> kNf4Thresholds16 = padded_thresholds(tables::kNf4Thresholds);
+constexpr std::array<float, 16> kFp4AbsThresholds16 = padded_thresholds(tables::kFp4AbsThresholds);
+
+// Per lane: how many of the ascending thresholds x exceeds, by binary search (log2(16) steps of a
+// register permute and one compare, instead of one compare per threshold). Exceeding threshold
+// i means exceeding all below it, so the count is the search's final position; an ordered
+// compare is false for NaN, which exceeds none, as in the reference.
+LOWBIT_AVX512 inline __m512i count_exceeded16(__m512 x, __m512 thresholds, int first_step) {
   __m512i count = _mm512_setzero_si512();
-  const __m512i one = _mm512_set1_epi32(1);
-  for (float threshold : thresholds) {
-    const __mmask16 above = _mm512_cmp_ps_mask(x, _mm512_set1_ps(threshold), _CMP_GT_OQ);
-    count = _mm512_mask_add_epi32(count, above, count, one);
+  for (int step = first_step; step > 0; step >>= 1) {
+    const __m512i probe = _mm512_add_epi32(count, _mm512_set1_epi32(step - 1));
+    const __mmask16 above = _mm512_cmp_ps_mask(x, _mm512_permutexvar_ps(probe, thresholds), _CMP_GT_OQ);
+    count = _mm512_mask_add_epi32(count, above, count, _mm512_set1_epi32(step));
   }
   return count;
 }
 
 LOWBIT_AVX512 inline __m512i codes16(QuantType type, __m512 x, __m512 scale) {
   const __m512 v = flush_subnormal16(_mm512_mul_ps(x, scale));  // mul.ftz
-  if (type == QuantType::nf4) return count_exceeded16(v, tables::kNf4Thresholds);
-  const __m512 magnitude = _mm512_castsi512_ps(
-      _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
-  const __m512i rank = count_exceeded16(magnitude, tables::kFp4AbsThresholds);
+  if (type == QuantType::nf4) return count_exceeded16(v, _mm512_loadu_ps(kNf4Thresholds16.data()), 8);  // 15 thresholds
+  const __m512 magnitude = _mm512_abs_ps(v);
+  const __m512i rank = count_exceeded16(magnitude, _mm512_loadu_ps(kFp4AbsThresholds16.data()), 4);  // 7 thresholds
   const __m512i code_of_rank = _mm512_setr_epi32(0, 1, 6, 7, 4, 5, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0);
   const __m512i code = _mm512_permutexvar_epi32(rank, code_of_rank);
   const __mmask16 negative = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
@@ -94,6 +83,7 @@ LOWBIT_AVX512 int64_t quantize_4bit_blocks_avx512(QuantType type, const TensorVi
     const std::byte* source = input.bytes.data() + size_t(begin) * element_size;
     __m512 max_magnitude = _mm512_setzero_ps();
     for (int64_t i = 0; i < blocksize; i += kLanes) {
+      _mm_prefetch(reinterpret_cast<const char*>(source + size_t(i) * element_size) + kPrefetchBytes, _MM_HINT_T0);
       const __m512 x = load16_as_f32(input.dtype, source + size_t(i) * element_size);
       if (const __mmask16 bad = non_finite16(x)) return begin + i + __builtin_ctz(bad);
       const __m512 flushed = flush_subnormal16(x);
@@ -108,14 +98,54 @@ LOWBIT_AVX512 int64_t quantize_4bit_blocks_avx512(QuantType type, const TensorVi
   return -1;
 }
 
-bool cpu_has_avx512() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"); }
+
+// bitsandbytes' dQuantize (quantize_dynamic_8bit in bnb_4bit.cpp) on 16 lanes: the same 7-step
+// binary search over the 256-entry map, with gathers for the probes, and the same float32
+// midpoints. A NaN lane fails every comparison and ends at code 0, as in the reference.
+LOWBIT_AVX512 void quantize_dynamic_8bit_avx512(const float* centred, int64_t count, float scale,
+                                                const std::array<float, 256>& map, uint8_t* codes) {
+  const __m512 scale16 = flush_subnormal16(_mm512_set1_ps(scale));
+  for (int64_t i = 0; i < count; i += 16) {
+    const __mmask16 lanes = count - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (count - i)) - 1);
+    const __m512 x = flush_subnormal16(_mm512_mul_ps(flush_subnormal16(_mm512_maskz_loadu_ps(lanes, centred + i)), scale16));
+    __m512i pivot = _mm512_set1_epi32(127), upper_pivot = _mm512_set1_epi32(255), lower_pivot = _mm512_setzero_si512();
+    __m512 lower = _mm512_set1_ps(-1.0f), upper = _mm512_set1_ps(1.0f);
+    for (int step = 64; step > 0; step >>= 1) {
+      const __m512 probe = _mm512_i32gather_ps(pivot, map.data(), 4);
+      const __mmask16 above = _mm512_cmp_ps_mask(x, probe, _CMP_GT_OQ);
+      lower_pivot = _mm512_mask_mov_epi32(lower_pivot, above, pivot);
+      lower = _mm512_mask_mov_ps(lower, above, probe);
+      upper_pivot = _mm512_mask_mov_epi32(upper_pivot, __mmask16(~above), pivot);
+      upper = _mm512_mask_mov_ps(upper, __mmask16(~above), probe);
+      pivot = _mm512_mask_add_epi32(_mm512_sub_epi32(pivot, _mm512_set1_epi32(step)), above, pivot, _mm512_set1_epi32(step));
+    }
+    upper = _mm512_mask_mov_ps(upper, _mm512_cmpeq_epi32_mask(upper_pivot, _mm512_set1_epi32(255)), _mm512_set1_ps(map[255]));
+    lower = _mm512_mask_mov_ps(lower, _mm512_cmpeq_epi32_mask(lower_pivot, _mm512_setzero_si512()), _mm512_set1_ps(map[0]));
+    const __m512 value = _mm512_i32gather_ps(pivot, map.data(), 4);
+    const __m512 half = _mm512_set1_ps(0.5f);
+    const __mmask16 above = _mm512_cmp_ps_mask(x, value, _CMP_GT_OQ);
+    const __mmask16 take_upper = above & _mm512_cmp_ps_mask(x, _mm512_mul_ps(_mm512_add_ps(upper, value), half), _CMP_GT_OQ);
+    const __mmask16 take_lower = __mmask16(~above) & _mm512_cmp_ps_mask(x, _mm512_mul_ps(_mm512_add_ps(lower, value), half), _CMP_LT_OQ);
+    const __m512i code = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(pivot, take_upper, upper_pivot), take_lower, lower_pivot);
+    _mm512_mask_cvtepi32_storeu_epi8(codes + i, lanes, code);
+  }
+}
 #endif
 
 }  // namespace
 
+QuantizeDynamic8bitFn fast_quantize_dynamic_8bit() {
+#ifdef LOWBIT_BNB_HAVE_AVX512
+  static const QuantizeDynamic8bitFn fast = avx512::cpu_supported() ? quantize_dynamic_8bit_avx512 : nullptr;
+  return fast;
+#else
+  return nullptr;
+#endif
+}
+
 QuantizeBlocksFn fast_quantize_4bit_blocks() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  static const QuantizeBlocksFn fast = cpu_has_avx512() ? quantize_4bit_blocks_avx512 : nullptr;
+#ifdef LOWBIT_BNB_HAVE_AVX512
+  static const QuantizeBlocksFn fast = avx512::cpu_supported() ? quantize_4bit_blocks_avx512 : nullptr;
   return fast;
 #else
   return nullptr;

@@ -3,9 +3,12 @@
 #include "lowbit/formats/bnb_int8.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <string>
 
+#include "formats/bnb_avx512.h"
+#include "formats/bnb_int8_rows.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
@@ -19,8 +22,8 @@ ErrorContext context_for(std::string_view tensor_name, std::string expected = {}
   return {.tensor = std::string(tensor_name), .expected = std::move(expected)};
 }
 
-// The input as float32 rows, checked finite. 1-D tensors are one row.
-std::vector<float> load_matrix(const TensorView& input, int64_t& rows, int64_t& cols, std::string_view tensor_name) {
+// The [rows, cols] of a 1-D (one row) or 2-D f32/f16/bf16 input; throws for anything else.
+void matrix_shape(const TensorView& input, int64_t& rows, int64_t& cols, std::string_view tensor_name) {
   if (input.dtype != DType::f32 && input.dtype != DType::f16 && input.dtype != DType::bf16)
     throw Error("bnb int8 quantization: unsupported dtype " + std::string(dtype_name(input.dtype)),
                 context_for(tensor_name, "f32, f16 or bf16"));
@@ -34,12 +37,20 @@ std::vector<float> load_matrix(const TensorView& input, int64_t& rows, int64_t& 
     throw Error("bnb int8 quantization: shape " + shape_to_string(input.shape) + " is not a matrix",
                 context_for(tensor_name, "a 1-D or 2-D tensor"));
   }
+}
+
+[[noreturn]] void throw_non_finite(int64_t index, int64_t cols, std::string_view tensor_name) {
+  throw Error("bnb int8 quantization: NaN or Inf at row " + std::to_string(index / cols) + ", column " +
+              std::to_string(index % cols), context_for(tensor_name, "finite values"));
+}
+
+// The input as float32 rows, checked finite.
+std::vector<float> load_matrix(const TensorView& input, int64_t& rows, int64_t& cols, std::string_view tensor_name) {
+  matrix_shape(input, rows, cols, tensor_name);
   std::vector<float> values(size_t(rows * cols));
   convert_to_f32(input.dtype, input.bytes.data(), values.data(), values.size());
   for (size_t i = 0; i < values.size(); ++i)
-    if (!std::isfinite(values[i]))
-      throw Error("bnb int8 quantization: NaN or Inf at row " + std::to_string(int64_t(i) / cols) + ", column " +
-                  std::to_string(int64_t(i) % cols), context_for(tensor_name, "finite values"));
+    if (!std::isfinite(values[i])) throw_non_finite(int64_t(i), cols, tensor_name);
   return values;
 }
 
@@ -58,9 +69,25 @@ void quantize_row(const float* x, int64_t cols, float threshold, int8_t* codes, 
   }
 }
 
+void check_output_dtype(DType out_dtype) {
+  if (out_dtype != DType::f32 && out_dtype != DType::f16 && out_dtype != DType::bf16)
+    throw Error("bnb int8 dequantization: unsupported output dtype " + std::string(dtype_name(out_dtype)),
+                {.expected = "f32, f16 or bf16"});
+}
+
+void check_dequantize_inputs(const Int8RowwiseQuantized& q, DType out_dtype, size_t out_bytes) {
+  if (q.rows < 0 || q.cols < 0 || int64_t(q.cb.size()) != q.rows * q.cols || int64_t(q.scb.size()) != q.rows)
+    throw Error("bnb int8 dequantization: CB/SCB sizes do not match " + std::to_string(q.rows) + "x" + std::to_string(q.cols));
+  const size_t want = q.cb.size() * dtype_size(out_dtype);
+  if (out_bytes != want)
+    throw Error("bnb int8 dequantization: output buffer of " + std::to_string(out_bytes) + " bytes",
+                {.expected = std::to_string(want) + " bytes"});
+}
+
 }  // namespace
 
-Int8RowwiseQuantized quantize_int8_rowwise(const TensorView& input, float threshold, std::string_view tensor_name) {
+Int8RowwiseQuantized quantize_int8_rowwise_reference(const TensorView& input, float threshold,
+                                                     std::string_view tensor_name) {
   if (!(threshold >= 0.0f))
     throw Error("bnb int8 quantization: threshold must be >= 0", context_for(tensor_name, "threshold >= 0"));
   Int8RowwiseQuantized q;
@@ -86,17 +113,63 @@ Int8RowwiseQuantized quantize_int8_rowwise(const TensorView& input, float thresh
   return q;
 }
 
-Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& q) {
-  if (int64_t(q.cb.size()) != q.rows * q.cols || int64_t(q.scb.size()) != q.rows)
-    throw Error("bnb int8 dequantization: CB/SCB sizes do not match " + std::to_string(q.rows) + "x" + std::to_string(q.cols));
-  Tensor out(DType::f32, {q.rows, q.cols});
-  std::span<float> dst = out.as<float>();
-  for (int64_t r = 0; r < q.rows; ++r)
-    for (int64_t c = 0; c < q.cols; ++c) {
-      const size_t i = size_t(r * q.cols + c);
-      dst[i] = (float(q.cb[i]) * q.scb[size_t(r)]) * kInt8DequantScale;
-    }
+Int8RowwiseQuantized quantize_int8_rowwise(const TensorView& input, float threshold, std::string_view tensor_name) {
+  const detail::QuantizeInt8RowsFn fast = detail::fast_quantize_int8_rows();
+  // Outliers (threshold > 0) are an activation-time feature: weights take the fast path.
+  if (!fast || threshold != 0.0f) return quantize_int8_rowwise_reference(input, threshold, tensor_name);
+  Int8RowwiseQuantized q;
+  matrix_shape(input, q.rows, q.cols, tensor_name);
+  q.cb.resize(size_t(q.rows * q.cols));
+  q.scb.resize(size_t(q.rows));
+  // Rows run in any order; keep the smallest bad index so the message does not depend on timing.
+  std::atomic<int64_t> first_bad{-1};
+  parallel_for(q.rows, 0, [&](int64_t first, int64_t last) {
+    const int64_t bad = fast(input.dtype, input.bytes.data(), q.cols, first, last, q.cb.data(), q.scb.data());
+    if (bad < 0) return;
+    int64_t seen = first_bad.load();
+    while ((seen < 0 || bad < seen) && !first_bad.compare_exchange_weak(seen, bad)) {}
+  });
+  if (first_bad.load() >= 0) throw_non_finite(first_bad.load(), q.cols, tensor_name);
+  return q;
+}
+
+Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& q) { return dequantize_int8_rowwise(q, DType::f32); }
+
+Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& q, DType out_dtype) {
+  check_output_dtype(out_dtype);
+  Tensor out(out_dtype, {q.rows, q.cols});
+  dequantize_int8_rowwise_into(q, out_dtype, out.buffer.span());
   return out;
+}
+
+Tensor dequantize_int8_rowwise_reference(const Int8RowwiseQuantized& q, DType out_dtype) {
+  check_output_dtype(out_dtype);
+  Tensor out(out_dtype, {q.rows, q.cols});
+  check_dequantize_inputs(q, out_dtype, out.buffer.size());
+  parallel_for(q.rows, 0, [&](int64_t first, int64_t last) {
+    std::vector<float> row(size_t(q.cols));
+    for (int64_t r = first; r < last; ++r) {
+      for (int64_t c = 0; c < q.cols; ++c) row[size_t(c)] = (float(q.cb[size_t(r * q.cols + c)]) * q.scb[size_t(r)]) * kInt8DequantScale;
+      convert_from_f32(row.data(), out_dtype, out.buffer.data() + size_t(r * q.cols) * dtype_size(out_dtype), row.size());
+    }
+  });
+  return out;
+}
+
+void dequantize_int8_rowwise_into(const Int8RowwiseQuantized& q, DType out_dtype, std::span<std::byte> out) {
+  check_output_dtype(out_dtype);
+  check_dequantize_inputs(q, out_dtype, out.size());
+  const detail::DequantizeInt8RowsFn fast = detail::fast_dequantize_int8_rows();
+  if (!fast) {
+    const Tensor reference = dequantize_int8_rowwise_reference(q, out_dtype);
+    std::copy(reference.buffer.data(), reference.buffer.data() + reference.buffer.size(), out.data());
+    return;
+  }
+  const size_t row_bytes = size_t(q.cols) * dtype_size(out_dtype);
+  const bool stream = out.size() >= kStreamingBytes && reinterpret_cast<uintptr_t>(out.data()) % 64 == 0 && row_bytes % 64 == 0;
+  parallel_for(q.rows, 0, [&](int64_t first, int64_t last) {
+    fast(q.cb.data(), q.scb.data(), q.cols, first, last, out_dtype, out.data(), stream);
+  });
 }
 
 Int8MatmulResult llm_int8_matmul_detailed(const TensorView& x, const Int8RowwiseQuantized& weight, float threshold,

@@ -16,18 +16,19 @@
 #include <cstring>
 
 #include "formats/ggml_block_check.h"
+#include "formats/ggml_dequant_avx512.h"
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
 
 namespace lowbit::ggml {
 namespace {
 
-using ggml_search::fit_signed_scale;
-using ggml_search::fit_signed_scale_refined;
+using ggml_search::fit_signed_scale_groups;
+using ggml_search::fit_signed_scale_refined_groups;
 using ggml_search::fit_unsigned_scale;
 using ggml_search::kGroupMaxEps;
 using ggml_search::round_nearest_even;
-using ggml_search::search_scale_and_min;
+using ggml_search::search_scale_and_min_groups;
 constexpr int kQK = kSuperBlockValues;
 
 float sum_of_squares(const float* x, int n) {
@@ -96,41 +97,34 @@ int unpack_q3_scale(const uint8_t* packed, int j) {
 
 void requantize_scale_min(const float* x, uint16_t d16, uint16_t dmin16, const uint8_t* packed, int nmax,
                           uint8_t* codes) {
-  for (int j = 0; j < kQK / 32; ++j) {
+  float d[8], dm[8];
+  for (int j = 0; j < 8; ++j) {
     const ScaleMin sm = unpack_scale_min(packed, j);
-    const float d = f16_to_f32(d16) * float(sm.scale);
-    if (!d) continue;
-    const float dm = f16_to_f32(dmin16) * float(sm.min);
-    for (int i = 0; i < 32; ++i) {
-      const int l = round_nearest_even((x[32 * j + i] + dm) / d);
-      codes[32 * j + i] = uint8_t(std::max(0, std::min(nmax, l)));
-    }
+    d[j] = f16_to_f32(d16) * float(sm.scale);
+    dm[j] = f16_to_f32(dmin16) * float(sm.min);
   }
+  ggml_search::requantize_groups(8, 32, x, dm, d, 0, nmax, 0, codes);  // code = round((x + dm) / d)
 }
 
 // ---- q2_K ----
 
 void requantize_q2(const float* x, BlockQ2K& b, uint8_t* codes) {
   const float d_all = f16_to_f32(b.d), dmin_all = f16_to_f32(b.dmin);
-  for (int j = 0; j < kQK / 16; ++j) {
-    const float d = d_all * float(b.scales[j] & 0xF);
-    if (!d) continue;
-    const float m = dmin_all * float(b.scales[j] >> 4);
-    for (int i = 0; i < 16; ++i) {
-      const int l = round_nearest_even((x[16 * j + i] + m) / d);
-      codes[16 * j + i] = uint8_t(std::max(0, std::min(3, l)));
-    }
+  float d[16], m[16];
+  for (int j = 0; j < 16; ++j) {
+    d[j] = d_all * float(b.scales[j] & 0xF);
+    m[j] = dmin_all * float(b.scales[j] >> 4);
   }
+  ggml_search::requantize_groups(16, 16, x, m, d, 0, 3, 0, codes);  // code = round((x + m) / d)
 }
 
 void quantize_block_q2(const float* x, BlockQ2K& b) {
   uint8_t codes[kQK];
-  float weights[16], mins[16], scales[16];
+  float weights[kQK], mins[16], scales[16];
+  for (int i = 0; i < kQK; ++i) weights[i] = std::fabs(x[i]);
+  search_scale_and_min_groups(16, 16, 3, x, weights, codes, scales, mins, -0.5f, 0.1f, 15, true);
   float max_scale = 0, max_min = 0;  // scales and mins are never negative here
   for (int j = 0; j < 16; ++j) {
-    for (int i = 0; i < 16; ++i) weights[i] = std::fabs(x[16 * j + i]);
-    scales[j] = search_scale_and_min(16, 3, x + 16 * j, weights, codes + 16 * j, &mins[j], -0.5f, 0.1f, 15,
-                                     true);
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
   }
@@ -155,14 +149,11 @@ void quantize_block_q2(const float* x, BlockQ2K& b) {
 
 void quantize_block_q2_weighted(const float* x, const float* qw, BlockQ2K& b) {
   uint8_t codes[kQK], scale_codes[16], min_codes[16];
-  float weights[16], mins[16], scales[16], sub_weight[16];
+  float weights[kQK], mins[16], scales[16], sub_weight[16];
   const float sigma2 = sum_of_squares(x, kQK) / float(kQK);
-  for (int j = 0; j < 16; ++j) {
-    importance_weights(x + 16 * j, qw + 16 * j, sigma2, 16, weights);
-    sub_weight[j] = sum_of(weights, 16);
-    scales[j] = search_scale_and_min(16, 3, x + 16 * j, weights, codes + 16 * j, &mins[j], -0.9f, 0.05f, 36,
-                                     false);
-  }
+  importance_weights(x, qw, sigma2, kQK, weights);
+  for (int j = 0; j < 16; ++j) sub_weight[j] = sum_of(weights + 16 * j, 16);
+  search_scale_and_min_groups(16, 16, 3, x, weights, codes, scales, mins, -0.9f, 0.05f, 36, false);
   b.d = f32_to_f16(fit_unsigned_scale(16, 15, scales, scale_codes, sub_weight));
   b.dmin = f32_to_f16(fit_unsigned_scale(16, 15, mins, min_codes, sub_weight));
   for (int j = 0; j < 16; ++j) b.scales[j] = uint8_t(scale_codes[j] | (min_codes[j] << 4));
@@ -175,29 +166,24 @@ void quantize_block_q2_weighted(const float* x, const float* qw, BlockQ2K& b) {
 // Step 3 and packing of q3_K: codes from the fp16 scale, then low 2 bits into qs and bit 2 into hmask.
 void requantize_and_pack_q3(const float* x, BlockQ3K& b, int8_t* codes) {
   const float d_all = f16_to_f32(b.d);
-  for (int j = 0; j < kQK / 16; ++j) {
-    const float d = d_all * float(unpack_q3_scale(b.scales, j));
-    if (!d) continue;
-    for (int i = 0; i < 16; ++i) {
-      const int l = round_nearest_even(x[16 * j + i] / d);
-      codes[16 * j + i] = int8_t(std::max(-4, std::min(3, l)) + 4);
-    }
-  }
-  std::memset(b.hmask, 0, sizeof b.hmask);
+  float d[16];
+  for (int j = 0; j < 16; ++j) d[j] = d_all * float(unpack_q3_scale(b.scales, j));
+  // code = 4 + round(x / d), in [0, 7]
+  ggml_search::requantize_groups(16, 16, x, nullptr, d, -4, 3, 4, reinterpret_cast<uint8_t*>(codes));
   uint8_t low[kQK];
-  for (int e = 0; e < kQK; ++e) {
-    if (codes[e] > 3) b.hmask[e % 32] |= uint8_t(1 << (e / 32));
-    low[e] = uint8_t(codes[e] & 3);
+  for (int e = 0; e < kQK; ++e) low[e] = uint8_t(codes[e] & 3);
+  for (int l = 0; l < 32; ++l) {
+    uint8_t bits = 0;
+    for (int k = 0; k < 8; ++k) bits |= uint8_t((codes[32 * k + l] > 3) << k);
+    b.hmask[l] = bits;
   }
   pack_2bit(low, b.qs);
 }
 
-void quantize_block_q3(const float* x, BlockQ3K& b) {
-  int8_t codes[kQK];
-  float scales[16];
+// Steps 2-3 of one super-block, given step 1's sub-block scales and codes.
+void finish_block_q3(const float* x, const float* scales, int8_t* codes, BlockQ3K& b) {
   float max_scale = 0, amax = 0;
   for (int j = 0; j < 16; ++j) {
-    scales[j] = fit_signed_scale_refined(16, 4, x + 16 * j, codes + 16 * j);
     if (std::fabs(scales[j]) > amax) {
       amax = std::fabs(scales[j]);
       max_scale = scales[j];
@@ -220,33 +206,54 @@ void quantize_block_q3(const float* x, BlockQ3K& b) {
 
 void quantize_block_q3_weighted(const float* x, const float* qw, BlockQ3K& b) {
   int8_t codes[kQK], scale_codes[16];
-  float weights[16], scales[16], sub_weight[16];
+  float weights[kQK], scales[16], sub_weight[16];
   const float sigma2 = 2 * sum_of_squares(x, kQK) / float(kQK);
-  for (int j = 0; j < 16; ++j) {
-    importance_weights(x + 16 * j, qw + 16 * j, sigma2, 16, weights);
-    sub_weight[j] = sum_of(weights, 16);
-    scales[j] = fit_signed_scale(16, 4, x + 16 * j, codes + 16 * j, weights);
-  }
+  importance_weights(x, qw, sigma2, kQK, weights);
+  for (int j = 0; j < 16; ++j) sub_weight[j] = sum_of(weights + 16 * j, 16);
+  fit_signed_scale_groups(16, 16, 4, x, codes, weights, scales);
   std::memset(b.scales, 0, sizeof b.scales);
-  const float d = fit_signed_scale(16, 32, scales, scale_codes, sub_weight);  // codes already biased by 32
+  const float d = ggml_search::fit_signed_scale(16, 32, scales, scale_codes, sub_weight);  // codes already biased by 32
   for (int j = 0; j < 16; ++j) pack_q3_scale(b.scales, j, scale_codes[j]);
   b.d = f32_to_f16(d);
   requantize_and_pack_q3(x, b, codes);
 }
 
-// ---- q4_K and q5_K share steps 1-2 ----
+// ---- q4_K and q5_K share steps 1-3 ----
 
-// Steps 1-2 without weights: per 32-value sub-block, weights av_x + |x| (av_x the sub-block's RMS).
+// Step 1 over `count` consecutive super-blocks (1 or 2; two fill the 16 lanes of the group searches):
+// each 32-value sub-block's scale, min and codes. Weights: without importance, av_x + |x| (av_x the
+// sub-block's RMS); with it, qw * sqrt(sigma2 + x^2), sigma2 over the super-block.
+struct SubBlockFits {
+  float scales[16], mins[16], sub_weight[16];
+  uint8_t codes[2 * kQK];
+};
+
 template <int Nmax>
-void fit_scale_min_ref(const float* x, float rmin, float rdelta, int nstep, uint16_t& d, uint16_t& dmin,
-                       uint8_t* packed, uint8_t* codes) {
-  float weights[32], mins[8], scales[8];
+void fit_sub_blocks(const float* x, const float* qw, int count, float rmin, float rdelta, int nstep,
+                    SubBlockFits& fits) {
+  float weights[2 * kQK];
+  for (int k = 0; k < count; ++k) {
+    const float* xb = x + kQK * k;
+    float* wb = weights + kQK * k;
+    if (qw) {
+      const float sigma2 = 2 * sum_of_squares(xb, kQK) / float(kQK);
+      importance_weights(xb, qw + kQK * k, sigma2, kQK, wb);
+      for (int j = 0; j < 8; ++j) fits.sub_weight[8 * k + j] = sum_of(wb + 32 * j, 32);
+      continue;
+    }
+    for (int j = 0; j < 8; ++j) {
+      const float av_x = std::sqrt(sum_of_squares(xb + 32 * j, 32) / 32);
+      for (int i = 0; i < 32; ++i) wb[32 * j + i] = av_x + std::fabs(xb[32 * j + i]);
+    }
+  }
+  search_scale_and_min_groups(8 * count, 32, Nmax, x, weights, fits.codes, fits.scales, fits.mins, rmin, rdelta,
+                              nstep, false);
+}
+
+// Step 2 without weights: the largest scale (min) maps to 63.
+void quantize_scale_min_ref(const float* scales, const float* mins, uint16_t& d, uint16_t& dmin, uint8_t* packed) {
   float max_scale = 0, max_min = 0;
   for (int j = 0; j < 8; ++j) {
-    const float av_x = std::sqrt(sum_of_squares(x + 32 * j, 32) / 32);
-    for (int i = 0; i < 32; ++i) weights[i] = av_x + std::fabs(x[32 * j + i]);
-    scales[j] = search_scale_and_min(32, Nmax, x + 32 * j, weights, codes + 32 * j, &mins[j], rmin, rdelta,
-                                     nstep, false);
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
   }
@@ -261,20 +268,11 @@ void fit_scale_min_ref(const float* x, float rmin, float rdelta, int nstep, uint
   dmin = f32_to_f16(max_min / 63.f);
 }
 
-// Steps 1-2 with weights: sigma2 over the super-block, then the 6-bit scales and mins fitted under the
-// sub-blocks' total weights. ggml clamps the codes to 63 for q5_K only (they never exceed it anyway).
-template <int Nmax>
-void fit_scale_min_weighted(const float* x, const float* qw, bool clamp_codes, uint16_t& d, uint16_t& dmin,
-                            uint8_t* packed, uint8_t* codes) {
+// Step 2 with weights: the 6-bit scales and mins fitted under the sub-blocks' total weights. ggml clamps
+// the codes to 63 for q5_K only (they never exceed it anyway).
+void quantize_scale_min_weighted(const float* scales, const float* mins, const float* sub_weight, bool clamp_codes,
+                                 uint16_t& d, uint16_t& dmin, uint8_t* packed) {
   uint8_t scale_codes[8], min_codes[8];
-  float weights[32], sub_weight[8], mins[8], scales[8];
-  const float sigma2 = 2 * sum_of_squares(x, kQK) / float(kQK);
-  for (int j = 0; j < 8; ++j) {
-    importance_weights(x + 32 * j, qw + 32 * j, sigma2, 32, weights);
-    sub_weight[j] = sum_of(weights, 32);
-    scales[j] = search_scale_and_min(32, Nmax, x + 32 * j, weights, codes + 32 * j, &mins[j], -0.9f, 0.05f,
-                                     36, false);
-  }
   const float d_block = fit_unsigned_scale(8, 63, scales, scale_codes, sub_weight);
   const float m_block = fit_unsigned_scale(8, 63, mins, min_codes, sub_weight);
   for (int j = 0; j < 8; ++j) {
@@ -287,6 +285,29 @@ void fit_scale_min_weighted(const float* x, const float* qw, bool clamp_codes, u
   }
   d = f32_to_f16(d_block);
   dmin = f32_to_f16(m_block);
+}
+
+// A q4_K or q5_K row: super-blocks in pairs through step 1, then one by one through steps 2-3 and `pack`.
+// rmin, rdelta, nstep: the search without weights (with weights ggml uses -0.9, 0.05, 36 for both).
+template <int Nmax, class Block, class Pack>
+void quantize_row_scale_min(const float* x, const float* qw, Block* y, int64_t blocks, float rmin, float rdelta,
+                            int nstep, bool clamp_codes, Pack pack) {
+  SubBlockFits fits;
+  for (int64_t i = 0; i < blocks; i += 2) {
+    const int count = int(std::min<int64_t>(2, blocks - i));
+    const float* xs = x + kQK * i;
+    if (qw) fit_sub_blocks<Nmax>(xs, qw + kQK * i, count, -0.9f, 0.05f, 36, fits);
+    else fit_sub_blocks<Nmax>(xs, nullptr, count, rmin, rdelta, nstep, fits);
+    for (int k = 0; k < count; ++k) {
+      Block& b = y[i + k];
+      std::memset(b.scales, 0, sizeof b.scales);
+      if (qw) quantize_scale_min_weighted(fits.scales + 8 * k, fits.mins + 8 * k, fits.sub_weight + 8 * k, clamp_codes,
+                                          b.d, b.dmin, b.scales);
+      else quantize_scale_min_ref(fits.scales + 8 * k, fits.mins + 8 * k, b.d, b.dmin, b.scales);
+      requantize_scale_min(xs + kQK * k, b.d, b.dmin, b.scales, Nmax, fits.codes + kQK * k);
+      pack(fits.codes + kQK * k, b);
+    }
+  }
 }
 
 void pack_q4(const uint8_t* codes, uint8_t* qs) {
@@ -311,9 +332,9 @@ void pack_q5(const uint8_t* codes, uint8_t* qs, uint8_t* qh) {
 void quantize_block_q6(const float* x, const float* qw, BlockQ6K& b) {
   int8_t codes[kQK];
   float scales[16];
+  fit_signed_scale_groups(16, 16, 32, x, codes, qw, scales);
   float max_scale = 0, max_abs_scale = 0;
   for (int j = 0; j < 16; ++j) {
-    scales[j] = fit_signed_scale(16, 32, x + 16 * j, codes + 16 * j, qw ? qw + 16 * j : nullptr);
     if (std::fabs(scales[j]) > max_abs_scale) {
       max_abs_scale = std::fabs(scales[j]);
       max_scale = scales[j];
@@ -327,14 +348,10 @@ void quantize_block_q6(const float* x, const float* qw, BlockQ6K& b) {
   b.d = f32_to_f16(1 / iscale);
   for (int j = 0; j < 16; ++j) b.scales[j] = int8_t(std::min(127, round_nearest_even(iscale * scales[j])));
   const float d_all = f16_to_f32(b.d);
-  for (int j = 0; j < 16; ++j) {
-    const float d = d_all * float(b.scales[j]);
-    if (!d) continue;
-    for (int i = 0; i < 16; ++i) {
-      const int l = round_nearest_even(x[16 * j + i] / d);
-      codes[16 * j + i] = int8_t(std::max(-32, std::min(31, l)) + 32);
-    }
-  }
+  float d[16];
+  for (int j = 0; j < 16; ++j) d[j] = d_all * float(b.scales[j]);
+  // code = 32 + round(x / d), in [0, 63]
+  ggml_search::requantize_groups(16, 16, x, nullptr, d, -32, 31, 32, reinterpret_cast<uint8_t*>(codes));
   for (int h = 0; h < 2; ++h) {
     const int8_t* c = codes + 128 * h;
     uint8_t* ql = b.ql + 64 * h;
@@ -363,40 +380,31 @@ void quantize_row_q2_K(const float* x, void* blocks, int64_t n, const float* qua
 void quantize_row_q3_K(const float* x, void* blocks, int64_t n, const float* quant_weights) {
   require_whole_blocks("q3_K", n, kQK);
   auto* y = static_cast<BlockQ3K*>(blocks);
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    if (quant_weights) quantize_block_q3_weighted(x + kQK * i, quant_weights + kQK * i, y[i]);
-    else quantize_block_q3(x + kQK * i, y[i]);
+  const int64_t super_blocks = n / kQK;
+  if (quant_weights) {
+    for (int64_t i = 0; i < super_blocks; ++i) quantize_block_q3_weighted(x + kQK * i, quant_weights + kQK * i, y[i]);
+    return;
+  }
+  // Step 1 for two super-blocks at a time: their 32 sub-block searches run side by side.
+  int8_t codes[2 * kQK];
+  float scales[32];
+  for (int64_t i = 0; i < super_blocks; i += 2) {
+    const int count = int(std::min<int64_t>(2, super_blocks - i));
+    fit_signed_scale_refined_groups(16 * count, 16, 4, x + kQK * i, codes, scales);
+    for (int k = 0; k < count; ++k) finish_block_q3(x + kQK * (i + k), scales + 16 * k, codes + kQK * k, y[i + k]);
   }
 }
 
 void quantize_row_q4_K(const float* x, void* blocks, int64_t n, const float* quant_weights) {
   require_whole_blocks("q4_K", n, kQK);
-  auto* y = static_cast<BlockQ4K*>(blocks);
-  uint8_t codes[kQK];
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    const float* xb = x + kQK * i;
-    BlockQ4K& b = y[i];
-    std::memset(b.scales, 0, sizeof b.scales);
-    if (quant_weights) fit_scale_min_weighted<15>(xb, quant_weights + kQK * i, false, b.d, b.dmin, b.scales, codes);
-    else fit_scale_min_ref<15>(xb, -1.f, 0.1f, 20, b.d, b.dmin, b.scales, codes);
-    requantize_scale_min(xb, b.d, b.dmin, b.scales, 15, codes);
-    pack_q4(codes, b.qs);
-  }
+  quantize_row_scale_min<15>(x, quant_weights, static_cast<BlockQ4K*>(blocks), n / kQK, -1.f, 0.1f, 20, false,
+                             [](const uint8_t* codes, BlockQ4K& b) { pack_q4(codes, b.qs); });
 }
 
 void quantize_row_q5_K(const float* x, void* blocks, int64_t n, const float* quant_weights) {
   require_whole_blocks("q5_K", n, kQK);
-  auto* y = static_cast<BlockQ5K*>(blocks);
-  uint8_t codes[kQK];
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    const float* xb = x + kQK * i;
-    BlockQ5K& b = y[i];
-    std::memset(b.scales, 0, sizeof b.scales);
-    if (quant_weights) fit_scale_min_weighted<31>(xb, quant_weights + kQK * i, true, b.d, b.dmin, b.scales, codes);
-    else fit_scale_min_ref<31>(xb, -0.5f, 0.1f, 15, b.d, b.dmin, b.scales, codes);
-    requantize_scale_min(xb, b.d, b.dmin, b.scales, 31, codes);
-    pack_q5(codes, b.qs, b.qh);
-  }
+  quantize_row_scale_min<31>(x, quant_weights, static_cast<BlockQ5K*>(blocks), n / kQK, -0.5f, 0.1f, 15, true,
+                             [](const uint8_t* codes, BlockQ5K& b) { pack_q5(codes, b.qs, b.qh); });
 }
 
 void quantize_row_q6_K(const float* x, void* blocks, int64_t n, const float* quant_weights) {
@@ -413,10 +421,13 @@ void dequantize_row_q2_K(const void* blocks, float* y, int64_t n) {
   const auto* x = static_cast<const BlockQ2K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
     const float d = f16_to_f32(x[i].d), dmin = f16_to_f32(x[i].dmin);
-    for (int e = 0; e < kQK; ++e) {
-      const uint8_t sc = x[i].scales[e / 16];
-      const int q = (x[i].qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-      y[e] = d * float(sc & 0xF) * float(q) - dmin * float(sc >> 4);
+    // Sub-block j's 16 codes are contiguous bytes of qs, one 2-bit field each: a loop the compiler vectorises.
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t sc = x[i].scales[j];
+      const float dl = d * float(sc & 0xF), ml = dmin * float(sc >> 4);
+      const uint8_t* q = x[i].qs + 32 * (j / 8) + 16 * (j % 2);
+      const int shift = 2 * ((j % 8) / 2);
+      for (int l = 0; l < 16; ++l) y[16 * j + l] = dl * float((q[l] >> shift) & 3) - ml;
     }
   }
 }
@@ -438,6 +449,10 @@ void dequantize_row_q3_K(const void* blocks, float* y, int64_t n) {
 
 void dequantize_row_q4_K(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q4_K", n, kQK);
+  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+    fast->q4_K(blocks, y, n / kQK);
+    return;
+  }
   const auto* x = static_cast<const BlockQ4K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
     const float d = f16_to_f32(x[i].d), dmin = f16_to_f32(x[i].dmin);
@@ -453,6 +468,10 @@ void dequantize_row_q4_K(const void* blocks, float* y, int64_t n) {
 
 void dequantize_row_q5_K(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q5_K", n, kQK);
+  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+    fast->q5_K(blocks, y, n / kQK);
+    return;
+  }
   const auto* x = static_cast<const BlockQ5K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
     const float d = f16_to_f32(x[i].d), dmin = f16_to_f32(x[i].dmin);
@@ -474,11 +493,17 @@ void dequantize_row_q6_K(const void* blocks, float* y, int64_t n) {
   const auto* x = static_cast<const BlockQ6K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
     const float d = f16_to_f32(x[i].d);
-    for (int e = 0; e < kQK; ++e) {
-      const int h = e / 128, k = (e % 128) / 32, l = e % 32;
-      const int low = (x[i].ql[64 * h + l + 32 * (k & 1)] >> (4 * (k / 2))) & 0xF;
-      const int high = (x[i].qh[32 * h + l] >> (2 * k)) & 3;
-      y[e] = d * float(x[i].scales[e / 16]) * float((low | (high << 4)) - 32);
+    // Per 16-value sub-block, contiguous bytes of ql and qh: a loop the compiler vectorises.
+    for (int j = 0; j < 16; ++j) {
+      const int h = j / 8, k = (j % 8) / 2, first = 16 * (j % 2);
+      const float dl = d * float(x[i].scales[j]);
+      const uint8_t* ql = x[i].ql + 64 * h + 32 * (k & 1) + first;
+      const uint8_t* qh = x[i].qh + 32 * h + first;
+      for (int l = 0; l < 16; ++l) {
+        const int low = (ql[l] >> (4 * (k / 2))) & 0xF;
+        const int high = (qh[l] >> (2 * k)) & 3;
+        y[16 * j + l] = dl * float((low | (high << 4)) - 32);
+      }
     }
   }
 }

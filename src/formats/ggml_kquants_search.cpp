@@ -51,40 +51,6 @@ void signed_sums_scalar(int n, int nmax, const float* x, const float* w, const f
   }
 }
 
-void scale_min_fits_scalar(int n, int nmax, const float* x, const float* w, float sum_w, float sum_x, float min,
-                           const float* iscales, int count, bool use_abs_error, ScaleMinFits& out) {
-  constexpr int kMaxValues = 32;
-  float codes[kMaxValues];
-  for (int c = 0; c < count; ++c) {
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      const float l = float(std::max(0, std::min(nmax, round_nearest_even(iscales[c] * (x[i] - min)))));
-      codes[i] = l;
-      sum_l += w[i] * l;
-      sum_l2 += w[i] * l * l;
-      sum_xl += w[i] * l * x[i];
-    }
-    // Weighted least squares for x ~ scale*l + min over these codes.
-    const float det = sum_w * sum_l2 - sum_l * sum_l;
-    out.solvable[c] = det > 0;
-    if (!out.solvable[c]) continue;
-    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-    float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-    if (this_min > 0) {
-      this_min = 0;
-      this_scale = sum_xl / sum_l2;
-    }
-    float error = 0;
-    for (int i = 0; i < n; ++i) {
-      const float diff = this_scale * codes[i] + this_min - x[i];
-      error += w[i] * (use_abs_error ? std::fabs(diff) : diff * diff);
-    }
-    out.scale[c] = this_scale;
-    out.min[c] = this_min;
-    out.error[c] = error;
-  }
-}
-
 void codebook_sums_scalar(const float* x, const float* w, const int8_t* codebook, const float* ids, int count,
                           CodebookSums& out) {
   for (int c = 0; c < count; ++c) {
@@ -99,19 +65,78 @@ void codebook_sums_scalar(const float* x, const float* w, const int8_t* codebook
   }
 }
 
-constexpr BatchKernels kScalarKernels = {signed_sums_scalar, scale_min_fits_scalar, codebook_sums_scalar};
+constexpr BatchKernels kScalarKernels = {signed_sums_scalar, codebook_sums_scalar};
 
-std::atomic<bool> vector_kernels_enabled{true};
+std::atomic<bool> vector_kernels_enabled_flag{true};
 
 }  // namespace
 
 const BatchKernels& batch_kernels() {
   static const BatchKernels* const vector_kernels = avx512_batch_kernels();
-  if (vector_kernels && vector_kernels_enabled.load(std::memory_order_relaxed)) return *vector_kernels;
+  if (vector_kernels && vector_kernels_enabled_flag.load(std::memory_order_relaxed)) return *vector_kernels;
   return kScalarKernels;
 }
 
-void set_vector_kernels_enabled(bool enabled) { vector_kernels_enabled.store(enabled); }
+void set_vector_kernels_enabled(bool enabled) { vector_kernels_enabled_flag.store(enabled); }
+bool vector_kernels_enabled() { return vector_kernels_enabled_flag.load(std::memory_order_relaxed); }
+
+namespace {
+const LaneKernels* lane_kernels() {
+  static const LaneKernels* const vector_kernels = avx512_lane_kernels();
+  return vector_kernels_enabled_flag.load(std::memory_order_relaxed) ? vector_kernels : nullptr;
+}
+}  // namespace
+
+void search_scale_and_min_groups(int count, int n, int nmax, const float* x, const float* weights, uint8_t* codes,
+                                 float* scales, float* mins, float rmin, float rdelta, int nstep,
+                                 bool use_abs_error) {
+  const LaneKernels* lanes = lane_kernels();
+  for (int g = 0; g < count; g += lanes ? kLanes : 1) {
+    const size_t at = size_t(n) * size_t(g);
+    if (lanes)
+      lanes->search_scale_and_min(std::min(kLanes, count - g), n, nmax, x + at, weights + at, codes + at, scales + g,
+                                  mins + g, rmin, rdelta, nstep, use_abs_error);
+    else
+      scales[g] = search_scale_and_min(n, nmax, x + at, weights + at, codes + at, mins + g, rmin, rdelta, nstep,
+                                       use_abs_error);
+  }
+}
+
+void fit_signed_scale_groups(int count, int n, int nmax, const float* x, int8_t* codes, const float* weights,
+                             float* scales) {
+  const LaneKernels* lanes = lane_kernels();
+  for (int g = 0; g < count; g += lanes ? kLanes : 1) {
+    const size_t at = size_t(n) * size_t(g);
+    const float* w = weights ? weights + at : nullptr;
+    if (lanes) lanes->fit_signed_scale(std::min(kLanes, count - g), n, nmax, x + at, codes + at, w, scales + g);
+    else scales[g] = fit_signed_scale(n, nmax, x + at, codes + at, w);
+  }
+}
+
+void requantize_groups(int count, int n, const float* x, const float* offsets, const float* divisors, int lo, int hi,
+                       int bias, uint8_t* codes) {
+  if (const LaneKernels* lanes = lane_kernels()) {
+    lanes->requantize(count, n, x, offsets, divisors, lo, hi, bias, codes);
+    return;
+  }
+  for (int g = 0; g < count; ++g) {
+    const float d = divisors[g];
+    if (!d) continue;
+    for (int i = n * g; i < n * (g + 1); ++i) {
+      const int l = round_nearest_even(offsets ? (x[i] + offsets[g]) / d : x[i] / d);
+      codes[i] = uint8_t(bias + std::max(lo, std::min(hi, l)));
+    }
+  }
+}
+
+void fit_signed_scale_refined_groups(int count, int n, int nmax, const float* x, int8_t* codes, float* scales) {
+  const LaneKernels* lanes = lane_kernels();
+  for (int g = 0; g < count; g += lanes ? 2 * kLanes : 1) {
+    const size_t at = size_t(n) * size_t(g);
+    if (lanes) lanes->fit_signed_scale_refined(std::min(2 * kLanes, count - g), n, nmax, x + at, codes + at, scales + g);
+    else scales[g] = fit_signed_scale_refined(n, nmax, x + at, codes + at);
+  }
+}
 
 float fit_signed_scale(int n, int nmax, const float* x, int8_t* codes, const float* weights) {
   const SignedExtreme extreme = signed_extreme(n, x);
@@ -231,38 +256,41 @@ float search_scale_and_min(int n, int nmax, const float* x, const float* weights
     *min_out = -min;
     return scale;
   }
-  // ggml tries the steps in order and, when one wins, continues with its min: later steps depend on
-  // earlier wins. Batches are evaluated with the current min; after a win that changes the min, the
-  // steps after it are evaluated again.
-  const BatchKernels& kernels = batch_kernels();
-  float chosen_iscale = iscale, chosen_min = min;
-  bool improved = false;
-  ScaleMinFits fits;
-  float iscales[kBatch];
-  int first = 0;
-  while (first <= nstep) {
-    const int count = std::min(kBatch, nstep + 1 - first);
-    for (int c = 0; c < count; ++c) iscales[c] = (rmin + rdelta * float(first + c) + float(nmax)) / (max - min);
-    kernels.scale_min_fits(n, nmax, x, weights, sum_w, sum_x, min, iscales, count, use_abs_error, fits);
-    int next = first + count;
-    for (int c = 0; c < count; ++c) {
-      if (!fits.solvable[c] || !(fits.error[c] < best_error)) continue;
-      best_error = fits.error[c];
-      scale = fits.scale[c];
-      chosen_iscale = iscales[c];
-      chosen_min = min;
-      improved = true;
-      if (fits.min[c] != min || std::signbit(fits.min[c]) != std::signbit(min)) {
-        min = fits.min[c];
-        next = first + c + 1;
-        break;
-      }
+  // ggml's steps in order; a winning step's min is the one the next steps subtract.
+  constexpr int kMaxValues = 32;
+  uint8_t step_codes[kMaxValues];
+  for (int step = 0; step <= nstep; ++step) {
+    const float step_iscale = (rmin + rdelta * float(step) + float(nmax)) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::max(0, std::min(nmax, round_nearest_even(step_iscale * (x[i] - min))));
+      step_codes[i] = uint8_t(l);
+      const float w = weights[i];
+      sum_l += w * float(l);
+      sum_l2 += w * float(l) * float(l);
+      sum_xl += w * float(l) * x[i];
     }
-    first = next;
+    // Weighted least squares for x ~ scale*l + min over these codes.
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    if (!(det > 0)) continue;
+    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+    float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+    if (this_min > 0) {
+      this_min = 0;
+      this_scale = sum_xl / sum_l2;
+    }
+    float error = 0;
+    for (int i = 0; i < n; ++i) {
+      const float diff = this_scale * float(step_codes[i]) + this_min - x[i];
+      error += weights[i] * error_of(diff);
+    }
+    if (error < best_error) {
+      std::memcpy(codes, step_codes, size_t(n));
+      best_error = error;
+      scale = this_scale;
+      min = this_min;
+    }
   }
-  if (improved)
-    for (int i = 0; i < n; ++i)
-      codes[i] = uint8_t(std::max(0, std::min(nmax, round_nearest_even(chosen_iscale * (x[i] - chosen_min)))));
   *min_out = -min;
   return scale;
 }

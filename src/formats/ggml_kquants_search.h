@@ -57,8 +57,8 @@ float search_scale_and_min(int n, int nmax, const float* x, const float* weights
 float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const float* weights);
 
 // ---- candidate batches ----
-// The searches above try many scales whose sums do not depend on one another; they are evaluated up to
-// kBatch at a time, by the scalar loops in ggml_kquants_search.cpp or, when the CPU has AVX-512, one
+// fit_signed_scale and the iq4 search try many scales whose sums do not depend on one another; for a
+// single group they are evaluated up to kBatch at a time, by the scalar loops in ggml_kquants_search.cpp or, when the CPU has AVX-512, one
 // candidate per vector lane (ggml_kquants_search_avx512.cpp). Each lane keeps ggml's sequential order
 // over the values, so both give the same bits; the choice among candidates stays scalar and in order.
 inline constexpr int kBatch = 16;
@@ -67,12 +67,6 @@ inline constexpr int kBatch = 16;
 // suml2[c] = sum (w*l)*l in order of i. `wx` holds w[i]*x[i].
 struct SignedSums {
   float sumlx[kBatch], suml2[kBatch];
-};
-// For candidates c < count: codes l = clamp(round(iscales[c]*(x[i] - min)), 0, nmax), their weighted
-// least-squares (scale, min) (min clamped to 0 from above), and that fit's weighted error.
-struct ScaleMinFits {
-  bool solvable[kBatch];  // the 2x2 system had a positive determinant
-  float scale[kBatch], min[kBatch], error[kBatch];
 };
 // For candidates c < count (n = 32): q = kIq4 codebook entry nearest ids[c]*x[i];
 // sumqx[c] = sum (w*q)*x, sumq2[c] = sum (w*q)*q.
@@ -83,8 +77,6 @@ struct CodebookSums {
 struct BatchKernels {
   void (*signed_sums)(int n, int nmax, const float* x, const float* w, const float* wx, const float* iscales,
                       int count, SignedSums& out);
-  void (*scale_min_fits)(int n, int nmax, const float* x, const float* w, float sum_w, float sum_x, float min,
-                         const float* iscales, int count, bool use_abs_error, ScaleMinFits& out);
   void (*codebook_sums)(const float* x, const float* w, const int8_t* codebook, const float* ids, int count,
                         CodebookSums& out);
 };
@@ -93,5 +85,41 @@ struct BatchKernels {
 const BatchKernels& batch_kernels();
 const BatchKernels* avx512_batch_kernels();  // null when not compiled in or not supported by this CPU
 void set_vector_kernels_enabled(bool enabled);
+bool vector_kernels_enabled();
+
+// ---- many groups at once ----
+// The searches above over `count` consecutive groups of n values each: group g is x + n*g, its weights
+// weights + n*g (null: x^2 where the one-group function allows it), its codes codes + n*g; its results
+// scales[g] (and mins[g]). A quantizer calls these for all sub-blocks of a super-block (or of a run of
+// legacy blocks). With AVX-512, up to 16 groups run side by side, one group per vector lane: each lane
+// follows ggml's sequential search step by step, so no candidate is ever evaluated twice and the bytes
+// are those of the one-group functions, which run in turn otherwise.
+inline constexpr int kLanes = 16;
+
+void search_scale_and_min_groups(int count, int n, int nmax, const float* x, const float* weights, uint8_t* codes,
+                                 float* scales, float* mins, float rmin, float rdelta, int nstep,
+                                 bool use_abs_error);
+void fit_signed_scale_groups(int count, int n, int nmax, const float* x, int8_t* codes, const float* weights,
+                             float* scales);
+void fit_signed_scale_refined_groups(int count, int n, int nmax, const float* x, int8_t* codes, float* scales);
+
+// Step 3 of the k-quants: codes from the stored (fp16-rounded) scales. For each group g < count with
+// divisors[g] != 0: codes[n*g + i] = bias + clamp(round((x[n*g + i] + offsets[g]) / divisors[g]), lo, hi)
+// (x / divisors[g] when offsets is null); groups with a zero divisor keep their codes. n is 16 or 32.
+void requantize_groups(int count, int n, const float* x, const float* offsets, const float* divisors, int lo, int hi,
+                       int bias, uint8_t* codes);
+
+// At most kLanes groups per call (fit_signed_scale_refined: 2*kLanes), n <= 32
+// (ggml_kquants_search_lanes_avx512.cpp); requantize: any count.
+struct LaneKernels {
+  void (*search_scale_and_min)(int count, int n, int nmax, const float* x, const float* weights, uint8_t* codes,
+                               float* scales, float* mins, float rmin, float rdelta, int nstep, bool use_abs_error);
+  void (*fit_signed_scale)(int count, int n, int nmax, const float* x, int8_t* codes, const float* weights,
+                           float* scales);
+  void (*fit_signed_scale_refined)(int count, int n, int nmax, const float* x, int8_t* codes, float* scales);
+  void (*requantize)(int count, int n, const float* x, const float* offsets, const float* divisors, int lo, int hi,
+                     int bias, uint8_t* codes);
+};
+const LaneKernels* avx512_lane_kernels();  // null when not compiled in or not supported by this CPU
 
 }  // namespace lowbit::ggml_search

@@ -57,43 +57,6 @@ LOWBIT_AVX512 void signed_sums_avx512(int n, int nmax, const float* x, const flo
   _mm512_mask_storeu_ps(out.suml2, used, suml2);
 }
 
-LOWBIT_AVX512 void scale_min_fits_avx512(int n, int nmax, const float* x, const float* w, float sum_w, float sum_x,
-                                         float min, const float* iscales, int count, bool use_abs_error,
-                                         ScaleMinFits& out) {
-  const __mmask16 used = first_lanes(count);
-  const __m512 iscale = _mm512_maskz_loadu_ps(used, iscales);
-  const __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(nmax);
-  __m512 codes[32];
-  __m512 sum_l = _mm512_setzero_ps(), sum_l2 = _mm512_setzero_ps(), sum_xl = _mm512_setzero_ps();
-  for (int i = 0; i < n; ++i) {
-    const __m512 l = clamped_codes16(_mm512_mul_ps(iscale, _mm512_set1_ps(x[i] - min)), lo, hi);
-    codes[i] = l;
-    const __m512 wl = _mm512_mul_ps(_mm512_set1_ps(w[i]), l);
-    sum_l = _mm512_add_ps(sum_l, wl);
-    sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, l));
-    sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, _mm512_set1_ps(x[i])));
-  }
-  const __m512 vw = _mm512_set1_ps(sum_w), vx = _mm512_set1_ps(sum_x);
-  const __m512 det = _mm512_sub_ps(_mm512_mul_ps(vw, sum_l2), _mm512_mul_ps(sum_l, sum_l));
-  __m512 scale = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(vw, sum_xl), _mm512_mul_ps(vx, sum_l)), det);
-  __m512 this_min = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sum_l2, vx), _mm512_mul_ps(sum_l, sum_xl)), det);
-  // A positive min is not allowed: refit the scale alone with min = 0.
-  const __mmask16 positive = _mm512_cmp_ps_mask(this_min, _mm512_setzero_ps(), _CMP_GT_OQ);
-  this_min = _mm512_mask_mov_ps(this_min, positive, _mm512_setzero_ps());
-  scale = _mm512_mask_mov_ps(scale, positive, _mm512_div_ps(sum_xl, sum_l2));
-  __m512 error = _mm512_setzero_ps();
-  for (int i = 0; i < n; ++i) {
-    const __m512 diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, codes[i]), this_min), _mm512_set1_ps(x[i]));
-    const __m512 e = use_abs_error ? _mm512_abs_ps(diff) : _mm512_mul_ps(diff, diff);
-    error = _mm512_add_ps(error, _mm512_mul_ps(_mm512_set1_ps(w[i]), e));
-  }
-  const __mmask16 solvable = _mm512_cmp_ps_mask(det, _mm512_setzero_ps(), _CMP_GT_OQ);
-  for (int c = 0; c < count; ++c) out.solvable[c] = (solvable >> c) & 1;
-  _mm512_mask_storeu_ps(out.scale, used, scale);
-  _mm512_mask_storeu_ps(out.min, used, this_min);
-  _mm512_mask_storeu_ps(out.error, used, error);
-}
-
 // nearest_codebook_index per lane, for a sorted 16-entry codebook held in a register. A 4-step
 // branchless search finds p, the last entry <= v (0 below the first); ggml's rule then keeps p only if
 // v - c[p] < c[p+1] - v (ties go up). Below c[0] this gives 0, above c[15] 15, and NaN 15, as ggml's
@@ -129,7 +92,7 @@ LOWBIT_AVX512 void codebook_sums_avx512(const float* x, const float* w, const in
   _mm512_mask_storeu_ps(out.sumq2, used, sumq2);
 }
 
-constexpr BatchKernels kAvx512Kernels = {signed_sums_avx512, scale_min_fits_avx512, codebook_sums_avx512};
+constexpr BatchKernels kAvx512Kernels = {signed_sums_avx512, codebook_sums_avx512};
 
 }  // namespace
 

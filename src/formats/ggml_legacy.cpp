@@ -11,15 +11,21 @@
 #include <cstring>
 
 #include "formats/ggml_block_check.h"
+#include "formats/ggml_dequant_avx512.h"
 #include "formats/ggml_kquants_search.h"
+#include "formats/ggml_legacy_avx512.h"
 #include "lowbit/core/half.h"
 
 namespace lowbit::ggml {
 namespace {
 
-using ggml_search::fit_signed_scale;
-using ggml_search::search_scale_and_min;
+using ggml_search::fit_signed_scale_groups;
+using ggml_search::kLanes;
+using ggml_search::search_scale_and_min_groups;
 constexpr int kQK = kLegacyBlockValues;
+
+// With weights, blocks are fitted kLanes at a time (one per vector lane of the group searches).
+constexpr int kRun = kLanes;
 
 // The block's value with the largest magnitude, sign kept (first one on ties).
 float signed_extreme(const float* x) {
@@ -54,8 +60,8 @@ float row_mean_square(const float* x, int64_t n) {
   return sum_x2 / float(n);
 }
 
-void importance_weights(const float* x, const float* qw, float sigma2, float* weights) {
-  for (int j = 0; j < kQK; ++j) weights[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
+void importance_weights(const float* x, const float* qw, float sigma2, int64_t n, float* weights) {
+  for (int64_t j = 0; j < n; ++j) weights[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
 }
 
 // 4-bit codes: value j in the low nibble of qs[j], value j+16 in its high nibble.
@@ -89,15 +95,21 @@ void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* qua
   const int64_t nb = n / kQK;
   if (quant_weights) {
     const float sigma2 = row_mean_square(x, n);
-    float weights[kQK];
-    int8_t codes[kQK];
-    for (int64_t ib = 0; ib < nb; ++ib) {
-      const float* xb = x + kQK * ib;
-      importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
-      const float d = fit_signed_scale(kQK, 8, xb, codes, weights);
-      y[ib].d = f32_to_f16(d);
-      pack_4bit(reinterpret_cast<const uint8_t*>(codes), y[ib].qs);
+    float weights[kRun * kQK], d[kRun];
+    int8_t codes[kRun * kQK];
+    for (int64_t ib = 0; ib < nb; ib += kRun) {
+      const int count = int(std::min<int64_t>(kRun, nb - ib));
+      importance_weights(x + kQK * ib, quant_weights + kQK * ib, sigma2, kQK * count, weights);
+      fit_signed_scale_groups(count, kQK, 8, x + kQK * ib, codes, weights, d);
+      for (int k = 0; k < count; ++k) {
+        y[ib + k].d = f32_to_f16(d[k]);
+        pack_4bit(reinterpret_cast<const uint8_t*>(codes + kQK * k), y[ib + k].qs);
+      }
     }
+    return;
+  }
+  if (const LegacyVectorKernels* fast = legacy_vector_kernels()) {
+    fast->q4_0(x, blocks, nb);
     return;
   }
   for (int64_t ib = 0; ib < nb; ++ib) {
@@ -115,6 +127,10 @@ void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* qua
 
 void dequantize_row_q4_0(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q4_0", n, kQK);
+  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+    fast->q4_0(blocks, y, n / kQK);
+    return;
+  }
   const auto* b = static_cast<const BlockQ4_0*>(blocks);
   for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
     const float d = f16_to_f32(b[ib].d);
@@ -133,17 +149,22 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
   const int64_t nb = n / kQK;
   if (quant_weights) {
     const float sigma2 = row_mean_square(x, n);
-    float weights[kQK];
-    uint8_t codes[kQK];
-    for (int64_t ib = 0; ib < nb; ++ib) {
-      const float* xb = x + kQK * ib;
-      importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
-      float neg_min;
-      const float d = search_scale_and_min(kQK, 15, xb, weights, codes, &neg_min, -0.9f, 0.05f, 36, false);
-      y[ib].d = f32_to_f16(d);
-      y[ib].m = f32_to_f16(-neg_min);
-      pack_4bit(codes, y[ib].qs);
+    float weights[kRun * kQK], d[kRun], neg_min[kRun];
+    uint8_t codes[kRun * kQK];
+    for (int64_t ib = 0; ib < nb; ib += kRun) {
+      const int count = int(std::min<int64_t>(kRun, nb - ib));
+      importance_weights(x + kQK * ib, quant_weights + kQK * ib, sigma2, kQK * count, weights);
+      search_scale_and_min_groups(count, kQK, 15, x + kQK * ib, weights, codes, d, neg_min, -0.9f, 0.05f, 36, false);
+      for (int k = 0; k < count; ++k) {
+        y[ib + k].d = f32_to_f16(d[k]);
+        y[ib + k].m = f32_to_f16(-neg_min[k]);
+        pack_4bit(codes + kQK * k, y[ib + k].qs);
+      }
     }
+    return;
+  }
+  if (const LegacyVectorKernels* fast = legacy_vector_kernels()) {
+    fast->q4_1(x, blocks, nb);
     return;
   }
   for (int64_t ib = 0; ib < nb; ++ib) {
@@ -161,6 +182,10 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
 
 void dequantize_row_q4_1(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q4_1", n, kQK);
+  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+    fast->q4_1(blocks, y, n / kQK);
+    return;
+  }
   const auto* b = static_cast<const BlockQ4_1*>(blocks);
   for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
     const float d = f16_to_f32(b[ib].d), m = f16_to_f32(b[ib].m);
@@ -180,16 +205,21 @@ void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* qua
   uint8_t codes[kQK];
   if (quant_weights) {
     const float sigma2 = row_mean_square(x, n);
-    float weights[kQK];
-    int8_t signed_codes[kQK];
-    for (int64_t ib = 0; ib < nb; ++ib) {
-      const float* xb = x + kQK * ib;
-      importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
-      const float d = fit_signed_scale(kQK, 16, xb, signed_codes, weights);
-      y[ib].d = f32_to_f16(d);
-      for (int j = 0; j < kQK; ++j) codes[j] = uint8_t(signed_codes[j]);
-      pack_5bit(codes, y[ib].qs, y[ib].qh);
+    float weights[kRun * kQK], d[kRun];
+    int8_t signed_codes[kRun * kQK];
+    for (int64_t ib = 0; ib < nb; ib += kRun) {
+      const int count = int(std::min<int64_t>(kRun, nb - ib));
+      importance_weights(x + kQK * ib, quant_weights + kQK * ib, sigma2, kQK * count, weights);
+      fit_signed_scale_groups(count, kQK, 16, x + kQK * ib, signed_codes, weights, d);
+      for (int k = 0; k < count; ++k) {
+        y[ib + k].d = f32_to_f16(d[k]);
+        pack_5bit(reinterpret_cast<const uint8_t*>(signed_codes + kQK * k), y[ib + k].qs, y[ib + k].qh);
+      }
     }
+    return;
+  }
+  if (const LegacyVectorKernels* fast = legacy_vector_kernels()) {
+    fast->q5_0(x, blocks, nb);
     return;
   }
   for (int64_t ib = 0; ib < nb; ++ib) {
@@ -226,16 +256,23 @@ void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* qua
   uint8_t codes[kQK];
   if (quant_weights) {
     const float sigma2 = row_mean_square(x, n);
-    float weights[kQK];
-    for (int64_t ib = 0; ib < nb; ++ib) {
-      const float* xb = x + kQK * ib;
-      importance_weights(xb, quant_weights + kQK * ib, sigma2, weights);
-      float neg_min;
-      const float d = search_scale_and_min(kQK, 31, xb, weights, codes, &neg_min, -0.9f, 0.05f, 36, false);
-      y[ib].d = f32_to_f16(d);
-      y[ib].m = f32_to_f16(-neg_min);
-      pack_5bit(codes, y[ib].qs, y[ib].qh);
+    float weights[kRun * kQK], d[kRun], neg_min[kRun];
+    uint8_t run_codes[kRun * kQK];
+    for (int64_t ib = 0; ib < nb; ib += kRun) {
+      const int count = int(std::min<int64_t>(kRun, nb - ib));
+      importance_weights(x + kQK * ib, quant_weights + kQK * ib, sigma2, kQK * count, weights);
+      search_scale_and_min_groups(count, kQK, 31, x + kQK * ib, weights, run_codes, d, neg_min, -0.9f, 0.05f, 36,
+                                  false);
+      for (int k = 0; k < count; ++k) {
+        y[ib + k].d = f32_to_f16(d[k]);
+        y[ib + k].m = f32_to_f16(-neg_min[k]);
+        pack_5bit(run_codes + kQK * k, y[ib + k].qs, y[ib + k].qh);
+      }
     }
+    return;
+  }
+  if (const LegacyVectorKernels* fast = legacy_vector_kernels()) {
+    fast->q5_1(x, blocks, nb);
     return;
   }
   for (int64_t ib = 0; ib < nb; ++ib) {
@@ -271,6 +308,10 @@ void dequantize_row_q5_1(const void* blocks, float* y, int64_t n) {
 void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/) {
   require_whole_blocks("q8_0", n, kQK);
   auto* y = static_cast<BlockQ8_0*>(blocks);
+  if (const LegacyVectorKernels* fast = legacy_vector_kernels()) {
+    fast->q8_0(x, blocks, n / kQK);
+    return;
+  }
   for (int64_t ib = 0; ib < n / kQK; ++ib) {
     const float* xb = x + kQK * ib;
     float amax = 0;
@@ -285,6 +326,10 @@ void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* /*q
 
 void dequantize_row_q8_0(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q8_0", n, kQK);
+  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+    fast->q8_0(blocks, y, n / kQK);
+    return;
+  }
   const auto* b = static_cast<const BlockQ8_0*>(blocks);
   for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
     const float d = f16_to_f32(b[ib].d);

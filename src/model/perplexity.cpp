@@ -114,8 +114,10 @@ EvalResult evaluate(const LlamaModel& model, std::span<const int32_t> tokens, in
   if (base) {
     if (base->n_vocab() != n_vocab) throw Error(fmt::format("base has {} tokens in its vocabulary, the model {}", base->n_vocab(), n_vocab));
     if (base->n_ctx() != n_ctx) throw Error(fmt::format("base was scored with windows of {}, not {}", base->n_ctx(), n_ctx));
-    if (!std::equal(base->tokens().begin(), base->tokens().end(), tokens.begin(), tokens.begin() + std::min<int64_t>(chunks * n_ctx, int64_t(base->tokens().size()))) ||
-        int64_t(base->tokens().size()) != chunks * n_ctx)
+    bool same = int64_t(base->tokens().size()) == chunks * n_ctx;
+    for (int64_t i = 0; same && i < chunks * n_ctx; ++i)
+      same = base->tokens()[size_t(i)] == (bos && i % n_ctx == 0 ? *bos : tokens[size_t(i)]);
+    if (!same)
       throw Error("the base was scored on other tokens (another text, tokenizer or context)");
   }
   const int first = n_ctx / 2;

@@ -185,6 +185,25 @@ TEST(GgmlCodecs, RoundTripErrorIsBounded) {
   }
 }
 
+// Quantizes x through the vector and the scalar kernels, for every type, without and with weights, and
+// expects the same bytes.
+void expect_vector_kernels_match_scalar(const std::vector<float>& x, int64_t rows, int64_t cols,
+                                        const std::vector<float>& weights) {
+  for (const ErrorBound& bound : kBounds) {
+    for (const bool weighted : {false, true}) {
+      SCOPED_TRACE(std::string(ggml_type_name(bound.type)) + (weighted ? " with weights" : ""));
+      const size_t size = size_t(rows) * ggml_row_bytes(bound.type, cols);
+      std::vector<std::byte> vector_bytes(size), scalar_bytes(size);
+      quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, vector_bytes.data());
+      {
+        const VectorKernelsOff scalar_only;
+        quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, scalar_bytes.data());
+      }
+      EXPECT_EQ(first_difference(vector_bytes, scalar_bytes), -1);
+    }
+  }
+}
+
 // Beyond the golden files: heavy-tailed random rows, including tiny and huge scales, give the same bytes
 // through the vector and the scalar kernels.
 TEST(GgmlCodecs, VectorAndScalarKernelsAgree) {
@@ -199,19 +218,39 @@ TEST(GgmlCodecs, VectorAndScalarKernelsAgree) {
     for (int64_t c = 0; c < cols; ++c) x[size_t(r * cols + c)] = r % 5 == 4 ? std::fabs(heavy(rng)) * row_scale : heavy(rng) * row_scale;
   }
   for (float& w : weights) w = uniform(rng) < 0.1f ? 0.f : uniform(rng);
-  for (const ErrorBound& bound : kBounds) {
-    for (const bool weighted : {false, true}) {
-      SCOPED_TRACE(std::string(ggml_type_name(bound.type)) + (weighted ? " with weights" : ""));
-      const size_t size = size_t(rows) * ggml_row_bytes(bound.type, cols);
-      std::vector<std::byte> vector_bytes(size), scalar_bytes(size);
-      quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, vector_bytes.data());
-      {
-        const VectorKernelsOff scalar_only;
-        quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, scalar_bytes.data());
+  expect_vector_kernels_match_scalar(x, rows, cols, weights);
+}
+
+// Where a vector reduction could pick a different element than ggml's first-wins loops: signed zeros,
+// ties between +a and -a, blocks of one repeated value, few distinct values. 768 columns = 3 super-blocks
+// and 24 legacy blocks, so the runs of 2 super-blocks / 16 blocks end in partial runs.
+TEST(GgmlCodecs, VectorAndScalarKernelsAgreeOnTiesAndSignedZeros) {
+  if (!ggml_search::avx512_batch_kernels()) GTEST_SKIP() << "no vector kernels on this CPU";
+  const int64_t rows = 10, cols = 768;
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> pick(-3, 3);
+  std::vector<float> x(static_cast<size_t>(rows * cols)), weights(static_cast<size_t>(cols), 1.f);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const int k = pick(rng);
+      float v = 0;
+      switch (r) {
+        case 0: v = k < 0 ? -0.f : 0.f; break;                      // signed zeros only
+        case 1: v = k < 0 ? -0.f : (k > 1 ? 0.25f : 0.f); break;    // zeros and one positive value
+        case 2: v = k < 0 ? -0.5f : (k > 1 ? -0.f : 0.f); break;    // zeros and one negative value
+        case 3: v = k > 0 ? 0.75f : -0.75f; break;                  // +a / -a ties
+        case 4: v = float(k) * 0.125f; break;                       // few distinct values
+        case 5: v = 1.5f; break;                                    // one value
+        case 6: v = -2.f; break;
+        case 7: v = c % 32 == 31 ? -1.f : (c % 32 == 0 ? 1.f : 0.01f * float(k)); break;  // extremes at block ends
+        case 8: v = float(k) * 1e-6f; break;                        // scales near fp16's subnormals
+        default: v = float(k) * 3.f + (k == 0 ? -0.f : 0.f); break;
       }
-      EXPECT_EQ(first_difference(vector_bytes, scalar_bytes), -1);
+      x[size_t(r * cols + c)] = v;
     }
   }
+  for (size_t c = 0; c < weights.size(); ++c) weights[c] = c % 7 == 3 ? 0.f : 0.5f + float(c % 5);
+  expect_vector_kernels_match_scalar(x, rows, cols, weights);
 }
 
 TEST(GgmlCodecs, ZeroRowsStayZero) {

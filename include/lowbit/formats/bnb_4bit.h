@@ -105,6 +105,13 @@ Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& stat
                        std::string_view tensor_name = {});
 Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
                        std::string_view tensor_name = {});
+// The same into a caller's buffer of exactly elements * dtype_size(out_dtype) bytes, so a caller
+// that dequantizes many tensors reuses one allocation (fresh pages cost a fault each on first write).
+void dequantize_4bit_into(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
+                          std::span<std::byte> out, std::string_view tensor_name = {});
+// The scalar definition of dequantization, which the fast CPU kernel must match byte for byte.
+Tensor dequantize_4bit_reference(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
+                                 std::string_view tensor_name = {});
 
 // The per-block max |x| (float32) that quantization scales by: bitsandbytes' absmax without
 // double quantization.

@@ -17,7 +17,9 @@
 //   not specified, so this sum may differ from the GPU's by an fp16 ulp).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -42,8 +44,20 @@ struct Int8RowwiseQuantized {
 Int8RowwiseQuantized quantize_int8_rowwise(const TensorView& input, float threshold = 0.0f,
                                            std::string_view tensor_name = {});
 
+// The scalar definition of the codes and scales, which quantize_int8_rowwise's fast CPU kernel
+// (used when the machine has one and threshold is 0) must match byte for byte.
+Int8RowwiseQuantized quantize_int8_rowwise_reference(const TensorView& input, float threshold = 0.0f,
+                                                     std::string_view tensor_name = {});
+
 // float32 [rows, cols]: (CB * SCB) * kInt8DequantScale.
 Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& quantized);
+// The same float32 values rounded (to nearest even) to out_dtype: f32, f16 or bf16, as torch's
+// .to(dtype) after bitsandbytes' int8_vectorwise_dequant.
+Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& quantized, DType out_dtype);
+// Into a caller's buffer of exactly rows * cols * dtype_size(out_dtype) bytes (no allocation).
+void dequantize_int8_rowwise_into(const Int8RowwiseQuantized& quantized, DType out_dtype, std::span<std::byte> out);
+// The scalar definition of dequantization, which the fast CPU kernel must match byte for byte.
+Tensor dequantize_int8_rowwise_reference(const Int8RowwiseQuantized& quantized, DType out_dtype);
 
 // The stages of the LLM.int8 matmul, kept for inspection and testing.
 struct Int8MatmulResult {

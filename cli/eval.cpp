@@ -1,0 +1,128 @@
+// lowbit eval MODEL --text FILE [--ctx N] [--chunks N] [--base BASE | --kld-base FILE] [--save-logits FILE]
+// and lowbit imatrix MODEL --text FILE -o imatrix.gguf [--ctx N] [--chunks N]
+#include <fmt/format.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "lowbit/core/error.h"
+#include "lowbit/model/imatrix_collector.h"
+#include "lowbit/model/perplexity.h"
+#include "lowbit/model/tokenizer.h"
+#include "lowbit/pipeline/eval_model.h"
+#include "terminal_progress.h"
+
+namespace lowbit::cli {
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read the text", {.file = path});
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// The text's tokens as llama-perplexity takes them (BOS first when the vocabulary adds one), cut to
+// `chunks` windows when asked.
+struct Tokens {
+  std::vector<int32_t> ids;
+  std::optional<int32_t> bos;
+};
+
+Tokens tokenize(const EvalModel& m, const std::string& text_path, int ctx, int chunks) {
+  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(m.metadata());
+  Tokens t;
+  if (tokenizer.adds_bos()) t.bos = tokenizer.bos_id();
+  t.ids = tokenizer.encode(read_text(text_path), /*add_special=*/true, /*parse_special=*/false);
+  if (chunks > 0 && int64_t(t.ids.size()) > int64_t(chunks) * ctx) t.ids.resize(size_t(chunks) * size_t(ctx));
+  return t;
+}
+
+// The tokens of the whole windows, as a logits file records them (each window's first token is BOS).
+std::vector<int32_t> window_tokens(const Tokens& t, int ctx) {
+  std::vector<int32_t> out(t.ids.begin(), t.ids.begin() + int64_t(t.ids.size()) / ctx * ctx);
+  if (t.bos)
+    for (size_t i = 0; i < out.size(); i += size_t(ctx)) out[i] = *t.bos;
+  return out;
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "Perplexity of a model on a text, and with a base model its KL-divergence and top-1 agreement");
+  struct Options {
+    CommonOptions common;
+    std::string model, text, base, kld_base, save_logits;
+    int ctx = 512, chunks = 0;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("MODEL", o->model, "A .gguf file, a Hugging Face directory or a bitsandbytes checkpoint")->required();
+  cmd->add_option("--text", o->text, "The text to score (UTF-8)")->required();
+  cmd->add_option("--ctx", o->ctx, "Window length in tokens; the second half of each window is scored")->capture_default_str();
+  cmd->add_option("--chunks", o->chunks, "Score at most this many windows (0: all)");
+  auto* base = cmd->add_option("--base", o->base, "The base model: KL-divergence of MODEL's predictions from the base's");
+  cmd->add_option("--kld-base", o->kld_base, "The base's log-probabilities saved by --save-logits (llama.cpp's --kl-divergence-base file)")->excludes(base);
+  cmd->add_option("--save-logits", o->save_logits, "Store the base's (or, without a base, MODEL's) log-probabilities for later --kld-base");
+  add_common_options(*cmd, o->common);
+  cmd->callback([o] {
+    const EvalModel model(o->model);
+    const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
+    TerminalProgress progress(o->common.quiet);
+    std::optional<BaseLogits> base_logits;
+    if (!o->kld_base.empty()) base_logits = BaseLogits::load(o->kld_base);
+    if (!o->base.empty()) {
+      const EvalModel base(o->base);
+      base_logits.emplace(o->ctx, base.model().config().n_vocab, window_tokens(tokens, o->ctx));
+      evaluate(base.model(), tokens.ids, o->ctx, tokens.bos, nullptr, &*base_logits, progress);
+      if (!o->save_logits.empty()) base_logits->save(o->save_logits);
+    }
+    std::optional<BaseLogits> own;
+    if (!o->save_logits.empty() && o->base.empty()) own.emplace(o->ctx, model.model().config().n_vocab, window_tokens(tokens, o->ctx));
+    const auto r = evaluate(model.model(), tokens.ids, o->ctx, tokens.bos, base_logits ? &*base_logits : nullptr, own ? &*own : nullptr, progress);
+    if (own) own->save(o->save_logits);
+
+    if (o->common.json) {
+      nlohmann::ordered_json j{{"ppl", r.ppl}, {"tokens", r.tokens}};
+      if (r.kld) {
+        j["kld"] = {{"mean", r.kld->mean}, {"median", r.kld->median}, {"p99", r.kld->p99}, {"max", r.kld->max}};
+        j["top1"] = *r.top1;
+        j["base_ppl"] = *r.base_ppl;
+        j["delta_ppl"] = r.ppl - *r.base_ppl;
+      }
+      j["chunks"] = r.chunks;
+      j["ctx"] = o->ctx;
+      fmt::print("{}\n", j.dump(2));
+      return;
+    }
+    fmt::print("perplexity {:.4f} over {} predictions ({} windows of {})\n", r.ppl, r.tokens, r.chunks, o->ctx);
+    if (r.kld)
+      fmt::print("base perplexity {:.4f} (Δ {:+.4f}); KLD mean {:.6f}, median {:.6f}, p99 {:.6f}, max {:.6f}; top-1 agreement {:.2f}%\n",
+                 *r.base_ppl, r.ppl - *r.base_ppl, r.kld->mean, r.kld->median, r.kld->p99, r.kld->max, 100 * *r.top1);
+  });
+}
+
+void add_imatrix_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("imatrix", "Collect an importance matrix (llama.cpp's GGUF imatrix) from a text");
+  struct Options {
+    CommonOptions common;
+    std::string model, text, output;
+    int ctx = 512, chunks = 0;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("MODEL", o->model, "A .gguf file, a Hugging Face directory or a bitsandbytes checkpoint")->required();
+  cmd->add_option("--text", o->text, "The calibration text (UTF-8)")->required();
+  cmd->add_option("-o,--output", o->output, "Output: imatrix.gguf")->required();
+  cmd->add_option("--ctx", o->ctx, "Window length in tokens")->capture_default_str();
+  cmd->add_option("--chunks", o->chunks, "Use at most this many windows (0: all)");
+  add_common_options(*cmd, o->common, false);
+  cmd->callback([o] {
+    const EvalModel model(o->model);
+    const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
+    TerminalProgress progress(o->common.quiet);
+    const auto run = collect_imatrix(model.model(), tokens.ids, o->ctx, tokens.bos, progress);
+    write_imatrix_gguf(o->output, run.entries, {std::filesystem::path(o->text).filename().string()}, uint32_t(run.chunks), uint32_t(o->ctx));
+    if (!o->common.quiet) fmt::print("wrote {}: {} weights over {} windows of {} tokens\n", o->output, run.entries.size(), run.chunks, o->ctx);
+  });
+}
+
+}  // namespace lowbit::cli

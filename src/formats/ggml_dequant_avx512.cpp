@@ -1,0 +1,134 @@
+// AVX-512 dequantizers (see ggml_dequant_avx512.h). Per value, the operations of the scalar loops in
+// the same order: code to float, times the scale, then plus / minus the offset, each rounded on its own
+// (contraction off for this file, as ggml rounds them separately).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12: _mm512_undefined_* inside intrinsics
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+#include "formats/ggml_dequant_avx512.h"
+
+#include "formats/ggml_kquants_search.h"
+#include "lowbit/core/half.h"
+#include "lowbit/formats/ggml_kquants.h"
+#include "lowbit/formats/ggml_legacy.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LOWBIT_GGML_DEQUANT_AVX512 1
+#endif
+
+namespace lowbit::ggml {
+
+#if LOWBIT_GGML_DEQUANT_AVX512
+namespace {
+
+#define LOWBIT_AVX512 __attribute__((target("avx512f")))
+
+// 16 bytes, each widened to a 32-bit lane.
+LOWBIT_AVX512 inline __m512i load16_u8(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+LOWBIT_AVX512 inline __m512i low_nibbles(__m512i bytes) { return _mm512_and_si512(bytes, _mm512_set1_epi32(0xF)); }
+LOWBIT_AVX512 inline __m512i high_nibbles(__m512i bytes) { return _mm512_srli_epi32(bytes, 4); }
+
+// ---- legacy: value j of a block in the low nibble of qs[j], value j+16 in the high nibble ----
+
+LOWBIT_AVX512 void dequantize_q4_0_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockQ4_0*>(in);
+  const __m512i eight = _mm512_set1_epi32(8);
+  for (int64_t i = 0; i < blocks; ++i, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16_to_f32(b[i].d));
+    const __m512i q = load16_u8(b[i].qs);
+    _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(low_nibbles(q), eight)), d));
+    _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(high_nibbles(q), eight)), d));
+  }
+}
+
+LOWBIT_AVX512 void dequantize_q4_1_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockQ4_1*>(in);
+  for (int64_t i = 0; i < blocks; ++i, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16_to_f32(b[i].d)), m = _mm512_set1_ps(f16_to_f32(b[i].m));
+    const __m512i q = load16_u8(b[i].qs);
+    _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(low_nibbles(q)), d), m));
+    _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(high_nibbles(q)), d), m));
+  }
+}
+
+LOWBIT_AVX512 void dequantize_q8_0_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockQ8_0*>(in);
+  for (int64_t i = 0; i < blocks; ++i, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16_to_f32(b[i].d));
+    for (int half = 0; half < 2; ++half) {
+      const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs + 16 * half)));
+      _mm512_storeu_ps(y + 16 * half, _mm512_mul_ps(_mm512_cvtepi32_ps(q), d));
+    }
+  }
+}
+
+// ---- q4_K / q5_K: sub-block j's 32 codes are the low (j even) or high (j odd) nibbles of qs[32*(j/2)...] ----
+
+struct ScaleMin {
+  int scale, min;
+};
+
+// The 6-bit scale and min of sub-block j (ggml's get_scale_min_k4).
+inline ScaleMin unpack_scale_min(const uint8_t* packed, int j) {
+  if (j < 4) return {packed[j] & 63, packed[j + 4] & 63};
+  return {(packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4), (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4)};
+}
+
+// Value = dj * code - mj, for 32 codes; `fifth_bit` (q5_K) adds 16 where bit j of qh[l] is set.
+template <bool FifthBit>
+LOWBIT_AVX512 inline void dequantize_scale_min_block(float d, float dmin, const uint8_t* scales, const uint8_t* qs,
+                                                     const uint8_t* qh, float* y) {
+  for (int j = 0; j < 8; ++j) {
+    const ScaleMin sm = unpack_scale_min(scales, j);
+    const __m512 dj = _mm512_set1_ps(d * float(sm.scale)), mj = _mm512_set1_ps(dmin * float(sm.min));
+    for (int half = 0; half < 2; ++half) {
+      const __m512i bytes = load16_u8(qs + 32 * (j / 2) + 16 * half);
+      __m512i code = j % 2 ? high_nibbles(bytes) : low_nibbles(bytes);
+      if (FifthBit) {
+        const __m512i high = _mm512_and_si512(_mm512_srli_epi32(load16_u8(qh + 16 * half), j), _mm512_set1_epi32(1));
+        code = _mm512_or_si512(code, _mm512_slli_epi32(high, 4));
+      }
+      _mm512_storeu_ps(y + 32 * j + 16 * half, _mm512_sub_ps(_mm512_mul_ps(dj, _mm512_cvtepi32_ps(code)), mj));
+    }
+  }
+}
+
+LOWBIT_AVX512 void dequantize_q4_K_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockQ4K*>(in);
+  for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues)
+    dequantize_scale_min_block<false>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs, nullptr, y);
+}
+
+LOWBIT_AVX512 void dequantize_q5_K_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockQ5K*>(in);
+  for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues)
+    dequantize_scale_min_block<true>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs, b[i].qh, y);
+}
+
+constexpr DequantVectorKernels kAvx512Kernels = {dequantize_q4_0_blocks, dequantize_q4_1_blocks,
+                                                 dequantize_q8_0_blocks, dequantize_q4_K_blocks,
+                                                 dequantize_q5_K_blocks};
+
+}  // namespace
+
+const DequantVectorKernels* dequant_vector_kernels() {
+  static const bool supported = __builtin_cpu_supports("avx512f");
+  return supported && ggml_search::vector_kernels_enabled() ? &kAvx512Kernels : nullptr;
+}
+
+#else
+
+const DequantVectorKernels* dequant_vector_kernels() { return nullptr; }
+
+#endif
+
+}  // namespace lowbit::ggml

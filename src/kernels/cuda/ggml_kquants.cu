@@ -1,0 +1,140 @@
+// ggml's k-quants on the GPU: dequantize q2_K, q3_K, q4_K, q5_K and q6_K as
+// lowbit::ggml::dequantize_row_* does (layouts: include/lowbit/formats/ggml_kquants.h).
+// A 256-value super-block has 32 groups of 8 values: group g = values [8g, 8g + 8), which always lie
+// in one 16- or 32-value sub-block, so a group needs one scale (and min).
+#include "ggml_dequantize.cuh"
+#include "lowbit/formats/ggml_kquants.h"
+
+namespace lowbit::cuda::detail {
+namespace {
+
+// q2_K and q3_K's 2-bit codes: value e (h = e / 128, r = e % 128) at bits 2 (r / 32) of
+// qs[32h + r % 32]. For group g: qs[32 (g / 16) + 8 (g % 4) ..], shifted by 2 ((g % 16) / 4).
+__device__ __forceinline__ int two_bit_qs_offset(int g) { return 32 * (g / 16) + 8 * (g % 4); }
+__device__ __forceinline__ int two_bit_shift(int g) { return 2 * ((g % 16) / 4); }
+
+struct Q2K {
+  static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockQ2K);
+  struct Raw { uint32_t dm, sc; uint2 qs; };  // dm: d low half, dmin high half
+  static __device__ Raw load(const uint8_t* b, int g) {
+    return {ld32(b + 80), b[g / 2], ld64_a4(b + 16 + two_bit_qs_offset(g))};
+  }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    const float dl = mul_rn(half_bits_to_float(r.dm), float(r.sc & 15));
+    const float ml = mul_rn(half_bits_to_float(r.dm >> 16), float(r.sc >> 4));
+#pragma unroll
+    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dl, float((byte_of(r.qs, k) >> two_bit_shift(g)) & 3)), ml);
+  }
+};
+
+struct Q3K {
+  static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockQ3K);
+  struct Raw { uint32_t d, scale_low, scale_high; uint2 qs, hmask; };
+  static __device__ Raw load(const uint8_t* b, int g) {
+    const int j = g / 2;  // the 16-value sub-block
+    return {ld16(b + 108), b[96 + j % 8], b[96 + 8 + j % 4], ld64_a2(b + 32 + two_bit_qs_offset(g)),
+            ld64_a2(b + 8 * (g % 4))};
+  }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    // 6-bit scale s + 32: low 4 bits in scales[j % 8] (low nibble for j < 8), high 2 bits at bit
+    // 2 (j / 4) of scales[8 + j % 4].
+    const int j = g / 2;
+    const int low = j < 8 ? int(r.scale_low & 15) : int(r.scale_low >> 4);
+    const int s = (low | int((r.scale_high >> (2 * (j / 4))) & 3) << 4) - 32;
+    const float dl = mul_rn(half_bits_to_float(r.d), float(s));
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int q = int((byte_of(r.qs, k) >> two_bit_shift(g)) & 3);
+      const bool high = (byte_of(r.hmask, k) >> (g / 4)) & 1;  // bit e / 32 of hmask[e % 32]
+      y[k] = mul_rn(dl, float(q - (high ? 0 : 4)));
+    }
+  }
+};
+
+// q4_K and q5_K's 6-bit scale and min of 32-value sub-block j (ggml's get_scale_min_k4) from the
+// three bytes it touches: scales[j < 4 ? j : j - 4], scales[j < 4 ? j + 4 : j], scales[j + 4].
+struct ScaleMinBytes { uint32_t a, b, c; };
+__device__ __forceinline__ ScaleMinBytes load_scale_min(const uint8_t* scales, int j) {
+  return j < 4 ? ScaleMinBytes{scales[j], scales[j + 4], 0} : ScaleMinBytes{scales[j - 4], scales[j], scales[j + 4]};
+}
+__device__ __forceinline__ void scale_min(const ScaleMinBytes& s, int j, float& scale, float& min) {
+  if (j < 4) {
+    scale = float(s.a & 63), min = float(s.b & 63);
+  } else {
+    scale = float((s.c & 15) | ((s.a >> 6) << 4)), min = float((s.c >> 4) | ((s.b >> 6) << 4));
+  }
+}
+
+struct Q4K {
+  static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockQ4K);  // 144: 16-byte aligned blocks
+  struct Raw { uint32_t dm; ScaleMinBytes sm; uint2 qs; };
+  static __device__ Raw load(const uint8_t* b, int g) {
+    const int j = g / 4;  // values of sub-block j: qs[32 (j / 2) + l], low nibble for even j
+    return {ld32(b), load_scale_min(b + 4, j), ld64(b + 16 + 32 * (j / 2) + 8 * (g % 4))};
+  }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    const int j = g / 4;
+    float s, m;
+    scale_min(r.sm, j, s, m);
+    const float dj = mul_rn(half_bits_to_float(r.dm), s), mj = mul_rn(half_bits_to_float(r.dm >> 16), m);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dj, float((byte_of(r.qs, k) >> (4 * (j % 2))) & 15)), mj);
+  }
+};
+
+struct Q5K {
+  static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockQ5K);  // 176: 16-byte aligned blocks
+  struct Raw { uint32_t dm; ScaleMinBytes sm; uint2 qs, qh; };
+  static __device__ Raw load(const uint8_t* b, int g) {
+    const int j = g / 4;
+    return {ld32(b), load_scale_min(b + 4, j), ld64(b + 48 + 32 * (j / 2) + 8 * (g % 4)), ld64(b + 16 + 8 * (g % 4))};
+  }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    const int j = g / 4;
+    float s, m;
+    scale_min(r.sm, j, s, m);
+    const float dj = mul_rn(half_bits_to_float(r.dm), s), mj = mul_rn(half_bits_to_float(r.dm >> 16), m);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {  // bit 4 of the code: bit j of qh[l]
+      const int q = int((byte_of(r.qs, k) >> (4 * (j % 2))) & 15) + int(((byte_of(r.qh, k) >> j) & 1) << 4);
+      y[k] = sub_rn(mul_rn(dj, float(q)), mj);
+    }
+  }
+};
+
+struct Q6K {
+  static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockQ6K);
+  struct Raw { uint32_t d, sc; uint2 ql, qh; };
+  // Value e (h = e / 128, k = (e % 128) / 32, l = e % 32): low 4 bits in ql[64h + 32 (k & 1) + l]
+  // (high nibble for k >= 2), high 2 bits at bit 2k of qh[32h + l].
+  static __device__ Raw load(const uint8_t* b, int g) {
+    const int h = g / 16, k = (g % 16) / 4, l0 = 8 * (g % 4);
+    return {ld16(b + 208), b[192 + g / 2], ld64_a2(b + 64 * h + 32 * (k & 1) + l0), ld64_a2(b + 128 + 32 * h + l0)};
+  }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    const int k = (g % 16) / 4;
+    const float ds = mul_rn(half_bits_to_float(r.d), float(int8_t(r.sc)));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int low = int((byte_of(r.ql, i) >> (4 * (k / 2))) & 15);
+      const int high = int((byte_of(r.qh, i) >> (2 * k)) & 3);
+      y[i] = mul_rn(ds, float((low | high << 4) - 32));
+    }
+  }
+};
+
+}  // namespace
+
+bool dequantize_ggml_kquants(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
+                             cudaStream_t stream) {
+  switch (type) {
+    case GgmlType::Q2_K: launch_dequantize_ggml<Q2K>(blocks, values, out_dtype, out, stream); return true;
+    case GgmlType::Q3_K: launch_dequantize_ggml<Q3K>(blocks, values, out_dtype, out, stream); return true;
+    case GgmlType::Q4_K: launch_dequantize_ggml<Q4K>(blocks, values, out_dtype, out, stream); return true;
+    case GgmlType::Q5_K: launch_dequantize_ggml<Q5K>(blocks, values, out_dtype, out, stream); return true;
+    case GgmlType::Q6_K: launch_dequantize_ggml<Q6K>(blocks, values, out_dtype, out, stream); return true;
+    default: return false;
+  }
+}
+
+}  // namespace lowbit::cuda::detail

@@ -1,0 +1,91 @@
+// ggml's 32-value block types on the GPU: dequantize q4_0, q4_1, q5_0, q5_1 and q8_0 as
+// lowbit::ggml::dequantize_row_* does (layouts: include/lowbit/formats/ggml_legacy.h).
+// A block has 4 groups of 8 values: group g = values [8g, 8g + 8).
+#include "ggml_dequantize.cuh"
+#include "lowbit/formats/ggml_legacy.h"
+
+namespace lowbit::cuda::detail {
+namespace {
+
+// Nibble-packed types: values j < 16 in the low nibbles of qs[j], j + 16 in the high nibbles, so
+// group g reads qs[8 (g % 2) ..] and takes the low (g < 2) or high (g >= 2) nibbles.
+__device__ __forceinline__ int nibble_shift(int g) { return g >= 2 ? 4 : 0; }
+__device__ __forceinline__ int qs_offset(int g) { return 8 * (g % 2); }
+
+struct Q4_0 {
+  static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockQ4_0);
+  struct Raw { uint32_t d; uint2 qs; };
+  static __device__ Raw load(const uint8_t* b, int g) { return {ld16(b), ld64_a2(b + 2 + qs_offset(g))}; }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    const float d = half_bits_to_float(r.d);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) y[k] = mul_rn(float(int((byte_of(r.qs, k) >> nibble_shift(g)) & 15) - 8), d);
+  }
+};
+
+struct Q4_1 {
+  static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockQ4_1);
+  struct Raw { uint32_t dm; uint2 qs; };  // dm: d in the low half, m in the high half
+  static __device__ Raw load(const uint8_t* b, int g) { return {ld32(b), ld64_a4(b + 4 + qs_offset(g))}; }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    const float d = half_bits_to_float(r.dm), m = half_bits_to_float(r.dm >> 16);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) y[k] = add_rn(mul_rn(float((byte_of(r.qs, k) >> nibble_shift(g)) & 15), d), m);
+  }
+};
+
+// 5-bit types: bit 4 of value e is bit e of qh.
+struct Q5_0 {
+  static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockQ5_0);
+  struct Raw { uint32_t d, qh; uint2 qs; };
+  static __device__ Raw load(const uint8_t* b, int g) { return {ld16(b), ld32_a2(b + 2), ld64_a2(b + 6 + qs_offset(g))}; }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    const float d = half_bits_to_float(r.d);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int q = int((byte_of(r.qs, k) >> nibble_shift(g)) & 15) | int(((r.qh >> (8 * g + k)) & 1) << 4);
+      y[k] = mul_rn(float(q - 16), d);
+    }
+  }
+};
+
+struct Q5_1 {
+  static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockQ5_1);
+  struct Raw { uint32_t dm, qh; uint2 qs; };
+  static __device__ Raw load(const uint8_t* b, int g) { return {ld32(b), ld32(b + 4), ld64(b + 8 + qs_offset(g))}; }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    const float d = half_bits_to_float(r.dm), m = half_bits_to_float(r.dm >> 16);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int q = int((byte_of(r.qs, k) >> nibble_shift(g)) & 15) | int(((r.qh >> (8 * g + k)) & 1) << 4);
+      y[k] = add_rn(mul_rn(float(q), d), m);
+    }
+  }
+};
+
+struct Q8_0 {
+  static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockQ8_0);
+  struct Raw { uint32_t d; uint2 qs; };
+  static __device__ Raw load(const uint8_t* b, int g) { return {ld16(b), ld64_a2(b + 2 + 8 * g)}; }
+  static __device__ void decode(const Raw& r, int, float (&y)[8]) {
+    const float d = half_bits_to_float(r.d);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) y[k] = mul_rn(float(int8_t(byte_of(r.qs, k))), d);
+  }
+};
+
+}  // namespace
+
+bool dequantize_ggml_legacy(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
+                            cudaStream_t stream) {
+  switch (type) {
+    case GgmlType::Q4_0: launch_dequantize_ggml<Q4_0>(blocks, values, out_dtype, out, stream); return true;
+    case GgmlType::Q4_1: launch_dequantize_ggml<Q4_1>(blocks, values, out_dtype, out, stream); return true;
+    case GgmlType::Q5_0: launch_dequantize_ggml<Q5_0>(blocks, values, out_dtype, out, stream); return true;
+    case GgmlType::Q5_1: launch_dequantize_ggml<Q5_1>(blocks, values, out_dtype, out, stream); return true;
+    case GgmlType::Q8_0: launch_dequantize_ggml<Q8_0>(blocks, values, out_dtype, out, stream); return true;
+    default: return false;
+  }
+}
+
+}  // namespace lowbit::cuda::detail

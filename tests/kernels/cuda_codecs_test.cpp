@@ -1,0 +1,290 @@
+// The GPU codecs give the CPU codecs' bytes: every kernel of include/lowbit/kernels/cuda/codecs.h on
+// fresh heavy-tailed random data (a new seed each run, printed), outputs poisoned with 0xFF before
+// every launch, compared bit for bit. Skips on machines without a GPU (CI); run on the device
+// machine by scripts/device-check.sh.
+#include <gtest/gtest.h>
+
+#ifdef LOWBIT_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "lowbit/core/convert.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/tensor.h"
+#include "lowbit/formats/bnb_4bit.h"
+#include "lowbit/formats/bnb_int8.h"
+#include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/kernels/cuda/codecs.h"
+#include "lowbit/kernels/cuda/device.h"
+
+namespace lowbit {
+namespace {
+
+// Device memory filled with 0xFF, so an element the kernel does not write shows as a mismatch.
+struct DeviceBytes {
+  void* ptr = nullptr;
+  size_t size = 0;
+  explicit DeviceBytes(size_t n) : size(n) {
+    EXPECT_EQ(cudaMalloc(&ptr, n + 16), cudaSuccess);
+    poison();
+  }
+  ~DeviceBytes() { cudaFree(ptr); }
+  void poison() { EXPECT_EQ(cudaMemset(ptr, 0xFF, size + 16), cudaSuccess); }
+  template <class T>
+  T* as(size_t byte_offset = 0) { return reinterpret_cast<T*>(static_cast<std::byte*>(ptr) + byte_offset); }
+  void upload(const void* src, size_t n) { ASSERT_EQ(cudaMemcpy(ptr, src, n, cudaMemcpyHostToDevice), cudaSuccess); }
+  std::vector<std::byte> download(size_t n, size_t byte_offset = 0) {
+    std::vector<std::byte> out(n);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(out.data(), as<std::byte>(byte_offset), n, cudaMemcpyDeviceToHost), cudaSuccess);
+    return out;
+  }
+};
+
+template <class T>
+std::vector<std::byte> bytes_of(const T* data, size_t count) {
+  const auto* p = reinterpret_cast<const std::byte*>(data);
+  return {p, p + count * sizeof(T)};
+}
+
+// Index of the first differing element of `element_size` bytes, or -1.
+int64_t first_mismatch(const std::vector<std::byte>& a, const std::vector<std::byte>& b, size_t element_size) {
+  if (a.size() != b.size()) return 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] != b[i]) return int64_t(i / element_size);
+  return -1;
+}
+
+#define EXPECT_SAME_BYTES(cpu, gpu, element_size, what) \
+  EXPECT_EQ(first_mismatch(cpu, gpu, element_size), -1) << (what) << ": first differing element"
+
+std::mt19937_64& rng() {
+  static std::mt19937_64 engine = [] {
+    const uint64_t seed = std::random_device{}();
+    std::printf("cuda codecs test seed %llu\n", static_cast<unsigned long long>(seed));
+    return std::mt19937_64(seed);
+  }();
+  return engine;
+}
+
+// Student-t (3 degrees of freedom) times a random per-tensor scale: heavy tails, outliers, signs.
+std::vector<float> heavy_tailed(size_t n) {
+  std::student_t_distribution<float> t(3.0f);
+  std::uniform_real_distribution<float> log_scale(-8.0f, 4.0f);
+  const float scale = std::exp2(log_scale(rng()));
+  std::vector<float> x(n);
+  // Clamped inside f16's range, so every dtype holds finite values (the CPU codecs reject Inf).
+  for (float& v : x) v = std::clamp(t(rng()) * scale, -60000.0f, 60000.0f);
+  return x;
+}
+
+// The values in `dtype`, and the float32 values the CPU codecs then see.
+Tensor as_dtype(const std::vector<float>& x, DType dtype) {
+  Tensor t(dtype, {int64_t(x.size())});
+  convert_from_f32(x.data(), dtype, t.buffer.data(), x.size());
+  return t;
+}
+
+bool has_gpu() { return !cuda::devices().empty(); }
+
+constexpr DType kFloatTypes[] = {DType::f32, DType::f16, DType::bf16};
+
+// ---- bitsandbytes 4-bit ----
+
+struct Bnb4bitCase {
+  int64_t n, blocksize;
+};
+// Odd lengths, tails shorter than a block, blocks wider than a thread block, several nested blocks.
+constexpr Bnb4bitCase kBnb4bitCases[] = {{1, 64},     {7, 32},       {1001, 64},      {20483, 128},
+                                         {65537, 4096}, {300001, 256}, {1 << 20, 64}, {262144 + 40, 2048}};
+
+TEST(CudaCodecs, Bnb4bitQuantizeMatchesCpu) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const auto& c : kBnb4bitCases)
+    for (bnb::QuantType type : {bnb::QuantType::nf4, bnb::QuantType::fp4})
+      for (DType dtype : kFloatTypes) {
+        const std::string what = std::string(bnb::quant_type_name(type)) + " " + std::string(dtype_name(dtype)) +
+                                 " n=" + std::to_string(c.n) + " blocksize=" + std::to_string(c.blocksize);
+        std::vector<float> x = heavy_tailed(size_t(c.n));
+        if (c.n > 3 * c.blocksize) std::fill_n(x.begin() + c.blocksize, c.blocksize, 0.0f);  // one all-zero block
+        const Tensor input = as_dtype(x, dtype);
+        const int64_t blocks = (c.n + c.blocksize - 1) / c.blocksize, bytes = (c.n + 1) / 2;
+        DeviceBytes d_in{input.buffer.size()}, d_packed{size_t(bytes)}, d_absmax{size_t(blocks) * 4};
+        DeviceBytes d_codes{size_t(blocks)}, d_nested{size_t((blocks + 255) / 256) * 4}, d_offset{4};
+        d_in.upload(input.buffer.data(), input.buffer.size());
+        const cuda::Quantized4bitBuffers out{d_packed.as<uint8_t>(), d_absmax.as<float>(), d_codes.as<uint8_t>(),
+                                             d_nested.as<float>(), d_offset.as<float>()};
+        cuda::quantize_4bit(type, dtype, d_in.ptr, c.n, c.blocksize, true, out, nullptr);
+        float gpu_offset = 0.0f;
+        std::memcpy(&gpu_offset, d_offset.download(4).data(), 4);
+
+        const bnb::Bnb4bitQuantized cpu =
+            bnb::quantize_4bit(input.view(), {.quant_type = type, .blocksize = c.blocksize, .double_quant = false});
+        EXPECT_SAME_BYTES(bytes_of(cpu.packed.data(), cpu.packed.size()), d_packed.download(size_t(bytes)), 1,
+                          what + " packed");
+        EXPECT_SAME_BYTES(bytes_of(cpu.state.absmax.data(), cpu.state.absmax.size()), d_absmax.download(size_t(blocks) * 4),
+                          4, what + " absmax");
+        // The offset: the float nearest the mean on both sides (see mean_to_nearest_float in codecs.h);
+        // the nested codes are compared given the GPU's offset.
+        EXPECT_EQ(gpu_offset, bnb::mean_to_nearest_float(cpu.state.absmax)) << what << " offset";
+        const bnb::NestedAbsmax nested = bnb::quantize_absmax_nested(cpu.state.absmax, gpu_offset);
+        EXPECT_SAME_BYTES(bytes_of(nested.codes.data(), nested.codes.size()), d_codes.download(size_t(blocks)), 1,
+                          what + " nested codes");
+        EXPECT_SAME_BYTES(bytes_of(nested.nested_absmax.data(), nested.nested_absmax.size()),
+                          d_nested.download(nested.nested_absmax.size() * 4), 4, what + " nested absmax");
+      }
+}
+
+TEST(CudaCodecs, Bnb4bitDequantizeMatchesCpu) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const auto& c : kBnb4bitCases)
+    for (bnb::QuantType type : {bnb::QuantType::nf4, bnb::QuantType::fp4})
+      for (bool double_quant : {false, true}) {
+        const Tensor input = as_dtype(heavy_tailed(size_t(c.n)), DType::f32);
+        const bnb::Bnb4bitQuantized q = bnb::quantize_4bit(
+            input.view(), {.quant_type = type, .blocksize = c.blocksize, .double_quant = double_quant});
+        DeviceBytes d_packed(q.packed.size()), d_absmax(q.state.absmax.size() * 4 + 4), d_codes{size_t(q.state.blocks())};
+        DeviceBytes d_nested(double_quant ? q.state.nested->nested_absmax.size() * 4 : 4), d_offset(4);
+        d_packed.upload(q.packed.data(), q.packed.size());
+        if (double_quant) {
+          d_codes.upload(q.state.nested->codes.data(), q.state.nested->codes.size());
+          d_nested.upload(q.state.nested->nested_absmax.data(), d_nested.size);
+          d_offset.upload(&q.state.nested->offset, 4);
+        } else {
+          d_absmax.upload(q.state.absmax.data(), q.state.absmax.size() * 4);
+        }
+        for (DType out_dtype : kFloatTypes)
+          for (size_t misalign : {size_t(0), dtype_size(out_dtype)}) {  // one element off: the scalar path
+            if (misalign && c.n > 100000) continue;
+            const std::string what = std::string(bnb::quant_type_name(type)) + (double_quant ? "+dq" : "") + " -> " +
+                                     std::string(dtype_name(out_dtype)) + " n=" + std::to_string(c.n) +
+                                     " blocksize=" + std::to_string(c.blocksize) + (misalign ? " unaligned" : "");
+            const Tensor cpu = bnb::dequantize_4bit(q.packed, q.state, out_dtype);
+            DeviceBytes d_out(cpu.buffer.size() + misalign);
+            void* out = d_out.as<std::byte>(misalign);
+            if (double_quant)
+              cuda::dequantize_4bit(type, d_packed.as<uint8_t>(),
+                                    cuda::NestedScales{d_codes.as<uint8_t>(), d_nested.as<float>(), d_offset.as<float>()},
+                                    c.n, c.blocksize, out_dtype, out, nullptr);
+            else
+              cuda::dequantize_4bit(type, d_packed.as<uint8_t>(), d_absmax.as<float>(), c.n, c.blocksize, out_dtype, out,
+                                    nullptr);
+            EXPECT_SAME_BYTES(bytes_of(cpu.buffer.data(), cpu.buffer.size()), d_out.download(cpu.buffer.size(), misalign),
+                              dtype_size(out_dtype), what);
+            // Nothing written past the end: the 0xFF guard bytes are intact.
+            const auto guard = d_out.download(16, cpu.buffer.size() + misalign);
+            EXPECT_EQ(guard, std::vector<std::byte>(16, std::byte{0xFF})) << what << " wrote past the end";
+          }
+      }
+}
+
+// ---- bitsandbytes int8 row-wise ----
+
+TEST(CudaCodecs, Int8RowwiseMatchesCpu) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  struct Shape2 { int64_t rows, cols; };
+  for (const Shape2 s : {Shape2{1, 1}, Shape2{3, 17}, Shape2{5, 64}, Shape2{129, 1000}, Shape2{64, 4096}, Shape2{300, 2056}})
+    for (DType dtype : kFloatTypes) {
+      const std::string what = std::string(dtype_name(dtype)) + " " + std::to_string(s.rows) + "x" + std::to_string(s.cols);
+      std::vector<float> x = heavy_tailed(size_t(s.rows * s.cols));
+      if (s.rows > 2) std::fill_n(x.begin() + s.cols, s.cols, 0.0f);  // a zero row: codes 0, SCB 0
+      Tensor input = as_dtype(x, dtype);
+      input.shape = {s.rows, s.cols};
+      const bnb::Int8RowwiseQuantized cpu = bnb::quantize_int8_rowwise(input.view(), 0.0f);
+      DeviceBytes d_in{input.buffer.size()}, d_cb{size_t(s.rows * s.cols)}, d_scb{size_t(s.rows) * 4};
+      d_in.upload(input.buffer.data(), input.buffer.size());
+      cuda::quantize_int8_rowwise(dtype, d_in.ptr, s.rows, s.cols, d_cb.as<int8_t>(), d_scb.as<float>(), nullptr);
+      EXPECT_SAME_BYTES(bytes_of(cpu.cb.data(), cpu.cb.size()), d_cb.download(cpu.cb.size()), 1, what + " CB");
+      EXPECT_SAME_BYTES(bytes_of(cpu.scb.data(), cpu.scb.size()), d_scb.download(cpu.scb.size() * 4), 4, what + " SCB");
+
+      const Tensor cpu_f32 = bnb::dequantize_int8_rowwise(cpu);
+      for (DType out_dtype : kFloatTypes) {
+        std::vector<std::byte> expected(cpu_f32.buffer.size() / 4 * dtype_size(out_dtype));
+        convert_from_f32(reinterpret_cast<const float*>(cpu_f32.buffer.data()), out_dtype, expected.data(),
+                         size_t(s.rows * s.cols));
+        DeviceBytes d_out(expected.size());
+        cuda::dequantize_int8_rowwise(d_cb.as<int8_t>(), d_scb.as<float>(), s.rows, s.cols, out_dtype, d_out.ptr,
+                                      nullptr);
+        EXPECT_SAME_BYTES(expected, d_out.download(expected.size()), dtype_size(out_dtype),
+                          what + " dequantize -> " + std::string(dtype_name(out_dtype)));
+      }
+    }
+}
+
+// ---- ggml ----
+
+// Byte offsets of each type's fp16 fields, made finite in random blocks (NaN payloads would differ).
+std::vector<int> half_fields(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};
+    case GgmlType::Q2_K: return {80, 82};
+    case GgmlType::Q3_K: return {108};
+    case GgmlType::Q6_K: return {208};
+    default: return {0};
+  }
+}
+
+constexpr GgmlType kGgmlTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                                   GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+TEST(CudaCodecs, GgmlDequantizeMatchesCpu) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  struct Shape2 { int64_t rows, cols; };
+  for (GgmlType type : kGgmlTypes) {
+    ASSERT_TRUE(cuda::has_ggml_dequantize(type));
+    const GgmlTypeInfo& info = ggml_type_info(type);
+    for (const Shape2 s : {Shape2{1, 256}, Shape2{3, 768}, Shape2{17, 4096}, Shape2{256, 2816}})
+      for (bool random_bytes : {false, true}) {  // blocks from the CPU quantizer, or any bit pattern
+        const size_t row_bytes = ggml_row_bytes(type, s.cols), total = row_bytes * size_t(s.rows);
+        std::vector<uint8_t> blocks(total);
+        if (random_bytes) {
+          for (uint8_t& b : blocks) b = uint8_t(rng()());
+          for (size_t block = 0; block < total / info.block_bytes; ++block)
+            for (int field : half_fields(type)) {
+              uint8_t& high = blocks[block * info.block_bytes + size_t(field) + 1];
+              if ((high & 0x7c) == 0x7c) high &= uint8_t(~0x04);  // exponent 31 (Inf/NaN) -> 30
+            }
+        } else {
+          const std::vector<float> x = heavy_tailed(size_t(s.rows * s.cols));
+          quantize_rows(type, x.data(), s.rows, s.cols, nullptr, blocks.data());
+        }
+        std::vector<float> cpu(size_t(s.rows * s.cols));
+        dequantize_rows(type, blocks.data(), s.rows, s.cols, cpu.data());
+        DeviceBytes d_blocks(total);
+        d_blocks.upload(blocks.data(), total);
+        for (DType out_dtype : kFloatTypes)
+          for (size_t misalign : {size_t(0), dtype_size(out_dtype)}) {  // one element off: the scalar path
+            const std::string what = std::string(info.name) + " -> " + std::string(dtype_name(out_dtype)) + " " +
+                                     std::to_string(s.rows) + "x" + std::to_string(s.cols) +
+                                     (random_bytes ? " random bytes" : " quantized") + (misalign ? " unaligned" : "");
+            std::vector<std::byte> expected(cpu.size() * dtype_size(out_dtype));
+            convert_from_f32(cpu.data(), out_dtype, expected.data(), cpu.size());
+            DeviceBytes d_out(expected.size() + misalign);
+            cuda::dequantize_ggml(type, d_blocks.ptr, s.rows, s.cols, out_dtype, d_out.as<std::byte>(misalign), nullptr);
+            EXPECT_SAME_BYTES(expected, d_out.download(expected.size(), misalign), dtype_size(out_dtype), what);
+          }
+      }
+  }
+}
+
+TEST(CudaCodecs, RejectsBadArguments) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  EXPECT_THROW(cuda::dequantize_ggml(GgmlType::Q4_K, nullptr, 1, 100, DType::f32, nullptr, nullptr), Error);
+  EXPECT_THROW(cuda::dequantize_ggml(GgmlType::IQ2_XXS, nullptr, 1, 256, DType::f32, nullptr, nullptr), Error);
+  EXPECT_THROW(cuda::dequantize_4bit(bnb::QuantType::nf4, nullptr, static_cast<const float*>(nullptr), 64, 48,
+                                     DType::f32, nullptr, nullptr),
+               Error);
+  EXPECT_THROW(cuda::quantize_4bit(bnb::QuantType::nf4, DType::i8, nullptr, 64, 64, nullptr, nullptr, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace lowbit
+#else
+TEST(CudaCodecs, NotBuilt) { GTEST_SKIP() << "lowbit was built without CUDA (LOWBIT_CUDA=OFF)"; }
+#endif
