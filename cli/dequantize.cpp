@@ -21,7 +21,7 @@ void add_dequantize_command(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("IN", o->input, "A .gguf file, or a bitsandbytes checkpoint (directory or .safetensors)")->required();
-  cmd->add_option("-o,--output", o->output, "OUT.gguf or OUT.safetensors for a GGUF input; a directory or .safetensors for bitsandbytes")->required();
+  cmd->add_option("-o,--output", o->output, "OUT.gguf, OUT.safetensors or a Hugging Face directory for a GGUF input; a directory or .safetensors for bitsandbytes")->required();
   cmd->add_option("--dtype", o->dtype, "f32, f16 or bf16 (default: GGUF f32; bitsandbytes each weight's recorded dtype)");
   add_common_options(*cmd, o->common);
   cmd->callback([o] {
@@ -36,7 +36,9 @@ void add_dequantize_command(CLI::App& app) {
     std::string summary;
     if (std::filesystem::path(o->input).extension() == ".gguf") {
       const auto source = ModelSource::open(o->input);
-      const auto r = dequantize_gguf(*source, o->output, dtype.value_or(DType::f32), progress);
+      const auto ext = std::filesystem::path(o->output).extension();
+      const auto r = ext == ".gguf" || ext == ".safetensors" ? dequantize_gguf(*source, o->output, dtype.value_or(DType::f32), progress)
+                                                             : export_gguf_to_hf(*source, o->output, dtype.value_or(DType::f32), progress);
       j["tensors"] = r.tensors.size();
       j["bytes_out"] = r.bytes;
       j["seconds"] = r.seconds;

@@ -12,6 +12,8 @@
 
 #include "formats/ggml_dequant_avx512.h"
 
+#include <cstring>
+
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
 #include "lowbit/formats/ggml_kquants.h"
@@ -57,6 +59,42 @@ LOWBIT_AVX512 void dequantize_q4_1_blocks(const void* in, float* y, int64_t bloc
     const __m512i q = load16_u8(b[i].qs);
     _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(low_nibbles(q)), d), m));
     _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(high_nibbles(q)), d), m));
+  }
+}
+
+// q5_0 / q5_1: bit 4 of value j's code is bit j of the little-endian 32-bit qh.
+LOWBIT_AVX512 inline void five_bit_codes(const uint8_t* qs, const uint8_t* qh, __m512i& low, __m512i& high) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i low_bit4 = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int32_t(bits)), lane), one);
+  const __m512i high_bit4 = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int32_t(bits >> 16)), lane), one);
+  const __m512i q = load16_u8(qs);
+  low = _mm512_or_si512(low_nibbles(q), _mm512_slli_epi32(low_bit4, 4));
+  high = _mm512_or_si512(high_nibbles(q), _mm512_slli_epi32(high_bit4, 4));
+}
+
+LOWBIT_AVX512 void dequantize_q5_0_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockQ5_0*>(in);
+  const __m512i sixteen = _mm512_set1_epi32(16);
+  for (int64_t i = 0; i < blocks; ++i, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16_to_f32(b[i].d));
+    __m512i low, high;
+    five_bit_codes(b[i].qs, b[i].qh, low, high);
+    _mm512_storeu_ps(y, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(low, sixteen)), d));
+    _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(high, sixteen)), d));
+  }
+}
+
+LOWBIT_AVX512 void dequantize_q5_1_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockQ5_1*>(in);
+  for (int64_t i = 0; i < blocks; ++i, y += 32) {
+    const __m512 d = _mm512_set1_ps(f16_to_f32(b[i].d)), m = _mm512_set1_ps(f16_to_f32(b[i].m));
+    __m512i low, high;
+    five_bit_codes(b[i].qs, b[i].qh, low, high);
+    _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(low), d), m));
+    _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(high), d), m));
   }
 }
 
@@ -114,8 +152,8 @@ LOWBIT_AVX512 void dequantize_q5_K_blocks(const void* in, float* y, int64_t bloc
     dequantize_scale_min_block<true>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs, b[i].qh, y);
 }
 
-constexpr DequantVectorKernels kAvx512Kernels = {dequantize_q4_0_blocks, dequantize_q4_1_blocks,
-                                                 dequantize_q8_0_blocks, dequantize_q4_K_blocks,
+constexpr DequantVectorKernels kAvx512Kernels = {dequantize_q4_0_blocks, dequantize_q4_1_blocks, dequantize_q5_0_blocks,
+                                                 dequantize_q5_1_blocks, dequantize_q8_0_blocks, dequantize_q4_K_blocks,
                                                  dequantize_q5_K_blocks};
 
 }  // namespace

@@ -385,11 +385,12 @@ void quantize_row_q3_K(const float* x, void* blocks, int64_t n, const float* qua
     for (int64_t i = 0; i < super_blocks; ++i) quantize_block_q3_weighted(x + kQK * i, quant_weights + kQK * i, y[i]);
     return;
   }
-  // Step 1 for two super-blocks at a time: their 32 sub-block searches run side by side.
-  int8_t codes[2 * kQK];
-  float scales[32];
-  for (int64_t i = 0; i < super_blocks; i += 2) {
-    const int count = int(std::min<int64_t>(2, super_blocks - i));
+  // Step 1 for several super-blocks at a time: their sub-block searches run side by side.
+  constexpr int kRun = ggml_search::kRefinedGroupsPerCall / 16;
+  int8_t codes[kRun * kQK];
+  float scales[kRun * 16];
+  for (int64_t i = 0; i < super_blocks; i += kRun) {
+    const int count = int(std::min<int64_t>(kRun, super_blocks - i));
     fit_signed_scale_refined_groups(16 * count, 16, 4, x + kQK * i, codes, scales);
     for (int k = 0; k < count; ++k) finish_block_q3(x + kQK * (i + k), scales + 16 * k, codes + kQK * k, y[i + k]);
   }
@@ -439,10 +440,16 @@ void dequantize_row_q3_K(const void* blocks, float* y, int64_t n) {
     const float d_all = f16_to_f32(x[i].d);
     float dl[16];
     for (int j = 0; j < 16; ++j) dl[j] = d_all * float(unpack_q3_scale(x[i].scales, j));
-    for (int e = 0; e < kQK; ++e) {
-      const int low = (x[i].qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-      const bool high = x[i].hmask[e % 32] & (1 << (e / 32));
-      y[e] = dl[e / 16] * float(low - (high ? 0 : 4));
+    // Per 16-value sub-block, contiguous bytes of qs and hmask: a loop the compiler vectorises.
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t* q = x[i].qs + 32 * (j / 8) + 16 * (j % 2);
+      const uint8_t* hm = x[i].hmask + 16 * (j % 2);
+      const int shift = 2 * ((j % 8) / 2), high_bit = j / 2;
+      for (int l = 0; l < 16; ++l) {
+        const int low = (q[l] >> shift) & 3;
+        const int missing_high = ((hm[l] >> high_bit) & 1) ? 0 : 4;
+        y[16 * j + l] = dl[j] * float(low - missing_high);
+      }
     }
   }
 }

@@ -130,10 +130,12 @@ void requantize_groups(int count, int n, const float* x, const float* offsets, c
 }
 
 void fit_signed_scale_refined_groups(int count, int n, int nmax, const float* x, int8_t* codes, float* scales) {
-  const LaneKernels* lanes = lane_kernels();
-  for (int g = 0; g < count; g += lanes ? 2 * kLanes : 1) {
+  const LaneKernels* lanes = n == 16 ? lane_kernels() : nullptr;  // the lane kernel takes 16-value groups
+  for (int g = 0; g < count; g += lanes ? kRefinedGroupsPerCall : 1) {
     const size_t at = size_t(n) * size_t(g);
-    if (lanes) lanes->fit_signed_scale_refined(std::min(2 * kLanes, count - g), n, nmax, x + at, codes + at, scales + g);
+    if (lanes)
+      lanes->fit_signed_scale_refined(std::min(kRefinedGroupsPerCall, count - g), n, nmax, x + at, codes + at,
+                                      scales + g);
     else scales[g] = fit_signed_scale_refined(n, nmax, x + at, codes + at);
   }
 }

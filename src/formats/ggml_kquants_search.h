@@ -58,9 +58,11 @@ float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const 
 
 // ---- candidate batches ----
 // fit_signed_scale and the iq4 search try many scales whose sums do not depend on one another; for a
-// single group they are evaluated up to kBatch at a time, by the scalar loops in ggml_kquants_search.cpp or, when the CPU has AVX-512, one
-// candidate per vector lane (ggml_kquants_search_avx512.cpp). Each lane keeps ggml's sequential order
-// over the values, so both give the same bits; the choice among candidates stays scalar and in order.
+// single group they are evaluated up to kBatch at a time, by the scalar loops in ggml_kquants_search.cpp
+// or, when the CPU has AVX-512, one candidate per vector lane (ggml_kquants_search_avx512.cpp). Each
+// lane keeps ggml's sequential order over the values, so both give the same bits; the choice among
+// candidates stays scalar and in order. (Quantizers call the *_groups functions below, which run many
+// groups side by side instead; the batches serve single-group calls.)
 inline constexpr int kBatch = 16;
 
 // For candidates c < count: l = clamp(round(iscales[c]*x[i]), -nmax, nmax-1); sumlx[c] = sum (w*x)*l,
@@ -95,6 +97,7 @@ bool vector_kernels_enabled();
 // follows ggml's sequential search step by step, so no candidate is ever evaluated twice and the bytes
 // are those of the one-group functions, which run in turn otherwise.
 inline constexpr int kLanes = 16;
+inline constexpr int kRefinedGroupsPerCall = 16 * kLanes;  // q3_K: 16 super-blocks' sub-blocks at once
 
 void search_scale_and_min_groups(int count, int n, int nmax, const float* x, const float* weights, uint8_t* codes,
                                  float* scales, float* mins, float rmin, float rdelta, int nstep,
@@ -109,7 +112,7 @@ void fit_signed_scale_refined_groups(int count, int n, int nmax, const float* x,
 void requantize_groups(int count, int n, const float* x, const float* offsets, const float* divisors, int lo, int hi,
                        int bias, uint8_t* codes);
 
-// At most kLanes groups per call (fit_signed_scale_refined: 2*kLanes), n <= 32
+// At most kLanes groups per call (fit_signed_scale_refined: kRefinedGroupsPerCall groups of n = 16), n <= 32
 // (ggml_kquants_search_lanes_avx512.cpp); requantize: any count.
 struct LaneKernels {
   void (*search_scale_and_min)(int count, int n, int nmax, const float* x, const float* weights, uint8_t* codes,

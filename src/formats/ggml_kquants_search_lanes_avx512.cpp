@@ -89,7 +89,8 @@ LOWBIT_AVX512 void store_transposed(int count, int n, const __m512i* lanes, Code
     for (int i = 0; i < 16; ++i) rows[i] = _mm512_castsi512_ps(lanes[column + i]);
     transpose16x16(rows);
     for (int g = 0; g < count; ++g)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + n * g + column), _mm512_cvtepi32_epi8(_mm512_castps_si512(rows[g])));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + n * g + column),
+                       _mm512_cvtepi32_epi8(_mm512_castps_si512(rows[g])));
   }
 }
 
@@ -134,7 +135,8 @@ LOWBIT_AVX512 void search_scale_and_min_lanes(int count, int n, int nmax, const 
   __m512 scale = _mm512_div_ps(_mm512_set1_ps(1.f), iscale);
   __m512 best_error = zero;
   for (int i = 0; i < n; ++i) {
-    const __m512 l = _mm512_cvtepi32_ps(clamp16(round_nearest_even16(_mm512_mul_ps(iscale, _mm512_sub_ps(x[i], min))), lo, hi));
+    const __m512 l =
+        _mm512_cvtepi32_ps(clamp16(round_nearest_even16(_mm512_mul_ps(iscale, _mm512_sub_ps(x[i], min))), lo, hi));
     const __m512 diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, l), min), x[i]);
     best_error = _mm512_add_ps(best_error, _mm512_mul_ps(w[i], error16(diff, use_abs_error)));
   }
@@ -249,87 +251,198 @@ LOWBIT_AVX512 void fit_signed_scale_lanes(int count, int n, int nmax, const floa
 
 // ---- fit_signed_scale_refined (make_q3_quants with do_rmse) ----
 
-// 16 groups in coordinate descent, one per lane.
-struct RefineLanes {
-  int count;
-  __m512 x[kMaxValues], w[kMaxValues], wx[kMaxValues], codes[kMaxValues];
-  __m512 sumlx, suml2;
-  __mmask16 all_zero, active, changed;
+// The descent of up to kRefinedGroupsPerCall groups of 16 values, one group per lane. Row i of each
+// array holds value (or code) i of every group; lanes 16m..16m+15 form "set" m, one vector. Rows have
+// 16 spare lanes so a compacted set may be stored past the last one.
+constexpr int kRefineValues = 16;
+constexpr int kRefineLanes = kRefinedGroupsPerCall;
+constexpr int kRefineSets = kRefineLanes / kLanes;
+
+struct RefineState {
+  alignas(64) float x[kRefineValues][kRefineLanes + kLanes];
+  alignas(64) float w[kRefineValues][kRefineLanes + kLanes];   // x^2
+  alignas(64) float wx[kRefineValues][kRefineLanes + kLanes];  // x^2 * x
+  alignas(64) float codes[kRefineValues][kRefineLanes + kLanes];
+  alignas(64) float sumlx[kRefineLanes + kLanes];
+  alignas(64) float suml2[kRefineLanes + kLanes];
+  __mmask16 active[kRefineSets], changed[kRefineSets];
 };
 
-LOWBIT_AVX512 inline void refine_start(int count, int n, int nmax, const float* x_groups, RefineLanes& s) {
-  s.count = count;
-  load_transposed(count, n, x_groups, s.x);
+// Set m from the groups: initial codes from the scale that maps the extreme to -nmax, and their sums.
+LOWBIT_AVX512 void refine_start(int count, int m, int nmax, const float* x_groups, RefineState& s,
+                                __mmask16& all_zero) {
+  __m512 x[kRefineValues];
+  load_transposed(count, kRefineValues, x_groups, x);
   __m512 extreme, magnitude;
-  signed_extremes(n, s.x, extreme, magnitude);
-  s.all_zero = _mm512_cmp_ps_mask(magnitude, _mm512_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
+  signed_extremes(kRefineValues, x, extreme, magnitude);
+  all_zero = _mm512_cmp_ps_mask(magnitude, _mm512_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
   const __m512i lo = _mm512_set1_epi32(-nmax), hi = _mm512_set1_epi32(nmax - 1);
   const __m512 iscale = _mm512_div_ps(_mm512_set1_ps(float(-nmax)), extreme);
-  s.sumlx = s.suml2 = _mm512_setzero_ps();
-  for (int i = 0; i < n; ++i) {
-    s.codes[i] = _mm512_cvtepi32_ps(clamp16(round_nearest_even16(_mm512_mul_ps(iscale, s.x[i])), lo, hi));
-    s.w[i] = _mm512_mul_ps(s.x[i], s.x[i]);
-    s.wx[i] = _mm512_mul_ps(s.w[i], s.x[i]);
-    s.sumlx = _mm512_add_ps(s.sumlx, _mm512_mul_ps(s.wx[i], s.codes[i]));                          // (w*x)*l
-    s.suml2 = _mm512_add_ps(s.suml2, _mm512_mul_ps(_mm512_mul_ps(s.w[i], s.codes[i]), s.codes[i]));  // (w*l)*l
+  __m512 sumlx = _mm512_setzero_ps(), suml2 = _mm512_setzero_ps();
+  const int at = kLanes * m;
+  for (int i = 0; i < kRefineValues; ++i) {
+    const __m512 l = _mm512_cvtepi32_ps(clamp16(round_nearest_even16(_mm512_mul_ps(iscale, x[i])), lo, hi));
+    const __m512 w = _mm512_mul_ps(x[i], x[i]);
+    const __m512 wx = _mm512_mul_ps(w, x[i]);
+    sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx, l));                     // (w*x)*l
+    suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w, l), l));  // (w*l)*l
+    _mm512_store_ps(s.x[i] + at, x[i]);
+    _mm512_store_ps(s.w[i] + at, w);
+    _mm512_store_ps(s.wx[i] + at, wx);
+    _mm512_store_ps(s.codes[i] + at, l);
   }
-  s.active = __mmask16(~s.all_zero & ((1u << count) - 1));
+  _mm512_store_ps(s.sumlx + at, sumlx);
+  _mm512_store_ps(s.suml2 + at, suml2);
+  s.active[m] = __mmask16(~all_zero & ((1u << count) - 1));
 }
 
-// Moves code i of every active lane to its best value given the others, where the fit improves.
-LOWBIT_AVX512 inline void refine_value(int i, __m512i lo, __m512i hi, RefineLanes& s) {
+// Moves code i of every active lane of set m to its best value given the others, where the fit improves.
+LOWBIT_AVX512 inline void refine_value(int i, int m, __m512i lo, __m512i hi, RefineState& s) {
+  const int at = kLanes * m;
   const __m512 zero = _mm512_setzero_ps();
-  __m512 slx = _mm512_sub_ps(s.sumlx, _mm512_mul_ps(s.wx[i], s.codes[i]));
-  const __mmask16 positive = _mm512_cmp_ps_mask(slx, zero, _CMP_GT_OQ) & s.active;
-  __m512 sl2 = _mm512_sub_ps(s.suml2, _mm512_mul_ps(_mm512_mul_ps(s.w[i], s.codes[i]), s.codes[i]));
+  const __m512 x = _mm512_load_ps(s.x[i] + at), w = _mm512_load_ps(s.w[i] + at), wx = _mm512_load_ps(s.wx[i] + at);
+  const __m512 code = _mm512_load_ps(s.codes[i] + at);
+  const __m512 sumlx = _mm512_load_ps(s.sumlx + at), suml2 = _mm512_load_ps(s.suml2 + at);
+  __m512 slx = _mm512_sub_ps(sumlx, _mm512_mul_ps(wx, code));
+  const __mmask16 positive = _mm512_cmp_ps_mask(slx, zero, _CMP_GT_OQ) & s.active[m];
+  __m512 sl2 = _mm512_sub_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w, code), code));
   const __m512 new_l =
-      _mm512_cvtepi32_ps(clamp16(round_nearest_even16(_mm512_div_ps(_mm512_mul_ps(s.x[i], sl2), slx)), lo, hi));
-  const __mmask16 moved = _mm512_cmp_ps_mask(new_l, s.codes[i], _CMP_NEQ_UQ) & positive;
-  slx = _mm512_add_ps(slx, _mm512_mul_ps(s.wx[i], new_l));
-  sl2 = _mm512_add_ps(sl2, _mm512_mul_ps(_mm512_mul_ps(s.w[i], new_l), new_l));
+      _mm512_cvtepi32_ps(clamp16(round_nearest_even16(_mm512_div_ps(_mm512_mul_ps(x, sl2), slx)), lo, hi));
+  const __mmask16 moved = _mm512_cmp_ps_mask(new_l, code, _CMP_NEQ_UQ) & positive;
+  slx = _mm512_add_ps(slx, _mm512_mul_ps(wx, new_l));
+  sl2 = _mm512_add_ps(sl2, _mm512_mul_ps(_mm512_mul_ps(w, new_l), new_l));
   const __mmask16 better = moved & _mm512_cmp_ps_mask(sl2, zero, _CMP_GT_OQ) &
-                           _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_mul_ps(slx, slx), s.suml2),
-                                              _mm512_mul_ps(_mm512_mul_ps(s.sumlx, s.sumlx), sl2), _CMP_GT_OQ);
-  s.codes[i] = _mm512_mask_mov_ps(s.codes[i], better, new_l);
-  s.sumlx = _mm512_mask_mov_ps(s.sumlx, better, slx);
-  s.suml2 = _mm512_mask_mov_ps(s.suml2, better, sl2);
-  s.changed |= better;
+                           _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_mul_ps(slx, slx), suml2),
+                                              _mm512_mul_ps(_mm512_mul_ps(sumlx, sumlx), sl2), _CMP_GT_OQ);
+  _mm512_mask_store_ps(s.codes[i] + at, better, new_l);
+  _mm512_mask_store_ps(s.sumlx + at, better, slx);
+  _mm512_mask_store_ps(s.suml2 + at, better, sl2);
+  s.changed[m] |= better;
 }
 
-LOWBIT_AVX512 inline void refine_finish(int n, int nmax, const RefineLanes& s, int8_t* codes_out, float* scales_out) {
-  __m512i out[kMaxValues];
+// Passes [first_pass, end_pass) over sets [0, sets). A lane stops after a pass that changed nothing
+// (ggml's break, per lane); sets with no active lane are skipped. The sets advance value by value side
+// by side: each lane's descent is one long dependency chain (subtract, divide, round, compare, select;
+// about 60 cycles per value), which the core overlaps across sets.
+LOWBIT_AVX512 void refine_passes(RefineState& s, int sets, int nmax, int first_pass, int end_pass) {
+  const __m512i lo = _mm512_set1_epi32(-nmax), hi = _mm512_set1_epi32(nmax - 1);
+  for (int pass = first_pass; pass < end_pass; ++pass) {
+    int live[kRefineSets], live_count = 0;
+    for (int m = 0; m < sets; ++m) {
+      s.changed[m] = 0;
+      if (s.active[m]) live[live_count++] = m;
+    }
+    if (!live_count) return;
+    for (int i = 0; i < kRefineValues; ++i)
+      for (int t = 0; t < live_count; ++t) refine_value(i, live[t], lo, hi, s);
+    for (int m = 0; m < sets; ++m) s.active[m] &= s.changed[m];
+  }
+}
+
+// Pointers to lane 0 of the rows a pass changes: the codes and the two sums, then (with_inputs) x.
+// (w and wx follow from x.) Returns how many.
+constexpr int kMaxRefineRows = 2 * kRefineValues + 2;
+
+inline int refine_rows(RefineState& s, bool with_inputs, float** rows) {
+  int r = 0;
+  for (int i = 0; i < kRefineValues; ++i) rows[r++] = s.codes[i];
+  rows[r++] = s.sumlx;
+  rows[r++] = s.suml2;
+  if (with_inputs)
+    for (int i = 0; i < kRefineValues; ++i) rows[r++] = s.x[i];
+  return r;
+}
+
+// Packs the active lanes of `from` (sets [0, sets)) densely into `to`, in order; returns their number.
+// After the first pass few lanes are still active (about 1 in 6 on LLM-like weights), so the later
+// passes run on a few full vectors instead of many nearly empty ones.
+LOWBIT_AVX512 int compact_active(RefineState& from, int sets, RefineState& to) {
+  float* from_rows[kMaxRefineRows];
+  float* to_rows[kMaxRefineRows];
+  const int rows = refine_rows(from, true, from_rows);
+  refine_rows(to, true, to_rows);
+  int offset = 0;
+  for (int m = 0; m < sets; ++m) {
+    const __mmask16 mask = from.active[m];
+    if (!mask) continue;
+    for (int r = 0; r < rows; ++r)
+      _mm512_storeu_ps(to_rows[r] + offset, _mm512_maskz_compress_ps(mask, _mm512_load_ps(from_rows[r] + kLanes * m)));
+    offset += __builtin_popcount(mask);
+  }
+  for (int m = 0; m * kLanes < offset; ++m) {
+    to.active[m] = __mmask16((1u << std::min(kLanes, offset - kLanes * m)) - 1);
+    for (int i = 0; i < kRefineValues; ++i) {
+      const __m512 x = _mm512_load_ps(to.x[i] + kLanes * m);
+      const __m512 w = _mm512_mul_ps(x, x);  // as refine_start computed them
+      _mm512_store_ps(to.w[i] + kLanes * m, w);
+      _mm512_store_ps(to.wx[i] + kLanes * m, _mm512_mul_ps(w, x));
+    }
+  }
+  return offset;
+}
+
+// The inverse of compact_active for the rows a pass changes: each packed lane back to its place.
+// `packed_from` are the active masks compact_active read.
+LOWBIT_AVX512 void expand_back(RefineState& packed, const __mmask16* packed_from, int sets, RefineState& to) {
+  float* packed_rows[kMaxRefineRows];
+  float* to_rows[kMaxRefineRows];
+  const int rows = refine_rows(packed, false, packed_rows);
+  refine_rows(to, false, to_rows);
+  int offset = 0;
+  for (int m = 0; m < sets; ++m) {
+    const __mmask16 mask = packed_from[m];
+    if (!mask) continue;
+    for (int r = 0; r < rows; ++r) {
+      float* lanes = to_rows[r] + kLanes * m;
+      const __m512 packed_lanes = _mm512_loadu_ps(packed_rows[r] + offset);
+      _mm512_store_ps(lanes, _mm512_mask_expand_ps(_mm512_load_ps(lanes), mask, packed_lanes));
+    }
+    offset += __builtin_popcount(mask);
+  }
+}
+
+// Codes (biased by nmax) and scale of set m; all-zero groups get codes 0 and scale 0.
+LOWBIT_AVX512 void refine_finish(int count, int m, int nmax, const RefineState& s, __mmask16 all_zero,
+                                 int8_t* codes_out, float* scales_out) {
+  const int at = kLanes * m;
+  __m512i out[kRefineValues];
   const __m512i offset = _mm512_set1_epi32(nmax);
-  for (int i = 0; i < n; ++i)
-    out[i] = _mm512_maskz_add_epi32(__mmask16(~s.all_zero), offset, _mm512_cvtps_epi32(s.codes[i]));
-  store_transposed(s.count, n, out, codes_out);
-  const __m512 scale =
-      _mm512_maskz_div_ps(_mm512_cmp_ps_mask(s.suml2, _mm512_setzero_ps(), _CMP_GT_OQ), s.sumlx, s.suml2);
-  store_lanes(s.count, _mm512_maskz_mov_ps(__mmask16(~s.all_zero), scale), scales_out);
+  for (int i = 0; i < kRefineValues; ++i)
+    out[i] = _mm512_maskz_add_epi32(__mmask16(~all_zero), offset, _mm512_cvtps_epi32(_mm512_load_ps(s.codes[i] + at)));
+  store_transposed(count, kRefineValues, out, codes_out);
+  const __m512 sumlx = _mm512_load_ps(s.sumlx + at), suml2 = _mm512_load_ps(s.suml2 + at);
+  const __m512 scale = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(suml2, _mm512_setzero_ps(), _CMP_GT_OQ), sumlx, suml2);
+  store_lanes(count, _mm512_maskz_mov_ps(__mmask16(~all_zero), scale), scales_out);
 }
 
-// Up to 2*16 groups. Each lane's descent is one long dependency chain (divide, round, compare, per
-// value), so two sets of 16 lanes advance value by value side by side to keep the core busy.
+// Up to kRefinedGroupsPerCall groups of 16 values: the first pass on every group, then the later
+// passes on the groups still changing, packed together.
 LOWBIT_AVX512 void fit_signed_scale_refined_lanes(int count, int n, int nmax, const float* x_groups,
                                                   int8_t* codes_out, float* scales_out) {
-  RefineLanes sets[2];
-  const int used = count > kLanes ? 2 : 1;
-  for (int k = 0; k < used; ++k)
-    refine_start(std::min(kLanes, count - kLanes * k), n, nmax, x_groups + n * kLanes * k, sets[k]);
-  const __m512i lo = _mm512_set1_epi32(-nmax), hi = _mm512_set1_epi32(nmax - 1);
-  // Up to 5 passes; a lane stops after a pass that changed nothing (ggml's break, per lane).
-  for (int pass = 0; pass < 5; ++pass) {
-    bool any_active = false;
-    for (int k = 0; k < used; ++k) {
-      sets[k].changed = 0;
-      any_active |= sets[k].active != 0;
-    }
-    if (!any_active) break;
-    for (int i = 0; i < n; ++i)
-      for (int k = 0; k < used; ++k) refine_value(i, lo, hi, sets[k]);
-    for (int k = 0; k < used; ++k) sets[k].active &= sets[k].changed;
+  if (n != kRefineValues) __builtin_trap();  // only q3_K's 16-value sub-blocks come here
+  thread_local RefineState all, packed;  // 2 x 70 KB: too large for a thread's stack frame
+  const int sets = (count + kLanes - 1) / kLanes;
+  __mmask16 all_zero[kRefineSets];
+  for (int m = 0; m < sets; ++m) {
+    // The input streams from memory: ask for the next set's 1 KB while this one is worked on.
+    const float* next = x_groups + kRefineValues * kLanes * (m + 1);
+    if (m + 1 < sets)
+      for (int line = 0; line < kRefineValues * kLanes; line += 16)
+        _mm_prefetch(reinterpret_cast<const char*>(next + line), _MM_HINT_T0);
+    refine_start(std::min(kLanes, count - kLanes * m), m, nmax, x_groups + kRefineValues * kLanes * m, all,
+                 all_zero[m]);
   }
-  for (int k = 0; k < used; ++k)
-    refine_finish(n, nmax, sets[k], codes_out + n * kLanes * k, scales_out + kLanes * k);
+  refine_passes(all, sets, nmax, 0, 1);
+  __mmask16 still_active[kRefineSets];
+  for (int m = 0; m < sets; ++m) still_active[m] = all.active[m];
+  const int packed_lanes = compact_active(all, sets, packed);
+  if (packed_lanes) {
+    refine_passes(packed, (packed_lanes + kLanes - 1) / kLanes, nmax, 1, 5);
+    expand_back(packed, still_active, sets, all);
+  }
+  for (int m = 0; m < sets; ++m)
+    refine_finish(std::min(kLanes, count - kLanes * m), m, nmax, all, all_zero[m],
+                  codes_out + kRefineValues * kLanes * m, scales_out + kLanes * m);
 }
 
 // ---- requantize: 16 values of one group per vector, each divided by its group's divisor ----

@@ -234,6 +234,10 @@ void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* qua
 
 void dequantize_row_q5_0(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q5_0", n, kQK);
+  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+    fast->q5_0(blocks, y, n / kQK);
+    return;
+  }
   const auto* b = static_cast<const BlockQ5_0*>(blocks);
   for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
     const float d = f16_to_f32(b[ib].d);
@@ -290,6 +294,10 @@ void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* qua
 
 void dequantize_row_q5_1(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q5_1", n, kQK);
+  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+    fast->q5_1(blocks, y, n / kQK);
+    return;
+  }
   const auto* b = static_cast<const BlockQ5_1*>(blocks);
   for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
     const float d = f16_to_f32(b[ib].d), m = f16_to_f32(b[ib].m);

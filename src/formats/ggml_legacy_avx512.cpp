@@ -82,14 +82,16 @@ LOWBIT_AVX512 inline __m512i truncate16(__m512 v) { return _mm512_cvttps_epi32(v
 // 4-bit codes of values j and j+16 into byte j.
 LOWBIT_AVX512 inline void pack_nibbles(__m512i low, __m512i high, uint8_t* qs) {
   const __m512i mask = _mm512_set1_epi32(0xF);
-  const __m512i bytes = _mm512_or_si512(_mm512_and_si512(low, mask), _mm512_slli_epi32(_mm512_and_si512(high, mask), 4));
+  const __m512i bytes =
+      _mm512_or_si512(_mm512_and_si512(low, mask), _mm512_slli_epi32(_mm512_and_si512(high, mask), 4));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(qs), _mm512_cvtepi32_epi8(bytes));
 }
 
 // Bit 4 of value j's code into bit j of qh (little-endian).
 LOWBIT_AVX512 inline void pack_fifth_bits(__m512i low, __m512i high, uint8_t* qh) {
   const __m512i bit4 = _mm512_set1_epi32(0x10);
-  const uint32_t bits = uint32_t(_mm512_test_epi32_mask(low, bit4)) | uint32_t(_mm512_test_epi32_mask(high, bit4)) << 16;
+  const uint32_t bits =
+      uint32_t(_mm512_test_epi32_mask(low, bit4)) | uint32_t(_mm512_test_epi32_mask(high, bit4)) << 16;
   std::memcpy(qh, &bits, 4);  // x86 is little-endian
 }
 
@@ -180,7 +182,8 @@ LOWBIT_AVX512 void quantize_q8_0_blocks(const float* x, void* out, int64_t block
     const float id = d ? 1.0f / d : 0.0f;
     y[i].d = to_f16(d);
     const __m512 scale = _mm512_set1_ps(id);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y[i].qs), _mm512_cvtepi32_epi8(round_half_away16(_mm512_mul_ps(v.low, scale))));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y[i].qs),
+                     _mm512_cvtepi32_epi8(round_half_away16(_mm512_mul_ps(v.low, scale))));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(y[i].qs + 16),
                      _mm512_cvtepi32_epi8(round_half_away16(_mm512_mul_ps(v.high, scale))));
   }

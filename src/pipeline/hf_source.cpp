@@ -1,9 +1,10 @@
 #include "hf_source.h"
 
+#include "hf_names.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <regex>
 
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
@@ -16,58 +17,6 @@ using nlohmann::json;
 template <class T>
 gguf::KeyValue kv(std::string key, T value) {
   return {std::move(key), gguf::Value{value}};
-}
-
-// The llama.cpp architecture of a Hugging Face model class, and whether its converter permutes the
-// Q/K rows (llama.cpp's "normal" RoPE rotates adjacent pairs; HF Llama rotates halves).
-struct Architecture {
-  std::string_view hf_class;
-  std::string_view gguf_arch;
-  bool permute_qk;
-};
-constexpr Architecture kArchitectures[] = {
-    {"LlamaForCausalLM", "llama", true},
-    {"MistralForCausalLM", "llama", true},
-    {"Qwen2ForCausalLM", "qwen2", false},
-    {"Qwen3ForCausalLM", "qwen3", false},
-};
-
-// HF tensor name pattern -> GGUF name; {} is the layer.
-struct NameRule {
-  std::string_view hf;
-  std::string_view gguf;
-};
-constexpr NameRule kLayerNames[] = {
-    {"input_layernorm.weight", "attn_norm.weight"},
-    {"post_attention_layernorm.weight", "ffn_norm.weight"},
-    {"self_attn.q_proj.weight", "attn_q.weight"},
-    {"self_attn.k_proj.weight", "attn_k.weight"},
-    {"self_attn.v_proj.weight", "attn_v.weight"},
-    {"self_attn.q_proj.bias", "attn_q.bias"},
-    {"self_attn.k_proj.bias", "attn_k.bias"},
-    {"self_attn.v_proj.bias", "attn_v.bias"},
-    {"self_attn.o_proj.weight", "attn_output.weight"},
-    {"self_attn.q_norm.weight", "attn_q_norm.weight"},
-    {"self_attn.k_norm.weight", "attn_k_norm.weight"},
-    {"mlp.gate_proj.weight", "ffn_gate.weight"},
-    {"mlp.up_proj.weight", "ffn_up.weight"},
-    {"mlp.down_proj.weight", "ffn_down.weight"},
-};
-constexpr NameRule kGlobalNames[] = {
-    {"model.embed_tokens.weight", "token_embd.weight"},
-    {"model.norm.weight", "output_norm.weight"},
-    {"lm_head.weight", "output.weight"},
-};
-
-std::optional<std::string> gguf_name_of(const std::string& hf) {
-  for (const auto& rule : kGlobalNames)
-    if (hf == rule.hf) return std::string(rule.gguf);
-  static const std::regex layer(R"(model\.layers\.(\d+)\.(.+))");
-  std::smatch m;
-  if (!std::regex_match(hf, m, layer)) return std::nullopt;
-  for (const auto& rule : kLayerNames)
-    if (m[2].str() == rule.hf) return fmt::format("blk.{}.{}", m[1].str(), rule.gguf);
-  return std::nullopt;
 }
 
 GgmlType ggml_type_of(DType dtype, const std::string& file, const std::string& tensor) {
@@ -83,13 +32,6 @@ int64_t require_int(const json& config, const char* key, const std::string& file
   if (!config.contains(key) || !config[key].is_number_integer())
     throw Error(fmt::format("config.json has no integer '{}'", key), {.file = file});
   return config[key].get<int64_t>();
-}
-
-// Row r of the permuted matrix is row `source_row(r)` of HF's: within each head, the rotate-half
-// layout [x0..x(d/2-1), y0..y(d/2-1)] becomes interleaved pairs [x0, y0, x1, y1, ...].
-int64_t source_row(int64_t r, int64_t rows_per_head) {
-  const int64_t head = r / rows_per_head, within = r % rows_per_head, half = rows_per_head / 2;
-  return head * rows_per_head + (within % 2) * half + within / 2;
 }
 
 }  // namespace
@@ -162,7 +104,7 @@ std::vector<float> HfSource::load_f32(const Tensor& tensor) const {
   std::vector<float> permuted(values.size());
   const int64_t rows_per_head = rows / origin.permute_heads;
   for (int64_t r = 0; r < rows; ++r)
-    std::copy_n(values.begin() + source_row(r, rows_per_head) * cols, cols, permuted.begin() + r * cols);
+    std::copy_n(values.begin() + hf_row_of(r, rows_per_head) * cols, cols, permuted.begin() + r * cols);
   return permuted;
 }
 

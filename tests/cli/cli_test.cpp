@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "lowbit/io/gguf.h"
 #include "support/paths.h"
 
 namespace lowbit {
@@ -55,7 +56,7 @@ TEST(Cli, InspectTextSaysWhenStoredElementsAreFewer) {
 TEST(Cli, EveryCommandHasHelp) {
   const auto top = run_cli("--help");
   EXPECT_EQ(top.status, 0);
-  for (const char* cmd : {"inspect", "quantize", "dequantize"}) {
+  for (const char* cmd : {"inspect", "quantize", "dequantize", "eval", "imatrix"}) {
     const auto r = run_cli(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("--quiet"), std::string::npos) << cmd;
@@ -109,6 +110,73 @@ TEST(Cli, QuantizeErrorsAreClear) {
   expect_error("quantize " + model + " -o " + (dir / "x.bin").string() + " --format q4_0", "must end in .gguf");
   expect_error("quantize /nonexistent/model.gguf -o " + out + " --format q4_0", "/nonexistent/model.gguf");
   expect_error("dequantize " + model + " -o " + out + " --dtype i8", "not f32, f16 or bf16");
+}
+
+// llama-perplexity (llama.cpp c392e509) on the golden tiny model, text.txt, -c 64: 90 chunks, F32
+// PPL = 288.6422 and Q4_K_M 303.4983. llama.cpp keeps keys and values in f16 and, for Q4_K_M, rounds
+// activations to 8 bits inside its dot products: the F32 figure must agree closely, Q4_K_M within 0.5%.
+TEST(Cli, EvalReproducesLlamaPerplexity) {
+  const auto dir = test::golden_ggml_dir() / "model";
+  const std::string text = " --text " + (dir / "text.txt").string() + " --ctx 64 --json";
+  const auto f32 = run_cli("eval " + (dir / "tiny-llama-f32.gguf").string() + text);
+  ASSERT_EQ(f32.status, 0) << f32.out;
+  const auto base = nlohmann::json::parse(f32.out);
+  EXPECT_NEAR(base["ppl"].get<double>(), 288.6422, 288.6422 * 2e-4);
+  EXPECT_EQ(base["chunks"], 90);
+  EXPECT_EQ(base["tokens"], 90 * 31);
+  EXPECT_FALSE(base.contains("kld"));
+  const auto q = run_cli("eval " + (dir / "tiny-llama-q4_k_m.gguf").string() + text + " --base " + (dir / "tiny-llama-f32.gguf").string());
+  ASSERT_EQ(q.status, 0) << q.out;
+  const auto j = nlohmann::json::parse(q.out);
+  EXPECT_NEAR(j["ppl"].get<double>(), 303.4983, 303.4983 * 5e-3);
+  for (const char* key : {"mean", "median", "p99", "max"}) EXPECT_GT(j["kld"][key].get<double>(), 0.0) << key;
+  EXPECT_GT(j["top1"].get<double>(), 0.3);
+  EXPECT_NEAR(j["base_ppl"].get<double>(), base["ppl"].get<double>(), 1.0);  // the base, through uint16 log-probabilities
+}
+
+TEST(Cli, ImatrixFeedsQuantize) {
+  test::TempDir dir;
+  const auto model = test::golden_ggml_dir() / "model" / "tiny-llama-f32.gguf";
+  const auto imatrix = dir / "imatrix.gguf";
+  const auto r = run_cli("imatrix " + model.string() + " --text " + (test::golden_ggml_dir() / "model" / "text.txt").string() +
+                         " --ctx 64 --chunks 8 -o " + imatrix.string() + " --quiet");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto q = run_cli("quantize " + model.string() + " -o " + (dir / "q.gguf").string() + " --format q4_K --imatrix " + imatrix.string() + " --json");
+  ASSERT_EQ(q.status, 0) << q.out;
+  const auto report = nlohmann::json::parse(q.out);
+  int with_imatrix = 0;
+  for (const auto& t : report["tensors"]) with_imatrix += t["imatrix"].get<bool>();
+  EXPECT_EQ(with_imatrix, 14);  // 7 matrices in each of 2 layers; token_embd and output have none
+}
+
+// A GGUF exported as a Hugging Face directory converts back to the same GGUF tensors and vocabulary.
+TEST(Cli, ExportToHuggingFaceRoundTrips) {
+  const char* model = std::getenv("LOWBIT_DEFAULT_MODEL");
+  if (!model) GTEST_SKIP() << "set LOWBIT_DEFAULT_MODEL (scripts/test.sh does)";
+  test::TempDir dir;
+  ASSERT_EQ(run_cli(std::string("dequantize ") + model + " -o " + (dir / "f32.gguf").string() + " --quiet").status, 0);
+  ASSERT_EQ(run_cli("dequantize " + (dir / "f32.gguf").string() + " -o " + (dir / "hf").string() + " --quiet").status, 0);
+  ASSERT_EQ(run_cli("quantize " + (dir / "hf").string() + " -o " + (dir / "back.gguf").string() + " --format f32 --quiet").status, 0);
+  const gguf::File a(dir / "f32.gguf"), b(dir / "back.gguf");
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  for (const auto& t : a.tensors()) {
+    const auto* u = b.find_tensor(t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    const auto x = a.data(t), y = b.data(*u);
+    EXPECT_TRUE(std::equal(x.begin(), x.end(), y.begin(), y.end())) << t.name;
+  }
+  for (const char* key : {"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"}) {
+    const auto& xs = a.find(key)->get_if<gguf::Array>()->items;
+    const auto& ys = b.find(key)->get_if<gguf::Array>()->items;
+    ASSERT_EQ(xs.size(), ys.size()) << key;
+    EXPECT_TRUE(std::equal(xs.begin(), xs.end(), ys.begin(), [](const gguf::Value& p, const gguf::Value& q) {
+      if (p.get_if<std::string>()) return q.get_if<std::string>() && *p.get_if<std::string>() == *q.get_if<std::string>();
+      return p.as_int() == q.as_int();
+    })) << key;
+  }
+  for (const char* key : {"tokenizer.ggml.pre", "tokenizer.chat_template"})
+    EXPECT_EQ(*a.find(key)->get_if<std::string>(), *b.find(key)->get_if<std::string>()) << key;
+  EXPECT_EQ(a.find("tokenizer.ggml.eos_token_id")->as_int(), b.find("tokenizer.ggml.eos_token_id")->as_int());
 }
 
 }  // namespace

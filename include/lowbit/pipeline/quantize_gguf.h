@@ -42,4 +42,10 @@ GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesy
 GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesystem::path& out, DType dtype,
                                    Progress& progress = Progress::none());
 
+// A GGUF (Llama, Qwen2, Qwen3 with a byte-level BPE vocabulary) as a Hugging Face directory: weights
+// dequantized to `dtype` under transformers' names (Q/K rows back in HF's order), config.json,
+// tokenizer.json and tokenizer_config.json. Written beside `out` and renamed when complete.
+GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::filesystem::path& out, DType dtype,
+                                     Progress& progress = Progress::none());
+
 }  // namespace lowbit
