@@ -68,6 +68,7 @@ void add_eval_command(CLI::App& app) {
     const EvalModel model(o->model);
     const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
+    progress.set_unit("tokens");
     std::optional<BaseLogits> base_logits;
     if (!o->kld_base.empty()) base_logits = BaseLogits::load(o->kld_base);
     if (!o->base.empty()) {
@@ -119,6 +120,7 @@ void add_imatrix_command(CLI::App& app) {
     const EvalModel model(o->model);
     const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
+    progress.set_unit("windows");
     const auto run = collect_imatrix(model.model(), tokens.ids, o->ctx, tokens.bos, progress);
     write_imatrix_gguf(o->output, run.entries, {std::filesystem::path(o->text).filename().string()}, uint32_t(run.chunks), uint32_t(o->ctx));
     if (!o->common.quiet) fmt::print("wrote {}: {} weights over {} windows of {} tokens\n", o->output, run.entries.size(), run.chunks, o->ctx);

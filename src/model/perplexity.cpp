@@ -127,7 +127,7 @@ EvalResult evaluate(const LlamaModel& model, std::span<const int32_t> tokens, in
   int64_t agree = 0, index = 0;
   std::vector<double> klds;
   auto log_p = std::vector<float>(size_t(n_vocab)), log_base = std::vector<float>(size_t(n_vocab));
-  progress.begin("eval", chunks * (n_ctx - 1 - first), 0);
+  progress.begin("eval", chunks * n_ctx, 0);  // tokens through the model, as llama-perplexity counts its speed
   for (int64_t c = 0; c < chunks; ++c) {
     std::vector<int32_t> window(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);
     if (bos) window[0] = *bos;
@@ -148,7 +148,7 @@ EvalResult evaluate(const LlamaModel& model, std::span<const int32_t> tokens, in
         agree += (std::max_element(l, l + n_vocab) - l) == (std::max_element(log_base.begin(), log_base.end()) - log_base.begin());
       }
     }
-    progress.advance(fmt::format("window {}", c + 1), uint64_t(n_ctx - 1 - first));
+    progress.advance(fmt::format("window {}", c + 1), 0, n_ctx);
   }
   progress.end();
   result.tokens = index;

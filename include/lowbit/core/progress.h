@@ -12,8 +12,8 @@ class Progress {
   virtual ~Progress() = default;
   // Work begins: `total_items` (tensors, tokens...) weighing `total_bytes` in all (0 if unknown).
   virtual void begin(std::string_view /*what*/, int64_t /*total_items*/, uint64_t /*total_bytes*/) {}
-  // One more item done, `bytes` of it; `label` names it (a tensor name).
-  virtual void advance(std::string_view /*label*/, uint64_t /*bytes*/) {}
+  // `items` more done (a tensor, or the tokens of a window), weighing `bytes`; `label` names them.
+  virtual void advance(std::string_view /*label*/, uint64_t /*bytes*/, int64_t /*items*/ = 1) {}
   virtual void end() {}
 
   static Progress& none();
