@@ -82,17 +82,20 @@ void BM_ggml_quantize(benchmark::State& state, lowbit::GgmlType type, bool with_
   set_rate(state);
 }
 
-void BM_ggml_dequantize(benchmark::State& state, lowbit::GgmlType type) {
+// Dequantize writes 4 bytes per value, so over a 64 MB output it mostly measures memory bandwidth, which
+// other work on the machine shares. `to_row_buffer` writes every row into the same 16 KB buffer (it stays
+// in cache) and so measures the dequantizer itself.
+void BM_ggml_dequantize(benchmark::State& state, lowbit::GgmlType type, bool to_row_buffer) {
   const HeavyMatrix& m = heavy_matrix();
   const lowbit::GgmlCodec* codec = lowbit::ggml_codec(type);
   const size_t row_bytes = lowbit::ggml_row_bytes(type, kCols);
   std::vector<uint8_t> blocks(row_bytes * kRows);
   for (int64_t r = 0; r < kRows; ++r)
     codec->quantize_row(m.values.data() + r * kCols, blocks.data() + size_t(r) * row_bytes, kCols, nullptr);
-  std::vector<float> out(size_t(kRows * kCols));
+  std::vector<float> out(size_t(to_row_buffer ? kCols : kRows * kCols));
   for (auto _ : state) {
     for (int64_t r = 0; r < kRows; ++r)
-      codec->dequantize_row(blocks.data() + size_t(r) * row_bytes, out.data() + r * kCols, kCols);
+      codec->dequantize_row(blocks.data() + size_t(r) * row_bytes, out.data() + (to_row_buffer ? 0 : r * kCols), kCols);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -100,7 +103,7 @@ void BM_ggml_dequantize(benchmark::State& state, lowbit::GgmlType type) {
 }
 
 // Registered at start-up for every quantized type: quantize without weights, with weights (where the
-// type uses them), dequantize.
+// type uses them), dequantize (into the matrix, and row after row into one buffer).
 const bool registered = [] {
   using lowbit::GgmlType;
   for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
@@ -112,7 +115,9 @@ const bool registered = [] {
     if (lowbit::ggml_codec(type)->uses_weights)
       benchmark::RegisterBenchmark(("BM_ggml_quantize_weighted/" + name).c_str(), BM_ggml_quantize, type, true)
           ->Unit(benchmark::kMillisecond)->MinTime(0.5);
-    benchmark::RegisterBenchmark(("BM_ggml_dequantize/" + name).c_str(), BM_ggml_dequantize, type)
+    benchmark::RegisterBenchmark(("BM_ggml_dequantize/" + name).c_str(), BM_ggml_dequantize, type, false)
+        ->Unit(benchmark::kMillisecond)->MinTime(0.5);
+    benchmark::RegisterBenchmark(("BM_ggml_dequantize_to_row_buffer/" + name).c_str(), BM_ggml_dequantize, type, true)
         ->Unit(benchmark::kMillisecond)->MinTime(0.5);
   }
   return true;

@@ -4,6 +4,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include "lowbit/core/progress.h"
+#include "lowbit/pipeline/plan.h"
+
 namespace lowbit::cli {
 
 // Options every command takes.
@@ -14,10 +17,15 @@ struct CommonOptions {
 
 void add_common_options(CLI::App& command, CommonOptions& options, bool with_json = true);
 
+// A plan made from the command line's options (plan and quantize --bpw share it).
+Plan plan_model(const std::string& model, double bpw, const std::string& imatrix, const std::string& text, const std::string& rules,
+                Progress& progress);
+
 void add_inspect_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);
 void add_dequantize_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_imatrix_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 
 }  // namespace lowbit::cli

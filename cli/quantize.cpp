@@ -2,6 +2,7 @@
 // (--format nf4|fp4|int8).
 #include <fmt/format.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
@@ -18,6 +19,8 @@ struct QuantizeOptions {
   CommonOptions common;
   std::string input, output, format, mix, imatrix;
   std::vector<std::string> tensor_types;  // GLOB=TYPE
+  std::string plan;
+  double bpw = 0;
   int64_t blocksize = 64;
   bool double_quant = false;
   std::vector<std::string> skip;
@@ -49,9 +52,22 @@ GgmlType parse_ggml_type(const std::string& name, const std::string& what) {
 
 void run_gguf(const QuantizeOptions& o) {
   if (!o.output.ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = o.output});
-  if (o.format.empty() == o.mix.empty()) throw Error("give exactly one of --format TYPE and --mix NAME");
+  if (int(!o.format.empty()) + int(!o.mix.empty()) + int(!o.plan.empty()) + int(o.bpw > 0) != 1)
+    throw Error("give exactly one of --format TYPE, --mix NAME, --plan FILE and --bpw X");
   GgufQuantizeOptions options;
-  if (!o.mix.empty()) {
+  if (!o.plan.empty() || o.bpw > 0) {
+    // A plan names every quantizable tensor's format: they become exact-name overrides.
+    TerminalProgress planning(o.common.quiet);
+    const Plan plan = o.plan.empty() ? plan_model(o.input, o.bpw, o.imatrix, "", "", planning) : read_plan(o.plan);
+    std::map<GgmlType, int64_t> params_by_type;
+    for (const auto& t : plan.tensors)
+      if (t.quantized) {
+        options.selection.overrides.emplace_back(t.name, t.format);
+        params_by_type[t.format] += std::max<int64_t>(t.params, 1);
+      }
+    options.selection.default_type = params_by_type.empty() ? GgmlType::Q8_0
+                                     : std::ranges::max_element(params_by_type, {}, [](const auto& p) { return p.second; })->first;
+  } else if (!o.mix.empty()) {
     options.selection.mix = find_llama_mix(o.mix);
     if (!options.selection.mix) throw Error(fmt::format("unknown mix '{}'", o.mix), {.expected = "Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0 ..."});
     options.selection.default_type = options.selection.mix->default_type;
@@ -99,6 +115,8 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("-o,--output", o->output, "Output: OUT.gguf, or for nf4/fp4/int8 a directory (OUT.safetensors for a .safetensors input)")->required();
   cmd->add_option("--format", o->format, "One format for every quantizable weight: a ggml type (q4_0, q8_0, q2_K ... q6_K, iq4_nl, iq4_xs, f16, bf16) or a bitsandbytes one (nf4, fp4, int8)");
   cmd->add_option("--mix", o->mix, "A llama.cpp file type with its per-tensor choices: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0");
+  cmd->add_option("--plan", o->plan, "A plan from lowbit plan: each tensor's format");
+  cmd->add_option("--bpw", o->bpw, "Plan inline for this average bits per weight, then quantize");
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->capture_default_str();

@@ -140,6 +140,22 @@ LOWBIT_AVX512 inline void dequantize_scale_min_block(float d, float dmin, const 
   }
 }
 
+// q2_K: sub-block j's 16 codes are 2-bit fields at bit 2*((j%8)/2) of qs[32*(j/8) + 16*(j%2) ...];
+// value = (d * scale) * code - (dmin * min), scale and min the nibbles of scales[j].
+LOWBIT_AVX512 void dequantize_q2_K_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockQ2K*>(in);
+  for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues) {
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t sc = b[i].scales[j];
+      const __m512 dl = _mm512_set1_ps(d * float(sc & 0xF)), ml = _mm512_set1_ps(dmin * float(sc >> 4));
+      const __m512i bytes = load16_u8(b[i].qs + 32 * (j / 8) + 16 * (j % 2));
+      const __m512i code = _mm512_and_si512(_mm512_srli_epi32(bytes, unsigned(2 * ((j % 8) / 2))), _mm512_set1_epi32(3));
+      _mm512_storeu_ps(y + 16 * j, _mm512_sub_ps(_mm512_mul_ps(dl, _mm512_cvtepi32_ps(code)), ml));
+    }
+  }
+}
+
 LOWBIT_AVX512 void dequantize_q4_K_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ4K*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues)
@@ -153,8 +169,8 @@ LOWBIT_AVX512 void dequantize_q5_K_blocks(const void* in, float* y, int64_t bloc
 }
 
 constexpr DequantVectorKernels kAvx512Kernels = {dequantize_q4_0_blocks, dequantize_q4_1_blocks, dequantize_q5_0_blocks,
-                                                 dequantize_q5_1_blocks, dequantize_q8_0_blocks, dequantize_q4_K_blocks,
-                                                 dequantize_q5_K_blocks};
+                                                 dequantize_q5_1_blocks, dequantize_q8_0_blocks, dequantize_q2_K_blocks,
+                                                 dequantize_q4_K_blocks, dequantize_q5_K_blocks};
 
 }  // namespace
 

@@ -12,7 +12,7 @@ namespace lowbit::ggml {
 using DequantizeBlocksFn = void (*)(const void* blocks_in, float* y, int64_t blocks);
 
 struct DequantVectorKernels {
-  DequantizeBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K;
+  DequantizeBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q4_K, q5_K;
 };
 
 // The vector kernels, or null where the CPU lacks AVX-512 or ggml_search's vector kernels are disabled.

@@ -419,6 +419,10 @@ void quantize_row_q6_K(const float* x, void* blocks, int64_t n, const float* qua
 
 void dequantize_row_q2_K(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q2_K", n, kQK);
+  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+    fast->q2_K(blocks, y, n / kQK);
+    return;
+  }
   const auto* x = static_cast<const BlockQ2K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
     const float d = f16_to_f32(x[i].d), dmin = f16_to_f32(x[i].dmin);

@@ -1,0 +1,105 @@
+// lowbit plan MODEL --bpw X [--imatrix FILE] [--text FILE] [--rules FILE] [--target gguf] -o plan.json
+#include <fmt/format.h>
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "lowbit/core/error.h"
+#include "lowbit/model/imatrix_collector.h"
+#include "lowbit/model/tokenizer.h"
+#include "lowbit/pipeline/eval_model.h"
+#include "lowbit/pipeline/plan.h"
+#include "terminal_progress.h"
+
+namespace lowbit::cli {
+
+// An importance matrix measured on `text` (at most 16 windows of 512 tokens), for weighting the loss.
+ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text_path, const std::filesystem::path& scratch) {
+  const EvalModel model(model_path);
+  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata());
+  std::ifstream in(text_path, std::ios::binary);
+  if (!in) throw Error("cannot read the text", {.file = text_path});
+  auto tokens = tokenizer.encode(std::string((std::istreambuf_iterator<char>(in)), {}), true);
+  if (tokens.size() > 16 * 512) tokens.resize(16 * 512);
+  const auto run = collect_imatrix(model.model(), tokens, 512, tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt);
+  write_imatrix_gguf(scratch, run.entries, {text_path}, uint32_t(run.chunks), 512);
+  return ImportanceMatrix::load(scratch);
+}
+
+Plan plan_model(const std::string& model, double bpw, const std::string& imatrix_path, const std::string& text, const std::string& rules,
+                Progress& progress) {
+  PlanOptions options{.target_bpw = bpw};
+  if (!rules.empty()) {
+    auto extra = load_plan_rules(rules);
+    options.rules.insert(options.rules.end(), extra.begin(), extra.end());
+  }
+  std::optional<ImportanceMatrix> imatrix;
+  if (!imatrix_path.empty()) {
+    imatrix = ImportanceMatrix::load(imatrix_path);
+  } else if (!text.empty()) {
+    const auto scratch = std::filesystem::temp_directory_path() / fmt::format("lowbit-plan-{}.imatrix.gguf", ::getpid());
+    imatrix = imatrix_from_text(model, text, scratch);
+    std::filesystem::remove(scratch);
+  }
+  options.imatrix = imatrix ? &*imatrix : nullptr;
+  return make_plan(*ModelSource::open(model), options, progress);
+}
+
+namespace {
+
+void print_allocation(const Plan& plan) {
+  std::map<std::string, std::pair<int64_t, uint64_t>> by_role;
+  std::map<int, std::pair<int64_t, uint64_t>> by_layer;
+  for (const auto& t : plan.tensors) {
+    auto& r = by_role[std::string(role_name(t.role))];
+    r.first += t.params;
+    r.second += t.bytes;
+    auto& l = by_layer[t.layer];
+    l.first += t.params;
+    l.second += t.bytes;
+  }
+  fmt::print("{:<16} {:>12} {:>8}\n", "role", "params", "bpw");
+  for (const auto& [role, v] : by_role) fmt::print("{:<16} {:>12} {:>8.3f}\n", role, v.first, 8.0 * double(v.second) / double(v.first));
+  fmt::print("\n{:<16} {:>12} {:>8}\n", "layer", "params", "bpw");
+  for (const auto& [layer, v] : by_layer)
+    fmt::print("{:<16} {:>12} {:>8.3f}\n", layer < 0 ? std::string("global") : fmt::format("layer {}", layer), v.first,
+               8.0 * double(v.second) / double(v.first));
+  fmt::print("\ntarget {:.3f} bits per weight, achieved {:.4f} ({} parameters, {} bytes)\n", plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes);
+}
+
+}  // namespace
+
+void add_plan_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("plan", "Give every tensor its own format so the model lands on a target bits per weight at the least loss");
+  struct Options {
+    CommonOptions common;
+    std::string model, output, imatrix, text, rules, target = "gguf";
+    double bpw = 0;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("MODEL", o->model, "A .gguf file or a Hugging Face model directory")->required();
+  cmd->add_option("--bpw", o->bpw, "Target average bits per weight (total stored bits / total parameters)")->required();
+  cmd->add_option("--imatrix", o->imatrix, "Weigh each column's error by this llama.cpp importance matrix");
+  cmd->add_option("--text", o->text, "Without --imatrix: measure an importance matrix on this text first");
+  cmd->add_option("--rules", o->rules, "A rules file: globs with allowed formats or bounds on bits per weight");
+  cmd->add_option("--target", o->target, "gguf (bitsandbytes targets are not planned yet)")->check(CLI::IsMember({"gguf"}));
+  cmd->add_option("-o,--output", o->output, "plan.json (the report goes beside it: plan.svg, plan.html)")->required();
+  add_common_options(*cmd, o->common);
+  cmd->callback([o] {
+    TerminalProgress progress(o->common.quiet);
+    progress.set_unit("tensors");
+    const Plan plan = plan_model(o->model, o->bpw, o->imatrix, o->text, o->rules, progress);
+    write_plan(o->output, plan);
+    const std::filesystem::path out(o->output);
+    write_plan_report(plan, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"));
+    if (o->common.json)
+      fmt::print("{}\n", nlohmann::ordered_json{{"plan", o->output}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
+                                                {"params", plan.params}, {"bytes", plan.bytes}}.dump(2));
+    else if (!o->common.quiet)
+      print_allocation(plan);
+  });
+}
+
+}  // namespace lowbit::cli

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The planner against llama.cpp's own mixes at equal size: for each mix, quantize the model with it,
+# then with a plan for the same bits per weight, and evaluate both against the base on a text the model
+# did not train on (KL-divergence, context 512). Prints a table; with IMATRIX_TEXT, an importance
+# matrix measured on that text feeds both the mixes and the plans.
+# Usage: scripts/plan-proof.sh [MODEL] [TEXT]   (defaults: ../shared/data/lowbit-bytes-12M-bf16.gguf, GPL-3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lowbit=build/lowbit
+model=${1:-../shared/data/lowbit-bytes-12M-bf16.gguf}
+text=${2:-/usr/share/common-licenses/GPL-3}
+chunks=${CHUNKS:-16}
+work=$(mktemp -d "${TMPDIR:-/tmp}/lowbit-plan-proof.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+imatrix=()
+if [ -n "${IMATRIX_TEXT:-}" ]; then
+  "$lowbit" imatrix "$model" --text "$IMATRIX_TEXT" --chunks 32 -o "$work/imatrix.gguf" --quiet
+  imatrix=(--imatrix "$work/imatrix.gguf")
+fi
+"$lowbit" eval "$model" --text "$text" --chunks "$chunks" --save-logits "$work/base.logits" --quiet >/dev/null
+row() {  # name file
+  local bpw kld
+  bpw=$("$lowbit" inspect --json "$2" | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["total"]["bpw"])')
+  kld=$("$lowbit" eval "$2" --text "$text" --chunks "$chunks" --kld-base "$work/base.logits" --json --quiet |
+        python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.4f %.5f %.2f%%" % (r["ppl"], r["kld"]["mean"], 100*r["top1"]))')
+  printf '%-22s %6s %8s %9s %7s\n' "$1" "$bpw" $kld
+}
+printf '%-22s %6s %8s %9s %7s\n' format bpw ppl "KLD mean" top-1
+for mix in ${MIXES:-Q4_K_M Q3_K_M Q2_K}; do
+  "$lowbit" quantize "$model" -o "$work/$mix.gguf" --mix "$mix" "${imatrix[@]}" --quiet
+  row "llama.cpp $mix" "$work/$mix.gguf"
+  bpw=$("$lowbit" inspect --json "$work/$mix.gguf" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"]["bpw"])')
+  "$lowbit" quantize "$model" -o "$work/plan-$mix.gguf" --bpw "$bpw" "${imatrix[@]}" --quiet
+  row "lowbit plan @ $mix" "$work/plan-$mix.gguf"
+done
