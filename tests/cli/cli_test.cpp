@@ -56,7 +56,7 @@ TEST(Cli, InspectTextSaysWhenStoredElementsAreFewer) {
 TEST(Cli, EveryCommandHasHelp) {
   const auto top = run_cli("--help");
   EXPECT_EQ(top.status, 0);
-  for (const char* cmd : {"inspect", "quantize", "dequantize", "eval", "imatrix"}) {
+  for (const char* cmd : {"inspect", "quantize", "dequantize", "eval", "imatrix", "plan"}) {
     const auto r = run_cli(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("--quiet"), std::string::npos) << cmd;
@@ -147,6 +147,25 @@ TEST(Cli, ImatrixFeedsQuantize) {
   int with_imatrix = 0;
   for (const auto& t : report["tensors"]) with_imatrix += t["imatrix"].get<bool>();
   EXPECT_EQ(with_imatrix, 14);  // 7 matrices in each of 2 layers; token_embd and output have none
+}
+
+TEST(Cli, PlanWritesPlanReportAndQuantizes) {
+  test::TempDir dir;
+  const auto model = (test::shared_data_dir() / "lowbit-bytes-12M-bf16.gguf").string();
+  const auto plan = run_cli("plan " + model + " --bpw 4.25 -o " + (dir / "plan.json").string() + " --json");
+  ASSERT_EQ(plan.status, 0) << plan.out;
+  const auto j = nlohmann::json::parse(plan.out);
+  EXPECT_LE(j["achieved_bpw"].get<double>(), 4.25);
+  EXPECT_GT(j["achieved_bpw"].get<double>(), 4.2);
+  EXPECT_TRUE(std::filesystem::exists(dir / "plan.svg"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "plan.html"));
+  const auto text = run_cli("plan " + model + " --bpw 4.25 -o " + (dir / "plan2.json").string());
+  EXPECT_NE(text.out.find("ffn_down"), std::string::npos);
+  EXPECT_NE(text.out.find("achieved"), std::string::npos);
+  const auto q = run_cli("quantize " + model + " --plan " + (dir / "plan.json").string() + " -o " + (dir / "p.gguf").string() + " --json");
+  ASSERT_EQ(q.status, 0) << q.out;
+  EXPECT_NEAR(nlohmann::json::parse(q.out)["total"]["bpw"].get<double>(), j["achieved_bpw"].get<double>(), 1e-9);
+  EXPECT_EQ(run_cli("plan " + model + " --bpw 1.0 -o " + (dir / "p3.json").string()).status, 1);
 }
 
 // A GGUF exported as a Hugging Face directory converts back to the same GGUF tensors and vocabulary.
