@@ -263,9 +263,6 @@ struct RefineState {
   alignas(64) float w[kRefineValues][kRefineLanes + kLanes];   // x^2
   alignas(64) float wx[kRefineValues][kRefineLanes + kLanes];  // x^2 * x
   alignas(64) float codes[kRefineValues][kRefineLanes + kLanes];
-  // Each value's current terms of the sums, (w*x)*l and (w*l)*l, kept so a pass need not recompute them.
-  alignas(64) float wxl[kRefineValues][kRefineLanes + kLanes];
-  alignas(64) float wl2[kRefineValues][kRefineLanes + kLanes];
   alignas(64) float sumlx[kRefineLanes + kLanes];
   alignas(64) float suml2[kRefineLanes + kLanes];
   __mmask16 active[kRefineSets], changed[kRefineSets];
@@ -287,11 +284,8 @@ LOWBIT_AVX512 void refine_start(int count, int m, int nmax, const float* x_group
     const __m512 l = _mm512_cvtepi32_ps(clamp16(round_nearest_even16(_mm512_mul_ps(iscale, x[i])), lo, hi));
     const __m512 w = _mm512_mul_ps(x[i], x[i]);
     const __m512 wx = _mm512_mul_ps(w, x[i]);
-    const __m512 wxl = _mm512_mul_ps(wx, l), wl2 = _mm512_mul_ps(_mm512_mul_ps(w, l), l);  // (w*x)*l, (w*l)*l
-    sumlx = _mm512_add_ps(sumlx, wxl);
-    suml2 = _mm512_add_ps(suml2, wl2);
-    _mm512_store_ps(s.wxl[i] + at, wxl);
-    _mm512_store_ps(s.wl2[i] + at, wl2);
+    sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(wx, l));                     // (w*x)*l
+    suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w, l), l));  // (w*l)*l
     _mm512_store_ps(s.x[i] + at, x[i]);
     _mm512_store_ps(s.w[i] + at, w);
     _mm512_store_ps(s.wx[i] + at, wx);
@@ -309,21 +303,18 @@ LOWBIT_AVX512 inline void refine_value(int i, int m, __m512i lo, __m512i hi, Ref
   const __m512 x = _mm512_load_ps(s.x[i] + at), w = _mm512_load_ps(s.w[i] + at), wx = _mm512_load_ps(s.wx[i] + at);
   const __m512 code = _mm512_load_ps(s.codes[i] + at);
   const __m512 sumlx = _mm512_load_ps(s.sumlx + at), suml2 = _mm512_load_ps(s.suml2 + at);
-  __m512 slx = _mm512_sub_ps(sumlx, _mm512_load_ps(s.wxl[i] + at));
+  __m512 slx = _mm512_sub_ps(sumlx, _mm512_mul_ps(wx, code));
   const __mmask16 positive = _mm512_cmp_ps_mask(slx, zero, _CMP_GT_OQ) & s.active[m];
-  __m512 sl2 = _mm512_sub_ps(suml2, _mm512_load_ps(s.wl2[i] + at));
+  __m512 sl2 = _mm512_sub_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(w, code), code));
   const __m512 new_l =
       _mm512_cvtepi32_ps(clamp16(round_nearest_even16(_mm512_div_ps(_mm512_mul_ps(x, sl2), slx)), lo, hi));
   const __mmask16 moved = _mm512_cmp_ps_mask(new_l, code, _CMP_NEQ_UQ) & positive;
-  const __m512 new_wxl = _mm512_mul_ps(wx, new_l), new_wl2 = _mm512_mul_ps(_mm512_mul_ps(w, new_l), new_l);
-  slx = _mm512_add_ps(slx, new_wxl);
-  sl2 = _mm512_add_ps(sl2, new_wl2);
+  slx = _mm512_add_ps(slx, _mm512_mul_ps(wx, new_l));
+  sl2 = _mm512_add_ps(sl2, _mm512_mul_ps(_mm512_mul_ps(w, new_l), new_l));
   const __mmask16 better = moved & _mm512_cmp_ps_mask(sl2, zero, _CMP_GT_OQ) &
                            _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_mul_ps(slx, slx), suml2),
                                               _mm512_mul_ps(_mm512_mul_ps(sumlx, sumlx), sl2), _CMP_GT_OQ);
   _mm512_mask_store_ps(s.codes[i] + at, better, new_l);
-  _mm512_mask_store_ps(s.wxl[i] + at, better, new_wxl);
-  _mm512_mask_store_ps(s.wl2[i] + at, better, new_wl2);
   _mm512_mask_store_ps(s.sumlx + at, better, slx);
   _mm512_mask_store_ps(s.suml2 + at, better, sl2);
   s.changed[m] |= better;
@@ -349,7 +340,7 @@ LOWBIT_AVX512 void refine_passes(RefineState& s, int sets, int nmax, int first_p
 }
 
 // Pointers to lane 0 of the rows a pass changes: the codes and the two sums, then (with_inputs) x.
-// (w, wx, wxl and wl2 follow from x and the codes.) Returns how many.
+// (w and wx follow from x.) Returns how many.
 constexpr int kMaxRefineRows = 2 * kRefineValues + 2;
 
 inline int refine_rows(RefineState& s, bool with_inputs, float** rows) {
@@ -380,13 +371,11 @@ LOWBIT_AVX512 int compact_active(RefineState& from, int sets, RefineState& to) {
   }
   for (int m = 0; m * kLanes < offset; ++m) {
     to.active[m] = __mmask16((1u << std::min(kLanes, offset - kLanes * m)) - 1);
-    for (int i = 0; i < kRefineValues; ++i) {  // the derived rows, computed as refine_start does
-      const __m512 x = _mm512_load_ps(to.x[i] + kLanes * m), l = _mm512_load_ps(to.codes[i] + kLanes * m);
-      const __m512 w = _mm512_mul_ps(x, x), wx = _mm512_mul_ps(w, x);
+    for (int i = 0; i < kRefineValues; ++i) {
+      const __m512 x = _mm512_load_ps(to.x[i] + kLanes * m);
+      const __m512 w = _mm512_mul_ps(x, x);  // as refine_start computed them
       _mm512_store_ps(to.w[i] + kLanes * m, w);
-      _mm512_store_ps(to.wx[i] + kLanes * m, wx);
-      _mm512_store_ps(to.wxl[i] + kLanes * m, _mm512_mul_ps(wx, l));
-      _mm512_store_ps(to.wl2[i] + kLanes * m, _mm512_mul_ps(_mm512_mul_ps(w, l), l));
+      _mm512_store_ps(to.wx[i] + kLanes * m, _mm512_mul_ps(w, x));
     }
   }
   return offset;
@@ -431,7 +420,7 @@ LOWBIT_AVX512 void refine_finish(int count, int m, int nmax, const RefineState& 
 LOWBIT_AVX512 void fit_signed_scale_refined_lanes(int count, int n, int nmax, const float* x_groups,
                                                   int8_t* codes_out, float* scales_out) {
   if (n != kRefineValues) __builtin_trap();  // only q3_K's 16-value sub-blocks come here
-  thread_local RefineState all, packed;  // 2 x 106 KB: too large for a thread's stack frame
+  thread_local RefineState all, packed;  // 2 x 70 KB: more than a stack frame should hold
   const int sets = (count + kLanes - 1) / kLanes;
   __mmask16 all_zero[kRefineSets];
   for (int m = 0; m < sets; ++m) {

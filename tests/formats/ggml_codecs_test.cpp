@@ -253,6 +253,31 @@ TEST(GgmlCodecs, VectorAndScalarKernelsAgreeOnTiesAndSignedZeros) {
   expect_vector_kernels_match_scalar(x, rows, cols, weights);
 }
 
+// The vector dequantizers pick their store width by the output's alignment: every offset within a 64-byte
+// line gives the scalar loops' bits.
+TEST(GgmlCodecs, VectorDequantizersMatchScalarAtEveryAlignment) {
+  const int64_t cols = 512;
+  std::mt19937 rng(5);
+  std::student_t_distribution<float> heavy(3.f);
+  std::vector<float> x(static_cast<size_t>(cols));
+  for (float& v : x) v = 0.02f * heavy(rng);
+  for (const ErrorBound& bound : kBounds) {
+    SCOPED_TRACE(std::string(ggml_type_name(bound.type)));
+    std::vector<std::byte> blocks(ggml_row_bytes(bound.type, cols));
+    quantize_rows(bound.type, x.data(), 1, cols, nullptr, blocks.data());
+    std::vector<float> expected(static_cast<size_t>(cols));
+    {
+      const VectorKernelsOff scalar_only;
+      dequantize_rows(bound.type, blocks.data(), 1, cols, expected.data());
+    }
+    alignas(64) static float buffer[512 + 16];
+    for (int offset = 0; offset < 16; ++offset) {
+      dequantize_rows(bound.type, blocks.data(), 1, cols, buffer + offset);
+      EXPECT_EQ(std::memcmp(buffer + offset, expected.data(), sizeof(float) * size_t(cols)), 0) << "offset " << offset;
+    }
+  }
+}
+
 TEST(GgmlCodecs, ZeroRowsStayZero) {
   const int64_t cols = 512;
   const std::vector<float> x(size_t(cols), 0.f);
