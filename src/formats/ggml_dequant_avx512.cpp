@@ -173,7 +173,8 @@ LOWBIT_AVX512 void dequantize_q2_K_blocks(const void* in, float* y, int64_t bloc
       const uint8_t sc = b[i].scales[j];
       const __m512 dl = _mm512_set1_ps(d * float(sc & 0xF)), ml = _mm512_set1_ps(dmin * float(sc >> 4));
       const __m512i bytes = load16_u8(b[i].qs + 32 * (j / 8) + 16 * (j % 2));
-      const __m512i code = _mm512_and_si512(_mm512_srli_epi32(bytes, unsigned(2 * ((j % 8) / 2))), _mm512_set1_epi32(3));
+      const unsigned shift = unsigned(2 * ((j % 8) / 2));
+      const __m512i code = _mm512_and_si512(_mm512_srli_epi32(bytes, shift), _mm512_set1_epi32(3));
       store16<Aligned64>(y + 16 * j, _mm512_sub_ps(_mm512_mul_ps(dl, _mm512_cvtepi32_ps(code)), ml));
     }
   }
@@ -183,14 +184,16 @@ template <bool Aligned64>
 LOWBIT_AVX512 void dequantize_q4_K_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ4K*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues)
-    dequantize_scale_min_block<false, Aligned64>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs, nullptr, y);
+    dequantize_scale_min_block<false, Aligned64>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs,
+                                                 nullptr, y);
 }
 
 template <bool Aligned64>
 LOWBIT_AVX512 void dequantize_q5_K_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ5K*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues)
-    dequantize_scale_min_block<true, Aligned64>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs, b[i].qh, y);
+    dequantize_scale_min_block<true, Aligned64>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs,
+                                                b[i].qh, y);
 }
 
 // The kernel for y's alignment (see store16).
