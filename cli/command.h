@@ -27,5 +27,6 @@ void add_dequantize_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_imatrix_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace lowbit::cli

@@ -56,7 +56,7 @@ TEST(Cli, InspectTextSaysWhenStoredElementsAreFewer) {
 TEST(Cli, EveryCommandHasHelp) {
   const auto top = run_cli("--help");
   EXPECT_EQ(top.status, 0);
-  for (const char* cmd : {"inspect", "quantize", "dequantize", "eval", "imatrix", "plan"}) {
+  for (const char* cmd : {"inspect", "quantize", "dequantize", "eval", "imatrix", "plan", "bench"}) {
     const auto r = run_cli(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("--quiet"), std::string::npos) << cmd;
@@ -166,6 +166,19 @@ TEST(Cli, PlanWritesPlanReportAndQuantizes) {
   ASSERT_EQ(q.status, 0) << q.out;
   EXPECT_NEAR(nlohmann::json::parse(q.out)["total"]["bpw"].get<double>(), j["achieved_bpw"].get<double>(), 1e-9);
   EXPECT_EQ(run_cli("plan " + model + " --bpw 1.0 -o " + (dir / "p3.json").string()).status, 1);
+}
+
+TEST(Cli, BenchReportsEveryFormatBesideMemcpy) {
+  const auto r = run_cli("bench --rows 64 --cols 512 --repeats 1 --format nf4 --format int8 --format q4_K --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["memcpy_gbs"].get<double>(), 0.0);
+  ASSERT_EQ(j["formats"].size(), 3u);
+  for (const auto& f : j["formats"]) {
+    EXPECT_GT(f["quantize_gbs"].get<double>(), 0.0) << f["format"];
+    EXPECT_GT(f["dequantize_gbs"].get<double>(), 0.0) << f["format"];
+  }
+  EXPECT_EQ(run_cli("bench --format q9_K --rows 8 --cols 256").status, 1);
 }
 
 // A GGUF exported as a Hugging Face directory converts back to the same GGUF tensors and vocabulary.

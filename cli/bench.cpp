@@ -1,0 +1,135 @@
+// lowbit bench [--format F]... [--rows R --cols C] [--threads N] [--json]: quantize and dequantize
+// throughput of the CPU codecs on heavy-tailed random data, each beside memcpy measured in the same run.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "command.h"
+#include "lowbit/core/convert.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/thread_pool.h"
+#include "lowbit/formats/bnb_4bit.h"
+#include "lowbit/formats/bnb_int8.h"
+#include "lowbit/formats/ggml_codecs.h"
+
+namespace lowbit::cli {
+namespace {
+
+// Median seconds of `repeats` runs after one warm-up.
+template <class F>
+double median_seconds(int repeats, F&& run) {
+  run();
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::ranges::sort(times);
+  return times[times.size() / 2];
+}
+
+struct Row {
+  std::string format;
+  double quantize_gbs, dequantize_gbs;
+};
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "Time the CPU codecs (quantize and dequantize GB/s) beside memcpy measured in the same run");
+  struct Options {
+    CommonOptions common;
+    std::vector<std::string> formats{"nf4", "fp4", "int8", "q4_0", "q8_0", "q4_K", "q6_K", "iq4_xs"};
+    int64_t rows = 4096, cols = 4096;
+    int threads = 0, repeats = 5;
+    std::string device = "cpu";
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--format", o->formats, "Formats to time (nf4, fp4, int8 or any ggml type lowbit writes)")->capture_default_str();
+  cmd->add_option("--rows", o->rows, "Rows of the weight")->capture_default_str();
+  cmd->add_option("--cols", o->cols, "Columns of the weight")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
+  cmd->add_option("--repeats", o->repeats, "Timed runs; the median is reported")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu (the GPU kernels are timed by build/bench/lowbit_cuda_bench)")->check(CLI::IsMember({"cpu"}));
+  add_common_options(*cmd, o->common);
+  cmd->callback([o] {
+    // The pool is sized once, on first use: set the thread count before any work.
+    if (o->threads > 0) ::setenv("LOWBIT_THREADS", std::to_string(o->threads).c_str(), 1);
+    const int64_t n = o->rows * o->cols;
+    std::mt19937 rng(1234);
+    std::student_t_distribution<float> heavy(4.0f);
+    auto f32 = std::vector<float>(size_t(n));
+    for (auto& v : f32) v = 0.02f * heavy(rng);
+    Tensor bf16(DType::bf16, {o->rows, o->cols});
+    convert_from_f32(f32.data(), DType::bf16, bf16.buffer.data(), f32.size());
+
+    // memcpy of the bf16 weight, read + written, on the same threads.
+    std::vector<std::byte> copy(bf16.buffer.size());
+    const double copy_s = median_seconds(o->repeats, [&] {
+      parallel_for(int64_t(copy.size() >> 20) + 1, 1, [&](int64_t b, int64_t e) {
+        const size_t begin = size_t(b) << 20, end = std::min(copy.size(), size_t(e) << 20);
+        if (begin < end) std::memcpy(copy.data() + begin, bf16.buffer.data() + begin, end - begin);
+      });
+    });
+    const double memcpy_gbs = 2.0 * double(copy.size()) / copy_s / 1e9;
+
+    std::vector<Row> rows;
+    for (const auto& format : o->formats) {
+      Row r{format, 0, 0};
+      if (format == "nf4" || format == "fp4") {
+        const bnb::Bnb4bitOptions opt{.quant_type = format == "nf4" ? bnb::QuantType::nf4 : bnb::QuantType::fp4, .blocksize = 64};
+        bnb::Bnb4bitQuantized q;
+        const double qs = median_seconds(o->repeats, [&] { q = bnb::quantize_4bit(bf16.view(), opt); });
+        Tensor out(DType::bf16, {o->rows, o->cols});
+        const double ds = median_seconds(o->repeats, [&] { bnb::dequantize_4bit_into(q.packed, q.state, DType::bf16, out.buffer.span()); });
+        const double moved = double(bf16.buffer.size() + q.packed.size() + q.state.absmax.size() * 4);
+        r.quantize_gbs = moved / qs / 1e9;
+        r.dequantize_gbs = moved / ds / 1e9;
+      } else if (format == "int8") {
+        bnb::Int8RowwiseQuantized q;
+        const double qs = median_seconds(o->repeats, [&] { q = bnb::quantize_int8_rowwise(bf16.view()); });
+        Tensor out(DType::bf16, {o->rows, o->cols});
+        const double ds = median_seconds(o->repeats, [&] { bnb::dequantize_int8_rowwise_into(q, DType::bf16, out.buffer.span()); });
+        const double moved = double(bf16.buffer.size() + q.cb.size() + q.scb.size() * 4);
+        r.quantize_gbs = moved / qs / 1e9;
+        r.dequantize_gbs = moved / ds / 1e9;
+      } else {
+        const auto type = ggml_type_from_name(format);
+        if (!type || !ggml_codec(*type) || !ggml_codec(*type)->quantize_row) throw Error(fmt::format("cannot time '{}'", format));
+        std::vector<std::byte> blocks(ggml_row_bytes(*type, o->cols) * size_t(o->rows));
+        std::vector<float> back(f32.size());
+        const double qs = median_seconds(o->repeats, [&] { quantize_rows(*type, f32.data(), o->rows, o->cols, nullptr, blocks.data()); });
+        const double ds = median_seconds(o->repeats, [&] { dequantize_rows(*type, blocks.data(), o->rows, o->cols, back.data()); });
+        const double moved = double(f32.size() * 4 + blocks.size());
+        r.quantize_gbs = moved / qs / 1e9;
+        r.dequantize_gbs = moved / ds / 1e9;
+      }
+      rows.push_back(r);
+    }
+
+    const unsigned threads = ThreadPool::global().size();
+    if (o->common.json) {
+      nlohmann::ordered_json j{{"device", "cpu"}, {"threads", threads}, {"rows", o->rows}, {"cols", o->cols}, {"memcpy_gbs", memcpy_gbs}};
+      j["formats"] = nlohmann::ordered_json::array();
+      for (const auto& r : rows)
+        j["formats"].push_back({{"format", r.format}, {"quantize_gbs", r.quantize_gbs}, {"dequantize_gbs", r.dequantize_gbs},
+                                {"dequantize_vs_memcpy", r.dequantize_gbs / memcpy_gbs}});
+      fmt::print("{}\n", j.dump(2));
+      return;
+    }
+    fmt::print("{}×{} weight, {} thread(s); GB/s count bytes read + written; memcpy {:.1f} GB/s in the same run\n", o->rows, o->cols,
+               threads, memcpy_gbs);
+    fmt::print("{:<8} {:>14} {:>16} {:>18}\n", "format", "quantize GB/s", "dequantize GB/s", "dequant / memcpy");
+    for (const auto& r : rows)
+      fmt::print("{:<8} {:>14.2f} {:>16.2f} {:>18.2f}\n", r.format, r.quantize_gbs, r.dequantize_gbs, r.dequantize_gbs / memcpy_gbs);
+  });
+}
+
+}  // namespace lowbit::cli
