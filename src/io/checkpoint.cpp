@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
-#include <set>
 
 #include "lowbit/core/error.h"
 
@@ -76,10 +75,10 @@ Checkpoint::Checkpoint(const std::filesystem::path& path) : path_(path) {
     }
   }
 
-  std::set<std::string_view> seen;
   for (const auto& shard : shards_)
     for (const auto& t : shard->tensors()) {
-      if (!seen.insert(t.name).second) throw Error("tensor appears in more than one shard", {.file = shard->label(), .tensor = t.name});
+      if (!index_.emplace(t.name, entries_.size()).second)
+        throw Error("tensor appears in more than one shard", {.file = shard->label(), .tensor = t.name});
       entries_.push_back({&t, shard.get()});
     }
 }
@@ -92,9 +91,8 @@ std::optional<DType> Checkpoint::torch_dtype() const {
 }
 
 const Checkpoint::Entry* Checkpoint::find(std::string_view name) const {
-  for (const auto& e : entries_)
-    if (e.info->name == name) return &e;
-  return nullptr;
+  const auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &entries_[it->second];
 }
 
 TensorView Checkpoint::view(std::string_view name) const {

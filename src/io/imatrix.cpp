@@ -47,7 +47,9 @@ class LegacyReader {
 ImportanceMatrix ImportanceMatrix::load(const std::filesystem::path& path) {
   const MappedFile file(path);
   const bool is_gguf = file.size() >= 4 && std::memcmp(file.bytes().data(), "GGUF", 4) == 0;
-  return is_gguf ? load_gguf(path) : load_legacy(path);
+  ImportanceMatrix m = is_gguf ? load_gguf(path) : load_legacy(path);
+  m.build_index(path.string());
+  return m;
 }
 
 ImportanceMatrix ImportanceMatrix::load_gguf(const std::filesystem::path& path) {
@@ -145,10 +147,14 @@ void write_imatrix_gguf(const std::filesystem::path& path, std::vector<ImatrixSu
   w.finish();
 }
 
+void ImportanceMatrix::build_index(const std::string& label) {
+  for (size_t i = 0; i < entries_.size(); ++i)
+    if (!index_.emplace(entries_[i].name, i).second) throw Error("duplicate entry in importance matrix", {.file = label, .tensor = entries_[i].name});
+}
+
 const ImatrixEntry* ImportanceMatrix::find(std::string_view weight_name) const {
-  for (const auto& e : entries_)
-    if (e.name == weight_name) return &e;
-  return nullptr;
+  const auto it = index_.find(weight_name);
+  return it == index_.end() ? nullptr : &entries_[it->second];
 }
 
 }  // namespace lowbit

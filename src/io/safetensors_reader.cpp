@@ -167,15 +167,15 @@ void File::parse_all() {
                   {.file = label_, .tensor = t.name, .offset = data_offset_ + t.begin});
     expected_begin = t.end;
   }
+  for (size_t i = 0; i < tensors_.size(); ++i) index_.emplace(tensors_[i].name, i);
   if (expected_begin != data_size)
     throw Error(fmt::format("{} bytes after the last tensor belong to no tensor", data_size - expected_begin),
                 {.file = label_, .offset = data_offset_ + expected_begin});
 }
 
 const TensorInfo* File::find(std::string_view name) const {
-  for (const auto& t : tensors_)
-    if (t.name == name) return &t;
-  return nullptr;
+  const auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
 TensorView File::view(const TensorInfo& t) const {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 
-#include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
 
@@ -21,17 +20,12 @@ std::vector<float> GgufSource::load_f32(const Tensor& tensor) const {
   const auto bytes = raw(tensor);
   const int64_t cols = tensor.ne[0];
   const int64_t rows = shape_elements(tensor.ne) / std::max<int64_t>(cols, 1);
+  // The registry converts plain types (f32, f16, bf16) as well as dequantizing block types.
+  const auto* codec = ggml_codec(tensor.stored_type);
+  if (!codec || !codec->dequantize_row)
+    throw Error(fmt::format("lowbit cannot dequantize {} yet", ggml_type_name(tensor.stored_type)), {.file = label(), .tensor = tensor.name});
   std::vector<float> out(size_t(rows * cols));
-  switch (tensor.stored_type) {
-    case GgmlType::F32: convert_to_f32(DType::f32, bytes.data(), out.data(), out.size()); break;
-    case GgmlType::F16: convert_to_f32(DType::f16, bytes.data(), out.data(), out.size()); break;
-    case GgmlType::BF16: convert_to_f32(DType::bf16, bytes.data(), out.data(), out.size()); break;
-    default:
-      if (!ggml_codec(tensor.stored_type) || !ggml_codec(tensor.stored_type)->dequantize_row)
-        throw Error(fmt::format("lowbit cannot dequantize {} yet", ggml_type_name(tensor.stored_type)),
-                    {.file = label(), .tensor = tensor.name});
-      dequantize_rows(tensor.stored_type, bytes.data(), rows, cols, out.data());
-  }
+  dequantize_rows(tensor.stored_type, bytes.data(), rows, cols, out.data());
   return out;
 }
 

@@ -139,11 +139,9 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options, Progress& 
     p.format = p.options[size_t(choice[i])].first;
     p.loss = p.options[size_t(choice[i])].second;
   }
-  for (auto& p : plan.tensors) {
-    if (p.quantized) {
-      const auto& t = *std::ranges::find_if(source.tensors(), [&](const auto& x) { return x.name == p.name; });
-      p.bytes = gguf::tensor_bytes(p.format, t.ne);
-    }
+  for (size_t i = 0; i < plan.tensors.size(); ++i) {  // plan.tensors follow source.tensors()
+    auto& p = plan.tensors[i];
+    if (p.quantized) p.bytes = gguf::tensor_bytes(p.format, source.tensors()[i].ne);
     plan.bytes += p.bytes;
   }
   plan.achieved_bpw = 8.0 * double(plan.bytes) / double(plan.params);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <nlohmann/json.hpp>
@@ -39,6 +40,7 @@ class Checkpoint {
   std::filesystem::path path_;
   std::vector<std::unique_ptr<safetensors::File>> shards_;
   std::vector<Entry> entries_;
+  std::map<std::string, size_t, std::less<>> index_;  // name -> position in entries_
   nlohmann::json config_ = nlohmann::json::object();
 };
 

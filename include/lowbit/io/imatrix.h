@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,7 +49,10 @@ class ImportanceMatrix {
   static ImportanceMatrix load_gguf(const std::filesystem::path& path);
   static ImportanceMatrix load_legacy(const std::filesystem::path& path);
 
+  void build_index(const std::string& label);
+
   std::vector<ImatrixEntry> entries_;
+  std::map<std::string, size_t, std::less<>> index_;  // weight name -> position in entries_
   std::vector<std::string> datasets_;
   int64_t chunk_count_ = 0;
 };

@@ -52,6 +52,7 @@ class File {
   std::string label_;
   uint64_t data_offset_ = 0;
   std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t, std::less<>> index_;  // name -> position in tensors_
   std::map<std::string, std::string> metadata_;
 };
 
