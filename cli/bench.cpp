@@ -1,5 +1,7 @@
 // lowbit bench [--format F]... [--rows R --cols C] [--threads N] [--json]: quantize and dequantize
 // throughput of the CPU codecs on heavy-tailed random data, each beside memcpy measured in the same run.
+// lowbit bench --device cuda [--quick] [--json]: the GPU codecs and matmuls, each beside a copy kernel
+// or cuBLAS measured in the same run (include/lowbit/kernels/cuda/benchmark.h).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -17,6 +19,10 @@
 #include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/formats/bnb_int8.h"
 #include "lowbit/formats/ggml_codecs.h"
+#ifdef LOWBIT_HAVE_CUDA
+#include "lowbit/kernels/cuda/benchmark.h"
+#include "lowbit/kernels/cuda/device.h"
+#endif
 
 namespace lowbit::cli {
 namespace {
@@ -40,16 +46,49 @@ struct Row {
   double quantize_gbs, dequantize_gbs;
 };
 
+// The GPU benchmarks: a markdown table as rows arrive, or (json) one document at the end.
+void bench_cuda(bool quick, bool json) {
+#ifdef LOWBIT_HAVE_CUDA
+  if (cuda::devices().empty()) throw Error("lowbit bench --device cuda: no CUDA device is visible");
+  const std::string device = cuda::bench_device_description();
+  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+  if (!json) {
+    fmt::print("device: {}\nGB/s: bytes the kernel must move per second; ratio: GB/s over the copy kernel's (codecs) "
+               "or the reference's time over lowbit's (matmuls, > 1 is faster)\n\n",
+               device);
+    fmt::print("| {:<26} | {:<11} | {:>6} | {:>8} | {:>7} | {:<11} | {:>8} | {:>5} |\n|---|---|--:|--:|--:|---|--:|--:|\n",
+               "kernel", "weight", "tokens", "us", "GB/s", "reference", "ref us", "ratio");
+  }
+  cuda::run_benchmarks({.quick = quick}, [&](const cuda::BenchRow& r) {
+    if (json) {
+      rows.push_back({{"kernel", r.kernel}, {"shape", r.shape}, {"tokens", r.tokens}, {"us", r.us}, {"gbps", r.gbps},
+                      {"reference", r.reference}, {"reference_us", r.reference_us},
+                      {"reference_gbps", r.reference_gbps}, {"ratio", r.ratio}});
+      return;
+    }
+    fmt::print("| {:<26} | {:<11} | {:>6} | {:>8.1f} | {:>7.0f} | {:<11} | {:>8.1f} | {:>5.2f} |\n", r.kernel, r.shape,
+               r.tokens ? std::to_string(r.tokens) : "-", r.us, r.gbps, r.reference, r.reference_us, r.ratio);
+    std::fflush(stdout);
+  });
+  if (json) fmt::print("{}\n", nlohmann::ordered_json{{"device", device}, {"rows", rows}}.dump(2));
+#else
+  (void)quick, (void)json;
+  throw Error("lowbit bench --device cuda: this lowbit was built without CUDA (configure with -DLOWBIT_CUDA=ON)");
+#endif
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("bench", "Time the CPU codecs (quantize and dequantize GB/s) beside memcpy measured in the same run");
+  auto* cmd = app.add_subcommand("bench", "Time the codecs (CPU: beside memcpy) or the GPU codecs and matmuls (beside a copy "
+                                          "kernel and cuBLAS), references measured in the same run");
   struct Options {
     CommonOptions common;
     std::vector<std::string> formats{"nf4", "fp4", "int8", "q4_0", "q8_0", "q4_K", "q6_K", "iq4_xs"};
     int64_t rows = 4096, cols = 4096;
     int threads = 0, repeats = 5;
     std::string device = "cpu";
+    bool quick = false;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--format", o->formats, "Formats to time (nf4, fp4, int8 or any ggml type lowbit writes)")->capture_default_str();
@@ -57,9 +96,13 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--cols", o->cols, "Columns of the weight")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
   cmd->add_option("--repeats", o->repeats, "Timed runs; the median is reported")->capture_default_str();
-  cmd->add_option("--device", o->device, "cpu (the GPU kernels are timed by build/bench/lowbit_cuda_bench)")->check(CLI::IsMember({"cpu"}));
+  cmd->add_option("--device", o->device, "cpu, or cuda: the GPU codecs and matmuls on device 0")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_flag("--quick", o->quick, "--device cuda: one size of each, for a smoke run");
   add_common_options(*cmd, o->common);
   cmd->callback([o] {
+    if (o->device == "cuda") return bench_cuda(o->quick, o->common.json);
     // The pool is sized once, on first use: set the thread count before any work.
     if (o->threads > 0) ::setenv("LOWBIT_THREADS", std::to_string(o->threads).c_str(), 1);
     const int64_t n = o->rows * o->cols;

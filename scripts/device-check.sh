@@ -5,8 +5,9 @@
 # .deps/ (Debian .debs; bitsandbytes' wheel unpacked in .deps/py). See docs/benchmarks.md.
 #   scripts/device-check.sh           build, CUDA tests
 #   scripts/device-check.sh interop   + the transformers/bitsandbytes interop proof
-#   scripts/device-check.sh bench     + the GPU codec benchmark (lowbit_cuda_bench), its table last
-#                                     (and in $OUT/cuda_bench.md when $OUT is set)
+#   scripts/device-check.sh bench     + the GPU benchmarks (lowbit_cuda_bench: codecs and matmuls), then
+#                                     bitsandbytes timed the same way (bench/bnb_reference_bench.py);
+#                                     tables also in $OUT/cuda_bench.md and $OUT/bnb_bench.md when $OUT is set
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=/tmp/lowbit-deps
@@ -28,6 +29,7 @@ if [ "${1:-}" = "bench" ]; then
   tests_status=0
   build-device/tests/lowbit_kernels_tests --gtest_brief=1 || tests_status=$?
   build-device/bench/lowbit_cuda_bench | tee "${OUT:-/tmp}/cuda_bench.md"
+  PYTHONPATH="$PWD/.deps/py" python3 bench/bnb_reference_bench.py 2>&1 | grep -v Warning | tee "${OUT:-/tmp}/bnb_bench.md" || true
   exit "$tests_status"
 fi
 build-device/tests/lowbit_kernels_tests

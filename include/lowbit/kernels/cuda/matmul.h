@@ -1,0 +1,90 @@
+// Matrix products with quantized weights on the GPU: Y = X · Wᵀ for a weight W [rows = out features,
+// cols = in features] stored as its checkpoint stores it, and activations X [tokens, cols].
+//
+// - 4-bit (bitsandbytes nf4/fp4, plain or double-quantized scales; ggml q4_K): one fused kernel reads
+//   the packed codes once, decodes them in registers and multiplies on the tensor cores (mma.sync,
+//   bf16/f16 in, float32 sums). Few tokens are bound by reading the weight; this is where a 4-bit
+//   weight pays, ~4x fewer bytes than bf16. Many tokens (>= kDequantizeTokens) dequantize the weight
+//   into the context's scratch and call cuBLAS, whose large-tile GEMM the fused kernel does not match.
+// - LLM.int8 (bitsandbytes row-wise int8 with outlier decomposition): the bulk on int8 tensor cores
+//   (cuBLASLt, int32 sums), the outlier activation columns in 16-bit, as include/lowbit/formats/
+//   bnb_int8.h defines; the int8 codes, scales and int32 sums are exact, so the result matches the CPU
+//   to the last f16 ulp of the outlier sum's order.
+//
+// Every pointer is a device pointer; functions only enqueue work on `stream` and throw lowbit::Error
+// for invalid arguments (naming what is wrong) or a CUDA error at launch. Declared only when lowbit was
+// built with LOWBIT_CUDA (LOWBIT_HAVE_CUDA is then defined).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "lowbit/core/dtype.h"
+#include "lowbit/kernels/cuda/codecs.h"
+
+namespace lowbit::cuda {
+
+// cuBLAS handles and a scratch buffer that grows on demand; one per stream at a time (not thread-safe).
+class MatmulContext {
+ public:
+  MatmulContext();
+  ~MatmulContext();
+  MatmulContext(const MatmulContext&) = delete;
+  MatmulContext& operator=(const MatmulContext&) = delete;
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// A bitsandbytes 4-bit weight: rows * cols / 2 packed bytes (two codes per byte, the first in the
+// high nibble, row-major), with plain scales (absmax) or double-quantized ones (nested.codes set).
+struct Bnb4bitWeight {
+  bnb::QuantType type = bnb::QuantType::nf4;
+  const uint8_t* packed = nullptr;
+  const float* absmax = nullptr;  // plain: one per block
+  NestedScales nested;            // double quant: used when nested.codes is set
+  int64_t rows = 0, cols = 0, blocksize = 64;
+};
+
+// A ggml q4_K weight: rows * cols / 256 blocks of 144 bytes, row-major.
+struct Q4KWeight {
+  const void* blocks = nullptr;
+  int64_t rows = 0, cols = 0;
+};
+
+// Token counts from which the 4-bit products dequantize into scratch and call cuBLAS.
+inline constexpr int64_t kDequantizeTokens = 256;
+
+// y [tokens, rows] = x [tokens, cols] · Wᵀ, x and y in `dtype` (bf16 or f16), row-major, 16-byte
+// aligned. Needs cols % 64 == 0 and blocksize % 64 == 0 (nf4/fp4), cols % 256 == 0 (q4_K), rows % 16 == 0.
+void matmul_4bit(MatmulContext& context, const Bnb4bitWeight& weight, DType dtype, const void* x, int64_t tokens,
+                 void* y, cudaStream_t stream);
+void matmul_q4_K(MatmulContext& context, const Q4KWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
+                 cudaStream_t stream);
+// The fused kernel alone, whatever the token count (for tests and benchmarks).
+void matmul_4bit_fused(const Bnb4bitWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
+                       cudaStream_t stream);
+void matmul_q4_K_fused(const Q4KWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
+                       cudaStream_t stream);
+
+// A bitsandbytes LLM.int8 weight (row-wise, threshold 0): cb [rows, cols] int8, scb [rows] float.
+struct Int8Weight {
+  const int8_t* cb = nullptr;
+  const float* scb = nullptr;
+  int64_t rows = 0, cols = 0;
+};
+
+// y [tokens, rows] f16 = LLM.int8(x [tokens, cols] f16, W): bnb::llm_int8_matmul on the GPU. threshold 0
+// disables the outlier decomposition. Needs cols % 16 == 0 and rows % 4 == 0 (int8 tensor cores).
+void llm_int8_matmul(MatmulContext& context, const Int8Weight& weight, const void* x, int64_t tokens, float threshold,
+                     void* y, cudaStream_t stream);
+
+// y [tokens, rows] = x · wᵀ with a 16-bit weight w [rows, cols] through cuBLAS (float32 sums): the
+// reference the quantized products are measured against, and the large-batch 4-bit path.
+void matmul_16bit(MatmulContext& context, DType dtype, const void* w, int64_t rows, int64_t cols, const void* x,
+                  int64_t tokens, void* y, cudaStream_t stream);
+
+}  // namespace lowbit::cuda

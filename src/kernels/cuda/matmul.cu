@@ -1,0 +1,69 @@
+// MatmulContext, the 16-bit cuBLAS product, and the 4-bit entry points that choose between the
+// fused kernel (few tokens) and dequantize + cuBLAS (many).
+#include <string>
+
+#include "codec_common.cuh"
+#include "lowbit/formats/ggml_types.h"
+#include "matmul_context.cuh"
+
+namespace lowbit::cuda {
+
+void check_blas(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throw Error(std::string("cuBLAS error in ") + what + ": " + cublasGetStatusString(status));
+}
+
+MatmulContext::MatmulContext() : impl_(std::make_unique<Impl>()) {
+  check_blas(cublasCreate(&impl_->blas), "cublasCreate");
+  check_blas(cublasLtCreate(&impl_->blas_lt), "cublasLtCreate");
+}
+
+MatmulContext::~MatmulContext() {
+  for (void* p : impl_->buffers) cudaFree(p);
+  cublasLtDestroy(impl_->blas_lt);
+  cublasDestroy(impl_->blas);
+}
+
+void* MatmulContext::Impl::scratch(Slot slot, size_t bytes) {
+  if (sizes[slot] < bytes) {
+    check(cudaFree(buffers[slot]));
+    buffers[slot] = nullptr;
+    check(cudaMalloc(&buffers[slot], bytes));
+    sizes[slot] = bytes;
+  }
+  return buffers[slot];
+}
+
+void matmul_16bit(MatmulContext& context, DType dtype, const void* w, int64_t rows, int64_t cols, const void* x,
+                  int64_t tokens, void* y, cudaStream_t stream) {
+  if (dtype != DType::bf16 && dtype != DType::f16)
+    throw Error("GPU 16-bit matmul: dtype must be bf16 or f16, got " + std::string(dtype_name(dtype)));
+  if (tokens == 0) return;
+  // Row-major y [tokens, rows] is column-major [rows, tokens] = Wᵀ-as-stored · x-as-stored.
+  const cudaDataType type = dtype == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F;
+  const float one = 1.0f, zero = 0.0f;
+  cublasHandle_t blas = context.impl().blas;
+  check_blas(cublasSetStream(blas, stream), "cublasSetStream");
+  check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(tokens), int(cols), &one, w, type, int(cols), x,
+                          type, int(cols), &zero, y, type, int(rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             "cublasGemmEx");
+}
+
+void matmul_4bit(MatmulContext& context, const Bnb4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
+                 cudaStream_t stream) {
+  if (tokens < kDequantizeTokens) return matmul_4bit_fused(w, dtype, x, tokens, y, stream);
+  void* weight = context.impl().scratch(MatmulContext::Impl::kWeight16, size_t(w.rows * w.cols) * 2);
+  if (w.nested.codes) dequantize_4bit(w.type, w.packed, w.nested, w.rows * w.cols, w.blocksize, dtype, weight, stream);
+  else dequantize_4bit(w.type, w.packed, w.absmax, w.rows * w.cols, w.blocksize, dtype, weight, stream);
+  matmul_16bit(context, dtype, weight, w.rows, w.cols, x, tokens, y, stream);
+}
+
+void matmul_q4_K(MatmulContext& context, const Q4KWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
+                 cudaStream_t stream) {
+  if (tokens < kDequantizeTokens) return matmul_q4_K_fused(w, dtype, x, tokens, y, stream);
+  void* weight = context.impl().scratch(MatmulContext::Impl::kWeight16, size_t(w.rows * w.cols) * 2);
+  dequantize_ggml(GgmlType::Q4_K, w.blocks, w.rows, w.cols, dtype, weight, stream);
+  matmul_16bit(context, dtype, weight, w.rows, w.cols, x, tokens, y, stream);
+}
+
+}  // namespace lowbit::cuda

@@ -1,0 +1,221 @@
+// The GPU matmuls against the CPU: the 4-bit products (fused kernel and the cuBLAS path) against a
+// float64 product of the CPU-dequantized weight, within the rounding of 16-bit inputs and output;
+// LLM.int8 against bnb::llm_int8_matmul bit for bit. Fresh heavy-tailed data each run (seed printed),
+// outputs poisoned (0xFF is NaN in f16 and bf16, so an element never written fails). Skips without a GPU.
+#include <gtest/gtest.h>
+
+#ifdef LOWBIT_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda_test_support.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/half.h"
+#include "lowbit/formats/bnb_4bit.h"
+#include "lowbit/formats/bnb_int8.h"
+#include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/kernels/cuda/matmul.h"
+
+namespace lowbit {
+namespace {
+
+struct Shape {
+  int64_t rows, cols;
+};
+constexpr Shape kShapes[] = {{16, 256}, {48, 1024}, {256, 4096}};
+constexpr int64_t kTokens[] = {1, 3, 8, 9, 16, 17, 40, 70};
+
+// The GPU's y [tokens, rows] (in `dtype`) against Σ x·w in float64 over the CPU's dequantized weight:
+// |error| <= tolerance · Σ |x·w| + half an output ulp. The tolerance covers the code values rounded
+// to 16 bits before the tensor cores (the scale is applied after) and the float32 sums.
+void expect_close(const std::vector<float>& x, const std::vector<float>& w, int64_t tokens, int64_t rows, int64_t cols,
+                  const std::vector<std::byte>& y, DType dtype, const std::string& what) {
+  const double tolerance = dtype == DType::bf16 ? 1.0 / 256 : 1.0 / 2048;
+  int failures = 0;
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double exact = 0, magnitude = 0;
+      for (int64_t k = 0; k < cols; ++k) {
+        const double p = double(x[size_t(t * cols + k)]) * double(w[size_t(r * cols + k)]);
+        exact += p;
+        magnitude += std::fabs(p);
+      }
+      uint16_t bits;
+      std::memcpy(&bits, y.data() + size_t(t * rows + r) * 2, 2);
+      const double got = dtype == DType::bf16 ? bf16_to_f32(bits) : f16_to_f32(bits);
+      const double ulp = std::fabs(exact) * (dtype == DType::bf16 ? 1.0 / 256 : 1.0 / 2048);
+      if (!(std::fabs(got - exact) <= tolerance * magnitude + ulp) && ++failures <= 3)
+        ADD_FAILURE() << what << ": y[" << t << "][" << r << "] = " << got << ", expected " << exact
+                      << " (sum of |x·w| " << magnitude << ")";
+    }
+}
+
+// Heavy-tailed values whose largest magnitude is `peak`, so that products stay inside f16's range.
+std::vector<float> heavy_tailed_peak(size_t n, float peak) {
+  std::vector<float> v = heavy_tailed(n);
+  float max = 0;
+  for (float x : v) max = std::max(max, std::fabs(x));
+  for (float& x : v) x = max > 0 ? x / max * peak : x;
+  return v;
+}
+
+// Activations in `dtype` and the float32 values they hold.
+std::pair<Tensor, std::vector<float>> activations(int64_t tokens, int64_t cols, DType dtype) {
+  Tensor x = as_dtype(heavy_tailed_peak(size_t(tokens * cols), 8.0f), dtype);
+  std::vector<float> values(size_t(tokens * cols));
+  convert_to_f32(dtype, x.buffer.data(), values.data(), values.size());
+  return {std::move(x), std::move(values)};
+}
+
+TEST(CudaMatmul, Fused4bitMatchesCpuProduct) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  cuda::MatmulContext context;
+  for (const Shape s : kShapes)
+    for (bnb::QuantType type : {bnb::QuantType::nf4, bnb::QuantType::fp4})
+      for (const auto& [double_quant, blocksize] : {std::pair{true, int64_t(64)}, std::pair{false, int64_t(64)},
+                                                   std::pair{true, int64_t(256)}}) {
+        const Tensor weight = as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), DType::f32);
+        const bnb::Bnb4bitQuantized q = bnb::quantize_4bit(
+            weight.view(), {.quant_type = type, .blocksize = blocksize, .double_quant = double_quant});
+        Tensor dequantized = bnb::dequantize_4bit(q.packed, q.state, DType::f32);
+        const std::vector<float> w(dequantized.as<float>().begin(), dequantized.as<float>().end());
+        DeviceBytes d_packed(q.packed.size()), d_absmax(q.state.absmax.size() * 4 + 4), d_codes{size_t(q.state.blocks())};
+        DeviceBytes d_nested(double_quant ? q.state.nested->nested_absmax.size() * 4 : 4), d_offset(4);
+        d_packed.upload(q.packed.data(), q.packed.size());
+        cuda::Bnb4bitWeight gw{.type = type, .packed = d_packed.as<uint8_t>(), .rows = s.rows, .cols = s.cols,
+                               .blocksize = blocksize};
+        if (double_quant) {
+          d_codes.upload(q.state.nested->codes.data(), q.state.nested->codes.size());
+          d_nested.upload(q.state.nested->nested_absmax.data(), d_nested.size);
+          d_offset.upload(&q.state.nested->offset, 4);
+          gw.nested = {d_codes.as<uint8_t>(), d_nested.as<float>(), d_offset.as<float>()};
+        } else {
+          d_absmax.upload(q.state.absmax.data(), q.state.absmax.size() * 4);
+          gw.absmax = d_absmax.as<float>();
+        }
+        for (DType dtype : {DType::bf16, DType::f16})
+          for (int64_t tokens : kTokens) {
+            const auto [x, xv] = activations(tokens, s.cols, dtype);
+            DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
+            d_x.upload(x.buffer.data(), x.buffer.size());
+            cuda::matmul_4bit_fused(gw, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
+            const std::string what = std::string(bnb::quant_type_name(type)) + (double_quant ? "+dq" : "") + " bs" +
+                                     std::to_string(blocksize) + " " + std::string(dtype_name(dtype)) + " " +
+                                     std::to_string(s.rows) + "x" + std::to_string(s.cols) + " tokens " +
+                                     std::to_string(tokens);
+            expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), dtype, what);
+          }
+      }
+}
+
+TEST(CudaMatmul, FusedQ4KMatchesCpuProduct) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const Shape s : kShapes) {
+    const std::vector<float> weight = heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f);
+    std::vector<uint8_t> blocks(ggml_row_bytes(GgmlType::Q4_K, s.cols) * size_t(s.rows));
+    quantize_rows(GgmlType::Q4_K, weight.data(), s.rows, s.cols, nullptr, blocks.data());
+    std::vector<float> w(weight.size());
+    dequantize_rows(GgmlType::Q4_K, blocks.data(), s.rows, s.cols, w.data());
+    DeviceBytes d_blocks(blocks.size());
+    d_blocks.upload(blocks.data(), blocks.size());
+    const cuda::Q4KWeight gw{d_blocks.ptr, s.rows, s.cols};
+    for (DType dtype : {DType::bf16, DType::f16})
+      for (int64_t tokens : kTokens) {
+        const auto [x, xv] = activations(tokens, s.cols, dtype);
+        DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
+        d_x.upload(x.buffer.data(), x.buffer.size());
+        cuda::matmul_q4_K_fused(gw, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
+        expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), dtype,
+                     "q4_K " + std::string(dtype_name(dtype)) + " " + std::to_string(s.rows) + "x" +
+                         std::to_string(s.cols) + " tokens " + std::to_string(tokens));
+      }
+  }
+}
+
+// Past kDequantizeTokens the entry points dequantize into scratch and call cuBLAS.
+TEST(CudaMatmul, ManyTokensTakeTheCublasPath) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  cuda::MatmulContext context;
+  const Shape s{64, 512};
+  const int64_t tokens = cuda::kDequantizeTokens + 5;
+  const Tensor weight = as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), DType::f32);
+  const bnb::Bnb4bitQuantized q = bnb::quantize_4bit(weight.view(), {.double_quant = true});
+  Tensor dequantized = bnb::dequantize_4bit(q.packed, q.state, DType::f32);
+  const std::vector<float> w(dequantized.as<float>().begin(), dequantized.as<float>().end());
+  DeviceBytes d_packed(q.packed.size()), d_codes(q.state.nested->codes.size()), d_nested(q.state.nested->nested_absmax.size() * 4),
+      d_offset(4);
+  d_packed.upload(q.packed.data(), q.packed.size());
+  d_codes.upload(q.state.nested->codes.data(), d_codes.size);
+  d_nested.upload(q.state.nested->nested_absmax.data(), d_nested.size);
+  d_offset.upload(&q.state.nested->offset, 4);
+  const cuda::Bnb4bitWeight gw{.packed = d_packed.as<uint8_t>(),
+                               .nested = {d_codes.as<uint8_t>(), d_nested.as<float>(), d_offset.as<float>()},
+                               .rows = s.rows, .cols = s.cols};
+  const auto [x, xv] = activations(tokens, s.cols, DType::bf16);
+  DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
+  d_x.upload(x.buffer.data(), x.buffer.size());
+  cuda::matmul_4bit(context, gw, DType::bf16, d_x.ptr, tokens, d_y.ptr, nullptr);
+  expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), DType::bf16, "nf4+dq via cuBLAS");
+}
+
+TEST(CudaMatmul, LlmInt8MatchesCpuBitForBit) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  cuda::MatmulContext context;
+  for (const Shape s : {Shape{64, 256}, Shape{512, 1024}})
+    for (int64_t tokens : {int64_t(1), int64_t(5), int64_t(64)})
+      for (float threshold : {0.0f, 6.0f}) {
+        // Activations up to 4 with column 3 past the threshold in every row and every 97th column
+        // ten times larger: a few outlier columns.
+        std::vector<float> xf = heavy_tailed_peak(size_t(tokens * s.cols), 4.0f);
+        for (int64_t t = 0; t < tokens; ++t) {
+          for (int64_t k = 3; k < s.cols; k += 97) xf[size_t(t * s.cols + k)] *= 10.0f;
+          xf[size_t(t * s.cols + 3)] = 7.0f + float(t);
+        }
+        Tensor x = as_dtype(xf, DType::f16);
+        x.shape = {tokens, s.cols};
+        Tensor weight = as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), DType::f16);
+        weight.shape = {s.rows, s.cols};
+        const bnb::Int8RowwiseQuantized w = bnb::quantize_int8_rowwise(weight.view());
+        const bnb::Int8MatmulResult cpu = bnb::llm_int8_matmul_detailed(x.view(), w, threshold);
+
+        DeviceBytes d_cb(w.cb.size()), d_scb(w.scb.size() * 4), d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
+        d_cb.upload(w.cb.data(), w.cb.size());
+        d_scb.upload(w.scb.data(), d_scb.size);
+        d_x.upload(x.buffer.data(), x.buffer.size());
+        cuda::llm_int8_matmul(context, {d_cb.as<int8_t>(), d_scb.as<float>(), s.rows, s.cols}, d_x.ptr, tokens, threshold,
+                              d_y.ptr, nullptr);
+        const std::string what = std::to_string(s.rows) + "x" + std::to_string(s.cols) + " tokens " +
+                                 std::to_string(tokens) + " threshold " + std::to_string(threshold) + " (" +
+                                 std::to_string(cpu.activations.outlier_cols.size()) + " outlier columns)";
+        EXPECT_SAME_BYTES(bytes_of(cpu.output.buffer.data(), cpu.output.buffer.size()), d_y.download(d_y.size), 2, what);
+        if (threshold > 0) {
+          EXPECT_FALSE(cpu.activations.outlier_cols.empty()) << what;
+        }
+      }
+}
+
+TEST(CudaMatmul, RejectsBadShapes) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  cuda::MatmulContext context;
+  DeviceBytes buffer(1 << 16);
+  const cuda::Bnb4bitWeight odd_cols{.packed = buffer.as<uint8_t>(), .absmax = buffer.as<float>(), .rows = 16, .cols = 96};
+  EXPECT_THROW(cuda::matmul_4bit(context, odd_cols, DType::bf16, buffer.ptr, 1, buffer.ptr, nullptr), Error);
+  const cuda::Bnb4bitWeight small_blocks{.packed = buffer.as<uint8_t>(), .absmax = buffer.as<float>(), .rows = 16,
+                                         .cols = 128, .blocksize = 32};
+  EXPECT_THROW(cuda::matmul_4bit(context, small_blocks, DType::bf16, buffer.ptr, 1, buffer.ptr, nullptr), Error);
+  const cuda::Bnb4bitWeight fine{.packed = buffer.as<uint8_t>(), .absmax = buffer.as<float>(), .rows = 16, .cols = 128};
+  EXPECT_THROW(cuda::matmul_4bit(context, fine, DType::f32, buffer.ptr, 1, buffer.ptr, nullptr), Error);
+  EXPECT_THROW(cuda::matmul_q4_K(context, {buffer.ptr, 16, 128}, DType::bf16, buffer.ptr, 1, buffer.ptr, nullptr), Error);
+  EXPECT_THROW(cuda::llm_int8_matmul(context, {buffer.as<int8_t>(), buffer.as<float>(), 6, 64}, buffer.ptr, 1, 0.0f,
+                                     buffer.ptr, nullptr),
+               Error);
+}
+
+}  // namespace
+}  // namespace lowbit
+#else
+TEST(CudaMatmul, NotBuilt) { GTEST_SKIP() << "lowbit was built without CUDA (LOWBIT_CUDA=OFF)"; }
+#endif
