@@ -4,7 +4,7 @@
 # ninja, torch and transformers but not lowbit's Debian libraries nor bitsandbytes: they travel in
 # .deps/ (Debian .debs; bitsandbytes' wheel unpacked in .deps/py). See docs/benchmarks.md.
 #   scripts/device-check.sh           build, CUDA tests
-#   scripts/device-check.sh interop   + the transformers/bitsandbytes interop proof
+#   scripts/device-check.sh interop   + the transformers/bitsandbytes interop proofs (uniform and planned checkpoints)
 #   scripts/device-check.sh bench     + the GPU benchmarks (lowbit_cuda_bench: codecs and matmuls), then
 #                                     bitsandbytes timed the same way (bench/bnb_reference_bench.py);
 #                                     tables also in $OUT/cuda_bench.md and $OUT/bnb_bench.md when $OUT is set
@@ -29,10 +29,11 @@ if [ "${1:-}" = "bench" ]; then
   tests_status=0
   build-device/tests/lowbit_kernels_tests --gtest_brief=1 || tests_status=$?
   build-device/bench/lowbit_cuda_bench | tee "${OUT:-/tmp}/cuda_bench.md"
-  PYTHONPATH="$PWD/.deps/py" python3 bench/bnb_reference_bench.py 2>&1 | grep -v Warning | tee "${OUT:-/tmp}/bnb_bench.md" || true
+  PYTHONPATH="$PWD/.deps/py" python3 bench/bnb_reference_bench.py --graph 2>&1 | grep -v Warning | tee "${OUT:-/tmp}/bnb_bench.md" || true
   exit "$tests_status"
 fi
 build-device/tests/lowbit_kernels_tests
 if [ "${1:-}" = "interop" ]; then
   PYTHONPATH="$PWD/.deps/py" python3 tests/interop/bnb_transformers_check.py build-device/lowbit /tmp/interop 2>&1 | grep -v Warning
+  PYTHONPATH="$PWD/.deps/py" python3 tests/interop/bnb_plan_transformers_check.py build-device/lowbit /tmp/interop-plan 2>&1 | grep -v Warning
 fi

@@ -56,7 +56,7 @@ struct Q4KWeight {
 };
 
 // Token counts from which the 4-bit products dequantize into scratch and call cuBLAS.
-inline constexpr int64_t kDequantizeTokens = 256;
+inline constexpr int64_t kDequantizeTokens = 96;
 
 // y [tokens, rows] = x [tokens, cols] · Wᵀ, x and y in `dtype` (bf16 or f16), row-major, 16-byte
 // aligned. Needs cols % 64 == 0 and blocksize % 64 == 0 (nf4/fp4), cols % 256 == 0 (q4_K), rows % 16 == 0.
