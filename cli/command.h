@@ -18,8 +18,14 @@ struct CommonOptions {
 void add_common_options(CLI::App& command, CommonOptions& options, bool with_json = true);
 
 // A plan made from the command line's options (plan and quantize --bpw share it).
-Plan plan_model(const std::string& model, double bpw, const std::string& imatrix, const std::string& text, const std::string& rules,
-                Progress& progress);
+struct PlanRequest {
+  std::string model;
+  double bpw = 0;
+  PlanTarget target = PlanTarget::gguf;
+  std::string imatrix, text, rules;  // empty: none
+};
+Plan plan_model(const PlanRequest& request, Progress& progress);
+PlanTarget parse_plan_target(const std::string& name);  // "gguf" or "bnb"
 
 void add_inspect_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);

@@ -1,4 +1,4 @@
-// lowbit plan MODEL --bpw X [--imatrix FILE] [--text FILE] [--rules FILE] [--target gguf] -o plan.json
+// lowbit plan MODEL --bpw X [--imatrix FILE] [--text FILE] [--rules FILE] [--target gguf|bnb] -o plan.json
 #include <fmt/format.h>
 
 #include <fstream>
@@ -28,23 +28,32 @@ ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::str
   return ImportanceMatrix::load(scratch);
 }
 
-Plan plan_model(const std::string& model, double bpw, const std::string& imatrix_path, const std::string& text, const std::string& rules,
-                Progress& progress) {
-  PlanOptions options{.target_bpw = bpw};
-  if (!rules.empty()) {
-    auto extra = load_plan_rules(rules);
+PlanTarget parse_plan_target(const std::string& name) {
+  if (name == "gguf") return PlanTarget::gguf;
+  if (name == "bnb") return PlanTarget::bnb;
+  throw Error(fmt::format("unknown target '{}'", name), {.expected = "gguf or bnb"});
+}
+
+Plan plan_model(const PlanRequest& request, Progress& progress) {
+  if (request.target == PlanTarget::bnb && !std::filesystem::is_directory(request.model) &&
+      std::filesystem::path(request.model).extension() != ".safetensors")
+    throw Error("--target bnb plans a Hugging Face directory or a .safetensors file", {.file = request.model});
+  PlanOptions options{.target_bpw = request.bpw};
+  if (!request.rules.empty()) {
+    auto extra = load_plan_rules(request.rules);
     options.rules.insert(options.rules.end(), extra.begin(), extra.end());
   }
   std::optional<ImportanceMatrix> imatrix;
-  if (!imatrix_path.empty()) {
-    imatrix = ImportanceMatrix::load(imatrix_path);
-  } else if (!text.empty()) {
+  if (!request.imatrix.empty()) {
+    imatrix = ImportanceMatrix::load(request.imatrix);
+  } else if (!request.text.empty()) {
     const auto scratch = std::filesystem::temp_directory_path() / fmt::format("lowbit-plan-{}.imatrix.gguf", ::getpid());
-    imatrix = imatrix_from_text(model, text, scratch);
+    imatrix = imatrix_from_text(request.model, request.text, scratch);
     std::filesystem::remove(scratch);
   }
   options.imatrix = imatrix ? &*imatrix : nullptr;
-  return make_plan(*ModelSource::open(model), options, progress);
+  if (request.target == PlanTarget::bnb) return make_bnb_plan(Checkpoint(request.model), options, progress);
+  return make_plan(*ModelSource::open(request.model), options, progress);
 }
 
 namespace {
@@ -79,23 +88,27 @@ void add_plan_command(CLI::App& app) {
     double bpw = 0;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("MODEL", o->model, "A .gguf file or a Hugging Face model directory")->required();
+  cmd->add_option("MODEL", o->model, "A .gguf file or a Hugging Face model directory (--target bnb: a Hugging Face directory)")->required();
   cmd->add_option("--bpw", o->bpw, "Target average bits per weight (total stored bits / total parameters)")->required();
   cmd->add_option("--imatrix", o->imatrix, "Weigh each column's error by this llama.cpp importance matrix");
   cmd->add_option("--text", o->text, "Without --imatrix: measure an importance matrix on this text first");
   cmd->add_option("--rules", o->rules, "A rules file: globs with allowed formats or bounds on bits per weight");
-  cmd->add_option("--target", o->target, "gguf (bitsandbytes targets are not planned yet)")->check(CLI::IsMember({"gguf"}));
+  cmd->add_option("--target", o->target, "gguf: ggml types for a GGUF file; bnb: NF4/FP4 (blocksize 64/128/256, double quant or not) or 16-bit per Linear weight of a Hugging Face directory, for a bitsandbytes checkpoint")
+      ->check(CLI::IsMember({"gguf", "bnb"}))
+      ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "plan.json (the report goes beside it: plan.svg, plan.html)")->required();
   add_common_options(*cmd, o->common);
   cmd->callback([o] {
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tensors");
-    const Plan plan = plan_model(o->model, o->bpw, o->imatrix, o->text, o->rules, progress);
+    const Plan plan = plan_model({.model = o->model, .bpw = o->bpw, .target = parse_plan_target(o->target), .imatrix = o->imatrix,
+                                  .text = o->text, .rules = o->rules},
+                                 progress);
     write_plan(o->output, plan);
     const std::filesystem::path out(o->output);
     write_plan_report(plan, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"));
     if (o->common.json)
-      fmt::print("{}\n", nlohmann::ordered_json{{"plan", o->output}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
+      fmt::print("{}\n", nlohmann::ordered_json{{"plan", o->output}, {"target", o->target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
                                                 {"params", plan.params}, {"bytes", plan.bytes}}.dump(2));
     else if (!o->common.quiet)
       print_allocation(plan);

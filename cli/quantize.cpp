@@ -1,5 +1,5 @@
 // lowbit quantize IN -o OUT: to GGUF (--format TYPE or --mix NAME) or to a bitsandbytes checkpoint
-// (--format nf4|fp4|int8).
+// (--format nf4|fp4|int8); or by a plan (--plan FILE, or --bpw X to plan inline), whose target says which.
 #include <fmt/format.h>
 
 #include <map>
@@ -19,7 +19,7 @@ struct QuantizeOptions {
   CommonOptions common;
   std::string input, output, format, mix, imatrix;
   std::vector<std::string> tensor_types;  // GLOB=TYPE
-  std::string plan;
+  std::string plan, target = "gguf", rules;
   double bpw = 0;
   int64_t blocksize = 64;
   bool double_quant = false;
@@ -28,18 +28,20 @@ struct QuantizeOptions {
 
 bool is_bnb_format(const std::string& format) { return format == "nf4" || format == "fp4" || format == "int8"; }
 
-void run_bnb(const QuantizeOptions& o) {
+void run_bnb(const QuantizeOptions& o, const Plan* plan) {
   if (!o.mix.empty() || !o.imatrix.empty() || !o.tensor_types.empty())
     throw Error("--mix, --imatrix and --tensor-type apply to GGUF outputs, not to bitsandbytes formats");
   TerminalProgress progress(o.common.quiet);
-  const auto r = quantize_to_bnb(o.input, o.output, {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .skip = o.skip},
+  const auto r = quantize_to_bnb(o.input, o.output,
+                                 {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .skip = o.skip, .plan = plan},
                                  progress);
+  const std::string format = plan ? "planned" : o.format;
   if (o.common.json) {
-    fmt::print("{}\n", nlohmann::ordered_json{{"output", o.output}, {"format", o.format}, {"tensors", r.tensors}, {"quantized", r.quantized},
+    fmt::print("{}\n", nlohmann::ordered_json{{"output", o.output}, {"format", format}, {"tensors", r.tensors}, {"quantized", r.quantized},
                                               {"bytes_in", r.bytes_in}, {"bytes_out", r.bytes_out}, {"shards", r.shards}, {"seconds", r.seconds}}
                               .dump(2));
   } else if (!o.common.quiet) {
-    fmt::print("wrote {}: {} of {} tensors quantized to {}, {} -> {} in {} shard(s), {:.1f} s\n", o.output, r.quantized, r.tensors, o.format,
+    fmt::print("wrote {}: {} of {} tensors quantized ({}), {} -> {} in {} shard(s), {:.1f} s\n", o.output, r.quantized, r.tensors, format,
                human_bytes(double(r.bytes_in)), human_bytes(double(r.bytes_out)), r.shards, r.seconds);
   }
 }
@@ -50,20 +52,17 @@ GgmlType parse_ggml_type(const std::string& name, const std::string& what) {
   return *type;
 }
 
-void run_gguf(const QuantizeOptions& o) {
+void run_gguf(const QuantizeOptions& o, const Plan* plan) {
   if (!o.output.ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = o.output});
-  if (int(!o.format.empty()) + int(!o.mix.empty()) + int(!o.plan.empty()) + int(o.bpw > 0) != 1)
-    throw Error("give exactly one of --format TYPE, --mix NAME, --plan FILE and --bpw X");
   GgufQuantizeOptions options;
-  if (!o.plan.empty() || o.bpw > 0) {
+  if (plan) {
     // A plan names every quantizable tensor's format: they become exact-name overrides.
-    TerminalProgress planning(o.common.quiet);
-    const Plan plan = o.plan.empty() ? plan_model(o.input, o.bpw, o.imatrix, "", "", planning) : read_plan(o.plan);
     std::map<GgmlType, int64_t> params_by_type;
-    for (const auto& t : plan.tensors)
+    for (const auto& t : plan->tensors)
       if (t.quantized) {
-        options.selection.overrides.emplace_back(t.name, t.format);
-        params_by_type[t.format] += std::max<int64_t>(t.params, 1);
+        const GgmlType type = std::get<GgmlType>(t.format);
+        options.selection.overrides.emplace_back(t.name, type);
+        params_by_type[type] += std::max<int64_t>(t.params, 1);
       }
     options.selection.default_type = params_by_type.empty() ? GgmlType::Q8_0
                                      : std::ranges::max_element(params_by_type, {}, [](const auto& p) { return p.second; })->first;
@@ -115,15 +114,37 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("-o,--output", o->output, "Output: OUT.gguf, or for nf4/fp4/int8 a directory (OUT.safetensors for a .safetensors input)")->required();
   cmd->add_option("--format", o->format, "One format for every quantizable weight: a ggml type (q4_0, q8_0, q2_K ... q6_K, iq4_nl, iq4_xs, f16, bf16) or a bitsandbytes one (nf4, fp4, int8)");
   cmd->add_option("--mix", o->mix, "A llama.cpp file type with its per-tensor choices: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0");
-  cmd->add_option("--plan", o->plan, "A plan from lowbit plan: each tensor's format");
+  cmd->add_option("--plan", o->plan, "A plan from lowbit plan: each tensor's format (a GGUF or, for a bnb plan, a bitsandbytes checkpoint)");
   cmd->add_option("--bpw", o->bpw, "Plan inline for this average bits per weight, then quantize");
+  cmd->add_option("--target", o->target, "With --bpw: gguf (OUT.gguf) or bnb (a bitsandbytes checkpoint directory)")
+      ->check(CLI::IsMember({"gguf", "bnb"}))
+      ->capture_default_str();
+  cmd->add_option("--rules", o->rules, "With --bpw: a rules file bounding the plan's formats");
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->capture_default_str();
   cmd->add_flag("--double-quant", o->double_quant, "nf4/fp4: quantize the absmax constants too (bitsandbytes' compress_statistics)");
   cmd->add_option("--skip", o->skip, "nf4/fp4/int8: GLOB of module or tensor names to keep unquantized (like llm_int8_skip_modules)");
   add_common_options(*cmd, o->common);
-  cmd->callback([o] { is_bnb_format(o->format) ? run_bnb(*o) : run_gguf(*o); });
+  cmd->callback([o] {
+    if (int(!o->format.empty()) + int(!o->mix.empty()) + int(!o->plan.empty()) + int(o->bpw > 0) != 1)
+      throw Error("give exactly one of --format, --mix NAME, --plan FILE and --bpw X");
+    if ((o->target != "gguf" || !o->rules.empty()) && o->bpw <= 0)
+      throw Error("--target and --rules apply to --bpw (a plan file records its own target and choices)");
+    if (is_bnb_format(o->format)) return run_bnb(*o, nullptr);
+    if (o->plan.empty() && o->bpw <= 0) return run_gguf(*o, nullptr);
+    TerminalProgress planning(o->common.quiet);
+    const Plan plan = !o->plan.empty() ? read_plan(o->plan)
+                                       : plan_model({.model = o->input, .bpw = o->bpw, .target = parse_plan_target(o->target),
+                                                     .imatrix = o->imatrix, .rules = o->rules},
+                                                    planning);
+    if (plan.target == PlanTarget::bnb) {
+      QuantizeOptions rest = *o;
+      if (o->bpw > 0) rest.imatrix.clear();  // the planner weighed the losses with it; bitsandbytes has no use for it
+      return run_bnb(rest, &plan);
+    }
+    run_gguf(*o, &plan);
+  });
 }
 
 }  // namespace lowbit::cli

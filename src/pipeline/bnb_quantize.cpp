@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 
+#include "bnb_linear.h"
 #include "checkpoint_output.h"
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/convert.h"
@@ -27,66 +29,75 @@ bool matches_any(const std::vector<std::string>& globs, const std::string& name)
   return false;
 }
 
-// A Linear layer's weight in a transformers model: 2-D, float, "*.weight", and not an embedding,
-// the output head, a norm or an MoE router (Qwen-MoE/Mixtral "*.gate", DeepSeek "*.gate" too).
-bool is_linear_weight(const std::string& name, const TensorView& t) {
-  if (t.shape.size() != 2 || !dtype_is_float(t.dtype) || !name.ends_with(".weight")) return false;
-  for (std::string_view keep : {"embed", "lm_head", "norm", "router", "wte", "wpe"})
-    if (name.find(keep) != std::string::npos) return false;
-  return !name.ends_with(".gate.weight");
-}
-
-enum class Action { Copy, Quantize };
-
-struct Planned {
+// What happens to one tensor of the input.
+struct Step {
+  enum class Kind { copy, convert, four_bit, int8 };
   const Checkpoint::Entry* entry;
-  Action action;
+  Kind kind = Kind::copy;
+  Bnb4bitFormat four_bit;   // Kind::four_bit
+  DType dtype = DType::f32; // Kind::convert: the float type the tensor is written in
 };
 
-std::vector<std::string> output_names(const std::string& name, Action action, const BnbQuantizeOptions& o) {
-  if (action == Action::Copy) return {name};
-  if (o.format == "int8") return {name, module_of(name) + ".SCB", module_of(name) + ".weight_format"};
+std::vector<std::string> output_names(const std::string& name, const Step& step) {
+  switch (step.kind) {
+    case Step::Kind::copy:
+    case Step::Kind::convert: return {name};
+    case Step::Kind::int8: return {name, module_of(name) + ".SCB", module_of(name) + ".weight_format"};
+    case Step::Kind::four_bit: break;
+  }
   std::vector<std::string> names{name, name + std::string(bnb::kAbsmax), name + std::string(bnb::kQuantMap)};
-  if (o.double_quant) {
+  if (step.four_bit.double_quant) {
     names.push_back(name + std::string(bnb::kNestedAbsmax));
     names.push_back(name + std::string(bnb::kNestedQuantMap));
   }
-  names.push_back(name + bnb::quant_state_key(o.format));
+  names.push_back(name + bnb::quant_state_key(bnb::quant_type_name(step.four_bit.quant_type)));
   return names;
 }
 
-uint64_t estimated_bytes(const TensorView& t, Action action, const BnbQuantizeOptions& o) {
+uint64_t estimated_bytes(const TensorView& t, const Step& step) {
   const uint64_t n = uint64_t(t.elements());
-  if (action == Action::Copy) return t.bytes.size();
-  if (o.format == "int8") return n + 4 * uint64_t(t.shape[0]) + 1;
-  const uint64_t blocks = (n + uint64_t(o.blocksize) - 1) / uint64_t(o.blocksize);
-  return (n + 1) / 2 + (o.double_quant ? blocks + 4 * (blocks / 256 + 1) + 1024 : 4 * blocks) + 64 + 256;
+  switch (step.kind) {
+    case Step::Kind::copy: return t.bytes.size();
+    case Step::Kind::convert: return n * dtype_size(step.dtype);
+    case Step::Kind::int8: return n + 4 * uint64_t(t.shape[0]) + 1;
+    case Step::Kind::four_bit: break;
+  }
+  const uint64_t blocks = (n + uint64_t(step.four_bit.blocksize) - 1) / uint64_t(step.four_bit.blocksize);
+  return (n + 1) / 2 + (step.four_bit.double_quant ? blocks + 4 * (blocks / 256 + 1) + 1024 : 4 * blocks) + 64 + 256;
 }
 
-// Quantizes one weight and hands each output tensor to `emit`, in output_names' order.
-void emit_quantized(const std::string& name, const TensorView& weight, const BnbQuantizeOptions& o,
-                    const std::function<void(const std::string&, const TensorView&)>& emit) {
+// Quantizes (or converts) one weight and hands each output tensor to `emit`, in output_names' order.
+void emit_step(const std::string& name, const TensorView& weight, const Step& step,
+               const std::function<void(const std::string&, const TensorView&)>& emit) {
   auto bytes_of = [](const auto& vec) { return std::as_bytes(std::span(vec)); };
-  if (o.format == "int8") {
+  if (step.kind == Step::Kind::copy) {
+    emit(name, weight);
+    return;
+  }
+  if (step.kind == Step::Kind::convert || step.kind == Step::Kind::int8) {
     // bitsandbytes' Int8Params casts the weight to float16 before quantizing it.
-    Tensor f16(DType::f16, weight.shape);
-    if (weight.dtype == DType::f16) {
-      std::copy(weight.bytes.begin(), weight.bytes.end(), f16.buffer.data());
+    const DType dtype = step.kind == Step::Kind::int8 ? DType::f16 : step.dtype;
+    Tensor converted(dtype, weight.shape);
+    if (weight.dtype == dtype) {
+      std::copy(weight.bytes.begin(), weight.bytes.end(), converted.buffer.data());
     } else {
       std::vector<float> f32(size_t(weight.elements()));
       convert_to_f32(weight.dtype, weight.bytes.data(), f32.data(), f32.size());
-      convert_from_f32(f32.data(), DType::f16, f16.buffer.data(), f32.size());
+      convert_from_f32(f32.data(), dtype, converted.buffer.data(), f32.size());
     }
-    const auto q = bnb::quantize_int8_rowwise(f16.view(), 0.0f, name);
+    if (step.kind == Step::Kind::convert) {
+      emit(name, converted.view());
+      return;
+    }
+    const auto q = bnb::quantize_int8_rowwise(converted.view(), 0.0f, name);
     const uint8_t row_format = 0;  // "row", the only layout bitsandbytes >= 0.45 loads
     emit(name, TensorView::make(DType::i8, weight.shape, bytes_of(q.cb)));
     emit(module_of(name) + ".SCB", TensorView::make(DType::f32, {q.rows}, bytes_of(q.scb)));
     emit(module_of(name) + ".weight_format", TensorView::make(DType::u8, {}, std::as_bytes(std::span(&row_format, 1))));
     return;
   }
-  bnb::Bnb4bitOptions options{.quant_type = o.format == "nf4" ? bnb::QuantType::nf4 : bnb::QuantType::fp4,
-                              .blocksize = o.blocksize, .double_quant = o.double_quant};
-  const auto q = bnb::quantize_4bit(weight, options, name);
+  const Bnb4bitFormat& f = step.four_bit;
+  const auto q = bnb::quantize_4bit(weight, {.quant_type = f.quant_type, .blocksize = f.blocksize, .double_quant = f.double_quant}, name);
   const auto& s = q.state;
   emit(name, TensorView::make(DType::u8, {int64_t(q.packed.size()), 1}, bytes_of(q.packed)));
   if (s.nested) {
@@ -100,10 +111,56 @@ void emit_quantized(const std::string& name, const TensorView& weight, const Bnb
          TensorView::make(DType::f32, {int64_t(s.nested->nested_absmax.size())}, bytes_of(s.nested->nested_absmax)));
     emit(name + std::string(bnb::kNestedQuantMap), TensorView::make(DType::f32, {256}, bytes_of(s.nested->code)));
   }
-  const std::string state = bnb::pack_quant_state({.quant_type = o.format, .blocksize = int(o.blocksize), .dtype = weight.dtype,
+  const std::string quant_type(bnb::quant_type_name(f.quant_type));
+  const std::string state = bnb::pack_quant_state({.quant_type = quant_type, .blocksize = int(f.blocksize), .dtype = weight.dtype,
                                                    .shape = weight.shape,
                                                    .nested_offset = s.nested ? std::optional<float>(s.nested->offset) : std::nullopt});
-  emit(name + bnb::quant_state_key(o.format), TensorView::make(DType::u8, {int64_t(state.size())}, std::as_bytes(std::span(state))));
+  emit(name + bnb::quant_state_key(quant_type), TensorView::make(DType::u8, {int64_t(state.size())}, std::as_bytes(std::span(state))));
+}
+
+DType float_dtype_of(GgmlType type) {
+  switch (type) {
+    case GgmlType::F16: return DType::f16;
+    case GgmlType::BF16: return DType::bf16;
+    default: return DType::f32;
+  }
+}
+
+// The step of every tensor named in a bitsandbytes plan; throws when the plan does not fit the checkpoint.
+std::map<std::string, Step, std::less<>> planned_steps(const Plan& plan, const Checkpoint& ckpt, bool directory) {
+  if (plan.target != PlanTarget::bnb) throw Error("the plan is for a GGUF output, not a bitsandbytes checkpoint", {.file = plan.model});
+  std::map<std::string, Step, std::less<>> steps;
+  for (const auto& t : plan.tensors) {
+    if (!t.quantized) continue;
+    const auto* entry = ckpt.find(t.name);
+    if (!entry) throw Error("the plan names a tensor the checkpoint does not have", {.file = ckpt.path().string(), .tensor = t.name});
+    Step step{.entry = entry};
+    if (const auto* b = std::get_if<Bnb4bitFormat>(&t.format)) {
+      if (!is_bnb_linear_weight(t.name, entry->shard->view(*entry->info), directory))
+        throw Error("the plan quantizes a tensor that is not a Linear weight", {.file = ckpt.path().string(), .tensor = t.name});
+      bnb::check_blocksize_4bit(b->blocksize, t.name);
+      step.kind = Step::Kind::four_bit;
+      step.four_bit = *b;
+    } else {
+      step.kind = Step::Kind::convert;
+      step.dtype = float_dtype_of(std::get<GgmlType>(t.format));
+      if (step.dtype == entry->info->dtype) step.kind = Step::Kind::copy;
+    }
+    steps[t.name] = step;
+  }
+  return steps;
+}
+
+// quantization_config's 4-bit type and double quant for a planned checkpoint: those of the most
+// parameters (transformers builds its Linear4bit layers with them; each weight's own quant state,
+// which it loads, overrides them).
+std::pair<std::string, bool> prevailing_4bit(const std::vector<Step>& steps) {
+  std::map<std::pair<std::string, bool>, int64_t> params;
+  for (const auto& s : steps)
+    if (s.kind == Step::Kind::four_bit)
+      params[{std::string(bnb::quant_type_name(s.four_bit.quant_type)), s.four_bit.double_quant}] += s.entry->shard->view(*s.entry->info).elements();
+  if (params.empty()) return {"nf4", false};
+  return std::ranges::max_element(params, {}, [](const auto& p) { return p.second; })->first;
 }
 
 }  // namespace
@@ -111,58 +168,67 @@ void emit_quantized(const std::string& name, const TensorView& weight, const Bnb
 JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesystem::path& output, const BnbQuantizeOptions& o,
                           Progress& progress) {
   const auto start = std::chrono::steady_clock::now();
-  if (o.format != "nf4" && o.format != "fp4" && o.format != "int8")
-    throw Error(fmt::format("'{}' is not a bitsandbytes format", o.format), {.expected = "nf4, fp4 or int8"});
-  if (o.format != "int8") bnb::check_blocksize_4bit(o.blocksize);
+  if (!o.plan) {
+    if (o.format != "nf4" && o.format != "fp4" && o.format != "int8")
+      throw Error(fmt::format("'{}' is not a bitsandbytes format", o.format), {.expected = "nf4, fp4 or int8"});
+    if (o.format != "int8") bnb::check_blocksize_4bit(o.blocksize);
+  }
   const bool directory = std::filesystem::is_directory(input);
+  if (!directory && input.extension() != ".safetensors")
+    throw Error("a bitsandbytes checkpoint is made from a Hugging Face directory or a .safetensors file", {.file = input.string()});
   if (is_bnb_checkpoint(input)) throw Error("the input is already bitsandbytes-quantized", {.file = input.string()});
   const Checkpoint ckpt(input);
+  const auto planned = o.plan ? planned_steps(*o.plan, ckpt, directory) : std::map<std::string, Step, std::less<>>{};
 
-  // Which tensors to quantize, and the modules left unquantized that transformers must not convert.
-  std::vector<Planned> plan;
+  // What to do with each tensor, and the modules left unquantized that transformers must not convert.
+  std::vector<Step> steps;
   std::vector<std::string> skipped_modules;
   JobReport report;
   for (const auto& e : ckpt.tensors()) {
     const auto& name = e.info->name;
     const TensorView view = e.shard->view(*e.info);
-    const bool candidate = directory ? is_linear_weight(name, view) : (view.shape.size() == 2 && dtype_is_float(view.dtype));
-    const bool quantize = candidate && !matches_any(o.skip, name);
-    plan.push_back({&e, quantize ? Action::Quantize : Action::Copy});
+    Step step{.entry = &e};
+    if (o.plan) {
+      if (const auto it = planned.find(name); it != planned.end()) step = it->second;
+    } else if (is_bnb_linear_weight(name, view, directory) && !matches_any(o.skip, name)) {
+      step.kind = o.format == "int8" ? Step::Kind::int8 : Step::Kind::four_bit;
+      step.four_bit = {.quant_type = o.format == "fp4" ? bnb::QuantType::fp4 : bnb::QuantType::nf4, .blocksize = o.blocksize,
+                       .double_quant = o.double_quant};
+    }
+    const bool quantized = step.kind == Step::Kind::four_bit || step.kind == Step::Kind::int8;
     const bool linear_like = view.shape.size() == 2 && name.ends_with(".weight") && name.find("embed") == std::string::npos &&
                              name.find("norm") == std::string::npos;
-    if (!quantize && linear_like) skipped_modules.push_back(module_of(name));
+    if (!quantized && linear_like) skipped_modules.push_back(module_of(name));
+    steps.push_back(step);
     report.bytes_in += view.bytes.size();
   }
 
   std::ranges::sort(skipped_modules);
   std::vector<TensorGroup> groups;
   uint64_t total_estimate = 0;
-  for (const auto& p : plan) {
-    const TensorView view = p.entry->shard->view(*p.entry->info);
-    groups.push_back({output_names(p.entry->info->name, p.action, o), estimated_bytes(view, p.action, o)});
+  for (const auto& step : steps) {
+    const TensorView view = step.entry->shard->view(*step.entry->info);
+    groups.push_back({output_names(step.entry->info->name, step), estimated_bytes(view, step)});
     total_estimate += groups.back().bytes;
   }
-  progress.begin("quantize", int64_t(plan.size()), total_estimate);
+  progress.begin("quantize", int64_t(steps.size()), total_estimate);
   auto write_group = [&](size_t g, const std::function<void(const std::string&, const TensorView&)>& emit) {
-    const auto& p = plan[g];
-    const auto& name = p.entry->info->name;
-    const TensorView view = p.entry->shard->view(*p.entry->info);
-    if (p.action == Action::Copy) {
-      emit(name, view);
-    } else {
-      emit_quantized(name, view, o, emit);
-      ++report.quantized;
-    }
+    const auto& step = steps[g];
+    const auto& name = step.entry->info->name;
+    emit_step(name, step.entry->shard->view(*step.entry->info), step, emit);
+    if (step.kind == Step::Kind::four_bit || step.kind == Step::Kind::int8) ++report.quantized;
     ++report.tensors;
     progress.advance(name, groups[g].bytes);
   };
 
+  const auto [format, double_quant] = o.plan ? prevailing_4bit(steps) : std::pair{o.format, o.double_quant};
   nlohmann::ordered_json config = nlohmann::ordered_json::parse(ckpt.config().dump());
-  config["quantization_config"] = bnb::quantization_config({.format = o.format, .double_quant = o.double_quant,
+  config["quantization_config"] = bnb::quantization_config({.format = format, .double_quant = double_quant,
                                                             .compute_dtype = ckpt.torch_dtype().value_or(DType::bf16),
                                                             .skip_modules = skipped_modules});
-  report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}, {"quantization", "bitsandbytes " + o.format}},
-                                   config, o.max_shard_bytes, report.bytes_out);
+  const std::string description = o.plan ? "bitsandbytes 4-bit, planned per tensor" : "bitsandbytes " + o.format;
+  report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}, {"quantization", description}}, config,
+                                   o.max_shard_bytes, report.bytes_out);
   progress.end();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;

@@ -1,6 +1,7 @@
 // The correspondence between Hugging Face and llama.cpp (GGUF) names for the dense Llama family:
 // model classes, tensor names, and whether Q/K rows are permuted. Used both ways: converting a
-// Hugging Face directory to GGUF and exporting a GGUF as a Hugging Face directory.
+// Hugging Face directory to GGUF and exporting a GGUF as a Hugging Face directory. Also the names of
+// Qwen-MoE, Mixtral and DeepSeek layers one way, for the planner's roles and rules.
 #pragma once
 
 #include <fmt/format.h>
@@ -61,6 +62,68 @@ inline std::optional<std::string> gguf_name_of(const std::string& hf) {
   if (!std::regex_match(hf, m, layer)) return std::nullopt;
   for (const auto& rule : kLayerNames)
     if (m[2].str() == rule.hf) return fmt::format("blk.{}.{}", m[1].str(), rule.gguf);
+  return std::nullopt;
+}
+
+// Names of mixture-of-experts and multi-head-latent-attention layers, Hugging Face -> GGUF only (several
+// Hugging Face spellings share one GGUF name). lowbit does not convert these architectures to GGUF; the
+// planner reads roles and rules through these names.
+inline constexpr NameRule kMoeLayerNames[] = {
+    {"mlp.gate.weight", "ffn_gate_inp.weight"},                       // Qwen-MoE, DeepSeek router
+    {"block_sparse_moe.gate.weight", "ffn_gate_inp.weight"},          // Mixtral router
+    {"mlp.gate.e_score_correction_bias", "exp_probs_b.bias"},         // DeepSeek-V3 routing bias
+    {"mlp.shared_expert_gate.weight", "ffn_gate_inp_shexp.weight"},   // Qwen2-MoE shared-expert gate
+    {"mlp.shared_expert.gate_proj.weight", "ffn_gate_shexp.weight"},  // Qwen2-MoE shared expert
+    {"mlp.shared_expert.up_proj.weight", "ffn_up_shexp.weight"},
+    {"mlp.shared_expert.down_proj.weight", "ffn_down_shexp.weight"},
+    {"mlp.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight"},  // DeepSeek shared experts
+    {"mlp.shared_experts.up_proj.weight", "ffn_up_shexp.weight"},
+    {"mlp.shared_experts.down_proj.weight", "ffn_down_shexp.weight"},
+    {"self_attn.q_a_proj.weight", "attn_q_a.weight"},                 // DeepSeek latent attention
+    {"self_attn.q_a_layernorm.weight", "attn_q_a_norm.weight"},
+    {"self_attn.q_b_proj.weight", "attn_q_b.weight"},
+    {"self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"},
+    {"self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"},
+    {"self_attn.kv_b_proj.weight", "attn_kv_b.weight"},
+};
+
+// One expert's projection, "<container>.<E>.<projection>.weight": llama.cpp's converter stacks the
+// experts of a layer into one 3-D tensor, expert E at index E of the outermost dimension.
+struct ExpertNameRule {
+  std::string_view container;
+  std::string_view projection;
+  std::string_view gguf;
+};
+inline constexpr ExpertNameRule kExpertNames[] = {
+    {"mlp.experts", "gate_proj", "ffn_gate_exps.weight"},  // Qwen-MoE, DeepSeek
+    {"mlp.experts", "up_proj", "ffn_up_exps.weight"},
+    {"mlp.experts", "down_proj", "ffn_down_exps.weight"},
+    {"block_sparse_moe.experts", "w1", "ffn_gate_exps.weight"},  // Mixtral: w1 gate, w3 up, w2 down
+    {"block_sparse_moe.experts", "w3", "ffn_up_exps.weight"},
+    {"block_sparse_moe.experts", "w2", "ffn_down_exps.weight"},
+};
+
+// Where a Hugging Face tensor lands in llama.cpp's naming: the GGUF name and, for one expert's
+// projection, which expert of the merged tensor it is.
+struct GgufPlace {
+  std::string name;
+  int expert = -1;  // -1: the whole tensor
+};
+
+// Dense, MoE and latent-attention names; nullopt for a name llama.cpp does not know.
+inline std::optional<GgufPlace> gguf_place_of(const std::string& hf) {
+  if (auto name = gguf_name_of(hf)) return GgufPlace{*name};
+  static const std::regex layer(R"(model\.layers\.(\d+)\.(.+))");
+  static const std::regex expert(R"((.+)\.(\d+)\.(\w+)\.weight)");
+  std::smatch m, e;
+  if (!std::regex_match(hf, m, layer)) return std::nullopt;
+  const std::string rest = m[2].str();
+  for (const auto& rule : kMoeLayerNames)
+    if (rest == rule.hf) return GgufPlace{fmt::format("blk.{}.{}", m[1].str(), rule.gguf)};
+  if (!std::regex_match(rest, e, expert)) return std::nullopt;
+  for (const auto& rule : kExpertNames)
+    if (e[1].str() == rule.container && e[3].str() == rule.projection)
+      return GgufPlace{fmt::format("blk.{}.{}", m[1].str(), rule.gguf), std::stoi(e[2].str())};
   return std::nullopt;
 }
 

@@ -44,7 +44,8 @@ HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir) {
                                    ? config["architectures"][0].get<std::string>() : "";
   const auto* arch = std::ranges::find_if(kArchitectures, [&](const Architecture& a) { return a.hf_class == hf_class; });
   if (arch == std::end(kArchitectures))
-    throw Error(fmt::format("architecture '{}' is not supported", hf_class), {.file = file, .expected = "Llama, Mistral, Qwen2 or Qwen3 (dense)"});
+    throw Error(fmt::format("architecture '{}' is not supported for GGUF output or evaluation", hf_class),
+                {.file = file, .expected = "Llama, Mistral, Qwen2 or Qwen3 (dense); any checkpoint can be planned with --target bnb"});
   const std::string a(arch->gguf_arch);
 
   const int64_t n_embd = require_int(config, "hidden_size", file);

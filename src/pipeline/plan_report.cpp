@@ -30,7 +30,8 @@ void write_text(const std::filesystem::path& path, const std::string& text) {
 }  // namespace
 
 void write_plan_report(const Plan& plan, const std::filesystem::path& svg, const std::filesystem::path& html) {
-  std::map<std::pair<int, std::string>, double> cells;  // (layer, role) -> bpw
+  // (layer, role) -> bits and parameters: a Hugging Face MoE layer has one tensor per expert and role.
+  std::map<std::pair<int, std::string>, std::pair<double, double>> sums;
   std::set<std::string> roles;
   int layers = 0;
   for (const auto& t : plan.tensors) {
@@ -38,8 +39,12 @@ void write_plan_report(const Plan& plan, const std::filesystem::path& svg, const
     const std::string role(role_name(t.role));
     roles.insert(role);
     layers = std::max(layers, t.layer + 1);
-    cells[{t.layer, role}] = 8.0 * double(t.bytes) / double(t.params);
+    auto& [bits, params] = sums[{t.layer, role}];
+    bits += 8.0 * double(t.bytes);
+    params += double(t.params);
   }
+  std::map<std::pair<int, std::string>, double> cells;  // (layer, role) -> bpw
+  for (const auto& [key, sum] : sums) cells[key] = sum.first / sum.second;
   const std::vector<std::string> columns(roles.begin(), roles.end());
   const int cell = 22, left = 70, top = 110;
   const int width = left + cell * int(columns.size()) + 20, height = top + cell * (layers + 1) + 20;
@@ -63,12 +68,12 @@ void write_plan_report(const Plan& plan, const std::filesystem::path& svg, const
 
   std::string h = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>lowbit plan</title>"
                   "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}td:first-child{text-align:left}</style></head><body>";
-  h += fmt::format("<h1>lowbit plan for {}</h1><p>target {:.3f} bits per weight, achieved {:.3f}; {} parameters, {} bytes.</p>", plan.model,
-                   plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes);
+  h += fmt::format("<h1>lowbit plan for {}</h1><p>{} output; target {:.3f} bits per weight, achieved {:.3f}; {} parameters, {} bytes.</p>",
+                   plan.model, plan.target == PlanTarget::bnb ? "bitsandbytes" : "GGUF", plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes);
   h += s;
   h += "<table><tr><th>tensor</th><th>role</th><th>format</th><th>bpw</th><th>predicted loss</th></tr>";
   for (const auto& t : plan.tensors)
-    h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3f}</td><td>{}</td></tr>", t.name, role_name(t.role), ggml_type_name(t.format),
+    h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3f}</td><td>{}</td></tr>", t.name, role_name(t.role), format_label(t.format),
                      8.0 * double(t.bytes) / double(t.params), t.quantized ? fmt::format("{:.3e}", t.loss) : "-");
   h += "</table></body></html>\n";
   write_text(html, h);

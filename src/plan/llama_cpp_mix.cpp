@@ -94,7 +94,11 @@ bool glob_match(std::string_view pattern, std::string_view text) {
 }
 
 bool tensor_allows_quantization(std::string_view name, const Shape& ne) {
-  if (ne.size() < 2) return false;
+  // ggml_n_dims: trailing dimensions of 1 do not count (Qwen2-MoE's shared-expert gate, ne {n_embd, 1},
+  // is a vector to llama-quantize).
+  size_t dims = ne.size();
+  while (dims > 1 && ne[dims - 1] == 1) --dims;
+  if (dims < 2) return false;
   if (!name.ends_with("weight")) return false;
   for (std::string_view keep : {"_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel",
                                 "per_layer_model_proj", "ssm_conv1d", "shortconv.conv.weight", "time_mix_", "attn_rel_b.weight",

@@ -3,11 +3,13 @@
 
 #include <array>
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "lowbit/io/gguf.h"
 #include "support/paths.h"
+#include "support/tiny_moe_model.h"
 
 namespace lowbit {
 namespace {
@@ -166,6 +168,45 @@ TEST(Cli, PlanWritesPlanReportAndQuantizes) {
   ASSERT_EQ(q.status, 0) << q.out;
   EXPECT_NEAR(nlohmann::json::parse(q.out)["total"]["bpw"].get<double>(), j["achieved_bpw"].get<double>(), 1e-9);
   EXPECT_EQ(run_cli("plan " + model + " --bpw 1.0 -o " + (dir / "p3.json").string()).status, 1);
+}
+
+// A synthetic Qwen2-MoE: the plan's per-role table lists experts, shared experts and routers; a
+// bitsandbytes plan of its Hugging Face directory becomes a checkpoint (quantize --plan, and --bpw inline).
+TEST(Cli, PlanMoeForGgufAndBitsandbytes) {
+  test::TempDir dir;
+  const test::TinyMoe model{.style = test::MoeStyle::qwen2_moe};
+  test::write_tiny_moe_gguf(dir / "moe.gguf", model);
+  const auto gguf_plan = run_cli("plan " + (dir / "moe.gguf").string() + " --bpw 3.5 -o " + (dir / "g.json").string());
+  ASSERT_EQ(gguf_plan.status, 0) << gguf_plan.out;
+  for (const char* role : {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps", "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp", "router"})
+    EXPECT_NE(gguf_plan.out.find(role), std::string::npos) << role << "\n" << gguf_plan.out;
+
+  test::write_tiny_moe_hf(dir / "hf", model);
+  const auto plan = run_cli("plan " + (dir / "hf").string() + " --target bnb --bpw 4.4 -o " + (dir / "b.json").string() + " --json");
+  ASSERT_EQ(plan.status, 0) << plan.out;
+  const auto j = nlohmann::json::parse(plan.out);
+  EXPECT_EQ(j["target"], "bnb");
+  EXPECT_LE(j["achieved_bpw"].get<double>(), 4.4);
+  std::ifstream plan_file(dir / "b.json");
+  const auto written = nlohmann::json::parse(plan_file);
+  EXPECT_EQ(written["target"], "bnb");
+  const auto expert = std::ranges::find_if(written["tensors"], [](const auto& t) { return t["name"] == "model.layers.0.mlp.experts.0.up_proj.weight"; });
+  ASSERT_NE(expert, written["tensors"].end());
+  EXPECT_EQ((*expert)["role"], "ffn_up_exps");
+  EXPECT_TRUE((*expert)["format"] == "nf4" || (*expert)["format"] == "fp4" || (*expert)["format"] == "bf16") << *expert;
+  const auto q = run_cli("quantize " + (dir / "hf").string() + " --plan " + (dir / "b.json").string() + " -o " + (dir / "out").string() + " --json");
+  ASSERT_EQ(q.status, 0) << q.out;
+  EXPECT_EQ(nlohmann::json::parse(q.out)["bytes_out"], j["bytes"]);
+  EXPECT_TRUE(std::filesystem::exists(dir / "out" / "config.json"));
+  const auto inline_plan = run_cli("quantize " + (dir / "hf").string() + " --bpw 4.4 --target bnb -o " + (dir / "out2").string() + " --json");
+  ASSERT_EQ(inline_plan.status, 0) << inline_plan.out;
+  EXPECT_EQ(nlohmann::json::parse(inline_plan.out)["bytes_out"], j["bytes"]);
+  // A bitsandbytes plan cannot reach 2.5 bits, nor does a GGUF plan write a checkpoint directory.
+  EXPECT_EQ(run_cli("plan " + (dir / "hf").string() + " --target bnb --bpw 2.5 -o " + (dir / "x.json").string()).status, 1);
+  EXPECT_EQ(run_cli("quantize " + (dir / "moe.gguf").string() + " --plan " + (dir / "g.json").string() + " -o " + (dir / "dir").string()).status, 1);
+  const auto gguf_to_bnb = run_cli("plan " + (dir / "moe.gguf").string() + " --target bnb --bpw 4.4 -o " + (dir / "x.json").string(), true);
+  EXPECT_EQ(gguf_to_bnb.status, 1);
+  EXPECT_NE(gguf_to_bnb.out.find("Hugging Face directory"), std::string::npos) << gguf_to_bnb.out;
 }
 
 TEST(Cli, BenchReportsEveryFormatBesideMemcpy) {

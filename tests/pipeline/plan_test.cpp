@@ -37,7 +37,7 @@ TEST(Plan, RulesFileAndQuantizeFromThePlan) {
   const Plan plan = make_plan(*source, options);
   for (const auto& t : plan.tensors) {
     if (!t.quantized) continue;
-    if (t.role == TensorRole::AttnV) EXPECT_EQ(t.format, GgmlType::Q8_0) << t.name;
+    if (t.role == TensorRole::AttnV) EXPECT_EQ(t.format, TensorFormat(GgmlType::Q8_0)) << t.name;
     if (t.layer == 0) EXPECT_GE(8.0 * double(t.bytes) / double(t.params), 6.0) << t.name;
   }
   write_plan(dir / "plan.json", plan);
@@ -47,7 +47,7 @@ TEST(Plan, RulesFileAndQuantizeFromThePlan) {
   GgufQuantizeOptions q;
   q.selection.default_type = GgmlType::Q8_0;
   for (const auto& t : back.tensors)
-    if (t.quantized) q.selection.overrides.emplace_back(t.name, t.format);
+    if (t.quantized) q.selection.overrides.emplace_back(t.name, std::get<GgmlType>(t.format));
   const auto report = quantize_to_gguf(*source, dir / "planned.gguf", q);
   EXPECT_EQ(report.bytes, plan.bytes);  // the file is exactly the size the plan predicted
 

@@ -84,7 +84,16 @@ TEST(Roles, DenseAndMoeNames) {
   EXPECT_EQ(classify_tensor("blk.3.attn_q_norm.weight").role, TensorRole::Norm);
   // Mixtral / Qwen-MoE / DeepSeek as llama.cpp names them.
   EXPECT_EQ(classify_tensor("blk.1.ffn_gate_inp.weight").role, TensorRole::Router);
-  EXPECT_EQ(classify_tensor("blk.1.exp_probs_b.bias").role, TensorRole::Bias);
+  EXPECT_EQ(classify_tensor("blk.1.exp_probs_b.bias").role, TensorRole::Router);  // DeepSeek's routing bias
+  EXPECT_EQ(classify_tensor("blk.1.ffn_gate_inp_shexp.weight").role, TensorRole::Router);  // Qwen2-MoE's shared-expert gate
+  EXPECT_EQ(classify_tensor("blk.1.ffn_gate_shexp.weight").role, TensorRole::SharedExpertGate);
+  EXPECT_EQ(classify_tensor("blk.1.ffn_up_exps.weight").role, TensorRole::ExpertUp);
+  // DeepSeek's latent attention.
+  EXPECT_EQ(classify_tensor("blk.0.attn_q_a.weight").role, TensorRole::AttnQ);
+  EXPECT_EQ(classify_tensor("blk.0.attn_q_b.weight").role, TensorRole::AttnQ);
+  EXPECT_EQ(classify_tensor("blk.0.attn_kv_a_mqa.weight").role, TensorRole::AttnKV);
+  EXPECT_EQ(classify_tensor("blk.0.attn_kv_b.weight").role, TensorRole::AttnKV);
+  EXPECT_EQ(classify_tensor("blk.0.attn_kv_a_norm.weight").role, TensorRole::Norm);
   EXPECT_EQ(classify_tensor("blk.1.ffn_gate_exps.weight").role, TensorRole::ExpertGate);
   EXPECT_EQ(classify_tensor("blk.1.ffn_down_exps.weight").role, TensorRole::ExpertDown);
   EXPECT_EQ(classify_tensor("blk.1.ffn_up_shexp.weight").role, TensorRole::SharedExpertUp);

@@ -46,6 +46,11 @@ TEST(LlamaCppMix, FallbacksOverridesAndTiedEmbeddings) {
   EXPECT_EQ(q2k.choose("token_embd.weight", {576, 49152}), GgmlType::Q8_0);  // tied: output rule, 576 % 256
   EXPECT_EQ(q2k.choose("blk.3.attn_norm.weight", {576}), std::nullopt);
   EXPECT_EQ(q2k.choose("blk.3.ffn_gate_inp.weight", {576, 8}), std::nullopt);
+  // Qwen2-MoE's shared-expert gate is stored {n_embd, 1}: one dimension to ggml_n_dims, so never quantized.
+  EXPECT_EQ(q2k.choose("blk.3.ffn_gate_inp_shexp.weight", {576, 1}), std::nullopt);
+  EXPECT_FALSE(tensor_allows_quantization("blk.3.ffn_gate_inp_shexp.weight", {256, 1, 1}));
+  EXPECT_TRUE(tensor_allows_quantization("blk.3.ffn_up_exps.weight", {256, 512, 8}));
+  EXPECT_TRUE(tensor_allows_quantization("blk.3.ffn_up_exps.weight", {256, 1, 8}));  // an expert of one row is still 3-D
 
   const TypeSelector pure({.default_type = GgmlType::Q4_K, .overrides = {{"*attn_v*", GgmlType::Q8_0}, {"*ffn_down*", GgmlType::Q6_K}}},
                           {.n_layer = 2});

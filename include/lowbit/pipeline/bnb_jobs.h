@@ -9,6 +9,7 @@
 
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/progress.h"
+#include "lowbit/pipeline/plan.h"
 
 namespace lowbit {
 
@@ -17,6 +18,9 @@ struct BnbQuantizeOptions {
   int64_t blocksize = 64;               // 4-bit only
   bool double_quant = false;            // 4-bit only
   std::vector<std::string> skip;        // globs on module or tensor names kept unquantized
+  // A plan (target bnb) from lowbit plan: each weight it names gets its own 4-bit format or float type,
+  // every other tensor is copied; format, blocksize, double_quant and skip are then not used.
+  const Plan* plan = nullptr;
   uint64_t max_shard_bytes = 5'000'000'000;  // as save_pretrained's default "5GB"
 };
 
@@ -32,6 +36,9 @@ struct JobReport {
 // (safetensors shards + index, config.json with quantization_config, tokenizer files copied);
 // or a bare .safetensors file -> a .safetensors file with every 2-D float tensor quantized.
 // Linear weights are quantized; embeddings, lm_head, norms, biases and MoE routers keep their dtype.
+// With a plan, transformers still loads the checkpoint with its one 4-bit quantizer: every weight's
+// quant state records its own type, blocksize and double quantization, and the weights kept in 16 bits
+// are listed in llm_int8_skip_modules.
 JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesystem::path& output,
                           const BnbQuantizeOptions& options, Progress& progress = Progress::none());
 

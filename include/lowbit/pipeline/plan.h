@@ -6,32 +6,50 @@
 // column by the importance matrix when one is given, is divided by the same weighting of the weights
 // themselves (a relative error, comparable across tensors). Rules bound the choice per tensor; an
 // allocation (plan/allocate.h) then picks formats under the budget.
+//
+// Two targets. GGUF: ggml types for the tensors llama-quantize would quantize. bitsandbytes: for the
+// Linear weights of a Hugging Face checkpoint, NF4 or FP4 at blocksize 64, 128 or 256 with or without
+// double quantization, or the weight kept in its 16-bit dtype; sizes count the absmax, nested scales,
+// code maps and quant state exactly as stored. LLM.int8 is not a candidate: transformers loads a
+// checkpoint through one quantizer, so one checkpoint's quantized Linear layers are all 4-bit or all int8.
 #pragma once
 
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "lowbit/core/progress.h"
+#include "lowbit/io/checkpoint.h"
 #include "lowbit/io/imatrix.h"
 #include "lowbit/pipeline/model_source.h"
 #include "lowbit/plan/roles.h"
+#include "lowbit/plan/tensor_format.h"
 
 namespace lowbit {
 
-// A rule of the rules file: tensors whose GGUF name matches `match` (a glob) may only take the formats
-// listed in `allow` (when given) and formats of at least `min_bpw` / at most `max_bpw` bits per weight.
+// A rule of the rules file: tensors whose name matches `match` (a glob; a Hugging Face tensor is matched
+// by its GGUF name too) and whose layer is in `layers` (when given) may only take the formats named in
+// `allow` (when given: "q4_K", "nf4", "fp4", "bf16" ...) and formats of at least `min_bpw` / at most
+// `max_bpw` bits per weight as stored.
 struct PlanRule {
   std::string match;
-  std::vector<GgmlType> allow;
+  std::optional<std::pair<int, int>> layers;  // first and last layer, inclusive
+  std::vector<std::string> allow;
   std::optional<double> min_bpw, max_bpw;
 };
 
 // The rules every plan starts from: embeddings and the output layer at 4.5 bits or more.
 std::vector<PlanRule> default_plan_rules();
-// {"rules": [{"match": "blk.*.ffn_down.weight", "min_bpw": 4.5}, {"match": "*attn_v*", "allow": ["q6_K", "q8_0"]}]}
+// {"rules": [{"match": "blk.*.ffn_down_exps.weight", "layers": "0-5", "min_bpw": 3.4},
+//            {"match": "*attn_v*", "allow": ["q6_K", "q8_0"]}]}
+// "layers" is "A-B", "A-" (A and after) or "A"; a rule may carry a "note". Unknown keys are errors.
 std::vector<PlanRule> load_plan_rules(const std::filesystem::path& path);
+
+enum class PlanTarget { gguf, bnb };
+std::string_view plan_target_name(PlanTarget target);  // "gguf", "bnb"
 
 struct PlanOptions {
   double target_bpw = 4.5;
@@ -39,27 +57,41 @@ struct PlanOptions {
   std::vector<PlanRule> rules = default_plan_rules();
 };
 
+// A candidate format of one tensor: its exact size and measured loss.
+struct PlanOption {
+  TensorFormat format;
+  uint64_t bytes = 0;
+  double loss = 0;
+};
+
 struct PlannedTensor {
-  std::string name;
+  std::string name;                                  // GGUF name (GGUF target) or Hugging Face name (bitsandbytes)
   TensorRole role = TensorRole::Other;
   int layer = -1;
-  GgmlType format = GgmlType::F32;
+  TensorFormat format = GgmlType::F32;
   int64_t params = 0;
   uint64_t bytes = 0;
-  bool quantized = false;                            // false: kept as the source stores it
+  bool quantized = false;                            // false: kept as the source stores it, not planned
   double loss = 0;                                   // predicted loss of the chosen format
-  std::vector<std::pair<GgmlType, double>> options;  // every allowed candidate and its loss
+  std::vector<PlanOption> options;                   // every allowed candidate
 };
 
 struct Plan {
   std::string model;
+  PlanTarget target = PlanTarget::gguf;
   double target_bpw = 0, achieved_bpw = 0;
   int64_t params = 0;
   uint64_t bytes = 0;
   std::vector<PlannedTensor> tensors;
 };
 
+// A plan for a GGUF output.
 Plan make_plan(const ModelSource& source, const PlanOptions& options, Progress& progress = Progress::none());
+// A plan for a bitsandbytes checkpoint of a Hugging Face directory (or a bare .safetensors file, whose
+// 2-D float tensors are all candidates), under Hugging Face names.
+Plan make_bnb_plan(const Checkpoint& checkpoint, const PlanOptions& options, Progress& progress = Progress::none());
+// The role and layer of a tensor named as GGUF or as Hugging Face names it.
+RoleOf role_of_tensor(const std::string& name);
 void write_plan(const std::filesystem::path& path, const Plan& plan);
 Plan read_plan(const std::filesystem::path& path);
 // An SVG heat map (layer × role -> bits per weight) and an HTML page showing it with the allocation.

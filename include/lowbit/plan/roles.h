@@ -1,6 +1,9 @@
 // What a tensor is for, read from its GGUF name: the planner's rules and reports speak in roles.
 // Covers dense Llama-family models and the MoE layouts of Qwen-MoE, Mixtral and DeepSeek as llama.cpp
-// names them (experts "ffn_*_exps", shared experts "ffn_*_shexp", router "ffn_gate_inp").
+// names them: experts "ffn_*_exps" (all experts of a layer in one 3-D tensor), shared experts
+// "ffn_*_shexp", routers "ffn_gate_inp" (Qwen2-MoE's shared-expert gate "ffn_gate_inp_shexp" too) and
+// DeepSeek's routing bias "exp_probs_b". Hugging Face names reach these roles through the pipeline's
+// name mapping (src/pipeline/hf_names.h).
 #pragma once
 
 #include <string_view>
@@ -8,7 +11,7 @@
 namespace lowbit {
 
 enum class TensorRole {
-  Embedding, Output, AttnQ, AttnK, AttnV, AttnOutput, FfnGate, FfnUp, FfnDown,
+  Embedding, Output, AttnQ, AttnK, AttnV, AttnKV, AttnOutput, FfnGate, FfnUp, FfnDown,
   ExpertGate, ExpertUp, ExpertDown, SharedExpertGate, SharedExpertUp, SharedExpertDown,
   Router, Norm, Bias, Other,
 };
