@@ -96,12 +96,13 @@ TEST(CudaMatmul, Fused4bitMatchesCpuProduct) {
           d_absmax.upload(q.state.absmax.data(), q.state.absmax.size() * 4);
           gw.absmax = d_absmax.as<float>();
         }
+        const cuda::Fused4bitWeight fused = cuda::prepare_fused(gw, nullptr);
         for (DType dtype : {DType::bf16, DType::f16})
           for (int64_t tokens : kTokens) {
             const auto [x, xv] = activations(tokens, s.cols, dtype);
             DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
             d_x.upload(x.buffer.data(), x.buffer.size());
-            cuda::matmul_4bit_fused(gw, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
+            cuda::matmul_4bit_fused(fused, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
             const std::string what = std::string(bnb::quant_type_name(type)) + (double_quant ? "+dq" : "") + " bs" +
                                      std::to_string(blocksize) + " " + std::string(dtype_name(dtype)) + " " +
                                      std::to_string(s.rows) + "x" + std::to_string(s.cols) + " tokens " +
@@ -121,13 +122,13 @@ TEST(CudaMatmul, FusedQ4KMatchesCpuProduct) {
     dequantize_rows(GgmlType::Q4_K, blocks.data(), s.rows, s.cols, w.data());
     DeviceBytes d_blocks(blocks.size());
     d_blocks.upload(blocks.data(), blocks.size());
-    const cuda::Q4KWeight gw{d_blocks.ptr, s.rows, s.cols};
+    const cuda::Fused4bitWeight fused = cuda::prepare_fused(cuda::Q4KWeight{d_blocks.ptr, s.rows, s.cols}, nullptr);
     for (DType dtype : {DType::bf16, DType::f16})
       for (int64_t tokens : kTokens) {
         const auto [x, xv] = activations(tokens, s.cols, dtype);
         DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
         d_x.upload(x.buffer.data(), x.buffer.size());
-        cuda::matmul_q4_K_fused(gw, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
+        cuda::matmul_4bit_fused(fused, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
         expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), dtype,
                      "q4_K " + std::string(dtype_name(dtype)) + " " + std::to_string(s.rows) + "x" +
                          std::to_string(s.cols) + " tokens " + std::to_string(tokens));
@@ -157,7 +158,7 @@ TEST(CudaMatmul, ManyTokensTakeTheCublasPath) {
   const auto [x, xv] = activations(tokens, s.cols, DType::bf16);
   DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
   d_x.upload(x.buffer.data(), x.buffer.size());
-  cuda::matmul_4bit(context, gw, DType::bf16, d_x.ptr, tokens, d_y.ptr, nullptr);
+  cuda::matmul_4bit(context, cuda::prepare_fused(gw, nullptr), DType::bf16, d_x.ptr, tokens, d_y.ptr, nullptr);
   expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), DType::bf16, "nf4+dq via cuBLAS");
 }
 
@@ -201,14 +202,22 @@ TEST(CudaMatmul, RejectsBadShapes) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   cuda::MatmulContext context;
   DeviceBytes buffer(1 << 16);
-  const cuda::Bnb4bitWeight odd_cols{.packed = buffer.as<uint8_t>(), .absmax = buffer.as<float>(), .rows = 16, .cols = 96};
-  EXPECT_THROW(cuda::matmul_4bit(context, odd_cols, DType::bf16, buffer.ptr, 1, buffer.ptr, nullptr), Error);
+  // cols must be a multiple of 128 (a tile load), blocksizes powers of two >= 64, activations 16-bit.
+  for (int64_t cols : {int64_t(96), int64_t(192)}) {
+    const cuda::Bnb4bitWeight w{.packed = buffer.as<uint8_t>(), .absmax = buffer.as<float>(), .rows = 16, .cols = cols};
+    EXPECT_THROW(cuda::prepare_fused(w, nullptr), Error) << cols;
+  }
   const cuda::Bnb4bitWeight small_blocks{.packed = buffer.as<uint8_t>(), .absmax = buffer.as<float>(), .rows = 16,
                                          .cols = 128, .blocksize = 32};
-  EXPECT_THROW(cuda::matmul_4bit(context, small_blocks, DType::bf16, buffer.ptr, 1, buffer.ptr, nullptr), Error);
+  EXPECT_THROW(cuda::prepare_fused(small_blocks, nullptr), Error);
+  const cuda::Bnb4bitWeight odd_rows{.packed = buffer.as<uint8_t>(), .absmax = buffer.as<float>(), .rows = 24, .cols = 128};
+  EXPECT_THROW(cuda::prepare_fused(odd_rows, nullptr), Error);
   const cuda::Bnb4bitWeight fine{.packed = buffer.as<uint8_t>(), .absmax = buffer.as<float>(), .rows = 16, .cols = 128};
-  EXPECT_THROW(cuda::matmul_4bit(context, fine, DType::f32, buffer.ptr, 1, buffer.ptr, nullptr), Error);
-  EXPECT_THROW(cuda::matmul_q4_K(context, {buffer.ptr, 16, 128}, DType::bf16, buffer.ptr, 1, buffer.ptr, nullptr), Error);
+  const cuda::Fused4bitWeight fused = cuda::prepare_fused(fine, nullptr);
+  EXPECT_THROW(cuda::matmul_4bit(context, fused, DType::f32, buffer.ptr, 1, buffer.ptr, nullptr), Error);
+  EXPECT_THROW(cuda::matmul_4bit(context, fused, DType::bf16, buffer.as<std::byte>(2), 1, buffer.ptr, nullptr), Error);
+  EXPECT_THROW(cuda::prepare_fused(cuda::Q4KWeight{buffer.ptr, 16, 128}, nullptr), Error);
+  EXPECT_THROW(cuda::matmul_4bit(context, cuda::Fused4bitWeight{}, DType::bf16, buffer.ptr, 1, buffer.ptr, nullptr), Error);
   EXPECT_THROW(cuda::llm_int8_matmul(context, {buffer.as<int8_t>(), buffer.as<float>(), 6, 64}, buffer.ptr, 1, 0.0f,
                                      buffer.ptr, nullptr),
                Error);

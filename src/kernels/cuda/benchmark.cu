@@ -329,6 +329,13 @@ struct Bench {
       fill_bytes<<<1024, 256>>>(q4k[size_t(s)]->as<uint32_t>(), q4k_bytes / 4, 1000 + s);
       fix_q4k_headers<<<1024, 256>>>(q4k[size_t(s)]->as<uint8_t>(), n / 256);
     }
+    // The fused layout, made once per weight as a loader would (the cuBLAS path reads the originals).
+    std::vector<Fused4bitWeight> nf4_fused, q4k_fused;
+    for (int s = 0; s < nf4_sets; ++s)
+      nf4_fused.push_back(prepare_fused(
+          Bnb4bitWeight{.packed = nf4.packed[size_t(s)]->as<uint8_t>(), .nested = nf4.nested(s), .rows = m.rows, .cols = m.cols},
+          nullptr));
+    for (int s = 0; s < q4k_sets; ++s) q4k_fused.push_back(prepare_fused(Q4KWeight{q4k[size_t(s)]->p, m.rows, m.cols}, nullptr));
     const int64_t max_tokens = *std::max_element(token_counts.begin(), token_counts.end());
     const Buffers x = bf16_sets(2, max_tokens * m.cols, 1100);
     Buffers y = buffers(2, size_t(max_tokens * m.rows) * 2);
@@ -339,14 +346,11 @@ struct Bench {
       });
       matmul_row("cuBLAS bf16", m, tokens, 2 * n, cublas, "cuBLAS bf16", cublas);
       const double nf4_us = median_us(nf4_sets, [&](int s, cudaStream_t stream) {
-        const Bnb4bitWeight w{.packed = nf4.packed[size_t(s)]->as<uint8_t>(), .nested = nf4.nested(s), .rows = m.rows,
-                              .cols = m.cols};
-        matmul_4bit(context, w, DType::bf16, x[size_t(s % 2)]->p, tokens, y[size_t(s % 2)]->p, stream);
+        matmul_4bit(context, nf4_fused[size_t(s)], DType::bf16, x[size_t(s % 2)]->p, tokens, y[size_t(s % 2)]->p, stream);
       });
       matmul_row("matmul nf4+dq bf16", m, tokens, nf4_bytes, nf4_us, "cuBLAS bf16", cublas);
       const double q4k_us = median_us(q4k_sets, [&](int s, cudaStream_t stream) {
-        matmul_q4_K(context, {q4k[size_t(s)]->p, m.rows, m.cols}, DType::bf16, x[size_t(s % 2)]->p, tokens,
-                    y[size_t(s % 2)]->p, stream);
+        matmul_4bit(context, q4k_fused[size_t(s)], DType::bf16, x[size_t(s % 2)]->p, tokens, y[size_t(s % 2)]->p, stream);
       });
       matmul_row("matmul q4_K bf16", m, tokens, q4k_bytes, q4k_us, "cuBLAS bf16", cublas);
     }

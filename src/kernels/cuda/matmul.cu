@@ -49,20 +49,18 @@ void matmul_16bit(MatmulContext& context, DType dtype, const void* w, int64_t ro
              "cublasGemmEx");
 }
 
-void matmul_4bit(MatmulContext& context, const Bnb4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
+void matmul_4bit(MatmulContext& context, const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
                  cudaStream_t stream) {
   if (tokens < kDequantizeTokens) return matmul_4bit_fused(w, dtype, x, tokens, y, stream);
   void* weight = context.impl().scratch(MatmulContext::Impl::kWeight16, size_t(w.rows * w.cols) * 2);
-  if (w.nested.codes) dequantize_4bit(w.type, w.packed, w.nested, w.rows * w.cols, w.blocksize, dtype, weight, stream);
-  else dequantize_4bit(w.type, w.packed, w.absmax, w.rows * w.cols, w.blocksize, dtype, weight, stream);
-  matmul_16bit(context, dtype, weight, w.rows, w.cols, x, tokens, y, stream);
-}
-
-void matmul_q4_K(MatmulContext& context, const Q4KWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
-                 cudaStream_t stream) {
-  if (tokens < kDequantizeTokens) return matmul_q4_K_fused(w, dtype, x, tokens, y, stream);
-  void* weight = context.impl().scratch(MatmulContext::Impl::kWeight16, size_t(w.rows * w.cols) * 2);
-  dequantize_ggml(GgmlType::Q4_K, w.blocks, w.rows, w.cols, dtype, weight, stream);
+  const int64_t n = w.rows * w.cols;
+  if (w.format == Fused4bitWeight::Format::q4_K) {
+    dequantize_ggml(GgmlType::Q4_K, w.source_q4_K.blocks, w.rows, w.cols, dtype, weight, stream);
+  } else {
+    const Bnb4bitWeight& b = w.source_bnb;
+    if (b.nested.codes) dequantize_4bit(b.type, b.packed, b.nested, n, b.blocksize, dtype, weight, stream);
+    else dequantize_4bit(b.type, b.packed, b.absmax, n, b.blocksize, dtype, weight, stream);
+  }
   matmul_16bit(context, dtype, weight, w.rows, w.cols, x, tokens, y, stream);
 }
 

@@ -1,5 +1,5 @@
-// The fused 4-bit matmul Y = X · Wᵀ (include/lowbit/kernels/cuda/matmul.h): packed codes straight
-// from the checkpoint's bytes into mma.sync fragments, no re-layout.
+// The fused 4-bit matmul Y = X · Wᵀ (include/lowbit/kernels/cuda/matmul.h): packed codes decoded
+// straight into mma.sync fragments.
 //
 // The idea. An m16n8k16 mma multiplies a 16x16 tile of W (fragment A: lane g*4+c holds rows g and g+8,
 // four k positions each) by a 16x8 tile of X. A dot product does not care in which order k runs, so
@@ -12,10 +12,18 @@
 // Scales stay out of the mma: each 64-wide chunk lies in one nf4/fp4 block (blocksize % 64 == 0) or in
 // two q4_K sub-blocks, so the chunk's products are summed per scale group in float32 and scaled once:
 //   nf4/fp4: y += s · Σ lut[q]·x;   q4_K: y += d1 · Σ (128+q)·x − (128·d1 + m1) · Σ x.
+// The layout. In the checkpoint's row-major bytes a warp's load of rows g and g+8 touches 8 rows, 8
+// cache lines per instruction, and too few bytes are in flight to reach the memory's bandwidth. So
+// the weight is re-laid once (prepare_fused): per 16-row tile and pair of chunks (128 k), lane l's 16
+// bytes are its 8 bytes of chunk 2p and of chunk 2p+1, rows g (first 512 bytes) and g+8 (next 512):
+// every warp load reads 512 contiguous bytes. Scales are re-laid in the same tile order, one per row
+// and chunk (nf4/fp4: the absmax as float, or the 8-bit double-quant code; q4_K: the 16-byte block
+// header per row and 256 values). The byte values are the checkpoint's; only their order changes.
 // Warps of a block split k and add their sums in shared memory at the end; a block covers 16·MW
 // weight rows and 8·NT tokens.
 #include <algorithm>
 #include <array>
+#include <memory>
 #include <string>
 
 #include "codec_common.cuh"
@@ -61,24 +69,33 @@ __device__ __forceinline__ uint16_t float_to_16bit(float v, DType t) {
   return __half_as_ushort(__float2half_rn(v));
 }
 
-// ---- the two formats: where a lane's codes and activations live, how codes become A registers ----
+// ---- where things live in the fused layout ----
+
+constexpr int kPair = 2 * kChunk;  // k positions per tile load
+
+// Byte offset of lane `lane`'s 16 bytes for tile t, pair p, half h (rows g or g + 8).
+__host__ __device__ inline int64_t tiled_code_offset(int64_t tile, int64_t pair, int64_t pairs, int h, int lane) {
+  return ((tile * pairs + pair) * 2 + h) * 512 + lane * 16;
+}
+// Index of the per-(row, chunk) scale entry: tile t, pair p, row g of a half, half h, chunk e of the
+// pair; a row group's four entries (rows g and g + 8, both chunks) are contiguous.
+__host__ __device__ inline int64_t tiled_scale_index(int64_t tile, int64_t pair, int64_t pairs, int h, int g, int e) {
+  return (((tile * pairs + pair) * 8 + g) * 2 + h) * 2 + e;
+}
+
+// ---- the two formats: how codes become A registers, what scales them ----
 
 // bitsandbytes nf4/fp4: byte i of a row holds codes 2i (high nibble) and 2i + 1. Lane c's 8 bytes of a
 // chunk are codes [16c, 16c + 16); mma step s takes bytes 2s (k 16c+4s, +1) and 2s+1 (k +2, +3).
 struct Bnb4bitFormat {
   static constexpr int kGroups = 1;  // scale groups per chunk
   static constexpr bool kHasOffset = false;
-  const uint8_t* packed;
-  const float* absmax;
-  const uint8_t* codes;  // double quant when set
-  const float* nested_absmax;
-  const float* offset;
-  int64_t cols;
-  int log2_blocksize;
+  const uint8_t* codes;        // tiled
+  const float* chunk_scales;   // tiled: each chunk's block scale (double quant: already recovered)
   bool fp4;
 
-  // Per lane a copy of the 256 code pairs, then the nested map and its offset.
-  static constexpr size_t kTableBytes = 256 * 32 * 4 + 256 * 4 + 16;
+  // Per lane a copy of the 256 code pairs as 16-bit pairs.
+  static constexpr size_t kTableBytes = 256 * 32 * 4;
 
   template <DType T>
   __device__ void prepare(uint32_t* table) const {
@@ -87,14 +104,6 @@ struct Bnb4bitFormat {
       const int pair = i / 32;
       table[i] = uint32_t(float_to_16bit(values[pair >> 4], T)) | uint32_t(float_to_16bit(values[pair & 15], T)) << 16;
     }
-    float* map = reinterpret_cast<float*>(table + 256 * 32);
-    if (codes) {
-      for (int i = threadIdx.x; i < 256; i += kThreads) map[i] = kNestedMap[i];
-      if (threadIdx.x == 0) map[256] = *offset;
-    }
-  }
-  __device__ uint2 load(int64_t row, int64_t chunk, int c) const {
-    return __ldg(reinterpret_cast<const uint2*>(packed + row * (cols / 2) + chunk * (kChunk / 2) + 8 * c));
   }
   __device__ static int x_offset(int c, int half) { return 16 * c + 8 * half; }
   template <DType T>
@@ -104,25 +113,13 @@ struct Bnb4bitFormat {
     lo = table[((word >> shift) & 0xff) * 32 + lane];
     hi = table[((word >> (shift + 8)) & 0xff) * 32 + lane];
   }
-  // What a chunk's scale is made of, loaded with its codes: the absmax, or the nested code and scale.
-  struct Raw {
-    float value;
-    uint32_t code;
-  };
-  __device__ Raw load_scale(int64_t row, int64_t chunk) const {
-    const int64_t block = (row * cols + chunk * kChunk) >> log2_blocksize;
-    if (!codes) return {__ldg(absmax + block), 0};
-    return {__ldg(nested_absmax + (block >> 8)), __ldg(codes + block)};
+  using Raw = float2;  // the pair's two chunk scales
+  __device__ Raw load_scale(int64_t tile, int64_t pair, int64_t pairs, int h, int g, int64_t) const {
+    return __ldg(reinterpret_cast<const float2*>(chunk_scales + tiled_scale_index(tile, pair, pairs, h, g, 0)));
   }
-  // The block's scale exactly as dequantization computes it (bnb_4bit.cu's NestedScale).
   template <DType T>
-  __device__ void scales(const Raw& raw, int64_t, const uint32_t* table, float (&scale)[1], float (&)[1]) const {
-    if (!codes) {
-      scale[0] = raw.value;
-      return;
-    }
-    const float* map = reinterpret_cast<const float*>(table + 256 * 32);
-    scale[0] = detail::add_rn(detail::mul_ftz(map[raw.code], raw.value), map[256]);
+  __device__ void scales(const Raw& raw, int e, int64_t, const uint32_t*, float (&scale)[1], float (&)[1]) const {
+    scale[0] = e == 0 ? raw.x : raw.y;
   }
 };
 
@@ -134,17 +131,12 @@ struct Q4KFormat {
   static constexpr int kGroups = 2;
   static constexpr bool kHasOffset = true;
   static constexpr size_t kTableBytes = 0;
-  const uint8_t* blocks;
+  const uint8_t* codes;   // tiled
+  const uint4* headers;   // tiled: [tile][256-value block][16 rows]
   int64_t cols;
 
   template <DType T>
   __device__ void prepare(uint32_t*) const {}
-  __device__ const uint8_t* block(int64_t row, int64_t chunk) const {
-    return blocks + (row * (cols / 256) + chunk / 4) * 144;
-  }
-  __device__ uint2 load(int64_t row, int64_t chunk, int c) const {
-    return __ldg(reinterpret_cast<const uint2*>(block(row, chunk) + 16 + 32 * (chunk % 4) + 8 * c));
-  }
   __device__ static int x_offset(int c, int half) { return 8 * c + 32 * half; }
   template <DType T>
   __device__ static void a_pair(uint2 q, int step, const uint32_t*, int, uint32_t& lo, uint32_t& hi) {
@@ -157,20 +149,31 @@ struct Q4KFormat {
   }
   template <DType T>
   __device__ static constexpr float code_offset() { return T == DType::bf16 ? 128.0f : 1024.0f; }
-  using Raw = uint4;  // the block's d, dmin and 6-bit scales: its first 16 bytes
-  __device__ Raw load_scale(int64_t row, int64_t chunk) const {
-    return __ldg(reinterpret_cast<const uint4*>(block(row, chunk)));
+  using Raw = uint4;  // the row's block header: d, dmin and the 6-bit scales (both chunks share it)
+  __device__ Raw load_scale(int64_t tile, int64_t pair, int64_t, int h, int g, int64_t) const {
+    return __ldg(headers + (tile * (cols / 256) + pair / 2) * 16 + 8 * h + g);
   }
   // Sub-blocks 2·(chunk % 4) and +1: scale d·sc and the offset term −(offset·d·sc + dmin·m), the
-  // products rounded as ggml's dequantization rounds them.
+  // products rounded as ggml's dequantization rounds them. The byte positions are constants in each
+  // case (a runtime index into the header would put it in local memory).
   template <DType T>
-  __device__ void scales(const Raw& header, int64_t chunk, const uint32_t*, float (&scale)[2], float (&bias)[2]) const {
-    const float d = __half2float(__ushort_as_half(uint16_t(header.x))), dmin = __half2float(__ushort_as_half(uint16_t(header.x >> 16)));
+  __device__ void scales(const Raw& header, int, int64_t chunk, const uint32_t*, float (&scale)[2], float (&bias)[2]) const {
+    switch (chunk % 4) {
+      case 0: return sub_block_scales<T, 0>(header, scale, bias);
+      case 1: return sub_block_scales<T, 2>(header, scale, bias);
+      case 2: return sub_block_scales<T, 4>(header, scale, bias);
+      default: return sub_block_scales<T, 6>(header, scale, bias);
+    }
+  }
+  template <DType T, int First>
+  __device__ static void sub_block_scales(const Raw& header, float (&scale)[2], float (&bias)[2]) {
+    const float d = __half2float(__ushort_as_half(uint16_t(header.x)));
+    const float dmin = __half2float(__ushort_as_half(uint16_t(header.x >> 16)));
     const uint32_t s[3] = {header.y, header.z, header.w};  // scales[0..11]
     auto byte = [&](int i) { return int((s[i / 4] >> (8 * (i % 4))) & 0xff); };
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int i = 2 * int(chunk % 4) + h;
+      const int i = First + h;
       int sc, m;
       if (i < 4) {
         sc = byte(i) & 63, m = byte(i + 4) & 63;
@@ -187,41 +190,45 @@ struct Q4KFormat {
 
 // ---- the kernel ----
 
-// The chunk's codes and activations for one lane: loaded for U chunks before any is used, so that
-// each lane has U times 2·MW + 2·NT loads in flight.
+// A pair of chunks' codes, scales and activations for one lane: loaded for U pairs before any is used.
 template <class Format, int MW, int NT>
-struct ChunkData {
-  uint2 q[MW][2];                        // codes of rows g and g + 8 of each 16-row tile
-  typename Format::Raw scale[MW][2];     // and what their scales are made of
-  uint4 x[NT][2];                        // 16 activations of token g of each 8-token tile
+struct PairData {
+  uint4 q[MW][2];                     // codes of rows g and g + 8 of each 16-row tile, both chunks
+  typename Format::Raw scale[MW][2];  // and what their scales are made of
+  uint4 x[NT][2][2];                  // per 8-token tile and chunk: token g's 16 activations
 };
 
 template <class Format, DType T, int MW, int NT>
-__device__ __forceinline__ void load_chunk(const Format& format, const uint16_t* x, int64_t tokens, int64_t cols,
-                                           int64_t row0, int64_t token0, int64_t chunk, int g, int c,
-                                           ChunkData<Format, MW, NT>& d) {
+__device__ __forceinline__ void load_pair(const Format& format, const uint16_t* x, int64_t tokens, int64_t cols,
+                                          int64_t tile0, int64_t token0, int64_t pair, int lane,
+                                          PairData<Format, MW, NT>& d) {
+  const int g = lane / 4, c = lane % 4;
+  const int64_t pairs = cols / kPair;
 #pragma unroll
   for (int m = 0; m < MW; ++m)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      d.q[m][h] = format.load(row0 + 16 * m + g + 8 * h, chunk, c);
-      d.scale[m][h] = format.load_scale(row0 + 16 * m + g + 8 * h, chunk);
+      d.q[m][h] = __ldg(reinterpret_cast<const uint4*>(format.codes + tiled_code_offset(tile0 + m, pair, pairs, h, lane)));
+      d.scale[m][h] = format.load_scale(tile0 + m, pair, pairs, h, g, (tile0 + m) * 16 + g + 8 * h);
     }
 #pragma unroll
   for (int n = 0; n < NT; ++n) {
     const int64_t token = token0 + 8 * n + g;
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
-      d.x[n][h] = token < tokens ? __ldg(reinterpret_cast<const uint4*>(x + token * cols + chunk * kChunk +
-                                                                        Format::x_offset(c, h)))
-                                 : make_uint4(0, 0, 0, 0);
+    for (int e = 0; e < 2; ++e)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        d.x[n][e][h] = token < tokens ? __ldg(reinterpret_cast<const uint4*>(x + token * cols + pair * kPair +
+                                                                              e * kChunk + Format::x_offset(c, h)))
+                                      : make_uint4(0, 0, 0, 0);
   }
 }
 
-// One chunk's products, summed per scale group, scaled into acc.
+// Chunk e of a pair: its products, summed per scale group, scaled into acc.
 template <class Format, DType T, int MW, int NT>
-__device__ __forceinline__ void multiply_chunk(const Format& format, const ChunkData<Format, MW, NT>& d, const uint32_t* table,
-                                               int64_t row0, int64_t chunk, int lane, float (&acc)[MW][NT][4]) {
+__device__ __forceinline__ void multiply_chunk(const Format& format, const PairData<Format, MW, NT>& d, int e,
+                                               const uint32_t* table, const float* xsums, int64_t chunk, int lane,
+                                               float (&acc)[MW][NT][4]) {
   constexpr int G = Format::kGroups, kStepsPerGroup = 4 / G;
   const int c = lane % 4;
   float part[G][MW][NT][4] = {};
@@ -231,32 +238,29 @@ __device__ __forceinline__ void multiply_chunk(const Format& format, const Chunk
 #pragma unroll
     for (int m = 0; m < MW; ++m) {
       uint32_t a[4];
-      Format::template a_pair<T>(d.q[m][0], step, table, lane, a[0], a[2]);
-      Format::template a_pair<T>(d.q[m][1], step, table, lane, a[1], a[3]);
+      const uint2 q0 = e == 0 ? make_uint2(d.q[m][0].x, d.q[m][0].y) : make_uint2(d.q[m][0].z, d.q[m][0].w);
+      const uint2 q1 = e == 0 ? make_uint2(d.q[m][1].x, d.q[m][1].y) : make_uint2(d.q[m][1].z, d.q[m][1].w);
+      Format::template a_pair<T>(q0, step, table, lane, a[0], a[2]);
+      Format::template a_pair<T>(q1, step, table, lane, a[1], a[3]);
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-        const uint4& v = d.x[n][step / 2];
+        const uint4& v = d.x[n][e][step / 2];
         mma_16816<T>(part[group][m][n], a, (step & 1) ? v.z : v.x, (step & 1) ? v.w : v.y);
       }
     }
   }
 
-  // Σx per scale group for the C fragment's tokens 2c, 2c+1 (q4_K's offset term).
+  // Σx per scale group for the C fragment's tokens 2c, 2c+1 (q4_K's offset term), from the block's
+  // table of sums over every 32 activations.
   float xsum[G][NT][2] = {};
   if constexpr (Format::kHasOffset) {
+    const int64_t per_token = format.cols / 32;
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll
-      for (int h = 0; h < G; ++h) {
-        const uint32_t w[4] = {d.x[n][h].x, d.x[n][h].y, d.x[n][h].z, d.x[n][h].w};
-        float s = 0;
+      for (int h = 0; h < G; ++h)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) s += low_half_to_float(w[i], T) + high_half_to_float(w[i], T);
-        s += __shfl_xor_sync(0xffffffffu, s, 1);
-        s += __shfl_xor_sync(0xffffffffu, s, 2);  // token g's sum, in all four lanes of g
-        xsum[h][n][0] = __shfl_sync(0xffffffffu, s, (2 * c) * 4);
-        xsum[h][n][1] = __shfl_sync(0xffffffffu, s, (2 * c + 1) * 4);
-      }
+        for (int v = 0; v < 2; ++v) xsum[h][n][v] = xsums[(8 * n + 2 * c + v) * per_token + 2 * chunk + h];
   }
 
 #pragma unroll
@@ -264,16 +268,16 @@ __device__ __forceinline__ void multiply_chunk(const Format& format, const Chunk
 #pragma unroll
     for (int h = 0; h < 2; ++h) {  // C rows g (values 0, 1) and g + 8 (values 2, 3)
       float scale[G], bias[G];
-      format.template scales<T>(d.scale[m][h], chunk, table, scale, bias);
+      format.template scales<T>(d.scale[m][h], e, chunk, table, scale, bias);
 #pragma unroll
       for (int grp = 0; grp < G; ++grp)
 #pragma unroll
         for (int n = 0; n < NT; ++n)
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float& out = acc[m][n][2 * h + e];
-            out = fmaf(scale[grp], part[grp][m][n][2 * h + e], out);
-            if constexpr (Format::kHasOffset) out = fmaf(bias[grp], xsum[grp][n][e], out);
+          for (int v = 0; v < 2; ++v) {
+            float& out = acc[m][n][2 * h + v];
+            out = fmaf(scale[grp], part[grp][m][n][2 * h + v], out);
+            if constexpr (Format::kHasOffset) out = fmaf(bias[grp], xsum[grp][n][v], out);
           }
     }
 }
@@ -282,33 +286,51 @@ template <int MW, int NT>
 constexpr size_t reduce_bytes() { return size_t(kWarps) * MW * NT * 4 * 32 * sizeof(float); }
 
 // Blocks loop over 16·MW-row tiles (so the table is built once per block); in a tile, warp w takes
-// chunks w, w + kWarps, ... and U of them at a time.
-template <class Format, DType T, int MW, int NT, int U>
-__global__ void __launch_bounds__(kThreads) fused_matmul_kernel(Format format, const uint16_t* __restrict__ x,
+// pairs of chunks w, w + kWarps, ... and U of them at a time.
+template <class Format, DType T, int MW, int NT, int U, int MinBlocks>
+__global__ void __launch_bounds__(kThreads, MinBlocks) fused_matmul_kernel(Format format, const uint16_t* __restrict__ x,
                                                                 int64_t tokens, int64_t rows, int64_t cols,
                                                                 uint16_t* __restrict__ y) {
   extern __shared__ uint4 shared_raw[];
   uint32_t* table = reinterpret_cast<uint32_t*>(shared_raw);
   float* partial = reinterpret_cast<float*>(reinterpret_cast<char*>(shared_raw) + Format::kTableBytes);
+  float* xsums = partial + reduce_bytes<MW, NT>() / sizeof(float);
   format.template prepare<T>(table);
+  const int64_t token0 = int64_t(blockIdx.x) * 8 * NT;
+  if constexpr (Format::kHasOffset)  // Σx over every 32 activations of the block's tokens (0 past the last)
+    for (int64_t i = threadIdx.x; i < 8 * NT * (cols / 32); i += kThreads) {
+      const int64_t token = token0 + i / (cols / 32);
+      float sum = 0;
+      if (token < tokens) {
+        const uint4* v = reinterpret_cast<const uint4*>(x + token * cols + i % (cols / 32) * 32);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const uint4 w = __ldg(v + k);
+          for (uint32_t pair : {w.x, w.y, w.z, w.w}) sum += low_half_to_float(pair, T) + high_half_to_float(pair, T);
+        }
+      }
+      xsums[i] = sum;
+    }
   __syncthreads();
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  const int64_t token0 = int64_t(blockIdx.x) * 8 * NT, chunks = cols / kChunk, tiles = rows / (16 * MW);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t pairs = cols / kPair, tiles = rows / (16 * MW);
   constexpr int kValues = MW * NT * 4;
   for (int64_t tile = blockIdx.y; tile < tiles; tile += gridDim.y) {
     const int64_t row0 = tile * 16 * MW;
     float acc[MW][NT][4] = {};
-    for (int64_t base = warp; base < chunks; base += kWarps * U) {
-      ChunkData<Format, MW, NT> d[U];
+    for (int64_t base = warp; base < pairs; base += kWarps * U) {
+      PairData<Format, MW, NT> d[U];
 #pragma unroll
       for (int u = 0; u < U; ++u)
-        if (base + u * kWarps < chunks)
-          load_chunk<Format, T, MW, NT>(format, x, tokens, cols, row0, token0, base + u * kWarps, g, c, d[u]);
+        if (base + u * kWarps < pairs)
+          load_pair<Format, T, MW, NT>(format, x, tokens, cols, tile * MW, token0, base + u * kWarps, lane, d[u]);
 #pragma unroll
       for (int u = 0; u < U; ++u)
-        if (base + u * kWarps < chunks)
-          multiply_chunk<Format, T, MW, NT>(format, d[u], table, row0, base + u * kWarps, lane, acc);
+        if (base + u * kWarps < pairs)
+#pragma unroll
+          for (int e = 0; e < 2; ++e)
+            multiply_chunk<Format, T, MW, NT>(format, d[u], e, table, xsums, 2 * (base + u * kWarps) + e, lane, acc);
     }
 
     // The warps' partial sums meet in shared memory.
@@ -343,18 +365,24 @@ int sm_count() {
   return sms;
 }
 
-template <class Format, DType T, int MW, int NT, int U>
+template <class Format, DType T, int MW, int NT, int U, int MinBlocks = 1>
 void launch(const Format& format, const void* x, int64_t tokens, int64_t rows, int64_t cols, void* y,
             cudaStream_t stream) {
-  constexpr auto kernel = fused_matmul_kernel<Format, T, MW, NT, U>;
-  constexpr size_t shared = Format::kTableBytes + reduce_bytes<MW, NT>();
-  static int per_sm = 0;  // per instantiation: the occupancy of this kernel (one device assumed)
-  const int sms = sm_count();
-  if (per_sm == 0) {
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)));
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, shared));
-    per_sm = per_sm > 0 ? per_sm : 1;
+  constexpr auto kernel = fused_matmul_kernel<Format, T, MW, NT, U, MinBlocks>;
+  constexpr size_t kMaxShared = 200 * 1024;
+  const size_t shared = Format::kTableBytes + reduce_bytes<MW, NT>() +
+                        (Format::kHasOffset ? size_t(8 * NT) * size_t(cols / 32) * sizeof(float) : 0);
+  if (shared > kMaxShared)
+    throw Error("GPU 4-bit matmul: " + std::to_string(cols) + " columns need more shared memory than the kernel has");
+  static bool configured = false;  // per instantiation (one device assumed)
+  if (!configured) {
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxShared)));
+    configured = true;
   }
+  int per_sm = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, shared));
+  per_sm = std::max(per_sm, 1);
+  const int sms = sm_count();
   const int64_t token_tiles = (tokens + 8 * NT - 1) / (8 * NT), row_tiles = rows / (16 * MW);
   // Enough row-tile blocks for one resident wave, never more than there are tiles.
   const int64_t wave = std::max<int64_t>(1, int64_t(per_sm) * sms / token_tiles);
@@ -372,8 +400,8 @@ void dispatch_tokens(const Format& format, const void* x, int64_t tokens, int64_
   if (tokens <= 8) {
     // Decoding: two 16-row tiles per warp when that still leaves two row tiles per SM, else one
     // (measured on the H100: 14336x4096 prefers two, 4096x14336 one).
-    if (rows % 32 == 0 && rows / 32 >= 2 * sm_count()) launch<Format, T, 2, 1, 2>(format, x, tokens, rows, cols, y, stream);
-    else launch<Format, T, 1, 1, 4>(format, x, tokens, rows, cols, y, stream);
+    if (rows % 32 == 0 && rows / 32 >= 2 * sm_count()) launch<Format, T, 2, 1, 1, 2>(format, x, tokens, rows, cols, y, stream);
+    else launch<Format, T, 1, 1, 1, 3>(format, x, tokens, rows, cols, y, stream);
   }
   else if (rows % 64 != 0) launch<Format, T, 1, 2, 2>(format, x, tokens, rows, cols, y, stream);
   else if (tokens <= 16) launch<Format, T, 4, 2, 1>(format, x, tokens, rows, cols, y, stream);
@@ -388,6 +416,73 @@ void dispatch(const Format& format, DType dtype, const void* x, int64_t tokens, 
   else throw Error("GPU 4-bit matmul: activations must be bf16 or f16, got " + std::string(dtype_name(dtype)));
 }
 
+// ---- re-laying a weight into tile order (once) ----
+
+// Source bytes of lane `lane`'s 8-byte slice of (row, chunk), for each format.
+struct BnbCodeSource {
+  const uint8_t* packed;
+  int64_t cols;
+  __device__ uint2 operator()(int64_t row, int64_t chunk, int c) const {
+    return *reinterpret_cast<const uint2*>(packed + row * (cols / 2) + chunk * (kChunk / 2) + 8 * c);
+  }
+};
+struct Q4KCodeSource {
+  const uint8_t* blocks;
+  int64_t cols;
+  __device__ uint2 operator()(int64_t row, int64_t chunk, int c) const {
+    return *reinterpret_cast<const uint2*>(blocks + (row * (cols / 256) + chunk / 4) * 144 + 16 + 32 * (chunk % 4) + 8 * c);
+  }
+};
+
+template <class Source>
+__global__ void tile_codes(Source source, int64_t rows, int64_t cols, uint8_t* __restrict__ tiled) {
+  const int64_t pairs = cols / kPair, items = rows / 16 * pairs * 64;  // 64 = 2 halves x 32 lanes
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < items; i += int64_t(gridDim.x) * blockDim.x) {
+    const int lane = int(i % 32), h = int(i / 32 % 2);
+    const int64_t pair = i / 64 % pairs, tile = i / 64 / pairs;
+    const int64_t row = tile * 16 + lane / 4 + 8 * h;
+    const uint2 a = source(row, 2 * pair, lane % 4), b = source(row, 2 * pair + 1, lane % 4);
+    *reinterpret_cast<uint4*>(tiled + tiled_code_offset(tile, pair, pairs, h, lane)) = make_uint4(a.x, a.y, b.x, b.y);
+  }
+}
+
+// One scale per (row, chunk) in tile order: the chunk's block scale, plain or recovered from double
+// quantization exactly as dequantization recovers it (bnb_4bit.cu's NestedScale).
+__global__ void tile_chunk_scales(const float* __restrict__ absmax, NestedScales nested, int64_t rows, int64_t cols,
+                                  int log2_blocksize, float* __restrict__ tiled) {
+  const int64_t pairs = cols / kPair, items = rows * (cols / kChunk);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < items; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = i / (cols / kChunk), chunk = i % (cols / kChunk);
+    const int64_t block = (row * cols + chunk * kChunk) >> log2_blocksize;
+    const float scale = nested.codes ? detail::add_rn(detail::mul_ftz(kNestedMap[nested.codes[block]],
+                                                                      nested.nested_absmax[block / bnb::kNestedBlocksize]),
+                                                      *nested.offset)
+                                     : absmax[block];
+    tiled[tiled_scale_index(row / 16, chunk / 2, pairs, int(row % 16 / 8), int(row % 8), int(chunk % 2))] = scale;
+  }
+}
+
+// q4_K block headers in tile order: [tile][block][16 rows].
+__global__ void tile_q4k_headers(const uint8_t* __restrict__ blocks, int64_t rows, int64_t cols, uint4* __restrict__ tiled) {
+  const int64_t per_row = cols / 256, items = rows * per_row;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < items; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = i / per_row, block = i % per_row;
+    tiled[(row / 16 * per_row + block) * 16 + row % 16] = *reinterpret_cast<const uint4*>(blocks + i * 144);
+  }
+}
+
+std::shared_ptr<void> device_alloc(size_t bytes) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, bytes));
+  return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+}
+
+int log2_of(int64_t blocksize) {
+  int log2 = 0;
+  while ((int64_t(1) << log2) < blocksize) ++log2;
+  return log2;
+}
+
 void check_shape(const char* what, int64_t rows, int64_t cols, int64_t col_multiple, const void* x, const void* y,
                  int64_t tokens) {
   auto fail = [&](const std::string& why) {
@@ -397,33 +492,68 @@ void check_shape(const char* what, int64_t rows, int64_t cols, int64_t col_multi
   if (rows <= 0 || cols <= 0 || tokens < 0) fail("empty or negative shape");
   if (rows % 16 != 0) fail("rows must be a multiple of 16");
   if (cols % col_multiple != 0) fail("cols must be a multiple of " + std::to_string(col_multiple));
-  if (!detail::aligned16(x) || !detail::aligned16(y)) fail("activations and output must be 16-byte aligned");
+  if (tokens > 0 && (!detail::aligned16(x) || !detail::aligned16(y)))
+    fail("activations and output must be 16-byte aligned");
 }
 
 }  // namespace
 
-void matmul_4bit_fused(const Bnb4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
-                       cudaStream_t stream) {
-  check_shape("nf4/fp4", w.rows, w.cols, kChunk, x, y, tokens);
+Fused4bitWeight prepare_fused(const Bnb4bitWeight& w, cudaStream_t stream) {
+  check_shape("nf4/fp4", w.rows, w.cols, kPair, nullptr, nullptr, 0);
   if (w.blocksize < kChunk || (w.blocksize & (w.blocksize - 1)) != 0)
     throw Error("GPU nf4/fp4 matmul: blocksize " + std::to_string(w.blocksize) +
                 " is not a power of two >= 64 (dequantize and use a 16-bit matmul instead)");
   if (!w.packed || (!w.absmax && !w.nested.codes) || (reinterpret_cast<uintptr_t>(w.packed) & 7) != 0)
     throw Error("GPU nf4/fp4 matmul: packed codes (8-byte aligned) and scales are required");
-  if (tokens == 0) return;
-  int log2_blocksize = 0;
-  while ((int64_t(1) << log2_blocksize) < w.blocksize) ++log2_blocksize;
-  const Bnb4bitFormat format{w.packed,  w.absmax, w.nested.codes, w.nested.nested_absmax, w.nested.offset,
-                             w.cols,    log2_blocksize, w.type == bnb::QuantType::fp4};
-  dispatch(format, dtype, x, tokens, w.rows, w.cols, y, stream);
+  Fused4bitWeight fused;
+  fused.format = w.type == bnb::QuantType::fp4 ? Fused4bitWeight::Format::fp4 : Fused4bitWeight::Format::nf4;
+  fused.rows = w.rows, fused.cols = w.cols, fused.source_bnb = w;
+  const size_t code_bytes = size_t(w.rows * w.cols / 2), chunks = size_t(w.rows * (w.cols / kChunk));
+  fused.memory = device_alloc(code_bytes + chunks * 4);
+  auto* base = static_cast<uint8_t*>(fused.memory.get());
+  fused.codes = base, fused.scales = base + code_bytes;
+  tile_codes<<<1024, 256, 0, stream>>>(BnbCodeSource{w.packed, w.cols}, w.rows, w.cols, base);
+  tile_chunk_scales<<<1024, 256, 0, stream>>>(w.absmax, w.nested, w.rows, w.cols, log2_of(w.blocksize),
+                                              reinterpret_cast<float*>(base + code_bytes));
+  check(cudaGetLastError());
+  return fused;
 }
 
-void matmul_q4_K_fused(const Q4KWeight& w, DType dtype, const void* x, int64_t tokens, void* y, cudaStream_t stream) {
-  check_shape("q4_K", w.rows, w.cols, 256, x, y, tokens);
+Fused4bitWeight prepare_fused(const Q4KWeight& w, cudaStream_t stream) {
+  check_shape("q4_K", w.rows, w.cols, 256, nullptr, nullptr, 0);
   if (!w.blocks || (reinterpret_cast<uintptr_t>(w.blocks) & 15) != 0)
     throw Error("GPU q4_K matmul: the blocks must be 16-byte aligned");
+  Fused4bitWeight fused;
+  fused.format = Fused4bitWeight::Format::q4_K;
+  fused.rows = w.rows, fused.cols = w.cols, fused.source_q4_K = w;
+  const size_t code_bytes = size_t(w.rows * w.cols / 2), header_bytes = size_t(w.rows * (w.cols / 256)) * 16;
+  fused.memory = device_alloc(code_bytes + header_bytes);
+  auto* base = static_cast<uint8_t*>(fused.memory.get());
+  fused.codes = base, fused.scales = base + code_bytes;
+  const auto* blocks = static_cast<const uint8_t*>(w.blocks);
+  tile_codes<<<1024, 256, 0, stream>>>(Q4KCodeSource{blocks, w.cols}, w.rows, w.cols, base);
+  tile_q4k_headers<<<1024, 256, 0, stream>>>(blocks, w.rows, w.cols, reinterpret_cast<uint4*>(base + code_bytes));
+  check(cudaGetLastError());
+  return fused;
+}
+
+size_t Fused4bitWeight::bytes() const {
+  const size_t codes_bytes = size_t(rows * cols / 2), chunks = size_t(rows * (cols / kChunk));
+  if (format == Format::q4_K) return codes_bytes + size_t(rows * (cols / 256)) * 16;
+  return codes_bytes + chunks * 4;
+}
+
+void matmul_4bit_fused(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
+                       cudaStream_t stream) {
+  check_shape(w.format == Fused4bitWeight::Format::q4_K ? "q4_K" : "nf4/fp4", w.rows, w.cols, kPair, x, y, tokens);
+  if (!w.codes) throw Error("GPU 4-bit matmul: the weight was not prepared (prepare_fused)");
   if (tokens == 0) return;
-  dispatch(Q4KFormat{static_cast<const uint8_t*>(w.blocks), w.cols}, dtype, x, tokens, w.rows, w.cols, y, stream);
+  if (w.format == Fused4bitWeight::Format::q4_K) {
+    dispatch(Q4KFormat{w.codes, static_cast<const uint4*>(w.scales), w.cols}, dtype, x, tokens, w.rows, w.cols, y, stream);
+    return;
+  }
+  const Bnb4bitFormat format{w.codes, static_cast<const float*>(w.scales), w.format == Fused4bitWeight::Format::fp4};
+  dispatch(format, dtype, x, tokens, w.rows, w.cols, y, stream);
 }
 
 }  // namespace lowbit::cuda

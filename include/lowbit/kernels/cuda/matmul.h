@@ -2,8 +2,8 @@
 // cols = in features] stored as its checkpoint stores it, and activations X [tokens, cols].
 //
 // - 4-bit (bitsandbytes nf4/fp4, plain or double-quantized scales; ggml q4_K): one fused kernel reads
-//   the packed codes once, decodes them in registers and multiplies on the tensor cores (mma.sync,
-//   bf16/f16 in, float32 sums). Few tokens are bound by reading the weight; this is where a 4-bit
+//   the packed codes once (re-laid in tile order once, prepare_fused), decodes them in registers and
+//   multiplies on the tensor cores (mma.sync, bf16/f16 in, float32 sums). Few tokens are bound by reading the weight; this is where a 4-bit
 //   weight pays, ~4x fewer bytes than bf16. Many tokens (>= kDequantizeTokens) dequantize the weight
 //   into the context's scratch and call cuBLAS, whose large-tile GEMM the fused kernel does not match.
 // - LLM.int8 (bitsandbytes row-wise int8 with outlier decomposition): the bulk on int8 tensor cores
@@ -55,19 +55,33 @@ struct Q4KWeight {
   int64_t rows = 0, cols = 0;
 };
 
+// A 4-bit weight re-laid for the fused kernel: the same code and scale bytes in tile order (each warp
+// load then reads 512 contiguous bytes), made once on the device, e.g. when a model is loaded; the
+// checkpoint's bytes are left as they are. It owns its device memory and keeps the description of the
+// weight it was made from, which the cuBLAS path dequantizes: that weight must outlive it.
+// Needs rows % 16 == 0 and cols % 128 == 0; nf4/fp4 blocksizes that are powers of two >= 64.
+struct Fused4bitWeight {
+  enum class Format { nf4, fp4, q4_K };
+  Format format = Format::nf4;
+  int64_t rows = 0, cols = 0;
+  Bnb4bitWeight source_bnb;  // nf4/fp4
+  Q4KWeight source_q4_K;     // q4_K
+  const uint8_t* codes = nullptr;
+  const void* scales = nullptr;  // per row and 64 values: float absmax or 8-bit nested code; q4_K headers
+  std::shared_ptr<void> memory;
+  size_t bytes() const;          // codes + scales, as the kernel reads them
+};
+Fused4bitWeight prepare_fused(const Bnb4bitWeight& weight, cudaStream_t stream);
+Fused4bitWeight prepare_fused(const Q4KWeight& weight, cudaStream_t stream);
+
 // Token counts from which the 4-bit products dequantize into scratch and call cuBLAS.
 inline constexpr int64_t kDequantizeTokens = 96;
 
-// y [tokens, rows] = x [tokens, cols] · Wᵀ, x and y in `dtype` (bf16 or f16), row-major, 16-byte
-// aligned. Needs cols % 64 == 0 and blocksize % 64 == 0 (nf4/fp4), cols % 256 == 0 (q4_K), rows % 16 == 0.
-void matmul_4bit(MatmulContext& context, const Bnb4bitWeight& weight, DType dtype, const void* x, int64_t tokens,
+// y [tokens, rows] = x [tokens, cols] · Wᵀ, x and y in `dtype` (bf16 or f16), row-major, 16-byte aligned.
+void matmul_4bit(MatmulContext& context, const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens,
                  void* y, cudaStream_t stream);
-void matmul_q4_K(MatmulContext& context, const Q4KWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
-                 cudaStream_t stream);
 // The fused kernel alone, whatever the token count (for tests and benchmarks).
-void matmul_4bit_fused(const Bnb4bitWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
-                       cudaStream_t stream);
-void matmul_q4_K_fused(const Q4KWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
+void matmul_4bit_fused(const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
                        cudaStream_t stream);
 
 // A bitsandbytes LLM.int8 weight (row-wise, threshold 0): cb [rows, cols] int8, scb [rows] float.
