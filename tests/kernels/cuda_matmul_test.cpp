@@ -165,7 +165,10 @@ TEST(CudaMatmul, ManyTokensTakeTheCublasPath) {
 TEST(CudaMatmul, LlmInt8MatchesCpuBitForBit) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   cuda::MatmulContext context;
-  for (const Shape s : {Shape{64, 256}, Shape{512, 1024}})
+  for (auto layout : {cuda::MatmulContext::Int8Layout::tokens_by_rows, cuda::MatmulContext::Int8Layout::rows_by_tokens}) {
+  context.set_int8_layout(layout);
+  // 8208 columns: rows longer than 8192 values take the two-pass quantization of the activations.
+  for (const Shape s : {Shape{64, 256}, Shape{512, 1024}, Shape{16, 8208}})
     for (int64_t tokens : {int64_t(1), int64_t(5), int64_t(64)})
       for (float threshold : {0.0f, 6.0f}) {
         // Activations up to 4 with column 3 past the threshold in every row and every 97th column
@@ -188,7 +191,8 @@ TEST(CudaMatmul, LlmInt8MatchesCpuBitForBit) {
         d_x.upload(x.buffer.data(), x.buffer.size());
         cuda::llm_int8_matmul(context, {d_cb.as<int8_t>(), d_scb.as<float>(), s.rows, s.cols}, d_x.ptr, tokens, threshold,
                               d_y.ptr, nullptr);
-        const std::string what = std::to_string(s.rows) + "x" + std::to_string(s.cols) + " tokens " +
+        const std::string what = std::string(layout == cuda::MatmulContext::Int8Layout::tokens_by_rows ? "[t,r] " : "[r,t] ") +
+                                 std::to_string(s.rows) + "x" + std::to_string(s.cols) + " tokens " +
                                  std::to_string(tokens) + " threshold " + std::to_string(threshold) + " (" +
                                  std::to_string(cpu.activations.outlier_cols.size()) + " outlier columns)";
         EXPECT_SAME_BYTES(bytes_of(cpu.output.buffer.data(), cpu.output.buffer.size()), d_y.download(d_y.size), 2, what);
@@ -196,6 +200,7 @@ TEST(CudaMatmul, LlmInt8MatchesCpuBitForBit) {
           EXPECT_FALSE(cpu.activations.outlier_cols.empty()) << what;
         }
       }
+  }
 }
 
 TEST(CudaMatmul, RejectsBadShapes) {

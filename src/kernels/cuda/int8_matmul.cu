@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "codec_common.cuh"
 #include "lowbit/formats/bnb_int8.h"
@@ -112,22 +114,56 @@ __global__ void __launch_bounds__(kThreads) quantize_activation_rows(const uint1
   if (threadIdx.x == 0) sca[row] = m;
 }
 
+// The same for rows of at most 8192 values: one thread per 8 values, each read once and held in
+// registers between the row's maximum and its codes.
+__global__ void __launch_bounds__(1024) quantize_activation_rows_held(const uint16_t* __restrict__ x, int64_t cols,
+                                                                      float threshold,
+                                                                      const uint8_t* __restrict__ flags,
+                                                                      int8_t* __restrict__ ca, float* __restrict__ sca) {
+  __shared__ float warp_max[32];
+  const int64_t row = blockIdx.x, g = threadIdx.x;
+  const bool split = threshold > 0.0f, mine = g < cols / 8;
+  float v[8] = {};
+  if (mine) load8_f16(x + row * cols, g, v);
+  float m = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+    if (!(split && fabsf(v[i]) >= threshold)) m = fmaxf(m, fabsf(detail::flush_subnormal(v[i])));
+  for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
+  __syncthreads();
+  for (int w = 0; w < int(blockDim.x / 32); ++w) m = fmaxf(m, warp_max[w]);
+  if (!mine) return;
+  const float scale = detail::div_approx_ftz(127.0f, m);
+  uint32_t word[2] = {0, 0};
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float q = detail::mul_ftz(v[i], scale);
+    const bool zero = (split && flags[g * 8 + i]) || isnan(q);
+    word[i / 4] |= uint32_t(uint8_t(zero ? int8_t(0) : int8_t(__float2int_rn(q)))) << (8 * (i % 4));
+  }
+  reinterpret_cast<uint2*>(ca + row * cols)[g] = make_uint2(word[0], word[1]);
+  if (g == 0) sca[row] = m;
+}
+
 // The outlier columns of the weight, dequantized and rounded to f16: weight_out[j][r] for j < *count.
 __global__ void gather_outlier_weights(const int8_t* __restrict__ cb, const float* __restrict__ scb, int64_t rows,
                                        int64_t cols, const int32_t* __restrict__ list, const int32_t* __restrict__ count,
                                        uint16_t* __restrict__ weight_out) {
   const int32_t n = *count;
-  for (int64_t r = blockIdx.x * int64_t(kThreads) + threadIdx.x; r < rows; r += int64_t(gridDim.x) * kThreads)
-    for (int32_t j = 0; j < n; ++j) {
-      const float w = detail::mul_rn(detail::mul_rn(float(cb[r * cols + list[j]]), scb[r]), bnb::kInt8DequantScale);
-      weight_out[j * rows + r] = __half_as_ushort(__float2half_rn(w));
-    }
+  const int64_t r = blockIdx.x * int64_t(kThreads) + threadIdx.x;
+  if (r >= rows) return;
+  for (int32_t j = blockIdx.y; j < n; j += gridDim.y) {  // the columns spread over blockIdx.y
+    const float w = detail::mul_rn(detail::mul_rn(float(cb[r * cols + list[j]]), scb[r]), bnb::kInt8DequantScale);
+    weight_out[j * rows + r] = __half_as_ushort(__float2half_rn(w));
+  }
 }
 
 // A block takes 256 weight rows and kEpilogueTokens tokens; the tokens' outlier activations are staged
 // in shared memory, each dequantized outlier weight is read once for all of them.
-constexpr int kEpilogueTokens = 8, kOutlierStage = 256;
-__global__ void __launch_bounds__(kThreads) int8_epilogue(const int32_t* __restrict__ acc, const float* __restrict__ sca,
+constexpr int kEpilogueTokens = 8, kOutlierStage = 256;  // 8 sums of a transposed row: two 16-byte loads
+__global__ void __launch_bounds__(kThreads) int8_epilogue(const int32_t* __restrict__ acc, bool transposed,
+                                                          const float* __restrict__ sca,
                                                           const float* __restrict__ scb, int64_t tokens, int64_t rows,
                                                           const uint16_t* __restrict__ x, int64_t cols,
                                                           const int32_t* __restrict__ list,
@@ -155,91 +191,116 @@ __global__ void __launch_bounds__(kThreads) int8_epilogue(const int32_t* __restr
       }
   }
   if (r >= rows) return;
+  // The block's int32 sums of row r: one strided load per token, or (transposed) 8 contiguous ones.
+  int32_t sums[kEpilogueTokens] = {};
+  if (transposed && here == kEpilogueTokens && tokens % 4 == 0) {
+    const int4* p = reinterpret_cast<const int4*>(acc + r * tokens + t0);
+    const int4 a = p[0], b = p[1];
+    sums[0] = a.x, sums[1] = a.y, sums[2] = a.z, sums[3] = a.w, sums[4] = b.x, sums[5] = b.y, sums[6] = b.z, sums[7] = b.w;
+  } else {
+    for (int tt = 0; tt < here; ++tt) sums[tt] = acc[transposed ? r * tokens + t0 + tt : (t0 + tt) * rows + r];
+  }
 #pragma unroll
   for (int tt = 0; tt < kEpilogueTokens; ++tt) {
     if (tt >= here) break;
     const int64_t i = (t0 + tt) * rows + r;
-    const float scaled = detail::mul_rn(detail::mul_rn(float(acc[i]), sca[t0 + tt]), scb[r]);
+    const int32_t sum = sums[tt];
+    const float scaled = detail::mul_rn(detail::mul_rn(float(sum), sca[t0 + tt]), scb[r]);
     const uint16_t int8_part = __half_as_ushort(__float2half_rn(detail::mul_rn(scaled, bnb::kInt8MatmulDequantScale)));
     y[i] = n == 0 ? int8_part : __half_as_ushort(__float2half_rn(detail::add_rn(half_to_float(int8_part), dot[tt])));
   }
 }
 
-void check_lt(cublasStatus_t status, const char* what) { check_blas(status, what); }
-
-// acc [tokens, rows] int32 = ca [tokens, cols] · cbᵀ, cb [rows, cols]; in cuBLAS's column-major terms
-// acc [rows, tokens] = cbᵀ-as-stored · ca-as-stored, the "TN" layout int8 tensor cores take.
-void int8_gemm(MatmulContext::Impl& ctx, const int8_t* cb, int64_t rows, int64_t cols, const int8_t* ca, int64_t tokens,
-               int32_t* acc, cudaStream_t stream) {
+// acc = ca [tokens, cols] · cbᵀ in int32, cb [rows, cols], on the int8 tensor cores ("TN" in cuBLAS's
+// column-major terms). Either orientation: acc [tokens, rows] = cbᵀ-as-stored · ca-as-stored, or
+// (transposed) acc [rows, tokens] = caᵀ-as-stored · cb-as-stored; cuBLASLt tiles them differently.
+struct Int8Gemm {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulPreference_t preference = nullptr;
-  auto release = [&] {
-    if (preference) cublasLtMatmulPreferenceDestroy(preference);
+  const int8_t *a_data = nullptr, *b_data = nullptr;
+  Int8Gemm(const int8_t* cb, int64_t rows, int64_t cols, const int8_t* ca, int64_t tokens, bool transposed) {
+    const int64_t m = transposed ? tokens : rows, n = transposed ? rows : tokens;
+    a_data = transposed ? ca : cb, b_data = transposed ? cb : ca;
+    check_blas(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32I, CUDA_R_32I), "cublasLtMatmulDescCreate");
+    const cublasOperation_t transpose = CUBLAS_OP_T;
+    check_blas(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof transpose), "TRANSA");
+    check_blas(cublasLtMatrixLayoutCreate(&a, CUDA_R_8I, uint64_t(cols), uint64_t(m), cols), "layout A");
+    check_blas(cublasLtMatrixLayoutCreate(&b, CUDA_R_8I, uint64_t(cols), uint64_t(n), cols), "layout B");
+    check_blas(cublasLtMatrixLayoutCreate(&c, CUDA_R_32I, uint64_t(m), uint64_t(n), m), "layout C");
+  }
+  ~Int8Gemm() {
     if (c) cublasLtMatrixLayoutDestroy(c);
     if (b) cublasLtMatrixLayoutDestroy(b);
     if (a) cublasLtMatrixLayoutDestroy(a);
     if (op) cublasLtMatmulDescDestroy(op);
-  };
-  try {
-    check_lt(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32I, CUDA_R_32I), "cublasLtMatmulDescCreate");
-    const cublasOperation_t transpose = CUBLAS_OP_T;
-    check_lt(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof transpose), "TRANSA");
-    check_lt(cublasLtMatrixLayoutCreate(&a, CUDA_R_8I, uint64_t(cols), uint64_t(rows), cols), "layout A");
-    check_lt(cublasLtMatrixLayoutCreate(&b, CUDA_R_8I, uint64_t(cols), uint64_t(tokens), cols), "layout B");
-    check_lt(cublasLtMatrixLayoutCreate(&c, CUDA_R_32I, uint64_t(rows), uint64_t(tokens), rows), "layout C");
-    void* workspace = ctx.scratch(MatmulContext::Impl::kLtWorkspace, kLtWorkspaceBytes);
-    const auto key = std::make_tuple(rows, cols, tokens);
-    auto found = ctx.int8_algos.find(key);
-    const int32_t one = 1, zero = 0;
-    if (found == ctx.int8_algos.end()) {
-      // cuBLASLt's first guess is not always its fastest (on the H100 at 512x4096x4096 it picked a
-      // split-k kernel at half the int8 rate): time its top candidates once per shape, keep the best.
-      check_lt(cublasLtMatmulPreferenceCreate(&preference), "preference");
-      const uint64_t limit = kLtWorkspaceBytes;
-      check_lt(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &limit,
-                                                    sizeof limit),
-               "workspace preference");
-      cublasLtMatmulHeuristicResult_t results[8] = {};
-      int found_count = 0;
-      check_lt(cublasLtMatmulAlgoGetHeuristic(ctx.blas_lt, op, a, b, c, c, preference, 8, results, &found_count),
-               "cublasLtMatmulAlgoGetHeuristic");
-      if (found_count == 0) throw Error("cuBLASLt has no int8 algorithm for this shape");
-      cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-      check(cudaStreamIsCapturing(stream, &capturing));
-      int best = 0;
-      if (capturing == cudaStreamCaptureStatusNone && found_count > 1) {
-        cudaEvent_t start, stop;
-        check(cudaEventCreate(&start));
-        check(cudaEventCreate(&stop));
-        float best_ms = 0;
-        for (int i = 0; i < found_count; ++i) {
-          auto run = [&] {
-            return cublasLtMatmul(ctx.blas_lt, op, &one, cb, a, ca, b, &zero, acc, c, acc, c, &results[i].algo,
-                                  workspace, kLtWorkspaceBytes, stream);
-          };
-          if (run() != CUBLAS_STATUS_SUCCESS) continue;
-          check(cudaEventRecord(start, stream));
-          for (int rep = 0; rep < 3; ++rep) run();
-          check(cudaEventRecord(stop, stream));
-          check(cudaEventSynchronize(stop));
-          float ms = 0;
-          check(cudaEventElapsedTime(&ms, start, stop));
-          if (i == 0 || ms < best_ms) best = i, best_ms = ms;
-        }
-        cudaEventDestroy(start);
-        cudaEventDestroy(stop);
-      }
-      found = ctx.int8_algos.emplace(key, results[best]).first;
-    }
-    check_lt(cublasLtMatmul(ctx.blas_lt, op, &one, cb, a, ca, b, &zero, acc, c, acc, c, &found->second.algo, workspace,
-                            kLtWorkspaceBytes, stream),
-             "cublasLtMatmul (int8)");
-  } catch (...) {
-    release();
-    throw;
   }
-  release();
+  Int8Gemm(const Int8Gemm&) = delete;
+  Int8Gemm& operator=(const Int8Gemm&) = delete;
+  cublasStatus_t run(cublasLtHandle_t lt, const cublasLtMatmulAlgo_t& algo, int32_t* acc, void* workspace,
+                     cudaStream_t stream) const {
+    const int32_t one = 1, zero = 0;
+    return cublasLtMatmul(lt, op, &one, a_data, a, b_data, b, &zero, acc, c, acc, c, &algo, workspace,
+                          kLtWorkspaceBytes, stream);
+  }
+};
+
+// Returns whether acc came out transposed. The first call per shape times cuBLASLt's top candidates of
+// both orientations (its first guess is not always its fastest: at 512x4096x4096 on the H100 it picked
+// a split-k kernel at half the int8 rate) and keeps the fastest; inside a graph capture, where nothing
+// can be timed, it takes the first candidate.
+bool int8_gemm(MatmulContext::Impl& ctx, const int8_t* cb, int64_t rows, int64_t cols, const int8_t* ca, int64_t tokens,
+               int32_t* acc, cudaStream_t stream) {
+  void* workspace = ctx.scratch(MatmulContext::Impl::kLtWorkspace, kLtWorkspaceBytes);
+  const auto key = std::make_tuple(rows, cols, tokens);
+  auto found = ctx.int8_algos.find(key);
+  if (found == ctx.int8_algos.end()) {
+    cublasLtMatmulPreference_t preference = nullptr;
+    check_blas(cublasLtMatmulPreferenceCreate(&preference), "preference");
+    const uint64_t limit = kLtWorkspaceBytes;
+    cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &limit, sizeof limit);
+    std::vector<std::pair<bool, cublasLtMatmulHeuristicResult_t>> candidates;
+    for (bool transposed : {false, true}) {
+      const Int8Gemm gemm(cb, rows, cols, ca, tokens, transposed);
+      cublasLtMatmulHeuristicResult_t results[8] = {};
+      int count = 0;
+      if (cublasLtMatmulAlgoGetHeuristic(ctx.blas_lt, gemm.op, gemm.a, gemm.b, gemm.c, gemm.c, preference, 8, results,
+                                         &count) == CUBLAS_STATUS_SUCCESS)
+        for (int i = 0; i < count; ++i) candidates.push_back({transposed, results[i]});
+    }
+    cublasLtMatmulPreferenceDestroy(preference);
+    if (ctx.int8_layout != MatmulContext::Int8Layout::fastest) {  // keep one way when it has an algorithm
+      const bool want = ctx.int8_layout == MatmulContext::Int8Layout::rows_by_tokens;
+      if (std::any_of(candidates.begin(), candidates.end(), [&](const auto& c) { return c.first == want; }))
+        std::erase_if(candidates, [&](const auto& c) { return c.first != want; });
+    }
+    if (candidates.empty()) throw Error("cuBLASLt has no int8 algorithm for this shape");
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    check(cudaStreamIsCapturing(stream, &capturing));
+    size_t best = 0;
+    if (capturing == cudaStreamCaptureStatusNone && candidates.size() > 1) {
+      cudaEvent_t start, stop;
+      check(cudaEventCreate(&start));
+      check(cudaEventCreate(&stop));
+      float best_ms = -1;
+      for (size_t i = 0; i < candidates.size(); ++i) {
+        const Int8Gemm gemm(cb, rows, cols, ca, tokens, candidates[i].first);
+        if (gemm.run(ctx.blas_lt, candidates[i].second.algo, acc, workspace, stream) != CUBLAS_STATUS_SUCCESS) continue;
+        check(cudaEventRecord(start, stream));
+        for (int rep = 0; rep < 3; ++rep) gemm.run(ctx.blas_lt, candidates[i].second.algo, acc, workspace, stream);
+        check(cudaEventRecord(stop, stream));
+        check(cudaEventSynchronize(stop));
+        float ms = 0;
+        check(cudaEventElapsedTime(&ms, start, stop));
+        if (best_ms < 0 || ms < best_ms) best = i, best_ms = ms;
+      }
+      cudaEventDestroy(start);
+      cudaEventDestroy(stop);
+    }
+    found = ctx.int8_algos.emplace(key, candidates[best]).first;
+  }
+  const Int8Gemm gemm(cb, rows, cols, ca, tokens, found->second.first);
+  check_blas(gemm.run(ctx.blas_lt, found->second.second.algo, acc, workspace, stream), "cublasLtMatmul (int8)");
+  return found->second.first;
 }
 
 }  // namespace
@@ -282,15 +343,19 @@ void llm_int8_matmul(MatmulContext& context, const Int8Weight& w, const void* x_
         x, groups, cols, threshold, flags);
     list_outlier_columns<<<1, 1024, 0, stream>>>(flags, cols, list, count);
   }
-  quantize_activation_rows<<<unsigned(tokens), kThreads, 0, stream>>>(x, cols, threshold, flags, ca, sca);
+  if (cols <= 8 * 1024)
+    quantize_activation_rows_held<<<unsigned(tokens), unsigned((cols / 8 + 31) / 32 * 32), 0, stream>>>(
+        x, cols, threshold, flags, ca, sca);
+  else
+    quantize_activation_rows<<<unsigned(tokens), kThreads, 0, stream>>>(x, cols, threshold, flags, ca, sca);
   check(cudaGetLastError());
-  int8_gemm(ctx, w.cb, rows, cols, ca, tokens, acc, stream);
+  const bool transposed = int8_gemm(ctx, w.cb, rows, cols, ca, tokens, acc, stream);
   if (threshold > 0.0f)
-    gather_outlier_weights<<<unsigned((rows + kThreads - 1) / kThreads), kThreads, 0, stream>>>(w.cb, w.scb, rows, cols,
-                                                                                                 list, count, weight_out);
+    gather_outlier_weights<<<dim3(unsigned((rows + kThreads - 1) / kThreads), 16), kThreads, 0, stream>>>(
+        w.cb, w.scb, rows, cols, list, count, weight_out);
   const dim3 grid(unsigned((rows + kThreads - 1) / kThreads), unsigned((tokens + kEpilogueTokens - 1) / kEpilogueTokens));
   int8_epilogue<<<grid, kThreads, 0, stream>>>(
-      acc, sca, w.scb, tokens, rows, x, cols, list, count, weight_out, y);
+      acc, transposed, sca, w.scb, tokens, rows, x, cols, list, count, weight_out, y);
   check(cudaGetLastError());
 }
 

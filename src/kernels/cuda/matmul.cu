@@ -24,6 +24,11 @@ MatmulContext::~MatmulContext() {
   cublasDestroy(impl_->blas);
 }
 
+void MatmulContext::set_int8_layout(Int8Layout layout) {
+  impl_->int8_layout = layout;
+  impl_->int8_algos.clear();
+}
+
 void* MatmulContext::Impl::scratch(Slot slot, size_t bytes) {
   if (sizes[slot] < bytes) {
     check(cudaFree(buffers[slot]));

@@ -7,6 +7,7 @@
 
 #include <map>
 #include <tuple>
+#include <utility>
 
 #include "lowbit/kernels/cuda/matmul.h"
 
@@ -22,8 +23,9 @@ struct MatmulContext::Impl {
   size_t sizes[kSlots] = {};
   void* scratch(Slot slot, size_t bytes);
 
-  // cuBLASLt's chosen int8 algorithm per (rows, cols, tokens).
-  std::map<std::tuple<int64_t, int64_t, int64_t>, cublasLtMatmulHeuristicResult_t> int8_algos;
+  // cuBLASLt's chosen int8 algorithm per (rows, cols, tokens), and whether it computes the transposed sums.
+  std::map<std::tuple<int64_t, int64_t, int64_t>, std::pair<bool, cublasLtMatmulHeuristicResult_t>> int8_algos;
+  Int8Layout int8_layout = Int8Layout::fastest;
 };
 
 void check_blas(cublasStatus_t status, const char* what);

@@ -32,6 +32,11 @@ class MatmulContext {
   MatmulContext(const MatmulContext&) = delete;
   MatmulContext& operator=(const MatmulContext&) = delete;
 
+  // Which way cuBLASLt computes the LLM.int8 sums: the faster of both, timed once per shape (default),
+  // or one fixed way (tests cover both).
+  enum class Int8Layout { fastest, tokens_by_rows, rows_by_tokens };
+  void set_int8_layout(Int8Layout layout);
+
   struct Impl;
   Impl& impl() { return *impl_; }
 
