@@ -99,23 +99,43 @@ struct Bnb4bitFormat {
 
   template <DType T>
   __device__ void prepare(uint32_t* table) const {
+    // Thread e computes code pair e once and writes its 32 copies as 8 16-byte stores, rotated so
+    // that the 8 threads of a store wavefront hit different banks.
     const float* values = fp4 ? kFp4Values.data() : kNf4Values.data();
-    for (int i = threadIdx.x; i < 256 * 32; i += kThreads) {
-      const int pair = i / 32;
-      table[i] = uint32_t(float_to_16bit(values[pair >> 4], T)) | uint32_t(float_to_16bit(values[pair & 15], T)) << 16;
+    for (int e = threadIdx.x; e < 256; e += kThreads) {
+      const uint32_t v = uint32_t(float_to_16bit(values[e >> 4], T)) | uint32_t(float_to_16bit(values[e & 15], T)) << 16;
+      uint4* copies = reinterpret_cast<uint4*>(table + e * 32);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) copies[(k + e) % 8] = make_uint4(v, v, v, v);
     }
   }
-  __device__ static int x_offset(int c, int half) { return 16 * c + 8 * half; }
+  __host__ __device__ static constexpr int x_offset(int c, int half) { return 16 * c + 8 * half; }
+  // Byte k of a word indexes the table at byte offset (byte << 7) | (lane << 2): one shift and one
+  // masked or per lookup.
+  template <int K>
+  __device__ static uint32_t table_offset(uint32_t word, uint32_t lane4) {
+    const uint32_t shifted = K == 0 ? word << 7 : word >> (8 * K - 7);
+    return (shifted & 0x7f80u) | lane4;
+  }
   template <DType T>
-  __device__ static void a_pair(uint2 q, int step, const uint32_t* table, int lane, uint32_t& lo, uint32_t& hi) {
+  __device__ static void a_pair(uint2 q, int step, const uint32_t* table, uint32_t lane4, uint32_t& lo, uint32_t& hi) {
     const uint32_t word = step < 2 ? q.x : q.y;
-    const int shift = 16 * (step & 1);
-    lo = table[((word >> shift) & 0xff) * 32 + lane];
-    hi = table[((word >> (shift + 8)) & 0xff) * 32 + lane];
+    const char* base = reinterpret_cast<const char*>(table);
+    if (step & 1) {
+      lo = *reinterpret_cast<const uint32_t*>(base + table_offset<2>(word, lane4));
+      hi = *reinterpret_cast<const uint32_t*>(base + table_offset<3>(word, lane4));
+    } else {
+      lo = *reinterpret_cast<const uint32_t*>(base + table_offset<0>(word, lane4));
+      hi = *reinterpret_cast<const uint32_t*>(base + table_offset<1>(word, lane4));
+    }
   }
   using Raw = float2;  // the pair's two chunk scales
-  __device__ Raw load_scale(int64_t tile, int64_t pair, int64_t pairs, int h, int g, int64_t) const {
-    return __ldg(reinterpret_cast<const float2*>(chunk_scales + tiled_scale_index(tile, pair, pairs, h, g, 0)));
+  // Where row group g's scales of a tile start; pair p, half h is then 32p + 2h floats further.
+  __device__ const void* scale_base(int64_t tile, int64_t pairs, int g) const {
+    return chunk_scales + tiled_scale_index(tile, 0, pairs, 0, g, 0);
+  }
+  __device__ static Raw load_scale(const void* base, int pair, int h) {
+    return __ldg(reinterpret_cast<const float2*>(static_cast<const float*>(base) + 32 * pair + 2 * h));
   }
   template <DType T>
   __device__ void scales(const Raw& raw, int e, int64_t, const uint32_t*, float (&scale)[1], float (&)[1]) const {
@@ -137,9 +157,9 @@ struct Q4KFormat {
 
   template <DType T>
   __device__ void prepare(uint32_t*) const {}
-  __device__ static int x_offset(int c, int half) { return 8 * c + 32 * half; }
+  __host__ __device__ static constexpr int x_offset(int c, int half) { return 8 * c + 32 * half; }
   template <DType T>
-  __device__ static void a_pair(uint2 q, int step, const uint32_t*, int, uint32_t& lo, uint32_t& hi) {
+  __device__ static void a_pair(uint2 q, int step, const uint32_t*, uint32_t, uint32_t& lo, uint32_t& hi) {
     const uint32_t word = (step & 1) ? q.y : q.x;
     const uint32_t nibbles = (step < 2 ? word : word >> 4) & 0x0f0f0f0fu;
     // 16-bit 128 + q (bf16) or 1024 + q (f16): the high byte is a constant, the low byte q.
@@ -150,8 +170,10 @@ struct Q4KFormat {
   template <DType T>
   __device__ static constexpr float code_offset() { return T == DType::bf16 ? 128.0f : 1024.0f; }
   using Raw = uint4;  // the row's block header: d, dmin and the 6-bit scales (both chunks share it)
-  __device__ Raw load_scale(int64_t tile, int64_t pair, int64_t, int h, int g, int64_t) const {
-    return __ldg(headers + (tile * (cols / 256) + pair / 2) * 16 + 8 * h + g);
+  // Where row g's headers of a tile start; pair p, half h is then 16·(p / 2) + 8h headers further.
+  __device__ const void* scale_base(int64_t tile, int64_t, int g) const { return headers + tile * (cols / 256) * 16 + g; }
+  __device__ static Raw load_scale(const void* base, int pair, int h) {
+    return __ldg(static_cast<const uint4*>(base) + 16 * (pair / 2) + 8 * h);
   }
   // Sub-blocks 2·(chunk % 4) and +1: scale d·sc and the offset term −(offset·d·sc + dmin·m), the
   // products rounded as ggml's dequantization rounds them. The byte positions are constants in each
@@ -198,30 +220,52 @@ struct PairData {
   uint4 x[NT][2][2];                  // per 8-token tile and chunk: token g's 16 activations
 };
 
-template <class Format, DType T, int MW, int NT>
-__device__ __forceinline__ void load_pair(const Format& format, const uint16_t* x, int64_t tokens, int64_t cols,
-                                          int64_t tile0, int64_t token0, int64_t pair, int lane,
-                                          PairData<Format, MW, NT>& d) {
-  const int g = lane / 4, c = lane % 4;
+// Per lane, where its codes, scales and activations of the current tile start (pairs advance them).
+template <class Format, int MW, int NT>
+struct LaneBases {
+  const uint8_t* codes[MW];
+  const void* scales[MW];
+  const uint16_t* x[NT];  // null past the last token
+};
+
+template <class Format, int MW, int NT>
+__device__ __forceinline__ LaneBases<Format, MW, NT> lane_bases(const Format& format, const uint16_t* x, int64_t tokens,
+                                                                int64_t cols, int64_t tile0, int64_t token0, int lane) {
+  const int g = lane / 4;
   const int64_t pairs = cols / kPair;
+  LaneBases<Format, MW, NT> b;
+#pragma unroll
+  for (int m = 0; m < MW; ++m) {
+    b.codes[m] = format.codes + tiled_code_offset(tile0 + m, 0, pairs, 0, lane);
+    b.scales[m] = format.scale_base(tile0 + m, pairs, g);
+  }
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+    const int64_t token = token0 + 8 * n + g;
+    b.x[n] = token < tokens ? x + token * cols + Format::x_offset(lane % 4, 0) : nullptr;
+  }
+  return b;
+}
+
+template <class Format, DType T, int MW, int NT>
+__device__ __forceinline__ void load_pair(const LaneBases<Format, MW, NT>& b, int pair, int lane,
+                                          PairData<Format, MW, NT>& d) {
+  constexpr int kHalfStride = Format::x_offset(0, 1) - Format::x_offset(0, 0);
 #pragma unroll
   for (int m = 0; m < MW; ++m)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      d.q[m][h] = __ldg(reinterpret_cast<const uint4*>(format.codes + tiled_code_offset(tile0 + m, pair, pairs, h, lane)));
-      d.scale[m][h] = format.load_scale(tile0 + m, pair, pairs, h, g, (tile0 + m) * 16 + g + 8 * h);
+      d.q[m][h] = __ldg(reinterpret_cast<const uint4*>(b.codes[m] + pair * 1024 + h * 512));
+      d.scale[m][h] = Format::load_scale(b.scales[m], pair, h);
     }
 #pragma unroll
-  for (int n = 0; n < NT; ++n) {
-    const int64_t token = token0 + 8 * n + g;
+  for (int n = 0; n < NT; ++n)
 #pragma unroll
     for (int e = 0; e < 2; ++e)
 #pragma unroll
       for (int h = 0; h < 2; ++h)
-        d.x[n][e][h] = token < tokens ? __ldg(reinterpret_cast<const uint4*>(x + token * cols + pair * kPair +
-                                                                              e * kChunk + Format::x_offset(c, h)))
-                                      : make_uint4(0, 0, 0, 0);
-  }
+        d.x[n][e][h] = b.x[n] ? __ldg(reinterpret_cast<const uint4*>(b.x[n] + pair * kPair + e * kChunk + h * kHalfStride))
+                              : make_uint4(0, 0, 0, 0);
 }
 
 // Chunk e of a pair: its products, summed per scale group, scaled into acc.
@@ -240,8 +284,8 @@ __device__ __forceinline__ void multiply_chunk(const Format& format, const PairD
       uint32_t a[4];
       const uint2 q0 = e == 0 ? make_uint2(d.q[m][0].x, d.q[m][0].y) : make_uint2(d.q[m][0].z, d.q[m][0].w);
       const uint2 q1 = e == 0 ? make_uint2(d.q[m][1].x, d.q[m][1].y) : make_uint2(d.q[m][1].z, d.q[m][1].w);
-      Format::template a_pair<T>(q0, step, table, lane, a[0], a[2]);
-      Format::template a_pair<T>(q1, step, table, lane, a[1], a[3]);
+      Format::template a_pair<T>(q0, step, table, uint32_t(lane) << 2, a[0], a[2]);
+      Format::template a_pair<T>(q1, step, table, uint32_t(lane) << 2, a[1], a[3]);
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
         const uint4& v = d.x[n][e][step / 2];
@@ -319,12 +363,12 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) fused_matmul_kernel(Forma
   for (int64_t tile = blockIdx.y; tile < tiles; tile += gridDim.y) {
     const int64_t row0 = tile * 16 * MW;
     float acc[MW][NT][4] = {};
-    for (int64_t base = warp; base < pairs; base += kWarps * U) {
+    const LaneBases<Format, MW, NT> bases = lane_bases<Format, MW, NT>(format, x, tokens, cols, tile * MW, token0, lane);
+    for (int base = warp; base < pairs; base += kWarps * U) {
       PairData<Format, MW, NT> d[U];
 #pragma unroll
       for (int u = 0; u < U; ++u)
-        if (base + u * kWarps < pairs)
-          load_pair<Format, T, MW, NT>(format, x, tokens, cols, tile * MW, token0, base + u * kWarps, lane, d[u]);
+        if (base + u * kWarps < pairs) load_pair<Format, T, MW, NT>(bases, base + u * kWarps, lane, d[u]);
 #pragma unroll
       for (int u = 0; u < U; ++u)
         if (base + u * kWarps < pairs)
