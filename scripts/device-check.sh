@@ -22,13 +22,16 @@ cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_CUDA=ON 
   -DCMAKE_CUDA_ARCHITECTURES=90a -DGTest_DIR="$prefix/usr/lib/x86_64-linux-gnu/cmake/GTest" >/tmp/cmake.log 2>&1 \
   || { tail -40 /tmp/cmake.log; exit 1; }
 targets="lowbit lowbit_kernels_tests"
-[ "${1:-}" = "bench" ] && targets="lowbit_kernels_tests lowbit_cuda_bench"  # the CLI is not needed
+[ "${1:-}" = "bench" ] && targets="lowbit lowbit_kernels_tests lowbit_cuda_bench"
 cmake --build build-device -j "$(nproc)" --target $targets 2>&1 | tail -3
 if [ "${1:-}" = "bench" ]; then
   # The table is wanted even when a check fails; the exit status still reports the failure.
   tests_status=0
   build-device/tests/lowbit_kernels_tests --gtest_brief=1 || tests_status=$?
   build-device/bench/lowbit_cuda_bench | tee "${OUT:-/tmp}/cuda_bench.md"
+  # The CLI's form of the same benchmarks (a smoke run of its JSON).
+  build-device/lowbit bench --device cuda --quick --json > "${OUT:-/tmp}/cli_bench.json" || tests_status=$?
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("lowbit bench --device cuda --quick --json:", len(j["rows"]), "rows on", j["device"])' "${OUT:-/tmp}/cli_bench.json" || tests_status=1
   PYTHONPATH="$PWD/.deps/py" python3 bench/bnb_reference_bench.py --graph 2>&1 | grep -v Warning | tee "${OUT:-/tmp}/bnb_bench.md" || true
   exit "$tests_status"
 fi

@@ -168,6 +168,12 @@ TEST(Cli, PlanWritesPlanReportAndQuantizes) {
   ASSERT_EQ(q.status, 0) << q.out;
   EXPECT_NEAR(nlohmann::json::parse(q.out)["total"]["bpw"].get<double>(), j["achieved_bpw"].get<double>(), 1e-9);
   EXPECT_EQ(run_cli("plan " + model + " --bpw 1.0 -o " + (dir / "p3.json").string()).status, 1);
+  // The output KL-divergence probe: GGUF plans only, quantize takes it with --bpw only, and a text too
+  // short for its windows is an error.
+  const auto gpl = std::string("/usr/share/common-licenses/GPL-3");
+  EXPECT_EQ(run_cli("quantize " + model + " --format q8_0 --probe-text " + gpl + " -o " + (dir / "q.gguf").string()).status, 1);
+  EXPECT_EQ(run_cli("plan " + model + " --bpw 4 --probe-text " + gpl + " --probe-chunks 1000 -o " + (dir / "p4.json").string()).status, 1);
+  EXPECT_EQ(run_cli("plan " + model + " --bpw 4 --probe-text " + gpl + " --target bnb -o " + (dir / "p5.json").string()).status, 1);
 }
 
 // A synthetic Qwen2-MoE: the plan's per-role table lists experts, shared experts and routers; a
@@ -220,6 +226,27 @@ TEST(Cli, BenchReportsEveryFormatBesideMemcpy) {
     EXPECT_GT(f["dequantize_gbs"].get<double>(), 0.0) << f["format"];
   }
   EXPECT_EQ(run_cli("bench --format q9_K --rows 8 --cols 256").status, 1);
+}
+
+// On a GPU: every row beside its reference from the same run; without one (CI), a clear error.
+TEST(Cli, BenchOnCudaReportsRowsOrSaysWhyNot) {
+  const auto r = run_cli("bench --device cuda --quick --json", true);
+  if (r.status != 0) {
+    EXPECT_EQ(r.status, 1);
+    EXPECT_TRUE(r.out.find("no CUDA device") != std::string::npos || r.out.find("built without CUDA") != std::string::npos)
+        << r.out;
+    return;
+  }
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_FALSE(j["device"].get<std::string>().empty());
+  bool copy = false, cublas = false;
+  for (const auto& row : j["rows"]) {
+    EXPECT_GT(row["us"].get<double>(), 0.0) << row["kernel"];
+    EXPECT_GT(row["ratio"].get<double>(), 0.0) << row["kernel"];
+    copy |= row["reference"] == "copy";
+    cublas |= row["reference"].get<std::string>().starts_with("cuBLAS");
+  }
+  EXPECT_TRUE(copy && cublas) << r.out;
 }
 
 // A GGUF exported as a Hugging Face directory converts back to the same GGUF tensors and vocabulary.
