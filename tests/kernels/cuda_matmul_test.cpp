@@ -70,9 +70,23 @@ std::pair<Tensor, std::vector<float>> activations(int64_t tokens, int64_t cols, 
   return {std::move(x), std::move(values)};
 }
 
+// The fused kernel on `fused` (dequantized on the CPU: w) for every token count and activation dtype.
+void expect_fused_matches(const cuda::Fused4bitWeight& fused, const std::vector<float>& w, Shape s,
+                          const std::string& what) {
+  for (DType dtype : {DType::bf16, DType::f16})
+    for (int64_t tokens : kTokens) {
+      const auto [x, xv] = activations(tokens, s.cols, dtype);
+      DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
+      d_x.upload(x.buffer.data(), x.buffer.size());
+      cuda::matmul_4bit_fused(fused, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
+      expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), dtype,
+                   what + " " + std::string(dtype_name(dtype)) + " " + std::to_string(s.rows) + "x" +
+                       std::to_string(s.cols) + " tokens " + std::to_string(tokens));
+    }
+}
+
 TEST(CudaMatmul, Fused4bitMatchesCpuProduct) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
-  cuda::MatmulContext context;
   for (const Shape s : kShapes)
     for (bnb::QuantType type : {bnb::QuantType::nf4, bnb::QuantType::fp4})
       for (const auto& [double_quant, blocksize] : {std::pair{true, int64_t(64)}, std::pair{false, int64_t(64)},
@@ -96,19 +110,9 @@ TEST(CudaMatmul, Fused4bitMatchesCpuProduct) {
           d_absmax.upload(q.state.absmax.data(), q.state.absmax.size() * 4);
           gw.absmax = d_absmax.as<float>();
         }
-        const cuda::Fused4bitWeight fused = cuda::prepare_fused(gw, nullptr);
-        for (DType dtype : {DType::bf16, DType::f16})
-          for (int64_t tokens : kTokens) {
-            const auto [x, xv] = activations(tokens, s.cols, dtype);
-            DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
-            d_x.upload(x.buffer.data(), x.buffer.size());
-            cuda::matmul_4bit_fused(fused, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
-            const std::string what = std::string(bnb::quant_type_name(type)) + (double_quant ? "+dq" : "") + " bs" +
-                                     std::to_string(blocksize) + " " + std::string(dtype_name(dtype)) + " " +
-                                     std::to_string(s.rows) + "x" + std::to_string(s.cols) + " tokens " +
-                                     std::to_string(tokens);
-            expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), dtype, what);
-          }
+        expect_fused_matches(cuda::prepare_fused(gw, nullptr), w, s,
+                             std::string(bnb::quant_type_name(type)) + (double_quant ? "+dq" : "") + " bs" +
+                                 std::to_string(blocksize));
       }
 }
 
@@ -122,17 +126,7 @@ TEST(CudaMatmul, FusedQ4KMatchesCpuProduct) {
     dequantize_rows(GgmlType::Q4_K, blocks.data(), s.rows, s.cols, w.data());
     DeviceBytes d_blocks(blocks.size());
     d_blocks.upload(blocks.data(), blocks.size());
-    const cuda::Fused4bitWeight fused = cuda::prepare_fused(cuda::Q4KWeight{d_blocks.ptr, s.rows, s.cols}, nullptr);
-    for (DType dtype : {DType::bf16, DType::f16})
-      for (int64_t tokens : kTokens) {
-        const auto [x, xv] = activations(tokens, s.cols, dtype);
-        DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
-        d_x.upload(x.buffer.data(), x.buffer.size());
-        cuda::matmul_4bit_fused(fused, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
-        expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), dtype,
-                     "q4_K " + std::string(dtype_name(dtype)) + " " + std::to_string(s.rows) + "x" +
-                         std::to_string(s.cols) + " tokens " + std::to_string(tokens));
-      }
+    expect_fused_matches(cuda::prepare_fused(cuda::Q4KWeight{d_blocks.ptr, s.rows, s.cols}, nullptr), w, s, "q4_K");
   }
 }
 
@@ -167,7 +161,7 @@ TEST(CudaMatmul, LlmInt8MatchesCpuBitForBit) {
   cuda::MatmulContext context;
   for (auto layout : {cuda::MatmulContext::Int8Layout::tokens_by_rows, cuda::MatmulContext::Int8Layout::rows_by_tokens}) {
   context.set_int8_layout(layout);
-  // 8208 columns: rows longer than 8192 values take the two-pass quantization of the activations.
+  // 8208 columns: more than one 8-value group per thread of a row's block.
   for (const Shape s : {Shape{64, 256}, Shape{512, 1024}, Shape{16, 8208}})
     for (int64_t tokens : {int64_t(1), int64_t(5), int64_t(64)})
       for (float threshold : {0.0f, 6.0f}) {

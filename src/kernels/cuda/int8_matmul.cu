@@ -114,38 +114,6 @@ __global__ void __launch_bounds__(kThreads) quantize_activation_rows(const uint1
   if (threadIdx.x == 0) sca[row] = m;
 }
 
-// The same for rows of at most 8192 values: one thread per 8 values, each read once and held in
-// registers between the row's maximum and its codes.
-__global__ void __launch_bounds__(1024) quantize_activation_rows_held(const uint16_t* __restrict__ x, int64_t cols,
-                                                                      float threshold,
-                                                                      const uint8_t* __restrict__ flags,
-                                                                      int8_t* __restrict__ ca, float* __restrict__ sca) {
-  __shared__ float warp_max[32];
-  const int64_t row = blockIdx.x, g = threadIdx.x;
-  const bool split = threshold > 0.0f, mine = g < cols / 8;
-  float v[8] = {};
-  if (mine) load8_f16(x + row * cols, g, v);
-  float m = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 8; ++i)
-    if (!(split && fabsf(v[i]) >= threshold)) m = fmaxf(m, fabsf(detail::flush_subnormal(v[i])));
-  for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
-  __syncthreads();
-  for (int w = 0; w < int(blockDim.x / 32); ++w) m = fmaxf(m, warp_max[w]);
-  if (!mine) return;
-  const float scale = detail::div_approx_ftz(127.0f, m);
-  uint32_t word[2] = {0, 0};
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const float q = detail::mul_ftz(v[i], scale);
-    const bool zero = (split && flags[g * 8 + i]) || isnan(q);
-    word[i / 4] |= uint32_t(uint8_t(zero ? int8_t(0) : int8_t(__float2int_rn(q)))) << (8 * (i % 4));
-  }
-  reinterpret_cast<uint2*>(ca + row * cols)[g] = make_uint2(word[0], word[1]);
-  if (g == 0) sca[row] = m;
-}
-
 // The outlier columns of the weight, dequantized and rounded to f16: weight_out[j][r] for j < *count.
 __global__ void gather_outlier_weights(const int8_t* __restrict__ cb, const float* __restrict__ scb, int64_t rows,
                                        int64_t cols, const int32_t* __restrict__ list, const int32_t* __restrict__ count,
@@ -343,11 +311,7 @@ void llm_int8_matmul(MatmulContext& context, const Int8Weight& w, const void* x_
         x, groups, cols, threshold, flags);
     list_outlier_columns<<<1, 1024, 0, stream>>>(flags, cols, list, count);
   }
-  if (cols <= 8 * 1024)
-    quantize_activation_rows_held<<<unsigned(tokens), unsigned((cols / 8 + 31) / 32 * 32), 0, stream>>>(
-        x, cols, threshold, flags, ca, sca);
-  else
-    quantize_activation_rows<<<unsigned(tokens), kThreads, 0, stream>>>(x, cols, threshold, flags, ca, sca);
+  quantize_activation_rows<<<unsigned(tokens), kThreads, 0, stream>>>(x, cols, threshold, flags, ca, sca);
   check(cudaGetLastError());
   const bool transposed = int8_gemm(ctx, w.cb, rows, cols, ca, tokens, acc, stream);
   if (threshold > 0.0f)
