@@ -154,6 +154,7 @@ struct Q4KFormat {
   const uint8_t* codes;   // tiled
   const uint4* headers;   // tiled: [tile][256-value block][16 rows]
   int64_t cols;
+  const float* xsums;     // null, or Σx over every 32 activations, [tokens rounded up to 32][cols / 32], 0 past the last
 
   template <DType T>
   __device__ void prepare(uint32_t*) const {}
@@ -209,6 +210,20 @@ struct Q4KFormat {
     }
   }
 };
+
+// The sum of activations [32s, 32s + 32) of `token` in float32, 0 past the last token.
+template <DType T>
+__device__ float sum32(const uint16_t* x, int64_t tokens, int64_t cols, int64_t token, int64_t s) {
+  if (token >= tokens) return 0.0f;
+  const uint4* v = reinterpret_cast<const uint4*>(x + token * cols + s * 32);
+  float sum = 0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const uint4 w = __ldg(v + k);
+    for (uint32_t pair : {w.x, w.y, w.z, w.w}) sum += low_half_to_float(pair, T) + high_half_to_float(pair, T);
+  }
+  return sum;
+}
 
 // ---- the kernel ----
 
@@ -294,8 +309,8 @@ __device__ __forceinline__ void multiply_chunk(const Format& format, const PairD
     }
   }
 
-  // Σx per scale group for the C fragment's tokens 2c, 2c+1 (q4_K's offset term), from the block's
-  // table of sums over every 32 activations.
+  // Σx per scale group for the C fragment's tokens 2c, 2c+1 (q4_K's offset term), from the sums over
+  // every 32 activations of the block's tokens (xsums points at its first token's).
   float xsum[G][NT][2] = {};
   if constexpr (Format::kHasOffset) {
     const int64_t per_token = format.cols / 32;
@@ -304,7 +319,8 @@ __device__ __forceinline__ void multiply_chunk(const Format& format, const PairD
 #pragma unroll
       for (int h = 0; h < G; ++h)
 #pragma unroll
-        for (int v = 0; v < 2; ++v) xsum[h][n][v] = xsums[(8 * n + 2 * c + v) * per_token + 2 * chunk + h];
+        for (int v = 0; v < 2; ++v)
+          xsum[h][n][v] = xsums[(8 * n + 2 * c + v) * per_token + 2 * chunk + h];
   }
 
 #pragma unroll
@@ -338,23 +354,20 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) fused_matmul_kernel(Forma
   extern __shared__ uint4 shared_raw[];
   uint32_t* table = reinterpret_cast<uint32_t*>(shared_raw);
   float* partial = reinterpret_cast<float*>(reinterpret_cast<char*>(shared_raw) + Format::kTableBytes);
-  float* xsums = partial + reduce_bytes<MW, NT>() / sizeof(float);
   format.template prepare<T>(table);
   const int64_t token0 = int64_t(blockIdx.x) * 8 * NT;
-  if constexpr (Format::kHasOffset)  // Σx over every 32 activations of the block's tokens (0 past the last)
-    for (int64_t i = threadIdx.x; i < 8 * NT * (cols / 32); i += kThreads) {
-      const int64_t token = token0 + i / (cols / 32);
-      float sum = 0;
-      if (token < tokens) {
-        const uint4* v = reinterpret_cast<const uint4*>(x + token * cols + i % (cols / 32) * 32);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const uint4 w = __ldg(v + k);
-          for (uint32_t pair : {w.x, w.y, w.z, w.w}) sum += low_half_to_float(pair, T) + high_half_to_float(pair, T);
-        }
-      }
-      xsums[i] = sum;
+  // q4_K's Σx: made before the kernel for many tokens, here (per block, in shared memory) for a few.
+  const float* xsums = nullptr;
+  if constexpr (Format::kHasOffset) {
+    if (format.xsums) {
+      xsums = format.xsums + token0 * (cols / 32);
+    } else {
+      float* block_sums = partial + reduce_bytes<MW, NT>() / sizeof(float);
+      for (int64_t i = threadIdx.x; i < 8 * NT * (cols / 32); i += kThreads)
+        block_sums[i] = sum32<T>(x, tokens, cols, token0 + i / (cols / 32), i % (cols / 32));
+      xsums = block_sums;
     }
+  }
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -414,8 +427,9 @@ void launch(const Format& format, const void* x, int64_t tokens, int64_t rows, i
             cudaStream_t stream) {
   constexpr auto kernel = fused_matmul_kernel<Format, T, MW, NT, U, MinBlocks>;
   constexpr size_t kMaxShared = 200 * 1024;
-  const size_t shared = Format::kTableBytes + reduce_bytes<MW, NT>() +
-                        (Format::kHasOffset ? size_t(8 * NT) * size_t(cols / 32) * sizeof(float) : 0);
+  size_t shared = Format::kTableBytes + reduce_bytes<MW, NT>();
+  if constexpr (Format::kHasOffset)
+    if (!format.xsums) shared += size_t(8 * NT) * size_t(cols / 32) * sizeof(float);
   if (shared > kMaxShared)
     throw Error("GPU 4-bit matmul: " + std::to_string(cols) + " columns need more shared memory than the kernel has");
   static bool configured = false;  // per instantiation (one device assumed)
@@ -463,6 +477,16 @@ void dispatch(const Format& format, DType dtype, const void* x, int64_t tokens, 
   if (dtype == DType::bf16) dispatch_tokens<Format, DType::bf16>(format, x, tokens, rows, cols, y, stream);
   else if (dtype == DType::f16) dispatch_tokens<Format, DType::f16>(format, x, tokens, rows, cols, y, stream);
   else throw Error("GPU 4-bit matmul: activations must be bf16 or f16, got " + std::string(dtype_name(dtype)));
+}
+
+// q4_K's Σx for many tokens: sums[t][s] = sum32(token t, s), before the kernel.
+template <DType T>
+__global__ void sum_activations(const uint16_t* __restrict__ x, int64_t tokens, int64_t padded_tokens, int64_t cols,
+                                float* __restrict__ sums) {
+  const int64_t per_token = cols / 32;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < padded_tokens * per_token;
+       i += int64_t(gridDim.x) * blockDim.x)
+    sums[i] = sum32<T>(x, tokens, cols, i / per_token, i % per_token);
 }
 
 // ---- re-laying a weight into tile order (once) ----
@@ -596,9 +620,26 @@ void matmul_4bit_fused(const Fused4bitWeight& w, DType dtype, const void* x, int
                        cudaStream_t stream) {
   check_shape(w.format == Fused4bitWeight::Format::q4_K ? "q4_K" : "nf4/fp4", w.rows, w.cols, kPair, x, y, tokens);
   if (!w.codes) throw Error("GPU 4-bit matmul: the weight was not prepared (prepare_fused)");
+  if (dtype != DType::bf16 && dtype != DType::f16)
+    throw Error("GPU 4-bit matmul: activations must be bf16 or f16, got " + std::string(dtype_name(dtype)));
   if (tokens == 0) return;
   if (w.format == Fused4bitWeight::Format::q4_K) {
-    dispatch(Q4KFormat{w.codes, static_cast<const uint4*>(w.scales), w.cols}, dtype, x, tokens, w.rows, w.cols, y, stream);
+    const auto* headers = static_cast<const uint4*>(w.scales);
+    if (tokens <= 8) {  // each block sums its few tokens' activations itself
+      dispatch(Q4KFormat{w.codes, headers, w.cols, nullptr}, dtype, x, tokens, w.rows, w.cols, y, stream);
+      return;
+    }
+    // More tokens: once, before the kernel, in stream-ordered memory (graph-capturable, pooled).
+    const int64_t padded = (tokens + 31) / 32 * 32, count = padded * (w.cols / 32);
+    float* sums = nullptr;
+    check(cudaMallocAsync(reinterpret_cast<void**>(&sums), size_t(count) * sizeof(float), stream));
+    const unsigned grid = unsigned(std::min<int64_t>((count + 255) / 256, 4 * sm_count()));
+    if (dtype == DType::bf16)
+      sum_activations<DType::bf16><<<grid, 256, 0, stream>>>(static_cast<const uint16_t*>(x), tokens, padded, w.cols, sums);
+    else if (dtype == DType::f16)
+      sum_activations<DType::f16><<<grid, 256, 0, stream>>>(static_cast<const uint16_t*>(x), tokens, padded, w.cols, sums);
+    dispatch(Q4KFormat{w.codes, headers, w.cols, sums}, dtype, x, tokens, w.rows, w.cols, y, stream);
+    check(cudaFreeAsync(sums, stream));
     return;
   }
   const Bnb4bitFormat format{w.codes, static_cast<const float*>(w.scales), w.format == Fused4bitWeight::Format::fp4};
