@@ -134,26 +134,40 @@ TEST(CudaMatmul, FusedQ4KMatchesCpuProduct) {
 TEST(CudaMatmul, ManyTokensTakeTheCublasPath) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   cuda::MatmulContext context;
-  const Shape s{64, 512};
   const int64_t tokens = cuda::kDequantizeTokens + 5;
-  const Tensor weight = as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), DType::f32);
-  const bnb::Bnb4bitQuantized q = bnb::quantize_4bit(weight.view(), {.double_quant = true});
-  Tensor dequantized = bnb::dequantize_4bit(q.packed, q.state, DType::f32);
-  const std::vector<float> w(dequantized.as<float>().begin(), dequantized.as<float>().end());
-  DeviceBytes d_packed(q.packed.size()), d_codes(q.state.nested->codes.size()), d_nested(q.state.nested->nested_absmax.size() * 4),
-      d_offset(4);
-  d_packed.upload(q.packed.data(), q.packed.size());
-  d_codes.upload(q.state.nested->codes.data(), d_codes.size);
-  d_nested.upload(q.state.nested->nested_absmax.data(), d_nested.size);
-  d_offset.upload(&q.state.nested->offset, 4);
-  const cuda::Bnb4bitWeight gw{.packed = d_packed.as<uint8_t>(),
-                               .nested = {d_codes.as<uint8_t>(), d_nested.as<float>(), d_offset.as<float>()},
-                               .rows = s.rows, .cols = s.cols};
-  const auto [x, xv] = activations(tokens, s.cols, DType::bf16);
-  DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
-  d_x.upload(x.buffer.data(), x.buffer.size());
-  cuda::matmul_4bit(context, cuda::prepare_fused(gw, nullptr), DType::bf16, d_x.ptr, tokens, d_y.ptr, nullptr);
-  expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), DType::bf16, "nf4+dq via cuBLAS");
+  for (const Shape s : {Shape{64, 512}, Shape{48, 1024}}) {
+    const auto [x, xv] = activations(tokens, s.cols, DType::bf16);
+    DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);
+    d_x.upload(x.buffer.data(), x.buffer.size());
+    const std::string shape = std::to_string(s.rows) + "x" + std::to_string(s.cols);
+
+    Tensor weight = as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), DType::f32);
+    const bnb::Bnb4bitQuantized q = bnb::quantize_4bit(weight.view(), {.double_quant = true});
+    Tensor dequantized = bnb::dequantize_4bit(q.packed, q.state, DType::f32);
+    const std::vector<float> w(dequantized.as<float>().begin(), dequantized.as<float>().end());
+    DeviceBytes d_packed(q.packed.size()), d_codes(q.state.nested->codes.size()),
+        d_nested(q.state.nested->nested_absmax.size() * 4), d_offset(4);
+    d_packed.upload(q.packed.data(), q.packed.size());
+    d_codes.upload(q.state.nested->codes.data(), d_codes.size);
+    d_nested.upload(q.state.nested->nested_absmax.data(), d_nested.size);
+    d_offset.upload(&q.state.nested->offset, 4);
+    const cuda::Bnb4bitWeight gw{.packed = d_packed.as<uint8_t>(),
+                                 .nested = {d_codes.as<uint8_t>(), d_nested.as<float>(), d_offset.as<float>()},
+                                 .rows = s.rows, .cols = s.cols};
+    cuda::matmul_4bit(context, cuda::prepare_fused(gw, nullptr), DType::bf16, d_x.ptr, tokens, d_y.ptr, nullptr);
+    expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), DType::bf16, "nf4+dq via cuBLAS " + shape);
+
+    std::vector<uint8_t> blocks(ggml_row_bytes(GgmlType::Q4_K, s.cols) * size_t(s.rows));
+    quantize_rows(GgmlType::Q4_K, weight.as<float>().data(), s.rows, s.cols, nullptr, blocks.data());
+    std::vector<float> wk(size_t(s.rows * s.cols));
+    dequantize_rows(GgmlType::Q4_K, blocks.data(), s.rows, s.cols, wk.data());
+    DeviceBytes d_blocks(blocks.size());
+    d_blocks.upload(blocks.data(), blocks.size());
+    d_y.poison();
+    cuda::matmul_4bit(context, cuda::prepare_fused(cuda::Q4KWeight{d_blocks.ptr, s.rows, s.cols}, nullptr),
+                      DType::bf16, d_x.ptr, tokens, d_y.ptr, nullptr);
+    expect_close(xv, wk, tokens, s.rows, s.cols, d_y.download(d_y.size), DType::bf16, "q4_K via cuBLAS " + shape);
+  }
 }
 
 TEST(CudaMatmul, LlmInt8MatchesCpuBitForBit) {
