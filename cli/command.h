@@ -23,9 +23,13 @@ struct PlanRequest {
   double bpw = 0;
   PlanTarget target = PlanTarget::gguf;
   std::string imatrix, text, rules;  // empty: none
+  std::string probe_text;            // non-empty: losses measured as output KL-divergence on this text
+  int probe_chunks = 4;              // windows of 512 tokens of probe_text
 };
 Plan plan_model(const PlanRequest& request, Progress& progress);
 PlanTarget parse_plan_target(const std::string& name);  // "gguf" or "bnb"
+// --probe-text FILE and --probe-chunks N, for plan and quantize --bpw.
+void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks);
 
 void add_inspect_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);

@@ -1,27 +1,39 @@
-// lowbit plan MODEL --bpw X [--imatrix FILE] [--text FILE] [--rules FILE] [--target gguf|bnb] -o plan.json
+// lowbit plan MODEL --bpw X [--imatrix FILE] [--text FILE] [--probe-text FILE [--probe-chunks N]] [--rules FILE]
+//             [--target gguf|bnb] -o plan.json
 #include <fmt/format.h>
 
 #include <fstream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
 #include "lowbit/core/error.h"
 #include "lowbit/model/imatrix_collector.h"
+#include "lowbit/model/kld_probe.h"
 #include "lowbit/model/tokenizer.h"
 #include "lowbit/pipeline/eval_model.h"
 #include "lowbit/pipeline/plan.h"
 #include "terminal_progress.h"
 
 namespace lowbit::cli {
+namespace {
+
+constexpr int kProbeContext = 512;
+
+std::vector<int32_t> read_tokens(const Tokenizer& tokenizer, const std::string& text_path) {
+  std::ifstream in(text_path, std::ios::binary);
+  if (!in) throw Error("cannot read the text", {.file = text_path});
+  return tokenizer.encode(std::string((std::istreambuf_iterator<char>(in)), {}), true);
+}
+
+}  // namespace
 
 // An importance matrix measured on `text` (at most 16 windows of 512 tokens), for weighting the loss.
 ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text_path, const std::filesystem::path& scratch) {
   const EvalModel model(model_path);
   const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata());
-  std::ifstream in(text_path, std::ios::binary);
-  if (!in) throw Error("cannot read the text", {.file = text_path});
-  auto tokens = tokenizer.encode(std::string((std::istreambuf_iterator<char>(in)), {}), true);
+  auto tokens = read_tokens(tokenizer, text_path);
   if (tokens.size() > 16 * 512) tokens.resize(16 * 512);
   const auto run = collect_imatrix(model.model(), tokens, 512, tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt);
   write_imatrix_gguf(scratch, run.entries, {text_path}, uint32_t(run.chunks), 512);
@@ -52,7 +64,20 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
     std::filesystem::remove(scratch);
   }
   options.imatrix = imatrix ? &*imatrix : nullptr;
-  if (request.target == PlanTarget::bnb) return make_bnb_plan(Checkpoint(request.model), options, progress);
+  if (request.target == PlanTarget::bnb) {
+    if (!request.probe_text.empty()) throw Error("--probe-text plans GGUF outputs only (--target gguf)");
+    return make_bnb_plan(Checkpoint(request.model), options, progress);
+  }
+  // The probe runs the unquantized model in the eval runtime, swapping one tensor at a time.
+  std::optional<EvalModel> probe_model;
+  std::optional<KldProbe> probe;
+  if (!request.probe_text.empty()) {
+    probe_model.emplace(request.model);
+    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata());
+    probe.emplace(probe_model->model(), read_tokens(tokenizer, request.probe_text), kProbeContext,
+                  tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, request.probe_chunks);
+    options.probe = &*probe;
+  }
   return make_plan(*ModelSource::open(request.model), options, progress);
 }
 
@@ -80,18 +105,29 @@ void print_allocation(const Plan& plan) {
 
 }  // namespace
 
+void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks) {
+  command.add_option("--probe-text", probe_text,
+                     "GGUF target: measure each candidate's loss as the output KL-divergence with only that tensor quantized, on this "
+                     "calibration text (use another text than the one you evaluate on)");
+  command.add_option("--probe-chunks", probe_chunks, "With --probe-text: windows of 512 tokens to probe on")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+}
+
 void add_plan_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("plan", "Give every tensor its own format so the model lands on a target bits per weight at the least loss");
   struct Options {
     CommonOptions common;
-    std::string model, output, imatrix, text, rules, target = "gguf";
+    std::string model, output, imatrix, text, rules, target = "gguf", probe_text;
     double bpw = 0;
+    int probe_chunks = 4;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("MODEL", o->model, "A .gguf file or a Hugging Face model directory (--target bnb: a Hugging Face directory)")->required();
   cmd->add_option("--bpw", o->bpw, "Target average bits per weight (total stored bits / total parameters)")->required();
   cmd->add_option("--imatrix", o->imatrix, "Weigh each column's error by this llama.cpp importance matrix");
   cmd->add_option("--text", o->text, "Without --imatrix: measure an importance matrix on this text first");
+  add_probe_options(*cmd, o->probe_text, o->probe_chunks);
   cmd->add_option("--rules", o->rules, "A rules file: globs with allowed formats or bounds on bits per weight");
   cmd->add_option("--target", o->target, "gguf: ggml types for a GGUF file; bnb: NF4/FP4 (blocksize 64/128/256, double quant or not) or 16-bit per Linear weight of a Hugging Face directory, for a bitsandbytes checkpoint")
       ->check(CLI::IsMember({"gguf", "bnb"}))
@@ -102,7 +138,7 @@ void add_plan_command(CLI::App& app) {
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tensors");
     const Plan plan = plan_model({.model = o->model, .bpw = o->bpw, .target = parse_plan_target(o->target), .imatrix = o->imatrix,
-                                  .text = o->text, .rules = o->rules},
+                                  .text = o->text, .rules = o->rules, .probe_text = o->probe_text, .probe_chunks = o->probe_chunks},
                                  progress);
     write_plan(o->output, plan);
     const std::filesystem::path out(o->output);

@@ -19,8 +19,9 @@ struct QuantizeOptions {
   CommonOptions common;
   std::string input, output, format, mix, imatrix;
   std::vector<std::string> tensor_types;  // GLOB=TYPE
-  std::string plan, target = "gguf", rules;
+  std::string plan, target = "gguf", rules, probe_text;
   double bpw = 0;
+  int probe_chunks = 4;
   int64_t blocksize = 64;
   bool double_quant = false;
   std::vector<std::string> skip;
@@ -120,6 +121,7 @@ void add_quantize_command(CLI::App& app) {
       ->check(CLI::IsMember({"gguf", "bnb"}))
       ->capture_default_str();
   cmd->add_option("--rules", o->rules, "With --bpw: a rules file bounding the plan's formats");
+  add_probe_options(*cmd, o->probe_text, o->probe_chunks);
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->capture_default_str();
@@ -129,14 +131,15 @@ void add_quantize_command(CLI::App& app) {
   cmd->callback([o] {
     if (int(!o->format.empty()) + int(!o->mix.empty()) + int(!o->plan.empty()) + int(o->bpw > 0) != 1)
       throw Error("give exactly one of --format, --mix NAME, --plan FILE and --bpw X");
-    if ((o->target != "gguf" || !o->rules.empty()) && o->bpw <= 0)
-      throw Error("--target and --rules apply to --bpw (a plan file records its own target and choices)");
+    if ((o->target != "gguf" || !o->rules.empty() || !o->probe_text.empty()) && o->bpw <= 0)
+      throw Error("--target, --rules and --probe-text apply to --bpw (a plan file records its own target and choices)");
     if (is_bnb_format(o->format)) return run_bnb(*o, nullptr);
     if (o->plan.empty() && o->bpw <= 0) return run_gguf(*o, nullptr);
     TerminalProgress planning(o->common.quiet);
     const Plan plan = !o->plan.empty() ? read_plan(o->plan)
                                        : plan_model({.model = o->input, .bpw = o->bpw, .target = parse_plan_target(o->target),
-                                                     .imatrix = o->imatrix, .rules = o->rules},
+                                                     .imatrix = o->imatrix, .rules = o->rules, .probe_text = o->probe_text,
+                                                     .probe_chunks = o->probe_chunks},
                                                     planning);
     if (plan.target == PlanTarget::bnb) {
       QuantizeOptions rest = *o;

@@ -2,17 +2,27 @@
 # The planner against llama.cpp's own mixes at equal size: for each mix, quantize the model with it,
 # then with a plan for the same bits per weight, and evaluate both against the base on a text the model
 # did not train on (KL-divergence, context 512). Prints a table; with IMATRIX_TEXT, an importance
-# matrix measured on that text feeds both the mixes and the plans.
-# Usage: scripts/plan-proof.sh [MODEL] [TEXT]   (defaults: ../shared/data/lowbit-bytes-12M-bf16.gguf, GPL-3)
+# matrix measured on that text feeds both the mixes and the plans; with PROBE_TEXT, the plans measure
+# each candidate's loss as the output KL-divergence on PROBE_CHUNKS (default 4) windows of that text
+# (--probe-text), which must not be the evaluation text.
+# Usage: [LOWBIT=build/lowbit] [IMATRIX_TEXT=F] [PROBE_TEXT=F] scripts/plan-proof.sh [MODEL] [TEXT]
+#        (defaults: ../shared/data/lowbit-bytes-12M-bf16.gguf, GPL-3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-lowbit=build/lowbit
+lowbit=${LOWBIT:-build/lowbit}
 model=${1:-../shared/data/lowbit-bytes-12M-bf16.gguf}
 text=${2:-/usr/share/common-licenses/GPL-3}
 chunks=${CHUNKS:-16}
 work=$(mktemp -d "${TMPDIR:-/tmp}/lowbit-plan-proof.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-imatrix=()
+imatrix=() probe=()
+if [ -n "${PROBE_TEXT:-}" ]; then
+  if [ "$(realpath "$PROBE_TEXT")" = "$(realpath "$text")" ]; then
+    echo "PROBE_TEXT is the evaluation text: calibrate on another" >&2
+    exit 2
+  fi
+  probe=(--probe-text "$PROBE_TEXT" --probe-chunks "${PROBE_CHUNKS:-4}")
+fi
 if [ -n "${IMATRIX_TEXT:-}" ]; then
   "$lowbit" imatrix "$model" --text "$IMATRIX_TEXT" --chunks 32 -o "$work/imatrix.gguf" --quiet
   imatrix=(--imatrix "$work/imatrix.gguf")
@@ -30,6 +40,8 @@ for mix in ${MIXES:-Q4_K_M Q3_K_M Q2_K}; do
   "$lowbit" quantize "$model" -o "$work/$mix.gguf" --mix "$mix" "${imatrix[@]}" --quiet
   row "llama.cpp $mix" "$work/$mix.gguf"
   bpw=$("$lowbit" inspect --json "$work/$mix.gguf" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"]["bpw"])')
-  "$lowbit" quantize "$model" -o "$work/plan-$mix.gguf" --bpw "$bpw" "${imatrix[@]}" --quiet
+  start=$SECONDS
+  "$lowbit" quantize "$model" -o "$work/plan-$mix.gguf" --bpw "$bpw" "${imatrix[@]}" "${probe[@]}" --quiet
   row "lowbit plan @ $mix" "$work/plan-$mix.gguf"
+  echo "  (planned and quantized in $((SECONDS - start)) s)" >&2
 done

@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <string_view>
+#include <utility>
 
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
@@ -98,7 +100,8 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::filesystem::path& path) 
   const LlamaConfig& c = model->config_;
   const int64_t q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
   model->token_embd_ = model->matrix("token_embd.weight", c.n_vocab, c.n_embd);
-  model->output_ = model->file_->find_tensor("output.weight") ? model->matrix("output.weight", c.n_vocab, c.n_embd) : model->token_embd_;
+  model->output_tied_ = !model->file_->find_tensor("output.weight");
+  model->output_ = model->output_tied_ ? model->token_embd_ : model->matrix("output.weight", c.n_vocab, c.n_embd);
   model->output_norm_ = model->vector("output_norm.weight", c.n_embd);
   for (int l = 0; l < c.n_layer; ++l) {
     const std::string p = fmt::format("blk.{}.", l);
@@ -148,52 +151,91 @@ std::span<const float> LlamaModel::vector(const std::string& name, int64_t size,
 }
 
 std::vector<float> LlamaModel::forward(std::span<const int32_t> tokens, const ActivationObserver& observer) const {
+  auto hidden = embed(tokens);
+  for (int l = 0; l < config_.n_layer; ++l) apply_layer(l, hidden, observer);
+  return output_logits(hidden, observer);
+}
+
+std::vector<float> LlamaModel::embed(std::span<const int32_t> tokens) const {
   const LlamaConfig& c = config_;
   const int64_t T = int64_t(tokens.size()), E = c.n_embd;
-  const int64_t q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
-  auto product = [&](const QuantizedMatrix& w, const std::string& name, const float* x, float* y) {
-    if (observer) observer(name, x, T, w.cols);
-    matmul_quantized(w, x, T, y);
-  };
-
   // Embedding rows: token_embd is [n_vocab rows of n_embd], one row per token.
-  std::vector<float> hidden(size_t(T * E)), normed(size_t(T * E));
+  std::vector<float> hidden(size_t(T * E));
   const size_t embd_row_bytes = ggml_row_bytes(token_embd_.type, E);
   for (int64_t t = 0; t < T; ++t) {
     if (tokens[size_t(t)] < 0 || tokens[size_t(t)] >= c.n_vocab)
       throw Error(fmt::format("token id {} outside the vocabulary of {}", tokens[size_t(t)], c.n_vocab), {.file = file_->label()});
     dequantize_rows(token_embd_.type, token_embd_.data.data() + size_t(tokens[size_t(t)]) * embd_row_bytes, 1, E, hidden.data() + t * E);
   }
+  return hidden;
+}
 
+void LlamaModel::apply_layer(int index, std::vector<float>& hidden, const ActivationObserver& observer) const {
+  const LlamaConfig& c = config_;
+  const Layer& layer = layers_.at(size_t(index));
+  const int64_t E = c.n_embd, T = int64_t(hidden.size()) / E;
+  const int64_t q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
+  auto product = [&](const QuantizedMatrix& w, const std::string& name, const float* x, float* y) {
+    if (observer) observer(name, x, T, w.cols);
+    matmul_quantized(w, x, T, y);
+  };
+  std::vector<float> normed(size_t(T * E));
   std::vector<float> q(size_t(T * q_dim)), k(size_t(T * kv_dim)), v(size_t(T * kv_dim)), att(size_t(T * q_dim));
   std::vector<float> gate(size_t(T * c.n_ff)), up(size_t(T * c.n_ff)), out(size_t(T * E));
-  for (const Layer& layer : layers_) {
-    rms_norm(hidden.data(), layer.attn_norm.data(), T, E, c.rms_eps, normed.data());
-    product(layer.q, layer.prefix + "attn_q.weight", normed.data(), q.data());
-    product(layer.k, layer.prefix + "attn_k.weight", normed.data(), k.data());
-    product(layer.v, layer.prefix + "attn_v.weight", normed.data(), v.data());
-    add_bias(q.data(), layer.q_bias, T);
-    add_bias(k.data(), layer.k_bias, T);
-    add_bias(v.data(), layer.v_bias, T);
-    head_norm(q.data(), layer.q_norm, T * c.n_head, c.head_dim, c.rms_eps);
-    head_norm(k.data(), layer.k_norm, T * c.n_head_kv, c.head_dim, c.rms_eps);
-    rope(q.data(), T, c.n_head, c.head_dim, c.rope_base, c.rope_neox);
-    rope(k.data(), T, c.n_head_kv, c.head_dim, c.rope_base, c.rope_neox);
-    attention(q.data(), k.data(), v.data(), T, c, att.data());
-    product(layer.o, layer.prefix + "attn_output.weight", att.data(), out.data());
-    for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];
+  rms_norm(hidden.data(), layer.attn_norm.data(), T, E, c.rms_eps, normed.data());
+  product(layer.q, layer.prefix + "attn_q.weight", normed.data(), q.data());
+  product(layer.k, layer.prefix + "attn_k.weight", normed.data(), k.data());
+  product(layer.v, layer.prefix + "attn_v.weight", normed.data(), v.data());
+  add_bias(q.data(), layer.q_bias, T);
+  add_bias(k.data(), layer.k_bias, T);
+  add_bias(v.data(), layer.v_bias, T);
+  head_norm(q.data(), layer.q_norm, T * c.n_head, c.head_dim, c.rms_eps);
+  head_norm(k.data(), layer.k_norm, T * c.n_head_kv, c.head_dim, c.rms_eps);
+  rope(q.data(), T, c.n_head, c.head_dim, c.rope_base, c.rope_neox);
+  rope(k.data(), T, c.n_head_kv, c.head_dim, c.rope_base, c.rope_neox);
+  attention(q.data(), k.data(), v.data(), T, c, att.data());
+  product(layer.o, layer.prefix + "attn_output.weight", att.data(), out.data());
+  for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];
 
-    rms_norm(hidden.data(), layer.ffn_norm.data(), T, E, c.rms_eps, normed.data());
-    product(layer.gate, layer.prefix + "ffn_gate.weight", normed.data(), gate.data());
-    product(layer.up, layer.prefix + "ffn_up.weight", normed.data(), up.data());
-    for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];  // SwiGLU
-    product(layer.down, layer.prefix + "ffn_down.weight", gate.data(), out.data());
-    for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];
-  }
+  rms_norm(hidden.data(), layer.ffn_norm.data(), T, E, c.rms_eps, normed.data());
+  product(layer.gate, layer.prefix + "ffn_gate.weight", normed.data(), gate.data());
+  product(layer.up, layer.prefix + "ffn_up.weight", normed.data(), up.data());
+  for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];  // SwiGLU
+  product(layer.down, layer.prefix + "ffn_down.weight", gate.data(), out.data());
+  for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];
+}
+
+std::vector<float> LlamaModel::output_logits(const std::vector<float>& hidden, const ActivationObserver& observer) const {
+  const LlamaConfig& c = config_;
+  const int64_t E = c.n_embd, T = int64_t(hidden.size()) / E;
+  std::vector<float> normed(size_t(T * E));
   rms_norm(hidden.data(), output_norm_.data(), T, E, c.rms_eps, normed.data());
   std::vector<float> logits(size_t(T * c.n_vocab));
-  product(output_, "output.weight", normed.data(), logits.data());
+  if (observer) observer("output.weight", normed.data(), T, E);
+  matmul_quantized(output_, normed.data(), T, logits.data());
   return logits;
+}
+
+QuantizedMatrix LlamaModel::swap_weight(const std::string& name, const QuantizedMatrix& weight) {
+  QuantizedMatrix* slot = nullptr;
+  if (name == "token_embd.weight") slot = &token_embd_;
+  if (name == "output.weight" && !output_tied_) slot = &output_;
+  for (Layer& layer : layers_) {
+    if (!name.starts_with(layer.prefix)) continue;
+    const std::string_view rest = std::string_view(name).substr(layer.prefix.size());
+    for (auto [suffix, matrix] : {std::pair{"attn_q.weight", &layer.q}, {"attn_k.weight", &layer.k}, {"attn_v.weight", &layer.v},
+                                  {"attn_output.weight", &layer.o}, {"ffn_gate.weight", &layer.gate}, {"ffn_up.weight", &layer.up},
+                                  {"ffn_down.weight", &layer.down}})
+      if (rest == suffix) slot = matrix;
+  }
+  if (!slot) throw Error("not a weight of the forward pass", {.file = file_->label(), .tensor = name});
+  if (weight.rows != slot->rows || weight.cols != slot->cols || weight.data.size() != ggml_row_bytes(weight.type, weight.cols) * size_t(weight.rows))
+    throw Error(fmt::format("{} × {} {} ({} bytes)", weight.rows, weight.cols, ggml_type_name(weight.type), weight.data.size()),
+                {.file = file_->label(), .tensor = name, .expected = fmt::format("{} × {}", slot->rows, slot->cols)});
+  const QuantizedMatrix previous = *slot;
+  *slot = weight;
+  if (slot == &token_embd_ && output_tied_) output_ = weight;
+  return previous;
 }
 
 }  // namespace lowbit

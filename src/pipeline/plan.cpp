@@ -34,6 +34,19 @@ double ggml_loss(const planning::RowSample& sample, GgmlType type) {
   return planning::relative_error(sample, back);
 }
 
+// The output KL-divergence of the model with this tensor (all of it) quantized to `type`, each expert's
+// rows with their own importance weights, as quantize_to_gguf writes it.
+double probed_loss(KldProbe& probe, const ModelSource::Tensor& t, const std::vector<float>& values, const float* importance, GgmlType type) {
+  const int64_t cols = t.ne[0], rows = t.elements() / cols;
+  const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1, rows_per_expert = rows / experts;
+  const size_t row_bytes = ggml_row_bytes(type, cols);
+  std::vector<std::byte> blocks(row_bytes * size_t(rows));
+  for (int64_t e = 0; e < experts; ++e)
+    quantize_rows(type, values.data() + e * rows_per_expert * cols, rows_per_expert, cols, importance ? importance + e * cols : nullptr,
+                  blocks.data() + size_t(e * rows_per_expert) * row_bytes);
+  return probe.kld_with(t.name, {.type = type, .rows = rows, .cols = cols, .data = blocks});
+}
+
 }  // namespace
 
 RoleOf role_of_tensor(const std::string& name) {
@@ -111,8 +124,14 @@ void allocate_plan(Plan& plan) {
 
 }  // namespace planning
 
-Plan make_plan(const ModelSource& source, const PlanOptions& options, Progress& progress) {
-  Plan plan{.model = source.label(), .target = PlanTarget::gguf, .target_bpw = options.target_bpw};
+Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progress& progress) {
+  Plan plan{.model = source.label(), .target = PlanTarget::gguf, .target_bpw = options_in.target_bpw};
+  // A model without output.weight reads its logits through the embedding: protect it as the output
+  // layer, as llama.cpp does (q6_K in its mixes).
+  PlanOptions options = options_in;
+  const auto& all = source.tensors();
+  if (std::none_of(all.begin(), all.end(), [](const auto& t) { return t.name == "output.weight"; }))
+    options.rules.push_back({.match = "token_embd.weight", .min_bpw = kTiedOutputMinBpw});
   progress.begin("measure", int64_t(source.tensors().size()), 0);
   for (const auto& t : source.tensors()) {
     const auto role = classify_tensor(t.name);
@@ -125,14 +144,16 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options, Progress& 
       const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
       const ImatrixEntry* entry = options.imatrix ? options.imatrix->find(t.name) : nullptr;
       const bool fits = entry && entry->columns == t.ne[0] && entry->experts == experts;
-      const auto sample = planning::sample_rows(source.load_f32(t), t.ne[0], fits ? entry->weights.data() : nullptr, t.elements() / t.ne[0] / experts);
+      const float* importance = fits ? entry->weights.data() : nullptr;
+      const auto values = source.load_f32(t);
+      const auto sample = planning::sample_rows(values, t.ne[0], importance, t.elements() / t.ne[0] / experts);
       const std::string names[] = {t.name};
       for (GgmlType type : kGgufCandidates) {
+        if (t.ne[0] % ggml_type_info(type).block_elements != 0) continue;  // rows this type cannot tile (tensor_bytes throws)
         const uint64_t bytes = gguf::tensor_bytes(type, t.ne);
-        if (t.ne[0] % ggml_type_info(type).block_elements != 0 ||
-            !planning::rules_allow(options.rules, names, role.layer, type, 8.0 * double(bytes) / double(p.params)))
-          continue;
-        p.options.push_back({type, bytes, ggml_loss(sample, type)});
+        if (!planning::rules_allow(options.rules, names, role.layer, type, 8.0 * double(bytes) / double(p.params))) continue;
+        const double loss = options.probe ? probed_loss(*options.probe, t, values, importance, type) : ggml_loss(sample, type);
+        p.options.push_back({type, bytes, loss});
       }
       if (p.options.empty()) throw Error("no candidate format is allowed for this tensor by the rules", {.file = source.label(), .tensor = t.name});
       p.quantized = true;

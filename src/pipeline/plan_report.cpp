@@ -21,6 +21,21 @@ std::string colour(double bpw) {
   return fmt::format("#{:02x}{:02x}{:02x}", r, g, b);
 }
 
+// Text for SVG/HTML: tensor and model names come from files and may hold markup characters.
+std::string escaped(std::string_view text) {
+  std::string out;
+  for (char ch : text) {
+    switch (ch) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += ch;
+    }
+  }
+  return out;
+}
+
 void write_text(const std::filesystem::path& path, const std::string& text) {
   AtomicFile f(path);
   f.write(text.data(), text.size());
@@ -51,7 +66,7 @@ void write_plan_report(const Plan& plan, const std::filesystem::path& svg, const
   std::string s = fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">)", width, height);
   s += fmt::format(R"(<text x="4" y="16" font-size="13">bits per weight, target {:.2f}, achieved {:.3f}</text>)", plan.target_bpw, plan.achieved_bpw);
   for (size_t c = 0; c < columns.size(); ++c)
-    s += fmt::format(R"svg(<text transform="translate({},{}) rotate(-60)">{}</text>)svg", left + int(c) * cell + cell / 2, top - 6, columns[c]);
+    s += fmt::format(R"svg(<text transform="translate({},{}) rotate(-60)">{}</text>)svg", left + int(c) * cell + cell / 2, top - 6, escaped(columns[c]));
   for (int l = -1; l < layers; ++l) {
     const int y = top + (l + 1) * cell;
     s += fmt::format(R"(<text x="4" y="{}">{}</text>)", y + 15, l < 0 ? "global" : fmt::format("layer {}", l));
@@ -69,11 +84,11 @@ void write_plan_report(const Plan& plan, const std::filesystem::path& svg, const
   std::string h = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>lowbit plan</title>"
                   "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}td:first-child{text-align:left}</style></head><body>";
   h += fmt::format("<h1>lowbit plan for {}</h1><p>{} output; target {:.3f} bits per weight, achieved {:.3f}; {} parameters, {} bytes.</p>",
-                   plan.model, plan.target == PlanTarget::bnb ? "bitsandbytes" : "GGUF", plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes);
+                   escaped(plan.model), plan.target == PlanTarget::bnb ? "bitsandbytes" : "GGUF", plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes);
   h += s;
   h += "<table><tr><th>tensor</th><th>role</th><th>format</th><th>bpw</th><th>predicted loss</th></tr>";
   for (const auto& t : plan.tensors)
-    h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3f}</td><td>{}</td></tr>", t.name, role_name(t.role), format_label(t.format),
+    h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3f}</td><td>{}</td></tr>", escaped(t.name), role_name(t.role), format_label(t.format),
                      8.0 * double(t.bytes) / double(t.params), t.quantized ? fmt::format("{:.3e}", t.loss) : "-");
   h += "</table></body></html>\n";
   write_text(html, h);

@@ -1,9 +1,15 @@
 // The planner on lowbit's 12M model, whose rows fit every k-quant.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <iterator>
+#include <map>
 
 #include "lowbit/core/error.h"
+#include "lowbit/io/gguf.h"
+#include "lowbit/model/kld_probe.h"
+#include "lowbit/model/tokenizer.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 #include "support/paths.h"
@@ -25,6 +31,51 @@ TEST(Plan, LandsJustUnderTheTargetAndKeepsTheFloors) {
     }
   }
   EXPECT_THROW(make_plan(*source, {.target_bpw = 1.0}), Error);  // below the smallest allowed formats
+}
+
+TEST(Plan, RowsNoKQuantTilesTakeTheOtherTypes) {
+  // stories260K's rows are 64 and 172 wide: no k-quant fits, 172 fits no 32-block type either.
+  const Plan plan = make_plan(*ModelSource::open(test::shared_data_dir() / "stories260K.gguf"), {.target_bpw = 8.0});
+  EXPECT_LE(plan.achieved_bpw, 8.0);
+  for (const auto& t : plan.tensors)
+    if (t.quantized && t.name.find("ffn_down") != std::string::npos) EXPECT_EQ(t.format, TensorFormat(GgmlType::F16)) << t.name;
+}
+
+// A model whose logits come through the embedding (no output.weight) keeps it at the output's floor.
+TEST(Plan, TiedEmbeddingIsProtectedAsTheOutput) {
+  const gguf::File source(bytes_model());
+  test::TempDir dir;
+  const auto tied = dir.path() / "tied.gguf";
+  {
+    gguf::Writer writer(tied);
+    for (const auto& kv : source.metadata()) writer.set(kv.key, kv.value);
+    for (const auto& t : source.tensors())
+      if (t.name != "output.weight") writer.add_tensor(t.name, t.type, t.ne);
+    for (const auto& t : source.tensors())
+      if (t.name != "output.weight") writer.write_data(t.name, source.data(t));
+    writer.finish();
+  }
+  for (const auto& [path, floor] : {std::pair{bytes_model(), 4.5}, std::pair{tied, kTiedOutputMinBpw}}) {
+    const Plan plan = make_plan(*ModelSource::open(path), {.target_bpw = 3.0});
+    const auto embedding = std::ranges::find(plan.tensors, std::string("token_embd.weight"), &PlannedTensor::name);
+    ASSERT_NE(embedding, plan.tensors.end());
+    const double bpw = 8.0 * double(embedding->bytes) / double(embedding->params);
+    EXPECT_GE(bpw, floor) << path;
+  }
+}
+
+// Names come from files: the report escapes them rather than letting them become markup.
+TEST(Plan, ReportEscapesNames) {
+  Plan plan{.model = "a<b>&\"c", .target_bpw = 4, .achieved_bpw = 4, .params = 64, .bytes = 32};
+  plan.tensors.push_back({.name = "blk.0.<script>.weight", .role = TensorRole::AttnQ, .layer = 0,
+                          .format = GgmlType::Q4_0, .params = 64, .bytes = 36, .quantized = true});
+  test::TempDir dir;
+  write_plan_report(plan, dir / "plan.svg", dir / "plan.html");
+  std::ifstream in(dir / "plan.html");
+  const std::string html((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(html.find("<script>"), std::string::npos);
+  EXPECT_NE(html.find("blk.0.&lt;script&gt;.weight"), std::string::npos);
+  EXPECT_NE(html.find("a&lt;b&gt;&amp;&quot;c"), std::string::npos);
 }
 
 TEST(Plan, RulesFileAndQuantizeFromThePlan) {
@@ -53,6 +104,39 @@ TEST(Plan, RulesFileAndQuantizeFromThePlan) {
 
   std::ofstream(dir / "bad.json") << R"({"rules": [{"match": "*", "allow": ["q9_K"]}]})";
   EXPECT_THROW(load_plan_rules(dir / "bad.json"), Error);
+}
+
+TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
+  // A short probe (one window of 128 tokens of WikiText) over fewer candidates, to stay quick.
+  auto model = LlamaModel::load(bytes_model());
+  std::ifstream in(test::shared_data_dir() / "wikitext2_test_hf_nonempty_crlf.raw", std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  text.resize(4000);
+  const auto tokens = Tokenizer::from_gguf_metadata(model->file().metadata()).encode(text, true);
+  KldProbe probe(*model, tokens, 128, 1, 1);
+  test::TempDir dir;
+  std::ofstream(dir / "rules.json") << R"({"rules": [{"match": "*", "allow": ["q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "q8_0"]}]})";
+  PlanOptions options{.target_bpw = 4.0, .probe = &probe};
+  for (auto& r : load_plan_rules(dir / "rules.json")) options.rules.push_back(std::move(r));
+  const auto source = ModelSource::open(bytes_model());
+  const Plan plan = make_plan(*source, options);
+  EXPECT_LE(plan.achieved_bpw, 4.0);
+  EXPECT_GT(plan.achieved_bpw, 4.0 - 0.01);
+  for (const auto& t : plan.tensors) {
+    if (!t.quantized) continue;
+    // Every tensor's losses fall as the bits rise: q2_K costs more at the output than q4_K, q4_K than q8_0.
+    std::map<std::string, double> loss;
+    for (const auto& o : t.options) loss[std::string(format_name(o.format))] = o.loss;
+    if (loss.contains("q2_K")) EXPECT_GT(loss["q2_K"], loss["q4_K"]) << t.name;
+    EXPECT_GT(loss["q4_K"], loss["q8_0"]) << t.name;
+    EXPECT_GT(loss["q8_0"], 0.0) << t.name;
+  }
+  // Without the probe the same options carry relative errors instead.
+  options.probe = nullptr;
+  const Plan plain = make_plan(*source, options);
+  ASSERT_EQ(plain.tensors.size(), plan.tensors.size());
+  for (size_t i = 0; i < plan.tensors.size(); ++i)
+    if (plan.tensors[i].quantized) EXPECT_NE(plain.tensors[i].options[0].loss, plan.tensors[i].options[0].loss) << plan.tensors[i].name;
 }
 
 }  // namespace

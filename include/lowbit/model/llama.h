@@ -51,6 +51,17 @@ class LlamaModel {
   // Logits (tokens.size() × n_vocab, row-major) for a window starting at position 0.
   std::vector<float> forward(std::span<const int32_t> tokens, const ActivationObserver& observer = nullptr) const;
 
+  // forward() in its three steps, so a probe that changes one weight reruns only what follows it:
+  // the tokens' embedding rows (tokens × n_embd), one block applied in place, the logits of the last state.
+  std::vector<float> embed(std::span<const int32_t> tokens) const;
+  void apply_layer(int layer, std::vector<float>& hidden, const ActivationObserver& observer = nullptr) const;
+  std::vector<float> output_logits(const std::vector<float>& hidden, const ActivationObserver& observer = nullptr) const;
+
+  // Makes later passes use `weight` for the matrix named `name` (GGUF name; its bytes must stay alive
+  // while it is in use) and returns the matrix it replaces, to swap back. A tied output layer follows
+  // token_embd.weight. Throws for a name the forward pass does not use.
+  QuantizedMatrix swap_weight(const std::string& name, const QuantizedMatrix& weight);
+
  private:
   struct Layer {
     std::span<const float> attn_norm, ffn_norm, q_norm, k_norm, q_bias, k_bias, v_bias;
@@ -63,6 +74,7 @@ class LlamaModel {
   std::unique_ptr<gguf::File> file_;
   LlamaConfig config_;
   QuantizedMatrix token_embd_, output_;
+  bool output_tied_ = false;  // no output.weight: the embedding matrix doubles as the output layer
   std::span<const float> output_norm_;
   std::vector<Layer> layers_;
 };

@@ -17,6 +17,7 @@ class EvalModel {
   EvalModel& operator=(const EvalModel&) = delete;
 
   const LlamaModel& model() const { return *model_; }
+  LlamaModel& model() { return *model_; }  // for probes that swap one weight at a time
   // The GGUF metadata the tokenizer is built from (the converted one for non-GGUF inputs).
   const std::vector<gguf::KeyValue>& metadata() const { return model_->file().metadata(); }
 

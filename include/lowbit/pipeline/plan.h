@@ -4,8 +4,12 @@
 // For every quantizable tensor and every candidate format, the loss is measured: the tensor (up to 256
 // evenly spaced rows of it) is quantized and dequantized, and the squared error, weighted per input
 // column by the importance matrix when one is given, is divided by the same weighting of the weights
-// themselves (a relative error, comparable across tensors). Rules bound the choice per tensor; an
-// allocation (plan/allocate.h) then picks formats under the budget.
+// themselves (a relative error, comparable across tensors). With a KldProbe (model/kld_probe.h), the
+// loss is instead measured at the output: each candidate quantizes the whole tensor, the model runs with
+// that one tensor replaced on a few calibration windows, and the loss is the mean KL-divergence from the
+// unchanged model — how much that tensor's error costs where it matters, at the cost of a few forward
+// passes per candidate. Rules bound the choice per tensor; an allocation (plan/allocate.h) then picks
+// formats under the budget, minimising the summed losses.
 //
 // Two targets. GGUF: ggml types for the tensors llama-quantize would quantize. bitsandbytes: for the
 // Linear weights of a Hugging Face checkpoint, NF4 or FP4 at blocksize 64, 128 or 256 with or without
@@ -24,6 +28,7 @@
 #include "lowbit/core/progress.h"
 #include "lowbit/io/checkpoint.h"
 #include "lowbit/io/imatrix.h"
+#include "lowbit/model/kld_probe.h"
 #include "lowbit/pipeline/model_source.h"
 #include "lowbit/plan/roles.h"
 #include "lowbit/plan/tensor_format.h"
@@ -43,6 +48,8 @@ struct PlanRule {
 
 // The rules every plan starts from: embeddings and the output layer at 4.5 bits or more.
 std::vector<PlanRule> default_plan_rules();
+// A GGUF plan's floor for an embedding that is also the output layer (no output.weight).
+inline constexpr double kTiedOutputMinBpw = 6.0;
 // {"rules": [{"match": "blk.*.ffn_down_exps.weight", "layers": "0-5", "min_bpw": 3.4},
 //            {"match": "*attn_v*", "allow": ["q6_K", "q8_0"]}]}
 // "layers" is "A-B", "A-" (A and after) or "A"; a rule may carry a "note". Unknown keys are errors.
@@ -55,6 +62,10 @@ struct PlanOptions {
   double target_bpw = 4.5;
   const ImportanceMatrix* imatrix = nullptr;
   std::vector<PlanRule> rules = default_plan_rules();
+  // GGUF target only: the probe of the model being planned (same tensors, unquantized); when set, every
+  // candidate's loss is the output KL-divergence it causes alone, the tensor quantized as the output
+  // file will hold it (with the importance matrix, when given).
+  KldProbe* probe = nullptr;
 };
 
 // A candidate format of one tensor: its exact size and measured loss.

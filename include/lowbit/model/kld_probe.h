@@ -1,0 +1,42 @@
+// What quantizing one weight costs at the output: the KL-divergence of the model's next-token
+// distributions, with only that weight replaced, from the unchanged model's, on a few calibration
+// windows. The planner uses it as the loss of a candidate format in place of the weight's relative
+// reconstruction error, which does not know how much each tensor's error matters downstream.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lowbit/model/llama.h"
+
+namespace lowbit {
+
+class KldProbe {
+ public:
+  // Runs `model` as it is on `windows` consecutive windows of n_ctx tokens of `tokens` (each window's
+  // first token replaced by `bos` when given) and keeps, per window, the hidden state entering every
+  // block and the log-probabilities of the second half of the window (the positions llama-perplexity
+  // scores). Throws when `tokens` holds fewer than `windows` windows.
+  KldProbe(LlamaModel& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos, int windows);
+
+  // Mean KL(base || model) over the scored positions when the weight `name` (a GGUF name) is `weight`
+  // and every other weight is as loaded. Reruns only the blocks from the weight's own on. Deterministic;
+  // exactly 0 for the loaded weight itself.
+  double kld_with(const std::string& name, const QuantizedMatrix& weight);
+
+  int64_t positions() const;  // scored positions per call
+
+ private:
+  double kld_of(const std::vector<float>& logits, size_t window) const;
+
+  LlamaModel& model_;
+  int n_ctx_;
+  std::vector<std::vector<int32_t>> windows_;            // the windows' tokens, BOS in place
+  std::vector<std::vector<std::vector<float>>> states_;  // [window][layer]: the hidden state entering block `layer`
+  std::vector<std::vector<float>> base_log_probs_;       // [window]: (n_ctx - 1 - n_ctx/2) × n_vocab
+};
+
+}  // namespace lowbit

@@ -1,0 +1,104 @@
+// The probe keeps its base run in pieces (the state entering each block, the scored log-probabilities)
+// so a changed weight costs only the blocks after it.
+#include "lowbit/model/kld_probe.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+#include "lowbit/core/error.h"
+
+namespace lowbit {
+namespace {
+
+// The same float log-softmax for the base and every probe, so an unchanged model gives exactly 0.
+void log_softmax(const float* logits, int n, float* out) {
+  const float max = *std::max_element(logits, logits + n);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += std::exp(double(logits[i] - max));
+  const float log_sum = float(std::log(sum));
+  for (int i = 0; i < n; ++i) out[i] = logits[i] - max - log_sum;
+}
+
+// The first block a weight feeds: -1 for the embedding (everything reruns), n_layer for the output
+// layer (only the head reruns).
+int first_block_of(const std::string& name, int n_layer) {
+  if (name == "token_embd.weight") return -1;
+  if (name.starts_with("blk.")) {
+    int layer = 0;
+    const auto [end, ec] = std::from_chars(name.data() + 4, name.data() + name.size(), layer);
+    if (ec == std::errc() && layer >= 0 && layer < n_layer && *end == '.') return layer;
+  }
+  return n_layer;
+}
+
+}  // namespace
+
+KldProbe::KldProbe(LlamaModel& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos, int windows)
+    : model_(model), n_ctx_(n_ctx) {
+  if (n_ctx < 4) throw Error(fmt::format("probe context {} is too small", n_ctx));
+  if (windows < 1 || int64_t(tokens.size()) < int64_t(windows) * n_ctx)
+    throw Error(fmt::format("{} tokens: too few for {} probe windows of {}", tokens.size(), windows, n_ctx),
+                {.expected = fmt::format("at least {}", int64_t(std::max(windows, 1)) * n_ctx)});
+  const int n_layer = model.config().n_layer, n_vocab = model.config().n_vocab;
+  for (int w = 0; w < windows; ++w) {
+    std::vector<int32_t> window(tokens.begin() + int64_t(w) * n_ctx, tokens.begin() + int64_t(w + 1) * n_ctx);
+    if (bos) window[0] = *bos;
+    std::vector<std::vector<float>> states;
+    auto hidden = model.embed(window);
+    for (int l = 0; l < n_layer; ++l) {
+      states.push_back(hidden);
+      model.apply_layer(l, hidden);
+    }
+    states.push_back(hidden);  // entering the output head
+    const auto logits = model.output_logits(hidden);
+    const int first = n_ctx / 2;
+    std::vector<float> log_probs(size_t(n_ctx - 1 - first) * size_t(n_vocab));
+    for (int j = first; j < n_ctx - 1; ++j)
+      log_softmax(logits.data() + size_t(j) * size_t(n_vocab), n_vocab, log_probs.data() + size_t(j - first) * size_t(n_vocab));
+    windows_.push_back(std::move(window));
+    states_.push_back(std::move(states));
+    base_log_probs_.push_back(std::move(log_probs));
+  }
+}
+
+int64_t KldProbe::positions() const { return int64_t(base_log_probs_.size()) * (n_ctx_ - 1 - n_ctx_ / 2); }
+
+double KldProbe::kld_of(const std::vector<float>& logits, size_t window) const {
+  const int n_vocab = model_.config().n_vocab, first = n_ctx_ / 2;
+  auto log_p = std::vector<float>(size_t(n_vocab));
+  double total = 0;
+  for (int j = first; j < n_ctx_ - 1; ++j) {
+    log_softmax(logits.data() + size_t(j) * size_t(n_vocab), n_vocab, log_p.data());
+    const float* base = base_log_probs_[window].data() + size_t(j - first) * size_t(n_vocab);
+    double kld = 0;
+    for (int i = 0; i < n_vocab; ++i) kld += std::exp(double(base[i])) * double(base[i] - log_p[size_t(i)]);
+    total += kld;
+  }
+  return total;
+}
+
+double KldProbe::kld_with(const std::string& name, const QuantizedMatrix& weight) {
+  const int n_layer = model_.config().n_layer;
+  const int first_block = first_block_of(name, n_layer);
+  const QuantizedMatrix loaded = model_.swap_weight(name, weight);
+  double total = 0;
+  try {
+    for (size_t w = 0; w < states_.size(); ++w) {
+      // A changed embedding reruns everything from the window's tokens; any other weight, the blocks
+      // from its own on, starting from the stored state.
+      std::vector<float> hidden = first_block < 0 ? model_.embed(windows_[w]) : states_[w][size_t(first_block)];
+      for (int l = std::max(first_block, 0); l < n_layer; ++l) model_.apply_layer(l, hidden);
+      total += kld_of(model_.output_logits(hidden), w);
+    }
+  } catch (...) {
+    model_.swap_weight(name, loaded);
+    throw;
+  }
+  model_.swap_weight(name, loaded);
+  return total / double(positions());
+}
+
+}  // namespace lowbit
