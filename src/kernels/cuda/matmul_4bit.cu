@@ -4,9 +4,8 @@
 // The idea. An m16n8k16 mma multiplies a 16x16 tile of W (fragment A: lane g*4+c holds rows g and g+8,
 // four k positions each) by a 16x8 tile of X. A dot product does not care in which order k runs, so
 // each lane may own whatever k positions are convenient as long as X is read in the same order. Here
-// lane (g, c) loads 8 contiguous bytes of rows g and g+8 per 64-wide chunk of k (one 8-byte load each;
-// the warp reads whole 32-byte sectors) and the 16 activations of the same k positions (two 16-byte
-// loads). The codes become A registers with one shared-memory lookup per byte (nf4/fp4: a table of the
+// lane (g, c) owns 8 contiguous code bytes of rows g and g+8 per 64-wide chunk of k and reads the 16
+// activations of the same k positions (two 16-byte loads). The codes become A registers with one shared-memory lookup per byte (nf4/fp4: a table of the
 // 256 code pairs as 16-bit pairs, one copy per lane so no bank conflicts) or one byte permute per two
 // codes (q4_K: the 16-bit pattern of 128 + q, resp. 1024 + q, is a constant high byte over q).
 // Scales stay out of the mma: each 64-wide chunk lies in one nf4/fp4 block (blocksize % 64 == 0) or in
@@ -16,9 +15,10 @@
 // cache lines per instruction, and too few bytes are in flight to reach the memory's bandwidth. So
 // the weight is re-laid once (prepare_fused): per 16-row tile and pair of chunks (128 k), lane l's 16
 // bytes are its 8 bytes of chunk 2p and of chunk 2p+1, rows g (first 512 bytes) and g+8 (next 512):
-// every warp load reads 512 contiguous bytes. Scales are re-laid in the same tile order, one per row
-// and chunk (nf4/fp4: the absmax as float, or the 8-bit double-quant code; q4_K: the 16-byte block
-// header per row and 256 values). The byte values are the checkpoint's; only their order changes.
+// every warp load reads 512 contiguous bytes. Scales follow in the same tile order: nf4/fp4 one float
+// per row and chunk (the block's scale, recovered from double quantization exactly as dequantization
+// does), q4_K the 16-byte block header per row and 256 values. The codes are the checkpoint's bytes;
+// only their order changes.
 // Warps of a block split k and add their sums in shared memory at the end; a block covers 16·MW
 // weight rows and 8·NT tokens.
 #include <algorithm>
