@@ -9,18 +9,10 @@
 #include <cmath>
 
 #include "lowbit/core/error.h"
+#include "lowbit/model/perplexity.h"
 
 namespace lowbit {
 namespace {
-
-// The same float log-softmax for the base and every probe, so an unchanged model gives exactly 0.
-void log_softmax(const float* logits, int n, float* out) {
-  const float max = *std::max_element(logits, logits + n);
-  double sum = 0;
-  for (int i = 0; i < n; ++i) sum += std::exp(double(logits[i] - max));
-  const float log_sum = float(std::log(sum));
-  for (int i = 0; i < n; ++i) out[i] = logits[i] - max - log_sum;
-}
 
 // The first block a weight feeds: -1 for the embedding (everything reruns), n_layer for the output
 // layer (only the head reruns).

@@ -15,15 +15,6 @@ namespace {
 
 constexpr char kMagic[8] = {'_', 'l', 'o', 'g', 'i', 't', 's', '_'};
 
-// log_softmax as llama-perplexity computes it: float logits, a double sum of exp(l - max).
-void log_softmax(const float* logits, int n, float* out) {
-  const float max = *std::max_element(logits, logits + n);
-  double sum = 0;
-  for (int i = 0; i < n; ++i) sum += std::exp(double(logits[i] - max));
-  const float log_sum = float(std::log(sum));
-  for (int i = 0; i < n; ++i) out[i] = logits[i] - max - log_sum;
-}
-
 double percentile(std::vector<double> sorted, double p) {
   if (sorted.empty()) return 0;
   const double pos = p * double(sorted.size() - 1);
@@ -167,6 +158,14 @@ EvalResult evaluate(const LlamaModel& model, std::span<const int32_t> tokens, in
     result.top1 = double(agree) / double(index);
   }
   return result;
+}
+
+void log_softmax(const float* logits, int n, float* out) {
+  const float max = *std::max_element(logits, logits + n);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += std::exp(double(logits[i] - max));
+  const float log_sum = float(std::log(sum));
+  for (int i = 0; i < n; ++i) out[i] = logits[i] - max - log_sum;
 }
 
 }  // namespace lowbit

@@ -60,4 +60,8 @@ class BaseLogits {
 EvalResult evaluate(const LlamaModel& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos,
                     const BaseLogits* base = nullptr, BaseLogits* save_base = nullptr, Progress& progress = Progress::none());
 
+// log_softmax as llama-perplexity computes it: float logits, a double sum of exp(l - max); every KL
+// divergence lowbit reports goes through this one function, so an unchanged model gives exactly 0.
+void log_softmax(const float* logits, int n, float* out);
+
 }  // namespace lowbit
