@@ -78,7 +78,9 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
                   tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, request.probe_chunks);
     options.probe = &*probe;
   }
-  return make_plan(*ModelSource::open(request.model), options, progress);
+  Plan plan = make_plan(*ModelSource::open(request.model), options, progress);
+  if (probe) plan.loss_measure.calibration = std::filesystem::path(request.probe_text).filename().string();
+  return plan;
 }
 
 namespace {
@@ -101,6 +103,7 @@ void print_allocation(const Plan& plan) {
     fmt::print("{:<16} {:>12} {:>8.3f}\n", layer < 0 ? std::string("global") : fmt::format("layer {}", layer), v.first,
                8.0 * double(v.second) / double(v.first));
   fmt::print("\ntarget {:.3f} bits per weight, achieved {:.4f} ({} parameters, {} bytes)\n", plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes);
+  fmt::print("losses: {}\n", plan_loss_description(plan.loss_measure));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
@@ -55,12 +56,18 @@ GgmlType parse_ggml_type(const std::string& name, const std::string& what) {
 
 void run_gguf(const QuantizeOptions& o, const Plan* plan) {
   if (!o.output.ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = o.output});
+  const auto source = ModelSource::open(o.input);
   GgufQuantizeOptions options;
   if (plan) {
-    // A plan names every quantizable tensor's format: they become exact-name overrides.
+    // A plan names every quantizable tensor's format: they become exact-name overrides. An edited
+    // plan's misspelt name would silently change nothing: refuse it.
+    std::set<std::string, std::less<>> names;
+    for (const auto& t : source->tensors()) names.insert(t.name);
     std::map<GgmlType, int64_t> params_by_type;
     for (const auto& t : plan->tensors)
       if (t.quantized) {
+        if (!names.contains(t.name))
+          throw Error("the plan names a tensor the model does not have", {.file = o.plan.empty() ? o.input : o.plan, .tensor = t.name});
         const GgmlType type = std::get<GgmlType>(t.format);
         options.selection.overrides.emplace_back(t.name, type);
         params_by_type[type] += std::max<int64_t>(t.params, 1);
@@ -85,7 +92,6 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
     options.imatrix = &*imatrix;
     options.imatrix_path = o.imatrix;
   }
-  const auto source = ModelSource::open(o.input);
   TerminalProgress progress(o.common.quiet);
   const auto report = quantize_to_gguf(*source, o.output, options, progress);
 

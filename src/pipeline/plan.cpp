@@ -49,6 +49,14 @@ double probed_loss(KldProbe& probe, const ModelSource::Tensor& t, const std::vec
 
 }  // namespace
 
+std::string plan_loss_description(const PlanLossMeasure& m) {
+  std::string s = m.output_kld ? fmt::format("output KL-divergence with only that tensor quantized, {} positions", m.probe_positions)
+                               : std::string("relative reconstruction error");
+  if (!m.calibration.empty()) s += fmt::format(" of {}", m.calibration);
+  if (m.imatrix_weighted) s += m.output_kld ? ", quantized with the importance matrix" : ", importance-weighted";
+  return s;
+}
+
 RoleOf role_of_tensor(const std::string& name) {
   if (const auto place = gguf_place_of(name)) return classify_tensor(place->name);
   RoleOf role = classify_tensor(name);
@@ -125,7 +133,9 @@ void allocate_plan(Plan& plan) {
 }  // namespace planning
 
 Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progress& progress) {
-  Plan plan{.model = source.label(), .target = PlanTarget::gguf, .target_bpw = options_in.target_bpw};
+  Plan plan{.model = source.label(), .target = PlanTarget::gguf, .target_bpw = options_in.target_bpw,
+            .loss_measure = {.output_kld = options_in.probe != nullptr, .imatrix_weighted = options_in.imatrix != nullptr,
+                             .probe_positions = options_in.probe ? options_in.probe->positions() : 0}};
   // A model without output.weight reads its logits through the embedding: protect it as the output
   // layer, as llama.cpp does (q6_K in its mixes).
   PlanOptions options = options_in;

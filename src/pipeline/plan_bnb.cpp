@@ -59,7 +59,8 @@ const float* importance_of(const ImportanceMatrix* imatrix, const std::optional<
 
 Plan make_bnb_plan(const Checkpoint& checkpoint, const PlanOptions& options, Progress& progress) {
   if (options.probe) throw Error("the output KL-divergence probe plans GGUF outputs only", {.file = checkpoint.path().string()});
-  Plan plan{.model = checkpoint.path().string(), .target = PlanTarget::bnb, .target_bpw = options.target_bpw};
+  Plan plan{.model = checkpoint.path().string(), .target = PlanTarget::bnb, .target_bpw = options.target_bpw,
+            .loss_measure = {.imatrix_weighted = options.imatrix != nullptr}};
   const bool directory = std::filesystem::is_directory(checkpoint.path());
   progress.begin("measure", int64_t(checkpoint.tensors().size()), 0);
   for (const auto& e : checkpoint.tensors()) {

@@ -1,6 +1,8 @@
 // plan.json: the plan as a readable file a user can edit, and back.
 //
 // {"model", "target": "gguf"|"bnb", "target_bpw", "achieved_bpw", "params", "bytes",
+//  "loss_measure": {"kind": "relative_error"|"output_kld", "imatrix_weighted",
+//                   "probe_positions" and "calibration" (output_kld only)},
 //  "tensors": [{"name", "role", "layer", "format": "q4_K" | "nf4" | "fp4" | "bf16" ...,
 //               "blocksize" and "double_quant" (4-bit bitsandbytes formats only),
 //               "params", "bpw", "quantized", "loss", "losses": {"q2_K": ..., "nf4-b64-dq": ...}}]}
@@ -29,6 +31,49 @@ TensorFormat read_format(const nlohmann::json& t, const std::string& file, const
   return *type;
 }
 
+Plan parse_plan(const nlohmann::json& j, const std::string& file) {
+  if (!j.is_object() || !j.contains("tensors") || !j["tensors"].is_array()) throw Error("no \"tensors\" list", {.file = file});
+  const std::string target = j.value("target", "gguf");
+  if (target != "gguf" && target != "bnb") throw Error(fmt::format("unknown target '{}'", target), {.file = file, .expected = "gguf or bnb"});
+  Plan plan{.model = j.value("model", ""), .target = target == "bnb" ? PlanTarget::bnb : PlanTarget::gguf,
+            .target_bpw = j.value("target_bpw", 0.0), .achieved_bpw = j.value("achieved_bpw", 0.0)};
+  // Only a record of how the plan was made: a hand-written plan may leave it out.
+  if (const auto m = j.find("loss_measure"); m != j.end()) {
+    if (!m->is_object()) throw Error("\"loss_measure\" is not an object", {.file = file});
+    const std::string kind = m->value("kind", "relative_error");
+    if (kind != "relative_error" && kind != "output_kld")
+      throw Error(fmt::format("unknown loss_measure kind '{}'", kind), {.file = file, .expected = "relative_error or output_kld"});
+    plan.loss_measure = {.output_kld = kind == "output_kld", .imatrix_weighted = m->value("imatrix_weighted", false),
+                         .probe_positions = m->value("probe_positions", int64_t(0)), .calibration = m->value("calibration", "")};
+  }
+  for (const auto& t : j["tensors"]) {
+    if (!t.is_object() || !t.contains("name") || !t["name"].is_string() || !t.contains("format") || !t["format"].is_string())
+      throw Error("a tensor entry needs \"name\" and \"format\" strings", {.file = file});
+    const std::string name = t["name"].get<std::string>();
+    TensorFormat format;
+    bool quantized = true;
+    int64_t params = 0;
+    try {  // a field of the wrong type ("blocksize": "64") names the file and the tensor
+      format = read_format(t, file, name);
+      quantized = t.value("quantized", true);
+      params = t.value("params", int64_t(0));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(e.what(), {.file = file, .tensor = name});
+    } catch (const Error& e) {  // a blocksize bitsandbytes does not take
+      throw Error(e.problem(), {.file = file, .tensor = name, .expected = e.context().expected});
+    }
+    // A GGUF holds no bitsandbytes formats; a bitsandbytes checkpoint no ggml block types.
+    const bool fits = plan.target == PlanTarget::gguf ? std::holds_alternative<GgmlType>(format)
+                                                      : !quantized || is_float_format(format) || std::holds_alternative<Bnb4bitFormat>(format);
+    if (!fits)
+      throw Error(fmt::format("format {} does not belong in a {} plan", format_label(format), target), {.file = file, .tensor = name});
+    const auto role = role_of_tensor(name);
+    plan.tensors.push_back({.name = name, .role = role.role, .layer = role.layer, .format = format, .params = params,
+                            .quantized = quantized});
+  }
+  return plan;
+}
+
 }  // namespace
 
 std::string_view plan_target_name(PlanTarget target) { return target == PlanTarget::bnb ? "bnb" : "gguf"; }
@@ -36,6 +81,13 @@ std::string_view plan_target_name(PlanTarget target) { return target == PlanTarg
 void write_plan(const std::filesystem::path& path, const Plan& plan) {
   nlohmann::ordered_json j{{"model", plan.model}, {"target", std::string(plan_target_name(plan.target))}, {"target_bpw", plan.target_bpw},
                            {"achieved_bpw", plan.achieved_bpw}, {"params", plan.params}, {"bytes", plan.bytes}};
+  const auto& m = plan.loss_measure;
+  nlohmann::ordered_json measure{{"kind", m.output_kld ? "output_kld" : "relative_error"}, {"imatrix_weighted", m.imatrix_weighted}};
+  if (m.output_kld) {
+    measure["probe_positions"] = m.probe_positions;
+    measure["calibration"] = m.calibration;
+  }
+  j["loss_measure"] = measure;
   j["tensors"] = nlohmann::ordered_json::array();
   for (const auto& p : plan.tensors) {
     nlohmann::ordered_json t{{"name", p.name}, {"role", std::string(role_name(p.role))}, {"layer", p.layer},
@@ -68,27 +120,11 @@ Plan read_plan(const std::filesystem::path& path) {
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("not valid JSON: {}", e.what()), {.file = file});
   }
-  if (!j.is_object() || !j.contains("tensors") || !j["tensors"].is_array()) throw Error("no \"tensors\" list", {.file = file});
-  const std::string target = j.value("target", "gguf");
-  if (target != "gguf" && target != "bnb") throw Error(fmt::format("unknown target '{}'", target), {.file = file, .expected = "gguf or bnb"});
-  Plan plan{.model = j.value("model", ""), .target = target == "bnb" ? PlanTarget::bnb : PlanTarget::gguf,
-            .target_bpw = j.value("target_bpw", 0.0), .achieved_bpw = j.value("achieved_bpw", 0.0)};
-  for (const auto& t : j["tensors"]) {
-    if (!t.is_object() || !t.contains("name") || !t["name"].is_string() || !t.contains("format") || !t["format"].is_string())
-      throw Error("a tensor entry needs \"name\" and \"format\" strings", {.file = file});
-    const std::string name = t["name"].get<std::string>();
-    const TensorFormat format = read_format(t, file, name);
-    const bool quantized = t.value("quantized", true);
-    // A GGUF holds no bitsandbytes formats; a bitsandbytes checkpoint no ggml block types.
-    const bool fits = plan.target == PlanTarget::gguf ? std::holds_alternative<GgmlType>(format)
-                                                      : !quantized || is_float_format(format) || std::holds_alternative<Bnb4bitFormat>(format);
-    if (!fits)
-      throw Error(fmt::format("format {} does not belong in a {} plan", format_label(format), target), {.file = file, .tensor = name});
-    const auto role = role_of_tensor(name);
-    plan.tensors.push_back({.name = name, .role = role.role, .layer = role.layer, .format = format, .params = t.value("params", int64_t(0)),
-                            .quantized = quantized});
+  try {
+    return parse_plan(j, file);
+  } catch (const nlohmann::json::exception& e) {  // a field of the wrong type ("target": 4)
+    throw Error(e.what(), {.file = file});
   }
-  return plan;
 }
 
 }  // namespace lowbit

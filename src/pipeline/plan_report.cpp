@@ -83,8 +83,9 @@ void write_plan_report(const Plan& plan, const std::filesystem::path& svg, const
 
   std::string h = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>lowbit plan</title>"
                   "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}td:first-child{text-align:left}</style></head><body>";
-  h += fmt::format("<h1>lowbit plan for {}</h1><p>{} output; target {:.3f} bits per weight, achieved {:.3f}; {} parameters, {} bytes.</p>",
-                   escaped(plan.model), plan.target == PlanTarget::bnb ? "bitsandbytes" : "GGUF", plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes);
+  h += fmt::format("<h1>lowbit plan for {}</h1><p>{} output; target {:.3f} bits per weight, achieved {:.3f}; {} parameters, {} bytes. Losses: {}.</p>",
+                   escaped(plan.model), plan.target == PlanTarget::bnb ? "bitsandbytes" : "GGUF", plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes,
+                   escaped(plan_loss_description(plan.loss_measure)));
   h += s;
   h += "<table><tr><th>tensor</th><th>role</th><th>format</th><th>bpw</th><th>predicted loss</th></tr>";
   for (const auto& t : plan.tensors)

@@ -168,6 +168,19 @@ TEST(Cli, PlanWritesPlanReportAndQuantizes) {
   ASSERT_EQ(q.status, 0) << q.out;
   EXPECT_NEAR(nlohmann::json::parse(q.out)["total"]["bpw"].get<double>(), j["achieved_bpw"].get<double>(), 1e-9);
   EXPECT_EQ(run_cli("plan " + model + " --bpw 1.0 -o " + (dir / "p3.json").string()).status, 1);
+  EXPECT_NE(text.out.find("losses: relative reconstruction error"), std::string::npos);
+  // An edited plan naming a tensor the model lacks is refused, naming it, and writes nothing.
+  auto edited = nlohmann::json::parse(std::ifstream(dir / "plan.json"));
+  for (auto& t : edited["tensors"])
+    if (t["quantized"].get<bool>()) {
+      t["name"] = "blk.99.attn_q.weight";
+      break;
+    }
+  std::ofstream(dir / "edited.json") << edited.dump();
+  const auto refused = run_cli("quantize " + model + " --plan " + (dir / "edited.json").string() + " -o " + (dir / "e.gguf").string(), true);
+  EXPECT_EQ(refused.status, 1);
+  EXPECT_NE(refused.out.find("blk.99.attn_q.weight"), std::string::npos) << refused.out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "e.gguf"));
   // The output KL-divergence probe: GGUF plans only, quantize takes it with --bpw only, and a text too
   // short for its windows is an error.
   const auto gpl = std::string("/usr/share/common-licenses/GPL-3");

@@ -95,6 +95,8 @@ TEST(Plan, RulesFileAndQuantizeFromThePlan) {
   write_plan_report(plan, dir / "plan.svg", dir / "plan.html");
   EXPECT_GT(std::filesystem::file_size(dir / "plan.svg"), 1000u);
   const Plan back = read_plan(dir / "plan.json");
+  EXPECT_FALSE(back.loss_measure.output_kld);
+  EXPECT_FALSE(back.loss_measure.imatrix_weighted);
   GgufQuantizeOptions q;
   q.selection.default_type = GgmlType::Q8_0;
   for (const auto& t : back.tensors)
@@ -104,6 +106,21 @@ TEST(Plan, RulesFileAndQuantizeFromThePlan) {
 
   std::ofstream(dir / "bad.json") << R"({"rules": [{"match": "*", "allow": ["q9_K"]}]})";
   EXPECT_THROW(load_plan_rules(dir / "bad.json"), Error);
+  // An edited plan's mistakes name the file (and the tensor where there is one).
+  for (const std::string bad : {R"({"loss_measure": {"kind": "vibes"}, "tensors": []})", R"({"loss_measure": 3, "tensors": []})",
+                                R"({"tensors": [{"name": "a", "format": "nf4", "blocksize": "64"}], "target": "bnb"})",
+                                R"({"tensors": [{"name": "a", "format": "fp4", "blocksize": 65}], "target": "bnb"})",
+                                R"({"tensors": [{"name": "a", "format": "q4_K", "quantized": "yes"}]})", R"({"target": 4, "tensors": []})",
+                                R"({"tensors": [{"name": "a", "format": "nf4"}]})", R"({"tensors": [{"name": 1, "format": "q4_K"}]})",
+                                R"({"tensors": {}})", R"([1, 2])", "{"}) {
+    std::ofstream(dir / "bad-plan.json") << bad;
+    try {
+      read_plan(dir / "bad-plan.json");
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("bad-plan.json"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
@@ -132,8 +149,17 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
     EXPECT_GT(loss["q8_0"], 0.0) << t.name;
   }
   // Without the probe the same options carry relative errors instead.
+  // The plan file says how its losses were measured.
+  EXPECT_TRUE(plan.loss_measure.output_kld);
+  EXPECT_EQ(plan.loss_measure.probe_positions, probe.positions());
+  write_plan(dir / "plan.json", plan);
+  const Plan back = read_plan(dir / "plan.json");
+  EXPECT_TRUE(back.loss_measure.output_kld);
+  EXPECT_EQ(back.loss_measure.probe_positions, probe.positions());
+  EXPECT_NE(plan_loss_description(back.loss_measure).find("KL-divergence"), std::string::npos);
   options.probe = nullptr;
   const Plan plain = make_plan(*source, options);
+  EXPECT_FALSE(plain.loss_measure.output_kld);
   ASSERT_EQ(plain.tensors.size(), plan.tensors.size());
   for (size_t i = 0; i < plan.tensors.size(); ++i)
     if (plan.tensors[i].quantized) EXPECT_NE(plain.tensors[i].options[0].loss, plan.tensors[i].options[0].loss) << plan.tensors[i].name;

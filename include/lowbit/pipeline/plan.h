@@ -87,10 +87,20 @@ struct PlannedTensor {
   std::vector<PlanOption> options;                   // every allowed candidate
 };
 
+// What the candidates' losses measure, so that a plan file says how its choices were made.
+struct PlanLossMeasure {
+  bool output_kld = false;          // false: relative reconstruction error
+  bool imatrix_weighted = false;    // errors weighted by (and tensors quantized with) an importance matrix
+  int64_t probe_positions = 0;      // output KLD: scored positions per candidate
+  std::string calibration;          // output KLD: the probe's text, when known
+};
+std::string plan_loss_description(const PlanLossMeasure& measure);  // one line for people
+
 struct Plan {
   std::string model;
   PlanTarget target = PlanTarget::gguf;
   double target_bpw = 0, achieved_bpw = 0;
+  PlanLossMeasure loss_measure;
   int64_t params = 0;
   uint64_t bytes = 0;
   std::vector<PlannedTensor> tensors;
