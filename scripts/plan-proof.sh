@@ -4,8 +4,10 @@
 # did not train on (KL-divergence, context 512). Prints a table; with IMATRIX_TEXT, an importance
 # matrix measured on that text feeds both the mixes and the plans; with PROBE_TEXT, the plans measure
 # each candidate's loss as the output KL-divergence on PROBE_CHUNKS (default 4) windows of that text
-# (--probe-text), which must not be the evaluation text.
-# Usage: [LOWBIT=build/lowbit] [IMATRIX_TEXT=F] [PROBE_TEXT=F] scripts/plan-proof.sh [MODEL] [TEXT]
+# (--probe-text), which must not be the evaluation text. UNIFORM="q4_K q3_K" adds, for each type, the
+# model quantized to that one type (llama-quantize --pure) against a plan of exactly its size.
+# Usage: [LOWBIT=build/lowbit] [MIXES="Q4_K_M ..."] [UNIFORM="q4_K ..."] [IMATRIX_TEXT=F] [PROBE_TEXT=F]
+#        scripts/plan-proof.sh [MODEL] [TEXT]
 #        (defaults: ../shared/data/lowbit-bytes-12M-bf16.gguf, GPL-3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,12 +38,21 @@ row() {  # name file
   printf '%-22s %6s %8s %9s %7s\n' "$1" "$bpw" $kld
 }
 printf '%-22s %6s %8s %9s %7s\n' format bpw ppl "KLD mean" top-1
-for mix in ${MIXES:-Q4_K_M Q3_K_M Q2_K}; do
+against_plan() {  # label reference.gguf: a plan of exactly the reference's size
+  local bpw start
+  bpw=$("$lowbit" inspect --json "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"]["bpw"])')
+  start=$SECONDS
+  "$lowbit" quantize "$model" -o "$work/plan-$1.gguf" --bpw "$bpw" "${imatrix[@]}" "${probe[@]}" --quiet
+  row "lowbit plan @ $1" "$work/plan-$1.gguf"
+  echo "  (planned and quantized in $((SECONDS - start)) s)" >&2
+}
+for mix in ${MIXES-Q4_K_M Q3_K_M Q2_K}; do
   "$lowbit" quantize "$model" -o "$work/$mix.gguf" --mix "$mix" "${imatrix[@]}" --quiet
   row "llama.cpp $mix" "$work/$mix.gguf"
-  bpw=$("$lowbit" inspect --json "$work/$mix.gguf" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"]["bpw"])')
-  start=$SECONDS
-  "$lowbit" quantize "$model" -o "$work/plan-$mix.gguf" --bpw "$bpw" "${imatrix[@]}" "${probe[@]}" --quiet
-  row "lowbit plan @ $mix" "$work/plan-$mix.gguf"
-  echo "  (planned and quantized in $((SECONDS - start)) s)" >&2
+  against_plan "$mix" "$work/$mix.gguf"
+done
+for type in ${UNIFORM:-}; do
+  "$lowbit" quantize "$model" -o "$work/$type.gguf" --format "$type" "${imatrix[@]}" --quiet
+  row "uniform $type" "$work/$type.gguf"
+  against_plan "$type" "$work/$type.gguf"
 done

@@ -107,21 +107,13 @@ LOWBIT_AVX512 void dequantize_absmax_nested_avx512(const NestedAbsmax& nested, i
 }  // namespace
 
 DequantizeBlocksFn fast_dequantize_4bit_blocks() {
-#ifdef LOWBIT_BNB_HAVE_AVX512
-  static const DequantizeBlocksFn fast = avx512::cpu_supported() ? dequantize_4bit_blocks_avx512 : nullptr;
+  static const DequantizeBlocksFn fast = LOWBIT_BNB_AVX512_OR_NULL(dequantize_4bit_blocks_avx512);
   return fast;
-#else
-  return nullptr;
-#endif
 }
 
 NestedScalesFn fast_dequantize_absmax_nested() {
-#ifdef LOWBIT_BNB_HAVE_AVX512
-  static const NestedScalesFn fast = avx512::cpu_supported() ? dequantize_absmax_nested_avx512 : nullptr;
+  static const NestedScalesFn fast = LOWBIT_BNB_AVX512_OR_NULL(dequantize_absmax_nested_avx512);
   return fast;
-#else
-  return nullptr;
-#endif
 }
 
 }  // namespace lowbit::bnb::detail

@@ -135,21 +135,13 @@ LOWBIT_AVX512 void quantize_dynamic_8bit_avx512(const float* centred, int64_t co
 }  // namespace
 
 QuantizeDynamic8bitFn fast_quantize_dynamic_8bit() {
-#ifdef LOWBIT_BNB_HAVE_AVX512
-  static const QuantizeDynamic8bitFn fast = avx512::cpu_supported() ? quantize_dynamic_8bit_avx512 : nullptr;
+  static const QuantizeDynamic8bitFn fast = LOWBIT_BNB_AVX512_OR_NULL(quantize_dynamic_8bit_avx512);
   return fast;
-#else
-  return nullptr;
-#endif
 }
 
 QuantizeBlocksFn fast_quantize_4bit_blocks() {
-#ifdef LOWBIT_BNB_HAVE_AVX512
-  static const QuantizeBlocksFn fast = avx512::cpu_supported() ? quantize_4bit_blocks_avx512 : nullptr;
+  static const QuantizeBlocksFn fast = LOWBIT_BNB_AVX512_OR_NULL(quantize_4bit_blocks_avx512);
   return fast;
-#else
-  return nullptr;
-#endif
 }
 
 }  // namespace lowbit::bnb::detail

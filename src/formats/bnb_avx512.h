@@ -88,3 +88,11 @@ LOWBIT_AVX512 inline void store64(void* p, __m512i v) {
 
 }  // namespace lowbit::bnb::avx512
 #endif
+
+// A fast kernel of this file's users when the CPU runs AVX-512, else nullptr: callers fall back to
+// the scalar reference. Without the x86 build the kernel does not exist and is not named.
+#ifdef LOWBIT_BNB_HAVE_AVX512
+#define LOWBIT_BNB_AVX512_OR_NULL(kernel) (::lowbit::bnb::avx512::cpu_supported() ? (kernel) : nullptr)
+#else
+#define LOWBIT_BNB_AVX512_OR_NULL(kernel) nullptr
+#endif

@@ -112,21 +112,13 @@ LOWBIT_AVX512 void dequantize_int8_rows_avx512(const int8_t* cb, const float* sc
 }  // namespace
 
 QuantizeInt8RowsFn fast_quantize_int8_rows() {
-#ifdef LOWBIT_BNB_HAVE_AVX512
-  static const QuantizeInt8RowsFn fast = avx512::cpu_supported() ? quantize_int8_rows_avx512 : nullptr;
+  static const QuantizeInt8RowsFn fast = LOWBIT_BNB_AVX512_OR_NULL(quantize_int8_rows_avx512);
   return fast;
-#else
-  return nullptr;
-#endif
 }
 
 DequantizeInt8RowsFn fast_dequantize_int8_rows() {
-#ifdef LOWBIT_BNB_HAVE_AVX512
-  static const DequantizeInt8RowsFn fast = avx512::cpu_supported() ? dequantize_int8_rows_avx512 : nullptr;
+  static const DequantizeInt8RowsFn fast = LOWBIT_BNB_AVX512_OR_NULL(dequantize_int8_rows_avx512);
   return fast;
-#else
-  return nullptr;
-#endif
 }
 
 }  // namespace lowbit::bnb::detail

@@ -17,10 +17,25 @@
 namespace lowbit {
 namespace {
 
-// The ggml types the planner weighs for a GGUF, from 2.6 to 16 bits per weight.
+// The ggml types the planner weighs for a GGUF: every type lowbit writes, from 2.6 to 32 bits per weight.
 constexpr GgmlType kGgufCandidates[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::Q4_K, GgmlType::Q4_0,
-                                        GgmlType::IQ4_NL, GgmlType::Q5_0, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0,
-                                        GgmlType::F16};
+                                        GgmlType::IQ4_NL, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_K, GgmlType::Q5_1,
+                                        GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::F16, GgmlType::BF16, GgmlType::F32};
+
+// The candidates no other candidate of as many bytes or fewer beats or equals on loss (the first of
+// equals stays): the only ones an allocation could want.
+std::vector<PlanOption> pareto_efficient(std::vector<PlanOption> options) {
+  std::ranges::stable_sort(options, {}, &PlanOption::bytes);
+  std::vector<PlanOption> kept;
+  for (size_t i = 0; i < options.size();) {
+    size_t best = i, end = i;  // the least loss among the candidates of this size
+    for (; end < options.size() && options[end].bytes == options[i].bytes; ++end)
+      if (options[end].loss < options[best].loss) best = end;
+    if (kept.empty() || options[best].loss < kept.back().loss) kept.push_back(options[best]);
+    i = end;
+  }
+  return kept;
+}
 
 // Relative squared error of `type` on the sample, each row quantized with its own importance weights
 // (the rows of different experts have different ones).
@@ -162,10 +177,16 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
         if (t.ne[0] % ggml_type_info(type).block_elements != 0) continue;  // rows this type cannot tile (tensor_bytes throws)
         const uint64_t bytes = gguf::tensor_bytes(type, t.ne);
         if (!planning::rules_allow(options.rules, names, role.layer, type, 8.0 * double(bytes) / double(p.params))) continue;
-        const double loss = options.probe ? probed_loss(*options.probe, t, values, importance, type) : ggml_loss(sample, type);
-        p.options.push_back({type, bytes, loss});
+        p.options.push_back({type, bytes, ggml_loss(sample, type)});
       }
       if (p.options.empty()) throw Error("no candidate format is allowed for this tensor by the rules", {.file = source.label(), .tensor = t.name});
+      if (options.probe) {
+        // A probe costs forward passes: only candidates that no smaller one beats on relative error are
+        // probed (of q4_0, iq4_nl and q4_K, all 4.5 bits, one), and one without error costs nothing.
+        p.options = pareto_efficient(std::move(p.options));
+        for (auto& o : p.options)
+          if (o.loss > 0) o.loss = probed_loss(*options.probe, t, values, importance, std::get<GgmlType>(o.format));
+      }
       p.quantized = true;
     }
     plan.tensors.push_back(std::move(p));

@@ -132,7 +132,7 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
   const auto tokens = Tokenizer::from_gguf_metadata(model->file().metadata()).encode(text, true);
   KldProbe probe(*model, tokens, 128, 1, 1);
   test::TempDir dir;
-  std::ofstream(dir / "rules.json") << R"({"rules": [{"match": "*", "allow": ["q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "q8_0"]}]})";
+  std::ofstream(dir / "rules.json") << R"({"rules": [{"match": "*", "allow": ["q2_K", "q3_K", "q4_K", "q4_0", "iq4_nl", "q5_K", "q6_K", "q8_0"]}]})";
   PlanOptions options{.target_bpw = 4.0, .probe = &probe};
   for (auto& r : load_plan_rules(dir / "rules.json")) options.rules.push_back(std::move(r));
   const auto source = ModelSource::open(bytes_model());
@@ -161,8 +161,22 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
   const Plan plain = make_plan(*source, options);
   EXPECT_FALSE(plain.loss_measure.output_kld);
   ASSERT_EQ(plain.tensors.size(), plan.tensors.size());
-  for (size_t i = 0; i < plan.tensors.size(); ++i)
-    if (plan.tensors[i].quantized) EXPECT_NE(plain.tensors[i].options[0].loss, plan.tensors[i].options[0].loss) << plan.tensors[i].name;
+  for (size_t i = 0; i < plan.tensors.size(); ++i) {
+    const auto& probed = plan.tensors[i];
+    if (!probed.quantized) continue;
+    EXPECT_NE(plain.tensors[i].options[0].loss, probed.options[0].loss) << probed.name;
+    // Of q4_0, iq4_nl and q4_K (all 4.5 bits) the probe weighs only the one of least relative error.
+    const auto four_and_a_half = [&](const std::vector<PlanOption>& options) {
+      std::vector<PlanOption> of_that_size;
+      std::ranges::copy_if(options, std::back_inserter(of_that_size),
+                           [&](const PlanOption& o) { return 8.0 * double(o.bytes) / double(probed.params) == 4.5; });
+      return of_that_size;
+    };
+    const auto plain_options = four_and_a_half(plain.tensors[i].options), probed_options = four_and_a_half(probed.options);
+    ASSERT_EQ(plain_options.size(), 3u) << probed.name;
+    ASSERT_EQ(probed_options.size(), 1u) << probed.name;
+    EXPECT_EQ(probed_options[0].format, std::ranges::min(plain_options, {}, &PlanOption::loss).format) << probed.name;
+  }
 }
 
 }  // namespace

@@ -8,7 +8,8 @@
 // loss is instead measured at the output: each candidate quantizes the whole tensor, the model runs with
 // that one tensor replaced on a few calibration windows, and the loss is the mean KL-divergence from the
 // unchanged model — how much that tensor's error costs where it matters, at the cost of a few forward
-// passes per candidate. Rules bound the choice per tensor; an allocation (plan/allocate.h) then picks
+// passes per candidate; candidates that another of no more bytes beats on relative error are dropped
+// before probing. Rules bound the choice per tensor; an allocation (plan/allocate.h) then picks
 // formats under the budget, minimising the summed losses.
 //
 // Two targets. GGUF: ggml types for the tensors llama-quantize would quantize. bitsandbytes: for the
