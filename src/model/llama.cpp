@@ -52,18 +52,21 @@ void rope(float* x, int64_t tokens, int heads, int head_dim, float base, bool ne
 void attention(const float* q, const float* k, const float* v, int64_t tokens, const LlamaConfig& c, float* out) {
   const int group = c.n_head / c.n_head_kv;
   const float scale = 1.0f / std::sqrt(float(c.head_dim));
+  // Each key head's keys side by side, so that a query's scores are one vectorised pass over them.
+  std::vector<float> keys(size_t(c.n_head_kv * tokens * c.head_dim));
+  for (int64_t s = 0; s < tokens; ++s)
+    for (int kv = 0; kv < c.n_head_kv; ++kv)
+      std::copy_n(k + (s * c.n_head_kv + kv) * c.head_dim, c.head_dim, keys.data() + (kv * tokens + s) * c.head_dim);
   parallel_for(int64_t(c.n_head) * tokens, 0, [&](int64_t begin, int64_t end) {
     auto scores = std::vector<float>(size_t(tokens));
     for (int64_t job = begin; job < end; ++job) {
       const int64_t h = job / tokens, t = job % tokens;
       const int64_t kv = h / group;
       const float* qt = q + (t * c.n_head + h) * c.head_dim;
+      dot_rows(keys.data() + kv * tokens * c.head_dim, t + 1, c.head_dim, qt, scores.data());
       float max_score = -INFINITY;
       for (int64_t s = 0; s <= t; ++s) {
-        const float* ks = k + (s * c.n_head_kv + kv) * c.head_dim;
-        float dot = 0;
-        for (int i = 0; i < c.head_dim; ++i) dot += qt[i] * ks[i];
-        scores[size_t(s)] = dot * scale;
+        scores[size_t(s)] *= scale;
         max_score = std::max(max_score, scores[size_t(s)]);
       }
       float total = 0;

@@ -81,5 +81,7 @@ class LlamaModel {
 
 // y[t, r] = Σ_c x[t, c] · W[r, c] for t < tokens, r < W.rows: W dequantized a few rows at a time.
 void matmul_quantized(const QuantizedMatrix& w, const float* x, int64_t tokens, float* y);
+// y[r] = Σ_c x[c] · rows[r · cols + c] for r < n_rows: float rows, one vector (attention's scores).
+void dot_rows(const float* rows, int64_t n_rows, int64_t cols, const float* x, float* y);
 
 }  // namespace lowbit
