@@ -103,7 +103,7 @@ void print_allocation(const Plan& plan) {
     fmt::print("{:<16} {:>12} {:>8.3f}\n", layer < 0 ? std::string("global") : fmt::format("layer {}", layer), v.first,
                8.0 * double(v.second) / double(v.first));
   fmt::print("\ntarget {:.3f} bits per weight, achieved {:.4f} ({} parameters, {} bytes)\n", plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes);
-  fmt::print("losses: {}\n", plan_loss_description(plan.loss_measure));
+  fmt::print("losses: {}; predicted total {:.4g}\n", plan_loss_description(plan.loss_measure), plan.predicted_loss);
 }
 
 }  // namespace
@@ -148,7 +148,7 @@ void add_plan_command(CLI::App& app) {
     write_plan_report(plan, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"));
     if (o->common.json)
       fmt::print("{}\n", nlohmann::ordered_json{{"plan", o->output}, {"target", o->target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
-                                                {"params", plan.params}, {"bytes", plan.bytes}}.dump(2));
+                                                {"predicted_loss", plan.predicted_loss}, {"params", plan.params}, {"bytes", plan.bytes}}.dump(2));
     else if (!o->common.quiet)
       print_allocation(plan);
   });

@@ -143,6 +143,8 @@ void allocate_plan(Plan& plan) {
   plan.bytes = 0;
   for (const auto& t : plan.tensors) plan.bytes += t.bytes;
   plan.achieved_bpw = 8.0 * double(plan.bytes) / double(plan.params);
+  plan.predicted_loss = 0;
+  for (const auto& t : plan.tensors) plan.predicted_loss += t.quantized ? t.loss : 0.0;
 }
 
 }  // namespace planning

@@ -1,7 +1,7 @@
 // plan.json: the plan as a readable file a user can edit, and back.
 //
 // {"model", "target": "gguf"|"bnb", "target_bpw", "achieved_bpw", "params", "bytes",
-//  "loss_measure": {"kind": "relative_error"|"output_kld", "imatrix_weighted",
+//  "predicted_loss" (the chosen losses summed), "loss_measure": {"kind": "relative_error"|"output_kld", "imatrix_weighted",
 //                   "probe_positions" and "calibration" (output_kld only)},
 //  "tensors": [{"name", "role", "layer", "format": "q4_K" | "nf4" | "fp4" | "bf16" ...,
 //               "blocksize" and "double_quant" (4-bit bitsandbytes formats only),
@@ -36,7 +36,8 @@ Plan parse_plan(const nlohmann::json& j, const std::string& file) {
   const std::string target = j.value("target", "gguf");
   if (target != "gguf" && target != "bnb") throw Error(fmt::format("unknown target '{}'", target), {.file = file, .expected = "gguf or bnb"});
   Plan plan{.model = j.value("model", ""), .target = target == "bnb" ? PlanTarget::bnb : PlanTarget::gguf,
-            .target_bpw = j.value("target_bpw", 0.0), .achieved_bpw = j.value("achieved_bpw", 0.0)};
+            .target_bpw = j.value("target_bpw", 0.0), .achieved_bpw = j.value("achieved_bpw", 0.0),
+            .predicted_loss = j.value("predicted_loss", 0.0)};
   // Only a record of how the plan was made: a hand-written plan may leave it out.
   if (const auto m = j.find("loss_measure"); m != j.end()) {
     if (!m->is_object()) throw Error("\"loss_measure\" is not an object", {.file = file});
@@ -87,6 +88,7 @@ void write_plan(const std::filesystem::path& path, const Plan& plan) {
     measure["probe_positions"] = m.probe_positions;
     measure["calibration"] = m.calibration;
   }
+  j["predicted_loss"] = plan.predicted_loss;
   j["loss_measure"] = measure;
   j["tensors"] = nlohmann::ordered_json::array();
   for (const auto& p : plan.tensors) {

@@ -152,6 +152,10 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
   // The plan file says how its losses were measured.
   EXPECT_TRUE(plan.loss_measure.output_kld);
   EXPECT_EQ(plan.loss_measure.probe_positions, probe.positions());
+  double chosen = 0;
+  for (const auto& t : plan.tensors) chosen += t.quantized ? t.loss : 0.0;
+  EXPECT_GT(plan.predicted_loss, 0.0);
+  EXPECT_DOUBLE_EQ(plan.predicted_loss, chosen);
   write_plan(dir / "plan.json", plan);
   const Plan back = read_plan(dir / "plan.json");
   EXPECT_TRUE(back.loss_measure.output_kld);

@@ -102,6 +102,7 @@ struct Plan {
   PlanTarget target = PlanTarget::gguf;
   double target_bpw = 0, achieved_bpw = 0;
   PlanLossMeasure loss_measure;
+  double predicted_loss = 0;  // Σ of the chosen formats' losses: with the probe, a predicted output KLD
   int64_t params = 0;
   uint64_t bytes = 0;
   std::vector<PlannedTensor> tensors;
