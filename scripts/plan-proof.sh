@@ -6,8 +6,10 @@
 # each candidate's loss as the output KL-divergence on PROBE_CHUNKS (default 4) windows of that text
 # (--probe-text), which must not be the evaluation text. UNIFORM="q4_K q3_K" adds, for each type, the
 # model quantized to that one type (llama-quantize --pure) against a plan of exactly its size.
-# Usage: [LOWBIT=build/lowbit] [MIXES="Q4_K_M ..."] [UNIFORM="q4_K ..."] [IMATRIX_TEXT=F] [PROBE_TEXT=F]
-#        scripts/plan-proof.sh [MODEL] [TEXT]
+# EXCLUDE="q4_1" keeps formats out of the plans: a model already quantized to one (the default model
+# is a Q4_1 file) would get it back without error, which tests nothing.
+# Usage: [LOWBIT=build/lowbit] [MIXES="Q4_K_M ..."] [UNIFORM="q4_K ..."] [EXCLUDE="q4_1 ..."] [IMATRIX_TEXT=F]
+#        [PROBE_TEXT=F] scripts/plan-proof.sh [MODEL] [TEXT]
 #        (defaults: ../shared/data/lowbit-bytes-12M-bf16.gguf, GPL-3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,13 +19,21 @@ text=${2:-/usr/share/common-licenses/GPL-3}
 chunks=${CHUNKS:-16}
 work=$(mktemp -d "${TMPDIR:-/tmp}/lowbit-plan-proof.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-imatrix=() probe=()
+imatrix=() plan_flags=()
 if [ -n "${PROBE_TEXT:-}" ]; then
   if [ "$(realpath "$PROBE_TEXT")" = "$(realpath "$text")" ]; then
     echo "PROBE_TEXT is the evaluation text: calibrate on another" >&2
     exit 2
   fi
-  probe=(--probe-text "$PROBE_TEXT" --probe-chunks "${PROBE_CHUNKS:-4}")
+  plan_flags=(--probe-text "$PROBE_TEXT" --probe-chunks "${PROBE_CHUNKS:-4}")
+fi
+if [ -n "${EXCLUDE:-}" ]; then
+  EXCLUDE=$EXCLUDE python3 -c '
+import json, os
+excluded = os.environ["EXCLUDE"].split()
+every = "q2_K q3_K iq4_xs q4_K q4_0 iq4_nl q4_1 q5_0 q5_K q5_1 q6_K q8_0 f16 bf16 f32".split()
+print(json.dumps({"rules": [{"match": "*", "allow": [f for f in every if f not in excluded]}]}))' >"$work/rules.json"
+  plan_flags+=(--rules "$work/rules.json")
 fi
 if [ -n "${IMATRIX_TEXT:-}" ]; then
   "$lowbit" imatrix "$model" --text "$IMATRIX_TEXT" --chunks 32 -o "$work/imatrix.gguf" --quiet
@@ -42,7 +52,7 @@ against_plan() {  # label reference.gguf: a plan of exactly the reference's size
   local bpw start
   bpw=$("$lowbit" inspect --json "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"]["bpw"])')
   start=$SECONDS
-  "$lowbit" quantize "$model" -o "$work/plan-$1.gguf" --bpw "$bpw" "${imatrix[@]}" "${probe[@]}" --quiet
+  "$lowbit" quantize "$model" -o "$work/plan-$1.gguf" --bpw "$bpw" "${imatrix[@]}" "${plan_flags[@]}" --quiet
   row "lowbit plan @ $1" "$work/plan-$1.gguf"
   echo "  (planned and quantized in $((SECONDS - start)) s)" >&2
 }

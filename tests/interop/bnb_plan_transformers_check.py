@@ -15,20 +15,14 @@ import torch
 import bitsandbytes as bnb
 import bitsandbytes.functional as F
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
+
+from random_llama import save_random_llama
 
 lowbit, work = sys.argv[1], Path(sys.argv[2])
 work.mkdir(parents=True, exist_ok=True)
-torch.manual_seed(0)
-
 base_dir = work / "base"
-config = LlamaConfig(hidden_size=512, intermediate_size=1536, num_hidden_layers=2, num_attention_heads=8,
-                     num_key_value_heads=4, vocab_size=1024, max_position_embeddings=256, torch_dtype="bfloat16")
-base = LlamaForCausalLM(config).to(torch.bfloat16)
-base.save_pretrained(base_dir, safe_serialization=True)
-tokens = torch.randint(0, 1024, (2, 64), device="cuda")
-with torch.no_grad():
-    ref_logits = base.cuda()(tokens).logits.float()
+base, tokens, ref_logits = save_random_llama(base_dir)
 
 # Rules that force variety on top of what the allocation picks: one weight kept in 16 bits, FP4 keys,
 # down projections at 4.4 bits or more.

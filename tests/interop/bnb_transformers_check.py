@@ -14,22 +14,15 @@ import torch
 import bitsandbytes as bnb
 import bitsandbytes.functional as F
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
+
+from random_llama import save_random_llama
 
 lowbit, work = sys.argv[1], Path(sys.argv[2])
 work.mkdir(parents=True, exist_ok=True)
-torch.manual_seed(0)
-
-# A small random Llama, saved as transformers saves any model.
 base_dir = work / "base"
-config = LlamaConfig(hidden_size=512, intermediate_size=1536, num_hidden_layers=2, num_attention_heads=8,
-                     num_key_value_heads=4, vocab_size=1024, max_position_embeddings=256, torch_dtype="bfloat16")
-base = LlamaForCausalLM(config).to(torch.bfloat16)
-base.save_pretrained(base_dir, safe_serialization=True)
+base, tokens, ref_logits = save_random_llama(base_dir)
 weights = load_file(str(base_dir / "model.safetensors"))
-tokens = torch.randint(0, 1024, (2, 64), device="cuda")
-with torch.no_grad():
-    ref_logits = base.cuda()(tokens).logits.float()
 
 def run(*args):
     subprocess.run([lowbit, *args, "--quiet"], check=True)
