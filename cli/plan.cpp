@@ -104,6 +104,8 @@ void print_allocation(const Plan& plan) {
                8.0 * double(v.second) / double(v.first));
   fmt::print("\ntarget {:.3f} bits per weight, achieved {:.4f} ({} parameters, {} bytes)\n", plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes);
   fmt::print("losses: {}; predicted total {:.4g}\n", plan_loss_description(plan.loss_measure), plan.predicted_loss);
+  if (plan.achieved_bpw < plan.target_bpw - 0.01)
+    fmt::print("under the target: no upgrade that fits in what is left lowers the predicted loss\n");
 }
 
 }  // namespace
