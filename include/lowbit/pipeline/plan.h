@@ -85,7 +85,7 @@ struct PlannedTensor {
   uint64_t bytes = 0;
   bool quantized = false;                            // false: kept as the source stores it, not planned
   double loss = 0;                                   // predicted loss of the chosen format
-  std::vector<PlanOption> options;                   // every allowed candidate
+  std::vector<PlanOption> options;                   // every allowed candidate (with the probe, those it weighed)
 };
 
 // What the candidates' losses measure, so that a plan file says how its choices were made.
