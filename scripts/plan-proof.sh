@@ -30,9 +30,7 @@ fi
 if [ -n "${EXCLUDE:-}" ]; then
   EXCLUDE=$EXCLUDE python3 -c '
 import json, os
-excluded = os.environ["EXCLUDE"].split()
-every = "q2_K q3_K iq4_xs q4_K q4_0 iq4_nl q4_1 q5_0 q5_K q5_1 q6_K q8_0 f16 bf16 f32".split()
-print(json.dumps({"rules": [{"match": "*", "allow": [f for f in every if f not in excluded]}]}))' >"$work/rules.json"
+print(json.dumps({"rules": [{"match": "*", "deny": os.environ["EXCLUDE"].split()}]}))' >"$work/rules.json"
   plan_flags+=(--rules "$work/rules.json")
 fi
 if [ -n "${IMATRIX_TEXT:-}" ]; then

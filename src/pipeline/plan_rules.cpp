@@ -56,18 +56,18 @@ std::vector<PlanRule> parse_rules(const nlohmann::json& j, const std::string& fi
       if (key == "match" || key == "note") continue;
       if (key == "layers" && value.is_string()) {
         rule.layers = parse_layers(value.get<std::string>(), file, rule.match);
-      } else if (key == "allow" && value.is_array()) {
+      } else if ((key == "allow" || key == "deny") && value.is_array()) {
         for (const auto& name : value) {
           const auto known = name.is_string() ? format_name_of(name.get<std::string>()) : std::nullopt;
           if (!known) throw Error(fmt::format("unknown format {}", name.dump()), {.file = file, .tensor = rule.match, .expected = "a ggml type, nf4 or fp4"});
-          rule.allow.push_back(*known);
+          (key == "allow" ? rule.allow : rule.deny).push_back(*known);
         }
       } else if ((key == "min_bpw" || key == "max_bpw") && value.is_number()) {
         (key == "min_bpw" ? rule.min_bpw : rule.max_bpw) = value.get<double>();
       } else {
         // A misspelt key would silently bound nothing: refuse it.
         throw Error(fmt::format("\"{}\": {} is not a rule field", key, value.dump()),
-                    {.file = file, .tensor = rule.match, .expected = "match, layers (string), allow (list), min_bpw, max_bpw (numbers), note"});
+                    {.file = file, .tensor = rule.match, .expected = "match, layers (string), allow, deny (lists), min_bpw, max_bpw (numbers), note"});
       }
     }
     rules.push_back(std::move(rule));
@@ -98,6 +98,7 @@ bool rules_allow(const std::vector<PlanRule>& rules, std::span<const std::string
     if (!std::ranges::any_of(names, [&](const std::string& name) { return glob_match(r.match, name); })) continue;
     if (r.layers && (layer < r.layers->first || layer > r.layers->second)) continue;
     if (!r.allow.empty() && std::ranges::find(r.allow, format_name(format)) == r.allow.end()) return false;
+    if (std::ranges::find(r.deny, format_name(format)) != r.deny.end()) return false;
     if (r.min_bpw && bpw < *r.min_bpw - 1e-9) return false;
     if (r.max_bpw && bpw > *r.max_bpw + 1e-9) return false;
   }

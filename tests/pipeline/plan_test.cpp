@@ -81,7 +81,8 @@ TEST(Plan, ReportEscapesNames) {
 TEST(Plan, RulesFileAndQuantizeFromThePlan) {
   test::TempDir dir;
   std::ofstream(dir / "rules.json") << R"({"rules": [{"match": "blk.*.attn_v.weight", "allow": ["q8_0"]},
-                                                    {"match": "blk.0.*", "min_bpw": 6}]})";
+                                                    {"match": "blk.0.*", "min_bpw": 6},
+                                                    {"match": "blk.1.*", "deny": ["q4_K", "Q5_K"]}]})";
   PlanOptions options{.target_bpw = 4.5};
   for (auto& r : load_plan_rules(dir / "rules.json")) options.rules.push_back(std::move(r));
   const auto source = ModelSource::open(bytes_model());
@@ -90,6 +91,8 @@ TEST(Plan, RulesFileAndQuantizeFromThePlan) {
     if (!t.quantized) continue;
     if (t.role == TensorRole::AttnV) EXPECT_EQ(t.format, TensorFormat(GgmlType::Q8_0)) << t.name;
     if (t.layer == 0) EXPECT_GE(8.0 * double(t.bytes) / double(t.params), 6.0) << t.name;
+    if (t.layer == 1)
+      for (const auto& o : t.options) EXPECT_TRUE(o.format != TensorFormat(GgmlType::Q4_K) && o.format != TensorFormat(GgmlType::Q5_K)) << t.name;
   }
   write_plan(dir / "plan.json", plan);
   write_plan_report(plan, dir / "plan.svg", dir / "plan.html");

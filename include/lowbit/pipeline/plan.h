@@ -38,12 +38,12 @@ namespace lowbit {
 
 // A rule of the rules file: tensors whose name matches `match` (a glob; a Hugging Face tensor is matched
 // by its GGUF name too) and whose layer is in `layers` (when given) may only take the formats named in
-// `allow` (when given: "q4_K", "nf4", "fp4", "bf16" ...) and formats of at least `min_bpw` / at most
-// `max_bpw` bits per weight as stored.
+// `allow` (when given: "q4_K", "nf4", "fp4", "bf16" ...), none of those in `deny`, and formats of at
+// least `min_bpw` / at most `max_bpw` bits per weight as stored.
 struct PlanRule {
   std::string match;
   std::optional<std::pair<int, int>> layers;  // first and last layer, inclusive
-  std::vector<std::string> allow;
+  std::vector<std::string> allow, deny;
   std::optional<double> min_bpw, max_bpw;
 };
 
@@ -52,7 +52,7 @@ std::vector<PlanRule> default_plan_rules();
 // A GGUF plan's floor for an embedding that is also the output layer (no output.weight).
 inline constexpr double kTiedOutputMinBpw = 6.0;
 // {"rules": [{"match": "blk.*.ffn_down_exps.weight", "layers": "0-5", "min_bpw": 3.4},
-//            {"match": "*attn_v*", "allow": ["q6_K", "q8_0"]}]}
+//            {"match": "*attn_v*", "allow": ["q6_K", "q8_0"]}, {"match": "*", "deny": ["q4_1"]}]}
 // "layers" is "A-B", "A-" (A and after) or "A"; a rule may carry a "note". Unknown keys are errors.
 std::vector<PlanRule> load_plan_rules(const std::filesystem::path& path);
 
