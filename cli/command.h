@@ -38,5 +38,6 @@ void add_eval_command(CLI::App& app);
 void add_imatrix_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_merge_command(CLI::App& app);
 
 }  // namespace lowbit::cli

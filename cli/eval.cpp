@@ -53,26 +53,33 @@ void add_eval_command(CLI::App& app) {
   struct Options {
     CommonOptions common;
     std::string model, text, base, kld_base, save_logits;
+    std::vector<std::string> lora, base_lora;
+    std::vector<double> lora_scale, base_lora_scale;
     int ctx = 512, chunks = 0;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("MODEL", o->model, "A .gguf file, a Hugging Face directory or a bitsandbytes checkpoint")->required();
   cmd->add_option("--text", o->text, "The text to score (UTF-8)")->required();
+  cmd->add_option("--lora", o->lora, "A PEFT LoRA adapter applied to MODEL's weights as stored (unmerged: a 4-bit model + adapter as trained); repeatable");
+  cmd->add_option("--lora-scale", o->lora_scale, "One scale per --lora, in order (default 1)");
+  cmd->add_option("--base-lora", o->base_lora, "The same for --base");
+  cmd->add_option("--base-lora-scale", o->base_lora_scale, "One scale per --base-lora");
   cmd->add_option("--ctx", o->ctx, "Window length in tokens; the second half of each window is scored")->capture_default_str();
   cmd->add_option("--chunks", o->chunks, "Score at most this many windows (0: all)");
-  auto* base = cmd->add_option("--base", o->base, "The base model: KL-divergence of MODEL's predictions from the base's");
-  cmd->add_option("--kld-base", o->kld_base, "The base's log-probabilities saved by --save-logits (llama.cpp's --kl-divergence-base file)")->excludes(base);
+  auto* base_option = cmd->add_option("--base", o->base, "The base model: KL-divergence of MODEL's predictions from the base's");
+  cmd->add_option("--kld-base", o->kld_base, "The base's log-probabilities saved by --save-logits (llama.cpp's --kl-divergence-base file)")->excludes(base_option);
   cmd->add_option("--save-logits", o->save_logits, "Store the base's (or, without a base, MODEL's) log-probabilities for later --kld-base");
   add_common_options(*cmd, o->common);
   cmd->callback([o] {
-    const EvalModel model(o->model);
+    if (!o->base_lora.empty() && o->base.empty()) throw Error("--base-lora applies to --base");
+    const EvalModel model(o->model, open_adapters(o->lora, o->lora_scale));
     const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tokens");
     std::optional<BaseLogits> base_logits;
     if (!o->kld_base.empty()) base_logits = BaseLogits::load(o->kld_base);
     if (!o->base.empty()) {
-      const EvalModel base(o->base);
+      const EvalModel base(o->base, open_adapters(o->base_lora, o->base_lora_scale));
       base_logits.emplace(o->ctx, base.model().config().n_vocab, window_tokens(tokens, o->ctx));
       evaluate(base.model(), tokens.ids, o->ctx, tokens.bos, nullptr, &*base_logits, progress);
       if (!o->save_logits.empty()) base_logits->save(o->save_logits);

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   lowbit::cli::add_imatrix_command(app);
   lowbit::cli::add_plan_command(app);
   lowbit::cli::add_bench_command(app);
+  lowbit::cli::add_merge_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,6 +10,7 @@ namespace lowbit {
 
 EvalModel::EvalModel(const std::filesystem::path& path) {
   if (path.extension() == ".gguf") {
+    gguf_ = path;
     model_ = LlamaModel::load(path);
     return;
   }
@@ -27,7 +28,19 @@ EvalModel::EvalModel(const std::filesystem::path& path) {
   GgufQuantizeOptions options;
   options.selection.default_type = GgmlType::F32;
   quantize_to_gguf(*ModelSource::open(hf), gguf, options);
+  gguf_ = gguf;
   model_ = LlamaModel::load(gguf);
+}
+
+EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<ScaledAdapter>& adapters) : EvalModel(path) {
+  if (adapters.empty()) return;
+  const auto merged = merge_lora({ModelSource::open(gguf_), false}, adapters, {.into = MergeInto::dequantized, .trained_on = std::nullopt});
+  for (const auto& t : merged->tensors()) {
+    if (!merged->raw(t).empty()) continue;  // untouched by every adapter
+    adapted_.push_back(merged->load_f32(t));
+    const auto& values = adapted_.back();
+    model_->swap_weight(t.name, {GgmlType::F32, t.ne[1], t.ne[0], std::as_bytes(std::span(values))});
+  }
 }
 
 EvalModel::~EvalModel() {

@@ -6,12 +6,17 @@
 #include <memory>
 
 #include "lowbit/model/llama.h"
+#include "lowbit/pipeline/lora_merge.h"
 
 namespace lowbit {
 
 class EvalModel {
  public:
   explicit EvalModel(const std::filesystem::path& path);
+  // The model with LoRA adapters applied to the weights it computes with (quantized weights
+  // dequantized, float weights as they are): "base + adapter" as training ran it, unmerged up to float
+  // rounding. Adapted weights are held as float32.
+  EvalModel(const std::filesystem::path& path, const std::vector<ScaledAdapter>& adapters);
   ~EvalModel();
   EvalModel(const EvalModel&) = delete;
   EvalModel& operator=(const EvalModel&) = delete;
@@ -23,7 +28,9 @@ class EvalModel {
 
  private:
   std::filesystem::path scratch_;  // temporary conversions, removed with the object
+  std::filesystem::path gguf_;     // the GGUF the runtime maps
   std::unique_ptr<LlamaModel> model_;
+  std::vector<std::vector<float>> adapted_;  // float32 weights swapped in for the adapted ones
 };
 
 }  // namespace lowbit
