@@ -11,6 +11,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/io/safetensors.h"
+#include "lowbit/pipeline/eval_model.h"
 #include "lowbit/pipeline/lora_merge.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 #include "support/paths.h"
@@ -163,6 +164,26 @@ TEST_F(LoraMerge, MergedModelQuantizesToGguf) {
   quantize_to_gguf(*merged, dir / "out.gguf", options);
   const auto written = ModelSource::open(dir / "out.gguf");
   EXPECT_EQ(written->load_f32(tensor(*written, "blk.0.attn_q.weight")), merged->load_f32(tensor(*merged, "blk.0.attn_q.weight")));
+}
+
+TEST_F(LoraMerge, EvalAppliesAdaptersUnmergedAsTheMergedModelComputes) {
+  write_adapter(dir / "a", lora_config(4, 8), {{"model.layers.0.self_attn.q_proj", {qa, qb}}, {"model.layers.1.mlp.down_proj", {da, db}}});
+  const auto adapters = open_adapters({(dir / "a").string()}, {});
+  const auto merged = merge_lora(base(), adapters, {});
+  GgufQuantizeOptions options;
+  options.selection.default_type = GgmlType::F32;
+  quantize_to_gguf(*merged, dir / "merged.gguf", options);
+  const std::vector<int32_t> tokens = {1, 17, 42, 99, 200, 7, 3, 250};
+  const auto with_adapter = EvalModel(dir / "base", adapters).model().forward(tokens);
+  const auto merged_logits = EvalModel(dir / "merged.gguf").model().forward(tokens);
+  const auto plain = EvalModel(dir / "base").model().forward(tokens);
+  double worst = 0, moved = 0;
+  for (size_t i = 0; i < plain.size(); ++i) {
+    worst = std::max(worst, double(std::fabs(with_adapter[i] - merged_logits[i])));
+    moved = std::max(moved, double(std::fabs(with_adapter[i] - plain[i])));
+  }
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_GT(moved, 1e-3);  // the adapter does change the model
 }
 
 TEST_F(LoraMerge, RefusesWhatItCannotMergeExactly) {
