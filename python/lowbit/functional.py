@@ -1,0 +1,211 @@
+"""bitsandbytes' functional API on lowbit's kernels, for torch tensors.
+
+The dtype contract: a dequantized tensor has the dtype its QuantState recorded when it was quantized,
+unless the call names another with `out_dtype=`. torch's default dtype never changes a result.
+
+4-bit bytes are bitsandbytes' CUDA kernels' own (NF4/FP4, any blocksize, double quant), computed on the
+CPU. CUDA tensors are refused for now rather than moved behind the caller's back.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from . import _lowbit
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+_SIXTEEN_BIT = (torch.float16, torch.bfloat16)
+
+
+def _cpu(t, what):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, not {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise NotImplementedError(f"{what} is on {t.device}: lowbit's Python functions run on CPU tensors in this version")
+    return t.contiguous()
+
+
+def _float_result(raw, dtype):
+    """The extension returns float32 as it is and 16-bit results as uint16 storage: view, no copy."""
+    return raw.view(dtype) if dtype in _SIXTEEN_BIT else raw
+
+
+def _dtype_name(dtype):
+    if dtype not in _DTYPE_NAMES:
+        raise TypeError(f"{dtype} is not float32, float16 or bfloat16")
+    return _DTYPE_NAMES[dtype]
+
+
+@dataclass
+class QuantState:
+    """What dequantizing a 4-bit tensor needs, field for field bitsandbytes' QuantState.
+
+    absmax: float32 per block, or with double quantization (nested=True) uint8 codes of the block
+    scales, which state2 (absmax = nested absmax per 256 codes, code = the signed dynamic map) and
+    offset turn back into scales.
+    """
+
+    absmax: torch.Tensor
+    shape: torch.Size
+    code: torch.Tensor
+    blocksize: int
+    quant_type: str
+    dtype: torch.dtype
+    offset: Optional[torch.Tensor] = None
+    state2: Optional["QuantState"] = None
+
+    @property
+    def nested(self):
+        return self.state2 is not None
+
+    @classmethod
+    def from_bnb(cls, state):
+        """From a bitsandbytes.functional.QuantState."""
+        state2 = None
+        if getattr(state, "nested", False):
+            s2 = state.state2
+            state2 = cls(absmax=s2.absmax, shape=None, code=s2.code, blocksize=s2.blocksize, quant_type="dynamic", dtype=torch.float32)
+        return cls(absmax=state.absmax, shape=torch.Size(state.shape), code=state.code, blocksize=state.blocksize,
+                   quant_type=state.quant_type, dtype=state.dtype, offset=state.offset, state2=state2)
+
+    def to_bnb(self):
+        """As a bitsandbytes.functional.QuantState (needs bitsandbytes)."""
+        from bitsandbytes.functional import QuantState as BnbQuantState
+
+        state2 = None
+        if self.nested:
+            state2 = BnbQuantState(absmax=self.state2.absmax, code=self.state2.code, blocksize=self.state2.blocksize, dtype=torch.float32)
+        return BnbQuantState(absmax=self.absmax, shape=self.shape, code=self.code, blocksize=self.blocksize, quant_type=self.quant_type,
+                             dtype=self.dtype, offset=self.offset, state2=state2)
+
+    def as_dict(self):
+        """bitsandbytes' state-dict form (QuantState.as_dict(packed=False)): tensors and plain values."""
+        d = {"quant_type": self.quant_type, "absmax": self.absmax, "blocksize": self.blocksize, "quant_map": self.code,
+             "dtype": str(self.dtype).removeprefix("torch."), "shape": tuple(self.shape)}
+        if self.nested:
+            d.update({"nested_absmax": self.state2.absmax, "nested_blocksize": self.state2.blocksize,
+                      "nested_quant_map": self.state2.code, "nested_dtype": "float32", "nested_offset": self.offset.item()})
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """The inverse of as_dict (what a checkpoint's companions hold, read back)."""
+        state2 = None
+        offset = None
+        if "nested_absmax" in d:
+            state2 = cls(absmax=d["nested_absmax"], shape=None, code=d["nested_quant_map"], blocksize=int(d["nested_blocksize"]),
+                         quant_type="dynamic", dtype=torch.float32)
+            offset = torch.tensor(float(d["nested_offset"]), dtype=torch.float32)
+        return cls(absmax=d["absmax"], shape=torch.Size(d["shape"]), code=d["quant_map"], blocksize=int(d["blocksize"]),
+                   quant_type=d["quant_type"], dtype=getattr(torch, d["dtype"]), offset=offset, state2=state2)
+
+
+def quantize_4bit(A, blocksize=64, compress_statistics=False, quant_type="fp4", quant_storage=torch.uint8, *, nested_offset=None):
+    """bitsandbytes.functional.quantize_4bit: (packed uint8 [ceil(n/2), 1], QuantState). `nested_offset`
+    (double quant): the mean of the block scales to subtract; by default the float32 nearest their exact
+    mean (bitsandbytes takes torch.mean on the GPU, whose summation order is not reproducible)."""
+    A = _cpu(A, "A")
+    _dtype_name(A.dtype)
+    if quant_storage != torch.uint8:
+        raise NotImplementedError("quant_storage other than torch.uint8")
+    q = _lowbit.quantize_4bit(A, quant_type, int(blocksize), bool(compress_statistics), nested_offset)
+    state2, offset = None, None
+    if compress_statistics:
+        state2 = QuantState(absmax=q["nested_absmax"], shape=None, code=q["nested_code"], blocksize=256, quant_type="dynamic",
+                            dtype=torch.float32)
+        offset = torch.tensor(q["offset"], dtype=torch.float32)
+    state = QuantState(absmax=q["absmax"], shape=A.shape, code=q["code"], blocksize=int(blocksize), quant_type=quant_type,
+                       dtype=A.dtype, offset=offset, state2=state2)
+    return q["packed"], state
+
+
+def quantize_nf4(A, blocksize=64, compress_statistics=False):
+    return quantize_4bit(A, blocksize, compress_statistics, "nf4")
+
+
+def quantize_fp4(A, blocksize=64, compress_statistics=False):
+    return quantize_4bit(A, blocksize, compress_statistics, "fp4")
+
+
+def dequantize_4bit(A, quant_state=None, absmax=None, out=None, blocksize=64, quant_type="fp4", *, out_dtype=None):
+    """bitsandbytes.functional.dequantize_4bit. The result has quant_state.dtype (the quantized tensor's
+    dtype), or `out_dtype` when given; never torch's default dtype. A bitsandbytes QuantState is accepted
+    as it is."""
+    if quant_state is None:
+        raise ValueError("dequantize_4bit needs the quant_state (absmax alone does not record the dtype)")
+    if not isinstance(quant_state, QuantState):
+        quant_state = QuantState.from_bnb(quant_state)
+    dtype = out_dtype or quant_state.dtype
+    A = _cpu(A, "A")
+    nested = quant_state.state2.absmax.contiguous() if quant_state.nested else None
+    offset = float(quant_state.offset) if quant_state.nested else 0.0
+    raw = _lowbit.dequantize_4bit(A.view(torch.uint8), quant_state.absmax.contiguous(), quant_state.quant_type, quant_state.blocksize,
+                                  list(quant_state.shape), _dtype_name(dtype), nested, offset)
+    result = _float_result(raw, dtype)
+    if out is not None:
+        out.copy_(result)
+        return out
+    return result
+
+
+def dequantize_nf4(A, quant_state, *, out_dtype=None):
+    return dequantize_4bit(A, quant_state, out_dtype=out_dtype)
+
+
+def dequantize_fp4(A, quant_state, *, out_dtype=None):
+    return dequantize_4bit(A, quant_state, out_dtype=out_dtype)
+
+
+def matmul_4bit(A, B, quant_state, bias=None):
+    """A @ dequantize_4bit(B).T (+ bias) in A's dtype, as bitsandbytes.matmul_4bit computes it."""
+    W = dequantize_4bit(B, quant_state, out_dtype=A.dtype)
+    out = torch.matmul(A, W.t())
+    return out + bias if bias is not None else out
+
+
+gemv_4bit = matmul_4bit
+
+
+def int8_vectorwise_quant(A, threshold=0.0):
+    """LLM.int8 row-wise quantization: (CB int8, SCB float32 per row, outlier columns or None)."""
+    A = _cpu(A, "A")
+    cb, scb, outliers = _lowbit.int8_quantize_rowwise(A.reshape(-1, A.shape[-1]), float(threshold))
+    return cb.view(torch.int8).reshape(A.shape), scb, outliers if threshold > 0 else None
+
+
+def int8_vectorwise_dequant(A, stats, *, out_dtype=torch.float32):
+    """CB · SCB / 127 in out_dtype (bitsandbytes returns float32)."""
+    A = _cpu(A, "A")
+    raw = _lowbit.int8_dequantize_rowwise(A.reshape(-1, A.shape[-1]), _cpu(stats, "stats").float(), _dtype_name(out_dtype))
+    return _float_result(raw, out_dtype).reshape(A.shape)
+
+
+def int8_matmul(A, CB, SCB, threshold=6.0):
+    """LLM.int8's matmul: A (float16) · Wᵀ, W's rows in int8 (CB, SCB) and A's outlier columns (|a| ≥ threshold)
+    multiplied in 16 bits; float16 result, bit for bit bitsandbytes' CUDA result."""
+    A = _cpu(A, "A")
+    if A.dtype != torch.float16:
+        raise TypeError("LLM.int8 takes float16 activations")
+    raw = _lowbit.int8_matmul(A.reshape(-1, A.shape[-1]), _cpu(CB, "CB"), _cpu(SCB, "SCB").float(), float(threshold))
+    return raw.view(torch.float16).reshape(*A.shape[:-1], CB.shape[0])
+
+
+def gguf_dequantize(raw, ggml_type, shape, *, out_dtype=torch.float32):
+    """A GGUF tensor's block bytes (uint8, as stored) to values of `shape` (outermost first), as ggml's to_float."""
+    raw = _cpu(raw, "raw")
+    shape = tuple(shape)
+    cols = shape[-1]
+    rows = 1
+    for d in shape[:-1]:
+        rows *= d
+    values = _lowbit.gguf_dequantize(raw.view(torch.uint8).reshape(-1), ggml_type, rows, cols).reshape(shape)
+    return values if out_dtype == torch.float32 else values.to(out_dtype)
+
+
+def gguf_quantize(x, ggml_type, imatrix=None):
+    """Rows of x (float32, last dimension the row) to ggml's block bytes, as ggml_quantize_chunk; `imatrix`:
+    one importance weight per column."""
+    x = _cpu(x, "x").float()
+    x2 = x.reshape(-1, x.shape[-1])
+    weights = _cpu(imatrix, "imatrix").float() if imatrix is not None else None
+    return _lowbit.gguf_quantize(x2, ggml_type, weights)
