@@ -7,7 +7,7 @@ packages=(
   libhwy-dev libpcre2-dev                     # SIMD with run-time dispatch, Unicode regexes
   libgtest-dev libgmock-dev libbenchmark-dev  # tests and benchmarks
   clang libclang-rt-14-dev                    # libFuzzer, ASan, UBSan
-  python3 python3-pip python3-venv unzip ca-certificates  # PyPI: the default model, gguf-py
+  python3 python3-dev python3-pip python3-venv unzip ca-certificates  # PyPI: the default model, checkers; the Python package
 )
 missing=()
 for p in "${packages[@]}"; do

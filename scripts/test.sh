@@ -5,16 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
 jobs=$(nproc)
-# Independent checkers from PyPI (llama.cpp's gguf-py), in a virtual environment of the build's own.
-if [ ! -x build/venv/bin/python ] || ! build/venv/bin/python -c 'import gguf' 2>/dev/null; then
-  python3 -m venv build/venv
-  build/venv/bin/pip install --quiet --disable-pip-version-check gguf==0.19.0
+# Independent checkers (gguf-py, transformers, bitsandbytes, PEFT) and the Python package's tools, from
+# PyPI into a virtual environment of the build's own, installed once (scripts/test-requirements.txt).
+if [ ! -x build/venv/bin/python ] || ! build/venv/bin/python -c 'import gguf, torch, transformers, bitsandbytes, peft, nanobind, pytest' 2>/dev/null; then
+  [ -x build/venv/bin/python ] || python3 -m venv build/venv
+  build/venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 fi
 export LOWBIT_PYTHON="$PWD/build/venv/bin/python" LOWBIT_REQUIRE_INTEROP=1
 # The default model (fetched once into the cache): tokenizer tests compare with llama.cpp's ids on it.
 LOWBIT_DEFAULT_MODEL=$(scripts/fetch-default-model.sh)
 export LOWBIT_DEFAULT_MODEL
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_PYTHON=ON -DPython_EXECUTABLE="$PWD/build/venv/bin/python"
 cmake --build build -j "$jobs"
 scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-30}"
+# The Python package (built above into build/python) under pytest, then every C++ test.
+PYTHONPATH="$PWD/build/python" build/venv/bin/python -m pytest -q python/tests
 ctest --test-dir build --output-on-failure -j "$jobs"
