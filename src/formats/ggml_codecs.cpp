@@ -10,6 +10,7 @@
 #include "lowbit/core/half.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_fp4.h"
+#include "lowbit/formats/ggml_iq3.h"
 #include "lowbit/formats/ggml_iq4.h"
 #include "lowbit/formats/ggml_kquants.h"
 #include "lowbit/formats/ggml_legacy.h"
@@ -59,6 +60,8 @@ constexpr GgmlCodec kCodecs[] = {
     {GgmlType::Q6_K, ggml::quantize_row_q6_K, ggml::dequantize_row_q6_K, true},
     {GgmlType::IQ4_NL, ggml::quantize_row_iq4_nl, ggml::dequantize_row_iq4_nl, true},
     {GgmlType::IQ4_XS, ggml::quantize_row_iq4_xs, ggml::dequantize_row_iq4_xs, true},
+    {GgmlType::IQ3_XXS, ggml::quantize_row_iq3_xxs, ggml::dequantize_row_iq3_xxs, true},
+    {GgmlType::IQ3_S, ggml::quantize_row_iq3_s, ggml::dequantize_row_iq3_s, true},
     {GgmlType::TQ1_0, ggml::quantize_row_tq1_0, ggml::dequantize_row_tq1_0, false},
     {GgmlType::TQ2_0, ggml::quantize_row_tq2_0, ggml::dequantize_row_tq2_0, false},
     {GgmlType::MXFP4, ggml::quantize_row_mxfp4, ggml::dequantize_row_mxfp4, false},
@@ -71,7 +74,7 @@ const GgmlCodec& require_codec(GgmlType type) {
   const GgmlCodec* codec = ggml_codec(type);
   if (!codec)
     throw Error("lowbit has no codec for ggml type " + std::string(ggml_type_name(type)),
-                {.expected = "one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs tq1_0 tq2_0 mxfp4 nvfp4 q1_0 q2_0"});
+                {.expected = "one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs iq3_xxs iq3_s tq1_0 tq2_0 mxfp4 nvfp4 q1_0 q2_0"});
   return *codec;
 }
 
