@@ -353,10 +353,10 @@ void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n) {
       std::memcpy(&word, b[i].qs + 64 + 4 * ib, 4);
       const float db = d * (0.5f + float(word >> 28)) * 0.5f;
       for (int l = 0; l < 4; ++l, y += 8) {
-        const uint8_t signs = kSignsFrom7Bits[(word >> (7 * l)) & 127];
+        const uint8_t signs = kIqEvenParitySigns[(word >> (7 * l)) & 127];
         for (int j = 0; j < 8; ++j) {
           const float v = db * float(grid_byte(kIq3XxsGrid[b[i].qs[8 * ib + 2 * l + j / 4]], j % 4));
-          y[j] = signs & kSignBit[j] ? -v : v;
+          y[j] = signs & kIqSignBit[j] ? -v : v;
         }
       }
     }
@@ -376,7 +376,7 @@ void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n) {
           const int k = 2 * l + j / 4;
           const int index = b[i].qs[8 * ib + k] | (((b[i].qh[ib] >> k) & 1) << 8);
           const float v = db * float(grid_byte(kIq3SGrid[index], j % 4));
-          y[j] = signs & kSignBit[j] ? -v : v;
+          y[j] = signs & kIqSignBit[j] ? -v : v;
         }
       }
     }

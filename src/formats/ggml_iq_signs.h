@@ -1,7 +1,6 @@
-// The sign tables of ggml's iq2/iq3 types (ggml-common.h kmask_iq2xs, ksigns_iq2xs). Eight values
-// share a sign byte (bit j set: value j negated). iq2_xxs, iq2_xs and iq3_xxs store only 7 bits of it:
-// their quantizers flip the least important sign so that the number of negated values is even, and the
-// 8th bit is that parity. Both tables are computed here rather than copied.
+// Sign tables shared by ggml's IQ families (iq2_*, iq3_*): each 8-value subgroup stores which of its
+// values are negated. ggml-common.h spells these out as tables (kmask_iq2xs, ksigns_iq2xs); both are
+// small enough to compute instead.
 #pragma once
 
 #include <array>
@@ -10,13 +9,19 @@
 
 namespace lowbit::ggml {
 
-// kmask_iq2xs: the bit of value j in a sign byte.
-inline constexpr std::array<uint8_t, 8> kSignBit = {1, 2, 4, 8, 16, 32, 64, 128};
+// Bit j of a sign byte negates value j of its subgroup (ggml's kmask_iq2xs = 1 << j).
+inline constexpr std::array<uint8_t, 8> kIqSignBit = {1, 2, 4, 8, 16, 32, 64, 128};
 
-// ksigns_iq2xs: 7 stored sign bits -> the full sign byte with even parity.
-inline constexpr std::array<uint8_t, 128> kSignsFrom7Bits = [] {
+// iq2_xxs, iq2_xs and iq3_xxs keep only 7 sign bits per subgroup: their quantizers flip the least
+// important value so that every subgroup has an even number of negated values, so the 8th bit is the
+// parity of the other 7 (ggml's ksigns_iq2xs).
+constexpr uint8_t expand_even_parity_signs(uint32_t seven_bits) {
+  return uint8_t(seven_bits | (uint32_t(std::popcount(seven_bits & 127u) & 1) << 7));
+}
+
+inline constexpr std::array<uint8_t, 128> kIqEvenParitySigns = [] {
   std::array<uint8_t, 128> table{};
-  for (unsigned i = 0; i < 128; ++i) table[i] = uint8_t(i | ((std::popcount(i) & 1u) << 7));
+  for (uint32_t i = 0; i < 128; ++i) table[i] = expand_even_parity_signs(i);
   return table;
 }();
 
