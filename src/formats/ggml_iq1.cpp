@@ -15,12 +15,12 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 #include <span>
 #include <vector>
 
 #include "formats/ggml_block_check.h"
 #include "formats/ggml_iq1_grid.h"
+#include "formats/ggml_iq1_search.h"
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
@@ -30,11 +30,12 @@ namespace {
 
 using ggml_search::round_nearest_even;
 
+using iq1::kDelta;
+using iq1::kSGroup;
+using iq1::kShiftedDown;
+using iq1::kShiftedUp;
+
 constexpr int kBlock = kIq1BlockValues;
-constexpr float kDelta = 0.125f;  // IQ1S_DELTA = IQ1M_DELTA
-// The three levels of a value, shifted up (delta +1/8) or down (-1/8).
-constexpr float kShiftedUp[3] = {-1 + kDelta, kDelta, 1 + kDelta};
-constexpr float kShiftedDown[3] = {-1 - kDelta, -kDelta, 1 - kDelta};
 
 // ---- search tables ----
 
@@ -48,6 +49,10 @@ struct Iq1SearchGrid {
   std::array<int16_t, kCodes> index_of{};  // grid index of a level code, -1 if not on the grid
   std::vector<uint32_t> neighbours_begin = std::vector<uint32_t>(kCodes + 1, 0);
   std::vector<uint16_t> neighbours;
+  // The same lists as levels laid out for the vector search (ggml_iq1_search.h): code c's chunks start
+  // at lane_levels_begin[c].
+  std::vector<uint32_t> lane_levels_begin = std::vector<uint32_t>(kCodes, 0);
+  std::vector<uint8_t> lane_levels;
 
   std::span<const uint16_t> neighbours_of(int code) const {
     return {neighbours.data() + neighbours_begin[code], neighbours.data() + neighbours_begin[code + 1]};
@@ -90,6 +95,14 @@ Iq1SearchGrid build_search_grid() {
     }
   }
   grid.neighbours_begin[kCodes] = uint32_t(grid.neighbours.size());
+  for (int code = 0; code < kCodes; ++code) {
+    grid.lane_levels_begin[code] = uint32_t(grid.lane_levels.size());
+    const auto list = grid.neighbours_of(code);
+    for (size_t first = 0; first < list.size(); first += iq1::kLaneChunk)
+      for (int i = 0; i < 8; ++i)
+        for (size_t lane = 0; lane < size_t(iq1::kLaneChunk); ++lane)
+          grid.lane_levels.push_back(first + lane < list.size() ? uint8_t(iq1_grid_level(kIq1GridCodes[list[first + lane]], i)) : 0);
+  }
   return grid;
 }
 
@@ -111,17 +124,25 @@ int level_code(const int8_t* L) {
 // to x in sum of weight * diff^2; the first on ties. Writes its levels to L.
 int best_neighbour(int code, const float* x, const float* weight, float scale, const float* shifted, int8_t* L) {
   const Iq1SearchGrid& grid = search_grid();
+  static const iq1::NearestCandidateFn vector_search = iq1::avx512_nearest_candidate();
   float best_d2 = FLT_MAX;
   int best = -1;
-  for (const uint16_t j : grid.neighbours_of(code)) {
-    float d2 = 0;
-    for (int i = 0; i < 8; ++i) {
-      const float diff = scale * shifted[point_level(j, i)] - x[i];
-      d2 += weight[i] * diff * diff;
-    }
-    if (d2 < best_d2) {
-      best_d2 = d2;
-      best = j;
+  if (vector_search && ggml_search::vector_kernels_enabled()) {
+    const float scaled[3] = {scale * shifted[0], scale * shifted[1], scale * shifted[2]};
+    const auto list = grid.neighbours_of(code);
+    const int position = vector_search(grid.lane_levels.data() + grid.lane_levels_begin[code], int(list.size()), x, weight, scaled);
+    best = position < 0 ? -1 : list[position];
+  } else {
+    for (const uint16_t j : grid.neighbours_of(code)) {
+      float d2 = 0;
+      for (int i = 0; i < 8; ++i) {
+        const float diff = scale * shifted[point_level(j, i)] - x[i];
+        d2 += weight[i] * diff * diff;
+      }
+      if (d2 < best_d2) {
+        best_d2 = d2;
+        best = j;
+      }
     }
   }
   // Only non-finite input leaves every distance at or above FLT_MAX (ggml then scans the whole grid and
@@ -142,11 +163,15 @@ bool snap_unit(const float* x, const float* weight, float scale, const float* sh
 
 // Positions of a group's values in ascending order; equal values keep their order (ggml's qsort, glibc's
 // merge sort, is stable; -0 and +0 compare equal).
+// An insertion sort: stable, and for 16 or 32 values cheaper than std::stable_sort's buffer.
 template <int N>
 std::array<int, N> ascending_order(const float* x) {
   std::array<int, N> order;
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [x](int a, int b) { return x[a] < x[b]; });
+  for (int j = 0; j < N; ++j) {
+    int k = j;
+    for (; k > 0 && x[j] < x[order[k - 1]]; --k) order[k] = order[k - 1];
+    order[k] = j;
+  }
   return order;
 }
 
@@ -180,8 +205,6 @@ void split_levels(const std::array<int, N>& order, int i1, int i2, int8_t* L) {
 
 // ---- iq1_s: 32-value groups, one shift per group ----
 
-constexpr int kSGroup = 32;
-
 struct SGroupFit {
   bool found = false;
   float scale = 0;
@@ -200,25 +223,12 @@ SGroupFit fit_iq1_s_group(const float* xb, const float* weight) {
     sumx[j + 1] = sumx[j] + weight[i] * xb[i];
     sumw[j + 1] = sumw[j] + weight[i];
   }
-  float best_score = -FLT_MAX, scale = 0;
-  int best_i1 = -1, best_i2 = -1;
-  for (int i1 = 0; i1 <= kSGroup; ++i1) {
-    for (int i2 = i1; i2 <= kSGroup; ++i2) {
-      for (const int shift : {1, -1}) {
-        const float* v = shift == 1 ? kShiftedUp : kShiftedDown;
-        const float sumqx = (sumx[i1] - sumx[0]) * v[0] + (sumx[i2] - sumx[i1]) * v[1] + (sumx[kSGroup] - sumx[i2]) * v[2];
-        const float sumq2 = (sumw[i1] - sumw[0]) * v[0] * v[0] + (sumw[i2] - sumw[i1]) * v[1] * v[1] +
-                            (sumw[kSGroup] - sumw[i2]) * v[2] * v[2];
-        if (sumq2 > 0 && sumqx * sumqx > best_score * sumq2) {
-          scale = sumqx / sumq2;
-          best_score = scale * sumqx;
-          best_i1 = i1;
-          best_i2 = i2;
-          fit.shift = shift;
-        }
-      }
-    }
-  }
+  static const iq1::SplitSearchFn vector_search = iq1::avx512_split_search();
+  const iq1::Split split = vector_search && ggml_search::vector_kernels_enabled() ? vector_search(sumx, sumw)
+                                                                                  : iq1::best_split_scalar(sumx, sumw);
+  const int best_i1 = split.i1, best_i2 = split.i2;
+  float scale = split.scale;
+  fit.shift = split.shift;
   if (best_i1 < 0) return fit;
   int8_t L[kSGroup];
   split_levels(order, best_i1, best_i2, L);
@@ -334,9 +344,44 @@ MGroupFit fit_iq1_m_group(const float* xb, const float* weight) {
   return fit;
 }
 
+// Values of one grid point: dl * (grid + delta), as ggml's dequantizers (the int8 table entry, then
+// the shift, then the scale).
+inline void dequantize_point(int index, float dl, float delta, float* y) {
+  int8_t grid[8];
+  std::memcpy(grid, &kIq1Grid[size_t(index)], 8);
+  for (int j = 0; j < 8; ++j) y[j] = dl * (float(grid[j]) + delta);
+}
+
 inline int scale_level(float id, float scale) { return std::clamp(round_nearest_even(0.5f * (id * scale - 1)), 0, 7); }
 
 }  // namespace
+
+namespace iq1 {
+
+Split best_split_scalar(const float* sumx, const float* sumw) {
+  Split best;
+  float best_score = -FLT_MAX;
+  for (int i1 = 0; i1 <= kSGroup; ++i1) {
+    for (int i2 = i1; i2 <= kSGroup; ++i2) {
+      for (const int shift : {1, -1}) {
+        const float* v = shift == 1 ? kShiftedUp : kShiftedDown;
+        const float sumqx = (sumx[i1] - sumx[0]) * v[0] + (sumx[i2] - sumx[i1]) * v[1] + (sumx[kSGroup] - sumx[i2]) * v[2];
+        const float sumq2 = (sumw[i1] - sumw[0]) * v[0] * v[0] + (sumw[i2] - sumw[i1]) * v[1] * v[1] +
+                            (sumw[kSGroup] - sumw[i2]) * v[2] * v[2];
+        if (sumq2 > 0 && sumqx * sumqx > best_score * sumq2) {
+          best.scale = sumqx / sumq2;
+          best_score = best.scale * sumqx;
+          best.i1 = i1;
+          best.i2 = i2;
+          best.shift = shift;
+        }
+      }
+    }
+  }
+  return best;
+}
+
+}  // namespace iq1
 
 void quantize_row_iq1_s(const float* x, void* blocks, int64_t n, const float* quant_weights) {
   require_whole_blocks("iq1_s", n, kBlock);
@@ -455,7 +500,7 @@ void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n) {
       const float delta = qh & 0x8000 ? -kDelta : kDelta;
       for (int l = 0; l < 4; ++l, y += 8) {
         const int index = b[i].qs[4 * ib + l] | (((qh >> (3 * l)) & 7) << 8);
-        for (int j = 0; j < 8; ++j) y[j] = dl * (float(point_level(index, j) - 1) + delta);
+        dequantize_point(index, dl, delta, y);
       }
     }
   }
@@ -475,7 +520,7 @@ void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n) {
         const uint8_t nibble = uint8_t(b[i].qh[2 * ib + l / 2] >> (4 * (l % 2)));
         const int index = b[i].qs[4 * ib + l] | ((nibble & 7) << 8);
         const float delta = nibble & 8 ? -kDelta : kDelta;
-        for (int j = 0; j < 8; ++j) y[j] = dl * (float(point_level(index, j) - 1) + delta);
+        dequantize_point(index, dl, delta, y);
       }
     }
   }

@@ -20,6 +20,7 @@
 
 #include "formats/ggml_block_check.h"
 #include "formats/ggml_iq3_grids.h"
+#include "formats/ggml_iq3_search.h"
 #include "formats/ggml_iq_signs.h"
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
@@ -44,11 +45,26 @@ struct Iq3SearchGrid {
   std::array<int16_t, kCodes> index_of{};         // grid index of a level code, -1 if not on the grid
   std::array<uint32_t, kCodes + 1> neighbours_begin{};
   std::vector<uint16_t> neighbours;
+  // The same lists as levels laid out for the vector search (ggml_iq3_search.h): code c's chunks start
+  // at lane_levels_begin[c].
+  std::array<uint32_t, kCodes> lane_levels_begin{};
+  std::vector<uint8_t> lane_levels;
 
   std::span<const uint16_t> neighbours_of(int code) const {
     return {neighbours.data() + neighbours_begin[code], neighbours.data() + neighbours_begin[code + 1]};
   }
 };
+
+void lay_out_for_lanes(Iq3SearchGrid& grid) {
+  for (int code = 0; code < kCodes; ++code) {
+    grid.lane_levels_begin[code] = uint32_t(grid.lane_levels.size());
+    const auto list = grid.neighbours_of(code);
+    for (size_t first = 0; first < list.size(); first += iq3::kLaneChunk)
+      for (int i = 0; i < 4; ++i)
+        for (size_t lane = 0; lane < size_t(iq3::kLaneChunk); ++lane)
+          grid.lane_levels.push_back(first + lane < list.size() ? uint8_t((grid.points[list[first + lane]][i] - 1) / 2) : 0);
+  }
+}
 
 Iq3SearchGrid build_search_grid(std::span<const uint16_t> codes, int rings) {
   Iq3SearchGrid grid;
@@ -79,6 +95,7 @@ Iq3SearchGrid build_search_grid(std::span<const uint16_t> codes, int rings) {
     }
   }
   grid.neighbours_begin[kCodes] = uint32_t(grid.neighbours.size());
+  lay_out_for_lanes(grid);
   return grid;
 }
 
@@ -105,6 +122,14 @@ struct Iq3Search {
 // The grid point for 4 absolute values at `scale` among the neighbours of their rounded level code:
 // the smallest sum of waux * (scale * q - x)^2, the first on ties.
 int best_neighbour(const Iq3SearchGrid& grid, int code, const float* xval, const float* waux, float scale) {
+  static const iq3::NearestCandidateFn vector_search = iq3::avx512_nearest_candidate();
+  if (vector_search && ggml_search::vector_kernels_enabled()) {
+    float scaled[8];
+    for (int l = 0; l < 8; ++l) scaled[l] = scale * float(2 * l + 1);
+    const auto list = grid.neighbours_of(code);
+    const int position = vector_search(grid.lane_levels.data() + grid.lane_levels_begin[code], int(list.size()), xval, waux, scaled);
+    return position < 0 ? -1 : list[position];
+  }
   float best_d2 = FLT_MAX;
   int best = -1;
   for (const uint16_t j : grid.neighbours_of(code)) {
@@ -138,6 +163,9 @@ bool snap_unit(const Iq3SearchGrid& grid, const float* xval, const float* waux, 
   int index = grid.index_of[code];
   const bool on_grid = index >= 0;
   if (!on_grid) index = best_neighbour(grid, code, xval, waux, scale);
+  // Only non-finite input leaves every distance at or above FLT_MAX (ggml aborts); the pipeline refuses
+  // such input before it gets here.
+  if (index < 0) index = grid.neighbours_of(code)[0];
   for (int i = 0; i < 4; ++i) L[i] = int8_t((grid.points[index][i] - 1) / 2);
   return on_grid;
 }
@@ -261,7 +289,14 @@ inline uint32_t scale_nibble(float id, float scale) {
   return uint32_t(std::clamp(round_nearest_even(0.5f * (id * scale - 1)), 0, 15));
 }
 
-inline uint8_t grid_byte(uint32_t point, int i) { return uint8_t(point >> (8 * i)); }
+// Eight dequantized values: db * level, negated where the sign byte says (ggml multiplies by -1.f,
+// which only flips the sign). The grid tables hold bytes little-endian, as x86 reads them.
+inline void write_signed(float db, const uint8_t* levels, uint8_t signs, float* y) {
+  for (int j = 0; j < 8; ++j) {
+    const float v = db * float(levels[j]);
+    y[j] = signs & kIqSignBit[j] ? -v : v;
+  }
+}
 
 }  // namespace
 
@@ -354,10 +389,10 @@ void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n) {
       const float db = d * (0.5f + float(word >> 28)) * 0.5f;
       for (int l = 0; l < 4; ++l, y += 8) {
         const uint8_t signs = kIqEvenParitySigns[(word >> (7 * l)) & 127];
-        for (int j = 0; j < 8; ++j) {
-          const float v = db * float(grid_byte(kIq3XxsGrid[b[i].qs[8 * ib + 2 * l + j / 4]], j % 4));
-          y[j] = signs & kIqSignBit[j] ? -v : v;
-        }
+        uint8_t levels[8];
+        std::memcpy(levels, &kIq3XxsGrid[b[i].qs[8 * ib + 2 * l]], 4);
+        std::memcpy(levels + 4, &kIq3XxsGrid[b[i].qs[8 * ib + 2 * l + 1]], 4);
+        write_signed(db, levels, signs, y);
       }
     }
   }
@@ -371,13 +406,12 @@ void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n) {
     for (int ib = 0; ib < kGroups; ++ib) {
       const float db = d * float(1 + 2 * ((b[i].scales[ib / 2] >> (4 * (ib % 2))) & 0xF));
       for (int l = 0; l < 4; ++l, y += 8) {
-        const uint8_t signs = b[i].signs[4 * ib + l];
-        for (int j = 0; j < 8; ++j) {
-          const int k = 2 * l + j / 4;
-          const int index = b[i].qs[8 * ib + k] | (((b[i].qh[ib] >> k) & 1) << 8);
-          const float v = db * float(grid_byte(kIq3SGrid[index], j % 4));
-          y[j] = signs & kIqSignBit[j] ? -v : v;
+        uint8_t levels[8];
+        for (int half = 0; half < 2; ++half) {
+          const int k = 2 * l + half;
+          std::memcpy(levels + 4 * half, &kIq3SGrid[b[i].qs[8 * ib + k] | (((b[i].qh[ib] >> k) & 1) << 8)], 4);
         }
+        write_signed(db, levels, b[i].signs[4 * ib + l], y);
       }
     }
   }

@@ -2,6 +2,7 @@
 #include "lowbit/formats/ggml_q1_q2.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "formats/ggml_block_check.h"
@@ -12,6 +13,14 @@ namespace {
 
 constexpr int kQ1Values = 128;
 constexpr int kQ2Values = 64;
+
+// ggml's roundf (halves away from zero) for |v| < 2^31, without a libm call so that loops vectorise:
+// truncate, then step away from zero when the dropped part (exact: v - trunc(v)) is >= 1/2.
+inline int round_half_away(float v) {
+  const int t = int(v);
+  const float rest = v - float(t);
+  return t + int(rest >= 0.5f) - int(rest <= -0.5f);
+}
 
 }  // namespace
 
@@ -43,7 +52,7 @@ void quantize_row_q2_0(const float* x, void* blocks, int64_t n, const float* /*q
     for (int k = 0; k < 16; ++k) {
       unsigned packed = 0;
       for (int b = 0; b < 4; ++b) {
-        const int q = std::clamp(int(std::round(x[4 * k + b] * id)) + 1, 0, 3);
+        const int q = std::clamp(round_half_away(x[4 * k + b] * id) + 1, 0, 3);
         packed |= unsigned(q) << (2 * b);
       }
       y[i].qs[k] = uint8_t(packed);
@@ -55,8 +64,12 @@ void dequantize_row_q1_0(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q1_0", n, kQ1Values);
   const auto* b = static_cast<const BlockQ1_0*>(blocks);
   for (int64_t i = 0; i < n / kQ1Values; ++i, y += kQ1Values) {
-    const float d = f16_to_f32(b[i].d);
-    for (int j = 0; j < kQ1Values; ++j) y[j] = (b[i].qs[j / 8] >> (j % 8)) & 1 ? d : -d;
+    // +d or -d: a clear bit flips d's sign bit (ggml's -d, so d = 0 gives -0.0 there too).
+    const uint32_t d_bits = std::bit_cast<uint32_t>(f16_to_f32(b[i].d));
+    for (int j = 0; j < kQ1Values; ++j) {
+      const uint32_t clear = ~(uint32_t(b[i].qs[j / 8]) >> (j % 8)) & 1u;
+      y[j] = std::bit_cast<float>(d_bits ^ (clear << 31));
+    }
   }
 }
 

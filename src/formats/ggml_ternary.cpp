@@ -19,8 +19,16 @@ float block_amax(const float* x) {
   return amax;
 }
 
-// -1, 0, +1 -> trit 0, 1, 2. lroundf rounds halves away from zero, as ggml's.
-inline int trit(float x, float id) { return int(std::lround(x * id)) + 1; }
+// ggml's lroundf (halves away from zero) for the |v| <= ~1 here, without a libm call so that loops
+// vectorise: truncate, then step away from zero when the dropped part (exact: v - trunc(v)) is >= 1/2.
+inline int round_half_away(float v) {
+  const int t = int(v);
+  const float rest = v - float(t);
+  return t + int(rest >= 0.5f) - int(rest <= -0.5f);
+}
+
+// -1, 0, +1 -> trit 0, 1, 2.
+inline int trit(float x, float id) { return round_half_away(x * id) + 1; }
 
 // Packs the trits of `count` values x[0], x[stride], ... as a base-3 fraction of 256: the byte is
 // ceil(t * 256 / 243) with t the trits read as a base-3 number (first trit most significant), so
@@ -33,12 +41,13 @@ uint8_t pack_trits(const float* x, int stride, int count, float id) {
   return uint8_t((t * 256 + 242) / 243);
 }
 
-// Trit n of a tq1_0 byte, as -1, 0, +1.
-inline int unpack_trit(uint8_t q, int n) {
-  static constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
-  const uint8_t shifted = uint8_t(q * kPow3[n]);
-  return ((unsigned(shifted) * 3) >> 8) - 1;
+// Trit n of a tq1_0 byte, as -1, 0, +1: multiplying by 3^n (mod 256) brings it to the top.
+inline int unpack_trit(uint8_t q, uint8_t pow3) {
+  const uint8_t shifted = uint8_t(q * pow3);
+  return int((unsigned(shifted) * 3) >> 8) - 1;
 }
+
+constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
 
 }  // namespace
 
@@ -78,12 +87,13 @@ void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n) {
   const auto* b = static_cast<const BlockTq1_0*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i, y += kBlock) {
     const float d = f16_to_f32(b[i].d);
-    for (int t = 0; t < 5; ++t)
-      for (int m = 0; m < 32; ++m) y[32 * t + m] = float(unpack_trit(b[i].qs[m], t)) * d;
-    for (int t = 0; t < 5; ++t)
-      for (int m = 0; m < 16; ++m) y[160 + 16 * t + m] = float(unpack_trit(b[i].qs[32 + m], t)) * d;
-    for (int t = 0; t < 4; ++t)
-      for (int j = 0; j < 4; ++j) y[240 + 4 * t + j] = float(unpack_trit(b[i].qh[j], t)) * d;
+    for (int t = 0; t < 5; ++t) {
+      const uint8_t pow3 = kPow3[t];
+      for (int m = 0; m < 32; ++m) y[32 * t + m] = float(unpack_trit(b[i].qs[m], pow3)) * d;
+      for (int m = 0; m < 16; ++m) y[160 + 16 * t + m] = float(unpack_trit(b[i].qs[32 + m], pow3)) * d;
+      if (t < 4)
+        for (int j = 0; j < 4; ++j) y[240 + 4 * t + j] = float(unpack_trit(b[i].qh[j], pow3)) * d;
+    }
   }
 }
 
