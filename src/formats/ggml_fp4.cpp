@@ -11,9 +11,24 @@
 namespace lowbit::ggml {
 namespace {
 
-// Codes of n values: for each, the code whose scaled value is nearest, i.e. the first of the minimal
-// |kFp4Doubled[i] * scale - x| (each product and difference rounded to float, as ggml computes them).
-// Code 0 wins ties with code 8 (both zero), so -0 is never written. The loop runs over codes outside
+// The code whose scaled value is nearest to x: the first of the minimal |kFp4Doubled[i] * scale - x|
+// (each product and difference rounded to float, as ggml computes them). Code 0 wins ties with code 8
+// (both zero), so -0 is never written.
+inline uint8_t nearest_fp4_code(float x, float scale) {
+  uint8_t best = 0;
+  float best_err = std::fabs(float(kFp4Doubled[0]) * scale - x);
+  for (uint8_t i = 1; i < 16; ++i) {
+    const float err = std::fabs(float(kFp4Doubled[i]) * scale - x);
+    if (err < best_err) {
+      best = i;
+      best_err = err;
+    }
+  }
+  return best;
+}
+
+// The same for n values: for each, the code whose scaled value is nearest, i.e. the first of the minimal
+// |kFp4Doubled[i] * scale - x|. The loop runs over codes outside
 // and values inside, so the compiler vectorises it; each value still sees the codes in ggml's order.
 template <int N>
 void nearest_fp4_codes(const float* x, float scale, uint8_t* codes) {
@@ -92,9 +107,8 @@ void quantize_row_mxfp4(const float* x, void* blocks, int64_t n, const float* /*
     const uint8_t e = shared_exponent(abs_max(x, 32));
     const float scale = e8m0_to_f32_half(e);
     y[i].e = e;
-    uint8_t codes[32];
-    nearest_fp4_codes<32>(x, scale, codes);
-    for (int j = 0; j < 16; ++j) y[i].qs[j] = uint8_t(codes[j] | (codes[j + 16] << 4));
+    for (int j = 0; j < 16; ++j)
+      y[i].qs[j] = uint8_t(nearest_fp4_code(x[j], scale) | (nearest_fp4_code(x[j + 16], scale) << 4));
   }
 }
 

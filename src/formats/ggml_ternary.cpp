@@ -87,13 +87,12 @@ void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n) {
   const auto* b = static_cast<const BlockTq1_0*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i, y += kBlock) {
     const float d = f16_to_f32(b[i].d);
-    for (int t = 0; t < 5; ++t) {
-      const uint8_t pow3 = kPow3[t];
-      for (int m = 0; m < 32; ++m) y[32 * t + m] = float(unpack_trit(b[i].qs[m], pow3)) * d;
-      for (int m = 0; m < 16; ++m) y[160 + 16 * t + m] = float(unpack_trit(b[i].qs[32 + m], pow3)) * d;
-      if (t < 4)
-        for (int j = 0; j < 4; ++j) y[240 + 4 * t + j] = float(unpack_trit(b[i].qh[j], pow3)) * d;
-    }
+    for (int t = 0; t < 5; ++t)
+      for (int m = 0; m < 32; ++m) y[32 * t + m] = float(unpack_trit(b[i].qs[m], kPow3[t])) * d;
+    for (int t = 0; t < 5; ++t)
+      for (int m = 0; m < 16; ++m) y[160 + 16 * t + m] = float(unpack_trit(b[i].qs[32 + m], kPow3[t])) * d;
+    for (int t = 0; t < 4; ++t)
+      for (int j = 0; j < 4; ++j) y[240 + 4 * t + j] = float(unpack_trit(b[i].qh[j], kPow3[t])) * d;
   }
 }
 
