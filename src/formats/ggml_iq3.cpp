@@ -75,23 +75,30 @@ Iq3SearchGrid build_search_grid(std::span<const uint16_t> codes, int rings) {
     grid.points.push_back(point);
     grid.index_of[codes[j]] = int16_t(j);
   }
-  std::vector<std::pair<int, int>> by_distance(codes.size());  // (squared distance, grid index)
+  // Squared distances between 4-vectors of odd levels 1..15: at most 4 * 14^2.
+  constexpr int kMaxDistance = 4 * 14 * 14;
+  std::vector<int> d2(codes.size());
   for (int code = 0; code < kCodes; ++code) {
     grid.neighbours_begin[code] = uint32_t(grid.neighbours.size());
     if (grid.index_of[code] >= 0) continue;
+    std::array<bool, kMaxDistance + 1> present{};
     for (size_t j = 0; j < codes.size(); ++j) {
-      int d2 = 0;
+      int sum = 0;
       for (int i = 0; i < 4; ++i) {
         const int diff = grid.points[j][i] - (2 * iq3_grid_level(uint16_t(code), i) + 1);
-        d2 += diff * diff;
+        sum += diff * diff;
       }
-      by_distance[j] = {d2, int(j)};
+      d2[j] = sum;
+      present[size_t(sum)] = true;
     }
-    std::sort(by_distance.begin(), by_distance.end());
-    int ring = 1;
-    for (size_t j = 0; j < by_distance.size(); ++j) {
-      if (j > 0 && by_distance[j].first > by_distance[j - 1].first && ++ring > rings) break;
-      grid.neighbours.push_back(uint16_t(by_distance[j].second));
+    // The points at the `rings` smallest distances, each ring in index order: ggml's (distance, index)
+    // sort order.
+    int found = 0;
+    for (int ring = 0; ring <= kMaxDistance && found < rings; ++ring) {
+      if (!present[size_t(ring)]) continue;
+      ++found;
+      for (size_t j = 0; j < codes.size(); ++j)
+        if (d2[j] == ring) grid.neighbours.push_back(uint16_t(j));
     }
   }
   grid.neighbours_begin[kCodes] = uint32_t(grid.neighbours.size());
