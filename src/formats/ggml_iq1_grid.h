@@ -1,7 +1,7 @@
 // The grid of iq1_s and iq1_m: 2048 points of 8 values in {-1, 0, 1}. Each point is stored as 8 levels
 // l = value + 1 in 0..2, 2 bits each (coordinate i at bits 2i..2i+1), sorted: ggml's kgrid_1bit_2048
 // (ggml-quants.c, iq2xs_init_impl). Expanding it gives ggml's published iq1s_grid (ggml-common.h at
-// d99724f2; checked by a checksum test in tests/formats/ggml_iq_tables_test.cpp).
+// d99724f2; checked by a checksum test in tests/formats/ggml_iq1_iq3_test.cpp).
 #pragma once
 
 #include <array>

@@ -2,7 +2,7 @@
 // coded 3 bits each (level of coordinate i at bits 3i..3i+2), sorted. These codes are ggml's kgrid_256 /
 // kgrid_512 (ggml-quants.c, iq3xs_init_impl), from which ggml's published byte tables follow:
 // iq3s_grid byte i = 2l + 1 and iq3xxs_grid byte i = 8l + 4, except l = 7, which is 62
-// (ggml-common.h at d99724f2; checked by a checksum test in tests/formats/ggml_iq_tables_test.cpp).
+// (ggml-common.h at d99724f2; checked by a checksum test in tests/formats/ggml_iq1_iq3_test.cpp).
 #pragma once
 
 #include <array>
