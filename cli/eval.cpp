@@ -110,16 +110,19 @@ void add_eval_command(CLI::App& app) {
 }
 
 void add_imatrix_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("imatrix", "Collect an importance matrix (llama.cpp's GGUF imatrix) from a text");
+  auto* cmd = app.add_subcommand("imatrix", "Collect an importance matrix (llama.cpp's GGUF or legacy .dat imatrix) from a text");
   struct Options {
     CommonOptions common;
-    std::string model, text, output;
+    std::string model, text, output, output_format;
     int ctx = 512, chunks = 0;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("MODEL", o->model, "A .gguf file, a Hugging Face directory or a bitsandbytes checkpoint")->required();
   cmd->add_option("--text", o->text, "The calibration text (UTF-8)")->required();
-  cmd->add_option("-o,--output", o->output, "Output: imatrix.gguf")->required();
+  cmd->add_option("-o,--output", o->output, "Output: imatrix.gguf, or imatrix.dat for the legacy form")->required();
+  cmd->add_option("--output-format", o->output_format,
+                  "gguf (llama.cpp since mid-2025) or dat (the legacy binary form every llama-quantize reads); default: by the extension")
+      ->check(CLI::IsMember({"gguf", "dat"}));
   cmd->add_option("--ctx", o->ctx, "Window length in tokens")->capture_default_str();
   cmd->add_option("--chunks", o->chunks, "Use at most this many windows (0: all)");
   add_common_options(*cmd, o->common, false);
@@ -129,7 +132,10 @@ void add_imatrix_command(CLI::App& app) {
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("windows");
     const auto run = collect_imatrix(model.model(), tokens.ids, o->ctx, tokens.bos, progress);
-    write_imatrix_gguf(o->output, run.entries, {std::filesystem::path(o->text).filename().string()}, uint32_t(run.chunks), uint32_t(o->ctx));
+    const std::string dataset = std::filesystem::path(o->text).filename().string();
+    const bool dat = o->output_format.empty() ? std::filesystem::path(o->output).extension() == ".dat" : o->output_format == "dat";
+    if (dat) write_imatrix_dat(o->output, run.entries, {dataset}, uint32_t(run.chunks));
+    else write_imatrix_gguf(o->output, run.entries, {dataset}, uint32_t(run.chunks), uint32_t(o->ctx));
     if (!o->common.quiet) fmt::print("wrote {}: {} weights over {} windows of {} tokens\n", o->output, run.entries.size(), run.chunks, o->ctx);
   });
 }

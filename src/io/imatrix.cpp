@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 
+#include "lowbit/core/atomic_file.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/mapped_file.h"
 #include "lowbit/io/gguf.h"
@@ -145,6 +146,34 @@ void write_imatrix_gguf(const std::filesystem::path& path, std::vector<ImatrixSu
     w.write_data(e.name + ".counts", std::as_bytes(std::span(&e.count, 1)));
   }
   w.finish();
+}
+
+void write_imatrix_dat(const std::filesystem::path& path, std::vector<ImatrixSums> entries, const std::vector<std::string>& datasets,
+                       uint32_t chunk_count) {
+  std::ranges::sort(entries, [](const ImatrixSums& a, const ImatrixSums& b) { return a.name < b.name; });
+  AtomicFile out(path);
+  auto i32 = [&](int64_t v) {
+    const auto narrow = int32_t(v);
+    out.write(&narrow, 4);
+  };
+  // llama-quantize divides the stored values by ncall: any positive ncall gives back the mean.
+  const int32_t ncall = int32_t(std::max<uint32_t>(chunk_count, 1));
+  i32(int64_t(entries.size()));
+  for (const auto& e : entries) {
+    if (e.count <= 0) throw Error("no rows were seen for this weight", {.file = path.string(), .tensor = e.name});
+    i32(int64_t(e.name.size()));
+    out.write(e.name.data(), e.name.size());
+    i32(ncall);
+    i32(int64_t(e.sums.size()));
+    std::vector<float> stored(e.sums.size());
+    for (size_t i = 0; i < stored.size(); ++i) stored[i] = e.sums[i] / e.count * float(ncall);
+    out.write(stored.data(), stored.size() * 4);
+  }
+  i32(int32_t(chunk_count));
+  const std::string dataset = datasets.empty() ? std::string() : datasets.front();
+  i32(int64_t(dataset.size()));
+  out.write(dataset.data(), dataset.size());
+  out.commit();
 }
 
 void ImportanceMatrix::build_index(const std::string& label) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "lowbit/io/gguf.h"
+#include "lowbit/io/imatrix.h"
 #include "support/paths.h"
 #include "support/tiny_moe_model.h"
 
@@ -149,6 +150,27 @@ TEST(Cli, ImatrixFeedsQuantize) {
   int with_imatrix = 0;
   for (const auto& t : report["tensors"]) with_imatrix += t["imatrix"].get<bool>();
   EXPECT_EQ(with_imatrix, 14);  // 7 matrices in each of 2 layers; token_embd and output have none
+
+  // The legacy .dat form (chosen by the extension) holds the same means, and quantizes to the same bytes.
+  const auto dat = dir / "imatrix.dat";
+  const auto d = run_cli("imatrix " + model.string() + " --text " + (test::golden_ggml_dir() / "model" / "text.txt").string() +
+                         " --ctx 64 --chunks 8 -o " + dat.string() + " --quiet");
+  ASSERT_EQ(d.status, 0) << d.out;
+  const auto from_gguf = ImportanceMatrix::load(imatrix), from_dat = ImportanceMatrix::load(dat);
+  ASSERT_EQ(from_dat.entries().size(), from_gguf.entries().size());
+  for (const auto& e : from_gguf.entries()) {
+    ASSERT_NE(from_dat.find(e.name), nullptr) << e.name;
+    const auto& w = from_dat.find(e.name)->weights;
+    ASSERT_EQ(w.size(), e.weights.size());
+    for (size_t i = 0; i < w.size(); ++i) EXPECT_NEAR(w[i], e.weights[i], 1e-6f * std::abs(e.weights[i])) << e.name << " " << i;
+  }
+  EXPECT_EQ(from_dat.chunk_count(), 8);
+  const auto qd = run_cli("quantize " + model.string() + " -o " + (dir / "qd.gguf").string() + " --format q4_K --imatrix " + dat.string() + " --quiet");
+  ASSERT_EQ(qd.status, 0) << qd.out;
+  const auto gguf_form = run_cli("imatrix " + model.string() + " --text " + (test::golden_ggml_dir() / "model" / "text.txt").string() +
+                                 " --ctx 64 --chunks 8 -o " + (dir / "forced").string() + " --output-format dat --quiet");
+  ASSERT_EQ(gguf_form.status, 0) << gguf_form.out;
+  EXPECT_NO_THROW(ImportanceMatrix::load(dir / "forced"));
 }
 
 TEST(Cli, PlanWritesPlanReportAndQuantizes) {

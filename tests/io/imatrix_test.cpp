@@ -82,5 +82,48 @@ TEST(Imatrix, LegacyDatFormDividesByCalls) {
   }
 }
 
+// lowbit's legacy writer read back by lowbit's legacy reader (the reader llama-quantize's load_imatrix
+// mirrors): the same means per column, the chunk count, the dataset; the bytes laid out as llama.cpp's.
+TEST(Imatrix, LegacyDatFormRoundTrips) {
+  test::TempDir dir;
+  std::vector<ImatrixSums> sums = {{"blk.1.ffn_up.weight", {2, 4, 6, 8}, 4}, {"blk.0.attn_q.weight", {3, 0.75f}, 3}};
+  write_imatrix_dat(dir / "m.dat", sums, {"calibration.txt"}, 5);
+  const auto m = ImportanceMatrix::load(dir / "m.dat");
+  ASSERT_EQ(m.entries().size(), 2u);
+  EXPECT_EQ(m.entries()[0].name, "blk.0.attn_q.weight");  // sorted by name
+  EXPECT_EQ(m.find("blk.0.attn_q.weight")->weights, (std::vector<float>{1, 0.25f}));
+  EXPECT_EQ(m.find("blk.1.ffn_up.weight")->weights, (std::vector<float>{0.5f, 1, 1.5f, 2}));
+  EXPECT_EQ(m.chunk_count(), 5);
+  EXPECT_EQ(m.datasets(), std::vector<std::string>{"calibration.txt"});
+
+  // First entry, byte by byte: i32 name length, name, i32 ncall (= chunks), i32 values, f32 mean × ncall.
+  std::ifstream in(dir / "m.dat", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto i32_at = [&](size_t at) {
+    int32_t v;
+    std::memcpy(&v, bytes.data() + at, 4);
+    return v;
+  };
+  auto f32_at = [&](size_t at) {
+    float v;
+    std::memcpy(&v, bytes.data() + at, 4);
+    return v;
+  };
+  EXPECT_EQ(i32_at(0), 2);
+  EXPECT_EQ(i32_at(4), 19);
+  EXPECT_EQ(bytes.substr(8, 19), "blk.0.attn_q.weight");
+  EXPECT_EQ(i32_at(27), 5);
+  EXPECT_EQ(i32_at(31), 2);
+  EXPECT_EQ(f32_at(35), 5.0f);
+  EXPECT_EQ(f32_at(39), 1.25f);
+  EXPECT_EQ(bytes.size(), 4u + (4 + 19 + 8 + 8) + (4 + 19 + 8 + 16) + 4 + 4 + 15);
+}
+
+TEST(Imatrix, LegacyWriterRefusesAnEntryWithNoRows) {
+  test::TempDir dir;
+  EXPECT_THROW(write_imatrix_dat(dir / "m.dat", {{"blk.0.attn_q.weight", {1, 2}, 0}}, {}, 1), Error);
+  EXPECT_FALSE(std::filesystem::exists(dir / "m.dat"));
+}
+
 }  // namespace
 }  // namespace lowbit

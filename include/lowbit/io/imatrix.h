@@ -35,6 +35,12 @@ struct ImatrixSums {
 void write_imatrix_gguf(const std::filesystem::path& path, std::vector<ImatrixSums> entries, const std::vector<std::string>& datasets,
                         uint32_t chunk_count, uint32_t chunk_size);
 
+// Writes llama.cpp's legacy binary form (what llama-imatrix wrote before mid-2025 and every
+// llama-quantize reads): per weight its name, ncall = chunk_count, and mean x² per column × ncall;
+// then the chunk count and the first dataset's name. Names sorted, as the GGUF form.
+void write_imatrix_dat(const std::filesystem::path& path, std::vector<ImatrixSums> entries, const std::vector<std::string>& datasets,
+                       uint32_t chunk_count);
+
 class ImportanceMatrix {
  public:
   // Reads either form (chosen by content: GGUF magic or not). Throws lowbit::Error naming file and entry.
