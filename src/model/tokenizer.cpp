@@ -307,5 +307,13 @@ std::optional<int32_t> Tokenizer::bos_id() const { return vocab_->bos; }
 std::optional<int32_t> Tokenizer::eos_id() const { return vocab_->eos; }
 bool Tokenizer::adds_bos() const { return vocab_->add_bos; }
 bool Tokenizer::adds_eos() const { return vocab_->add_eos; }
+bool Tokenizer::adds_space_prefix() const { return vocab_->add_space_prefix; }
+bool Tokenizer::ignores_merges() const { return vocab_->ignore_merges; }
+float Tokenizer::token_score(int32_t id) const { return vocab_->scores.at(size_t(id)); }
+
+const std::vector<std::string>& Tokenizer::pre_tokenizer_regexes() const {
+  static const std::vector<std::string> none;
+  return vocab_->pre_tokenizer ? vocab_->pre_tokenizer->patterns() : none;
+}
 
 }  // namespace lowbit

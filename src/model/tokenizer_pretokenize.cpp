@@ -105,7 +105,7 @@ struct PreTokenizer::Compiled {
 
 PreTokenizer::PreTokenizer(const std::vector<std::string>& regexes) {
   for (const auto& regex : regexes) {
-    const std::string pattern = expand_whitespace(regex);
+    const std::string& pattern = patterns_.emplace_back(expand_whitespace(regex));
     int error = 0;
     PCRE2_SIZE error_offset = 0;
     auto compiled = std::make_unique<Compiled>();

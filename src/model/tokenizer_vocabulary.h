@@ -24,9 +24,12 @@ class PreTokenizer {
 
   // Byte ranges [begin, end) of the words of `utf8`, which must be valid UTF-8.
   std::vector<std::pair<size_t, size_t>> split(std::string_view utf8) const;
+  // The regexes as compiled (\s and \S spelled out as Unicode White_Space classes).
+  const std::vector<std::string>& patterns() const { return patterns_; }
 
  private:
   struct Compiled;
+  std::vector<std::string> patterns_;
   std::vector<std::unique_ptr<Compiled>> regexes_;
 };
 

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace lowbit::test {
@@ -34,6 +35,20 @@ inline bool have_gguf_py() {
   return status == 0;
 }
 
+// Skips where one of the Python modules (e.g. "transformers, torch") is absent, unless the test run
+// requires the checkers (scripts/test.sh installs them all into build/venv).
+inline bool have_python_modules(const std::string& modules) {
+  int status = 0;
+  run_command(python() + " -c 'import " + modules + "' 2>/dev/null", &status);
+  return status == 0;
+}
+
+#define REQUIRE_PYTHON_MODULES(modules)                                                                  \
+  if (!lowbit::test::have_python_modules(modules)) {                                                      \
+    if (std::getenv("LOWBIT_REQUIRE_INTEROP")) FAIL() << modules << " not importable by " << lowbit::test::python(); \
+    GTEST_SKIP() << modules << " not installed (scripts/test.sh installs them into build/venv)";           \
+  }
+
 #define REQUIRE_GGUF_PY()                                                                   \
   if (!lowbit::test::have_gguf_py()) {                                                                    \
     if (std::getenv("LOWBIT_REQUIRE_INTEROP")) FAIL() << "gguf-py not importable by " << lowbit::test::python(); \
@@ -41,5 +56,17 @@ inline bool have_gguf_py() {
   }
 
 inline std::string interop_script(const char* name) { return std::string(LOWBIT_SOURCE_DIR) + "/tests/interop/" + name; }
+
+// Runs tests/interop/`script` with `args` and parses the JSON its last line prints; fails the test
+// (with everything it printed) if it exits non-zero.
+inline nlohmann::json run_interop_json(const char* script, const std::string& args) {
+  int status = 0;
+  const auto out = run_command(python() + " " + interop_script(script) + " " + args + " 2>&1", &status);
+  EXPECT_EQ(status, 0) << out;
+  if (status != 0) return nullptr;
+  const size_t end = out.find_last_not_of('\n');
+  const size_t begin = out.find_last_of('\n', end);
+  return nlohmann::json::parse(out.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin == std::string::npos ? 0 : begin + 1) + 1));
+}
 
 }  // namespace lowbit::test

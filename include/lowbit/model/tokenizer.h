@@ -58,6 +58,14 @@ class Tokenizer {
   std::optional<int32_t> eos_id() const;
   bool adds_bos() const;
   bool adds_eos() const;
+  // SPM: a "▁" is prepended to the text and after each special token (tokenizer.ggml.add_space_prefix).
+  bool adds_space_prefix() const;
+  // BPE: the pre-tokenizer's regexes, applied in turn each within the pieces of the one before (PCRE2
+  // syntax, \s spelled out as Unicode White_Space); whether a word that is a whole token skips merging.
+  const std::vector<std::string>& pre_tokenizer_regexes() const;
+  bool ignores_merges() const;
+  // SPM: the piece's score (higher merges first); 0 where the vocabulary stores none.
+  float token_score(int32_t id) const;
 
   struct Vocabulary;  // shared, immutable: copying a Tokenizer is cheap
 
