@@ -27,27 +27,6 @@ void rms_norm(const float* x, const float* weight, int64_t tokens, int64_t n, fl
   }
 }
 
-// Rotates each head's pairs by position-dependent angles. llama.cpp's "normal" RoPE pairs adjacent
-// values (2i, 2i+1), which is why its converter permutes HF's Q/K rows; NEOX style pairs (i, i+d/2).
-void rope(float* x, int64_t tokens, int heads, int head_dim, float base, bool neox) {
-  const int half = head_dim / 2;
-  auto inv_freq = std::vector<float>(size_t(half));
-  for (int i = 0; i < half; ++i) inv_freq[size_t(i)] = std::pow(base, -2.0f * float(i) / float(head_dim));
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int h = 0; h < heads; ++h) {
-      float* v = x + (t * heads + h) * head_dim;
-      for (int i = 0; i < half; ++i) {
-        const float angle = float(t) * inv_freq[size_t(i)];
-        const float c = std::cos(angle), s = std::sin(angle);
-        float& a = neox ? v[i] : v[2 * i];
-        float& b = neox ? v[i + half] : v[2 * i + 1];
-        const float a0 = a, b0 = b;
-        a = a0 * c - b0 * s;
-        b = a0 * s + b0 * c;
-      }
-    }
-}
-
 // Causal attention of every query head with its key/value head (grouped-query attention).
 void attention(const float* q, const float* k, const float* v, int64_t tokens, const LlamaConfig& c, float* out) {
   const int group = c.n_head / c.n_head_kv;
@@ -194,8 +173,8 @@ void LlamaModel::apply_layer(int index, std::vector<float>& hidden, const Activa
   add_bias(v.data(), layer.v_bias, T);
   head_norm(q.data(), layer.q_norm, T * c.n_head, c.head_dim, c.rms_eps);
   head_norm(k.data(), layer.k_norm, T * c.n_head_kv, c.head_dim, c.rms_eps);
-  rope(q.data(), T, c.n_head, c.head_dim, c.rope_base, c.rope_neox);
-  rope(k.data(), T, c.n_head_kv, c.head_dim, c.rope_base, c.rope_neox);
+  apply_rope(q.data(), T, c.n_head, c.head_dim, c.rope, c.rope_neox);
+  apply_rope(k.data(), T, c.n_head_kv, c.head_dim, c.rope, c.rope_neox);
   attention(q.data(), k.data(), v.data(), T, c, att.data());
   product(layer.o, layer.prefix + "attn_output.weight", att.data(), out.data());
   for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];

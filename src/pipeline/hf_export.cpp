@@ -4,11 +4,13 @@
 #include <fmt/format.h>
 
 #include "checkpoint_output.h"
+#include "hf_config.h"
 #include "hf_names.h"
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/io/bnb_checkpoint.h"
+#include "lowbit/pipeline/hf_tokenizer_export.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 
 namespace lowbit {
@@ -23,52 +25,28 @@ std::string string_value(const ModelSource& s, const std::string& key) {
   return v && v->get_if<std::string>() ? *v->get_if<std::string>() : "";
 }
 
-// tokenizers' pre-tokenizer for a llama.cpp pre-tokenizer name (the ones hf_tokenizer.cpp recognises).
-ordered_json pre_tokenizer_for(const std::string& pre) {
-  const ordered_json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}};
-  auto split = [&](const char* regex) {
-    return ordered_json{{"type", "Sequence"},
-                        {"pretokenizers", {{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}}, byte_level}}};
-  };
-  if (pre == "llama-bpe")
-    return split(R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)");
-  if (pre == "qwen2")
-    return split(R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)");
-  if (pre == "smollm") return {{"type", "Sequence"}, {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}}}};
-  return {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
-}
-
-void write_tokenizer(const ModelSource& s, const std::filesystem::path& dir) {
-  if (string_value(s, "tokenizer.ggml.model") != "gpt2")
-    throw Error("only byte-level BPE (tokenizer.ggml.model = gpt2) vocabularies can be exported", {.file = s.label()});
-  const auto& tokens = find(s, "tokenizer.ggml.tokens")->get_if<gguf::Array>()->items;
-  const auto* types_value = find(s, "tokenizer.ggml.token_type");
-  ordered_json vocab = ordered_json::object(), added = ordered_json::array();
-  for (size_t id = 0; id < tokens.size(); ++id) {
-    const std::string& text = *tokens[id].get_if<std::string>();
-    const int32_t type = types_value ? *types_value->get_if<gguf::Array>()->items[id].get_if<int32_t>() : 1;
-    vocab[text] = id;
-    if (type == 3 || type == 4)  // control and user-defined tokens are tokenizers' "added tokens"
-      added.push_back({{"id", id}, {"content", text}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                       {"normalized", false}, {"special", type == 3}});
+// The GGUF's RoPE scaling as config.json's rope_scaling: linear and YaRN from their keys; Llama 3's
+// from rope_freqs.weight, recognised only where Llama 3.1's parameters with its largest divisor as the
+// factor recompute the same tensor (anything else would load in transformers with other positions).
+std::optional<ordered_json> rope_scaling_of(const ModelSource& s, const std::string& arch, int64_t head_dim, float base) {
+  const auto freqs = std::ranges::find_if(s.tensors(), [](const auto& t) { return t.name == "rope_freqs.weight"; });
+  if (freqs != s.tensors().end()) {
+    const std::vector<float> stored = s.load_f32(*freqs);
+    const float factor = *std::ranges::max_element(stored);
+    if (llama3_rope_freqs(base, head_dim, factor, 1.0f, 4.0f, 8192.0f) != stored)
+      throw Error("rope_freqs.weight is not Llama 3.1's frequency scaling; it has no config.json form lowbit can write",
+                  {.file = s.label(), .tensor = "rope_freqs.weight"});
+    return ordered_json{{"rope_type", "llama3"}, {"factor", factor}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                        {"original_max_position_embeddings", 8192}};
   }
-  ordered_json merges = ordered_json::array();
-  if (const auto* m = find(s, "tokenizer.ggml.merges"))
-    for (const auto& item : m->get_if<gguf::Array>()->items) merges.push_back(*item.get_if<std::string>());
-  const ordered_json tokenizer = {{"version", "1.0"}, {"added_tokens", added}, {"normalizer", nullptr},
-                                  {"pre_tokenizer", pre_tokenizer_for(string_value(s, "tokenizer.ggml.pre"))},
-                                  {"post_processor", nullptr}, {"decoder", {{"type", "ByteLevel"}}},
-                                  {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"byte_fallback", false},
-                                             {"vocab", vocab}, {"merges", merges}}}};
-  write_json_file(dir / "tokenizer.json", tokenizer);
-  ordered_json config = {{"tokenizer_class", "PreTrainedTokenizerFast"}};
-  for (const auto& [role, key] : {std::pair{"bos", "tokenizer.ggml.bos_token_id"}, {"eos", "tokenizer.ggml.eos_token_id"},
-                                  {"unk", "tokenizer.ggml.unknown_token_id"}, {"pad", "tokenizer.ggml.padding_token_id"}})
-    if (const auto* v = find(s, key); v && v->as_int() && *v->as_int() < int64_t(tokens.size()))
-      config[std::string(role) + "_token"] = *tokens[size_t(*v->as_int())].get_if<std::string>();
-  if (const auto* v = find(s, "tokenizer.ggml.add_bos_token"); v && v->get_if<bool>()) config["add_bos_token"] = *v->get_if<bool>();
-  if (const auto t = string_value(s, "tokenizer.chat_template"); !t.empty()) config["chat_template"] = t;
-  write_json_file(dir / "tokenizer_config.json", config);
+  const std::string type = string_value(s, arch + ".rope.scaling.type");
+  const auto* factor = find(s, arch + ".rope.scaling.factor");
+  if (type.empty() || type == "none" || !factor || !factor->get_if<float>()) return std::nullopt;
+  if (type == "linear") return ordered_json{{"rope_type", "linear"}, {"factor", *factor->get_if<float>()}};
+  const auto* original = find(s, arch + ".rope.scaling.original_context_length");
+  if (type == "yarn" && original && original->as_int())
+    return ordered_json{{"rope_type", "yarn"}, {"factor", *factor->get_if<float>()}, {"original_max_position_embeddings", *original->as_int()}};
+  throw Error(fmt::format("RoPE scaling '{}' cannot be written to config.json", type), {.file = s.label(), .tensor = arch + ".rope.scaling.type"});
 }
 
 int64_t vocab_size(const ModelSource& s) {
@@ -98,7 +76,11 @@ GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::files
   GgufQuantizeReport report;
   std::vector<TensorGroup> groups;
   std::vector<std::string> hf_names;
-  for (const auto& t : source.tensors()) {
+  std::vector<size_t> exported;  // positions in source.tensors(); rope_freqs.weight goes to config.json instead
+  for (size_t i = 0; i < source.tensors().size(); ++i) {
+    const auto& t = source.tensors()[i];
+    if (t.name == "rope_freqs.weight") continue;
+    exported.push_back(i);
     const auto hf = hf_name_of(t.name);
     if (!hf) throw Error("tensor has no Hugging Face name", {.file = source.label(), .tensor = t.name});
     hf_names.push_back(*hf);
@@ -107,7 +89,7 @@ GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::files
   progress.begin("export", int64_t(groups.size()), 0);
   uint64_t bytes_out = 0;
   write_sharded(dir.path(), groups, 5'000'000'000, [&](size_t g, const auto& emit) {
-    const auto& t = source.tensors()[g];
+    const auto& t = source.tensors()[exported[g]];
     std::vector<float> values = source.load_f32(t);
     const bool q = t.name.ends_with("attn_q.weight"), k = t.name.ends_with("attn_k.weight");
     if (match->permute_qk && (q || k)) {  // back to HF's rotate-half row order
@@ -136,8 +118,10 @@ GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::files
                          {"tie_word_embeddings", !facts.has_output}, {"torch_dtype", std::string(bnb::torch_dtype_name(dtype))}};
   if (const auto* v = find(source, "tokenizer.ggml.bos_token_id"); v && v->as_int()) config["bos_token_id"] = *v->as_int();
   if (const auto* v = find(source, "tokenizer.ggml.eos_token_id"); v && v->as_int()) config["eos_token_id"] = *v->as_int();
+  if (const auto* v = find(source, "tokenizer.ggml.padding_token_id"); v && v->as_int()) config["pad_token_id"] = *v->as_int();
+  if (auto scaling = rope_scaling_of(source, arch, head_dim, hp_float("rope.freq_base", 10000.0f))) config["rope_scaling"] = *scaling;
   write_json_file(dir.path() / "config.json", config);
-  write_tokenizer(source, dir.path());
+  write_hf_tokenizer(source.metadata(), dir.path());
   dir.commit();
   report.bytes = bytes_out;
   return report;

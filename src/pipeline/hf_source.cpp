@@ -1,5 +1,6 @@
 #include "hf_source.h"
 
+#include "hf_config.h"
 #include "hf_names.h"
 
 #include <fmt/format.h>
@@ -28,10 +29,14 @@ GgmlType ggml_type_of(DType dtype, const std::string& file, const std::string& t
   }
 }
 
-int64_t require_int(const json& config, const char* key, const std::string& file) {
-  if (!config.contains(key) || !config[key].is_number_integer())
-    throw Error(fmt::format("config.json has no integer '{}'", key), {.file = file});
-  return config[key].get<int64_t>();
+// config.json's (or generation_config.json's) token ids where tokenizer_config.json named none, as
+// llama.cpp's SpecialVocab falls back to config.json.
+void add_special_token_fallbacks(const HfModelConfig& model, std::vector<gguf::KeyValue>& metadata) {
+  for (auto [key, id] : {std::pair{"tokenizer.ggml.bos_token_id", model.bos_id}, {"tokenizer.ggml.eos_token_id", model.eos_id},
+                         {"tokenizer.ggml.padding_token_id", model.pad_id}}) {
+    if (!id || *id < 0 || *id >= model.vocab) continue;
+    if (std::ranges::find(metadata, std::string(key), &gguf::KeyValue::key) == metadata.end()) metadata.push_back(kv(key, uint32_t(*id)));
+  }
 }
 
 }  // namespace
@@ -48,34 +53,19 @@ HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir) {
                 {.file = file, .expected = "Llama, Mistral, Qwen2 or Qwen3 (dense); any checkpoint can be planned with --target bnb"});
   const std::string a(arch->gguf_arch);
 
-  const int64_t n_embd = require_int(config, "hidden_size", file);
-  const int64_t n_head = require_int(config, "num_attention_heads", file);
-  const int64_t n_head_kv = config.contains("num_key_value_heads") ? require_int(config, "num_key_value_heads", file) : n_head;
-  const int64_t head_dim = config.contains("head_dim") && config["head_dim"].is_number_integer() ? config["head_dim"].get<int64_t>() : n_embd / n_head;
-  const int64_t vocab = require_int(config, "vocab_size", file);
-
+  const HfModelConfig model = read_hf_model_config(config, file, dir, a);
   metadata_.push_back(kv("general.architecture", a));
   metadata_.push_back(kv("general.type", std::string("model")));
   metadata_.push_back(kv("general.name", dir.filename().string()));
-  metadata_.push_back(kv(a + ".block_count", uint32_t(require_int(config, "num_hidden_layers", file))));
-  metadata_.push_back(kv(a + ".context_length", uint32_t(require_int(config, "max_position_embeddings", file))));
-  metadata_.push_back(kv(a + ".embedding_length", uint32_t(n_embd)));
-  metadata_.push_back(kv(a + ".feed_forward_length", uint32_t(require_int(config, "intermediate_size", file))));
-  metadata_.push_back(kv(a + ".attention.head_count", uint32_t(n_head)));
-  metadata_.push_back(kv(a + ".attention.head_count_kv", uint32_t(n_head_kv)));
-  if (config.contains("rope_theta")) metadata_.push_back(kv(a + ".rope.freq_base", config["rope_theta"].get<float>()));
-  metadata_.push_back(kv(a + ".attention.layer_norm_rms_epsilon", config.value("rms_norm_eps", 1e-6f)));
-  if (a == "qwen3") {
-    metadata_.push_back(kv(a + ".attention.key_length", uint32_t(head_dim)));
-    metadata_.push_back(kv(a + ".attention.value_length", uint32_t(head_dim)));
-  }
-  metadata_.push_back(kv(a + ".vocab_size", uint32_t(vocab)));
-  metadata_.push_back(kv(a + ".rope.dimension_count", uint32_t(head_dim)));
-  add_hf_tokenizer_metadata(dir, vocab, metadata_);
+  metadata_.insert(metadata_.end(), model.metadata.begin(), model.metadata.end());
+  add_hf_tokenizer_metadata(dir, model.vocab, metadata_);
+  add_special_token_fallbacks(model, metadata_);
+  const int64_t n_head = model.n_head, n_head_kv = model.n_head_kv;
 
   for (const auto& e : checkpoint_.tensors()) {
     const auto& hf = e.info->name;
     if (hf.ends_with("rotary_emb.inv_freq")) continue;  // recomputed by llama.cpp
+    if (hf == "lm_head.weight" && model.tie_word_embeddings) continue;  // tied: the embedding is the output layer
     const auto name = gguf_name_of(hf);
     if (!name) throw Error("tensor has no llama.cpp name", {.file = e.shard->label(), .tensor = hf});
     Origin origin{hf};
@@ -84,17 +74,26 @@ HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir) {
     origins_[*name] = origin;
     tensors_.push_back({*name, Shape(e.info->shape.rbegin(), e.info->shape.rend()), ggml_type_of(e.info->dtype, e.shard->label(), hf)});
   }
+  if (!model.tie_word_embeddings && !origins_.contains("output.weight"))
+    throw Error("no lm_head.weight, and 'tie_word_embeddings' is not true", {.file = file});
+  if (!model.rope_freqs.empty()) {  // Llama 3's frequency factors, computed as llama.cpp's converter does
+    rope_freqs_ = model.rope_freqs;
+    origins_["rope_freqs.weight"] = Origin{};
+    tensors_.push_back({"rope_freqs.weight", Shape{int64_t(rope_freqs_.size())}, GgmlType::F32});
+  }
   std::ranges::sort(tensors_, [](const Tensor& x, const Tensor& y) { return gguf_tensor_order(x.name, y.name); });
 }
 
 std::span<const std::byte> HfSource::raw(const Tensor& tensor) const {
   const Origin& origin = origins_.at(tensor.name);
+  if (origin.hf_name.empty()) return std::as_bytes(std::span(rope_freqs_));
   if (origin.permute_heads) return {};
   return checkpoint_.view(origin.hf_name).bytes;
 }
 
 std::vector<float> HfSource::load_f32(const Tensor& tensor) const {
   const Origin& origin = origins_.at(tensor.name);
+  if (origin.hf_name.empty()) return rope_freqs_;
   const TensorView view = checkpoint_.view(origin.hf_name);
   std::vector<float> values(size_t(view.elements()));
   convert_to_f32(view.dtype, view.bytes.data(), values.data(), values.size());

@@ -27,7 +27,8 @@ class HfSource : public ModelSource {
   Checkpoint checkpoint_;
   std::vector<gguf::KeyValue> metadata_;
   std::vector<Tensor> tensors_;
-  std::map<std::string, Origin> origins_;  // GGUF name -> where it comes from
+  std::map<std::string, Origin> origins_;  // GGUF name -> where it comes from (no hf_name: computed)
+  std::vector<float> rope_freqs_;          // rope_freqs.weight, computed from config.json
 };
 
 // tokenizer.json (+ tokenizer_config.json) -> llama.cpp's tokenizer.ggml.* keys, appended to `out`.

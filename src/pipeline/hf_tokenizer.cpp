@@ -44,6 +44,31 @@ std::string token_text(const json& config_value) {
   return {};
 }
 
+// What tokenizer.json's post-processor says about adding BOS ("bos") and EOS ("eos"): ByteLevel adds
+// neither; a TemplateProcessing adds the special token its single-sequence template starts (ends)
+// with when that is the BOS (EOS) token. Roles it says nothing about are absent.
+std::map<std::string, bool> post_processor_adds(const json& tokenizer, const std::string& bos, const std::string& eos) {
+  std::map<std::string, bool> adds;
+  if (!tokenizer.contains("post_processor") || !tokenizer["post_processor"].is_object()) return adds;
+  const json& pp = tokenizer["post_processor"];
+  const json processors = pp.value("type", "") == "Sequence" && pp.contains("processors") ? pp["processors"] : json::array({pp});
+  for (const auto& p : processors) {
+    if (!p.is_object()) continue;
+    const std::string type = p.value("type", "");
+    if (type == "ByteLevel") {
+      adds.emplace("bos", false);
+      adds.emplace("eos", false);
+    } else if (type == "TemplateProcessing" && p.contains("single") && p["single"].is_array() && p["single"].size() > 1) {
+      auto special = [](const json& item) {
+        return item.is_object() && item.contains("SpecialToken") && item["SpecialToken"].is_object() ? item["SpecialToken"].value("id", "") : "";
+      };
+      if (const auto first = special(p["single"].front()); !first.empty()) adds["bos"] = first == bos;
+      if (const auto last = special(p["single"].back()); !last.empty()) adds["eos"] = last == eos;
+    }
+  }
+  return adds;
+}
+
 }  // namespace
 
 void add_hf_tokenizer_metadata(const std::filesystem::path& dir, int64_t vocab_size, std::vector<gguf::KeyValue>& out) {
@@ -101,10 +126,19 @@ void add_hf_tokenizer_metadata(const std::filesystem::path& dir, int64_t vocab_s
     auto it = added_ids.find(text);
     if (it != added_ids.end()) out.push_back({key, {uint32_t(it->second)}});
   }
-  if (config.contains("add_bos_token") && config["add_bos_token"].is_boolean())
-    out.push_back({"tokenizer.ggml.add_bos_token", {config["add_bos_token"].get<bool>()}});
+  // Whether BOS/EOS are added: the post-processor decides where it says, tokenizer_config.json's
+  // add_*_token otherwise (llama.cpp's SpecialVocab).
+  auto adds = post_processor_adds(tokenizer, config.contains("bos_token") ? token_text(config["bos_token"]) : "",
+                                  config.contains("eos_token") ? token_text(config["eos_token"]) : "");
+  for (const char* role : {"bos", "eos"}) {
+    const std::string key = fmt::format("add_{}_token", role);
+    if (!adds.contains(role) && config.contains(key) && config[key].is_boolean()) adds[role] = config[key].get<bool>();
+    if (adds.contains(role)) out.push_back({"tokenizer.ggml." + key, {adds[role]}});
+  }
   if (config.contains("chat_template") && config["chat_template"].is_string())
     out.push_back({"tokenizer.chat_template", {config["chat_template"].get<std::string>()}});
+  else if (std::ifstream jinja(dir / "chat_template.jinja"); jinja)
+    out.push_back({"tokenizer.chat_template", {std::string(std::istreambuf_iterator<char>(jinja), {})}});
 }
 
 }  // namespace lowbit

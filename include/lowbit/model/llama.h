@@ -15,6 +15,7 @@
 
 #include "lowbit/formats/ggml_types.h"
 #include "lowbit/io/gguf.h"
+#include "lowbit/model/rope.h"
 
 namespace lowbit {
 
@@ -24,6 +25,11 @@ struct LlamaConfig {
   float rms_eps = 1e-5f;
   float rope_base = 10000.0f;
   bool rope_neox = false;    // rotate (i, i + d/2) pairs (Qwen); else adjacent pairs (llama.cpp's "normal")
+  RopeParams rope_params;    // everything the GGUF says about RoPE (scaling, rope_freqs.weight)
+  RopeTable rope;            // the per-pair frequencies computed once from rope_params: apply_rope's input
+
+  // Reads <arch>.* and rope_freqs.weight. Throws lowbit::Error naming the key for an unsupported
+  // architecture or RoPE scaling type (supported: none, linear, yarn; Llama 3's through rope_freqs).
 
   static LlamaConfig from_gguf(const gguf::File& file);
 };
