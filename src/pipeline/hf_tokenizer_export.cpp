@@ -68,8 +68,12 @@ ordered_json byte_level_bpe(const Tokenizer& tok, const std::vector<gguf::KeyVal
   // lowbit's pre-tokenizer regexes, each splitting the pieces of the one before ("Isolated": matches
   // and the text between them become pieces), then GPT-2's byte-to-character map without its regex.
   ordered_json steps = ordered_json::array();
-  for (const auto& regex : tok.pre_tokenizer_regexes())
-    steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}});
+  for (const auto& regex : tok.pre_tokenizer_regexes()) {
+    if (regex == R"(\p{N})")  // every digit apart (SmolLM, StarCoder): written as the Digits step their own files use
+      steps.push_back({{"type", "Digits"}, {"individual_digits", true}});
+    else
+      steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}});
+  }
   steps.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}});
   ordered_json merges = ordered_json::array();
   const auto found = std::ranges::find(metadata, std::string("tokenizer.ggml.merges"), &gguf::KeyValue::key);

@@ -5,15 +5,16 @@ every other field kept as published (RoPE, norms, biases, tying, special ids, sl
 Deterministic: the same name gives the same bytes. Used by the HF -> GGUF parity test (against
 llama.cpp's convert_hf_to_gguf.py, tests/data/hf_config/*.json) and by the eval agreement test.
 
-usage: hf_checkpoints.py NAME OUT_DIR TOKENIZER_DIR      (NAME from CONFIGS; "list" prints the names)
-TOKENIZER_DIR holds tokenizer.json (+ tokenizer_config.json), copied beside the weights.
+usage: hf_checkpoints.py NAME OUT_DIR SMOLLM2.gguf      (NAME from CONFIGS; "list" prints the names)
+The tokenizer is SmolLM2's (whose pre-tokenizer llama.cpp's converter recognises), written here from
+the default model's GGUF with gguf-py, independently of lowbit's own exporter.
 """
 import copy
 import json
-import shutil
 import sys
 from pathlib import Path
 
+import gguf
 import numpy as np
 from safetensors.numpy import save_file
 
@@ -152,17 +153,44 @@ def tensors(config, seed):
     return out
 
 
-def write_checkpoint(name, out_dir, tokenizer_dir):
+def write_smollm2_tokenizer(gguf_path, out_dir):
+    """SmolLM2's tokenizer.json + tokenizer_config.json as its own repository has them (digits apart,
+    then GPT-2's byte-level BPE), rebuilt from the GGUF's vocabulary, merges and token types."""
+    fields = gguf.GGUFReader(gguf_path).fields
+
+    def strings(key):
+        return [bytes(fields[key].parts[i]).decode("utf-8") for i in fields[key].data]
+
+    def scalar(key):
+        return int(np.asarray(fields[key].parts[-1])[0])
+
+    tokens, merges = strings("tokenizer.ggml.tokens"), strings("tokenizer.ggml.merges")
+    types = [int(np.asarray(fields["tokenizer.ggml.token_type"].parts[i])[0]) for i in fields["tokenizer.ggml.token_type"].data]
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": ty == 3}
+             for i, (t, ty) in enumerate(zip(tokens, types)) if ty in (3, 4)]  # control and user-defined tokens
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    tokenizer = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]},
+        "post_processor": None, "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False, "vocab": {t: i for i, t in enumerate(tokens)},
+                  "merges": [m.split(" ", 1) for m in merges]},
+    }
+    with open(Path(out_dir) / "tokenizer.json", "w", encoding="utf-8") as f:
+        json.dump(tokenizer, f)
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": tokens[scalar("tokenizer.ggml.bos_token_id")],
+              "eos_token": tokens[scalar("tokenizer.ggml.eos_token_id")], "add_bos_token": False, "add_eos_token": False}
+    with open(Path(out_dir) / "tokenizer_config.json", "w", encoding="utf-8") as f:
+        json.dump(config, f)
+    return len(tokens)
+
+
+def write_checkpoint(name, out_dir, smollm2_gguf):
     config, generation = CONFIGS[name]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(Path(tokenizer_dir) / "tokenizer.json", encoding="utf-8") as f:
-        tokenizer = json.load(f)
-    vocab_size = max([*tokenizer["model"]["vocab"].values(), *(t["id"] for t in tokenizer.get("added_tokens", []))]) + 1
-    config = shrink(config, vocab_size)
-    for file in ("tokenizer.json", "tokenizer_config.json"):
-        if (Path(tokenizer_dir) / file).exists():
-            shutil.copyfile(Path(tokenizer_dir) / file, out_dir / file)
+    config = shrink(config, write_smollm2_tokenizer(smollm2_gguf, out_dir))
     with open(out_dir / "config.json", "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
     if generation is not None:

@@ -5,10 +5,9 @@ shapes; rope_freqs.weight's values and checksum). tests/pipeline/hf_config_parit
 the same checkpoints with lowbit and compares. CI cannot reach llama.cpp's repository, so its
 converter runs here, outside the repository, and only these summaries are committed.
 
-usage: make_hf_config_fixtures.py LLAMA_CPP_DIR TOKENIZER_DIR
+usage: make_hf_config_fixtures.py LLAMA_CPP_DIR SMOLLM2.gguf
   LLAMA_CPP_DIR: a llama.cpp source tree (convert_hf_to_gguf.py, conversion/, gguf-py/)
-  TOKENIZER_DIR: SmolLM2-135M-Instruct's tokenizer as lowbit exports it (tokenizer.json,
-                 tokenizer_config.json from `lowbit dequantize $LOWBIT_DEFAULT_MODEL -o DIR`)
+  SMOLLM2.gguf:  the default model ($LOWBIT_DEFAULT_MODEL), whose tokenizer the checkpoints carry
   LLAMA_CPP_COMMIT (environment): the tree's commit, recorded in each fixture.
 Run with a Python that has torch, transformers, numpy, safetensors and sentencepiece.
 The committed fixtures: llama.cpp 0c1e57098bba43ac29e6e3b677cdceebdd22334f (the tree llama-cpp-python
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "data" / "hf_config"
 
 
-def main(llama_cpp, tokenizer_dir):
+def main(llama_cpp, smollm2_gguf):
     OUT.mkdir(parents=True, exist_ok=True)
     version = "llama.cpp " + os.environ.get("LLAMA_CPP_COMMIT", "at an unrecorded commit")
     for name in CONFIGS:
@@ -37,14 +36,14 @@ def main(llama_cpp, tokenizer_dir):
             continue  # eval-only checkpoints
         with tempfile.TemporaryDirectory() as tmp:
             model, gguf_path = Path(tmp) / name, Path(tmp) / "out.gguf"
-            write_checkpoint(name, model, tokenizer_dir)
+            write_checkpoint(name, model, smollm2_gguf)
             command = [sys.executable, str(Path(llama_cpp) / "convert_hf_to_gguf.py"), str(model), "--outtype", "f32", "--outfile", str(gguf_path)]
             subprocess.run(command, check=True, capture_output=True)
             result = {
                 "source": {
                     "made_by": "tests/interop/make_hf_config_fixtures.py",
                     "converter": f"convert_hf_to_gguf.py CHECKPOINT --outtype f32 --outfile OUT.gguf ({version})",
-                    "checkpoint": f"tests/interop/hf_checkpoints.py {name} CHECKPOINT TOKENIZER_DIR",
+                    "checkpoint": f"tests/interop/hf_checkpoints.py {name} CHECKPOINT SmolLM2-135M-Instruct.Q4_1.gguf",
                 },
                 "summary": summary(str(gguf_path)),
             }

@@ -11,7 +11,6 @@
 
 #include "lowbit/core/error.h"
 #include "lowbit/model/llama.h"
-#include "lowbit/pipeline/hf_tokenizer_export.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 #include "support/paths.h"
 #include "support/python.h"
@@ -30,10 +29,9 @@ std::optional<std::filesystem::path> default_model() {
 // Writes checkpoint `name` (with SmolLM2's tokenizer, as the fixtures were made) and converts it with
 // lowbit to an all-f32 GGUF, as `convert_hf_to_gguf.py --outtype f32` writes.
 std::filesystem::path convert(const std::string& name, const test::TempDir& dir) {
-  write_hf_tokenizer(gguf::File(*default_model()).metadata(), dir.path());
   int status = 0;
   const auto out = test::run_command(test::python() + " " + test::interop_script("hf_checkpoints.py") + " " + name + " " +
-                                         (dir / "model").string() + " " + dir.path().string() + " 2>&1",
+                                         (dir / "model").string() + " " + default_model()->string() + " 2>&1",
                                      &status);
   EXPECT_EQ(status, 0) << out;
   GgufQuantizeOptions options;
@@ -105,7 +103,7 @@ class HfRopeAgreement : public testing::TestWithParam<std::string> {};
 // 128 positions: past the 64-token original context the *-short configs declare, so the scaling
 // changes the logits by far more than the tolerance (the script measures the unscaled model too).
 TEST_P(HfRopeAgreement, EvalAgreesWithTransformers) {
-  REQUIRE_PYTHON_MODULES("numpy, safetensors, transformers, torch");
+  REQUIRE_PYTHON_MODULES("numpy, safetensors, gguf, transformers, torch");
   if (!default_model()) GTEST_SKIP() << "set LOWBIT_DEFAULT_MODEL (SmolLM2's tokenizer is the checkpoints' tokenizer)";
   test::TempDir dir;
   const auto model = LlamaModel::load(convert(GetParam(), dir));
@@ -135,7 +133,7 @@ INSTANTIATE_TEST_SUITE_P(HfConfig, HfRopeAgreement, testing::Values("llama3-scal
 // Back from GGUF to a Hugging Face directory, the RoPE scaling is config.json's again: Llama 3's
 // recovered from rope_freqs.weight, YaRN from its keys.
 TEST(HfConfig, ExportWritesTheRopeScalingBack) {
-  REQUIRE_PYTHON_MODULES("numpy, safetensors");
+  REQUIRE_PYTHON_MODULES("numpy, safetensors, gguf");
   if (!default_model()) GTEST_SKIP() << "set LOWBIT_DEFAULT_MODEL (SmolLM2's tokenizer is the checkpoints' tokenizer)";
   for (const auto& [name, expected] : std::vector<std::pair<std::string, json>>{
            {"llama-3.1-8b", {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
