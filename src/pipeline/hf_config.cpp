@@ -162,7 +162,11 @@ HfModelConfig read_hf_model_config(const json& config, const std::string& file, 
   const int64_t n_embd = c.integer("hidden_size");
   out.n_head = c.integer("num_attention_heads");
   out.n_head_kv = c.optional_integer("num_key_value_heads").value_or(out.n_head);
-  const auto head_dim = c.optional_integer("head_dim");
+  // head_dim as transformers 5's config classes fill it in (the converter reads the config through
+  // AutoConfig): Llama and Mistral default to hidden_size / heads, Qwen3 to 128, Qwen2 has none.
+  std::optional<int64_t> head_dim = c.optional_integer("head_dim");
+  if (!head_dim && a == "llama") head_dim = n_embd / out.n_head;
+  if (!head_dim && a == "qwen3") head_dim = 128;
   out.head_dim = head_dim.value_or(n_embd / out.n_head);
   out.vocab = c.integer("vocab_size");
   out.tie_word_embeddings = c.boolean("tie_word_embeddings").value_or(false);
@@ -191,6 +195,8 @@ HfModelConfig read_hf_model_config(const json& config, const std::string& file, 
   const json generation = read_json_if_present(dir / "generation_config.json");
   for (auto [field, id] : {std::pair{"bos_token_id", &out.bos_id}, {"eos_token_id", &out.eos_id}, {"pad_token_id", &out.pad_id}})
     *id = token_id(config, field) ? token_id(config, field) : token_id(generation, field);
+  if (a == "llama" && !config.contains("bos_token_id")) out.bos_id = 1;  // LlamaConfig's and MistralConfig's defaults
+  if (a == "llama" && !config.contains("eos_token_id")) out.eos_id = 2;
   return out;
 }
 
