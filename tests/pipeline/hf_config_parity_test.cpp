@@ -6,6 +6,7 @@
 // on converted RoPE-scaled checkpoints (llama3, linear, yarn) against transformers on the same weights.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -83,9 +84,16 @@ TEST_P(HfConfigParity, MetadataAndTensorsEqualLlamaCppConverter) {
             << (got["rope_freqs"]["sha256"] == expected["rope_freqs"]["sha256"] ? "identical" : "differs (values within 1 ulp)") << "\n";
 }
 
-INSTANTIATE_TEST_SUITE_P(HfConfig, HfConfigParity,
-                         testing::Values("llama-3.1-8b", "llama-3.1-8b-rope-parameters", "llama-3.1-8b-per-layer-type", "llama-3.2-1b",
-                                         "mistral-7b-v0.3", "qwen2.5-7b", "qwen2.5-7b-yarn", "qwen3-8b", "smollm2-135m"),
+// One test per fixture in tests/data/hf_config (make_hf_config_fixtures.py writes one per checkpoint).
+std::vector<std::string> fixture_names() {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(LOWBIT_SOURCE_DIR) / "tests" / "data" / "hf_config"))
+    if (entry.path().extension() == ".json") names.push_back(entry.path().stem().string());
+  std::ranges::sort(names);
+  return names;
+}
+
+INSTANTIATE_TEST_SUITE_P(HfConfig, HfConfigParity, testing::ValuesIn(fixture_names()),
                          [](const testing::TestParamInfo<std::string>& param) {
                            std::string name = param.param;
                            for (char& c : name)
