@@ -87,10 +87,12 @@ TEST(HfTokenizerExport, ConfigNamesSpecialTokensAndTemplate) {
   test::TempDir dir;
   auto metadata = metadata_of(test::shared_data_dir() / "stories260K.gguf");
   metadata.push_back({"tokenizer.chat_template", {std::string("{{ messages[0]['content'] }}")}});
+  std::erase_if(metadata, [](const gguf::KeyValue& kv) { return kv.key == "tokenizer.ggml.padding_token_id"; });
   metadata.push_back({"tokenizer.ggml.padding_token_id", {uint32_t(0)}});
   write_hf_tokenizer(metadata, dir.path());
   std::ifstream in(dir / "tokenizer_config.json");
   const json config = json::parse(in);
+  ASSERT_TRUE(config.contains("pad_token")) << config.dump();
   EXPECT_EQ(config["tokenizer_class"], "PreTrainedTokenizerFast");
   EXPECT_EQ(config["bos_token"], "<s>");
   EXPECT_EQ(config["eos_token"], "</s>");
