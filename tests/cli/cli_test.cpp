@@ -151,7 +151,7 @@ TEST(Cli, ImatrixFeedsQuantize) {
   for (const auto& t : report["tensors"]) with_imatrix += t["imatrix"].get<bool>();
   EXPECT_EQ(with_imatrix, 14);  // 7 matrices in each of 2 layers; token_embd and output have none
 
-  // The legacy .dat form (chosen by the extension) holds the same means, and quantizes to the same bytes.
+  // The legacy .dat form (chosen by the extension) holds the same means (to float rounding) and quantizes.
   const auto dat = dir / "imatrix.dat";
   const auto d = run_cli("imatrix " + model.string() + " --text " + (test::golden_ggml_dir() / "model" / "text.txt").string() +
                          " --ctx 64 --chunks 8 -o " + dat.string() + " --quiet");
