@@ -9,6 +9,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
 #include "lowbit/core/thread_pool.h"
+#include "lowbit/formats/ggml_iq2.h"
 #include "lowbit/formats/ggml_iq4.h"
 #include "lowbit/formats/ggml_kquants.h"
 #include "lowbit/formats/ggml_legacy.h"
@@ -56,13 +57,16 @@ constexpr GgmlCodec kCodecs[] = {
     {GgmlType::Q6_K, ggml::quantize_row_q6_K, ggml::dequantize_row_q6_K, true},
     {GgmlType::IQ4_NL, ggml::quantize_row_iq4_nl, ggml::dequantize_row_iq4_nl, true},
     {GgmlType::IQ4_XS, ggml::quantize_row_iq4_xs, ggml::dequantize_row_iq4_xs, true},
+    {GgmlType::IQ2_XXS, ggml::quantize_row_iq2_xxs, ggml::dequantize_row_iq2_xxs, true},
+    {GgmlType::IQ2_XS, ggml::quantize_row_iq2_xs, ggml::dequantize_row_iq2_xs, true},
+    {GgmlType::IQ2_S, ggml::quantize_row_iq2_s, ggml::dequantize_row_iq2_s, true},
 };
 
 const GgmlCodec& require_codec(GgmlType type) {
   const GgmlCodec* codec = ggml_codec(type);
   if (!codec)
     throw Error("lowbit has no codec for ggml type " + std::string(ggml_type_name(type)),
-                {.expected = "one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs"});
+                {.expected = "one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs iq2_xxs iq2_xs iq2_s"});
   return *codec;
 }
 

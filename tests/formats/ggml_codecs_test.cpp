@@ -78,7 +78,9 @@ void check_golden_file(const std::string& name) {
   // GGUF lists dimensions innermost first: ne = [cols, rows].
   const int64_t cols = input->ne.at(0), rows = input->ne.at(1);
   const GgmlType type = quantized->type;
-  ASSERT_NE(ggml_codec(type), nullptr) << "no codec for " << ggml_type_name(type);
+  // The addendum's 13 types land in parallel branches; until each has its codec, its files are skipped
+  // (by name, so the skip shows). GgmlGoldenSet.Iq2FilesHaveCodecs pins the ones this branch covers.
+  if (!ggml_codec(type)) GTEST_SKIP() << "no codec yet for " << ggml_type_name(type);
 
   const std::vector<float> x = copy_as<float>(file.data(*input));
   std::vector<float> weights;
@@ -112,8 +114,22 @@ void check_golden_file(const std::string& name) {
 INSTANTIATE_TEST_SUITE_P(Ggml, GgmlGoldenTest, testing::ValuesIn(golden_file_names()),
                          [](const testing::TestParamInfo<std::string>& param_info) { return param_info.param; });
 
-// 4 cases x (12 types with and without weights, less q8_0 with) = 92 files, as manifest.json counts.
-TEST(GgmlGoldenSet, HasEveryCase) { EXPECT_EQ(golden_file_names().size(), 92u); }
+// 4 cases x (12 types with and without weights, less q8_0 with) = 92 files, plus the addendum's 17 per
+// case (68), as manifest.json counts.
+TEST(GgmlGoldenSet, HasEveryCase) { EXPECT_EQ(golden_file_names().size(), 160u); }
+
+// The iq2 files (iq2_xxs and iq2_xs only with weights, iq2_s with and without: 4 per case) all have a codec,
+// so none of them is skipped above.
+TEST(GgmlGoldenSet, Iq2FilesHaveCodecs) {
+  int iq2_files = 0;
+  for (const std::string& name : golden_file_names()) {
+    if (name.find("_iq2_") == std::string::npos) continue;
+    ++iq2_files;
+    const gguf::File file(test::golden_ggml_dir() / (name + ".gguf"));
+    EXPECT_NE(ggml_codec(file.find_tensor("quantized")->type), nullptr) << name;
+  }
+  EXPECT_EQ(iq2_files, 16);
+}
 
 // llama-quantize's Q4_K_M file of the tiny model: every quantized tensor equals quantizing the f32
 // model's tensor without weights (README, model/).
@@ -314,10 +330,11 @@ TEST(GgmlCodecs, RejectsRowsThatAreNotWholeBlocks) {
 }
 
 TEST(GgmlCodecs, RejectsTypesWithoutCodec) {
-  EXPECT_EQ(ggml_codec(GgmlType::IQ2_XXS), nullptr);
+  // q8_K is ggml's dot-product intermediate: no file stores it, ggml_quantize_chunk does not write it.
+  EXPECT_EQ(ggml_codec(GgmlType::Q8_K), nullptr);
   const std::vector<float> x(256, 1.f);
   std::vector<std::byte> bytes(1024);
-  EXPECT_THROW(quantize_rows(GgmlType::IQ2_XXS, x.data(), 1, 256, nullptr, bytes.data()), Error);
+  EXPECT_THROW(quantize_rows(GgmlType::Q8_K, x.data(), 1, 256, nullptr, bytes.data()), Error);
 }
 
 }  // namespace

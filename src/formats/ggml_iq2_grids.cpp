@@ -1,0 +1,94 @@
+// The iq2 quantizer's search tables, built from the grid points (ggml-quants.c's iq2xs_init_impl builds
+// the same maps at run time; here they are built lazily, once per grid).
+#include "formats/ggml_iq2_grids.h"
+
+#include <algorithm>
+#include <mutex>
+
+namespace lowbit::ggml::iq2 {
+namespace {
+
+int level_of(uint32_t key, int j) { return int(key >> (2 * j)) & 3; }
+
+bool is_key_of_levels_0_to_2(uint32_t key) {
+  for (int j = 0; j < 8; ++j)
+    if (level_of(key, j) == 3) return false;
+  return true;
+}
+
+// Squared distance between two keys in value units (2l+1): 4 * sum of squared level differences.
+int squared_distance(uint32_t a, uint32_t b) {
+  int d2 = 0;
+  for (int j = 0; j < 8; ++j) {
+    const int diff = 2 * (level_of(a, j) - level_of(b, j));
+    d2 += diff * diff;
+  }
+  return d2;
+}
+
+SearchTables build(std::span<const uint16_t> points, int nearest_levels) {
+  SearchTables t;
+  t.by_key.assign(kKeyCount, 0);
+  t.values.resize(points.size() * 8);
+  t.levels.resize(points.size());
+  for (size_t k = 0; k < points.size(); ++k) {
+    for (int j = 0; j < 8; ++j) {
+      t.levels[k][size_t(j)] = int8_t(level_of(points[k], j));
+      t.values[8 * k + size_t(j)] = float(2 * level_of(points[k], j) + 1);
+    }
+  }
+  constexpr int32_t kNotAKey = -1;  // keys holding level 3: never formed by the quantizer
+  std::vector<int32_t> grid_index(kKeyCount, kNotAKey);
+  for (size_t k = 0; k < points.size(); ++k) grid_index[points[k]] = int32_t(k);
+
+  std::vector<std::pair<int, uint16_t>> by_distance(points.size());  // (d2, grid index), sorted as ggml
+  t.neighbours.push_back(0);  // offset 0: an empty list, for keys holding level 3
+  for (uint32_t key = 0; key < uint32_t(kKeyCount); ++key) {
+    if (grid_index[key] >= 0) {
+      t.by_key[key] = grid_index[key];
+      continue;
+    }
+    if (!is_key_of_levels_0_to_2(key)) {
+      t.by_key[key] = -1;
+      continue;
+    }
+    for (size_t k = 0; k < points.size(); ++k) by_distance[k] = {squared_distance(key, points[k]), uint16_t(k)};
+    std::sort(by_distance.begin(), by_distance.end());
+    const size_t offset = t.neighbours.size();
+    t.by_key[key] = -int32_t(offset) - 1;
+    t.neighbours.push_back(0);  // the length, set below
+    int levels_taken = 1, last_d2 = by_distance[0].first;
+    for (const auto& [d2, k] : by_distance) {
+      if (d2 > last_d2) {
+        if (levels_taken == nearest_levels) break;
+        last_d2 = d2;
+        ++levels_taken;
+      }
+      t.neighbours.push_back(k);
+    }
+    t.neighbours[offset] = uint16_t(t.neighbours.size() - offset - 1);
+  }
+  return t;
+}
+
+struct Lazy {
+  std::once_flag once;
+  SearchTables tables;
+};
+
+}  // namespace
+
+const SearchTables& search_tables(Grid grid) {
+  static Lazy lazy[3];
+  Lazy& slot = lazy[int(grid)];
+  std::call_once(slot.once, [&] {
+    switch (grid) {
+      case Grid::Xxs: slot.tables = build(kIq2xxsGridPoints, 2); break;
+      case Grid::Xs: slot.tables = build(kIq2xsGridPoints, 2); break;
+      case Grid::S: slot.tables = build(kIq2sGridPoints, 1); break;
+    }
+  });
+  return slot.tables;
+}
+
+}  // namespace lowbit::ggml::iq2
