@@ -2,7 +2,6 @@
 // the same maps at run time; here they are built lazily, once per grid).
 #include "formats/ggml_iq2_grids.h"
 
-#include <algorithm>
 #include <mutex>
 
 namespace lowbit::ggml::iq2 {
@@ -41,7 +40,10 @@ SearchTables build(std::span<const uint16_t> points, int nearest_levels) {
   std::vector<int32_t> grid_index(kKeyCount, kNotAKey);
   for (size_t k = 0; k < points.size(); ++k) grid_index[points[k]] = int32_t(k);
 
-  std::vector<std::pair<int, uint16_t>> by_distance(points.size());  // (d2, grid index), sorted as ggml
+  // Distances are 4 * (sum of squared level differences) <= 4 * 32: bucket the grid points by distance,
+  // in index order, which is ggml's order (sorted by distance, then index).
+  constexpr int kDistances = 4 * 32 + 1;
+  std::vector<std::vector<uint16_t>> by_distance(kDistances);
   t.neighbours.push_back(0);  // offset 0: an empty list, for keys holding level 3
   for (uint32_t key = 0; key < uint32_t(kKeyCount); ++key) {
     if (grid_index[key] >= 0) {
@@ -52,19 +54,16 @@ SearchTables build(std::span<const uint16_t> points, int nearest_levels) {
       t.by_key[key] = -1;
       continue;
     }
-    for (size_t k = 0; k < points.size(); ++k) by_distance[k] = {squared_distance(key, points[k]), uint16_t(k)};
-    std::sort(by_distance.begin(), by_distance.end());
+    for (auto& bucket : by_distance) bucket.clear();
+    for (size_t k = 0; k < points.size(); ++k) by_distance[size_t(squared_distance(key, points[k]))].push_back(uint16_t(k));
     const size_t offset = t.neighbours.size();
     t.by_key[key] = -int32_t(offset) - 1;
     t.neighbours.push_back(0);  // the length, set below
-    int levels_taken = 1, last_d2 = by_distance[0].first;
-    for (const auto& [d2, k] : by_distance) {
-      if (d2 > last_d2) {
-        if (levels_taken == nearest_levels) break;
-        last_d2 = d2;
-        ++levels_taken;
-      }
-      t.neighbours.push_back(k);
+    int levels_taken = 0;
+    for (const auto& bucket : by_distance) {
+      if (bucket.empty()) continue;
+      t.neighbours.insert(t.neighbours.end(), bucket.begin(), bucket.end());
+      if (++levels_taken == nearest_levels) break;
     }
     t.neighbours[offset] = uint16_t(t.neighbours.size() - offset - 1);
   }
