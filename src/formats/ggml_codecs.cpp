@@ -75,6 +75,10 @@ int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, (int64_t(1) << 16)
 
 }  // namespace
 
+bool ggml_requires_imatrix(GgmlType type) {
+  return type == GgmlType::IQ2_XXS || type == GgmlType::IQ2_XS || type == GgmlType::IQ1_S;
+}
+
 const GgmlCodec* ggml_codec(GgmlType type) {
   for (const GgmlCodec& codec : kCodecs)
     if (codec.type == type) return &codec;

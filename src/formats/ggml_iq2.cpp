@@ -118,14 +118,13 @@ float group_max(const Group& g) {
 
 // The grid point nearest the subgroup's magnitudes at `scale` under the weights: first strict minimum
 // of sum w*(scale*q - x)^2 over the candidates in list order (ggml's iq2_find_best_neighbour).
-int nearest_neighbour(const SearchTables& t, std::span<const uint16_t> candidates, const float* xval,
-                      const float* waux, float scale) {
-  if (candidates.empty()) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
-  const float scaled[3] = {scale * 1.f, scale * 3.f, scale * 5.f};
+int nearest_candidate_scalar(const SearchTables& t, const SearchTables::List& list, const float* xval,
+                             const float* waux, const float* scaled) {
   float best_d2 = FLT_MAX;
   int best = -1;
-  for (const uint16_t k : candidates) {
-    const auto& levels = t.levels[k];
+  const std::span<const uint16_t> candidates = t.candidates(list);
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    const auto& levels = t.levels[candidates[c]];
     float d2 = 0;
     for (int i = 0; i < kSub; ++i) {
       const float diff = scaled[levels[size_t(i)]] - xval[i];
@@ -133,11 +132,23 @@ int nearest_neighbour(const SearchTables& t, std::span<const uint16_t> candidate
     }
     if (d2 < best_d2) {
       best_d2 = d2;
-      best = k;
+      best = int(c);
     }
   }
-  if (best < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
   return best;
+}
+
+int nearest_neighbour(const SearchTables& t, const SearchTables::List& list, const float* xval, const float* waux,
+                      float scale) {
+  if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
+  // scale * q for the values q = 1, 3, 5, rounded once as ggml's scale*q is.
+  const float scaled[3] = {scale * 1.f, scale * 3.f, scale * 5.f};
+  static const iq2::NearestCandidateFn vector_search = iq2::avx512_nearest_candidate();
+  const int best = vector_search && ggml_search::vector_kernels_enabled()
+                       ? vector_search(t.lane_levels.data() + list.lane_first, int(list.count), xval, waux, scaled)
+                       : nearest_candidate_scalar(t, list, xval, waux, scaled);
+  if (best < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
+  return t.neighbours[list.first + uint32_t(best)];
 }
 
 // Levels of subgroup k rounded at inverse scale `id`; a rounding off the grid becomes the nearest grid
@@ -152,7 +163,7 @@ bool round_subgroup(const SearchTables& t, const Group& g, int k, float id, floa
   }
   const int32_t entry = t.by_key[key];
   if (entry >= 0) return true;
-  const int k_best = nearest_neighbour(t, t.neighbours_of(entry), xv, g.waux + kSub * k, scale);
+  const int k_best = nearest_neighbour(t, t.list_of(entry), xv, g.waux + kSub * k, scale);
   std::memcpy(levels, t.levels[size_t(k_best)].data(), kSub);
   return false;
 }

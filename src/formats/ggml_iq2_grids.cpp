@@ -25,26 +25,35 @@ int squared_distance(uint32_t a, uint32_t b) {
   return d2;
 }
 
+void add_list(SearchTables& t, const std::vector<uint16_t>& candidates) {
+  const auto count = uint32_t(candidates.size());
+  t.lists.push_back({uint32_t(t.neighbours.size()), uint32_t(t.lane_levels.size()), count});
+  t.neighbours.insert(t.neighbours.end(), candidates.begin(), candidates.end());
+  constexpr int kChunk = SearchTables::kLaneChunk;
+  const size_t chunks = (count + kChunk - 1) / kChunk;
+  const size_t base = t.lane_levels.size();
+  t.lane_levels.resize(base + chunks * 8 * kChunk, 0);
+  for (uint32_t c = 0; c < count; ++c)
+    for (int j = 0; j < 8; ++j)
+      t.lane_levels[base + (c / kChunk) * 8 * kChunk + size_t(j) * kChunk + c % kChunk] =
+          uint8_t(t.levels[candidates[c]][size_t(j)]);
+}
+
 SearchTables build(std::span<const uint16_t> points, int nearest_levels) {
   SearchTables t;
   t.by_key.assign(kKeyCount, 0);
-  t.values.resize(points.size() * 8);
   t.levels.resize(points.size());
-  for (size_t k = 0; k < points.size(); ++k) {
-    for (int j = 0; j < 8; ++j) {
-      t.levels[k][size_t(j)] = int8_t(level_of(points[k], j));
-      t.values[8 * k + size_t(j)] = float(2 * level_of(points[k], j) + 1);
-    }
-  }
-  constexpr int32_t kNotAKey = -1;  // keys holding level 3: never formed by the quantizer
-  std::vector<int32_t> grid_index(kKeyCount, kNotAKey);
+  for (size_t k = 0; k < points.size(); ++k)
+    for (int j = 0; j < 8; ++j) t.levels[k][size_t(j)] = int8_t(level_of(points[k], j));
+  std::vector<int32_t> grid_index(kKeyCount, -1);
   for (size_t k = 0; k < points.size(); ++k) grid_index[points[k]] = int32_t(k);
 
   // Distances are 4 * (sum of squared level differences) <= 4 * 32: bucket the grid points by distance,
   // in index order, which is ggml's order (sorted by distance, then index).
   constexpr int kDistances = 4 * 32 + 1;
   std::vector<std::vector<uint16_t>> by_distance(kDistances);
-  t.neighbours.push_back(0);  // offset 0: an empty list, for keys holding level 3
+  std::vector<uint16_t> candidates;
+  add_list(t, {});  // list 0: empty, for keys holding level 3
   for (uint32_t key = 0; key < uint32_t(kKeyCount); ++key) {
     if (grid_index[key] >= 0) {
       t.by_key[key] = grid_index[key];
@@ -56,16 +65,15 @@ SearchTables build(std::span<const uint16_t> points, int nearest_levels) {
     }
     for (auto& bucket : by_distance) bucket.clear();
     for (size_t k = 0; k < points.size(); ++k) by_distance[size_t(squared_distance(key, points[k]))].push_back(uint16_t(k));
-    const size_t offset = t.neighbours.size();
-    t.by_key[key] = -int32_t(offset) - 1;
-    t.neighbours.push_back(0);  // the length, set below
+    candidates.clear();
     int levels_taken = 0;
     for (const auto& bucket : by_distance) {
       if (bucket.empty()) continue;
-      t.neighbours.insert(t.neighbours.end(), bucket.begin(), bucket.end());
+      candidates.insert(candidates.end(), bucket.begin(), bucket.end());
       if (++levels_taken == nearest_levels) break;
     }
-    t.neighbours[offset] = uint16_t(t.neighbours.size() - offset - 1);
+    t.by_key[key] = -int32_t(t.lists.size()) - 1;
+    add_list(t, candidates);
   }
   return t;
 }

@@ -201,19 +201,28 @@ inline constexpr int kKeyCount = 0xAAAA + 1;  // all levels 2
 // `nearest_levels` smallest distances, nearest first, ties by grid index. The quantizer tries these in
 // order and keeps the first with the least weighted error, so the order is part of the format's bytes.
 struct SearchTables {
-  // By key: the grid index (>= 0), or -(1 + offset) of the key's neighbour list in `neighbours`.
+  // A key's neighbour list: `count` grid indices from `first` in `neighbours`; the same candidates'
+  // levels lane-major from `lane_first` in `lane_levels` (below).
+  struct List {
+    uint32_t first;
+    uint32_t lane_first;
+    uint32_t count;
+  };
+  // By key: the grid index (>= 0), or -(1 + list number) when the key is no grid point. Keys holding a
+  // level 3 (never formed) have an empty list.
   std::vector<int32_t> by_key;
-  // At each list's offset: its length, then the grid indices.
+  std::vector<List> lists;
   std::vector<uint16_t> neighbours;
-  // Grid point k's values 2l+1 as floats, 8 per point: the quantizer's reconstruction before scaling.
-  std::vector<float> values;
+  // Each list's candidates in chunks of kLaneChunk: byte [chunk * 8 * kLaneChunk + j * kLaneChunk + c]
+  // is the level of value j of the chunk's candidate c (0 past the list's end), so a vector kernel
+  // loads value j of 16 candidates at once.
+  static constexpr int kLaneChunk = 16;
+  std::vector<uint8_t> lane_levels;
   // Grid point k's levels, one byte per value.
   std::vector<std::array<int8_t, 8>> levels;
 
-  std::span<const uint16_t> neighbours_of(int32_t entry) const {
-    const uint16_t* list = neighbours.data() + (-entry - 1);
-    return {list + 1, list[0]};
-  }
+  const List& list_of(int32_t entry) const { return lists[size_t(-entry - 1)]; }
+  std::span<const uint16_t> candidates(const List& list) const { return {neighbours.data() + list.first, list.count}; }
 };
 
 enum class Grid { Xxs, Xs, S };
@@ -221,5 +230,13 @@ enum class Grid { Xxs, Xs, S };
 // Built on first use, once, whichever thread asks first (iq2_xxs and iq2_xs use the 2 nearest distances,
 // iq2_s only the nearest, as ggml).
 const SearchTables& search_tables(Grid grid);
+
+// The AVX-512 neighbour search (ggml_iq2_search_avx512.cpp), or null where the CPU lacks it: over a
+// list's lane-major levels, the position of the first candidate with the least sum over j of
+// waux[j] * (scaled[level] - xval[j])^2, -1 if none is below FLT_MAX. Each lane sums one candidate in
+// ggml's order, so the result is the scalar search's.
+using NearestCandidateFn = int (*)(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
+                                   const float* scaled);
+NearestCandidateFn avx512_nearest_candidate();
 
 }  // namespace lowbit::ggml::iq2

@@ -81,7 +81,7 @@ TEST(GgmlIq2Grids, SearchTablesListNearestPointsInGgmlOrder) {
         EXPECT_EQ(pts[size_t(entry)], key);
         continue;
       }
-      const auto list = t.neighbours_of(entry);
+      const auto list = t.candidates(t.list_of(entry));
       ASSERT_FALSE(list.empty());
       std::vector<int> distances;
       for (size_t i = 0; i < list.size(); ++i) {
