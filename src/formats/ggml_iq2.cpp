@@ -21,6 +21,7 @@
 
 #include "formats/ggml_block_check.h"
 #include "formats/ggml_iq2_grids.h"
+#include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq_signs.h"
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/error.h"
@@ -116,56 +117,31 @@ float group_max(const Group& g) {
   return max;
 }
 
-// The grid point nearest the subgroup's magnitudes at `scale` under the weights: first strict minimum
-// of sum w*(scale*q - x)^2 over the candidates in list order (ggml's iq2_find_best_neighbour).
-int nearest_candidate_scalar(const SearchTables& t, const SearchTables::List& list, const float* xval,
-                             const float* waux, const float* scaled) {
-  float best_d2 = FLT_MAX;
-  int best = -1;
-  const std::span<const uint16_t> candidates = t.candidates(list);
-  for (size_t c = 0; c < candidates.size(); ++c) {
-    const auto& levels = t.levels[candidates[c]];
-    float d2 = 0;
-    for (int i = 0; i < kSub; ++i) {
-      const float diff = scaled[levels[size_t(i)]] - xval[i];
-      d2 += waux[i] * diff * diff;
-    }
-    if (d2 < best_d2) {
-      best_d2 = d2;
-      best = int(c);
-    }
-  }
-  return best;
-}
-
-int nearest_neighbour(const SearchTables& t, const SearchTables::List& list, const float* xval, const float* waux,
-                      float scale) {
+// Resolves subgroup k of a trial rounding (levels, key): a key off the grid is replaced by the grid
+// point nearest the magnitudes at `scale` under the weights (ggml's iq2_find_best_neighbour, first
+// strict minimum in list order). Returns whether the rounding was on the grid.
+bool resolve_subgroup(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, int k, uint32_t key,
+                      float scale, int8_t* levels) {
+  const int32_t entry = t.by_key[key];
+  if (entry >= 0) return true;
+  const SearchTables::List& list = t.list_of(entry);
   if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
   // scale * q for the values q = 1, 3, 5, rounded once as ggml's scale*q is.
   const float scaled[3] = {scale * 1.f, scale * 3.f, scale * 5.f};
-  static const iq2::NearestCandidateFn vector_search = iq2::avx512_nearest_candidate();
-  const int best = vector_search && ggml_search::vector_kernels_enabled()
-                       ? vector_search(t.lane_levels.data() + list.lane_first, int(list.count), xval, waux, scaled)
-                       : nearest_candidate_scalar(t, list, xval, waux, scaled);
+  const int best = kernels.nearest_candidate(t.lane_levels.data() + list.lane_first, int(list.count),
+                                             g.xval + kSub * k, g.waux + kSub * k, scaled);
   if (best < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-  return t.neighbours[list.first + uint32_t(best)];
+  std::memcpy(levels, t.levels[t.neighbours[list.first + uint32_t(best)]].data(), kSub);
+  return false;
 }
 
-// Levels of subgroup k rounded at inverse scale `id`; a rounding off the grid becomes the nearest grid
-// point at `scale`. Returns whether the rounding was on the grid.
-bool round_subgroup(const SearchTables& t, const Group& g, int k, float id, float scale, int8_t* levels) {
-  const float* xv = g.xval + kSub * k;
-  uint32_t key = 0;
-  for (int i = 0; i < kSub; ++i) {
-    const int l = std::clamp(round_nearest_even(0.5f * (id * xv[i] - 1)), 0, kTopLevel);
-    levels[i] = int8_t(l);
-    key |= uint32_t(l) << (2 * i);
-  }
-  const int32_t entry = t.by_key[key];
-  if (entry >= 0) return true;
-  const int k_best = nearest_neighbour(t, t.list_of(entry), xv, g.waux + kSub * k, scale);
-  std::memcpy(levels, t.levels[size_t(k_best)].data(), kSub);
-  return false;
+// Rounds the whole group at inverse scale `id` and resolves every subgroup at `scale`; on_grid[k]
+// tells which roundings were grid points.
+void round_group(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, float id, float scale,
+                 int8_t* levels, bool* on_grid) {
+  uint32_t keys[kMaxGroup / kSub];
+  kernels.round_levels(g.xval, g.n, id, levels, keys);
+  for (int k = 0; k < g.n / kSub; ++k) on_grid[k] = resolve_subgroup(t, kernels, g, k, keys[k], scale, levels + kSub * k);
 }
 
 struct Sums {
@@ -195,18 +171,20 @@ int grid_index_of(const SearchTables& t, const int8_t* levels) {
 // scales (5 + 0.1 is) / (3 * that scale), is = -6..6; then the best trial's scale is refitted after
 // re-rounding every subgroup. Returns the scale (negative if the fit came out negative), or nothing
 // when the first fit is zero (all weights zero): then the group stays all zero.
-std::optional<float> fit_group_xxs(const SearchTables& t, const Group& g, int8_t* levels) {
+std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g,
+                                   int8_t* levels) {
   uint8_t qp_codes[kMaxGroup];
   float scale = ggml_search::fit_unsigned_scale(32, kTopLevel + 2, g.xval, qp_codes, g.weight);
   const float eff_max = scale * float(kTopLevel + 1);
   if (eff_max <= 0) return std::nullopt;
   for (int i = 0; i < 32; ++i) levels[i] = int8_t(qp_codes[i]);
   int8_t trial[kMaxGroup];
+  bool on_grid[4];
   float best = 0;
   for (int is = -6; is <= 6; ++is) {
     const float id = (float(2 * kTopLevel + 1) + float(is) * 0.1f) / eff_max;
     const float this_scale = 1 / id;
-    for (int k = 0; k < 4; ++k) round_subgroup(t, g, k, id, this_scale, trial + kSub * k);
+    round_group(t, kernels, g, id, this_scale, trial, on_grid);
     const Sums s = weighted_sums(g, trial);
     if (s.q2 > 0 && s.qx * s.qx > best * s.q2) {
       scale = s.qx / s.q2;
@@ -215,8 +193,7 @@ std::optional<float> fit_group_xxs(const SearchTables& t, const Group& g, int8_t
     }
   }
   if (scale > 0) {
-    const float id = 1 / scale;
-    for (int k = 0; k < 4; ++k) round_subgroup(t, g, k, id, scale, levels + kSub * k);
+    round_group(t, kernels, g, 1 / scale, scale, levels, on_grid);
     const Sums s = weighted_sums(g, levels);
     if (s.q2 > 0) scale = s.qx / s.q2;
   }
@@ -227,7 +204,8 @@ std::optional<float> fit_group_xxs(const SearchTables& t, const Group& g, int8_t
 
 // 19 inverse scales (5 + 0.1 is) / max, is = -9..9; the best trial's off-grid subgroups (only those)
 // are re-rounded at its scale, and the scale refitted. Returns the scale (possibly negative).
-float fit_group_16(const SearchTables& t, const Group& g, float max, int8_t* levels) {
+float fit_group_16(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, float max,
+                   int8_t* levels) {
   std::memset(levels, 0, 16);
   float best = 0;
   float scale = max / float(2 * kTopLevel + 1);
@@ -237,7 +215,7 @@ float fit_group_16(const SearchTables& t, const Group& g, float max, int8_t* lev
     const float id = (float(2 * kTopLevel + 1) + float(is) * 0.1f) / max;
     const float this_scale = 1 / id;
     bool trial_on_grid[2];
-    for (int k = 0; k < 2; ++k) trial_on_grid[k] = round_subgroup(t, g, k, id, this_scale, trial + kSub * k);
+    round_group(t, kernels, g, id, this_scale, trial, trial_on_grid);
     const Sums s = weighted_sums(g, trial);
     if (s.q2 > 0 && s.qx * s.qx > best * s.q2) {
       scale = s.qx / s.q2;
@@ -248,9 +226,14 @@ float fit_group_16(const SearchTables& t, const Group& g, float max, int8_t* lev
     }
   }
   if ((!on_grid[0] || !on_grid[1]) && scale > 0) {
-    const float id = 1 / scale;
-    for (int k = 0; k < 2; ++k)
-      if (!on_grid[k]) round_subgroup(t, g, k, id, scale, levels + kSub * k);
+    int8_t rounded[16];
+    uint32_t keys[2];
+    kernels.round_levels(g.xval, 16, 1 / scale, rounded, keys);
+    for (int k = 0; k < 2; ++k) {
+      if (on_grid[k]) continue;
+      std::memcpy(levels + kSub * k, rounded + kSub * k, kSub);
+      resolve_subgroup(t, kernels, g, k, keys[k], scale, levels + kSub * k);
+    }
     const Sums s = weighted_sums(g, levels);
     if (s.q2 > 0) scale = s.qx / s.q2;
   }
@@ -267,6 +250,7 @@ void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* 
   require_whole_blocks("iq2_xxs", n, kBlock);
   require_weights("iq2_xxs", quant_weights);
   const SearchTables& t = iq2::search_tables(iq2::Grid::Xxs);
+  const iq2::SearchKernels& kernels = iq2::search_kernels();
   auto* y = static_cast<BlockIq2Xxs*>(blocks);
   Group g;
   int8_t levels[32];
@@ -283,7 +267,7 @@ void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* 
       prepare_group(xb, 32, true, g);
       scales[ib] = 0;
       if (group_max(g) < ggml_search::kGroupMaxEps) continue;
-      const std::optional<float> fitted = fit_group_xxs(t, g, levels);
+      const std::optional<float> fitted = fit_group_xxs(t, kernels, g, levels);
       if (!fitted) continue;
       float scale = *fitted;
       if (scale < 0) {           // never seen; ggml flips the scale and the signs with it
@@ -326,6 +310,7 @@ float fit_block_16(const SearchTables& t, const float* xbl, const float* qw,
                    Xs16Options options, uint16_t grid_index[32], uint8_t signs[32], float scales[16]) {
   const float sum_x2 = block_sum_of_squares(xbl);
   const float sigma2 = options.doubled_sigma2 ? 2 * sum_x2 / float(kBlock) : sum_x2 / float(kBlock);
+  const iq2::SearchKernels& kernels = iq2::search_kernels();
   Group g;
   int8_t levels[16];
   float max_scale = 0;
@@ -340,7 +325,7 @@ float fit_block_16(const SearchTables& t, const float* xbl, const float* qw,
     scales[ib] = 0;
     const float max = group_max(g);
     if (max < options.group_max_eps) continue;  // indices and signs stay 0
-    float scale = fit_group_16(t, g, max, levels);
+    float scale = fit_group_16(t, kernels, g, max, levels);
     if (scale < 0) {  // never seen; ggml flips the scale and the signs with it
       scale = -scale;
       for (int k = 0; k < 2; ++k) g.signs[k] = options.even_parity ? uint8_t(~g.signs[k] & 127) : uint8_t(~g.signs[k]);

@@ -231,12 +231,4 @@ enum class Grid { Xxs, Xs, S };
 // iq2_s only the nearest, as ggml).
 const SearchTables& search_tables(Grid grid);
 
-// The AVX-512 neighbour search (ggml_iq2_search_avx512.cpp), or null where the CPU lacks it: over a
-// list's lane-major levels, the position of the first candidate with the least sum over j of
-// waux[j] * (scaled[level] - xval[j])^2, -1 if none is below FLT_MAX. Each lane sums one candidate in
-// ggml's order, so the result is the scalar search's.
-using NearestCandidateFn = int (*)(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
-                                   const float* scaled);
-NearestCandidateFn avx512_nearest_candidate();
-
 }  // namespace lowbit::ggml::iq2

@@ -13,7 +13,7 @@
 
 #include <cfloat>
 
-#include "formats/ggml_iq2_grids.h"
+#include "formats/ggml_iq2_search.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -25,7 +25,26 @@ namespace lowbit::ggml::iq2 {
 #if LOWBIT_IQ2_AVX512
 namespace {
 
-#define LOWBIT_AVX512 __attribute__((target("avx512f")))
+#define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,bmi2")))
+
+// 16 values per vector: 0.5 * (id * x - 1) rounded by ggml's nearest_int (add 1.5 * 2^23, read the
+// mantissa), clamped to 0..2, narrowed to bytes; a subgroup's key is its 8 level bytes' low 2 bits
+// gathered by pext.
+LOWBIT_AVX512 void round_levels_avx512(const float* xval, int n, float id, int8_t* levels, uint32_t* keys) {
+  const __m512 vid = _mm512_set1_ps(id);
+  for (int i = 0; i < n; i += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_sub_ps(_mm512_mul_ps(vid, _mm512_loadu_ps(xval + i)),
+                                                                        _mm512_set1_ps(1.f)));
+    const __m512i bits = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(12582912.f)));
+    __m512i l = _mm512_sub_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(0x00400000));
+    l = _mm512_max_epi32(_mm512_setzero_si512(), _mm512_min_epi32(_mm512_set1_epi32(2), l));
+    const __m128i bytes = _mm512_cvtepi32_epi8(l);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(levels + i), bytes);
+    constexpr uint64_t kLowBits = 0x0303030303030303ull;
+    keys[i / 8] = uint32_t(_pext_u64(uint64_t(_mm_cvtsi128_si64(bytes)), kLowBits));
+    keys[i / 8 + 1] = uint32_t(_pext_u64(uint64_t(_mm_extract_epi64(bytes, 1)), kLowBits));
+  }
+}
 
 LOWBIT_AVX512 int nearest_candidate_avx512(const uint8_t* lane_levels, int count, const float* xval,
                                            const float* waux, const float* scaled) {
@@ -58,15 +77,19 @@ LOWBIT_AVX512 int nearest_candidate_avx512(const uint8_t* lane_levels, int count
   return best;
 }
 
+constexpr SearchKernels kAvx512Kernels = {round_levels_avx512, nearest_candidate_avx512};
+
 }  // namespace
 
-NearestCandidateFn avx512_nearest_candidate() {
-  return __builtin_cpu_supports("avx512f") ? nearest_candidate_avx512 : nullptr;
+const SearchKernels* avx512_search_kernels() {
+  const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("bmi2");
+  return supported ? &kAvx512Kernels : nullptr;
 }
 
 #else
 
-NearestCandidateFn avx512_nearest_candidate() { return nullptr; }
+const SearchKernels* avx512_search_kernels() { return nullptr; }
 
 #endif
 
