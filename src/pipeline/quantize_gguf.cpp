@@ -56,6 +56,25 @@ std::vector<std::byte> encode(const std::vector<float>& values, const ModelSourc
   return out;
 }
 
+// llama-quantize refuses to write the 1-2 bit i-quants (and q2_K in Q2_K_S) without importance weights
+// for every tensor that gets them, the embeddings and output layer excepted: the result would be
+// garbage. ggml itself cannot quantize iq2_xxs, iq2_xs and iq1_s without them, whatever the tensor. So
+// lowbit refuses both, before writing anything.
+void require_importance_where_needed(const ModelSource& source, const std::vector<GgmlType>& types, uint32_t file_type,
+                                     const GgufQuantizeOptions& options) {
+  for (size_t i = 0; i < source.tensors().size(); ++i) {
+    const auto& t = source.tensors()[i];
+    const bool needed = tensor_requires_imatrix(t.name, types[i], file_type) || ggml_requires_imatrix(types[i]);
+    if (types[i] == t.stored_type || !needed) continue;
+    if (importance_for(options, t, source.label())) continue;
+    throw Error(fmt::format("{} needs importance weights for this tensor ({}; llama-quantize refuses too): make them with "
+                            "`lowbit imatrix MODEL --text FILE -o imatrix.gguf` and pass --imatrix imatrix.gguf",
+                            ggml_type_name(types[i]),
+                            options.imatrix ? "the importance matrix given has no entry for it" : "no importance matrix was given"),
+                {.file = source.label(), .tensor = t.name});
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -64,6 +83,7 @@ namespace {
 GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::path& out, const std::vector<GgmlType>& types,
                               uint32_t file_type, const GgufQuantizeOptions& options, Progress& progress) {
   const auto start = std::chrono::steady_clock::now();
+  require_importance_where_needed(source, types, file_type, options);
   GgufQuantizeReport report;
   uint64_t total_bytes = 0;
   for (size_t i = 0; i < source.tensors().size(); ++i) {
