@@ -8,6 +8,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/safetensors.h"
+#include "value_guard.h"
 
 namespace lowbit {
 namespace {
@@ -88,17 +89,31 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
   }
   for (size_t i = 0; i < source.tensors().size(); ++i) writer.add_tensor(source.tensors()[i].name, types[i], source.tensors()[i].ne);
 
+  ValueGuard guard(options.nonfinite);
   progress.begin("quantize", int64_t(source.tensors().size()), total_bytes);
   for (size_t i = 0; i < source.tensors().size(); ++i) {
     const auto& t = source.tensors()[i];
     auto& r = report.tensors[i];
+    const ValueSite site{source.label(), t.name, t.ne[0]};
+    const bool quantized = ggml_type_info(r.to).quantized;
     const auto raw = r.to == t.stored_type ? source.raw(t) : std::span<const std::byte>{};
     if (!raw.empty()) {
-      writer.write_data(t.name, raw);  // already in its target type: copied as it is
+      // Already in its target type: copied as it is, once its values (or scales) pass the policy.
+      if (quantized) {
+        guard.source_scales(site, t.stored_type, raw);
+        ValueGuard::written_scales(site, r.to, raw, nullptr);
+      } else {
+        guard.stored(site, r.to, raw);
+      }
+      writer.write_data(t.name, raw);
     } else {
-      const float* weights = ggml_type_info(r.to).quantized ? importance_for(options, t, source.label()) : nullptr;
+      const float* weights = quantized ? importance_for(options, t, source.label()) : nullptr;
       r.used_imatrix = weights != nullptr;
-      writer.write_data(t.name, encode(source.load_f32(t), t, r.to, weights));
+      const std::vector<float> values = load_checked(source, t, r.to, guard);
+      const std::vector<std::byte> bytes = encode(values, t, r.to, weights);
+      // As llama-quantize validates its rows: no non-finite block scale reaches the file.
+      if (quantized) ValueGuard::written_scales(site, r.to, bytes, values.data());
+      writer.write_data(t.name, bytes);
     }
     report.params += r.params;
     report.bytes += r.bytes;
@@ -106,6 +121,7 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
   }
   writer.finish();
   progress.end();
+  report.nonfinite = guard.count();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }
@@ -122,13 +138,14 @@ GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesy
   return write_gguf(source, out, types, file_type, options, progress);
 }
 
-GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesystem::path& out, DType dtype, Progress& progress) {
+GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesystem::path& out, DType dtype, Progress& progress,
+                                   const NonfinitePolicy& nonfinite) {
   const GgmlType target = dtype == DType::f32 ? GgmlType::F32 : dtype == DType::f16 ? GgmlType::F16 : GgmlType::BF16;
   if (!dtype_is_float(dtype) || dtype == DType::f64) throw Error(fmt::format("cannot dequantize to {}", dtype_name(dtype)), {.expected = "f32, f16 or bf16"});
   if (out.extension() == ".gguf") {
     std::vector<GgmlType> types;
     for (const auto& t : source.tensors()) types.push_back(ggml_type_info(t.stored_type).quantized ? target : t.stored_type);
-    return write_gguf(source, out, types, llama_file_type_of(target), {}, progress);
+    return write_gguf(source, out, types, llama_file_type_of(target), {.nonfinite = nonfinite}, progress);
   }
   if (out.extension() != ".safetensors") throw Error("the output must end in .gguf or .safetensors", {.file = out.string()});
   // Plain tensors under their GGUF names, in row-major (PyTorch) dimension order.
@@ -137,11 +154,12 @@ GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesys
   std::vector<std::string> names;
   for (const auto& t : source.tensors()) names.push_back(t.name);
   safetensors::Writer writer(out, names, {{"format", "pt"}, {"source", "gguf"}});
+  ValueGuard guard(nonfinite);
   progress.begin("dequantize", int64_t(names.size()), 0);
   for (const auto& t : source.tensors()) {
     const GgmlType to = ggml_type_info(t.stored_type).quantized ? target : t.stored_type;
     if (!is_float_type(to)) throw Error(fmt::format("cannot store {} in safetensors", ggml_type_name(to)), {.file = source.label(), .tensor = t.name});
-    const auto bytes = encode(source.load_f32(t), t, to, nullptr);
+    const auto bytes = encode(load_checked(source, t, to, guard), t, to, nullptr);
     const Shape shape(t.ne.rbegin(), t.ne.rend());
     writer.write(t.name, TensorView::make(dtype_of_float_type(to), shape, bytes));
     report.tensors.push_back({t.name, t.stored_type, to, t.elements(), bytes.size(), false});
@@ -151,6 +169,7 @@ GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesys
   }
   writer.finish();
   progress.end();
+  report.nonfinite = guard.count();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }
