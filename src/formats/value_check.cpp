@@ -128,6 +128,10 @@ std::string describe(ValueProblem problem, float value) {
   return "a value the format holds";
 }
 
+int64_t count_misfits(const float* x, int64_t n, ValueRange range) {
+  return n > 0 ? HWY_DYNAMIC_DISPATCH(CountMisfits)(x, n, misfit_limit(range)) : 0;
+}
+
 ValueScan scan_values(const float* x, int64_t n, ValueRange range) {
   const float limit = misfit_limit(range);
   std::atomic<int64_t> count{0};

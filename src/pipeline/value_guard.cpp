@@ -79,7 +79,8 @@ std::string cause_in_block(const float* input, int64_t block, int64_t block_valu
 
 }  // namespace
 
-void ValueGuard::written_scales(const ValueSite& site, GgmlType type, std::span<const std::byte> blocks, const float* input) {
+void ValueGuard::written_scales(const ValueSite& site, GgmlType type, std::span<const std::byte> blocks, const float* input,
+                                bool input_beyond_f16) {
   const int64_t block_values = ggml_type_info(type).block_elements;
   const std::string name(ggml_type_name(type));
   const ScaleScan scan = scan_block_scales(type, blocks);
@@ -88,7 +89,7 @@ void ValueGuard::written_scales(const ValueSite& site, GgmlType type, std::span<
                             scan.field, describe_scale(scan.first_value),
                             input ? cause_in_block(input, scan.first, block_values, site.cols) : "", more(scan.count), name),
                 context_of(site, "values whose block scale fits an f16"));
-  if (!input) return;
+  if (!input || !input_beyond_f16) return;
   // Other quantizers (q3_K, q6_K, iq4_xs) overflow inside their search and write a finite scale that
   // loses the block. Only a value beyond f16 can do that: the rows holding one (rare) are decoded.
   const int64_t cols = site.cols > 0 ? site.cols : block_values;

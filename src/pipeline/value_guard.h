@@ -35,8 +35,11 @@ class ValueGuard {
   void statistics(const ValueSite& site, std::string_view what, std::span<const float> values, ValueRange range);
 
   // The block scales of a freshly quantized tensor: a non-finite one is never written, whatever the
-  // policy. `input` (the tensor's float values, or null) locates the largest value of the block.
-  static void written_scales(const ValueSite& site, GgmlType type, std::span<const std::byte> blocks, const float* input);
+  // policy. `input` (the tensor's float values, or null) locates the largest value of the block;
+  // `input_beyond_f16` says it holds a value beyond f16 (NaN, Inf included), whose rows are then
+  // decoded: some quantizers overflow to a finite scale that loses the block.
+  static void written_scales(const ValueSite& site, GgmlType type, std::span<const std::byte> blocks, const float* input,
+                             bool input_beyond_f16 = true);
 
   const NonfiniteCount& count() const { return count_; }
 

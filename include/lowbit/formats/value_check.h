@@ -40,6 +40,8 @@ std::string describe(ValueProblem problem, float value);
 // Values of x[0, n) that `range` cannot hold. Vectorised (Highway): a few GB/s per core, so it runs
 // before every conversion or quantization at a cost lost in the noise of the codecs.
 ValueScan scan_values(const float* x, int64_t n, ValueRange range);
+// Just the count, on the calling thread: for a loop that checks each chunk while it sits in cache.
+int64_t count_misfits(const float* x, int64_t n, ValueRange range);
 
 // NaN and ±Inf among stored f32, f16 or bf16 values (`bytes` as a file holds them); other types
 // (integers) hold no misfit and give an empty scan.
