@@ -102,7 +102,7 @@ TEST(CliNonfinite, NaNScaleOfAQuantizedSourceWhenDequantizing) {
 
 TEST(CliNonfinite, WritingCommandsDocumentTheFlag) {
   test::TempDir dir;
-  for (const char* cmd : {"quantize", "dequantize"}) EXPECT_NE(run(std::string(cmd) + " --help", dir).out.find("--allow-nonfinite"), std::string::npos);
+  for (const char* cmd : {"quantize", "dequantize", "merge"}) EXPECT_NE(run(std::string(cmd) + " --help", dir).out.find("--allow-nonfinite"), std::string::npos);
 }
 
 }  // namespace
