@@ -12,6 +12,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/formats/value_check.h"
 
 namespace lowbit {
 namespace {
@@ -128,6 +129,28 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::filesystem::path& path) 
   return model;
 }
 
+namespace {
+
+// A NaN or Inf weight, or block scale, turns every logit after it into NaN: refused where it sits
+// rather than reported as "perplexity nan". Scales only for block types: a cheap scan.
+void check_weight_values(const gguf::File& file, const gguf::TensorInfo& t) {
+  const auto bytes = file.data(t);
+  const int64_t cols = t.ne.empty() ? 0 : t.ne[0];
+  if (ggml_type_info(t.type).quantized) {
+    if (const ScaleScan scan = scan_block_scales(t.type, bytes))
+      throw Error(fmt::format("block scale {} = {} (the {} block at {})", scan.field,
+                              describe(std::isnan(scan.first_value) ? ValueProblem::nan : ValueProblem::inf, scan.first_value),
+                              ggml_type_name(t.type),
+                              element_location(scan.first * ggml_type_info(t.type).block_elements, cols)),
+                  {.file = file.label(), .tensor = t.name, .expected = "finite block scales"});
+  } else if (const ValueScan scan = scan_stored_values(t.type, bytes)) {
+    throw Error(fmt::format("{} at {}", describe(scan.problem, scan.first_value), element_location(scan.first, cols)),
+                {.file = file.label(), .tensor = t.name, .expected = "finite weights"});
+  }
+}
+
+}  // namespace
+
 QuantizedMatrix LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols) const {
   const auto* t = file_->find_tensor(name);
   if (!t) throw Error("missing tensor", {.file = file_->label(), .tensor = name});
@@ -137,6 +160,7 @@ QuantizedMatrix LlamaModel::matrix(const std::string& name, int64_t rows, int64_
   const auto* codec = ggml_codec(t->type);
   if (!codec || !codec->dequantize_row)
     throw Error(fmt::format("lowbit cannot dequantize {}", ggml_type_name(t->type)), {.file = file_->label(), .tensor = name});
+  check_weight_values(*file_, *t);
   return {t->type, rows, cols, file_->data(*t)};
 }
 
@@ -149,6 +173,7 @@ std::span<const float> LlamaModel::vector(const std::string& name, int64_t size,
   if (t->type != GgmlType::F32 || t->elements() != size)
     throw Error(fmt::format("{} {}", ggml_type_name(t->type), shape_to_string(t->ne)),
                 {.file = file_->label(), .tensor = name, .expected = fmt::format("f32 [{}]", size)});
+  check_weight_values(*file_, *t);
   const auto bytes = file_->data(*t);
   return {reinterpret_cast<const float*>(bytes.data()), size_t(size)};
 }
