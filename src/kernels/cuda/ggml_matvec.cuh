@@ -23,15 +23,29 @@ __global__ void __launch_bounds__(32 * kMatvecWarps) ggml_matvec_kernel(const ui
   const int64_t groups = cols / 8;
   const uint8_t* row_blocks = blocks + row * (cols / D::kValues) * D::kBytes;
   float sum[kTokens] = {};
-  for (int64_t g = lane; g < groups; g += 32) {
-    float w[8];
-    D::decode(D::load(row_blocks + (g / kGroupsPerBlock) * D::kBytes, int(g % kGroupsPerBlock)), int(g % kGroupsPerBlock), w);
+  // Each lane has kInFlight groups' loads issued before it decodes any (one load at a time leaves the
+  // product bound by latency, whatever the type's bytes); it still takes its groups in the same order.
+  constexpr int kInFlight = 4;
+  for (int64_t g0 = lane; g0 < groups; g0 += 32 * kInFlight) {
+    typename D::Raw raw[kInFlight];
 #pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      float v[8];
-      load8<DType::f32>(x + t * cols, g, v);
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t g = g0 + 32 * u;
+      if (g < groups) raw[u] = D::load(row_blocks + (g / kGroupsPerBlock) * D::kBytes, int(g % kGroupsPerBlock));
+    }
 #pragma unroll
-      for (int k = 0; k < 8; ++k) sum[t] = fmaf(w[k], v[k], sum[t]);
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t g = g0 + 32 * u;
+      if (g >= groups) break;
+      float w[8];
+      D::decode(raw[u], int(g % kGroupsPerBlock), w);
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t) {
+        float v[8];
+        load8<DType::f32>(x + t * cols, g, v);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) sum[t] = fmaf(w[k], v[k], sum[t]);
+      }
     }
   }
 #pragma unroll
