@@ -24,6 +24,7 @@ struct QuantizeOptions {
   std::string plan, target = "gguf", rules, probe_text;
   double bpw = 0;
   int probe_chunks = 4;
+  std::string device = "auto";
   int64_t blocksize = 64;
   bool double_quant = false;
   bool allow_nonfinite = false;
@@ -133,7 +134,7 @@ void add_quantize_command(CLI::App& app) {
       ->check(CLI::IsMember({"gguf", "bnb"}))
       ->capture_default_str();
   cmd->add_option("--rules", o->rules, "With --bpw: a rules file bounding the plan's formats");
-  add_probe_options(*cmd, o->probe_text, o->probe_chunks);
+  add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device);
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->capture_default_str();
@@ -152,7 +153,7 @@ void add_quantize_command(CLI::App& app) {
     const Plan plan = !o->plan.empty() ? read_plan(o->plan)
                                        : plan_model({.model = o->input, .bpw = o->bpw, .target = parse_plan_target(o->target),
                                                      .imatrix = o->imatrix, .rules = o->rules, .probe_text = o->probe_text,
-                                                     .probe_chunks = o->probe_chunks},
+                                                     .probe_chunks = o->probe_chunks, .device = o->device},
                                                     planning);
     if (plan.target == PlanTarget::bnb) {
       QuantizeOptions rest = *o;
