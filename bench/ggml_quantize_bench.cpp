@@ -124,7 +124,6 @@ const bool registered = [] {
                         GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,
                         GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::TQ1_0,
                         GgmlType::TQ2_0, GgmlType::MXFP4, GgmlType::NVFP4, GgmlType::Q1_0, GgmlType::Q2_0}) {
-    if (!lowbit::ggml_codec(type)) continue;  // a type whose codec lands in another branch
     const std::string name(lowbit::ggml_type_name(type));
     if (!lowbit::ggml_requires_imatrix(type))
       benchmark::RegisterBenchmark(("BM_ggml_quantize/" + name).c_str(), BM_ggml_quantize, type, false)

@@ -8,6 +8,7 @@
 
 #include "command.h"
 #include "format_numbers.h"
+#include "nonfinite_option.h"
 #include "lowbit/core/error.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/lora_merge.h"
@@ -24,6 +25,7 @@ struct MergeOptions {
   std::vector<double> scales;
   int64_t blocksize = 64;
   bool double_quant = false;
+  bool allow_nonfinite = false;
 };
 
 // A directory for the bitsandbytes base's dequantized weights and a bitsandbytes output's merged
@@ -84,6 +86,8 @@ void run(const MergeOptions& o) {
   const MergeBase base = open_merge_base(o.base, scratch.path());
   const auto merged = merge_lora(base, open_adapters(o.adapters, o.scales), options);
   TerminalProgress progress(o.common.quiet);
+  const NonfinitePolicy nonfinite = nonfinite_policy(o.allow_nonfinite);
+  NonfiniteCount kept;
   nlohmann::ordered_json j{{"output", o.output}, {"into", o.into}, {"adapters", o.adapters}};
   std::string summary;
   if (gguf_out) {
@@ -97,7 +101,9 @@ void run(const MergeOptions& o) {
       if (!type) throw Error(fmt::format("unknown ggml type '{}' in --format", o.format));
       q.selection.default_type = *type;
     }
+    q.nonfinite = nonfinite;
     const auto r = quantize_to_gguf(*merged, output, q, progress);
+    kept = r.nonfinite;
     j["params"] = r.params;
     j["bytes"] = r.bytes;
     j["bpw"] = 8.0 * double(r.bytes) / double(r.params);
@@ -107,18 +113,22 @@ void run(const MergeOptions& o) {
     // transformers' bitsandbytes checkpoints are quantized from a Hugging Face directory: the merged
     // model goes there first, in the base's 16-bit type.
     const auto hf = scratch.path() / "merged";
-    export_gguf_to_hf(*merged, hf, merged_dtype(o, *merged), progress);
-    const auto r = quantize_to_bnb(hf, output, {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant}, progress);
+    kept = export_gguf_to_hf(*merged, hf, merged_dtype(o, *merged), progress, nonfinite).nonfinite;
+    const auto r = quantize_to_bnb(hf, output,
+                                   {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .nonfinite = nonfinite}, progress);
+    // r.nonfinite counts the same 16-bit tensors again (NF4/FP4/int8 hold none): the export's count stands.
     j["quantized"] = r.quantized;
     j["bytes"] = r.bytes_out;
     summary = fmt::format("{} weights in {}, {}", r.quantized, o.format, human_bytes(double(r.bytes_out)));
   } else {
     const DType dtype = merged_dtype(o, *merged);
-    const auto r = export_gguf_to_hf(*merged, output, dtype, progress);
+    const auto r = export_gguf_to_hf(*merged, output, dtype, progress, nonfinite);
+    kept = r.nonfinite;
     j["dtype"] = dtype_name(dtype);
     j["bytes"] = r.bytes;
     summary = fmt::format("{} tensors in {}, {}", r.tensors.size(), dtype_name(dtype), human_bytes(double(r.bytes)));
   }
+  j["nonfinite"] = nonfinite_json(kept);
   if (o.common.json)
     fmt::print("{}\n", j.dump(2));
   else if (!o.common.quiet)
@@ -147,6 +157,7 @@ void add_merge_command(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "A 16-bit directory output's float type: f32, f16 or bf16 (default: the base's)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block")->capture_default_str();
   cmd->add_flag("--double-quant", o->double_quant, "nf4/fp4: quantize the absmax constants too");
+  add_nonfinite_option(*cmd, o->allow_nonfinite);
   add_common_options(*cmd, o->common);
   cmd->callback([o] { run(*o); });
 }

@@ -12,6 +12,7 @@
 #include "lowbit/formats/ggml_fp4.h"
 #include "lowbit/formats/ggml_iq1.h"
 #include "lowbit/formats/ggml_iq3.h"
+#include "lowbit/formats/ggml_iq2.h"
 #include "lowbit/formats/ggml_iq4.h"
 #include "lowbit/formats/ggml_kquants.h"
 #include "lowbit/formats/ggml_legacy.h"
@@ -71,13 +72,16 @@ constexpr GgmlCodec kCodecs[] = {
     {GgmlType::NVFP4, ggml::quantize_row_nvfp4, ggml::dequantize_row_nvfp4, false},
     {GgmlType::Q1_0, ggml::quantize_row_q1_0, ggml::dequantize_row_q1_0, false},
     {GgmlType::Q2_0, ggml::quantize_row_q2_0, ggml::dequantize_row_q2_0, false},
+    {GgmlType::IQ2_XXS, ggml::quantize_row_iq2_xxs, ggml::dequantize_row_iq2_xxs, true},
+    {GgmlType::IQ2_XS, ggml::quantize_row_iq2_xs, ggml::dequantize_row_iq2_xs, true},
+    {GgmlType::IQ2_S, ggml::quantize_row_iq2_s, ggml::dequantize_row_iq2_s, true},
 };
 
 const GgmlCodec& require_codec(GgmlType type) {
   const GgmlCodec* codec = ggml_codec(type);
   if (!codec)
     throw Error("lowbit has no codec for ggml type " + std::string(ggml_type_name(type)),
-                {.expected = "one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs iq1_s iq1_m iq3_xxs iq3_s tq1_0 tq2_0 mxfp4 nvfp4 q1_0 q2_0"});
+                {.expected = "one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs iq1_s iq1_m iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s tq1_0 tq2_0 mxfp4 nvfp4 q1_0 q2_0"});
   return *codec;
 }
 

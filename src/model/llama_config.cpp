@@ -1,5 +1,7 @@
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "lowbit/core/error.h"
 #include "lowbit/model/llama.h"
 

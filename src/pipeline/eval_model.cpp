@@ -1,14 +1,48 @@
 #include "lowbit/pipeline/eval_model.h"
 
+#include <fmt/format.h>
+
 #include <random>
 
 #include "lowbit/core/error.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/quantize_gguf.h"
+#ifdef LOWBIT_HAVE_CUDA
+#include "lowbit/kernels/cuda/device.h"
+#include "lowbit/model/cuda_runtime.h"
+#endif
 
 namespace lowbit {
 
-EvalModel::EvalModel(const std::filesystem::path& path) {
+Device resolve_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu;
+#ifdef LOWBIT_HAVE_CUDA
+  if (name == "cuda") return Device::cuda;
+  if (name == "auto") return cuda::devices().empty() ? Device::cpu : Device::cuda;
+#else
+  if (name == "auto") return Device::cpu;
+  if (name == "cuda") throw Error("--device cuda: this lowbit was built without CUDA (configure with -DLOWBIT_CUDA=ON)");
+#endif
+  throw Error(fmt::format("unknown device '{}'", name), {.expected = "cpu, cuda or auto"});
+}
+
+EvalModel::EvalModel(const std::filesystem::path& path, Device device, DType gpu_activations) : EvalModel(path, {}, device, gpu_activations) {}
+
+EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<ScaledAdapter>& adapters, Device device, DType gpu_activations) {
+  load(path);
+  apply(adapters);
+  // The GPU takes the weights as they are now, adapted ones included.
+  if (device == Device::cuda) {
+#ifdef LOWBIT_HAVE_CUDA
+    gpu_ = cuda::make_llama_runtime(*model_, {.activations = gpu_activations});
+#else
+    (void)gpu_activations;
+    throw Error("--device cuda: this lowbit was built without CUDA (configure with -DLOWBIT_CUDA=ON)");
+#endif
+  }
+}
+
+void EvalModel::load(const std::filesystem::path& path) {
   if (path.extension() == ".gguf") {
     gguf_ = path;
     model_ = LlamaModel::load(path);
@@ -32,7 +66,7 @@ EvalModel::EvalModel(const std::filesystem::path& path) {
   model_ = LlamaModel::load(gguf);
 }
 
-EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<ScaledAdapter>& adapters) : EvalModel(path) {
+void EvalModel::apply(const std::vector<ScaledAdapter>& adapters) {
   if (adapters.empty()) return;
   const auto merged = merge_lora({ModelSource::open(gguf_), false}, adapters, {.into = MergeInto::dequantized, .trained_on = std::nullopt});
   for (const auto& t : merged->tensors()) {
@@ -44,6 +78,7 @@ EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<Scaled
 }
 
 EvalModel::~EvalModel() {
+  gpu_.reset();
   model_.reset();
   if (!scratch_.empty()) {
     std::error_code ignored;
