@@ -174,6 +174,9 @@ TEST(HfConfig, RefusesWhatItCannotConvert) {
     std::filesystem::create_directories(model);
     std::ofstream(model / "config.json") << "{" << base << ", " << extra << "}";
     std::ofstream(model / "tokenizer.json") << tokenizer.dump();
+    // An empty safetensors file (8-byte header length, "{}" padded to 8): the checkpoint reader asks
+    // for weights before config.json is read.
+    std::ofstream(model / "model.safetensors", std::ios::binary).write("\x08\0\0\0\0\0\0\0{}      ", 16);
     try {
       ModelSource::open(model);
       ADD_FAILURE() << "accepted " << extra;
