@@ -120,9 +120,10 @@ GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::files
                          {"attention_bias", std::ranges::any_of(source.tensors(), [](const auto& t) { return t.name.ends_with("attn_q.bias"); })},
                          {"vocab_size", vocab_size(source)},
                          {"tie_word_embeddings", !facts.has_output}, {"torch_dtype", std::string(bnb::torch_dtype_name(dtype))}};
-  if (const auto* v = find(source, "tokenizer.ggml.bos_token_id"); v && v->as_int()) config["bos_token_id"] = *v->as_int();
-  if (const auto* v = find(source, "tokenizer.ggml.eos_token_id"); v && v->as_int()) config["eos_token_id"] = *v->as_int();
-  if (const auto* v = find(source, "tokenizer.ggml.padding_token_id"); v && v->as_int()) config["pad_token_id"] = *v->as_int();
+  // An id of -1 (stored as uint32 4294967295) is llama.cpp's "no such token": transformers refuses it.
+  for (const auto& [key, name] : {std::pair{"tokenizer.ggml.bos_token_id", "bos_token_id"}, std::pair{"tokenizer.ggml.eos_token_id", "eos_token_id"},
+                                  std::pair{"tokenizer.ggml.padding_token_id", "pad_token_id"}})
+    if (const auto* v = find(source, key); v && v->as_int() && *v->as_int() >= 0 && *v->as_int() < 0xFFFFFFFFll) config[name] = *v->as_int();
   if (auto scaling = rope_scaling_of(source, arch, head_dim, hp_float("rope.freq_base", 10000.0f))) config["rope_scaling"] = *scaling;
   write_json_file(dir.path() / "config.json", config);
   write_hf_tokenizer(source.metadata(), dir.path());
