@@ -73,8 +73,10 @@ TEST(HfConsumers, BitsandbytesCpuDequantizesLowbitsBytes) {
     for (const bool double_quant : {false, true}) {
       const auto out = dir / fmt::format("{}-{}", format, double_quant);
       quantize_to_bnb(dir / "model", out, {.format = format, .blocksize = 64, .double_quant = double_quant});
-      dequantize_bnb(out, dir / fmt::format("{}-{}.safetensors", format, double_quant), DType::f32);
-      const auto r = test::run_interop_json("bnb_cpu_check.py", out.string() + " " + (dir / fmt::format("{}-{}.safetensors", format, double_quant)).string());
+      // A checkpoint directory dequantizes to a directory (model.safetensors inside).
+      const auto plain = dir / fmt::format("{}-{}-plain", format, double_quant);
+      dequantize_bnb(out, plain, DType::f32);
+      const auto r = test::run_interop_json("bnb_cpu_check.py", out.string() + " " + (plain / "model.safetensors").string());
       ASSERT_FALSE(r.is_null());
       EXPECT_EQ(r["weights"].get<int>(), 14) << r.dump();
       EXPECT_EQ(r["max_abs_diff"].get<double>(), 0.0) << format << " double_quant " << double_quant << ": " << r.dump();
