@@ -32,7 +32,7 @@ std::vector<int32_t> read_tokens(const Tokenizer& tokenizer, const std::string& 
 // An importance matrix measured on `text` (at most 16 windows of 512 tokens), for weighting the loss.
 ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text_path, const std::filesystem::path& scratch) {
   const EvalModel model(model_path);
-  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata());
+  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata(), model_path);
   auto tokens = read_tokens(tokenizer, text_path);
   if (tokens.size() > 16 * 512) tokens.resize(16 * 512);
   const auto run = collect_imatrix(model.model(), tokens, 512, tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt);
@@ -73,7 +73,7 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   std::optional<KldProbe> probe;
   if (!request.probe_text.empty()) {
     probe_model.emplace(request.model);
-    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata());
+    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata(), request.model);
     probe.emplace(probe_model->model(), read_tokens(tokenizer, request.probe_text), kProbeContext,
                   tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, request.probe_chunks);
     options.probe = &*probe;
