@@ -22,8 +22,9 @@ namespace {
 constexpr GgmlType kGgufCandidates[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::Q4_K, GgmlType::Q4_0,
                                         GgmlType::IQ4_NL, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_K, GgmlType::Q5_1,
                                         GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::F16, GgmlType::BF16, GgmlType::F32,
-                                        GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::Q1_0,
-                                        GgmlType::Q2_0, GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::MXFP4, GgmlType::NVFP4};
+                                        GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,
+                                        GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::Q1_0,
+                                        GgmlType::Q2_0, GgmlType::MXFP4, GgmlType::NVFP4};
 
 // The candidates no other candidate of as many bytes or fewer beats or equals on loss (the first of
 // equals stays): the only ones an allocation could want.
