@@ -18,13 +18,16 @@ void add_dequantize_command(CLI::App& app) {
   struct Options {
     CommonOptions common;
     std::string input, output, dtype;
+    bool force = false;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("IN", o->input, "A .gguf file, or a bitsandbytes checkpoint (directory or .safetensors)")->required();
   cmd->add_option("-o,--output", o->output, "OUT.gguf, OUT.safetensors or a Hugging Face directory for a GGUF input; a directory or .safetensors for bitsandbytes")->required();
   cmd->add_option("--dtype", o->dtype, "f32, f16 or bf16 (default: GGUF f32; bitsandbytes each weight's recorded dtype)");
   add_common_options(*cmd, o->common);
+  add_force_option(*cmd, o->force);
   cmd->callback([o] {
+    check_outputs({o->output}, {o->input}, o->force);
     std::optional<DType> dtype;
     if (!o->dtype.empty()) {
       dtype = dtype_from_name(o->dtype);

@@ -1,12 +1,20 @@
 #include "lowbit/pipeline/eval_model.h"
 
-#include <random>
-
 #include "lowbit/core/error.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 
 namespace lowbit {
+namespace {
+
+// An error about the scratch conversion is about the user's model: say so with the user's path.
+[[noreturn]] void rethrow_for_input(const Error& e, const std::filesystem::path& scratch, const std::filesystem::path& input) {
+  ErrorContext context = e.context();
+  if (context.file.empty() || context.file.starts_with(scratch.string())) context.file = input.string();
+  throw Error(e.problem(), context);
+}
+
+}  // namespace
 
 EvalModel::EvalModel(const std::filesystem::path& path) {
   if (path.extension() == ".gguf") {
@@ -16,20 +24,22 @@ EvalModel::EvalModel(const std::filesystem::path& path) {
   }
   if (!std::filesystem::is_directory(path))
     throw Error("not a .gguf file or a model directory", {.file = path.string()});
-  std::random_device rd;
-  scratch_ = std::filesystem::temp_directory_path() / ("lowbit-eval-" + std::to_string(rd()));
-  std::filesystem::create_directories(scratch_);
-  std::filesystem::path hf = path;
-  if (is_bnb_checkpoint(path)) {
-    hf = scratch_ / "dequantized";
-    dequantize_bnb(path, hf, DType::f32);
+  scratch_.emplace("eval");
+  try {
+    std::filesystem::path hf = path;
+    if (is_bnb_checkpoint(path)) {
+      hf = *scratch_ / "dequantized";
+      dequantize_bnb(path, hf, DType::f32);
+    }
+    const auto gguf = *scratch_ / "model.gguf";
+    GgufQuantizeOptions options;
+    options.selection.default_type = GgmlType::F32;
+    quantize_to_gguf(*ModelSource::open(hf), gguf, options);
+    gguf_ = gguf;
+    model_ = LlamaModel::load(gguf);
+  } catch (const Error& e) {
+    rethrow_for_input(e, scratch_->path(), path);
   }
-  const auto gguf = scratch_ / "model.gguf";
-  GgufQuantizeOptions options;
-  options.selection.default_type = GgmlType::F32;
-  quantize_to_gguf(*ModelSource::open(hf), gguf, options);
-  gguf_ = gguf;
-  model_ = LlamaModel::load(gguf);
 }
 
 EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<ScaledAdapter>& adapters) : EvalModel(path) {
@@ -43,12 +53,7 @@ EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<Scaled
   }
 }
 
-EvalModel::~EvalModel() {
-  model_.reset();
-  if (!scratch_.empty()) {
-    std::error_code ignored;
-    std::filesystem::remove_all(scratch_, ignored);
-  }
-}
+// Members go in reverse order: the model unmaps the scratch GGUF before the scratch directory goes.
+EvalModel::~EvalModel() = default;
 
 }  // namespace lowbit

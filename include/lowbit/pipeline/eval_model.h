@@ -1,10 +1,14 @@
 // Opening any model lowbit writes for evaluation: a GGUF directly; a Hugging Face directory or a
-// bitsandbytes checkpoint through a temporary float32 GGUF (dequantized first), which the runtime maps.
+// bitsandbytes checkpoint through a float32 GGUF (dequantized first) converted into a scratch
+// directory under $TMPDIR, which the runtime maps. The scratch directory goes with the object, with
+// a constructor that throws, and on SIGINT/SIGTERM/SIGHUP (lowbit/core/temporaries.h).
 #pragma once
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 
+#include "lowbit/core/temporaries.h"
 #include "lowbit/model/llama.h"
 #include "lowbit/pipeline/lora_merge.h"
 
@@ -27,7 +31,7 @@ class EvalModel {
   const std::vector<gguf::KeyValue>& metadata() const { return model_->file().metadata(); }
 
  private:
-  std::filesystem::path scratch_;  // temporary conversions, removed with the object
+  std::optional<ScratchDirectory> scratch_;  // conversions; declared first, so removed after the model unmaps them
   std::filesystem::path gguf_;     // the GGUF the runtime maps
   std::unique_ptr<LlamaModel> model_;
   std::vector<std::vector<float>> adapted_;  // float32 weights swapped in for the adapted ones
