@@ -41,14 +41,14 @@ void add_dequantize_command(CLI::App& app) {
       const auto source = ModelSource::open(o->input);
       const auto ext = std::filesystem::path(o->output).extension();
       const auto r = ext == ".gguf" || ext == ".safetensors" ? dequantize_gguf(*source, o->output, dtype.value_or(DType::f32), progress)
-                                                             : export_gguf_to_hf(*source, o->output, dtype.value_or(DType::f32), progress);
+                                                             : export_gguf_to_hf(*source, o->output, dtype.value_or(DType::f32), progress, o->force);
       j["tensors"] = r.tensors.size();
       j["bytes_out"] = r.bytes;
       j["seconds"] = r.seconds;
       summary = fmt::format("{} tensors, {}", r.tensors.size(), human_bytes(double(r.bytes)));
     } else {
       if (!is_bnb_checkpoint(o->input)) throw Error("no bitsandbytes-quantized weight found", {.file = o->input});
-      const auto r = dequantize_bnb(o->input, o->output, dtype, progress);
+      const auto r = dequantize_bnb(o->input, o->output, dtype, progress, o->force);
       j["tensors"] = r.tensors;
       j["dequantized"] = r.quantized;
       j["bytes_out"] = r.bytes_out;

@@ -35,7 +35,8 @@ void run_bnb(const QuantizeOptions& o, const Plan* plan) {
     throw Error("--mix, --imatrix and --tensor-type apply to GGUF outputs, not to bitsandbytes formats");
   TerminalProgress progress(o.common.quiet);
   const auto r = quantize_to_bnb(o.input, o.output,
-                                 {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .skip = o.skip, .plan = plan},
+                                 {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .skip = o.skip, .plan = plan,
+                                  .overwrite = o.force},
                                  progress);
   const std::string format = plan ? "planned" : o.format;
   if (o.common.json) {

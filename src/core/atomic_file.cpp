@@ -103,10 +103,12 @@ void AtomicFile::commit() {
   sync_parent_directory(dest_);
 }
 
-AtomicDirectory::AtomicDirectory(std::filesystem::path dest) : dest_(std::move(dest)) {
+AtomicDirectory::AtomicDirectory(std::filesystem::path dest, bool replace_existing) : dest_(std::move(dest)) {
   std::error_code ec;
   if (std::filesystem::exists(dest_, ec) && !std::filesystem::is_directory(dest_, ec))
     throw Error("the output exists and is not a directory", {.file = dest_.string(), .expected = "a directory path"});
+  if (!replace_existing && std::filesystem::is_directory(dest_, ec) && !std::filesystem::is_empty(dest_, ec))
+    throw Error("the output already exists; lowbit does not overwrite it unless given --force", {.file = dest_.string()});
   temp_ = make_temporary_directory(dest_);
   registration_ = TemporaryRegistration(temp_);
 }

@@ -99,6 +99,17 @@ TEST(Reliability, ExistingOutputNeedsForce) {
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NO_THROW(gguf::File{out});
   EXPECT_EQ(listing(dir.path()), std::vector<std::string>{"q.gguf"});
+  // A checkpoint directory alike.
+  test::write_tiny_hf_model(dir / "hf");
+  const std::string nf4 = (dir / "nf4").string();
+  ASSERT_EQ(run_cli("quantize " + (dir / "hf").string() + " -o " + nf4 + " --format nf4 --quiet").status, 0);
+  std::ofstream(dir / "nf4" / "mine.txt") << "mine";
+  expect_refused("quantize " + (dir / "hf").string() + " -o " + nf4 + " --format nf4", "--force");
+  EXPECT_TRUE(std::filesystem::exists(dir / "nf4" / "mine.txt"));
+  ASSERT_EQ(run_cli("quantize " + (dir / "hf").string() + " -o " + nf4 + " --format nf4 --force --quiet").status, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir / "nf4" / "mine.txt"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "nf4" / "config.json"));
+  EXPECT_EQ(listing(dir.path()), (std::vector<std::string>{"hf", "nf4", "q.gguf"}));
 }
 
 // A GGUF with one large f32 weight: quantizing it to q2_K takes long enough to be interrupted.

@@ -156,8 +156,9 @@ TEST(AtomicDirectory, UmaskModeFsyncedRenameAndReplacement) {
   struct stat st{};
   ASSERT_EQ(::stat((dir / "ckpt").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0755u);
+  EXPECT_THROW(AtomicDirectory(dir / "ckpt"), Error);  // an existing output, without --force
   {
-    AtomicDirectory out(dir / "ckpt");  // replaces the previous output (the caller checked it may)
+    AtomicDirectory out(dir / "ckpt", /*replace_existing=*/true);  // --force
     std::ofstream(out.path() / "b.txt") << "newer";
     out.commit();
   }

@@ -48,10 +48,12 @@ class AtomicFile {
 
 // The same for an output directory (a sharded checkpoint): files are written into
 // "<dest>.tmp.XXXXXX" beside it (mode 0777 less the umask, as mkdir gives), which commit() renames
-// to dest, replacing an existing directory there; uncommitted, it is removed with its contents.
+// to dest; uncommitted, it is removed with its contents. dest must not exist or be an empty
+// directory, unless `replace_existing` (the user's --force): then an existing directory is replaced
+// at commit.
 class AtomicDirectory {
  public:
-  explicit AtomicDirectory(std::filesystem::path dest);
+  explicit AtomicDirectory(std::filesystem::path dest, bool replace_existing = false);
   ~AtomicDirectory();
   AtomicDirectory(const AtomicDirectory&) = delete;
   AtomicDirectory& operator=(const AtomicDirectory&) = delete;

@@ -22,6 +22,7 @@ struct BnbQuantizeOptions {
   // every other tensor is copied; format, blocksize, double_quant and skip are then not used.
   const Plan* plan = nullptr;
   uint64_t max_shard_bytes = 5'000'000'000;  // as save_pretrained's default "5GB"
+  bool overwrite = false;  // replace an existing output directory (the CLI's --force)
 };
 
 struct JobReport {
@@ -46,7 +47,7 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
 // in its recorded dtype (int8: config.json's torch_dtype, else f16), or in `dtype` when given
 // (then every float tensor is converted to it).
 JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesystem::path& output, std::optional<DType> dtype,
-                         Progress& progress = Progress::none());
+                         Progress& progress = Progress::none(), bool overwrite = false);
 
 // True when `path` (a directory or .safetensors file) holds bitsandbytes-quantized weights.
 bool is_bnb_checkpoint(const std::filesystem::path& path);
