@@ -62,24 +62,36 @@ const HeavyMatrix& heavy_matrix() {
   return matrix;
 }
 
-void set_rate(benchmark::State& state) {
+void set_rate(benchmark::State& state, int64_t rows = kRows) {
   state.counters["Mvalues/s"] =
-      benchmark::Counter(double(state.iterations()) * double(kRows * kCols) / 1e6, benchmark::Counter::kIsRate);
+      benchmark::Counter(double(state.iterations()) * double(rows * kCols) / 1e6, benchmark::Counter::kIsRate);
+}
+
+// The i-quants search grids and run at a few million values per second: they quantize the first
+// kSlowRows rows (as the golden README's speed table: 256 x 4096), the other types all kRows.
+constexpr int64_t kSlowRows = 256;
+bool is_grid_search_type(lowbit::GgmlType type) {
+  using lowbit::GgmlType;
+  return type == GgmlType::IQ2_XXS || type == GgmlType::IQ2_XS || type == GgmlType::IQ2_S || type == GgmlType::IQ3_XXS ||
+         type == GgmlType::IQ3_S || type == GgmlType::IQ1_S || type == GgmlType::IQ1_M;
 }
 
 void BM_ggml_quantize(benchmark::State& state, lowbit::GgmlType type, bool with_weights) {
   const HeavyMatrix& m = heavy_matrix();
+  const int64_t rows = is_grid_search_type(type) ? kSlowRows : kRows;
   const lowbit::GgmlCodec* codec = lowbit::ggml_codec(type);
   const size_t row_bytes = lowbit::ggml_row_bytes(type, kCols);
-  std::vector<uint8_t> out(row_bytes * kRows);
+  std::vector<uint8_t> out(row_bytes * size_t(rows));
   const float* weights = with_weights ? m.importance.data() : nullptr;
+  // The first row builds the search tables of the grid types (once per process), outside the timing.
+  codec->quantize_row(m.values.data(), out.data(), kCols, m.importance.data());
   for (auto _ : state) {
-    for (int64_t r = 0; r < kRows; ++r)
+    for (int64_t r = 0; r < rows; ++r)
       codec->quantize_row(m.values.data() + r * kCols, out.data() + size_t(r) * row_bytes, kCols, weights);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  set_rate(state);
+  set_rate(state, rows);
 }
 
 // Dequantize writes 4 bytes per value, so over a 64 MB output it mostly measures memory bandwidth, which
@@ -91,7 +103,8 @@ void BM_ggml_dequantize(benchmark::State& state, lowbit::GgmlType type, bool to_
   const size_t row_bytes = lowbit::ggml_row_bytes(type, kCols);
   std::vector<uint8_t> blocks(row_bytes * kRows);
   for (int64_t r = 0; r < kRows; ++r)
-    codec->quantize_row(m.values.data() + r * kCols, blocks.data() + size_t(r) * row_bytes, kCols, nullptr);
+    codec->quantize_row(m.values.data() + r * kCols, blocks.data() + size_t(r) * row_bytes, kCols,
+                        lowbit::ggml_requires_imatrix(type) ? m.importance.data() : nullptr);
   std::vector<float> out(size_t(to_row_buffer ? kCols : kRows * kCols));
   for (auto _ : state) {
     for (int64_t r = 0; r < kRows; ++r)
@@ -108,10 +121,13 @@ const bool registered = [] {
   using lowbit::GgmlType;
   for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
                         GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                        GgmlType::IQ4_NL, GgmlType::IQ4_XS}) {
+                        GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,
+                        GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::TQ1_0,
+                        GgmlType::TQ2_0, GgmlType::MXFP4, GgmlType::NVFP4, GgmlType::Q1_0, GgmlType::Q2_0}) {
     const std::string name(lowbit::ggml_type_name(type));
-    benchmark::RegisterBenchmark(("BM_ggml_quantize/" + name).c_str(), BM_ggml_quantize, type, false)
-        ->Unit(benchmark::kMillisecond)->MinTime(0.5);
+    if (!lowbit::ggml_requires_imatrix(type))
+      benchmark::RegisterBenchmark(("BM_ggml_quantize/" + name).c_str(), BM_ggml_quantize, type, false)
+          ->Unit(benchmark::kMillisecond)->MinTime(0.5);
     if (lowbit::ggml_codec(type)->uses_weights)
       benchmark::RegisterBenchmark(("BM_ggml_quantize_weighted/" + name).c_str(), BM_ggml_quantize, type, true)
           ->Unit(benchmark::kMillisecond)->MinTime(0.5);

@@ -2,6 +2,7 @@
 // throughput of the CPU codecs on heavy-tailed random data, each beside memcpy measured in the same run.
 // lowbit bench --device cuda [--quick] [--json]: the GPU codecs and matmuls, each beside a copy kernel
 // or cuBLAS measured in the same run (include/lowbit/kernels/cuda/benchmark.h).
+// lowbit bench --model MODEL --device cuda [--prompt N --gen M] [--json]: the model runtime on the GPU.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include "lowbit/formats/bnb_int8.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/pipeline/cuda_backend.h"
+#include "lowbit/pipeline/eval_model.h"
 
 namespace lowbit::cli {
 namespace {
@@ -74,6 +76,24 @@ void bench_cuda(bool quick, bool json) {
   if (json) fmt::print("{}\n", nlohmann::ordered_json{{"device", device}, {"rows", rows}}.dump(2));
 }
 
+// A model's prefill and decoding speed on the GPU, and the device memory it took.
+void bench_model(const std::string& path, int prompt, int generate, bool json) {
+  const cuda::RuntimeBackend& gpu = cuda::runtime_backend();  // before loading: says at once why not
+  EvalModel model(path);
+  const auto t = gpu.time_generation(model.model(), prompt, generate, {});
+  if (json) {
+    fmt::print("{}\n", nlohmann::ordered_json{{"model", path}, {"device", t.device}, {"prompt", t.prompt}, {"gen", t.generate},
+                                              {"prefill_tokens_per_s", t.prefill_tokens_per_s}, {"decode_tokens_per_s", t.decode_tokens_per_s},
+                                              {"weight_bytes", t.weight_bytes}, {"peak_gpu_memory_bytes", t.peak_memory_bytes}}
+                            .dump(2));
+    return;
+  }
+  fmt::print("{} on {}\nprefill {} tokens: {:.0f} tokens/s\ndecode {} tokens at batch 1: {:.1f} tokens/s\n"
+             "weights on the GPU {:.1f} MiB; peak GPU memory {:.1f} MiB\n",
+             path, t.device, t.prompt, t.prefill_tokens_per_s, t.generate, t.decode_tokens_per_s, double(t.weight_bytes) / (1 << 20),
+             double(t.peak_memory_bytes) / (1 << 20));
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
@@ -84,7 +104,8 @@ void add_bench_command(CLI::App& app) {
     std::vector<std::string> formats{"nf4", "fp4", "int8", "q4_0", "q8_0", "q4_K", "q6_K", "iq4_xs"};
     int64_t rows = 4096, cols = 4096;
     int threads = 0, repeats = 5;
-    std::string device = "cpu";
+    std::string device = "cpu", model;
+    int prompt = 512, generate = 128;
     bool quick = false;
   };
   auto o = std::make_shared<Options>();
@@ -97,8 +118,16 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   cmd->add_flag("--quick", o->quick, "--device cuda: one size of each, for a smoke run");
+  cmd->add_option("--model", o->model, "--device cuda: time this model (.gguf, Hugging Face or bitsandbytes directory) instead: prefill and "
+                                       "batch-1 decoding tokens/s, peak GPU memory");
+  cmd->add_option("--prompt", o->prompt, "--model: prompt tokens, processed in one pass")->capture_default_str();
+  cmd->add_option("--gen", o->generate, "--model: tokens decoded one at a time after the prompt")->capture_default_str();
   add_common_options(*cmd, o->common);
   cmd->callback([o] {
+    if (!o->model.empty()) {
+      if (o->device != "cuda") throw Error("bench --model times the GPU runtime: add --device cuda");
+      return bench_model(o->model, o->prompt, o->generate, o->common.json);
+    }
     if (o->device == "cuda") return bench_cuda(o->quick, o->common.json);
     // The pool is sized once, on first use: set the thread count before any work.
     if (o->threads > 0) ::setenv("LOWBIT_THREADS", std::to_string(o->threads).c_str(), 1);

@@ -37,14 +37,17 @@ struct PlanRequest {
   std::string imatrix, text, rules;  // empty: none
   std::string probe_text;            // non-empty: losses measured as output KL-divergence on this text
   int probe_chunks = 4;              // windows of 512 tokens of probe_text
+  std::string device = "auto";       // where the probe and --text's imatrix run: cpu, cuda or auto
 };
 Plan plan_model(const PlanRequest& request, Progress& progress);
 PlanTarget parse_plan_target(const std::string& name);  // "gguf" or "bnb"
 // An importance matrix that holds data for at least one weight: a model file or an empty file is
 // refused rather than used as "no importance matrix".
 ImportanceMatrix load_importance_matrix(const std::string& path);
-// --probe-text FILE and --probe-chunks N, for plan and quantize --bpw.
-void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks);
+// --probe-text FILE, --probe-chunks N and --device D, for plan and quantize --bpw.
+void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks, std::string& device);
+// --device cpu|cuda|auto, for the commands that run the model.
+void add_device_option(CLI::App& command, std::string& device);
 
 void add_inspect_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);

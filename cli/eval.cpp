@@ -52,7 +52,7 @@ void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Perplexity of a model on a text, and with a base model its KL-divergence and top-1 agreement");
   struct Options {
     CommonOptions common;
-    std::string model, text, base, kld_base, save_logits;
+    std::string model, text, base, kld_base, save_logits, device = "auto";
     std::vector<std::string> lora, base_lora;
     std::vector<double> lora_scale, base_lora_scale;
     int ctx = 512, chunks = 0;
@@ -72,6 +72,7 @@ void add_eval_command(CLI::App& app) {
   auto* base_option = cmd->add_option("--base", o->base, "The base model: KL-divergence of MODEL's predictions from the base's");
   cmd->add_option("--kld-base", o->kld_base, "The base's log-probabilities saved by --save-logits (llama.cpp's --kl-divergence-base file)")->excludes(base_option);
   cmd->add_option("--save-logits", o->save_logits, "Store the base's (or, without a base, MODEL's) log-probabilities for later --kld-base");
+  add_device_option(*cmd, o->device);
   add_common_options(*cmd, o->common);
   add_force_option(*cmd, o->force);
   cmd->callback([o] {
@@ -80,21 +81,22 @@ void add_eval_command(CLI::App& app) {
     inputs.insert(inputs.end(), o->base_lora.begin(), o->base_lora.end());
     check_outputs({o->save_logits}, inputs, o->force);
     if (!o->base_lora.empty() && o->base.empty()) throw Error("--base-lora applies to --base");
-    const EvalModel model(o->model, open_adapters(o->lora, o->lora_scale));
+    const Device device = resolve_device(o->device);
+    const EvalModel model(o->model, open_adapters(o->lora, o->lora_scale), device);
     const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tokens");
     std::optional<BaseLogits> base_logits;
     if (!o->kld_base.empty()) base_logits = BaseLogits::load(o->kld_base);
     if (!o->base.empty()) {
-      const EvalModel base(o->base, open_adapters(o->base_lora, o->base_lora_scale));
+      const EvalModel base(o->base, open_adapters(o->base_lora, o->base_lora_scale), device);
       base_logits.emplace(o->ctx, base.model().config().n_vocab, window_tokens(tokens, o->ctx));
-      evaluate(base.model(), tokens.ids, o->ctx, tokens.bos, nullptr, &*base_logits, progress);
+      evaluate(base.runtime(), tokens.ids, o->ctx, tokens.bos, nullptr, &*base_logits, progress);
       if (!o->save_logits.empty()) base_logits->save(o->save_logits);
     }
     std::optional<BaseLogits> own;
     if (!o->save_logits.empty() && o->base.empty()) own.emplace(o->ctx, model.model().config().n_vocab, window_tokens(tokens, o->ctx));
-    const auto r = evaluate(model.model(), tokens.ids, o->ctx, tokens.bos, base_logits ? &*base_logits : nullptr, own ? &*own : nullptr, progress);
+    const auto r = evaluate(model.runtime(), tokens.ids, o->ctx, tokens.bos, base_logits ? &*base_logits : nullptr, own ? &*own : nullptr, progress);
     if (own) own->save(o->save_logits);
 
     if (o->common.json) {
@@ -121,7 +123,7 @@ void add_imatrix_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("imatrix", "Collect an importance matrix (llama.cpp's GGUF imatrix) from a text");
   struct Options {
     CommonOptions common;
-    std::string model, text, output;
+    std::string model, text, output, device = "auto";
     int ctx = 512, chunks = 0;
     bool force = false;
   };
@@ -131,15 +133,16 @@ void add_imatrix_command(CLI::App& app) {
   cmd->add_option("-o,--output", o->output, "Output: imatrix.gguf")->required();
   cmd->add_option("--ctx", o->ctx, "Window length in tokens")->check(CLI::Range(2, kMaxContext))->capture_default_str();
   cmd->add_option("--chunks", o->chunks, "Use at most this many windows (0: all)")->check(CLI::NonNegativeNumber);
+  add_device_option(*cmd, o->device);
   add_common_options(*cmd, o->common, false);
   add_force_option(*cmd, o->force);
   cmd->callback([o] {
     check_outputs({o->output}, {o->model, o->text}, o->force);
-    const EvalModel model(o->model);
+    const EvalModel model(o->model, resolve_device(o->device));
     const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("windows");
-    const auto run = collect_imatrix(model.model(), tokens.ids, o->ctx, tokens.bos, progress);
+    const auto run = collect_imatrix(model.runtime(), tokens.ids, o->ctx, tokens.bos, progress);
     write_imatrix_gguf(o->output, run.entries, {std::filesystem::path(o->text).filename().string()}, uint32_t(run.chunks), uint32_t(o->ctx));
     if (!o->common.quiet) fmt::print("wrote {}: {} weights over {} windows of {} tokens\n", o->output, run.entries.size(), run.chunks, o->ctx);
   });

@@ -8,6 +8,7 @@
 
 #include "command.h"
 #include "format_numbers.h"
+#include "nonfinite_option.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/temporaries.h"
 #include "lowbit/pipeline/bnb_jobs.h"
@@ -25,6 +26,7 @@ struct MergeOptions {
   std::vector<double> scales;
   int64_t blocksize = 64;
   bool double_quant = false, force = false;
+  bool allow_nonfinite = false;
 };
 
 // A directory for the bitsandbytes base's dequantized weights and a bitsandbytes output's merged
@@ -87,6 +89,8 @@ void run(const MergeOptions& o) {
   const MergeBase base = open_merge_base(o.base, scratch.path());
   const auto merged = merge_lora(base, open_adapters(o.adapters, o.scales), options);
   TerminalProgress progress(o.common.quiet);
+  const NonfinitePolicy nonfinite = nonfinite_policy(o.allow_nonfinite);
+  NonfiniteCount kept;
   nlohmann::ordered_json j{{"output", o.output}, {"into", o.into}, {"adapters", o.adapters}};
   std::string summary;
   if (gguf_out) {
@@ -100,7 +104,9 @@ void run(const MergeOptions& o) {
       if (!type) throw Error(fmt::format("unknown ggml type '{}' in --format", o.format));
       q.selection.default_type = *type;
     }
+    q.nonfinite = nonfinite;
     const auto r = quantize_to_gguf(*merged, output, q, progress);
+    kept = r.nonfinite;
     j["params"] = r.params;
     j["bytes"] = r.bytes;
     j["bpw"] = 8.0 * double(r.bytes) / double(r.params);
@@ -110,19 +116,24 @@ void run(const MergeOptions& o) {
     // transformers' bitsandbytes checkpoints are quantized from a Hugging Face directory: the merged
     // model goes there first, in the base's 16-bit type.
     const auto hf = scratch.path() / "merged";
-    export_gguf_to_hf(*merged, hf, merged_dtype(o, *merged), progress);
-    const auto r = quantize_to_bnb(hf, output, {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .overwrite = o.force},
+    kept = export_gguf_to_hf(*merged, hf, merged_dtype(o, *merged), progress, nonfinite).nonfinite;
+    const auto r = quantize_to_bnb(hf, output,
+                                   {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .nonfinite = nonfinite,
+                                    .overwrite = o.force},
                                    progress);
+    // r.nonfinite counts the same 16-bit tensors again (NF4/FP4/int8 hold none): the export's count stands.
     j["quantized"] = r.quantized;
     j["bytes"] = r.bytes_out;
     summary = fmt::format("{} weights in {}, {}", r.quantized, o.format, human_bytes(double(r.bytes_out)));
   } else {
     const DType dtype = merged_dtype(o, *merged);
-    const auto r = export_gguf_to_hf(*merged, output, dtype, progress, o.force);
+    const auto r = export_gguf_to_hf(*merged, output, dtype, progress, nonfinite, o.force);
+    kept = r.nonfinite;
     j["dtype"] = dtype_name(dtype);
     j["bytes"] = r.bytes;
     summary = fmt::format("{} tensors in {}, {}", r.tensors.size(), dtype_name(dtype), human_bytes(double(r.bytes)));
   }
+  j["nonfinite"] = nonfinite_json(kept);
   if (o.common.json)
     fmt::print("{}\n", j.dump(2));
   else if (!o.common.quiet)
@@ -151,6 +162,7 @@ void add_merge_command(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "A 16-bit directory output's float type: f32, f16 or bf16 (default: the base's)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block")->check(CLI::Range(32, 4096))->capture_default_str();
   cmd->add_flag("--double-quant", o->double_quant, "nf4/fp4: quantize the absmax constants too");
+  add_nonfinite_option(*cmd, o->allow_nonfinite);
   add_common_options(*cmd, o->common);
   add_force_option(*cmd, o->force);
   cmd->callback([o] {

@@ -31,12 +31,13 @@ std::vector<int32_t> read_tokens(const Tokenizer& tokenizer, const std::string& 
 }  // namespace
 
 // An importance matrix measured on `text` (at most 16 windows of 512 tokens), for weighting the loss.
-ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text_path, const std::filesystem::path& scratch) {
-  const EvalModel model(model_path);
+ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text_path, const std::filesystem::path& scratch,
+                                   Device device) {
+  const EvalModel model(model_path, device);
   const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata());
   auto tokens = read_tokens(tokenizer, text_path);
   if (tokens.size() > 16 * 512) tokens.resize(16 * 512);
-  const auto run = collect_imatrix(model.model(), tokens, 512, tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt);
+  const auto run = collect_imatrix(model.runtime(), tokens, 512, tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt);
   write_imatrix_gguf(scratch, run.entries, {text_path}, uint32_t(run.chunks), 512);
   return ImportanceMatrix::load(scratch);
 }
@@ -69,7 +70,7 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
     imatrix = load_importance_matrix(request.imatrix);
   } else if (!request.text.empty()) {
     const ScratchDirectory scratch("plan");
-    imatrix = imatrix_from_text(request.model, request.text, scratch / "imatrix.gguf");
+    imatrix = imatrix_from_text(request.model, request.text, scratch / "imatrix.gguf", resolve_device(request.device));
   }
   options.imatrix = imatrix ? &*imatrix : nullptr;
   if (request.target == PlanTarget::bnb) {
@@ -80,9 +81,10 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   std::optional<EvalModel> probe_model;
   std::optional<KldProbe> probe;
   if (!request.probe_text.empty()) {
-    probe_model.emplace(request.model);
+    // The probe's small differences between candidates want f16's finer rounding (cuda_runtime.h).
+    probe_model.emplace(request.model, resolve_device(request.device), DType::f16);
     const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata());
-    probe.emplace(probe_model->model(), read_tokens(tokenizer, request.probe_text), kProbeContext,
+    probe.emplace(probe_model->runtime(), read_tokens(tokenizer, request.probe_text), kProbeContext,
                   tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, request.probe_chunks);
     options.probe = &*probe;
   }
@@ -118,7 +120,14 @@ void print_allocation(const Plan& plan) {
 
 }  // namespace
 
-void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks) {
+void add_device_option(CLI::App& command, std::string& device) {
+  command.add_option("--device", device, "Where the model runs: cpu, cuda (GPU 0) or auto (cuda when a GPU is visible)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
+}
+
+void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks, std::string& device) {
+  add_device_option(command, device);
   command.add_option("--probe-text", probe_text,
                      "GGUF target: measure each candidate's loss as the output KL-divergence with only that tensor quantized, on this "
                      "calibration text (use another text than the one you evaluate on)");
@@ -135,6 +144,7 @@ void add_plan_command(CLI::App& app) {
     double bpw = 0;
     int probe_chunks = 4;
     bool force = false;
+    std::string device = "auto";
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("MODEL", o->model, "A .gguf file or a Hugging Face model directory (--target bnb: a Hugging Face directory)")->required();
@@ -143,7 +153,7 @@ void add_plan_command(CLI::App& app) {
       ->check(finite_range(1, 32));
   cmd->add_option("--imatrix", o->imatrix, "Weigh each column's error by this llama.cpp importance matrix");
   cmd->add_option("--text", o->text, "Without --imatrix: measure an importance matrix on this text first");
-  add_probe_options(*cmd, o->probe_text, o->probe_chunks);
+  add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device);
   cmd->add_option("--rules", o->rules, "A rules file: globs with allowed formats or bounds on bits per weight");
   cmd->add_option("--target", o->target, "gguf: ggml types for a GGUF file; bnb: NF4/FP4 (blocksize 64/128/256, double quant or not) or 16-bit per Linear weight of a Hugging Face directory, for a bitsandbytes checkpoint")
       ->check(CLI::IsMember({"gguf", "bnb"}))
@@ -158,7 +168,8 @@ void add_plan_command(CLI::App& app) {
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tensors");
     const Plan plan = plan_model({.model = o->model, .bpw = o->bpw, .target = parse_plan_target(o->target), .imatrix = o->imatrix,
-                                  .text = o->text, .rules = o->rules, .probe_text = o->probe_text, .probe_chunks = o->probe_chunks},
+                                  .text = o->text, .rules = o->rules, .probe_text = o->probe_text, .probe_chunks = o->probe_chunks,
+                                  .device = o->device},
                                  progress);
     write_plan(o->output, plan);
     write_plan_report(plan, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"));

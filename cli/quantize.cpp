@@ -8,6 +8,7 @@
 
 #include "command.h"
 #include "format_numbers.h"
+#include "nonfinite_option.h"
 #include "lowbit/core/error.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/quantize_gguf.h"
@@ -23,8 +24,10 @@ struct QuantizeOptions {
   std::string plan, target = "gguf", rules, probe_text;
   double bpw = 0;
   int probe_chunks = 4;
+  std::string device = "auto";
   int64_t blocksize = 64;
   bool double_quant = false, force = false;
+  bool allow_nonfinite = false;
   std::vector<std::string> skip;
 };
 
@@ -36,12 +39,13 @@ void run_bnb(const QuantizeOptions& o, const Plan* plan) {
   TerminalProgress progress(o.common.quiet);
   const auto r = quantize_to_bnb(o.input, o.output,
                                  {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .skip = o.skip, .plan = plan,
-                                  .overwrite = o.force},
+                                  .nonfinite = nonfinite_policy(o.allow_nonfinite), .overwrite = o.force},
                                  progress);
   const std::string format = plan ? "planned" : o.format;
   if (o.common.json) {
     fmt::print("{}\n", nlohmann::ordered_json{{"output", o.output}, {"format", format}, {"tensors", r.tensors}, {"quantized", r.quantized},
-                                              {"bytes_in", r.bytes_in}, {"bytes_out", r.bytes_out}, {"shards", r.shards}, {"seconds", r.seconds}}
+                                              {"bytes_in", r.bytes_in}, {"bytes_out", r.bytes_out}, {"shards", r.shards},
+                                              {"nonfinite", nonfinite_json(r.nonfinite)}, {"seconds", r.seconds}}
                               .dump(2));
   } else if (!o.common.quiet) {
     fmt::print("wrote {}: {} of {} tensors quantized ({}), {} -> {} in {} shard(s), {:.1f} s\n", o.output, r.quantized, r.tensors, format,
@@ -93,6 +97,7 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
     options.imatrix = &*imatrix;
     options.imatrix_path = o.imatrix;
   }
+  options.nonfinite = nonfinite_policy(o.allow_nonfinite);
   TerminalProgress progress(o.common.quiet);
   const auto report = quantize_to_gguf(*source, o.output, options, progress);
 
@@ -105,6 +110,7 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
                               {"bytes", t.bytes}, {"bpw", 8.0 * double(t.bytes) / double(t.params)}, {"imatrix", t.used_imatrix}});
     j["total"] = {{"params", report.params}, {"bytes", report.bytes}, {"bpw", 8.0 * double(report.bytes) / double(report.params)},
                   {"seconds", report.seconds}};
+    j["nonfinite"] = nonfinite_json(report.nonfinite);
     fmt::print("{}\n", j.dump(2));
   } else if (!o.common.quiet) {
     fmt::print("wrote {}: {} tensors, {} parameters, {} ({:.3f} bits per weight) in {:.1f} s\n", o.output, report.tensors.size(),
@@ -128,12 +134,13 @@ void add_quantize_command(CLI::App& app) {
       ->check(CLI::IsMember({"gguf", "bnb"}))
       ->capture_default_str();
   cmd->add_option("--rules", o->rules, "With --bpw: a rules file bounding the plan's formats");
-  add_probe_options(*cmd, o->probe_text, o->probe_chunks);
+  add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device);
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->check(CLI::Range(32, 4096))->capture_default_str();
   cmd->add_flag("--double-quant", o->double_quant, "nf4/fp4: quantize the absmax constants too (bitsandbytes' compress_statistics)");
   cmd->add_option("--skip", o->skip, "nf4/fp4/int8: GLOB of module or tensor names to keep unquantized (like llm_int8_skip_modules)");
+  add_nonfinite_option(*cmd, o->allow_nonfinite);
   add_common_options(*cmd, o->common);
   add_force_option(*cmd, o->force);
   cmd->callback([o] {
@@ -148,7 +155,7 @@ void add_quantize_command(CLI::App& app) {
     const Plan plan = !o->plan.empty() ? read_plan(o->plan)
                                        : plan_model({.model = o->input, .bpw = o->bpw, .target = parse_plan_target(o->target),
                                                      .imatrix = o->imatrix, .rules = o->rules, .probe_text = o->probe_text,
-                                                     .probe_chunks = o->probe_chunks},
+                                                     .probe_chunks = o->probe_chunks, .device = o->device},
                                                     planning);
     if (plan.target == PlanTarget::bnb) {
       QuantizeOptions rest = *o;

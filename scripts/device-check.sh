@@ -2,17 +2,38 @@
 # One call on the lent GPU machine: build lowbit with CUDA for sm_90a, run the CUDA tests and the
 # transformers + bitsandbytes interop proof, print the results. The device image has nvcc, CMake,
 # ninja, torch and transformers but not lowbit's Debian libraries nor bitsandbytes: they travel in
-# .deps/ (Debian .debs; bitsandbytes' wheel unpacked in .deps/py). See docs/benchmarks.md.
+# .deps/ (scripts/device-deps.sh: Debian .debs; BNB_WHEEL=1 adds bitsandbytes' wheel unpacked in .deps/py).
+# See docs/benchmarks.md.
+#
+# What travels: the device tool sends the checkout it was started in, at most 64 MiB, and neither
+# ../shared nor anything git ignores unless the call names it in `carry`. So, from the checkout root:
+#   scripts/device-deps.sh .deps                          the build's Debian packages (3 MB)
+#   mkdir -p .devdata/data && cp ../shared/data/{lowbit-bytes-12M-bf16.gguf,stories260K.gguf,\
+#     wikitext2_test_hf_nonempty_crlf.raw,tinystories_valid_first1000.txt} .devdata/data/   (29 MB)
+#   lowbit quantize ../shared/data/lowbit-bpe-50M -o .devdata/data/lowbit-bpe-50M-q4_K.gguf --format q4_K  (29 MB)
+# (all three ignored: .git/info/exclude), then one call with carry [".deps", ".devdata"] running
+#   ln -sfn $PWD/.devdata shared && scripts/device-check.sh model
+# (the tests read ../shared beside the checkout; on the device that is the carried .devdata). A
+# helper working in another worktree copies its sources into the sent checkout's ignored .devsrc/
+# (carry [".devsrc", ".deps", ".devdata"]) and runs `cd .devsrc && LOWBIT_DEVICE_DEPS=../.deps ...`.
+# SmolLM2's GGUF (92 MB) cannot travel whole: lowbit-bpe-50M stands in for it in the agreement tests.
+#
 #   scripts/device-check.sh           build, CUDA tests
 #   scripts/device-check.sh interop   + the transformers/bitsandbytes interop proofs (uniform and planned checkpoints)
 #   scripts/device-check.sh bench     + the GPU benchmarks (lowbit_cuda_bench: codecs and matmuls), then
 #                                     bitsandbytes timed the same way (bench/bnb_reference_bench.py);
 #                                     tables also in $OUT/cuda_bench.md and $OUT/bnb_bench.md when $OUT is set
+#   scripts/device-check.sh model     + the model runtime on the GPU against the CPU (tests/model_cuda: KL-divergence,
+#                                     perplexity, importance matrices, a probed plan, greedy decoding), eval through the
+#                                     CLI on both devices, bench --model
+#   scripts/device-check.sh speed     + the speed table (scripts/device-speed.sh: real models and a synthetic 8B shape)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+deps=${LOWBIT_DEVICE_DEPS:-.deps}
+data=../shared/data
 prefix=/tmp/lowbit-deps
 mkdir -p "$prefix"
-for deb in .deps/*.deb; do dpkg-deb -x "$deb" "$prefix"; done
+for deb in "$deps"/*.deb; do dpkg-deb -x "$deb" "$prefix"; done
 export CMAKE_PREFIX_PATH="$prefix/usr"
 export PKG_CONFIG_PATH="$prefix/usr/lib/x86_64-linux-gnu/pkgconfig:$prefix/usr/share/pkgconfig"
 export LD_LIBRARY_PATH="$prefix/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
@@ -23,7 +44,27 @@ cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_CUDA=ON 
   || { tail -40 /tmp/cmake.log; exit 1; }
 targets="lowbit lowbit_kernels_tests"
 [ "${1:-}" = "bench" ] && targets="lowbit lowbit_kernels_tests lowbit_cuda_bench"
-cmake --build build-device -j "$(nproc)" --target $targets 2>&1 | tail -3
+[ "${1:-}" = "model" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests"
+[ "${1:-}" = "speed" ] && targets="lowbit"
+cmake --build build-device -j "$(nproc)" --target $targets > /tmp/build.log 2>&1 || { grep -E "error|FAILED" -A3 /tmp/build.log | head -40; exit 1; }
+if [ "${1:-}" = "model" ]; then
+  status=0
+  build-device/tests/lowbit_kernels_tests --gtest_brief=1 || status=$?
+  LOWBIT_GPU_TEST_MODEL="$data/lowbit-bpe-50M-q4_K.gguf" build-device/tests/lowbit_model_cuda_tests || status=$?
+  # The CLI on both devices: the same JSON, the same numbers to the agreement the tests check.
+  TIMEFORMAT="eval --device %3R s"
+  for device in cpu cuda; do
+    echo "--device $device:"
+    time (build-device/lowbit eval "$data/lowbit-bytes-12M-bf16.gguf" --text "$data/wikitext2_test_hf_nonempty_crlf.raw" \
+      --chunks 16 --device $device --quiet --json | tr -d '\n '; echo)
+  done
+  build-device/lowbit bench --model "$data/lowbit-bytes-12M-bf16.gguf" --device cuda || status=$?
+  exit "$status"
+fi
+if [ "${1:-}" = "speed" ]; then
+  scripts/device-speed.sh build-device/lowbit "$data"
+  exit 0
+fi
 if [ "${1:-}" = "bench" ]; then
   # The table is wanted even when a check fails; the exit status still reports the failure.
   tests_status=0

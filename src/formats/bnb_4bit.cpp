@@ -16,6 +16,7 @@
 #include "lowbit/core/half.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/gpu_rcp_approx.h"
+#include "lowbit/formats/value_check.h"
 
 namespace lowbit::bnb {
 namespace {
@@ -57,7 +58,13 @@ uint8_t quantize_dynamic_8bit(float x, const std::array<float, 256>& map) {
   return uint8_t(x < (lower + value) * 0.5f ? lower_pivot : pivot);
 }
 
-std::string element_location(int64_t index) { return "element " + std::to_string(index); }
+// "NaN at row 3, column 17": the value at flat `index` of a float input and where it sits.
+std::string misfit_at(const TensorView& input, int64_t index) {
+  float value;
+  convert_to_f32(input.dtype, input.bytes.data() + size_t(index) * dtype_size(input.dtype), &value, 1);
+  const int64_t cols = input.shape.size() >= 2 ? input.shape.back() : 0;
+  return describe(std::isnan(value) ? ValueProblem::nan : ValueProblem::inf, value) + " at " + element_location(index, cols);
+}
 
 Bnb4bitQuantized quantize_4bit_with(detail::QuantizeBlocksFn quantize_blocks, const TensorView& input,
                                     const Bnb4bitOptions& options, std::string_view tensor_name) {
@@ -84,7 +91,7 @@ Bnb4bitQuantized quantize_4bit_with(detail::QuantizeBlocksFn quantize_blocks, co
     while ((seen < 0 || bad < seen) && !first_bad.compare_exchange_weak(seen, bad)) {}
   });
   if (first_bad.load() >= 0)
-    throw Error("bnb 4-bit quantization: NaN or Inf at " + element_location(first_bad.load()),
+    throw Error(std::string(quant_type_name(options.quant_type)) + " quantization: " + misfit_at(input, first_bad.load()),
                 {.tensor = std::string(tensor_name), .expected = "finite values"});
 
   if (options.double_quant) {
@@ -254,7 +261,7 @@ std::vector<float> block_absmax(const TensorView& input, int64_t blocksize, std:
     const int64_t begin = int64_t(b) * blocksize;
     const int64_t count = std::min(blocksize, elements - begin);
     if (const int64_t bad = detail::load_block_f32(input, begin, count, values.data()); bad >= 0)
-      throw Error("bnb block absmax: NaN or Inf at " + element_location(begin + bad),
+      throw Error("bnb block absmax: " + misfit_at(input, begin + bad),
                   {.tensor = std::string(tensor_name), .expected = "finite values"});
     absmax[b] = detail::block_absmax_of(values.data(), count);
   }

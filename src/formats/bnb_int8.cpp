@@ -14,6 +14,7 @@
 #include "lowbit/core/half.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/gpu_rcp_approx.h"
+#include "lowbit/formats/value_check.h"
 
 namespace lowbit::bnb {
 namespace {
@@ -39,9 +40,10 @@ void matrix_shape(const TensorView& input, int64_t& rows, int64_t& cols, std::st
   }
 }
 
-[[noreturn]] void throw_non_finite(int64_t index, int64_t cols, std::string_view tensor_name) {
-  throw Error("bnb int8 quantization: NaN or Inf at row " + std::to_string(index / cols) + ", column " +
-              std::to_string(index % cols), context_for(tensor_name, "finite values"));
+[[noreturn]] void throw_non_finite(int64_t index, int64_t cols, float value, std::string_view tensor_name) {
+  throw Error("bnb int8 quantization: " + describe(std::isnan(value) ? ValueProblem::nan : ValueProblem::inf, value) + " at " +
+                  element_location(index, cols),
+              context_for(tensor_name, "finite values"));
 }
 
 // The input as float32 rows, checked finite.
@@ -50,7 +52,7 @@ std::vector<float> load_matrix(const TensorView& input, int64_t& rows, int64_t& 
   std::vector<float> values(size_t(rows * cols));
   convert_to_f32(input.dtype, input.bytes.data(), values.data(), values.size());
   for (size_t i = 0; i < values.size(); ++i)
-    if (!std::isfinite(values[i])) throw_non_finite(int64_t(i), cols, tensor_name);
+    if (!std::isfinite(values[i])) throw_non_finite(int64_t(i), cols, values[i], tensor_name);
   return values;
 }
 
@@ -129,7 +131,11 @@ Int8RowwiseQuantized quantize_int8_rowwise(const TensorView& input, float thresh
     int64_t seen = first_bad.load();
     while ((seen < 0 || bad < seen) && !first_bad.compare_exchange_weak(seen, bad)) {}
   });
-  if (first_bad.load() >= 0) throw_non_finite(first_bad.load(), q.cols, tensor_name);
+  if (const int64_t bad = first_bad.load(); bad >= 0) {
+    float value;
+    convert_to_f32(input.dtype, input.bytes.data() + size_t(bad) * dtype_size(input.dtype), &value, 1);
+    throw_non_finite(bad, q.cols, value, tensor_name);
+  }
   return q;
 }
 

@@ -9,9 +9,15 @@
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
 #include "lowbit/core/thread_pool.h"
+#include "lowbit/formats/ggml_fp4.h"
+#include "lowbit/formats/ggml_iq1.h"
+#include "lowbit/formats/ggml_iq3.h"
+#include "lowbit/formats/ggml_iq2.h"
 #include "lowbit/formats/ggml_iq4.h"
 #include "lowbit/formats/ggml_kquants.h"
 #include "lowbit/formats/ggml_legacy.h"
+#include "lowbit/formats/ggml_q1_q2.h"
+#include "lowbit/formats/ggml_ternary.h"
 
 namespace lowbit {
 namespace {
@@ -56,13 +62,26 @@ constexpr GgmlCodec kCodecs[] = {
     {GgmlType::Q6_K, ggml::quantize_row_q6_K, ggml::dequantize_row_q6_K, true},
     {GgmlType::IQ4_NL, ggml::quantize_row_iq4_nl, ggml::dequantize_row_iq4_nl, true},
     {GgmlType::IQ4_XS, ggml::quantize_row_iq4_xs, ggml::dequantize_row_iq4_xs, true},
+    {GgmlType::IQ1_S, ggml::quantize_row_iq1_s, ggml::dequantize_row_iq1_s, true},
+    {GgmlType::IQ1_M, ggml::quantize_row_iq1_m, ggml::dequantize_row_iq1_m, true},
+    {GgmlType::IQ3_XXS, ggml::quantize_row_iq3_xxs, ggml::dequantize_row_iq3_xxs, true},
+    {GgmlType::IQ3_S, ggml::quantize_row_iq3_s, ggml::dequantize_row_iq3_s, true},
+    {GgmlType::TQ1_0, ggml::quantize_row_tq1_0, ggml::dequantize_row_tq1_0, false},
+    {GgmlType::TQ2_0, ggml::quantize_row_tq2_0, ggml::dequantize_row_tq2_0, false},
+    {GgmlType::MXFP4, ggml::quantize_row_mxfp4, ggml::dequantize_row_mxfp4, false},
+    {GgmlType::NVFP4, ggml::quantize_row_nvfp4, ggml::dequantize_row_nvfp4, false},
+    {GgmlType::Q1_0, ggml::quantize_row_q1_0, ggml::dequantize_row_q1_0, false},
+    {GgmlType::Q2_0, ggml::quantize_row_q2_0, ggml::dequantize_row_q2_0, false},
+    {GgmlType::IQ2_XXS, ggml::quantize_row_iq2_xxs, ggml::dequantize_row_iq2_xxs, true},
+    {GgmlType::IQ2_XS, ggml::quantize_row_iq2_xs, ggml::dequantize_row_iq2_xs, true},
+    {GgmlType::IQ2_S, ggml::quantize_row_iq2_s, ggml::dequantize_row_iq2_s, true},
 };
 
 const GgmlCodec& require_codec(GgmlType type) {
   const GgmlCodec* codec = ggml_codec(type);
   if (!codec)
     throw Error("lowbit has no codec for ggml type " + std::string(ggml_type_name(type)),
-                {.expected = "one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs"});
+                {.expected = "one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs iq1_s iq1_m iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s tq1_0 tq2_0 mxfp4 nvfp4 q1_0 q2_0"});
   return *codec;
 }
 
@@ -70,6 +89,10 @@ const GgmlCodec& require_codec(GgmlType type) {
 int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(cols, 1)); }
 
 }  // namespace
+
+bool ggml_requires_imatrix(GgmlType type) {
+  return type == GgmlType::IQ2_XXS || type == GgmlType::IQ2_XS || type == GgmlType::IQ1_S;
+}
 
 const GgmlCodec* ggml_codec(GgmlType type) {
   for (const GgmlCodec& codec : kCodecs)

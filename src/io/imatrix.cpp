@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "lowbit/core/error.h"
@@ -41,6 +42,25 @@ class LegacyReader {
   std::string label_;
   uint64_t pos_ = 0;
 };
+
+// The quantizers weigh each column's error by its importance: a NaN or Inf makes every scale of the
+// tensor NaN, a negative one inverts the search, and a vector of zeros (an expert or weight that saw
+// only zero activations) makes every candidate scale score 0, giving an all-zero tensor. llama.cpp
+// replaces only an expert with no tokens (count 0) by ones, as load_gguf does; the rest is refused.
+void check_importance(const ImatrixEntry& e, const std::string& label) {
+  for (int64_t x = 0; x < e.experts; ++x) {
+    const float* w = e.weights.data() + x * e.columns;
+    const std::string where = e.experts > 1 ? fmt::format("expert {}, ", x) : "";
+    for (int64_t c = 0; c < e.columns; ++c)
+      if (!std::isfinite(w[c]) || w[c] < 0)
+        throw Error(fmt::format("importance {} at {}column {}", w[c], where, c),
+                    {.file = label, .tensor = e.name, .expected = "finite, non-negative importances"});
+    if (std::all_of(w, w + e.columns, [](float v) { return v == 0.0f; }))
+      throw Error(fmt::format("{}every importance is 0: quantizing with them would give an all-zero tensor",
+                              e.experts > 1 ? fmt::format("expert {}: ", x) : ""),
+                  {.file = label, .tensor = e.name, .expected = "an importance matrix collected with activations reaching this weight"});
+  }
+}
 
 }  // namespace
 
@@ -87,6 +107,7 @@ ImportanceMatrix ImportanceMatrix::load_gguf(const std::filesystem::path& path) 
         std::memcpy(&n, count + x, 4);
         e.weights[size_t(x * columns + c)] = n == 0 ? 1.0f : s / n;
       }
+    check_importance(e, label);
     m.entries_.push_back(std::move(e));
   }
   return m;
@@ -114,6 +135,7 @@ ImportanceMatrix ImportanceMatrix::load_legacy(const std::filesystem::path& path
     // Stored as mean × ncall; llama-quantize divides by ncall again.
     if (ncall > 0)
       for (auto& w : e.weights) w /= float(ncall);
+    check_importance(e, label);
     m.entries_.push_back(std::move(e));
   }
   if (!in.at_end()) {

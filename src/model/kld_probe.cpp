@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "lowbit/core/error.h"
+#include "lowbit/core/thread_pool.h"
 #include "lowbit/model/perplexity.h"
 
 namespace lowbit {
@@ -28,47 +29,52 @@ int first_block_of(const std::string& name, int n_layer) {
 
 }  // namespace
 
-KldProbe::KldProbe(LlamaModel& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos, int windows)
-    : model_(model), n_ctx_(n_ctx) {
+KldProbe::KldProbe(LlamaRuntime& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos, int windows)
+    : model_(model), n_ctx_(n_ctx), windows_(windows) {
   if (n_ctx < 4) throw Error(fmt::format("probe context {} is too small", n_ctx));
   if (windows < 1 || int64_t(tokens.size()) < int64_t(windows) * n_ctx)
     throw Error(fmt::format("{} tokens: too few for {} probe windows of {}", tokens.size(), windows, n_ctx),
                 {.expected = fmt::format("at least {}", int64_t(std::max(windows, 1)) * n_ctx)});
   const int n_layer = model.config().n_layer, n_vocab = model.config().n_vocab;
-  for (int w = 0; w < windows; ++w) {
-    std::vector<int32_t> window(tokens.begin() + int64_t(w) * n_ctx, tokens.begin() + int64_t(w + 1) * n_ctx);
-    if (bos) window[0] = *bos;
-    std::vector<std::vector<float>> states;
-    auto hidden = model.embed(window);
-    for (int l = 0; l < n_layer; ++l) {
-      states.push_back(hidden);
-      model.apply_layer(l, hidden);
-    }
-    states.push_back(hidden);  // entering the output head
-    const auto logits = model.output_logits(hidden);
-    const int first = n_ctx / 2;
-    std::vector<float> log_probs(size_t(n_ctx - 1 - first) * size_t(n_vocab));
-    for (int j = first; j < n_ctx - 1; ++j)
-      log_softmax(logits.data() + size_t(j) * size_t(n_vocab), n_vocab, log_probs.data() + size_t(j - first) * size_t(n_vocab));
-    windows_.push_back(std::move(window));
-    states_.push_back(std::move(states));
-    base_log_probs_.push_back(std::move(log_probs));
+  // All windows go through the model together, laid end to end.
+  tokens_.assign(tokens.begin(), tokens.begin() + int64_t(windows) * n_ctx);
+  if (bos)
+    for (int w = 0; w < windows; ++w) tokens_[size_t(w) * size_t(n_ctx)] = *bos;
+  auto hidden = model.embed(tokens_);
+  for (int l = 0; l < n_layer; ++l) {
+    states_.push_back(hidden);
+    model.apply_layer(l, hidden, windows);
   }
+  states_.push_back(hidden);  // entering the output head
+  const auto logits = model.output_logits(hidden);
+  const int first = n_ctx / 2, scored = n_ctx - 1 - first;
+  base_log_probs_.resize(size_t(windows) * size_t(scored) * size_t(n_vocab));
+  for (int w = 0; w < windows; ++w)
+    for (int j = first; j < n_ctx - 1; ++j)
+      log_softmax(logits.data() + (size_t(w) * size_t(n_ctx) + size_t(j)) * size_t(n_vocab), n_vocab,
+                  base_log_probs_.data() + (size_t(w) * size_t(scored) + size_t(j - first)) * size_t(n_vocab));
 }
 
-int64_t KldProbe::positions() const { return int64_t(base_log_probs_.size()) * (n_ctx_ - 1 - n_ctx_ / 2); }
+int64_t KldProbe::positions() const { return int64_t(windows_) * (n_ctx_ - 1 - n_ctx_ / 2); }
 
-double KldProbe::kld_of(const std::vector<float>& logits, size_t window) const {
-  const int n_vocab = model_.config().n_vocab, first = n_ctx_ / 2;
-  auto log_p = std::vector<float>(size_t(n_vocab));
+double KldProbe::kld_of(const std::vector<float>& logits) const {
+  const int n_vocab = model_.config().n_vocab, first = n_ctx_ / 2, scored = n_ctx_ - 1 - first;
+  // One sum per position, added in order afterwards: the same total on any thread count.
+  std::vector<double> klds(size_t(windows_) * size_t(scored));
+  parallel_for(int64_t(klds.size()), 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> log_p;
+    log_p.resize(size_t(n_vocab));
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t w = p / scored, j = first + p % scored;
+      log_softmax(logits.data() + size_t(w * n_ctx_ + j) * size_t(n_vocab), n_vocab, log_p.data());
+      const float* base = base_log_probs_.data() + size_t(p) * size_t(n_vocab);
+      double kld = 0;
+      for (int i = 0; i < n_vocab; ++i) kld += std::exp(double(base[i])) * double(base[i] - log_p[size_t(i)]);
+      klds[size_t(p)] = kld;
+    }
+  });
   double total = 0;
-  for (int j = first; j < n_ctx_ - 1; ++j) {
-    log_softmax(logits.data() + size_t(j) * size_t(n_vocab), n_vocab, log_p.data());
-    const float* base = base_log_probs_[window].data() + size_t(j - first) * size_t(n_vocab);
-    double kld = 0;
-    for (int i = 0; i < n_vocab; ++i) kld += std::exp(double(base[i])) * double(base[i] - log_p[size_t(i)]);
-    total += kld;
-  }
+  for (double k : klds) total += k;
   return total;
 }
 
@@ -78,13 +84,11 @@ double KldProbe::kld_with(const std::string& name, const QuantizedMatrix& weight
   const QuantizedMatrix loaded = model_.swap_weight(name, weight);
   double total = 0;
   try {
-    for (size_t w = 0; w < states_.size(); ++w) {
-      // A changed embedding reruns everything from the window's tokens; any other weight, the blocks
-      // from its own on, starting from the stored state.
-      std::vector<float> hidden = first_block < 0 ? model_.embed(windows_[w]) : states_[w][size_t(first_block)];
-      for (int l = std::max(first_block, 0); l < n_layer; ++l) model_.apply_layer(l, hidden);
-      total += kld_of(model_.output_logits(hidden), w);
-    }
+    // A changed embedding reruns everything from the windows' tokens; any other weight, the blocks
+    // from its own on, starting from the stored state.
+    std::vector<float> hidden = first_block < 0 ? model_.embed(tokens_) : states_[size_t(first_block)];
+    for (int l = std::max(first_block, 0); l < n_layer; ++l) model_.apply_layer(l, hidden, windows_);
+    total = kld_of(model_.output_logits(hidden));
   } catch (...) {
     model_.swap_weight(name, loaded);
     throw;

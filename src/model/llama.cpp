@@ -12,6 +12,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/formats/value_check.h"
 
 namespace lowbit {
 namespace {
@@ -27,17 +28,16 @@ void rms_norm(const float* x, const float* weight, int64_t tokens, int64_t n, fl
   }
 }
 
-// Rotates each head's pairs by position-dependent angles. llama.cpp's "normal" RoPE pairs adjacent
-// values (2i, 2i+1), which is why its converter permutes HF's Q/K rows; NEOX style pairs (i, i+d/2).
-void rope(float* x, int64_t tokens, int heads, int head_dim, float base, bool neox) {
+// Rotates each head's pairs by position-dependent angles (positions count from 0 in each window of
+// `window` tokens). llama.cpp's "normal" RoPE pairs adjacent values (2i, 2i+1), which is why its
+// converter permutes HF's Q/K rows; NEOX style pairs (i, i+d/2).
+void rope(float* x, int64_t tokens, int64_t window, int heads, int head_dim, const std::vector<float>& inv_freq, bool neox) {
   const int half = head_dim / 2;
-  auto inv_freq = std::vector<float>(size_t(half));
-  for (int i = 0; i < half; ++i) inv_freq[size_t(i)] = std::pow(base, -2.0f * float(i) / float(head_dim));
   for (int64_t t = 0; t < tokens; ++t)
     for (int h = 0; h < heads; ++h) {
       float* v = x + (t * heads + h) * head_dim;
       for (int i = 0; i < half; ++i) {
-        const float angle = float(t) * inv_freq[size_t(i)];
+        const float angle = float(t % window) * inv_freq[size_t(i)];
         const float c = std::cos(angle), s = std::sin(angle);
         float& a = neox ? v[i] : v[2 * i];
         float& b = neox ? v[i + half] : v[2 * i + 1];
@@ -128,6 +128,28 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::filesystem::path& path) 
   return model;
 }
 
+namespace {
+
+// A NaN or Inf weight, or block scale, turns every logit after it into NaN: refused where it sits
+// rather than reported as "perplexity nan". Scales only for block types: a cheap scan.
+void check_weight_values(const gguf::File& file, const gguf::TensorInfo& t) {
+  const auto bytes = file.data(t);
+  const int64_t cols = t.ne.empty() ? 0 : t.ne[0];
+  if (ggml_type_info(t.type).quantized) {
+    if (const ScaleScan scan = scan_block_scales(t.type, bytes))
+      throw Error(fmt::format("block scale {} = {} (the {} block at {})", scan.field,
+                              describe(std::isnan(scan.first_value) ? ValueProblem::nan : ValueProblem::inf, scan.first_value),
+                              ggml_type_name(t.type),
+                              element_location(scan.first * ggml_type_info(t.type).block_elements, cols)),
+                  {.file = file.label(), .tensor = t.name, .expected = "finite block scales"});
+  } else if (const ValueScan scan = scan_stored_values(t.type, bytes)) {
+    throw Error(fmt::format("{} at {}", describe(scan.problem, scan.first_value), element_location(scan.first, cols)),
+                {.file = file.label(), .tensor = t.name, .expected = "finite weights"});
+  }
+}
+
+}  // namespace
+
 QuantizedMatrix LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols) const {
   const auto* t = file_->find_tensor(name);
   if (!t) throw Error("missing tensor", {.file = file_->label(), .tensor = name});
@@ -137,6 +159,7 @@ QuantizedMatrix LlamaModel::matrix(const std::string& name, int64_t rows, int64_
   const auto* codec = ggml_codec(t->type);
   if (!codec || !codec->dequantize_row)
     throw Error(fmt::format("lowbit cannot dequantize {}", ggml_type_name(t->type)), {.file = file_->label(), .tensor = name});
+  check_weight_values(*file_, *t);
   return {t->type, rows, cols, file_->data(*t)};
 }
 
@@ -149,13 +172,14 @@ std::span<const float> LlamaModel::vector(const std::string& name, int64_t size,
   if (t->type != GgmlType::F32 || t->elements() != size)
     throw Error(fmt::format("{} {}", ggml_type_name(t->type), shape_to_string(t->ne)),
                 {.file = file_->label(), .tensor = name, .expected = fmt::format("f32 [{}]", size)});
+  check_weight_values(*file_, *t);
   const auto bytes = file_->data(*t);
   return {reinterpret_cast<const float*>(bytes.data()), size_t(size)};
 }
 
-std::vector<float> LlamaModel::forward(std::span<const int32_t> tokens, const ActivationObserver& observer) const {
+std::vector<float> LlamaModel::forward(std::span<const int32_t> tokens, int windows, const ActivationObserver& observer) const {
   auto hidden = embed(tokens);
-  for (int l = 0; l < config_.n_layer; ++l) apply_layer(l, hidden, observer);
+  for (int l = 0; l < config_.n_layer; ++l) apply_layer(l, hidden, windows, observer);
   return output_logits(hidden, observer);
 }
 
@@ -173,10 +197,12 @@ std::vector<float> LlamaModel::embed(std::span<const int32_t> tokens) const {
   return hidden;
 }
 
-void LlamaModel::apply_layer(int index, std::vector<float>& hidden, const ActivationObserver& observer) const {
+void LlamaModel::apply_layer(int index, std::vector<float>& hidden, int windows, const ActivationObserver& observer) const {
   const LlamaConfig& c = config_;
   const Layer& layer = layers_.at(size_t(index));
   const int64_t E = c.n_embd, T = int64_t(hidden.size()) / E;
+  if (windows < 1 || T % windows != 0) throw Error(fmt::format("{} tokens do not split into {} equal windows", T, windows));
+  const int64_t window = T / windows;
   const int64_t q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
   auto product = [&](const QuantizedMatrix& w, const std::string& name, const float* x, float* y) {
     if (observer) observer(name, x, T, w.cols);
@@ -194,9 +220,12 @@ void LlamaModel::apply_layer(int index, std::vector<float>& hidden, const Activa
   add_bias(v.data(), layer.v_bias, T);
   head_norm(q.data(), layer.q_norm, T * c.n_head, c.head_dim, c.rms_eps);
   head_norm(k.data(), layer.k_norm, T * c.n_head_kv, c.head_dim, c.rms_eps);
-  rope(q.data(), T, c.n_head, c.head_dim, c.rope_base, c.rope_neox);
-  rope(k.data(), T, c.n_head_kv, c.head_dim, c.rope_base, c.rope_neox);
-  attention(q.data(), k.data(), v.data(), T, c, att.data());
+  const auto inv_freq = rope_inv_freq(c);
+  rope(q.data(), T, window, c.n_head, c.head_dim, inv_freq, c.rope_neox);
+  rope(k.data(), T, window, c.n_head_kv, c.head_dim, inv_freq, c.rope_neox);
+  for (int w = 0; w < windows; ++w)
+    attention(q.data() + w * window * q_dim, k.data() + w * window * kv_dim, v.data() + w * window * kv_dim, window, c,
+              att.data() + w * window * q_dim);
   product(layer.o, layer.prefix + "attn_output.weight", att.data(), out.data());
   for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];
 
@@ -217,6 +246,21 @@ std::vector<float> LlamaModel::output_logits(const std::vector<float>& hidden, c
   if (observer) observer("output.weight", normed.data(), T, E);
   matmul_quantized(output_, normed.data(), T, logits.data());
   return logits;
+}
+
+std::vector<std::pair<std::string, QuantizedMatrix>> LlamaModel::matrices() const {
+  std::vector<std::pair<std::string, QuantizedMatrix>> out{{"token_embd.weight", token_embd_}};
+  if (!output_tied_) out.emplace_back("output.weight", output_);
+  for (const Layer& l : layers_)
+    for (auto [suffix, m] : {std::pair{"attn_q.weight", &l.q}, {"attn_k.weight", &l.k}, {"attn_v.weight", &l.v}, {"attn_output.weight", &l.o},
+                             {"ffn_gate.weight", &l.gate}, {"ffn_up.weight", &l.up}, {"ffn_down.weight", &l.down}})
+      out.emplace_back(l.prefix + suffix, *m);
+  return out;
+}
+
+LlamaModel::LayerVectors LlamaModel::layer_vectors(int layer) const {
+  const Layer& l = layers_.at(size_t(layer));
+  return {l.attn_norm, l.ffn_norm, l.q_norm, l.k_norm, l.q_bias, l.k_bias, l.v_bias};
 }
 
 QuantizedMatrix LlamaModel::swap_weight(const std::string& name, const QuantizedMatrix& weight) {

@@ -1,5 +1,7 @@
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "lowbit/core/error.h"
 #include "lowbit/model/llama.h"
 
@@ -36,6 +38,12 @@ LlamaConfig LlamaConfig::from_gguf(const gguf::File& file) {
   if (!embd) throw Error("no token_embd.weight", {.file = file.label()});
   c.n_vocab = int(embd->ne[1]);
   return c;
+}
+
+std::vector<float> rope_inv_freq(const LlamaConfig& c) {
+  std::vector<float> inv_freq(size_t(c.head_dim / 2));
+  for (int i = 0; i < c.head_dim / 2; ++i) inv_freq[size_t(i)] = std::pow(c.rope_base, -2.0f * float(i) / float(c.head_dim));
+  return inv_freq;
 }
 
 }  // namespace lowbit

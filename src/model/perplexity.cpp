@@ -9,6 +9,7 @@
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/mapped_file.h"
+#include "lowbit/core/thread_pool.h"
 
 namespace lowbit {
 namespace {
@@ -95,9 +96,9 @@ BaseLogits BaseLogits::load(const std::filesystem::path& path) {
   return base;
 }
 
-EvalResult evaluate(const LlamaModel& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos,
+EvalResult evaluate(const LlamaRuntime& runtime, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos,
                     const BaseLogits* base, BaseLogits* save_base, Progress& progress) {
-  const int n_vocab = model.config().n_vocab;
+  const int n_vocab = runtime.config().n_vocab;
   if (n_ctx < 4) throw Error(fmt::format("context {} is too small", n_ctx));
   if (int64_t(tokens.size()) < 2 * n_ctx)
     throw Error(fmt::format("{} tokens: too few for windows of {}", tokens.size(), n_ctx), {.expected = fmt::format("at least {}", 2 * n_ctx)});
@@ -111,35 +112,63 @@ EvalResult evaluate(const LlamaModel& model, std::span<const int32_t> tokens, in
     if (!same)
       throw Error("the base was scored on other tokens (another text, tokenizer or context)");
   }
-  const int first = n_ctx / 2;
+  const int first = n_ctx / 2, scored = n_ctx - 1 - first;
   EvalResult result;
   result.chunks = chunks;
   double nll_sum = 0, base_nll_sum = 0;
   int64_t agree = 0, index = 0;
   std::vector<double> klds;
-  auto log_p = std::vector<float>(size_t(n_vocab)), log_base = std::vector<float>(size_t(n_vocab));
+  // Per scored position of a window: its negative log-likelihood, the base's, its KL-divergence and
+  // whether the top tokens agree. Filled in parallel, summed in order: the same sums on any thread count.
+  struct Score {
+    double nll = 0, base_nll = 0, kld = 0;
+    bool agree = false;
+  };
+  std::vector<Score> scores(static_cast<size_t>(scored));
+  const int64_t batch = std::max(1, runtime.batch_windows(n_ctx));
   progress.begin("eval", chunks * n_ctx, 0);  // tokens through the model, as llama-perplexity counts its speed
-  for (int64_t c = 0; c < chunks; ++c) {
-    std::vector<int32_t> window(tokens.begin() + c * n_ctx, tokens.begin() + (c + 1) * n_ctx);
-    if (bos) window[0] = *bos;
-    const auto logits = model.forward(window);
-    if (save_base) save_base->add_window(logits);
-    for (int j = first; j < n_ctx - 1; ++j, ++index) {
-      const float* l = logits.data() + size_t(j) * size_t(n_vocab);
-      log_softmax(l, n_vocab, log_p.data());
-      const int32_t next = tokens[size_t(c * n_ctx + j + 1)];
-      nll_sum += -double(log_p[size_t(next)]);
-      if (base) {
-        base->log_probs(index, log_base);
-        base_nll_sum += -double(log_base[size_t(next)]);
-        double kld = 0;
-        for (int i = 0; i < n_vocab; ++i)
-          if (log_base[size_t(i)] > -16.0f) kld += std::exp(double(log_base[size_t(i)])) * double(log_base[size_t(i)] - log_p[size_t(i)]);
-        klds.push_back(kld);
-        agree += (std::max_element(l, l + n_vocab) - l) == (std::max_element(log_base.begin(), log_base.end()) - log_base.begin());
+  for (int64_t c0 = 0; c0 < chunks; c0 += batch) {
+    const int64_t windows = std::min(batch, chunks - c0);
+    std::vector<int32_t> batch_tokens(tokens.begin() + c0 * n_ctx, tokens.begin() + (c0 + windows) * n_ctx);
+    if (bos)
+      for (int64_t w = 0; w < windows; ++w) batch_tokens[size_t(w * n_ctx)] = *bos;
+    const auto logits = runtime.forward(batch_tokens, int(windows));
+    for (int64_t w = 0; w < windows; ++w) {
+      const int64_t c = c0 + w;
+      const std::span<const float> window_logits(logits.data() + size_t(w * n_ctx) * size_t(n_vocab), size_t(n_ctx) * size_t(n_vocab));
+      if (save_base) save_base->add_window(window_logits);
+      parallel_for(scored, 1, [&](int64_t begin, int64_t end) {
+        thread_local std::vector<float> log_p, log_base;
+        log_p.resize(size_t(n_vocab));
+        log_base.resize(size_t(n_vocab));
+        for (int64_t s = begin; s < end; ++s) {
+          const int j = first + int(s);
+          const float* l = window_logits.data() + size_t(j) * size_t(n_vocab);
+          log_softmax(l, n_vocab, log_p.data());
+          const int32_t next = tokens[size_t(c * n_ctx + j + 1)];
+          Score& score = scores[size_t(s)];
+          score.nll = -double(log_p[size_t(next)]);
+          if (!base) continue;
+          base->log_probs(index + s, log_base);
+          score.base_nll = -double(log_base[size_t(next)]);
+          double kld = 0;
+          for (int i = 0; i < n_vocab; ++i)
+            if (log_base[size_t(i)] > -16.0f) kld += std::exp(double(log_base[size_t(i)])) * double(log_base[size_t(i)] - log_p[size_t(i)]);
+          score.kld = kld;
+          score.agree = (std::max_element(l, l + n_vocab) - l) == (std::max_element(log_base.begin(), log_base.end()) - log_base.begin());
+        }
+      });
+      for (const Score& score : scores) {
+        nll_sum += score.nll;
+        if (base) {
+          base_nll_sum += score.base_nll;
+          klds.push_back(score.kld);
+          agree += score.agree;
+        }
       }
+      index += scored;
+      progress.advance(fmt::format("window {}", c + 1), 0, n_ctx);
     }
-    progress.advance(fmt::format("window {}", c + 1), 0, n_ctx);
   }
   progress.end();
   result.tokens = index;

@@ -15,6 +15,7 @@
 #include "lowbit/io/checkpoint.h"
 #include "lowbit/io/safetensors.h"
 #include "lowbit/pipeline/bnb_jobs.h"
+#include "value_guard.h"
 
 namespace lowbit {
 namespace {
@@ -116,12 +117,30 @@ class BnbReader {
   std::unordered_map<std::string, const Checkpoint::Entry*> by_name_;
 };
 
-Tensor convert(const TensorView& v, DType to) {
+// A float tensor converted to `to`, its values checked for what `to` holds.
+Tensor convert(const TensorView& v, DType to, const ValueSite& site, ValueGuard& guard) {
   Tensor out(to, v.shape);
   std::vector<float> f32(size_t(v.elements()));
   convert_to_f32(v.dtype, v.bytes.data(), f32.data(), f32.size());
+  guard.values(site, f32.data(), int64_t(f32.size()), value_range_of(to), dtype_name(to));
   convert_from_f32(f32.data(), to, out.buffer.data(), f32.size());
   return out;
+}
+
+GgmlType stored_float_type(DType dtype) {
+  return dtype == DType::f16 ? GgmlType::F16 : dtype == DType::bf16 ? GgmlType::BF16 : dtype == DType::f32 ? GgmlType::F32 : GgmlType::I8;
+}
+
+// A 4-bit weight's statistics: the code map and every block's scale (nested ones dequantized) must
+// be finite, and the scales within `out`'s range (the block's largest value is ±scale exactly).
+void check_4bit_state(const bnb::Bnb4bitState& state, DType out, const ValueSite& site, ValueGuard& guard) {
+  guard.statistics(site, "quant_map", state.code, ValueRange::finite);
+  if (state.nested) {
+    guard.statistics(site, "nested_quant_map", state.nested->code, ValueRange::finite);
+    guard.statistics(site, "nested_absmax", state.nested->nested_absmax, ValueRange::finite);
+    guard.statistics(site, "nested offset", std::span(&state.nested->offset, 1), ValueRange::finite);
+  }
+  guard.statistics(site, "absmax", state.block_scales(), value_range_of(out));
 }
 
 }  // namespace
@@ -136,7 +155,7 @@ bool is_bnb_checkpoint(const std::filesystem::path& path) {
 }
 
 JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesystem::path& output, std::optional<DType> dtype,
-                         Progress& progress, bool overwrite) {
+                         Progress& progress, const NonfinitePolicy& nonfinite, bool overwrite) {
   const auto start = std::chrono::steady_clock::now();
   if (dtype && !dtype_is_float(*dtype)) throw Error(fmt::format("--dtype {} is not a float type", dtype_name(*dtype)));
   const Checkpoint ckpt(input);
@@ -157,13 +176,16 @@ JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesyst
     groups.push_back({{e.info->name}, e.info->size() * 4});
   }
 
+  ValueGuard guard(nonfinite);
   progress.begin("dequantize", int64_t(kept.size()), 0);
   auto write_group = [&](size_t g, const std::function<void(const std::string&, const TensorView&)>& emit) {
     const auto& e = *kept[g];
     const auto& name = e.info->name;
     const TensorView v = reader.view(e);
+    const ValueSite site{e.shard->label(), name, v.shape.size() >= 2 ? v.shape.back() : 0};
     if (reader.quant_state(name)) {
       const auto state = reader.state_4bit(name);
+      check_4bit_state(state, dtype.value_or(state.dtype), site, guard);
       const std::span<const uint8_t> packed(reinterpret_cast<const uint8_t*>(v.bytes.data()), v.bytes.size());
       const Tensor t = bnb::dequantize_4bit(packed, state, dtype.value_or(state.dtype), name);
       emit(name, t.view());
@@ -178,13 +200,16 @@ JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesyst
         throw Error("SCB must hold one float32 per row", {.file = e.shard->label(), .tensor = reader.scb(name)->info->name});
       q.scb.resize(size_t(q.rows));
       std::memcpy(q.scb.data(), scb.bytes.data(), scb.bytes.size());
+      // SCB is the largest |w| of a float16 row: beyond f16 it was never written by bitsandbytes.
+      guard.statistics({e.shard->label(), reader.scb(name)->info->name, 0}, "SCB", q.scb, ValueRange::f16);
       const Tensor f32 = bnb::dequantize_int8_rowwise(q);
       const DType to = dtype.value_or(int8_dtype);
-      emit(name, to == DType::f32 ? f32.view() : convert(f32.view(), to).view());
+      emit(name, to == DType::f32 ? f32.view() : convert(f32.view(), to, site, guard).view());
       ++report.quantized;
     } else if (dtype && dtype_is_float(v.dtype) && v.dtype != *dtype) {
-      emit(name, convert(v, *dtype).view());
+      emit(name, convert(v, *dtype, site, guard).view());
     } else {
+      guard.stored(site, stored_float_type(v.dtype), v.bytes);
       emit(name, v);
     }
     ++report.tensors;
@@ -195,6 +220,7 @@ JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesyst
   config.erase("quantization_config");
   report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}}, config, 5'000'000'000, report.bytes_out, overwrite);
   progress.end();
+  report.nonfinite = guard.count();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }

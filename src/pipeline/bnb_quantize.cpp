@@ -17,6 +17,7 @@
 #include "lowbit/io/safetensors.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/plan/llama_cpp_mix.h"
+#include "value_guard.h"
 
 namespace lowbit {
 namespace {
@@ -66,23 +67,47 @@ uint64_t estimated_bytes(const TensorView& t, const Step& step) {
   return (n + 1) / 2 + (step.four_bit.double_quant ? blocks + 4 * (blocks / 256 + 1) + 1024 : 4 * blocks) + 64 + 256;
 }
 
-// Quantizes (or converts) one weight and hands each output tensor to `emit`, in output_names' order.
-void emit_step(const std::string& name, const TensorView& weight, const Step& step,
+// The codecs name the tensor and the element; the file is the pipeline's to add.
+template <class F>
+auto with_file(const std::string& file, F&& f) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    if (!e.context().file.empty()) throw;
+    ErrorContext context = e.context();
+    context.file = file;
+    throw Error(e.problem(), context);
+  }
+}
+
+GgmlType ggml_float_type(DType dtype) {
+  return dtype == DType::f16 ? GgmlType::F16 : dtype == DType::bf16 ? GgmlType::BF16 : dtype == DType::f32 ? GgmlType::F32 : GgmlType::I8;
+}
+
+// Quantizes (or converts) one weight of `file` and hands each output tensor to `emit`, in
+// output_names' order; its values pass `guard` first (the 4-bit codec checks its own, fused).
+void emit_step(const std::string& file, const std::string& name, const TensorView& weight, const Step& step, ValueGuard& guard,
                const std::function<void(const std::string&, const TensorView&)>& emit) {
   auto bytes_of = [](const auto& vec) { return std::as_bytes(std::span(vec)); };
+  const ValueSite site{file, name, weight.shape.size() >= 2 ? weight.shape.back() : 0};
   if (step.kind == Step::Kind::copy) {
+    guard.stored(site, ggml_float_type(weight.dtype), weight.bytes);  // integer tensors hold no misfit
     emit(name, weight);
     return;
   }
   if (step.kind == Step::Kind::convert || step.kind == Step::Kind::int8) {
-    // bitsandbytes' Int8Params casts the weight to float16 before quantizing it.
+    // bitsandbytes' Int8Params casts the weight to float16 before quantizing it: it must fit f16.
     const DType dtype = step.kind == Step::Kind::int8 ? DType::f16 : step.dtype;
     Tensor converted(dtype, weight.shape);
-    if (weight.dtype == dtype) {
+    if (weight.dtype == dtype && step.kind == Step::Kind::convert) {
+      guard.stored(site, ggml_float_type(dtype), weight.bytes);
       std::copy(weight.bytes.begin(), weight.bytes.end(), converted.buffer.data());
     } else {
       std::vector<float> f32(size_t(weight.elements()));
       convert_to_f32(weight.dtype, weight.bytes.data(), f32.data(), f32.size());
+      const bool int8 = step.kind == Step::Kind::int8;
+      guard.values(site, f32.data(), int64_t(f32.size()), value_range_of(dtype),
+                   int8 ? "int8 (bitsandbytes quantizes the weight cast to float16)" : dtype_name(dtype), !int8);
       convert_from_f32(f32.data(), dtype, converted.buffer.data(), f32.size());
     }
     if (step.kind == Step::Kind::convert) {
@@ -97,7 +122,9 @@ void emit_step(const std::string& name, const TensorView& weight, const Step& st
     return;
   }
   const Bnb4bitFormat& f = step.four_bit;
-  const auto q = bnb::quantize_4bit(weight, {.quant_type = f.quant_type, .blocksize = f.blocksize, .double_quant = f.double_quant}, name);
+  const auto q = with_file(file, [&] {
+    return bnb::quantize_4bit(weight, {.quant_type = f.quant_type, .blocksize = f.blocksize, .double_quant = f.double_quant}, name);
+  });
   const auto& s = q.state;
   emit(name, TensorView::make(DType::u8, {int64_t(q.packed.size()), 1}, bytes_of(q.packed)));
   if (s.nested) {
@@ -211,11 +238,12 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
     groups.push_back({output_names(step.entry->info->name, step), estimated_bytes(view, step)});
     total_estimate += groups.back().bytes;
   }
+  ValueGuard guard(o.nonfinite);
   progress.begin("quantize", int64_t(steps.size()), total_estimate);
   auto write_group = [&](size_t g, const std::function<void(const std::string&, const TensorView&)>& emit) {
     const auto& step = steps[g];
     const auto& name = step.entry->info->name;
-    emit_step(name, step.entry->shard->view(*step.entry->info), step, emit);
+    emit_step(step.entry->shard->label(), name, step.entry->shard->view(*step.entry->info), step, guard, emit);
     if (step.kind == Step::Kind::four_bit || step.kind == Step::Kind::int8) ++report.quantized;
     ++report.tensors;
     progress.advance(name, groups[g].bytes);
@@ -230,6 +258,7 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
   report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}, {"quantization", description}}, config,
                                    o.max_shard_bytes, report.bytes_out, o.overwrite);
   progress.end();
+  report.nonfinite = guard.count();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }

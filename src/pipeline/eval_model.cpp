@@ -1,7 +1,10 @@
 #include "lowbit/pipeline/eval_model.h"
 
+#include <fmt/format.h>
+
 #include "lowbit/core/error.h"
 #include "lowbit/pipeline/bnb_jobs.h"
+#include "lowbit/pipeline/cuda_backend.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 
 namespace lowbit {
@@ -16,7 +19,40 @@ namespace {
 
 }  // namespace
 
-EvalModel::EvalModel(const std::filesystem::path& path) {
+Device resolve_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu;
+  if (name == "cuda") {
+    bool visible = false;
+    try {
+      cuda::runtime_backend();
+      visible = !cuda::backend().devices().empty();
+    } catch (const Error& e) {
+      throw Error("--device cuda: " + e.problem());
+    }
+    if (!visible) throw Error("--device cuda: no CUDA device is visible");
+    return Device::cuda;
+  }
+  if (name == "auto") {
+    // The CPU when lowbit was built without CUDA, liblowbit_cuda.so cannot be loaded or no GPU is visible.
+    try {
+      return cuda::backend().devices().empty() ? Device::cpu : Device::cuda;
+    } catch (const Error&) {
+      return Device::cpu;
+    }
+  }
+  throw Error(fmt::format("unknown device '{}'", name), {.expected = "cpu, cuda or auto"});
+}
+
+EvalModel::EvalModel(const std::filesystem::path& path, Device device, DType gpu_activations) : EvalModel(path, {}, device, gpu_activations) {}
+
+EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<ScaledAdapter>& adapters, Device device, DType gpu_activations) {
+  load(path);
+  apply(adapters);
+  // The GPU takes the weights as they are now, adapted ones included.
+  if (device == Device::cuda) gpu_ = cuda::runtime_backend().make_llama_runtime(*model_, {.activations = gpu_activations});
+}
+
+void EvalModel::load(const std::filesystem::path& path) {
   if (path.extension() == ".gguf") {
     gguf_ = path;
     model_ = LlamaModel::load(path);
@@ -42,7 +78,7 @@ EvalModel::EvalModel(const std::filesystem::path& path) {
   }
 }
 
-EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<ScaledAdapter>& adapters) : EvalModel(path) {
+void EvalModel::apply(const std::vector<ScaledAdapter>& adapters) {
   if (adapters.empty()) return;
   const auto merged = merge_lora({ModelSource::open(gguf_), false}, adapters, {.into = MergeInto::dequantized, .trained_on = std::nullopt});
   for (const auto& t : merged->tensors()) {
@@ -53,7 +89,8 @@ EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<Scaled
   }
 }
 
-// Members go in reverse order: the model unmaps the scratch GGUF before the scratch directory goes.
+// Members go in reverse order: the GPU copy goes first, and the model unmaps the scratch GGUF before
+// the scratch directory goes.
 EvalModel::~EvalModel() = default;
 
 }  // namespace lowbit

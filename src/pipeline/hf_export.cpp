@@ -10,6 +10,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/pipeline/quantize_gguf.h"
+#include "value_guard.h"
 
 namespace lowbit {
 namespace {
@@ -80,7 +81,7 @@ int64_t vocab_size(const ModelSource& s) {
 }  // namespace
 
 GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::filesystem::path& out, DType dtype, Progress& progress,
-                                     bool overwrite) {
+                                     const NonfinitePolicy& nonfinite, bool overwrite) {
   const std::string arch = string_value(source, "general.architecture");
   const auto* match = std::ranges::find_if(kArchitectures, [&](const Architecture& a) { return a.gguf_arch == arch; });
   if (match == std::end(kArchitectures)) throw Error(fmt::format("cannot export architecture '{}'", arch), {.file = source.label()});
@@ -105,11 +106,13 @@ GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::files
     hf_names.push_back(*hf);
     groups.push_back({{*hf}, uint64_t(t.elements()) * dtype_size(dtype)});
   }
+  ValueGuard guard(nonfinite);
+  const GgmlType target = dtype == DType::f16 ? GgmlType::F16 : dtype == DType::bf16 ? GgmlType::BF16 : GgmlType::F32;
   progress.begin("export", int64_t(groups.size()), 0);
   uint64_t bytes_out = 0;
   write_sharded(dir.path(), groups, 5'000'000'000, [&](size_t g, const auto& emit) {
     const auto& t = source.tensors()[g];
-    std::vector<float> values = source.load_f32(t);
+    std::vector<float> values = load_checked(source, t, target, guard);
     const bool q = t.name.ends_with("attn_q.weight"), k = t.name.ends_with("attn_k.weight");
     if (match->permute_qk && (q || k)) {  // back to HF's rotate-half row order
       const int64_t cols = t.ne[0], rows = t.elements() / cols, per_head = rows / (q ? facts.n_head : facts.n_head_kv);
@@ -141,6 +144,7 @@ GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::files
   write_tokenizer(source, dir.path());
   dir.commit();
   report.bytes = bytes_out;
+  report.nonfinite = guard.count();
   return report;
 }
 

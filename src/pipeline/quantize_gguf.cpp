@@ -2,12 +2,16 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
+#include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/safetensors.h"
+#include "value_guard.h"
 
 namespace lowbit {
 namespace {
@@ -37,23 +41,53 @@ const float* importance_for(const GgufQuantizeOptions& options, const ModelSourc
   return entry->weights.data();
 }
 
-// Encodes float rows into `type`: a float conversion or ggml's block quantization.
-std::vector<std::byte> encode(const std::vector<float>& values, const ModelSource::Tensor& t, GgmlType type, const float* weights) {
+// Encodes float rows into `type` (a float conversion or ggml's block quantization) in chunks of about
+// 64 Ki values; each chunk's values beyond f16 (NaN and Inf included) are counted into `beyond_f16`
+// while it sits in cache, just before the codec reads it: the common case pays no second pass.
+std::vector<std::byte> encode(const std::vector<float>& values, const ModelSource::Tensor& t, GgmlType type, const float* weights,
+                              int64_t& beyond_f16) {
   const uint64_t size = gguf::tensor_bytes(type, t.ne);
   std::vector<std::byte> out(size);
-  if (is_float_type(type)) {
-    convert_from_f32(values.data(), dtype_of_float_type(type), out.data(), values.size());
-    return out;
-  }
   const int64_t cols = t.ne[0];
   const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
-  const int64_t rows_per_expert = int64_t(values.size()) / cols / experts;
+  const int64_t rows_per_expert = int64_t(values.size()) / std::max<int64_t>(cols, 1) / experts;
   const uint64_t expert_bytes = size / uint64_t(experts);
+  const size_t row_bytes = cols > 0 ? ggml_row_bytes(type, cols) : 0;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(cols, 1));
+  std::atomic<int64_t> misfits{0};
   // 3-D expert tensors: each expert's rows with its own slice of the importance weights.
-  for (int64_t e = 0; e < experts; ++e)
-    quantize_rows(type, values.data() + e * rows_per_expert * cols, rows_per_expert, cols, weights ? weights + e * cols : nullptr,
-                  out.data() + uint64_t(e) * expert_bytes);
+  for (int64_t e = 0; e < experts; ++e) {
+    const float* x = values.data() + e * rows_per_expert * cols;
+    std::byte* dst = out.data() + uint64_t(e) * expert_bytes;
+    parallel_for(rows_per_expert, grain, [&](int64_t begin, int64_t end) {
+      if (const int64_t c = count_misfits(x + begin * cols, (end - begin) * cols, ValueRange::f16)) misfits += c;
+      if (is_float_type(type))
+        convert_from_f32(x + begin * cols, dtype_of_float_type(type), dst + size_t(begin) * row_bytes, size_t((end - begin) * cols));
+      else
+        quantize_rows(type, x + begin * cols, end - begin, cols, weights ? weights + e * cols : nullptr, dst + size_t(begin) * row_bytes);
+    });
+  }
+  beyond_f16 = misfits.load();
   return out;
+}
+
+// llama-quantize refuses to write the 1-2 bit i-quants (and q2_K in Q2_K_S) without importance weights
+// for every tensor that gets them, the embeddings and output layer excepted: the result would be
+// garbage. ggml itself cannot quantize iq2_xxs, iq2_xs and iq1_s without them, whatever the tensor. So
+// lowbit refuses both, before writing anything.
+void require_importance_where_needed(const ModelSource& source, const std::vector<GgmlType>& types, uint32_t file_type,
+                                     const GgufQuantizeOptions& options) {
+  for (size_t i = 0; i < source.tensors().size(); ++i) {
+    const auto& t = source.tensors()[i];
+    const bool needed = tensor_requires_imatrix(t.name, types[i], file_type) || ggml_requires_imatrix(types[i]);
+    if (types[i] == t.stored_type || !needed) continue;
+    if (importance_for(options, t, source.label())) continue;
+    throw Error(fmt::format("{} needs importance weights for this tensor ({}; llama-quantize refuses too): make them with "
+                            "`lowbit imatrix MODEL --text FILE -o imatrix.gguf` and pass --imatrix imatrix.gguf",
+                            ggml_type_name(types[i]),
+                            options.imatrix ? "the importance matrix given has no entry for it" : "no importance matrix was given"),
+                {.file = source.label(), .tensor = t.name});
+  }
 }
 
 }  // namespace
@@ -64,6 +98,7 @@ namespace {
 GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::path& out, const std::vector<GgmlType>& types,
                               uint32_t file_type, const GgufQuantizeOptions& options, Progress& progress) {
   const auto start = std::chrono::steady_clock::now();
+  require_importance_where_needed(source, types, file_type, options);
   GgufQuantizeReport report;
   uint64_t total_bytes = 0;
   for (size_t i = 0; i < source.tensors().size(); ++i) {
@@ -88,17 +123,35 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
   }
   for (size_t i = 0; i < source.tensors().size(); ++i) writer.add_tensor(source.tensors()[i].name, types[i], source.tensors()[i].ne);
 
+  ValueGuard guard(options.nonfinite);
   progress.begin("quantize", int64_t(source.tensors().size()), total_bytes);
   for (size_t i = 0; i < source.tensors().size(); ++i) {
     const auto& t = source.tensors()[i];
     auto& r = report.tensors[i];
+    const ValueSite site{source.label(), t.name, t.ne[0]};
+    const bool quantized = ggml_type_info(r.to).quantized;
     const auto raw = r.to == t.stored_type ? source.raw(t) : std::span<const std::byte>{};
     if (!raw.empty()) {
-      writer.write_data(t.name, raw);  // already in its target type: copied as it is
+      // Already in its target type: copied as it is, once its values (or scales) pass the policy.
+      if (quantized) {
+        guard.source_scales(site, t.stored_type, raw);
+        ValueGuard::written_scales(site, r.to, raw, nullptr);
+      } else {
+        guard.stored(site, r.to, raw);
+      }
+      writer.write_data(t.name, raw);
     } else {
-      const float* weights = ggml_type_info(r.to).quantized ? importance_for(options, t, source.label()) : nullptr;
+      const float* weights = quantized ? importance_for(options, t, source.label()) : nullptr;
       r.used_imatrix = weights != nullptr;
-      writer.write_data(t.name, encode(source.load_f32(t), t, r.to, weights));
+      if (ggml_type_info(t.stored_type).quantized) guard.source_scales(site, t.stored_type, source.raw(t));
+      const std::vector<float> values = source.load_f32(t);
+      int64_t beyond_f16 = 0;
+      const std::vector<std::byte> bytes = encode(values, t, r.to, weights, beyond_f16);
+      // Only a tensor holding a value beyond f16 can hold one its type cannot: then the full check.
+      if (beyond_f16) guard.values(site, values.data(), int64_t(values.size()), value_range_of(r.to), ggml_type_name(r.to));
+      // As llama-quantize validates its rows: no non-finite block scale reaches the file.
+      if (quantized) ValueGuard::written_scales(site, r.to, bytes, values.data(), beyond_f16 > 0);
+      writer.write_data(t.name, bytes);
     }
     report.params += r.params;
     report.bytes += r.bytes;
@@ -106,6 +159,7 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
   }
   writer.finish();
   progress.end();
+  report.nonfinite = guard.count();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }
@@ -122,13 +176,14 @@ GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesy
   return write_gguf(source, out, types, file_type, options, progress);
 }
 
-GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesystem::path& out, DType dtype, Progress& progress) {
+GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesystem::path& out, DType dtype, Progress& progress,
+                                   const NonfinitePolicy& nonfinite) {
   const GgmlType target = dtype == DType::f32 ? GgmlType::F32 : dtype == DType::f16 ? GgmlType::F16 : GgmlType::BF16;
   if (!dtype_is_float(dtype) || dtype == DType::f64) throw Error(fmt::format("cannot dequantize to {}", dtype_name(dtype)), {.expected = "f32, f16 or bf16"});
   if (out.extension() == ".gguf") {
     std::vector<GgmlType> types;
     for (const auto& t : source.tensors()) types.push_back(ggml_type_info(t.stored_type).quantized ? target : t.stored_type);
-    return write_gguf(source, out, types, llama_file_type_of(target), {}, progress);
+    return write_gguf(source, out, types, llama_file_type_of(target), {.nonfinite = nonfinite}, progress);
   }
   if (out.extension() != ".safetensors") throw Error("the output must end in .gguf or .safetensors", {.file = out.string()});
   // Plain tensors under their GGUF names, in row-major (PyTorch) dimension order.
@@ -137,11 +192,13 @@ GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesys
   std::vector<std::string> names;
   for (const auto& t : source.tensors()) names.push_back(t.name);
   safetensors::Writer writer(out, names, {{"format", "pt"}, {"source", "gguf"}});
+  ValueGuard guard(nonfinite);
   progress.begin("dequantize", int64_t(names.size()), 0);
   for (const auto& t : source.tensors()) {
     const GgmlType to = ggml_type_info(t.stored_type).quantized ? target : t.stored_type;
     if (!is_float_type(to)) throw Error(fmt::format("cannot store {} in safetensors", ggml_type_name(to)), {.file = source.label(), .tensor = t.name});
-    const auto bytes = encode(source.load_f32(t), t, to, nullptr);
+    int64_t beyond_f16 = 0;  // load_checked has applied the policy
+    const auto bytes = encode(load_checked(source, t, to, guard), t, to, nullptr, beyond_f16);
     const Shape shape(t.ne.rbegin(), t.ne.rend());
     writer.write(t.name, TensorView::make(dtype_of_float_type(to), shape, bytes));
     report.tensors.push_back({t.name, t.stored_type, to, t.elements(), bytes.size(), false});
@@ -151,6 +208,7 @@ GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesys
   }
   writer.finish();
   progress.end();
+  report.nonfinite = guard.count();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }

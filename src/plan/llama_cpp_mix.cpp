@@ -29,6 +29,14 @@ Category category_of(std::string_view name) {
   return Category::Other;
 }
 
+constexpr uint32_t kQ2KSFileType = 21;  // LLAMA_FTYPE_MOSTLY_Q2_K_S
+
+bool is_low_bit_iq_mix(std::string_view mix) {
+  for (std::string_view m : {"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"})
+    if (mix == m) return true;
+  return false;
+}
+
 bool is_attn_v_like(Category c) { return c == Category::AttnV || c == Category::AttnQkv || c == Category::AttnKvB; }
 
 // The layer of "blk.N....", or -1.
@@ -62,6 +70,23 @@ GgmlType fallback_for_shape(GgmlType type, const Shape& ne) {
   return row_fits(next, ne) ? next : GgmlType::F16;
 }
 
+// The 1-2 bit i-quant mixes (llama_tensor_get_type_impl's branch for them): the tensors most sensitive to
+// quantization get 2-4 bit k-quants, or iq3_s in IQ2_S / IQ2_M.
+GgmlType low_bit_iq_rule(std::string_view mix, Category category, int i, int n, int n_gqa, const ModelFacts& facts,
+                         GgmlType type) {
+  const bool iq2_s_or_m = mix == "IQ2_S" || mix == "IQ2_M";
+  const GgmlType sensitive = iq2_s_or_m ? GgmlType::IQ3_S : GgmlType::Q2_K;
+  if (is_attn_v_like(category)) return n_gqa >= 4 || facts.n_expert >= 4 ? GgmlType::Q4_K : sensitive;
+  if (category == Category::AttnK && facts.n_expert == 8) return GgmlType::Q4_K;
+  if (category == Category::FfnDown) return i < n / 8 ? sensitive : type;
+  if (category == Category::AttnOutput) {
+    if (facts.n_expert == 8) return GgmlType::Q5_K;
+    if (mix == "IQ1_S" || mix == "IQ1_M") return GgmlType::IQ2_XXS;
+    if (iq2_s_or_m) return GgmlType::IQ3_S;
+  }
+  return type;
+}
+
 bool equal_ignoring_case(std::string_view a, std::string_view b) {
   return std::ranges::equal(a, b, [](char x, char y) { return std::tolower(x) == std::tolower(y); });
 }
@@ -82,6 +107,7 @@ uint32_t llama_file_type_of(GgmlType type) {
     case GgmlType::Q3_K: return 11;  // Q3_K_S is the uniform Q3_K file
     case GgmlType::Q4_K: return 14;
     case GgmlType::Q5_K: return 16;
+    case GgmlType::IQ2_S: return 28;  // LLAMA_FTYPE_MOSTLY_IQ2_S (whose mix defaults to iq2_xs)
     default:
       for (const auto& mix : kLlamaMixes)
         if (mix.default_type == type) return mix.file_type;
@@ -105,6 +131,18 @@ bool tensor_allows_quantization(std::string_view name, const Shape& ne) {
                                 ".position_embd", ".rel_pos", ".patch_embd", ".patch_merger"})
     if (contains(name, keep)) return false;
   return name != "position_embd.weight" && name != "token_types.weight";
+}
+
+bool tensor_requires_imatrix(std::string_view name, GgmlType type, uint32_t file_type) {
+  const Category category = category_of(name);
+  if (category == Category::TokenEmbd || category == Category::Output) return false;
+  switch (type) {
+    case GgmlType::IQ1_S: case GgmlType::IQ1_M: case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS:
+    case GgmlType::IQ2_S: case GgmlType::IQ3_XXS:
+      return true;
+    case GgmlType::Q2_K: return file_type == kQ2KSFileType;
+    default: return false;
+  }
 }
 
 TypeSelector::TypeSelector(TypeSelection selection, ModelFacts facts) : selection_(std::move(selection)), facts_(facts) {}
@@ -136,9 +174,15 @@ GgmlType TypeSelector::mix_rule(std::string_view name, const Shape& ne, GgmlType
   // The output layer, and the embedding when it doubles as the output layer.
   if (category == Category::Output || (!facts_.has_output && category == Category::TokenEmbd)) {
     if (!row_fits(type, ne)) return GgmlType::Q8_0;
+    if (is_low_bit_iq_mix(mix) || is("IQ3_XXS")) return GgmlType::Q5_K;
     return type == GgmlType::Q8_0 ? type : GgmlType::Q6_K;
   }
-  if (category == Category::TokenEmbd) return type;
+  if (category == Category::TokenEmbd) {
+    if (is("IQ2_XXS") || is("IQ2_XS") || is("IQ1_S") || is("IQ1_M")) return GgmlType::Q2_K;
+    if (is("IQ2_S") || is("IQ2_M") || is("IQ3_XXS")) return GgmlType::IQ3_S;
+    return type;
+  }
+  if (is_low_bit_iq_mix(mix)) return low_bit_iq_rule(mix, category, i, n, n_gqa, facts_, type);
   if (is_attn_v_like(category)) {
     if (is("Q2_K")) type = n_gqa >= 4 ? GgmlType::Q4_K : GgmlType::Q3_K;
     else if (is("Q3_K_M")) type = i < 2 ? GgmlType::Q5_K : GgmlType::Q4_K;

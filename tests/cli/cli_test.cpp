@@ -149,6 +149,20 @@ TEST(Cli, ImatrixFeedsQuantize) {
   int with_imatrix = 0;
   for (const auto& t : report["tensors"]) with_imatrix += t["imatrix"].get<bool>();
   EXPECT_EQ(with_imatrix, 14);  // 7 matrices in each of 2 layers; token_embd and output have none
+
+  // The IQ2_XXS mix: refused without the importance matrix, written with it (token_embd q2_K, output q5_K).
+  const auto refused = run_cli("quantize " + model.string() + " -o " + (dir / "iq2.gguf").string() + " --mix IQ2_XXS", true);
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.out.find("lowbit imatrix"), std::string::npos) << refused.out;
+  const auto iq2 = run_cli("quantize " + model.string() + " -o " + (dir / "iq2.gguf").string() + " --mix IQ2_XXS --imatrix " +
+                           imatrix.string() + " --json");
+  ASSERT_EQ(iq2.status, 0) << iq2.out;
+  const gguf::File out(dir / "iq2.gguf");
+  EXPECT_EQ(out.find_tensor("blk.0.attn_q.weight")->type, GgmlType::IQ2_XXS);
+  EXPECT_EQ(out.find_tensor("blk.1.attn_v.weight")->type, GgmlType::Q2_K);  // n_gqa 2
+  EXPECT_EQ(out.find_tensor("token_embd.weight")->type, GgmlType::Q2_K);
+  EXPECT_EQ(out.find_tensor("output.weight")->type, GgmlType::Q5_K);
+  EXPECT_EQ(out.find("general.file_type")->as_int(), 19);
 }
 
 TEST(Cli, PlanWritesPlanReportAndQuantizes) {

@@ -32,9 +32,9 @@ struct Run {
   std::string out;
 };
 
-// Runs the built CLI with `args` (and `env` before it); stdout and stderr captured together.
-Run run_cli(const std::string& args, const std::string& env = "") {
-  const std::string cmd = env + " " + std::string(LOWBIT_CLI_PATH) + " " + args + " 2>&1";
+// Runs `program` with `args` (and `env` before it); stdout and stderr captured together.
+Run run_program(const std::string& program, const std::string& args, const std::string& env = "") {
+  const std::string cmd = env + " " + program + " " + args + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
@@ -43,6 +43,9 @@ Run run_cli(const std::string& args, const std::string& env = "") {
   const int status = pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
 }
+
+// Runs the built CLI.
+Run run_cli(const std::string& args, const std::string& env = "") { return run_program(LOWBIT_CLI_PATH, args, env); }
 
 std::string tiny_model() { return (test::golden_ggml_dir() / "model" / "tiny-llama-f32.gguf").string(); }
 
@@ -199,6 +202,40 @@ TEST(Reliability, FailedEvalOfHfDirectoryLeavesNothingInTmpdir) {
   EXPECT_EQ(late.status, 1) << late.out;
   EXPECT_NE(late.out.find("too few"), std::string::npos) << late.out;
   EXPECT_EQ(listing(tmp.path()), std::vector<std::string>{});
+}
+
+// The CUDA part (kernels and the model runtime) is a module opened on demand: the executable links
+// nothing of CUDA, and a copy of it without liblowbit_cuda.so beside it evaluates with --device auto on
+// the CPU and refuses --device cuda in one line saying why.
+TEST(Reliability, CpuCommandsNeedNoCudaModule) {
+  const auto libs = run_program("ldd", LOWBIT_CLI_PATH);
+  ASSERT_EQ(libs.status, 0) << libs.out;
+  for (const char* name : {"cuda", "cublas", "nvrtc"}) EXPECT_EQ(libs.out.find(name), std::string::npos) << name << "\n" << libs.out;
+
+  test::TempDir dir;
+  const auto lone = dir / "lowbit";
+  std::filesystem::copy_file(LOWBIT_CLI_PATH, lone);
+  const std::string model = tiny_model();
+  const std::string text = " --text " + (test::golden_ggml_dir() / "model" / "text.txt").string() + " --ctx 64 --chunks 2 --json";
+  const std::string no_library_path = "LD_LIBRARY_PATH=";  // nor a module found on the library path
+  const auto cpu = run_program(lone.string(), "eval " + model + text + " --device auto", no_library_path);
+  EXPECT_EQ(cpu.status, 0) << cpu.out;
+  EXPECT_NE(cpu.out.find("\"ppl\""), std::string::npos) << cpu.out;
+  const auto gpu = run_program(lone.string(), "eval " + model + text + " --device cuda", no_library_path);
+  EXPECT_EQ(gpu.status, 1) << gpu.out;
+  EXPECT_TRUE(gpu.out.find("--device cuda: the CUDA backend is not available") != std::string::npos ||
+              gpu.out.find("--device cuda: this lowbit was built without CUDA") != std::string::npos)
+      << gpu.out;
+  // Beside its module, the built CLI runs on the GPU when there is one, and otherwise says why not.
+  const auto built = run_cli("eval " + model + text + " --device cuda");
+  if (built.status == 0) {
+    EXPECT_NE(built.out.find("\"ppl\""), std::string::npos) << built.out;
+  } else {
+    EXPECT_EQ(built.status, 1) << built.out;
+    EXPECT_TRUE(built.out.find("--device cuda: no CUDA device is visible") != std::string::npos ||
+                built.out.find("--device cuda: this lowbit was built without CUDA") != std::string::npos)
+        << built.out;
+  }
 }
 
 TEST(Reliability, NumericFlagsAreRangeChecked) {

@@ -236,6 +236,49 @@ TEST(CudaMatmul, RejectsBadShapes) {
                Error);
 }
 
+// The few-token product of every ggml type against float64 sums over the CPU's dequantized weight and
+// float32 inputs: the weight is decoded to the same float32 values, so only the float32 sum's order differs.
+TEST(CudaMatmul, GgmlMatvecOfEveryTypeMatchesTheCpuDequantizedWeight) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  const int64_t rows = 40, cols = 512;
+  for (const GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K,
+                              GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::F32, GgmlType::F16,
+                              GgmlType::BF16}) {
+    const std::string name(ggml_type_name(type));
+    ASSERT_TRUE(cuda::has_ggml_matvec(type, cols)) << name;
+    const auto values = heavy_tailed(size_t(rows * cols));
+    std::vector<std::byte> blocks(ggml_row_bytes(type, cols) * size_t(rows));
+    quantize_rows(type, values.data(), rows, cols, nullptr, blocks.data());
+    std::vector<float> w(values.size());
+    dequantize_rows(type, blocks.data(), rows, cols, w.data());
+    DeviceBytes weight(blocks.size());
+    weight.upload(blocks.data(), blocks.size());
+    for (const int64_t tokens : {int64_t(1), int64_t(5), cuda::kMatvecMaxTokens}) {
+      const auto x = heavy_tailed(size_t(tokens * cols));
+      DeviceBytes x_device(x.size() * 4), y_device(size_t(tokens * rows) * 4);
+      x_device.upload(x.data(), x.size() * 4);
+      // Accumulating onto a known start checks the += form too.
+      std::vector<float> start(size_t(tokens * rows), 0.5f);
+      y_device.upload(start.data(), start.size() * 4);
+      cuda::matvec_ggml(type, weight.ptr, rows, cols, x_device.as<float>(), tokens, y_device.as<float>(), true, nullptr);
+      const auto bytes = y_device.download(start.size() * 4);
+      std::vector<float> y(start.size());
+      std::memcpy(y.data(), bytes.data(), bytes.size());
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t r = 0; r < rows; ++r) {
+          double exact = 0.5, magnitude = 0.5;
+          for (int64_t c = 0; c < cols; ++c) {
+            exact += double(x[size_t(t * cols + c)]) * double(w[size_t(r * cols + c)]);
+            magnitude += std::abs(double(x[size_t(t * cols + c)]) * double(w[size_t(r * cols + c)]));
+          }
+          ASSERT_NEAR(y[size_t(t * rows + r)], exact, 1e-5 * magnitude) << name << " token " << t << " row " << r;
+        }
+    }
+  }
+  EXPECT_FALSE(cuda::has_ggml_matvec(GgmlType::Q4_K, 576));  // rows of 576 are no whole number of 256-blocks
+  EXPECT_FALSE(cuda::has_ggml_matvec(GgmlType::F32, 172));   // nor of 8-value groups
+}
+
 }  // namespace
 }  // namespace lowbit
 #else

@@ -7,6 +7,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/model/kld_probe.h"
+#include "lowbit/model/llama.h"
 #include "lowbit/model/tokenizer.h"
 #include "support/paths.h"
 

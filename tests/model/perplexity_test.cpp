@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "lowbit/core/error.h"
+#include "lowbit/model/llama.h"
 #include "lowbit/model/perplexity.h"
 #include "support/paths.h"
 

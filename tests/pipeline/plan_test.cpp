@@ -9,6 +9,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/io/gguf.h"
 #include "lowbit/model/kld_probe.h"
+#include "lowbit/model/llama.h"
 #include "lowbit/model/tokenizer.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"

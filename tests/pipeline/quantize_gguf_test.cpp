@@ -61,12 +61,35 @@ TEST(QuantizeGguf, FailureLeavesNoOutputAndInputUntouched) {
   std::ofstream(out) << "previous contents";
   const auto source = ModelSource::open(tiny_model());
   GgufQuantizeOptions options;
-  options.selection = {.default_type = GgmlType::IQ2_XXS};  // no codec: refused before writing
+  options.selection = {.default_type = GgmlType::IQ2_XXS};  // no importance matrix: refused before writing
   EXPECT_THROW(quantize_to_gguf(*source, out, options), Error);
   std::ifstream in(out);
   std::string contents((std::istreambuf_iterator<char>(in)), {});
   EXPECT_EQ(contents, "previous contents");
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 1);
+}
+
+// The 2-bit i-quant mixes without an importance matrix: refused as llama-quantize refuses them, naming
+// the first tensor that needs one and how to make it.
+TEST(QuantizeGguf, LowBitIQuantMixesRequireAnImportanceMatrix) {
+  test::TempDir dir;
+  const auto source = ModelSource::open(tiny_model());
+  for (const char* mix : {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M"}) {
+    SCOPED_TRACE(mix);
+    GgufQuantizeOptions options;
+    options.selection = {.mix = find_llama_mix(mix), .default_type = find_llama_mix(mix)->default_type};
+    try {
+      quantize_to_gguf(*source, dir / "out.gguf", options);
+      ADD_FAILURE() << "no error without an importance matrix";
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      // token_embd and output are exempt (q2_K / iq3_s and q5_K here); the first block matrix is not.
+      EXPECT_EQ(e.context().tensor, "blk.0.attn_k.weight") << message;
+      EXPECT_NE(message.find("blk.0.attn_k.weight"), std::string::npos) << message;
+      EXPECT_NE(message.find("lowbit imatrix MODEL --text FILE -o imatrix.gguf"), std::string::npos) << message;
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir / "out.gguf"));
+  }
 }
 
 TEST(QuantizeGguf, ConvertsHuggingFaceDirectoryLikeLlamaCpp) {

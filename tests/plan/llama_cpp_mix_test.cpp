@@ -60,6 +60,76 @@ TEST(LlamaCppMix, FallbacksOverridesAndTiedEmbeddings) {
   EXPECT_EQ(pure.choose("blk.0.ffn_up.weight", {64, 172}), GgmlType::Q5_0);  // Q4_K falls back to Q5_0
 }
 
+// llama.cpp 007dbbf3's llama_tensor_get_type_impl for the IQ2 mixes, on a 32-layer GQA-8 model
+// (Llama-3-8B's shapes) and on a model with n_gqa 2.
+TEST(LlamaCppMix, Iq2MixesFollowLlamaQuantize) {
+  const ModelFacts gqa4{.n_layer = 32, .n_head = 32, .n_head_kv = 8};
+  const ModelFacts gqa2{.n_layer = 32, .n_head = 32, .n_head_kv = 16};
+  struct Expect {
+    const char* mix;
+    GgmlType body, token_embd, attn_v_gqa2, ffn_down_early, attn_output;
+  };
+  const Expect cases[] = {
+      {"IQ2_XXS", GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q2_K, GgmlType::Q2_K, GgmlType::IQ2_XXS},
+      {"IQ2_XS", GgmlType::IQ2_XS, GgmlType::Q2_K, GgmlType::Q2_K, GgmlType::Q2_K, GgmlType::IQ2_XS},
+      {"IQ2_S", GgmlType::IQ2_XS, GgmlType::IQ3_S, GgmlType::IQ3_S, GgmlType::IQ3_S, GgmlType::IQ3_S},
+      {"IQ2_M", GgmlType::IQ2_S, GgmlType::IQ3_S, GgmlType::IQ3_S, GgmlType::IQ3_S, GgmlType::IQ3_S},
+  };
+  for (const Expect& c : cases) {
+    SCOPED_TRACE(c.mix);
+    const LlamaMix* mix = find_llama_mix(c.mix);
+    ASSERT_NE(mix, nullptr);
+    const TypeSelector s({.mix = mix, .default_type = mix->default_type, .has_imatrix = true}, gqa4);
+    const TypeSelector s2({.mix = mix, .default_type = mix->default_type, .has_imatrix = true}, gqa2);
+    EXPECT_EQ(s.choose("blk.5.attn_q.weight", {4096, 4096}), c.body);
+    EXPECT_EQ(s.choose("blk.5.attn_k.weight", {4096, 1024}), c.body);
+    EXPECT_EQ(s.choose("blk.5.ffn_up.weight", {4096, 14336}), c.body);
+    EXPECT_EQ(s.choose("blk.5.ffn_gate.weight", {4096, 14336}), c.body);
+    EXPECT_EQ(s.choose("blk.5.ffn_down.weight", {14336, 4096}), c.body);
+    EXPECT_EQ(s.choose("blk.3.ffn_down.weight", {14336, 4096}), c.ffn_down_early);  // layers below 32/8
+    EXPECT_EQ(s.choose("blk.4.ffn_down.weight", {14336, 4096}), c.body);
+    EXPECT_EQ(s.choose("blk.5.attn_v.weight", {4096, 1024}), GgmlType::Q4_K);  // n_gqa >= 4
+    EXPECT_EQ(s2.choose("blk.5.attn_v.weight", {4096, 2048}), c.attn_v_gqa2);
+    EXPECT_EQ(s.choose("blk.5.attn_output.weight", {4096, 4096}), c.attn_output);
+    EXPECT_EQ(s.choose("token_embd.weight", {4096, 128256}), c.token_embd);
+    EXPECT_EQ(s.choose("output.weight", {4096, 128256}), GgmlType::Q5_K);
+    // Rows iq2 cannot tile fall back to iq4_nl (tensor_type_fallback).
+    EXPECT_EQ(s.choose("blk.5.attn_q.weight", {576, 576}), c.body == GgmlType::IQ2_S || c.body == GgmlType::IQ2_XS ||
+                                                                   c.body == GgmlType::IQ2_XXS
+                                                               ? GgmlType::IQ4_NL
+                                                               : c.body);
+  }
+  EXPECT_EQ(find_llama_mix("iq2_m")->file_type, 29u);
+  EXPECT_EQ(llama_file_type_of(GgmlType::IQ2_XXS), 19u);
+  EXPECT_EQ(llama_file_type_of(GgmlType::IQ2_XS), 20u);
+  EXPECT_EQ(llama_file_type_of(GgmlType::IQ2_S), 28u);
+}
+
+// MoE models with 8 experts: attn_k and attn_output get k-quants in the IQ2 mixes.
+TEST(LlamaCppMix, Iq2MixesOnEightExperts) {
+  const TypeSelector s({.mix = find_llama_mix("IQ2_XXS"), .default_type = GgmlType::IQ2_XXS, .has_imatrix = true},
+                       {.n_layer = 32, .n_head = 32, .n_head_kv = 8, .n_expert = 8});
+  EXPECT_EQ(s.choose("blk.5.attn_k.weight", {4096, 1024}), GgmlType::Q4_K);
+  EXPECT_EQ(s.choose("blk.5.attn_output.weight", {4096, 4096}), GgmlType::Q5_K);
+  EXPECT_EQ(s.choose("blk.5.attn_v.weight", {4096, 1024}), GgmlType::Q4_K);
+  EXPECT_EQ(s.choose("blk.5.ffn_up_exps.weight", {4096, 14336, 8}), GgmlType::IQ2_XXS);
+}
+
+// llama.cpp's tensor_requires_imatrix.
+TEST(LlamaCppMix, WhichTensorsRequireAnImportanceMatrix) {
+  for (const GgmlType type : {GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S, GgmlType::IQ1_S, GgmlType::IQ1_M,
+                              GgmlType::IQ3_XXS}) {
+    EXPECT_TRUE(tensor_requires_imatrix("blk.0.attn_q.weight", type, 0)) << ggml_type_name(type);
+    EXPECT_FALSE(tensor_requires_imatrix("token_embd.weight", type, 0));
+    EXPECT_FALSE(tensor_requires_imatrix("per_layer_token_embd.weight", type, 0));
+    EXPECT_FALSE(tensor_requires_imatrix("output.weight", type, 0));
+  }
+  for (const GgmlType type : {GgmlType::IQ3_S, GgmlType::IQ4_XS, GgmlType::Q4_K, GgmlType::Q3_K})
+    EXPECT_FALSE(tensor_requires_imatrix("blk.0.attn_q.weight", type, 0)) << ggml_type_name(type);
+  EXPECT_TRUE(tensor_requires_imatrix("blk.0.attn_q.weight", GgmlType::Q2_K, 21));  // Q2_K_S
+  EXPECT_FALSE(tensor_requires_imatrix("blk.0.attn_q.weight", GgmlType::Q2_K, 10));
+}
+
 TEST(LlamaCppMix, GlobMatching) {
   EXPECT_TRUE(glob_match("blk.*.ffn_down.weight", "blk.12.ffn_down.weight"));
   EXPECT_TRUE(glob_match("*attn_[qk].weight", "blk.0.attn_k.weight"));

@@ -23,6 +23,10 @@ struct GgmlCodec {
   bool uses_weights;                   // false where ggml ignores quant_weights (q8_0, plain types)
 };
 
+// Whether ggml refuses to quantize `type` without importance weights (ggml_quantize_requires_imatrix:
+// iq2_xxs, iq2_xs, iq1_s). Their quantizers throw lowbit::Error when called without them.
+bool ggml_requires_imatrix(GgmlType type);
+
 // The codec of `type`, or null where lowbit has none.
 const GgmlCodec* ggml_codec(GgmlType type);
 

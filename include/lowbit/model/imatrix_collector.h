@@ -9,7 +9,7 @@
 
 #include "lowbit/core/progress.h"
 #include "lowbit/io/imatrix.h"
-#include "lowbit/model/llama.h"
+#include "lowbit/model/runtime.h"
 
 namespace lowbit {
 
@@ -19,7 +19,7 @@ struct ImatrixRun {
 };
 
 // Like llama-imatrix, only the weights of the layers ("blk.*") are collected: the output layer is not.
-ImatrixRun collect_imatrix(const LlamaModel& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos,
+ImatrixRun collect_imatrix(const LlamaRuntime& runtime, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos,
                            Progress& progress = Progress::none());
 
 }  // namespace lowbit

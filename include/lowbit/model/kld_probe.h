@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "lowbit/model/llama.h"
+#include "lowbit/model/runtime.h"
 
 namespace lowbit {
 
@@ -20,7 +20,7 @@ class KldProbe {
   // first token replaced by `bos` when given) and keeps, per window, the hidden state entering every
   // block and the log-probabilities of the second half of the window (the positions llama-perplexity
   // scores). Throws when `tokens` holds fewer than `windows` windows.
-  KldProbe(LlamaModel& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos, int windows);
+  KldProbe(LlamaRuntime& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos, int windows);
 
   // Mean KL(base || model) over the scored positions when the weight `name` (a GGUF name) is `weight`
   // and every other weight is as loaded. Reruns only the blocks from the weight's own on. Deterministic;
@@ -30,13 +30,13 @@ class KldProbe {
   int64_t positions() const;  // scored positions per call
 
  private:
-  double kld_of(const std::vector<float>& logits, size_t window) const;
+  double kld_of(const std::vector<float>& logits) const;  // summed over the scored positions
 
-  LlamaModel& model_;
-  int n_ctx_;
-  std::vector<std::vector<int32_t>> windows_;            // the windows' tokens, BOS in place
-  std::vector<std::vector<std::vector<float>>> states_;  // [window][layer]: the hidden state entering block `layer`
-  std::vector<std::vector<float>> base_log_probs_;       // [window]: (n_ctx - 1 - n_ctx/2) × n_vocab
+  LlamaRuntime& model_;
+  int n_ctx_, windows_;
+  std::vector<int32_t> tokens_;                // the windows' tokens end to end, BOS in place
+  std::vector<std::vector<float>> states_;     // [layer]: the hidden state of all windows entering block `layer`
+  std::vector<float> base_log_probs_;          // [window][scored position]: n_vocab log-probabilities
 };
 
 }  // namespace lowbit

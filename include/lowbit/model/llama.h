@@ -15,52 +15,39 @@
 
 #include "lowbit/formats/ggml_types.h"
 #include "lowbit/io/gguf.h"
+#include "lowbit/model/llama_config.h"
+#include "lowbit/model/runtime.h"
 
 namespace lowbit {
 
-struct LlamaConfig {
-  std::string arch;          // "llama", "qwen2", "qwen3"
-  int n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0, n_vocab = 0;
-  float rms_eps = 1e-5f;
-  float rope_base = 10000.0f;
-  bool rope_neox = false;    // rotate (i, i + d/2) pairs (Qwen); else adjacent pairs (llama.cpp's "normal")
-
-  static LlamaConfig from_gguf(const gguf::File& file);
-};
-
-// A weight matrix of `rows` × `cols` in a ggml type, over bytes that outlive it.
-struct QuantizedMatrix {
-  GgmlType type = GgmlType::F32;
-  int64_t rows = 0, cols = 0;
-  std::span<const std::byte> data;
-};
-
-// Called for every matrix product with its weight's name and its input rows (tokens × cols):
-// how an importance matrix collects the squared activations.
-using ActivationObserver = std::function<void(const std::string& weight, const float* x, int64_t tokens, int64_t cols)>;
-
-class LlamaModel {
+// The CPU backend of LlamaRuntime, and the loaded model any other backend is built over.
+class LlamaModel final : public LlamaRuntime {
  public:
   // Loads a GGUF file (kept memory-mapped). Throws lowbit::Error for an unsupported architecture,
   // a missing tensor or a type lowbit cannot dequantize.
   static std::unique_ptr<LlamaModel> load(const std::filesystem::path& path);
 
-  const LlamaConfig& config() const { return config_; }
+  const LlamaConfig& config() const override { return config_; }
   const gguf::File& file() const { return *file_; }
 
-  // Logits (tokens.size() × n_vocab, row-major) for a window starting at position 0.
-  std::vector<float> forward(std::span<const int32_t> tokens, const ActivationObserver& observer = nullptr) const;
+  // LlamaRuntime on the CPU, in float32 (see runtime.h).
+  std::vector<float> forward(std::span<const int32_t> tokens, int windows = 1, const ActivationObserver& observer = nullptr) const override;
+  std::vector<float> embed(std::span<const int32_t> tokens) const override;
+  void apply_layer(int layer, std::vector<float>& hidden, int windows = 1, const ActivationObserver& observer = nullptr) const override;
+  std::vector<float> output_logits(const std::vector<float>& hidden, const ActivationObserver& observer = nullptr) const override;
+  QuantizedMatrix swap_weight(const std::string& name, const QuantizedMatrix& weight) override;
+  Device device() const override { return Device::cpu; }
 
-  // forward() in its three steps, so a probe that changes one weight reruns only what follows it:
-  // the tokens' embedding rows (tokens × n_embd), one block applied in place, the logits of the last state.
-  std::vector<float> embed(std::span<const int32_t> tokens) const;
-  void apply_layer(int layer, std::vector<float>& hidden, const ActivationObserver& observer = nullptr) const;
-  std::vector<float> output_logits(const std::vector<float>& hidden, const ActivationObserver& observer = nullptr) const;
-
-  // Makes later passes use `weight` for the matrix named `name` (GGUF name; its bytes must stay alive
-  // while it is in use) and returns the matrix it replaces, to swap back. A tied output layer follows
-  // token_embd.weight. Throws for a name the forward pass does not use.
-  QuantizedMatrix swap_weight(const std::string& name, const QuantizedMatrix& weight);
+  // Every matrix of the forward pass by its GGUF name, as currently in use (swaps included): what a
+  // GPU backend uploads. The tied output layer is not listed separately.
+  std::vector<std::pair<std::string, QuantizedMatrix>> matrices() const;
+  bool output_tied() const { return output_tied_; }
+  // The float vectors (norm weights, biases) of block `layer`, empty where the model has none.
+  struct LayerVectors {
+    std::span<const float> attn_norm, ffn_norm, q_norm, k_norm, q_bias, k_bias, v_bias;
+  };
+  LayerVectors layer_vectors(int layer) const;
+  std::span<const float> output_norm() const { return output_norm_; }
 
  private:
   struct Layer {

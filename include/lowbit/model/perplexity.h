@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "lowbit/core/progress.h"
-#include "lowbit/model/llama.h"
+#include "lowbit/model/runtime.h"
 
 namespace lowbit {
 
@@ -57,7 +57,7 @@ class BaseLogits {
 // Scores `tokens` (BOS first when the model adds one) in windows of n_ctx. With `base`, also the
 // KL-divergence from the base's distribution and top-1 agreement; `save_base` receives the model's
 // own log-probabilities (to reuse this model as a base later). Throws if fewer than 2 × n_ctx tokens.
-EvalResult evaluate(const LlamaModel& model, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos,
+EvalResult evaluate(const LlamaRuntime& runtime, std::span<const int32_t> tokens, int n_ctx, std::optional<int32_t> bos,
                     const BaseLogits* base = nullptr, BaseLogits* save_base = nullptr, Progress& progress = Progress::none());
 
 // log_softmax as llama-perplexity computes it: float logits, a double sum of exp(l - max); every KL

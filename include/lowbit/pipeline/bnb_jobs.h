@@ -9,6 +9,7 @@
 
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/progress.h"
+#include "lowbit/pipeline/nonfinite.h"
 #include "lowbit/pipeline/plan.h"
 
 namespace lowbit {
@@ -22,6 +23,7 @@ struct BnbQuantizeOptions {
   // every other tensor is copied; format, blocksize, double_quant and skip are then not used.
   const Plan* plan = nullptr;
   uint64_t max_shard_bytes = 5'000'000'000;  // as save_pretrained's default "5GB"
+  NonfinitePolicy nonfinite;  // for tensors kept in float; NF4/FP4/int8 hold no NaN/Inf under any policy
   bool overwrite = false;  // replace an existing output directory (the CLI's --force)
 };
 
@@ -30,6 +32,7 @@ struct JobReport {
   int64_t quantized = 0;                // weights quantized (or dequantized)
   uint64_t bytes_in = 0, bytes_out = 0;
   int shards = 0;
+  NonfiniteCount nonfinite;             // what --allow-nonfinite let through
   double seconds = 0;
 };
 
@@ -46,8 +49,10 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
 // Any bitsandbytes-layout checkpoint (directory or file) -> plain safetensors: each quantized weight
 // in its recorded dtype (int8: config.json's torch_dtype, else f16), or in `dtype` when given
 // (then every float tensor is converted to it).
+// Statistics (absmax, nested absmax, quant maps, SCB) must be finite and SCB within f16, as
+// bitsandbytes computes it from float16 weights; `nonfinite` decides, as for quantize.
 JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesystem::path& output, std::optional<DType> dtype,
-                         Progress& progress = Progress::none(), bool overwrite = false);
+                         Progress& progress = Progress::none(), const NonfinitePolicy& nonfinite = {}, bool overwrite = false);
 
 // True when `path` (a directory or .safetensors file) holds bitsandbytes-quantized weights.
 bool is_bnb_checkpoint(const std::filesystem::path& path);

@@ -8,6 +8,7 @@
 #include "lowbit/core/progress.h"
 #include "lowbit/io/imatrix.h"
 #include "lowbit/pipeline/model_source.h"
+#include "lowbit/pipeline/nonfinite.h"
 #include "lowbit/plan/llama_cpp_mix.h"
 
 namespace lowbit {
@@ -16,6 +17,7 @@ struct GgufQuantizeOptions {
   TypeSelection selection;                    // mix or uniform type, overrides
   const ImportanceMatrix* imatrix = nullptr;  // per-column importance weights, by GGUF tensor name
   std::string imatrix_path;                   // recorded in the output's metadata
+  NonfinitePolicy nonfinite;                  // NaN/Inf and out-of-range values: refused unless allowed
 };
 
 struct GgufTensorReport {
@@ -30,22 +32,24 @@ struct GgufQuantizeReport {
   std::vector<GgufTensorReport> tensors;
   int64_t params = 0;
   uint64_t bytes = 0;
+  NonfiniteCount nonfinite;                   // what --allow-nonfinite let through
   double seconds = 0;
 };
 
-// Writes `out` atomically. Tensors already in their target type are copied, not requantized.
+// Writes `out` atomically. Tensors already in their target type are copied, not requantized. Every
+// tensor passes options.nonfinite's policy first; no non-finite block scale is ever written.
 GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesystem::path& out,
                                     GgufQuantizeOptions options, Progress& progress = Progress::none());
 
 // Every block-quantized tensor back to `dtype` (f32, f16 or bf16), float tensors as they are; into
 // a GGUF (.gguf) or, under the GGUF names in PyTorch's dimension order, a .safetensors file.
 GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesystem::path& out, DType dtype,
-                                   Progress& progress = Progress::none());
+                                   Progress& progress = Progress::none(), const NonfinitePolicy& nonfinite = {});
 
 // A GGUF (Llama, Qwen2, Qwen3 with a byte-level BPE vocabulary) as a Hugging Face directory: weights
 // dequantized to `dtype` under transformers' names (Q/K rows back in HF's order), config.json,
 // tokenizer.json and tokenizer_config.json. Written beside `out` and renamed when complete.
 GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::filesystem::path& out, DType dtype,
-                                     Progress& progress = Progress::none(), bool overwrite = false);
+                                     Progress& progress = Progress::none(), const NonfinitePolicy& nonfinite = {}, bool overwrite = false);
 
 }  // namespace lowbit

@@ -2,7 +2,8 @@
 // the per-tensor choices llama-quantize makes for dense models, a uniform type (`--format`, like
 // llama-quantize --pure), user overrides (`--tensor-type GLOB=TYPE`, first match wins), and the
 // fallback for rows a block type cannot tile. Source: llama.cpp src/llama-quant.cpp
-// (llama_tensor_get_type, llama_tensor_get_type_impl, tensor_type_fallback).
+// (llama_tensor_get_type, llama_tensor_get_type_impl, tensor_type_fallback; the IQ2 mixes' rules and
+// tensor_requires_imatrix as of llama.cpp commit 007dbbf3).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,10 @@ inline constexpr LlamaMix kLlamaMixes[] = {
     {"Q4_K_S", 14, GgmlType::Q4_K},  {"Q4_K_M", 15, GgmlType::Q4_K},  {"Q5_K_S", 16, GgmlType::Q5_K},
     {"Q5_K_M", 17, GgmlType::Q5_K},  {"Q6_K", 18, GgmlType::Q6_K},    {"IQ4_NL", 25, GgmlType::IQ4_NL},
     {"IQ4_XS", 30, GgmlType::IQ4_XS},
+    // The 2-bit i-quant mixes. IQ2_S's default tensor type is iq2_xs and IQ2_M's is iq2_s, as in
+    // llama.cpp (llama_ftype_get_default_type); their rules need importance weights (--imatrix).
+    {"IQ2_XXS", 19, GgmlType::IQ2_XXS}, {"IQ2_XS", 20, GgmlType::IQ2_XS}, {"IQ2_S", 28, GgmlType::IQ2_XS},
+    {"IQ2_M", 29, GgmlType::IQ2_S},
 };
 
 // Case-insensitive ("q4_k_m" finds Q4_K_M); nullptr if unknown.
@@ -57,6 +62,12 @@ struct TypeSelection {
 
 // True when llama-quantize would quantize the tensor at all (2-D or more, a weight, not a norm or router).
 bool tensor_allows_quantization(std::string_view name, const Shape& ne);
+
+// True when llama-quantize refuses to write tensor `name` as `type` without importance weights for it
+// (tensor_requires_imatrix): the 1-2 bit i-quants (iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq3_xxs) and
+// q2_K in a Q2_K_S file (file type 21) — except the token embeddings and the output layer, which the
+// imatrix never covers.
+bool tensor_requires_imatrix(std::string_view name, GgmlType type, uint32_t file_type);
 
 class TypeSelector {
  public:

@@ -102,5 +102,7 @@ bool dequantize_ggml_legacy(GgmlType type, const void* blocks, int64_t values, D
                             cudaStream_t stream);
 bool dequantize_ggml_kquants(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
                              cudaStream_t stream);
+bool dequantize_ggml_float(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
+                           cudaStream_t stream);
 
 }  // namespace lowbit::cuda::detail

@@ -3,6 +3,7 @@
 // A 256-value super-block has 32 groups of 8 values: group g = values [8g, 8g + 8), which always lie
 // in one 16- or 32-value sub-block, so a group needs one scale (and min).
 #include "ggml_dequantize.cuh"
+#include "ggml_matvec.cuh"
 #include "lowbit/formats/ggml_kquants.h"
 
 namespace lowbit::cuda::detail {
@@ -133,6 +134,18 @@ bool dequantize_ggml_kquants(GgmlType type, const void* blocks, int64_t values, 
     case GgmlType::Q4_K: launch_dequantize_ggml<Q4K>(blocks, values, out_dtype, out, stream); return true;
     case GgmlType::Q5_K: launch_dequantize_ggml<Q5K>(blocks, values, out_dtype, out, stream); return true;
     case GgmlType::Q6_K: launch_dequantize_ggml<Q6K>(blocks, values, out_dtype, out, stream); return true;
+    default: return false;
+  }
+}
+
+bool matvec_ggml_kquants(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
+                       float* y, bool accumulate, cudaStream_t stream) {
+  switch (type) {
+    case GgmlType::Q2_K: launch_ggml_matvec<Q2K>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
+    case GgmlType::Q3_K: launch_ggml_matvec<Q3K>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
+    case GgmlType::Q4_K: launch_ggml_matvec<Q4K>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
+    case GgmlType::Q5_K: launch_ggml_matvec<Q5K>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
+    case GgmlType::Q6_K: launch_ggml_matvec<Q6K>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
     default: return false;
   }
 }

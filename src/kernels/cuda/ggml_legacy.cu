@@ -2,6 +2,7 @@
 // lowbit::ggml::dequantize_row_* does (layouts: include/lowbit/formats/ggml_legacy.h).
 // A block has 4 groups of 8 values: group g = values [8g, 8g + 8).
 #include "ggml_dequantize.cuh"
+#include "ggml_matvec.cuh"
 #include "lowbit/formats/ggml_legacy.h"
 
 namespace lowbit::cuda::detail {
@@ -84,6 +85,18 @@ bool dequantize_ggml_legacy(GgmlType type, const void* blocks, int64_t values, D
     case GgmlType::Q5_0: launch_dequantize_ggml<Q5_0>(blocks, values, out_dtype, out, stream); return true;
     case GgmlType::Q5_1: launch_dequantize_ggml<Q5_1>(blocks, values, out_dtype, out, stream); return true;
     case GgmlType::Q8_0: launch_dequantize_ggml<Q8_0>(blocks, values, out_dtype, out, stream); return true;
+    default: return false;
+  }
+}
+
+bool matvec_ggml_legacy(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
+                       float* y, bool accumulate, cudaStream_t stream) {
+  switch (type) {
+    case GgmlType::Q4_0: launch_ggml_matvec<Q4_0>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
+    case GgmlType::Q4_1: launch_ggml_matvec<Q4_1>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
+    case GgmlType::Q5_0: launch_ggml_matvec<Q5_0>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
+    case GgmlType::Q5_1: launch_ggml_matvec<Q5_1>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
+    case GgmlType::Q8_0: launch_ggml_matvec<Q8_0>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
     default: return false;
   }
 }

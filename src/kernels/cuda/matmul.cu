@@ -54,6 +54,33 @@ void matmul_16bit(MatmulContext& context, DType dtype, const void* w, int64_t ro
              "cublasGemmEx");
 }
 
+void matmul_16bit_f32_out(MatmulContext& context, DType dtype, const void* w, int64_t rows, int64_t cols, const void* x,
+                          int64_t tokens, float* y, bool accumulate, cudaStream_t stream) {
+  if (dtype != DType::bf16 && dtype != DType::f16)
+    throw Error("GPU 16-bit matmul: dtype must be bf16 or f16, got " + std::string(dtype_name(dtype)));
+  if (tokens == 0) return;
+  const cudaDataType type = dtype == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F;
+  const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  cublasHandle_t blas = context.impl().blas;
+  check_blas(cublasSetStream(blas, stream), "cublasSetStream");
+  check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(tokens), int(cols), &one, w, type, int(cols), x,
+                          type, int(cols), &beta, y, CUDA_R_32F, int(rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             "cublasGemmEx");
+}
+
+void matmul_f32(MatmulContext& context, const float* w, int64_t rows, int64_t cols, const float* x, int64_t tokens, float* y,
+                bool accumulate, cudaStream_t stream) {
+  if (tokens == 0) return;
+  const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  cublasHandle_t blas = context.impl().blas;
+  check_blas(cublasSetStream(blas, stream), "cublasSetStream");
+  check_blas(cublasSetMathMode(blas, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");  // no TF32 for a float32 product
+  const cublasStatus_t status = cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(tokens), int(cols), &one, w, int(cols), x,
+                                            int(cols), &beta, y, int(rows));
+  check_blas(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  check_blas(status, "cublasSgemm");
+}
+
 void matmul_4bit(MatmulContext& context, const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
                  cudaStream_t stream) {
   if (tokens < kDequantizeTokens) return matmul_4bit_fused(w, dtype, x, tokens, y, stream);

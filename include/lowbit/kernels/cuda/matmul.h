@@ -20,6 +20,7 @@
 #include <memory>
 
 #include "lowbit/core/dtype.h"
+#include "lowbit/formats/ggml_types.h"
 #include "lowbit/kernels/cuda/codecs.h"
 
 namespace lowbit::cuda {
@@ -105,5 +106,27 @@ void llm_int8_matmul(MatmulContext& context, const Int8Weight& weight, const voi
 // reference the quantized products are measured against, and the large-batch 4-bit path.
 void matmul_16bit(MatmulContext& context, DType dtype, const void* w, int64_t rows, int64_t cols, const void* x,
                   int64_t tokens, void* y, cudaStream_t stream);
+
+// The same product with float32 outputs, y (=, or += with accumulate: a residual added in the same pass)
+// [tokens, rows] = x [tokens, cols] (bf16 or f16) · wᵀ: the model runtime's path for many tokens.
+void matmul_16bit_f32_out(MatmulContext& context, DType dtype, const void* w, int64_t rows, int64_t cols, const void* x,
+                          int64_t tokens, float* y, bool accumulate, cudaStream_t stream);
+
+// y [tokens, rows] (=, or += with accumulate) = x [tokens, cols] · wᵀ, everything float32 (cuBLAS with
+// float32 multiplies, no TF32): float32 and float16 weights keep their precision.
+void matmul_f32(MatmulContext& context, const float* w, int64_t rows, int64_t cols, const float* x, int64_t tokens, float* y,
+                bool accumulate, cudaStream_t stream);
+
+// ---- any ggml weight, few tokens ----
+
+inline constexpr int64_t kMatvecMaxTokens = 8;
+// Whether matvec_ggml takes a `type` weight of `cols` columns: the types dequantize_ggml covers, cols a
+// multiple of 8 and of the type's block.
+bool has_ggml_matvec(GgmlType type, int64_t cols);
+// y [tokens, rows] (=, or += with accumulate) = x [tokens, cols] · Wᵀ in float32, W's blocks decoded in
+// registers to the values dequantize_rows gives (one warp per row, the weight read once for all tokens);
+// tokens 1..kMatvecMaxTokens, x 16-byte aligned.
+void matvec_ggml(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens, float* y,
+                 bool accumulate, cudaStream_t stream);
 
 }  // namespace lowbit::cuda

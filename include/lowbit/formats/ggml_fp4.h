@@ -1,0 +1,49 @@
+// ggml's 4-bit floating-point types: each 4-bit code is an E2M1 float (sign, 2 exponent bits, 1 mantissa
+// bit) scaled per block by a power of two (mxfp4, OCP Microscaling) or by an unsigned E4M3 float per 16
+// values (nvfp4, NVIDIA). ggml's table holds the E2M1 values doubled, so the scale helpers return half
+// the scale (ggml src/ggml-common.h, src/ggml-impl.h).
+//
+// Quantizers reproduce ggml_quantize_chunk byte for byte (quantize_row_{mx,nv}fp4_ref); ggml ignores
+// importance weights for both. The row length must be a multiple of 32 (mxfp4) or 64 (nvfp4).
+#pragma once
+
+#include <cstdint>
+
+namespace lowbit::ggml {
+
+// ggml's kvalues_fp4 (= kvalues_mxfp4): 2 x E2M1 for codes 0..15; code 8 is -0, stored as 0.
+inline constexpr int8_t kFp4Doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+// mxfp4: 32 values; value j = kFp4Doubled[code] * 2^(e - 128) (e8m0_to_f32_half(e)).
+// bytes 0 e (E8M0 exponent) | 1-16 qs (value j low nibble of qs[j], value j+16 high nibble)
+struct BlockMxfp4 {
+  uint8_t e;
+  uint8_t qs[16];
+};
+static_assert(sizeof(BlockMxfp4) == 17);
+
+// nvfp4: 64 values in four sub-blocks of 16; value 16s + j = kFp4Doubled[code] * ue4m3_to_f32_half(d[s]).
+// Sub-block s: value 16s + j low nibble of qs[8s + j], value 16s + j + 8 high nibble.
+// bytes 0-3 d (UE4M3) | 4-35 qs
+struct BlockNvfp4 {
+  uint8_t d[4];
+  uint8_t qs[32];
+};
+static_assert(sizeof(BlockNvfp4) == 36);
+
+// ggml_e8m0_to_fp32_half: 2^(e - 128), as a float (subnormal for e < 2).
+float e8m0_to_f32_half(uint8_t e);
+// ggml_ue4m3_to_fp32: half the value of an unsigned E4M3 byte (bias 7, subnormals m * 2^-9); 0x00 and
+// 0x7F (NaN in E4M3) read as 0.
+float ue4m3_to_f32_half(uint8_t bits);
+// ggml_fp32_to_ue4m3: rounds a positive float to UE4M3 (round half up on the dropped mantissa bits),
+// saturating at 0x7E = 448; 0 for x <= 0, NaN and values below the smallest subnormal.
+uint8_t f32_to_ue4m3(float x);
+
+void quantize_row_mxfp4(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_nvfp4(const float* x, void* blocks, int64_t n, const float* quant_weights);
+
+void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n);
+void dequantize_row_nvfp4(const void* blocks, float* y, int64_t n);
+
+}  // namespace lowbit::ggml

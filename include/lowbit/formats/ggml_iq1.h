@@ -1,0 +1,46 @@
+// ggml's 1.5-bit and 1.75-bit lattice types: groups of 8 values take one point of a fixed grid of 2048
+// 8-vectors with entries in {-1, 0, 1}, shifted by +-1/8 (IQ1S_DELTA) and scaled per 32 (iq1_s) or 16
+// (iq1_m) values (ggml src/ggml-common.h). All fields little-endian.
+//
+// Quantizers reproduce ggml_quantize_chunk byte for byte (quantize_row_iq1_s_impl, quantize_row_iq1_m_impl).
+// iq1_s needs importance weights (ggml aborts without; lowbit throws lowbit::Error); iq1_m weighs each
+// value by x^2 without them. The row length must be a multiple of 256.
+#pragma once
+
+#include <cstdint>
+
+namespace lowbit::ggml {
+
+inline constexpr int kIq1BlockValues = 256;
+
+// iq1_s (1.5625 bits per value): grid point l (8 values) of group g (32 values) is
+// qs[4g + l] | ((qh[g] >> 3l) & 7) << 8; s = (qh[g] >> 12) & 7; bit 15 of qh[g] selects delta -1/8 (else
+// +1/8). Value = d * (2s + 1) * (grid + delta).
+// bytes 0-1 d | 2-33 qs | 34-49 qh (u16)
+struct BlockIq1S {
+  uint16_t d;
+  uint8_t qs[32];
+  uint16_t qh[8];
+};
+static_assert(sizeof(BlockIq1S) == 50);
+
+// iq1_m (1.75 bits per value): grid point l (8 values) of group g (32 values) is qs[4g + l] | (bits 0-2
+// of the nibble l%2 of qh[2g + l/2]) << 8; bit 3 of that nibble selects delta -1/8 (else +1/8). The
+// scales are the u16 words sc[0..3] of `scales`: values 16h..16h+15 of group g have
+// s = (sc[g/2] >> (6(g%2) + 3h)) & 7, and the fp16 d is the top nibbles of sc[0..3] (sc[0] lowest).
+// Value = d * (2s + 1) * (grid + delta).
+// bytes 0-31 qs | 32-47 qh | 48-55 scales
+struct BlockIq1M {
+  uint8_t qs[32];
+  uint8_t qh[16];
+  uint8_t scales[8];
+};
+static_assert(sizeof(BlockIq1M) == 56);
+
+void quantize_row_iq1_s(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* quant_weights);
+
+void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n);
+void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n);
+
+}  // namespace lowbit::ggml

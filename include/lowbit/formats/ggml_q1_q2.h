@@ -1,0 +1,36 @@
+// ggml's plain 1-bit and 2-bit linear types (ggml src/ggml-common.h): one fp16 scale `d` per block and
+// one sign bit (q1_0) or one 2-bit code (q2_0) per value. All fields little-endian.
+//
+// Quantizers reproduce ggml_quantize_chunk byte for byte (quantize_row_q{1,2}_0_ref); ggml ignores
+// importance weights for both. The row length must be a multiple of 128 (q1_0) or 64 (q2_0).
+#pragma once
+
+#include <cstdint>
+
+namespace lowbit::ggml {
+
+// q1_0: 128 values; value j = +d if bit j%8 of qs[j/8] is set, else -d. d = mean |x| of the block,
+// the bit is set where x >= 0.
+// bytes 0-1 d | 2-17 qs
+struct BlockQ1_0 {
+  uint16_t d;
+  uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ1_0) == 18);
+
+// q2_0: 64 values; value j = (q - 1) * d with q = bits 2(j%4)..2(j%4)+1 of qs[j/4]. d = max |x|, so
+// ggml's quantizer never writes q = 3 (+2d), though the decoder reads it.
+// bytes 0-1 d | 2-17 qs
+struct BlockQ2_0 {
+  uint16_t d;
+  uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ2_0) == 18);
+
+void quantize_row_q1_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_q2_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
+
+void dequantize_row_q1_0(const void* blocks, float* y, int64_t n);
+void dequantize_row_q2_0(const void* blocks, float* y, int64_t n);
+
+}  // namespace lowbit::ggml

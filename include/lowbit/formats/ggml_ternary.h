@@ -1,0 +1,41 @@
+// ggml's ternary types for BitNet b1.58 / TriLM weights: every value is -d, 0 or +d with one fp16 `d`
+// per 256 values (ggml src/ggml-common.h). All fields little-endian; `d` is an IEEE binary16 bit pattern.
+//
+// Quantizers reproduce ggml_quantize_chunk byte for byte (quantize_row_tq1_0_ref / _tq2_0_ref):
+// d = max|x| over the block, trit t = lroundf(x * (1/d)) + 1 in {0, 1, 2}. ggml ignores importance
+// weights for both. The row length must be a multiple of 256.
+#pragma once
+
+#include <cstdint>
+
+namespace lowbit::ggml {
+
+inline constexpr int kTernaryBlockValues = 256;
+
+// tq1_0 (1.6875 bits per value): five trits per byte as a base-3 fraction of 256 (a byte q holds the
+// trits of ceil(sum t_n 3^(4-n) * 256/243); trit n = ((uint8)(q * 3^n) * 3) >> 8), four in each qh byte.
+// qs[m], m < 32: values m + 32n, n = 0..4 | qs[32 + m], m < 16: values 160 + m + 16n |
+// qh[j]: values 240 + j + 4n, n = 0..3 (the four trits sit in the top four places).
+// bytes 0-47 qs | 48-51 qh | 52-53 d
+struct BlockTq1_0 {
+  uint8_t qs[48];
+  uint8_t qh[4];
+  uint16_t d;
+};
+static_assert(sizeof(BlockTq1_0) == 54);
+
+// tq2_0 (2.0625 bits per value): value 128h + 32l + m is bits 2l..2l+1 of qs[32h + m], minus 1, times d.
+// bytes 0-63 qs | 64-65 d
+struct BlockTq2_0 {
+  uint8_t qs[64];
+  uint16_t d;
+};
+static_assert(sizeof(BlockTq2_0) == 66);
+
+void quantize_row_tq1_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_tq2_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
+
+void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n);
+void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n);
+
+}  // namespace lowbit::ggml

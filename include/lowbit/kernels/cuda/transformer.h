@@ -1,0 +1,74 @@
+// The non-matmul steps of a Llama-family block on the GPU: RMSNorm, the heads' bias / norm / RoPE,
+// causal grouped-query attention, SwiGLU. Plain device pointers and a stream, like codecs.h; the model
+// runtime (src/model/cuda) strings them together with the matmuls of matmul.h.
+//
+// Activations: the residual stream and everything between matmuls stay float32; a step whose result
+// feeds a matmul writes it twice, in float32 (the few-token path, importance matrices) and in the
+// 16-bit `half_dtype` (bf16 or f16) that the tensor-core path multiplies. Every function only enqueues
+// work and throws lowbit::Error for invalid arguments or a launch error. Declared only when lowbit was
+// built with LOWBIT_CUDA.
+#pragma once
+
+#include <cstdint>
+
+#include "lowbit/core/dtype.h"
+
+typedef struct CUstream_st* cudaStream_t;
+
+namespace lowbit::cuda {
+
+// A matmul input in both forms (half may be null when no 16-bit copy is wanted).
+struct Activations {
+  float* f32 = nullptr;
+  void* half = nullptr;
+  DType half_dtype = DType::bf16;
+};
+
+// out[r] = x[r] / sqrt(mean(x[r]²) + eps) · weight, for `rows` rows of n (the mean summed in double, as
+// the CPU runtime does).
+void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, float eps, const Activations& out,
+              cudaStream_t stream);
+
+// Where attention's keys and values live: [windows][capacity][kv_heads][head_dim] float32. Token t of a
+// batch of `windows × tokens_per_window` tokens is window t / tokens_per_window at position
+// first_position + t % tokens_per_window (0 for whole windows; the cache length when decoding).
+struct KvCache {
+  float* k = nullptr;
+  float* v = nullptr;
+  int64_t capacity = 0;
+};
+struct Positions {
+  int64_t tokens_per_window = 0, first_position = 0;
+};
+
+// Prepares one matmul output of heads [tokens][heads][head_dim] in place: adds `bias` (heads · head_dim
+// or null), RMS-normalises each head by `norm` (head_dim or null, Qwen3), rotates pairs by RoPE
+// (inv_freq: head_dim / 2 values, or null for none; `neox` pairs (i, i + d/2), else (2i, 2i + 1)). With
+// `cache` set, the result goes to the cache's keys (or values, `values`) at each token's position instead.
+struct HeadsStep {
+  const float* bias = nullptr;
+  const float* norm = nullptr;
+  const float* inv_freq = nullptr;
+  bool neox = false;
+  float eps = 1e-5f;
+};
+void prepare_heads(float* x, int64_t tokens, int heads, int head_dim, const HeadsStep& step, const Positions& positions,
+                   float* cache_target, int64_t cache_capacity, cudaStream_t stream);
+
+// Causal attention of q [tokens][n_head][head_dim] (token t at its Positions position p attends to its
+// window's cache entries 0..p) into out [tokens][n_head · head_dim]. Query head h reads key/value head
+// h / (n_head / n_head_kv). Float32 throughout, online softmax over tiles of 32 keys (flash-style: the
+// scores never reach memory). head_dim a multiple of 8, at most 128.
+void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head, int n_head_kv, int head_dim,
+               const Positions& positions, const Activations& out, cudaStream_t stream);
+
+// out = silu(gate) · up, elementwise over n values (SwiGLU's product, as the CPU computes it).
+void swiglu(const float* gate, const float* up, int64_t n, const Activations& out, cudaStream_t stream);
+
+// y (=, or += with accumulate) float(x) for n 16-bit values of `dtype` (a fused kernel's output).
+void add_16bit(DType dtype, const void* x, int64_t n, float* y, bool accumulate, cudaStream_t stream);
+
+// Copies n float32 values into a 16-bit `dtype` array, rounding to nearest even.
+void to_16bit(const float* x, int64_t n, DType dtype, void* out, cudaStream_t stream);
+
+}  // namespace lowbit::cuda

@@ -1,0 +1,40 @@
+// The configuration and weight views of a Llama-family model, shared by the CPU runtime and the GPU one.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lowbit/formats/ggml_types.h"
+#include "lowbit/io/gguf.h"
+
+namespace lowbit {
+
+struct LlamaConfig {
+  std::string arch;          // "llama", "qwen2", "qwen3"
+  int n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0, n_vocab = 0;
+  float rms_eps = 1e-5f;
+  float rope_base = 10000.0f;
+  bool rope_neox = false;    // rotate (i, i + d/2) pairs (Qwen); else adjacent pairs (llama.cpp's "normal")
+
+  static LlamaConfig from_gguf(const gguf::File& file);
+};
+
+// RoPE's inverse frequency of each of the head_dim / 2 rotated pairs: position t turns pair i by
+// t · inv_freq[i]. Every backend takes its angles from here, so they rotate alike.
+std::vector<float> rope_inv_freq(const LlamaConfig& config);
+
+// A weight matrix of `rows` × `cols` in a ggml type, over bytes that outlive it.
+struct QuantizedMatrix {
+  GgmlType type = GgmlType::F32;
+  int64_t rows = 0, cols = 0;
+  std::span<const std::byte> data;
+};
+
+// Called for every matrix product with its weight's name and its input rows (tokens × cols):
+// how an importance matrix collects the squared activations.
+using ActivationObserver = std::function<void(const std::string& weight, const float* x, int64_t tokens, int64_t cols)>;
+
+}  // namespace lowbit

@@ -1,0 +1,49 @@
+// The forward pass as the measuring code (perplexity, KL-divergence, importance matrices, the probe)
+// sees it, whichever device computes it: LlamaModel itself on the CPU, or a CUDA backend built over a
+// loaded LlamaModel (model/cuda_runtime.h). Hidden states and logits cross this interface as host
+// floats, so the measuring code is the same for every device.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lowbit/model/llama_config.h"
+
+namespace lowbit {
+
+enum class Device { cpu, cuda };
+inline const char* device_name(Device device) { return device == Device::cpu ? "cpu" : "cuda"; }
+
+class LlamaRuntime {
+ public:
+  virtual ~LlamaRuntime() = default;
+  virtual const LlamaConfig& config() const = 0;
+
+  // Logits ((windows × len) × n_vocab, row-major) of `windows` windows of equal length `len` laid end to
+  // end in `tokens`, each starting at position 0.
+  virtual std::vector<float> forward(std::span<const int32_t> tokens, int windows = 1,
+                                     const ActivationObserver& observer = nullptr) const = 0;
+
+  // forward() in its three steps, so a probe that changes one weight reruns only what follows it:
+  // the tokens' embedding rows (tokens × n_embd), one block applied in place to `windows` windows of
+  // equal length, the logits of the last state.
+  virtual std::vector<float> embed(std::span<const int32_t> tokens) const = 0;
+  virtual void apply_layer(int layer, std::vector<float>& hidden, int windows = 1,
+                           const ActivationObserver& observer = nullptr) const = 0;
+  virtual std::vector<float> output_logits(const std::vector<float>& hidden, const ActivationObserver& observer = nullptr) const = 0;
+
+  // Makes later passes use `weight` for the matrix named `name` (GGUF name; its bytes must stay alive
+  // while it is in use) and returns the matrix it replaces, to swap back. A tied output layer follows
+  // token_embd.weight. Throws for a name the forward pass does not use or a weight of another shape.
+  virtual QuantizedMatrix swap_weight(const std::string& name, const QuantizedMatrix& weight) = 0;
+
+  // How many windows of n_ctx one forward() call should take to keep this device busy (1 on the CPU,
+  // whose threads already split one window's work).
+  virtual int batch_windows(int n_ctx) const { (void)n_ctx; return 1; }
+
+  virtual Device device() const = 0;
+};
+
+}  // namespace lowbit

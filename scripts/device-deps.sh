@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Assembles what must travel to the lent GPU machine, whose image has nvcc, CMake, ninja, torch and
+# transformers but none of lowbit's Debian libraries: their .debs (downloaded here with apt-get, unpacked
+# there by scripts/device-check.sh), and optionally bitsandbytes' wheel unpacked into DEST/py.
+#   scripts/device-deps.sh [DEST]            default DEST: .deps (ignored; name it in the device call's carry)
+#   BNB_WHEEL=1 scripts/device-deps.sh       also bitsandbytes 0.50.2 (its CUDA-13 library only)
+set -euo pipefail
+dest="${1:-.deps}"
+mkdir -p "$dest"
+dest="$(cd "$dest" && pwd)"
+# The -dev packages CMake finds, and the shared libraries they link against (the image lacks them).
+packages=(
+  nlohmann-json3-dev libfmt-dev libfmt9 libcli11-dev
+  libhwy-dev libhwy1 libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
+  libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian
+)
+(cd "$dest" && apt-get download "${packages[@]}" >/dev/null)
+if [ "${BNB_WHEEL:-0}" = 1 ]; then
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_24_x86_64 -d "$tmp" bitsandbytes==0.50.2 >/dev/null
+  rm -rf "$dest/py" && mkdir -p "$dest/py"
+  unzip -q "$tmp"/bitsandbytes-*.whl -d "$dest/py"
+  # Only the CUDA-13 library travels: the others would push the carry past its 64 MiB.
+  find "$dest/py/bitsandbytes" -name 'libbitsandbytes_*' ! -name '*cuda130*' -delete
+fi
+du -sh "$dest"

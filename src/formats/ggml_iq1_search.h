@@ -1,0 +1,41 @@
+// The split search of iq1_s (private to src/formats): ggml tries every split of a 32-value group's
+// ascending order into runs at levels -1, 0, +1 (i1 <= i2), with both shifts (+1/8, then -1/8), and keeps
+// the first split with the best weighted least-squares fit. A scalar loop defines it; an AVX-512 one runs
+// 16 splits per vector with the same float operations per lane and replays ggml's sequential choice
+// wherever a lane could win, so both give the same split.
+#pragma once
+
+#include <cstdint>
+
+namespace lowbit::ggml::iq1 {
+
+inline constexpr int kSGroup = 32;
+inline constexpr float kDelta = 0.125f;  // IQ1S_DELTA = IQ1M_DELTA
+// The three levels of a value, shifted up (delta +1/8) or down (-1/8).
+inline constexpr float kShiftedUp[3] = {-1 + kDelta, kDelta, 1 + kDelta};
+inline constexpr float kShiftedDown[3] = {-1 - kDelta, -kDelta, 1 - kDelta};
+
+struct Split {
+  int i1 = -1, i2 = -1;  // runs [0, i1), [i1, i2), [i2, 32) of the ascending order; -1: none fitted
+  int shift = 1;         // +1: delta +1/8, -1: delta -1/8
+  float scale = 0;
+};
+
+// sumx, sumw: the 33 prefix sums of w*x and w over the ascending order (sumx[0] = sumw[0] = 0).
+using SplitSearchFn = Split (*)(const float* sumx, const float* sumw);
+
+Split best_split_scalar(const float* sumx, const float* sumw);
+SplitSearchFn avx512_split_search();  // null when not compiled in or not supported by this CPU
+
+// The neighbour search (ggml's iq1_find_best_neighbour2): among candidate grid points, the first with
+// the smallest sum of w[i] * (scale * shifted[level_i] - x_i)^2. The AVX-512 version takes 16
+// candidates per vector, one per lane, each lane computing the scalar loop's floats.
+inline constexpr int kLaneChunk = 16;
+// lane_levels: the candidates' levels (0..2) in chunks of 16 candidates: byte [16*8*c + 16*i + lane] is
+// level i of candidate 16c + lane. scaled[l] = scale * shifted[l]. Returns the position in the list of
+// the nearest candidate, or -1 if no distance is below FLT_MAX.
+using NearestCandidateFn = int (*)(const uint8_t* lane_levels, int count, const float* x, const float* w,
+                                   const float* scaled);
+NearestCandidateFn avx512_nearest_candidate();  // null when not compiled in or not supported by this CPU
+
+}  // namespace lowbit::ggml::iq1

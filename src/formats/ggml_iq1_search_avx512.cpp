@@ -1,0 +1,141 @@
+// AVX-512 searches of the iq1 quantizers. The split search of iq1_s: 16 values of i2 per vector, one split per lane. Each lane computes its
+// split's sums exactly as the scalar loop (ggml's): every product rounded before it is added, in the
+// same order; so no FMA may appear and contraction is off for this file (see
+// ggml_kquants_search_avx512.cpp). A vector of splits where no lane beats the best so far changes
+// nothing in ggml's sequential scan and is skipped; otherwise its lanes are replayed in ggml's order.
+// The neighbour search: 16 candidate grid points per vector, one per lane, as the iq3 one.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+#include <cfloat>
+
+#include "formats/ggml_iq1_search.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LOWBIT_IQ1_AVX512 1
+#endif
+
+namespace lowbit::ggml::iq1 {
+
+#if LOWBIT_IQ1_AVX512
+namespace {
+
+#define LOWBIT_AVX512 __attribute__((target("avx512f")))
+
+struct LaneSums {
+  __m512 sumqx, sumq2;
+};
+
+// Sums of the 16 splits (i1, i2 + lane) for shifted levels v: as the scalar
+// (sx[i1] - sx[0])*v0 + (sx[i2] - sx[i1])*v1 + (sx[32] - sx[i2])*v2, same for the weights with v^2.
+LOWBIT_AVX512 inline LaneSums split_sums(const float* v, float low_x, float low_w, __m512 x_i1, __m512 w_i1, __m512 x_end,
+                                         __m512 w_end, __m512 x_i2, __m512 w_i2) {
+  const __m512 v1 = _mm512_set1_ps(v[1]), v2 = _mm512_set1_ps(v[2]);
+  const __m512 qx_low = _mm512_set1_ps(low_x * v[0]);
+  const __m512 q2_low = _mm512_set1_ps(low_w * v[0] * v[0]);
+  const __m512 qx = _mm512_add_ps(_mm512_add_ps(qx_low, _mm512_mul_ps(_mm512_sub_ps(x_i2, x_i1), v1)),
+                                  _mm512_mul_ps(_mm512_sub_ps(x_end, x_i2), v2));
+  const __m512 q2 = _mm512_add_ps(_mm512_add_ps(q2_low, _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(w_i2, w_i1), v1), v1)),
+                                  _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(w_end, w_i2), v2), v2));
+  return {qx, q2};
+}
+
+// Lanes whose split would replace the best so far: sumq2 > 0 and sumqx^2 > best * sumq2.
+LOWBIT_AVX512 inline __mmask16 winners(__mmask16 valid, const LaneSums& s, float best) {
+  const __mmask16 positive = _mm512_mask_cmp_ps_mask(valid, s.sumq2, _mm512_setzero_ps(), _CMP_GT_OQ);
+  return _mm512_mask_cmp_ps_mask(positive, _mm512_mul_ps(s.sumqx, s.sumqx),
+                                 _mm512_mul_ps(_mm512_set1_ps(best), s.sumq2), _CMP_GT_OQ);
+}
+
+LOWBIT_AVX512 Split best_split_avx512(const float* sumx, const float* sumw) {
+  Split best;
+  float best_score = -FLT_MAX;
+  const __m512 x_end = _mm512_set1_ps(sumx[kSGroup]), w_end = _mm512_set1_ps(sumw[kSGroup]);
+  for (int i1 = 0; i1 <= kSGroup; ++i1) {
+    const float low_x = sumx[i1] - sumx[0], low_w = sumw[i1] - sumw[0];
+    const __m512 x_i1 = _mm512_set1_ps(sumx[i1]), w_i1 = _mm512_set1_ps(sumw[i1]);
+    for (int first = i1; first <= kSGroup; first += 16) {
+      const int lanes = kSGroup + 1 - first < 16 ? kSGroup + 1 - first : 16;
+      const __mmask16 valid = __mmask16((1u << lanes) - 1);
+      const __m512 x_i2 = _mm512_maskz_loadu_ps(valid, sumx + first), w_i2 = _mm512_maskz_loadu_ps(valid, sumw + first);
+      const LaneSums up = split_sums(kShiftedUp, low_x, low_w, x_i1, w_i1, x_end, w_end, x_i2, w_i2);
+      const LaneSums down = split_sums(kShiftedDown, low_x, low_w, x_i1, w_i1, x_end, w_end, x_i2, w_i2);
+      if (!(winners(valid, up, best_score) | winners(valid, down, best_score))) continue;
+      // Replay this vector's splits in ggml's order: i2 ascending, +1/8 before -1/8.
+      alignas(64) float qx[2][16], q2[2][16];
+      _mm512_store_ps(qx[0], up.sumqx);
+      _mm512_store_ps(q2[0], up.sumq2);
+      _mm512_store_ps(qx[1], down.sumqx);
+      _mm512_store_ps(q2[1], down.sumq2);
+      for (int lane = 0; lane < lanes; ++lane)
+        for (int s = 0; s < 2; ++s)
+          if (q2[s][lane] > 0 && qx[s][lane] * qx[s][lane] > best_score * q2[s][lane]) {
+            best.scale = qx[s][lane] / q2[s][lane];
+            best_score = best.scale * qx[s][lane];
+            best.i1 = i1;
+            best.i2 = first + lane;
+            best.shift = s == 0 ? 1 : -1;
+          }
+    }
+  }
+  return best;
+}
+
+LOWBIT_AVX512 int nearest_candidate_avx512(const uint8_t* lane_levels, int count, const float* xval, const float* weight,
+                                           const float* scaled) {
+  // scale * shifted[l] for the 3 levels, picked per lane by its level: the product the scalar loop makes.
+  const __m512 table = _mm512_setr_ps(scaled[0], scaled[1], scaled[2], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512 x[8], w[8];
+  for (int i = 0; i < 8; ++i) {
+    x[i] = _mm512_set1_ps(xval[i]);
+    w[i] = _mm512_set1_ps(weight[i]);
+  }
+  float best_d2 = FLT_MAX;
+  int best = -1;
+  for (int first = 0; first < count; first += kLaneChunk, lane_levels += 8 * kLaneChunk) {
+    __m512 d2 = _mm512_setzero_ps();
+    for (int i = 0; i < 8; ++i) {
+      const __m512i level = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lane_levels + i * kLaneChunk)));
+      const __m512 diff = _mm512_sub_ps(_mm512_permutexvar_ps(level, table), x[i]);
+      d2 = _mm512_add_ps(d2, _mm512_mul_ps(_mm512_mul_ps(w[i], diff), diff));  // (w*diff)*diff
+    }
+    const int in_list = count - first < kLaneChunk ? count - first : kLaneChunk;
+    const __mmask16 valid = __mmask16((1u << in_list) - 1);
+    // Lanes that beat the best so far (a NaN compares false, as in the scalar loop); the first lane
+    // holding their minimum is the one a sequential scan keeps.
+    const __mmask16 better = _mm512_mask_cmp_ps_mask(valid, d2, _mm512_set1_ps(best_d2), _CMP_LT_OQ);
+    if (!better) continue;
+    best_d2 = _mm512_mask_reduce_min_ps(better, d2);
+    const __mmask16 at_min = _mm512_mask_cmp_ps_mask(better, d2, _mm512_set1_ps(best_d2), _CMP_EQ_OQ);
+    best = first + __builtin_ctz(unsigned(at_min));
+  }
+  return best;
+}
+
+}  // namespace
+
+NearestCandidateFn avx512_nearest_candidate() {
+  static const bool supported = __builtin_cpu_supports("avx512f");
+  return supported ? nearest_candidate_avx512 : nullptr;
+}
+
+SplitSearchFn avx512_split_search() {
+  static const bool supported = __builtin_cpu_supports("avx512f");
+  return supported ? best_split_avx512 : nullptr;
+}
+
+#else
+
+SplitSearchFn avx512_split_search() { return nullptr; }
+NearestCandidateFn avx512_nearest_candidate() { return nullptr; }
+
+#endif
+
+}  // namespace lowbit::ggml::iq1

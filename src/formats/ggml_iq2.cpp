@@ -1,0 +1,456 @@
+// iq2_xxs, iq2_xs and iq2_s: ggml-quants.c's quantize_row_iq2_{xxs,xs,s}_impl and the dequantizers,
+// byte for byte.
+//
+// The quantizer works per scale group (32 values for iq2_xxs, 16 for the others) of 8-value subgroups.
+// Signs are taken out first (values become magnitudes), then a handful of trial scales are tried: each
+// rounds every subgroup to levels 0..2 (values 1, 3, 5 times the scale); a rounding that is not a grid
+// point is replaced by the nearest grid point under the weights. The trial whose codes fit the values
+// best (weighted least squares) wins; then the group's scale is refitted, and finally all scales of the
+// block are coded in 4 bits against the block's largest.
+#if defined(__clang__)
+#pragma clang fp contract(off)  // ggml's bytes come from separately rounded multiplies and adds
+#endif
+#include "lowbit/formats/ggml_iq2.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "formats/ggml_block_check.h"
+#include "formats/ggml_iq2_grids.h"
+#include "formats/ggml_iq2_search.h"
+#include "formats/ggml_iq_signs.h"
+#include "formats/ggml_kquants_search.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/half.h"
+
+namespace lowbit::ggml {
+namespace {
+
+using ggml_search::round_nearest_even;
+using iq2::SearchTables;
+
+constexpr int kBlock = 256;
+constexpr int kSub = 8;        // values per grid point
+constexpr int kTopLevel = 2;   // levels 0..2 stand for the values 1, 3, 5
+constexpr int kMaxGroup = 32;
+constexpr float kIq2sGroupMaxEps = 1e-8f;  // iq2_s counts a group as zero below this (others: 1e-15)
+
+void require_weights(const char* type_name, const float* quant_weights) {
+  if (!quant_weights)
+    throw Error(std::string(type_name) + " needs importance weights (ggml refuses to quantize it without them)",
+                {.expected = "an importance matrix: lowbit imatrix MODEL --text FILE -o imatrix.gguf"});
+}
+
+// ggml's MAX(a, b) = a > b ? a : b, kept for its choice between equal values and signed zeros.
+inline float ggml_max(float a, float b) { return a > b ? a : b; }
+
+float block_sum_of_squares(const float* x) {
+  float sum = 0;
+  for (int i = 0; i < kBlock; ++i) sum += x[i] * x[i];
+  return sum;
+}
+
+// One scale group made ready for the search.
+struct Group {
+  int n = 0;                 // 32 (iq2_xxs) or 16
+  float xval[kMaxGroup];     // magnitudes; a value flipped by the parity rule stays negative
+  float weight[kMaxGroup];   // the least-squares weights
+  float waux[kMaxGroup];     // sqrt(weight): the neighbour search's weights, as ggml
+  uint8_t signs[kMaxGroup / kSub];
+  // weight*xval*q and weight*q*q for the value q = 2l+1 of each level l, rounded as ggml's sums round
+  // them ((w*x)*q, (w*q)*q), so a trial's sums are plain additions in order.
+  float wxq[kMaxGroup][3], wq2[kMaxGroup][3];
+};
+
+// Splits x into signs and magnitudes. With `even_parity` (iq2_xxs, iq2_xs store 7 sign bits), a
+// subgroup with an odd number of negative values keeps its least important value (smallest w*x^2,
+// first on ties) with the wrong sign: its magnitude is negated instead, so the grid fits it as is.
+void prepare_group(const float* x, int n, bool even_parity, Group& g) {
+  g.n = n;
+  for (int i = 0; i < n; ++i) g.waux[i] = std::sqrt(g.weight[i]);
+  for (int k = 0; k < n / kSub; ++k) {
+    const float* xs = x + kSub * k;
+    float* xv = g.xval + kSub * k;
+    const float* w = g.weight + kSub * k;
+    int negatives = 0;
+    uint8_t s = 0;
+    for (int i = 0; i < kSub; ++i) {
+      if (xs[i] >= 0) {
+        xv[i] = xs[i];
+      } else {
+        xv[i] = -xs[i];
+        ++negatives;
+        s |= uint8_t(1 << i);
+      }
+    }
+    if (even_parity && negatives % 2) {
+      int imin = 0;
+      float min = w[0] * xs[0] * xs[0];
+      for (int i = 1; i < kSub; ++i) {
+        const float importance = w[i] * xs[i] * xs[i];
+        if (importance < min) {
+          min = importance;
+          imin = i;
+        }
+      }
+      xv[imin] = -xv[imin];
+      s ^= uint8_t(1 << imin);
+    }
+    g.signs[k] = even_parity ? uint8_t(s & 127) : s;
+  }
+  for (int i = 0; i < n; ++i) {
+    for (int l = 0; l <= kTopLevel; ++l) {
+      const float q = float(2 * l + 1);
+      g.wxq[i][l] = g.weight[i] * g.xval[i] * q;
+      g.wq2[i][l] = g.weight[i] * q * q;
+    }
+  }
+}
+
+float group_max(const Group& g) {
+  float max = g.xval[0];
+  for (int i = 1; i < g.n; ++i) max = ggml_max(max, g.xval[i]);
+  return max;
+}
+
+// Resolves subgroup k of a trial rounding (levels, key): a key off the grid is replaced by the grid
+// point nearest the magnitudes at `scale` under the weights (ggml's iq2_find_best_neighbour, first
+// strict minimum in list order). Returns whether the rounding was on the grid.
+bool resolve_subgroup(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, int k, uint32_t key,
+                      float scale, int8_t* levels) {
+  const int32_t entry = t.by_key[key];
+  if (entry >= 0) return true;
+  const SearchTables::List& list = t.list_of(entry);
+  if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
+  // scale * q for the values q = 1, 3, 5, rounded once as ggml's scale*q is.
+  const float scaled[3] = {scale * 1.f, scale * 3.f, scale * 5.f};
+  const int best = kernels.nearest_candidate(t.lane_levels.data() + list.lane_first, int(list.count),
+                                             g.xval + kSub * k, g.waux + kSub * k, scaled);
+  if (best < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
+  std::memcpy(levels, t.levels[t.neighbours[list.first + uint32_t(best)]].data(), kSub);
+  return false;
+}
+
+// Rounds the whole group at inverse scale `id` and resolves every subgroup at `scale`; on_grid[k]
+// tells which roundings were grid points.
+void round_group(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, float id, float scale,
+                 int8_t* levels, bool* on_grid) {
+  uint32_t keys[kMaxGroup / kSub];
+  kernels.round_levels(g.xval, g.n, id, levels, keys);
+  for (int k = 0; k < g.n / kSub; ++k) on_grid[k] = resolve_subgroup(t, kernels, g, k, keys[k], scale, levels + kSub * k);
+}
+
+struct Sums {
+  float qx = 0, q2 = 0;
+};
+Sums weighted_sums(const Group& g, const int8_t* levels) {
+  Sums s;
+  for (int i = 0; i < g.n; ++i) {
+    s.qx += g.wxq[i][levels[i]];
+    s.q2 += g.wq2[i][levels[i]];
+  }
+  return s;
+}
+
+// The grid index of subgroup k's final levels (ggml aborts if they are off the grid; they never are).
+int grid_index_of(const SearchTables& t, const int8_t* levels) {
+  uint32_t key = 0;
+  for (int i = 0; i < kSub; ++i) key |= uint32_t(levels[i]) << (2 * i);
+  const int32_t entry = t.by_key[key];
+  if (entry < 0) throw Error("iq2 quantizer ended on a point off its grid (internal error)");
+  return entry;
+}
+
+// ---- iq2_xxs: one scale per 32 values ----
+
+// The trial scales start from ggml's make_qp_quants fit (levels 0..4 of the magnitudes): 13 inverse
+// scales (5 + 0.1 is) / (3 * that scale), is = -6..6; then the best trial's scale is refitted after
+// re-rounding every subgroup. Returns the scale (negative if the fit came out negative), or nothing
+// when the first fit is zero (all weights zero): then the group stays all zero.
+std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g,
+                                   int8_t* levels) {
+  uint8_t qp_codes[kMaxGroup];
+  float scale = ggml_search::fit_unsigned_scale(32, kTopLevel + 2, g.xval, qp_codes, g.weight);
+  const float eff_max = scale * float(kTopLevel + 1);
+  if (eff_max <= 0) return std::nullopt;
+  for (int i = 0; i < 32; ++i) levels[i] = int8_t(qp_codes[i]);
+  int8_t trial[kMaxGroup];
+  bool on_grid[4];
+  float best = 0;
+  for (int is = -6; is <= 6; ++is) {
+    const float id = (float(2 * kTopLevel + 1) + float(is) * 0.1f) / eff_max;
+    const float this_scale = 1 / id;
+    round_group(t, kernels, g, id, this_scale, trial, on_grid);
+    const Sums s = weighted_sums(g, trial);
+    if (s.q2 > 0 && s.qx * s.qx > best * s.q2) {
+      scale = s.qx / s.q2;
+      best = scale * s.qx;
+      std::memcpy(levels, trial, 32);
+    }
+  }
+  if (scale > 0) {
+    round_group(t, kernels, g, 1 / scale, scale, levels, on_grid);
+    const Sums s = weighted_sums(g, levels);
+    if (s.q2 > 0) scale = s.qx / s.q2;
+  }
+  return scale;
+}
+
+// ---- iq2_xs, iq2_s: one scale per 16 values ----
+
+// 19 inverse scales (5 + 0.1 is) / max, is = -9..9; the best trial's off-grid subgroups (only those)
+// are re-rounded at its scale, and the scale refitted. Returns the scale (possibly negative).
+float fit_group_16(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, float max,
+                   int8_t* levels) {
+  std::memset(levels, 0, 16);
+  float best = 0;
+  float scale = max / float(2 * kTopLevel + 1);
+  bool on_grid[2] = {true, true};
+  int8_t trial[16];
+  for (int is = -9; is <= 9; ++is) {
+    const float id = (float(2 * kTopLevel + 1) + float(is) * 0.1f) / max;
+    const float this_scale = 1 / id;
+    bool trial_on_grid[2];
+    round_group(t, kernels, g, id, this_scale, trial, trial_on_grid);
+    const Sums s = weighted_sums(g, trial);
+    if (s.q2 > 0 && s.qx * s.qx > best * s.q2) {
+      scale = s.qx / s.q2;
+      best = scale * s.qx;
+      std::memcpy(levels, trial, 16);
+      on_grid[0] = trial_on_grid[0];
+      on_grid[1] = trial_on_grid[1];
+    }
+  }
+  if ((!on_grid[0] || !on_grid[1]) && scale > 0) {
+    int8_t rounded[16];
+    uint32_t keys[2];
+    kernels.round_levels(g.xval, 16, 1 / scale, rounded, keys);
+    for (int k = 0; k < 2; ++k) {
+      if (on_grid[k]) continue;
+      std::memcpy(levels + kSub * k, rounded + kSub * k, kSub);
+      resolve_subgroup(t, kernels, g, k, keys[k], scale, levels + kSub * k);
+    }
+    const Sums s = weighted_sums(g, levels);
+    if (s.q2 > 0) scale = s.qx / s.q2;
+  }
+  return scale;
+}
+
+// The 4-bit code of a group scale against the block's d: scale ~ d * (0.5 + code) ... the code of ggml's
+// nearest_int(0.5 * (scale / d - 1)), clamped to 0..15.
+int scale_code(float id, float scale) { return std::clamp(round_nearest_even(0.5f * (id * scale - 1)), 0, 15); }
+
+}  // namespace
+
+void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("iq2_xxs", n, kBlock);
+  require_weights("iq2_xxs", quant_weights);
+  const SearchTables& t = iq2::search_tables(iq2::Grid::Xxs);
+  const iq2::SearchKernels& kernels = iq2::search_kernels();
+  auto* y = static_cast<BlockIq2Xxs*>(blocks);
+  Group g;
+  int8_t levels[32];
+  for (int64_t ibl = 0; ibl < n / kBlock; ++ibl) {
+    const float* xbl = x + kBlock * ibl;
+    const float sigma2 = block_sum_of_squares(xbl) / float(kBlock);
+    uint32_t q2[16] = {};
+    float scales[8];
+    float max_scale = 0;
+    for (int ib = 0; ib < 8; ++ib) {
+      const float* xb = xbl + 32 * ib;
+      const float* qw = quant_weights + kBlock * ibl + 32 * ib;
+      for (int i = 0; i < 32; ++i) g.weight[i] = qw[i] * std::sqrt(sigma2 + xb[i] * xb[i]);
+      prepare_group(xb, 32, true, g);
+      scales[ib] = 0;
+      if (group_max(g) < ggml_search::kGroupMaxEps) continue;
+      const std::optional<float> fitted = fit_group_xxs(t, kernels, g, levels);
+      if (!fitted) continue;
+      float scale = *fitted;
+      if (scale < 0) {           // never seen; ggml flips the scale and the signs with it
+        scale = -scale;
+        for (int k = 0; k < 4; ++k) g.signs[k] = uint8_t(~g.signs[k] & 127);
+      }
+      for (int k = 0; k < 4; ++k) {
+        q2[2 * ib] |= uint32_t(grid_index_of(t, levels + kSub * k)) << (8 * k);
+        q2[2 * ib + 1] |= uint32_t(g.signs[k]) << (7 * k);
+      }
+      scales[ib] = scale;
+      max_scale = ggml_max(max_scale, scale);
+    }
+    BlockIq2Xxs& b = y[ibl];
+    b.d = 0;
+    if (!max_scale) {
+      std::memset(b.qs, 0, sizeof b.qs);
+      continue;
+    }
+    const float d = max_scale / 31;
+    b.d = f32_to_f16(d);
+    const float id = 1 / d;
+    for (int ib = 0; ib < 8; ++ib) q2[2 * ib + 1] |= uint32_t(scale_code(id, scales[ib])) << 28;
+    std::memcpy(b.qs, q2, sizeof b.qs);
+  }
+}
+
+namespace {
+
+// iq2_xs and iq2_s share the search; they differ in the weights without an imatrix (iq2_s only), the
+// sign rule (7 bits with parity vs 8 bits), the zero threshold and how d is stored.
+struct Xs16Options {
+  bool even_parity;      // 7 sign bits (iq2_xs) or 8 (iq2_s)
+  bool doubled_sigma2;   // sigma2 = 2 * mean x^2 (iq2_s) or mean x^2 (iq2_xs)
+  float group_max_eps;
+};
+
+// Fits the 16 groups of one block: grid indices, signs, float scales. Returns the largest scale.
+float fit_block_16(const SearchTables& t, const float* xbl, const float* qw,
+                   Xs16Options options, uint16_t grid_index[32], uint8_t signs[32], float scales[16]) {
+  const float sum_x2 = block_sum_of_squares(xbl);
+  const float sigma2 = options.doubled_sigma2 ? 2 * sum_x2 / float(kBlock) : sum_x2 / float(kBlock);
+  const iq2::SearchKernels& kernels = iq2::search_kernels();
+  Group g;
+  int8_t levels[16];
+  float max_scale = 0;
+  for (int ib = 0; ib < 16; ++ib) {
+    const float* xb = xbl + 16 * ib;
+    if (qw) {
+      for (int i = 0; i < 16; ++i) g.weight[i] = qw[16 * ib + i] * std::sqrt(sigma2 + xb[i] * xb[i]);
+    } else {
+      for (int i = 0; i < 16; ++i) g.weight[i] = 0.25f * sigma2 + xb[i] * xb[i];
+    }
+    prepare_group(xb, 16, options.even_parity, g);
+    scales[ib] = 0;
+    const float max = group_max(g);
+    if (max < options.group_max_eps) continue;  // indices and signs stay 0
+    float scale = fit_group_16(t, kernels, g, max, levels);
+    if (scale < 0) {  // never seen; ggml flips the scale and the signs with it
+      scale = -scale;
+      for (int k = 0; k < 2; ++k) g.signs[k] = options.even_parity ? uint8_t(~g.signs[k] & 127) : uint8_t(~g.signs[k]);
+    }
+    for (int k = 0; k < 2; ++k) {
+      grid_index[2 * ib + k] = uint16_t(grid_index_of(t, levels + kSub * k));
+      signs[2 * ib + k] = g.signs[k];
+    }
+    scales[ib] = scale;
+    max_scale = ggml_max(max_scale, scale);
+  }
+  return max_scale;
+}
+
+}  // namespace
+
+void quantize_row_iq2_xs(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("iq2_xs", n, kBlock);
+  require_weights("iq2_xs", quant_weights);
+  const SearchTables& t = iq2::search_tables(iq2::Grid::Xs);
+  auto* y = static_cast<BlockIq2Xs*>(blocks);
+  for (int64_t ibl = 0; ibl < n / kBlock; ++ibl) {
+    uint16_t grid_index[32] = {};
+    uint8_t signs[32] = {};
+    float scales[16];
+    const float max_scale = fit_block_16(t, x + kBlock * ibl, quant_weights + kBlock * ibl,
+                                         {.even_parity = true, .doubled_sigma2 = false, .group_max_eps = ggml_search::kGroupMaxEps},
+                                         grid_index, signs, scales);
+    BlockIq2Xs& b = y[ibl];
+    std::memset(&b, 0, sizeof b);
+    if (!max_scale) continue;
+    const float d = max_scale / 31;
+    b.d = f32_to_f16(d);
+    const float id = 1 / d;
+    for (int i = 0; i < 32; ++i) b.qs[i] = uint16_t(grid_index[i] | (signs[i] << 9));
+    for (int ib = 0; ib < 16; ++ib) b.scales[ib / 2] |= uint8_t(scale_code(id, scales[ib]) << (4 * (ib % 2)));
+  }
+}
+
+void quantize_row_iq2_s(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("iq2_s", n, kBlock);
+  const SearchTables& t = iq2::search_tables(iq2::Grid::S);
+  auto* y = static_cast<BlockIq2S*>(blocks);
+  for (int64_t ibl = 0; ibl < n / kBlock; ++ibl) {
+    uint16_t grid_index[32] = {};
+    uint8_t signs[32] = {};
+    float scales[16];
+    const float max_scale = fit_block_16(t, x + kBlock * ibl, quant_weights ? quant_weights + kBlock * ibl : nullptr,
+                                         {.even_parity = false, .doubled_sigma2 = true, .group_max_eps = kIq2sGroupMaxEps},
+                                         grid_index, signs, scales);
+    BlockIq2S& b = y[ibl];
+    std::memset(&b, 0, sizeof b);
+    // ggml writes indices and signs even when the block's scales are all zero (they are then all zero).
+    for (int i = 0; i < 32; ++i) {
+      b.qs[i] = uint8_t(grid_index[i] & 255);
+      b.qh[i / 4] |= uint8_t((grid_index[i] >> 8) << (2 * (i % 4)));
+      b.qs[32 + i] = signs[i];
+    }
+    if (!max_scale) continue;
+    const float d = max_scale / 31;
+    b.d = f32_to_f16(d * 0.9875f);  // ggml stores d slightly shrunk, but codes the scales against d itself
+    const float id = 1 / d;
+    for (int ib = 0; ib < 16; ++ib) b.scales[ib / 2] |= uint8_t(scale_code(id, scales[ib]) << (4 * (ib % 2)));
+  }
+}
+
+// ---- dequantizers: value = d * (0.5 + s) * 0.25 * magnitude, negated where the sign bit is set ----
+
+namespace {
+
+inline void dequantize_subgroup(float scale, uint64_t grid_point, uint8_t sign_bits, float* y) {
+  for (int j = 0; j < kSub; ++j) {
+    const float v = scale * float(uint8_t(grid_point >> (8 * j)));
+    y[j] = sign_bits & kIqSignBit[size_t(j)] ? -v : v;
+  }
+}
+
+inline float group_scale(float d, int code) { return d * (0.5f + float(code)) * 0.25f; }
+
+}  // namespace
+
+void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("iq2_xxs", n, kBlock);
+  const auto* b = static_cast<const BlockIq2Xxs*>(blocks);
+  for (int64_t i = 0; i < n / kBlock; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      uint32_t word[2];
+      std::memcpy(word, b[i].qs + 4 * ib, sizeof word);
+      const float db = group_scale(d, int(word[1] >> 28));
+      for (int l = 0; l < 4; ++l)
+        dequantize_subgroup(db, iq2::kIq2xxsGrid[(word[0] >> (8 * l)) & 255],
+                            kIqEvenParitySigns[(word[1] >> (7 * l)) & 127], y + kSub * l);
+    }
+  }
+}
+
+void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("iq2_xs", n, kBlock);
+  const auto* b = static_cast<const BlockIq2Xs*>(blocks);
+  for (int64_t i = 0; i < n / kBlock; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      const float db[2] = {group_scale(d, b[i].scales[ib] & 0xF), group_scale(d, b[i].scales[ib] >> 4)};
+      for (int l = 0; l < 4; ++l) {
+        const uint16_t q = b[i].qs[4 * ib + l];
+        dequantize_subgroup(db[l / 2], iq2::kIq2xsGrid[q & 511], kIqEvenParitySigns[q >> 9], y + kSub * l);
+      }
+    }
+  }
+}
+
+void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("iq2_s", n, kBlock);
+  const auto* b = static_cast<const BlockIq2S*>(blocks);
+  for (int64_t i = 0; i < n / kBlock; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      const float db[2] = {group_scale(d, b[i].scales[ib] & 0xF), group_scale(d, b[i].scales[ib] >> 4)};
+      for (int l = 0; l < 4; ++l) {
+        const int index = b[i].qs[4 * ib + l] | (((b[i].qh[ib] >> (2 * l)) & 3) << 8);
+        dequantize_subgroup(db[l / 2], iq2::kIq2sGrid[size_t(index)], b[i].qs[32 + 4 * ib + l], y + kSub * l);
+      }
+    }
+  }
+}
+
+}  // namespace lowbit::ggml

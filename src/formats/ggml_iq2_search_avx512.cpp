@@ -1,0 +1,96 @@
+// AVX-512 neighbour search for the iq2 quantizers: 16 candidate grid points per vector, one per lane.
+// Each lane computes its candidate's weighted distance exactly as the scalar loop (ggml's
+// iq2_find_best_neighbour): values in order, every product rounded before it is added; so no FMA may
+// appear and contraction is off for this file (see ggml_kquants_search_avx512.cpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+#include <cfloat>
+
+#include "formats/ggml_iq2_search.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LOWBIT_IQ2_AVX512 1
+#endif
+
+namespace lowbit::ggml::iq2 {
+
+#if LOWBIT_IQ2_AVX512
+namespace {
+
+#define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,bmi2")))
+
+// 16 values per vector: 0.5 * (id * x - 1) rounded by ggml's nearest_int (add 1.5 * 2^23, read the
+// mantissa), clamped to 0..2, narrowed to bytes; a subgroup's key is its 8 level bytes' low 2 bits
+// gathered by pext.
+LOWBIT_AVX512 void round_levels_avx512(const float* xval, int n, float id, int8_t* levels, uint32_t* keys) {
+  const __m512 vid = _mm512_set1_ps(id);
+  for (int i = 0; i < n; i += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_sub_ps(_mm512_mul_ps(vid, _mm512_loadu_ps(xval + i)),
+                                                                        _mm512_set1_ps(1.f)));
+    const __m512i bits = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(12582912.f)));
+    __m512i l = _mm512_sub_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(0x00400000));
+    l = _mm512_max_epi32(_mm512_setzero_si512(), _mm512_min_epi32(_mm512_set1_epi32(2), l));
+    const __m128i bytes = _mm512_cvtepi32_epi8(l);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(levels + i), bytes);
+    constexpr uint64_t kLowBits = 0x0303030303030303ull;
+    keys[i / 8] = uint32_t(_pext_u64(uint64_t(_mm_cvtsi128_si64(bytes)), kLowBits));
+    keys[i / 8 + 1] = uint32_t(_pext_u64(uint64_t(_mm_extract_epi64(bytes, 1)), kLowBits));
+  }
+}
+
+LOWBIT_AVX512 int nearest_candidate_avx512(const uint8_t* lane_levels, int count, const float* xval,
+                                           const float* waux, const float* scaled) {
+  constexpr int kChunk = SearchTables::kLaneChunk;
+  const __m512 table = _mm512_setr_ps(scaled[0], scaled[1], scaled[2], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512 x[8], w[8];
+  for (int j = 0; j < 8; ++j) {
+    x[j] = _mm512_set1_ps(xval[j]);
+    w[j] = _mm512_set1_ps(waux[j]);
+  }
+  float best_d2 = FLT_MAX;
+  int best = -1;
+  for (int first = 0; first < count; first += kChunk, lane_levels += 8 * kChunk) {
+    __m512 d2 = _mm512_setzero_ps();
+    for (int j = 0; j < 8; ++j) {
+      const __m512i level = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lane_levels + j * kChunk)));
+      const __m512 diff = _mm512_sub_ps(_mm512_permutexvar_ps(level, table), x[j]);
+      d2 = _mm512_add_ps(d2, _mm512_mul_ps(_mm512_mul_ps(w[j], diff), diff));  // (w*diff)*diff
+    }
+    const int in_list = count - first < kChunk ? count - first : kChunk;
+    const __mmask16 valid = __mmask16((1u << in_list) - 1);
+    // Lanes that beat the best so far (a NaN compares false, as in the scalar loop); the first lane
+    // holding their minimum is the one a sequential scan keeps.
+    const __mmask16 better = _mm512_mask_cmp_ps_mask(valid, d2, _mm512_set1_ps(best_d2), _CMP_LT_OQ);
+    if (!better) continue;
+    best_d2 = _mm512_mask_reduce_min_ps(better, d2);
+    const __mmask16 at_min = _mm512_mask_cmp_ps_mask(better, d2, _mm512_set1_ps(best_d2), _CMP_EQ_OQ);
+    best = first + __builtin_ctz(unsigned(at_min));
+  }
+  return best;
+}
+
+constexpr SearchKernels kAvx512Kernels = {round_levels_avx512, nearest_candidate_avx512};
+
+}  // namespace
+
+const SearchKernels* avx512_search_kernels() {
+  const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("bmi2");
+  return supported ? &kAvx512Kernels : nullptr;
+}
+
+#else
+
+const SearchKernels* avx512_search_kernels() { return nullptr; }
+
+#endif
+
+}  // namespace lowbit::ggml::iq2

@@ -1,0 +1,427 @@
+// iq3_xxs and iq3_s: ggml-quants.c's iq3xs_init_impl (the search tables), iq3_find_best_neighbour,
+// quantize_row_iq3_xxs_impl, quantize_row_iq3_s_impl and the dequantizers, byte for byte.
+//
+// Both quantizers work on groups of 32 values: take absolute values (signs are stored apart), try a
+// range of scales; at each, round every 4-value unit to levels 0..7 and, where that 4-vector is not a
+// grid point, take the best of its nearest grid points; keep the scale with the best weighted
+// least-squares fit. One fp16 d per 256 values and a 4-bit multiple of it per group encode the scales.
+#if defined(__clang__)
+#pragma clang fp contract(off)  // ggml's bytes come from separately rounded multiplies and adds
+#endif
+#include "lowbit/formats/ggml_iq3.h"
+
+#include <algorithm>
+#include <array>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include "formats/ggml_block_check.h"
+#include "formats/ggml_iq3_grids.h"
+#include "formats/ggml_iq3_search.h"
+#include "formats/ggml_iq_signs.h"
+#include "formats/ggml_kquants_search.h"
+#include "lowbit/core/half.h"
+
+namespace lowbit::ggml {
+namespace {
+
+using ggml_search::round_nearest_even;
+
+constexpr int kBlock = kIq3BlockValues;
+constexpr int kGroup = 32;          // values per 4-bit scale
+constexpr int kGroups = kBlock / kGroup;
+constexpr int kUnits = kGroup / 4;  // grid points per group
+constexpr int kMaxLevel = 7;
+constexpr int kCodes = 1 << 12;     // all 4-vectors of levels 0..7
+
+// The quantizer's view of one grid: the points as odd integers 2l+1, which 4-vectors of levels are
+// grid points, and for every other 4-vector its candidate grid points (those at the `rings` smallest
+// squared distances, ordered by distance, then index, as ggml's qsort orders them).
+struct Iq3SearchGrid {
+  std::vector<std::array<int8_t, 4>> points;
+  std::array<int16_t, kCodes> index_of{};         // grid index of a level code, -1 if not on the grid
+  std::array<uint32_t, kCodes + 1> neighbours_begin{};
+  std::vector<uint16_t> neighbours;
+  // The same lists as levels laid out for the vector search (ggml_iq3_search.h): code c's chunks start
+  // at lane_levels_begin[c].
+  std::array<uint32_t, kCodes> lane_levels_begin{};
+  std::vector<uint8_t> lane_levels;
+
+  std::span<const uint16_t> neighbours_of(int code) const {
+    return {neighbours.data() + neighbours_begin[code], neighbours.data() + neighbours_begin[code + 1]};
+  }
+};
+
+void lay_out_for_lanes(Iq3SearchGrid& grid) {
+  for (int code = 0; code < kCodes; ++code) {
+    grid.lane_levels_begin[code] = uint32_t(grid.lane_levels.size());
+    const auto list = grid.neighbours_of(code);
+    for (size_t first = 0; first < list.size(); first += iq3::kLaneChunk)
+      for (int i = 0; i < 4; ++i)
+        for (size_t lane = 0; lane < size_t(iq3::kLaneChunk); ++lane)
+          grid.lane_levels.push_back(first + lane < list.size() ? uint8_t((grid.points[list[first + lane]][i] - 1) / 2) : 0);
+  }
+}
+
+Iq3SearchGrid build_search_grid(std::span<const uint16_t> codes, int rings) {
+  Iq3SearchGrid grid;
+  grid.index_of.fill(-1);
+  for (size_t j = 0; j < codes.size(); ++j) {
+    std::array<int8_t, 4> point{};
+    for (int i = 0; i < 4; ++i) point[i] = int8_t(2 * iq3_grid_level(codes[j], i) + 1);
+    grid.points.push_back(point);
+    grid.index_of[codes[j]] = int16_t(j);
+  }
+  // Squared distances between 4-vectors of odd levels 1..15: at most 4 * 14^2.
+  constexpr int kMaxDistance = 4 * 14 * 14;
+  std::vector<int> d2(codes.size());
+  for (int code = 0; code < kCodes; ++code) {
+    grid.neighbours_begin[code] = uint32_t(grid.neighbours.size());
+    if (grid.index_of[code] >= 0) continue;
+    std::array<bool, kMaxDistance + 1> present{};
+    for (size_t j = 0; j < codes.size(); ++j) {
+      int sum = 0;
+      for (int i = 0; i < 4; ++i) {
+        const int diff = grid.points[j][i] - (2 * iq3_grid_level(uint16_t(code), i) + 1);
+        sum += diff * diff;
+      }
+      d2[j] = sum;
+      present[size_t(sum)] = true;
+    }
+    // The points at the `rings` smallest distances, each ring in index order: ggml's (distance, index)
+    // sort order.
+    int found = 0;
+    for (int ring = 0; ring <= kMaxDistance && found < rings; ++ring) {
+      if (!present[size_t(ring)]) continue;
+      ++found;
+      for (size_t j = 0; j < codes.size(); ++j)
+        if (d2[j] == ring) grid.neighbours.push_back(uint16_t(j));
+    }
+  }
+  grid.neighbours_begin[kCodes] = uint32_t(grid.neighbours.size());
+  lay_out_for_lanes(grid);
+  return grid;
+}
+
+// Built on first use (ggml's ggml_quantize_init); function-local statics are thread-safe.
+const Iq3SearchGrid& xxs_search_grid() {
+  static const Iq3SearchGrid grid = build_search_grid(kIq3XxsGridCodes, 2);
+  return grid;
+}
+const Iq3SearchGrid& s_search_grid() {
+  static const Iq3SearchGrid grid = build_search_grid(kIq3SGridCodes, 3);
+  return grid;
+}
+
+// How the two types differ in their search (everything else is shared).
+struct Iq3Search {
+  const Iq3SearchGrid& grid;
+  int scale_steps;           // trial inverse scales (15 + 0.2 k) / max for k = -steps..steps
+  bool even_sign_parity;     // iq3_xxs stores 7 sign bits per 8 values: flip one to make the count even
+  float skip_below;          // a group whose max |x| is below this is stored as zero (iq3_s: only 0)
+  bool unaccepted_on_grid;   // is_on_grid before any trial fit is accepted (decides the final re-fit)
+  bool refit_every_unit;     // the final re-fit re-rounds every unit (iq3_s), or only off-grid ones
+};
+
+// The grid point for 4 absolute values at `scale` among the neighbours of their rounded level code:
+// the smallest sum of waux * (scale * q - x)^2, the first on ties.
+int best_neighbour(const Iq3SearchGrid& grid, int code, const float* xval, const float* waux, float scale) {
+  static const iq3::NearestCandidateFn vector_search = iq3::avx512_nearest_candidate();
+  if (vector_search && ggml_search::vector_kernels_enabled()) {
+    float scaled[8];
+    for (int l = 0; l < 8; ++l) scaled[l] = scale * float(2 * l + 1);
+    const auto list = grid.neighbours_of(code);
+    const int position = vector_search(grid.lane_levels.data() + grid.lane_levels_begin[code], int(list.size()), xval, waux, scaled);
+    return position < 0 ? -1 : list[position];
+  }
+  float best_d2 = FLT_MAX;
+  int best = -1;
+  for (const uint16_t j : grid.neighbours_of(code)) {
+    float d2 = 0;
+    for (int i = 0; i < 4; ++i) {
+      const float diff = scale * float(grid.points[j][i]) - xval[i];
+      d2 += waux[i] * diff * diff;
+    }
+    if (d2 < best_d2) {
+      best_d2 = d2;
+      best = j;
+    }
+  }
+  return best;
+}
+
+// Levels of 4 values at inverse scale id, as a 12-bit code.
+int level_code(const float* xval, float id) {
+  int code = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int l = std::clamp(round_nearest_even(0.5f * (id * xval[i] - 1)), 0, kMaxLevel);
+    code |= l << (3 * i);
+  }
+  return code;
+}
+
+// The grid point of one unit at inverse scale id (searching neighbours at `scale` when off the grid);
+// writes its levels to L. Returns whether the rounded levels were on the grid.
+bool snap_unit(const Iq3SearchGrid& grid, const float* xval, const float* waux, float id, float scale, int8_t* L) {
+  const int code = level_code(xval, id);
+  int index = grid.index_of[code];
+  const bool on_grid = index >= 0;
+  if (!on_grid) index = best_neighbour(grid, code, xval, waux, scale);
+  // Only non-finite input leaves every distance at or above FLT_MAX (ggml aborts); the pipeline refuses
+  // such input before it gets here.
+  if (index < 0) index = grid.neighbours_of(code)[0];
+  for (int i = 0; i < 4; ++i) L[i] = int8_t((grid.points[index][i] - 1) / 2);
+  return on_grid;
+}
+
+void weighted_fit_sums(const float* weight, const float* xval, const int8_t* L, float& sumqx, float& sumq2) {
+  sumqx = 0;
+  sumq2 = 0;
+  for (int i = 0; i < kGroup; ++i) {
+    const float q = float(2 * L[i] + 1);
+    sumqx += weight[i] * xval[i] * q;
+    sumq2 += weight[i] * q * q;
+  }
+}
+
+struct GroupFit {
+  bool skipped = false;    // max |x| below the type's threshold: nothing stored for the group
+  float scale = 0;
+  int8_t L[kGroup] = {};   // levels 0..7 of every value, each unit a grid point
+  uint8_t signs[4] = {};   // sign byte of values 8l..8l+7 (iq3_xxs: 7 bits)
+};
+
+// One group's signs, levels and float scale. x: the group's values; weight: their fitting weights.
+GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight) {
+  GroupFit fit;
+  float xval[kGroup], waux[kGroup];
+  for (int i = 0; i < kGroup; ++i) waux[i] = std::sqrt(weight[i]);
+  for (int l = 0; l < 4; ++l) {
+    const float* xs = x + 8 * l;
+    float* xv = xval + 8 * l;
+    unsigned signs = 0, negated = 0;
+    for (int i = 0; i < 8; ++i) {
+      xv[i] = xs[i] >= 0 ? xs[i] : -xs[i];
+      if (xs[i] < 0) {
+        signs |= 1u << i;
+        ++negated;
+      }
+    }
+    if (search.even_sign_parity && negated % 2) {
+      // Flip the value that costs least to get wrong (smallest w x^2): its sign now follows parity.
+      int imin = 0;
+      float min = weight[8 * l] * xs[0] * xs[0];
+      for (int i = 1; i < 8; ++i) {
+        const float cost = weight[8 * l + i] * xs[i] * xs[i];
+        if (cost < min) {
+          min = cost;
+          imin = i;
+        }
+      }
+      xv[imin] = -xv[imin];
+      signs ^= 1u << imin;
+    }
+    fit.signs[l] = uint8_t(search.even_sign_parity ? signs & 127 : signs);
+  }
+  float max = xval[0];
+  for (int i = 1; i < kGroup; ++i) max = max > xval[i] ? max : xval[i];
+  if (max < search.skip_below || max == 0) {
+    fit.skipped = true;
+    return fit;
+  }
+
+  const Iq3SearchGrid& grid = search.grid;
+  float best = 0;
+  float scale = max / (2 * kMaxLevel + 1);
+  bool on_grid[kUnits], trial_on_grid[kUnits];
+  std::fill(std::begin(on_grid), std::end(on_grid), search.unaccepted_on_grid);
+  int8_t trial[kGroup];
+  for (int step = -search.scale_steps; step <= search.scale_steps; ++step) {
+    const float id = (2 * kMaxLevel + 1 + float(step) * 0.2f) / max;
+    const float trial_scale = 1 / id;
+    for (int k = 0; k < kUnits; ++k)
+      trial_on_grid[k] = snap_unit(grid, xval + 4 * k, waux + 4 * k, id, trial_scale, trial + 4 * k);
+    float sumqx, sumq2;
+    weighted_fit_sums(weight, xval, trial, sumqx, sumq2);
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      scale = sumqx / sumq2;
+      best = scale * sumqx;
+      std::copy(std::begin(trial), std::end(trial), fit.L);
+      std::copy(std::begin(trial_on_grid), std::end(trial_on_grid), on_grid);
+    }
+  }
+  // Units that needed a neighbour search are re-rounded at the fitted scale, which is then re-fitted.
+  if (std::count(std::begin(on_grid), std::end(on_grid), false) > 0 && scale > 0) {
+    const float id = 1 / scale;
+    for (int k = 0; k < kUnits; ++k)
+      if (search.refit_every_unit || !on_grid[k]) snap_unit(grid, xval + 4 * k, waux + 4 * k, id, scale, fit.L + 4 * k);
+    float sumqx, sumq2;
+    weighted_fit_sums(weight, xval, fit.L, sumqx, sumq2);
+    if (sumq2 > 0) scale = sumqx / sumq2;
+  }
+  if (scale < 0) {  // ggml's guard (scales are stored unsigned): flip the scale and every sign
+    scale = -scale;
+    for (uint8_t& s : fit.signs) s = uint8_t(search.even_sign_parity ? ~s & 127 : ~s);
+  }
+  fit.scale = scale;
+  return fit;
+}
+
+// Fitting weights of one group: quant_weights * sqrt(sigma2 + x^2), or x^2 without importance weights.
+void group_weights(const float* x, const float* qw, float sigma2, float* weight) {
+  if (qw) {
+    for (int i = 0; i < kGroup; ++i) weight[i] = qw[i] * std::sqrt(sigma2 + x[i] * x[i]);
+  } else {
+    for (int i = 0; i < kGroup; ++i) weight[i] = x[i] * x[i];
+  }
+}
+
+float block_sigma2(const float* x) {
+  float sumx2 = 0;
+  for (int i = 0; i < kBlock; ++i) sumx2 += x[i] * x[i];
+  return 2 * sumx2 / kBlock;
+}
+
+int grid_index(const Iq3SearchGrid& grid, const int8_t* L) {
+  int code = 0;
+  for (int i = 0; i < 4; ++i) code |= L[i] << (3 * i);
+  return grid.index_of[code];  // on the grid by construction: every unit was snapped to a grid point
+}
+
+// The 4-bit multiple s of d (scale ~ d * (2s + 1)).
+inline uint32_t scale_nibble(float id, float scale) {
+  return uint32_t(std::clamp(round_nearest_even(0.5f * (id * scale - 1)), 0, 15));
+}
+
+// Eight dequantized values: db * level, negated where the sign byte says (ggml multiplies by -1.f,
+// which only flips the sign). The grid tables hold bytes little-endian, as x86 reads them.
+inline void write_signed(float db, const uint8_t* levels, uint8_t signs, float* y) {
+  for (int j = 0; j < 8; ++j) {
+    const float v = db * float(levels[j]);
+    y[j] = signs & kIqSignBit[j] ? -v : v;
+  }
+}
+
+}  // namespace
+
+void quantize_row_iq3_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("iq3_xxs", n, kBlock);
+  const Iq3Search search{xxs_search_grid(), 15, true, 1e-8f, true, false};
+  auto* y = static_cast<BlockIq3Xxs*>(blocks);
+  float weight[kGroup], scales[kGroups];
+  for (int64_t ibl = 0; ibl < n / kBlock; ++ibl) {
+    const float* xbl = x + kBlock * ibl;
+    BlockIq3Xxs& b = y[ibl];
+    std::memset(&b, 0, sizeof b);
+    const float sigma2 = block_sigma2(xbl);
+    float max_scale = 0;
+    for (int ib = 0; ib < kGroups; ++ib) {
+      const float* xb = xbl + kGroup * ib;
+      group_weights(xb, quant_weights ? quant_weights + kBlock * ibl + kGroup * ib : nullptr, sigma2, weight);
+      const GroupFit fit = fit_group(search, xb, weight);
+      scales[ib] = fit.scale;
+      if (fit.skipped) continue;
+      for (int k = 0; k < kUnits; ++k) b.qs[8 * ib + k] = uint8_t(grid_index(search.grid, fit.L + 4 * k));
+      const uint32_t word = fit.signs[0] | (fit.signs[1] << 7) | (fit.signs[2] << 14) | (uint32_t(fit.signs[3]) << 21);
+      std::memcpy(b.qs + 64 + 4 * ib, &word, 4);
+      max_scale = std::max(max_scale, fit.scale);
+    }
+    if (!max_scale) {
+      std::memset(&b, 0, sizeof b);
+      continue;
+    }
+    // The largest group scale maps to s = 15; ggml stores d 1.25% larger ("small improvement").
+    const float d = max_scale / 31;
+    b.d = f32_to_f16(d * 1.0125f);
+    const float id = 1 / d;
+    for (int ib = 0; ib < kGroups; ++ib) {
+      uint32_t word;
+      std::memcpy(&word, b.qs + 64 + 4 * ib, 4);
+      word |= scale_nibble(id, scales[ib]) << 28;
+      std::memcpy(b.qs + 64 + 4 * ib, &word, 4);
+    }
+  }
+}
+
+void quantize_row_iq3_s(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+  require_whole_blocks("iq3_s", n, kBlock);
+  const Iq3Search search{s_search_grid(), 9, false, 0.f, false, true};
+  auto* y = static_cast<BlockIq3S*>(blocks);
+  float weight[kGroup], scales[kGroups];
+  for (int64_t ibl = 0; ibl < n / kBlock; ++ibl) {
+    const float* xbl = x + kBlock * ibl;
+    BlockIq3S& b = y[ibl];
+    std::memset(&b, 0, sizeof b);
+    const float sigma2 = block_sigma2(xbl);
+    float max_scale = 0;
+    // ggml advances its qs and signs pointers only past stored groups, so a skipped (all-zero) group
+    // shifts the grid indices and signs of every later group of the block down by one group (qh and
+    // scales stay in place). Reproduced: the bytes are the format's as llama.cpp writes them.
+    int stored = 0;
+    for (int ib = 0; ib < kGroups; ++ib) {
+      const float* xb = xbl + kGroup * ib;
+      group_weights(xb, quant_weights ? quant_weights + kBlock * ibl + kGroup * ib : nullptr, sigma2, weight);
+      const GroupFit fit = fit_group(search, xb, weight);
+      scales[ib] = fit.scale;
+      if (fit.skipped) continue;
+      for (int k = 0; k < kUnits; ++k) {
+        const int index = grid_index(search.grid, fit.L + 4 * k);
+        b.qs[8 * stored + k] = uint8_t(index & 255);
+        b.qh[ib] |= uint8_t((index >> 8) << k);
+      }
+      std::copy(std::begin(fit.signs), std::end(fit.signs), b.signs + 4 * stored);
+      ++stored;
+      max_scale = std::max(max_scale, fit.scale);
+    }
+    if (!max_scale) continue;
+    const float d = max_scale / 31;
+    b.d = f32_to_f16(d * 1.033f);
+    const float id = 1 / d;
+    for (int ib = 0; ib < kGroups; ib += 2)
+      b.scales[ib / 2] = uint8_t(scale_nibble(id, scales[ib]) | (scale_nibble(id, scales[ib + 1]) << 4));
+  }
+}
+
+void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("iq3_xxs", n, kBlock);
+  const auto* b = static_cast<const BlockIq3Xxs*>(blocks);
+  for (int64_t i = 0; i < n / kBlock; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < kGroups; ++ib) {
+      uint32_t word;
+      std::memcpy(&word, b[i].qs + 64 + 4 * ib, 4);
+      const float db = d * (0.5f + float(word >> 28)) * 0.5f;
+      for (int l = 0; l < 4; ++l, y += 8) {
+        const uint8_t signs = kIqEvenParitySigns[(word >> (7 * l)) & 127];
+        uint8_t levels[8];
+        std::memcpy(levels, &kIq3XxsGrid[b[i].qs[8 * ib + 2 * l]], 4);
+        std::memcpy(levels + 4, &kIq3XxsGrid[b[i].qs[8 * ib + 2 * l + 1]], 4);
+        write_signed(db, levels, signs, y);
+      }
+    }
+  }
+}
+
+void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("iq3_s", n, kBlock);
+  const auto* b = static_cast<const BlockIq3S*>(blocks);
+  for (int64_t i = 0; i < n / kBlock; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < kGroups; ++ib) {
+      const float db = d * float(1 + 2 * ((b[i].scales[ib / 2] >> (4 * (ib % 2))) & 0xF));
+      for (int l = 0; l < 4; ++l, y += 8) {
+        uint8_t levels[8];
+        for (int half = 0; half < 2; ++half) {
+          const int k = 2 * l + half;
+          std::memcpy(levels + 4 * half, &kIq3SGrid[b[i].qs[8 * ib + k] | (((b[i].qh[ib] >> k) & 1) << 8)], 4);
+        }
+        write_signed(db, levels, b[i].signs[4 * ib + l], y);
+      }
+    }
+  }
+}
+
+}  // namespace lowbit::ggml

@@ -1,0 +1,248 @@
+// RMSNorm, the heads' bias / norm / RoPE, attention and SwiGLU of a Llama-family block
+// (include/lowbit/kernels/cuda/transformer.h). Float32 arithmetic in the CPU runtime's order where it
+// is cheap to keep (double sums of squares, products rounded one at a time), so the two backends
+// differ by little more than the 16-bit matmul inputs.
+#include <string>
+
+#include "codec_common.cuh"
+#include "lowbit/kernels/cuda/transformer.h"
+
+namespace lowbit::cuda {
+namespace {
+
+using detail::store1;
+
+template <class F>
+void dispatch_half(DType t, F&& f) {
+  if (t == DType::bf16) f.template operator()<DType::bf16>();
+  else if (t == DType::f16) f.template operator()<DType::f16>();
+  else throw Error("16-bit activations must be bf16 or f16, got " + std::string(dtype_name(t)));
+}
+
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <DType T>
+__device__ __forceinline__ void store_both(const Activations& out, int64_t i, float v) {
+  out.f32[i] = v;
+  if (out.half) store1<T>(out.half, i, v);
+}
+
+// One block per row: the sum of squares in double, as the CPU runtime sums it.
+template <DType T>
+__global__ void __launch_bounds__(256) rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ weight, int64_t n,
+                                                       float eps, Activations out) {
+  __shared__ double partial[8];
+  const float* xr = x + blockIdx.x * n;
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += double(xr[i]) * double(xr[i]);
+  sum = warp_sum(sum);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
+  __syncthreads();
+  double total = 0;
+  for (int w = 0; w < int(blockDim.x / 32); ++w) total += partial[w];
+  const float scale = 1.0f / sqrtf(float(total / double(n)) + eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) store_both<T>(out, blockIdx.x * n + i, __fmul_rn(__fmul_rn(xr[i], scale), weight[i]));
+}
+
+// One warp per (token, head): bias, then (reading back what other lanes wrote) norm and rotation.
+__global__ void __launch_bounds__(128) prepare_heads_kernel(float* x, int64_t tokens, int heads, int head_dim, HeadsStep step,
+                                                            Positions positions, float* target, int64_t capacity) {
+  const int64_t item = int64_t(blockIdx.x) * 4 + threadIdx.x / 32;
+  if (item >= tokens * heads) return;
+  const int lane = int(threadIdx.x % 32);
+  const int64_t t = item / heads;
+  const int h = int(item % heads);
+  float* v = x + item * head_dim;
+  double sum = 0;
+  for (int i = lane; i < head_dim; i += 32) {
+    const float value = step.bias ? __fadd_rn(v[i], step.bias[h * head_dim + i]) : v[i];
+    v[i] = value;
+    sum += double(value) * double(value);
+  }
+  __syncwarp();
+  float scale = 1.0f;
+  if (step.norm) scale = 1.0f / sqrtf(float(warp_sum(sum) / double(head_dim)) + step.eps);
+  const int64_t window = t / positions.tokens_per_window, position = positions.first_position + t % positions.tokens_per_window;
+  float* out = target ? target + ((window * capacity + position) * heads + h) * head_dim : v;
+  auto normed = [&](int i) { return step.norm ? __fmul_rn(__fmul_rn(v[i], scale), step.norm[i]) : v[i]; };
+  if (!step.inv_freq) {
+    for (int i = lane; i < head_dim; i += 32) out[i] = normed(i);  // each lane its own elements
+    return;
+  }
+  const int half = head_dim / 2;
+  float a[8], b[8];  // head_dim <= 512: at most 8 pairs per lane
+  int count = 0;
+  for (int i = lane; i < half && count < 8; i += 32, ++count) {
+    const int ia = step.neox ? i : 2 * i, ib = step.neox ? i + half : 2 * i + 1;
+    const float a0 = normed(ia), b0 = normed(ib);
+    const float angle = __fmul_rn(float(position), step.inv_freq[i]);
+    const float c = cosf(angle), s = sinf(angle);
+    a[count] = __fsub_rn(__fmul_rn(a0, c), __fmul_rn(b0, s));
+    b[count] = __fadd_rn(__fmul_rn(a0, s), __fmul_rn(b0, c));
+  }
+  __syncwarp();  // every lane has read its pairs before any is overwritten in place
+  count = 0;
+  for (int i = lane; i < half && count < 8; i += 32, ++count) {
+    out[step.neox ? i : 2 * i] = a[count];
+    out[step.neox ? i + half : 2 * i + 1] = b[count];
+  }
+}
+
+// Flash-style causal attention: a block takes 32 queries of one head of one window, 8 lanes per query,
+// lane j holding dimensions j, j + 8, ...; keys and values stream through shared memory 32 at a time,
+// and each query keeps a running maximum, sum and weighted value sum (online softmax).
+template <int P, DType T>
+__global__ void __launch_bounds__(256) attention_kernel(const float* __restrict__ q, const float* __restrict__ kc,
+                                                        const float* __restrict__ vc, int64_t capacity, int n_head, int n_head_kv,
+                                                        int head_dim, Positions positions, float scale, Activations out) {
+  constexpr int kKeys = 32, kDim = 8 * P;
+  __shared__ float keys[kKeys][kDim], values[kKeys][kDim];
+  const int64_t window = blockIdx.z, per_window = positions.tokens_per_window;
+  const int h = int(blockIdx.y), kv_head = h / (n_head / n_head_kv);
+  const int sub = int(threadIdx.x % 8);
+  const int64_t local = int64_t(blockIdx.x) * 32 + threadIdx.x / 8;
+  const bool valid = local < per_window;
+  const int64_t t = window * per_window + local, position = positions.first_position + local;
+  float qv[P], acc[P];
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    const int d = sub + 8 * i;
+    qv[i] = valid && d < head_dim ? q[(t * n_head + h) * head_dim + d] : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float running_max = -INFINITY, running_sum = 0.0f;
+  const int64_t last_local = min(int64_t(blockIdx.x + 1) * 32, per_window) - 1;
+  const int64_t key_end = positions.first_position + last_local + 1;
+  for (int64_t k0 = 0; k0 < key_end; k0 += kKeys) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < kKeys * head_dim; e += blockDim.x) {
+      const int key = e / head_dim, d = e % head_dim;
+      const int64_t at = ((window * capacity + k0 + key) * n_head_kv + kv_head) * head_dim + d;
+      const bool inside = k0 + key < key_end;
+      keys[key][d] = inside ? kc[at] : 0.0f;
+      values[key][d] = inside ? vc[at] : 0.0f;
+    }
+    __syncthreads();
+    float s[kKeys];
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kKeys; ++j) {
+      float partial = 0.0f;
+#pragma unroll
+      for (int i = 0; i < P; ++i)
+        if (sub + 8 * i < head_dim) partial = fmaf(qv[i], keys[j][sub + 8 * i], partial);
+      partial += __shfl_xor_sync(0xffffffffu, partial, 4);
+      partial += __shfl_xor_sync(0xffffffffu, partial, 2);
+      partial += __shfl_xor_sync(0xffffffffu, partial, 1);
+      s[j] = k0 + j <= position ? partial * scale : -INFINITY;
+      tile_max = fmaxf(tile_max, s[j]);
+    }
+    const float new_max = fmaxf(running_max, tile_max);
+    const float correction = expf(running_max - new_max);
+    running_sum *= correction;
+#pragma unroll
+    for (int i = 0; i < P; ++i) acc[i] *= correction;
+#pragma unroll
+    for (int j = 0; j < kKeys; ++j) {
+      const float p = expf(s[j] - new_max);
+      running_sum += p;
+#pragma unroll
+      for (int i = 0; i < P; ++i)
+        if (sub + 8 * i < head_dim) acc[i] = fmaf(p, values[j][sub + 8 * i], acc[i]);
+    }
+    running_max = new_max;
+  }
+  if (!valid) return;
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    const int d = sub + 8 * i;
+    if (d < head_dim) store_both<T>(out, t * n_head * head_dim + h * head_dim + d, acc[i] / running_sum);
+  }
+}
+
+template <DType T>
+__global__ void swiglu_kernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n, Activations out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = gate[i];
+    store_both<T>(out, i, __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]));
+  }
+}
+
+template <DType T>
+__global__ void add_16bit_kernel(const void* __restrict__ x, int64_t n, float* __restrict__ y, bool accumulate) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float v = detail::load1<T>(x, i);
+    y[i] = accumulate ? __fadd_rn(y[i], v) : v;
+  }
+}
+
+template <DType T>
+__global__ void to_16bit_kernel(const float* __restrict__ x, int64_t n, void* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) store1<T>(out, i, x[i]);
+}
+
+unsigned elementwise_grid(int64_t n) { return unsigned(std::min<int64_t>((n + 255) / 256, 132 * 16)); }
+
+}  // namespace
+
+void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, float eps, const Activations& out, cudaStream_t stream) {
+  if (rows <= 0) return;
+  dispatch_half(out.half_dtype, [&]<DType T>() { rms_norm_kernel<T><<<unsigned(rows), 256, 0, stream>>>(x, weight, n, eps, out); });
+  check(cudaGetLastError());
+}
+
+void prepare_heads(float* x, int64_t tokens, int heads, int head_dim, const HeadsStep& step, const Positions& positions,
+                   float* cache_target, int64_t cache_capacity, cudaStream_t stream) {
+  if (tokens <= 0) return;
+  if (head_dim % 2 != 0 || head_dim > 512) throw Error("GPU attention heads: head_dim " + std::to_string(head_dim), {.expected = "even, at most 512"});
+  if (!step.bias && !step.norm && !step.inv_freq && !cache_target) return;
+  const unsigned grid = unsigned((tokens * heads + 3) / 4);
+  prepare_heads_kernel<<<grid, 128, 0, stream>>>(x, tokens, heads, head_dim, step, positions, cache_target, cache_capacity);
+  check(cudaGetLastError());
+}
+
+void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head, int n_head_kv, int head_dim,
+               const Positions& positions, const Activations& out, cudaStream_t stream) {
+  if (tokens <= 0) return;
+  if (head_dim % 8 != 0 || head_dim > 128)
+    throw Error("GPU attention: head_dim " + std::to_string(head_dim), {.expected = "a multiple of 8, at most 128"});
+  if (n_head_kv <= 0 || n_head % n_head_kv != 0) throw Error("GPU attention: " + std::to_string(n_head) + " query heads over " + std::to_string(n_head_kv) + " key/value heads");
+  const int64_t per_window = positions.tokens_per_window;
+  const dim3 grid(unsigned((per_window + 31) / 32), unsigned(n_head), unsigned(tokens / per_window));
+  const float scale = 1.0f / sqrtf(float(head_dim));
+  dispatch_half(out.half_dtype, [&]<DType T>() {
+    auto launch = [&]<int P>() {
+      attention_kernel<P, T><<<grid, 256, 0, stream>>>(q, cache.k, cache.v, cache.capacity, n_head, n_head_kv, head_dim, positions, scale, out);
+    };
+    const int p = head_dim / 8;
+    if (p <= 1) launch.template operator()<1>();
+    else if (p <= 2) launch.template operator()<2>();
+    else if (p <= 4) launch.template operator()<4>();
+    else if (p <= 8) launch.template operator()<8>();
+    else launch.template operator()<16>();
+  });
+  check(cudaGetLastError());
+}
+
+void swiglu(const float* gate, const float* up, int64_t n, const Activations& out, cudaStream_t stream) {
+  if (n <= 0) return;
+  dispatch_half(out.half_dtype, [&]<DType T>() { swiglu_kernel<T><<<elementwise_grid(n), 256, 0, stream>>>(gate, up, n, out); });
+  check(cudaGetLastError());
+}
+
+void add_16bit(DType dtype, const void* x, int64_t n, float* y, bool accumulate, cudaStream_t stream) {
+  if (n <= 0) return;
+  dispatch_half(dtype, [&]<DType T>() { add_16bit_kernel<T><<<elementwise_grid(n), 256, 0, stream>>>(x, n, y, accumulate); });
+  check(cudaGetLastError());
+}
+
+void to_16bit(const float* x, int64_t n, DType dtype, void* out, cudaStream_t stream) {
+  if (n <= 0) return;
+  dispatch_half(dtype, [&]<DType T>() { to_16bit_kernel<T><<<elementwise_grid(n), 256, 0, stream>>>(x, n, out); });
+  check(cudaGetLastError());
+}
+
+}  // namespace lowbit::cuda

@@ -1,0 +1,411 @@
+// The CUDA backend of LlamaRuntime: the layer sequence of model/llama.cpp over the GPU kernels of
+// kernels/cuda. The model (config, weights, embedding rows) comes from the loaded LlamaModel; this file
+// only decides where each step runs and which matmul path a weight takes.
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <optional>
+
+#include "lowbit/core/error.h"
+#include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/kernels/cuda/codecs.h"
+#include "lowbit/kernels/cuda/device.h"
+#include "lowbit/kernels/cuda/matmul.h"
+#include "lowbit/kernels/cuda/transformer.h"
+#include "lowbit/model/cuda_runtime.h"
+
+namespace lowbit::cuda {
+namespace {
+
+void check_cuda(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw Error(fmt::format("CUDA error in {}: {}", what, cudaGetErrorString(status)));
+}
+
+// Device memory owned by one object.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    void* p = nullptr;
+    if (bytes) check_cuda(cudaMalloc(&p, bytes), "cudaMalloc");
+    memory_.reset(p);
+  }
+  template <class T = void>
+  T* get() const { return static_cast<T*>(memory_.get()); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  struct Free {
+    void operator()(void* p) const { cudaFree(p); }
+  };
+  std::unique_ptr<void, Free> memory_;
+  size_t bytes_ = 0;
+};
+
+DeviceBuffer upload(std::span<const std::byte> bytes, cudaStream_t stream) {
+  DeviceBuffer buffer(bytes.size());
+  if (!bytes.empty()) check_cuda(cudaMemcpyAsync(buffer.get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice, stream), "upload");
+  return buffer;
+}
+DeviceBuffer upload(std::span<const float> values, cudaStream_t stream) { return upload(std::as_bytes(values), stream); }
+
+// A growable scratch array of floats or 16-bit values.
+struct Scratch {
+  DeviceBuffer buffer;
+  void* reserve(size_t bytes) {
+    if (buffer.bytes() < bytes) buffer = DeviceBuffer(bytes);
+    return buffer.get();
+  }
+};
+
+size_t used_device_memory() {
+  size_t free = 0, total = 0;
+  check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  return total - free;
+}
+
+class CudaLlama final : public LlamaRuntime {
+ public:
+  CudaLlama(LlamaModel& model, const RuntimeOptions& options);
+  ~CudaLlama() override { cudaStreamDestroy(stream_); }
+
+  const LlamaConfig& config() const override { return config_; }
+  Device device() const override { return Device::cuda; }
+  int batch_windows(int n_ctx) const override;
+
+  std::vector<float> forward(std::span<const int32_t> tokens, int windows, const ActivationObserver& observer) const override;
+  std::vector<float> embed(std::span<const int32_t> tokens) const override { return model_.embed(tokens); }
+  void apply_layer(int layer, std::vector<float>& hidden, int windows, const ActivationObserver& observer) const override;
+  std::vector<float> output_logits(const std::vector<float>& hidden, const ActivationObserver& observer) const override;
+  QuantizedMatrix swap_weight(const std::string& name, const QuantizedMatrix& weight) override;
+
+  // Generation (time_generation): a prompt through every layer into a cache of `capacity`, then one
+  // token at a time; returns the greedy next token.
+  int32_t prefill(std::span<const int32_t> prompt, int64_t capacity);
+  int32_t decode(int32_t token, int64_t position);
+  size_t weight_bytes() const;
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  struct Weight {
+    std::string name;
+    QuantizedMatrix host;
+    DeviceBuffer bytes;
+    std::optional<Fused4bitWeight> fused;  // q4_K whose shape the fused kernel takes
+  };
+  struct Layer {
+    DeviceBuffer attn_norm, ffn_norm, q_norm, k_norm, q_bias, k_bias, v_bias;
+    Weight *q, *k, *v, *o, *gate, *up, *down;
+  };
+  // Per batch: activations sized for `tokens` rows, grown on demand.
+  struct Workspace {
+    Scratch hidden, normed, normed_half, q, k, v, att, att_half, gate, up, act, act_half, logits, product_half, cache_k, cache_v;
+    Scratch weight_tile;  // a quantized weight dequantized to 16 bits for the tensor cores
+  };
+
+  void load_weight(Weight& w, const QuantizedMatrix& m);
+  Activations normed(int64_t tokens) const;
+  void product(const Weight& w, const Activations& x, int64_t tokens, float* y, bool accumulate, const ActivationObserver& observer) const;
+  void layer(int index, int64_t tokens, const Positions& positions, const KvCache& cache, const ActivationObserver& observer) const;
+  void head(int64_t tokens, const ActivationObserver& observer) const;
+  KvCache cache_for(int64_t windows, int64_t capacity, int layers = 1) const;
+  KvCache layer_cache(int layer) const;  // block `layer`'s part of the generation cache
+  std::vector<float> run(std::span<const int32_t> tokens, int windows, int first_layer, int last_layer, const std::vector<float>* hidden,
+                         bool logits, const ActivationObserver& observer) const;
+  void sync() const { check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+
+  LlamaModel& model_;
+  LlamaConfig config_;
+  DType half_;
+  cudaStream_t stream_ = nullptr;
+  mutable MatmulContext matmul_;
+  std::map<std::string, Weight> weights_;
+  std::vector<Layer> layers_;
+  Weight* output_ = nullptr;
+  DeviceBuffer output_norm_, inv_freq_;
+  mutable Workspace ws_;
+  KvCache generation_cache_{};
+};
+
+CudaLlama::CudaLlama(LlamaModel& model, const RuntimeOptions& options)
+    : model_(model), config_(model.config()), half_(options.activations) {
+  if (half_ != DType::bf16 && half_ != DType::f16) throw Error("GPU activations must be bf16 or f16");
+  if (devices().empty()) throw Error("no CUDA device is visible");
+  check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  for (const auto& [name, m] : model.matrices()) load_weight(weights_[name], m), weights_[name].name = name;
+  output_ = &weights_.at(model.output_tied() ? "token_embd.weight" : "output.weight");
+  output_norm_ = upload(model.output_norm(), stream_);
+  inv_freq_ = upload(std::span<const float>(rope_inv_freq(config_)), stream_);
+  for (int l = 0; l < config_.n_layer; ++l) {
+    const auto v = model.layer_vectors(l);
+    const std::string p = fmt::format("blk.{}.", l);
+    layers_.push_back({upload(v.attn_norm, stream_), upload(v.ffn_norm, stream_), upload(v.q_norm, stream_), upload(v.k_norm, stream_),
+                       upload(v.q_bias, stream_), upload(v.k_bias, stream_), upload(v.v_bias, stream_), &weights_.at(p + "attn_q.weight"),
+                       &weights_.at(p + "attn_k.weight"), &weights_.at(p + "attn_v.weight"), &weights_.at(p + "attn_output.weight"),
+                       &weights_.at(p + "ffn_gate.weight"), &weights_.at(p + "ffn_up.weight"), &weights_.at(p + "ffn_down.weight")});
+  }
+  sync();  // the uploads read the host's mapped bytes
+}
+
+void CudaLlama::load_weight(Weight& w, const QuantizedMatrix& m) {
+  w.host = m;
+  w.fused.reset();
+  if (!has_ggml_dequantize(m.type)) {
+    // A type with no GPU kernel (the i-quants): its float32 values as the CPU dequantizes them.
+    std::vector<float> values(size_t(m.rows * m.cols));
+    dequantize_rows(m.type, m.data.data(), m.rows, m.cols, values.data());
+    w.bytes = upload(std::span<const float>(values), stream_);
+    w.host.type = GgmlType::F32;
+    sync();  // `values` dies here
+    return;
+  }
+  w.bytes = upload(m.data, stream_);
+  if (m.type == GgmlType::Q4_K && m.rows % 16 == 0 && m.cols % 128 == 0)
+    w.fused = prepare_fused(Q4KWeight{w.bytes.get(), m.rows, m.cols}, stream_);
+}
+
+size_t CudaLlama::weight_bytes() const {
+  size_t total = 0;
+  for (const auto& [name, w] : weights_) total += w.bytes.bytes() + (w.fused ? w.fused->bytes() : 0);
+  return total;
+}
+
+int CudaLlama::batch_windows(int n_ctx) const {
+  // Enough windows for ~8k tokens a pass, with the logits that come back under 2 GB.
+  const int64_t by_tokens = std::max<int64_t>(1, 8192 / std::max(n_ctx, 1));
+  const int64_t by_logits = std::max<int64_t>(1, (int64_t(2) << 30) / (int64_t(n_ctx) * config_.n_vocab * 4));
+  return int(std::min(by_tokens, by_logits));
+}
+
+// The matmul path of one weight for `tokens` rows: see the header's comment.
+void CudaLlama::product(const Weight& w, const Activations& x, int64_t tokens, float* y, bool accumulate,
+                        const ActivationObserver& observer) const {
+  const QuantizedMatrix& m = w.host;
+  if (observer) {
+    std::vector<float> rows(size_t(tokens * m.cols));
+    check_cuda(cudaMemcpyAsync(rows.data(), x.f32, rows.size() * 4, cudaMemcpyDeviceToHost, stream_), "observer copy");
+    sync();
+    observer(w.name, rows.data(), tokens, m.cols);
+  }
+  if (w.fused && tokens < kDequantizeTokens) {
+    void* out = ws_.product_half.reserve(size_t(tokens * m.rows) * 2);
+    matmul_4bit_fused(*w.fused, half_, x.half, tokens, out, stream_);
+    add_16bit(half_, out, tokens * m.rows, y, accumulate, stream_);
+    return;
+  }
+  if (tokens <= kMatvecMaxTokens && has_ggml_matvec(m.type, m.cols)) {
+    matvec_ggml(m.type, w.bytes.get(), m.rows, m.cols, x.f32, tokens, y, accumulate, stream_);
+    return;
+  }
+  if (m.type == GgmlType::F32 || (m.type == GgmlType::F16 && half_ != DType::f16)) {
+    // Float weights keep their precision: a float32 tile (f16 widened exactly) and a float32 product.
+    const void* tile = w.bytes.get();
+    if (m.type == GgmlType::F16) {
+      tile = ws_.weight_tile.reserve(size_t(m.rows * m.cols) * 4);
+      dequantize_ggml(m.type, w.bytes.get(), m.rows, m.cols, DType::f32, ws_.weight_tile.buffer.get(), stream_);
+    }
+    matmul_f32(matmul_, static_cast<const float*>(tile), m.rows, m.cols, x.f32, tokens, y, accumulate, stream_);
+    return;
+  }
+  const bool native = (m.type == GgmlType::BF16 && half_ == DType::bf16) || (m.type == GgmlType::F16 && half_ == DType::f16);
+  const void* tile = w.bytes.get();
+  if (!native) {
+    void* scratch = ws_.weight_tile.reserve(size_t(m.rows * m.cols) * 2);
+    dequantize_ggml(m.type, w.bytes.get(), m.rows, m.cols, half_, scratch, stream_);
+    tile = scratch;
+  }
+  matmul_16bit_f32_out(matmul_, half_, tile, m.rows, m.cols, x.half, tokens, y, accumulate, stream_);
+}
+
+// Whole windows need one block's keys and values at a time (each block attends right after writing
+// them); generation keeps every block's, `layers` slabs one after another.
+KvCache CudaLlama::cache_for(int64_t windows, int64_t capacity, int layers) const {
+  const size_t bytes = size_t(layers) * size_t(windows * capacity * config_.n_head_kv * config_.head_dim) * 4;
+  return {static_cast<float*>(ws_.cache_k.reserve(bytes)), static_cast<float*>(ws_.cache_v.reserve(bytes)), capacity};
+}
+
+KvCache CudaLlama::layer_cache(int layer) const {
+  const int64_t slab = generation_cache_.capacity * config_.n_head_kv * config_.head_dim;
+  return {generation_cache_.k + layer * slab, generation_cache_.v + layer * slab, generation_cache_.capacity};
+}
+
+Activations CudaLlama::normed(int64_t tokens) const {
+  const size_t n = size_t(tokens * config_.n_embd);
+  return {static_cast<float*>(ws_.normed.reserve(n * 4)), ws_.normed_half.reserve(n * 2), half_};
+}
+
+// One block on ws_.hidden (tokens × n_embd), in place: the steps of LlamaModel::apply_layer.
+void CudaLlama::layer(int index, int64_t T, const Positions& positions, const KvCache& cache, const ActivationObserver& observer) const {
+  const LlamaConfig& c = config_;
+  const Layer& L = layers_.at(size_t(index));
+  const int64_t E = c.n_embd, q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
+  auto* hidden = static_cast<float*>(ws_.hidden.buffer.get());
+  auto* q = static_cast<float*>(ws_.q.reserve(size_t(T * q_dim) * 4));
+  auto* k = static_cast<float*>(ws_.k.reserve(size_t(T * kv_dim) * 4));
+  auto* v = static_cast<float*>(ws_.v.reserve(size_t(T * kv_dim) * 4));
+  const Activations att{static_cast<float*>(ws_.att.reserve(size_t(T * q_dim) * 4)), ws_.att_half.reserve(size_t(T * q_dim) * 2), half_};
+  auto* gate = static_cast<float*>(ws_.gate.reserve(size_t(T * c.n_ff) * 4));
+  auto* up = static_cast<float*>(ws_.up.reserve(size_t(T * c.n_ff) * 4));
+  const Activations act{static_cast<float*>(ws_.act.reserve(size_t(T * c.n_ff) * 4)), ws_.act_half.reserve(size_t(T * c.n_ff) * 2), half_};
+  const Activations x = normed(T);
+
+  rms_norm(hidden, L.attn_norm.get<float>(), T, E, c.rms_eps, x, stream_);
+  product(*L.q, x, T, q, false, observer);
+  product(*L.k, x, T, k, false, observer);
+  product(*L.v, x, T, v, false, observer);
+  const float* inv_freq = inv_freq_.get<float>();
+  prepare_heads(q, T, c.n_head, c.head_dim, {L.q_bias.get<float>(), L.q_norm.get<float>(), inv_freq, c.rope_neox, c.rms_eps}, positions,
+                nullptr, 0, stream_);
+  prepare_heads(k, T, c.n_head_kv, c.head_dim, {L.k_bias.get<float>(), L.k_norm.get<float>(), inv_freq, c.rope_neox, c.rms_eps},
+                positions, cache.k, cache.capacity, stream_);
+  prepare_heads(v, T, c.n_head_kv, c.head_dim, {L.v_bias.get<float>(), nullptr, nullptr, false, c.rms_eps}, positions, cache.v,
+                cache.capacity, stream_);
+  attention(q, cache, T, c.n_head, c.n_head_kv, c.head_dim, positions, att, stream_);
+  product(*L.o, att, T, hidden, true, observer);  // the residual added by the product itself
+
+  rms_norm(hidden, L.ffn_norm.get<float>(), T, E, c.rms_eps, x, stream_);
+  product(*L.gate, x, T, gate, false, observer);
+  product(*L.up, x, T, up, false, observer);
+  swiglu(gate, up, T * c.n_ff, act, stream_);
+  product(*L.down, act, T, hidden, true, observer);
+}
+
+void CudaLlama::head(int64_t T, const ActivationObserver& observer) const {
+  const Activations x = normed(T);
+  rms_norm(static_cast<float*>(ws_.hidden.buffer.get()), output_norm_.get<float>(), T, config_.n_embd, config_.rms_eps, x, stream_);
+  auto* logits = static_cast<float*>(ws_.logits.reserve(size_t(T * config_.n_vocab) * 4));
+  // The observer sees the output layer under its own name, tied or not, as on the CPU.
+  const ActivationObserver renamed = observer ? ActivationObserver([&](const std::string&, const float* rows, int64_t n, int64_t cols) {
+    observer("output.weight", rows, n, cols);
+  })
+                                              : nullptr;
+  product(*output_, x, T, logits, false, renamed);
+}
+
+// Layers [first_layer, last_layer) over `windows` windows of the given tokens (or of `hidden`, the
+// state entering first_layer), then the output head when `logits`; returns the logits or the state.
+std::vector<float> CudaLlama::run(std::span<const int32_t> tokens, int windows, int first_layer, int last_layer,
+                                  const std::vector<float>* hidden, bool logits, const ActivationObserver& observer) const {
+  const int64_t E = config_.n_embd;
+  const std::vector<float> embedded = hidden ? std::vector<float>() : model_.embed(tokens);
+  const std::vector<float>& state = hidden ? *hidden : embedded;
+  const int64_t T = int64_t(state.size()) / E;
+  if (windows < 1 || T % windows != 0) throw Error(fmt::format("{} tokens do not split into {} equal windows", T, windows));
+  auto* device_hidden = static_cast<float*>(ws_.hidden.reserve(state.size() * 4));
+  check_cuda(cudaMemcpyAsync(device_hidden, state.data(), state.size() * 4, cudaMemcpyHostToDevice, stream_), "upload hidden");
+  const Positions positions{T / windows, 0};
+  const KvCache cache = cache_for(windows, T / windows);
+  for (int l = first_layer; l < last_layer; ++l) layer(l, T, positions, cache, observer);
+  std::vector<float> out;
+  if (logits) {
+    head(T, observer);
+    out.resize(size_t(T * config_.n_vocab));
+    check_cuda(cudaMemcpyAsync(out.data(), ws_.logits.buffer.get(), out.size() * 4, cudaMemcpyDeviceToHost, stream_), "download logits");
+  } else {
+    out.resize(state.size());
+    check_cuda(cudaMemcpyAsync(out.data(), device_hidden, out.size() * 4, cudaMemcpyDeviceToHost, stream_), "download hidden");
+  }
+  sync();
+  return out;
+}
+
+std::vector<float> CudaLlama::forward(std::span<const int32_t> tokens, int windows, const ActivationObserver& observer) const {
+  return run(tokens, windows, 0, config_.n_layer, nullptr, true, observer);
+}
+
+void CudaLlama::apply_layer(int layer_index, std::vector<float>& hidden, int windows, const ActivationObserver& observer) const {
+  if (layer_index < 0 || layer_index >= config_.n_layer) throw Error(fmt::format("no block {}", layer_index));
+  hidden = run({}, windows, layer_index, layer_index + 1, &hidden, false, observer);
+}
+
+std::vector<float> CudaLlama::output_logits(const std::vector<float>& hidden, const ActivationObserver& observer) const {
+  return run({}, 1, config_.n_layer, config_.n_layer, &hidden, true, observer);
+}
+
+QuantizedMatrix CudaLlama::swap_weight(const std::string& name, const QuantizedMatrix& weight) {
+  const QuantizedMatrix previous = model_.swap_weight(name, weight);  // checks the name and shape; embed() follows it
+  try {
+    load_weight(weights_.at(name), weight);
+    sync();
+  } catch (...) {
+    model_.swap_weight(name, previous);
+    throw;
+  }
+  return previous;
+}
+
+int32_t argmax_last_row(const std::vector<float>& logits, int n_vocab) {
+  const float* last = logits.data() + logits.size() - size_t(n_vocab);
+  return int32_t(std::max_element(last, last + n_vocab) - last);
+}
+
+int32_t CudaLlama::prefill(std::span<const int32_t> prompt, int64_t capacity) {
+  const int64_t T = int64_t(prompt.size());
+  const auto embedded = model_.embed(prompt);
+  auto* device_hidden = static_cast<float*>(ws_.hidden.reserve(embedded.size() * 4));
+  check_cuda(cudaMemcpyAsync(device_hidden, embedded.data(), embedded.size() * 4, cudaMemcpyHostToDevice, stream_), "upload");
+  // The workspace's cache, every block's, sized for the whole generation.
+  generation_cache_ = cache_for(1, capacity, config_.n_layer);
+  for (int l = 0; l < config_.n_layer; ++l) layer(l, T, {T, 0}, layer_cache(l), nullptr);
+  head(T, nullptr);
+  std::vector<float> last(size_t(config_.n_vocab));
+  check_cuda(cudaMemcpyAsync(last.data(), static_cast<float*>(ws_.logits.buffer.get()) + (T - 1) * config_.n_vocab, last.size() * 4,
+                             cudaMemcpyDeviceToHost, stream_),
+             "download logits");
+  sync();
+  return argmax_last_row(last, config_.n_vocab);
+}
+
+int32_t CudaLlama::decode(int32_t token, int64_t position) {
+  const auto embedded = model_.embed(std::span(&token, 1));
+  check_cuda(cudaMemcpyAsync(ws_.hidden.buffer.get(), embedded.data(), embedded.size() * 4, cudaMemcpyHostToDevice, stream_), "upload");
+  for (int l = 0; l < config_.n_layer; ++l) layer(l, 1, {1, position}, layer_cache(l), nullptr);
+  head(1, nullptr);
+  std::vector<float> logits(size_t(config_.n_vocab));
+  check_cuda(cudaMemcpyAsync(logits.data(), ws_.logits.buffer.get(), logits.size() * 4, cudaMemcpyDeviceToHost, stream_), "download");
+  sync();
+  return argmax_last_row(logits, config_.n_vocab);
+}
+
+}  // namespace
+
+std::unique_ptr<LlamaRuntime> make_llama_runtime(LlamaModel& model, const RuntimeOptions& options) {
+  return std::make_unique<CudaLlama>(model, options);
+}
+
+std::vector<int32_t> generate(LlamaModel& model, const std::vector<int32_t>& prompt, int count, const RuntimeOptions& options) {
+  if (prompt.empty() || count < 1) throw Error("generate: an empty prompt or nothing to generate");
+  CudaLlama runtime(model, options);
+  std::vector<int32_t> out{runtime.prefill(prompt, int64_t(prompt.size()) + count)};
+  for (int i = 1; i < count; ++i) out.push_back(runtime.decode(out.back(), int64_t(prompt.size()) + i - 1));
+  return out;
+}
+
+GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, const RuntimeOptions& options) {
+  if (prompt < 1 || generate < 1) throw Error("bench: --prompt and --gen must be at least 1");
+  const auto gpus = devices();
+  if (gpus.empty()) throw Error("no CUDA device is visible");
+  check_cuda(cudaFree(nullptr), "CUDA context");
+  const size_t before = used_device_memory();
+  CudaLlama runtime(model, options);
+  // A deterministic prompt of valid token ids.
+  std::vector<int32_t> tokens(static_cast<size_t>(prompt));
+  for (int i = 0; i < prompt; ++i) tokens[size_t(i)] = int32_t((i * 7919 + 13) % model.config().n_vocab);
+  runtime.prefill(tokens, prompt + generate);  // warm-up: kernels loaded, scratch sized
+  runtime.decode(tokens[0], prompt);
+  size_t peak = used_device_memory();
+  auto seconds_since = [](auto start) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  auto start = std::chrono::steady_clock::now();
+  int32_t next = runtime.prefill(tokens, prompt + generate);
+  const double prefill_s = seconds_since(start);
+  start = std::chrono::steady_clock::now();
+  for (int i = 0; i < generate; ++i) next = runtime.decode(next, prompt + i);
+  const double decode_s = seconds_since(start);
+  peak = std::max(peak, used_device_memory());
+  return {gpus[0].name, prompt, generate, prompt / prefill_s, generate / decode_s, runtime.weight_bytes(), peak - before};
+}
+
+}  // namespace lowbit::cuda

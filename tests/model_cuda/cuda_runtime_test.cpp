@@ -1,0 +1,225 @@
+// The CUDA backend of the model runtime against the CPU's, on the same loaded model and text: the
+// KL-divergence of the GPU's next-token distributions from the CPU's, perplexity, importance matrices,
+// a probed plan, and greedy decoding through the key/value cache. Skipped without a GPU; run on the
+// device machine by scripts/device-check.sh (the numbers are printed for the record).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+
+#include "lowbit/model/imatrix_collector.h"
+#include "lowbit/model/kld_probe.h"
+#include "lowbit/model/perplexity.h"
+#include "lowbit/model/tokenizer.h"
+#include "lowbit/pipeline/model_source.h"
+#include "lowbit/pipeline/plan.h"
+#include "lowbit/pipeline/quantize_gguf.h"
+#include "support/paths.h"
+#ifdef LOWBIT_HAVE_CUDA
+#include "lowbit/kernels/cuda/device.h"
+#include "lowbit/model/cuda_runtime.h"
+#endif
+
+namespace lowbit {
+namespace {
+
+#ifdef LOWBIT_HAVE_CUDA
+#define SKIP_WITHOUT_GPU()                                  \
+  do {                                                      \
+    if (cuda::devices().empty()) GTEST_SKIP() << "no CUDA device"; \
+  } while (false)
+#else
+#define SKIP_WITHOUT_GPU() GTEST_SKIP() << "built without CUDA"
+#endif
+
+std::filesystem::path bytes_model() { return test::shared_data_dir() / "lowbit-bytes-12M-bf16.gguf"; }
+
+std::vector<int32_t> text_tokens(const LlamaModel& model, const std::string& file, size_t bytes) {
+  std::ifstream in(test::shared_data_dir() / file, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  if (text.size() > bytes) text.resize(bytes);
+  return Tokenizer::from_gguf_metadata(model.file().metadata()).encode(text, true);
+}
+
+std::optional<int32_t> bos_of(const LlamaModel& model) {
+  const auto tokenizer = Tokenizer::from_gguf_metadata(model.file().metadata());
+  return tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt;
+}
+
+#ifdef LOWBIT_HAVE_CUDA
+struct Agreement {
+  double mean_kld = 0, max_kld = 0, cpu_ppl = 0, gpu_ppl = 0;
+  int64_t positions = 0;
+};
+
+// Mean KL(CPU ‖ GPU) over the positions perplexity scores, and both perplexities, on `windows` windows.
+Agreement agreement(LlamaModel& model, const std::vector<int32_t>& tokens, int n_ctx, int windows) {
+  auto gpu = cuda::make_llama_runtime(model);
+  const int n_vocab = model.config().n_vocab, first = n_ctx / 2;
+  std::vector<int32_t> batch(tokens.begin(), tokens.begin() + int64_t(windows) * n_ctx);
+  const auto bos = bos_of(model);
+  if (bos)
+    for (int w = 0; w < windows; ++w) batch[size_t(w) * size_t(n_ctx)] = *bos;
+  const auto cpu_logits = model.forward(batch, windows);
+  const auto gpu_logits = gpu->forward(batch, windows);
+  EXPECT_EQ(cpu_logits.size(), gpu_logits.size());
+  Agreement a;
+  std::vector<float> p(static_cast<size_t>(n_vocab)), q(static_cast<size_t>(n_vocab));
+  for (int w = 0; w < windows; ++w)
+    for (int j = first; j < n_ctx - 1; ++j) {
+      const size_t row = (size_t(w) * size_t(n_ctx) + size_t(j)) * size_t(n_vocab);
+      log_softmax(cpu_logits.data() + row, n_vocab, p.data());
+      log_softmax(gpu_logits.data() + row, n_vocab, q.data());
+      double kld = 0;
+      for (int i = 0; i < n_vocab; ++i) kld += std::exp(double(p[size_t(i)])) * (double(p[size_t(i)]) - double(q[size_t(i)]));
+      a.mean_kld += kld;
+      a.max_kld = std::max(a.max_kld, kld);
+      ++a.positions;
+    }
+  a.mean_kld /= double(a.positions);
+  a.cpu_ppl = evaluate(model, batch, n_ctx, bos).ppl;
+  a.gpu_ppl = evaluate(*gpu, batch, n_ctx, bos).ppl;
+  std::printf("agreement: %lld positions, mean KLD(cpu||gpu) %.3g, max %.3g, ppl cpu %.5f gpu %.5f (%+.4f%%)\n", (long long)a.positions,
+              a.mean_kld, a.max_kld, a.cpu_ppl, a.gpu_ppl, 100 * (a.gpu_ppl / a.cpu_ppl - 1));
+  return a;
+}
+
+void expect_agreement(const Agreement& a) {
+  EXPECT_LE(a.mean_kld, 1e-4);
+  EXPECT_NEAR(a.gpu_ppl / a.cpu_ppl, 1.0, 0.002);
+}
+#endif
+
+TEST(CudaRuntime, Stories260KAgreesWithTheCpu) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  auto model = LlamaModel::load(test::shared_data_dir() / "stories260K.gguf");  // f32 weights, head_dim 8
+  expect_agreement(agreement(*model, text_tokens(*model, "tinystories_valid_first1000.txt", 20000), 128, 4));
+#endif
+}
+
+TEST(CudaRuntime, Bytes12MAgreesWithTheCpuInBf16AndQuantized) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  auto model = LlamaModel::load(bytes_model());
+  const auto tokens = text_tokens(*model, "wikitext2_test_hf_nonempty_crlf.raw", 40000);
+  expect_agreement(agreement(*model, tokens, 512, 8));
+  // The same model in three stored formats: the fused 4-bit kernel's q4_K, a k-quant and a 32-block type.
+  for (const GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_0}) {
+    test::TempDir dir;
+    GgufQuantizeOptions options;
+    options.selection.default_type = type;
+    quantize_to_gguf(*ModelSource::open(bytes_model()), dir / "m.gguf", options);
+    auto quantized = LlamaModel::load(dir / "m.gguf");
+    std::printf("%s: ", std::string(ggml_type_name(type)).c_str());
+    expect_agreement(agreement(*quantized, tokens, 512, 8));
+  }
+#endif
+}
+
+TEST(CudaRuntime, DefaultModelAgreesWithTheCpu) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  // SmolLM2-135M (scripts/test.sh sets LOWBIT_DEFAULT_MODEL; on the device machine a smaller re-quantized
+  // form of it travels, LOWBIT_GPU_TEST_MODEL).
+  const char* path = std::getenv("LOWBIT_GPU_TEST_MODEL");
+  if (!path) path = std::getenv("LOWBIT_DEFAULT_MODEL");
+  if (!path) GTEST_SKIP() << "set LOWBIT_DEFAULT_MODEL or LOWBIT_GPU_TEST_MODEL";
+  auto model = LlamaModel::load(path);
+  expect_agreement(agreement(*model, text_tokens(*model, "wikitext2_test_hf_nonempty_crlf.raw", 40000), 512, 4));
+#endif
+}
+
+TEST(CudaRuntime, ImportanceMatricesAgreeWithTheCpu) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  auto model = LlamaModel::load(bytes_model());
+  auto gpu = cuda::make_llama_runtime(*model);
+  const auto tokens = text_tokens(*model, "wikitext2_test_hf_nonempty_crlf.raw", 20000);
+  const auto cpu_run = collect_imatrix(*model, tokens, 512, bos_of(*model));
+  const auto gpu_run = collect_imatrix(*gpu, tokens, 512, bos_of(*model));
+  ASSERT_EQ(cpu_run.entries.size(), gpu_run.entries.size());
+  ASSERT_EQ(cpu_run.entries.size(), size_t(7 * model->config().n_layer));
+  // Each entry (one weight's column sums) within 1e-3 of the CPU's, relative to its size; single columns
+  // differ more (the 16-bit matmul inputs move every activation by ~0.1%), reported beside.
+  double worst_entry = 0, worst_column = 0;
+  for (size_t e = 0; e < cpu_run.entries.size(); ++e) {
+    const auto &a = cpu_run.entries[e], &b = gpu_run.entries[e];
+    ASSERT_EQ(a.name, b.name);
+    EXPECT_EQ(a.count, b.count) << a.name;
+    ASSERT_EQ(a.sums.size(), b.sums.size()) << a.name;
+    double difference = 0, size = 0;
+    for (size_t c = 0; c < a.sums.size(); ++c) {
+      const double d = double(a.sums[c]) - double(b.sums[c]);
+      difference += d * d;
+      size += double(a.sums[c]) * double(a.sums[c]);
+      worst_column = std::max(worst_column, std::abs(d) / std::max(double(std::abs(a.sums[c])), 1e-30));
+    }
+    const double relative = std::sqrt(difference / size);
+    worst_entry = std::max(worst_entry, relative);
+    EXPECT_LE(relative, 1e-3) << a.name;
+  }
+  std::printf("imatrix: %zu entries, largest relative difference of an entry %.3g, of a single column %.3g\n", cpu_run.entries.size(),
+              worst_entry, worst_column);
+#endif
+}
+
+TEST(CudaRuntime, ProbedPlanChoosesTheCpuPlansFormats) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  auto model = LlamaModel::load(bytes_model());
+  const auto tokens = text_tokens(*model, "wikitext2_test_hf_nonempty_crlf.raw", 20000);
+  auto plan_with = [&](LlamaRuntime& runtime) {
+    KldProbe probe(runtime, tokens, 512, bos_of(*model), 2);
+    PlanOptions options{.target_bpw = 4.5, .probe = &probe};
+    return make_plan(*ModelSource::open(bytes_model()), options);
+  };
+  const Plan cpu_plan = plan_with(*model);
+  auto agreeing = [&](const Plan& gpu_plan) {
+    EXPECT_EQ(cpu_plan.tensors.size(), gpu_plan.tensors.size());
+    int same = 0, quantized = 0;
+    for (size_t i = 0; i < cpu_plan.tensors.size(); ++i) {
+      if (!cpu_plan.tensors[i].quantized) continue;
+      ++quantized;
+      same += format_name(cpu_plan.tensors[i].format) == format_name(gpu_plan.tensors[i].format);
+    }
+    return std::pair{same, quantized};
+  };
+  // The probe's losses are small KL-divergences, and candidates of nearly equal loss swap places under
+  // the 16-bit rounding of the matmul inputs: f16's three more bits of mantissa are what the planner's
+  // GPU probe uses (cuda::kProbeActivations).
+  for (const DType activations : {DType::bf16, cuda::kProbeActivations}) {
+    auto gpu = cuda::make_llama_runtime(*model, {.activations = activations});
+    const auto [same, quantized] = agreeing(plan_with(*gpu));
+    std::printf("probed plan, %s activations: %d of %d tensors in the CPU plan's format (%.1f%%)\n", dtype_name(activations).data(), same,
+                quantized, 100.0 * same / quantized);
+    if (activations == cuda::kProbeActivations) {
+      EXPECT_GE(double(same), 0.95 * quantized);
+    }
+  }
+#endif
+}
+
+TEST(CudaRuntime, GreedyDecodingThroughTheCacheFollowsTheFullForwardPass) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  auto model = LlamaModel::load(test::shared_data_dir() / "stories260K.gguf");
+  // The published sample of stories260K: greedy decoding from BOS.
+  const auto tokenizer = Tokenizer::from_gguf_metadata(model->file().metadata());
+  const int32_t bos = tokenizer.bos_id().value();
+  const auto generated = cuda::generate(*model, {bos}, 40);
+  std::vector<int32_t> expected{bos};
+  for (int i = 0; i < 40; ++i) {
+    const auto logits = model->forward(expected);
+    const float* last = logits.data() + logits.size() - size_t(model->config().n_vocab);
+    expected.push_back(int32_t(std::max_element(last, last + model->config().n_vocab) - last));
+  }
+  EXPECT_EQ(generated, std::vector<int32_t>(expected.begin() + 1, expected.end()));
+  EXPECT_NE(tokenizer.decode(generated).find("Once upon a time, there was a little girl"), std::string::npos) << tokenizer.decode(generated);
+#endif
+}
+
+}  // namespace
+}  // namespace lowbit
