@@ -108,7 +108,7 @@ TEST(Cli, QuantizeErrorsAreClear) {
   expect_error("quantize " + model + " -o " + out + " --format q9_9", "unknown ggml type 'q9_9'");
   expect_error("quantize " + model + " -o " + out + " --mix Q7_K_XL", "unknown mix");
   expect_error("quantize " + model + " -o " + out + " --format q4_K --mix Q4_K_M", "exactly one");
-  expect_error("quantize " + model + " -o " + out + " --format iq2_xxs", "cannot write iq2_xxs");
+  expect_error("quantize " + model + " -o " + out + " --format iq2_xxs", "iq2_xxs needs importance weights");
   expect_error("quantize " + model + " -o " + (dir / "x.bin").string() + " --format q4_0", "must end in .gguf");
   expect_error("quantize /nonexistent/model.gguf -o " + out + " --format q4_0", "/nonexistent/model.gguf");
   expect_error("dequantize " + model + " -o " + out + " --dtype i8", "not f32, f16 or bf16");
