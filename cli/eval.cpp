@@ -29,8 +29,8 @@ struct Tokens {
   std::optional<int32_t> bos;
 };
 
-Tokens tokenize(const EvalModel& m, const std::string& text_path, int ctx, int chunks) {
-  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(m.metadata());
+Tokens tokenize(const EvalModel& m, const std::string& model_path, const std::string& text_path, int ctx, int chunks) {
+  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(m.metadata(), model_path);
   Tokens t;
   if (tokenizer.adds_bos()) t.bos = tokenizer.bos_id();
   t.ids = tokenizer.encode(read_text(text_path), /*add_special=*/true, /*parse_special=*/false);
@@ -83,7 +83,7 @@ void add_eval_command(CLI::App& app) {
     if (!o->base_lora.empty() && o->base.empty()) throw Error("--base-lora applies to --base");
     const Device device = resolve_device(o->device);
     const EvalModel model(o->model, open_adapters(o->lora, o->lora_scale), device);
-    const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
+    const Tokens tokens = tokenize(model, o->model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tokens");
     std::optional<BaseLogits> base_logits;
@@ -139,7 +139,7 @@ void add_imatrix_command(CLI::App& app) {
   cmd->callback([o] {
     check_outputs({o->output}, {o->model, o->text}, o->force);
     const EvalModel model(o->model, resolve_device(o->device));
-    const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
+    const Tokens tokens = tokenize(model, o->model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("windows");
     const auto run = collect_imatrix(model.runtime(), tokens.ids, o->ctx, tokens.bos, progress);

@@ -34,7 +34,7 @@ std::vector<int32_t> read_tokens(const Tokenizer& tokenizer, const std::string& 
 ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text_path, const std::filesystem::path& scratch,
                                    Device device) {
   const EvalModel model(model_path, device);
-  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata());
+  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata(), model_path);
   auto tokens = read_tokens(tokenizer, text_path);
   if (tokens.size() > 16 * 512) tokens.resize(16 * 512);
   const auto run = collect_imatrix(model.runtime(), tokens, 512, tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt);
@@ -83,7 +83,7 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   if (!request.probe_text.empty()) {
     // The probe's small differences between candidates want f16's finer rounding (cuda_runtime.h).
     probe_model.emplace(request.model, resolve_device(request.device), DType::f16);
-    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata());
+    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata(), request.model);
     probe.emplace(probe_model->runtime(), read_tokens(tokenizer, request.probe_text), kProbeContext,
                   tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, request.probe_chunks);
     options.probe = &*probe;

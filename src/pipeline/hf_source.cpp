@@ -5,9 +5,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
+#include "lowbit/io/json_file.h"
 
 namespace lowbit {
 namespace {
@@ -28,43 +31,59 @@ GgmlType ggml_type_of(DType dtype, const std::string& file, const std::string& t
   }
 }
 
-int64_t require_int(const json& config, const char* key, const std::string& file) {
-  if (!config.contains(key) || !config[key].is_number_integer())
-    throw Error(fmt::format("config.json has no integer '{}'", key), {.file = file});
-  return config[key].get<int64_t>();
+// Bounds on config.json's sizes: far above any real model, low enough that nothing derived from them
+// overflows, and each count lowbit loops over or allocates by is checked before it is used.
+constexpr int64_t kMaxWidth = int64_t(1) << 20, kMaxLayers = 10'000, kMaxVocab = int64_t(1) << 24;
+
+// rope_theta, rms_norm_eps: GGUF stores them as f32, and 0 or less gives NaN logits.
+float positive_float(const JsonField& config, std::string_view key, double fallback) {
+  const float v = float(config.number_or(key, fallback));
+  if (!(v > 0) || !std::isfinite(v)) throw config[key].error(fmt::format("{} is not a positive f32", v), "a number > 0 that f32 holds");
+  return v;
 }
 
 }  // namespace
 
 HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir) {
   const std::string file = (dir / "config.json").string();
-  const json& config = checkpoint_.config();
-  if (config.empty()) throw Error("no config.json: not a Hugging Face model directory", {.file = file});
-  const std::string hf_class = config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty()
-                                   ? config["architectures"][0].get<std::string>() : "";
+  if (checkpoint_.config().empty()) throw Error("no config.json: not a Hugging Face model directory", {.file = file});
+  const JsonField config(checkpoint_.config(), file);
+  const auto architectures = config.find("architectures");
+  const std::string hf_class = architectures && !architectures->elements().empty() ? architectures->elements()[0].string() : "";
   const auto* arch = std::ranges::find_if(kArchitectures, [&](const Architecture& a) { return a.hf_class == hf_class; });
   if (arch == std::end(kArchitectures))
     throw Error(fmt::format("architecture '{}' is not supported for GGUF output or evaluation", hf_class),
                 {.file = file, .expected = "Llama, Mistral, Qwen2 or Qwen3 (dense); any checkpoint can be planned with --target bnb"});
   const std::string a(arch->gguf_arch);
 
-  const int64_t n_embd = require_int(config, "hidden_size", file);
-  const int64_t n_head = require_int(config, "num_attention_heads", file);
-  const int64_t n_head_kv = config.contains("num_key_value_heads") ? require_int(config, "num_key_value_heads", file) : n_head;
-  const int64_t head_dim = config.contains("head_dim") && config["head_dim"].is_number_integer() ? config["head_dim"].get<int64_t>() : n_embd / n_head;
-  const int64_t vocab = require_int(config, "vocab_size", file);
+  // Head counts must split the width (and the KV heads the heads) or the attention reshapes are wrong.
+  const int64_t n_embd = config["hidden_size"].integer(1, kMaxWidth);
+  const int64_t n_head = config["num_attention_heads"].integer(1, n_embd);
+  const int64_t n_head_kv = config.integer_or("num_key_value_heads", n_head, 1, n_head);
+  if (n_head % n_head_kv != 0)
+    throw config["num_key_value_heads"].error(fmt::format("{} does not divide num_attention_heads {}", n_head_kv, n_head), "a divisor of the head count");
+  if (!config.has("head_dim") && n_embd % n_head != 0)
+    throw config["num_attention_heads"].error(fmt::format("{} does not divide hidden_size {}", n_head, n_embd), "a divisor of the width");
+  const int64_t head_dim = config.integer_or("head_dim", n_embd / n_head, 2, kMaxWidth);
+  const int64_t vocab = config["vocab_size"].integer(1, kMaxVocab);
+  // The token list is padded to vocab_size: it must be the embedding's row count, which the file's size bounds.
+  const auto* embd = checkpoint_.find("model.embed_tokens.weight");
+  if (!embd) throw Error("no model.embed_tokens.weight", {.file = label()});
+  if (embd->info->shape.empty() || embd->info->shape[0] != vocab)
+    throw config["vocab_size"].error(fmt::format("{}, but model.embed_tokens.weight has shape {}", vocab, shape_to_string(embd->info->shape)),
+                                     "the embedding's row count");
 
   metadata_.push_back(kv("general.architecture", a));
   metadata_.push_back(kv("general.type", std::string("model")));
   metadata_.push_back(kv("general.name", dir.filename().string()));
-  metadata_.push_back(kv(a + ".block_count", uint32_t(require_int(config, "num_hidden_layers", file))));
-  metadata_.push_back(kv(a + ".context_length", uint32_t(require_int(config, "max_position_embeddings", file))));
+  metadata_.push_back(kv(a + ".block_count", uint32_t(config["num_hidden_layers"].integer(1, kMaxLayers))));
+  metadata_.push_back(kv(a + ".context_length", uint32_t(config["max_position_embeddings"].integer(1, INT32_MAX))));
   metadata_.push_back(kv(a + ".embedding_length", uint32_t(n_embd)));
-  metadata_.push_back(kv(a + ".feed_forward_length", uint32_t(require_int(config, "intermediate_size", file))));
+  metadata_.push_back(kv(a + ".feed_forward_length", uint32_t(config["intermediate_size"].integer(1, kMaxWidth))));
   metadata_.push_back(kv(a + ".attention.head_count", uint32_t(n_head)));
   metadata_.push_back(kv(a + ".attention.head_count_kv", uint32_t(n_head_kv)));
-  if (config.contains("rope_theta")) metadata_.push_back(kv(a + ".rope.freq_base", config["rope_theta"].get<float>()));
-  metadata_.push_back(kv(a + ".attention.layer_norm_rms_epsilon", config.value("rms_norm_eps", 1e-6f)));
+  if (config.has("rope_theta")) metadata_.push_back(kv(a + ".rope.freq_base", positive_float(config, "rope_theta", 10000.0)));
+  metadata_.push_back(kv(a + ".attention.layer_norm_rms_epsilon", positive_float(config, "rms_norm_eps", 1e-6)));
   if (a == "qwen3") {
     metadata_.push_back(kv(a + ".attention.key_length", uint32_t(head_dim)));
     metadata_.push_back(kv(a + ".attention.value_length", uint32_t(head_dim)));
