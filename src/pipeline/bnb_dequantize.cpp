@@ -155,7 +155,7 @@ bool is_bnb_checkpoint(const std::filesystem::path& path) {
 }
 
 JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesystem::path& output, std::optional<DType> dtype,
-                         Progress& progress, const NonfinitePolicy& nonfinite) {
+                         Progress& progress, const NonfinitePolicy& nonfinite, bool overwrite) {
   const auto start = std::chrono::steady_clock::now();
   if (dtype && !dtype_is_float(*dtype)) throw Error(fmt::format("--dtype {} is not a float type", dtype_name(*dtype)));
   const Checkpoint ckpt(input);
@@ -227,7 +227,7 @@ JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesyst
 
   nlohmann::ordered_json config = nlohmann::ordered_json::parse(ckpt.config().dump());
   config.erase("quantization_config");
-  report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}}, config, 5'000'000'000, report.bytes_out);
+  report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}}, config, 5'000'000'000, report.bytes_out, overwrite);
   progress.end();
   report.nonfinite = guard.count();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

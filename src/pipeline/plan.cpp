@@ -132,6 +132,10 @@ void allocate_plan(Plan& plan) {
   const double budget = plan.target_bpw * double(plan.params) - fixed_bits;
   double smallest = 0;
   for (const auto& item : items) smallest += std::ranges::min(item, {}, &Option::bits).bits;
+  if (!std::isfinite(plan.target_bpw) || plan.target_bpw <= 0)
+    throw Error(fmt::format("target of {} bits per weight", plan.target_bpw), {.file = plan.model, .expected = "a finite positive number"});
+  // A target above what the allowed formats reach is not refused: the plan then shows where the rules
+  // bind (every tensor at its largest allowed candidate) and says it lands under the target.
   if (smallest > budget)
     throw Error(fmt::format("{:.3f} bits per weight is below what the allowed formats can reach ({:.3f})", plan.target_bpw,
                             (smallest + fixed_bits) / double(plan.params)),
