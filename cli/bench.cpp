@@ -20,12 +20,8 @@
 #include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/formats/bnb_int8.h"
 #include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/pipeline/cuda_backend.h"
 #include "lowbit/pipeline/eval_model.h"
-#ifdef LOWBIT_HAVE_CUDA
-#include "lowbit/kernels/cuda/benchmark.h"
-#include "lowbit/kernels/cuda/device.h"
-#include "lowbit/model/cuda_runtime.h"
-#endif
 
 namespace lowbit::cli {
 namespace {
@@ -44,6 +40,10 @@ double median_seconds(int repeats, F&& run) {
   return times[times.size() / 2];
 }
 
+// A weight of at most 2^28 values (1 GiB as f32, with its copies about 3 GiB), sides at most 2^20.
+constexpr int64_t kMaxSide = int64_t(1) << 20;
+constexpr int64_t kMaxElements = int64_t(1) << 28;
+
 struct Row {
   std::string format;
   double quantize_gbs, dequantize_gbs;
@@ -51,9 +51,9 @@ struct Row {
 
 // The GPU benchmarks: a markdown table as rows arrive, or (json) one document at the end.
 void bench_cuda(bool quick, bool json) {
-#ifdef LOWBIT_HAVE_CUDA
-  if (cuda::devices().empty()) throw Error("lowbit bench --device cuda: no CUDA device is visible");
-  const std::string device = cuda::bench_device_description();
+  const cuda::Backend& gpu = cuda::backend();
+  if (gpu.devices().empty()) throw Error("lowbit bench --device cuda: no CUDA device is visible");
+  const std::string device = gpu.bench_device_description();
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
   if (!json) {
     fmt::print("device: {}\nGB/s: bytes the kernel must move per second; ratio: GB/s over the copy kernel's (codecs) "
@@ -62,7 +62,7 @@ void bench_cuda(bool quick, bool json) {
     fmt::print("| {:<26} | {:<11} | {:>6} | {:>8} | {:>7} | {:<11} | {:>8} | {:>5} |\n|---|---|--:|--:|--:|---|--:|--:|\n",
                "kernel", "weight", "tokens", "us", "GB/s", "reference", "ref us", "ratio");
   }
-  cuda::run_benchmarks({.quick = quick}, [&](const cuda::BenchRow& r) {
+  gpu.run_benchmarks({.quick = quick}, [&](const cuda::BenchRow& r) {
     if (json) {
       rows.push_back({{"kernel", r.kernel}, {"shape", r.shape}, {"tokens", r.tokens}, {"us", r.us}, {"gbps", r.gbps},
                       {"reference", r.reference}, {"reference_us", r.reference_us},
@@ -74,17 +74,13 @@ void bench_cuda(bool quick, bool json) {
     std::fflush(stdout);
   });
   if (json) fmt::print("{}\n", nlohmann::ordered_json{{"device", device}, {"rows", rows}}.dump(2));
-#else
-  (void)quick, (void)json;
-  throw Error("lowbit bench --device cuda: this lowbit was built without CUDA (configure with -DLOWBIT_CUDA=ON)");
-#endif
 }
 
 // A model's prefill and decoding speed on the GPU, and the device memory it took.
 void bench_model(const std::string& path, int prompt, int generate, bool json) {
-#ifdef LOWBIT_HAVE_CUDA
+  const cuda::RuntimeBackend& gpu = cuda::runtime_backend();  // before loading: says at once why not
   EvalModel model(path);
-  const auto t = cuda::time_generation(model.model(), prompt, generate);
+  const auto t = gpu.time_generation(model.model(), prompt, generate, {});
   if (json) {
     fmt::print("{}\n", nlohmann::ordered_json{{"model", path}, {"device", t.device}, {"prompt", t.prompt}, {"gen", t.generate},
                                               {"prefill_tokens_per_s", t.prefill_tokens_per_s}, {"decode_tokens_per_s", t.decode_tokens_per_s},
@@ -96,10 +92,6 @@ void bench_model(const std::string& path, int prompt, int generate, bool json) {
              "weights on the GPU {:.1f} MiB; peak GPU memory {:.1f} MiB\n",
              path, t.device, t.prompt, t.prefill_tokens_per_s, t.generate, t.decode_tokens_per_s, double(t.weight_bytes) / (1 << 20),
              double(t.peak_memory_bytes) / (1 << 20));
-#else
-  (void)path, (void)prompt, (void)generate, (void)json;
-  throw Error("lowbit bench --model: this lowbit was built without CUDA (configure with -DLOWBIT_CUDA=ON)");
-#endif
 }
 
 }  // namespace
@@ -118,10 +110,10 @@ void add_bench_command(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--format", o->formats, "Formats to time (nf4, fp4, int8 or any ggml type lowbit writes)")->capture_default_str();
-  cmd->add_option("--rows", o->rows, "Rows of the weight")->capture_default_str();
-  cmd->add_option("--cols", o->cols, "Columns of the weight")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
-  cmd->add_option("--repeats", o->repeats, "Timed runs; the median is reported")->capture_default_str();
+  cmd->add_option("--rows", o->rows, "Rows of the weight")->check(CLI::Range(int64_t(1), kMaxSide))->capture_default_str();
+  cmd->add_option("--cols", o->cols, "Columns of the weight")->check(CLI::Range(int64_t(1), kMaxSide))->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--repeats", o->repeats, "Timed runs; the median is reported")->check(CLI::Range(1, 1000))->capture_default_str();
   cmd->add_option("--device", o->device, "cpu, or cuda: the GPU codecs and matmuls on device 0")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
@@ -140,6 +132,11 @@ void add_bench_command(CLI::App& app) {
     // The pool is sized once, on first use: set the thread count before any work.
     if (o->threads > 0) ::setenv("LOWBIT_THREADS", std::to_string(o->threads).c_str(), 1);
     const int64_t n = o->rows * o->cols;
+    if (n > kMaxElements)
+      throw Error(fmt::format("--rows {} × --cols {} is {} values, more than the {} a benchmark weight may have", o->rows, o->cols, n, kMaxElements));
+    for (const auto& format : o->formats)
+      if (const auto type = ggml_type_from_name(format); type && o->cols % ggml_type_info(*type).block_elements != 0)
+        throw Error(fmt::format("--cols {} is not a multiple of {}'s block of {} values", o->cols, format, ggml_type_info(*type).block_elements));
     std::mt19937 rng(1234);
     std::student_t_distribution<float> heavy(4.0f);
     auto f32 = std::vector<float>(size_t(n));

@@ -17,6 +17,18 @@ struct CommonOptions {
 
 void add_common_options(CLI::App& command, CommonOptions& options, bool with_json = true);
 
+// --force, for commands that write: an existing output is replaced only when it is given.
+void add_force_option(CLI::App& command, bool& force);
+// Refuses, before any work, outputs that are or hold an input, and existing ones without --force
+// (lowbit/core/output_path.h).
+void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force);
+
+// Range checks for numeric flags: a one-line error naming the flag and the range. CLI::Range lets
+// NaN through (every comparison with it is false); these do not.
+CLI::Validator finite_range(double min, double max);
+// Window lengths in tokens: positive, and small enough that tokens × window sizes stay in int range.
+constexpr int kMaxContext = 1 << 20;
+
 // A plan made from the command line's options (plan and quantize --bpw share it).
 struct PlanRequest {
   std::string model;
@@ -29,6 +41,9 @@ struct PlanRequest {
 };
 Plan plan_model(const PlanRequest& request, Progress& progress);
 PlanTarget parse_plan_target(const std::string& name);  // "gguf" or "bnb"
+// An importance matrix that holds data for at least one weight: a model file or an empty file is
+// refused rather than used as "no importance matrix".
+ImportanceMatrix load_importance_matrix(const std::string& path);
 // --probe-text FILE, --probe-chunks N and --device D, for plan and quantize --bpw.
 void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks, std::string& device);
 // --device cpu|cuda|auto, for the commands that run the model.

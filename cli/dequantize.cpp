@@ -19,6 +19,7 @@ void add_dequantize_command(CLI::App& app) {
   struct Options {
     CommonOptions common;
     std::string input, output, dtype;
+    bool force = false;
     bool allow_nonfinite = false;
   };
   auto o = std::make_shared<Options>();
@@ -27,7 +28,9 @@ void add_dequantize_command(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "f32, f16 or bf16 (default: GGUF f32; bitsandbytes each weight's recorded dtype)");
   add_nonfinite_option(*cmd, o->allow_nonfinite);
   add_common_options(*cmd, o->common);
+  add_force_option(*cmd, o->force);
   cmd->callback([o] {
+    check_outputs({o->output}, {o->input}, o->force);
     const NonfinitePolicy policy = nonfinite_policy(o->allow_nonfinite);
     std::optional<DType> dtype;
     if (!o->dtype.empty()) {
@@ -43,7 +46,7 @@ void add_dequantize_command(CLI::App& app) {
       const auto ext = std::filesystem::path(o->output).extension();
       const auto r = ext == ".gguf" || ext == ".safetensors"
                          ? dequantize_gguf(*source, o->output, dtype.value_or(DType::f32), progress, policy)
-                         : export_gguf_to_hf(*source, o->output, dtype.value_or(DType::f32), progress, policy);
+                         : export_gguf_to_hf(*source, o->output, dtype.value_or(DType::f32), progress, policy, o->force);
       j["tensors"] = r.tensors.size();
       j["bytes_out"] = r.bytes;
       j["nonfinite"] = nonfinite_json(r.nonfinite);
@@ -51,7 +54,7 @@ void add_dequantize_command(CLI::App& app) {
       summary = fmt::format("{} tensors, {}", r.tensors.size(), human_bytes(double(r.bytes)));
     } else {
       if (!is_bnb_checkpoint(o->input)) throw Error("no bitsandbytes-quantized weight found", {.file = o->input});
-      const auto r = dequantize_bnb(o->input, o->output, dtype, progress, policy);
+      const auto r = dequantize_bnb(o->input, o->output, dtype, progress, policy, o->force);
       j["tensors"] = r.tensors;
       j["dequantized"] = r.quantized;
       j["bytes_out"] = r.bytes_out;

@@ -29,8 +29,8 @@ struct Tokens {
   std::optional<int32_t> bos;
 };
 
-Tokens tokenize(const EvalModel& m, const std::string& text_path, int ctx, int chunks) {
-  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(m.metadata());
+Tokens tokenize(const EvalModel& m, const std::string& model_path, const std::string& text_path, int ctx, int chunks) {
+  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(m.metadata(), model_path);
   Tokens t;
   if (tokenizer.adds_bos()) t.bos = tokenizer.bos_id();
   t.ids = tokenizer.encode(read_text(text_path), /*add_special=*/true, /*parse_special=*/false);
@@ -56,26 +56,34 @@ void add_eval_command(CLI::App& app) {
     std::vector<std::string> lora, base_lora;
     std::vector<double> lora_scale, base_lora_scale;
     int ctx = 512, chunks = 0;
+    bool force = false;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("MODEL", o->model, "A .gguf file, a Hugging Face directory or a bitsandbytes checkpoint")->required();
   cmd->add_option("--text", o->text, "The text to score (UTF-8)")->required();
   cmd->add_option("--lora", o->lora, "A PEFT LoRA adapter applied to MODEL's weights as stored (unmerged: a 4-bit model + adapter as trained); repeatable");
-  cmd->add_option("--lora-scale", o->lora_scale, "One scale per --lora, in order (default 1)");
+  cmd->add_option("--lora-scale", o->lora_scale, "One scale per --lora, in order (default 1)")->check(finite_range(-1e6, 1e6));
   cmd->add_option("--base-lora", o->base_lora, "The same for --base");
-  cmd->add_option("--base-lora-scale", o->base_lora_scale, "One scale per --base-lora");
-  cmd->add_option("--ctx", o->ctx, "Window length in tokens; the second half of each window is scored")->capture_default_str();
-  cmd->add_option("--chunks", o->chunks, "Score at most this many windows (0: all)");
+  cmd->add_option("--base-lora-scale", o->base_lora_scale, "One scale per --base-lora")->check(finite_range(-1e6, 1e6));
+  cmd->add_option("--ctx", o->ctx, "Window length in tokens; the second half of each window is scored")
+      ->check(CLI::Range(2, kMaxContext))
+      ->capture_default_str();
+  cmd->add_option("--chunks", o->chunks, "Score at most this many windows (0: all)")->check(CLI::NonNegativeNumber);
   auto* base_option = cmd->add_option("--base", o->base, "The base model: KL-divergence of MODEL's predictions from the base's");
   cmd->add_option("--kld-base", o->kld_base, "The base's log-probabilities saved by --save-logits (llama.cpp's --kl-divergence-base file)")->excludes(base_option);
   cmd->add_option("--save-logits", o->save_logits, "Store the base's (or, without a base, MODEL's) log-probabilities for later --kld-base");
   add_device_option(*cmd, o->device);
   add_common_options(*cmd, o->common);
+  add_force_option(*cmd, o->force);
   cmd->callback([o] {
+    std::vector<std::string> inputs{o->model, o->text, o->base, o->kld_base};
+    inputs.insert(inputs.end(), o->lora.begin(), o->lora.end());
+    inputs.insert(inputs.end(), o->base_lora.begin(), o->base_lora.end());
+    check_outputs({o->save_logits}, inputs, o->force);
     if (!o->base_lora.empty() && o->base.empty()) throw Error("--base-lora applies to --base");
     const Device device = resolve_device(o->device);
     const EvalModel model(o->model, open_adapters(o->lora, o->lora_scale), device);
-    const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
+    const Tokens tokens = tokenize(model, o->model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tokens");
     std::optional<BaseLogits> base_logits;
@@ -117,6 +125,7 @@ void add_imatrix_command(CLI::App& app) {
     CommonOptions common;
     std::string model, text, output, output_format, device = "auto";
     int ctx = 512, chunks = 0;
+    bool force = false;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("MODEL", o->model, "A .gguf file, a Hugging Face directory or a bitsandbytes checkpoint")->required();
@@ -125,13 +134,15 @@ void add_imatrix_command(CLI::App& app) {
   cmd->add_option("--output-format", o->output_format,
                   "gguf (llama.cpp since mid-2025) or dat (the legacy binary form every llama-quantize reads); default: by the extension")
       ->check(CLI::IsMember({"gguf", "dat"}));
-  cmd->add_option("--ctx", o->ctx, "Window length in tokens")->capture_default_str();
-  cmd->add_option("--chunks", o->chunks, "Use at most this many windows (0: all)");
+  cmd->add_option("--ctx", o->ctx, "Window length in tokens")->check(CLI::Range(2, kMaxContext))->capture_default_str();
+  cmd->add_option("--chunks", o->chunks, "Use at most this many windows (0: all)")->check(CLI::NonNegativeNumber);
   add_device_option(*cmd, o->device);
   add_common_options(*cmd, o->common, false);
+  add_force_option(*cmd, o->force);
   cmd->callback([o] {
+    check_outputs({o->output}, {o->model, o->text}, o->force);
     const EvalModel model(o->model, resolve_device(o->device));
-    const Tokens tokens = tokenize(model, o->text, o->ctx, o->chunks);
+    const Tokens tokens = tokenize(model, o->model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("windows");
     const auto run = collect_imatrix(model.runtime(), tokens.ids, o->ctx, tokens.bos, progress);

@@ -10,6 +10,7 @@
 #include "format_numbers.h"
 #include "nonfinite_option.h"
 #include "lowbit/core/error.h"
+#include "lowbit/core/temporaries.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/lora_merge.h"
 #include "lowbit/pipeline/quantize_gguf.h"
@@ -24,7 +25,7 @@ struct MergeOptions {
   std::vector<std::string> adapters;
   std::vector<double> scales;
   int64_t blocksize = 64;
-  bool double_quant = false;
+  bool double_quant = false, force = false;
   bool allow_nonfinite = false;
 };
 
@@ -36,6 +37,7 @@ class Scratch {
     std::random_device rd;
     path_ = beside.parent_path() / fmt::format(".{}.lowbit-merge.tmp.{:x}", beside.filename().string(), rd());
     std::filesystem::create_directories(path_);
+    registration_ = TemporaryRegistration(path_);  // removed on SIGINT/SIGTERM/SIGHUP too
   }
   ~Scratch() {
     std::error_code ignored;
@@ -45,6 +47,7 @@ class Scratch {
 
  private:
   std::filesystem::path path_;
+  TemporaryRegistration registration_;
 };
 
 MergeInto parse_into(const std::string& into) {
@@ -115,14 +118,16 @@ void run(const MergeOptions& o) {
     const auto hf = scratch.path() / "merged";
     kept = export_gguf_to_hf(*merged, hf, merged_dtype(o, *merged), progress, nonfinite).nonfinite;
     const auto r = quantize_to_bnb(hf, output,
-                                   {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .nonfinite = nonfinite}, progress);
+                                   {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .nonfinite = nonfinite,
+                                    .overwrite = o.force},
+                                   progress);
     // r.nonfinite counts the same 16-bit tensors again (NF4/FP4/int8 hold none): the export's count stands.
     j["quantized"] = r.quantized;
     j["bytes"] = r.bytes_out;
     summary = fmt::format("{} weights in {}, {}", r.quantized, o.format, human_bytes(double(r.bytes_out)));
   } else {
     const DType dtype = merged_dtype(o, *merged);
-    const auto r = export_gguf_to_hf(*merged, output, dtype, progress, nonfinite);
+    const auto r = export_gguf_to_hf(*merged, output, dtype, progress, nonfinite, o.force);
     kept = r.nonfinite;
     j["dtype"] = dtype_name(dtype);
     j["bytes"] = r.bytes;
@@ -143,7 +148,7 @@ void add_merge_command(CLI::App& app) {
   auto o = std::make_shared<MergeOptions>();
   cmd->add_option("BASE", o->base, "The base model: a Hugging Face directory, a bitsandbytes 4-bit checkpoint or a .gguf")->required();
   cmd->add_option("--lora", o->adapters, "A PEFT adapter directory (adapter_config.json + adapter_model.safetensors); repeatable")->required();
-  cmd->add_option("--scale", o->scales, "Multiplies an adapter's update (one per --lora, in order; default 1)");
+  cmd->add_option("--scale", o->scales, "Multiplies an adapter's update (one per --lora, in order; default 1)")->check(finite_range(-1e6, 1e6));
   cmd->add_option("-o,--output", o->output, "OUT.gguf, or a directory: a 16-bit Hugging Face model, or with --format nf4|fp4|int8 a bitsandbytes checkpoint")->required();
   cmd->add_option("--into", o->into,
                   "original: W + s·B·A on the 16-bit base; dequantized: dequant(Q(W)) + s·B·A, the weights a QLoRA adapter was trained "
@@ -155,11 +160,17 @@ void add_merge_command(CLI::App& app) {
   cmd->add_option("--format", o->format, "OUT.gguf: a ggml type (q4_K, q8_0, f16 ...); a directory: nf4, fp4 or int8");
   cmd->add_option("--mix", o->mix, "OUT.gguf: a llama.cpp mix with its per-tensor choices (Q4_K_M ...)");
   cmd->add_option("--dtype", o->dtype, "A 16-bit directory output's float type: f32, f16 or bf16 (default: the base's)");
-  cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block")->capture_default_str();
+  cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block")->check(CLI::Range(32, 4096))->capture_default_str();
   cmd->add_flag("--double-quant", o->double_quant, "nf4/fp4: quantize the absmax constants too");
   add_nonfinite_option(*cmd, o->allow_nonfinite);
   add_common_options(*cmd, o->common);
-  cmd->callback([o] { run(*o); });
+  add_force_option(*cmd, o->force);
+  cmd->callback([o] {
+    std::vector<std::string> inputs{o->base};
+    inputs.insert(inputs.end(), o->adapters.begin(), o->adapters.end());
+    check_outputs({o->output}, inputs, o->force);
+    run(*o);
+  });
 }
 
 }  // namespace lowbit::cli

@@ -9,6 +9,7 @@
 
 #include "command.h"
 #include "lowbit/core/error.h"
+#include "lowbit/core/temporaries.h"
 #include "lowbit/model/imatrix_collector.h"
 #include "lowbit/model/kld_probe.h"
 #include "lowbit/model/tokenizer.h"
@@ -33,12 +34,20 @@ std::vector<int32_t> read_tokens(const Tokenizer& tokenizer, const std::string& 
 ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text_path, const std::filesystem::path& scratch,
                                    Device device) {
   const EvalModel model(model_path, device);
-  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata());
+  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata(), model_path);
   auto tokens = read_tokens(tokenizer, text_path);
   if (tokens.size() > 16 * 512) tokens.resize(16 * 512);
   const auto run = collect_imatrix(model.runtime(), tokens, 512, tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt);
   write_imatrix_gguf(scratch, run.entries, {text_path}, uint32_t(run.chunks), 512);
   return ImportanceMatrix::load(scratch);
+}
+
+ImportanceMatrix load_importance_matrix(const std::string& path) {
+  auto imatrix = ImportanceMatrix::load(path);
+  if (imatrix.entries().empty())
+    throw Error("holds no importance data (no weight's activations): not an importance matrix", {.file = path,
+                .expected = "an imatrix.gguf from lowbit imatrix or llama-imatrix, or a legacy .dat"});
+  return imatrix;
 }
 
 PlanTarget parse_plan_target(const std::string& name) {
@@ -58,11 +67,10 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   }
   std::optional<ImportanceMatrix> imatrix;
   if (!request.imatrix.empty()) {
-    imatrix = ImportanceMatrix::load(request.imatrix);
+    imatrix = load_importance_matrix(request.imatrix);
   } else if (!request.text.empty()) {
-    const auto scratch = std::filesystem::temp_directory_path() / fmt::format("lowbit-plan-{}.imatrix.gguf", ::getpid());
-    imatrix = imatrix_from_text(request.model, request.text, scratch, resolve_device(request.device));
-    std::filesystem::remove(scratch);
+    const ScratchDirectory scratch("plan");
+    imatrix = imatrix_from_text(request.model, request.text, scratch / "imatrix.gguf", resolve_device(request.device));
   }
   options.imatrix = imatrix ? &*imatrix : nullptr;
   if (request.target == PlanTarget::bnb) {
@@ -75,7 +83,7 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   if (!request.probe_text.empty()) {
     // The probe's small differences between candidates want f16's finer rounding (cuda_runtime.h).
     probe_model.emplace(request.model, resolve_device(request.device), DType::f16);
-    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata());
+    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata(), request.model);
     probe.emplace(probe_model->runtime(), read_tokens(tokenizer, request.probe_text), kProbeContext,
                   tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, request.probe_chunks);
     options.probe = &*probe;
@@ -135,11 +143,14 @@ void add_plan_command(CLI::App& app) {
     std::string model, output, imatrix, text, rules, target = "gguf", probe_text;
     double bpw = 0;
     int probe_chunks = 4;
+    bool force = false;
     std::string device = "auto";
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("MODEL", o->model, "A .gguf file or a Hugging Face model directory (--target bnb: a Hugging Face directory)")->required();
-  cmd->add_option("--bpw", o->bpw, "Target average bits per weight (total stored bits / total parameters)")->required();
+  cmd->add_option("--bpw", o->bpw, "Target average bits per weight (total stored bits / total parameters)")
+      ->required()
+      ->check(finite_range(1, 32));
   cmd->add_option("--imatrix", o->imatrix, "Weigh each column's error by this llama.cpp importance matrix");
   cmd->add_option("--text", o->text, "Without --imatrix: measure an importance matrix on this text first");
   add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device);
@@ -149,7 +160,11 @@ void add_plan_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "plan.json (the report goes beside it: plan.svg, plan.html)")->required();
   add_common_options(*cmd, o->common);
+  add_force_option(*cmd, o->force);
   cmd->callback([o] {
+    const std::filesystem::path out(o->output);
+    check_outputs({o->output, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html")},
+                  {o->model, o->imatrix, o->text, o->probe_text, o->rules}, o->force);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tensors");
     const Plan plan = plan_model({.model = o->model, .bpw = o->bpw, .target = parse_plan_target(o->target), .imatrix = o->imatrix,
@@ -157,7 +172,6 @@ void add_plan_command(CLI::App& app) {
                                   .device = o->device},
                                  progress);
     write_plan(o->output, plan);
-    const std::filesystem::path out(o->output);
     write_plan_report(plan, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"));
     if (o->common.json)
       fmt::print("{}\n", nlohmann::ordered_json{{"plan", o->output}, {"target", o->target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},

@@ -26,7 +26,7 @@ struct QuantizeOptions {
   int probe_chunks = 4;
   std::string device = "auto";
   int64_t blocksize = 64;
-  bool double_quant = false;
+  bool double_quant = false, force = false;
   bool allow_nonfinite = false;
   std::vector<std::string> skip;
 };
@@ -39,7 +39,7 @@ void run_bnb(const QuantizeOptions& o, const Plan* plan) {
   TerminalProgress progress(o.common.quiet);
   const auto r = quantize_to_bnb(o.input, o.output,
                                  {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .skip = o.skip, .plan = plan,
-                                  .nonfinite = nonfinite_policy(o.allow_nonfinite)},
+                                  .nonfinite = nonfinite_policy(o.allow_nonfinite), .overwrite = o.force},
                                  progress);
   const std::string format = plan ? "planned" : o.format;
   if (o.common.json) {
@@ -93,7 +93,7 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
   }
   std::optional<ImportanceMatrix> imatrix;
   if (!o.imatrix.empty()) {
-    imatrix = ImportanceMatrix::load(o.imatrix);
+    imatrix = load_importance_matrix(o.imatrix);
     options.imatrix = &*imatrix;
     options.imatrix_path = o.imatrix;
   }
@@ -129,7 +129,7 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("--format", o->format, "One format for every quantizable weight: a ggml type (q4_0, q8_0, q2_K ... q6_K, iq4_nl, iq4_xs, f16, bf16) or a bitsandbytes one (nf4, fp4, int8)");
   cmd->add_option("--mix", o->mix, "A llama.cpp file type with its per-tensor choices: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0");
   cmd->add_option("--plan", o->plan, "A plan from lowbit plan: each tensor's format (a GGUF or, for a bnb plan, a bitsandbytes checkpoint)");
-  cmd->add_option("--bpw", o->bpw, "Plan inline for this average bits per weight, then quantize");
+  cmd->add_option("--bpw", o->bpw, "Plan inline for this average bits per weight, then quantize")->check(finite_range(1, 32));
   cmd->add_option("--target", o->target, "With --bpw: gguf (OUT.gguf) or bnb (a bitsandbytes checkpoint directory)")
       ->check(CLI::IsMember({"gguf", "bnb"}))
       ->capture_default_str();
@@ -137,12 +137,14 @@ void add_quantize_command(CLI::App& app) {
   add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device);
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
-  cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->capture_default_str();
+  cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->check(CLI::Range(32, 4096))->capture_default_str();
   cmd->add_flag("--double-quant", o->double_quant, "nf4/fp4: quantize the absmax constants too (bitsandbytes' compress_statistics)");
   cmd->add_option("--skip", o->skip, "nf4/fp4/int8: GLOB of module or tensor names to keep unquantized (like llm_int8_skip_modules)");
   add_nonfinite_option(*cmd, o->allow_nonfinite);
   add_common_options(*cmd, o->common);
+  add_force_option(*cmd, o->force);
   cmd->callback([o] {
+    check_outputs({o->output}, {o->input, o->imatrix, o->plan, o->rules, o->probe_text}, o->force);
     if (int(!o->format.empty()) + int(!o->mix.empty()) + int(!o->plan.empty()) + int(o->bpw > 0) != 1)
       throw Error("give exactly one of --format, --mix NAME, --plan FILE and --bpw X");
     if ((o->target != "gguf" || !o->rules.empty() || !o->probe_text.empty()) && o->bpw <= 0)

@@ -7,7 +7,7 @@ scripts/setup-debian.sh
 jobs=$(nproc)
 # Independent checkers (gguf-py, transformers, bitsandbytes, PEFT) and the Python package's tools, from
 # PyPI into a virtual environment of the build's own, installed once (scripts/test-requirements.txt).
-if [ ! -x build/venv/bin/python ] || ! build/venv/bin/python -c 'import gguf, torch, transformers, bitsandbytes, peft, nanobind, pytest' 2>/dev/null; then
+if [ ! -x build/venv/bin/python ] || ! build/venv/bin/python -c 'import gguf, torch, transformers, bitsandbytes, accelerate, peft, nanobind, pytest' 2>/dev/null; then
   [ -x build/venv/bin/python ] || python3 -m venv build/venv
   build/venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 fi
@@ -17,7 +17,7 @@ LOWBIT_DEFAULT_MODEL=$(scripts/fetch-default-model.sh)
 export LOWBIT_DEFAULT_MODEL
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_PYTHON=ON -DPython_EXECUTABLE="$PWD/build/venv/bin/python"
 cmake --build build -j "$jobs"
-scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-30}"
+scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-}"  # each target its default: 30 s for the containers, 15 s for side files
 # The Python package (built above into build/python) under pytest, then every C++ test.
 PYTHONPATH="$PWD/build/python" build/venv/bin/python -m pytest -q python/tests
 ctest --test-dir build --output-on-failure -j "$jobs"

@@ -1,10 +1,12 @@
 #include "lowbit/core/atomic_file.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "lowbit/core/error.h"
@@ -16,6 +18,30 @@ namespace {
   throw Error(std::string(what) + ": " + std::strerror(errno), {.file = dest.string()});
 }
 
+// A rename is durable only once the directory holding the new entry is synced.
+void sync_parent_directory(const std::filesystem::path& dest) {
+  const auto parent = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
+  const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail(dest, "cannot open the output's directory to sync it");
+  const int synced = ::fsync(fd);
+  ::close(fd);
+  if (synced != 0) fail(dest, "cannot sync the output's directory");
+}
+
+// "<dest>.tmp.XXXXXX", created with mkdir's mode 0777 (less the umask) rather than mkdtemp's 0700:
+// it becomes the output directory as it is.
+std::filesystem::path make_temporary_directory(const std::filesystem::path& dest) {
+  static constexpr char kLetters[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::random_device rd;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    std::string name = dest.string() + ".tmp.";
+    for (int i = 0; i < 6; ++i) name += kLetters[rd() % (sizeof(kLetters) - 1)];
+    if (::mkdir(name.c_str(), 0777) == 0) return name;
+    if (errno != EEXIST) break;
+  }
+  fail(dest, "cannot create a temporary directory beside the output");
+}
+
 }  // namespace
 
 AtomicFile::AtomicFile(std::filesystem::path dest) : dest_(std::move(dest)) {
@@ -25,6 +51,7 @@ AtomicFile::AtomicFile(std::filesystem::path dest) : dest_(std::move(dest)) {
   const int fd = ::mkstemp(name.data());
   if (fd < 0) fail(dest_, "cannot create a temporary file beside the output");
   temp_ = name.data();
+  registration_ = TemporaryRegistration(temp_);
   file_ = ::fdopen(fd, "wb");
   if (!file_) {
     ::close(fd);
@@ -72,21 +99,18 @@ void AtomicFile::commit() {
   file_ = nullptr;
   if (std::rename(temp_.c_str(), dest_.c_str()) != 0) fail(dest_, "cannot rename the finished output into place");
   committed_ = true;
+  registration_.release();
+  sync_parent_directory(dest_);
 }
 
-}  // namespace lowbit
-
-namespace lowbit {
-
-AtomicDirectory::AtomicDirectory(std::filesystem::path dest) : dest_(std::move(dest)) {
+AtomicDirectory::AtomicDirectory(std::filesystem::path dest, bool replace_existing) : dest_(std::move(dest)) {
   std::error_code ec;
-  if (std::filesystem::exists(dest_, ec) && !(std::filesystem::is_directory(dest_) && std::filesystem::is_empty(dest_)))
-    throw Error("output already exists; lowbit does not overwrite it", {.file = dest_.string(), .expected = "a new or empty directory"});
-  std::string pattern = dest_.string() + ".tmp.XXXXXX";
-  std::vector<char> name(pattern.begin(), pattern.end());
-  name.push_back('\0');
-  if (!::mkdtemp(name.data())) fail(dest_, "cannot create a temporary directory beside the output");
-  temp_ = name.data();
+  if (std::filesystem::exists(dest_, ec) && !std::filesystem::is_directory(dest_, ec))
+    throw Error("the output exists and is not a directory", {.file = dest_.string(), .expected = "a directory path"});
+  if (!replace_existing && std::filesystem::is_directory(dest_, ec) && !std::filesystem::is_empty(dest_, ec))
+    throw Error("the output already exists; lowbit does not overwrite it unless given --force", {.file = dest_.string()});
+  temp_ = make_temporary_directory(dest_);
+  registration_ = TemporaryRegistration(temp_);
 }
 
 AtomicDirectory::~AtomicDirectory() {
@@ -97,10 +121,23 @@ AtomicDirectory::~AtomicDirectory() {
 }
 
 void AtomicDirectory::commit() {
+  // rename(2) replaces only an empty directory: a previous output (the caller checked it may go) is
+  // moved aside first and removed once the new one is in place.
   std::error_code ec;
-  if (std::filesystem::is_directory(dest_, ec)) std::filesystem::remove(dest_, ec);  // the empty directory
+  std::filesystem::path previous;
+  if (std::filesystem::is_directory(dest_, ec)) {
+    if (std::filesystem::is_empty(dest_, ec)) {
+      std::filesystem::remove(dest_, ec);
+    } else {
+      previous = make_temporary_directory(dest_);
+      if (std::rename(dest_.c_str(), previous.c_str()) != 0) fail(dest_, "cannot move the previous output aside");
+    }
+  }
   if (std::rename(temp_.c_str(), dest_.c_str()) != 0) fail(dest_, "cannot rename the finished output into place");
   committed_ = true;
+  registration_.release();
+  if (!previous.empty()) std::filesystem::remove_all(previous, ec);
+  sync_parent_directory(dest_);
 }
 
 }  // namespace lowbit

@@ -155,16 +155,22 @@ const std::array<float, 16>& kernel_lut(QuantType type) {
   return type == QuantType::nf4 ? tables::kNf4Code : tables::kFp4KernelLut;
 }
 
+// Throws unless the state's blocksize is one bitsandbytes uses and its shape is what `packed` holds:
+// checked before the output (sized by the shape, which a file may claim anything for) is allocated.
+void check_packed_size(std::span<const uint8_t> packed, const Bnb4bitState& state, std::string_view tensor_name) {
+  check_blocksize_4bit(state.blocksize, tensor_name);
+  if (int64_t(packed.size()) != state.packed_bytes())
+    throw Error("bnb 4-bit dequantization: " + std::to_string(packed.size()) + " packed bytes for " +
+                std::to_string(state.elements()) + " elements", {.tensor = std::string(tensor_name),
+                .expected = std::to_string(state.packed_bytes()) + " bytes"});
+}
+
 // Throws unless packed, the state and an output of `out_bytes` bytes of out_dtype fit together.
 void check_dequantize_inputs(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
                              size_t out_bytes, std::string_view tensor_name) {
+  check_packed_size(packed, state, tensor_name);
   check_float_dtype(out_dtype, tensor_name, "bnb 4-bit dequantization");
-  check_blocksize_4bit(state.blocksize, tensor_name);
   const ErrorContext context{.tensor = std::string(tensor_name)};
-  if (int64_t(packed.size()) != state.packed_bytes())
-    throw Error("bnb 4-bit dequantization: " + std::to_string(packed.size()) + " packed bytes for " +
-                std::to_string(state.elements()) + " elements", {.tensor = context.tensor,
-                .expected = std::to_string(state.packed_bytes()) + " bytes"});
   const size_t scale_count = state.nested ? state.nested->codes.size() : state.absmax.size();
   if (int64_t(scale_count) != state.blocks())
     throw Error("bnb 4-bit dequantization: " + std::to_string(scale_count) + " block scales for " +
@@ -315,6 +321,7 @@ Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& stat
 Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
                        std::string_view tensor_name) {
   check_float_dtype(out_dtype, tensor_name, "bnb 4-bit dequantization");
+  check_packed_size(packed, state, tensor_name);
   Tensor out(out_dtype, state.shape);
   dequantize_4bit_into(packed, state, out_dtype, out.buffer.span(), tensor_name);
   return out;
@@ -323,6 +330,7 @@ Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& stat
 Tensor dequantize_4bit_reference(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
                                  std::string_view tensor_name) {
   check_float_dtype(out_dtype, tensor_name, "bnb 4-bit dequantization");
+  check_packed_size(packed, state, tensor_name);
   Tensor out(out_dtype, state.shape);
   check_dequantize_inputs(packed, state, out_dtype, out.buffer.size(), tensor_name);
   const std::vector<float> scales = state.block_scales();

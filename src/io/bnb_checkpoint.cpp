@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cmath>
 
+#include "lowbit/io/json_file.h"
+
 namespace lowbit::bnb {
 
 std::string python_float_repr(double x) {
@@ -59,36 +61,45 @@ std::string pack_quant_state(const QuantStateJson& s) {
   return out + "}";
 }
 
-QuantStateJson parse_quant_state(std::string_view text, const ErrorContext& where) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("quant state is not valid JSON: {}", e.what()), where);
-  }
-  auto fail = [&](const std::string& problem) { throw Error("quant state " + problem, where); };
-  if (!j.is_object()) fail("is not a JSON object");
+namespace {
+
+// Bitsandbytes' own blocksizes are at most 4096; a weight of more than 2^48 elements is no real model's
+// and keeps every later size computation far from overflow.
+constexpr int64_t kMaxBlocksize = 1 << 20, kMaxElements = int64_t(1) << 48;
+
+QuantStateJson read_quant_state(const JsonField& j) {
   QuantStateJson s;
-  if (!j.contains("quant_type") || !j["quant_type"].is_string()) fail("has no quant_type");
-  s.quant_type = j["quant_type"].get<std::string>();
-  if (s.quant_type != "nf4" && s.quant_type != "fp4") fail("has quant_type '" + s.quant_type + "', not nf4 or fp4");
-  if (!j.contains("blocksize") || !j["blocksize"].is_number_integer()) fail("has no integer blocksize");
-  s.blocksize = j["blocksize"].get<int>();
-  if (!j.contains("dtype") || !j["dtype"].is_string()) fail("has no dtype");
-  const auto dtype = dtype_from_name(j["dtype"].get<std::string>());
-  if (!dtype || !dtype_is_float(*dtype)) fail("has dtype '" + j["dtype"].get<std::string>() + "', not a float type");
+  s.quant_type = j["quant_type"].string();
+  if (s.quant_type != "nf4" && s.quant_type != "fp4") throw j["quant_type"].error("is '" + s.quant_type + "'", "nf4 or fp4");
+  s.blocksize = int(j["blocksize"].integer(1, kMaxBlocksize));
+  const auto dtype = dtype_from_name(j["dtype"].string());
+  if (!dtype || !dtype_is_float(*dtype)) throw j["dtype"].error("is '" + j["dtype"].string() + "'", "a float type");
   s.dtype = *dtype;
-  if (!j.contains("shape") || !j["shape"].is_array()) fail("has no shape list");
-  for (const auto& d : j["shape"]) {
-    if (!d.is_number_unsigned()) fail("shape holds a value that is not a non-negative integer");
-    s.shape.push_back(d.get<int64_t>());
+  int64_t elements = 1;
+  for (const auto& d : j["shape"].elements()) {
+    s.shape.push_back(d.integer(0, kMaxElements));
+    if (s.shape.back() != 0 && elements > kMaxElements / s.shape.back())
+      throw j["shape"].error(fmt::format("{} holds more than 2^48 elements", shape_to_string(s.shape)), "a real weight's shape");
+    elements *= s.shape.back();
   }
-  if (j.contains("nested_offset")) {
-    if (!j["nested_offset"].is_number()) fail("nested_offset is not a number");
-    s.nested_offset = j["nested_offset"].get<float>();
-    if (j.contains("nested_blocksize")) s.nested_blocksize = j["nested_blocksize"].get<int>();
+  if (const auto offset = j.find("nested_offset")) {
+    s.nested_offset = float(offset->number());
+    s.nested_blocksize = int(j.integer_or("nested_blocksize", s.nested_blocksize, 1, kMaxBlocksize));
   }
   return s;
+}
+
+}  // namespace
+
+QuantStateJson parse_quant_state(std::string_view text, const ErrorContext& where) {
+  try {
+    const nlohmann::json j = parse_json_text(text, where.file);
+    return read_quant_state(JsonField(j, where.file));
+  } catch (const Error& e) {  // name the quant state tensor too
+    ErrorContext c = e.context();
+    c.tensor = where.tensor;
+    throw Error("quant state: " + e.problem(), c);
+  }
 }
 
 nlohmann::ordered_json quantization_config(const QuantizationConfig& c) {

@@ -3,33 +3,20 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 
 #include "lowbit/core/error.h"
+#include "lowbit/io/json_file.h"
 
 namespace lowbit {
 namespace {
 
-nlohmann::json read_json_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw Error("cannot open", {.file = path.string()});
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("not valid JSON: {}", e.what()), {.file = path.string()});
-  }
-}
-
 // Shards named by model.safetensors.index.json, in first-appearance order, checked against the map.
 std::vector<std::string> shards_from_index(const std::filesystem::path& index_path, std::map<std::string, std::string>& weight_map) {
   const auto index = read_json_file(index_path);
-  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
-    throw Error("no weight_map object", {.file = index_path.string()});
   std::vector<std::string> shards;
-  for (const auto& [name, shard] : index["weight_map"].items()) {
-    if (!shard.is_string()) throw Error("weight_map value is not a file name", {.file = index_path.string(), .tensor = name});
-    const auto file = shard.get<std::string>();
+  for (const auto& [name, shard] : JsonField(index, index_path.string())["weight_map"].members()) {
+    const auto file = shard.string();
     if (file.empty() || file.find('/') != std::string::npos || file == "..")
       throw Error(fmt::format("shard name '{}' is not a plain file name", file), {.file = index_path.string(), .tensor = name});
     weight_map[name] = file;
@@ -44,7 +31,10 @@ Checkpoint::Checkpoint(const std::filesystem::path& path) : path_(path) {
   if (!std::filesystem::is_directory(path)) {
     shards_.push_back(std::make_unique<safetensors::File>(path));
   } else {
-    if (std::filesystem::exists(path / "config.json")) config_ = read_json_file(path / "config.json");
+    if (std::filesystem::exists(path / "config.json")) {
+      config_ = read_json_file(path / "config.json");
+      if (!config_.is_object()) throw Error("config.json is not a JSON object", {.file = (path / "config.json").string()});
+    }
     std::map<std::string, std::string> weight_map;
     std::vector<std::string> files;
     const auto index_path = path / "model.safetensors.index.json";

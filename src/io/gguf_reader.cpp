@@ -266,6 +266,14 @@ void File::parse_all() {
     // t.size <= data_bytes here, so the padded sum stays far below 2^64.
     expected_offset += format::align_up(t.size, alignment_);
   }
+
+  // Nothing follows the last tensor but its padding to the alignment (ggml and gguf-py pad every tensor;
+  // a writer may leave the last unpadded). More means the counts are wrong and every offset is off,
+  // as a tensor count one short reads the last tensor info as data: refuse it, as safetensors does.
+  const uint64_t end = n_tensors > 0 ? data_offset_ + expected_offset : data_offset_;
+  if (bytes_.size() > end)
+    throw Error(fmt::format("{} bytes follow the last tensor's data", bytes_.size() - end),
+                {.file = label_, .offset = end, .expected = fmt::format("a file of at most {} bytes", end)});
 }
 
 const Value* File::find(std::string_view key) const {

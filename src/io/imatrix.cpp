@@ -95,6 +95,10 @@ ImportanceMatrix ImportanceMatrix::load_gguf(const std::filesystem::path& path) 
       throw Error("imatrix tensors must be F32", {.file = label, .tensor = name});
     const int64_t columns = sums->ne[0];
     const int64_t experts = sums->ne.size() > 1 ? sums->ne[1] : 1;
+    // The quantizers read `columns` weights per expert: an empty or 3-D in_sum2 would leave them short.
+    if (columns < 1 || experts < 1 || sums->elements() != columns * experts)
+      throw Error(fmt::format("in_sum2 has shape {}", shape_to_string(sums->ne)),
+                  {.file = label, .tensor = name + ".in_sum2", .expected = "[columns, experts], both at least 1"});
     if (counts->elements() != experts)
       throw Error(fmt::format("{} counts for {} experts", counts->elements(), experts), {.file = label, .tensor = name + ".counts"});
     const auto* sum = reinterpret_cast<const float*>(file.data(*sums).data());

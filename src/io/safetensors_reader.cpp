@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <set>
+#include <unordered_set>
 #include <vector>
 
 #include "lowbit/core/error.h"
@@ -20,28 +20,62 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 // Valid headers nest three levels (root / tensor / shape); anything much deeper is hostile.
 constexpr int kMaxJsonDepth = 8;
 
-// nlohmann::json keeps the last of duplicate keys silently, so duplicates are caught while parsing,
-// together with absurd nesting.
-json parse_header_json(std::string_view text, const std::string& label) {
-  std::vector<std::set<std::string>> keys_per_object;
-  auto check = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (depth > kMaxJsonDepth)
-      throw Error(fmt::format("header JSON nests deeper than {} levels", kMaxJsonDepth), {.file = label, .offset = 8});
-    switch (event) {
-      case json::parse_event_t::object_start: keys_per_object.emplace_back(); break;
-      case json::parse_event_t::object_end: keys_per_object.pop_back(); break;
-      case json::parse_event_t::key: {
-        const auto& key = parsed.get_ref<const std::string&>();
-        if (!keys_per_object.back().insert(key).second)
-          throw Error("duplicate key in header", {.file = label, .tensor = key, .offset = 8});
-        break;
-      }
-      default: break;
-    }
+// nlohmann::json keeps the last of duplicate keys silently, so a first pass over the text catches
+// duplicates and absurd nesting before the tree is built. (A parse callback could do it in one pass,
+// but nlohmann's callback parser rescans the parent object each time a child closes: quadratic in
+// the number of tensors.)
+class HeaderCheck : public nlohmann::json_sax<json> {
+ public:
+  explicit HeaderCheck(const std::string& label) : label_(label) {}
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    enter();
+    keys_per_object_.emplace_back();
     return true;
-  };
+  }
+  bool key(string_t& key) override {
+    if (!keys_per_object_.back().insert(key).second) throw Error("duplicate key in header", {.file = label_, .tensor = key, .offset = 8});
+    return true;
+  }
+  bool end_object() override {
+    keys_per_object_.pop_back();
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    enter();
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    throw Error(fmt::format("header is not valid JSON: {}", e.what()), {.file = label_, .offset = 8});
+  }
+
+ private:
+  void enter() {
+    if (++depth_ > kMaxJsonDepth)
+      throw Error(fmt::format("header JSON nests deeper than {} levels", kMaxJsonDepth), {.file = label_, .offset = 8});
+  }
+  const std::string& label_;
+  int depth_ = 0;
+  std::vector<std::unordered_set<std::string>> keys_per_object_;
+};
+
+json parse_header_json(std::string_view text, const std::string& label) {
+  HeaderCheck check(label);
+  json::sax_parse(text.begin(), text.end(), &check);
   try {
-    return json::parse(text.begin(), text.end(), check);
+    return json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
     throw Error(fmt::format("header is not valid JSON: {}", e.what()), {.file = label, .offset = 8});
   }

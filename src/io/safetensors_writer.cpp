@@ -4,7 +4,7 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
-#include <set>
+#include <unordered_set>
 
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/error.h"
@@ -22,21 +22,28 @@ constexpr size_t kEntryReserve = 200;
 struct Writer::Impl {
   AtomicFile file;
   std::map<std::string, std::string> metadata;
-  std::set<std::string> announced;
+  std::unordered_set<std::string> announced, written_names;  // hashed: a MoE checkpoint has tens of thousands
   std::vector<TensorInfo> written;
   size_t header_capacity = 0;
 
   explicit Impl(std::filesystem::path dest) : file(std::move(dest)) {}
   std::string label() const { return file.destination().string(); }
 
+  // Composed entry by entry: an ordered_json object looks each key up linearly, which made a
+  // header of n tensors cost n^2 string comparisons.
   std::string header_text() const {
-    nlohmann::ordered_json header = nlohmann::ordered_json::object();
-    if (!metadata.empty()) header["__metadata__"] = metadata;
-    for (const auto& t : written)
-      header[t.name] = {{"dtype", std::string(dtype_info(t.dtype).safetensors_name)},
-                        {"shape", t.shape},
-                        {"data_offsets", {t.begin, t.end}}};
-    return header.dump();
+    std::string text = "{";
+    if (!metadata.empty()) text += "\"__metadata__\":" + nlohmann::json(metadata).dump();
+    for (const auto& t : written) {
+      if (text.size() > 1) text += ',';
+      text += nlohmann::json(t.name).dump();
+      text += ':';
+      text += nlohmann::ordered_json{{"dtype", std::string(dtype_info(t.dtype).safetensors_name)},
+                                     {"shape", t.shape},
+                                     {"data_offsets", {t.begin, t.end}}}
+                  .dump();
+    }
+    return text + "}";
   }
 };
 
@@ -60,8 +67,7 @@ void Writer::write(std::string_view name, const TensorView& tensor) {
   auto& s = *impl_;
   const std::string key(name);
   if (!s.announced.count(key)) throw Error("tensor was not announced to the writer", {.file = s.label(), .tensor = key});
-  if (std::ranges::any_of(s.written, [&](const TensorInfo& t) { return t.name == name; }))
-    throw Error("tensor written twice", {.file = s.label(), .tensor = key});
+  if (s.written_names.contains(key)) throw Error("tensor written twice", {.file = s.label(), .tensor = key});
   const uint64_t size = uint64_t(shape_elements(tensor.shape)) * dtype_size(tensor.dtype);
   if (tensor.bytes.size() != size)
     throw Error(fmt::format("{} bytes for shape {}", tensor.bytes.size(), shape_to_string(tensor.shape)),
@@ -69,13 +75,14 @@ void Writer::write(std::string_view name, const TensorView& tensor) {
   const uint64_t begin = s.file.position() - 8 - s.header_capacity;
   s.file.write(tensor.bytes);
   s.written.push_back({key, tensor.dtype, tensor.shape, begin, begin + size});
+  s.written_names.insert(key);
 }
 
 void Writer::finish() {
   auto& s = *impl_;
   if (s.written.size() != s.announced.size()) {
     for (const auto& name : s.announced)
-      if (std::ranges::none_of(s.written, [&](const TensorInfo& t) { return t.name == name; }))
+      if (!s.written_names.contains(name))
         throw Error(fmt::format("only {} of {} tensors were written", s.written.size(), s.announced.size()),
                     {.file = s.label(), .tensor = name});
   }

@@ -82,13 +82,19 @@ BaseLogits BaseLogits::load(const std::filesystem::path& path) {
   std::memcpy(&n_ctx, bytes.data() + 8, 4);
   std::memcpy(&n_vocab, bytes.data() + 12, 4);
   std::memcpy(&n_chunk, bytes.data() + 16, 4);
-  if (n_ctx < 4 || n_ctx > (1u << 20) || n_vocab <= 0 || n_chunk <= 0)
+  if (n_ctx < 4 || n_ctx > (1u << 20) || n_vocab <= 0 || n_vocab > (1 << 24) || n_chunk <= 0)
     throw Error(fmt::format("implausible header: n_ctx {}, n_vocab {}, n_chunk {}", n_ctx, n_vocab, n_chunk), {.file = label, .offset = 8});
   BaseLogits base(int(n_ctx), n_vocab, {});
-  const uint64_t token_bytes = uint64_t(n_chunk) * n_ctx * 4;
-  const uint64_t record_bytes = uint64_t(n_chunk) * (n_ctx - 1 - n_ctx / 2) * base.record_size() * 2;
-  if (bytes.size() != 20 + token_bytes + record_bytes)
-    throw Error(fmt::format("{} bytes", bytes.size()), {.file = label, .expected = fmt::format("{} bytes", 20 + token_bytes + record_bytes)});
+  // One chunk is n_ctx tokens and its records (< 2^53 bytes with the bounds above); n_chunk is checked
+  // against the file by division, since n_chunk × that can pass 2^64, wrap, match the file size and
+  // then allocate what the header merely claims.
+  const uint64_t chunk_token_bytes = uint64_t(n_ctx) * 4;
+  const uint64_t chunk_bytes = chunk_token_bytes + uint64_t(n_ctx - 1 - n_ctx / 2) * base.record_size() * 2;
+  if (uint64_t(n_chunk) > (bytes.size() - 20) / chunk_bytes || bytes.size() - 20 != uint64_t(n_chunk) * chunk_bytes)
+    throw Error(fmt::format("{} bytes", bytes.size()),
+                {.file = label, .expected = fmt::format("20 + {} × {} bytes for n_ctx {}, n_vocab {}", n_chunk, chunk_bytes, n_ctx, n_vocab)});
+  const uint64_t token_bytes = uint64_t(n_chunk) * chunk_token_bytes;
+  const uint64_t record_bytes = bytes.size() - 20 - token_bytes;
   base.tokens_.resize(size_t(n_chunk) * n_ctx);
   std::memcpy(base.tokens_.data(), bytes.data() + 20, token_bytes);
   base.records_.resize(record_bytes / 2);

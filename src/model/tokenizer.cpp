@@ -5,8 +5,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "lowbit/core/error.h"
+#include "lowbit/core/key_error.h"
 #include "tokenizer_vocabulary.h"
 
 namespace lowbit {
@@ -19,7 +21,7 @@ const gguf::Value* find_key(const std::vector<gguf::KeyValue>& metadata, std::st
 }
 
 Error bad_key(std::string_view key, std::string_view expected) {
-  return Error("tokenizer metadata has the wrong type", {.tensor = std::string(key), .expected = std::string(expected)});
+  return key_error({}, std::string(key), "tokenizer metadata has the wrong type", std::string(expected));
 }
 
 std::string string_value(const std::vector<gguf::KeyValue>& metadata, std::string_view key) {
@@ -55,6 +57,12 @@ std::optional<int32_t> token_id(const std::vector<gguf::KeyValue>& metadata, std
   return int32_t(*id);
 }
 
+// A byte token's text is "<0xXX>" (two hex digits): decoding reads the byte from it.
+bool is_byte_token_text(std::string_view text) {
+  return text.size() == 6 && text.starts_with("<0x") && text.ends_with('>') && std::isxdigit(uint8_t(text[3])) &&
+         std::isxdigit(uint8_t(text[4]));
+}
+
 // llama.cpp marks end-of-turn tokens as control by their text even when the converter did not, and
 // control tokens are what parse_special matches.
 bool looks_like_end_of_generation(std::string_view text) {
@@ -67,12 +75,12 @@ bool looks_like_end_of_generation(std::string_view text) {
 
 void read_tokens(const std::vector<gguf::KeyValue>& metadata, Tokenizer::Vocabulary& v) {
   const gguf::Array* tokens = array_value(metadata, "tokenizer.ggml.tokens");
-  if (!tokens) throw Error("no tokenizer.ggml.tokens in the metadata", {.tensor = "tokenizer.ggml.tokens"});
+  if (!tokens) throw key_error({}, "tokenizer.ggml.tokens", "no tokenizer.ggml.tokens in the metadata");
   const size_t n = tokens->items.size();
   const gguf::Array* scores = array_value(metadata, "tokenizer.ggml.scores");
   const gguf::Array* types = array_value(metadata, "tokenizer.ggml.token_type");
-  if (scores && scores->items.size() < n) throw Error("fewer scores than tokens", {.tensor = "tokenizer.ggml.scores"});
-  if (types && types->items.size() < n) throw Error("fewer token types than tokens", {.tensor = "tokenizer.ggml.token_type"});
+  if (scores && scores->items.size() < n) throw key_error({}, "tokenizer.ggml.scores", "fewer scores than tokens");
+  if (types && types->items.size() < n) throw key_error({}, "tokenizer.ggml.token_type", "fewer token types than tokens");
   v.tokens.resize(n);
   v.scores.assign(n, 0.0f);
   v.types.assign(n, TokenType::Normal);
@@ -81,8 +89,7 @@ void read_tokens(const std::vector<gguf::KeyValue>& metadata, Tokenizer::Vocabul
     if (!text) throw bad_key("tokenizer.ggml.tokens", "array of strings");
     v.tokens[i] = text->empty() ? fmt::format("[EMPTY_{}]", i) : *text;  // llama.cpp's name for empty tokens
     if (!v.token_ids.emplace(v.tokens[i], int32_t(i)).second)
-      throw Error(fmt::format("token '{}' appears twice (ids {} and {})", v.tokens[i], v.token_ids[v.tokens[i]], i),
-                  {.tensor = "tokenizer.ggml.tokens"});
+      throw key_error({}, "tokenizer.ggml.tokens", fmt::format("token '{}' appears twice (ids {} and {})", v.tokens[i], v.token_ids[v.tokens[i]], i));
     if (scores) {
       const auto& s = scores->items[i];
       if (auto f = s.get_if<float>()) v.scores[i] = *f;
@@ -93,13 +100,15 @@ void read_tokens(const std::vector<gguf::KeyValue>& metadata, Tokenizer::Vocabul
       const auto t = types->items[i].as_int();
       if (!t) throw bad_key("tokenizer.ggml.token_type", "array of i32");
       v.types[i] = (*t >= 1 && *t <= 6) ? TokenType(*t) : TokenType::Undefined;
+      if (v.types[i] == TokenType::Byte && !is_byte_token_text(v.tokens[i]))
+        throw key_error({}, "tokenizer.ggml.tokens", fmt::format("byte token {} is '{}'", i, v.tokens[i]), "<0xXX>");
     }
   }
 }
 
 void read_merges(const std::vector<gguf::KeyValue>& metadata, Tokenizer::Vocabulary& v) {
   const gguf::Array* merges = array_value(metadata, "tokenizer.ggml.merges");
-  if (!merges) throw Error("byte-level BPE needs tokenizer.ggml.merges", {.tensor = "tokenizer.ggml.merges"});
+  if (!merges) throw key_error({}, "tokenizer.ggml.merges", "byte-level BPE needs tokenizer.ggml.merges");
   for (size_t rank = 0; rank < merges->items.size(); ++rank) {
     const auto* line = merges->items[rank].get_if<std::string>();
     if (!line) throw bad_key("tokenizer.ggml.merges", "array of strings");
@@ -145,7 +154,18 @@ std::vector<Fragment> split_special_tokens(const Tokenizer::Vocabulary& v, std::
 
 }  // namespace
 
-Tokenizer Tokenizer::from_gguf_metadata(const std::vector<gguf::KeyValue>& metadata) {
+Tokenizer Tokenizer::from_gguf_metadata(const std::vector<gguf::KeyValue>& metadata, const std::string& file) {
+  try {
+    return from_metadata(metadata);
+  } catch (const Error& e) {  // the errors below name the key; this adds the file
+    if (file.empty() || !e.context().file.empty()) throw;
+    ErrorContext c = e.context();
+    c.file = file;
+    throw Error(e.problem(), c);
+  }
+}
+
+Tokenizer Tokenizer::from_metadata(const std::vector<gguf::KeyValue>& metadata) {
   auto v = std::make_shared<Vocabulary>();
   const std::string model = string_value(metadata, "tokenizer.ggml.model");
   read_tokens(metadata, *v);
@@ -163,8 +183,7 @@ Tokenizer Tokenizer::from_gguf_metadata(const std::vector<gguf::KeyValue>& metad
     configure_pre_tokenizer(*v);
     bos = 11, eos = 11;  // llama.cpp's GPT-2 defaults, overridden by the ids most files store
   } else {
-    throw Error(fmt::format("tokenizer model '{}' is not implemented", model),
-                {.tensor = "tokenizer.ggml.model", .expected = "llama (SentencePiece) or gpt2 (byte-level BPE)"});
+    throw key_error({}, "tokenizer.ggml.model", fmt::format("tokenizer model '{}' is not implemented", model), "llama (SentencePiece) or gpt2 (byte-level BPE)");
   }
   if (auto b = bool_value(metadata, "tokenizer.ggml.add_space_prefix")) v->add_space_prefix = *b;
   v->bos = token_id(metadata, "tokenizer.ggml.bos_token_id", bos, n);
@@ -172,8 +191,8 @@ Tokenizer Tokenizer::from_gguf_metadata(const std::vector<gguf::KeyValue>& metad
   v->unk = token_id(metadata, "tokenizer.ggml.unknown_token_id", unk, n);
   if (auto b = bool_value(metadata, "tokenizer.ggml.add_bos_token")) v->add_bos = *b;
   if (auto b = bool_value(metadata, "tokenizer.ggml.add_eos_token")) v->add_eos = *b;
-  if (v->add_bos && !v->bos) throw Error("add_bos_token is set but there is no BOS token", {.tensor = "tokenizer.ggml.bos_token_id"});
-  if (v->add_eos && !v->eos) throw Error("add_eos_token is set but there is no EOS token", {.tensor = "tokenizer.ggml.eos_token_id"});
+  if (v->add_bos && !v->bos) throw key_error({}, "tokenizer.ggml.bos_token_id", "add_bos_token is set but there is no BOS token");
+  if (v->add_eos && !v->eos) throw key_error({}, "tokenizer.ggml.eos_token_id", "add_eos_token is set but there is no EOS token");
 
   for (size_t id = 0; id < n; ++id) {
     if (looks_like_end_of_generation(v->tokens[id]) && v->types[id] != TokenType::Control) v->types[id] = TokenType::Control;
@@ -223,7 +242,7 @@ std::string Tokenizer::token_piece(int32_t id, bool render_special) const {
     case TokenType::Control:
     case TokenType::Unknown: return render_special ? text : std::string();
     case TokenType::UserDefined: return text;
-    case TokenType::Byte: return std::string(1, char(std::stoi(text.substr(3, 2), nullptr, 16)));  // "<0xAB>"
+    case TokenType::Byte: return std::string(1, char(std::stoi(text.substr(3, 2), nullptr, 16)));  // "<0xAB>", checked at load
     case TokenType::Normal: {
       if (v.kind == Kind::BytePairEncoding) return byte_level_decode(text);
       std::string out;

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "lowbit/core/error.h"
+#include "lowbit/core/key_error.h"
 #include "tokenizer_vocabulary.h"
 
 namespace lowbit {
@@ -168,7 +169,7 @@ void configure_pre_tokenizer(Tokenizer::Vocabulary& vocab) {
   }
   std::string names;
   for (const auto& known : kPreTokenizers) names += fmt::format("{}{}", names.empty() ? "" : ", ", known.name);
-  throw Error(fmt::format("pre-tokenizer '{}' is not implemented", name), {.tensor = "tokenizer.ggml.pre", .expected = names});
+  throw key_error({}, "tokenizer.ggml.pre", fmt::format("pre-tokenizer '{}' is not implemented", name), names);
 }
 
 }  // namespace lowbit

@@ -7,6 +7,7 @@
 #include <queue>
 
 #include "lowbit/core/error.h"
+#include "lowbit/core/key_error.h"
 #include "tokenizer_vocabulary.h"
 
 namespace lowbit {
@@ -34,8 +35,7 @@ int32_t byte_token(const Tokenizer::Vocabulary& vocab, uint8_t byte) {
   if (auto id = vocab.find(fmt::format("<0x{:02X}>", byte))) return *id;
   const char c = char(byte);
   if (auto id = vocab.find(std::string_view(&c, 1))) return *id;  // llama.cpp's fallback: the byte itself
-  throw Error(fmt::format("the vocabulary has no token for byte 0x{:02X}", byte),
-              {.tensor = "tokenizer.ggml.tokens", .expected = fmt::format("<0x{:02X}>", byte)});
+  throw key_error({}, "tokenizer.ggml.tokens", fmt::format("the vocabulary has no token for byte 0x{:02X}", byte), fmt::format("<0x{:02X}>", byte));
 }
 
 class SpmSession {

@@ -155,7 +155,7 @@ bool is_bnb_checkpoint(const std::filesystem::path& path) {
 }
 
 JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesystem::path& output, std::optional<DType> dtype,
-                         Progress& progress, const NonfinitePolicy& nonfinite) {
+                         Progress& progress, const NonfinitePolicy& nonfinite, bool overwrite) {
   const auto start = std::chrono::steady_clock::now();
   if (dtype && !dtype_is_float(*dtype)) throw Error(fmt::format("--dtype {} is not a float type", dtype_name(*dtype)));
   const Checkpoint ckpt(input);
@@ -178,8 +178,7 @@ JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesyst
 
   ValueGuard guard(nonfinite);
   progress.begin("dequantize", int64_t(kept.size()), 0);
-  auto write_group = [&](size_t g, const std::function<void(const std::string&, const TensorView&)>& emit) {
-    const auto& e = *kept[g];
+  auto write_tensor = [&](const Checkpoint::Entry& e, const std::function<void(const std::string&, const TensorView&)>& emit) {
     const auto& name = e.info->name;
     const TensorView v = reader.view(e);
     const ValueSite site{e.shard->label(), name, v.shape.size() >= 2 ? v.shape.back() : 0};
@@ -215,10 +214,20 @@ JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesyst
     ++report.tensors;
     progress.advance(name, v.bytes.size());
   };
+  auto write_group = [&](size_t g, const std::function<void(const std::string&, const TensorView&)>& emit) {
+    try {
+      write_tensor(*kept[g], emit);
+    } catch (const Error& error) {  // the codecs name the tensor; the user needs the file too
+      if (!error.context().file.empty()) throw;
+      ErrorContext c = error.context();
+      c.file = kept[g]->shard->label();
+      throw Error(error.problem(), c);
+    }
+  };
 
   nlohmann::ordered_json config = nlohmann::ordered_json::parse(ckpt.config().dump());
   config.erase("quantization_config");
-  report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}}, config, 5'000'000'000, report.bytes_out);
+  report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}}, config, 5'000'000'000, report.bytes_out, overwrite);
   progress.end();
   report.nonfinite = guard.count();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -256,7 +256,7 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
                                                             .skip_modules = skipped_modules});
   const std::string description = o.plan ? "bitsandbytes 4-bit, planned per tensor" : "bitsandbytes " + o.format;
   report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}, {"quantization", description}}, config,
-                                   o.max_shard_bytes, report.bytes_out);
+                                   o.max_shard_bytes, report.bytes_out, o.overwrite);
   progress.end();
   report.nonfinite = guard.count();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -44,8 +44,16 @@ int write_sharded(const std::filesystem::path& dir, const std::vector<TensorGrou
 
 int write_checkpoint(const std::filesystem::path& input, const std::filesystem::path& output, const std::vector<TensorGroup>& groups,
                      const GroupWriter& write_group, const std::map<std::string, std::string>& file_metadata,
-                     const nlohmann::ordered_json& config, uint64_t max_shard_bytes, uint64_t& bytes_out) {
-  if (!std::filesystem::is_directory(input)) {
+                     const nlohmann::ordered_json& config, uint64_t max_shard_bytes, uint64_t& bytes_out, bool overwrite) {
+  // The output's name must say what it holds: a file named .gguf holding safetensors misleads every tool.
+  const auto ext = output.extension();
+  const bool file_input = !std::filesystem::is_directory(input);
+  if (file_input && ext != ".safetensors")
+    throw Error("the output of a .safetensors input is a .safetensors file", {.file = output.string(), .expected = "OUT.safetensors"});
+  if (!file_input && (ext == ".safetensors" || ext == ".gguf"))
+    throw Error("the output of a model directory is a directory (a checkpoint of shards and config.json), not a " + ext.string() + " file",
+                {.file = output.string(), .expected = "a directory path"});
+  if (file_input) {
     std::vector<std::string> names;
     for (const auto& g : groups) names.insert(names.end(), g.names.begin(), g.names.end());
     safetensors::Writer writer(output, names, file_metadata);
@@ -57,7 +65,7 @@ int write_checkpoint(const std::filesystem::path& input, const std::filesystem::
     writer.finish();
     return 1;
   }
-  AtomicDirectory out(output);
+  AtomicDirectory out(output, overwrite);
   const int shards = write_sharded(out.path(), groups, max_shard_bytes, write_group, bytes_out);
   write_json_file(out.path() / "config.json", config);
   copy_side_files(input, out.path());

@@ -34,7 +34,7 @@ int write_sharded(const std::filesystem::path& dir, const std::vector<TensorGrou
 // as config.json and the other files of `input`. Returns the number of shards.
 int write_checkpoint(const std::filesystem::path& input, const std::filesystem::path& output, const std::vector<TensorGroup>& groups,
                      const GroupWriter& write_group, const std::map<std::string, std::string>& file_metadata,
-                     const nlohmann::ordered_json& config, uint64_t max_shard_bytes, uint64_t& bytes_out);
+                     const nlohmann::ordered_json& config, uint64_t max_shard_bytes, uint64_t& bytes_out, bool overwrite = false);
 
 // Copies the files of a model directory other than its weights, index and config.json.
 void copy_side_files(const std::filesystem::path& from, const std::filesystem::path& to);

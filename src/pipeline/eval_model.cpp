@@ -2,27 +2,44 @@
 
 #include <fmt/format.h>
 
-#include <random>
-
 #include "lowbit/core/error.h"
 #include "lowbit/pipeline/bnb_jobs.h"
+#include "lowbit/pipeline/cuda_backend.h"
 #include "lowbit/pipeline/quantize_gguf.h"
-#ifdef LOWBIT_HAVE_CUDA
-#include "lowbit/kernels/cuda/device.h"
-#include "lowbit/model/cuda_runtime.h"
-#endif
 
 namespace lowbit {
+namespace {
+
+// An error about the scratch conversion is about the user's model: say so with the user's path.
+[[noreturn]] void rethrow_for_input(const Error& e, const std::filesystem::path& scratch, const std::filesystem::path& input) {
+  ErrorContext context = e.context();
+  if (context.file.empty() || context.file.starts_with(scratch.string())) context.file = input.string();
+  throw Error(e.problem(), context);
+}
+
+}  // namespace
 
 Device resolve_device(const std::string& name) {
   if (name == "cpu") return Device::cpu;
-#ifdef LOWBIT_HAVE_CUDA
-  if (name == "cuda") return Device::cuda;
-  if (name == "auto") return cuda::devices().empty() ? Device::cpu : Device::cuda;
-#else
-  if (name == "auto") return Device::cpu;
-  if (name == "cuda") throw Error("--device cuda: this lowbit was built without CUDA (configure with -DLOWBIT_CUDA=ON)");
-#endif
+  if (name == "cuda") {
+    bool visible = false;
+    try {
+      cuda::runtime_backend();
+      visible = !cuda::backend().devices().empty();
+    } catch (const Error& e) {
+      throw Error("--device cuda: " + e.problem());
+    }
+    if (!visible) throw Error("--device cuda: no CUDA device is visible");
+    return Device::cuda;
+  }
+  if (name == "auto") {
+    // The CPU when lowbit was built without CUDA, liblowbit_cuda.so cannot be loaded or no GPU is visible.
+    try {
+      return cuda::backend().devices().empty() ? Device::cpu : Device::cuda;
+    } catch (const Error&) {
+      return Device::cpu;
+    }
+  }
   throw Error(fmt::format("unknown device '{}'", name), {.expected = "cpu, cuda or auto"});
 }
 
@@ -32,14 +49,7 @@ EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<Scaled
   load(path);
   apply(adapters);
   // The GPU takes the weights as they are now, adapted ones included.
-  if (device == Device::cuda) {
-#ifdef LOWBIT_HAVE_CUDA
-    gpu_ = cuda::make_llama_runtime(*model_, {.activations = gpu_activations});
-#else
-    (void)gpu_activations;
-    throw Error("--device cuda: this lowbit was built without CUDA (configure with -DLOWBIT_CUDA=ON)");
-#endif
-  }
+  if (device == Device::cuda) gpu_ = cuda::runtime_backend().make_llama_runtime(*model_, {.activations = gpu_activations});
 }
 
 void EvalModel::load(const std::filesystem::path& path) {
@@ -50,20 +60,22 @@ void EvalModel::load(const std::filesystem::path& path) {
   }
   if (!std::filesystem::is_directory(path))
     throw Error("not a .gguf file or a model directory", {.file = path.string()});
-  std::random_device rd;
-  scratch_ = std::filesystem::temp_directory_path() / ("lowbit-eval-" + std::to_string(rd()));
-  std::filesystem::create_directories(scratch_);
-  std::filesystem::path hf = path;
-  if (is_bnb_checkpoint(path)) {
-    hf = scratch_ / "dequantized";
-    dequantize_bnb(path, hf, DType::f32);
+  scratch_.emplace("eval");
+  try {
+    std::filesystem::path hf = path;
+    if (is_bnb_checkpoint(path)) {
+      hf = *scratch_ / "dequantized";
+      dequantize_bnb(path, hf, DType::f32);
+    }
+    const auto gguf = *scratch_ / "model.gguf";
+    GgufQuantizeOptions options;
+    options.selection.default_type = GgmlType::F32;
+    quantize_to_gguf(*ModelSource::open(hf), gguf, options);
+    gguf_ = gguf;
+    model_ = LlamaModel::load(gguf);
+  } catch (const Error& e) {
+    rethrow_for_input(e, scratch_->path(), path);
   }
-  const auto gguf = scratch_ / "model.gguf";
-  GgufQuantizeOptions options;
-  options.selection.default_type = GgmlType::F32;
-  quantize_to_gguf(*ModelSource::open(hf), gguf, options);
-  gguf_ = gguf;
-  model_ = LlamaModel::load(gguf);
 }
 
 void EvalModel::apply(const std::vector<ScaledAdapter>& adapters) {
@@ -77,13 +89,8 @@ void EvalModel::apply(const std::vector<ScaledAdapter>& adapters) {
   }
 }
 
-EvalModel::~EvalModel() {
-  gpu_.reset();
-  model_.reset();
-  if (!scratch_.empty()) {
-    std::error_code ignored;
-    std::filesystem::remove_all(scratch_, ignored);
-  }
-}
+// Members go in reverse order: the GPU copy goes first, and the model unmaps the scratch GGUF before
+// the scratch directory goes.
+EvalModel::~EvalModel() = default;
 
 }  // namespace lowbit

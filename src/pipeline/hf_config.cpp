@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <cmath>
-#include <fstream>
+#include <climits>
+#include <limits>
 #include <numbers>
 
 #include "lowbit/core/error.h"
+#include "lowbit/io/json_file.h"
 
 namespace lowbit {
 namespace {
@@ -18,123 +20,91 @@ gguf::KeyValue kv(std::string key, T value) {
   return {std::move(key), gguf::Value{value}};
 }
 
-// Reads fields of one JSON object, naming the file and the field's path in every error.
-class Fields {
- public:
-  Fields(const json& object, std::string file, std::string path = "") : object_(object), file_(std::move(file)), path_(std::move(path)) {}
+// Bounds on config.json's sizes: far above any real model, low enough that nothing derived from them
+// overflows, and each count lowbit loops over or allocates by is checked before it is used.
+constexpr int64_t kMaxWidth = int64_t(1) << 20, kMaxLayers = 10'000, kMaxVocab = int64_t(1) << 24;
 
-  bool has(const char* key) const { return object_.contains(key) && !object_[key].is_null(); }
-  std::string where(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
-
-  int64_t integer(const char* key) const {
-    if (!has(key) || !object_[key].is_number_integer()) throw Error(fmt::format("config has no integer '{}'", where(key)), {.file = file_});
-    return object_[key].get<int64_t>();
-  }
-  std::optional<int64_t> optional_integer(const char* key) const { return has(key) ? std::optional(integer(key)) : std::nullopt; }
-  std::optional<double> number(const char* key) const {
-    if (!has(key)) return std::nullopt;
-    if (!object_[key].is_number()) throw Error(fmt::format("'{}' is not a number", where(key)), {.file = file_});
-    return object_[key].get<double>();
-  }
-  std::optional<bool> boolean(const char* key) const {
-    if (!has(key)) return std::nullopt;
-    if (!object_[key].is_boolean()) throw Error(fmt::format("'{}' is not true or false", where(key)), {.file = file_});
-    return object_[key].get<bool>();
-  }
-  std::optional<std::string> string(const char* key) const {
-    if (!has(key)) return std::nullopt;
-    if (!object_[key].is_string()) throw Error(fmt::format("'{}' is not a string", where(key)), {.file = file_});
-    return object_[key].get<std::string>();
-  }
-  [[noreturn]] void refuse(const char* key, const std::string& why, const std::string& expected = "") const {
-    throw Error(fmt::format("'{}' {}", where(key), why), {.file = file_, .expected = expected});
-  }
-
- private:
-  const json& object_;
-  std::string file_, path_;
-};
+// rope_theta, rms_norm_eps, scaling factors: GGUF stores them as f32, and 0 or less gives NaN logits.
+std::optional<float> positive_float(const JsonField& object, std::string_view key) {
+  if (!object.has(key)) return std::nullopt;
+  const double v = object[key].number();
+  if (!(v > 0) || v > double(std::numeric_limits<float>::max()))
+    throw object[key].error(fmt::format("{} is not a positive f32", v), "a number > 0 that f32 holds");
+  return float(v);
+}
 
 // transformers 5 keeps RoPE in rope_parameters (flat, or one dict per attention type); older
 // checkpoints in rope_theta + rope_scaling ("type" or "rope_type"). Either way, the parameters of
 // full attention, with rope_theta folded in, as the converter's TextModel.__init__ reads them.
-json rope_parameters_of(const json& config, const std::string& file) {
-  const char* key = config.contains("rope_parameters") && !config["rope_parameters"].is_null() ? "rope_parameters" : "rope_scaling";
-  json rope = config.contains(key) && !config[key].is_null() ? config[key] : json::object();
-  if (!rope.is_object()) throw Error(fmt::format("'{}' is not an object", key), {.file = file});
-  const bool per_layer_type = rope.contains("full_attention") || rope.contains("sliding_attention");
-  if (per_layer_type) {
-    if (rope.contains("sliding_attention"))
-      throw Error(fmt::format("'{}.sliding_attention': sliding-window layers are not supported for this architecture", key), {.file = file});
-    rope = rope["full_attention"];
-    if (!rope.is_object()) throw Error(fmt::format("'{}.full_attention' is not an object", key), {.file = file});
-  } else {
-    if (!rope.contains("rope_theta") && config.contains("rope_theta")) rope["rope_theta"] = config["rope_theta"];
-    if (!rope.contains("rope_type") && rope.contains("type")) rope["rope_type"] = rope["type"];
+json rope_parameters_of(const JsonField& config) {
+  const char* key = config.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
+  if (!config.has(key)) return config.has("rope_theta") ? json{{"rope_theta", config["rope_theta"].number()}} : json::object();
+  const JsonField field = config[key];
+  (void)field.members();  // throws unless an object
+  json rope = field.json();
+  if (field.has("full_attention") || field.has("sliding_attention")) {
+    if (field.has("sliding_attention"))
+      throw field["sliding_attention"].error("sliding-window layers are not supported for this architecture");
+    (void)field["full_attention"].members();
+    return field["full_attention"].json();
   }
+  if (!rope.contains("rope_theta") && config.has("rope_theta")) rope["rope_theta"] = config["rope_theta"].number();
+  if (!rope.contains("rope_type") && rope.contains("type")) rope["rope_type"] = rope["type"];
   return rope;
 }
 
-void add_rope_metadata(const json& config, const std::string& file, const std::string& a, int64_t head_dim, HfModelConfig& out) {
-  const json rope_json = rope_parameters_of(config, file);
-  const Fields rope(rope_json, file, config.contains("rope_parameters") ? "rope_parameters" : "rope_scaling");
-  const std::string type = rope.string("rope_type").value_or("default");
-  const auto factor = rope.number("factor");
+void add_rope_metadata(const JsonField& config, const std::string& a, int64_t head_dim, HfModelConfig& out) {
+  const json rope_json = rope_parameters_of(config);
+  const bool nested = config.has("rope_parameters") && config["rope_parameters"].has("full_attention");
+  const JsonField rope(rope_json, config.file(),
+                       std::string(config.has("rope_parameters") ? "rope_parameters" : "rope_scaling") + (nested ? ".full_attention" : ""));
+  const std::string type = rope.string_or("rope_type", "default");
+  const auto factor = positive_float(rope, "factor");
   if (type == "linear" && factor) {
     out.metadata.push_back(kv(a + ".rope.scaling.type", std::string("linear")));
-    out.metadata.push_back(kv(a + ".rope.scaling.factor", float(*factor)));
+    out.metadata.push_back(kv(a + ".rope.scaling.factor", *factor));
   } else if (type == "yarn" && factor) {
     out.metadata.push_back(kv(a + ".rope.scaling.type", std::string("yarn")));
-    out.metadata.push_back(kv(a + ".rope.scaling.factor", float(*factor)));
-    out.metadata.push_back(kv(a + ".rope.scaling.original_context_length", uint32_t(rope.integer("original_max_position_embeddings"))));
+    out.metadata.push_back(kv(a + ".rope.scaling.factor", *factor));
+    out.metadata.push_back(kv(a + ".rope.scaling.original_context_length", uint32_t(rope["original_max_position_embeddings"].integer(1, INT32_MAX))));
     for (auto [field, key] : {std::pair{"extrapolation_factor", "yarn_ext_factor"}, {"attention_factor", "yarn_attn_factor"},
                               {"beta_fast", "yarn_beta_fast"}, {"beta_slow", "yarn_beta_slow"}})
-      if (const auto v = rope.number(field)) out.metadata.push_back(kv(a + ".rope.scaling." + key, float(*v)));
+      if (const auto v = positive_float(rope, field)) out.metadata.push_back(kv(a + ".rope.scaling." + key, *v));
   } else if (type != "default" && type != "llama3" && type != "linear" && type != "yarn") {
-    rope.refuse("rope_type", fmt::format("is '{}', which lowbit does not convert", type), "default, linear, llama3 or yarn");
+    throw rope["rope_type"].error(fmt::format("is '{}', which lowbit does not convert", type), "default, linear, llama3 or yarn");
   }
-  const auto theta = rope.number("rope_theta");
-  if (theta) out.metadata.push_back(kv(a + ".rope.freq_base", float(*theta)));
-  if (type == "llama3")
-    out.rope_freqs = llama3_rope_freqs(float(theta.value_or(10000.0)), head_dim, float(rope.number("factor").value_or(8.0)),
-                                       float(rope.number("low_freq_factor").value_or(1.0)), float(rope.number("high_freq_factor").value_or(4.0)),
-                                       float(rope.optional_integer("original_max_position_embeddings").value_or(8192)));
+  const auto theta = positive_float(rope, "rope_theta");
+  if (theta) out.metadata.push_back(kv(a + ".rope.freq_base", *theta));
+  if (type == "llama3") {
+    const float low = positive_float(rope, "low_freq_factor").value_or(1.0f), high = positive_float(rope, "high_freq_factor").value_or(4.0f);
+    if (!(high > low)) throw rope["high_freq_factor"].error(fmt::format("{} is not above low_freq_factor {}", high, low), "high_freq_factor > low_freq_factor");
+    out.rope_freqs = llama3_rope_freqs(theta.value_or(10000.0f), head_dim, factor.value_or(8.0f), low, high,
+                                       float(rope.integer_or("original_max_position_embeddings", 8192, 1, INT32_MAX)));
+  }
 }
 
 // Fields the converter (and lowbit's runtime) have no place for in these architectures: refused
 // rather than converted into a model that computes something else.
-void refuse_unsupported(const Fields& c, const std::string& a) {
-  if (const auto f = c.number("partial_rotary_factor"); f && *f != 1.0)
-    c.refuse("partial_rotary_factor", fmt::format("is {}: llama.cpp rotates whole heads in this architecture", *f), "1.0 or absent");
-  if (c.boolean("mlp_bias").value_or(false)) c.refuse("mlp_bias", "is true: MLP biases are not supported", "false");
-  if (a == "llama" && c.boolean("attention_bias").value_or(false))
-    c.refuse("attention_bias", "is true: the output projection's bias has no place in llama.cpp's Llama", "false");
-  if (c.boolean("use_sliding_window").value_or(false)) c.refuse("use_sliding_window", "is true: sliding-window attention is not supported", "false");
+void refuse_unsupported(const JsonField& c, const std::string& a) {
+  if (c.has("partial_rotary_factor") && c["partial_rotary_factor"].number() != 1.0)
+    throw c["partial_rotary_factor"].error(fmt::format("is {}: llama.cpp rotates whole heads in this architecture", c["partial_rotary_factor"].number()),
+                                           "1.0 or absent");
+  if (c.boolean_or("mlp_bias", false)) throw c["mlp_bias"].error("is true: MLP biases are not supported", "false");
+  if (a == "llama" && c.boolean_or("attention_bias", false))
+    throw c["attention_bias"].error("is true: the output projection's bias has no place in llama.cpp's Llama", "false");
+  if (c.boolean_or("use_sliding_window", false)) throw c["use_sliding_window"].error("is true: sliding-window attention is not supported", "false");
 }
 
-void check_layer_types(const json& config, const std::string& file) {
-  if (!config.contains("layer_types") || config["layer_types"].is_null()) return;
-  if (!config["layer_types"].is_array()) throw Error("'layer_types' is not a list", {.file = file});
-  for (size_t i = 0; i < config["layer_types"].size(); ++i)
-    if (config["layer_types"][i] != "full_attention")
-      throw Error(fmt::format("'layer_types[{}]' is {}: only full attention is supported", i, config["layer_types"][i].dump()),
-                  {.file = file, .expected = "\"full_attention\""});
-}
-
-json read_json_if_present(const std::filesystem::path& path) {
-  if (!std::filesystem::exists(path)) return json::object();
-  std::ifstream in(path);
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("not valid JSON: {}", e.what()), {.file = path.string()});
-  }
+void check_layer_types(const JsonField& config) {
+  if (!config.has("layer_types")) return;
+  for (const JsonField& type : config["layer_types"].elements())
+    if (type.string() != "full_attention") throw type.error(fmt::format("is '{}': only full attention is supported", type.string()), "\"full_attention\"");
 }
 
 // An id, or none where the field holds a list (generation_config's several EOS ids) or nothing.
-std::optional<int64_t> token_id(const json& object, const char* key) {
-  if (!object.is_object() || !object.contains(key) || !object[key].is_number_integer()) return std::nullopt;
-  return object[key].get<int64_t>();
+std::optional<int64_t> token_id(const JsonField& object, const char* key) {
+  if (!object.has(key) || !object[key].json().is_number_integer()) return std::nullopt;
+  return object[key].integer(-1, kMaxVocab);
 }
 
 }  // namespace
@@ -156,33 +126,39 @@ std::vector<float> llama3_rope_freqs(float base, int64_t head_dim, float factor,
   return divisors;
 }
 
-HfModelConfig read_hf_model_config(const json& config, const std::string& file, const std::filesystem::path& dir, const std::string& a) {
-  const Fields c(config, file);
+HfModelConfig read_hf_model_config(const JsonField& c, const std::filesystem::path& dir, const std::string& a) {
   HfModelConfig out;
-  const int64_t n_embd = c.integer("hidden_size");
-  out.n_head = c.integer("num_attention_heads");
-  out.n_head_kv = c.optional_integer("num_key_value_heads").value_or(out.n_head);
+  // Head counts must split the width (and the KV heads the heads) or the attention reshapes are wrong.
+  const int64_t n_embd = c["hidden_size"].integer(1, kMaxWidth);
+  out.n_head = c["num_attention_heads"].integer(1, n_embd);
+  out.n_head_kv = c.integer_or("num_key_value_heads", out.n_head, 1, out.n_head);
+  if (out.n_head % out.n_head_kv != 0)
+    throw c["num_key_value_heads"].error(fmt::format("{} does not divide num_attention_heads {}", out.n_head_kv, out.n_head), "a divisor of the head count");
   // head_dim as transformers 5's config classes fill it in (the converter reads the config through
   // AutoConfig): Llama and Mistral default to hidden_size / heads, Qwen3 to 128, Qwen2 has none.
-  std::optional<int64_t> head_dim = c.optional_integer("head_dim");
+  std::optional<int64_t> head_dim;
+  if (c.has("head_dim")) head_dim = c["head_dim"].integer(2, kMaxWidth);
+  if (!head_dim && n_embd % out.n_head != 0 && a != "qwen3")
+    throw c["num_attention_heads"].error(fmt::format("{} does not divide hidden_size {}", out.n_head, n_embd), "a divisor of the width");
   if (!head_dim && a == "llama") head_dim = n_embd / out.n_head;
   if (!head_dim && a == "qwen3") head_dim = 128;
   out.head_dim = head_dim.value_or(n_embd / out.n_head);
-  out.vocab = c.integer("vocab_size");
-  out.tie_word_embeddings = c.boolean("tie_word_embeddings").value_or(false);
+  if (out.head_dim % 2 != 0) throw c.error(fmt::format("head size {} is odd", out.head_dim), "an even head size: RoPE rotates pairs");
+  out.vocab = c["vocab_size"].integer(1, kMaxVocab);
+  out.tie_word_embeddings = c.boolean_or("tie_word_embeddings", false);
   refuse_unsupported(c, a);
-  check_layer_types(config, file);
+  check_layer_types(c);
 
   auto& m = out.metadata;
-  m.push_back(kv(a + ".block_count", uint32_t(c.integer("num_hidden_layers"))));
-  m.push_back(kv(a + ".context_length", uint32_t(c.integer("max_position_embeddings"))));
+  m.push_back(kv(a + ".block_count", uint32_t(c["num_hidden_layers"].integer(1, kMaxLayers))));
+  m.push_back(kv(a + ".context_length", uint32_t(c["max_position_embeddings"].integer(1, INT32_MAX))));
   m.push_back(kv(a + ".embedding_length", uint32_t(n_embd)));
-  m.push_back(kv(a + ".feed_forward_length", uint32_t(c.integer("intermediate_size"))));
+  m.push_back(kv(a + ".feed_forward_length", uint32_t(c["intermediate_size"].integer(1, kMaxWidth))));
   m.push_back(kv(a + ".attention.head_count", uint32_t(out.n_head)));
   if (c.has("num_key_value_heads")) m.push_back(kv(a + ".attention.head_count_kv", uint32_t(out.n_head_kv)));
-  add_rope_metadata(config, file, a, out.head_dim, out);
+  add_rope_metadata(c, a, out.head_dim, out);
   // transformers' own default where the config has none (LlamaConfig, Qwen2Config: 1e-6).
-  m.push_back(kv(a + ".attention.layer_norm_rms_epsilon", float(c.number("rms_norm_eps").value_or(1e-6))));
+  m.push_back(kv(a + ".attention.layer_norm_rms_epsilon", positive_float(c, "rms_norm_eps").value_or(1e-6f)));
   if (head_dim) {
     m.push_back(kv(a + ".attention.key_length", uint32_t(*head_dim)));
     m.push_back(kv(a + ".attention.value_length", uint32_t(*head_dim)));
@@ -192,11 +168,14 @@ HfModelConfig read_hf_model_config(const json& config, const std::string& file, 
     m.push_back(kv(a + ".rope.dimension_count", uint32_t(out.head_dim)));
   }
 
-  const json generation = read_json_if_present(dir / "generation_config.json");
+  const auto generation_path = dir / "generation_config.json";
+  const json generation_json = std::filesystem::exists(generation_path) ? read_json_file(generation_path) : json::object();
+  const JsonField generation(generation_json, generation_path.string());
+  if (!generation_json.is_object()) throw generation.error("is not an object");
   for (auto [field, id] : {std::pair{"bos_token_id", &out.bos_id}, {"eos_token_id", &out.eos_id}, {"pad_token_id", &out.pad_id}})
-    *id = token_id(config, field) ? token_id(config, field) : token_id(generation, field);
-  if (a == "llama" && !config.contains("bos_token_id")) out.bos_id = 1;  // LlamaConfig's and MistralConfig's defaults
-  if (a == "llama" && !config.contains("eos_token_id")) out.eos_id = 2;
+    *id = token_id(c, field) ? token_id(c, field) : token_id(generation, field);
+  if (a == "llama" && !c.json().contains("bos_token_id")) out.bos_id = 1;  // LlamaConfig's and MistralConfig's defaults
+  if (a == "llama" && !c.json().contains("eos_token_id")) out.eos_id = 2;
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "lowbit/io/gguf.h"
+#include "lowbit/io/json_file.h"
 
 namespace lowbit {
 
@@ -28,8 +29,8 @@ struct HfModelConfig {
 // original_context / high, `factor` over original_context / low, a smooth mix between.
 std::vector<float> llama3_rope_freqs(float base, int64_t head_dim, float factor, float low, float high, float original_context);
 
-// `file` names config.json in errors; `dir` is where generation_config.json may be.
-HfModelConfig read_hf_model_config(const nlohmann::json& config, const std::string& file, const std::filesystem::path& dir,
-                                   const std::string& gguf_arch);
+// `config` is config.json (its errors name the file and the key); `dir` is where
+// generation_config.json may be.
+HfModelConfig read_hf_model_config(const JsonField& config, const std::filesystem::path& dir, const std::string& gguf_arch);
 
 }  // namespace lowbit

@@ -59,7 +59,7 @@ int64_t vocab_size(const ModelSource& s) {
 }  // namespace
 
 GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::filesystem::path& out, DType dtype, Progress& progress,
-                                     const NonfinitePolicy& nonfinite) {
+                                     const NonfinitePolicy& nonfinite, bool overwrite) {
   const std::string arch = string_value(source, "general.architecture");
   const auto* match = std::ranges::find_if(kArchitectures, [&](const Architecture& a) { return a.gguf_arch == arch; });
   if (match == std::end(kArchitectures)) throw Error(fmt::format("cannot export architecture '{}'", arch), {.file = source.label()});
@@ -74,7 +74,7 @@ GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::files
   };
   const int64_t n_embd = hp("embedding_length").value_or(0), head_dim = hp("attention.key_length").value_or(n_embd / facts.n_head);
 
-  AtomicDirectory dir(out);
+  AtomicDirectory dir(out, overwrite);
   GgufQuantizeReport report;
   std::vector<TensorGroup> groups;
   std::vector<std::string> hf_names;

@@ -6,9 +6,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
+#include "lowbit/io/json_file.h"
 
 namespace lowbit {
 namespace {
@@ -43,17 +46,23 @@ void add_special_token_fallbacks(const HfModelConfig& model, std::vector<gguf::K
 
 HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir) {
   const std::string file = (dir / "config.json").string();
-  const json& config = checkpoint_.config();
-  if (config.empty()) throw Error("no config.json: not a Hugging Face model directory", {.file = file});
-  const std::string hf_class = config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty()
-                                   ? config["architectures"][0].get<std::string>() : "";
+  if (checkpoint_.config().empty()) throw Error("no config.json: not a Hugging Face model directory", {.file = file});
+  const JsonField config(checkpoint_.config(), file);
+  const auto architectures = config.find("architectures");
+  const std::string hf_class = architectures && !architectures->elements().empty() ? architectures->elements()[0].string() : "";
   const auto* arch = std::ranges::find_if(kArchitectures, [&](const Architecture& a) { return a.hf_class == hf_class; });
   if (arch == std::end(kArchitectures))
     throw Error(fmt::format("architecture '{}' is not supported for GGUF output or evaluation", hf_class),
                 {.file = file, .expected = "Llama, Mistral, Qwen2 or Qwen3 (dense); any checkpoint can be planned with --target bnb"});
   const std::string a(arch->gguf_arch);
 
-  const HfModelConfig model = read_hf_model_config(config, file, dir, a);
+  const HfModelConfig model = read_hf_model_config(config, dir, a);
+  // The token list is padded to vocab_size: it must be the embedding's row count, which the file's size bounds.
+  const auto* embd = checkpoint_.find("model.embed_tokens.weight");
+  if (!embd) throw Error("no model.embed_tokens.weight", {.file = label()});
+  if (embd->info->shape.empty() || embd->info->shape[0] != model.vocab)
+    throw config["vocab_size"].error(fmt::format("{}, but model.embed_tokens.weight has shape {}", model.vocab, shape_to_string(embd->info->shape)),
+                                     "the embedding's row count");
   metadata_.push_back(kv("general.architecture", a));
   metadata_.push_back(kv("general.type", std::string("model")));
   metadata_.push_back(kv("general.name", dir.filename().string()));

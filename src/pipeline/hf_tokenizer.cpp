@@ -2,11 +2,14 @@
 // BPE vocabularies (GPT-2 style: Llama 3, Qwen2/3, SmolLM, Mistral Nemo).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <map>
 
 #include "hf_source.h"
 #include "lowbit/core/error.h"
+#include "lowbit/io/json_file.h"
 
 namespace lowbit {
 namespace {
@@ -15,16 +18,6 @@ using nlohmann::json;
 
 // llama.cpp token types.
 enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
-
-json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw Error("cannot open", {.file = path.string()});
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("not valid JSON: {}", e.what()), {.file = path.string()});
-  }
-}
 
 // llama.cpp names its pre-tokenizers by the regexes they split with; these are the ones of the
 // families lowbit converts. Unknown ones are "default", which llama.cpp accepts with a warning.
@@ -38,32 +31,37 @@ std::string pre_tokenizer_name(const json& tokenizer) {
   return "default";
 }
 
-std::string token_text(const json& config_value) {
-  if (config_value.is_string()) return config_value.get<std::string>();
-  if (config_value.is_object() && config_value.contains("content")) return config_value["content"].get<std::string>();
-  return {};
+// tokenizer_config.json's "bos_token": "<s>" or {"content": "<s>", ...}.
+std::string token_text(const JsonField& value) {
+  if (value.json().is_string()) return value.string();
+  if (value.json().is_object()) return value["content"].string();
+  throw value.error("is neither a string nor an object", "a token's text or {\"content\": text}");
 }
 
 // What tokenizer.json's post-processor says about adding BOS ("bos") and EOS ("eos"): ByteLevel adds
 // neither; a TemplateProcessing adds the special token its single-sequence template starts (ends)
 // with when that is the BOS (EOS) token. Roles it says nothing about are absent.
-std::map<std::string, bool> post_processor_adds(const json& tokenizer, const std::string& bos, const std::string& eos) {
+std::map<std::string, bool> post_processor_adds(const JsonField& tokenizer, const std::string& bos, const std::string& eos) {
   std::map<std::string, bool> adds;
-  if (!tokenizer.contains("post_processor") || !tokenizer["post_processor"].is_object()) return adds;
-  const json& pp = tokenizer["post_processor"];
-  const json processors = pp.value("type", "") == "Sequence" && pp.contains("processors") ? pp["processors"] : json::array({pp});
+  const auto pp = tokenizer.find("post_processor");
+  if (!pp || !pp->json().is_object()) return adds;
+  const std::vector<JsonField> processors = pp->string_or("type", "") == "Sequence" && pp->has("processors") ? (*pp)["processors"].elements()
+                                                                                                               : std::vector<JsonField>{*pp};
   for (const auto& p : processors) {
-    if (!p.is_object()) continue;
-    const std::string type = p.value("type", "");
+    if (!p.json().is_object()) continue;
+    const std::string type = p.string_or("type", "");
     if (type == "ByteLevel") {
       adds.emplace("bos", false);
       adds.emplace("eos", false);
-    } else if (type == "TemplateProcessing" && p.contains("single") && p["single"].is_array() && p["single"].size() > 1) {
-      auto special = [](const json& item) {
-        return item.is_object() && item.contains("SpecialToken") && item["SpecialToken"].is_object() ? item["SpecialToken"].value("id", "") : "";
+    } else if (type == "TemplateProcessing" && p.has("single")) {
+      const auto single = p["single"].elements();
+      if (single.size() < 2) continue;
+      auto special = [](const JsonField& item) -> std::string {
+        if (!item.json().is_object() || !item.has("SpecialToken")) return "";
+        return item["SpecialToken"].string_or("id", "");
       };
-      if (const auto first = special(p["single"].front()); !first.empty()) adds["bos"] = first == bos;
-      if (const auto last = special(p["single"].back()); !last.empty()) adds["eos"] = last == eos;
+      if (const auto first = special(single.front()); !first.empty()) adds["bos"] = first == bos;
+      if (const auto last = special(single.back()); !last.empty()) adds["eos"] = last == eos;
     }
   }
   return adds;
@@ -74,23 +72,30 @@ std::map<std::string, bool> post_processor_adds(const json& tokenizer, const std
 void add_hf_tokenizer_metadata(const std::filesystem::path& dir, int64_t vocab_size, std::vector<gguf::KeyValue>& out) {
   const auto path = dir / "tokenizer.json";
   if (!std::filesystem::exists(path)) throw Error("no tokenizer.json", {.file = path.string()});
-  const json tokenizer = read_json(path);
+  const json document = read_json_file(path);
   const std::string file = path.string();
-  if (!tokenizer.contains("model") || tokenizer["model"].value("type", "") != "BPE")
+  const JsonField tokenizer(document, file);
+  const auto model = tokenizer.find("model");
+  if (!model || model->string_or("type", "") != "BPE")
     throw Error("only BPE tokenizers are supported", {.file = file, .expected = R"("model": {"type": "BPE"})"});
-  const json& model = tokenizer["model"];
-  if (model.value("byte_fallback", false))
+  if (model->boolean_or("byte_fallback", false))
     throw Error("SentencePiece-style BPE (byte_fallback) is not supported yet", {.file = file});
 
+  // Ids index the token list lowbit builds, so they are bounded by what the file holds: the vocabulary
+  // and added tokens, or the model's (checked) vocab_size when it pads past them.
+  const auto vocab = (*model)["vocab"].members();
+  const auto added = tokenizer.find("added_tokens");
+  const auto added_tokens = added ? added->elements() : std::vector<JsonField>{};
+  const int64_t max_id = std::max<int64_t>(vocab_size, int64_t(vocab.size() + added_tokens.size())) - 1;
   std::map<int64_t, std::pair<std::string, int32_t>> by_id;  // id -> token, type
-  for (const auto& [token, id] : model["vocab"].items()) by_id[id.get<int64_t>()] = {token, kNormal};
+  for (const auto& [token, id] : vocab) by_id[id.integer(0, max_id)] = {token, kNormal};
   std::map<std::string, int64_t> added_ids;
-  if (tokenizer.contains("added_tokens"))
-    for (const auto& t : tokenizer["added_tokens"]) {
-      const int64_t id = t["id"].get<int64_t>();
-      by_id[id] = {t["content"].get<std::string>(), t.value("special", false) ? kControl : kUserDefined};
-      added_ids[t["content"].get<std::string>()] = id;
-    }
+  for (const auto& t : added_tokens) {
+    const int64_t id = t["id"].integer(0, max_id);
+    const std::string content = t["content"].string();
+    by_id[id] = {content, t.boolean_or("special", false) ? kControl : kUserDefined};
+    added_ids[content] = id;
+  }
   const int64_t n = std::max<int64_t>(vocab_size, by_id.empty() ? 0 : by_id.rbegin()->first + 1);
   std::vector<std::string> tokens;
   gguf::Array types{gguf::ValueType::i32, {}};
@@ -105,38 +110,39 @@ void add_hf_tokenizer_metadata(const std::filesystem::path& dir, int64_t vocab_s
     }
   }
   std::vector<std::string> merges;
-  for (const auto& m : model["merges"]) {
-    if (m.is_string()) merges.push_back(m.get<std::string>());
-    else if (m.is_array() && m.size() == 2) merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
-    else throw Error("merge is neither \"a b\" nor [a, b]", {.file = file});
+  for (const auto& m : (*model)["merges"].elements()) {
+    if (m.json().is_string()) merges.push_back(m.string());
+    else if (m.json().is_array() && m.json().size() == 2) merges.push_back(m.elements()[0].string() + " " + m.elements()[1].string());
+    else throw m.error("is neither \"a b\" nor [a, b]", "a merge");
   }
 
   out.push_back({"tokenizer.ggml.model", {std::string("gpt2")}});
-  out.push_back({"tokenizer.ggml.pre", {pre_tokenizer_name(tokenizer)}});
+  out.push_back({"tokenizer.ggml.pre", {pre_tokenizer_name(document)}});
   out.push_back({"tokenizer.ggml.tokens", gguf::make_string_array(std::move(tokens))});
   out.push_back({"tokenizer.ggml.token_type", {std::move(types)}});
   out.push_back({"tokenizer.ggml.merges", gguf::make_string_array(std::move(merges))});
 
   // Special tokens, by name in tokenizer_config.json (what llama.cpp's SpecialVocab reads).
   const auto config_path = dir / "tokenizer_config.json";
-  const json config = std::filesystem::exists(config_path) ? read_json(config_path) : json::object();
+  const json config_document = std::filesystem::exists(config_path) ? read_json_file(config_path) : json::object();
+  const JsonField config(config_document, config_path.string());
   for (const auto& [role, key] : {std::pair{"bos", "tokenizer.ggml.bos_token_id"}, {"eos", "tokenizer.ggml.eos_token_id"},
                                   {"unk", "tokenizer.ggml.unknown_token_id"}, {"pad", "tokenizer.ggml.padding_token_id"}}) {
-    const std::string text = config.contains(std::string(role) + "_token") ? token_text(config[std::string(role) + "_token"]) : "";
-    auto it = added_ids.find(text);
+    const auto value = config.find(std::string(role) + "_token");
+    auto it = value ? added_ids.find(token_text(*value)) : added_ids.end();
     if (it != added_ids.end()) out.push_back({key, {uint32_t(it->second)}});
   }
   // Whether BOS/EOS are added: the post-processor decides where it says, tokenizer_config.json's
   // add_*_token otherwise (llama.cpp's SpecialVocab).
-  auto adds = post_processor_adds(tokenizer, config.contains("bos_token") ? token_text(config["bos_token"]) : "",
-                                  config.contains("eos_token") ? token_text(config["eos_token"]) : "");
+  auto adds = post_processor_adds(tokenizer, config.has("bos_token") ? token_text(config["bos_token"]) : "",
+                                  config.has("eos_token") ? token_text(config["eos_token"]) : "");
   for (const char* role : {"bos", "eos"}) {
     const std::string key = fmt::format("add_{}_token", role);
-    if (!adds.contains(role) && config.contains(key) && config[key].is_boolean()) adds[role] = config[key].get<bool>();
+    if (!adds.contains(role) && config.has(key)) adds[role] = config[key].boolean();
     if (adds.contains(role)) out.push_back({"tokenizer.ggml." + key, {adds[role]}});
   }
-  if (config.contains("chat_template") && config["chat_template"].is_string())
-    out.push_back({"tokenizer.chat_template", {config["chat_template"].get<std::string>()}});
+  if (const auto chat_template = config.find("chat_template"); chat_template && chat_template->json().is_string())
+    out.push_back({"tokenizer.chat_template", {chat_template->string()}});
   else if (std::ifstream jinja(dir / "chat_template.jinja"); jinja)
     out.push_back({"tokenizer.chat_template", {std::string(std::istreambuf_iterator<char>(jinja), {})}});
 }

@@ -76,21 +76,8 @@ class BnbLayout {
     const auto view = state.shard->view(*state.info);
     const ErrorContext where{.file = state.shard->label(), .tensor = state.info->name};
     if (view.dtype != DType::u8) throw Error("quant state is not a uint8 tensor", where);
-    nlohmann::json json;
-    try {
-      json = nlohmann::json::parse(reinterpret_cast<const char*>(view.bytes.data()),
-                                   reinterpret_cast<const char*>(view.bytes.data()) + view.bytes.size());
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(fmt::format("quant state is not valid JSON: {}", e.what()), where);
-    }
-    if (!json.is_object() || !json.contains("shape") || !json["shape"].is_array())
-      throw Error("quant state has no shape list", where);
-    Shape shape;
-    for (const auto& d : json["shape"]) {
-      if (!d.is_number_unsigned()) throw Error("quant state shape holds a non-integer", where);
-      shape.push_back(d.get<int64_t>());
-    }
-    return shape;
+    const std::string_view text(reinterpret_cast<const char*>(view.bytes.data()), view.bytes.size());
+    return bnb::parse_quant_state(text, where).shape;  // the one quant state parser, with its checks
   }
 
   const Checkpoint& ckpt_;

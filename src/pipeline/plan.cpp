@@ -17,10 +17,14 @@
 namespace lowbit {
 namespace {
 
-// The ggml types the planner weighs for a GGUF: every type lowbit writes, from 2.6 to 32 bits per weight.
+// The ggml types the planner weighs for a GGUF: every type lowbit writes, from 1.56 to 32 bits per weight.
+// Those ggml_requires_imatrix() names are weighed only for a tensor the importance matrix covers.
 constexpr GgmlType kGgufCandidates[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::Q4_K, GgmlType::Q4_0,
                                         GgmlType::IQ4_NL, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_K, GgmlType::Q5_1,
-                                        GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::F16, GgmlType::BF16, GgmlType::F32};
+                                        GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::F16, GgmlType::BF16, GgmlType::F32,
+                                        GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,
+                                        GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::Q1_0,
+                                        GgmlType::Q2_0, GgmlType::MXFP4, GgmlType::NVFP4};
 
 // The candidates no other candidate of as many bytes or fewer beats or equals on loss (the first of
 // equals stays): the only ones an allocation could want.
@@ -128,6 +132,10 @@ void allocate_plan(Plan& plan) {
   const double budget = plan.target_bpw * double(plan.params) - fixed_bits;
   double smallest = 0;
   for (const auto& item : items) smallest += std::ranges::min(item, {}, &Option::bits).bits;
+  if (!std::isfinite(plan.target_bpw) || plan.target_bpw <= 0)
+    throw Error(fmt::format("target of {} bits per weight", plan.target_bpw), {.file = plan.model, .expected = "a finite positive number"});
+  // A target above what the allowed formats reach is not refused: the plan then shows where the rules
+  // bind (every tensor at its largest allowed candidate) and says it lands under the target.
   if (smallest > budget)
     throw Error(fmt::format("{:.3f} bits per weight is below what the allowed formats can reach ({:.3f})", plan.target_bpw,
                             (smallest + fixed_bits) / double(plan.params)),
@@ -177,6 +185,7 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
       const std::string names[] = {t.name};
       for (GgmlType type : kGgufCandidates) {
         if (t.ne[0] % ggml_type_info(type).block_elements != 0) continue;  // rows this type cannot tile (tensor_bytes throws)
+        if (ggml_requires_imatrix(type) && !importance) continue;           // ggml refuses to quantize it without one
         const uint64_t bytes = gguf::tensor_bytes(type, t.ne);
         if (!planning::rules_allow(options.rules, names, role.layer, type, 8.0 * double(bytes) / double(p.params))) continue;
         p.options.push_back({type, bytes, ggml_loss(sample, type)});

@@ -8,66 +8,66 @@
 //               "params", "bpw", "quantized", "loss", "losses": {"q2_K": ..., "nf4-b64-dq": ...}}]}
 #include <fmt/format.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "checkpoint_output.h"
 #include "lowbit/core/error.h"
+#include "lowbit/io/json_file.h"
 #include "lowbit/pipeline/plan.h"
 
 namespace lowbit {
 namespace {
 
-TensorFormat read_format(const nlohmann::json& t, const std::string& file, const std::string& name) {
-  const std::string format = t["format"].get<std::string>();
+TensorFormat read_format(const JsonField& t, const std::string& name) {
+  const std::string format = t["format"].string();
   if (format == "nf4" || format == "fp4") {
     Bnb4bitFormat b{.quant_type = format == "nf4" ? bnb::QuantType::nf4 : bnb::QuantType::fp4,
-                    .blocksize = t.value("blocksize", int64_t(64)), .double_quant = t.value("double_quant", false)};
-    bnb::check_blocksize_4bit(b.blocksize, name);
+                    .blocksize = t.integer_or("blocksize", 64), .double_quant = t.boolean_or("double_quant", false)};
+    try {
+      bnb::check_blocksize_4bit(b.blocksize, name);
+    } catch (const Error& e) {
+      throw t["blocksize"].error(e.problem(), e.context().expected);
+    }
     return b;
   }
   const auto type = ggml_type_from_name(format);
-  if (!type) throw Error(fmt::format("unknown format '{}'", format), {.file = file, .tensor = name});
+  if (!type) throw t["format"].error(fmt::format("unknown format '{}'", format), "a ggml type, nf4 or fp4");
   return *type;
 }
 
-Plan parse_plan(const nlohmann::json& j, const std::string& file) {
-  if (!j.is_object() || !j.contains("tensors") || !j["tensors"].is_array()) throw Error("no \"tensors\" list", {.file = file});
-  const std::string target = j.value("target", "gguf");
-  if (target != "gguf" && target != "bnb") throw Error(fmt::format("unknown target '{}'", target), {.file = file, .expected = "gguf or bnb"});
-  Plan plan{.model = j.value("model", ""), .target = target == "bnb" ? PlanTarget::bnb : PlanTarget::gguf,
-            .target_bpw = j.value("target_bpw", 0.0), .achieved_bpw = j.value("achieved_bpw", 0.0),
-            .predicted_loss = j.value("predicted_loss", 0.0)};
+Plan parse_plan(const JsonField& j) {
+  const std::string target = j.string_or("target", "gguf");
+  if (target != "gguf" && target != "bnb") throw j["target"].error(fmt::format("unknown target '{}'", target), "gguf or bnb");
+  Plan plan{.model = j.string_or("model", ""), .target = target == "bnb" ? PlanTarget::bnb : PlanTarget::gguf,
+            .target_bpw = j.number_or("target_bpw", 0.0), .achieved_bpw = j.number_or("achieved_bpw", 0.0),
+            .predicted_loss = j.number_or("predicted_loss", 0.0)};
   // Only a record of how the plan was made: a hand-written plan may leave it out.
-  if (const auto m = j.find("loss_measure"); m != j.end()) {
-    if (!m->is_object()) throw Error("\"loss_measure\" is not an object", {.file = file});
-    const std::string kind = m->value("kind", "relative_error");
+  if (const auto m = j.find("loss_measure")) {
+    const std::string kind = m->string_or("kind", "relative_error");
     if (kind != "relative_error" && kind != "output_kld")
-      throw Error(fmt::format("unknown loss_measure kind '{}'", kind), {.file = file, .expected = "relative_error or output_kld"});
-    plan.loss_measure = {.output_kld = kind == "output_kld", .imatrix_weighted = m->value("imatrix_weighted", false),
-                         .probe_positions = m->value("probe_positions", int64_t(0)), .calibration = m->value("calibration", "")};
+      throw (*m)["kind"].error(fmt::format("unknown loss_measure kind '{}'", kind), "relative_error or output_kld");
+    plan.loss_measure = {.output_kld = kind == "output_kld", .imatrix_weighted = m->boolean_or("imatrix_weighted", false),
+                         .probe_positions = m->integer_or("probe_positions", 0, 0), .calibration = m->string_or("calibration", "")};
   }
-  for (const auto& t : j["tensors"]) {
-    if (!t.is_object() || !t.contains("name") || !t["name"].is_string() || !t.contains("format") || !t["format"].is_string())
-      throw Error("a tensor entry needs \"name\" and \"format\" strings", {.file = file});
-    const std::string name = t["name"].get<std::string>();
+  for (const auto& t : j["tensors"].elements()) {
+    const std::string name = t["name"].string();
     TensorFormat format;
     bool quantized = true;
     int64_t params = 0;
-    try {  // a field of the wrong type ("blocksize": "64") names the file and the tensor
-      format = read_format(t, file, name);
-      quantized = t.value("quantized", true);
-      params = t.value("params", int64_t(0));
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(e.what(), {.file = file, .tensor = name});
-    } catch (const Error& e) {  // a blocksize bitsandbytes does not take
-      throw Error(e.problem(), {.file = file, .tensor = name, .expected = e.context().expected});
+    try {
+      format = read_format(t, name);
+      quantized = t.boolean_or("quantized", true);
+      params = t.integer_or("params", 0, 0);
+    } catch (const Error& e) {  // the key path says "tensors[12]"; the name says which tensor that is
+      ErrorContext c = e.context();
+      c.tensor = name;
+      throw Error(e.problem(), c);
     }
     // A GGUF holds no bitsandbytes formats; a bitsandbytes checkpoint no ggml block types.
     const bool fits = plan.target == PlanTarget::gguf ? std::holds_alternative<GgmlType>(format)
                                                       : !quantized || is_float_format(format) || std::holds_alternative<Bnb4bitFormat>(format);
     if (!fits)
-      throw Error(fmt::format("format {} does not belong in a {} plan", format_label(format), target), {.file = file, .tensor = name});
+      throw Error(fmt::format("format {} does not belong in a {} plan", format_label(format), target), {.file = j.file(), .tensor = name});
     const auto role = role_of_tensor(name);
     plan.tensors.push_back({.name = name, .role = role.role, .layer = role.layer, .format = format, .params = params,
                             .quantized = quantized});
@@ -113,20 +113,8 @@ void write_plan(const std::filesystem::path& path, const Plan& plan) {
 }
 
 Plan read_plan(const std::filesystem::path& path) {
-  const std::string file = path.string();
-  std::ifstream in(path);
-  if (!in) throw Error("cannot open", {.file = file});
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("not valid JSON: {}", e.what()), {.file = file});
-  }
-  try {
-    return parse_plan(j, file);
-  } catch (const nlohmann::json::exception& e) {  // a field of the wrong type ("target": 4)
-    throw Error(e.what(), {.file = file});
-  }
+  const nlohmann::json j = read_json_file(path);
+  return parse_plan(JsonField(j, path.string()));
 }
 
 }  // namespace lowbit

@@ -3,11 +3,11 @@
 
 #include <algorithm>
 #include <charconv>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 
 #include "lowbit/core/error.h"
+#include "lowbit/io/json_file.h"
 #include "lowbit/plan/llama_cpp_mix.h"
 #include "plan_internal.h"
 
@@ -82,13 +82,7 @@ std::vector<PlanRule> default_plan_rules() {
 }
 
 std::vector<PlanRule> load_plan_rules(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw Error("cannot open", {.file = path.string()});
-  try {
-    return parse_rules(nlohmann::json::parse(in), path.string());
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("not valid JSON: {}", e.what()), {.file = path.string()});
-  }
+  return parse_rules(read_json_file(path), path.string());
 }
 
 namespace planning {

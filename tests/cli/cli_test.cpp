@@ -9,6 +9,7 @@
 
 #include "lowbit/io/gguf.h"
 #include "lowbit/io/imatrix.h"
+#include "support/gguf_edit.h"
 #include "support/paths.h"
 #include "support/tiny_moe_model.h"
 
@@ -109,10 +110,24 @@ TEST(Cli, QuantizeErrorsAreClear) {
   expect_error("quantize " + model + " -o " + out + " --format q9_9", "unknown ggml type 'q9_9'");
   expect_error("quantize " + model + " -o " + out + " --mix Q7_K_XL", "unknown mix");
   expect_error("quantize " + model + " -o " + out + " --format q4_K --mix Q4_K_M", "exactly one");
-  expect_error("quantize " + model + " -o " + out + " --format iq2_xxs", "cannot write iq2_xxs");
+  expect_error("quantize " + model + " -o " + out + " --format iq2_xxs", "iq2_xxs needs importance weights");
   expect_error("quantize " + model + " -o " + (dir / "x.bin").string() + " --format q4_0", "must end in .gguf");
   expect_error("quantize /nonexistent/model.gguf -o " + out + " --format q4_0", "/nonexistent/model.gguf");
   expect_error("dequantize " + model + " -o " + out + " --dtype i8", "not f32, f16 or bf16");
+}
+
+// A model whose metadata is out of range is refused before any work, naming the file and the key:
+// block_count 0xFFFFFFFF ran 0 layers and printed a perplexity with exit 0; head_count 0 was a SIGFPE.
+TEST(Cli, EvalRefusesOutOfRangeModelMetadata) {
+  test::TempDir dir;
+  const auto golden = test::golden_ggml_dir() / "model";
+  for (const auto& [key, value] : {std::pair{"llama.block_count", uint32_t(0xFFFFFFFF)}, {"llama.attention.head_count", uint32_t(0)}}) {
+    const auto edited = dir / "edited.gguf";
+    test::copy_gguf_with(golden / "tiny-llama-f32.gguf", edited, {{key, gguf::Value{value}}});
+    const auto r = run_cli("eval " + edited.string() + " --text " + (golden / "text.txt").string() + " --ctx 64", true);
+    EXPECT_EQ(r.status, 1) << r.out;
+    EXPECT_NE(r.out.find(edited.string() + ": key '" + key + "': "), std::string::npos) << r.out;
+  }
 }
 
 // llama-perplexity (llama.cpp c392e509) on the golden tiny model, text.txt, -c 64: 90 chunks, F32

@@ -1,5 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <fstream>
 #include <numeric>
@@ -10,6 +15,8 @@
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/mapped_file.h"
+#include "lowbit/core/output_path.h"
+#include "lowbit/core/temporaries.h"
 #include "lowbit/core/tensor.h"
 #include "lowbit/core/thread_pool.h"
 #include "support/paths.h"
@@ -100,6 +107,118 @@ TEST(AtomicFile, FailsClearlyInMissingDirectory) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent-dir/out.bin"), std::string::npos);
   }
+}
+
+// Before any work, an output that is (or resolves to) an input, lies inside an input directory or
+// holds an input is refused, and an existing one is replaced only when asked.
+TEST(OutputPath, RefusesInputsThroughLinksAndExistingOutputsWithoutForce) {
+  test::TempDir dir;
+  const auto input = dir / "m.gguf";
+  std::ofstream(input) << "model";
+  std::filesystem::create_directories(dir / "hf" / "sub");
+  std::ofstream(dir / "hf" / "config.json") << "{}";
+  std::filesystem::create_symlink(input, dir / "link.gguf");
+  std::filesystem::create_hard_link(input, dir / "hard.gguf");
+  auto refused = [&](const std::filesystem::path& out, const std::filesystem::path& in, const std::string& needle, bool force = true) {
+    try {
+      check_output_path(out, {in}, force);
+      ADD_FAILURE() << out << " accepted for input " << in;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  refused(input, input, "is the input");
+  refused(dir / "link.gguf", input, "is the input");                        // a symlink to the input
+  refused(dir / "hard.gguf", input, "is the input");                        // a hard link
+  refused(dir / "hf" / ".." / "m.gguf", input, "is the input");             // ".."
+  refused(input, dir / "link.gguf", "is the input");                        // the input given through a link
+  refused(dir / "hf" / "out.gguf", dir / "hf", "inside the input directory");
+  refused(dir / "hf" / "sub" / "new" / "out", dir / "hf", "inside the input directory");
+  refused(dir.path(), dir / "hf", "lies inside the output directory");     // replacing it would lose the input
+  EXPECT_NO_THROW(check_output_path(dir / "new.gguf", {input, "", dir / "missing"}, false));
+  std::ofstream(dir / "old.gguf") << "old";
+  refused(dir / "old.gguf", input, "unless given --force", false);
+  EXPECT_NO_THROW(check_output_path(dir / "old.gguf", {input}, true));
+  std::filesystem::create_directory(dir / "empty");
+  EXPECT_NO_THROW(check_output_path(dir / "empty", {input}, false));  // nothing there to lose
+  EXPECT_EQ(MappedFile(input).size(), 5u);
+}
+
+TEST(AtomicDirectory, UmaskModeFsyncedRenameAndReplacement) {
+  test::TempDir dir;
+  const mode_t previous = ::umask(022);
+  {
+    AtomicDirectory out(dir / "ckpt");
+    std::ofstream(out.path() / "a.txt") << "new";
+    out.commit();
+  }
+  ::umask(previous);
+  struct stat st{};
+  ASSERT_EQ(::stat((dir / "ckpt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);
+  EXPECT_THROW(AtomicDirectory(dir / "ckpt"), Error);  // an existing output, without --force
+  {
+    AtomicDirectory out(dir / "ckpt", /*replace_existing=*/true);  // --force
+    std::ofstream(out.path() / "b.txt") << "newer";
+    out.commit();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "ckpt" / "a.txt"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "ckpt" / "b.txt"));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 1);  // nothing beside it
+  std::ofstream(dir / "file") << "x";
+  EXPECT_THROW(AtomicDirectory(dir / "file"), Error);
+}
+
+// A job killed by SIGTERM or SIGINT removes its temporaries (files, directories with files inside,
+// scratch directories) and still dies of the signal. The job runs in a child process.
+TEST(Temporaries, SignalRemovesEveryLiveTemporaryAndReRaises) {
+  for (const int sig : {SIGTERM, SIGINT}) {
+    test::TempDir dir;
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::signal(sig, SIG_DFL);  // whatever this test inherited; the first registration installs the handler
+      ::setenv("TMPDIR", dir.path().c_str(), 1);
+      AtomicFile file(dir / "out.gguf");
+      file.write("partial", 7);
+      AtomicDirectory ckpt(dir / "ckpt");
+      std::filesystem::create_directories(ckpt.path() / "nested");
+      std::ofstream(ckpt.path() / "nested" / "shard.safetensors") << "partial";
+      ScratchDirectory scratch("test");
+      std::ofstream(scratch / "model.gguf") << "copy";
+      AtomicFile committed(dir / "done.bin");
+      committed.write("ok", 2);
+      committed.commit();
+      (void)!::write(ready[1], "r", 1);
+      for (;;) ::pause();
+    }
+    char c;
+    ASSERT_EQ(::read(ready[0], &c, 1), 1);
+    ::close(ready[0]);
+    ::close(ready[1]);
+    ::kill(child, sig);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status)) << status;
+    EXPECT_EQ(WTERMSIG(status), sig);
+    std::vector<std::string> left;
+    for (const auto& e : std::filesystem::directory_iterator(dir.path())) left.push_back(e.path().filename().string());
+    EXPECT_EQ(left, std::vector<std::string>{"done.bin"}) << "signal " << sig;
+  }
+}
+
+TEST(Temporaries, ScratchDirectoryGoesWithItsOwner) {
+  std::filesystem::path path;
+  {
+    const ScratchDirectory scratch("test");
+    path = scratch.path();
+    std::filesystem::create_directories(scratch / "a" / "b");
+    std::ofstream(scratch / "a" / "b" / "c") << "x";
+    EXPECT_TRUE(path.filename().string().starts_with("lowbit-test-"));
+  }
+  EXPECT_FALSE(std::filesystem::exists(path));
 }
 
 TEST(MappedFile, MissingFileNamesPath) {

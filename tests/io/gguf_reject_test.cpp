@@ -35,7 +35,7 @@ std::vector<std::byte> one_kv(uint32_t type, Fill fill) {
 
 // One tensor whose info is written by `fill` after its name.
 template <class Fill>
-std::vector<std::byte> one_tensor(std::string_view name, Fill fill, size_t data_bytes = 64) {
+std::vector<std::byte> one_tensor(std::string_view name, Fill fill, size_t data_bytes = 32) {
   GgufBytes b;
   b.header(1, 0).str(name);
   fill(b);
@@ -185,6 +185,24 @@ TEST(GgufReject, TensorOffsets) {
   GgufBytes unpadded;
   unpadded.header(1, 0).tensor_info("a", {0}, T::F32, 0);
   expect_gguf_rejected(unpadded.bytes(), {"data section starts past the end of the file"});
+}
+
+TEST(GgufReject, BytesAfterTheLastTensor) {
+  // Padding up to the alignment after the last tensor is what ggml and gguf-py write.
+  GgufBytes padded;
+  padded.header(1, 0).tensor_info("a", {3}, T::F32, 0).pad_to(32).zeros(32);
+  EXPECT_EQ(File::parse(padded.bytes(), "padded").tensors().size(), 1u);
+  expect_gguf_rejected(with_tensors({{"a", 0}, {"b", 32}}, 65).bytes(), {"1 bytes follow the last tensor's data", "at most 192 bytes"});
+  // A tensor count one short read the last tensor info as data, 32 bytes off, and exited 0.
+  GgufBytes one_short;
+  one_short.header(1, 1).kv_u32("k", 1).tensor_info("a", {8}, T::F32, 0).tensor_info("b", {8}, T::F32, 32).pad_to(32).zeros(64);
+  expect_gguf_rejected(one_short.bytes(), {"bytes follow the last tensor's data"});
+  // Metadata-only files may be padded to the alignment, no further.
+  GgufBytes meta;
+  meta.header(0, 1).kv_u32("k", 1).pad_to(32);
+  EXPECT_NO_THROW(File::parse(meta.bytes(), "meta"));
+  meta.zeros(1);
+  expect_gguf_rejected(meta.bytes(), {"1 bytes follow the last tensor's data"});
 }
 
 TEST(GgufReject, MissingFileNamesThePath) {

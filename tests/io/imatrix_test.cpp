@@ -125,5 +125,27 @@ TEST(Imatrix, LegacyWriterRefusesAnEntryWithNoRows) {
   EXPECT_FALSE(std::filesystem::exists(dir / "m.dat"));
 }
 
+TEST(Imatrix, GgufTensorWithAnEmptyDimensionIsRefused) {
+  // in_sum2 [4, 0] with 0 counts gave an entry of 4 columns and no weights: the quantizer read past it.
+  test::TempDir dir;
+  const auto path = dir / "empty.gguf";
+  {
+    gguf::Writer w(path);
+    w.set("general.type", {std::string("imatrix")});
+    w.add_tensor("blk.0.attn_q.weight.counts", GgmlType::F32, {1, 0});
+    w.add_tensor("blk.0.attn_q.weight.in_sum2", GgmlType::F32, {4, 0});
+    w.write_data("blk.0.attn_q.weight.counts", {});
+    w.write_data("blk.0.attn_q.weight.in_sum2", {});
+    w.finish();
+  }
+  try {
+    ImportanceMatrix::load(path);
+    FAIL() << "accepted an empty in_sum2";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("empty.gguf: tensor 'blk.0.attn_q.weight.in_sum2': in_sum2 has shape [4, 0]"), std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace lowbit

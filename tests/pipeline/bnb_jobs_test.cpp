@@ -90,7 +90,10 @@ TEST(BnbJobs, Int8DirectoryAndShards) {
   EXPECT_EQ(q["load_in_8bit"], true);
   EXPECT_EQ(q["llm_int8_skip_modules"], nlohmann::json::array({"lm_head", "model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"}));
 
-  dequantize_bnb(out, dir / "back.safetensors", DType::bf16);
+  dequantize_bnb(out, dir / "back", DType::bf16);
+  // A directory's output is a directory: a name that says otherwise is refused (it was written as a
+  // directory named back.safetensors).
+  EXPECT_THROW(dequantize_bnb(out, dir / "back.safetensors", DType::bf16), Error);
   EXPECT_THROW(dequantize_bnb(out, dir / "back2", DType::i8), Error);
 }
 
@@ -120,6 +123,9 @@ TEST(BnbJobs, FailuresLeaveNothingBehind) {
   std::ofstream(dir / "taken" / "keep.txt") << "mine";
   EXPECT_THROW(quantize_to_bnb(dir / "model", dir / "taken", {.format = "nf4"}), Error);
   EXPECT_TRUE(std::filesystem::exists(dir / "taken" / "keep.txt"));
+  quantize_to_bnb(dir / "model", dir / "taken", {.format = "nf4", .overwrite = true});  // the CLI's --force
+  EXPECT_FALSE(std::filesystem::exists(dir / "taken" / "keep.txt"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "taken" / "config.json"));
   EXPECT_THROW(quantize_to_bnb(dir / "model", dir / "bad", {.format = "nf4", .blocksize = 48}), Error);
   EXPECT_THROW(quantize_to_bnb(dir / "model", dir / "bad", {.format = "q4_K"}), Error);
 

@@ -9,7 +9,11 @@
 #include <set>
 
 #include "lowbit/core/error.h"
+#include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/bnb_checkpoint.h"
+#include "lowbit/io/gguf.h"
+#include "lowbit/io/imatrix.h"
+#include "lowbit/plan/llama_cpp_mix.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
@@ -201,11 +205,15 @@ TEST(PlanMoe, UnslothRecipeRulesFile) {
       case TensorRole::SharedExpertGate: case TensorRole::SharedExpertUp: case TensorRole::SharedExpertDown:
         EXPECT_EQ(format, "q6_K") << t.name;
         break;
-      case TensorRole::ExpertDown:
-        EXPECT_EQ(format, t.layer <= 5 ? "q3_K" : "q2_K") << t.name;  // the early, sensitive down projections higher
+      case TensorRole::ExpertDown:  // the early, sensitive down projections higher (q3_K or iq3_s, both 3.4375 bits)
+        if (t.layer <= 5) {
+          EXPECT_EQ(bpw(t), 3.4375) << t.name;
+        } else {
+          EXPECT_LE(bpw(t), 2.7) << t.name;
+        }
         break;
       case TensorRole::ExpertGate: case TensorRole::ExpertUp:
-        EXPECT_EQ(format, "q2_K") << t.name;
+        EXPECT_LE(bpw(t), 2.7) << t.name;
         break;
       default: continue;
     }
@@ -237,6 +245,145 @@ TEST(PlanMoe, RulesByLayerRangeAndStrictRulesFiles) {
                           R"({"rulez": []})", R"({"rules": [], "extra": 1})"}) {
     std::ofstream(dir / "bad.json") << bad;
     EXPECT_THROW(load_plan_rules(dir / "bad.json"), Error) << bad;
+  }
+}
+
+// An importance matrix for every weight of a GGUF but the embeddings and output layer (as llama-imatrix
+// collects none for them), one slice of columns per expert, each column its own weight.
+void write_test_imatrix(const std::filesystem::path& path, const std::filesystem::path& model) {
+  const gguf::File file(model);
+  gguf::Writer w(path);
+  w.set("general.type", gguf::Value{std::string("imatrix")});
+  std::vector<std::pair<std::string, std::pair<std::vector<float>, std::vector<float>>>> data;  // name, sums, counts, in file order
+  for (const auto& t : file.tensors()) {
+    if (t.ne.size() < 2 || t.name == "token_embd.weight" || t.name == "output.weight") continue;
+    const int64_t columns = t.ne[0], experts = t.ne.size() > 2 ? t.ne[2] : 1;
+    auto& [sums, counts] = data.emplace_back(t.name, std::pair<std::vector<float>, std::vector<float>>{}).second;
+    for (int64_t i = 0; i < columns * experts; ++i) sums.push_back(float(1 + (i * 7) % 13));
+    counts.assign(size_t(experts), 1.0f);
+    w.add_tensor(t.name + ".in_sum2", GgmlType::F32, {columns, experts});
+    w.add_tensor(t.name + ".counts", GgmlType::F32, {1, experts});
+  }
+  for (const auto& [name, d] : data) {
+    w.write_data(name + ".in_sum2", std::as_bytes(std::span(d.first)));
+    w.write_data(name + ".counts", std::as_bytes(std::span(d.second)));
+  }
+  w.finish();
+}
+
+// Whether a rule of a rules file's JSON applies to a tensor: its glob fits the name and its "layers"
+// ("A-B", "A-", "A") hold the layer. Read here from the JSON itself, independently of the planner's parser.
+bool rule_applies(const nlohmann::json& rule, const PlannedTensor& t) {
+  if (!glob_match(rule["match"].get<std::string>(), t.name)) return false;
+  if (!rule.contains("layers")) return true;
+  const std::string range = rule["layers"];
+  const size_t dash = range.find('-');
+  const int first = std::stoi(range.substr(0, dash));
+  const int last = dash == std::string::npos ? first : dash + 1 == range.size() ? 1 << 30 : std::stoi(range.substr(dash + 1));
+  return t.layer >= first && t.layer <= last;
+}
+
+TEST(PlanMoe, EveryShippedRulesFileBindsThePlan) {
+  test::TempDir dir;
+  const test::TinyMoe model{.style = MoeStyle::deepseek, .layers = 8, .dense_layers = 3};
+  test::write_tiny_moe_gguf(dir / "deepseek.gguf", model);
+  write_test_imatrix(dir / "imatrix.gguf", dir / "deepseek.gguf");
+  const auto imatrix = ImportanceMatrix::load(dir / "imatrix.gguf");
+  const auto source = ModelSource::open(dir / "deepseek.gguf");
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(LOWBIT_SOURCE_DIR) / "rules")) {
+    if (entry.path().extension() != ".json") continue;
+    SCOPED_TRACE(entry.path().filename().string());
+    ++files;
+    const auto json = nlohmann::json::parse(std::ifstream(entry.path()));
+    EXPECT_FALSE(json.value("description", "").empty());  // every file says where its recipe comes from
+    PlanOptions options{.target_bpw = 8.0, .imatrix = &imatrix};
+    for (auto& r : load_plan_rules(entry.path())) options.rules.push_back(std::move(r));
+    const Plan plan = make_plan(*source, options);
+    int experts = 0, bound = 0;
+    for (const auto& t : plan.tensors) {
+      if (t.role == TensorRole::Router || t.role == TensorRole::Norm) {
+        EXPECT_FALSE(t.quantized) << t.name;
+        EXPECT_EQ(t.format, TensorFormat(GgmlType::F32)) << t.name;
+        continue;
+      }
+      if (t.role == TensorRole::Embedding || t.role == TensorRole::Output) {
+        EXPECT_GE(bpw(t), 4.5) << t.name;
+      }
+      if (is_expert(t.role)) ++experts;
+      for (const auto& rule : json["rules"]) {
+        if (!rule_applies(rule, t)) continue;
+        ++bound;
+        const std::string format(format_name(t.format));
+        if (rule.contains("allow")) {
+          EXPECT_TRUE(std::ranges::count(rule["allow"], nlohmann::json(format))) << t.name << " " << format << " " << rule.dump();
+        }
+        if (rule.contains("min_bpw")) {
+          EXPECT_GE(bpw(t), rule["min_bpw"].get<double>()) << t.name << " " << rule.dump();
+        }
+        if (rule.contains("max_bpw")) {
+          EXPECT_LE(bpw(t), rule["max_bpw"].get<double>()) << t.name << " " << rule.dump();
+        }
+      }
+    }
+    EXPECT_EQ(experts, 5 * 3);  // five MoE layers' gate, up and down
+    EXPECT_GE(bound, experts);  // every routed expert falls under a rule of the file
+  }
+  EXPECT_GE(files, 14);
+}
+
+// A ladder's routed experts take exactly its types: the 1.58-bit recipe's experts are iq1_s, its down
+// projections iq1_s or iq2_xxs; without an importance matrix it cannot be planned (ggml needs one for iq1_s).
+TEST(PlanMoe, UnslothLadderNeedsItsImportanceMatrix) {
+  test::TempDir dir;
+  test::write_tiny_moe_gguf(dir / "deepseek.gguf", {.style = MoeStyle::deepseek, .layers = 4, .dense_layers = 1});
+  write_test_imatrix(dir / "imatrix.gguf", dir / "deepseek.gguf");
+  const auto imatrix = ImportanceMatrix::load(dir / "imatrix.gguf");
+  const auto source = ModelSource::open(dir / "deepseek.gguf");
+  const auto rules = load_plan_rules(std::filesystem::path(LOWBIT_SOURCE_DIR) / "rules" / "unsloth-deepseek-r1-1.58bit.json");
+  PlanOptions options{.target_bpw = 8.0, .imatrix = &imatrix};
+  options.rules.insert(options.rules.end(), rules.begin(), rules.end());
+  for (const auto& t : make_plan(*source, options).tensors) {
+    const std::string format(format_name(t.format));
+    if (t.role == TensorRole::ExpertGate || t.role == TensorRole::ExpertUp) {
+      EXPECT_EQ(format, "iq1_s") << t.name;
+    }
+    if (t.role == TensorRole::ExpertDown) {
+      EXPECT_TRUE(format == "iq1_s" || format == "iq2_xxs") << t.name << " " << format;
+    }
+  }
+  options.imatrix = nullptr;
+  EXPECT_THROW(make_plan(*source, options), Error);
+}
+
+// The types ggml quantizes only with importance weights are candidates only for tensors the importance
+// matrix covers; with one, a tight budget takes the IQ types.
+TEST(PlanMoe, ImatrixOnlyTypesNeedTheImportanceMatrix) {
+  test::TempDir dir;
+  test::write_tiny_moe_gguf(dir / "deepseek.gguf", {.style = MoeStyle::deepseek, .layers = 3, .dense_layers = 1});
+  write_test_imatrix(dir / "imatrix.gguf", dir / "deepseek.gguf");
+  const auto imatrix = ImportanceMatrix::load(dir / "imatrix.gguf");
+  const auto source = ModelSource::open(dir / "deepseek.gguf");
+  for (const ImportanceMatrix* im : {static_cast<const ImportanceMatrix*>(nullptr), &imatrix}) {
+    const Plan plan = make_plan(*source, {.target_bpw = 2.2, .imatrix = im});
+    EXPECT_LE(plan.achieved_bpw, 2.2);
+    int imatrix_only_options = 0, iq_chosen = 0;
+    for (const auto& t : plan.tensors) {
+      const bool covered = im && im->find(t.name);
+      for (const auto& o : t.options) {
+        const GgmlType type = std::get<GgmlType>(o.format);
+        if (!ggml_requires_imatrix(type)) continue;
+        ++imatrix_only_options;
+        EXPECT_TRUE(covered) << t.name << " " << format_name(o.format);
+      }
+      if (t.quantized && format_name(t.format).starts_with("iq") && !format_name(t.format).starts_with("iq4")) ++iq_chosen;
+    }
+    if (im) {
+      EXPECT_GT(imatrix_only_options, 0);
+      EXPECT_GT(iq_chosen, 0);
+    } else {
+      EXPECT_EQ(imatrix_only_options, 0);
+    }
   }
 }
 

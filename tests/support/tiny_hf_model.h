@@ -52,7 +52,7 @@ inline void write_tiny_hf_model(const std::filesystem::path& dir) {
     tensors.push_back({hf, TensorView::make(DType::f32, Shape(t.ne.rbegin(), t.ne.rend()), std::as_bytes(std::span(storage.back())))});
   }
   safetensors::Writer::write_file(dir / "model.safetensors", tensors);
-  std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 256, "intermediate_size": 256,
+  std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "intermediate_size": 256,
     "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2, "max_position_embeddings": 256,
     "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "vocab_size": 259})";
   nlohmann::json vocab = nlohmann::json::object();

@@ -6,7 +6,9 @@
 // matmul inputs are rounded to 16 bits (`activations`).
 //
 // This header is the whole of the GPU's entry into the model: callers hold a LlamaRuntime and never
-// see a CUDA type. Declared only when lowbit was built with LOWBIT_CUDA (LOWBIT_HAVE_CUDA is defined).
+// see a CUDA type. The code lives in liblowbit_cuda.so (src/model/cuda/), which the CLI opens only for
+// a GPU command and reaches through RuntimeBackend (lowbit/pipeline/cuda_backend.h); the GPU tests
+// link the module and call the functions directly.
 #pragma once
 
 #include <cstddef>
@@ -46,5 +48,21 @@ struct GenerationTiming {
   size_t peak_memory_bytes = 0;  // device memory the runtime held at its peak (weights, cache, scratch)
 };
 GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, const RuntimeOptions& options = {});
+
+// The functions above as a program that opened liblowbit_cuda.so at run time reaches them: the module's
+// second exported symbol, extern "C" const RuntimeBackend* lowbit_cuda_runtime(int abi). Bump
+// kRuntimeAbi when the interface (or a type it passes, LlamaModel included) changes, so that a stale
+// module is refused.
+inline constexpr int kRuntimeAbi = 1;
+inline constexpr const char* kRuntimeEntry = "lowbit_cuda_runtime";
+
+class RuntimeBackend {
+ public:
+  virtual ~RuntimeBackend() = default;
+  virtual std::unique_ptr<LlamaRuntime> make_llama_runtime(LlamaModel& model, const RuntimeOptions& options) const = 0;
+  virtual std::vector<int32_t> generate(LlamaModel& model, const std::vector<int32_t>& prompt, int count,
+                                        const RuntimeOptions& options) const = 0;
+  virtual GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, const RuntimeOptions& options) const = 0;
+};
 
 }  // namespace lowbit::cuda

@@ -31,8 +31,9 @@ class Tokenizer {
 
   // Reads tokenizer.ggml.{model, pre, tokens, scores, token_type, merges, *_token_id, add_*_token,
   // add_space_prefix}. Throws lowbit::Error naming the key on missing or malformed metadata and on
-  // vocabulary kinds or pre-tokenizers lowbit does not implement.
-  static Tokenizer from_gguf_metadata(const std::vector<gguf::KeyValue>& metadata);
+  // vocabulary kinds or pre-tokenizers lowbit does not implement; `file` (the model's path) is named
+  // in those errors.
+  static Tokenizer from_gguf_metadata(const std::vector<gguf::KeyValue>& metadata, const std::string& file = {});
 
   // Token ids of `text`. add_special is llama.cpp's add_special: it adds BOS (and EOS) only where the
   // vocabulary asks for them (tokenizer.ggml.add_bos_token, or the kind's default). parse_special
@@ -71,6 +72,7 @@ class Tokenizer {
 
  private:
   explicit Tokenizer(std::shared_ptr<const Vocabulary> vocab) : vocab_(std::move(vocab)) {}
+  static Tokenizer from_metadata(const std::vector<gguf::KeyValue>& metadata);
   std::shared_ptr<const Vocabulary> vocab_;
 };
 

@@ -24,6 +24,7 @@ struct BnbQuantizeOptions {
   const Plan* plan = nullptr;
   uint64_t max_shard_bytes = 5'000'000'000;  // as save_pretrained's default "5GB"
   NonfinitePolicy nonfinite;  // for tensors kept in float; NF4/FP4/int8 hold no NaN/Inf under any policy
+  bool overwrite = false;  // replace an existing output directory (the CLI's --force)
 };
 
 struct JobReport {
@@ -51,7 +52,7 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
 // Statistics (absmax, nested absmax, quant maps, SCB) must be finite and SCB within f16, as
 // bitsandbytes computes it from float16 weights; `nonfinite` decides, as for quantize.
 JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesystem::path& output, std::optional<DType> dtype,
-                         Progress& progress = Progress::none(), const NonfinitePolicy& nonfinite = {});
+                         Progress& progress = Progress::none(), const NonfinitePolicy& nonfinite = {}, bool overwrite = false);
 
 // True when `path` (a directory or .safetensors file) holds bitsandbytes-quantized weights.
 bool is_bnb_checkpoint(const std::filesystem::path& path);

@@ -1,12 +1,17 @@
 // Opening any model lowbit writes for evaluation: a GGUF directly; a Hugging Face directory or a
-// bitsandbytes checkpoint through a temporary float32 GGUF (dequantized first), which the runtime maps;
-// run on the CPU or, with Device::cuda, by the runtime's CUDA backend over the same loaded weights.
+// bitsandbytes checkpoint through a float32 GGUF (dequantized first) converted into a scratch
+// directory under $TMPDIR, which the runtime maps; run on the CPU or, with Device::cuda, by the
+// runtime's CUDA backend (opened from liblowbit_cuda.so) over the same loaded weights. The scratch
+// directory goes with the object, with a constructor that throws, and on SIGINT/SIGTERM/SIGHUP
+// (lowbit/core/temporaries.h).
 #pragma once
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "lowbit/core/dtype.h"
+#include "lowbit/core/temporaries.h"
 #include "lowbit/model/llama.h"
 #include "lowbit/pipeline/lora_merge.h"
 
@@ -41,7 +46,7 @@ class EvalModel {
   void load(const std::filesystem::path& path);
   void apply(const std::vector<ScaledAdapter>& adapters);
 
-  std::filesystem::path scratch_;  // temporary conversions, removed with the object
+  std::optional<ScratchDirectory> scratch_;  // conversions; declared first, so removed after the model unmaps them
   std::filesystem::path gguf_;     // the GGUF the runtime maps
   std::unique_ptr<LlamaModel> model_;
   std::vector<std::vector<float>> adapted_;  // float32 weights swapped in for the adapted ones

@@ -50,6 +50,6 @@ GgufQuantizeReport dequantize_gguf(const ModelSource& source, const std::filesys
 // dequantized to `dtype` under transformers' names (Q/K rows back in HF's order), config.json,
 // tokenizer.json and tokenizer_config.json. Written beside `out` and renamed when complete.
 GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::filesystem::path& out, DType dtype,
-                                     Progress& progress = Progress::none(), const NonfinitePolicy& nonfinite = {});
+                                     Progress& progress = Progress::none(), const NonfinitePolicy& nonfinite = {}, bool overwrite = false);
 
 }  // namespace lowbit
