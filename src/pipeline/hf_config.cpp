@@ -35,10 +35,10 @@ std::optional<float> positive_float(const JsonField& object, std::string_view ke
 
 // transformers 5 keeps RoPE in rope_parameters (flat, or one dict per attention type); older
 // checkpoints in rope_theta + rope_scaling ("type" or "rope_type"). Either way, the parameters of
-// full attention, with rope_theta folded in, as the converter's TextModel.__init__ reads them.
+// full attention, as the converter's TextModel.__init__ reads them (rope_theta may sit beside rope_scaling instead).
 json rope_parameters_of(const JsonField& config) {
   const char* key = config.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  if (!config.has(key)) return config.has("rope_theta") ? json{{"rope_theta", config["rope_theta"].number()}} : json::object();
+  if (!config.has(key)) return json::object();
   const JsonField field = config[key];
   (void)field.members();  // throws unless an object
   json rope = field.json();
@@ -48,7 +48,6 @@ json rope_parameters_of(const JsonField& config) {
     (void)field["full_attention"].members();
     return field["full_attention"].json();
   }
-  if (!rope.contains("rope_theta") && config.has("rope_theta")) rope["rope_theta"] = config["rope_theta"].number();
   if (!rope.contains("rope_type") && rope.contains("type")) rope["rope_type"] = rope["type"];
   return rope;
 }
@@ -73,7 +72,8 @@ void add_rope_metadata(const JsonField& config, const std::string& a, int64_t he
   } else if (type != "default" && type != "llama3" && type != "linear" && type != "yarn") {
     throw rope["rope_type"].error(fmt::format("is '{}', which lowbit does not convert", type), "default, linear, llama3 or yarn");
   }
-  const auto theta = positive_float(rope, "rope_theta");
+  // rope_theta beside rope_scaling in older configs, inside rope_parameters in transformers 5's.
+  const auto theta = rope.has("rope_theta") ? positive_float(rope, "rope_theta") : positive_float(config, "rope_theta");
   if (theta) out.metadata.push_back(kv(a + ".rope.freq_base", *theta));
   if (type == "llama3") {
     const float low = positive_float(rope, "low_freq_factor").value_or(1.0f), high = positive_float(rope, "high_freq_factor").value_or(4.0f);
