@@ -127,7 +127,7 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("IN", o->input, "A .gguf file or a Hugging Face model directory")->required();
   cmd->add_option("-o,--output", o->output, "Output: OUT.gguf, or for nf4/fp4/int8 a directory (OUT.safetensors for a .safetensors input)")->required();
   cmd->add_option("--format", o->format, "One format for every quantizable weight: a ggml type (q4_0, q8_0, q2_K ... q6_K, iq4_nl, iq4_xs, f16, bf16) or a bitsandbytes one (nf4, fp4, int8)");
-  cmd->add_option("--mix", o->mix, "A llama.cpp file type with its per-tensor choices: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0");
+  cmd->add_option("--mix", o->mix, "A llama.cpp file type with its per-tensor choices: Q2_K, Q2_K_S, Q3_K_S ... Q6_K, Q4_0 ... Q8_0, IQ1_S, IQ1_M, IQ2_XXS ... IQ2_M, IQ3_XXS, IQ3_XS, IQ3_S, IQ3_M, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4_MOE, Q1_0, Q2_0");
   cmd->add_option("--plan", o->plan, "A plan from lowbit plan: each tensor's format (a GGUF or, for a bnb plan, a bitsandbytes checkpoint)");
   cmd->add_option("--bpw", o->bpw, "Plan inline for this average bits per weight, then quantize")->check(finite_range(1, 32));
   cmd->add_option("--target", o->target, "With --bpw: gguf (OUT.gguf) or bnb (a bitsandbytes checkpoint directory)")

@@ -108,6 +108,8 @@ uint32_t llama_file_type_of(GgmlType type) {
     case GgmlType::Q4_K: return 14;
     case GgmlType::Q5_K: return 16;
     case GgmlType::IQ2_S: return 28;  // LLAMA_FTYPE_MOSTLY_IQ2_S (whose mix defaults to iq2_xs)
+    case GgmlType::IQ3_S: return 26;  // not IQ3_XS or IQ3_M, mixes of iq3_s
+    case GgmlType::NVFP4: return 39;  // LLAMA_FTYPE_MOSTLY_NVFP4, which llama-quantize does not offer
     default:
       for (const auto& mix : kLlamaMixes)
         if (mix.default_type == type) return mix.file_type;
@@ -173,18 +175,25 @@ GgmlType TypeSelector::mix_rule(std::string_view name, const Shape& ne, GgmlType
 
   // The output layer, and the embedding when it doubles as the output layer.
   if (category == Category::Output || (!facts_.has_output && category == Category::TokenEmbd)) {
-    if (!row_fits(type, ne)) return GgmlType::Q8_0;
+    if (is("MXFP4_MOE") || !row_fits(type, ne)) return GgmlType::Q8_0;
     if (is_low_bit_iq_mix(mix) || is("IQ3_XXS")) return GgmlType::Q5_K;
     return type == GgmlType::Q8_0 ? type : GgmlType::Q6_K;
   }
+  // MXFP4_MOE: the experts (3-D: one matrix per expert) in mxfp4, every other tensor in q8_0.
+  if (is("MXFP4_MOE")) return ne.size() > 2 && ne[2] > 1 ? GgmlType::MXFP4 : GgmlType::Q8_0;
   if (category == Category::TokenEmbd) {
     if (is("IQ2_XXS") || is("IQ2_XS") || is("IQ1_S") || is("IQ1_M")) return GgmlType::Q2_K;
     if (is("IQ2_S") || is("IQ2_M") || is("IQ3_XXS")) return GgmlType::IQ3_S;
+    if (is("TQ1_0") || is("TQ2_0") || is("Q2_0")) return GgmlType::Q4_K;
     return type;
   }
   if (is_low_bit_iq_mix(mix)) return low_bit_iq_rule(mix, category, i, n, n_gqa, facts_, type);
   if (is_attn_v_like(category)) {
     if (is("Q2_K")) type = n_gqa >= 4 ? GgmlType::Q4_K : GgmlType::Q3_K;
+    else if (is("Q2_K_S") && n_gqa >= 4) type = GgmlType::Q4_K;
+    else if (is("IQ3_XXS")) type = n_gqa >= 4 ? GgmlType::Q4_K : selection_.has_imatrix ? GgmlType::IQ3_XXS : GgmlType::IQ3_S;
+    else if ((is("IQ3_XS") || is("IQ3_S")) && n_gqa >= 4) type = GgmlType::Q4_K;
+    else if (is("IQ3_M")) type = GgmlType::Q4_K;
     else if (is("Q3_K_M")) type = i < 2 ? GgmlType::Q5_K : GgmlType::Q4_K;
     else if (is("Q3_K_L")) type = GgmlType::Q5_K;
     else if ((is("IQ4_NL") || is("IQ4_XS")) && n_gqa >= 4) type = GgmlType::Q5_K;
@@ -193,10 +202,19 @@ GgmlType TypeSelector::mix_rule(std::string_view name, const Shape& ne, GgmlType
     if (facts_.n_expert == 8) type = GgmlType::Q8_0;
     return type;
   }
-  if (category == Category::AttnK) return facts_.n_expert == 8 ? GgmlType::Q8_0 : type;
+  // The 3-bit mixes take bits from attn_q and attn_k (a third of attention's weights, the least sensitive).
+  if (category == Category::AttnK && facts_.n_expert == 8) return GgmlType::Q8_0;
+  if (category == Category::AttnK || category == Category::AttnQ) {
+    if (is("IQ3_XS")) return GgmlType::IQ3_XXS;
+    if (is("IQ3_XXS")) return GgmlType::IQ2_S;
+    return type;
+  }
   if (category == Category::FfnDown) {
     if (is("Q2_K")) return GgmlType::Q3_K;
+    if (is("Q2_K_S")) return i < n / 8 ? GgmlType::Q4_K : type;
+    if (is("IQ3_XXS") && !selection_.has_imatrix) return i < n / 8 ? GgmlType::Q4_K : GgmlType::Q3_K;
     if (is("Q3_K_M")) return i < n / 16 ? GgmlType::Q5_K : GgmlType::Q4_K;
+    if (is("IQ3_M")) return i < n / 8 || (facts_.n_expert == 8 && use_more_bits(i, n)) ? GgmlType::Q4_K : type;
     if (is("Q3_K_L")) return GgmlType::Q5_K;
     if (is("Q4_K_M")) return use_more_bits(i, n) ? GgmlType::Q6_K : type;
     if (i < n / 8 && (is("IQ4_NL") || is("IQ4_XS")) && !selection_.has_imatrix) return GgmlType::Q5_K;
@@ -207,13 +225,18 @@ GgmlType TypeSelector::mix_rule(std::string_view name, const Shape& ne, GgmlType
   }
   if (category == Category::AttnOutput) {
     if (facts_.n_expert == 8)
-      return (is("Q2_K") || is("Q3_K_S") || is("Q3_K_M") || is("IQ4_NL") || is("Q4_K_S") || is("Q4_K_M") || is("IQ4_XS"))
+      return (is("Q2_K") || is("IQ3_XS") || is("IQ3_XXS") || is("Q3_K_S") || is("Q3_K_M") || is("IQ4_NL") || is("Q4_K_S") ||
+              is("Q4_K_M") || is("IQ3_S") || is("IQ3_M") || is("IQ4_XS"))
                  ? GgmlType::Q5_K : type;
     if (is("Q2_K")) return GgmlType::Q3_K;
-    if (is("Q3_K_M")) return GgmlType::Q4_K;
+    if (is("IQ3_XXS")) return GgmlType::IQ3_S;
+    if (is("Q3_K_M") || is("IQ3_M")) return GgmlType::Q4_K;
     if (is("Q3_K_L")) return GgmlType::Q5_K;
     return type;
   }
+  // IQ3_XS: the middle three quarters of the layers' ffn_gate and ffn_up in iq3_xxs.
+  if ((category == Category::FfnGate || category == Category::FfnUp) && is("IQ3_XS") && i >= n / 8 && i < 7 * n / 8)
+    return GgmlType::IQ3_XXS;
   return type;
 }
 

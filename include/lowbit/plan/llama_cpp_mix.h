@@ -2,8 +2,10 @@
 // the per-tensor choices llama-quantize makes for dense models, a uniform type (`--format`, like
 // llama-quantize --pure), user overrides (`--tensor-type GLOB=TYPE`, first match wins), and the
 // fallback for rows a block type cannot tile. Source: llama.cpp src/llama-quant.cpp
-// (llama_tensor_get_type, llama_tensor_get_type_impl, tensor_type_fallback; the IQ2 mixes' rules and
-// tensor_requires_imatrix as of llama.cpp commit 007dbbf3).
+// (llama_tensor_get_type, llama_tensor_get_type_impl, tensor_type_fallback, tensor_requires_imatrix and
+// llama_ftype_get_default_type as of llama.cpp 0c1e57098, the copy llama-cpp-python 0.3.36 vendors; its
+// IQ2 rules are those of 007dbbf3). Not followed: the arch-specific rules (Falcon, GLM5-next,
+// BailingMoE3) and the 70B-only bump of attn_v to q5_K.
 #pragma once
 
 #include <cstdint>
@@ -32,10 +34,18 @@ inline constexpr LlamaMix kLlamaMixes[] = {
     {"Q4_K_S", 14, GgmlType::Q4_K},  {"Q4_K_M", 15, GgmlType::Q4_K},  {"Q5_K_S", 16, GgmlType::Q5_K},
     {"Q5_K_M", 17, GgmlType::Q5_K},  {"Q6_K", 18, GgmlType::Q6_K},    {"IQ4_NL", 25, GgmlType::IQ4_NL},
     {"IQ4_XS", 30, GgmlType::IQ4_XS},
-    // The 2-bit i-quant mixes. IQ2_S's default tensor type is iq2_xs and IQ2_M's is iq2_s, as in
-    // llama.cpp (llama_ftype_get_default_type); their rules need importance weights (--imatrix).
+    {"Q2_K_S", 21, GgmlType::Q2_K},
+    // The 1-3 bit i-quant mixes. A mix's default tensor type is llama_ftype_get_default_type's: IQ2_S
+    // writes iq2_xs, IQ2_M iq2_s, IQ3_XS and IQ3_M iq3_s. All but IQ3_S and IQ3_M need importance
+    // weights (--imatrix) for the bulk of their tensors.
     {"IQ2_XXS", 19, GgmlType::IQ2_XXS}, {"IQ2_XS", 20, GgmlType::IQ2_XS}, {"IQ2_S", 28, GgmlType::IQ2_XS},
-    {"IQ2_M", 29, GgmlType::IQ2_S},
+    {"IQ2_M", 29, GgmlType::IQ2_S},     {"IQ3_XXS", 23, GgmlType::IQ3_XXS}, {"IQ3_S", 26, GgmlType::IQ3_S},
+    {"IQ3_XS", 22, GgmlType::IQ3_S},    {"IQ3_M", 27, GgmlType::IQ3_S},     {"IQ1_S", 24, GgmlType::IQ1_S},
+    {"IQ1_M", 31, GgmlType::IQ1_M},
+    // Ternary, microscaling and 1-2 bit linear types. MXFP4_MOE writes mxfp4 only into expert tensors.
+    // (llama-quantize has no NVFP4 file type to write; llama_file_type_of(nvfp4) names gguf-py's 39.)
+    {"TQ1_0", 36, GgmlType::TQ1_0},     {"TQ2_0", 37, GgmlType::TQ2_0},     {"MXFP4_MOE", 38, GgmlType::MXFP4},
+    {"Q1_0", 40, GgmlType::Q1_0},       {"Q2_0", 41, GgmlType::Q2_0},
 };
 
 // Case-insensitive ("q4_k_m" finds Q4_K_M); nullptr if unknown.
