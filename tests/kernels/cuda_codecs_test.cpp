@@ -160,12 +160,33 @@ std::vector<int> half_fields(GgmlType type) {
     case GgmlType::Q2_K: return {80, 82};
     case GgmlType::Q3_K: return {108};
     case GgmlType::Q6_K: return {208};
+    case GgmlType::TQ1_0: return {52};
+    case GgmlType::TQ2_0: return {64};
+    case GgmlType::IQ1_M: return {};  // d's bits are spread over the scales: see finite_iq1_m_scale
+    case GgmlType::MXFP4: case GgmlType::NVFP4: return {};  // 8-bit scales, all finite
     default: return {0};
   }
 }
 
-constexpr GgmlType kGgmlTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
-                                   GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+// iq1_m's d takes its top nibble from bits 12-15 of the last scale word (bytes 54-55): clearing bit 14
+// of d (bit 6 of byte 55) keeps its exponent below 31.
+void finite_iq1_m_scale(uint8_t* block) { block[55] &= uint8_t(~0x40); }
+
+constexpr GgmlType kGgmlTypes[] = {GgmlType::Q4_0,  GgmlType::Q4_1,   GgmlType::Q5_0,   GgmlType::Q5_1,    GgmlType::Q8_0,
+                                   GgmlType::Q2_K,  GgmlType::Q3_K,   GgmlType::Q4_K,   GgmlType::Q5_K,    GgmlType::Q6_K,
+                                   GgmlType::IQ1_S, GgmlType::IQ1_M,  GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,
+                                   GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::IQ4_NL, GgmlType::IQ4_XS,  GgmlType::TQ1_0,
+                                   GgmlType::TQ2_0, GgmlType::MXFP4,  GgmlType::NVFP4,  GgmlType::Q1_0,    GgmlType::Q2_0};
+
+// ggml quantizes iq1_s, iq2_xxs and iq2_xs only with importance weights; the others get them for the
+// shapes of odd row counts, so both of their quantizer paths feed the decoder.
+std::vector<float> importance_weights(int64_t cols) {
+  std::uniform_real_distribution<float> u(0.01f, 4.0f);
+  std::vector<float> w(static_cast<size_t>(cols));
+  for (float& v : w) v = u(rng());
+  return w;
+}
+bool needs_weights(GgmlType type) { return type == GgmlType::IQ1_S || type == GgmlType::IQ2_XXS || type == GgmlType::IQ2_XS; }
 
 TEST(CudaCodecs, GgmlDequantizeMatchesCpu) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
@@ -179,14 +200,18 @@ TEST(CudaCodecs, GgmlDequantizeMatchesCpu) {
         std::vector<uint8_t> blocks(total);
         if (random_bytes) {
           for (uint8_t& b : blocks) b = uint8_t(rng()());
-          for (size_t block = 0; block < total / info.block_bytes; ++block)
+          for (size_t block = 0; block < total / info.block_bytes; ++block) {
             for (int field : half_fields(type)) {
               uint8_t& high = blocks[block * info.block_bytes + size_t(field) + 1];
               if ((high & 0x7c) == 0x7c) high &= uint8_t(~0x04);  // exponent 31 (Inf/NaN) -> 30
             }
+            if (type == GgmlType::IQ1_M) finite_iq1_m_scale(&blocks[block * info.block_bytes]);
+          }
         } else {
           const std::vector<float> x = heavy_tailed(size_t(s.rows * s.cols));
-          quantize_rows(type, x.data(), s.rows, s.cols, nullptr, blocks.data());
+          const std::vector<float> weights = importance_weights(s.cols);
+          const bool weighted = needs_weights(type) || s.rows % 2 == 1;
+          quantize_rows(type, x.data(), s.rows, s.cols, weighted ? weights.data() : nullptr, blocks.data());
         }
         std::vector<float> cpu(size_t(s.rows * s.cols));
         dequantize_rows(type, blocks.data(), s.rows, s.cols, cpu.data());
@@ -210,7 +235,8 @@ TEST(CudaCodecs, GgmlDequantizeMatchesCpu) {
 TEST(CudaCodecs, RejectsBadArguments) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   EXPECT_THROW(cuda::dequantize_ggml(GgmlType::Q4_K, nullptr, 1, 100, DType::f32, nullptr, nullptr), Error);
-  EXPECT_THROW(cuda::dequantize_ggml(GgmlType::IQ2_XXS, nullptr, 1, 256, DType::f32, nullptr, nullptr), Error);
+  EXPECT_THROW(cuda::dequantize_ggml(GgmlType::Q8_K, nullptr, 1, 256, DType::f32, nullptr, nullptr), Error);  // ggml's dot-product type
+  EXPECT_FALSE(cuda::has_ggml_dequantize(GgmlType::Q8_1));
   EXPECT_THROW(cuda::dequantize_4bit(bnb::QuantType::nf4, nullptr, static_cast<const float*>(nullptr), 64, 48,
                                      DType::f32, nullptr, nullptr),
                Error);

@@ -81,7 +81,8 @@ __global__ void __launch_bounds__(kGgmlThreads) dequantize_ggml_unaligned_kernel
 }
 
 // Launches D's kernel over `values` values (a whole number of blocks). Blocks need 2-byte
-// alignment (4 or 8 for the types whose size is a multiple of it: cudaMalloc'd buffers have it).
+// alignment (4 or 8 for the types whose size is a multiple of it: cudaMalloc'd buffers have it);
+// mxfp4's 17-byte blocks are read byte by byte.
 template <class D>
 void launch_dequantize_ggml(const void* blocks, int64_t values, DType out_dtype, void* out, cudaStream_t stream) {
   const int64_t groups = values / 8;
@@ -97,11 +98,16 @@ void launch_dequantize_ggml(const void* blocks, int64_t values, DType out_dtype,
   check(cudaGetLastError());
 }
 
-// Per family (ggml_legacy.cu, ggml_kquants.cu): launches and returns true when `type` is theirs.
+// Per family (ggml_legacy.cu, ggml_kquants.cu, ggml_iquants.cu, ggml_ternary_fp4.cu, ggml_float.cu):
+// launches and returns true when `type` is theirs.
 bool dequantize_ggml_legacy(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
                             cudaStream_t stream);
 bool dequantize_ggml_kquants(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
                              cudaStream_t stream);
+bool dequantize_ggml_iquants(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
+                             cudaStream_t stream);
+bool dequantize_ggml_ternary_fp4(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
+                                 cudaStream_t stream);
 bool dequantize_ggml_float(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
                            cudaStream_t stream);
 

@@ -82,8 +82,9 @@ void dequantize_int8_rowwise(const int8_t* cb, const float* scb, int64_t rows, i
 
 // ---- ggml block types ----
 
-// Whether dequantize_ggml handles `type`: q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K, and the
-// float types f32 f16 bf16 (converted, rounding to nearest even).
+// Whether dequantize_ggml handles `type`: every block type lowbit writes (q4_0 q4_1 q5_0 q5_1 q8_0,
+// q2_K ... q6_K, iq1_s iq1_m iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s iq4_nl iq4_xs, tq1_0 tq2_0 mxfp4 nvfp4
+// q1_0 q2_0), and the float types f32 f16 bf16 (converted, rounding to nearest even).
 bool has_ggml_dequantize(GgmlType type);
 
 // rows x cols values from rows * ggml_row_bytes(type, cols) bytes of blocks, as
