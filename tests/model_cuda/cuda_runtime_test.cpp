@@ -119,6 +119,25 @@ TEST(CudaRuntime, Bytes12MAgreesWithTheCpuInBf16AndQuantized) {
 #endif
 }
 
+// The types of issue 15 that need no importance matrix, each through its own GPU kernel (rows none of
+// them tiles fall back as llama-quantize's do).
+TEST(CudaRuntime, Bytes12MInIquantAndFp4TypesAgreesWithTheCpu) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  test::TempDir dir;
+  const auto tokens = text_tokens(*LlamaModel::load(bytes_model()), "wikitext2_test_hf_nonempty_crlf.raw", 40000);
+  for (const GgmlType type : {GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::IQ3_S, GgmlType::MXFP4, GgmlType::NVFP4}) {
+    const auto path = dir / (std::string(ggml_type_name(type)) + ".gguf");
+    GgufQuantizeOptions options;
+    options.selection.default_type = type;
+    quantize_to_gguf(*ModelSource::open(bytes_model()), path, options);
+    auto quantized = LlamaModel::load(path);
+    std::printf("%s: ", std::string(ggml_type_name(type)).c_str());
+    expect_agreement(agreement(*quantized, tokens, 512, 8));
+  }
+#endif
+}
+
 TEST(CudaRuntime, DefaultModelAgreesWithTheCpu) {
   SKIP_WITHOUT_GPU();
 #ifdef LOWBIT_HAVE_CUDA

@@ -154,7 +154,7 @@ void CudaLlama::load_weight(Weight& w, const QuantizedMatrix& m) {
   w.host = m;
   w.fused.reset();
   if (!has_ggml_dequantize(m.type)) {
-    // A type with no GPU kernel (the i-quants): its float32 values as the CPU dequantizes them.
+    // A type with no GPU kernel (none lowbit writes has none): its float32 values as the CPU dequantizes them.
     std::vector<float> values(size_t(m.rows * m.cols));
     dequantize_rows(m.type, m.data.data(), m.rows, m.cols, values.data());
     w.bytes = upload(std::span<const float>(values), stream_);
