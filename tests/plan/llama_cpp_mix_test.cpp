@@ -1,6 +1,8 @@
 // The per-tensor type choices of llama.cpp's mixes, checked against llama-quantize's own output.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
 #include <tuple>
 
 #include "lowbit/io/gguf.h"
@@ -294,6 +296,70 @@ TEST(LlamaCppMix, Q2KSmall) {
   EXPECT_EQ(s.choose("output.weight", {4096, 128256}), GgmlType::Q6_K);
   EXPECT_TRUE(tensor_requires_imatrix("blk.4.ffn_down.weight", GgmlType::Q2_K, mix->file_type));
   EXPECT_EQ(llama_file_type_of(GgmlType::Q2_K), 10u);
+}
+
+// llama-quantize's own choices for every mix on three synthetic models (a dense GQA-8 model, a dense
+// GQA-2 model with tied embeddings, an 8-expert MoE), recorded by tests/plan/data/
+// make_llama_quantize_mixes.py (llama-quantize --dry-run, llama.cpp 0c1e57098): lowbit chooses the same
+// type for every tensor of every mix, with and without an importance matrix.
+TEST(LlamaCppMix, ReproducesLlamaQuantizeOnSyntheticModels) {
+  std::ifstream in(std::filesystem::path(LOWBIT_SOURCE_DIR) / "tests/plan/data/llama_quantize_mixes.txt");
+  ASSERT_TRUE(in) << "tests/plan/data/llama_quantize_mixes.txt";
+  ModelFacts facts;
+  std::string model;
+  std::vector<std::pair<const LlamaMix*, bool>> columns;  // mix, with an importance matrix
+  int checked = 0, models = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    std::string first;
+    fields >> first;
+    if (first == "model") {
+      fields >> model;
+      int has_output = 1;
+      std::string kv;
+      while (fields >> kv) {
+        const auto eq = kv.find('=');
+        const std::string key = kv.substr(0, eq);
+        const int value = std::stoi(kv.substr(eq + 1));
+        if (key == "n_layer") facts.n_layer = value;
+        else if (key == "n_head") facts.n_head = value;
+        else if (key == "n_head_kv") facts.n_head_kv = value;
+        else if (key == "n_expert") facts.n_expert = value;
+        else if (key == "has_output") has_output = value;
+        else FAIL() << "unknown model fact " << key;
+      }
+      facts.has_output = has_output != 0;
+      ++models;
+      continue;
+    }
+    if (first == "columns") {
+      columns.clear();
+      for (std::string column; fields >> column;) {
+        const bool imatrix = column.ends_with("+imatrix");
+        const LlamaMix* mix = find_llama_mix(imatrix ? column.substr(0, column.size() - 8) : column);
+        ASSERT_NE(mix, nullptr) << column;
+        columns.emplace_back(mix, imatrix);
+      }
+      continue;
+    }
+    const std::string& tensor = first;
+    std::string dims, dim;
+    fields >> dims;
+    Shape ne;
+    for (std::istringstream d(dims); std::getline(d, dim, 'x');) ne.push_back(std::stoll(dim));
+    for (const auto& [mix, imatrix] : columns) {
+      std::string expected;
+      fields >> expected;
+      const TypeSelector selector({.mix = mix, .default_type = mix->default_type, .has_imatrix = imatrix}, facts);
+      const auto chosen = selector.choose(tensor, ne);
+      EXPECT_EQ(chosen ? std::string(ggml_type_name(*chosen)) : "-", expected)
+          << model << " " << mix->name << (imatrix ? "+imatrix " : " ") << tensor;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(models, 3);
+  EXPECT_GT(checked, 10000);
 }
 
 // llama.cpp's tensor_requires_imatrix.
