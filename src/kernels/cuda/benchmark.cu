@@ -298,7 +298,10 @@ struct Bench {
       dequantize_4bit_row(m, bnb::QuantType::nf4, false, DType::f16);
       dequantize_4bit_row(m, bnb::QuantType::nf4, false, DType::f32);
       for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                            GgmlType::Q2_K, GgmlType::Q3_K})
+                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::IQ4_NL, GgmlType::IQ3_S,
+                            GgmlType::IQ3_XXS, GgmlType::IQ2_S, GgmlType::IQ2_XS, GgmlType::IQ2_XXS, GgmlType::IQ1_M,
+                            GgmlType::IQ1_S, GgmlType::TQ2_0, GgmlType::TQ1_0, GgmlType::MXFP4, GgmlType::NVFP4,
+                            GgmlType::Q2_0, GgmlType::Q1_0})
         dequantize_ggml_row(m, type);
       int8_rows(m);
       for (bool dq : {false, true}) quantize_4bit_row(m, bnb::QuantType::nf4, dq);
