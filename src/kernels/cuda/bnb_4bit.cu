@@ -1,7 +1,9 @@
 // bitsandbytes 4-bit (nf4, fp4) on the GPU: dequantize (plain or double-quantized scales, one
 // launch either way), quantize with bitsandbytes' approximate reciprocal, and the double quant
 // second level. The format and its arithmetic: include/lowbit/formats/bnb_4bit.h.
+#include <algorithm>
 #include <array>
+#include <bit>
 #include <string>
 #include <type_traits>
 
@@ -19,8 +21,6 @@ using detail::mul_ftz;
 // memory (constant memory serialises lanes that read different addresses).
 __constant__ std::array<float, 16> kNf4Lut = bnb::tables::kNf4Code;
 __constant__ std::array<float, 16> kFp4Lut = bnb::tables::kFp4KernelLut;  // code 8 is -0.0 here
-__constant__ std::array<float, 15> kNf4Thresholds = bnb::tables::kNf4Thresholds;
-__constant__ std::array<float, 7> kFp4Thresholds = bnb::tables::kFp4AbsThresholds;
 __constant__ std::array<float, 256> kDynamicMap = bnb::tables::kDynamicMapSigned;
 
 constexpr int kThreads = 256;
@@ -141,48 +141,127 @@ void launch_dequantize(bnb::QuantType type, const uint8_t* packed, Scale scale, 
 }
 
 // ---- quantize ----
+//
+// A value's 4-bit code from one shared-memory word instead of a binary search over the thresholds
+// (four dependent loads per value): the float bits of |v| above bit 20 (exponent and three mantissa
+// bits) pick a bin that holds at most one threshold of either format (checked at compile time
+// below), and the bin's word holds its two codes and where in the bin's low 20 bits the code
+// changes. Bins below the smallest threshold and above the largest are one bin each.
 
-// Number of ascending thresholds t[0 .. count) that v exceeds, by binary lifting (count + 1 a power
-// of two). NaN exceeds none, as in bitsandbytes' decision trees.
-template <int Count>
-__device__ __forceinline__ int thresholds_exceeded(float v, const float* t) {
+constexpr int kBinShift = 20;
+constexpr uint32_t kLowMask = (1u << kBinShift) - 1;
+constexpr uint32_t key_of(float x) { return (std::bit_cast<uint32_t>(x) & 0x7fffffffu) >> kBinShift; }
+constexpr uint32_t kFirstKey = [] {
+  uint32_t k = ~0u;
+  for (float t : bnb::tables::kNf4Thresholds) k = std::min(k, key_of(t));
+  for (float t : bnb::tables::kFp4AbsThresholds) k = std::min(k, key_of(t));
+  return k;
+}();
+constexpr int kBins = [] {  // bin 0: keys below kFirstKey; the last: keys above every threshold's
+  uint32_t k = 0;
+  for (float t : bnb::tables::kNf4Thresholds) k = std::max(k, key_of(t));
+  for (float t : bnb::tables::kFp4AbsThresholds) k = std::max(k, key_of(t));
+  return int(k - kFirstKey) + 3;
+}();
+
+// The reference decision as bitsandbytes makes it: how many ascending thresholds v exceeds (NaN
+// exceeds none); FP4 compares |v| and adds the sign bit when v < 0.
+constexpr int rank_4bit(float v, bool fp4) {
   int rank = 0;
-#pragma unroll
-  for (int step = (Count + 1) / 2; step > 0; step /= 2)
-    if (v > t[rank + step - 1]) rank += step;
+  if (!fp4) {
+    for (float t : bnb::tables::kNf4Thresholds) rank += v > t;
+  } else {
+    const float a = v < 0.0f ? -v : v;
+    for (float t : bnb::tables::kFp4AbsThresholds) rank += a > t;
+  }
   return rank;
 }
-
-__device__ __forceinline__ uint32_t code_4bit(float v, bool fp4, const float* nf4_t, const float* fp4_t) {
-  if (!fp4) return uint32_t(thresholds_exceeded<15>(v, nf4_t));
+constexpr uint32_t reference_code_4bit(float v, bool fp4) {
+  const int rank = rank_4bit(v, fp4);
+  if (!fp4) return uint32_t(rank);
   // FP4's bit pattern of each rank: {0, 1, 6, 7, 4, 5, 2, 3} as nibbles, plus the sign bit.
-  const int rank = thresholds_exceeded<7>(fabsf(v), fp4_t);
   return ((0x32547610u >> (4 * rank)) & 7u) | (v < 0.0f ? 8u : 0u);
+}
+
+// Bin word: bits 0-3 the code at the bin's low end, 4-7 the code above the change, 8-27 the low bits
+// of |v| that the change needs exceeded (all ones: no change in this bin). Bins [0, kBins) are for
+// v >= 0 (and -0.0), [kBins, 2 kBins) for v < 0.
+struct BinTable {
+  std::array<uint32_t, 2 * kBins> words{};
+  bool valid = true;  // every bin holds at most one change, and the outer bins none
+};
+constexpr BinTable make_bin_table(bool fp4) {
+  BinTable table;
+  for (int side = 0; side < 2; ++side) {
+    for (int bin = 0; bin < kBins; ++bin) {
+      // |v|'s bits in this bin: [low, high], as non-negative floats they order as their bits.
+      const uint32_t low = bin == 0 ? (side ? 1u : 0u) : (kFirstKey + uint32_t(bin) - 1) << kBinShift;
+      const uint32_t high = bin == kBins - 1 ? 0x7f800000u : ((kFirstKey + uint32_t(bin)) << kBinShift) - 1;
+      auto value = [&](uint32_t bits) { return side ? -std::bit_cast<float>(bits) : std::bit_cast<float>(bits); };
+      const uint32_t code_low = reference_code_4bit(value(low), fp4), code_high = reference_code_4bit(value(high), fp4);
+      const int changes = rank_4bit(value(high), fp4) - rank_4bit(value(low), fp4);
+      uint32_t threshold = kLowMask;
+      if (code_low != code_high || changes != 0) {
+        if ((changes != 1 && changes != -1) || bin == 0 || bin == kBins - 1) table.valid = false;
+        uint32_t lo = low, hi = high;  // the first bits with code_high: in (lo, hi]
+        while (hi - lo > 1) {
+          const uint32_t mid = lo + (hi - lo) / 2;
+          (reference_code_4bit(value(mid), fp4) == code_low ? lo : hi) = mid;
+        }
+        threshold = (hi & kLowMask) - 1;
+      }
+      table.words[size_t(side * kBins + bin)] = code_low | code_high << 4 | threshold << 8;
+    }
+  }
+  return table;
+}
+constexpr BinTable kNf4BinTable = make_bin_table(false), kFp4BinTable = make_bin_table(true);
+static_assert(kNf4BinTable.valid && kFp4BinTable.valid, "a quantization bin holds more than one threshold");
+__constant__ std::array<uint32_t, 2 * kBins> kNf4Bins = kNf4BinTable.words;
+__constant__ std::array<uint32_t, 2 * kBins> kFp4Bins = kFp4BinTable.words;
+
+__device__ __forceinline__ uint32_t code_4bit(float v, const uint32_t* bins) {
+  const uint32_t a = __float_as_uint(v) & 0x7fffffffu;
+  const int bin = min(max(int(a >> kBinShift) - int(kFirstKey - 1), 0), kBins - 1) + (v < 0.0f ? kBins : 0);
+  const uint32_t word = bins[bin];
+  const uint32_t code = (a & kLowMask) > (word >> 8) ? word >> 4 : word;
+  return v != v ? 0u : code & 15u;  // NaN exceeds no threshold: code 0 in both formats
 }
 
 // One 4-bit block per blocksize / 8 consecutive threads (8 values each); a block of threads covers
 // whole 4-bit blocks: kThreads * 8 values, or one 4096-value block with 512 threads.
+template <DType T>
+__device__ __forceinline__ void load_group(const void* input, int64_t g, int64_t n, bool vector, float (&x)[8]) {
+  if (vector && g * 8 + 8 <= n) {
+    detail::load8<T>(input, g, x);
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) x[k] = g * 8 + k < n ? detail::load1<T>(input, g * 8 + k) : 0.0f;
+  }
+}
+
+// One 4-bit block per blocksize / 8 consecutive threads (8 values each); a block of threads covers
+// whole 4-bit blocks: Threads * 8 values, or one 4096-value block with 512 threads. Each thread
+// loads its next chunk's 16 bytes before it codes the current one (two loads in flight).
 template <DType T, int Threads>
 __global__ void __launch_bounds__(Threads) quantize_4bit_kernel(const void* __restrict__ input, int64_t n,
                                                                 int blocksize, bool fp4, bool vector,
                                                                 uint8_t* __restrict__ packed,
                                                                 float* __restrict__ absmax) {
-  __shared__ float nf4_t[15], fp4_t[7];
+  __shared__ uint32_t bins[2 * kBins];
   __shared__ float warp_max[Threads / 32];
-  if (threadIdx.x < 15) nf4_t[threadIdx.x] = kNf4Thresholds[threadIdx.x];
-  if (threadIdx.x < 7) fp4_t[threadIdx.x] = kFp4Thresholds[threadIdx.x];
+  for (int i = threadIdx.x; i < 2 * kBins; i += Threads) bins[i] = fp4 ? kFp4Bins[i] : kNf4Bins[i];
   __syncthreads();
   const int threads_per_block = blocksize / 8;
   const int64_t chunks = (n + Threads * 8 - 1) / (Threads * 8);
+  float next[8];
+  if (blockIdx.x < chunks) load_group<T>(input, blockIdx.x * int64_t(Threads) + threadIdx.x, n, vector, next);
   for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
     const int64_t g = chunk * Threads + threadIdx.x;  // this thread's group of 8 values
     float x[8];
-    if (vector && g * 8 + 8 <= n) {
-      detail::load8<T>(input, g, x);
-    } else {
 #pragma unroll
-      for (int k = 0; k < 8; ++k) x[k] = g * 8 + k < n ? detail::load1<T>(input, g * 8 + k) : 0.0f;
-    }
+    for (int k = 0; k < 8; ++k) x[k] = next[k];
+    if (chunk + gridDim.x < chunks) load_group<T>(input, g + int64_t(gridDim.x) * Threads, n, vector, next);
     float m = 0.0f;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
@@ -203,8 +282,8 @@ __global__ void __launch_bounds__(Threads) quantize_4bit_kernel(const void* __re
     uint32_t word = 0;
 #pragma unroll
     for (int k = 0; k < 8; k += 2) {  // values beyond n are 0.0: the padding nibble of an odd n
-      const uint32_t high = code_4bit(mul_ftz(x[k], s), fp4, nf4_t, fp4_t);
-      const uint32_t low = code_4bit(mul_ftz(x[k + 1], s), fp4, nf4_t, fp4_t);
+      const uint32_t high = code_4bit(mul_ftz(x[k], s), bins);
+      const uint32_t low = code_4bit(mul_ftz(x[k + 1], s), bins);
       word |= (high << 4 | low) << (4 * k);
     }
     const int64_t bytes = (n + 1) / 2;

@@ -23,8 +23,10 @@ struct Q2K {
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const float dl = mul_rn(half_bits_to_float(r.dm), float(r.sc & 15));
     const float ml = mul_rn(half_bits_to_float(r.dm >> 16), float(r.sc >> 4));
+    const int shift = two_bit_shift(g);
+    const uint32_t codes[2] = {(r.qs.x >> shift) & 0x03030303u, (r.qs.y >> shift) & 0x03030303u};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dl, float((byte_of(r.qs, k) >> two_bit_shift(g)) & 3)), ml);
+    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dl, code_minus(codes[k / 4], k % 4, 0.0f)), ml);
   }
 };
 
@@ -43,12 +45,12 @@ struct Q3K {
     const int low = j < 8 ? int(r.scale_low & 15) : int(r.scale_low >> 4);
     const int s = (low | int((r.scale_high >> (2 * (j / 4))) & 3) << 4) - 32;
     const float dl = mul_rn(half_bits_to_float(r.d), float(s));
+    // value = q - (high bit clear ? 4 : 0) = (q | high << 2) - 4; high: bit e / 32 of hmask[e % 32]
+    const int shift = two_bit_shift(g), bit = g / 4;
+    const uint32_t codes[2] = {((r.qs.x >> shift) & 0x03030303u) | ((r.hmask.x >> bit) & 0x01010101u) << 2,
+                               ((r.qs.y >> shift) & 0x03030303u) | ((r.hmask.y >> bit) & 0x01010101u) << 2};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int q = int((byte_of(r.qs, k) >> two_bit_shift(g)) & 3);
-      const bool high = (byte_of(r.hmask, k) >> (g / 4)) & 1;  // bit e / 32 of hmask[e % 32]
-      y[k] = mul_rn(dl, float(q - (high ? 0 : 4)));
-    }
+    for (int k = 0; k < 8; ++k) y[k] = mul_rn(dl, code_minus(codes[k / 4], k % 4, 4.0f));
   }
 };
 
@@ -78,8 +80,10 @@ struct Q4K {
     float s, m;
     scale_min(r.sm, j, s, m);
     const float dj = mul_rn(half_bits_to_float(r.dm), s), mj = mul_rn(half_bits_to_float(r.dm >> 16), m);
+    const int shift = 4 * (j % 2);
+    const uint32_t codes[2] = {(r.qs.x >> shift) & 0x0f0f0f0fu, (r.qs.y >> shift) & 0x0f0f0f0fu};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dj, float((byte_of(r.qs, k) >> (4 * (j % 2))) & 15)), mj);
+    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dj, code_minus(codes[k / 4], k % 4, 0.0f)), mj);
   }
 };
 
@@ -95,11 +99,11 @@ struct Q5K {
     float s, m;
     scale_min(r.sm, j, s, m);
     const float dj = mul_rn(half_bits_to_float(r.dm), s), mj = mul_rn(half_bits_to_float(r.dm >> 16), m);
+    const int shift = 4 * (j % 2);  // bit 4 of the code: bit j of qh[l]
+    const uint32_t codes[2] = {((r.qs.x >> shift) & 0x0f0f0f0fu) | ((r.qh.x >> j) & 0x01010101u) << 4,
+                               ((r.qs.y >> shift) & 0x0f0f0f0fu) | ((r.qh.y >> j) & 0x01010101u) << 4};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {  // bit 4 of the code: bit j of qh[l]
-      const int q = int((byte_of(r.qs, k) >> (4 * (j % 2))) & 15) + int(((byte_of(r.qh, k) >> j) & 1) << 4);
-      y[k] = sub_rn(mul_rn(dj, float(q)), mj);
-    }
+    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dj, code_minus(codes[k / 4], k % 4, 0.0f)), mj);
   }
 };
 
@@ -115,12 +119,11 @@ struct Q6K {
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const int k = (g % 16) / 4;
     const float ds = mul_rn(half_bits_to_float(r.d), float(int8_t(r.sc)));
+    const int low_shift = 4 * (k / 2), high_shift = 2 * k;
+    const uint32_t codes[2] = {((r.ql.x >> low_shift) & 0x0f0f0f0fu) | ((r.qh.x >> high_shift) & 0x03030303u) << 4,
+                               ((r.ql.y >> low_shift) & 0x0f0f0f0fu) | ((r.qh.y >> high_shift) & 0x03030303u) << 4};
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int low = int((byte_of(r.ql, i) >> (4 * (k / 2))) & 15);
-      const int high = int((byte_of(r.qh, i) >> (2 * k)) & 3);
-      y[i] = mul_rn(ds, float((low | high << 4) - 32));
-    }
+    for (int i = 0; i < 8; ++i) y[i] = mul_rn(ds, code_minus(codes[i / 4], i % 4, 32.0f));
   }
 };
 
