@@ -220,10 +220,11 @@ static_assert(kNf4BinTable.valid && kFp4BinTable.valid, "a quantization bin hold
 __constant__ std::array<uint32_t, 2 * kBins> kNf4Bins = kNf4BinTable.words;
 __constant__ std::array<uint32_t, 2 * kBins> kFp4Bins = kFp4BinTable.words;
 
+// `bins` is this lane's copy: word b at bins[32 b] (each lane reads its own bank, never a conflict).
 __device__ __forceinline__ uint32_t code_4bit(float v, const uint32_t* bins) {
   const uint32_t a = __float_as_uint(v) & 0x7fffffffu;
   const int bin = min(max(int(a >> kBinShift) - int(kFirstKey - 1), 0), kBins - 1) + (v < 0.0f ? kBins : 0);
-  const uint32_t word = bins[bin];
+  const uint32_t word = bins[32 * bin];
   const uint32_t code = (a & kLowMask) > (word >> 8) ? word >> 4 : word;
   return v != v ? 0u : code & 15u;  // NaN exceeds no threshold: code 0 in both formats
 }
@@ -248,10 +249,12 @@ __global__ void __launch_bounds__(Threads) quantize_4bit_kernel(const void* __re
                                                                 int blocksize, bool fp4, bool vector,
                                                                 uint8_t* __restrict__ packed,
                                                                 float* __restrict__ absmax) {
-  __shared__ uint32_t bins[2 * kBins];
+  // 32 copies of the bin table, interleaved so that lane l's copy lies in bank l (18 KB).
+  __shared__ uint32_t bins_by_lane[2 * kBins * 32];
   __shared__ float warp_max[Threads / 32];
-  for (int i = threadIdx.x; i < 2 * kBins; i += Threads) bins[i] = fp4 ? kFp4Bins[i] : kNf4Bins[i];
+  for (int i = threadIdx.x; i < 2 * kBins * 32; i += Threads) bins_by_lane[i] = fp4 ? kFp4Bins[i / 32] : kNf4Bins[i / 32];
   __syncthreads();
+  const uint32_t* bins = bins_by_lane + threadIdx.x % 32;
   const int threads_per_block = blocksize / 8;
   const int64_t chunks = (n + Threads * 8 - 1) / (Threads * 8);
   float next[8];
