@@ -89,9 +89,22 @@ __global__ void __launch_bounds__(kGgmlThreads) dequantize_ggml_unaligned_kernel
 }
 
 // Launches D's kernel over `values` values (a whole number of blocks). Blocks need 2-byte
-// alignment (4 or 8 for the types whose size is a multiple of it: cudaMalloc'd buffers have it).
+// alignment (4, 8 or 16 for the types whose size is a multiple of it: cudaMalloc'd buffers have it).
+// The alignment a decoder's loads need of the blocks (kAlign where it reads whole 16-byte headers).
+template <class D>
+constexpr int block_alignment() {
+  if constexpr (requires { D::kAlign; }) return D::kAlign;
+  else return 2;
+}
+template <class D>
+void require_block_alignment(const void* blocks) {
+  if (reinterpret_cast<uintptr_t>(blocks) % block_alignment<D>() != 0)
+    throw Error("GPU ggml kernels: blocks must be " + std::to_string(block_alignment<D>()) + "-byte aligned");
+}
+
 template <class D>
 void launch_dequantize_ggml(const void* blocks, int64_t values, DType out_dtype, void* out, cudaStream_t stream) {
+  require_block_alignment<D>(blocks);
   const int64_t groups = values / 8;
   const auto* bytes = static_cast<const uint8_t*>(blocks);
   dispatch_float_dtype(out_dtype, [&]<DType T>() {
