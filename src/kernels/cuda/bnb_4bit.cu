@@ -1,9 +1,7 @@
 // bitsandbytes 4-bit (nf4, fp4) on the GPU: dequantize (plain or double-quantized scales, one
 // launch either way), quantize with bitsandbytes' approximate reciprocal, and the double quant
 // second level. The format and its arithmetic: include/lowbit/formats/bnb_4bit.h.
-#include <algorithm>
 #include <array>
-#include <bit>
 #include <string>
 #include <type_traits>
 
@@ -142,95 +140,66 @@ void launch_dequantize(bnb::QuantType type, const uint8_t* packed, Scale scale, 
 
 // ---- quantize ----
 //
-// A value's 4-bit code from one shared-memory word instead of a binary search over the thresholds
-// (four dependent loads per value): the float bits of |v| above bit 20 (exponent and three mantissa
-// bits) pick a bin that holds at most one threshold of either format (checked at compile time
-// below), and the bin's word holds its two codes and where in the bin's low 20 bits the code
-// changes. Bins below the smallest threshold and above the largest are one bin each.
+// A value's 4-bit code from one shared-memory entry instead of a binary search over the thresholds
+// (four dependent loads and compares per value). The scaled value x (nf4: v in [-1, 1); fp4: |v| in
+// [0, 1)) falls in one of 64 equal bins: x + 3 (nf4) or x + 1 (fp4) lies in [2, 4) or [1, 2), where the
+// float's six top mantissa bits are the bin. Every bin holds at most one threshold, none within a
+// rounding error of the bin's edges (checked at compile time), so the bin's entry (that threshold, the
+// codes below and above it) decides with one compare of x itself, exactly as the thresholds do. Values
+// beyond ±1 are clamped (every threshold lies inside); NaN is clamped to the lowest value, code 0, as
+// bitsandbytes' decision trees give it.
 
-constexpr int kBinShift = 20;
-constexpr uint32_t kLowMask = (1u << kBinShift) - 1;
-constexpr uint32_t key_of(float x) { return (std::bit_cast<uint32_t>(x) & 0x7fffffffu) >> kBinShift; }
-constexpr uint32_t kFirstKey = [] {
-  uint32_t k = ~0u;
-  for (float t : bnb::tables::kNf4Thresholds) k = std::min(k, key_of(t));
-  for (float t : bnb::tables::kFp4AbsThresholds) k = std::min(k, key_of(t));
-  return k;
-}();
-constexpr int kBins = [] {  // bin 0: keys below kFirstKey; the last: keys above every threshold's
-  uint32_t k = 0;
-  for (float t : bnb::tables::kNf4Thresholds) k = std::max(k, key_of(t));
-  for (float t : bnb::tables::kFp4AbsThresholds) k = std::max(k, key_of(t));
-  return int(k - kFirstKey) + 3;
-}();
-
-// The reference decision as bitsandbytes makes it: how many ascending thresholds v exceeds (NaN
-// exceeds none); FP4 compares |v| and adds the sign bit when v < 0.
-constexpr int rank_4bit(float v, bool fp4) {
-  int rank = 0;
-  if (!fp4) {
-    for (float t : bnb::tables::kNf4Thresholds) rank += v > t;
-  } else {
-    const float a = v < 0.0f ? -v : v;
-    for (float t : bnb::tables::kFp4AbsThresholds) rank += a > t;
-  }
-  return rank;
-}
-constexpr uint32_t reference_code_4bit(float v, bool fp4) {
-  const int rank = rank_4bit(v, fp4);
-  if (!fp4) return uint32_t(rank);
-  // FP4's bit pattern of each rank: {0, 1, 6, 7, 4, 5, 2, 3} as nibbles, plus the sign bit.
-  return ((0x32547610u >> (4 * rank)) & 7u) | (v < 0.0f ? 8u : 0u);
-}
-
-// Bin word: bits 0-3 the code at the bin's low end, 4-7 the code above the change, 8-27 the low bits
-// of |v| that the change needs exceeded (all ones: no change in this bin). Bins [0, kBins) are for
-// v >= 0 (and -0.0), [kBins, 2 kBins) for v < 0.
-struct BinTable {
-  std::array<uint32_t, 2 * kBins> words{};
-  bool valid = true;  // every bin holds at most one change, and the outer bins none
+constexpr int kQuantBins = 64;
+struct alignas(16) QuantBin {
+  float threshold;  // x > threshold: `above`, else `below` (2.0: no threshold in this bin)
+  uint32_t below, above, unused;
 };
-constexpr BinTable make_bin_table(bool fp4) {
-  BinTable table;
-  for (int side = 0; side < 2; ++side) {
-    for (int bin = 0; bin < kBins; ++bin) {
-      // |v|'s bits in this bin: [low, high], as non-negative floats they order as their bits.
-      const uint32_t low = bin == 0 ? (side ? 1u : 0u) : (kFirstKey + uint32_t(bin) - 1) << kBinShift;
-      const uint32_t high = bin == kBins - 1 ? 0x7f800000u : ((kFirstKey + uint32_t(bin)) << kBinShift) - 1;
-      auto value = [&](uint32_t bits) { return side ? -std::bit_cast<float>(bits) : std::bit_cast<float>(bits); };
-      const uint32_t code_low = reference_code_4bit(value(low), fp4), code_high = reference_code_4bit(value(high), fp4);
-      const int changes = rank_4bit(value(high), fp4) - rank_4bit(value(low), fp4);
-      uint32_t threshold = kLowMask;
-      if (code_low != code_high || changes != 0) {
-        if ((changes != 1 && changes != -1) || bin == 0 || bin == kBins - 1) table.valid = false;
-        uint32_t lo = low, hi = high;  // the first bits with code_high: in (lo, hi]
-        while (hi - lo > 1) {
-          const uint32_t mid = lo + (hi - lo) / 2;
-          (reference_code_4bit(value(mid), fp4) == code_low ? lo : hi) = mid;
-        }
-        threshold = (hi & kLowMask) - 1;
-      }
-      table.words[size_t(side * kBins + bin)] = code_low | code_high << 4 | threshold << 8;
+constexpr float kNf4Top = 0.99999952f;  // 1 - 2^-21: x + 3 stays below 4
+constexpr float kFp4Top = 0.99999976f;  // 1 - 2^-22: x + 1 stays below 2
+static_assert(kNf4Top + 3.0f < 4.0f && kFp4Top + 1.0f < 2.0f);
+
+struct QuantBinTable {
+  std::array<QuantBin, kQuantBins> bins{};
+  bool valid = true;
+};
+// Bins of `width` from `low`; `code_of_rank` maps how many thresholds x exceeds to the code.
+template <size_t N>
+constexpr QuantBinTable make_quant_bins(const std::array<float, N>& thresholds, double low, double width, bool fp4) {
+  QuantBinTable table;
+  for (int b = 0; b < kQuantBins; ++b) {
+    const double begin = low + b * width, end = begin + width, margin = width / 4096;
+    uint32_t rank = 0, inside = 0;
+    float threshold = 2.0f;
+    for (float t : thresholds) {
+      if (double(t) < begin) ++rank;
+      else if (double(t) < end) ++inside, threshold = t;
+      if (double(t) > begin - margin && double(t) < begin + margin) table.valid = false;  // too near an edge
     }
+    if (inside > 1) table.valid = false;
+    auto code = [&](uint32_t r) { return fp4 ? (0x32547610u >> (4 * r)) & 7u : r; };
+    table.bins[size_t(b)] = {threshold, code(rank), code(rank + inside), 0};
   }
   return table;
 }
-constexpr BinTable kNf4BinTable = make_bin_table(false), kFp4BinTable = make_bin_table(true);
-static_assert(kNf4BinTable.valid && kFp4BinTable.valid, "a quantization bin holds more than one threshold");
-__constant__ std::array<uint32_t, 2 * kBins> kNf4Bins = kNf4BinTable.words;
-__constant__ std::array<uint32_t, 2 * kBins> kFp4Bins = kFp4BinTable.words;
+constexpr QuantBinTable kNf4Table = make_quant_bins(bnb::tables::kNf4Thresholds, -1.0, 2.0 / kQuantBins, false);
+constexpr QuantBinTable kFp4Table = make_quant_bins(bnb::tables::kFp4AbsThresholds, 0.0, 1.0 / kQuantBins, true);
+static_assert(kNf4Table.valid && kFp4Table.valid, "a quantization bin holds two thresholds, or one near its edge");
+__constant__ std::array<QuantBin, kQuantBins> kNf4Bins = kNf4Table.bins;
+__constant__ std::array<QuantBin, kQuantBins> kFp4Bins = kFp4Table.bins;
 
-// `bins` is this lane's copy: word b at bins[32 b] (each lane reads its own bank, never a conflict).
-__device__ __forceinline__ uint32_t code_4bit(float v, const uint32_t* bins) {
-  const uint32_t a = __float_as_uint(v) & 0x7fffffffu;
-  const int bin = min(max(int(a >> kBinShift) - int(kFirstKey - 1), 0), kBins - 1) + (v < 0.0f ? kBins : 0);
-  const uint32_t word = bins[32 * bin];
-  const uint32_t code = (a & kLowMask) > (word >> 8) ? word >> 4 : word;
-  return v != v ? 0u : code & 15u;  // NaN exceeds no threshold: code 0 in both formats
+template <bool Fp4>
+__device__ __forceinline__ uint32_t code_4bit(float v, const QuantBin* bins) {
+  if constexpr (!Fp4) {
+    const float x = fminf(fmaxf(v, -1.0f), kNf4Top);  // NaN: -1
+    const QuantBin b = bins[(__float_as_uint(x + 3.0f) >> 17) & (kQuantBins - 1)];
+    return x > b.threshold ? b.above : b.below;
+  } else {
+    const float x = fminf(fmaxf(fabsf(v), 0.0f), kFp4Top);  // NaN: 0
+    const QuantBin b = bins[(__float_as_uint(x + 1.0f) >> 17) & (kQuantBins - 1)];
+    return (x > b.threshold ? b.above : b.below) | (v < 0.0f ? 8u : 0u);
+  }
 }
 
-// One 4-bit block per blocksize / 8 consecutive threads (8 values each); a block of threads covers
-// whole 4-bit blocks: kThreads * 8 values, or one 4096-value block with 512 threads.
 template <DType T>
 __device__ __forceinline__ void load_group(const void* input, int64_t g, int64_t n, bool vector, float (&x)[8]) {
   if (vector && g * 8 + 8 <= n) {
@@ -244,17 +213,15 @@ __device__ __forceinline__ void load_group(const void* input, int64_t g, int64_t
 // One 4-bit block per blocksize / 8 consecutive threads (8 values each); a block of threads covers
 // whole 4-bit blocks: Threads * 8 values, or one 4096-value block with 512 threads. Each thread
 // loads its next chunk's 16 bytes before it codes the current one (two loads in flight).
-template <DType T, int Threads>
-__global__ void __launch_bounds__(Threads) quantize_4bit_kernel(const void* __restrict__ input, int64_t n,
-                                                                int blocksize, bool fp4, bool vector,
+template <DType T, int Threads, bool Fp4>
+__global__ void __launch_bounds__(Threads, 2048 / Threads) quantize_4bit_kernel(const void* __restrict__ input, int64_t n,
+                                                                int blocksize, bool vector,
                                                                 uint8_t* __restrict__ packed,
                                                                 float* __restrict__ absmax) {
-  // 32 copies of the bin table, interleaved so that lane l's copy lies in bank l (18 KB).
-  __shared__ uint32_t bins_by_lane[2 * kBins * 32];
+  __shared__ QuantBin bins[kQuantBins];
   __shared__ float warp_max[Threads / 32];
-  for (int i = threadIdx.x; i < 2 * kBins * 32; i += Threads) bins_by_lane[i] = fp4 ? kFp4Bins[i / 32] : kNf4Bins[i / 32];
+  if (threadIdx.x < kQuantBins) bins[threadIdx.x] = Fp4 ? kFp4Bins[threadIdx.x] : kNf4Bins[threadIdx.x];
   __syncthreads();
-  const uint32_t* bins = bins_by_lane + threadIdx.x % 32;
   const int threads_per_block = blocksize / 8;
   const int64_t chunks = (n + Threads * 8 - 1) / (Threads * 8);
   float next[8];
@@ -265,12 +232,11 @@ __global__ void __launch_bounds__(Threads) quantize_4bit_kernel(const void* __re
 #pragma unroll
     for (int k = 0; k < 8; ++k) x[k] = next[k];
     if (chunk + gridDim.x < chunks) load_group<T>(input, g + int64_t(gridDim.x) * Threads, n, vector, next);
+    // Subnormal inputs count as zeros: mul_ftz flushes them below, and the maximum of the flushed
+    // magnitudes is the flushed maximum (flushing is monotone), so it is flushed once.
     float m = 0.0f;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      x[k] = detail::flush_subnormal(x[k]);
-      m = fmaxf(m, fabsf(x[k]));
-    }
+    for (int k = 0; k < 8; ++k) m = fmaxf(m, fabsf(x[k]));
     // max over the block's threads: lanes first, then (blocks wider than a warp) across warps.
     for (int offset = min(threads_per_block, 32) / 2; offset > 0; offset /= 2)
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
@@ -281,12 +247,13 @@ __global__ void __launch_bounds__(Threads) quantize_4bit_kernel(const void* __re
       for (int w = 0; w < threads_per_block / 32; ++w) m = fmaxf(m, warp_max[first_warp + w]);
       __syncthreads();
     }
+    m = detail::flush_subnormal(m);
     const float s = detail::rcp_approx_ftz(m);
     uint32_t word = 0;
 #pragma unroll
     for (int k = 0; k < 8; k += 2) {  // values beyond n are 0.0: the padding nibble of an odd n
-      const uint32_t high = code_4bit(mul_ftz(x[k], s), bins);
-      const uint32_t low = code_4bit(mul_ftz(x[k + 1], s), bins);
+      const uint32_t high = code_4bit<Fp4>(mul_ftz(x[k], s), bins);
+      const uint32_t low = code_4bit<Fp4>(mul_ftz(x[k + 1], s), bins);
       word |= (high << 4 | low) << (4 * k);
     }
     const int64_t bytes = (n + 1) / 2;
@@ -407,15 +374,12 @@ void quantize_4bit(bnb::QuantType type, DType in_dtype, const void* input, int64
   const bool fp4 = type == bnb::QuantType::fp4;
   const bool vector = detail::aligned16(input) && (reinterpret_cast<uintptr_t>(packed) & 3) == 0;
   detail::dispatch_float_dtype(in_dtype, [&]<DType T>() {
-    if (blocksize <= 2048) {
-      constexpr int threads = 256;
-      quantize_4bit_kernel<T, threads><<<detail::grid_for<quantize_4bit_kernel<T, threads>>(n / 8, threads), threads, 0, stream>>>(
-          input, n, int(blocksize), fp4, vector, packed, absmax);
-    } else {
-      constexpr int threads = 512;
-      quantize_4bit_kernel<T, threads><<<detail::grid_for<quantize_4bit_kernel<T, threads>>(n / 8, threads), threads, 0, stream>>>(
-          input, n, int(blocksize), fp4, vector, packed, absmax);
-    }
+    auto launch = [&]<int Threads, bool Fp4>() {
+      constexpr auto kernel = quantize_4bit_kernel<T, Threads, Fp4>;
+      kernel<<<detail::grid_for<kernel>(n / 8, Threads), Threads, 0, stream>>>(input, n, int(blocksize), vector, packed, absmax);
+    };
+    if (blocksize <= 2048) fp4 ? launch.template operator()<256, true>() : launch.template operator()<256, false>();
+    else fp4 ? launch.template operator()<512, true>() : launch.template operator()<512, false>();
   });
   check(cudaGetLastError());
 }
