@@ -162,7 +162,8 @@ struct QuantBinTable {
   std::array<QuantBin, kQuantBins> bins{};
   bool valid = true;
 };
-// Bins of `width` from `low`; `code_of_rank` maps how many thresholds x exceeds to the code.
+// Bins of `width` from `low`. The code is how many thresholds x exceeds (nf4), or for fp4 that rank's
+// bit pattern {0, 1, 6, 7, 4, 5, 2, 3} (the sign bit is added per value).
 template <size_t N>
 constexpr QuantBinTable make_quant_bins(const std::array<float, N>& thresholds, double low, double width, bool fp4) {
   QuantBinTable table;
