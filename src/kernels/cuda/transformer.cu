@@ -206,7 +206,7 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) decode_attention_split_kern
     for (int offset = LanesPerKey / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
     if (valid[s] && part == 0) scores[key[s]] = dot * scale;
   }
-  float4 vr[kSteps];  // the value rows load while the scores are reduced
+  float4 vr[kSteps];  // issued before the barrier: in flight while the block waits for the scores
 #pragma unroll
   for (int s = 0; s < kSteps; ++s) vr[s] = valid[s] ? row(vc, key[s]) : make_float4(0, 0, 0, 0);
   __syncthreads();
