@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "codec_common.cuh"
+#include "bnb_quant_bins.h"
 #include "formats/bnb_tables.h"
 #include "lowbit/kernels/cuda/codecs.h"
 
@@ -140,66 +141,15 @@ void launch_dequantize(bnb::QuantType type, const uint8_t* packed, Scale scale, 
 
 // ---- quantize ----
 //
-// A value's 4-bit code from one shared-memory entry instead of a binary search over the thresholds
-// (four dependent loads and compares per value). The scaled value x (nf4: v in [-1, 1); fp4: |v| in
-// [0, 1)) falls in one of 64 equal bins: x + 3 (nf4) or x + 1 (fp4) lies in [2, 4) or [1, 2), where the
-// float's six top mantissa bits are the bin. Every bin holds at most one threshold, none within a
-// rounding error of the bin's edges (checked at compile time), so the bin's entry (that threshold, the
-// codes below and above it) decides with one compare of x itself, exactly as the thresholds do. Values
-// beyond ±1 are clamped (every threshold lies inside); NaN is clamped to the lowest value, code 0, as
-// bitsandbytes' decision trees give it.
+// A value's 4-bit code from one entry of a 64-bin table instead of a binary search over the thresholds
+// (four dependent loads and compares per value): bnb_quant_bins.h.
 
-constexpr int kQuantBins = 64;
-struct alignas(16) QuantBin {
-  float threshold;  // x > threshold: `above`, else `below` (2.0: no threshold in this bin)
-  uint32_t below, above, unused;
-};
-constexpr float kNf4Top = 0.99999952f;  // 1 - 2^-21: x + 3 stays below 4
-constexpr float kFp4Top = 0.99999976f;  // 1 - 2^-22: x + 1 stays below 2
-static_assert(kNf4Top + 3.0f < 4.0f && kFp4Top + 1.0f < 2.0f);
+using detail::code_4bit_by_bins;
+using detail::kQuantBins;
+using detail::QuantBin;
 
-struct QuantBinTable {
-  std::array<QuantBin, kQuantBins> bins{};
-  bool valid = true;
-};
-// Bins of `width` from `low`. The code is how many thresholds x exceeds (nf4), or for fp4 that rank's
-// bit pattern {0, 1, 6, 7, 4, 5, 2, 3} (the sign bit is added per value).
-template <size_t N>
-constexpr QuantBinTable make_quant_bins(const std::array<float, N>& thresholds, double low, double width, bool fp4) {
-  QuantBinTable table;
-  for (int b = 0; b < kQuantBins; ++b) {
-    const double begin = low + b * width, end = begin + width, margin = width / 4096;
-    uint32_t rank = 0, inside = 0;
-    float threshold = 2.0f;
-    for (float t : thresholds) {
-      if (double(t) < begin) ++rank;
-      else if (double(t) < end) ++inside, threshold = t;
-      if (double(t) > begin - margin && double(t) < begin + margin) table.valid = false;  // too near an edge
-    }
-    if (inside > 1) table.valid = false;
-    auto code = [&](uint32_t r) { return fp4 ? (0x32547610u >> (4 * r)) & 7u : r; };
-    table.bins[size_t(b)] = {threshold, code(rank), code(rank + inside), 0};
-  }
-  return table;
-}
-constexpr QuantBinTable kNf4Table = make_quant_bins(bnb::tables::kNf4Thresholds, -1.0, 2.0 / kQuantBins, false);
-constexpr QuantBinTable kFp4Table = make_quant_bins(bnb::tables::kFp4AbsThresholds, 0.0, 1.0 / kQuantBins, true);
-static_assert(kNf4Table.valid && kFp4Table.valid, "a quantization bin holds two thresholds, or one near its edge");
-__constant__ std::array<QuantBin, kQuantBins> kNf4Bins = kNf4Table.bins;
-__constant__ std::array<QuantBin, kQuantBins> kFp4Bins = kFp4Table.bins;
-
-template <bool Fp4>
-__device__ __forceinline__ uint32_t code_4bit(float v, const QuantBin* bins) {
-  if constexpr (!Fp4) {
-    const float x = fminf(fmaxf(v, -1.0f), kNf4Top);  // NaN: -1
-    const QuantBin b = bins[(__float_as_uint(x + 3.0f) >> 17) & (kQuantBins - 1)];
-    return x > b.threshold ? b.above : b.below;
-  } else {
-    const float x = fminf(fmaxf(fabsf(v), 0.0f), kFp4Top);  // NaN: 0
-    const QuantBin b = bins[(__float_as_uint(x + 1.0f) >> 17) & (kQuantBins - 1)];
-    return (x > b.threshold ? b.above : b.below) | (v < 0.0f ? 8u : 0u);
-  }
-}
+__constant__ std::array<QuantBin, kQuantBins> kNf4Bins = detail::kNf4Table.bins;
+__constant__ std::array<QuantBin, kQuantBins> kFp4Bins = detail::kFp4Table.bins;
 
 template <DType T>
 __device__ __forceinline__ void load_group(const void* input, int64_t g, int64_t n, bool vector, float (&x)[8]) {
@@ -253,8 +203,8 @@ __global__ void __launch_bounds__(Threads, 2048 / Threads) quantize_4bit_kernel(
     uint32_t word = 0;
 #pragma unroll
     for (int k = 0; k < 8; k += 2) {  // values beyond n are 0.0: the padding nibble of an odd n
-      const uint32_t high = code_4bit<Fp4>(mul_ftz(x[k], s), bins);
-      const uint32_t low = code_4bit<Fp4>(mul_ftz(x[k + 1], s), bins);
+      const uint32_t high = code_4bit_by_bins<Fp4>(mul_ftz(x[k], s), bins);
+      const uint32_t low = code_4bit_by_bins<Fp4>(mul_ftz(x[k + 1], s), bins);
       word |= (high << 4 | low) << (4 * k);
     }
     const int64_t bytes = (n + 1) / 2;
