@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "codec_common.cuh"
+#include "bnb_quant_bins.h"
 #include "formats/bnb_tables.h"
 #include "lowbit/kernels/cuda/codecs.h"
 
@@ -19,8 +20,6 @@ using detail::mul_ftz;
 // memory (constant memory serialises lanes that read different addresses).
 __constant__ std::array<float, 16> kNf4Lut = bnb::tables::kNf4Code;
 __constant__ std::array<float, 16> kFp4Lut = bnb::tables::kFp4KernelLut;  // code 8 is -0.0 here
-__constant__ std::array<float, 15> kNf4Thresholds = bnb::tables::kNf4Thresholds;
-__constant__ std::array<float, 7> kFp4Thresholds = bnb::tables::kFp4AbsThresholds;
 __constant__ std::array<float, 256> kDynamicMap = bnb::tables::kDynamicMapSigned;
 
 constexpr int kThreads = 256;
@@ -141,54 +140,54 @@ void launch_dequantize(bnb::QuantType type, const uint8_t* packed, Scale scale, 
 }
 
 // ---- quantize ----
+//
+// A value's 4-bit code from one entry of a 64-bin table instead of a binary search over the thresholds
+// (four dependent loads and compares per value): bnb_quant_bins.h.
 
-// Number of ascending thresholds t[0 .. count) that v exceeds, by binary lifting (count + 1 a power
-// of two). NaN exceeds none, as in bitsandbytes' decision trees.
-template <int Count>
-__device__ __forceinline__ int thresholds_exceeded(float v, const float* t) {
-  int rank = 0;
+using detail::code_4bit_by_bins;
+using detail::kQuantBins;
+using detail::QuantBin;
+
+__constant__ std::array<QuantBin, kQuantBins> kNf4Bins = detail::kNf4Table.bins;
+__constant__ std::array<QuantBin, kQuantBins> kFp4Bins = detail::kFp4Table.bins;
+
+template <DType T>
+__device__ __forceinline__ void load_group(const void* input, int64_t g, int64_t n, bool vector, float (&x)[8]) {
+  if (vector && g * 8 + 8 <= n) {
+    detail::load8<T>(input, g, x);
+  } else {
 #pragma unroll
-  for (int step = (Count + 1) / 2; step > 0; step /= 2)
-    if (v > t[rank + step - 1]) rank += step;
-  return rank;
-}
-
-__device__ __forceinline__ uint32_t code_4bit(float v, bool fp4, const float* nf4_t, const float* fp4_t) {
-  if (!fp4) return uint32_t(thresholds_exceeded<15>(v, nf4_t));
-  // FP4's bit pattern of each rank: {0, 1, 6, 7, 4, 5, 2, 3} as nibbles, plus the sign bit.
-  const int rank = thresholds_exceeded<7>(fabsf(v), fp4_t);
-  return ((0x32547610u >> (4 * rank)) & 7u) | (v < 0.0f ? 8u : 0u);
+    for (int k = 0; k < 8; ++k) x[k] = g * 8 + k < n ? detail::load1<T>(input, g * 8 + k) : 0.0f;
+  }
 }
 
 // One 4-bit block per blocksize / 8 consecutive threads (8 values each); a block of threads covers
-// whole 4-bit blocks: kThreads * 8 values, or one 4096-value block with 512 threads.
-template <DType T, int Threads>
-__global__ void __launch_bounds__(Threads) quantize_4bit_kernel(const void* __restrict__ input, int64_t n,
-                                                                int blocksize, bool fp4, bool vector,
+// whole 4-bit blocks: Threads * 8 values, or one 4096-value block with 512 threads. Each thread
+// loads its next chunk's 16 bytes before it codes the current one (two loads in flight).
+template <DType T, int Threads, bool Fp4>
+__global__ void __launch_bounds__(Threads, 2048 / Threads) quantize_4bit_kernel(const void* __restrict__ input, int64_t n,
+                                                                int blocksize, bool vector,
                                                                 uint8_t* __restrict__ packed,
                                                                 float* __restrict__ absmax) {
-  __shared__ float nf4_t[15], fp4_t[7];
+  __shared__ QuantBin bins[kQuantBins];
   __shared__ float warp_max[Threads / 32];
-  if (threadIdx.x < 15) nf4_t[threadIdx.x] = kNf4Thresholds[threadIdx.x];
-  if (threadIdx.x < 7) fp4_t[threadIdx.x] = kFp4Thresholds[threadIdx.x];
+  if (threadIdx.x < kQuantBins) bins[threadIdx.x] = Fp4 ? kFp4Bins[threadIdx.x] : kNf4Bins[threadIdx.x];
   __syncthreads();
   const int threads_per_block = blocksize / 8;
   const int64_t chunks = (n + Threads * 8 - 1) / (Threads * 8);
+  float next[8];
+  if (blockIdx.x < chunks) load_group<T>(input, blockIdx.x * int64_t(Threads) + threadIdx.x, n, vector, next);
   for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
     const int64_t g = chunk * Threads + threadIdx.x;  // this thread's group of 8 values
     float x[8];
-    if (vector && g * 8 + 8 <= n) {
-      detail::load8<T>(input, g, x);
-    } else {
 #pragma unroll
-      for (int k = 0; k < 8; ++k) x[k] = g * 8 + k < n ? detail::load1<T>(input, g * 8 + k) : 0.0f;
-    }
+    for (int k = 0; k < 8; ++k) x[k] = next[k];
+    if (chunk + gridDim.x < chunks) load_group<T>(input, g + int64_t(gridDim.x) * Threads, n, vector, next);
+    // Subnormal inputs count as zeros: mul_ftz flushes them below, and the maximum of the flushed
+    // magnitudes is the flushed maximum (flushing is monotone), so it is flushed once.
     float m = 0.0f;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      x[k] = detail::flush_subnormal(x[k]);
-      m = fmaxf(m, fabsf(x[k]));
-    }
+    for (int k = 0; k < 8; ++k) m = fmaxf(m, fabsf(x[k]));
     // max over the block's threads: lanes first, then (blocks wider than a warp) across warps.
     for (int offset = min(threads_per_block, 32) / 2; offset > 0; offset /= 2)
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
@@ -199,12 +198,13 @@ __global__ void __launch_bounds__(Threads) quantize_4bit_kernel(const void* __re
       for (int w = 0; w < threads_per_block / 32; ++w) m = fmaxf(m, warp_max[first_warp + w]);
       __syncthreads();
     }
+    m = detail::flush_subnormal(m);
     const float s = detail::rcp_approx_ftz(m);
     uint32_t word = 0;
 #pragma unroll
     for (int k = 0; k < 8; k += 2) {  // values beyond n are 0.0: the padding nibble of an odd n
-      const uint32_t high = code_4bit(mul_ftz(x[k], s), fp4, nf4_t, fp4_t);
-      const uint32_t low = code_4bit(mul_ftz(x[k + 1], s), fp4, nf4_t, fp4_t);
+      const uint32_t high = code_4bit_by_bins<Fp4>(mul_ftz(x[k], s), bins);
+      const uint32_t low = code_4bit_by_bins<Fp4>(mul_ftz(x[k + 1], s), bins);
       word |= (high << 4 | low) << (4 * k);
     }
     const int64_t bytes = (n + 1) / 2;
@@ -325,15 +325,12 @@ void quantize_4bit(bnb::QuantType type, DType in_dtype, const void* input, int64
   const bool fp4 = type == bnb::QuantType::fp4;
   const bool vector = detail::aligned16(input) && (reinterpret_cast<uintptr_t>(packed) & 3) == 0;
   detail::dispatch_float_dtype(in_dtype, [&]<DType T>() {
-    if (blocksize <= 2048) {
-      constexpr int threads = 256;
-      quantize_4bit_kernel<T, threads><<<detail::grid_for<quantize_4bit_kernel<T, threads>>(n / 8, threads), threads, 0, stream>>>(
-          input, n, int(blocksize), fp4, vector, packed, absmax);
-    } else {
-      constexpr int threads = 512;
-      quantize_4bit_kernel<T, threads><<<detail::grid_for<quantize_4bit_kernel<T, threads>>(n / 8, threads), threads, 0, stream>>>(
-          input, n, int(blocksize), fp4, vector, packed, absmax);
-    }
+    auto launch = [&]<int Threads, bool Fp4>() {
+      constexpr auto kernel = quantize_4bit_kernel<T, Threads, Fp4>;
+      kernel<<<detail::grid_for<kernel>(n / 8, Threads), Threads, 0, stream>>>(input, n, int(blocksize), vector, packed, absmax);
+    };
+    if (blocksize <= 2048) fp4 ? launch.template operator()<256, true>() : launch.template operator()<256, false>();
+    else fp4 ? launch.template operator()<512, true>() : launch.template operator()<512, false>();
   });
   check(cudaGetLastError());
 }

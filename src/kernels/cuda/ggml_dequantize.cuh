@@ -41,6 +41,14 @@ __device__ __forceinline__ float half_bits_to_float(uint32_t bits) {
   return __half2float(__ushort_as_half(uint16_t(bits)));  // exact, as lowbit::f16_to_f32
 }
 
+// Byte k (0..3) of a word of small codes as a float, minus an integer bias: the byte is placed in
+// the mantissa of 2^23 (one byte permute) and 2^23 + bias subtracted, exactly. Two full-rate
+// instructions per value where an integer-to-float conversion runs at a quarter of the rate, and
+// the decoders build four codes per word with one shift and mask (byte-parallel) instead of four.
+__device__ __forceinline__ float code_minus(uint32_t codes, int k, float bias) {
+  return __fsub_rn(__uint_as_float(__byte_perm(codes, 0x4B000000u, 0x7540u + uint32_t(k))), 8388608.0f + bias);
+}
+
 constexpr int kGgmlThreads = 256;
 constexpr int kGgmlGroupsPerThread = 2;
 
@@ -81,10 +89,23 @@ __global__ void __launch_bounds__(kGgmlThreads) dequantize_ggml_unaligned_kernel
 }
 
 // Launches D's kernel over `values` values (a whole number of blocks). Blocks need 2-byte
-// alignment (4 or 8 for the types whose size is a multiple of it: cudaMalloc'd buffers have it);
-// mxfp4's 17-byte blocks are read byte by byte.
+// alignment (4, 8 or 16 for the types whose size is a multiple of it: cudaMalloc'd buffers have it);
+// mxfp4's 17-byte blocks are read byte by byte (kAlign 1).
+// The alignment a decoder's loads need of the blocks (kAlign where it reads whole 16-byte headers).
+template <class D>
+constexpr int block_alignment() {
+  if constexpr (requires { D::kAlign; }) return D::kAlign;
+  else return 2;
+}
+template <class D>
+void require_block_alignment(const void* blocks) {
+  if (reinterpret_cast<uintptr_t>(blocks) % block_alignment<D>() != 0)
+    throw Error("GPU ggml kernels: blocks must be " + std::to_string(block_alignment<D>()) + "-byte aligned");
+}
+
 template <class D>
 void launch_dequantize_ggml(const void* blocks, int64_t values, DType out_dtype, void* out, cudaStream_t stream) {
+  require_block_alignment<D>(blocks);
   const int64_t groups = values / 8;
   const auto* bytes = static_cast<const uint8_t*>(blocks);
   dispatch_float_dtype(out_dtype, [&]<DType T>() {

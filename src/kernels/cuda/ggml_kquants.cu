@@ -23,8 +23,10 @@ struct Q2K {
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const float dl = mul_rn(half_bits_to_float(r.dm), float(r.sc & 15));
     const float ml = mul_rn(half_bits_to_float(r.dm >> 16), float(r.sc >> 4));
+    const int shift = two_bit_shift(g);
+    const uint32_t codes[2] = {(r.qs.x >> shift) & 0x03030303u, (r.qs.y >> shift) & 0x03030303u};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dl, float((byte_of(r.qs, k) >> two_bit_shift(g)) & 3)), ml);
+    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dl, code_minus(codes[k / 4], k % 4, 0.0f)), ml);
   }
 };
 
@@ -43,21 +45,18 @@ struct Q3K {
     const int low = j < 8 ? int(r.scale_low & 15) : int(r.scale_low >> 4);
     const int s = (low | int((r.scale_high >> (2 * (j / 4))) & 3) << 4) - 32;
     const float dl = mul_rn(half_bits_to_float(r.d), float(s));
+    // value = q - (high bit clear ? 4 : 0) = (q | high << 2) - 4; high: bit e / 32 of hmask[e % 32]
+    const int shift = two_bit_shift(g), bit = g / 4;
+    const uint32_t codes[2] = {((r.qs.x >> shift) & 0x03030303u) | ((r.hmask.x >> bit) & 0x01010101u) << 2,
+                               ((r.qs.y >> shift) & 0x03030303u) | ((r.hmask.y >> bit) & 0x01010101u) << 2};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int q = int((byte_of(r.qs, k) >> two_bit_shift(g)) & 3);
-      const bool high = (byte_of(r.hmask, k) >> (g / 4)) & 1;  // bit e / 32 of hmask[e % 32]
-      y[k] = mul_rn(dl, float(q - (high ? 0 : 4)));
-    }
+    for (int k = 0; k < 8; ++k) y[k] = mul_rn(dl, code_minus(codes[k / 4], k % 4, 4.0f));
   }
 };
 
 // q4_K and q5_K's 6-bit scale and min of 32-value sub-block j (ggml's get_scale_min_k4) from the
-// three bytes it touches: scales[j < 4 ? j : j - 4], scales[j < 4 ? j + 4 : j], scales[j + 4].
+// three bytes it touches: a = scales[j % 4], b = scales[4 + j % 4], c = scales[8 + j % 4] (c only for j >= 4).
 struct ScaleMinBytes { uint32_t a, b, c; };
-__device__ __forceinline__ ScaleMinBytes load_scale_min(const uint8_t* scales, int j) {
-  return j < 4 ? ScaleMinBytes{scales[j], scales[j + 4], 0} : ScaleMinBytes{scales[j - 4], scales[j], scales[j + 4]};
-}
 __device__ __forceinline__ void scale_min(const ScaleMinBytes& s, int j, float& scale, float& min) {
   if (j < 4) {
     scale = float(s.a & 63), min = float(s.b & 63);
@@ -66,40 +65,51 @@ __device__ __forceinline__ void scale_min(const ScaleMinBytes& s, int j, float& 
   }
 }
 
+// The 16-byte header (d, dmin, 12 bytes of scales) in one load; sub-block j's three scale bytes are
+// byte j % 4 of header words 1, 2 and 3 (compile-time word positions: no indexing into registers).
+__device__ __forceinline__ ScaleMinBytes header_scale_min(const uint4& h, int j) {
+  const int shift = 8 * (j % 4);
+  return {(h.y >> shift) & 0xffu, (h.z >> shift) & 0xffu, (h.w >> shift) & 0xffu};
+}
+
 struct Q4K {
   static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockQ4K);  // 144: 16-byte aligned blocks
-  struct Raw { uint32_t dm; ScaleMinBytes sm; uint2 qs; };
+  static constexpr int kAlign = 16;
+  struct Raw { uint4 header; uint2 qs; };
   static __device__ Raw load(const uint8_t* b, int g) {
     const int j = g / 4;  // values of sub-block j: qs[32 (j / 2) + l], low nibble for even j
-    return {ld32(b), load_scale_min(b + 4, j), ld64(b + 16 + 32 * (j / 2) + 8 * (g % 4))};
+    return {*reinterpret_cast<const uint4*>(b), ld64(b + 16 + 32 * (j / 2) + 8 * (g % 4))};
   }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const int j = g / 4;
     float s, m;
-    scale_min(r.sm, j, s, m);
-    const float dj = mul_rn(half_bits_to_float(r.dm), s), mj = mul_rn(half_bits_to_float(r.dm >> 16), m);
+    scale_min(header_scale_min(r.header, j), j, s, m);
+    const float dj = mul_rn(half_bits_to_float(r.header.x), s), mj = mul_rn(half_bits_to_float(r.header.x >> 16), m);
+    const int shift = 4 * (j % 2);
+    const uint32_t codes[2] = {(r.qs.x >> shift) & 0x0f0f0f0fu, (r.qs.y >> shift) & 0x0f0f0f0fu};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dj, float((byte_of(r.qs, k) >> (4 * (j % 2))) & 15)), mj);
+    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dj, code_minus(codes[k / 4], k % 4, 0.0f)), mj);
   }
 };
 
 struct Q5K {
   static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockQ5K);  // 176: 16-byte aligned blocks
-  struct Raw { uint32_t dm; ScaleMinBytes sm; uint2 qs, qh; };
+  static constexpr int kAlign = 16;
+  struct Raw { uint4 header; uint2 qs, qh; };
   static __device__ Raw load(const uint8_t* b, int g) {
     const int j = g / 4;
-    return {ld32(b), load_scale_min(b + 4, j), ld64(b + 48 + 32 * (j / 2) + 8 * (g % 4)), ld64(b + 16 + 8 * (g % 4))};
+    return {*reinterpret_cast<const uint4*>(b), ld64(b + 48 + 32 * (j / 2) + 8 * (g % 4)), ld64(b + 16 + 8 * (g % 4))};
   }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const int j = g / 4;
     float s, m;
-    scale_min(r.sm, j, s, m);
-    const float dj = mul_rn(half_bits_to_float(r.dm), s), mj = mul_rn(half_bits_to_float(r.dm >> 16), m);
+    scale_min(header_scale_min(r.header, j), j, s, m);
+    const float dj = mul_rn(half_bits_to_float(r.header.x), s), mj = mul_rn(half_bits_to_float(r.header.x >> 16), m);
+    const int shift = 4 * (j % 2);  // bit 4 of the code: bit j of qh[l]
+    const uint32_t codes[2] = {((r.qs.x >> shift) & 0x0f0f0f0fu) | ((r.qh.x >> j) & 0x01010101u) << 4,
+                               ((r.qs.y >> shift) & 0x0f0f0f0fu) | ((r.qh.y >> j) & 0x01010101u) << 4};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {  // bit 4 of the code: bit j of qh[l]
-      const int q = int((byte_of(r.qs, k) >> (4 * (j % 2))) & 15) + int(((byte_of(r.qh, k) >> j) & 1) << 4);
-      y[k] = sub_rn(mul_rn(dj, float(q)), mj);
-    }
+    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dj, code_minus(codes[k / 4], k % 4, 0.0f)), mj);
   }
 };
 
@@ -115,12 +125,11 @@ struct Q6K {
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const int k = (g % 16) / 4;
     const float ds = mul_rn(half_bits_to_float(r.d), float(int8_t(r.sc)));
+    const int low_shift = 4 * (k / 2), high_shift = 2 * k;
+    const uint32_t codes[2] = {((r.ql.x >> low_shift) & 0x0f0f0f0fu) | ((r.qh.x >> high_shift) & 0x03030303u) << 4,
+                               ((r.ql.y >> low_shift) & 0x0f0f0f0fu) | ((r.qh.y >> high_shift) & 0x03030303u) << 4};
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int low = int((byte_of(r.ql, i) >> (4 * (k / 2))) & 15);
-      const int high = int((byte_of(r.qh, i) >> (2 * k)) & 3);
-      y[i] = mul_rn(ds, float((low | high << 4) - 32));
-    }
+    for (int i = 0; i < 8; ++i) y[i] = mul_rn(ds, code_minus(codes[i / 4], i % 4, 32.0f));
   }
 };
 

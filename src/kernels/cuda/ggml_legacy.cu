@@ -12,6 +12,13 @@ namespace {
 // group g reads qs[8 (g % 2) ..] and takes the low (g < 2) or high (g >= 2) nibbles.
 __device__ __forceinline__ int nibble_shift(int g) { return g >= 2 ? 4 : 0; }
 __device__ __forceinline__ int qs_offset(int g) { return 8 * (g % 2); }
+// Four codes of a word, one per byte (byte-parallel: one shift and one mask for four values).
+__device__ __forceinline__ uint32_t nibbles(uint32_t word, int g) { return (word >> nibble_shift(g)) & 0x0f0f0f0fu; }
+// Bits first .. first + 3 of qh, each moved to bit 4 of its own byte: bit i of the nibble lands at
+// bit 8i through the product with 1 + 2^7 + 2^14 + 2^21 (no two partial products meet there).
+__device__ __forceinline__ uint32_t fifth_bits(uint32_t qh, int first) {
+  return (((qh >> first) & 15u) * 0x00204081u & 0x01010101u) << 4;
+}
 
 struct Q4_0 {
   static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockQ4_0);
@@ -19,8 +26,9 @@ struct Q4_0 {
   static __device__ Raw load(const uint8_t* b, int g) { return {ld16(b), ld64_a2(b + 2 + qs_offset(g))}; }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const float d = half_bits_to_float(r.d);
+    const uint32_t codes[2] = {nibbles(r.qs.x, g), nibbles(r.qs.y, g)};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(float(int((byte_of(r.qs, k) >> nibble_shift(g)) & 15) - 8), d);
+    for (int k = 0; k < 8; ++k) y[k] = mul_rn(code_minus(codes[k / 4], k % 4, 8.0f), d);
   }
 };
 
@@ -30,8 +38,9 @@ struct Q4_1 {
   static __device__ Raw load(const uint8_t* b, int g) { return {ld32(b), ld64_a4(b + 4 + qs_offset(g))}; }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const float d = half_bits_to_float(r.dm), m = half_bits_to_float(r.dm >> 16);
+    const uint32_t codes[2] = {nibbles(r.qs.x, g), nibbles(r.qs.y, g)};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = add_rn(mul_rn(float((byte_of(r.qs, k) >> nibble_shift(g)) & 15), d), m);
+    for (int k = 0; k < 8; ++k) y[k] = add_rn(mul_rn(code_minus(codes[k / 4], k % 4, 0.0f), d), m);
   }
 };
 
@@ -42,11 +51,9 @@ struct Q5_0 {
   static __device__ Raw load(const uint8_t* b, int g) { return {ld16(b), ld32_a2(b + 2), ld64_a2(b + 6 + qs_offset(g))}; }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const float d = half_bits_to_float(r.d);
+    const uint32_t codes[2] = {nibbles(r.qs.x, g) | fifth_bits(r.qh, 8 * g), nibbles(r.qs.y, g) | fifth_bits(r.qh, 8 * g + 4)};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int q = int((byte_of(r.qs, k) >> nibble_shift(g)) & 15) | int(((r.qh >> (8 * g + k)) & 1) << 4);
-      y[k] = mul_rn(float(q - 16), d);
-    }
+    for (int k = 0; k < 8; ++k) y[k] = mul_rn(code_minus(codes[k / 4], k % 4, 16.0f), d);
   }
 };
 
@@ -56,11 +63,9 @@ struct Q5_1 {
   static __device__ Raw load(const uint8_t* b, int g) { return {ld32(b), ld32(b + 4), ld64(b + 8 + qs_offset(g))}; }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const float d = half_bits_to_float(r.dm), m = half_bits_to_float(r.dm >> 16);
+    const uint32_t codes[2] = {nibbles(r.qs.x, g) | fifth_bits(r.qh, 8 * g), nibbles(r.qs.y, g) | fifth_bits(r.qh, 8 * g + 4)};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int q = int((byte_of(r.qs, k) >> nibble_shift(g)) & 15) | int(((r.qh >> (8 * g + k)) & 1) << 4);
-      y[k] = add_rn(mul_rn(float(q), d), m);
-    }
+    for (int k = 0; k < 8; ++k) y[k] = add_rn(mul_rn(code_minus(codes[k / 4], k % 4, 0.0f), d), m);
   }
 };
 

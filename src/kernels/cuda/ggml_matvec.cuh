@@ -60,6 +60,7 @@ __global__ void __launch_bounds__(32 * kMatvecWarps) ggml_matvec_kernel(const ui
 template <class D>
 void launch_ggml_matvec(const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens, float* y,
                         bool accumulate, cudaStream_t stream) {
+  require_block_alignment<D>(blocks);
   const unsigned grid = unsigned((rows + kMatvecWarps - 1) / kMatvecWarps);
   const auto* bytes = static_cast<const uint8_t*>(blocks);
   auto launch = [&]<int T>() { ggml_matvec_kernel<D, T><<<grid, 32 * kMatvecWarps, 0, stream>>>(bytes, rows, cols, x, y, accumulate); };

@@ -70,6 +70,7 @@ __device__ __forceinline__ float ue4m3_half(uint32_t bits) {
 
 struct Mxfp4 {
   static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockMxfp4);  // 17: blocks only byte aligned
+  static constexpr int kAlign = 1;
   struct Raw { uint32_t e; uint8_t qs[8]; };  // values j < 16 low nibbles of qs[j], j + 16 high
   static __device__ Raw load(const uint8_t* b, int g) {
     Raw r{b[0], {}};

@@ -164,6 +164,104 @@ __global__ void __launch_bounds__(256) attention_kernel(const float* __restrict_
   }
 }
 
+// Decoding (one query per window): the attention of a query to its keys is split over many blocks
+// (flash-decoding), since one block per head leaves most SMs idle and waits on one key tile after
+// another. A block takes kSplitKeys keys of one head: each warp loads its kKeysPerWarp key rows at
+// once (lanes_per_key lanes of 4 dimensions per key row, 16-byte loads), writes the scores to shared
+// memory, then weighs its value rows by exp(score − the split's maximum). The split's maximum, sum
+// and weighted value sum go to `partial`; decode_attention_combine_kernel rescales and adds the splits.
+constexpr int kSplitKeys = 64, kDecodeWarps = 8, kKeysPerWarp = kSplitKeys / kDecodeWarps;
+
+template <int LanesPerKey>
+__global__ void __launch_bounds__(32 * kDecodeWarps) decode_attention_split_kernel(
+    const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc, int64_t capacity, int n_head,
+    int n_head_kv, int head_dim, int64_t first_position, float scale, float* __restrict__ partial) {
+  constexpr int kSlots = 32 / LanesPerKey;  // keys a warp reads per step
+  constexpr int kSteps = (kKeysPerWarp + kSlots - 1) / kSlots;
+  __shared__ float scores[kSplitKeys];
+  __shared__ float4 sums[kDecodeWarps][LanesPerKey];
+  const int split = int(blockIdx.x), h = int(blockIdx.y), splits = int(gridDim.x);
+  const int64_t window = blockIdx.z;
+  const int kv_head = h / (n_head / n_head_kv);
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, slot = lane / LanesPerKey, part = lane % LanesPerKey;
+  const int64_t key_end = first_position + 1, k_begin = int64_t(split) * kSplitKeys;
+  const int count = int(min(int64_t(kSplitKeys), key_end - k_begin));
+  const float4 qv = reinterpret_cast<const float4*>(q + (window * n_head + h) * head_dim)[part];
+  auto row = [&](const float* cache, int j) {  // key/value row of split key j, this lane's 4 dimensions
+    return reinterpret_cast<const float4*>(cache + ((window * capacity + k_begin + j) * n_head_kv + kv_head) * head_dim)[part];
+  };
+  int key[kSteps];
+  bool valid[kSteps];
+  float4 kr[kSteps];
+#pragma unroll
+  for (int s = 0; s < kSteps; ++s) {
+    key[s] = warp * kKeysPerWarp + s * kSlots + slot;
+    valid[s] = s * kSlots + slot < kKeysPerWarp && key[s] < count;
+    kr[s] = valid[s] ? row(kc, key[s]) : make_float4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int s = 0; s < kSteps; ++s) {
+    float dot = qv.x * kr[s].x + qv.y * kr[s].y + qv.z * kr[s].z + qv.w * kr[s].w;
+#pragma unroll
+    for (int offset = LanesPerKey / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    if (valid[s] && part == 0) scores[key[s]] = dot * scale;
+  }
+  float4 vr[kSteps];  // issued before the barrier: in flight while the block waits for the scores
+#pragma unroll
+  for (int s = 0; s < kSteps; ++s) vr[s] = valid[s] ? row(vc, key[s]) : make_float4(0, 0, 0, 0);
+  __syncthreads();
+  // Every warp finds the split's maximum and sum itself (64 scores: two per lane).
+  float m = -INFINITY;
+  for (int j = lane; j < count; j += 32) m = fmaxf(m, scores[j]);
+  for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  float4 acc = make_float4(0, 0, 0, 0);
+#pragma unroll
+  for (int s = 0; s < kSteps; ++s) {
+    const float p = valid[s] ? expf(scores[key[s]] - m) : 0.0f;
+    acc.x = fmaf(p, vr[s].x, acc.x), acc.y = fmaf(p, vr[s].y, acc.y), acc.z = fmaf(p, vr[s].z, acc.z), acc.w = fmaf(p, vr[s].w, acc.w);
+  }
+#pragma unroll
+  for (int offset = 16; offset >= LanesPerKey; offset /= 2) {  // the warp's key slots
+    acc.x += __shfl_xor_sync(0xffffffffu, acc.x, offset), acc.y += __shfl_xor_sync(0xffffffffu, acc.y, offset);
+    acc.z += __shfl_xor_sync(0xffffffffu, acc.z, offset), acc.w += __shfl_xor_sync(0xffffffffu, acc.w, offset);
+  }
+  if (slot == 0) sums[warp][part] = acc;
+  __syncthreads();
+  float* out = partial + ((window * n_head + h) * splits + split) * (head_dim + 2);
+  if (warp == 0) {
+    float l = 0.0f;
+    for (int j = lane; j < count; j += 32) l += expf(scores[j] - m);
+    for (int offset = 16; offset > 0; offset /= 2) l += __shfl_xor_sync(0xffffffffu, l, offset);
+    if (lane == 0) out[0] = m, out[1] = l;
+  }
+  if (threadIdx.x < LanesPerKey) {
+    float4 total = make_float4(0, 0, 0, 0);
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w)
+      total.x += sums[w][threadIdx.x].x, total.y += sums[w][threadIdx.x].y, total.z += sums[w][threadIdx.x].z, total.w += sums[w][threadIdx.x].w;
+    float* o = out + 2 + 4 * threadIdx.x;
+    o[0] = total.x, o[1] = total.y, o[2] = total.z, o[3] = total.w;
+  }
+}
+
+// One block per (head, window): out[d] = Σ_s acc_s[d]·e^(m_s − M) / Σ_s l_s·e^(m_s − M), M = max_s m_s.
+template <DType T>
+__global__ void __launch_bounds__(128) decode_attention_combine_kernel(const float* __restrict__ partial, int splits, int n_head,
+                                                                       int head_dim, Activations out) {
+  const int h = int(blockIdx.x);
+  const int64_t window = blockIdx.y;
+  const float* base = partial + (window * n_head + h) * splits * int64_t(head_dim + 2);
+  float m = -INFINITY;
+  for (int s = 0; s < splits; ++s) m = fmaxf(m, base[s * (head_dim + 2)]);
+  float l = 0.0f;
+  for (int s = 0; s < splits; ++s) l += base[s * (head_dim + 2) + 1] * expf(base[s * (head_dim + 2)] - m);
+  for (int d = int(threadIdx.x); d < head_dim; d += blockDim.x) {
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += base[s * (head_dim + 2) + 2 + d] * expf(base[s * (head_dim + 2)] - m);
+    store_both<T>(out, (window * n_head + h) * head_dim + d, sum / l);
+  }
+}
+
 template <DType T>
 __global__ void swiglu_kernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n, Activations out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -212,8 +310,32 @@ void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head,
     throw Error("GPU attention: head_dim " + std::to_string(head_dim), {.expected = "a multiple of 8, at most 128"});
   if (n_head_kv <= 0 || n_head % n_head_kv != 0) throw Error("GPU attention: " + std::to_string(n_head) + " query heads over " + std::to_string(n_head_kv) + " key/value heads");
   const int64_t per_window = positions.tokens_per_window;
-  const dim3 grid(unsigned((per_window + 31) / 32), unsigned(n_head), unsigned(tokens / per_window));
   const float scale = 1.0f / sqrtf(float(head_dim));
+  const int lanes_per_key = head_dim / 4;
+  if (per_window == 1 && (lanes_per_key & (lanes_per_key - 1)) == 0) {  // decoding: flash-decoding
+    const int64_t splits = (positions.first_position + kSplitKeys) / kSplitKeys, windows = tokens;
+    float* partial = nullptr;  // stream-ordered scratch: graph-capturable, no device-wide synchronisation
+    check(cudaMallocAsync(reinterpret_cast<void**>(&partial), size_t(windows * n_head * splits * (head_dim + 2)) * sizeof(float), stream));
+    const dim3 grid{unsigned(splits), unsigned(n_head), unsigned(windows)};
+    auto split = [&]<int L>() {
+      decode_attention_split_kernel<L><<<grid, 32 * kDecodeWarps, 0, stream>>>(q, cache.k, cache.v, cache.capacity, n_head, n_head_kv,
+                                                                                 head_dim, positions.first_position, scale, partial);
+    };
+    switch (lanes_per_key) {
+      case 2: split.template operator()<2>(); break;
+      case 4: split.template operator()<4>(); break;
+      case 8: split.template operator()<8>(); break;
+      case 16: split.template operator()<16>(); break;
+      default: split.template operator()<32>(); break;
+    }
+    dispatch_half(out.half_dtype, [&]<DType T>() {
+      decode_attention_combine_kernel<T><<<dim3(unsigned(n_head), unsigned(windows)), 128, 0, stream>>>(partial, int(splits), n_head, head_dim, out);
+    });
+    check(cudaGetLastError());
+    check(cudaFreeAsync(partial, stream));
+    return;
+  }
+  const dim3 grid(unsigned((per_window + 31) / 32), unsigned(n_head), unsigned(tokens / per_window));
   dispatch_half(out.half_dtype, [&]<DType T>() {
     auto launch = [&]<int P>() {
       attention_kernel<P, T><<<grid, 256, 0, stream>>>(q, cache.k, cache.v, cache.capacity, n_head, n_head_kv, head_dim, positions, scale, out);
