@@ -143,6 +143,17 @@ void gguf_dequantize(const CudaArray& raw, const std::string& type_name, int64_t
 
 void bind_cuda(nb::module_& m) {
   nb::module_ cuda = m.def_submodule("cuda", "lowbit's CUDA kernels on torch CUDA tensors (lowbit.functional calls these)");
+#ifdef LOWBIT_HAVE_CUDA
+  cuda.attr("built") = true;
+#else
+  cuda.attr("built") = false;
+#endif
+  // The GPUs the module sees (names); raises LowbitError when the module cannot be opened.
+  cuda.def("devices", [] {
+    nb::list names;
+    for (const auto& d : cuda::backend().devices()) names.append(d.name);
+    return names;
+  });
   cuda.def("available", [] {
     try {
       return !cuda::backend().devices().empty();
