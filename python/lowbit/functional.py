@@ -224,10 +224,53 @@ def dequantize_fp4(A, quant_state, *, out_dtype=None):
 
 
 def matmul_4bit(A, B, quant_state, bias=None):
-    """A @ dequantize_4bit(B).T (+ bias) in A's dtype: the weight dequantized by lowbit (on A's device), the
-    product by torch (cuBLAS on the GPU)."""
-    W = dequantize_4bit(B, quant_state, out_dtype=A.dtype)
-    return torch.nn.functional.linear(A, W, bias)
+    """A @ dequantize_4bit(B).T (+ bias) in A's dtype. On the GPU, for bf16/f16 activations and weights whose
+    shape the kernel takes (out_features % 16 == 0, in_features % 128 == 0, blocksize a power of two >= 64),
+    lowbit's fused 4-bit kernel reads the packed codes directly (few tokens) or dequantizes into scratch for
+    cuBLAS (many), from a copy of the weight re-laid once and kept on the quant state; otherwise the weight
+    is dequantized by lowbit and multiplied by torch."""
+    fused = _fused_weight(A, B, quant_state)
+    if fused is None:
+        W = dequantize_4bit(B, quant_state, out_dtype=A.dtype)
+        return torch.nn.functional.linear(A, W, bias)
+    A2 = A.reshape(-1, A.shape[-1])
+    if A2.data_ptr() % 16:
+        A2 = A2.clone()  # the kernel reads 16-byte vectors
+    out = torch.empty((A2.shape[0], fused_rows(quant_state)), dtype=A.dtype, device=A.device)
+    _lowbit.cuda.matmul_4bit(fused, A2.contiguous(), out, _stream(A.device))
+    out = out.reshape(*A.shape[:-1], out.shape[-1])
+    return out + bias.to(A.dtype) if bias is not None else out
+
+
+def fused_rows(quant_state):
+    return int(quant_state.shape[0])
+
+
+def _fused_weight(A, B, state):
+    """The re-laid weight for lowbit's fused CUDA product, made once per (state, packed tensor); None when the
+    product should go through dequantize_4bit instead."""
+    if not (A.is_cuda and B.is_cuda) or A.dtype not in _SIXTEEN_BIT or len(state.shape) != 2:
+        return None
+    rows, cols = int(state.shape[0]), int(state.shape[1])
+    blocksize = int(state.blocksize)
+    if rows % 16 or cols % 128 or blocksize < 64 or blocksize & (blocksize - 1) or A.shape[-1] != cols:
+        return None
+    cached = getattr(state, "_lowbit_fused", None)
+    if cached is not None and cached[0] == B.data_ptr():
+        return cached[1]
+    packed = B.contiguous().view(torch.uint8)
+    if packed.data_ptr() % 8:
+        return None
+    dev = A.device
+    absmax = _on(dev, state.absmax, "absmax")
+    nested = offset = None
+    if getattr(state, "nested", False):
+        nested = _on(dev, state.state2.absmax, "state2.absmax")
+        offset = torch.as_tensor(state.offset, dtype=torch.float32, device=dev).reshape(())
+    fused = _lowbit.cuda.prepare_fused_4bit(packed, absmax, nested, offset, state.quant_type, blocksize, rows, cols,
+                                            (packed, absmax, nested, offset), _stream(dev))
+    state._lowbit_fused = (B.data_ptr(), fused)
+    return fused
 
 
 gemv_4bit = matmul_4bit

@@ -128,6 +128,43 @@ void int8_matmul(const CudaArray& x, const CudaArray& cb, const CudaArray& scb, 
                                   int64_t(cb.shape(1)), x.data(), int64_t(x.shape(0)), threshold, out.data(), stream_of(stream));
 }
 
+// A 4-bit weight re-laid for the fused kernel, holding the tensors it was made from (the re-laid copy
+// refers to them for many-token products).
+struct Fused4bit {
+  std::shared_ptr<const cuda::Fused4bitWeight> weight;
+  nb::object sources;
+  int device = 0;
+};
+
+Fused4bit prepare_fused_4bit(const CudaArray& packed, const CudaArray& absmax, std::optional<CudaArray> nested_absmax,
+                             std::optional<CudaArray> offset, const std::string& type, int64_t blocksize, int64_t rows, int64_t cols,
+                             nb::object sources, uintptr_t stream) {
+  const int device = device_of({&packed, &absmax, nested_absmax ? &*nested_absmax : nullptr, offset ? &*offset : nullptr});
+  const int64_t n = rows * cols, blocks = blocks_of(n, blocksize);
+  expect_bytes(packed, size_t((n + 1) / 2), "the packed tensor");
+  cuda::Bnb4bitWeight w{.type = quant_type(type), .packed = static_cast<const uint8_t*>(packed.data()), .rows = rows, .cols = cols,
+                        .blocksize = blocksize};
+  if (nested_absmax) {
+    if (!offset) throw Error("double-quantized scales need their offset");
+    expect_bytes(absmax, size_t(blocks), "absmax (uint8 codes)");
+    expect_bytes(*nested_absmax, size_t(blocks_of(blocks, bnb::kNestedBlocksize)) * 4, "nested_absmax");
+    w.nested = {.codes = static_cast<const uint8_t*>(absmax.data()), .nested_absmax = static_cast<const float*>(nested_absmax->data()),
+                .offset = static_cast<const float*>(offset->data())};
+  } else {
+    expect_bytes(absmax, size_t(blocks) * 4, "absmax (float32)");
+    w.absmax = static_cast<const float*>(absmax.data());
+  }
+  return {cuda::backend().prepare_fused_4bit(device, w, stream_of(stream)), std::move(sources), device};
+}
+
+void matmul_4bit(const Fused4bit& fused, const CudaArray& x, CudaArray out, uintptr_t stream) {
+  const auto& w = *fused.weight;
+  if (x.ndim() != 2 || int64_t(x.shape(1)) != w.cols) throw Error("the activations must be [tokens, in_features]");
+  if (out.dtype() != x.dtype() || int64_t(out.size()) != int64_t(x.shape(0)) * w.rows) throw Error("the output must be [tokens, out_features] in x's dtype");
+  if (device_of({&x, &out}) != fused.device) throw Error("the activations are on another GPU than the weight");
+  cuda::backend().matmul_4bit(fused.device, w, float_dtype(x), x.data(), int64_t(x.shape(0)), out.data(), stream_of(stream));
+}
+
 void gguf_dequantize(const CudaArray& raw, const std::string& type_name, int64_t rows, int64_t cols, CudaArray out, uintptr_t stream) {
   const auto type = ggml_type_from_name(type_name);
   if (!type) throw Error("unknown ggml type '" + type_name + "'");
@@ -168,6 +205,12 @@ void bind_cuda(nb::module_& m) {
   cuda.def("int8_quantize_rowwise", &int8_quantize_rowwise, nb::arg("x"), nb::arg("cb"), nb::arg("scb"), nb::arg("stream"));
   cuda.def("int8_dequantize_rowwise", &int8_dequantize_rowwise, nb::arg("cb"), nb::arg("scb"), nb::arg("out"), nb::arg("stream"));
   cuda.def("int8_matmul", &int8_matmul, nb::arg("x"), nb::arg("cb"), nb::arg("scb"), nb::arg("threshold"), nb::arg("out"), nb::arg("stream"));
+  nb::class_<Fused4bit>(cuda, "Fused4bit", "a 4-bit weight re-laid for lowbit's fused CUDA product")
+      .def_prop_ro("bytes", [](const Fused4bit& f) { return f.weight->bytes(); });
+  cuda.def("prepare_fused_4bit", &prepare_fused_4bit, nb::arg("packed"), nb::arg("absmax"), nb::arg("nested_absmax").none(),
+           nb::arg("offset").none(), nb::arg("quant_type"), nb::arg("blocksize"), nb::arg("rows"), nb::arg("cols"), nb::arg("sources"),
+           nb::arg("stream"));
+  cuda.def("matmul_4bit", &matmul_4bit, nb::arg("fused"), nb::arg("x"), nb::arg("out"), nb::arg("stream"));
   cuda.def("gguf_dequantize", &gguf_dequantize, nb::arg("raw"), nb::arg("type"), nb::arg("rows"), nb::arg("cols"), nb::arg("out"), nb::arg("stream"));
 }
 

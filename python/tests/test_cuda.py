@@ -136,3 +136,17 @@ def test_patched_bitsandbytes_on_the_gpu():
         torch.testing.assert_close(y, their_y, rtol=2e-2, atol=2e-2)
     finally:
         integration.unpatch()
+
+
+@gpu
+def test_fused_4bit_product_matches_dequantize_then_matmul():
+    for dq in (False, True):
+        w = torch.randn(512, 1024, device="cuda", dtype=torch.bfloat16)
+        packed, state = F.quantize_4bit(w, 64, dq, "nf4")
+        exact = F.dequantize_4bit(packed, state, out_dtype=torch.float32)
+        for tokens in (1, 5, 200):  # fused kernel for few tokens, dequantize + cuBLAS from 96
+            x = torch.randn(tokens, 1024, device="cuda", dtype=torch.bfloat16)
+            y = F.matmul_4bit(x, packed, state)
+            assert y.dtype == torch.bfloat16 and y.shape == (tokens, 512)
+            assert state._lowbit_fused is not None  # the re-laid weight, made once and kept
+            torch.testing.assert_close(y.float(), x.float() @ exact.t(), rtol=2e-2, atol=5e-2)

@@ -13,6 +13,14 @@ namespace lowbit::cuda {
 namespace {
 
 class ModuleBackend final : public Backend {
+  // cuBLAS handles and scratch, made once per thread and device (a context serves one stream at a time).
+  static MatmulContext& context(int device) {
+    thread_local std::map<int, std::unique_ptr<MatmulContext>> contexts;
+    auto& context = contexts[device];
+    if (!context) context = std::make_unique<MatmulContext>();
+    return *context;
+  }
+
  public:
   std::vector<DeviceInfo> devices() const override { return cuda::devices(); }
   std::string bench_device_description() const override { return cuda::bench_device_description(); }
@@ -46,11 +54,16 @@ class ModuleBackend final : public Backend {
   void llm_int8_matmul(int device, const int8_t* cb, const float* scb, int64_t rows, int64_t cols, const void* x, int64_t tokens,
                        float threshold, void* y, cudaStream_t stream) const override {
     check(cudaSetDevice(device));
-    // cuBLAS handles are made once per thread and device (a context serves one stream at a time).
-    thread_local std::map<int, std::unique_ptr<MatmulContext>> contexts;
-    auto& context = contexts[device];
-    if (!context) context = std::make_unique<MatmulContext>();
-    cuda::llm_int8_matmul(*context, {.cb = cb, .scb = scb, .rows = rows, .cols = cols}, x, tokens, threshold, y, stream);
+    cuda::llm_int8_matmul(context(device), {.cb = cb, .scb = scb, .rows = rows, .cols = cols}, x, tokens, threshold, y, stream);
+  }
+  std::shared_ptr<const Fused4bitWeight> prepare_fused_4bit(int device, const Bnb4bitWeight& weight, cudaStream_t stream) const override {
+    check(cudaSetDevice(device));
+    return std::make_shared<const Fused4bitWeight>(cuda::prepare_fused(weight, stream));
+  }
+  void matmul_4bit(int device, const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
+                   cudaStream_t stream) const override {
+    check(cudaSetDevice(device));
+    cuda::matmul_4bit(context(device), weight, dtype, x, tokens, y, stream);
   }
   bool has_ggml_dequantize(GgmlType type) const override { return cuda::has_ggml_dequantize(type); }
   void dequantize_ggml(int device, GgmlType type, const void* blocks, int64_t rows, int64_t cols, DType out_dtype, void* out,

@@ -7,12 +7,14 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "lowbit/kernels/cuda/benchmark.h"
 #include "lowbit/kernels/cuda/codecs.h"
 #include "lowbit/kernels/cuda/device.h"
+#include "lowbit/kernels/cuda/matmul.h"
 
 namespace lowbit::cuda {
 
@@ -42,6 +44,11 @@ class Backend {
   // LLM.int8 (matmul.h's llm_int8_matmul), with a cuBLAS context per thread and device kept by the module.
   virtual void llm_int8_matmul(int device, const int8_t* cb, const float* scb, int64_t rows, int64_t cols, const void* x, int64_t tokens,
                                float threshold, void* y, cudaStream_t stream) const = 0;
+  // matmul.h's 4-bit product: a bitsandbytes weight re-laid once for the fused kernel (it refers to `weight`'s
+  // device memory, which must outlive it), then y = x · Wᵀ, fused for few tokens, dequantize + cuBLAS for many.
+  virtual std::shared_ptr<const Fused4bitWeight> prepare_fused_4bit(int device, const Bnb4bitWeight& weight, cudaStream_t stream) const = 0;
+  virtual void matmul_4bit(int device, const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
+                           cudaStream_t stream) const = 0;
   virtual bool has_ggml_dequantize(GgmlType type) const = 0;
   virtual void dequantize_ggml(int device, GgmlType type, const void* blocks, int64_t rows, int64_t cols, DType out_dtype, void* out,
                                cudaStream_t stream) const = 0;
