@@ -205,8 +205,8 @@ void bind_cuda(nb::module_& m) {
   cuda.def("int8_quantize_rowwise", &int8_quantize_rowwise, nb::arg("x"), nb::arg("cb"), nb::arg("scb"), nb::arg("stream"));
   cuda.def("int8_dequantize_rowwise", &int8_dequantize_rowwise, nb::arg("cb"), nb::arg("scb"), nb::arg("out"), nb::arg("stream"));
   cuda.def("int8_matmul", &int8_matmul, nb::arg("x"), nb::arg("cb"), nb::arg("scb"), nb::arg("threshold"), nb::arg("out"), nb::arg("stream"));
-  nb::class_<Fused4bit>(cuda, "Fused4bit", "a 4-bit weight re-laid for lowbit's fused CUDA product")
-      .def_prop_ro("bytes", [](const Fused4bit& f) { return f.weight->bytes(); });
+  // (Only liblowbit_cuda.so defines the weight's member functions: the extension never calls them.)
+  nb::class_<Fused4bit>(cuda, "Fused4bit", "a 4-bit weight re-laid for lowbit's fused CUDA product");
   cuda.def("prepare_fused_4bit", &prepare_fused_4bit, nb::arg("packed"), nb::arg("absmax"), nb::arg("nested_absmax").none(),
            nb::arg("offset").none(), nb::arg("quant_type"), nb::arg("blocksize"), nb::arg("rows"), nb::arg("cols"), nb::arg("sources"),
            nb::arg("stream"));
