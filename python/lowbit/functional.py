@@ -251,6 +251,8 @@ def _fused_weight(A, B, state):
     product should go through dequantize_4bit instead."""
     if not (A.is_cuda and B.is_cuda) or A.dtype not in _SIXTEEN_BIT or len(state.shape) != 2:
         return None
+    if torch.is_grad_enabled() and A.requires_grad:
+        return None  # the kernel is not differentiable: torch's product carries the gradient to A
     rows, cols = int(state.shape[0]), int(state.shape[1])
     blocksize = int(state.blocksize)
     if rows % 16 or cols % 128 or blocksize < 64 or blocksize & (blocksize - 1) or A.shape[-1] != cols:

@@ -79,7 +79,9 @@ class CallbackProgress final : public Progress {
 NonfinitePolicy nonfinite_policy(bool allow) {
   return {.allow = allow, .report = [](const std::string& line) {
             nb::gil_scoped_acquire gil;
-            PyErr_WarnEx(PyExc_RuntimeWarning, line.c_str(), 1);
+            // Warnings turned into errors cannot stop a job already allowed to keep these values (they are
+            // counted in its result): the error is cleared.
+            if (PyErr_WarnEx(PyExc_RuntimeWarning, line.c_str(), 1) < 0) PyErr_Clear();
           }};
 }
 

@@ -130,3 +130,29 @@ def test_a_transformers_model_runs_on_lowbit_after_patch(model_dir):
     assert (logits - their_logits).abs().max() < 0.05 * scale
     agree = (logits.argmax(-1) == their_logits.argmax(-1)).float().mean().item()
     assert agree >= 0.9, agree
+
+
+def test_linear8bitlt_runs_on_lowbit_after_patch():
+    torch.manual_seed(0)
+    dense = torch.nn.Linear(512, 256, dtype=torch.float16)
+    x = torch.randn(8, 512, dtype=torch.float16)
+    x[:, 7] *= 20  # an outlier column (|x| >= threshold): LLM.int8 keeps it in 16 bits
+
+    def int8_layer():
+        layer = bnb.nn.Linear8bitLt(512, 256, has_fp16_weights=False, threshold=6.0)
+        layer.load_state_dict(dense.state_dict())
+        return layer.to("cpu").eval()  # quantized here, by bnb.functional.int8_vectorwise_quant
+
+    theirs = int8_layer()
+    with torch.no_grad():
+        their_y = theirs(x)
+    integration.patch()
+    ours = int8_layer()
+    assert torch.equal(ours.weight.CB, theirs.state.CB if theirs.weight.CB is None else theirs.weight.CB)
+    with torch.no_grad():
+        y = ours(x)
+    assert y.dtype == torch.float16 and y.shape == their_y.shape
+    # lowbit: bitsandbytes' CUDA LLM.int8 bit for bit; bitsandbytes' CPU backend sums in another order.
+    expected = LF.int8_matmul(x, ours.state.CB if ours.weight.CB is None else ours.weight.CB, ours.weight.SCB, 6.0) + dense.bias
+    assert torch.equal(y, expected.to(torch.float16))
+    torch.testing.assert_close(y.float(), their_y.float(), rtol=2e-2, atol=2e-2)

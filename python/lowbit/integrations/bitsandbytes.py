@@ -137,6 +137,8 @@ def _linear8bit_forward(self, x):
     inference = not self.training and not torch.is_grad_enabled()
     if not inference or getattr(weight, "has_fp16_weights", True) or cb is None or scb is None:
         return _saved["Linear8bitLt.forward"](self, x)
+    if x.is_cuda and (cb.shape[1] % 16 or cb.shape[0] % 4):  # shapes the int8 tensor cores do not take
+        return _saved["Linear8bitLt.forward"](self, x)
     # LLM.int8: float16 activations against the int8 rows, outlier columns (|x| >= threshold) in 16 bits.
     y = F.int8_matmul(x.to(torch.float16), cb, scb, float(self.state.threshold))
     if self.bias is not None:
