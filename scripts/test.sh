@@ -21,12 +21,13 @@ command -v ccache >/dev/null || launcher=()
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_PYTHON=ON -DPython_EXECUTABLE="$PWD/build/venv/bin/python" "${launcher[@]}"
 cmake --build build -j "$jobs"
 # The Python package as pip builds it (pyproject.toml, scikit-build-core from build/venv, nothing downloaded),
-# with the same compiler, so ccache serves the library's objects; python/tests/test_wheel.py installs it
-# into a fresh virtual environment.
+# with the same compiler, in a build directory as deep as build/ (ccache sees the same command lines), so
+# ccache serves the library's objects (about 30 s); python/tests/test_wheel.py installs it into a fresh venv.
 cxx=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' build/CMakeCache.txt)
 rm -rf build/wheel
 CMAKE_ARGS="${launcher[*]} -DCMAKE_CXX_COMPILER=$cxx" \
-  build/venv/bin/python -m pip wheel . --no-build-isolation --no-deps --quiet --disable-pip-version-check -w build/wheel
+  build/venv/bin/python -m pip wheel . --no-build-isolation --no-deps --quiet --disable-pip-version-check -w build/wheel \
+  --config-settings=build-dir=build-wheel
 LOWBIT_WHEEL=$(ls build/wheel/lowbit-*.whl)
 export LOWBIT_WHEEL
 scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-}"  # each target its default: 30 s for the containers, 15 s for side files
