@@ -32,7 +32,7 @@ class Backend {
   virtual void run_benchmarks(const BenchOptions& options, const std::function<void(const BenchRow&)>& on_row) const = 0;
 
   // The codecs and products on caller-owned device memory (the Python package's CUDA tensors), as
-  // codecs.h and matmul.h declare them; each call first makes `device` the thread's current GPU.
+  // codecs.h and matmul.h declare them; each call runs on `device` and restores the thread's current GPU.
   virtual void dequantize_4bit(int device, bnb::QuantType type, const uint8_t* packed, const float* absmax, const NestedScales* nested,
                                int64_t n, int64_t blocksize, DType out_dtype, void* out, cudaStream_t stream) const = 0;
   virtual void quantize_4bit(int device, bnb::QuantType type, DType in_dtype, const void* input, int64_t n, int64_t blocksize,
