@@ -37,6 +37,9 @@ if _lowbit.cuda.built:
 assert "torch" not in sys.modules, "torch imported"
 print("cuda" if _lowbit.cuda.built else "cpu")
 """
-    out = subprocess.run([python, "-c", script], check=True, cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the tests' PYTHONPATH points at build/python
+    run = subprocess.run([python, "-c", script], cwd=tmp_path, env=clean, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout.strip()
     if out == "cuda":
         assert "lowbit/liblowbit_cuda.so" in names
