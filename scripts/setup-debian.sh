@@ -2,7 +2,7 @@
 # Installs what lowbit builds and tests with, all from Debian's packages. Safe to run again.
 set -euo pipefail
 packages=(
-  cmake ninja-build g++ pkg-config            # build
+  cmake ninja-build g++ pkg-config ccache     # build (ccache: the wheel build reuses the tests' build)
   nlohmann-json3-dev libfmt-dev libcli11-dev  # JSON, formatting, command line
   libhwy-dev libpcre2-dev                     # SIMD with run-time dispatch, Unicode regexes
   libgtest-dev libgmock-dev libbenchmark-dev  # tests and benchmarks

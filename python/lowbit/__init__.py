@@ -1,14 +1,17 @@
 """lowbit: low-bit formats of LLM weights (bitsandbytes NF4/FP4/LLM.int8, every GGUF type) and back.
 
-The same C++ library as the `lowbit` command. `lowbit.functional` holds the torch functions
-(bitsandbytes' functional API on lowbit's kernels); torch is imported only when that module is.
+The same C++ library as the `lowbit` command. The command's jobs are functions here (inspect, quantize,
+dequantize, plan, eval, imatrix: each returns what `--json` prints). `lowbit.functional` holds the torch
+functions (bitsandbytes' functional API on lowbit's kernels) and `lowbit.integrations.bitsandbytes` routes
+bitsandbytes to them; torch is imported only when those modules are.
 """
 import os as _os
 
 from . import _lowbit
 from .errors import LowbitError
+from .jobs import dequantize, eval, imatrix, plan, quantize
 
-__all__ = ["LowbitError", "inspect", "functional"]
+__all__ = ["LowbitError", "inspect", "quantize", "dequantize", "plan", "eval", "imatrix", "functional", "integrations"]
 __version__ = "0.1.0"
 
 
@@ -19,8 +22,8 @@ def inspect(path):
 
 
 def __getattr__(name):
-    if name == "functional":  # imports torch: only when asked for
-        from . import functional
+    if name in ("functional", "integrations"):  # import torch: only when asked for
+        import importlib
 
-        return functional
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'lowbit' has no attribute {name!r}")

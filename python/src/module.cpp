@@ -15,6 +15,8 @@
 #include "lowbit/formats/bnb_int8.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/pipeline/inspect.h"
+#include "cuda.h"
+#include "jobs.h"
 
 namespace nb = nanobind;
 namespace lowbit::python {
@@ -182,6 +184,17 @@ Torch<uint8_t> gguf_quantize(const Array& x, const std::string& type, std::optio
   return to_torch(std::move(out), {n});
 }
 
+// The maps a 4-bit quant state records (bitsandbytes keeps them in the state: QuantState.code).
+Torch<float> code_map(const std::string& type) {
+  const auto& code = bnb::code_map(quant_type(type));
+  return to_torch(std::vector<float>(code.begin(), code.end()), {code.size()});
+}
+
+Torch<float> nested_code_map() {
+  const auto& code = bnb::dynamic_map_signed();
+  return to_torch(std::vector<float>(code.begin(), code.end()), {code.size()});
+}
+
 nb::dict inspect_path(const std::string& path) {
   const ModelSummary s = inspect(path);
   nb::list tensors;
@@ -235,5 +248,9 @@ NB_MODULE(_lowbit, m) {
   m.def("int8_matmul", &int8_matmul, nb::arg("x"), nb::arg("cb"), nb::arg("scb"), nb::arg("threshold"));
   m.def("gguf_dequantize", &gguf_dequantize, nb::arg("raw"), nb::arg("type"), nb::arg("rows"), nb::arg("cols"));
   m.def("gguf_quantize", &gguf_quantize, nb::arg("x"), nb::arg("type"), nb::arg("weights").none() = nb::none());
+  m.def("code_map", &code_map, nb::arg("quant_type"));
+  m.def("nested_code_map", &nested_code_map);
   m.def("inspect", &inspect_path, nb::arg("path"));
+  bind_jobs(m);
+  bind_cuda(m);
 }

@@ -15,6 +15,13 @@ void* open_module_entry(const std::string& library, const std::string& entry, st
     candidates.push_back((exe.parent_path() / library).string());
     candidates.push_back((exe.parent_path().parent_path() / "lib" / library).string());
   }
+  // Beside the shared object that holds lowbit, when that is not the executable: the Python
+  // extension lowbit/_lowbit.so finds lowbit/liblowbit_cuda.so.
+  Dl_info self{};
+  if (::dladdr(reinterpret_cast<void*>(&open_module_entry), &self) && self.dli_fname) {
+    const auto holder = std::filesystem::path(self.dli_fname);
+    if (holder.has_parent_path() && holder != exe) candidates.push_back((holder.parent_path() / library).string());
+  }
   candidates.push_back(library);  // LD_LIBRARY_PATH, the cache, the system directories
   why_not.clear();
   for (const auto& candidate : candidates) {

@@ -6,9 +6,10 @@
 
 namespace lowbit {
 
-// Looks for `library` beside the running executable, then in ../lib beside it, then on the dynamic
-// linker's usual path, and returns its symbol `entry`; nullptr with the reason in `why_not` when
-// the module or the symbol is missing. A module stays loaded for the life of the process.
+// Looks for `library` beside the running executable, then in ../lib beside it, then beside the shared
+// object holding lowbit (a Python extension), then on the dynamic linker's usual path, and returns its
+// symbol `entry`; nullptr with the reason in `why_not` when the module or the symbol is missing. A
+// module stays loaded for the life of the process.
 void* open_module_entry(const std::string& library, const std::string& entry, std::string& why_not);
 
 }  // namespace lowbit

@@ -1,0 +1,1 @@
+"""Routes other libraries' calls to lowbit: `lowbit.integrations.bitsandbytes.patch()`."""

@@ -1,0 +1,480 @@
+// The CLI's jobs as Python functions: quantize, dequantize, plan, eval, imatrix. Each makes the same
+// library calls as its command in cli/ and returns the document `lowbit <command> --json` prints
+// (tests/test_jobs.py holds them equal). The few lines of orchestration the CLI keeps beside its flag
+// parsing (a plan made from a request, a plan turned into GGUF overrides, the text tokenized for eval)
+// are mirrored here; they become single library calls when the commands' library entry points land.
+#include "jobs.h"
+
+#include <nanobind/stl/function.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "lowbit/core/error.h"
+#include "lowbit/core/output_path.h"
+#include "lowbit/core/temporaries.h"
+#include "lowbit/model/imatrix_collector.h"
+#include "lowbit/model/kld_probe.h"
+#include "lowbit/model/perplexity.h"
+#include "lowbit/model/tokenizer.h"
+#include "lowbit/pipeline/bnb_jobs.h"
+#include "lowbit/pipeline/eval_model.h"
+#include "lowbit/pipeline/plan.h"
+#include "lowbit/pipeline/quantize_gguf.h"
+
+namespace lowbit::python {
+namespace {
+
+using Json = nlohmann::ordered_json;
+namespace fs = std::filesystem;
+
+// ---- Python <-> the library's callbacks ----
+
+// Progress as calls of a Python callable: callback(what, done, total), with the GIL taken for each.
+// An exception the callback raises stops the calls and is raised again when the job returns (it
+// cannot cross the library, whose progress may be reported from its worker threads).
+class CallbackProgress final : public Progress {
+ public:
+  explicit CallbackProgress(nb::object callback) : callback_(std::move(callback)) {}
+  void raise_pending() {
+    if (error_) {
+      nb::python_error e = std::move(*error_);
+      error_.reset();
+      throw e;
+    }
+  }
+  void begin(std::string_view what, int64_t total_items, uint64_t) override {
+    what_ = std::string(what);
+    total_ = total_items;
+    done_ = 0;
+    call();
+  }
+  void advance(std::string_view, uint64_t, int64_t items) override {
+    done_ += items;
+    call();
+  }
+
+ private:
+  void call() {
+    nb::gil_scoped_acquire gil;
+    if (callback_.is_none() || error_) return;
+    try {
+      callback_(what_, done_, total_);
+    } catch (nb::python_error& e) {
+      error_.emplace(std::move(e));
+    }
+  }
+  nb::object callback_;
+  std::optional<nb::python_error> error_;
+  std::string what_;
+  int64_t total_ = 0, done_ = 0;
+};
+
+// --allow-nonfinite's reports as Python warnings (RuntimeWarning), as the CLI writes them to stderr.
+NonfinitePolicy nonfinite_policy(bool allow) {
+  return {.allow = allow, .report = [](const std::string& line) {
+            nb::gil_scoped_acquire gil;
+            // Warnings turned into errors cannot stop a job already allowed to keep these values (they are
+            // counted in its result): the error is cleared.
+            if (PyErr_WarnEx(PyExc_RuntimeWarning, line.c_str(), 1) < 0) PyErr_Clear();
+          }};
+}
+
+Json nonfinite_json(const NonfiniteCount& count) { return {{"values", count.values}, {"tensors", count.tensors}}; }
+
+void check_outputs(const std::vector<std::string>& outputs, const std::vector<std::string>& inputs, bool force) {
+  const std::vector<fs::path> in(inputs.begin(), inputs.end());
+  for (const auto& output : outputs)
+    if (!output.empty()) check_output_path(output, in, force);
+}
+
+// Runs `job` without the GIL (the library's threads and Python's other threads go on meanwhile).
+template <class F>
+auto released(F&& job) {
+  nb::gil_scoped_release no_gil;
+  return job();
+}
+
+// ---- plans (cli/plan.cpp's plan_model) ----
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read the text", {.file = path});
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+ImportanceMatrix load_importance_matrix(const std::string& path) {
+  auto imatrix = ImportanceMatrix::load(path);
+  if (imatrix.entries().empty())
+    throw Error("holds no importance data (no weight's activations): not an importance matrix",
+                {.file = path, .expected = "an imatrix.gguf from lowbit imatrix or llama-imatrix, or a legacy .dat"});
+  return imatrix;
+}
+
+PlanTarget plan_target(const std::string& name) {
+  if (name == "gguf") return PlanTarget::gguf;
+  if (name == "bnb") return PlanTarget::bnb;
+  throw Error("unknown target '" + name + "'", {.expected = "gguf or bnb"});
+}
+
+// The importance matrix measured on at most 16 windows of 512 tokens of `text`.
+ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text, const fs::path& scratch, Device device) {
+  const EvalModel model(model_path, device);
+  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata(), model_path);
+  auto tokens = tokenizer.encode(read_text(text), true);
+  if (tokens.size() > 16 * 512) tokens.resize(16 * 512);
+  const auto run = collect_imatrix(model.runtime(), tokens, 512, tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt);
+  write_imatrix_gguf(scratch, run.entries, {text}, uint32_t(run.chunks), 512);
+  return ImportanceMatrix::load(scratch);
+}
+
+Plan make_plan_for(const PlanArgs& a, Progress& progress) {
+  const PlanTarget target = plan_target(a.target);
+  if (target == PlanTarget::bnb && !fs::is_directory(a.model) && fs::path(a.model).extension() != ".safetensors")
+    throw Error("target bnb plans a Hugging Face directory or a .safetensors file", {.file = a.model});
+  if (!(a.bpw >= 1 && a.bpw <= 32)) throw Error("bpw must lie in [1, 32]");
+  PlanOptions options{.target_bpw = a.bpw};
+  if (!a.rules.empty()) {
+    auto extra = load_plan_rules(a.rules);
+    options.rules.insert(options.rules.end(), extra.begin(), extra.end());
+  }
+  std::optional<ImportanceMatrix> imatrix;
+  if (!a.imatrix.empty()) {
+    imatrix = load_importance_matrix(a.imatrix);
+  } else if (!a.text.empty()) {
+    const ScratchDirectory scratch("plan");
+    imatrix = imatrix_from_text(a.model, a.text, scratch / "imatrix.gguf", resolve_device(a.device));
+  }
+  options.imatrix = imatrix ? &*imatrix : nullptr;
+  if (target == PlanTarget::bnb) {
+    if (!a.probe_text.empty()) throw Error("probe_text plans GGUF outputs only (target 'gguf')");
+    return make_bnb_plan(Checkpoint(a.model), options, progress);
+  }
+  std::optional<EvalModel> probe_model;
+  std::optional<KldProbe> probe;
+  if (!a.probe_text.empty()) {
+    probe_model.emplace(a.model, resolve_device(a.device), DType::f16);
+    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata(), a.model);
+    probe.emplace(probe_model->runtime(), tokenizer.encode(read_text(a.probe_text), true), 512,
+                  tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, a.probe_chunks);
+    options.probe = &*probe;
+  }
+  Plan plan = make_plan(*ModelSource::open(a.model), options, progress);
+  if (probe) plan.loss_measure.calibration = fs::path(a.probe_text).filename().string();
+  return plan;
+}
+
+// ---- quantize (cli/quantize.cpp) ----
+
+bool is_bnb_format(const std::string& format) { return format == "nf4" || format == "fp4" || format == "int8"; }
+
+GgmlType parse_ggml_type(const std::string& name) {
+  const auto type = ggml_type_from_name(name);
+  if (!type) throw Error("unknown ggml type '" + name + "'", {.expected = "q4_0, q8_0, q4_K, iq4_xs, f16 ..."});
+  return *type;
+}
+
+Json quantize_bnb(const QuantizeArgs& a, const Plan* plan, Progress& progress) {
+  if (!a.mix.empty() || !a.imatrix.empty() || !a.tensor_types.empty())
+    throw Error("mix, imatrix and tensor_types apply to GGUF outputs, not to bitsandbytes formats");
+  const auto r = quantize_to_bnb(a.input, a.output,
+                                 {.format = a.format, .blocksize = a.blocksize, .double_quant = a.double_quant, .skip = a.skip, .plan = plan,
+                                  .nonfinite = nonfinite_policy(a.allow_nonfinite), .overwrite = a.force},
+                                 progress);
+  return {{"output", a.output}, {"format", plan ? "planned" : a.format}, {"tensors", r.tensors}, {"quantized", r.quantized},
+          {"bytes_in", r.bytes_in}, {"bytes_out", r.bytes_out}, {"shards", r.shards}, {"nonfinite", nonfinite_json(r.nonfinite)},
+          {"seconds", r.seconds}};
+}
+
+Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress) {
+  if (!a.output.ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = a.output});
+  const auto source = ModelSource::open(a.input);
+  GgufQuantizeOptions options;
+  if (plan) {
+    std::set<std::string, std::less<>> names;
+    for (const auto& t : source->tensors()) names.insert(t.name);
+    std::map<GgmlType, int64_t> params_by_type;
+    for (const auto& t : plan->tensors)
+      if (t.quantized) {
+        if (!names.contains(t.name)) throw Error("the plan names a tensor the model does not have", {.file = a.plan.empty() ? a.input : a.plan, .tensor = t.name});
+        const GgmlType type = std::get<GgmlType>(t.format);
+        options.selection.overrides.emplace_back(t.name, type);
+        params_by_type[type] += std::max<int64_t>(t.params, 1);
+      }
+    options.selection.default_type = params_by_type.empty() ? GgmlType::Q8_0
+                                     : std::ranges::max_element(params_by_type, {}, [](const auto& p) { return p.second; })->first;
+  } else if (!a.mix.empty()) {
+    options.selection.mix = find_llama_mix(a.mix);
+    if (!options.selection.mix) throw Error("unknown mix '" + a.mix + "'", {.expected = "Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0 ..."});
+    options.selection.default_type = options.selection.mix->default_type;
+  } else {
+    options.selection.default_type = parse_ggml_type(a.format);
+  }
+  for (const auto& rule : a.tensor_types) {
+    const auto eq = rule.rfind('=');
+    if (eq == std::string::npos || eq == 0) throw Error("tensor type '" + rule + "' is not GLOB=TYPE");
+    options.selection.overrides.emplace_back(rule.substr(0, eq), parse_ggml_type(rule.substr(eq + 1)));
+  }
+  std::optional<ImportanceMatrix> imatrix;
+  if (!a.imatrix.empty()) {
+    imatrix = load_importance_matrix(a.imatrix);
+    options.imatrix = &*imatrix;
+    options.imatrix_path = a.imatrix;
+  }
+  options.nonfinite = nonfinite_policy(a.allow_nonfinite);
+  const auto report = quantize_to_gguf(*source, a.output, options, progress);
+  Json j;
+  j["output"] = a.output;
+  j["tensors"] = Json::array();
+  for (const auto& t : report.tensors)
+    j["tensors"].push_back({{"name", t.name}, {"from", ggml_type_name(t.from)}, {"format", ggml_type_name(t.to)}, {"params", t.params},
+                            {"bytes", t.bytes}, {"bpw", 8.0 * double(t.bytes) / double(t.params)}, {"imatrix", t.used_imatrix}});
+  j["total"] = {{"params", report.params}, {"bytes", report.bytes}, {"bpw", 8.0 * double(report.bytes) / double(report.params)},
+                {"seconds", report.seconds}};
+  j["nonfinite"] = nonfinite_json(report.nonfinite);
+  return j;
+}
+
+}  // namespace
+
+Json quantize_job(const QuantizeArgs& a, Progress& progress) {
+  check_outputs({a.output}, {a.input, a.imatrix, a.plan, a.rules, a.probe_text}, a.force);
+  if (int(!a.format.empty()) + int(!a.mix.empty()) + int(!a.plan.empty()) + int(a.bpw > 0) != 1)
+    throw Error("give exactly one of format, mix, plan and bpw");
+  if ((a.target != "gguf" || !a.rules.empty() || !a.probe_text.empty()) && a.bpw <= 0)
+    throw Error("target, rules and probe_text apply to bpw (a plan file records its own target and choices)");
+  if (is_bnb_format(a.format)) return quantize_bnb(a, nullptr, progress);
+  if (a.plan.empty() && a.bpw <= 0) return quantize_gguf(a, nullptr, progress);
+  const Plan plan = !a.plan.empty() ? read_plan(a.plan)
+                                    : make_plan_for({.model = a.input, .bpw = a.bpw, .target = a.target, .imatrix = a.imatrix, .rules = a.rules,
+                                                     .probe_text = a.probe_text, .probe_chunks = a.probe_chunks, .device = a.device},
+                                                    progress);
+  if (plan.target == PlanTarget::bnb) {
+    QuantizeArgs rest = a;
+    if (a.bpw > 0) rest.imatrix.clear();  // the planner weighed the losses with it; bitsandbytes has no use for it
+    return quantize_bnb(rest, &plan, progress);
+  }
+  return quantize_gguf(a, &plan, progress);
+}
+
+Json dequantize_job(const DequantizeArgs& a, Progress& progress) {
+  check_outputs({a.output}, {a.input}, a.force);
+  const NonfinitePolicy policy = nonfinite_policy(a.allow_nonfinite);
+  std::optional<DType> dtype;
+  if (!a.dtype.empty()) {
+    dtype = dtype_from_name(a.dtype);
+    if (!dtype || !dtype_is_float(*dtype) || *dtype == DType::f64) throw Error("dtype '" + a.dtype + "' is not f32, f16 or bf16");
+  }
+  Json j{{"output", a.output}};
+  if (fs::path(a.input).extension() == ".gguf") {
+    const auto source = ModelSource::open(a.input);
+    const auto ext = fs::path(a.output).extension();
+    const auto r = ext == ".gguf" || ext == ".safetensors" ? dequantize_gguf(*source, a.output, dtype.value_or(DType::f32), progress, policy)
+                                                           : export_gguf_to_hf(*source, a.output, dtype.value_or(DType::f32), progress, policy, a.force);
+    j["tensors"] = r.tensors.size();
+    j["bytes_out"] = r.bytes;
+    j["nonfinite"] = nonfinite_json(r.nonfinite);
+    j["seconds"] = r.seconds;
+  } else {
+    if (!is_bnb_checkpoint(a.input)) throw Error("no bitsandbytes-quantized weight found", {.file = a.input});
+    const auto r = dequantize_bnb(a.input, a.output, dtype, progress, policy, a.force);
+    j["tensors"] = r.tensors;
+    j["dequantized"] = r.quantized;
+    j["bytes_out"] = r.bytes_out;
+    j["nonfinite"] = nonfinite_json(r.nonfinite);
+    j["seconds"] = r.seconds;
+  }
+  return j;
+}
+
+Json plan_job(const PlanArgs& a, Progress& progress) {
+  const fs::path out(a.output);
+  const auto svg = fs::path(out).replace_extension(".svg"), html = fs::path(out).replace_extension(".html");
+  check_outputs({a.output, svg, html}, {a.model, a.imatrix, a.text, a.probe_text, a.rules}, a.force);
+  const Plan plan = make_plan_for(a, progress);
+  write_plan(a.output, plan);
+  write_plan_report(plan, svg, html);
+  return {{"plan", a.output}, {"target", a.target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
+          {"predicted_loss", plan.predicted_loss}, {"params", plan.params}, {"bytes", plan.bytes}};
+}
+
+namespace {
+
+// The text's tokens as llama-perplexity takes them (BOS first when the vocabulary adds one), cut to
+// `chunks` windows when asked (cli/eval.cpp's tokenize).
+struct Tokens {
+  std::vector<int32_t> ids;
+  std::optional<int32_t> bos;
+};
+
+Tokens tokenize(const EvalModel& m, const std::string& model_path, const std::string& text_path, int ctx, int chunks) {
+  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(m.metadata(), model_path);
+  Tokens t;
+  if (tokenizer.adds_bos()) t.bos = tokenizer.bos_id();
+  t.ids = tokenizer.encode(read_text(text_path), /*add_special=*/true, /*parse_special=*/false);
+  if (chunks > 0 && int64_t(t.ids.size()) > int64_t(chunks) * ctx) t.ids.resize(size_t(chunks) * size_t(ctx));
+  return t;
+}
+
+std::vector<int32_t> window_tokens(const Tokens& t, int ctx) {
+  std::vector<int32_t> out(t.ids.begin(), t.ids.begin() + int64_t(t.ids.size()) / ctx * ctx);
+  if (t.bos)
+    for (size_t i = 0; i < out.size(); i += size_t(ctx)) out[i] = *t.bos;
+  return out;
+}
+
+void check_window(int ctx, int chunks) {
+  if (ctx < 2 || ctx > (1 << 20)) throw Error("ctx must lie in [2, 1048576]");
+  if (chunks < 0) throw Error("chunks must not be negative");
+}
+
+}  // namespace
+
+Json eval_job(const EvalArgs& a, Progress& progress) {
+  check_window(a.ctx, a.chunks);
+  std::vector<std::string> inputs{a.model, a.text, a.base, a.kld_base};
+  inputs.insert(inputs.end(), a.lora.begin(), a.lora.end());
+  inputs.insert(inputs.end(), a.base_lora.begin(), a.base_lora.end());
+  check_outputs({a.save_logits}, inputs, a.force);
+  if (!a.base.empty() && !a.kld_base.empty()) throw Error("give base or kld_base, not both");
+  if (!a.base_lora.empty() && a.base.empty()) throw Error("base_lora applies to base");
+  const Device device = resolve_device(a.device);
+  const EvalModel model(a.model, open_adapters(a.lora, a.lora_scale), device);
+  const Tokens tokens = tokenize(model, a.model, a.text, a.ctx, a.chunks);
+  std::optional<BaseLogits> base_logits;
+  if (!a.kld_base.empty()) base_logits = BaseLogits::load(a.kld_base);
+  if (!a.base.empty()) {
+    const EvalModel base(a.base, open_adapters(a.base_lora, a.base_lora_scale), device);
+    base_logits.emplace(a.ctx, base.model().config().n_vocab, window_tokens(tokens, a.ctx));
+    evaluate(base.runtime(), tokens.ids, a.ctx, tokens.bos, nullptr, &*base_logits, progress);
+    if (!a.save_logits.empty()) base_logits->save(a.save_logits);
+  }
+  std::optional<BaseLogits> own;
+  if (!a.save_logits.empty() && a.base.empty()) own.emplace(a.ctx, model.model().config().n_vocab, window_tokens(tokens, a.ctx));
+  const auto r = evaluate(model.runtime(), tokens.ids, a.ctx, tokens.bos, base_logits ? &*base_logits : nullptr, own ? &*own : nullptr, progress);
+  if (own) own->save(a.save_logits);
+  Json j{{"ppl", r.ppl}, {"tokens", r.tokens}};
+  if (r.kld) {
+    j["kld"] = {{"mean", r.kld->mean}, {"median", r.kld->median}, {"p99", r.kld->p99}, {"max", r.kld->max}};
+    j["top1"] = *r.top1;
+    j["base_ppl"] = *r.base_ppl;
+    j["delta_ppl"] = r.ppl - *r.base_ppl;
+  }
+  j["chunks"] = r.chunks;
+  j["ctx"] = a.ctx;
+  return j;
+}
+
+Json imatrix_job(const ImatrixArgs& a, Progress& progress) {
+  check_window(a.ctx, a.chunks);
+  check_outputs({a.output}, {a.model, a.text}, a.force);
+  const EvalModel model(a.model, resolve_device(a.device));
+  const Tokens tokens = tokenize(model, a.model, a.text, a.ctx, a.chunks);
+  const auto run = collect_imatrix(model.runtime(), tokens.ids, a.ctx, tokens.bos, progress);
+  write_imatrix_gguf(a.output, run.entries, {fs::path(a.text).filename().string()}, uint32_t(run.chunks), uint32_t(a.ctx));
+  return {{"output", a.output}, {"weights", run.entries.size()}, {"chunks", run.chunks}, {"ctx", a.ctx}};
+}
+
+// ---- Python ----
+
+nb::object to_python(const Json& j) {
+  switch (j.type()) {
+    case Json::value_t::null: return nb::none();
+    case Json::value_t::boolean: return nb::bool_(j.get<bool>());
+    case Json::value_t::number_integer: return nb::int_(j.get<int64_t>());
+    case Json::value_t::number_unsigned: return nb::int_(j.get<uint64_t>());
+    case Json::value_t::number_float: return nb::float_(j.get<double>());
+    case Json::value_t::string: return nb::str(j.get_ref<const std::string&>().c_str());
+    case Json::value_t::array: {
+      nb::list out;
+      for (const auto& v : j) out.append(to_python(v));
+      return out;
+    }
+    case Json::value_t::object: {
+      nb::dict out;
+      for (const auto& [k, v] : j.items()) out[k.c_str()] = to_python(v);
+      return out;
+    }
+    default: throw Error("a JSON value Python has no type for");
+  }
+}
+
+namespace {
+
+// A job with its Python progress callback, run without the GIL; its document as a dict.
+template <class Args>
+nb::object run_job(Json (*job)(const Args&, Progress&), const Args& args, nb::object progress) {
+  CallbackProgress callback(std::move(progress));
+  const Json result = released([&] { return job(args, callback); });
+  callback.raise_pending();
+  return to_python(result);
+}
+
+}  // namespace
+
+void bind_jobs(nb::module_& m) {
+  using S = std::string;
+  using Strings = std::vector<std::string>;
+  m.def(
+      "quantize",
+      [](S input, S output, S format, S mix, S plan, double bpw, S target, S rules, S probe_text, int probe_chunks, S device, S imatrix,
+         Strings tensor_types, int64_t blocksize, bool double_quant, Strings skip, bool allow_nonfinite, bool force, nb::object progress) {
+        return run_job(&quantize_job,
+                       QuantizeArgs{.input = input, .output = output, .format = format, .mix = mix, .imatrix = imatrix, .tensor_types = tensor_types,
+                                    .plan = plan, .target = target, .rules = rules, .probe_text = probe_text, .bpw = bpw,
+                                    .probe_chunks = probe_chunks, .device = device, .blocksize = blocksize, .double_quant = double_quant,
+                                    .force = force, .allow_nonfinite = allow_nonfinite, .skip = skip},
+                       std::move(progress));
+      },
+      nb::arg("input"), nb::arg("output"), nb::arg("format"), nb::arg("mix"), nb::arg("plan"), nb::arg("bpw"), nb::arg("target"),
+      nb::arg("rules"), nb::arg("probe_text"), nb::arg("probe_chunks"), nb::arg("device"), nb::arg("imatrix"), nb::arg("tensor_types"),
+      nb::arg("blocksize"), nb::arg("double_quant"), nb::arg("skip"), nb::arg("allow_nonfinite"), nb::arg("force"), nb::arg("progress").none());
+  m.def(
+      "dequantize",
+      [](S input, S output, S dtype, bool allow_nonfinite, bool force, nb::object progress) {
+        return run_job(&dequantize_job,
+                       DequantizeArgs{.input = input, .output = output, .dtype = dtype, .force = force, .allow_nonfinite = allow_nonfinite},
+                       std::move(progress));
+      },
+      nb::arg("input"), nb::arg("output"), nb::arg("dtype"), nb::arg("allow_nonfinite"), nb::arg("force"), nb::arg("progress").none());
+  m.def(
+      "plan",
+      [](S model, double bpw, S output, S target, S imatrix, S text, S rules, S probe_text, int probe_chunks, S device, bool force,
+         nb::object progress) {
+        return run_job(&plan_job,
+                       PlanArgs{.model = model, .bpw = bpw, .target = target, .imatrix = imatrix, .text = text, .rules = rules,
+                                .probe_text = probe_text, .probe_chunks = probe_chunks, .device = device, .output = output, .force = force},
+                       std::move(progress));
+      },
+      nb::arg("model"), nb::arg("bpw"), nb::arg("output"), nb::arg("target"), nb::arg("imatrix"), nb::arg("text"), nb::arg("rules"),
+      nb::arg("probe_text"), nb::arg("probe_chunks"), nb::arg("device"), nb::arg("force"), nb::arg("progress").none());
+  m.def(
+      "eval",
+      [](S model, S text, int ctx, int chunks, S base, S kld_base, S save_logits, Strings lora, std::vector<double> lora_scale,
+         Strings base_lora, std::vector<double> base_lora_scale, S device, bool force, nb::object progress) {
+        return run_job(&eval_job,
+                       EvalArgs{.model = model, .text = text, .base = base, .kld_base = kld_base, .save_logits = save_logits, .device = device,
+                                .lora = lora, .base_lora = base_lora, .lora_scale = lora_scale, .base_lora_scale = base_lora_scale,
+                                .ctx = ctx, .chunks = chunks, .force = force},
+                       std::move(progress));
+      },
+      nb::arg("model"), nb::arg("text"), nb::arg("ctx"), nb::arg("chunks"), nb::arg("base"), nb::arg("kld_base"), nb::arg("save_logits"),
+      nb::arg("lora"), nb::arg("lora_scale"), nb::arg("base_lora"), nb::arg("base_lora_scale"), nb::arg("device"), nb::arg("force"),
+      nb::arg("progress").none());
+  m.def(
+      "imatrix",
+      [](S model, S text, S output, int ctx, int chunks, S device, bool force, nb::object progress) {
+        return run_job(&imatrix_job,
+                       ImatrixArgs{.model = model, .text = text, .output = output, .device = device, .ctx = ctx, .chunks = chunks, .force = force},
+                       std::move(progress));
+      },
+      nb::arg("model"), nb::arg("text"), nb::arg("output"), nb::arg("ctx"), nb::arg("chunks"), nb::arg("device"), nb::arg("force"),
+      nb::arg("progress").none());
+}
+
+}  // namespace lowbit::python
