@@ -26,6 +26,8 @@
 #   scripts/device-check.sh model     + the model runtime on the GPU against the CPU (tests/model_cuda: KL-divergence,
 #                                     perplexity, importance matrices, a probed plan, greedy decoding), eval through the
 #                                     CLI on both devices, bench --model
+#   scripts/device-check.sh model python   + the Python package's CUDA tests (python/tests/test_cuda.py; needs
+#                                     PY_WHEELS=1 scripts/device-deps.sh for nanobind and pytest)
 #   scripts/device-check.sh speed     + the speed table (scripts/device-speed.sh: real models and a synthetic 8B shape)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +61,12 @@ if [ "${1:-}" = "model" ]; then
       --chunks 16 --device $device --quiet --json | tr -d '\n '; echo)
   done
   build-device/lowbit bench --model "$data/lowbit-bytes-12M-bf16.gguf" --device cuda || status=$?
+  if [ "${2:-}" = "python" ]; then
+    export PYTHONPATH="$PWD/$deps/py:${PYTHONPATH:-}"
+    cmake -S . -B build-device -DLOWBIT_PYTHON=ON -DPython_EXECUTABLE="$(command -v python3)" >/tmp/cmake.log 2>&1 || { tail -40 /tmp/cmake.log; exit 1; }
+    cmake --build build-device -j "$(nproc)" --target _lowbit lowbit_cuda > /tmp/build.log 2>&1 || { grep -E "error|FAILED" -A3 /tmp/build.log | head -40; exit 1; }
+    PYTHONPATH="$PWD/build-device/python:$PYTHONPATH" python3 -m pytest -q -rs python/tests/test_cuda.py || status=$?
+  fi
   exit "$status"
 fi
 if [ "${1:-}" = "speed" ]; then

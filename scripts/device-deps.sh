@@ -4,6 +4,7 @@
 # there by scripts/device-check.sh), and optionally bitsandbytes' wheel unpacked into DEST/py.
 #   scripts/device-deps.sh [DEST]            default DEST: .deps (ignored; name it in the device call's carry)
 #   BNB_WHEEL=1 scripts/device-deps.sh       also bitsandbytes 0.50.2 (its CUDA-13 library only)
+#   PY_WHEELS=1 scripts/device-deps.sh       also nanobind and pytest (the Python package's build and tests)
 set -euo pipefail
 dest="${1:-.deps}"
 mkdir -p "$dest"
@@ -24,5 +25,13 @@ if [ "${BNB_WHEEL:-0}" = 1 ]; then
   unzip -q "$tmp"/bitsandbytes-*.whl -d "$dest/py"
   # Only the CUDA-13 library travels: the others would push the carry past its 64 MiB.
   find "$dest/py/bitsandbytes" -name 'libbitsandbytes_*' ! -name '*cuda130*' -delete
+fi
+if [ "${PY_WHEELS:-0}" = 1 ]; then
+  tmp="$(mktemp -d)"
+  python3 -m pip download --no-deps --only-binary=:all: -d "$tmp" \
+    nanobind==2.9.2 pytest==8.4.2 pluggy==1.6.0 iniconfig==2.1.0 packaging==25.0 >/dev/null
+  mkdir -p "$dest/py"
+  for wheel in "$tmp"/*.whl; do unzip -qo "$wheel" -d "$dest/py"; done
+  rm -rf "$tmp"
 fi
 du -sh "$dest"
