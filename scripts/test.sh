@@ -15,6 +15,9 @@ export LOWBIT_PYTHON="$PWD/build/venv/bin/python" LOWBIT_REQUIRE_INTEROP=1
 # The default model (fetched once into the cache): tokenizer tests compare with llama.cpp's ids on it.
 LOWBIT_DEFAULT_MODEL=$(scripts/fetch-default-model.sh)
 export LOWBIT_DEFAULT_MODEL
+# llama.cpp's own tools, built once outside lowbit's build: the consumer tests run lowbit's files through them.
+LOWBIT_LLAMA_CPP_BIN=$(scripts/llama-cpp-tools.sh)
+export LOWBIT_LLAMA_CPP_BIN
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_PYTHON=ON -DPython_EXECUTABLE="$PWD/build/venv/bin/python"
 cmake --build build -j "$jobs"
 scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-}"  # each target its default: 30 s for the containers, 15 s for side files
