@@ -15,6 +15,9 @@ export LOWBIT_PYTHON="$PWD/build/venv/bin/python" LOWBIT_REQUIRE_INTEROP=1
 # The default model (fetched once into the cache): tokenizer tests compare with llama.cpp's ids on it.
 LOWBIT_DEFAULT_MODEL=$(scripts/fetch-default-model.sh)
 export LOWBIT_DEFAULT_MODEL
+# llama.cpp's own tools, built once outside lowbit's build: the consumer tests run lowbit's files through them.
+LOWBIT_LLAMA_CPP_BIN=$(scripts/llama-cpp-tools.sh)
+export LOWBIT_LLAMA_CPP_BIN
 # ccache (scripts/setup-debian.sh installs it) lets the wheel below reuse this build's compilations.
 launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 command -v ccache >/dev/null || launcher=()
