@@ -52,7 +52,9 @@ cmake --build build-device -j "$(nproc)" --target $targets > /tmp/build.log 2>&1
 if [ "${1:-}" = "model" ]; then
   status=0
   build-device/tests/lowbit_kernels_tests --gtest_brief=1 || status=$?
-  LOWBIT_GPU_TEST_MODEL="$data/lowbit-bpe-50M-q4_K.gguf" build-device/tests/lowbit_model_cuda_tests || status=$?
+  # lowbit-bpe-50M stands in for SmolLM2 where it travelled (the test skips without either).
+  [ -f "$data/lowbit-bpe-50M-q4_K.gguf" ] && export LOWBIT_GPU_TEST_MODEL="$data/lowbit-bpe-50M-q4_K.gguf"
+  build-device/tests/lowbit_model_cuda_tests || status=$?
   # The CLI on both devices: the same JSON, the same numbers to the agreement the tests check.
   TIMEFORMAT="eval --device %3R s"
   for device in cpu cuda; do
