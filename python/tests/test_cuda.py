@@ -149,4 +149,6 @@ def test_fused_4bit_product_matches_dequantize_then_matmul():
             y = F.matmul_4bit(x, packed, state)
             assert y.dtype == torch.bfloat16 and y.shape == (tokens, 512)
             assert state._lowbit_fused is not None  # the re-laid weight, made once and kept
-            torch.testing.assert_close(y.float(), x.float() @ exact.t(), rtol=2e-2, atol=5e-2)
+            # bf16 output: one rounding of the result (2^-8 relative), plus float32 summation-order differences.
+            reference = x.float() @ exact.t()
+            torch.testing.assert_close(y.float(), reference, rtol=2**-7, atol=2**-7 * float(reference.abs().max()))
