@@ -132,9 +132,13 @@ ordered_json sentencepiece_bpe(const Tokenizer& tok) {
   ordered_json decoders = {{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
                            {{"type", "ByteFallback"}}, {{"type", "Fuse"}}};
   if (tok.adds_space_prefix()) decoders.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
-  const auto unk = std::ranges::find_if(std::views::iota(0, int32_t(tok.vocab_size())),
-                                        [&](int32_t id) { return tok.token_type(id) == TokenType::Unknown; });
-  const ordered_json unk_token = *unk < int32_t(tok.vocab_size()) ? ordered_json(tok.token_text(*unk)) : ordered_json(nullptr);
+  // (A plain loop: clang, which builds the fuzz targets, rejects libstdc++ 12's ranges::iota_view.)
+  ordered_json unk_token = nullptr;
+  for (int32_t id = 0; id < int32_t(tok.vocab_size()); ++id)
+    if (tok.token_type(id) == TokenType::Unknown) {
+      unk_token = tok.token_text(id);
+      break;
+    }
   return {{"normalizer", {{"type", "Sequence"}, {"normalizers", normalizers}}},
           {"pre_tokenizer", nullptr},
           {"post_processor", post_processor(tok)},
