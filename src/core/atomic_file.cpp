@@ -28,30 +28,40 @@ void sync_parent_directory(const std::filesystem::path& dest) {
   if (synced != 0) fail(dest, "cannot sync the output's directory");
 }
 
-// "<dest>.tmp.XXXXXX", created with mkdir's mode 0777 (less the umask) rather than mkdtemp's 0700:
-// it becomes the output directory as it is.
-std::filesystem::path make_temporary_directory(const std::filesystem::path& dest) {
+// Creates "<dest>.tmp.XXXXXX" with `create` (which returns false on EEXIST and throws on other
+// failures). With `registration`, the name is registered for signal cleanup *before* it exists: a
+// signal between creating and registering would otherwise leave the temporary behind.
+template <class Create>
+std::filesystem::path create_temporary(const std::filesystem::path& dest, TemporaryRegistration* registration, Create create) {
   static constexpr char kLetters[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
   std::random_device rd;
   for (int attempt = 0; attempt < 100; ++attempt) {
     std::string name = dest.string() + ".tmp.";
     for (int i = 0; i < 6; ++i) name += kLetters[rd() % (sizeof(kLetters) - 1)];
-    if (::mkdir(name.c_str(), 0777) == 0) return name;
-    if (errno != EEXIST) break;
+    if (registration) *registration = TemporaryRegistration(name);
+    if (create(name)) return name;
+    if (registration) registration->release();
   }
-  fail(dest, "cannot create a temporary directory beside the output");
+  errno = EEXIST;
+  fail(dest, "cannot create a temporary beside the output");
+}
+
+// An empty directory, mode 0777 less the umask (not mkdtemp's 0700): it becomes an output as it is.
+bool make_directory(const std::filesystem::path& dest, const std::string& name) {
+  if (::mkdir(name.c_str(), 0777) == 0) return true;
+  if (errno != EEXIST) fail(dest, "cannot create a temporary directory beside the output");
+  return false;
 }
 
 }  // namespace
 
 AtomicFile::AtomicFile(std::filesystem::path dest) : dest_(std::move(dest)) {
-  std::string pattern = dest_.string() + ".tmp.XXXXXX";
-  std::vector<char> name(pattern.begin(), pattern.end());
-  name.push_back('\0');
-  const int fd = ::mkstemp(name.data());
-  if (fd < 0) fail(dest_, "cannot create a temporary file beside the output");
-  temp_ = name.data();
-  registration_ = TemporaryRegistration(temp_);
+  int fd = -1;
+  temp_ = create_temporary(dest_, &registration_, [&](const std::string& name) {
+    fd = ::open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) fail(dest_, "cannot create a temporary file beside the output");
+    return fd >= 0;
+  });
   file_ = ::fdopen(fd, "wb");
   if (!file_) {
     ::close(fd);
@@ -109,8 +119,7 @@ AtomicDirectory::AtomicDirectory(std::filesystem::path dest, bool replace_existi
     throw Error("the output exists and is not a directory", {.file = dest_.string(), .expected = "a directory path"});
   if (!replace_existing && std::filesystem::is_directory(dest_, ec) && !std::filesystem::is_empty(dest_, ec))
     throw Error("the output already exists; lowbit does not overwrite it unless given --force", {.file = dest_.string()});
-  temp_ = make_temporary_directory(dest_);
-  registration_ = TemporaryRegistration(temp_);
+  temp_ = create_temporary(dest_, &registration_, [&](const std::string& name) { return make_directory(dest_, name); });
 }
 
 AtomicDirectory::~AtomicDirectory() {
@@ -129,7 +138,8 @@ void AtomicDirectory::commit() {
     if (std::filesystem::is_empty(dest_, ec)) {
       std::filesystem::remove(dest_, ec);
     } else {
-      previous = make_temporary_directory(dest_);
+      // The previous output moved aside is the user's: not removed by a signal.
+      previous = create_temporary(dest_, nullptr, [&](const std::string& name) { return make_directory(dest_, name); });
       if (std::rename(dest_.c_str(), previous.c_str()) != 0) fail(dest_, "cannot move the previous output aside");
     }
   }
