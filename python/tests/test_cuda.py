@@ -1,7 +1,6 @@
 """lowbit.functional on CUDA tensors: lowbit's CUDA kernels, bit for bit its CPU codecs and bitsandbytes'
 golden bytes, on torch's current stream, under the dtype contract. Skipped without a GPU (the module's
 loading is checked everywhere lowbit was built with CUDA)."""
-import json
 
 import pytest
 import torch
@@ -10,6 +9,8 @@ from safetensors.torch import load_file
 import lowbit
 import lowbit.functional as F
 from lowbit import _lowbit
+
+from golden import bits, metadata
 
 
 def test_the_cuda_module_opens_beside_the_extension():
@@ -30,14 +31,6 @@ def test_without_cuda_a_cuda_call_says_why():
 gpu = pytest.mark.skipif(not (torch.cuda.is_available() and _lowbit.cuda.available()), reason="no GPU (or lowbit built without CUDA)")
 
 
-def metadata(path):
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        return json.loads(f.read(n))["__metadata__"]
-
-
-def bits(t):
-    return t.view(torch.int32 if t.element_size() == 4 else torch.int16)
 
 
 @gpu

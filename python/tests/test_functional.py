@@ -1,6 +1,5 @@
 """lowbit.functional: bitsandbytes' bytes from the golden vectors, the dtype contract under every default
 dtype, bitsandbytes itself where installed, GGUF blocks against the golden files."""
-import json
 import subprocess
 import sys
 
@@ -11,6 +10,8 @@ from safetensors.torch import load_file
 import lowbit
 import lowbit.functional as F
 
+from golden import bits, metadata
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -18,15 +19,6 @@ def golden_4bit(shared):
     return sorted((shared / "golden" / "bnb" / "4bit").glob("*.safetensors"))
 
 
-def metadata(path):
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        return json.loads(f.read(n))["__metadata__"]
-
-
-def bits(t):
-    """The bit patterns, so that -0.0 and 0.0 differ."""
-    return t.view(torch.int32 if t.element_size() == 4 else torch.int16)
 
 
 def test_every_golden_4bit_case_byte_for_byte(shared):
