@@ -85,8 +85,7 @@ void run(const MergeOptions& o) {
     throw Error(fmt::format("--trained-on '{}' is not a bitsandbytes 4-bit format", o.trained_on), {.expected = "nf4-b64-dq, nf4-b64, fp4-b128 ..."});
   options.trained_on = std::get<Bnb4bitFormat>(*trained_on);
 
-  Scratch scratch(output);
-  const MergeBase base = open_merge_base(o.base, scratch.path());
+  const MergeBase base = open_merge_base(o.base);
   const auto merged = merge_lora(base, open_adapters(o.adapters, o.scales), options);
   TerminalProgress progress(o.common.quiet);
   const NonfinitePolicy nonfinite = nonfinite_policy(o.allow_nonfinite);
@@ -115,6 +114,7 @@ void run(const MergeOptions& o) {
   } else if (bnb_out) {
     // transformers' bitsandbytes checkpoints are quantized from a Hugging Face directory: the merged
     // model goes there first, in the base's 16-bit type.
+    const Scratch scratch(output);
     const auto hf = scratch.path() / "merged";
     kept = export_gguf_to_hf(*merged, hf, merged_dtype(o, *merged), progress, nonfinite).nonfinite;
     const auto r = quantize_to_bnb(hf, output,

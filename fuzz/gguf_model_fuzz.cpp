@@ -30,7 +30,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const Error&) {
   }
   try {
-    (void)LlamaConfig::from_gguf(*file);
     const auto model = LlamaModel::load(path);
     const int32_t tokens[2] = {0, model->config().n_vocab - 1};
     (void)model->forward(tokens);

@@ -2,50 +2,34 @@
 
 #include <fmt/format.h>
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include <cmath>
-#include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
-#include <regex>
+#include <optional>
 
 #include "lowbit/core/error.h"
+#include "lowbit/io/json_file.h"
 
 namespace lowbit {
 namespace {
 
-using nlohmann::json;
-
 constexpr std::string_view kPrefix = "base_model.model.";
 
-json read_config(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  if (!in) throw Error("cannot read the adapter's configuration", {.file = file.string(), .expected = "a PEFT adapter directory"});
-  json config = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (!config.is_object()) throw Error("not a JSON object", {.file = file.string()});
-  return config;
-}
-
-// A number of the config (the key and what it must hold named in the error).
-double config_number(const json& config, const char* key, const std::string& file) {
-  const auto it = config.find(key);
-  if (it == config.end() || !it->is_number()) throw Error(fmt::format("'{}' is missing or not a number", key), {.file = file, .tensor = key});
-  const double value = it->get<double>();
-  if (!std::isfinite(value) || value <= 0) throw Error(fmt::format("'{}' must be a positive number", key), {.file = file, .tensor = key});
+// r, lora_alpha and the per-module patterns' values: positive and finite.
+double positive(const JsonField& field) {
+  const double value = field.number();
+  if (!(value > 0)) throw field.error(fmt::format("{} is not positive", value), "a positive number");
   return value;
 }
 
 // rank_pattern / alpha_pattern: module pattern -> value; the first pattern that matches wins, as PEFT's
 // get_pattern_key takes the first key that matches in the dict's order.
-std::vector<std::pair<std::string, double>> pattern_map(const json& config, const char* key, const std::string& file) {
+std::vector<std::pair<std::string, double>> pattern_map(const JsonField& config, std::string_view key) {
   std::vector<std::pair<std::string, double>> out;
-  const auto it = config.find(key);
-  if (it == config.end() || it->is_null()) return out;
-  if (!it->is_object()) throw Error(fmt::format("'{}' must be an object of module pattern -> number", key), {.file = file, .tensor = key});
-  for (const auto& [pattern, value] : it->items()) {
-    if (!value.is_number() || !(value.get<double>() > 0))
-      throw Error(fmt::format("'{}.{}' must be a positive number", key, pattern), {.file = file, .tensor = key});
-    out.emplace_back(pattern, value.get<double>());
-  }
+  if (const auto patterns = config.find(key))
+    for (const auto& [pattern, value] : patterns->members()) out.emplace_back(pattern, positive(value));
   return out;
 }
 
@@ -55,42 +39,81 @@ std::optional<double> lookup(const std::vector<std::pair<std::string, double>>& 
   return std::nullopt;
 }
 
-void refuse_unsupported(const json& config, const std::string& file) {
-  if (config.value("peft_type", std::string("LORA")) != "LORA")
-    throw Error(fmt::format("a {} adapter cannot be merged", config.value("peft_type", std::string())),
-                {.file = file, .tensor = "peft_type", .expected = "LORA"});
-  if (config.value("use_dora", false))
-    throw Error("DoRA adapters (use_dora) are not supported: their merge rescales each column by a learned magnitude",
-                {.file = file, .tensor = "use_dora", .expected = "a plain LoRA adapter"});
+void refuse_unsupported(const JsonField& config) {
+  if (const auto type = config.string_or("peft_type", "LORA"); type != "LORA")
+    throw config["peft_type"].error(fmt::format("a {} adapter cannot be merged", type), "LORA");
+  if (config.boolean_or("use_dora", false))
+    throw config["use_dora"].error("DoRA adapters are not supported: their merge rescales each column by a learned magnitude",
+                                   "a plain LoRA adapter");
   // PEFT turns fan_in_fan_out off for nn.Linear; it stays on only for GPT-2's transposed Conv1D weights.
-  if (config.value("fan_in_fan_out", false))
-    throw Error("fan_in_fan_out adapters are for transposed (Conv1D) weights, which the Llama family does not have",
-                {.file = file, .tensor = "fan_in_fan_out", .expected = "false"});
-  if (const auto bias = config.value("bias", std::string("none")); bias != "none")
-    throw Error(fmt::format("adapters that train biases (bias = \"{}\") are not supported", bias), {.file = file, .tensor = "bias", .expected = "\"none\""});
+  if (config.boolean_or("fan_in_fan_out", false))
+    throw config["fan_in_fan_out"].error("fan_in_fan_out adapters are for transposed (Conv1D) weights, which the Llama family does not have",
+                                         "false");
+  if (const auto bias = config.string_or("bias", "none"); bias != "none")
+    throw config["bias"].error(fmt::format("adapters that train biases (\"{}\") are not supported", bias), "\"none\"");
 }
+
+// A pattern as a regular expression matching a whole module name, compiled once per pattern. The
+// pattern comes from the user's adapter_config.json: PCRE2 bounds the work and the recursion of a
+// match, which std::regex does not.
+class ModulePattern {
+ public:
+  explicit ModulePattern(const std::string& pattern) {
+    const std::string anchored = "(?:.*\\.)?(?:" + pattern + ")";
+    int error = 0;
+    PCRE2_SIZE offset = 0;
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(anchored.data()), anchored.size(), PCRE2_ANCHORED | PCRE2_ENDANCHORED, &error,
+                          &offset, nullptr);
+    context_ = pcre2_match_context_create(nullptr);
+    pcre2_set_match_limit(context_, 1'000'000);
+    pcre2_set_depth_limit(context_, 10'000);
+  }
+  ~ModulePattern() {
+    pcre2_code_free(code_);
+    pcre2_match_context_free(context_);
+  }
+  ModulePattern(const ModulePattern&) = delete;
+  ModulePattern& operator=(const ModulePattern&) = delete;
+
+  // False when the pattern is not a regular expression (only the plain suffix rule applies then).
+  bool matches(const std::string& pattern, const std::string& module) const {
+    if (!code_) return false;
+    pcre2_match_data* match = pcre2_match_data_create_from_pattern(code_, nullptr);
+    const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(module.data()), module.size(), 0, 0, match, context_);
+    pcre2_match_data_free(match);
+    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH)
+      throw Error(fmt::format("the module pattern '{}' is too costly to match", pattern.substr(0, 60)), {.tensor = module});
+    return rc >= 0;
+  }
+
+ private:
+  pcre2_code* code_ = nullptr;
+  pcre2_match_context* context_ = nullptr;
+};
 
 }  // namespace
 
 bool peft_pattern_matches(const std::string& pattern, const std::string& module) {
   if (module == pattern || module.ends_with("." + pattern)) return true;
-  try {
-    return std::regex_match(module, std::regex("(.*\\.)?(" + pattern + ")"));
-  } catch (const std::regex_error&) {
-    return false;  // not a regular expression: only the plain suffix match applies
-  }
+  // Patterns are few and modules many: each pattern compiled once per thread.
+  thread_local std::map<std::string, std::unique_ptr<ModulePattern>> compiled;
+  auto& regex = compiled[pattern];
+  if (!regex) regex = std::make_unique<ModulePattern>(pattern);
+  return regex->matches(pattern, module);
 }
 
 LoraAdapter::LoraAdapter(const std::filesystem::path& dir) : dir_(dir) {
   const auto config_path = dir / "adapter_config.json";
-  const std::string config_file = config_path.string();
-  const json config = read_config(config_path);
-  refuse_unsupported(config, config_file);
-  const double r = config_number(config, "r", config_file);
-  const double alpha = config_number(config, "lora_alpha", config_file);
-  const bool rslora = config.value("use_rslora", false);
-  const auto rank_pattern = pattern_map(config, "rank_pattern", config_file);
-  const auto alpha_pattern = pattern_map(config, "alpha_pattern", config_file);
+  if (!std::filesystem::is_regular_file(config_path))
+    throw Error("cannot read the adapter's configuration", {.file = config_path.string(), .expected = "a PEFT adapter directory"});
+  const nlohmann::json document = read_json_file(config_path);
+  const JsonField config(document, config_path.string());
+  refuse_unsupported(config);
+  const double r = positive(config["r"]);
+  const double alpha = positive(config["lora_alpha"]);
+  const bool rslora = config.boolean_or("use_rslora", false);
+  const auto rank_pattern = pattern_map(config, "rank_pattern");
+  const auto alpha_pattern = pattern_map(config, "alpha_pattern");
 
   const auto weights = dir / "adapter_model.safetensors";
   if (!std::filesystem::exists(weights))
@@ -133,7 +156,7 @@ LoraAdapter::LoraAdapter(const std::filesystem::path& dir) : dir_(dir) {
     if (b->shape[1] != rank)
       throw Error(fmt::format("lora_B has {} columns but lora_A {} rows", b->shape[1], rank), {.file = file, .tensor = b->name});
     const double module_r = lookup(rank_pattern, module).value_or(r);
-    if (int64_t(module_r) != rank)
+    if (module_r != double(rank))
       throw Error(fmt::format("rank {} in the file but {} in the configuration", rank, module_r), {.file = file, .tensor = a->name});
     const double module_alpha = lookup(alpha_pattern, module).value_or(alpha);
     const double scale = rslora ? module_alpha / std::sqrt(module_r) : module_alpha / module_r;

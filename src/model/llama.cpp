@@ -76,14 +76,15 @@ void head_norm(float* x, std::span<const float> weight, int64_t rows, int head_d
 
 }  // namespace
 
-std::unique_ptr<LlamaModel> LlamaModel::load(const std::filesystem::path& path) {
-  auto model = std::unique_ptr<LlamaModel>(new LlamaModel());
-  model->file_ = std::make_unique<gguf::File>(path);
-  model->config_ = LlamaConfig::from_gguf(*model->file_);
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::filesystem::path& path) { return load(ModelWeights::from_gguf(path)); }
+
+std::unique_ptr<LlamaModel> LlamaModel::load(ModelWeights weights) {
+  auto model = std::unique_ptr<LlamaModel>(new LlamaModel(std::move(weights)));
+  model->config_ = LlamaConfig::from_weights(model->weights_);
   const LlamaConfig& c = model->config_;
   const int64_t q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
   model->token_embd_ = model->matrix("token_embd.weight", c.n_vocab, c.n_embd);
-  model->output_tied_ = !model->file_->find_tensor("output.weight");
+  model->output_tied_ = !model->weights_.find_tensor("output.weight");
   model->output_ = model->output_tied_ ? model->token_embd_ : model->matrix("output.weight", c.n_vocab, c.n_embd);
   model->output_norm_ = model->vector("output_norm.weight", c.n_embd);
   for (int l = 0; l < c.n_layer; ++l) {
@@ -112,8 +113,8 @@ namespace {
 
 // A NaN or Inf weight, or block scale, turns every logit after it into NaN: refused where it sits
 // rather than reported as "perplexity nan". Scales only for block types: a cheap scan.
-void check_weight_values(const gguf::File& file, const gguf::TensorInfo& t) {
-  const auto bytes = file.data(t);
+void check_weight_values(const ModelWeights& weights, const ModelWeights::Tensor& t) {
+  const auto bytes = t.bytes;
   const int64_t cols = t.ne.empty() ? 0 : t.ne[0];
   if (ggml_type_info(t.type).quantized) {
     if (const ScaleScan scan = scan_block_scales(t.type, bytes))
@@ -121,39 +122,39 @@ void check_weight_values(const gguf::File& file, const gguf::TensorInfo& t) {
                               describe(std::isnan(scan.first_value) ? ValueProblem::nan : ValueProblem::inf, scan.first_value),
                               ggml_type_name(t.type),
                               element_location(scan.first * ggml_type_info(t.type).block_elements, cols)),
-                  {.file = file.label(), .tensor = t.name, .expected = "finite block scales"});
+                  {.file = weights.label(), .tensor = t.name, .expected = "finite block scales"});
   } else if (const ValueScan scan = scan_stored_values(t.type, bytes)) {
     throw Error(fmt::format("{} at {}", describe(scan.problem, scan.first_value), element_location(scan.first, cols)),
-                {.file = file.label(), .tensor = t.name, .expected = "finite weights"});
+                {.file = weights.label(), .tensor = t.name, .expected = "finite weights"});
   }
 }
 
 }  // namespace
 
 QuantizedMatrix LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols) const {
-  const auto* t = file_->find_tensor(name);
-  if (!t) throw Error("missing tensor", {.file = file_->label(), .tensor = name});
+  const auto* t = weights_.find_tensor(name);
+  if (!t) throw Error("missing tensor", {.file = weights_.label(), .tensor = name});
   if (t->ne.size() < 2 || t->ne[0] != cols || t->elements() != rows * cols)
     throw Error(fmt::format("shape {} (GGUF order)", shape_to_string(t->ne)),
-                {.file = file_->label(), .tensor = name, .expected = fmt::format("[{}, {}]", cols, rows)});
+                {.file = weights_.label(), .tensor = name, .expected = fmt::format("[{}, {}]", cols, rows)});
   const auto* codec = ggml_codec(t->type);
   if (!codec || !codec->dequantize_row)
-    throw Error(fmt::format("lowbit cannot dequantize {}", ggml_type_name(t->type)), {.file = file_->label(), .tensor = name});
-  check_weight_values(*file_, *t);
-  return {t->type, rows, cols, file_->data(*t)};
+    throw Error(fmt::format("lowbit cannot dequantize {}", ggml_type_name(t->type)), {.file = weights_.label(), .tensor = name});
+  check_weight_values(weights_, *t);
+  return {t->type, rows, cols, t->bytes};
 }
 
 std::span<const float> LlamaModel::vector(const std::string& name, int64_t size, bool optional) const {
-  const auto* t = file_->find_tensor(name);
+  const auto* t = weights_.find_tensor(name);
   if (!t) {
     if (optional) return {};
-    throw Error("missing tensor", {.file = file_->label(), .tensor = name});
+    throw Error("missing tensor", {.file = weights_.label(), .tensor = name});
   }
   if (t->type != GgmlType::F32 || t->elements() != size)
     throw Error(fmt::format("{} {}", ggml_type_name(t->type), shape_to_string(t->ne)),
-                {.file = file_->label(), .tensor = name, .expected = fmt::format("f32 [{}]", size)});
-  check_weight_values(*file_, *t);
-  const auto bytes = file_->data(*t);
+                {.file = weights_.label(), .tensor = name, .expected = fmt::format("f32 [{}]", size)});
+  check_weight_values(weights_, *t);
+  const auto bytes = t->bytes;
   return {reinterpret_cast<const float*>(bytes.data()), size_t(size)};
 }
 
@@ -171,7 +172,7 @@ std::vector<float> LlamaModel::embed(std::span<const int32_t> tokens) const {
   const size_t embd_row_bytes = ggml_row_bytes(token_embd_.type, E);
   for (int64_t t = 0; t < T; ++t) {
     if (tokens[size_t(t)] < 0 || tokens[size_t(t)] >= c.n_vocab)
-      throw Error(fmt::format("token id {} outside the vocabulary of {}", tokens[size_t(t)], c.n_vocab), {.file = file_->label()});
+      throw Error(fmt::format("token id {} outside the vocabulary of {}", tokens[size_t(t)], c.n_vocab), {.file = weights_.label()});
     dequantize_rows(token_embd_.type, token_embd_.data.data() + size_t(tokens[size_t(t)]) * embd_row_bytes, 1, E, hidden.data() + t * E);
   }
   return hidden;
@@ -255,10 +256,10 @@ QuantizedMatrix LlamaModel::swap_weight(const std::string& name, const Quantized
                                   {"ffn_down.weight", &layer.down}})
       if (rest == suffix) slot = matrix;
   }
-  if (!slot) throw Error("not a weight of the forward pass", {.file = file_->label(), .tensor = name});
+  if (!slot) throw Error("not a weight of the forward pass", {.file = weights_.label(), .tensor = name});
   if (weight.rows != slot->rows || weight.cols != slot->cols || weight.data.size() != ggml_row_bytes(weight.type, weight.cols) * size_t(weight.rows))
     throw Error(fmt::format("{} × {} {} ({} bytes)", weight.rows, weight.cols, ggml_type_name(weight.type), weight.data.size()),
-                {.file = file_->label(), .tensor = name, .expected = fmt::format("{} × {}", slot->rows, slot->cols)});
+                {.file = weights_.label(), .tensor = name, .expected = fmt::format("{} × {}", slot->rows, slot->cols)});
   const QuantizedMatrix previous = *slot;
   *slot = weight;
   if (slot == &token_embd_ && output_tied_) output_ = weight;

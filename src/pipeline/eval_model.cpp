@@ -2,22 +2,44 @@
 
 #include <fmt/format.h>
 
+#include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
-#include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/cuda_backend.h"
-#include "lowbit/pipeline/quantize_gguf.h"
 
 namespace lowbit {
 namespace {
 
-// An error about the scratch conversion is about the user's model: say so with the user's path.
-[[noreturn]] void rethrow_for_input(const Error& e, const std::filesystem::path& scratch, const std::filesystem::path& input) {
-  ErrorContext context = e.context();
-  if (context.file.empty() || context.file.starts_with(scratch.string())) context.file = input.string();
-  throw Error(e.problem(), context);
+DType dtype_of(GgmlType type) {
+  return type == GgmlType::F16 ? DType::f16 : type == GgmlType::BF16 ? DType::bf16 : DType::f32;
+}
+
+// The runtime's weights over a converted model: bytes read in place where the source's are GGUF's
+// already; otherwise converted into memory — permuted or dequantized matrices in the type they were
+// stored in (exact: a permutation, or bitsandbytes' recorded dtype), vectors in float32 as the
+// runtime reads them.
+ModelWeights weights_of(std::shared_ptr<const ModelSource> source) {
+  ModelWeights weights(source->label(), source->metadata());
+  for (const auto& t : source->tensors()) {
+    const bool vector = t.ne.size() == 1;
+    const GgmlType type = vector ? GgmlType::F32 : t.stored_type;
+    if (const auto raw = source->raw(t); !raw.empty() && t.stored_type == type) {
+      weights.add_view({t.name, type, t.ne, raw}, source);
+      continue;
+    }
+    const std::vector<float> values = source->load_f32(t);
+    std::vector<std::byte> bytes(values.size() * dtype_size(dtype_of(type)));
+    convert_from_f32(values.data(), dtype_of(type), bytes.data(), values.size());
+    weights.add_owned(t.name, type, t.ne, std::move(bytes));
+  }
+  return weights;
 }
 
 }  // namespace
+
+bool nvidia_driver_present() {
+  std::error_code ec;
+  return std::filesystem::exists("/dev/nvidiactl", ec) || std::filesystem::exists("/proc/driver/nvidia/version", ec);
+}
 
 Device resolve_device(const std::string& name) {
   if (name == "cpu") return Device::cpu;
@@ -33,7 +55,10 @@ Device resolve_device(const std::string& name) {
     return Device::cuda;
   }
   if (name == "auto") {
-    // The CPU when lowbit was built without CUDA, liblowbit_cuda.so cannot be loaded or no GPU is visible.
+    // The CPU when no NVIDIA driver is installed (then the CUDA module, about 200 MB of libraries, is
+    // not even loaded), lowbit was built without CUDA, liblowbit_cuda.so cannot be loaded or no GPU
+    // is visible.
+    if (!nvidia_driver_present()) return Device::cpu;
     try {
       return cuda::backend().devices().empty() ? Device::cpu : Device::cuda;
     } catch (const Error&) {
@@ -53,34 +78,21 @@ EvalModel::EvalModel(const std::filesystem::path& path, const std::vector<Scaled
 }
 
 void EvalModel::load(const std::filesystem::path& path) {
+  path_ = path;
   if (path.extension() == ".gguf") {
-    gguf_ = path;
     model_ = LlamaModel::load(path);
     return;
   }
   if (!std::filesystem::is_directory(path))
     throw Error("not a .gguf file or a model directory", {.file = path.string()});
-  scratch_.emplace("eval");
-  try {
-    std::filesystem::path hf = path;
-    if (is_bnb_checkpoint(path)) {
-      hf = *scratch_ / "dequantized";
-      dequantize_bnb(path, hf, DType::f32);
-    }
-    const auto gguf = *scratch_ / "model.gguf";
-    GgufQuantizeOptions options;
-    options.selection.default_type = GgmlType::F32;
-    quantize_to_gguf(*ModelSource::open(hf), gguf, options);
-    gguf_ = gguf;
-    model_ = LlamaModel::load(gguf);
-  } catch (const Error& e) {
-    rethrow_for_input(e, scratch_->path(), path);
-  }
+  source_ = ModelSource::open(path);
+  model_ = LlamaModel::load(weights_of(source_));
 }
 
 void EvalModel::apply(const std::vector<ScaledAdapter>& adapters) {
   if (adapters.empty()) return;
-  const auto merged = merge_lora({ModelSource::open(gguf_), false}, adapters, {.into = MergeInto::dequantized, .trained_on = std::nullopt});
+  const auto base = source_ ? source_ : std::shared_ptr<const ModelSource>(ModelSource::open(path_));
+  const auto merged = merge_lora({base, false}, adapters, {.into = MergeInto::dequantized, .trained_on = std::nullopt});
   for (const auto& t : merged->tensors()) {
     if (!merged->raw(t).empty()) continue;  // untouched by every adapter
     adapted_.push_back(merged->load_f32(t));
@@ -89,8 +101,7 @@ void EvalModel::apply(const std::vector<ScaledAdapter>& adapters) {
   }
 }
 
-// Members go in reverse order: the GPU copy goes first, and the model unmaps the scratch GGUF before
-// the scratch directory goes.
+// Members go in reverse order: the GPU copy goes first, then the model, then the source it reads.
 EvalModel::~EvalModel() = default;
 
 }  // namespace lowbit

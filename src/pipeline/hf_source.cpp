@@ -1,5 +1,6 @@
 #include "hf_source.h"
 
+#include "bnb_reader.h"
 #include "hf_config.h"
 #include "hf_names.h"
 
@@ -8,6 +9,8 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <optional>
+#include <set>
 
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
@@ -44,7 +47,7 @@ void add_special_token_fallbacks(const HfModelConfig& model, std::vector<gguf::K
 
 }  // namespace
 
-HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir) {
+HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir), bnb_(std::make_unique<BnbReader>(checkpoint_)) {
   const std::string file = (dir / "config.json").string();
   if (checkpoint_.config().empty()) throw Error("no config.json: not a Hugging Face model directory", {.file = file});
   const JsonField config(checkpoint_.config(), file);
@@ -71,9 +74,13 @@ HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir) {
   add_special_token_fallbacks(model, metadata_);
   const int64_t n_head = model.n_head, n_head_kv = model.n_head_kv;
 
+  std::set<std::string> companions;
+  for (const auto& e : checkpoint_.tensors())
+    for (auto& c : bnb_->companions(e.info->name)) companions.insert(std::move(c));
   for (const auto& e : checkpoint_.tensors()) {
     const auto& hf = e.info->name;
     if (hf.ends_with("rotary_emb.inv_freq")) continue;  // recomputed by llama.cpp
+    if (companions.contains(hf)) continue;
     if (hf == "lm_head.weight" && model.tie_word_embeddings) continue;  // tied: the embedding is the output layer
     const auto name = gguf_name_of(hf);
     if (!name) throw Error("tensor has no llama.cpp name", {.file = e.shard->label(), .tensor = hf});
@@ -81,7 +88,10 @@ HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir) {
     if (arch->permute_qk && hf.ends_with("q_proj.weight")) origin.permute_heads = int(n_head);
     if (arch->permute_qk && hf.ends_with("k_proj.weight")) origin.permute_heads = int(n_head_kv);
     origins_[*name] = origin;
-    tensors_.push_back({*name, Shape(e.info->shape.rbegin(), e.info->shape.rend()), ggml_type_of(e.info->dtype, e.shard->label(), hf)});
+    const bool quantized = bnb_->quantized(hf);
+    const Shape shape = quantized ? bnb_->logical_shape(hf) : e.info->shape;
+    const DType dtype = quantized ? bnb_->recorded_dtype(hf) : e.info->dtype;
+    tensors_.push_back({*name, Shape(shape.rbegin(), shape.rend()), ggml_type_of(dtype, e.shard->label(), hf)});
   }
   if (!model.tie_word_embeddings && !origins_.contains("output.weight"))
     throw Error("no lm_head.weight, and 'tie_word_embeddings' is not true", {.file = file});
@@ -93,17 +103,24 @@ HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir) {
   std::ranges::sort(tensors_, [](const Tensor& x, const Tensor& y) { return gguf_tensor_order(x.name, y.name); });
 }
 
+HfSource::~HfSource() = default;
+
 std::span<const std::byte> HfSource::raw(const Tensor& tensor) const {
   const Origin& origin = origins_.at(tensor.name);
   if (origin.hf_name.empty()) return std::as_bytes(std::span(rope_freqs_));
-  if (origin.permute_heads) return {};
+  if (origin.permute_heads || bnb_->quantized(origin.hf_name)) return {};
   return checkpoint_.view(origin.hf_name).bytes;
 }
 
 std::vector<float> HfSource::load_f32(const Tensor& tensor) const {
   const Origin& origin = origins_.at(tensor.name);
   if (origin.hf_name.empty()) return rope_freqs_;
-  const TensorView view = checkpoint_.view(origin.hf_name);
+  std::optional<lowbit::Tensor> dequantized;  // a bitsandbytes weight, in its recorded dtype
+  if (bnb_->quantized(origin.hf_name)) {
+    ValueGuard guard(NonfinitePolicy{});
+    dequantized = bnb_->dequantize(origin.hf_name, std::nullopt, guard);
+  }
+  const TensorView view = dequantized ? dequantized->view() : checkpoint_.view(origin.hf_name);
   std::vector<float> values(size_t(view.elements()));
   convert_to_f32(view.dtype, view.bytes.data(), values.data(), values.size());
   if (!origin.permute_heads) return values;

@@ -1,17 +1,23 @@
 // ModelSource over a Hugging Face directory: llama.cpp's converter's mapping of names, layout and
-// metadata (config.json -> <arch>.*, tokenizer.json -> tokenizer.ggml.*), done on the fly.
+// metadata (config.json -> <arch>.*, tokenizer.json -> tokenizer.ggml.*), done on the fly. A
+// bitsandbytes checkpoint is one too: its 4-bit and int8 weights are served dequantized to their
+// recorded dtype, one tensor at a time, and their companion tensors are not listed.
 #pragma once
 
 #include <map>
+#include <memory>
 
 #include "lowbit/io/checkpoint.h"
 #include "lowbit/pipeline/model_source.h"
 
 namespace lowbit {
 
+class BnbReader;
+
 class HfSource : public ModelSource {
  public:
   explicit HfSource(const std::filesystem::path& dir);
+  ~HfSource() override;
   const std::vector<gguf::KeyValue>& metadata() const override { return metadata_; }
   const std::vector<Tensor>& tensors() const override { return tensors_; }
   std::span<const std::byte> raw(const Tensor& tensor) const override;
@@ -25,6 +31,7 @@ class HfSource : public ModelSource {
     int permute_heads = 0;  // > 0: rows are permuted from rotate-half to interleaved RoPE pairs
   };
   Checkpoint checkpoint_;
+  std::unique_ptr<BnbReader> bnb_;  // the bitsandbytes weights and their companions
   std::vector<gguf::KeyValue> metadata_;
   std::vector<Tensor> tensors_;
   std::map<std::string, Origin> origins_;  // GGUF name -> where it comes from (no hf_name: computed)

@@ -174,13 +174,8 @@ std::vector<ScaledAdapter> open_adapters(const std::vector<std::string>& dirs, c
   return out;
 }
 
-MergeBase open_merge_base(const std::filesystem::path& path, const std::filesystem::path& scratch) {
-  if (std::filesystem::is_directory(path) && is_bnb_checkpoint(path)) {
-    const auto dequantized = scratch / "base";
-    dequantize_bnb(path, dequantized, std::nullopt);
-    return {ModelSource::open(dequantized), true};
-  }
-  return {ModelSource::open(path), false};
+MergeBase open_merge_base(const std::filesystem::path& path) {
+  return {ModelSource::open(path), std::filesystem::is_directory(path) && is_bnb_checkpoint(path)};
 }
 
 std::unique_ptr<ModelSource> merge_lora(const MergeBase& base, std::vector<ScaledAdapter> adapters, const LoraMergeOptions& options) {

@@ -176,8 +176,8 @@ TEST(Reliability, InterruptedQuantizeLeavesNoTemporaries) {
   }
 }
 
-// eval of a Hugging Face directory converts it in a scratch directory: a failure leaves nothing in
-// $TMPDIR, and the error names the user's directory, not the scratch copy.
+// eval of a Hugging Face directory reads it in place: nothing is written to $TMPDIR, whether it
+// fails or not, and the error names the user's directory.
 TEST(Reliability, FailedEvalOfHfDirectoryLeavesNothingInTmpdir) {
   test::TempDir dir, tmp;
   const auto hf = dir / "hf";
@@ -194,8 +194,7 @@ TEST(Reliability, FailedEvalOfHfDirectoryLeavesNothingInTmpdir) {
   EXPECT_NE(r.out.find(hf.string()), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find(tmp.path().string()), std::string::npos) << r.out;
   EXPECT_EQ(listing(tmp.path()), std::vector<std::string>{});
-  // With a model that loads, the copy is gone once mapped: a later failure (this text is too short
-  // for the windows) leaves nothing either.
+  // With a model that loads, a later failure (this text is too short for the windows) leaves nothing either.
   config.replace(config.find("\"num_hidden_layers\": 3"), 22, "\"num_hidden_layers\": 2");
   std::ofstream(hf / "config.json") << config;
   const auto late = run_cli("eval " + hf.string() + " --text " + (dir / "text.txt").string() + " --ctx 4096", "TMPDIR=" + tmp.path().string());

@@ -18,16 +18,16 @@ std::vector<int32_t> story_tokens(const LlamaModel& model) {
   std::ifstream in(test::shared_data_dir() / "tinystories_valid_first1000.txt", std::ios::binary);
   std::string text((std::istreambuf_iterator<char>(in)), {});
   text.resize(20000);
-  return Tokenizer::from_gguf_metadata(model.file().metadata()).encode(text, true);
+  return Tokenizer::from_gguf_metadata(model.weights().metadata()).encode(text, true);
 }
 
 // The matrix `name` of `model` quantized to `type` (its float values read through the runtime).
 std::vector<std::byte> quantized(const LlamaModel& model, const std::string& name, GgmlType type, int64_t* rows, int64_t* cols) {
-  const auto* t = model.file().find_tensor(name);
+  const auto* t = model.weights().find_tensor(name);
   *cols = t->ne[0];
   *rows = t->elements() / *cols;
   std::vector<float> values(size_t(t->elements()));
-  dequantize_rows(t->type, model.file().data(*t).data(), *rows, *cols, values.data());
+  dequantize_rows(t->type, t->bytes.data(), *rows, *cols, values.data());
   std::vector<std::byte> out(ggml_row_bytes(type, *cols) * size_t(*rows));
   quantize_rows(type, values.data(), *rows, *cols, nullptr, out.data());
   return out;
@@ -47,8 +47,8 @@ TEST(KldProbe, CoarserFormatsCostMoreAndTheLoadedWeightsNothing) {
     const double kld8 = probe.kld_with(name, {GgmlType::Q8_0, rows, cols, q8});
     EXPECT_GT(kld8, 0.0) << name;
     EXPECT_GT(kld4, 4 * kld8) << name;  // 4.5 bits against 8.5: a much larger error at the output
-    const auto* t = model->file().find_tensor(name);
-    EXPECT_EQ(probe.kld_with(name, {t->type, rows, cols, model->file().data(*t)}), 0.0) << name;
+    const auto* t = model->weights().find_tensor(name);
+    EXPECT_EQ(probe.kld_with(name, {t->type, rows, cols, t->bytes}), 0.0) << name;
   }
   // Every weight is back as loaded: the full pass gives the same logits as before the probes.
   EXPECT_EQ(model->forward(std::vector<int32_t>(tokens.begin(), tokens.begin() + 128)), reference);

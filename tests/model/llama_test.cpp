@@ -14,7 +14,7 @@
 namespace lowbit {
 namespace {
 
-std::string piece(const gguf::File& f, int32_t id) {
+std::string piece(const ModelWeights& f, int32_t id) {
   std::string s = *f.find("tokenizer.ggml.tokens")->get_if<gguf::Array>()->items[size_t(id)].get_if<std::string>();
   for (size_t p; (p = s.find("\xE2\x96\x81")) != std::string::npos;) s.replace(p, 3, " ");  // "▁" is a space
   return s;
@@ -33,7 +33,7 @@ TEST(LlamaModel, Stories260KGreedySampleFromBos) {
     const auto logits = model->forward(tokens);
     const int32_t next = argmax(logits.data() + (tokens.size() - 1) * size_t(c.n_vocab), c.n_vocab);
     tokens.push_back(next);
-    text += piece(model->file(), next);
+    text += piece(model->weights(), next);
   }
   EXPECT_TRUE(text.starts_with(" Once upon a time, there was a little girl named Lily. She loved to play outside in the park.")) << text;
 }
@@ -49,7 +49,7 @@ namespace {
 // implementation).
 TEST(LlamaModel, Stories260KNatsPerTokenOnFiftyStories) {
   const auto model = LlamaModel::load(test::shared_data_dir() / "stories260K.gguf");
-  const auto tokenizer = Tokenizer::from_gguf_metadata(model->file().metadata());
+  const auto tokenizer = Tokenizer::from_gguf_metadata(model->weights().metadata());
   std::ifstream in(test::shared_data_dir() / "tinystories_valid_first1000.txt");
   const std::string text((std::istreambuf_iterator<char>(in)), {});
   const std::string separator = "\n<|endoftext|>\n";
@@ -78,10 +78,10 @@ TEST(LlamaModel, Stories260KNatsPerTokenOnFiftyStories) {
 }
 
 // A plain double-precision forward pass, written here from the model's definition, for comparison.
-std::vector<double> reference_logits(const gguf::File& f, const std::vector<int32_t>& tokens) {
+std::vector<double> reference_logits(const ModelWeights& f, const std::vector<int32_t>& tokens) {
   auto tensor = [&](const std::string& name) {
     const auto* t = f.find_tensor(name);
-    const auto* p = reinterpret_cast<const float*>(f.data(*t).data());
+    const auto* p = reinterpret_cast<const float*>(t->bytes.data());
     return std::vector<double>(p, p + t->elements());
   };
   const int E = 256, H = 4, KV = 2, D = 64, F = 256, V = 259, T = int(tokens.size());
@@ -167,7 +167,7 @@ TEST(LlamaModel, MatchesADoublePrecisionReference) {
   const auto model = LlamaModel::load(path);
   const std::vector<int32_t> tokens{1, 70, 120, 3, 258, 99, 45, 200, 17, 88, 250, 5, 6, 7, 150, 149};
   const auto got = model->forward(tokens);
-  const auto want = reference_logits(model->file(), tokens);
+  const auto want = reference_logits(model->weights(), tokens);
   ASSERT_EQ(got.size(), want.size());
   double err = 0, norm = 0;
   for (size_t i = 0; i < got.size(); ++i) {

@@ -36,7 +36,7 @@ void expect_export_matches_transformers(const std::filesystem::path& gguf) {
   test::TempDir dir;
   export_gguf_to_hf(*ModelSource::open(gguf), dir / "hf", DType::f32);
   const auto model = LlamaModel::load(gguf);
-  const auto tokenizer = Tokenizer::from_gguf_metadata(model->file().metadata());
+  const auto tokenizer = Tokenizer::from_gguf_metadata(model->weights().metadata());
   std::vector<int32_t> tokens = tokenizer.encode(kSample, true);
   ASSERT_GE(tokens.size(), 8u);
   const auto logits = model->forward(tokens);

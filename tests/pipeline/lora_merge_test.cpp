@@ -96,7 +96,7 @@ const ModelSource::Tensor& tensor(const ModelSource& s, const std::string& name)
 class LoraMerge : public ::testing::Test {
  protected:
   void SetUp() override { test::write_tiny_hf_model(dir / "base"); }
-  MergeBase base() { return open_merge_base(dir / "base", dir.path()); }
+  MergeBase base() { return open_merge_base(dir / "base"); }
   test::TempDir dir;
   // The tiny model: hidden 256, 4 heads / 2 KV heads (64 rows of K), FFN 256, 2 layers.
   Matrix qa = random_matrix(4, 256, 1), qb = random_matrix(256, 4, 2);
@@ -213,8 +213,8 @@ TEST_F(LoraMerge, QuantizedBaseOnlyMergesIntoItsDequantizedWeights) {
   write_adapter(dir / "a", lora_config(4, 8), {{"model.layers.1.mlp.down_proj", {da, db}}});
   const auto adapter = std::make_shared<LoraAdapter>(dir / "a");
   const auto q4 = test::golden_ggml_dir() / "model" / "tiny-llama-q4_k_m.gguf";
-  EXPECT_THROW(merge_lora(open_merge_base(q4, dir.path()), {{adapter, 1.0}}, {}), Error);
-  const auto merged = merge_lora(open_merge_base(q4, dir.path()), {{adapter, 1.0}}, {.into = MergeInto::dequantized});
+  EXPECT_THROW(merge_lora(open_merge_base(q4), {{adapter, 1.0}}, {}), Error);
+  const auto merged = merge_lora(open_merge_base(q4), {{adapter, 1.0}}, {.into = MergeInto::dequantized});
   const auto base_q4 = ModelSource::open(q4);
   const auto& t = tensor(*base_q4, "blk.1.ffn_down.weight");
   expect_close(merged->load_f32(tensor(*merged, t.name)), reference_merge(base_q4->load_f32(t), da, db, 2.0), "down");

@@ -133,7 +133,7 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
   std::ifstream in(test::shared_data_dir() / "wikitext2_test_hf_nonempty_crlf.raw", std::ios::binary);
   std::string text((std::istreambuf_iterator<char>(in)), {});
   text.resize(4000);
-  const auto tokens = Tokenizer::from_gguf_metadata(model->file().metadata()).encode(text, true);
+  const auto tokens = Tokenizer::from_gguf_metadata(model->weights().metadata()).encode(text, true);
   KldProbe probe(*model, tokens, 128, 1, 1);
   test::TempDir dir;
   std::ofstream(dir / "rules.json") << R"({"rules": [{"match": "*", "allow": ["q2_K", "q3_K", "q4_K", "q4_0", "iq4_nl", "q5_K", "q6_K", "q8_0"]}]})";

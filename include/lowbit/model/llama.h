@@ -16,6 +16,7 @@
 #include "lowbit/formats/ggml_types.h"
 #include "lowbit/io/gguf.h"
 #include "lowbit/model/llama_config.h"
+#include "lowbit/model/model_weights.h"
 #include "lowbit/model/runtime.h"
 
 namespace lowbit {
@@ -26,9 +27,11 @@ class LlamaModel final : public LlamaRuntime {
   // Loads a GGUF file (kept memory-mapped). Throws lowbit::Error for an unsupported architecture,
   // a missing tensor or a type lowbit cannot dequantize.
   static std::unique_ptr<LlamaModel> load(const std::filesystem::path& path);
+  // The same over weights from anywhere (a converted Hugging Face or bitsandbytes model).
+  static std::unique_ptr<LlamaModel> load(ModelWeights weights);
 
   const LlamaConfig& config() const override { return config_; }
-  const gguf::File& file() const { return *file_; }
+  const ModelWeights& weights() const { return weights_; }
 
   // LlamaRuntime on the CPU, in float32 (see runtime.h).
   std::vector<float> forward(std::span<const int32_t> tokens, int windows = 1, const ActivationObserver& observer = nullptr) const override;
@@ -50,6 +53,7 @@ class LlamaModel final : public LlamaRuntime {
   std::span<const float> output_norm() const { return output_norm_; }
 
  private:
+  explicit LlamaModel(ModelWeights weights) : weights_(std::move(weights)) {}
   struct Layer {
     std::span<const float> attn_norm, ffn_norm, q_norm, k_norm, q_bias, k_bias, v_bias;
     QuantizedMatrix q, k, v, o, gate, up, down;
@@ -58,7 +62,7 @@ class LlamaModel final : public LlamaRuntime {
   QuantizedMatrix matrix(const std::string& name, int64_t rows, int64_t cols) const;
   std::span<const float> vector(const std::string& name, int64_t size, bool optional = false) const;
 
-  std::unique_ptr<gguf::File> file_;
+  ModelWeights weights_;
   LlamaConfig config_;
   QuantizedMatrix token_embd_, output_;
   bool output_tied_ = false;  // no output.weight: the embedding matrix doubles as the output layer

@@ -9,6 +9,7 @@
 
 #include "lowbit/formats/ggml_types.h"
 #include "lowbit/io/gguf.h"
+#include "lowbit/model/model_weights.h"
 #include "lowbit/model/rope.h"
 
 namespace lowbit {
@@ -26,7 +27,7 @@ struct LlamaConfig {
 
   // Reads <arch>.* and rope_freqs.weight. Throws lowbit::Error naming the key for an unsupported
   // architecture or RoPE scaling type (supported: none, linear, yarn; Llama 3's through rope_freqs).
-  static LlamaConfig from_gguf(const gguf::File& file);
+  static LlamaConfig from_weights(const ModelWeights& weights);
 };
 
 // A weight matrix of `rows` × `cols` in a ggml type, over bytes that outlive it.

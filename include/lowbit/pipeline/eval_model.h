@@ -1,9 +1,8 @@
 // Opening any model lowbit writes for evaluation: a GGUF directly; a Hugging Face directory or a
-// bitsandbytes checkpoint through a float32 GGUF (dequantized first) converted into a scratch
-// directory under $TMPDIR, which the runtime maps; run on the CPU or, with Device::cuda, by the
-// runtime's CUDA backend (opened from liblowbit_cuda.so) over the same loaded weights. The scratch
-// directory goes with the object, with a constructor that throws, and on SIGINT/SIGTERM/SIGHUP
-// (lowbit/core/temporaries.h).
+// bitsandbytes checkpoint through its ModelSource, read in place where its bytes serve as they are
+// and converted into memory where not (lowbit/model/model_weights.h) — nothing is written to disk;
+// run on the CPU or, with Device::cuda, by the runtime's CUDA backend (opened from liblowbit_cuda.so)
+// over the same loaded weights.
 #pragma once
 
 #include <filesystem>
@@ -11,7 +10,6 @@
 #include <optional>
 
 #include "lowbit/core/dtype.h"
-#include "lowbit/core/temporaries.h"
 #include "lowbit/model/llama.h"
 #include "lowbit/pipeline/lora_merge.h"
 
@@ -20,6 +18,9 @@ namespace lowbit {
 // "cpu", "cuda" or "auto" (cuda when this lowbit was built with CUDA and a GPU is visible). Throws for
 // another name, or "cuda" without CUDA.
 Device resolve_device(const std::string& name);
+// Whether the NVIDIA kernel driver is installed: without it `auto` is the CPU, decided without loading
+// the CUDA module.
+bool nvidia_driver_present();
 
 class EvalModel {
  public:
@@ -40,14 +41,14 @@ class EvalModel {
   const LlamaRuntime& runtime() const { return gpu_ ? *gpu_ : *model_; }
   LlamaRuntime& runtime() { return gpu_ ? *gpu_ : *model_; }  // for probes that swap one weight at a time
   // The GGUF metadata the tokenizer is built from (the converted one for non-GGUF inputs).
-  const std::vector<gguf::KeyValue>& metadata() const { return model_->file().metadata(); }
+  const std::vector<gguf::KeyValue>& metadata() const { return model_->weights().metadata(); }
 
  private:
   void load(const std::filesystem::path& path);
   void apply(const std::vector<ScaledAdapter>& adapters);
 
-  std::optional<ScratchDirectory> scratch_;  // conversions; declared first, so removed after the model unmaps them
-  std::filesystem::path gguf_;     // the GGUF the runtime maps
+  std::filesystem::path path_;
+  std::shared_ptr<const ModelSource> source_;  // a converted model's tensors (null for a GGUF); outlives the model
   std::unique_ptr<LlamaModel> model_;
   std::vector<std::vector<float>> adapted_;  // float32 weights swapped in for the adapted ones
   std::unique_ptr<LlamaRuntime> gpu_;  // null on the CPU

@@ -44,9 +44,9 @@ struct MergeBase {
   bool dequantized = false;  // the source serves a 4-bit checkpoint's dequantized weights
 };
 
-// Opens a merge base: a .gguf, a Hugging Face directory, or a bitsandbytes checkpoint (dequantized to
-// its recorded dtype into `scratch`, a directory the caller creates and removes).
-MergeBase open_merge_base(const std::filesystem::path& path, const std::filesystem::path& scratch);
+// Opens a merge base: a .gguf, a Hugging Face directory, or a bitsandbytes checkpoint (its weights
+// served dequantized to their recorded dtype, a tensor at a time).
+MergeBase open_merge_base(const std::filesystem::path& path);
 
 // The base with every adapter applied. Checks before any work that every adapted module exists in the
 // base with the adapter's shape, and that `into` is possible for the base's storage; throws

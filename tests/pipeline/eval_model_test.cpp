@@ -1,0 +1,83 @@
+// Evaluating a Hugging Face directory or a bitsandbytes checkpoint reads it in place: the logits are
+// those of the GGUF the directory was made from (float32 weights, Q/K rows permuted back exactly),
+// and those of the checkpoint's own dequantized copy; nothing is written anywhere.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "lowbit/pipeline/bnb_jobs.h"
+#include "lowbit/pipeline/eval_model.h"
+#include "lowbit/pipeline/model_source.h"
+#include "support/paths.h"
+#include "support/tiny_hf_model.h"
+
+namespace lowbit {
+namespace {
+
+const std::vector<int32_t> kTokens = {1, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 10};
+
+size_t entries(const std::filesystem::path& dir) {
+  return size_t(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator()));
+}
+
+TEST(EvalModel, HfDirectoryGivesTheLogitsOfItsGguf) {
+  test::TempDir dir;
+  test::write_tiny_hf_model(dir / "hf");
+  const auto want = LlamaModel::load(test::golden_ggml_dir() / "model" / "tiny-llama-f32.gguf")->forward(kTokens);
+  const size_t before = entries(dir.path());
+  const EvalModel model(dir / "hf");
+  EXPECT_EQ(model.model().forward(kTokens), want);
+  EXPECT_EQ(entries(dir.path()), before);
+  EXPECT_EQ(model.model().weights().label(), (dir / "hf").string());
+}
+
+TEST(EvalModel, BitsandbytesCheckpointGivesTheLogitsOfItsDequantizedCopy) {
+  test::TempDir dir;
+  test::write_tiny_hf_model(dir / "hf");
+  for (const char* format : {"nf4", "int8"}) {
+    SCOPED_TRACE(format);
+    const auto q = dir / (std::string("q-") + format), plain = dir / (std::string("plain-") + format);
+    quantize_to_bnb(dir / "hf", q, {.format = format, .double_quant = true});
+    dequantize_bnb(q, plain, std::nullopt);
+    const auto want = EvalModel(plain).model().forward(kTokens);
+    const auto got = EvalModel(q).model().forward(kTokens);
+    EXPECT_EQ(got, want);
+    // and not the unquantized model's
+    EXPECT_NE(got, EvalModel(dir / "hf").model().forward(kTokens));
+  }
+}
+
+// Every writer that reads a ModelSource takes a bitsandbytes checkpoint as it takes its dequantized
+// copy: the same tensors (companions not listed), shapes, recorded types and values.
+TEST(ModelSource, BitsandbytesCheckpointServesItsDequantizedWeights) {
+  test::TempDir dir;
+  test::write_tiny_hf_model(dir / "hf");
+  quantize_to_bnb(dir / "hf", dir / "q", {.format = "nf4", .blocksize = 32});
+  dequantize_bnb(dir / "q", dir / "plain", std::nullopt);
+  const auto q = ModelSource::open(dir / "q"), plain = ModelSource::open(dir / "plain");
+  ASSERT_EQ(q->tensors().size(), plain->tensors().size());
+  int quantized = 0;
+  for (size_t i = 0; i < q->tensors().size(); ++i) {
+    const auto &a = q->tensors()[i], &b = plain->tensors()[i];
+    EXPECT_EQ(a.name, b.name);
+    EXPECT_EQ(a.ne, b.ne) << a.name;
+    EXPECT_EQ(a.stored_type, b.stored_type) << a.name;
+    EXPECT_EQ(q->load_f32(a), plain->load_f32(b)) << a.name;
+    quantized += q->raw(a).empty() && !plain->raw(b).empty();
+  }
+  EXPECT_GT(quantized, 0);
+}
+
+// `--device auto` on a machine without NVIDIA's driver (CI) is the CPU, decided without loading the
+// CUDA module and its libraries (about 200 MB resident).
+TEST(EvalModel, AutoDeviceWithoutDriverLoadsNoCudaModule) {
+  if (nvidia_driver_present()) GTEST_SKIP() << "an NVIDIA driver is installed here";
+  EXPECT_EQ(resolve_device("auto"), Device::cpu);
+  std::ifstream maps("/proc/self/maps");
+  const std::string mapped((std::istreambuf_iterator<char>(maps)), std::istreambuf_iterator<char>());
+  for (const char* library : {"lowbit_cuda", "cublas", "cudart"}) EXPECT_EQ(mapped.find(library), std::string::npos) << library;
+}
+
+}  // namespace
+}  // namespace lowbit
