@@ -54,6 +54,7 @@ void add_quantize_command(CLI::App& app);
 void add_dequantize_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_imatrix_command(CLI::App& app);
+void add_hessian_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_merge_command(CLI::App& app);

@@ -1,5 +1,6 @@
 // lowbit eval MODEL --text FILE [--ctx N] [--chunks N] [--base BASE | --kld-base FILE] [--save-logits FILE]
 // and lowbit imatrix MODEL --text FILE -o imatrix.gguf [--ctx N] [--chunks N]
+// and lowbit hessian MODEL --text FILE -o hessian.gguf [--ctx N] [--chunks N]
 #include <fmt/format.h>
 
 #include <fstream>
@@ -7,6 +8,7 @@
 
 #include "command.h"
 #include "lowbit/core/error.h"
+#include "lowbit/model/hessian_collector.h"
 #include "lowbit/model/imatrix_collector.h"
 #include "lowbit/model/perplexity.h"
 #include "lowbit/model/tokenizer.h"
@@ -151,6 +153,44 @@ void add_imatrix_command(CLI::App& app) {
     if (dat) write_imatrix_dat(o->output, run.entries, {dataset}, uint32_t(run.chunks));
     else write_imatrix_gguf(o->output, run.entries, {dataset}, uint32_t(run.chunks), uint32_t(o->ctx));
     if (!o->common.quiet) fmt::print("wrote {}: {} weights over {} windows of {} tokens\n", o->output, run.entries.size(), run.chunks, o->ctx);
+  });
+}
+
+void add_hessian_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("hessian", "Collect GPTQ's Hessians (XᵀX of every linear layer's input) from a text, for quantize --gptq");
+  struct Options {
+    CommonOptions common;
+    std::string model, text, output;
+    int ctx = 512, chunks = 0;
+    bool force = false;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("MODEL", o->model, "A .gguf file, a Hugging Face directory or a bitsandbytes checkpoint")->required();
+  cmd->add_option("--text", o->text, "The calibration text (UTF-8); use another text than the one you evaluate on")->required();
+  cmd->add_option("-o,--output", o->output, "Output: hessian.gguf (float32 XᵀX per input, shared by q/k/v and by gate/up)")->required();
+  cmd->add_option("--ctx", o->ctx, "Window length in tokens")->check(CLI::Range(16, kMaxContext))->capture_default_str();
+  cmd->add_option("--chunks", o->chunks, "Use at most this many windows (0: all)")->check(CLI::NonNegativeNumber);
+  add_common_options(*cmd, o->common);
+  add_force_option(*cmd, o->force);
+  cmd->footer("The model runs on the CPU. Each input's matrix takes columns² × 4 bytes in memory while it is collected and in the file.");
+  cmd->callback([o] {
+    check_outputs({o->output}, {o->model, o->text}, o->force);
+    const EvalModel model(o->model, Device::cpu);
+    const Tokens tokens = tokenize(model, o->model, o->text, o->ctx, o->chunks);
+    TerminalProgress progress(o->common.quiet);
+    progress.set_unit("windows");
+    const auto run = collect_hessians(model.runtime(), tokens.ids, o->ctx, tokens.bos, progress);
+    size_t weights = 0;
+    for (const auto& in : run.inputs) weights += in.weights.size();
+    const std::string dataset = std::filesystem::path(o->text).filename().string();
+    write_hessians(o->output, run.inputs, {dataset}, uint32_t(run.chunks), uint32_t(o->ctx), run.tokens);
+    if (o->common.json) {
+      const nlohmann::ordered_json j{{"output", o->output}, {"inputs", run.inputs.size()}, {"weights", weights},
+                                     {"tokens", run.tokens}, {"chunks", run.chunks}, {"ctx", o->ctx}};
+      fmt::print("{}\n", j.dump(2));
+    } else if (!o->common.quiet) {
+      fmt::print("wrote {}: {} inputs of {} weights over {} windows of {} tokens\n", o->output, run.inputs.size(), weights, run.chunks, o->ctx);
+    }
   });
 }
 

@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
   lowbit::cli::add_dequantize_command(app);
   lowbit::cli::add_eval_command(app);
   lowbit::cli::add_imatrix_command(app);
+  lowbit::cli::add_hessian_command(app);
   lowbit::cli::add_plan_command(app);
   lowbit::cli::add_bench_command(app);
   lowbit::cli::add_merge_command(app);

@@ -19,7 +19,7 @@ namespace {
 
 struct QuantizeOptions {
   CommonOptions common;
-  std::string input, output, format, mix, imatrix;
+  std::string input, output, format, mix, imatrix, gptq;
   std::vector<std::string> tensor_types;  // GLOB=TYPE
   std::string plan, target = "gguf", rules, probe_text;
   double bpw = 0;
@@ -34,8 +34,8 @@ struct QuantizeOptions {
 bool is_bnb_format(const std::string& format) { return format == "nf4" || format == "fp4" || format == "int8"; }
 
 void run_bnb(const QuantizeOptions& o, const Plan* plan) {
-  if (!o.mix.empty() || !o.imatrix.empty() || !o.tensor_types.empty())
-    throw Error("--mix, --imatrix and --tensor-type apply to GGUF outputs, not to bitsandbytes formats");
+  if (!o.mix.empty() || !o.imatrix.empty() || !o.tensor_types.empty() || !o.gptq.empty())
+    throw Error("--mix, --imatrix, --tensor-type and --gptq apply to GGUF outputs, not to bitsandbytes formats");
   TerminalProgress progress(o.common.quiet);
   const auto r = quantize_to_bnb(o.input, o.output,
                                  {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .skip = o.skip, .plan = plan,
@@ -97,9 +97,18 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
     options.imatrix = &*imatrix;
     options.imatrix_path = o.imatrix;
   }
+  std::optional<HessianFile> hessian;
+  if (!o.gptq.empty()) {
+    hessian.emplace(o.gptq);
+    options.hessian = &*hessian;
+    options.hessian_path = o.gptq;
+  }
   options.nonfinite = nonfinite_policy(o.allow_nonfinite);
   TerminalProgress progress(o.common.quiet);
   const auto report = quantize_to_gguf(*source, o.output, options, progress);
+  if (!o.common.quiet)
+    for (GgmlType type : report.gptq_fallback)
+      fmt::print(stderr, "note: GPTQ has no path for {}: its tensors are rounded as usual\n", ggml_type_name(type));
 
   if (o.common.json) {
     nlohmann::ordered_json j;
@@ -107,7 +116,8 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
     j["tensors"] = nlohmann::ordered_json::array();
     for (const auto& t : report.tensors)
       j["tensors"].push_back({{"name", t.name}, {"from", ggml_type_name(t.from)}, {"format", ggml_type_name(t.to)}, {"params", t.params},
-                              {"bytes", t.bytes}, {"bpw", 8.0 * double(t.bytes) / double(t.params)}, {"imatrix", t.used_imatrix}});
+                              {"bytes", t.bytes}, {"bpw", 8.0 * double(t.bytes) / double(t.params)}, {"imatrix", t.used_imatrix},
+                              {"gptq", t.used_gptq}});
     j["total"] = {{"params", report.params}, {"bytes", report.bytes}, {"bpw", 8.0 * double(report.bytes) / double(report.params)},
                   {"seconds", report.seconds}};
     j["nonfinite"] = nonfinite_json(report.nonfinite);
@@ -136,6 +146,9 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("--rules", o->rules, "With --bpw: a rules file bounding the plan's formats");
   add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device);
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
+  cmd->add_option("--gptq", o->gptq,
+                  "A Hessian file from lowbit hessian: GPTQ's error feedback for q4_0, q4_1, q5_0, q5_1, q8_0, q2_K ... q6_K (other types are "
+                  "rounded as usual, with a note); columns in stored order (act-order cannot be stored in these formats)");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->check(CLI::Range(32, 4096))->capture_default_str();
   cmd->add_flag("--double-quant", o->double_quant, "nf4/fp4: quantize the absmax constants too (bitsandbytes' compress_statistics)");
@@ -144,7 +157,7 @@ void add_quantize_command(CLI::App& app) {
   add_common_options(*cmd, o->common);
   add_force_option(*cmd, o->force);
   cmd->callback([o] {
-    check_outputs({o->output}, {o->input, o->imatrix, o->plan, o->rules, o->probe_text}, o->force);
+    check_outputs({o->output}, {o->input, o->imatrix, o->plan, o->rules, o->probe_text, o->gptq}, o->force);
     if (int(!o->format.empty()) + int(!o->mix.empty()) + int(!o->plan.empty()) + int(o->bpw > 0) != 1)
       throw Error("give exactly one of --format, --mix NAME, --plan FILE and --bpw X");
     if ((o->target != "gguf" || !o->rules.empty() || !o->probe_text.empty()) && o->bpw <= 0)

@@ -10,6 +10,7 @@
 
 #include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/io/gguf.h"
+#include "lowbit/io/hessian.h"
 #include "lowbit/io/imatrix.h"
 #include "lowbit/io/safetensors.h"
 #include "lowbit/model/perplexity.h"
@@ -70,7 +71,7 @@ void write_text(const fs::path& path, const std::string& text) { std::ofstream(p
 
 int main() {
   const fs::path seeds = "fuzz/seeds";
-  for (const char* t : {"gguf_model", "imatrix", "bnb_quant_state", "bnb_checkpoint", "plan", "kld_base"})
+  for (const char* t : {"gguf_model", "imatrix", "hessian", "bnb_quant_state", "bnb_checkpoint", "plan", "kld_base"})
     fs::create_directories(seeds / t);
 
   tiny_model(seeds / "gguf_model" / "tiny-llama.gguf", 1);
@@ -85,6 +86,11 @@ int main() {
     i32(1), i32(1), dat += "w", i32(2), i32(3), f32(2.0f), f32(4.0f), f32(6.0f), i32(1), i32(1), dat += "d";
     write_text(seeds / "imatrix" / "legacy.dat", dat);
   }
+
+  write_hessians(seeds / "hessian" / "hessian.gguf",
+                 {{"blk.0.attn_qkv", {"blk.0.attn_q.weight", "blk.0.attn_k.weight"}, 2, {4.0f, 1.0f, 1.0f, 2.0f}},
+                  {"blk.0.ffn_down", {"blk.0.ffn_down.weight"}, 1, {3.0f}}},
+                 {"seed.txt"}, 1, 16, 16);
 
   write_text(seeds / "bnb_quant_state" / "nf4.json",
              bnb::pack_quant_state({.quant_type = "nf4", .blocksize = 64, .dtype = DType::bf16, .shape = {8, 16}}));

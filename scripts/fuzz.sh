@@ -9,7 +9,7 @@ seconds=${1:-}
 shift || true
 targets=("$@")
 # One target per parser a user can hand lowbit, each in fuzz/<target>_fuzz.cpp, seeded from fuzz/seeds/<target>/.
-all=(safetensors gguf hf_config hf_index tokenizer_json tokenizer_config gguf_model imatrix bnb_quant_state bnb_checkpoint
+all=(safetensors gguf hf_config hf_index tokenizer_json tokenizer_config gguf_model imatrix hessian bnb_quant_state bnb_checkpoint
      plan rules kld_base lora_adapter)
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 default_seconds() { case "$1" in safetensors|gguf) echo 30 ;; *) echo 15 ;; esac; }

@@ -11,6 +11,7 @@
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/safetensors.h"
+#include "pipeline/gptq_tensors.h"
 #include "value_guard.h"
 
 namespace lowbit {
@@ -101,6 +102,8 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
   require_importance_where_needed(source, types, file_type, options);
   GgufQuantizeReport report;
   uint64_t total_bytes = 0;
+  std::optional<GptqTensors> gptq;
+  if (options.hessian) gptq.emplace(*options.hessian, options.imatrix);
   for (size_t i = 0; i < source.tensors().size(); ++i) {
     const auto& t = source.tensors()[i];
     const GgmlType to = types[i];
@@ -108,6 +111,11 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
       throw Error(fmt::format("lowbit cannot write {} yet", ggml_type_name(to)), {.file = source.label(), .tensor = t.name});
     report.tensors.push_back({t.name, t.stored_type, to, t.elements(), gguf::tensor_bytes(to, t.ne), false});
     total_bytes += report.tensors.back().bytes;
+    // Checked for every tensor before anything is written: a Hessian of another model is refused here.
+    if (gptq && to != t.stored_type && ggml_type_info(to).quantized) {
+      report.tensors.back().used_gptq = gptq->applies(t, to, source.label());
+      if (!gptq_supports(to) && std::ranges::find(report.gptq_fallback, to) == report.gptq_fallback.end()) report.gptq_fallback.push_back(to);
+    }
   }
 
   gguf::Writer writer(out);
@@ -120,6 +128,11 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
     if (!options.imatrix->datasets().empty()) writer.set("quantize.imatrix.dataset", {options.imatrix->datasets().front()});
     writer.set("quantize.imatrix.entries_count", {int32_t(options.imatrix->entries().size())});
     writer.set("quantize.imatrix.chunks_count", {int32_t(options.imatrix->chunk_count())});
+  }
+  if (options.hessian) {
+    writer.set("quantize.gptq.hessian.file", {options.hessian_path.substr(0, 127)});
+    if (!options.hessian->datasets().empty()) writer.set("quantize.gptq.hessian.dataset", {options.hessian->datasets().front()});
+    writer.set("quantize.gptq.hessian.tokens", {uint64_t(options.hessian->tokens())});
   }
   for (size_t i = 0; i < source.tensors().size(); ++i) writer.add_tensor(source.tensors()[i].name, types[i], source.tensors()[i].ne);
 
@@ -146,7 +159,13 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
       if (ggml_type_info(t.stored_type).quantized) guard.source_scales(site, t.stored_type, source.raw(t));
       const std::vector<float> values = source.load_f32(t);
       int64_t beyond_f16 = 0;
-      const std::vector<std::byte> bytes = encode(values, t, r.to, weights, beyond_f16);
+      std::vector<std::byte> bytes;
+      if (r.used_gptq) {
+        beyond_f16 = count_misfits(values.data(), int64_t(values.size()), ValueRange::f16);
+        bytes = gptq->encode(t, r.to, values, source.label());
+      } else {
+        bytes = encode(values, t, r.to, weights, beyond_f16);
+      }
       // Only a tensor holding a value beyond f16 can hold one its type cannot: then the full check.
       if (beyond_f16) guard.values(site, values.data(), int64_t(values.size()), value_range_of(r.to), ggml_type_name(r.to));
       // As llama-quantize validates its rows: no non-finite block scale reaches the file.

@@ -60,7 +60,7 @@ TEST(Cli, InspectTextSaysWhenStoredElementsAreFewer) {
 TEST(Cli, EveryCommandHasHelp) {
   const auto top = run_cli("--help");
   EXPECT_EQ(top.status, 0);
-  for (const char* cmd : {"inspect", "quantize", "dequantize", "eval", "imatrix", "plan", "bench"}) {
+  for (const char* cmd : {"inspect", "quantize", "dequantize", "eval", "imatrix", "hessian", "plan", "bench"}) {
     const auto r = run_cli(std::string(cmd) + " --help");
     EXPECT_EQ(r.status, 0) << cmd;
     EXPECT_NE(r.out.find("--quiet"), std::string::npos) << cmd;

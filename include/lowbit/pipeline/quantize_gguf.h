@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "lowbit/core/progress.h"
+#include "lowbit/io/hessian.h"
 #include "lowbit/io/imatrix.h"
 #include "lowbit/pipeline/model_source.h"
 #include "lowbit/pipeline/nonfinite.h"
@@ -18,6 +19,8 @@ struct GgufQuantizeOptions {
   const ImportanceMatrix* imatrix = nullptr;  // per-column importance weights, by GGUF tensor name
   std::string imatrix_path;                   // recorded in the output's metadata
   NonfinitePolicy nonfinite;                  // NaN/Inf and out-of-range values: refused unless allowed
+  const HessianFile* hessian = nullptr;       // --gptq: GPTQ's error feedback where the type has a path (formats/gptq.h)
+  std::string hessian_path;                   // recorded in the output's metadata
 };
 
 struct GgufTensorReport {
@@ -26,6 +29,7 @@ struct GgufTensorReport {
   int64_t params;
   uint64_t bytes;
   bool used_imatrix;
+  bool used_gptq = false;
 };
 
 struct GgufQuantizeReport {
@@ -33,6 +37,7 @@ struct GgufQuantizeReport {
   int64_t params = 0;
   uint64_t bytes = 0;
   NonfiniteCount nonfinite;                   // what --allow-nonfinite let through
+  std::vector<GgmlType> gptq_fallback;        // with a Hessian: quantized types GPTQ cannot write, rounded as usual
   double seconds = 0;
 };
 

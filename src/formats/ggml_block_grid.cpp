@@ -1,0 +1,183 @@
+#include "formats/ggml_block_grid.h"
+
+#include <algorithm>
+#include <array>
+
+#include "formats/ggml_kquants_search.h"
+#include "lowbit/core/half.h"
+#include "lowbit/formats/ggml_kquants.h"
+#include "lowbit/formats/ggml_legacy.h"
+
+namespace lowbit::ggml {
+
+int ValueGrid::nearest(float x) const {
+  // Clamped before rounding, so a tiny step cannot push x / step beyond what the rounding handles.
+  const float t = std::clamp((x - offset) / step, float(min_code - zero - 1), float(max_code - zero + 1));
+  return std::clamp(ggml_search::round_nearest_even(t) + zero, min_code, max_code);
+}
+
+namespace {
+
+// ---- codes of the 32-value types: value j in the low nibble of qs[j % 16] (j < 16) or its high nibble;
+// the 5-bit types keep bit 4 of value j in bit j of the little-endian u32 qh ----
+
+int nibble(const uint8_t* qs, int j) { return j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4; }
+void set_nibble(uint8_t* qs, int j, int q) {
+  if (j < 16) qs[j] = uint8_t((qs[j] & 0xF0) | q);
+  else qs[j - 16] = uint8_t((qs[j - 16] & 0x0F) | (q << 4));
+}
+int bit(const uint8_t* bits, int j) { return (bits[j / 8] >> (j % 8)) & 1; }
+void set_bit(uint8_t* bits, int j, int b) { bits[j / 8] = uint8_t((bits[j / 8] & ~(1 << (j % 8))) | (b << (j % 8))); }
+
+template <class Block>
+const Block& as(const void* p) { return *static_cast<const Block*>(p); }
+template <class Block>
+Block& as(void* p) { return *static_cast<Block*>(p); }
+
+void fill(ValueGrid* out, int n, ValueGrid g) { std::fill(out, out + n, g); }
+
+const BlockGridCodec kQ4_0{GgmlType::Q4_0, 32,
+    [](const void* b, ValueGrid* out) { fill(out, 32, {f16_to_f32(as<BlockQ4_0>(b).d), 0, 8, 0, 15}); },
+    [](const void* b, int j) { return nibble(as<BlockQ4_0>(b).qs, j); },
+    [](void* b, int j, int q) { set_nibble(as<BlockQ4_0>(b).qs, j, q); }};
+
+const BlockGridCodec kQ4_1{GgmlType::Q4_1, 32,
+    [](const void* b, ValueGrid* out) { fill(out, 32, {f16_to_f32(as<BlockQ4_1>(b).d), f16_to_f32(as<BlockQ4_1>(b).m), 0, 0, 15}); },
+    [](const void* b, int j) { return nibble(as<BlockQ4_1>(b).qs, j); },
+    [](void* b, int j, int q) { set_nibble(as<BlockQ4_1>(b).qs, j, q); }};
+
+const BlockGridCodec kQ5_0{GgmlType::Q5_0, 32,
+    [](const void* b, ValueGrid* out) { fill(out, 32, {f16_to_f32(as<BlockQ5_0>(b).d), 0, 16, 0, 31}); },
+    [](const void* b, int j) { return nibble(as<BlockQ5_0>(b).qs, j) | bit(as<BlockQ5_0>(b).qh, j) << 4; },
+    [](void* b, int j, int q) {
+      set_nibble(as<BlockQ5_0>(b).qs, j, q & 0xF);
+      set_bit(as<BlockQ5_0>(b).qh, j, q >> 4);
+    }};
+
+const BlockGridCodec kQ5_1{GgmlType::Q5_1, 32,
+    [](const void* b, ValueGrid* out) { fill(out, 32, {f16_to_f32(as<BlockQ5_1>(b).d), f16_to_f32(as<BlockQ5_1>(b).m), 0, 0, 31}); },
+    [](const void* b, int j) { return nibble(as<BlockQ5_1>(b).qs, j) | bit(as<BlockQ5_1>(b).qh, j) << 4; },
+    [](void* b, int j, int q) {
+      set_nibble(as<BlockQ5_1>(b).qs, j, q & 0xF);
+      set_bit(as<BlockQ5_1>(b).qh, j, q >> 4);
+    }};
+
+const BlockGridCodec kQ8_0{GgmlType::Q8_0, 32,
+    [](const void* b, ValueGrid* out) { fill(out, 32, {f16_to_f32(as<BlockQ8_0>(b).d), 0, 0, -128, 127}); },
+    [](const void* b, int j) { return int(as<BlockQ8_0>(b).qs[j]); },
+    [](void* b, int j, int q) { as<BlockQ8_0>(b).qs[j] = int8_t(q); }};
+
+// ---- the k-quants (layouts in lowbit/formats/ggml_kquants.h) ----
+
+// 2-bit fields of q2_K and q3_K: value e (h = e/128, r = e%128) at bits 2*(r/32) of qs[32h + r%32].
+int two_bits(const uint8_t* qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3; }
+void set_two_bits(uint8_t* qs, int e, int q) {
+  uint8_t& byte = qs[32 * (e / 128) + e % 32];
+  const int shift = 2 * (e % 128 / 32);
+  byte = uint8_t((byte & ~(3 << shift)) | (q << shift));
+}
+
+const BlockGridCodec kQ2K{GgmlType::Q2_K, 256,
+    [](const void* p, ValueGrid* out) {
+      const auto& b = as<BlockQ2K>(p);
+      const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+      for (int s = 0; s < 16; ++s) fill(out + 16 * s, 16, {d * float(b.scales[s] & 0xF), -(dmin * float(b.scales[s] >> 4)), 0, 0, 3});
+    },
+    [](const void* b, int e) { return two_bits(as<BlockQ2K>(b).qs, e); },
+    [](void* b, int e, int q) { set_two_bits(as<BlockQ2K>(b).qs, e, q); }};
+
+// q3_K's 6-bit signed sub-block scale j (stored as s + 32).
+int q3_scale(const uint8_t* packed, int j) {
+  const int low = j < 8 ? packed[j] & 0xF : packed[j - 8] >> 4;
+  const int high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+const BlockGridCodec kQ3K{GgmlType::Q3_K, 256,
+    [](const void* p, ValueGrid* out) {
+      const auto& b = as<BlockQ3K>(p);
+      const float d = f16_to_f32(b.d);
+      for (int s = 0; s < 16; ++s) fill(out + 16 * s, 16, {d * float(q3_scale(b.scales, s)), 0, 4, 0, 7});
+    },
+    [](const void* p, int e) {
+      const auto& b = as<BlockQ3K>(p);
+      return two_bits(b.qs, e) | ((b.hmask[e % 32] >> (e / 32)) & 1) << 2;
+    },
+    [](void* p, int e, int q) {
+      auto& b = as<BlockQ3K>(p);
+      set_two_bits(b.qs, e, q & 3);
+      b.hmask[e % 32] = uint8_t((b.hmask[e % 32] & ~(1 << (e / 32))) | ((q >> 2) << (e / 32)));
+    }};
+
+// q4_K and q5_K: 6-bit scale and min of sub-block j (ggml's get_scale_min_k4).
+std::array<int, 2> scale_min(const uint8_t* packed, int j) {
+  if (j < 4) return {packed[j] & 63, packed[j + 4] & 63};
+  return {(packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4), (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4)};
+}
+
+template <class Block>
+void scale_min_grids(const Block& b, int max_code, ValueGrid* out) {
+  const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+  for (int s = 0; s < 8; ++s) {
+    const auto [scale, min] = scale_min(b.scales, s);
+    fill(out + 32 * s, 32, {d * float(scale), -(dmin * float(min)), 0, 0, max_code});
+  }
+}
+
+// Nibble of value e of q4_K/q5_K: qs[32*(e/64) + e%32], low if e%64 < 32.
+int k_nibble(const uint8_t* qs, int e) { return (qs[32 * (e / 64) + e % 32] >> (e % 64 < 32 ? 0 : 4)) & 0xF; }
+void set_k_nibble(uint8_t* qs, int e, int q) {
+  uint8_t& byte = qs[32 * (e / 64) + e % 32];
+  byte = e % 64 < 32 ? uint8_t((byte & 0xF0) | q) : uint8_t((byte & 0x0F) | (q << 4));
+}
+
+const BlockGridCodec kQ4K{GgmlType::Q4_K, 256,
+    [](const void* b, ValueGrid* out) { scale_min_grids(as<BlockQ4K>(b), 15, out); },
+    [](const void* b, int e) { return k_nibble(as<BlockQ4K>(b).qs, e); },
+    [](void* b, int e, int q) { set_k_nibble(as<BlockQ4K>(b).qs, e, q); }};
+
+// q5_K: bit 4 of value e in qh[e%32] at bit e/32.
+const BlockGridCodec kQ5K{GgmlType::Q5_K, 256,
+    [](const void* b, ValueGrid* out) { scale_min_grids(as<BlockQ5K>(b), 31, out); },
+    [](const void* p, int e) {
+      const auto& b = as<BlockQ5K>(p);
+      return k_nibble(b.qs, e) | ((b.qh[e % 32] >> (e / 32)) & 1) << 4;
+    },
+    [](void* p, int e, int q) {
+      auto& b = as<BlockQ5K>(p);
+      set_k_nibble(b.qs, e, q & 0xF);
+      b.qh[e % 32] = uint8_t((b.qh[e % 32] & ~(1 << (e / 32))) | ((q >> 4) << (e / 32)));
+    }};
+
+// q6_K: value e (h = e/128, r = e%128, k = r/32, l = r%32): low 4 bits in ql[64h + l + 32*(k&1)] (low
+// nibble if k < 2), high 2 bits at bit 2k of qh[32h + l].
+const BlockGridCodec kQ6K{GgmlType::Q6_K, 256,
+    [](const void* p, ValueGrid* out) {
+      const auto& b = as<BlockQ6K>(p);
+      const float d = f16_to_f32(b.d);
+      for (int s = 0; s < 16; ++s) fill(out + 16 * s, 16, {d * float(b.scales[s]), 0, 32, 0, 63});
+    },
+    [](const void* p, int e) {
+      const auto& b = as<BlockQ6K>(p);
+      const int h = e / 128, k = e % 128 / 32, l = e % 32;
+      const int low = (b.ql[64 * h + l + 32 * (k & 1)] >> (k < 2 ? 0 : 4)) & 0xF;
+      return low | ((b.qh[32 * h + l] >> (2 * k)) & 3) << 4;
+    },
+    [](void* p, int e, int q) {
+      auto& b = as<BlockQ6K>(p);
+      const int h = e / 128, k = e % 128 / 32, l = e % 32;
+      uint8_t& low = b.ql[64 * h + l + 32 * (k & 1)];
+      low = k < 2 ? uint8_t((low & 0xF0) | (q & 0xF)) : uint8_t((low & 0x0F) | ((q & 0xF) << 4));
+      uint8_t& high = b.qh[32 * h + l];
+      high = uint8_t((high & ~(3 << (2 * k))) | ((q >> 4) << (2 * k)));
+    }};
+
+}  // namespace
+
+const BlockGridCodec* block_grid_codec(GgmlType type) {
+  for (const BlockGridCodec* c : {&kQ4_0, &kQ4_1, &kQ5_0, &kQ5_1, &kQ8_0, &kQ2K, &kQ3K, &kQ4K, &kQ5K, &kQ6K})
+    if (c->type == type) return c;
+  return nullptr;
+}
+
+}  // namespace lowbit::ggml

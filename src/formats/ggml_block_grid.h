@@ -1,0 +1,40 @@
+// ggml's block types seen as fixed grids: once a block's scales (and mins) are stored, value j of the
+// block can only be step_j * (q - zero_j) + offset_j for an integer code q in [min_code, max_code].
+// GPTQ fits a block's scales with the type's own quantizer, then picks each code itself: this is what
+// it needs to read a block's grid and write one code, without touching the scales.
+//
+// Covered: the affine types, q4_0 q4_1 q5_0 q5_1 q8_0 and q2_K q3_K q4_K q5_K q6_K. The i-quants
+// (codebooks over groups of values), the ternary types and fp4/nf4 have no per-value affine grid.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "lowbit/formats/ggml_types.h"
+
+namespace lowbit::ggml {
+
+struct ValueGrid {
+  float step;    // 0 where the stored scale is 0: every code gives the same value
+  float offset;
+  int zero;
+  int min_code, max_code;
+
+  float value(int q) const { return step * float(q - zero) + offset; }
+  // The nearest code to x; ties to even, as ggml's k-quants re-derive their codes from stored scales.
+  int nearest(float x) const;
+};
+
+struct BlockGridCodec {
+  GgmlType type;
+  int block_values;  // 32 or 256
+  // The grid of every value of a block (block_values entries).
+  void (*grids)(const void* block, ValueGrid* out);
+  int (*code)(const void* block, int j);
+  void (*set_code)(void* block, int j, int q);
+};
+
+// The codec of `type`, or null for types without a per-value affine grid.
+const BlockGridCodec* block_grid_codec(GgmlType type);
+
+}  // namespace lowbit::ggml

@@ -1,0 +1,155 @@
+#include "lowbit/formats/gptq.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+
+#include "formats/ggml_block_grid.h"
+#include "lowbit/core/error.h"
+#include "lowbit/core/thread_pool.h"
+#include "lowbit/formats/ggml_codecs.h"
+
+namespace lowbit {
+namespace {
+
+// In place: the lower Cholesky factor L of the n × n row-major a (L Lᵀ = a; only a's lower triangle is
+// read). False when a pivot is not positive: a is not positive definite in double precision.
+bool cholesky_lower(std::vector<double>& a, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    double* aj = a.data() + j * n;
+    double pivot = aj[j];
+    for (int64_t k = 0; k < j; ++k) pivot -= aj[k] * aj[k];
+    if (!(pivot > 0)) return false;
+    aj[j] = std::sqrt(pivot);
+    parallel_for(n - j - 1, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t i = j + 1 + begin; i < j + 1 + end; ++i) {
+        double* ai = a.data() + i * n;
+        double s = ai[j];
+        for (int64_t k = 0; k < j; ++k) s -= ai[k] * aj[k];
+        ai[j] = s / aj[j];
+      }
+    });
+  }
+  return true;
+}
+
+// (L Lᵀ)⁻¹ from the lower factor L (row-major, n × n): with M = L⁻¹, the inverse is Mᵀ M. Column c of
+// M solves L y = e_c; it is kept as row c of Mᵀ, so both steps read contiguous rows.
+std::vector<double> inverse_from_cholesky(const std::vector<double>& l, int64_t n) {
+  std::vector<double> mt(size_t(n * n), 0.0);  // Mᵀ: upper triangular
+  parallel_for(n, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      double* y = mt.data() + c * n;  // y[i] = M[i][c], zero for i < c
+      for (int64_t i = c; i < n; ++i) {
+        const double* li = l.data() + i * n;
+        double s = i == c ? 1.0 : 0.0;
+        for (int64_t k = c; k < i; ++k) s -= li[k] * y[k];
+        y[i] = s / li[i];
+      }
+    }
+  });
+  std::vector<double> inv(size_t(n * n));
+  parallel_for(n, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t a = begin; a < end; ++a)
+      for (int64_t b = a; b < n; ++b) {
+        const double* ra = mt.data() + a * n;
+        const double* rb = mt.data() + b * n;
+        double s = 0;
+        for (int64_t k = b; k < n; ++k) s += ra[k] * rb[k];  // rows of Mᵀ are zero left of their index
+        inv[size_t(a * n + b)] = s;
+        inv[size_t(b * n + a)] = s;
+      }
+  });
+  return inv;
+}
+
+}  // namespace
+
+GptqFactor::GptqFactor(std::span<const float> hessian, int64_t cols, float damp) : cols_(cols) {
+  if (cols < 1 || hessian.size() != size_t(cols * cols))
+    throw Error(fmt::format("a Hessian of {} values for {} columns", hessian.size(), cols), {.expected = "columns × columns values"});
+  std::vector<double> h(hessian.begin(), hessian.end());
+  double mean_diag = 0;
+  for (int64_t i = 0; i < cols; ++i) {
+    double& d = h[size_t(i * cols + i)];
+    if (d == 0) d = 1;  // a dead input: its row and column are zero, so it couples to nothing
+    mean_diag += d / double(cols);
+  }
+  for (int attempt = 0; attempt < 5; ++attempt, damp *= 10) {
+    std::vector<double> l = h;
+    for (int64_t i = 0; i < cols; ++i) l[size_t(i * cols + i)] += double(damp) * mean_diag;
+    if (!cholesky_lower(l, cols)) continue;
+    // U = the transposed lower factor of (H + λI)⁻¹.
+    std::vector<double> inv = inverse_from_cholesky(l, cols);
+    if (!cholesky_lower(inv, cols)) continue;
+    upper_.assign(size_t(cols * cols), 0.0f);
+    for (int64_t i = 0; i < cols; ++i)
+      for (int64_t j = 0; j <= i; ++j) upper_[size_t(j * cols + i)] = float(inv[size_t(i * cols + j)]);
+    damp_used_ = damp;
+    return;
+  }
+  throw Error(fmt::format("the Hessian is not positive definite, even with dampening {} of its mean diagonal", damp / 10),
+              {.expected = "XᵀX of real activations"});
+}
+
+bool gptq_supports(GgmlType type) { return ggml::block_grid_codec(type) != nullptr; }
+
+void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64_t cols, const GptqFactor& factor,
+                        const float* importance, void* dst) {
+  const ggml::BlockGridCodec* grid = ggml::block_grid_codec(type);
+  const GgmlCodec* codec = ggml_codec(type);
+  if (!grid || !codec || !codec->quantize_row) throw Error(fmt::format("GPTQ cannot write {}", ggml_type_name(type)));
+  if (factor.cols() != cols) throw Error(fmt::format("a Hessian factor of {} columns for rows of {}", factor.cols(), cols));
+  const size_t row_bytes = ggml_row_bytes(type, cols);
+  const int block_values = grid->block_values;
+  const size_t block_bytes = ggml_type_info(type).block_bytes;
+  // Lazy batches (GPTQ's "lazy block updates"): within a batch each column's error reaches the batch's
+  // later columns at once; the columns after it get the whole batch's errors in one pass at its end.
+  // A batch holds whole format blocks, so every value of a block is up to date when its scales are fitted.
+  const int64_t batch = std::max<int64_t>(block_values, 128);
+  parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+    const int64_t n = r1 - r0;
+    std::vector<float> w(weights + r0 * cols, weights + r1 * cols);  // the rows, error-updated as we go
+    std::vector<float> err(size_t(n * batch));
+    std::vector<ggml::ValueGrid> grids(static_cast<size_t>(block_values));
+    for (int64_t i1 = 0; i1 < cols; i1 += batch) {
+      const int64_t i2 = std::min(cols, i1 + batch);
+      for (int64_t r = 0; r < n; ++r) {
+        float* wr = w.data() + r * cols;
+        std::byte* row_out = static_cast<std::byte*>(dst) + size_t(r0 + r) * row_bytes;
+        for (int64_t j = i1; j < i2; ++j) {
+          const int e = int(j % block_values);
+          void* block = row_out + size_t(j / block_values) * block_bytes;
+          if (e == 0) {
+            codec->quantize_row(wr + j, block, block_values, importance ? importance + j : nullptr);
+            grid->grids(block, grids.data());
+          }
+          // A zero step (a block or sub-block scale stored as 0) keeps the code the quantizer chose.
+          const ggml::ValueGrid& g = grids[size_t(e)];
+          int q = grid->code(block, e);
+          if (g.step != 0) {
+            q = g.nearest(wr[j]);
+            grid->set_code(block, e, q);
+          }
+          const float* u = factor.row(j);
+          const float scaled_error = (wr[j] - g.value(q)) / u[j];
+          err[size_t(r * batch + (j - i1))] = scaled_error;
+          for (int64_t k = j + 1; k < i2; ++k) wr[k] -= scaled_error * u[k];
+        }
+      }
+      for (int64_t r = 0; r < n; ++r) {
+        float* wr = w.data() + r * cols;
+        for (int64_t k = i1; k < i2; ++k) {
+          const float scaled_error = err[size_t(r * batch + (k - i1))];
+          if (scaled_error == 0) continue;
+          const float* u = factor.row(k);
+          for (int64_t c = i2; c < cols; ++c) wr[c] -= scaled_error * u[c];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace lowbit

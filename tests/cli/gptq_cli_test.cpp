@@ -1,0 +1,117 @@
+// lowbit hessian and quantize --gptq from the command line: the Hessian file, GPTQ bytes that the
+// standard dequantizer reads and that differ from plain rounding, and the refusals (a Hessian that
+// misses a weight or has other columns, a bitsandbytes output, an output that is an input).
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "lowbit/io/gguf.h"
+#include "lowbit/io/hessian.h"
+#include "support/paths.h"
+
+namespace lowbit {
+namespace {
+
+struct Run {
+  int status;
+  std::string out;
+};
+
+Run run_cli(const std::string& args) {
+  const std::string cmd = std::string(LOWBIT_CLI_PATH) + " " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  return {WEXITSTATUS(pclose(pipe)), out};
+}
+
+const std::string kModel = (test::shared_data_dir() / "stories260K.gguf").string();
+const std::string kText = (test::shared_data_dir() / "tinystories_valid_first1000.txt").string();
+
+class GptqCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir;
+    const auto r = run_cli("hessian " + kModel + " --text " + kText + " --ctx 64 --chunks 3 --json -o " + hessian());
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["tokens"], 192);
+    EXPECT_EQ(j["inputs"], 5 * 4 + 1);
+    EXPECT_EQ(j["weights"], 5 * 7 + 1);
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string hessian() { return (dir_->path() / "h.gguf").string(); }
+  static std::string path(const char* name) { return (dir_->path() / name).string(); }
+  static test::TempDir* dir_;
+};
+test::TempDir* GptqCli::dir_ = nullptr;
+
+TEST_F(GptqCli, QuantizesWithErrorFeedbackIntoTheFormatsBytes) {
+  const auto r = run_cli("quantize " + kModel + " --format q4_0 --gptq " + hessian() + " --json -o " + path("gptq.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  int gptq = 0;
+  for (const auto& t : j["tensors"]) gptq += t["gptq"].get<bool>();
+  EXPECT_EQ(gptq, 5 * 6 + 1);  // every 64-wide matrix of the layers and the output; ffn_down (172 wide) is not q4_0
+  ASSERT_EQ(run_cli("quantize " + kModel + " --format q4_0 --quiet -o " + path("plain.gguf")).status, 0);
+  const gguf::File a(path("gptq.gguf")), b(path("plain.gguf"));
+  const auto* qa = a.find_tensor("blk.1.attn_q.weight");
+  const auto* qb = b.find_tensor("blk.1.attn_q.weight");
+  ASSERT_TRUE(qa && qb);
+  EXPECT_EQ(qa->type, GgmlType::Q4_0);
+  EXPECT_EQ(qa->size, qb->size);
+  EXPECT_NE(std::vector(a.data(*qa).begin(), a.data(*qa).end()), std::vector(b.data(*qb).begin(), b.data(*qb).end()));
+  EXPECT_NE(a.find("quantize.gptq.hessian.file"), nullptr);
+  // The standard reader evaluates it.
+  EXPECT_EQ(run_cli("eval " + path("gptq.gguf") + " --text " + kText + " --ctx 64 --chunks 2 --quiet").status, 0);
+}
+
+TEST_F(GptqCli, NotesTypesWithoutAGptqPath) {
+  const auto r = run_cli("quantize " + kModel + " --format iq4_nl --gptq " + hessian() + " -o " + path("iq4.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("note: GPTQ has no path for iq4_nl"), std::string::npos) << r.out;
+}
+
+TEST_F(GptqCli, RefusesAHessianThatMissesAWeightOrHasOtherColumns) {
+  HessianSums q{"blk.0.attn_qkv", {"blk.0.attn_q.weight"}, 64, std::vector<float>(64 * 64, 0.0f)};
+  for (int i = 0; i < 64; ++i) q.xtx[size_t(i * 65)] = 1;
+  write_hessians(path("partial.gguf"), {q}, {"x"}, 1, 64, 64);
+  auto r = run_cli("quantize " + kModel + " --format q8_0 --gptq " + path("partial.gguf") + " -o " + path("out1.gguf"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("has no input for this weight"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("blk.0.attn_k.weight"), std::string::npos) << r.out;
+
+  // Every weight's input, but 32 columns wide where the model's rows hold 64 (or 172).
+  HessianSums narrow{"narrow", {"output.weight"}, 32, std::vector<float>(32 * 32, 0.0f)};
+  for (int l = 0; l < 5; ++l)
+    for (const char* w : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"})
+      narrow.weights.push_back("blk." + std::to_string(l) + "." + w + ".weight");
+  write_hessians(path("narrow.gguf"), {narrow}, {"x"}, 1, 64, 64);
+  r = run_cli("quantize " + kModel + " --format q8_0 --gptq " + path("narrow.gguf") + " -o " + path("out2.gguf"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("its input narrow has 32 columns"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(path("out1.gguf")) || std::filesystem::exists(path("out2.gguf")));
+
+  r = run_cli("quantize " + kModel + " --format q8_0 --gptq " + kModel + " -o " + path("out3.gguf"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("not a Hessian file"), std::string::npos) << r.out;
+}
+
+TEST_F(GptqCli, RefusesBitsandbytesOutputsAndOutputsThatAreInputs) {
+  auto r = run_cli("quantize " + kModel + " --format nf4 --gptq " + hessian() + " -o " + path("bnb.safetensors"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("--gptq"), std::string::npos) << r.out;
+  r = run_cli("hessian " + kModel + " --text " + kText + " -o " + kModel);
+  EXPECT_EQ(r.status, 1);
+  r = run_cli("quantize " + kModel + " --format q8_0 --gptq " + hessian() + " -o " + hessian());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(HessianFile(hessian()).tokens(), 192u);  // untouched
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -1,0 +1,255 @@
+// GPTQ on ggml's block formats (lowbit/formats/gptq.h): on a random layer whose inputs are correlated,
+// its output error ‖(W − Ŵ)X‖² beats rounding each value on its own; its bytes are the format's (the
+// standard dequantizer reads them); with H = identity no error is fed forward, so it must give the
+// format's own choices back; and the sweep matches a plain GPTQ written here without lazy batches.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "formats/ggml_block_grid.h"
+#include "lowbit/core/error.h"
+#include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/formats/gptq.h"
+
+namespace lowbit {
+namespace {
+
+constexpr int64_t kRows = 48, kCols = 512, kTokens = 1024;
+
+const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                           GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+struct Layer {
+  std::vector<float> w;        // kRows × kCols
+  std::vector<float> hessian;  // XᵀX, kCols × kCols
+  std::vector<float> diag;     // diag(H) / tokens: the importance matrix
+};
+
+// X = Z A with Z Gaussian and A = I + a dense random mix, so neighbouring and distant inputs correlate;
+// a few inputs are made much louder than the rest, as in real activations.
+Layer random_layer(unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> mix(size_t(kCols * kCols));
+  for (int64_t i = 0; i < kCols; ++i)
+    for (int64_t j = 0; j < kCols; ++j) mix[size_t(i * kCols + j)] = (i == j ? 1.0f : 0.0f) + 0.08f * normal(rng);
+  std::vector<float> x(size_t(kTokens * kCols));
+  std::vector<float> z(static_cast<size_t>(kCols));
+  for (int64_t t = 0; t < kTokens; ++t) {
+    for (auto& v : z) v = normal(rng);
+    for (int64_t j = 0; j < kCols; ++j) {
+      double s = 0;
+      for (int64_t i = 0; i < kCols; ++i) s += double(z[size_t(i)]) * mix[size_t(i * kCols + j)];
+      x[size_t(t * kCols + j)] = float(s) * (j % 37 == 0 ? 6.0f : 1.0f);
+    }
+  }
+  Layer l;
+  l.hessian.assign(size_t(kCols * kCols), 0.0f);
+  for (int64_t i = 0; i < kCols; ++i)
+    for (int64_t j = i; j < kCols; ++j) {
+      double s = 0;
+      for (int64_t t = 0; t < kTokens; ++t) s += double(x[size_t(t * kCols + i)]) * x[size_t(t * kCols + j)];
+      l.hessian[size_t(i * kCols + j)] = l.hessian[size_t(j * kCols + i)] = float(s);
+    }
+  for (int64_t i = 0; i < kCols; ++i) l.diag.push_back(l.hessian[size_t(i * kCols + i)] / float(kTokens));
+  l.w.resize(size_t(kRows * kCols));
+  for (auto& v : l.w) v = 0.02f * normal(rng);
+  return l;
+}
+
+std::vector<float> decode(GgmlType type, const std::vector<std::byte>& bytes) {
+  std::vector<float> out(size_t(kRows * kCols));
+  dequantize_rows(type, bytes.data(), kRows, kCols, out.data());
+  return out;
+}
+
+std::vector<std::byte> plain(GgmlType type, const std::vector<float>& w, const float* importance) {
+  std::vector<std::byte> bytes(size_t(kRows) * ggml_row_bytes(type, kCols));
+  quantize_rows(type, w.data(), kRows, kCols, importance, bytes.data());
+  return bytes;
+}
+
+std::vector<std::byte> gptq(GgmlType type, const std::vector<float>& w, const GptqFactor& factor, const float* importance) {
+  std::vector<std::byte> bytes(size_t(kRows) * ggml_row_bytes(type, kCols));
+  gptq_quantize_rows(type, w.data(), kRows, kCols, factor, importance, bytes.data());
+  return bytes;
+}
+
+// ‖(W − Ŵ)X‖² = Σ_rows e H eᵀ.
+double output_error(const Layer& l, const std::vector<float>& decoded) {
+  double total = 0;
+  std::vector<double> e(static_cast<size_t>(kCols));
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (int64_t j = 0; j < kCols; ++j) e[size_t(j)] = double(l.w[size_t(r * kCols + j)]) - decoded[size_t(r * kCols + j)];
+    for (int64_t i = 0; i < kCols; ++i) {
+      double s = 0;
+      for (int64_t j = 0; j < kCols; ++j) s += double(l.hessian[size_t(i * kCols + j)]) * e[size_t(j)];
+      total += e[size_t(i)] * s;
+    }
+  }
+  return total;
+}
+
+std::vector<float> identity(int64_t n) {
+  std::vector<float> h(size_t(n * n), 0.0f);
+  for (int64_t i = 0; i < n; ++i) h[size_t(i * n + i)] = 1.0f;
+  return h;
+}
+
+TEST(Gptq, FactorIsTheUpperCholeskyFactorOfTheDampedInverse) {
+  const Layer l = random_layer(1);
+  const GptqFactor f(l.hessian, kCols);
+  EXPECT_EQ(f.damp_used(), 0.01f);
+  double mean_diag = 0;
+  for (float d : l.diag) mean_diag += double(d) * kTokens / kCols;
+  // (H + λI) Uᵀ U = I.
+  std::vector<double> utu(size_t(kCols * kCols), 0.0);
+  for (int64_t k = 0; k < kCols; ++k)
+    for (int64_t a = 0; a < kCols; ++a)
+      for (int64_t b = 0; b < kCols; ++b) utu[size_t(a * kCols + b)] += double(f.row(k)[a]) * f.row(k)[b];
+  double worst = 0;
+  for (int64_t i = 0; i < kCols; i += 7)
+    for (int64_t j = 0; j < kCols; j += 5) {
+      double s = 0;
+      for (int64_t k = 0; k < kCols; ++k)
+        s += (double(l.hessian[size_t(i * kCols + k)]) + (i == k ? 0.01 * mean_diag : 0.0)) * utu[size_t(k * kCols + j)];
+      worst = std::max(worst, std::fabs(s - (i == j ? 1.0 : 0.0)));
+    }
+  EXPECT_LT(worst, 1e-3);
+  for (int64_t i = 0; i < kCols; ++i)
+    for (int64_t j = 0; j < i; ++j) ASSERT_EQ(f.row(i)[j], 0.0f);
+}
+
+TEST(Gptq, BeatsRoundingToNearestOnTheLayerOutputForEveryType) {
+  const Layer l = random_layer(2);
+  const GptqFactor f(l.hessian, kCols);
+  for (GgmlType type : kTypes) {
+    SCOPED_TRACE(ggml_type_name(type));
+    ASSERT_TRUE(gptq_supports(type));
+    const double rtn = output_error(l, decode(type, plain(type, l.w, nullptr)));
+    const double ours = output_error(l, decode(type, gptq(type, l.w, f, nullptr)));
+    EXPECT_LT(ours, 0.9 * rtn) << "GPTQ " << ours << " vs round-to-nearest " << rtn;
+    // With importance weights on both sides: GPTQ fitting scales with diag(H) vs the imatrix quantizer.
+    const double rtn_imatrix = output_error(l, decode(type, plain(type, l.w, l.diag.data())));
+    const double ours_imatrix = output_error(l, decode(type, gptq(type, l.w, f, l.diag.data())));
+    EXPECT_LT(ours_imatrix, 0.9 * rtn_imatrix) << "GPTQ " << ours_imatrix << " vs imatrix " << rtn_imatrix;
+  }
+}
+
+// With H = I the sweep feeds nothing forward: each block is fitted by the format's quantizer on the
+// original values and each value rounded to the nearest point of the stored grid. The k-quants derive
+// their codes exactly so (step 3: from the fp16-rounded scales, ties to even), so the bytes must be
+// theirs. The 32-value types round on the unrounded float scale, half up: their scales must be equal
+// and every value at least as close to the weight as theirs.
+TEST(Gptq, WithIdentityHessianGivesTheFormatsOwnChoices) {
+  const Layer l = random_layer(3);
+  const GptqFactor f(identity(kCols), kCols);
+  for (GgmlType type : kTypes) {
+    SCOPED_TRACE(ggml_type_name(type));
+    const auto theirs = plain(type, l.w, nullptr);
+    const auto ours = gptq(type, l.w, f, nullptr);
+    if (ggml_type_info(type).block_elements == 256) {
+      EXPECT_EQ(ours, theirs);
+      continue;
+    }
+    const size_t block_bytes = ggml_type_info(type).block_bytes;
+    const size_t scale_bytes = type == GgmlType::Q4_1 || type == GgmlType::Q5_1 ? 4 : 2;
+    for (size_t b = 0; b < ours.size(); b += block_bytes) ASSERT_EQ(std::memcmp(&ours[b], &theirs[b], scale_bytes), 0) << "block " << b / block_bytes;
+    const auto a = decode(type, ours), p = decode(type, theirs);
+    size_t differ = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      ASSERT_LE(std::fabs(a[i] - l.w[i]), std::fabs(p[i] - l.w[i]) + 1e-7f) << "value " << i;
+      differ += a[i] != p[i];
+    }
+    EXPECT_LT(differ, a.size() / 100);
+  }
+}
+
+// The standard dequantizer reads GPTQ's bytes as the values GPTQ chose on each block's grid.
+TEST(Gptq, BytesDecodeToTheChosenGridValues) {
+  const Layer l = random_layer(4);
+  const GptqFactor f(l.hessian, kCols);
+  for (GgmlType type : kTypes) {
+    SCOPED_TRACE(ggml_type_name(type));
+    const auto bytes = gptq(type, l.w, f, l.diag.data());
+    const auto decoded = decode(type, bytes);
+    const auto* grid = ggml::block_grid_codec(type);
+    const size_t block_bytes = ggml_type_info(type).block_bytes;
+    std::vector<ggml::ValueGrid> grids(size_t(grid->block_values));
+    for (size_t b = 0; b * block_bytes < bytes.size(); ++b) {
+      grid->grids(&bytes[b * block_bytes], grids.data());
+      for (int e = 0; e < grid->block_values; ++e) {
+        const int q = grid->code(&bytes[b * block_bytes], e);
+        ASSERT_NEAR(decoded[b * size_t(grid->block_values) + size_t(e)], grids[size_t(e)].value(q), 1e-6f) << "block " << b << " value " << e;
+      }
+    }
+  }
+}
+
+// GPTQ as the paper states it, one column at a time over all rows, every error applied at once (no
+// lazy batches), with the same factor and the same per-block grids: the same codes come out, but for
+// rare values whose two nearest grid points the different summation order swaps.
+TEST(Gptq, MatchesAPlainColumnByColumnSweep) {
+  const Layer l = random_layer(5);
+  const GptqFactor f(l.hessian, kCols);
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q3_K}) {
+    SCOPED_TRACE(ggml_type_name(type));
+    const auto* grid = ggml::block_grid_codec(type);
+    const auto* codec = ggml_codec(type);
+    const int bv = grid->block_values;
+    const size_t block_bytes = ggml_type_info(type).block_bytes, row_bytes = ggml_row_bytes(type, kCols);
+    std::vector<float> w = l.w;
+    std::vector<std::byte> expected(size_t(kRows) * row_bytes);
+    std::vector<ggml::ValueGrid> grids(size_t(kRows * bv));
+    for (int64_t j = 0; j < kCols; ++j) {
+      for (int64_t r = 0; r < kRows; ++r) {
+        std::byte* block = &expected[size_t(r) * row_bytes + size_t(j / bv) * block_bytes];
+        if (j % bv == 0) {
+          codec->quantize_row(&w[size_t(r * kCols + j)], block, bv, nullptr);
+          grid->grids(block, &grids[size_t(r * bv)]);
+        }
+        const ggml::ValueGrid& g = grids[size_t(r * bv + j % bv)];
+        int q = grid->code(block, int(j % bv));
+        if (g.step != 0) {
+          q = g.nearest(w[size_t(r * kCols + j)]);
+          grid->set_code(block, int(j % bv), q);
+        }
+        const float err = (w[size_t(r * kCols + j)] - g.value(q)) / f.row(j)[j];
+        for (int64_t k = j + 1; k < kCols; ++k) w[size_t(r * kCols + k)] -= err * f.row(j)[k];
+      }
+    }
+    const auto ours = gptq(type, l.w, f, nullptr);
+    size_t differ = 0;
+    for (size_t i = 0; i < ours.size(); ++i) differ += ours[i] != expected[i];
+    EXPECT_LT(differ, ours.size() / 200) << differ << " of " << ours.size() << " bytes differ";
+    const double a = output_error(l, decode(type, ours)), b = output_error(l, decode(type, expected));
+    EXPECT_NEAR(a, b, 0.01 * b);
+  }
+}
+
+TEST(Gptq, DeadInputsAreRoundedToNearest) {
+  Layer l = random_layer(6);
+  for (int64_t j = 0; j < kCols; ++j) l.hessian[size_t(3 * kCols + j)] = l.hessian[size_t(j * kCols + 3)] = 0.0f;
+  const GptqFactor f(l.hessian, kCols);
+  for (int64_t j = 0; j < kCols; ++j)
+    if (j != 3) EXPECT_EQ(f.row(3)[j], 0.0f);
+  const auto decoded = decode(GgmlType::Q8_0, gptq(GgmlType::Q8_0, l.w, f, nullptr));
+  for (float v : decoded) ASSERT_TRUE(std::isfinite(v));
+}
+
+TEST(Gptq, RefusesWhatItCannotWrite) {
+  const GptqFactor f(identity(kCols), kCols);
+  std::vector<float> w(size_t(kRows * kCols), 0.5f);
+  std::vector<std::byte> out(size_t(kRows) * ggml_row_bytes(GgmlType::Q8_0, kCols));
+  EXPECT_FALSE(gptq_supports(GgmlType::IQ4_NL));
+  EXPECT_THROW(gptq_quantize_rows(GgmlType::IQ4_NL, w.data(), kRows, kCols, f, nullptr, out.data()), Error);
+  const GptqFactor small(identity(256), 256);
+  EXPECT_THROW(gptq_quantize_rows(GgmlType::Q8_0, w.data(), kRows, kCols, small, nullptr, out.data()), Error);
+  EXPECT_THROW(GptqFactor(std::vector<float>(10), 4), Error);
+}
+
+}  // namespace
+}  // namespace lowbit
