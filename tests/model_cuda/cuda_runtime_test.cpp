@@ -40,11 +40,11 @@ std::vector<int32_t> text_tokens(const LlamaModel& model, const std::string& fil
   std::ifstream in(test::shared_data_dir() / file, std::ios::binary);
   std::string text((std::istreambuf_iterator<char>(in)), {});
   if (text.size() > bytes) text.resize(bytes);
-  return Tokenizer::from_gguf_metadata(model.file().metadata()).encode(text, true);
+  return Tokenizer::from_gguf_metadata(model.weights().metadata()).encode(text, true);
 }
 
 std::optional<int32_t> bos_of(const LlamaModel& model) {
-  const auto tokenizer = Tokenizer::from_gguf_metadata(model.file().metadata());
+  const auto tokenizer = Tokenizer::from_gguf_metadata(model.weights().metadata());
   return tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt;
 }
 
@@ -226,7 +226,7 @@ TEST(CudaRuntime, GreedyDecodingThroughTheCacheFollowsTheFullForwardPass) {
 #ifdef LOWBIT_HAVE_CUDA
   auto model = LlamaModel::load(test::shared_data_dir() / "stories260K.gguf");
   // The published sample of stories260K: greedy decoding from BOS.
-  const auto tokenizer = Tokenizer::from_gguf_metadata(model->file().metadata());
+  const auto tokenizer = Tokenizer::from_gguf_metadata(model->weights().metadata());
   const int32_t bos = tokenizer.bos_id().value();
   const auto generated = cuda::generate(*model, {bos}, 40);
   std::vector<int32_t> expected{bos};
