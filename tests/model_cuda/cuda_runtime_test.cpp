@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 
+#include "lowbit/model/llama.h"
 #include "lowbit/model/imatrix_collector.h"
 #include "lowbit/model/kld_probe.h"
 #include "lowbit/model/perplexity.h"
