@@ -194,22 +194,42 @@ struct GroupFit {
   uint8_t signs[4] = {};   // sign byte of values 8l..8l+7 (iq3_xxs: 7 bits)
 };
 
-// Every trial scale's rounding of one group. The trials are independent until ggml's sequential choice
-// among them, so they are computed side by side, trial index innermost (the loops vectorise, each lane
-// computing exactly the floats ggml computes for its trial).
-constexpr int kMaxTrials = 31;
-struct Trials {
-  int count = 0;
-  float id[kMaxTrials], scale[kMaxTrials];
-  int8_t levels[kGroup][kMaxTrials];  // value-major: levels[i][t] is value i's level in trial t
-  bool on_grid[kUnits][kMaxTrials];
-};
-
 // Four trial scales side by side: GCC/clang vector extensions, one SSE register (x86-64's baseline).
 // Each lane rounds every operation as the scalar code does.
 using Floats4 = float __attribute__((vector_size(16)));
 using Ints4 = int32_t __attribute__((vector_size(16)));
 constexpr int kScaleLanes = 4;
+
+// Every trial scale's rounding of one group. The trials are independent until ggml's sequential choice
+// among them, so they are computed side by side, trial index innermost (the loops vectorise, each lane
+// computing exactly the floats ggml computes for its trial).
+constexpr int kMaxTrials = 31;
+constexpr int kPaddedTrials = 32;  // a whole number of vectors
+struct Trials {
+  int count = 0;
+  float id[kPaddedTrials], scale[kPaddedTrials];  // the padding repeats the last trial
+  int8_t levels[kGroup][kMaxTrials];  // value-major: levels[i][t] is value i's level in trial t
+  bool on_grid[kUnits][kMaxTrials];
+};
+
+// The level codes of unit xval (4 values) at every trial, 4 trials per vector: level_code's rounding
+// (ggml's nearest_int: add 1.5 * 2^23, read the mantissa) and clamping, lane by lane.
+void level_codes_all_trials(const float* xval, const Trials& trials, int* codes) {
+  for (int first = 0; first < trials.count; first += kScaleLanes) {
+    Floats4 id;
+    std::memcpy(&id, trials.id + first, sizeof id);
+    Ints4 code = {0, 0, 0, 0};
+    for (int i = 0; i < 4; ++i) {
+      const Floats4 shifted = 0.5f * (id * xval[i] - 1) + 12582912.f;
+      Ints4 level = (Ints4(shifted) & 0x007fffff) - 0x00400000;
+      level &= ~(level < 0);
+      const Ints4 above = level > kMaxLevel;
+      level = (above & kMaxLevel) | (~above & level);
+      code |= level << (3 * i);
+    }
+    std::memcpy(codes + first, &code, sizeof code);
+  }
+}
 
 // Among a code's neighbours, the nearest at each of `count` scales (ggml's iq3_find_best_neighbour run
 // once per scale: the first strict minimum in list order). A candidate is evaluated at 4 scales at
@@ -241,9 +261,9 @@ void nearest_at_scales(const Iq3SearchGrid& grid, int code, const float* xval, c
 // neighbour at the trial's scale. Trials that round to the same off-grid code search its list together.
 void snap_unit_all_trials(const Iq3SearchGrid& grid, const float* xval, const float* waux, int k, Trials& trials) {
   const int n = trials.count;
-  int codes[kMaxTrials], index[kMaxTrials];
+  int codes[kPaddedTrials], index[kMaxTrials];
+  level_codes_all_trials(xval + 4 * k, trials, codes);
   for (int t = 0; t < n; ++t) {
-    codes[t] = level_code(xval + 4 * k, trials.id[t]);
     index[t] = grid.index_of[codes[t]];
     trials.on_grid[k][t] = index[t] >= 0;
   }
@@ -252,13 +272,14 @@ void snap_unit_all_trials(const Iq3SearchGrid& grid, const float* xval, const fl
   for (int t = 0; t < n; ++t) {
     if (!pending[t]) continue;
     int members[kMaxTrials], found[kMaxTrials + kScaleLanes], count = 0;
-    float scales[kMaxTrials + kScaleLanes] = {};
+    float scales[kMaxTrials + kScaleLanes];
     for (int u = t; u < n; ++u)
       if (pending[u] && codes[u] == codes[t]) {
         members[count] = u;
         scales[count++] = trials.scale[u];
         pending[u] = false;
       }
+    std::fill(scales + count, scales + count + kScaleLanes, 0.f);  // lanes past the list: ignored
     nearest_at_scales(grid, codes[t], xval + 4 * k, waux + 4 * k, scales, count, found);
     // Only non-finite input leaves every distance at or above FLT_MAX (ggml aborts); the pipeline
     // refuses such input before it gets here.
@@ -314,6 +335,7 @@ GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight)
     trials.id[t] = (2 * kMaxLevel + 1 + float(t - search.scale_steps) * 0.2f) / max;
     trials.scale[t] = 1 / trials.id[t];
   }
+  std::fill(trials.id + trials.count, std::end(trials.id), trials.id[trials.count - 1]);
   for (int k = 0; k < kUnits; ++k) snap_unit_all_trials(grid, xval, waux, k, trials);
   // Every trial's weighted sums, value by value in ggml's order: sumqx += (w*x)*q, sumq2 += (w*q)*q.
   float sumqx[kMaxTrials] = {}, sumq2[kMaxTrials] = {};
