@@ -362,35 +362,21 @@ Split best_split_scalar(const float* sumx, const float* sumw) {
   Split best;
   float best_score = -FLT_MAX;
   for (int i1 = 0; i1 <= kSGroup; ++i1) {
-    // The sums of every split (i1, i2), i2 = i1..32, for both shifts, side by side (this loop
-    // vectorises; each split's floats are the ones ggml computes for it).
-    const int count = kSGroup + 1 - i1;
-    const float low_x = sumx[i1] - sumx[0], low_w = sumw[i1] - sumw[0];
-    float qx[2][kSGroup + 1], q2[2][kSGroup + 1];
-    for (int s = 0; s < 2; ++s) {
-      const float* v = s == 0 ? kShiftedUp : kShiftedDown;
-      for (int m = 0; m < count; ++m) {
-        const int i2 = i1 + m;
-        qx[s][m] = low_x * v[0] + (sumx[i2] - sumx[i1]) * v[1] + (sumx[kSGroup] - sumx[i2]) * v[2];
-        q2[s][m] = low_w * v[0] * v[0] + (sumw[i2] - sumw[i1]) * v[1] * v[1] + (sumw[kSGroup] - sumw[i2]) * v[2] * v[2];
-      }
-    }
-    // A row where no split beats the best so far changes nothing in ggml's sequential scan.
-    bool any_wins = false;
-    for (int s = 0; s < 2; ++s)
-      for (int m = 0; m < count; ++m) any_wins |= (q2[s][m] > 0) & (qx[s][m] * qx[s][m] > best_score * q2[s][m]);
-    if (!any_wins) continue;
-    // Otherwise replay the row in ggml's order: i2 ascending, +1/8 before -1/8.
-    for (int m = 0; m < count; ++m)
-      for (int s = 0; s < 2; ++s) {
-        if (q2[s][m] > 0 && qx[s][m] * qx[s][m] > best_score * q2[s][m]) {
-          best.scale = qx[s][m] / q2[s][m];
-          best_score = best.scale * qx[s][m];
+    for (int i2 = i1; i2 <= kSGroup; ++i2) {
+      for (const int shift : {1, -1}) {
+        const float* v = shift == 1 ? kShiftedUp : kShiftedDown;
+        const float sumqx = (sumx[i1] - sumx[0]) * v[0] + (sumx[i2] - sumx[i1]) * v[1] + (sumx[kSGroup] - sumx[i2]) * v[2];
+        const float sumq2 = (sumw[i1] - sumw[0]) * v[0] * v[0] + (sumw[i2] - sumw[i1]) * v[1] * v[1] +
+                            (sumw[kSGroup] - sumw[i2]) * v[2] * v[2];
+        if (sumq2 > 0 && sumqx * sumqx > best_score * sumq2) {
+          best.scale = sumqx / sumq2;
+          best_score = best.scale * sumqx;
           best.i1 = i1;
-          best.i2 = i1 + m;
-          best.shift = s == 0 ? 1 : -1;
+          best.i2 = i2;
+          best.shift = shift;
         }
       }
+    }
   }
   return best;
 }
