@@ -194,6 +194,101 @@ struct GroupFit {
   uint8_t signs[4] = {};   // sign byte of values 8l..8l+7 (iq3_xxs: 7 bits)
 };
 
+// Four trial scales side by side: GCC/clang vector extensions, one SSE register (x86-64's baseline).
+// Each lane rounds every operation as the scalar code does.
+using Floats4 = float __attribute__((vector_size(16)));
+using Ints4 = int32_t __attribute__((vector_size(16)));
+constexpr int kScaleLanes = 4;
+
+// Every trial scale's rounding of one group. The trials are independent until ggml's sequential choice
+// among them, so they are computed side by side, trial index innermost (the loops vectorise, each lane
+// computing exactly the floats ggml computes for its trial).
+constexpr int kMaxTrials = 31;
+constexpr int kPaddedTrials = 32;  // a whole number of vectors
+struct Trials {
+  int count = 0;
+  float id[kPaddedTrials], scale[kPaddedTrials];  // the padding repeats the last trial
+  int8_t levels[kGroup][kMaxTrials];  // value-major: levels[i][t] is value i's level in trial t
+  bool on_grid[kUnits][kMaxTrials];
+};
+
+// The level codes of unit xval (4 values) at every trial, 4 trials per vector: level_code's rounding
+// (ggml's nearest_int: add 1.5 * 2^23, read the mantissa) and clamping, lane by lane.
+void level_codes_all_trials(const float* xval, const Trials& trials, int* codes) {
+  for (int first = 0; first < trials.count; first += kScaleLanes) {
+    Floats4 id;
+    std::memcpy(&id, trials.id + first, sizeof id);
+    Ints4 code = {0, 0, 0, 0};
+    for (int i = 0; i < 4; ++i) {
+      const Floats4 shifted = 0.5f * (id * xval[i] - 1) + 12582912.f;
+      Ints4 level = (Ints4(shifted) & 0x007fffff) - 0x00400000;
+      level &= ~(level < 0);
+      const Ints4 above = level > kMaxLevel;
+      level = (above & kMaxLevel) | (~above & level);
+      code |= level << (3 * i);
+    }
+    std::memcpy(codes + first, &code, sizeof code);
+  }
+}
+
+// Among a code's neighbours, the nearest at each of `count` scales (ggml's iq3_find_best_neighbour run
+// once per scale: the first strict minimum in list order). A candidate is evaluated at 4 scales at
+// once; the per-scale minima see the candidates in the same order as separate runs would. `scales`
+// and `best` hold kScaleLanes entries more than `count`.
+void nearest_at_scales(const Iq3SearchGrid& grid, int code, const float* xval, const float* waux, const float* scales,
+                       int count, int* best) {
+  for (int first = 0; first < count; first += kScaleLanes) {
+    Floats4 scale;
+    std::memcpy(&scale, scales + first, sizeof scale);
+    Floats4 best_d2 = {FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX};
+    Ints4 best_j = {-1, -1, -1, -1};
+    for (const uint16_t j : grid.neighbours_of(code)) {
+      const std::array<int8_t, 4>& point = grid.points[j];
+      Floats4 d2 = {0, 0, 0, 0};
+      for (int i = 0; i < 4; ++i) {
+        const Floats4 diff = scale * float(point[i]) - xval[i];
+        d2 += waux[i] * diff * diff;
+      }
+      const Ints4 better = d2 < best_d2;  // all ones where strictly smaller (false for NaN, as ggml's)
+      best_d2 = Floats4((better & Ints4(d2)) | (~better & Ints4(best_d2)));
+      best_j = (better & int32_t(j)) | (~better & best_j);
+    }
+    std::memcpy(best + first, &best_j, sizeof best_j);
+  }
+}
+
+// Unit k (values 4k..4k+3) at every trial: its rounded code, and where that is off the grid the nearest
+// neighbour at the trial's scale. Trials that round to the same off-grid code search its list together.
+void snap_unit_all_trials(const Iq3SearchGrid& grid, const float* xval, const float* waux, int k, Trials& trials) {
+  const int n = trials.count;
+  int codes[kPaddedTrials], index[kMaxTrials];
+  level_codes_all_trials(xval + 4 * k, trials, codes);
+  for (int t = 0; t < n; ++t) {
+    index[t] = grid.index_of[codes[t]];
+    trials.on_grid[k][t] = index[t] >= 0;
+  }
+  bool pending[kMaxTrials];
+  for (int t = 0; t < n; ++t) pending[t] = index[t] < 0;
+  for (int t = 0; t < n; ++t) {
+    if (!pending[t]) continue;
+    int members[kMaxTrials], found[kMaxTrials + kScaleLanes], count = 0;
+    float scales[kMaxTrials + kScaleLanes];
+    for (int u = t; u < n; ++u)
+      if (pending[u] && codes[u] == codes[t]) {
+        members[count] = u;
+        scales[count++] = trials.scale[u];
+        pending[u] = false;
+      }
+    std::fill(scales + count, scales + count + kScaleLanes, 0.f);  // lanes past the list: ignored
+    nearest_at_scales(grid, codes[t], xval + 4 * k, waux + 4 * k, scales, count, found);
+    // Only non-finite input leaves every distance at or above FLT_MAX (ggml aborts); the pipeline
+    // refuses such input before it gets here.
+    for (int m = 0; m < count; ++m) index[members[m]] = found[m] < 0 ? grid.neighbours_of(codes[t])[0] : found[m];
+  }
+  for (int i = 0; i < 4; ++i)
+    for (int t = 0; t < n; ++t) trials.levels[4 * k + i][t] = int8_t((grid.points[index[t]][i] - 1) / 2);
+}
+
 // One group's signs, levels and float scale. x: the group's values; weight: their fitting weights.
 GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight) {
   GroupFit fit;
@@ -234,33 +329,47 @@ GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight)
   }
 
   const Iq3SearchGrid& grid = search.grid;
-  float best = 0;
-  float scale = max / (2 * kMaxLevel + 1);
-  bool on_grid[kUnits], trial_on_grid[kUnits];
-  std::fill(std::begin(on_grid), std::end(on_grid), search.unaccepted_on_grid);
-  int8_t trial[kGroup];
-  for (int step = -search.scale_steps; step <= search.scale_steps; ++step) {
-    const float id = (2 * kMaxLevel + 1 + float(step) * 0.2f) / max;
-    const float trial_scale = 1 / id;
-    for (int k = 0; k < kUnits; ++k)
-      trial_on_grid[k] = snap_unit(grid, xval + 4 * k, waux + 4 * k, id, trial_scale, trial + 4 * k);
-    float sumqx, sumq2;
-    weighted_fit_sums(weight, xval, trial, sumqx, sumq2);
-    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-      scale = sumqx / sumq2;
-      best = scale * sumqx;
-      std::copy(std::begin(trial), std::end(trial), fit.L);
-      std::copy(std::begin(trial_on_grid), std::end(trial_on_grid), on_grid);
+  Trials trials;
+  trials.count = 2 * search.scale_steps + 1;
+  for (int t = 0; t < trials.count; ++t) {
+    trials.id[t] = (2 * kMaxLevel + 1 + float(t - search.scale_steps) * 0.2f) / max;
+    trials.scale[t] = 1 / trials.id[t];
+  }
+  std::fill(trials.id + trials.count, std::end(trials.id), trials.id[trials.count - 1]);
+  for (int k = 0; k < kUnits; ++k) snap_unit_all_trials(grid, xval, waux, k, trials);
+  // Every trial's weighted sums, value by value in ggml's order: sumqx += (w*x)*q, sumq2 += (w*q)*q.
+  float sumqx[kMaxTrials] = {}, sumq2[kMaxTrials] = {};
+  for (int i = 0; i < kGroup; ++i) {
+    const float wx = weight[i] * xval[i];
+    for (int t = 0; t < trials.count; ++t) {
+      const float q = float(2 * trials.levels[i][t] + 1);
+      sumqx[t] += wx * q;
+      sumq2[t] += weight[i] * q * q;
     }
   }
+  // ggml's sequential choice: the first trial that improves the fit strictly.
+  float best = 0;
+  float scale = max / (2 * kMaxLevel + 1);
+  int chosen = -1;
+  for (int t = 0; t < trials.count; ++t) {
+    if (sumq2[t] > 0 && sumqx[t] * sumqx[t] > best * sumq2[t]) {
+      scale = sumqx[t] / sumq2[t];
+      best = scale * sumqx[t];
+      chosen = t;
+    }
+  }
+  bool on_grid[kUnits];
+  for (int k = 0; k < kUnits; ++k) on_grid[k] = chosen < 0 ? search.unaccepted_on_grid : trials.on_grid[k][chosen];
+  if (chosen >= 0)
+    for (int i = 0; i < kGroup; ++i) fit.L[i] = trials.levels[i][chosen];
   // Units that needed a neighbour search are re-rounded at the fitted scale, which is then re-fitted.
   if (std::count(std::begin(on_grid), std::end(on_grid), false) > 0 && scale > 0) {
     const float id = 1 / scale;
     for (int k = 0; k < kUnits; ++k)
       if (search.refit_every_unit || !on_grid[k]) snap_unit(grid, xval + 4 * k, waux + 4 * k, id, scale, fit.L + 4 * k);
-    float sumqx, sumq2;
-    weighted_fit_sums(weight, xval, fit.L, sumqx, sumq2);
-    if (sumq2 > 0) scale = sumqx / sumq2;
+    float refit_qx, refit_q2;
+    weighted_fit_sums(weight, xval, fit.L, refit_qx, refit_q2);
+    if (refit_q2 > 0) scale = refit_qx / refit_q2;
   }
   if (scale < 0) {  // ggml's guard (scales are stored unsigned): flip the scale and every sign
     scale = -scale;
