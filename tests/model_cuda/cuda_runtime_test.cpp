@@ -9,9 +9,9 @@
 #include <fstream>
 #include <map>
 
-#include "lowbit/model/llama.h"
 #include "lowbit/model/imatrix_collector.h"
 #include "lowbit/model/kld_probe.h"
+#include "lowbit/model/llama.h"
 #include "lowbit/model/perplexity.h"
 #include "lowbit/model/tokenizer.h"
 #include "lowbit/pipeline/model_source.h"
