@@ -135,11 +135,14 @@ void BM_bnb_dequantize_int8(benchmark::State& state) {
 
 // Registered in a loop rather than by macro: one line per format, named BM_bnb_<op>/<format>.
 const bool kRegistered = [] {
-  const struct {
-    const char* name;
+  struct Named {
+    std::string name;
     FourBitCase c;
-  } four_bit[] = {{"nf4", {bnb::QuantType::nf4, false}}, {"nf4_dq", {bnb::QuantType::nf4, true}},
-                  {"fp4", {bnb::QuantType::fp4, false}}, {"fp4_dq", {bnb::QuantType::fp4, true}}};
+  };
+  std::vector<Named> four_bit;  // nf4, nf4_dq, fp4, fp4_dq
+  for (const bnb::QuantType type : bnb::kQuantTypes)
+    for (const bool double_quant : {false, true})
+      four_bit.push_back({std::string(bnb::quant_type_name(type)) + (double_quant ? "_dq" : ""), {type, double_quant}});
   for (const auto& [name, c] : four_bit)
     benchmark::RegisterBenchmark((std::string("BM_bnb_quantize/") + name).c_str(), BM_bnb_quantize_4bit, c)
         ->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -71,9 +71,9 @@ void set_rate(benchmark::State& state, int64_t rows = kRows) {
 // kSlowRows rows (as the golden README's speed table: 256 x 4096), the other types all kRows.
 constexpr int64_t kSlowRows = 256;
 bool is_grid_search_type(lowbit::GgmlType type) {
-  using lowbit::GgmlType;
-  return type == GgmlType::IQ2_XXS || type == GgmlType::IQ2_XS || type == GgmlType::IQ2_S || type == GgmlType::IQ3_XXS ||
-         type == GgmlType::IQ3_S || type == GgmlType::IQ1_S || type == GgmlType::IQ1_M;
+  using lowbit::FormatFamily;
+  const FormatFamily family = lowbit::ggml_type_info(type).family;
+  return family == FormatFamily::ggml_iq1 || family == FormatFamily::ggml_iq2 || family == FormatFamily::ggml_iq3;
 }
 
 void BM_ggml_quantize(benchmark::State& state, lowbit::GgmlType type, bool with_weights) {
@@ -115,16 +115,14 @@ void BM_ggml_dequantize(benchmark::State& state, lowbit::GgmlType type, bool to_
   set_rate(state);
 }
 
-// Registered at start-up for every quantized type: quantize without weights, with weights (where the
-// type uses them), dequantize (into the matrix, and row after row into one buffer).
+// Registered at start-up for every quantized ggml type lowbit writes, in the registry's order: quantize
+// without weights, with weights (where the type uses them), dequantize (into the matrix, and row after
+// row into one buffer).
 const bool registered = [] {
-  using lowbit::GgmlType;
-  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
-                        GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                        GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,
-                        GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::TQ1_0,
-                        GgmlType::TQ2_0, GgmlType::MXFP4, GgmlType::NVFP4, GgmlType::Q1_0, GgmlType::Q2_0}) {
-    const std::string name(lowbit::ggml_type_name(type));
+  for (const lowbit::FormatInfo& format : lowbit::kFormats) {
+    if (!format.ggml || !format.quantized || !lowbit::ggml_codec(*format.ggml)) continue;
+    const lowbit::GgmlType type = *format.ggml;
+    const std::string name(format.name);
     if (!lowbit::ggml_requires_imatrix(type))
       benchmark::RegisterBenchmark(("BM_ggml_quantize/" + name).c_str(), BM_ggml_quantize, type, false)
           ->Unit(benchmark::kMillisecond)->MinTime(0.5);

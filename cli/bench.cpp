@@ -157,8 +157,9 @@ void add_bench_command(CLI::App& app) {
     std::vector<Row> rows;
     for (const auto& format : o->formats) {
       Row r{format, 0, 0};
-      if (format == "nf4" || format == "fp4") {
-        const bnb::Bnb4bitOptions opt{.quant_type = format == "nf4" ? bnb::QuantType::nf4 : bnb::QuantType::fp4, .blocksize = 64};
+      const auto id = parse_format_id(format);
+      if (const auto quant_type = id ? bnb::quant_type_of(*id) : std::nullopt) {
+        const bnb::Bnb4bitOptions opt{.quant_type = *quant_type, .blocksize = 64};
         bnb::Bnb4bitQuantized q;
         const double qs = median_seconds(o->repeats, [&] { q = bnb::quantize_4bit(bf16.view(), opt); });
         Tensor out(DType::bf16, {o->rows, o->cols});
@@ -166,7 +167,7 @@ void add_bench_command(CLI::App& app) {
         const double moved = double(bf16.buffer.size() + q.packed.size() + q.state.absmax.size() * 4);
         r.quantize_gbs = moved / qs / 1e9;
         r.dequantize_gbs = moved / ds / 1e9;
-      } else if (format == "int8") {
+      } else if (id == FormatId::int8) {
         bnb::Int8RowwiseQuantized q;
         const double qs = median_seconds(o->repeats, [&] { q = bnb::quantize_int8_rowwise(bf16.view()); });
         Tensor out(DType::bf16, {o->rows, o->cols});
@@ -175,7 +176,7 @@ void add_bench_command(CLI::App& app) {
         r.quantize_gbs = moved / qs / 1e9;
         r.dequantize_gbs = moved / ds / 1e9;
       } else {
-        const auto type = ggml_type_from_name(format);
+        const auto type = id ? format_info(*id).ggml : std::nullopt;
         if (!type || !ggml_codec(*type) || !ggml_codec(*type)->quantize_row) throw Error(fmt::format("cannot time '{}'", format));
         std::vector<std::byte> blocks(ggml_row_bytes(*type, o->cols) * size_t(o->rows));
         std::vector<float> back(f32.size());

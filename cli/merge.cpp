@@ -72,7 +72,8 @@ DType merged_dtype(const MergeOptions& o, const ModelSource& source) {
 void run(const MergeOptions& o) {
   const std::filesystem::path output(o.output);
   const bool gguf_out = output.extension() == ".gguf";
-  const bool bnb_out = o.format == "nf4" || o.format == "fp4" || o.format == "int8";
+  const auto bnb_format = parse_bnb_format(o.format);
+  const bool bnb_out = bnb_format.has_value();
   if (gguf_out && o.format.empty() && o.mix.empty()) throw Error("a GGUF output needs --format TYPE or --mix NAME");
   if (!gguf_out && !o.mix.empty()) throw Error("--mix applies to a GGUF output (OUT.gguf)", {.file = o.output});
   if (!gguf_out && !o.format.empty() && !bnb_out)
@@ -118,7 +119,7 @@ void run(const MergeOptions& o) {
     const auto hf = scratch.path() / "merged";
     kept = export_gguf_to_hf(*merged, hf, merged_dtype(o, *merged), progress, nonfinite).nonfinite;
     const auto r = quantize_to_bnb(hf, output,
-                                   {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .nonfinite = nonfinite,
+                                   {.format = {.id = *bnb_format, .blocksize = o.blocksize, .double_quant = o.double_quant}, .nonfinite = nonfinite,
                                     .overwrite = o.force},
                                    progress);
     // r.nonfinite counts the same 16-bit tensors again (NF4/FP4/int8 hold none): the export's count stands.

@@ -31,14 +31,13 @@ struct QuantizeOptions {
   std::vector<std::string> skip;
 };
 
-bool is_bnb_format(const std::string& format) { return format == "nf4" || format == "fp4" || format == "int8"; }
-
 void run_bnb(const QuantizeOptions& o, const Plan* plan) {
   if (!o.mix.empty() || !o.imatrix.empty() || !o.tensor_types.empty() || !o.gptq.empty())
     throw Error("--mix, --imatrix, --tensor-type and --gptq apply to GGUF outputs, not to bitsandbytes formats");
   TerminalProgress progress(o.common.quiet);
   const auto r = quantize_to_bnb(o.input, o.output,
-                                 {.format = o.format, .blocksize = o.blocksize, .double_quant = o.double_quant, .skip = o.skip, .plan = plan,
+                                 {.format = {.id = parse_bnb_format(o.format).value_or(FormatId::nf4), .blocksize = o.blocksize, .double_quant = o.double_quant},
+                                  .skip = o.skip, .plan = plan,
                                   .nonfinite = nonfinite_policy(o.allow_nonfinite), .overwrite = o.force},
                                  progress);
   const std::string format = plan ? "planned" : o.format;
@@ -162,7 +161,7 @@ void add_quantize_command(CLI::App& app) {
       throw Error("give exactly one of --format, --mix NAME, --plan FILE and --bpw X");
     if ((o->target != "gguf" || !o->rules.empty() || !o->probe_text.empty()) && o->bpw <= 0)
       throw Error("--target, --rules and --probe-text apply to --bpw (a plan file records its own target and choices)");
-    if (is_bnb_format(o->format)) return run_bnb(*o, nullptr);
+    if (parse_bnb_format(o->format)) return run_bnb(*o, nullptr);
     if (o->plan.empty() && o->bpw <= 0) return run_gguf(*o, nullptr);
     TerminalProgress planning(o->common.quiet);
     const Plan plan = !o->plan.empty() ? read_plan(o->plan)

@@ -171,8 +171,6 @@ Plan make_plan_for(const PlanArgs& a, Progress& progress) {
 
 // ---- quantize (cli/quantize.cpp) ----
 
-bool is_bnb_format(const std::string& format) { return format == "nf4" || format == "fp4" || format == "int8"; }
-
 GgmlType parse_ggml_type(const std::string& name) {
   const auto type = ggml_type_from_name(name);
   if (!type) throw Error("unknown ggml type '" + name + "'", {.expected = "q4_0, q8_0, q4_K, iq4_xs, f16 ..."});
@@ -183,7 +181,8 @@ Json quantize_bnb(const QuantizeArgs& a, const Plan* plan, Progress& progress) {
   if (!a.mix.empty() || !a.imatrix.empty() || !a.tensor_types.empty())
     throw Error("mix, imatrix and tensor_types apply to GGUF outputs, not to bitsandbytes formats");
   const auto r = quantize_to_bnb(a.input, a.output,
-                                 {.format = a.format, .blocksize = a.blocksize, .double_quant = a.double_quant, .skip = a.skip, .plan = plan,
+                                 {.format = {.id = parse_bnb_format(a.format).value_or(FormatId::nf4), .blocksize = a.blocksize, .double_quant = a.double_quant},
+                                  .skip = a.skip, .plan = plan,
                                   .nonfinite = nonfinite_policy(a.allow_nonfinite), .overwrite = a.force},
                                  progress);
   return {{"output", a.output}, {"format", plan ? "planned" : a.format}, {"tensors", r.tensors}, {"quantized", r.quantized},
@@ -248,7 +247,7 @@ Json quantize_job(const QuantizeArgs& a, Progress& progress) {
     throw Error("give exactly one of format, mix, plan and bpw");
   if ((a.target != "gguf" || !a.rules.empty() || !a.probe_text.empty()) && a.bpw <= 0)
     throw Error("target, rules and probe_text apply to bpw (a plan file records its own target and choices)");
-  if (is_bnb_format(a.format)) return quantize_bnb(a, nullptr, progress);
+  if (parse_bnb_format(a.format)) return quantize_bnb(a, nullptr, progress);
   if (a.plan.empty() && a.bpw <= 0) return quantize_gguf(a, nullptr, progress);
   const Plan plan = !a.plan.empty() ? read_plan(a.plan)
                                     : make_plan_for({.model = a.input, .bpw = a.bpw, .target = a.target, .imatrix = a.imatrix, .rules = a.rules,

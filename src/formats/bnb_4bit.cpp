@@ -226,8 +226,6 @@ int64_t quantize_4bit_blocks_reference(QuantType type, const TensorView& input, 
 
 }  // namespace detail
 
-std::string_view quant_type_name(QuantType type) { return type == QuantType::nf4 ? "nf4" : "fp4"; }
-
 void check_blocksize_4bit(int64_t blocksize, std::string_view tensor_name) {
   if (std::find(kBlocksizes4bit.begin(), kBlocksizes4bit.end(), blocksize) == kBlocksizes4bit.end())
     throw Error("bnb 4-bit: unsupported blocksize " + std::to_string(blocksize),

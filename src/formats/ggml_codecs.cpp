@@ -1,4 +1,4 @@
-// The registry table, the plain-type passthroughs, and the row-parallel drivers.
+// The codec table, the plain-type passthroughs, and the row-parallel drivers.
 #include "lowbit/formats/ggml_codecs.h"
 
 #include <algorithm>
@@ -45,7 +45,7 @@ void bf16_to_f32_row(const void* in, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_f32(h[i]);
 }
 
-// One line per type.
+// One line per type lowbit writes (also the order require_codec lists them in).
 constexpr GgmlCodec kCodecs[] = {
     {GgmlType::F32, f32_from_f32, f32_to_f32, false},
     {GgmlType::F16, f16_from_f32, f16_to_f32_row, false},
@@ -64,6 +64,9 @@ constexpr GgmlCodec kCodecs[] = {
     {GgmlType::IQ4_XS, ggml::quantize_row_iq4_xs, ggml::dequantize_row_iq4_xs, true},
     {GgmlType::IQ1_S, ggml::quantize_row_iq1_s, ggml::dequantize_row_iq1_s, true},
     {GgmlType::IQ1_M, ggml::quantize_row_iq1_m, ggml::dequantize_row_iq1_m, true},
+    {GgmlType::IQ2_XXS, ggml::quantize_row_iq2_xxs, ggml::dequantize_row_iq2_xxs, true},
+    {GgmlType::IQ2_XS, ggml::quantize_row_iq2_xs, ggml::dequantize_row_iq2_xs, true},
+    {GgmlType::IQ2_S, ggml::quantize_row_iq2_s, ggml::dequantize_row_iq2_s, true},
     {GgmlType::IQ3_XXS, ggml::quantize_row_iq3_xxs, ggml::dequantize_row_iq3_xxs, true},
     {GgmlType::IQ3_S, ggml::quantize_row_iq3_s, ggml::dequantize_row_iq3_s, true},
     {GgmlType::TQ1_0, ggml::quantize_row_tq1_0, ggml::dequantize_row_tq1_0, false},
@@ -72,16 +75,18 @@ constexpr GgmlCodec kCodecs[] = {
     {GgmlType::NVFP4, ggml::quantize_row_nvfp4, ggml::dequantize_row_nvfp4, false},
     {GgmlType::Q1_0, ggml::quantize_row_q1_0, ggml::dequantize_row_q1_0, false},
     {GgmlType::Q2_0, ggml::quantize_row_q2_0, ggml::dequantize_row_q2_0, false},
-    {GgmlType::IQ2_XXS, ggml::quantize_row_iq2_xxs, ggml::dequantize_row_iq2_xxs, true},
-    {GgmlType::IQ2_XS, ggml::quantize_row_iq2_xs, ggml::dequantize_row_iq2_xs, true},
-    {GgmlType::IQ2_S, ggml::quantize_row_iq2_s, ggml::dequantize_row_iq2_s, true},
 };
 
 const GgmlCodec& require_codec(GgmlType type) {
   const GgmlCodec* codec = ggml_codec(type);
-  if (!codec)
-    throw Error("lowbit has no codec for ggml type " + std::string(ggml_type_name(type)),
-                {.expected = "one of f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl iq4_xs iq1_s iq1_m iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s tq1_0 tq2_0 mxfp4 nvfp4 q1_0 q2_0"});
+  if (!codec) {
+    std::string known = "one of";
+    for (const GgmlCodec& c : kCodecs) {
+      known += ' ';
+      known += ggml_type_name(c.type);
+    }
+    throw Error("lowbit has no codec for ggml type " + std::string(ggml_type_name(type)), {.expected = known});
+  }
   return *codec;
 }
 
@@ -90,9 +95,7 @@ int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, (int64_t(1) << 16)
 
 }  // namespace
 
-bool ggml_requires_imatrix(GgmlType type) {
-  return type == GgmlType::IQ2_XXS || type == GgmlType::IQ2_XS || type == GgmlType::IQ1_S;
-}
+bool ggml_requires_imatrix(GgmlType type) { return ggml_type_info(type).needs_imatrix; }
 
 const GgmlCodec* ggml_codec(GgmlType type) {
   for (const GgmlCodec& codec : kCodecs)
@@ -101,7 +104,7 @@ const GgmlCodec* ggml_codec(GgmlType type) {
 }
 
 size_t ggml_row_bytes(GgmlType type, int64_t cols) {
-  const GgmlTypeInfo& info = ggml_type_info(type);
+  const FormatInfo& info = ggml_type_info(type);
   if (cols < 0 || cols % info.block_elements != 0)
     throw Error("a " + std::string(info.name) + " row of " + std::to_string(cols) +
                     " values is not a whole number of " + std::to_string(info.block_elements) + "-value blocks",

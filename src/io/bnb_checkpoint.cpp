@@ -70,7 +70,10 @@ constexpr int64_t kMaxBlocksize = 1 << 20, kMaxElements = int64_t(1) << 48;
 QuantStateJson read_quant_state(const JsonField& j) {
   QuantStateJson s;
   s.quant_type = j["quant_type"].string();
-  if (s.quant_type != "nf4" && s.quant_type != "fp4") throw j["quant_type"].error("is '" + s.quant_type + "'", "nf4 or fp4");
+  // The file's spelling exactly (bitsandbytes writes it lower-case): nf4 or fp4.
+  const auto id = parse_format_id(s.quant_type);
+  if (!id || format_info(*id).family != FormatFamily::bnb_4bit || format_name(*id) != s.quant_type)
+    throw j["quant_type"].error("is '" + s.quant_type + "'", "nf4 or fp4");
   s.blocksize = int(j["blocksize"].integer(1, kMaxBlocksize));
   const auto dtype = dtype_from_name(j["dtype"].string());
   if (!dtype || !dtype_is_float(*dtype)) throw j["dtype"].error("is '" + j["dtype"].string() + "'", "a float type");
@@ -103,13 +106,13 @@ QuantStateJson parse_quant_state(std::string_view text, const ErrorContext& wher
 }
 
 nlohmann::ordered_json quantization_config(const QuantizationConfig& c) {
-  const bool four_bit = c.format != "int8";
+  const bool four_bit = c.format != FormatId::int8;
   nlohmann::ordered_json j;
   j["_load_in_4bit"] = four_bit;
   j["_load_in_8bit"] = !four_bit;
   j["bnb_4bit_compute_dtype"] = std::string(torch_dtype_name(c.compute_dtype));
   j["bnb_4bit_quant_storage"] = "uint8";
-  j["bnb_4bit_quant_type"] = four_bit ? c.format : "fp4";
+  j["bnb_4bit_quant_type"] = std::string(four_bit ? format_name(c.format) : "fp4");
   j["bnb_4bit_use_double_quant"] = four_bit && c.double_quant;
   j["llm_int8_enable_fp32_cpu_offload"] = false;
   j["llm_int8_has_fp16_weight"] = false;

@@ -53,7 +53,7 @@ Value make_string_array(std::vector<std::string> strings) {
 }
 
 uint64_t tensor_bytes(GgmlType type, const Shape& ne) {
-  const GgmlTypeInfo* info = ggml_type_info(uint32_t(type));
+  const FormatInfo* info = ggml_type_info(uint32_t(type));
   if (!info) throw Error(fmt::format("ggml type id {} is not defined", uint32_t(type)));
   if (ne.empty() || ne.size() > format::kMaxDims)
     throw Error(fmt::format("tensor has {} dimensions", ne.size()), {.expected = "1 to 4"});

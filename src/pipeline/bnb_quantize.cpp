@@ -181,12 +181,12 @@ std::map<std::string, Step, std::less<>> planned_steps(const Plan& plan, const C
 // quantization_config's 4-bit type and double quant for a planned checkpoint: those of the most
 // parameters (transformers builds its Linear4bit layers with them; each weight's own quant state,
 // which it loads, overrides them).
-std::pair<std::string, bool> prevailing_4bit(const std::vector<Step>& steps) {
-  std::map<std::pair<std::string, bool>, int64_t> params;
+std::pair<FormatId, bool> prevailing_4bit(const std::vector<Step>& steps) {
+  std::map<std::pair<FormatId, bool>, int64_t> params;
   for (const auto& s : steps)
     if (s.kind == Step::Kind::four_bit)
-      params[{std::string(bnb::quant_type_name(s.four_bit.quant_type)), s.four_bit.double_quant}] += s.entry->shard->view(*s.entry->info).elements();
-  if (params.empty()) return {"nf4", false};
+      params[{bnb::format_id(s.four_bit.quant_type), s.four_bit.double_quant}] += s.entry->shard->view(*s.entry->info).elements();
+  if (params.empty()) return {FormatId::nf4, false};
   return std::ranges::max_element(params, {}, [](const auto& p) { return p.second; })->first;
 }
 
@@ -196,9 +196,9 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
                           Progress& progress) {
   const auto start = std::chrono::steady_clock::now();
   if (!o.plan) {
-    if (o.format != "nf4" && o.format != "fp4" && o.format != "int8")
-      throw Error(fmt::format("'{}' is not a bitsandbytes format", o.format), {.expected = "nf4, fp4 or int8"});
-    if (o.format != "int8") bnb::check_blocksize_4bit(o.blocksize);
+    if (!is_bnb_format(o.format.id))
+      throw Error(fmt::format("'{}' is not a bitsandbytes format", format_name(o.format.id)), {.expected = "nf4, fp4 or int8"});
+    if (o.format.id != FormatId::int8) bnb::check_blocksize_4bit(o.format.blocksize);
   }
   const bool directory = std::filesystem::is_directory(input);
   if (!directory && input.extension() != ".safetensors")
@@ -218,9 +218,9 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
     if (o.plan) {
       if (const auto it = planned.find(name); it != planned.end()) step = it->second;
     } else if (is_bnb_linear_weight(name, view, directory) && !matches_any(o.skip, name)) {
-      step.kind = o.format == "int8" ? Step::Kind::int8 : Step::Kind::four_bit;
-      step.four_bit = {.quant_type = o.format == "fp4" ? bnb::QuantType::fp4 : bnb::QuantType::nf4, .blocksize = o.blocksize,
-                       .double_quant = o.double_quant};
+      step.kind = o.format.id == FormatId::int8 ? Step::Kind::int8 : Step::Kind::four_bit;
+      step.four_bit = {.quant_type = bnb::quant_type_of(o.format.id).value_or(bnb::QuantType::nf4), .blocksize = o.format.blocksize,
+                       .double_quant = o.format.double_quant};
     }
     const bool quantized = step.kind == Step::Kind::four_bit || step.kind == Step::Kind::int8;
     const bool linear_like = view.shape.size() == 2 && name.ends_with(".weight") && name.find("embed") == std::string::npos &&
@@ -249,12 +249,12 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
     progress.advance(name, groups[g].bytes);
   };
 
-  const auto [format, double_quant] = o.plan ? prevailing_4bit(steps) : std::pair{o.format, o.double_quant};
+  const auto [format, double_quant] = o.plan ? prevailing_4bit(steps) : std::pair{o.format.id, o.format.double_quant};
   nlohmann::ordered_json config = nlohmann::ordered_json::parse(ckpt.config().dump());
   config["quantization_config"] = bnb::quantization_config({.format = format, .double_quant = double_quant,
                                                             .compute_dtype = ckpt.torch_dtype().value_or(DType::bf16),
                                                             .skip_modules = skipped_modules});
-  const std::string description = o.plan ? "bitsandbytes 4-bit, planned per tensor" : "bitsandbytes " + o.format;
+  const std::string description = o.plan ? "bitsandbytes 4-bit, planned per tensor" : "bitsandbytes " + std::string(format_name(o.format.id));
   report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}, {"quantization", description}}, config,
                                    o.max_shard_bytes, report.bytes_out, o.overwrite);
   progress.end();

@@ -14,6 +14,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/core/tensor.h"
 #include "lowbit/formats/bnb_4bit.h"
+#include "lowbit/formats/format.h"
 #include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/io/checkpoint.h"
 #include "value_guard.h"
@@ -35,8 +36,8 @@ class BnbReader {
 
   // The quant state tensor of a 4-bit weight, or null.
   const Checkpoint::Entry* quant_state(const std::string& weight) const {
-    for (const char* type : {"nf4", "fp4"})
-      if (const auto* e = find(weight + bnb::quant_state_key(type))) return e;
+    for (const bnb::QuantType type : bnb::kQuantTypes)
+      if (const auto* e = find(weight + bnb::quant_state_key(bnb::quant_type_name(type)))) return e;
     return nullptr;
   }
   // The SCB of an int8 weight, or null.
@@ -76,7 +77,7 @@ class BnbReader {
     const TensorView state_view = view(*state_entry);
     const auto json = bnb::parse_quant_state({reinterpret_cast<const char*>(state_view.bytes.data()), state_view.bytes.size()}, where);
     bnb::Bnb4bitState s;
-    s.quant_type = json.quant_type == "nf4" ? bnb::QuantType::nf4 : bnb::QuantType::fp4;
+    s.quant_type = *bnb::quant_type_of(*parse_format_id(json.quant_type));  // parse_quant_state accepts nf4 and fp4 only
     s.blocksize = json.blocksize;
     s.dtype = json.dtype;
     s.shape = json.shape;

@@ -9,6 +9,7 @@
 
 #include "lowbit/core/error.h"
 #include "lowbit/io/checkpoint.h"
+#include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/io/gguf.h"
 
@@ -45,10 +46,10 @@ class BnbLayout {
   // Fills `s` and returns the companion tensors when `weight` is a bitsandbytes-quantized weight.
   std::vector<std::string> describe(const Checkpoint::Entry& weight, TensorSummary& s) const {
     const std::string& name = weight.info->name;
-    for (const char* quant_type : {"nf4", "fp4"}) {
-      const std::string state_name = name + ".quant_state.bitsandbytes__" + quant_type;
+    for (const bnb::QuantType quant_type : bnb::kQuantTypes) {
+      const std::string state_name = name + bnb::quant_state_key(bnb::quant_type_name(quant_type));
       if (const auto* state = find(state_name)) {
-        s.format = quant_type;
+        s.format = bnb::quant_type_name(quant_type);
         s.shape = shape_from_quant_state(*state);
         std::vector<std::string> companions{state_name};
         for (const char* aux : {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map"})
@@ -61,7 +62,7 @@ class BnbLayout {
       const std::string module = bnb::module_of(name);
       for (const std::string& scb : {module + ".SCB", name + ".SCB"}) {
         if (!find(scb)) continue;
-        s.format = "int8";
+        s.format = format_name(FormatId::int8);
         std::vector<std::string> companions{scb};
         if (find(module + ".weight_format")) companions.push_back(module + ".weight_format");
         return companions;

@@ -17,14 +17,15 @@
 namespace lowbit {
 namespace {
 
-// The ggml types the planner weighs for a GGUF: every type lowbit writes, from 1.56 to 32 bits per weight.
-// Those ggml_requires_imatrix() names are weighed only for a tensor the importance matrix covers.
-constexpr GgmlType kGgufCandidates[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::Q4_K, GgmlType::Q4_0,
-                                        GgmlType::IQ4_NL, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_K, GgmlType::Q5_1,
-                                        GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::F16, GgmlType::BF16, GgmlType::F32,
-                                        GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,
-                                        GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::Q1_0,
-                                        GgmlType::Q2_0, GgmlType::MXFP4, GgmlType::NVFP4};
+// The ggml types the planner weighs for a GGUF: every type lowbit writes (has a codec for), from 1.125
+// to 32 bits per weight, in the registry's order. Those ggml_requires_imatrix() names are weighed only
+// for a tensor the importance matrix covers.
+std::vector<GgmlType> gguf_candidates() {
+  std::vector<GgmlType> types;
+  for (const FormatInfo& f : kFormats)
+    if (f.held_by(FormatTarget::gguf) && ggml_codec(*f.ggml)) types.push_back(*f.ggml);
+  return types;
+}
 
 // The candidates no other candidate of as many bytes or fewer beats or equals on loss (the first of
 // equals stays): the only ones an allocation could want.
@@ -183,7 +184,7 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
       const auto values = source.load_f32(t);
       const auto sample = planning::sample_rows(values, t.ne[0], importance, t.elements() / t.ne[0] / experts);
       const std::string names[] = {t.name};
-      for (GgmlType type : kGgufCandidates) {
+      for (GgmlType type : gguf_candidates()) {
         if (t.ne[0] % ggml_type_info(type).block_elements != 0) continue;  // rows this type cannot tile (tensor_bytes throws)
         if (ggml_requires_imatrix(type) && !importance) continue;           // ggml refuses to quantize it without one
         const uint64_t bytes = gguf::tensor_bytes(type, t.ne);

@@ -20,8 +20,11 @@ namespace {
 
 TensorFormat read_format(const JsonField& t, const std::string& name) {
   const std::string format = t["format"].string();
-  if (format == "nf4" || format == "fp4") {
-    Bnb4bitFormat b{.quant_type = format == "nf4" ? bnb::QuantType::nf4 : bnb::QuantType::fp4,
+  const auto id = parse_format_id(format);
+  const auto planned = id ? tensor_format_of(*id) : std::nullopt;
+  if (!planned) throw t["format"].error(fmt::format("unknown format '{}'", format), "a ggml type, nf4 or fp4");
+  if (const auto* four_bit = std::get_if<Bnb4bitFormat>(&*planned)) {
+    Bnb4bitFormat b{.quant_type = four_bit->quant_type,
                     .blocksize = t.integer_or("blocksize", 64), .double_quant = t.boolean_or("double_quant", false)};
     try {
       bnb::check_blocksize_4bit(b.blocksize, name);
@@ -30,9 +33,7 @@ TensorFormat read_format(const JsonField& t, const std::string& name) {
     }
     return b;
   }
-  const auto type = ggml_type_from_name(format);
-  if (!type) throw t["format"].error(fmt::format("unknown format '{}'", format), "a ggml type, nf4 or fp4");
-  return *type;
+  return *planned;
 }
 
 Plan parse_plan(const JsonField& j) {

@@ -39,9 +39,9 @@ std::pair<int, int> parse_layers(const std::string& text, const std::string& fil
 
 // The format's own spelling ("Q4_K" -> "q4_K"), or nullopt when no format has this name.
 std::optional<std::string> format_name_of(const std::string& name) {
-  if (name == "nf4" || name == "fp4") return name;
-  if (const auto type = ggml_type_from_name(name)) return std::string(ggml_type_name(*type));
-  return std::nullopt;
+  const auto id = parse_format_id(name);
+  if (!id || !tensor_format_of(*id)) return std::nullopt;
+  return std::string(format_name(*id));
 }
 
 std::vector<PlanRule> parse_rules(const nlohmann::json& j, const std::string& file) {

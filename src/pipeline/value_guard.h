@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 #include "lowbit/formats/value_check.h"
 #include "lowbit/pipeline/model_source.h"
 #include "lowbit/pipeline/nonfinite.h"

@@ -7,6 +7,12 @@
 
 namespace lowbit {
 
+std::optional<TensorFormat> tensor_format_of(FormatId id) {
+  if (const auto type = format_info(id).ggml) return *type;
+  if (const auto quant_type = bnb::quant_type_of(id)) return Bnb4bitFormat{.quant_type = *quant_type};
+  return std::nullopt;
+}
+
 std::string_view format_name(const TensorFormat& format) {
   if (const auto* type = std::get_if<GgmlType>(&format)) return ggml_type_name(*type);
   return bnb::quant_type_name(std::get<Bnb4bitFormat>(format).quant_type);
@@ -19,13 +25,12 @@ std::string format_label(const TensorFormat& format) {
 }
 
 std::optional<TensorFormat> parse_format_label(std::string_view label) {
-  const std::string_view family = label.substr(0, 3);
-  if (family != "nf4" && family != "fp4") {
-    if (const auto type = ggml_type_from_name(label)) return *type;
-    return std::nullopt;
-  }
-  Bnb4bitFormat b{.quant_type = family == "nf4" ? bnb::QuantType::nf4 : bnb::QuantType::fp4};
-  std::string_view rest = label.substr(3);
+  const size_t dash = std::min(label.find('-'), label.size());
+  const auto id = parse_format_id(label.substr(0, dash));
+  const auto format = id ? tensor_format_of(*id) : std::nullopt;
+  if (!format || !std::holds_alternative<Bnb4bitFormat>(*format)) return dash == label.size() ? format : std::nullopt;
+  Bnb4bitFormat b = std::get<Bnb4bitFormat>(*format);
+  std::string_view rest = label.substr(dash);
   if (rest.starts_with("-b")) {
     const char* end = rest.data() + rest.size();
     const auto [ptr, ec] = std::from_chars(rest.data() + 2, end, b.blocksize);

@@ -39,13 +39,13 @@ TEST(BnbCheckpoint, QuantStateJsonIsBitsandbytesBytes) {
 }
 
 TEST(BnbCheckpoint, QuantizationConfigKeys) {
-  const auto j = quantization_config({.format = "nf4", .double_quant = true, .skip_modules = {"lm_head"}});
+  const auto j = quantization_config({.format = FormatId::nf4, .double_quant = true, .skip_modules = {"lm_head"}});
   EXPECT_EQ(j["quant_method"], "bitsandbytes");
   EXPECT_EQ(j["load_in_4bit"], true);
   EXPECT_EQ(j["bnb_4bit_quant_type"], "nf4");
   EXPECT_EQ(j["bnb_4bit_use_double_quant"], true);
   EXPECT_EQ(j["llm_int8_skip_modules"][0], "lm_head");
-  const auto i8 = quantization_config({.format = "int8"});
+  const auto i8 = quantization_config({.format = FormatId::int8});
   EXPECT_EQ(i8["load_in_8bit"], true);
   EXPECT_TRUE(i8["llm_int8_skip_modules"].is_null());
 }

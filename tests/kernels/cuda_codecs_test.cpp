@@ -172,11 +172,13 @@ std::vector<int> half_fields(GgmlType type) {
 // of d (bit 6 of byte 55) keeps its exponent below 31.
 void finite_iq1_m_scale(uint8_t* block) { block[55] &= uint8_t(~0x40); }
 
-constexpr GgmlType kGgmlTypes[] = {GgmlType::Q4_0,  GgmlType::Q4_1,   GgmlType::Q5_0,   GgmlType::Q5_1,    GgmlType::Q8_0,
-                                   GgmlType::Q2_K,  GgmlType::Q3_K,   GgmlType::Q4_K,   GgmlType::Q5_K,    GgmlType::Q6_K,
-                                   GgmlType::IQ1_S, GgmlType::IQ1_M,  GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,
-                                   GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::IQ4_NL, GgmlType::IQ4_XS,  GgmlType::TQ1_0,
-                                   GgmlType::TQ2_0, GgmlType::MXFP4,  GgmlType::NVFP4,  GgmlType::Q1_0,    GgmlType::Q2_0};
+// Every quantized ggml type lowbit writes: the GPU must decode each of them.
+std::vector<GgmlType> quantized_ggml_types() {
+  std::vector<GgmlType> types;
+  for (const FormatInfo& f : kFormats)
+    if (f.ggml && f.quantized && ggml_codec(*f.ggml)) types.push_back(*f.ggml);
+  return types;
+}
 
 // ggml quantizes iq1_s, iq2_xxs and iq2_xs only with importance weights; the others get them for the
 // shapes of odd row counts, so both of their quantizer paths feed the decoder.
@@ -186,14 +188,13 @@ std::vector<float> importance_weights(int64_t cols) {
   for (float& v : w) v = u(rng());
   return w;
 }
-bool needs_weights(GgmlType type) { return type == GgmlType::IQ1_S || type == GgmlType::IQ2_XXS || type == GgmlType::IQ2_XS; }
 
 TEST(CudaCodecs, GgmlDequantizeMatchesCpu) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   struct Shape2 { int64_t rows, cols; };
-  for (GgmlType type : kGgmlTypes) {
+  for (GgmlType type : quantized_ggml_types()) {
     ASSERT_TRUE(cuda::has_ggml_dequantize(type));
-    const GgmlTypeInfo& info = ggml_type_info(type);
+    const FormatInfo& info = ggml_type_info(type);
     for (const Shape2 s : {Shape2{1, 256}, Shape2{3, 768}, Shape2{17, 4096}, Shape2{256, 2816}})
       for (bool random_bytes : {false, true}) {  // blocks from the CPU quantizer, or any bit pattern
         const size_t row_bytes = ggml_row_bytes(type, s.cols), total = row_bytes * size_t(s.rows);
@@ -210,7 +211,7 @@ TEST(CudaCodecs, GgmlDequantizeMatchesCpu) {
         } else {
           const std::vector<float> x = heavy_tailed(size_t(s.rows * s.cols));
           const std::vector<float> weights = importance_weights(s.cols);
-          const bool weighted = needs_weights(type) || s.rows % 2 == 1;
+          const bool weighted = ggml_requires_imatrix(type) || s.rows % 2 == 1;
           quantize_rows(type, x.data(), s.rows, s.cols, weighted ? weights.data() : nullptr, blocks.data());
         }
         std::vector<float> cpu(size_t(s.rows * s.cols));

@@ -242,17 +242,14 @@ TEST(CudaMatmul, GgmlMatvecOfEveryTypeMatchesTheCpuDequantizedWeight) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   const int64_t rows = 40, cols = 512;
   const std::vector<float> importance(size_t(cols), 1.0f);  // iq1_s, iq2_xxs and iq2_xs quantize only with one
-  for (const GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K,
-                              GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ1_S, GgmlType::IQ1_M,
-                              GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S, GgmlType::IQ3_XXS, GgmlType::IQ3_S,
-                              GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::MXFP4,
-                              GgmlType::NVFP4, GgmlType::Q1_0, GgmlType::Q2_0, GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
-    const std::string name(ggml_type_name(type));
+  for (const FormatInfo& format : kFormats) {  // every ggml type lowbit writes
+    if (!format.ggml || !ggml_codec(*format.ggml)) continue;
+    const GgmlType type = *format.ggml;
+    const std::string name(format.name);
     ASSERT_TRUE(cuda::has_ggml_matvec(type, cols)) << name;
     const auto values = heavy_tailed(size_t(rows * cols));
     std::vector<std::byte> blocks(ggml_row_bytes(type, cols) * size_t(rows));
-    const bool needs_importance = type == GgmlType::IQ1_S || type == GgmlType::IQ2_XXS || type == GgmlType::IQ2_XS;
-    quantize_rows(type, values.data(), rows, cols, needs_importance ? importance.data() : nullptr, blocks.data());
+    quantize_rows(type, values.data(), rows, cols, ggml_requires_imatrix(type) ? importance.data() : nullptr, blocks.data());
     std::vector<float> w(values.size());
     dequantize_rows(type, blocks.data(), rows, cols, w.data());
     DeviceBytes weight(blocks.size());

@@ -26,7 +26,7 @@ TEST(BnbJobs, Nf4DirectoryIsTheLayoutTransformersLoads) {
   test::TempDir dir;
   test::write_tiny_hf_model(dir / "model");
   const auto out = dir / "nf4";
-  const auto report = quantize_to_bnb(dir / "model", out, {.format = "nf4", .blocksize = 64, .double_quant = true});
+  const auto report = quantize_to_bnb(dir / "model", out, {.format = {.id = FormatId::nf4, .blocksize = 64, .double_quant = true}});
   EXPECT_EQ(report.quantized, 14);  // 7 Linear layers × 2 blocks; embeddings, lm_head and norms stay
   const auto config = read_json(out / "config.json");
   const auto& q = config["quantization_config"];
@@ -77,7 +77,7 @@ TEST(BnbJobs, Int8DirectoryAndShards) {
   test::TempDir dir;
   test::write_tiny_hf_model(dir / "model");
   const auto out = dir / "int8";
-  const auto report = quantize_to_bnb(dir / "model", out, {.format = "int8", .skip = {"*.mlp.down_proj"}, .max_shard_bytes = 400'000});
+  const auto report = quantize_to_bnb(dir / "model", out, {.format = {.id = FormatId::int8}, .skip = {"*.mlp.down_proj"}, .max_shard_bytes = 400'000});
   EXPECT_EQ(report.quantized, 12);
   EXPECT_GT(report.shards, 1);
   EXPECT_TRUE(std::filesystem::exists(out / "model.safetensors.index.json"));
@@ -102,7 +102,7 @@ TEST(BnbJobs, BareFileMatchesBitsandbytesBytes) {
   test::TempDir dir;
   const safetensors::File golden(test::golden_bnb_dir() / "4bit" / "fp4_bs64_nodq_bfloat16_64x256.safetensors");
   safetensors::Writer::write_file(dir / "in.safetensors", {{"w", golden.view("input")}, {"b", golden.view("quant_map")}});
-  quantize_to_bnb(dir / "in.safetensors", dir / "out.safetensors", {.format = "fp4", .blocksize = 64});
+  quantize_to_bnb(dir / "in.safetensors", dir / "out.safetensors", {.format = {.id = FormatId::fp4, .blocksize = 64}});
   const safetensors::File out(dir / "out.safetensors");
   auto same = [](const TensorView& a, const TensorView& b) {
     return a.bytes.size() == b.bytes.size() && std::memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;
@@ -121,20 +121,20 @@ TEST(BnbJobs, FailuresLeaveNothingBehind) {
   test::write_tiny_hf_model(dir / "model");
   std::filesystem::create_directory(dir / "taken");
   std::ofstream(dir / "taken" / "keep.txt") << "mine";
-  EXPECT_THROW(quantize_to_bnb(dir / "model", dir / "taken", {.format = "nf4"}), Error);
+  EXPECT_THROW(quantize_to_bnb(dir / "model", dir / "taken", {.format = {.id = FormatId::nf4}}), Error);
   EXPECT_TRUE(std::filesystem::exists(dir / "taken" / "keep.txt"));
-  quantize_to_bnb(dir / "model", dir / "taken", {.format = "nf4", .overwrite = true});  // the CLI's --force
+  quantize_to_bnb(dir / "model", dir / "taken", {.format = {.id = FormatId::nf4}, .overwrite = true});  // the CLI's --force
   EXPECT_FALSE(std::filesystem::exists(dir / "taken" / "keep.txt"));
   EXPECT_TRUE(std::filesystem::exists(dir / "taken" / "config.json"));
-  EXPECT_THROW(quantize_to_bnb(dir / "model", dir / "bad", {.format = "nf4", .blocksize = 48}), Error);
-  EXPECT_THROW(quantize_to_bnb(dir / "model", dir / "bad", {.format = "q4_K"}), Error);
+  EXPECT_THROW(quantize_to_bnb(dir / "model", dir / "bad", {.format = {.id = FormatId::nf4, .blocksize = 48}}), Error);
+  EXPECT_THROW(quantize_to_bnb(dir / "model", dir / "bad", {.format = {.id = FormatId::q4_K}}), Error);
 
   // A NaN in one weight: the error names it, and no output directory (or temporary) remains.
   std::vector<float> w(64 * 64, 0.5f);
   w[100] = std::nanf("");
   safetensors::Writer::write_file(dir / "nan.safetensors", {{"layer.weight", TensorView::make(DType::f32, {64, 64}, std::as_bytes(std::span(w)))}});
   try {
-    quantize_to_bnb(dir / "nan.safetensors", dir / "nan-out.safetensors", {.format = "nf4"});
+    quantize_to_bnb(dir / "nan.safetensors", dir / "nan-out.safetensors", {.format = {.id = FormatId::nf4}});
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("layer.weight"), std::string::npos) << e.what();
@@ -145,8 +145,8 @@ TEST(BnbJobs, FailuresLeaveNothingBehind) {
   EXPECT_FALSE(std::filesystem::exists(dir / "nan-out.safetensors"));
   EXPECT_FALSE(std::filesystem::exists(dir / "bad"));
   // Already quantized: refused.
-  quantize_to_bnb(dir / "model", dir / "q", {.format = "fp4"});
-  EXPECT_THROW(quantize_to_bnb(dir / "q", dir / "qq", {.format = "fp4"}), Error);
+  quantize_to_bnb(dir / "model", dir / "q", {.format = {.id = FormatId::fp4}});
+  EXPECT_THROW(quantize_to_bnb(dir / "q", dir / "qq", {.format = {.id = FormatId::fp4}}), Error);
 }
 
 }  // namespace

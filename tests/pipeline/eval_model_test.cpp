@@ -35,10 +35,11 @@ TEST(EvalModel, HfDirectoryGivesTheLogitsOfItsGguf) {
 TEST(EvalModel, BitsandbytesCheckpointGivesTheLogitsOfItsDequantizedCopy) {
   test::TempDir dir;
   test::write_tiny_hf_model(dir / "hf");
-  for (const char* format : {"nf4", "int8"}) {
-    SCOPED_TRACE(format);
-    const auto q = dir / (std::string("q-") + format), plain = dir / (std::string("plain-") + format);
-    quantize_to_bnb(dir / "hf", q, {.format = format, .double_quant = true});
+  for (const FormatId format : {FormatId::nf4, FormatId::int8}) {
+    const std::string name(format_name(format));
+    SCOPED_TRACE(name);
+    const auto q = dir / ("q-" + name), plain = dir / ("plain-" + name);
+    quantize_to_bnb(dir / "hf", q, {.format = {.id = format, .double_quant = true}});
     dequantize_bnb(q, plain, std::nullopt);
     const auto want = EvalModel(plain).model().forward(kTokens);
     const auto got = EvalModel(q).model().forward(kTokens);
@@ -53,7 +54,7 @@ TEST(EvalModel, BitsandbytesCheckpointGivesTheLogitsOfItsDequantizedCopy) {
 TEST(ModelSource, BitsandbytesCheckpointServesItsDequantizedWeights) {
   test::TempDir dir;
   test::write_tiny_hf_model(dir / "hf");
-  quantize_to_bnb(dir / "hf", dir / "q", {.format = "nf4", .blocksize = 32});
+  quantize_to_bnb(dir / "hf", dir / "q", {.format = {.id = FormatId::nf4, .blocksize = 32}});
   dequantize_bnb(dir / "q", dir / "plain", std::nullopt);
   const auto q = ModelSource::open(dir / "q"), plain = ModelSource::open(dir / "plain");
   ASSERT_EQ(q->tensors().size(), plain->tensors().size());

@@ -72,7 +72,7 @@ TEST(HfConsumers, BitsandbytesCpuDequantizesLowbitsBytes) {
   for (const char* format : {"nf4", "fp4"}) {
     for (const bool double_quant : {false, true}) {
       const auto out = dir / fmt::format("{}-{}", format, double_quant);
-      quantize_to_bnb(dir / "model", out, {.format = format, .blocksize = 64, .double_quant = double_quant});
+      quantize_to_bnb(dir / "model", out, {.format = {.id = *parse_bnb_format(format), .blocksize = 64, .double_quant = double_quant}});
       // A checkpoint directory dequantizes to a directory (model.safetensors inside).
       const auto plain = dir / fmt::format("{}-{}-plain", format, double_quant);
       dequantize_bnb(out, plain, DType::f32);

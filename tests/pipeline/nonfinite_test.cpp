@@ -224,7 +224,7 @@ void write_plain(const std::filesystem::path& path, const std::vector<float>& we
 
 std::string bnb_refusal(const test::TempDir& dir, const std::string& format, bool allow = false) {
   const std::string m = message_of([&] {
-    BnbQuantizeOptions o{.format = format};
+    BnbQuantizeOptions o{.format = {.id = *parse_bnb_format(format)}};
     o.nonfinite.allow = allow;
     quantize_to_bnb(dir / "model.safetensors", dir / "out.safetensors", o);
   });
@@ -248,7 +248,7 @@ TEST(Nonfinite, BnbQuantizeNamesFileTensorElementAndTheRealReason) {
   const std::string int8 = bnb_refusal(dir, "int8");
   EXPECT_NE(int8.find("99840 is beyond the f16 range"), std::string::npos) << int8;
   EXPECT_EQ(int8.find("NaN"), std::string::npos) << int8;
-  EXPECT_NO_THROW(quantize_to_bnb(dir / "model.safetensors", dir / "nf4.safetensors", {.format = "nf4"}));  // nf4 scales are f32
+  EXPECT_NO_THROW(quantize_to_bnb(dir / "model.safetensors", dir / "nf4.safetensors", {.format = {.id = FormatId::nf4}}));  // nf4 scales are f32
   w[2 * 64 + 3] = -kInf;
   write_plain(dir / "model.safetensors", w, smooth(64));
   EXPECT_NE(bnb_refusal(dir, "nf4").find("-Inf at row 2, column 3"), std::string::npos);
@@ -260,7 +260,7 @@ TEST(Nonfinite, BnbNaNNormIsRefusedOrCountedWhenAllowed) {
   norm[5] = kNaN;
   write_plain(dir / "model.safetensors", smooth(4 * 64), norm);
   EXPECT_NE(bnb_refusal(dir, "nf4").find("model.norm.weight"), std::string::npos);
-  BnbQuantizeOptions o{.format = "nf4"};
+  BnbQuantizeOptions o{.format = {.id = FormatId::nf4}};
   o.nonfinite.allow = true;
   const auto r = quantize_to_bnb(dir / "model.safetensors", dir / "out.safetensors", o);
   EXPECT_EQ(r.nonfinite.values, 1);
@@ -288,9 +288,9 @@ void patch_tensor(const std::filesystem::path& in, const std::filesystem::path& 
 TEST(Nonfinite, BnbCheckpointStatisticsAreChecked) {
   test::TempDir dir;
   write_plain(dir / "model.safetensors", smooth(4 * 64), smooth(64));
-  quantize_to_bnb(dir / "model.safetensors", dir / "nf4.safetensors", {.format = "nf4"});
-  quantize_to_bnb(dir / "model.safetensors", dir / "dq.safetensors", {.format = "nf4", .double_quant = true});
-  quantize_to_bnb(dir / "model.safetensors", dir / "int8.safetensors", {.format = "int8"});
+  quantize_to_bnb(dir / "model.safetensors", dir / "nf4.safetensors", {.format = {.id = FormatId::nf4}});
+  quantize_to_bnb(dir / "model.safetensors", dir / "dq.safetensors", {.format = {.id = FormatId::nf4, .double_quant = true}});
+  quantize_to_bnb(dir / "model.safetensors", dir / "int8.safetensors", {.format = {.id = FormatId::int8}});
   const std::string absmax = std::string(kLinear) + ".absmax", nested = std::string(kLinear) + ".nested_absmax";
   const std::string scb = "model.layers.0.mlp.up_proj.SCB";
   struct Case { std::string from, tensor; float value; std::string phrase; };

@@ -158,7 +158,7 @@ std::filesystem::path bnb_with_state(const test::TempDir& dir, const std::string
   const std::vector<float> w(128, 0.5f);
   const auto plain = dir / "plain.safetensors", nf4 = dir / "nf4.safetensors";
   safetensors::Writer::write_file(plain, {{"m.weight", TensorView::make(DType::f32, {8, 16}, std::as_bytes(std::span(w)))}});
-  quantize_to_bnb(plain, nf4, {.format = "nf4"});
+  quantize_to_bnb(plain, nf4, {.format = {.id = FormatId::nf4}});
   const safetensors::File in(nf4);
   std::vector<std::pair<std::string, TensorView>> tensors;
   for (const auto& t : in.tensors())

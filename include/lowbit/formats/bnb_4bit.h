@@ -32,11 +32,22 @@
 
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/tensor.h"
+#include "lowbit/formats/format.h"
 
 namespace lowbit::bnb {
 
 enum class QuantType : uint8_t { nf4, fp4 };
-std::string_view quant_type_name(QuantType type);  // "nf4", "fp4"
+// The registry's id and name of a quant type ("nf4", "fp4"), and the quant type of an id (nullopt
+// for a format outside the bnb 4-bit family).
+constexpr FormatId format_id(QuantType type) { return type == QuantType::nf4 ? FormatId::nf4 : FormatId::fp4; }
+constexpr std::string_view quant_type_name(QuantType type) { return format_name(format_id(type)); }
+constexpr std::optional<QuantType> quant_type_of(FormatId id) {
+  if (id == FormatId::nf4) return QuantType::nf4;
+  if (id == FormatId::fp4) return QuantType::fp4;
+  return std::nullopt;
+}
+// The 4-bit quant types, in the registry's order.
+inline constexpr QuantType kQuantTypes[] = {QuantType::nf4, QuantType::fp4};
 
 // The block sizes bitsandbytes' CUDA kernels accept for 4-bit quantization.
 inline constexpr std::array<int64_t, 8> kBlocksizes4bit = {32, 64, 128, 256, 512, 1024, 2048, 4096};

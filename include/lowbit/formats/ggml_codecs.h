@@ -1,14 +1,15 @@
-// The one registry of ggml codecs: for each GgmlType lowbit can write or read, a row quantizer and a
-// row dequantizer. Adding a type = one codec file + one line in src/formats/ggml_codecs.cpp.
+// The ggml codecs: for each GgmlType lowbit can write or read, a row quantizer and a row dequantizer.
+// Adding a type = its row in the format registry (format.h), one codec file, and one line in
+// src/formats/ggml_codecs.cpp.
 //
-// A "row" is n consecutive values laid out as n / block_elements blocks (ggml_types.h gives the
+// A "row" is n consecutive values laid out as n / block_elements blocks (the registry gives the
 // sizes). Quantizers reproduce ggml's ggml_quantize_chunk byte for byte; dequantizers its to_float.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 
 namespace lowbit {
 
@@ -23,8 +24,8 @@ struct GgmlCodec {
   bool uses_weights;                   // false where ggml ignores quant_weights (q8_0, plain types)
 };
 
-// Whether ggml refuses to quantize `type` without importance weights (ggml_quantize_requires_imatrix:
-// iq2_xxs, iq2_xs, iq1_s). Their quantizers throw lowbit::Error when called without them.
+// Whether ggml refuses to quantize `type` without importance weights (the registry's needs_imatrix,
+// ggml_quantize_requires_imatrix: iq2_xxs, iq2_xs, iq1_s). Their quantizers throw lowbit::Error when called without them.
 bool ggml_requires_imatrix(GgmlType type);
 
 // The codec of `type`, or null where lowbit has none.

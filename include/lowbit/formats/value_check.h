@@ -10,7 +10,7 @@
 #include <string_view>
 
 #include "lowbit/core/dtype.h"
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 
 namespace lowbit {
 

@@ -18,6 +18,7 @@
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/tensor.h"
+#include "lowbit/formats/format.h"
 
 namespace lowbit::bnb {
 
@@ -58,7 +59,7 @@ inline std::string quant_state_key(std::string_view quant_type) { return std::st
 
 // config.json's "quantization_config" for a pre-quantized bitsandbytes model.
 struct QuantizationConfig {
-  std::string format;               // "nf4", "fp4" or "int8"
+  FormatId format = FormatId::nf4;  // nf4, fp4 or int8
   bool double_quant = false;
   DType compute_dtype = DType::bf16;
   std::vector<std::string> skip_modules;  // llm_int8_skip_modules

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 #include "lowbit/io/gguf.h"
 #include "lowbit/model/llama_config.h"
 #include "lowbit/model/model_weights.h"

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 #include "lowbit/io/gguf.h"
 #include "lowbit/model/model_weights.h"
 #include "lowbit/model/rope.h"

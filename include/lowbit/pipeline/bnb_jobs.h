@@ -9,18 +9,17 @@
 
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/progress.h"
+#include "lowbit/formats/format.h"
 #include "lowbit/pipeline/nonfinite.h"
 #include "lowbit/pipeline/plan.h"
 
 namespace lowbit {
 
 struct BnbQuantizeOptions {
-  std::string format = "nf4";           // nf4, fp4 or int8
-  int64_t blocksize = 64;               // 4-bit only
-  bool double_quant = false;            // 4-bit only
+  FormatSpec format;                    // nf4, fp4 (blocksize, double quant) or int8
   std::vector<std::string> skip;        // globs on module or tensor names kept unquantized
   // A plan (target bnb) from lowbit plan: each weight it names gets its own 4-bit format or float type,
-  // every other tensor is copied; format, blocksize, double_quant and skip are then not used.
+  // every other tensor is copied; format and skip are then not used.
   const Plan* plan = nullptr;
   uint64_t max_shard_bytes = 5'000'000'000;  // as save_pretrained's default "5GB"
   NonfinitePolicy nonfinite;  // for tensors kept in float; NF4/FP4/int8 hold no NaN/Inf under any policy

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "lowbit/core/tensor.h"
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 
 namespace lowbit {
 

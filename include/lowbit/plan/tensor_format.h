@@ -11,7 +11,7 @@
 #include <variant>
 
 #include "lowbit/formats/bnb_4bit.h"
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 
 namespace lowbit {
 
@@ -24,6 +24,9 @@ struct Bnb4bitFormat {
 
 using TensorFormat = std::variant<GgmlType, Bnb4bitFormat>;
 
+// The plan format of a registry format: its ggml type, or bitsandbytes 4-bit at blocksize 64 without
+// double quantization; nullopt for int8 (a plan does not choose it).
+std::optional<TensorFormat> tensor_format_of(FormatId id);
 // The reference tools' own name of the format: "q4_K", "bf16", "nf4", "fp4".
 std::string_view format_name(const TensorFormat& format);
 // A name that tells every variant apart: "q4_K", "nf4-b64", "fp4-b128-dq".

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "check.h"
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 #include "lowbit/kernels/cuda/codecs.h"
 #include "lowbit/kernels/cuda/matmul.h"
 
@@ -273,7 +273,7 @@ struct Bench {
   }
 
   void dequantize_ggml_row(MatrixSize m, GgmlType type) {
-    const GgmlTypeInfo& info = ggml_type_info(type);
+    const FormatInfo& info = ggml_type_info(type);
     const int64_t n = m.n(), block_bytes = n / info.block_elements * info.block_bytes;
     const int64_t bytes = block_bytes + 2 * n;
     const int sets = sets_for(bytes);

@@ -12,7 +12,7 @@
 #include <cuda_fp16.h>
 
 #include "codec_common.cuh"
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 
 namespace lowbit::cuda::detail {
 

@@ -3,7 +3,7 @@
 #include <string>
 
 #include "codec_common.cuh"
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 #include "matmul_context.cuh"
 
 namespace lowbit::cuda {

@@ -28,7 +28,7 @@
 
 #include "codec_common.cuh"
 #include "formats/bnb_tables.h"
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 #include "lowbit/kernels/cuda/matmul.h"
 
 namespace lowbit::cuda {

@@ -15,7 +15,7 @@
 
 #include "lowbit/core/dtype.h"
 #include "lowbit/formats/bnb_4bit.h"
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 
 typedef struct CUstream_st* cudaStream_t;
 

@@ -20,7 +20,7 @@
 #include <memory>
 
 #include "lowbit/core/dtype.h"
-#include "lowbit/formats/ggml_types.h"
+#include "lowbit/formats/format.h"
 #include "lowbit/kernels/cuda/codecs.h"
 
 namespace lowbit::cuda {
