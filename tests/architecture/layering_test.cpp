@@ -39,6 +39,7 @@ const std::set<std::string> kKnownExceptions = {
     "cli/bench.cpp -> lowbit/formats/bnb_4bit.h",
     "cli/bench.cpp -> lowbit/formats/bnb_int8.h",
     "cli/bench.cpp -> lowbit/formats/ggml_codecs.h",
+    "cli/eval.cpp -> lowbit/model/hessian_collector.h",
     "cli/eval.cpp -> lowbit/model/imatrix_collector.h",
     "cli/eval.cpp -> lowbit/model/perplexity.h",
     "cli/eval.cpp -> lowbit/model/tokenizer.h",
