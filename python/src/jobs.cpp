@@ -232,7 +232,8 @@ Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress) 
   j["tensors"] = Json::array();
   for (const auto& t : report.tensors)
     j["tensors"].push_back({{"name", t.name}, {"from", ggml_type_name(t.from)}, {"format", ggml_type_name(t.to)}, {"params", t.params},
-                            {"bytes", t.bytes}, {"bpw", 8.0 * double(t.bytes) / double(t.params)}, {"imatrix", t.used_imatrix}});
+                            {"bytes", t.bytes}, {"bpw", 8.0 * double(t.bytes) / double(t.params)}, {"imatrix", t.used_imatrix},
+                            {"gptq", t.used_gptq}});
   j["total"] = {{"params", report.params}, {"bytes", report.bytes}, {"bpw", 8.0 * double(report.bytes) / double(report.params)},
                 {"seconds", report.seconds}};
   j["nonfinite"] = nonfinite_json(report.nonfinite);
