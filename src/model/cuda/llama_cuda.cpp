@@ -134,6 +134,8 @@ CudaLlama::CudaLlama(LlamaModel& model, const RuntimeOptions& options)
     : model_(model), config_(model.config()), half_(options.activations) {
   if (half_ != DType::bf16 && half_ != DType::f16) throw Error("GPU activations must be bf16 or f16");
   if (devices().empty()) throw Error("no CUDA device is visible");
+  if (model.has_experts())
+    throw Error("mixture-of-experts layers run on the CPU only in this version", {.file = model.weights().label(), .expected = "--device cpu"});
   check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   for (const auto& [name, m] : model.matrices()) load_weight(weights_[name], m), weights_[name].name = name;
   output_ = &weights_.at(model.output_tied() ? "token_embd.weight" : "output.weight");
@@ -188,7 +190,7 @@ void CudaLlama::product(const Weight& w, const Activations& x, int64_t tokens, f
     std::vector<float> rows(size_t(tokens * m.cols));
     check_cuda(cudaMemcpyAsync(rows.data(), x.f32, rows.size() * 4, cudaMemcpyDeviceToHost, stream_), "observer copy");
     sync();
-    observer(w.name, rows.data(), tokens, m.cols);
+    observer(w.name, -1, rows.data(), tokens, m.cols);
   }
   if (w.fused && tokens < kDequantizeTokens) {
     void* out = ws_.product_half.reserve(size_t(tokens * m.rows) * 2);
@@ -278,8 +280,8 @@ void CudaLlama::head(int64_t T, const ActivationObserver& observer) const {
   rms_norm(static_cast<float*>(ws_.hidden.buffer.get()), output_norm_.get<float>(), T, config_.n_embd, config_.rms_eps, x, stream_);
   auto* logits = static_cast<float*>(ws_.logits.reserve(size_t(T * config_.n_vocab) * 4));
   // The observer sees the output layer under its own name, tied or not, as on the CPU.
-  const ActivationObserver renamed = observer ? ActivationObserver([&](const std::string&, const float* rows, int64_t n, int64_t cols) {
-    observer("output.weight", rows, n, cols);
+  const ActivationObserver renamed = observer ? ActivationObserver([&](const std::string&, int, const float* rows, int64_t n, int64_t cols) {
+    observer("output.weight", -1, rows, n, cols);
   })
                                               : nullptr;
   product(*output_, x, T, logits, false, renamed);
