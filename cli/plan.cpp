@@ -75,21 +75,34 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   options.imatrix = imatrix ? &*imatrix : nullptr;
   if (request.target == PlanTarget::bnb) {
     if (!request.probe_text.empty()) throw Error("--probe-text plans GGUF outputs only (--target gguf)");
-    return make_bnb_plan(Checkpoint(request.model), options, progress);
+    Plan plan = make_bnb_plan(Checkpoint(request.model), options, progress);
+    plan.loss_measure.reason = "--target bnb: the probe plans GGUF outputs only";
+    return plan;
   }
+  // Which loss: the output KL-divergence when asked for (--probe-text), and by default on a GPU, where
+  // probing every candidate takes seconds to minutes rather than the CPU's minutes per window; else
+  // the relative error. The reason goes into plan.json.
+  const Device device = resolve_device(request.device);
+  std::string probe_text = request.probe_text, reason;
+  if (!probe_text.empty()) reason = "--probe-text";
+  else if (request.no_probe) reason = "--no-probe";
+  else if (request.text.empty()) reason = "no --text or --probe-text to probe on";
+  else if (device != Device::cuda) reason = "no GPU: the probe on the CPU takes minutes per window; ask for it with --probe-text";
+  else probe_text = request.text, reason = "a GPU is present: probed on --text by default";
   // The probe runs the unquantized model in the eval runtime, swapping one tensor at a time.
   std::optional<EvalModel> probe_model;
   std::optional<KldProbe> probe;
-  if (!request.probe_text.empty()) {
+  if (!probe_text.empty()) {
     // The probe's small differences between candidates want f16's finer rounding (cuda_runtime.h).
-    probe_model.emplace(request.model, resolve_device(request.device), DType::f16);
+    probe_model.emplace(request.model, device, DType::f16);
     const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata(), request.model);
-    probe.emplace(probe_model->runtime(), read_tokens(tokenizer, request.probe_text), kProbeContext,
+    probe.emplace(probe_model->runtime(), read_tokens(tokenizer, probe_text), kProbeContext,
                   tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, request.probe_chunks);
     options.probe = &*probe;
   }
   Plan plan = make_plan(*ModelSource::open(request.model), options, progress);
-  if (probe) plan.loss_measure.calibration = std::filesystem::path(request.probe_text).filename().string();
+  if (probe) plan.loss_measure.calibration = std::filesystem::path(probe_text).filename().string();
+  plan.loss_measure.reason = reason;
   return plan;
 }
 
@@ -126,11 +139,14 @@ void add_device_option(CLI::App& command, std::string& device) {
       ->capture_default_str();
 }
 
-void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks, std::string& device) {
+void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks, std::string& device, bool& no_probe) {
   add_device_option(command, device);
   command.add_option("--probe-text", probe_text,
                      "GGUF target: measure each candidate's loss as the output KL-divergence with only that tensor quantized, on this "
-                     "calibration text (use another text than the one you evaluate on)");
+                     "calibration text (use another text than the one you evaluate on). The default loss: this probe on --text when "
+                     "the model runs on a GPU, else each candidate's importance-weighted relative error; plan.json's loss_measure "
+                     "says which and why");
+  command.add_flag("--no-probe", no_probe, "Keep the relative error even on a GPU");
   command.add_option("--probe-chunks", probe_chunks, "With --probe-text: windows of 512 tokens to probe on")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
@@ -143,7 +159,7 @@ void add_plan_command(CLI::App& app) {
     std::string model, output, imatrix, text, rules, target = "gguf", probe_text;
     double bpw = 0;
     int probe_chunks = 4;
-    bool force = false;
+    bool force = false, no_probe = false;
     std::string device = "auto";
   };
   auto o = std::make_shared<Options>();
@@ -153,7 +169,7 @@ void add_plan_command(CLI::App& app) {
       ->check(finite_range(1, 32));
   cmd->add_option("--imatrix", o->imatrix, "Weigh each column's error by this llama.cpp importance matrix");
   cmd->add_option("--text", o->text, "Without --imatrix: measure an importance matrix on this text first");
-  add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device);
+  add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device, o->no_probe);
   cmd->add_option("--rules", o->rules, "A rules file: globs with allowed formats or bounds on bits per weight");
   cmd->add_option("--target", o->target, "gguf: ggml types for a GGUF file; bnb: NF4/FP4 (blocksize 64/128/256, double quant or not) or 16-bit per Linear weight of a Hugging Face directory, for a bitsandbytes checkpoint")
       ->check(CLI::IsMember({"gguf", "bnb"}))
@@ -169,7 +185,7 @@ void add_plan_command(CLI::App& app) {
     progress.set_unit("tensors");
     const Plan plan = plan_model({.model = o->model, .bpw = o->bpw, .target = parse_plan_target(o->target), .imatrix = o->imatrix,
                                   .text = o->text, .rules = o->rules, .probe_text = o->probe_text, .probe_chunks = o->probe_chunks,
-                                  .device = o->device},
+                                  .device = o->device, .no_probe = o->no_probe},
                                  progress);
     write_plan(o->output, plan);
     write_plan_report(plan, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"));

@@ -26,7 +26,7 @@ struct QuantizeOptions {
   int probe_chunks = 4;
   std::string device = "auto";
   int64_t blocksize = 64;
-  bool double_quant = false, force = false;
+  bool double_quant = false, force = false, no_probe = false;
   bool allow_nonfinite = false;
   std::vector<std::string> skip;
 };
@@ -143,7 +143,7 @@ void add_quantize_command(CLI::App& app) {
       ->check(CLI::IsMember({"gguf", "bnb"}))
       ->capture_default_str();
   cmd->add_option("--rules", o->rules, "With --bpw: a rules file bounding the plan's formats");
-  add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device);
+  add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device, o->no_probe);
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--gptq", o->gptq,
                   "A Hessian file from lowbit hessian: GPTQ's error feedback for q4_0, q4_1, q5_0, q5_1, q8_0, q2_K ... q6_K (other types are "
@@ -167,7 +167,7 @@ void add_quantize_command(CLI::App& app) {
     const Plan plan = !o->plan.empty() ? read_plan(o->plan)
                                        : plan_model({.model = o->input, .bpw = o->bpw, .target = parse_plan_target(o->target),
                                                      .imatrix = o->imatrix, .rules = o->rules, .probe_text = o->probe_text,
-                                                     .probe_chunks = o->probe_chunks, .device = o->device},
+                                                     .probe_chunks = o->probe_chunks, .device = o->device, .no_probe = o->no_probe},
                                                     planning);
     if (plan.target == PlanTarget::bnb) {
       QuantizeOptions rest = *o;

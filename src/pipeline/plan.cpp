@@ -74,6 +74,7 @@ std::string plan_loss_description(const PlanLossMeasure& m) {
                                : std::string("relative reconstruction error");
   if (!m.calibration.empty()) s += fmt::format(" of {}", m.calibration);
   if (m.imatrix_weighted) s += m.output_kld ? ", quantized with the importance matrix" : ", importance-weighted";
+  if (!m.reason.empty()) s += fmt::format(" ({})", m.reason);
   return s;
 }
 

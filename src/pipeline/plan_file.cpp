@@ -2,7 +2,7 @@
 //
 // {"model", "target": "gguf"|"bnb", "target_bpw", "achieved_bpw", "params", "bytes",
 //  "predicted_loss" (the chosen losses summed), "loss_measure": {"kind": "relative_error"|"output_kld", "imatrix_weighted",
-//                   "probe_positions" and "calibration" (output_kld only)},
+//                   "probe_positions" and "calibration" (output_kld only), "reason" (why this loss)},
 //  "tensors": [{"name", "role", "layer", "format": "q4_K" | "nf4" | "fp4" | "bf16" ...,
 //               "blocksize" and "double_quant" (4-bit bitsandbytes formats only),
 //               "params", "bpw", "quantized", "loss", "losses": {"q2_K": ..., "nf4-b64-dq": ...}}]}
@@ -48,7 +48,7 @@ Plan parse_plan(const JsonField& j) {
     if (kind != "relative_error" && kind != "output_kld")
       throw (*m)["kind"].error(fmt::format("unknown loss_measure kind '{}'", kind), "relative_error or output_kld");
     plan.loss_measure = {.output_kld = kind == "output_kld", .imatrix_weighted = m->boolean_or("imatrix_weighted", false),
-                         .probe_positions = m->integer_or("probe_positions", 0, 0), .calibration = m->string_or("calibration", "")};
+                         .probe_positions = m->integer_or("probe_positions", 0, 0), .calibration = m->string_or("calibration", ""), .reason = m->string_or("reason", "")};
   }
   for (const auto& t : j["tensors"].elements()) {
     const std::string name = t["name"].string();
@@ -89,6 +89,7 @@ void write_plan(const std::filesystem::path& path, const Plan& plan) {
     measure["probe_positions"] = m.probe_positions;
     measure["calibration"] = m.calibration;
   }
+  if (!m.reason.empty()) measure["reason"] = m.reason;
   j["predicted_loss"] = plan.predicted_loss;
   j["loss_measure"] = measure;
   j["tensors"] = nlohmann::ordered_json::array();

@@ -220,6 +220,7 @@ TEST(Cli, PlanWritesPlanReportAndQuantizes) {
   EXPECT_NEAR(nlohmann::json::parse(q.out)["total"]["bpw"].get<double>(), j["achieved_bpw"].get<double>(), 1e-9);
   EXPECT_EQ(run_cli("plan " + model + " --bpw 1.0 -o " + (dir / "p3.json").string()).status, 1);
   EXPECT_NE(text.out.find("losses: relative reconstruction error"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(dir / "plan.json"))["loss_measure"]["reason"], "no --text or --probe-text to probe on");
   // An edited plan naming a tensor the model lacks is refused, naming it, and writes nothing.
   auto edited = nlohmann::json::parse(std::ifstream(dir / "plan.json"));
   for (auto& t : edited["tensors"])
@@ -238,6 +239,29 @@ TEST(Cli, PlanWritesPlanReportAndQuantizes) {
   EXPECT_EQ(run_cli("quantize " + model + " --format q8_0 --probe-text " + gpl + " -o " + (dir / "q.gguf").string()).status, 1);
   EXPECT_EQ(run_cli("plan " + model + " --bpw 4 --probe-text " + gpl + " --probe-chunks 1000 -o " + (dir / "p4.json").string()).status, 1);
   EXPECT_EQ(run_cli("plan " + model + " --bpw 4 --probe-text " + gpl + " --target bnb -o " + (dir / "p5.json").string()).status, 1);
+}
+
+// The default loss: with a text, the probe on a GPU and the relative error on the CPU; plan.json says
+// which and why (the same test on the device machine takes the GPU branch under --device auto).
+TEST(Cli, PlanSaysWhichLossItUsedAndWhy) {
+  test::TempDir dir;
+  const auto model = (test::shared_data_dir() / "stories260K.gguf").string();
+  const auto text = (test::shared_data_dir() / "tinystories_valid_first1000.txt").string();
+  auto loss_of = [&](const std::string& flags, const std::string& name) {
+    const auto r = run_cli("plan " + model + " --bpw 6 --text " + text + " --probe-chunks 1 " + flags + " -o " + (dir / name).string() + " --quiet");
+    EXPECT_EQ(r.status, 0) << r.out;
+    return nlohmann::json::parse(std::ifstream(dir / name))["loss_measure"];
+  };
+  const auto cpu = loss_of("--device cpu", "cpu.json");
+  EXPECT_EQ(cpu["kind"], "relative_error");
+  EXPECT_NE(cpu["reason"].get<std::string>().find("no GPU"), std::string::npos) << cpu;
+  const auto refused = loss_of("--device auto --no-probe", "no-probe.json");
+  EXPECT_EQ(refused["kind"], "relative_error");
+  EXPECT_EQ(refused["reason"], "--no-probe");
+  const auto by_default = loss_of("--device auto", "auto.json");
+  const bool gpu = by_default["reason"].get<std::string>().find("a GPU is present") != std::string::npos;
+  EXPECT_EQ(by_default["kind"], gpu ? "output_kld" : "relative_error") << by_default;
+  if (gpu) EXPECT_EQ(by_default["calibration"], "tinystories_valid_first1000.txt");
 }
 
 // A synthetic Qwen2-MoE: the plan's per-role table lists experts, shared experts and routers; a

@@ -94,6 +94,7 @@ struct PlanLossMeasure {
   bool imatrix_weighted = false;    // errors weighted by (and tensors quantized with) an importance matrix
   int64_t probe_positions = 0;      // output KLD: scored positions per candidate
   std::string calibration;          // output KLD: the probe's text, when known
+  std::string reason;               // why this loss was used (the CLI's choice), when known
 };
 std::string plan_loss_description(const PlanLossMeasure& measure);  // one line for people
 
