@@ -2,10 +2,9 @@
 """What a HF -> GGUF conversion decided, read with gguf-py: every metadata key (type and value; long
 arrays as their length and SHA-256), every tensor's name, type and shape, and rope_freqs.weight's
 values. The parity fixtures (tests/data/hf_config) hold this for llama.cpp's converter; the test
-prints it for lowbit's conversion of the same checkpoint and compares. With --data, each tensor's
-bytes' SHA-256 too (equal bytes where two files' types are equal).
+prints it for lowbit's conversion of the same checkpoint and compares.
 
-usage: gguf_summary.py FILE.gguf [--data]
+usage: gguf_summary.py FILE.gguf
 """
 import hashlib
 import json
@@ -30,7 +29,7 @@ def value_of(field):
     return np.asarray(field.parts[-1]).tolist()[0]
 
 
-def summary(path, data=False):
+def summary(path):
     reader = gguf.GGUFReader(path)
     out = {"kv": {}, "tensors": [], "rope_freqs": None}
     for name, field in reader.fields.items():
@@ -39,8 +38,6 @@ def summary(path, data=False):
         out["kv"][name] = {"type": "/".join(t.name for t in field.types), "value": value_of(field)}
     for t in reader.tensors:
         out["tensors"].append({"name": t.name, "type": t.tensor_type.name, "ne": [int(x) for x in t.shape]})
-        if data:
-            out["tensors"][-1]["sha256"] = hashlib.sha256(np.ascontiguousarray(t.data).tobytes()).hexdigest()
         if t.name == "rope_freqs.weight":
             values = np.asarray(t.data, dtype=np.float32)
             out["rope_freqs"] = {"values": values.tolist(), "sha256": hashlib.sha256(values.tobytes()).hexdigest()}
@@ -49,4 +46,4 @@ def summary(path, data=False):
 
 
 if __name__ == "__main__":
-    print(json.dumps(summary(sys.argv[1], data="--data" in sys.argv[2:]), sort_keys=True))  # one line: the tests read the last line
+    print(json.dumps(summary(sys.argv[1]), sort_keys=True))  # one line: the tests read the last line
