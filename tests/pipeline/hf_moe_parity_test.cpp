@@ -4,12 +4,14 @@
 // (tests/interop/hf_moe_layouts.py), then converted to bf16 GGUFs by lowbit and by the converter: every
 // metadata key but general.*, every tensor's name, type and shape, and every tensor's bytes are equal.
 // The fused layout converts to the same file as the per-expert one; llama.cpp's converter reads it for
-// the Qwen classes but not for Mixtral, whose fused checkpoint lowbit still converts.
+// the Qwen classes but not for Mixtral, whose fused checkpoint lowbit still converts. llama-perplexity
+// then loads and runs lowbit's file.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -57,12 +59,12 @@ struct Case {
 };
 
 // SmolLM2's vocabulary (the converter must recognise the tokenizer), tied to the output layer to keep
-// the files small; experts narrower than the dense width and shared experts wider, so that every width
-// lands in its own key and no shape is square.
+// the files small (but Qwen2-MoE's: llama.cpp's qwen2moe needs output.weight); experts narrower than
+// the dense width and shared experts wider, so that every width lands in its own key and no shape is square.
 const Case kCases[] = {
     {"mixtral", {.style = MoeStyle::mixtral, .layers = 2, .experts = 3, .ff = 512, .vocab = 49152, .tie_embeddings = true}},
     {"qwen2_moe", {.style = MoeStyle::qwen2_moe, .layers = 2, .experts = 3, .ff = 768, .vocab = 49152, .expert_ff = 512, .shared_ff = 1024,
-                   .attention_bias = true, .tie_embeddings = true}},
+                   .attention_bias = true}},
     {"qwen3_moe", {.style = MoeStyle::qwen3_moe, .layers = 2, .experts = 3, .ff = 768, .vocab = 49152, .expert_ff = 512, .tie_embeddings = true}},
 };
 
@@ -173,10 +175,30 @@ TEST_P(HfMoeParity, BothLayoutsConvertAsLlamaCppConverts) {
       EXPECT_TRUE(mixtral && layout == "fused") << converted.dump();
     }
   }
+  // llama.cpp runs what lowbit wrote (where scripts/llama-cpp-tools.sh built its tools).
+  const auto perplexity = std::filesystem::path(std::getenv("LOWBIT_LLAMA_CPP_BIN")) / "llama-perplexity";
+  std::string ppl = "not run (no llama-perplexity)";
+  if (std::filesystem::exists(perplexity)) {
+    std::ifstream in(test::shared_data_dir() / "tinystories_valid_first1000.txt", std::ios::binary);
+    std::string text(6000, '\0');
+    in.read(text.data(), std::streamsize(text.size()));
+    std::ofstream(dir / "text.txt", std::ios::binary).write(text.data(), in.gcount());
+    int status = 0;
+    const std::string out = test::run_command(perplexity.string() + " -m " + (dir / "per-expert.lowbit.gguf").string() + " -f " +
+                                                  (dir / "text.txt").string() + " --ctx-size 64 --chunks 2 -t 2 2>&1",
+                                              &status);
+    const auto at = out.find("Final estimate: PPL = ");
+    ASSERT_EQ(status, 0) << out;
+    ASSERT_NE(at, std::string::npos) << out;
+    const double value = std::stod(out.substr(at + 22));
+    EXPECT_TRUE(std::isfinite(value) && value > 1) << out;
+    ppl = fmt::format("{:.0f} (random weights, {} tokens)", value, m.vocab);
+  }
   std::cout << "[ parity   ] " << GetParam().name << " (" << saved["class"].get<std::string>() << ", transformers "
             << saved["transformers"].get<std::string>() << "): " << llama_cpp.metadata().size() << " keys, " << llama_cpp.tensors().size()
             << " tensors (" << stacked << " stacked); fused layout "
-            << (saved["layouts"]["fused"]["converted"] ? "also converted by llama.cpp" : "refused by llama.cpp's converter") << "\n";
+            << (saved["layouts"]["fused"]["converted"] ? "also converted by llama.cpp" : "refused by llama.cpp's converter")
+            << "; llama-perplexity on lowbit's file: " << ppl << "\n";
 }
 
 INSTANTIATE_TEST_SUITE_P(HfMoe, HfMoeParity, testing::ValuesIn(kCases), [](const testing::TestParamInfo<Case>& p) { return p.param.name; });
