@@ -76,8 +76,9 @@ int main() {
 
   tiny_model(seeds / "gguf_model" / "tiny-llama.gguf", 1);
 
-  write_imatrix_gguf(seeds / "imatrix" / "imatrix.gguf", {{"blk.0.attn_q.weight", {1.0f, 2.0f, 3.0f, 4.0f}, 2.0f},
-                                                          {"blk.0.ffn_down.weight", {0.5f, 0.25f}, 1.0f}},
+  write_imatrix_gguf(seeds / "imatrix" / "imatrix.gguf", {{"blk.0.attn_q.weight", {1.0f, 2.0f, 3.0f, 4.0f}, {2.0f}},
+                                                          {"blk.0.ffn_down.weight", {0.5f, 0.25f}, {1.0f}},
+                                                          {"blk.0.ffn_up_exps.weight", {1.0f, 2.0f, 0.0f, 0.0f}, {3.0f, 0.0f}}},
                      {"seed.txt"}, 1, 16);
   {  // legacy .dat: 1 entry "w" (ncall 2, 3 values), last chunk 1, dataset "d"
     std::string dat;

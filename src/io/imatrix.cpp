@@ -164,12 +164,16 @@ void write_imatrix_gguf(const std::filesystem::path& path, std::vector<ImatrixSu
   w.set("imatrix.chunk_count", {chunk_count});
   w.set("imatrix.chunk_size", {chunk_size});
   for (const auto& e : entries) {
-    w.add_tensor(e.name + ".in_sum2", GgmlType::F32, {int64_t(e.sums.size()), 1});
-    w.add_tensor(e.name + ".counts", GgmlType::F32, {1, 1});
+    if (e.experts() < 1 || e.columns() < 1 || e.sums.size() != size_t(e.columns() * e.experts()))
+      throw Error(fmt::format("{} sums for {} experts", e.sums.size(), e.experts()), {.file = path.string(), .tensor = e.name});
+    // ggml writes a tensor's dimensions up to its last one above 1: [columns] and [1] for one expert.
+    const bool one = e.experts() == 1;
+    w.add_tensor(e.name + ".in_sum2", GgmlType::F32, one ? Shape{e.columns()} : Shape{e.columns(), e.experts()});
+    w.add_tensor(e.name + ".counts", GgmlType::F32, one ? Shape{1} : Shape{1, e.experts()});
   }
   for (const auto& e : entries) {
     w.write_data(e.name + ".in_sum2", std::as_bytes(std::span(e.sums)));
-    w.write_data(e.name + ".counts", std::as_bytes(std::span(&e.count, 1)));
+    w.write_data(e.name + ".counts", std::as_bytes(std::span(e.counts)));
   }
   w.finish();
 }
@@ -186,13 +190,19 @@ void write_imatrix_dat(const std::filesystem::path& path, std::vector<ImatrixSum
   const int32_t ncall = int32_t(std::max<uint32_t>(chunk_count, 1));
   i32(int64_t(entries.size()));
   for (const auto& e : entries) {
-    if (e.count <= 0) throw Error("no rows were seen for this weight", {.file = path.string(), .tensor = e.name});
+    if (e.experts() < 1 || e.sums.size() != size_t(e.columns() * e.experts()))
+      throw Error(fmt::format("{} sums for {} experts", e.sums.size(), e.experts()), {.file = path.string(), .tensor = e.name});
+    if (std::ranges::all_of(e.counts, [](float c) { return c <= 0; }))
+      throw Error("no rows were seen for this weight", {.file = path.string(), .tensor = e.name});
     i32(int64_t(e.name.size()));
     out.write(e.name.data(), e.name.size());
     i32(ncall);
     i32(int64_t(e.sums.size()));
     std::vector<float> stored(e.sums.size());
-    for (size_t i = 0; i < stored.size(); ++i) stored[i] = e.sums[i] / e.count * float(ncall);
+    for (size_t i = 0; i < stored.size(); ++i) {
+      const float count = e.counts[i / size_t(e.columns())];
+      stored[i] = count > 0 ? e.sums[i] / count * float(ncall) : float(ncall);
+    }
     out.write(stored.data(), stored.size() * 4);
   }
   i32(int32_t(chunk_count));

@@ -55,7 +55,9 @@ HessianRun collect_hessians(const LlamaRuntime& runtime, std::span<const int32_t
                             Progress& progress) {
   std::map<std::string, HessianSums> sums;  // by input
   std::map<std::string, uint64_t> rows_seen;
-  const ActivationObserver observe = [&](const std::string& weight, const float* x, int64_t rows, int64_t cols) {
+  const ActivationObserver observe = [&](const std::string& weight, int expert, const float* x, int64_t rows, int64_t cols) {
+    // GPTQ rounds 2-D weights: a stacked expert tensor would need one Hessian per expert (not collected).
+    if (expert >= 0) return;
     HessianSums& s = sums[hessian_input_of(weight)];
     if (s.xtx.empty()) {
       s.input = hessian_input_of(weight);

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string_view>
@@ -13,6 +14,7 @@
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/formats/value_check.h"
+#include "lowbit/model/moe_routing.h"
 
 namespace lowbit {
 namespace {
@@ -101,9 +103,26 @@ std::unique_ptr<LlamaModel> LlamaModel::load(ModelWeights weights) {
     layer.k = model->matrix(p + "attn_k.weight", kv_dim, c.n_embd);
     layer.v = model->matrix(p + "attn_v.weight", kv_dim, c.n_embd);
     layer.o = model->matrix(p + "attn_output.weight", c.n_embd, q_dim);
-    layer.gate = model->matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd);
-    layer.up = model->matrix(p + "ffn_up.weight", c.n_ff, c.n_embd);
-    layer.down = model->matrix(p + "ffn_down.weight", c.n_embd, c.n_ff);
+    if (model->weights_.find_tensor(p + "ffn_gate_inp.weight")) {
+      if (c.n_expert == 0) throw Error("a router in a model without experts", {.file = model->weights_.label(), .tensor = p + "ffn_gate_inp.weight",
+                                                                                .expected = c.arch + ".expert_count > 0"});
+      layer.router = model->matrix(p + "ffn_gate_inp.weight", c.n_expert, c.n_embd);
+      layer.gate_exps = model->experts_matrix(p + "ffn_gate_exps.weight", 0, c.n_embd);
+      layer.up_exps = model->experts_matrix(p + "ffn_up_exps.weight", layer.gate_exps.rows, c.n_embd);
+      layer.down_exps = model->experts_matrix(p + "ffn_down_exps.weight", int64_t(c.n_expert) * c.n_embd, layer.gate_exps.rows / c.n_expert);
+      if (const auto* shared = model->weights_.find_tensor(p + "ffn_up_shexp.weight")) {
+        const int64_t n_ff_shexp = shared->ne.size() > 1 ? shared->ne[1] : 0;
+        layer.gate_shexp = model->matrix(p + "ffn_gate_shexp.weight", n_ff_shexp, c.n_embd);
+        layer.up_shexp = model->matrix(p + "ffn_up_shexp.weight", n_ff_shexp, c.n_embd);
+        layer.down_shexp = model->matrix(p + "ffn_down_shexp.weight", c.n_embd, n_ff_shexp);
+        if (model->weights_.find_tensor(p + "ffn_gate_inp_shexp.weight"))
+          layer.shexp_gate = model->matrix(p + "ffn_gate_inp_shexp.weight", 1, c.n_embd);
+      }
+    } else {
+      layer.gate = model->matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd);
+      layer.up = model->matrix(p + "ffn_up.weight", c.n_ff, c.n_embd);
+      layer.down = model->matrix(p + "ffn_down.weight", c.n_embd, c.n_ff);
+    }
     model->layers_.push_back(std::move(layer));
   }
   return model;
@@ -134,7 +153,7 @@ void check_weight_values(const ModelWeights& weights, const ModelWeights::Tensor
 QuantizedMatrix LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols) const {
   const auto* t = weights_.find_tensor(name);
   if (!t) throw Error("missing tensor", {.file = weights_.label(), .tensor = name});
-  if (t->ne.size() < 2 || t->ne[0] != cols || t->elements() != rows * cols)
+  if ((t->ne.size() < 2 && rows != 1) || t->ne[0] != cols || t->elements() != rows * cols)
     throw Error(fmt::format("shape {} (GGUF order)", shape_to_string(t->ne)),
                 {.file = weights_.label(), .tensor = name, .expected = fmt::format("[{}, {}]", cols, rows)});
   const auto* codec = ggml_codec(t->type);
@@ -142,6 +161,16 @@ QuantizedMatrix LlamaModel::matrix(const std::string& name, int64_t rows, int64_
     throw Error(fmt::format("lowbit cannot dequantize {}", ggml_type_name(t->type)), {.file = weights_.label(), .tensor = name});
   check_weight_values(weights_, *t);
   return {t->type, rows, cols, t->bytes};
+}
+
+QuantizedMatrix LlamaModel::experts_matrix(const std::string& name, int64_t rows, int64_t cols) const {
+  const auto* t = weights_.find_tensor(name);
+  if (!t) throw Error("missing tensor", {.file = weights_.label(), .tensor = name});
+  if (t->ne.size() != 3 || t->ne[2] != config_.n_expert || t->ne[0] != cols || t->ne[1] < 1 || (rows > 0 && t->ne[1] * t->ne[2] != rows))
+    throw Error(fmt::format("shape {} (GGUF order)", shape_to_string(t->ne)),
+                {.file = weights_.label(), .tensor = name,
+                 .expected = fmt::format("[{}, {}, {}]", cols, rows > 0 ? std::to_string(rows / config_.n_expert) : "rows", config_.n_expert)});
+  return matrix(name, t->ne[1] * t->ne[2], cols);
 }
 
 std::span<const float> LlamaModel::vector(const std::string& name, int64_t size, bool optional) const {
@@ -186,12 +215,12 @@ void LlamaModel::apply_layer(int index, std::vector<float>& hidden, int windows,
   const int64_t window = T / windows;
   const int64_t q_dim = int64_t(c.n_head) * c.head_dim, kv_dim = int64_t(c.n_head_kv) * c.head_dim;
   auto product = [&](const QuantizedMatrix& w, const std::string& name, const float* x, float* y) {
-    if (observer) observer(name, x, T, w.cols);
+    if (observer) observer(name, -1, x, T, w.cols);
     matmul_quantized(w, x, T, y);
   };
   std::vector<float> normed(size_t(T * E));
   std::vector<float> q(size_t(T * q_dim)), k(size_t(T * kv_dim)), v(size_t(T * kv_dim)), att(size_t(T * q_dim));
-  std::vector<float> gate(size_t(T * c.n_ff)), up(size_t(T * c.n_ff)), out(size_t(T * E));
+  std::vector<float> out(size_t(T * E));
   rms_norm(hidden.data(), layer.attn_norm.data(), T, E, c.rms_eps, normed.data());
   product(layer.q, layer.prefix + "attn_q.weight", normed.data(), q.data());
   product(layer.k, layer.prefix + "attn_k.weight", normed.data(), k.data());
@@ -211,11 +240,71 @@ void LlamaModel::apply_layer(int index, std::vector<float>& hidden, int windows,
   for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];
 
   rms_norm(hidden.data(), layer.ffn_norm.data(), T, E, c.rms_eps, normed.data());
-  product(layer.gate, layer.prefix + "ffn_gate.weight", normed.data(), gate.data());
-  product(layer.up, layer.prefix + "ffn_up.weight", normed.data(), up.data());
-  for (size_t i = 0; i < gate.size(); ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];  // SwiGLU
-  product(layer.down, layer.prefix + "ffn_down.weight", gate.data(), out.data());
+  if (layer.moe()) mixture_of_experts(layer, normed.data(), T, out.data(), observer);
+  else feed_forward(layer, "", -1, normed.data(), T, out.data(), observer);
   for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];
+}
+
+void LlamaModel::feed_forward(const Layer& layer, const char* suffix, int expert, const float* x, int64_t tokens, float* y,
+                              const ActivationObserver& observer) const {
+  const std::string name = std::string(suffix);
+  const QuantizedMatrix *gate = &layer.gate, *up = &layer.up, *down = &layer.down;
+  if (name == "_shexp") gate = &layer.gate_shexp, up = &layer.up_shexp, down = &layer.down_shexp;
+  if (name == "_exps") gate = &layer.gate_exps, up = &layer.up_exps, down = &layer.down_exps;
+  // One expert's rows of a stacked matrix.
+  auto rows_of = [&](const QuantizedMatrix& m) {
+    if (expert < 0) return m;
+    const int64_t rows = m.rows / config_.n_expert;
+    const size_t bytes = ggml_row_bytes(m.type, m.cols) * size_t(rows);
+    return QuantizedMatrix{m.type, rows, m.cols, m.data.subspan(size_t(expert) * bytes, bytes)};
+  };
+  const QuantizedMatrix g = rows_of(*gate), u = rows_of(*up), d = rows_of(*down);
+  auto product = [&](const QuantizedMatrix& w, const char* what, const float* in, float* out) {
+    if (observer) observer(layer.prefix + what + name + ".weight", expert, in, tokens, w.cols);
+    matmul_quantized(w, in, tokens, out);
+  };
+  std::vector<float> gated(size_t(tokens * g.rows)), upped(size_t(tokens * g.rows));
+  product(g, "ffn_gate", x, gated.data());
+  product(u, "ffn_up", x, upped.data());
+  for (size_t i = 0; i < gated.size(); ++i) gated[i] = gated[i] / (1.0f + std::exp(-gated[i])) * upped[i];  // SwiGLU
+  product(d, "ffn_down", gated.data(), y);
+}
+
+void LlamaModel::mixture_of_experts(const Layer& layer, const float* x, int64_t tokens, float* y, const ActivationObserver& observer) const {
+  const LlamaConfig& c = config_;
+  const int64_t E = c.n_embd;
+  std::vector<float> logits(size_t(tokens * c.n_expert));
+  if (observer) observer(layer.prefix + "ffn_gate_inp.weight", -1, x, tokens, E);
+  matmul_quantized(layer.router, x, tokens, logits.data());
+  const auto batches = route_tokens(logits.data(), tokens, c.n_expert, c.n_expert_used, c.expert_weights_norm).by_expert(c.n_expert);
+  std::fill(y, y + tokens * E, 0.0f);
+  // Each expert over the rows of the tokens sent to it, its output added to theirs with their weights.
+  std::vector<float> rows, out;
+  for (int e = 0; e < c.n_expert; ++e) {
+    const auto& batch = batches[size_t(e)];
+    const auto n = int64_t(batch.tokens.size());
+    if (n == 0) continue;
+    rows.resize(size_t(n * E));
+    out.resize(size_t(n * E));
+    for (int64_t i = 0; i < n; ++i) std::copy_n(x + batch.tokens[size_t(i)] * E, E, rows.data() + i * E);
+    feed_forward(layer, "_exps", e, rows.data(), n, out.data(), observer);
+    for (int64_t i = 0; i < n; ++i) {
+      float* yt = y + batch.tokens[size_t(i)] * E;
+      const float w = batch.weights[size_t(i)];
+      for (int64_t j = 0; j < E; ++j) yt[j] += w * out[size_t(i * E + j)];
+    }
+  }
+  if (!layer.shared_expert()) return;
+  out.resize(size_t(tokens * E));
+  feed_forward(layer, "_shexp", -1, x, tokens, out.data(), observer);
+  std::vector<float> gate(size_t(tokens), 1.0f);
+  if (layer.shexp_gate.rows > 0) {
+    if (observer) observer(layer.prefix + "ffn_gate_inp_shexp.weight", -1, x, tokens, E);
+    matmul_quantized(layer.shexp_gate, x, tokens, gate.data());
+    for (float& g : gate) g = 1.0f / (1.0f + std::exp(-g));
+  }
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t j = 0; j < E; ++j) y[t * E + j] += gate[size_t(t)] * out[size_t(t * E + j)];
 }
 
 std::vector<float> LlamaModel::output_logits(const std::vector<float>& hidden, const ActivationObserver& observer) const {
@@ -224,19 +313,32 @@ std::vector<float> LlamaModel::output_logits(const std::vector<float>& hidden, c
   std::vector<float> normed(size_t(T * E));
   rms_norm(hidden.data(), output_norm_.data(), T, E, c.rms_eps, normed.data());
   std::vector<float> logits(size_t(T * c.n_vocab));
-  if (observer) observer("output.weight", normed.data(), T, E);
+  if (observer) observer("output.weight", -1, normed.data(), T, E);
   matmul_quantized(output_, normed.data(), T, logits.data());
   return logits;
+}
+
+std::span<const LlamaModel::MatrixSlot> LlamaModel::matrix_slots() {
+  static constexpr MatrixSlot kSlots[] = {
+      {"attn_q.weight", &Layer::q}, {"attn_k.weight", &Layer::k}, {"attn_v.weight", &Layer::v}, {"attn_output.weight", &Layer::o},
+      {"ffn_gate.weight", &Layer::gate}, {"ffn_up.weight", &Layer::up}, {"ffn_down.weight", &Layer::down},
+      {"ffn_gate_inp.weight", &Layer::router}, {"ffn_gate_exps.weight", &Layer::gate_exps}, {"ffn_up_exps.weight", &Layer::up_exps},
+      {"ffn_down_exps.weight", &Layer::down_exps}, {"ffn_gate_shexp.weight", &Layer::gate_shexp}, {"ffn_up_shexp.weight", &Layer::up_shexp},
+      {"ffn_down_shexp.weight", &Layer::down_shexp}, {"ffn_gate_inp_shexp.weight", &Layer::shexp_gate}};
+  return kSlots;
 }
 
 std::vector<std::pair<std::string, QuantizedMatrix>> LlamaModel::matrices() const {
   std::vector<std::pair<std::string, QuantizedMatrix>> out{{"token_embd.weight", token_embd_}};
   if (!output_tied_) out.emplace_back("output.weight", output_);
   for (const Layer& l : layers_)
-    for (auto [suffix, m] : {std::pair{"attn_q.weight", &l.q}, {"attn_k.weight", &l.k}, {"attn_v.weight", &l.v}, {"attn_output.weight", &l.o},
-                             {"ffn_gate.weight", &l.gate}, {"ffn_up.weight", &l.up}, {"ffn_down.weight", &l.down}})
-      out.emplace_back(l.prefix + suffix, *m);
+    for (auto [suffix, member] : matrix_slots())
+      if ((l.*member).rows > 0) out.emplace_back(l.prefix + suffix, l.*member);
   return out;
+}
+
+bool LlamaModel::has_experts() const {
+  return std::ranges::any_of(layers_, [](const Layer& l) { return l.moe(); });
 }
 
 LlamaModel::LayerVectors LlamaModel::layer_vectors(int layer) const {
@@ -251,10 +353,8 @@ QuantizedMatrix LlamaModel::swap_weight(const std::string& name, const Quantized
   for (Layer& layer : layers_) {
     if (!name.starts_with(layer.prefix)) continue;
     const std::string_view rest = std::string_view(name).substr(layer.prefix.size());
-    for (auto [suffix, matrix] : {std::pair{"attn_q.weight", &layer.q}, {"attn_k.weight", &layer.k}, {"attn_v.weight", &layer.v},
-                                  {"attn_output.weight", &layer.o}, {"ffn_gate.weight", &layer.gate}, {"ffn_up.weight", &layer.up},
-                                  {"ffn_down.weight", &layer.down}})
-      if (rest == suffix) slot = matrix;
+    for (auto [suffix, member] : matrix_slots())
+      if (rest == suffix && (layer.*member).rows > 0) slot = &(layer.*member);
   }
   if (!slot) throw Error("not a weight of the forward pass", {.file = weights_.label(), .tensor = name});
   if (weight.rows != slot->rows || weight.cols != slot->cols || weight.data.size() != ggml_row_bytes(weight.type, weight.cols) * size_t(weight.rows))

@@ -64,9 +64,9 @@ LlamaConfig LlamaConfig::from_weights(const ModelWeights& weights) {
   const auto* arch = weights.find("general.architecture");
   if (!arch || !arch->get_if<std::string>()) throw Error("no general.architecture", {.file = weights.label()});
   c.arch = *arch->get_if<std::string>();
-  if (c.arch != "llama" && c.arch != "qwen2" && c.arch != "qwen3")
+  if (c.arch != "llama" && c.arch != "qwen2" && c.arch != "qwen3" && c.arch != "qwen2moe" && c.arch != "qwen3moe")
     throw Error(fmt::format("architecture '{}' is not supported by the evaluation runtime", c.arch),
-                {.file = weights.label(), .expected = "llama, qwen2 or qwen3"});
+                {.file = weights.label(), .expected = "llama, qwen2, qwen3, qwen2moe or qwen3moe"});
   // Every size is range-checked here, once: the forward pass divides by head counts, loops over
   // layers and allocates by widths, and a NaN or non-positive epsilon or RoPE base gives NaN logits.
   auto key_of = [&](const std::string& key) { return c.arch + "." + key; };
@@ -101,7 +101,12 @@ LlamaConfig LlamaConfig::from_weights(const ModelWeights& weights) {
     fail("attention.head_count", fmt::format("{} does not divide the width {}", c.n_head, c.n_embd), "a divisor of embedding_length");
   c.head_dim = integer("attention.key_length", 2, kMaxWidth, c.n_embd / c.n_head);
   if (c.head_dim % 2 != 0) fail("attention.key_length", fmt::format("head size {} is odd", c.head_dim), "an even size: RoPE rotates pairs");
-  c.n_ff = integer("feed_forward_length", 1, kMaxWidth);
+  c.n_expert = integer("expert_count", 0, 1 << 16, 0);
+  if (c.arch.ends_with("moe") && c.n_expert == 0) fail("expert_count", "missing or 0", "the number of experts of a mixture-of-experts model");
+  c.n_expert_used = c.n_expert > 0 ? integer("expert_used_count", 1, c.n_expert) : 0;
+  c.expert_weights_norm = c.arch != "qwen2moe";  // llama.cpp's fixed choice per architecture
+  // Dense layers need it; a model whose every layer has experts may leave it out.
+  c.n_ff = c.n_expert > 0 ? integer("feed_forward_length", 1, kMaxWidth, 0) : integer("feed_forward_length", 1, kMaxWidth);
   c.rms_eps = positive_real("attention.layer_norm_rms_epsilon", 1e-5f);
   c.rope_base = positive_real("rope.freq_base", 10000.0f);
   c.rope_neox = c.arch != "llama";

@@ -36,7 +36,9 @@ const float* importance_for(const GgufQuantizeOptions& options, const ModelSourc
   const ImatrixEntry* entry = options.imatrix->find(t.name);
   if (!entry) return nullptr;
   const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
-  if (entry->columns != t.ne[0] || entry->experts != experts)
+  // The legacy form records no expert count: a stacked tensor's entry is all its experts' columns in a row.
+  const bool legacy_experts = entry->experts == 1 && experts > 1 && entry->columns == t.ne[0] * experts;
+  if (!legacy_experts && (entry->columns != t.ne[0] || entry->experts != experts))
     throw Error(fmt::format("importance matrix has {} columns × {} experts", entry->columns, entry->experts),
                 {.file = label, .tensor = t.name, .expected = fmt::format("{} columns × {} experts", t.ne[0], experts)});
   return entry->weights.data();

@@ -18,6 +18,7 @@
 #include "lowbit/io/gguf.h"
 #include "support/paths.h"
 #include "support/python.h"
+#include "support/upcycled_moe.h"
 
 namespace lowbit {
 namespace {
@@ -135,6 +136,27 @@ TEST(LlamaCppReadsLowbitGguf, ConvertedHuggingFaceCheckpointRunsAsInLowbit) {
   EXPECT_GE(a.same_top, 0.95);
 }
 
+// lowbit-bytes-12M upcycled into 4 experts of which each token uses 2, as Mixtral ("llama" with
+// experts) and as Qwen3-MoE: llama.cpp's MoE graph (softmax gating, top-k, renormalised weights, f16
+// experts) computes what lowbit's runtime does.
+class LlamaCppRunsLowbitsMixtures : public testing::TestWithParam<std::string> {};
+
+TEST_P(LlamaCppRunsLowbitsMixtures, PerplexityAndLogProbabilitiesAgree) {
+  REQUIRE_LLAMA_CPP();
+  test::TempDir dir;
+  const auto model = dir / (GetParam() + "-moe.gguf");
+  test::write_upcycled_moe(kModel, model, GetParam());
+  const Agreement a = measure(model, dir);
+  std::cout << fmt::format("[ llama.cpp ] 12M upcycled to 4 experts ({}): perplexity lowbit {:.4f}, llama.cpp {:.4f}; mean KLD {:.6f}, "
+                           "same top token {:.2f}%\n", GetParam(), a.lowbit_ppl, a.llama_ppl, a.mean_kld, 100 * a.same_top);
+  EXPECT_NEAR(a.lowbit_ppl, a.llama_ppl, 0.002 * a.llama_ppl);
+  EXPECT_LE(a.mean_kld, 5e-4);
+  EXPECT_GE(a.same_top, 0.98);
+}
+
+INSTANTIATE_TEST_SUITE_P(LlamaCpp, LlamaCppRunsLowbitsMixtures, testing::Values("llama", "qwen3moe"),
+                         [](const testing::TestParamInfo<std::string>& p) { return p.param == "llama" ? "Mixtral" : "Qwen3Moe"; });
+
 // Tensor by tensor: type and bytes.
 void expect_same_tensors(const std::filesystem::path& lowbit_file, const std::filesystem::path& llama_file) {
   const gguf::File ours(lowbit_file), theirs(llama_file);
@@ -167,6 +189,57 @@ TEST(LlamaCppQuantize, ReadsLowbitsImportanceMatricesInBothForms) {
       expect_same_tensors(ours, theirs);
     }
   }
+}
+
+// On the upcycled Mixtral: llama-imatrix and lowbit imatrix route the same tokens to the same experts
+// (the counts per expert agree but for the odd near-tie that float summation order decides) and sum the
+// same squares; llama-quantize reads lowbit's per-expert matrix and writes the bytes lowbit quantize
+// writes with it.
+TEST(LlamaCppImatrix, CountsEachExpertsTokensAsLowbitDoes) {
+  REQUIRE_LLAMA_CPP();
+  test::TempDir dir;
+  const auto text = calibration_text(dir), model = dir / "moe.gguf", ours = dir / "lowbit.imatrix", theirs = dir / "llama.imatrix";
+  test::write_upcycled_moe(kModel, model, "llama");
+  lowbit(fmt::format("imatrix {} --text {} --ctx {} --chunks {} -o {} --quiet", model.string(), text.string(), kCtx, kChunks, ours.string()));
+  run(fmt::format("{} -m {} -f {} -c {} -b {} --chunks {} -o {} --no-ppl -t 2", (llama_bin() / "llama-imatrix").string(), model.string(),
+                  text.string(), kCtx, kCtx, kChunks, theirs.string()));
+  const gguf::File a(ours), b(theirs);
+  int expert_entries = 0;
+  // Routings (token → expert) counted for another expert; the largest relative L2 difference of a
+  // tensor's sums, for weights every token reaches and for stacked experts (where a moved token counts).
+  double moved = 0, routed = 0, worst_sums = 0, worst_expert_sums = 0;
+  for (const auto& t : a.tensors()) {
+    const auto* u = b.find_tensor(t.name);
+    ASSERT_NE(u, nullptr) << t.name << " is not in llama-imatrix's file";
+    ASSERT_EQ(shape_to_string(t.ne), shape_to_string(u->ne)) << t.name;
+    const auto* x = reinterpret_cast<const float*>(a.data(t).data());
+    const auto* y = reinterpret_cast<const float*>(b.data(*u).data());
+    double diff = 0, norm = 0;
+    for (int64_t i = 0; i < t.elements(); ++i) diff += (double(x[i]) - y[i]) * (double(x[i]) - y[i]), norm += double(y[i]) * y[i];
+    if (t.name.ends_with(".counts")) {
+      const bool experts = t.name.find("_exps") != std::string::npos;
+      expert_entries += experts;
+      for (int64_t i = 0; i < t.elements(); ++i) {
+        if (!experts) EXPECT_EQ(x[i], y[i]) << t.name;  // every token
+        if (experts) moved += std::abs(double(x[i]) - y[i]) / 2, routed += y[i];
+      }
+    } else {
+      double& worst = t.name.find("_exps") != std::string::npos ? worst_expert_sums : worst_sums;
+      worst = std::max(worst, std::sqrt(diff / norm));
+    }
+  }
+  std::cout << fmt::format("[ llama.cpp ] imatrix of the upcycled Mixtral: {} tensors, {} per-expert entries; {} of {} routings differ; "
+                           "largest relative L2 difference of a tensor's sums {:.2e}, of an expert tensor's {:.2e}\n",
+                           a.tensors().size(), expert_entries, moved, routed, worst_sums, worst_expert_sums);
+  EXPECT_LE(moved, 0.005 * routed);
+  EXPECT_LE(worst_sums, 5e-3);  // llama.cpp keeps keys and values in f16
+  EXPECT_LE(worst_expert_sums, 0.1);
+  EXPECT_EQ(a.tensors().size(), b.tensors().size());
+  EXPECT_GT(expert_entries, 0);
+  const auto q_ours = dir / "lowbit-q4km.gguf", q_theirs = dir / "llama-q4km.gguf";
+  lowbit(fmt::format("quantize {} -o {} --mix Q4_K_M --imatrix {} --quiet", model.string(), q_ours.string(), ours.string()));
+  run(fmt::format("{} --imatrix {} {} {} Q4_K_M 2", (llama_bin() / "llama-quantize").string(), ours.string(), model.string(), q_theirs.string()));
+  expect_same_tensors(q_ours, q_theirs);
 }
 
 }  // namespace

@@ -86,7 +86,7 @@ TEST(Imatrix, LegacyDatFormDividesByCalls) {
 // mirrors): the same means per column, the chunk count, the dataset; the bytes laid out as llama.cpp's.
 TEST(Imatrix, LegacyDatFormRoundTrips) {
   test::TempDir dir;
-  std::vector<ImatrixSums> sums = {{"blk.1.ffn_up.weight", {2, 4, 6, 8}, 4}, {"blk.0.attn_q.weight", {3, 0.75f}, 3}};
+  std::vector<ImatrixSums> sums = {{"blk.1.ffn_up.weight", {2, 4, 6, 8}, {4}}, {"blk.0.attn_q.weight", {3, 0.75f}, {3}}};
   write_imatrix_dat(dir / "m.dat", sums, {"calibration.txt"}, 5);
   const auto m = ImportanceMatrix::load(dir / "m.dat");
   ASSERT_EQ(m.entries().size(), 2u);
@@ -121,7 +121,7 @@ TEST(Imatrix, LegacyDatFormRoundTrips) {
 
 TEST(Imatrix, LegacyWriterRefusesAnEntryWithNoRows) {
   test::TempDir dir;
-  EXPECT_THROW(write_imatrix_dat(dir / "m.dat", {{"blk.0.attn_q.weight", {1, 2}, 0}}, {}, 1), Error);
+  EXPECT_THROW(write_imatrix_dat(dir / "m.dat", {{"blk.0.attn_q.weight", {1, 2}, {0}}}, {}, 1), Error);
   EXPECT_FALSE(std::filesystem::exists(dir / "m.dat"));
 }
 

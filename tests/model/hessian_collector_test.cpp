@@ -69,7 +69,7 @@ TEST_F(HessianCollector, EachInputIsXTransposeXStoredOnce) {
   std::map<std::string, std::vector<double>> reference;
   std::map<std::string, int64_t> columns;
   std::map<std::string, std::string> reader;  // input -> the first weight that reads it
-  const ActivationObserver observe = [&](const std::string& weight, const float* x, int64_t rows, int64_t cols) {
+  const ActivationObserver observe = [&](const std::string& weight, int, const float* x, int64_t rows, int64_t cols) {
     const std::string input = hessian_input_of(weight);
     if (reader.emplace(input, weight).first->second != weight) return;  // k, v and up read q's and gate's rows
     auto& xtx = reference[input];

@@ -189,7 +189,7 @@ TEST(Nonfinite, NaNScaleOfAQuantizedSourceIsRefusedWhenReadAndKeptAsNaNWhenAllow
 // ---- importance matrices ----
 
 void write_imatrix(const std::filesystem::path& path, std::vector<float> sums, float count = 4.0f) {
-  write_imatrix_gguf(path, {{kWeight, std::move(sums), count}}, {"text"}, 1, 512);
+  write_imatrix_gguf(path, {{kWeight, std::move(sums), {count}}}, {"text"}, 1, 512);
 }
 
 TEST(Nonfinite, ImportanceMatrixValuesAreChecked) {

@@ -197,6 +197,14 @@ inline void write_tiny_moe_gguf(const std::filesystem::path& path, const TinyMoe
   w.set(arch + ".embedding_length", gguf::Value{uint32_t(m.hidden)});
   w.set(arch + ".expert_count", gguf::Value{uint32_t(m.experts)});
   w.set(arch + ".expert_used_count", gguf::Value{uint32_t(2)});
+  // What the runtime reads besides (the Hugging Face config's values: 2 query heads, 1 key/value head).
+  w.set(arch + ".attention.head_count", gguf::Value{uint32_t(2)});
+  w.set(arch + ".attention.head_count_kv", gguf::Value{uint32_t(1)});
+  w.set(arch + ".attention.layer_norm_rms_epsilon", gguf::Value{1e-6f});
+  w.set(arch + ".context_length", gguf::Value{uint32_t(256)});
+  w.set(arch + ".feed_forward_length", gguf::Value{uint32_t(m.ff)});
+  if (m.style != MoeStyle::mixtral) w.set(arch + ".expert_feed_forward_length", gguf::Value{uint32_t(m.ff)});
+  if (m.style == MoeStyle::qwen2_moe) w.set(arch + ".expert_shared_feed_forward_length", gguf::Value{uint32_t(m.ff)});
   std::map<std::string, std::vector<std::byte>> data;
   for (const auto& name : order) {
     const auto& first = tensors[parts[name].front()];

@@ -23,21 +23,26 @@ struct ImatrixEntry {
   std::vector<float> weights;  // columns × experts: what llama-quantize passes as quant_weights
 };
 
-// What an importance matrix run collected for one weight: Σ x² per input column, over `count` rows.
+// What an importance matrix run collected for one weight: Σ x² per input column over the rows it saw,
+// expert by expert for a layer's stacked experts (one expert for any other weight).
 struct ImatrixSums {
   std::string name;
-  std::vector<float> sums;  // columns values (one expert)
-  float count = 0;
+  std::vector<float> sums;    // columns × experts, expert by expert
+  std::vector<float> counts;  // rows seen, per expert
+  int64_t experts() const { return int64_t(counts.size()); }
+  int64_t columns() const { return counts.empty() ? 0 : int64_t(sums.size()) / experts(); }
 };
 
 // Writes llama.cpp's GGUF form (general.type "imatrix", imatrix.datasets/chunk_count/chunk_size,
-// per weight "<name>.in_sum2" F32 [columns, 1] and "<name>.counts" F32 [1, 1]), names sorted.
+// per weight "<name>.in_sum2" F32 [columns, experts] and "<name>.counts" F32 [1, experts], written as
+// [columns] and [1] for one expert, as ggml drops trailing dimensions of 1), names sorted.
 void write_imatrix_gguf(const std::filesystem::path& path, std::vector<ImatrixSums> entries, const std::vector<std::string>& datasets,
                         uint32_t chunk_count, uint32_t chunk_size);
 
 // Writes llama.cpp's legacy binary form (what llama-imatrix wrote before mid-2025 and every
-// llama-quantize reads): per weight its name, ncall = chunk_count, and mean x² per column × ncall;
-// then the chunk count and the first dataset's name. Names sorted, as the GGUF form.
+// llama-quantize reads): per weight its name, ncall = chunk_count, and mean x² per column × ncall
+// (per expert; an expert that saw no rows stores ones, as llama-imatrix writes it); then the chunk
+// count and the first dataset's name. Names sorted, as the GGUF form.
 void write_imatrix_dat(const std::filesystem::path& path, std::vector<ImatrixSums> entries, const std::vector<std::string>& datasets,
                        uint32_t chunk_count);
 

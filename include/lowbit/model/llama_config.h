@@ -15,8 +15,13 @@
 namespace lowbit {
 
 struct LlamaConfig {
-  std::string arch;          // "llama", "qwen2", "qwen3"
+  std::string arch;          // "llama" (Mixtral too), "qwen2", "qwen3", "qwen2moe", "qwen3moe"
   int n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0, n_vocab = 0;
+  // Mixture of experts (0 experts: every layer dense). A layer with a router (ffn_gate_inp) sends each
+  // token to the n_expert_used experts of highest softmax probability, weighted by those probabilities,
+  // renormalised to sum 1 where expert_weights_norm (Mixtral, Qwen3-MoE; not Qwen2-MoE, as in llama.cpp).
+  int n_expert = 0, n_expert_used = 0;
+  bool expert_weights_norm = false;
   float rms_eps = 1e-5f;
   float rope_base = 10000.0f;
   bool rope_neox = false;    // rotate (i, i + n_rot/2) pairs (Qwen); else adjacent pairs (llama.cpp's "normal")
@@ -37,8 +42,10 @@ struct QuantizedMatrix {
   std::span<const std::byte> data;
 };
 
-// Called for every matrix product with its weight's name and its input rows (tokens × cols):
-// how an importance matrix collects the squared activations.
-using ActivationObserver = std::function<void(const std::string& weight, const float* x, int64_t tokens, int64_t cols)>;
+// Called for every matrix product with its weight's name and its input rows (tokens × cols): how an
+// importance matrix collects the squared activations. `expert` is -1 for a whole weight and, for a
+// layer's stacked experts ("ffn_*_exps"), the expert whose rows multiplied these inputs (the tokens
+// routed to it), as llama-imatrix counts them.
+using ActivationObserver = std::function<void(const std::string& weight, int expert, const float* x, int64_t tokens, int64_t cols)>;
 
 }  // namespace lowbit

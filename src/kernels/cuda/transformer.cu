@@ -283,6 +283,20 @@ __global__ void to_16bit_kernel(const float* __restrict__ x, int64_t n, void* __
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) store1<T>(out, i, x[i]);
 }
 
+template <DType T>
+__global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int64_t n, int64_t cols, Activations out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n * cols; i += int64_t(gridDim.x) * blockDim.x)
+    store_both<T>(out, i, x[int64_t(rows[i / cols]) * cols + i % cols]);
+}
+
+__global__ void scatter_add_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows, const float* __restrict__ weights,
+                                        int64_t n, int64_t cols, float* __restrict__ y) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n * cols; i += int64_t(gridDim.x) * blockDim.x) {
+    float& target = y[int64_t(rows[i / cols]) * cols + i % cols];
+    target = __fadd_rn(target, __fmul_rn(weights[i / cols], x[i]));
+  }
+}
+
 unsigned elementwise_grid(int64_t n) { return unsigned(std::min<int64_t>((n + 255) / 256, 132 * 16)); }
 
 }  // namespace
@@ -365,6 +379,18 @@ void add_16bit(DType dtype, const void* x, int64_t n, float* y, bool accumulate,
 void to_16bit(const float* x, int64_t n, DType dtype, void* out, cudaStream_t stream) {
   if (n <= 0) return;
   dispatch_half(dtype, [&]<DType T>() { to_16bit_kernel<T><<<elementwise_grid(n), 256, 0, stream>>>(x, n, out); });
+  check(cudaGetLastError());
+}
+
+void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t cols, const Activations& out, cudaStream_t stream) {
+  if (n <= 0) return;
+  dispatch_half(out.half_dtype, [&]<DType T>() { gather_rows_kernel<T><<<elementwise_grid(n * cols), 256, 0, stream>>>(x, rows, n, cols, out); });
+  check(cudaGetLastError());
+}
+
+void scatter_add_rows(const float* x, const int32_t* rows, const float* weights, int64_t n, int64_t cols, float* y, cudaStream_t stream) {
+  if (n <= 0) return;
+  scatter_add_rows_kernel<<<elementwise_grid(n * cols), 256, 0, stream>>>(x, rows, weights, n, cols, y);
   check(cudaGetLastError());
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <optional>
 
@@ -16,6 +17,7 @@
 #include "lowbit/kernels/cuda/matmul.h"
 #include "lowbit/kernels/cuda/transformer.h"
 #include "lowbit/model/cuda_runtime.h"
+#include "lowbit/model/moe_routing.h"
 
 namespace lowbit::cuda {
 namespace {
@@ -98,17 +100,30 @@ class CudaLlama final : public LlamaRuntime {
   };
   struct Layer {
     DeviceBuffer attn_norm, ffn_norm, q_norm, k_norm, q_bias, k_bias, v_bias;
-    Weight *q, *k, *v, *o, *gate, *up, *down;
+    Weight *q, *k, *v, *o;
+    Weight *gate = nullptr, *up = nullptr, *down = nullptr;  // a dense feed-forward block
+    // A mixture-of-experts block (router set): the stacked experts, the optional shared expert and its gate.
+    Weight *router = nullptr, *gate_exps = nullptr, *up_exps = nullptr, *down_exps = nullptr;
+    Weight *gate_shexp = nullptr, *up_shexp = nullptr, *down_shexp = nullptr, *shexp_gate = nullptr;
   };
   // Per batch: activations sized for `tokens` rows, grown on demand.
   struct Workspace {
     Scratch hidden, normed, normed_half, q, k, v, att, att_half, gate, up, act, act_half, logits, product_half, cache_k, cache_v;
+    Scratch expert_in, expert_in_half, expert_out, router_logits, route_rows, route_weights;  // mixture of experts
     Scratch weight_tile;  // a quantized weight dequantized to 16 bits for the tensor cores
   };
 
   void load_weight(Weight& w, const QuantizedMatrix& m);
   Activations normed(int64_t tokens) const;
-  void product(const Weight& w, const Activations& x, int64_t tokens, float* y, bool accumulate, const ActivationObserver& observer) const;
+  // y (=, or += with accumulate) x · Wᵀ for `tokens` rows of x; with `expert` ≥ 0, W is that expert's
+  // rows of a stacked weight.
+  void product(const Weight& w, const Activations& x, int64_t tokens, float* y, bool accumulate, const ActivationObserver& observer,
+               int expert = -1) const;
+  // down(silu(gate(x)) ⊙ up(x)) into y, as product() adds or sets.
+  void feed_forward(const Weight& gate, const Weight& up, const Weight& down, const Activations& x, int64_t tokens, float* y,
+                    bool accumulate, const ActivationObserver& observer, int expert = -1) const;
+  // A mixture-of-experts block's output added to ws_.hidden.
+  void mixture_of_experts(const Layer& layer, const Activations& x, int64_t tokens, const ActivationObserver& observer) const;
   void layer(int index, int64_t tokens, const Positions& positions, const KvCache& cache, const ActivationObserver& observer) const;
   void head(int64_t tokens, const ActivationObserver& observer) const;
   KvCache cache_for(int64_t windows, int64_t capacity, int layers = 1) const;
@@ -135,17 +150,23 @@ CudaLlama::CudaLlama(LlamaModel& model, const RuntimeOptions& options)
   if (half_ != DType::bf16 && half_ != DType::f16) throw Error("GPU activations must be bf16 or f16");
   if (devices().empty()) throw Error("no CUDA device is visible");
   check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-  for (const auto& [name, m] : model.matrices()) load_weight(weights_[name], m), weights_[name].name = name;
+  for (const auto& [name, m] : model.matrices()) weights_[name].name = name, load_weight(weights_[name], m);
   output_ = &weights_.at(model.output_tied() ? "token_embd.weight" : "output.weight");
   output_norm_ = upload(model.output_norm(), stream_);
   inv_freq_ = upload(std::span<const float>(config_.rope.inv_freq), stream_);  // the CPU's own table
   for (int l = 0; l < config_.n_layer; ++l) {
     const auto v = model.layer_vectors(l);
     const std::string p = fmt::format("blk.{}.", l);
+    auto find = [&](const char* suffix) -> Weight* {
+      const auto it = weights_.find(p + suffix);
+      return it == weights_.end() ? nullptr : &it->second;
+    };
     layers_.push_back({upload(v.attn_norm, stream_), upload(v.ffn_norm, stream_), upload(v.q_norm, stream_), upload(v.k_norm, stream_),
-                       upload(v.q_bias, stream_), upload(v.k_bias, stream_), upload(v.v_bias, stream_), &weights_.at(p + "attn_q.weight"),
-                       &weights_.at(p + "attn_k.weight"), &weights_.at(p + "attn_v.weight"), &weights_.at(p + "attn_output.weight"),
-                       &weights_.at(p + "ffn_gate.weight"), &weights_.at(p + "ffn_up.weight"), &weights_.at(p + "ffn_down.weight")});
+                       upload(v.q_bias, stream_), upload(v.k_bias, stream_), upload(v.v_bias, stream_), find("attn_q.weight"),
+                       find("attn_k.weight"), find("attn_v.weight"), find("attn_output.weight"), find("ffn_gate.weight"),
+                       find("ffn_up.weight"), find("ffn_down.weight"), find("ffn_gate_inp.weight"), find("ffn_gate_exps.weight"),
+                       find("ffn_up_exps.weight"), find("ffn_down_exps.weight"), find("ffn_gate_shexp.weight"), find("ffn_up_shexp.weight"),
+                       find("ffn_down_shexp.weight"), find("ffn_gate_inp_shexp.weight")});
   }
   sync();  // the uploads read the host's mapped bytes
 }
@@ -163,7 +184,9 @@ void CudaLlama::load_weight(Weight& w, const QuantizedMatrix& m) {
     return;
   }
   w.bytes = upload(m.data, stream_);
-  if (m.type == GgmlType::Q4_K && m.rows % 16 == 0 && m.cols % 128 == 0)
+  // Stacked experts multiply a few rows at a time, each expert's own: the fused layout would serve none.
+  const bool stacked = w.name.find("_exps.") != std::string::npos;
+  if (m.type == GgmlType::Q4_K && m.rows % 16 == 0 && m.cols % 128 == 0 && !stacked)
     w.fused = prepare_fused(Q4KWeight{w.bytes.get(), m.rows, m.cols}, stream_);
 }
 
@@ -182,39 +205,44 @@ int CudaLlama::batch_windows(int n_ctx) const {
 
 // The matmul path of one weight for `tokens` rows: see the header's comment.
 void CudaLlama::product(const Weight& w, const Activations& x, int64_t tokens, float* y, bool accumulate,
-                        const ActivationObserver& observer) const {
-  const QuantizedMatrix& m = w.host;
+                        const ActivationObserver& observer, int expert) const {
+  QuantizedMatrix m = w.host;
+  const std::byte* bytes = w.bytes.get<std::byte>();
+  if (expert >= 0) {
+    m.rows /= config_.n_expert;
+    bytes += size_t(expert) * ggml_row_bytes(m.type, m.cols) * size_t(m.rows);
+  }
   if (observer) {
     std::vector<float> rows(size_t(tokens * m.cols));
     check_cuda(cudaMemcpyAsync(rows.data(), x.f32, rows.size() * 4, cudaMemcpyDeviceToHost, stream_), "observer copy");
     sync();
-    observer(w.name, rows.data(), tokens, m.cols);
+    observer(w.name, expert, rows.data(), tokens, m.cols);
   }
-  if (w.fused && tokens < kDequantizeTokens) {
+  if (w.fused && expert < 0 && tokens < kDequantizeTokens) {
     void* out = ws_.product_half.reserve(size_t(tokens * m.rows) * 2);
     matmul_4bit_fused(*w.fused, half_, x.half, tokens, out, stream_);
     add_16bit(half_, out, tokens * m.rows, y, accumulate, stream_);
     return;
   }
   if (tokens <= kMatvecMaxTokens && has_ggml_matvec(m.type, m.cols)) {
-    matvec_ggml(m.type, w.bytes.get(), m.rows, m.cols, x.f32, tokens, y, accumulate, stream_);
+    matvec_ggml(m.type, bytes, m.rows, m.cols, x.f32, tokens, y, accumulate, stream_);
     return;
   }
   if (m.type == GgmlType::F32 || (m.type == GgmlType::F16 && half_ != DType::f16)) {
     // Float weights keep their precision: a float32 tile (f16 widened exactly) and a float32 product.
-    const void* tile = w.bytes.get();
+    const void* tile = bytes;
     if (m.type == GgmlType::F16) {
       tile = ws_.weight_tile.reserve(size_t(m.rows * m.cols) * 4);
-      dequantize_ggml(m.type, w.bytes.get(), m.rows, m.cols, DType::f32, ws_.weight_tile.buffer.get(), stream_);
+      dequantize_ggml(m.type, bytes, m.rows, m.cols, DType::f32, ws_.weight_tile.buffer.get(), stream_);
     }
     matmul_f32(matmul_, static_cast<const float*>(tile), m.rows, m.cols, x.f32, tokens, y, accumulate, stream_);
     return;
   }
   const bool native = (m.type == GgmlType::BF16 && half_ == DType::bf16) || (m.type == GgmlType::F16 && half_ == DType::f16);
-  const void* tile = w.bytes.get();
+  const void* tile = bytes;
   if (!native) {
     void* scratch = ws_.weight_tile.reserve(size_t(m.rows * m.cols) * 2);
-    dequantize_ggml(m.type, w.bytes.get(), m.rows, m.cols, half_, scratch, stream_);
+    dequantize_ggml(m.type, bytes, m.rows, m.cols, half_, scratch, stream_);
     tile = scratch;
   }
   matmul_16bit_f32_out(matmul_, half_, tile, m.rows, m.cols, x.half, tokens, y, accumulate, stream_);
@@ -247,9 +275,6 @@ void CudaLlama::layer(int index, int64_t T, const Positions& positions, const Kv
   auto* k = static_cast<float*>(ws_.k.reserve(size_t(T * kv_dim) * 4));
   auto* v = static_cast<float*>(ws_.v.reserve(size_t(T * kv_dim) * 4));
   const Activations att{static_cast<float*>(ws_.att.reserve(size_t(T * q_dim) * 4)), ws_.att_half.reserve(size_t(T * q_dim) * 2), half_};
-  auto* gate = static_cast<float*>(ws_.gate.reserve(size_t(T * c.n_ff) * 4));
-  auto* up = static_cast<float*>(ws_.up.reserve(size_t(T * c.n_ff) * 4));
-  const Activations act{static_cast<float*>(ws_.act.reserve(size_t(T * c.n_ff) * 4)), ws_.act_half.reserve(size_t(T * c.n_ff) * 2), half_};
   const Activations x = normed(T);
 
   rms_norm(hidden, L.attn_norm.get<float>(), T, E, c.rms_eps, x, stream_);
@@ -267,10 +292,80 @@ void CudaLlama::layer(int index, int64_t T, const Positions& positions, const Kv
   product(*L.o, att, T, hidden, true, observer);  // the residual added by the product itself
 
   rms_norm(hidden, L.ffn_norm.get<float>(), T, E, c.rms_eps, x, stream_);
-  product(*L.gate, x, T, gate, false, observer);
-  product(*L.up, x, T, up, false, observer);
-  swiglu(gate, up, T * c.n_ff, act, stream_);
-  product(*L.down, act, T, hidden, true, observer);
+  if (L.router) mixture_of_experts(L, x, T, observer);
+  else feed_forward(*L.gate, *L.up, *L.down, x, T, hidden, true, observer);
+}
+
+void CudaLlama::feed_forward(const Weight& gate_w, const Weight& up_w, const Weight& down_w, const Activations& x, int64_t T, float* y,
+                             bool accumulate, const ActivationObserver& observer, int expert) const {
+  const int64_t ff = expert >= 0 ? gate_w.host.rows / config_.n_expert : gate_w.host.rows;
+  auto* gate = static_cast<float*>(ws_.gate.reserve(size_t(T * ff) * 4));
+  auto* up = static_cast<float*>(ws_.up.reserve(size_t(T * ff) * 4));
+  const Activations act{static_cast<float*>(ws_.act.reserve(size_t(T * ff) * 4)), ws_.act_half.reserve(size_t(T * ff) * 2), half_};
+  product(gate_w, x, T, gate, false, observer, expert);
+  product(up_w, x, T, up, false, observer, expert);
+  swiglu(gate, up, T * ff, act, stream_);
+  product(down_w, act, T, y, accumulate, observer, expert);
+}
+
+// The router's logits go to the host, which routes as the CPU runtime does (model/moe_routing.h): the
+// same logits pick the same experts on both backends. Each expert then runs over the rows of its tokens,
+// gathered into one batch, and its outputs are added back to those tokens' residual stream.
+void CudaLlama::mixture_of_experts(const Layer& L, const Activations& x, int64_t T, const ActivationObserver& observer) const {
+  const LlamaConfig& c = config_;
+  const int64_t E = c.n_embd;
+  auto* hidden = static_cast<float*>(ws_.hidden.buffer.get());
+  auto* logits = static_cast<float*>(ws_.router_logits.reserve(size_t(T * c.n_expert) * 4));
+  product(*L.router, x, T, logits, false, observer);
+  std::vector<float> host_logits(size_t(T * c.n_expert));
+  check_cuda(cudaMemcpyAsync(host_logits.data(), logits, host_logits.size() * 4, cudaMemcpyDeviceToHost, stream_), "router logits");
+  sync();
+  const auto batches = route_tokens(host_logits.data(), T, c.n_expert, c.n_expert_used, c.expert_weights_norm).by_expert(c.n_expert);
+
+  // Every expert's token rows and weights in one upload, then the shared expert's (all rows, its gate).
+  std::vector<int32_t> rows;
+  std::vector<float> weights;
+  std::vector<int64_t> first;
+  int64_t largest = 0;
+  for (const auto& b : batches) {
+    first.push_back(int64_t(rows.size()));
+    for (int64_t t : b.tokens) rows.push_back(int32_t(t));
+    weights.insert(weights.end(), b.weights.begin(), b.weights.end());
+    largest = std::max(largest, int64_t(b.tokens.size()));
+  }
+  const int64_t shared_first = int64_t(rows.size());
+  if (L.up_shexp) {
+    std::vector<float> gate(size_t(T), 1.0f);
+    if (L.shexp_gate) {  // a sigmoid weight per token (Qwen2-MoE)
+      auto* g = static_cast<float*>(ws_.router_logits.reserve(size_t(T * std::max(c.n_expert, 1)) * 4));
+      product(*L.shexp_gate, x, T, g, false, observer);
+      check_cuda(cudaMemcpyAsync(gate.data(), g, gate.size() * 4, cudaMemcpyDeviceToHost, stream_), "shared expert gate");
+      sync();
+      for (float& v : gate) v = 1.0f / (1.0f + std::exp(-v));
+    }
+    for (int64_t t = 0; t < T; ++t) rows.push_back(int32_t(t));
+    weights.insert(weights.end(), gate.begin(), gate.end());
+  }
+  auto* device_rows = static_cast<int32_t*>(ws_.route_rows.reserve(rows.size() * 4));
+  auto* device_weights = static_cast<float*>(ws_.route_weights.reserve(weights.size() * 4));
+  check_cuda(cudaMemcpyAsync(device_rows, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice, stream_), "expert rows");
+  check_cuda(cudaMemcpyAsync(device_weights, weights.data(), weights.size() * 4, cudaMemcpyHostToDevice, stream_), "expert weights");
+
+  const int64_t out_rows = std::max(largest, L.up_shexp ? T : 0);
+  auto* out = static_cast<float*>(ws_.expert_out.reserve(size_t(out_rows * E) * 4));
+  const Activations in{static_cast<float*>(ws_.expert_in.reserve(size_t(largest * E) * 4)), ws_.expert_in_half.reserve(size_t(largest * E) * 2), half_};
+  for (int e = 0; e < c.n_expert; ++e) {
+    const auto n = int64_t(batches[size_t(e)].tokens.size());
+    if (n == 0) continue;
+    gather_rows(x.f32, device_rows + first[size_t(e)], n, E, in, stream_);
+    feed_forward(*L.gate_exps, *L.up_exps, *L.down_exps, in, n, out, false, observer, e);
+    scatter_add_rows(out, device_rows + first[size_t(e)], device_weights + first[size_t(e)], n, E, hidden, stream_);
+  }
+  if (L.up_shexp) {
+    feed_forward(*L.gate_shexp, *L.up_shexp, *L.down_shexp, x, T, out, false, observer);
+    scatter_add_rows(out, device_rows + shared_first, device_weights + shared_first, T, E, hidden, stream_);
+  }
+  sync();  // the host vectors above feed copies in flight
 }
 
 void CudaLlama::head(int64_t T, const ActivationObserver& observer) const {
@@ -278,8 +373,8 @@ void CudaLlama::head(int64_t T, const ActivationObserver& observer) const {
   rms_norm(static_cast<float*>(ws_.hidden.buffer.get()), output_norm_.get<float>(), T, config_.n_embd, config_.rms_eps, x, stream_);
   auto* logits = static_cast<float*>(ws_.logits.reserve(size_t(T * config_.n_vocab) * 4));
   // The observer sees the output layer under its own name, tied or not, as on the CPU.
-  const ActivationObserver renamed = observer ? ActivationObserver([&](const std::string&, const float* rows, int64_t n, int64_t cols) {
-    observer("output.weight", rows, n, cols);
+  const ActivationObserver renamed = observer ? ActivationObserver([&](const std::string&, int, const float* rows, int64_t n, int64_t cols) {
+    observer("output.weight", -1, rows, n, cols);
   })
                                               : nullptr;
   product(*output_, x, T, logits, false, renamed);

@@ -75,4 +75,10 @@ void add_16bit(DType dtype, const void* x, int64_t n, float* y, bool accumulate,
 // Copies n float32 values into a 16-bit `dtype` array, rounding to nearest even.
 void to_16bit(const float* x, int64_t n, DType dtype, void* out, cudaStream_t stream);
 
+// Mixture of experts: out[i] = x[rows[i]] for i < n rows of `cols` (the tokens routed to one expert,
+// gathered into a batch), and y[rows[i]] += weights[i] · x[i] (its outputs added back to those tokens'
+// residual stream; `rows` must not repeat, so no two threads add to one value).
+void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t cols, const Activations& out, cudaStream_t stream);
+void scatter_add_rows(const float* x, const int32_t* rows, const float* weights, int64_t n, int64_t cols, float* y, cudaStream_t stream);
+
 }  // namespace lowbit::cuda
