@@ -104,11 +104,12 @@ void check_layer_types(const JsonField& config) {
 
 // What transformers' config class fills in where config.json has nothing (the converter reads
 // config.json through AutoConfig, so it writes these): head_dim (none, hidden_size / heads, or a
-// constant), and the mixture-of-experts sizes (0: no such field in the class).
+// constant), rms_norm_eps, and the mixture-of-experts sizes (0: no such field in the class).
 enum class HeadDim { none, width_over_heads, qwen3 };
 struct ClassDefaults {
   std::string_view hf_class;
   HeadDim head_dim;
+  float rms_norm_eps = 1e-6f;
   int64_t experts = 0, experts_used = 0, expert_ff = 0, shared_expert_ff = 0;
 };
 constexpr ClassDefaults kClassDefaults[] = {
@@ -116,9 +117,9 @@ constexpr ClassDefaults kClassDefaults[] = {
     {"MistralForCausalLM", HeadDim::width_over_heads},
     {"Qwen2ForCausalLM", HeadDim::none},
     {"Qwen3ForCausalLM", HeadDim::qwen3},
-    {"MixtralForCausalLM", HeadDim::none, 8, 2},
-    {"Qwen2MoeForCausalLM", HeadDim::none, 60, 4, 1408, 5632},
-    {"Qwen3MoeForCausalLM", HeadDim::none, 128, 8, 768},
+    {"MixtralForCausalLM", HeadDim::none, 1e-5f, 8, 2},
+    {"Qwen2MoeForCausalLM", HeadDim::none, 1e-6f, 60, 4, 1408, 5632},
+    {"Qwen3MoeForCausalLM", HeadDim::none, 1e-6f, 128, 8, 768},
 };
 constexpr int64_t kMaxExperts = int64_t(1) << 16;
 
@@ -216,8 +217,7 @@ HfModelConfig read_hf_model_config(const JsonField& c, const std::filesystem::pa
   m.push_back(kv(a + ".attention.head_count", uint32_t(out.n_head)));
   if (c.has("num_key_value_heads")) m.push_back(kv(a + ".attention.head_count_kv", uint32_t(out.n_head_kv)));
   add_rope_metadata(c, a, out.head_dim, out);
-  // transformers' own default where the config has none (LlamaConfig, Qwen2Config: 1e-6).
-  m.push_back(kv(a + ".attention.layer_norm_rms_epsilon", positive_float(c, "rms_norm_eps").value_or(1e-6f)));
+  m.push_back(kv(a + ".attention.layer_norm_rms_epsilon", positive_float(c, "rms_norm_eps").value_or(defaults.rms_norm_eps)));
   if (arch.moe) add_expert_metadata(c, a, defaults, out);
   if (head_dim) {
     m.push_back(kv(a + ".attention.key_length", uint32_t(*head_dim)));

@@ -203,8 +203,8 @@ inline void write_tiny_moe_gguf(const std::filesystem::path& path, const TinyMoe
   w.set(arch + ".attention.layer_norm_rms_epsilon", gguf::Value{1e-6f});
   w.set(arch + ".context_length", gguf::Value{uint32_t(256)});
   w.set(arch + ".feed_forward_length", gguf::Value{uint32_t(m.ff)});
-  if (m.style != MoeStyle::mixtral) w.set(arch + ".expert_feed_forward_length", gguf::Value{uint32_t(m.ff)});
-  if (m.style == MoeStyle::qwen2_moe) w.set(arch + ".expert_shared_feed_forward_length", gguf::Value{uint32_t(m.ff)});
+  if (m.style != MoeStyle::mixtral) w.set(arch + ".expert_feed_forward_length", gguf::Value{uint32_t(m.expert_width())});
+  if (m.style == MoeStyle::qwen2_moe) w.set(arch + ".expert_shared_feed_forward_length", gguf::Value{uint32_t(m.shared_width())});
   std::map<std::string, std::vector<std::byte>> data;
   for (const auto& name : order) {
     const auto& first = tensors[parts[name].front()];
