@@ -2,8 +2,9 @@
 
 #include <fmt/format.h>
 
-#include <cmath>
+#include <algorithm>
 #include <climits>
+#include <cmath>
 #include <limits>
 #include <numbers>
 
@@ -101,6 +102,63 @@ void check_layer_types(const JsonField& config) {
     if (type.string() != "full_attention") throw type.error(fmt::format("is '{}': only full attention is supported", type.string()), "\"full_attention\"");
 }
 
+// What transformers' config class fills in where config.json has nothing (the converter reads
+// config.json through AutoConfig, so it writes these): head_dim (none, hidden_size / heads, or a
+// constant), rms_norm_eps, and the mixture-of-experts sizes (0: no such field in the class).
+enum class HeadDim { none, width_over_heads, qwen3 };
+struct ClassDefaults {
+  std::string_view hf_class;
+  HeadDim head_dim;
+  float rms_norm_eps = 1e-6f;
+  int64_t experts = 0, experts_used = 0, expert_ff = 0, shared_expert_ff = 0;
+};
+constexpr ClassDefaults kClassDefaults[] = {
+    {"LlamaForCausalLM", HeadDim::width_over_heads},
+    {"MistralForCausalLM", HeadDim::width_over_heads},
+    {"Qwen2ForCausalLM", HeadDim::none},
+    {"Qwen3ForCausalLM", HeadDim::qwen3},
+    {"MixtralForCausalLM", HeadDim::none, 1e-5f, 8, 2},
+    {"Qwen2MoeForCausalLM", HeadDim::none, 1e-6f, 60, 4, 1408, 5632},
+    {"Qwen3MoeForCausalLM", HeadDim::none, 1e-6f, 128, 8, 768},
+};
+constexpr int64_t kMaxExperts = int64_t(1) << 16;
+
+constexpr bool every_class_has_defaults() {
+  for (const Architecture& a : kArchitectures) {
+    bool found = false;
+    for (const ClassDefaults& d : kClassDefaults) found = found || d.hf_class == a.hf_class;
+    if (!found) return false;
+  }
+  return true;
+}
+static_assert(every_class_has_defaults(), "kClassDefaults needs a row for every class of kArchitectures");
+
+// The expert keys in the converter's order: TextModel.set_gguf_parameters writes the counts (from
+// num_local_experts or num_experts, the first the config has), Qwen2MoeModel's the widths where the
+// config has them. Mixtral's experts are intermediate_size wide: feed_forward_length says so.
+void add_expert_metadata(const JsonField& c, const std::string& a, const ClassDefaults& d, HfModelConfig& out) {
+  const char* count_key = c.has("num_local_experts") ? "num_local_experts" : "num_experts";
+  out.n_expert = c.integer_or(count_key, d.experts, 1, kMaxExperts);
+  out.metadata.push_back(kv(a + ".expert_count", uint32_t(out.n_expert)));
+  out.metadata.push_back(kv(a + ".expert_used_count", uint32_t(c.integer_or("num_experts_per_tok", d.experts_used, 1, out.n_expert))));
+}
+
+// llama.cpp's qwen2moe and qwen3moe have experts in every layer: a dense one (in mlp_only_layers, or
+// between sparse ones when decoder_sparse_step is above 1) has no place there, and its converter refuses it.
+void refuse_dense_layers(const JsonField& c, const std::string& a) {
+  if (c.has("mlp_only_layers") && !c["mlp_only_layers"].elements().empty())
+    throw c["mlp_only_layers"].error(fmt::format("lists dense layers, which llama.cpp's {} does not have", a), "[]");
+  if (const int64_t step = c.integer_or("decoder_sparse_step", 1, 1, kMaxLayers); step != 1)
+    throw c["decoder_sparse_step"].error(fmt::format("is {}: layers between sparse ones are dense, which llama.cpp's {} does not have", step, a), "1");
+}
+
+void add_qwen_expert_widths(const JsonField& c, const std::string& a, const ClassDefaults& d, HfModelConfig& out) {
+  if (const int64_t ff = c.integer_or("moe_intermediate_size", d.expert_ff, 1, kMaxWidth); ff > 0)
+    out.metadata.push_back(kv(a + ".expert_feed_forward_length", uint32_t(ff)));
+  if (const int64_t ff = c.integer_or("shared_expert_intermediate_size", d.shared_expert_ff, 1, kMaxWidth); ff > 0)
+    out.metadata.push_back(kv(a + ".expert_shared_feed_forward_length", uint32_t(ff)));
+}
+
 // An id, or none where the field holds a list (generation_config's several EOS ids) or nothing.
 std::optional<int64_t> token_id(const JsonField& object, const char* key) {
   if (!object.has(key) || !object[key].json().is_number_integer()) return std::nullopt;
@@ -126,7 +184,9 @@ std::vector<float> llama3_rope_freqs(float base, int64_t head_dim, float factor,
   return divisors;
 }
 
-HfModelConfig read_hf_model_config(const JsonField& c, const std::filesystem::path& dir, const std::string& a) {
+HfModelConfig read_hf_model_config(const JsonField& c, const std::filesystem::path& dir, const Architecture& arch) {
+  const std::string a(arch.gguf_arch);
+  const ClassDefaults& defaults = *std::ranges::find(kClassDefaults, arch.hf_class, &ClassDefaults::hf_class);
   HfModelConfig out;
   // Head counts must split the width (and the KV heads the heads) or the attention reshapes are wrong.
   const int64_t n_embd = c["hidden_size"].integer(1, kMaxWidth);
@@ -134,14 +194,14 @@ HfModelConfig read_hf_model_config(const JsonField& c, const std::filesystem::pa
   out.n_head_kv = c.integer_or("num_key_value_heads", out.n_head, 1, out.n_head);
   if (out.n_head % out.n_head_kv != 0)
     throw c["num_key_value_heads"].error(fmt::format("{} does not divide num_attention_heads {}", out.n_head_kv, out.n_head), "a divisor of the head count");
-  // head_dim as transformers 5's config classes fill it in (the converter reads the config through
-  // AutoConfig): Llama and Mistral default to hidden_size / heads, Qwen3 to 128, Qwen2 has none.
+  // head_dim as transformers 5's config classes fill it in: Llama and Mistral default to
+  // hidden_size / heads, Qwen3 to 128; Qwen2, Mixtral and the Qwen MoEs have none (then it is hidden_size / heads).
   std::optional<int64_t> head_dim;
   if (c.has("head_dim")) head_dim = c["head_dim"].integer(2, kMaxWidth);
-  if (!head_dim && n_embd % out.n_head != 0 && a != "qwen3")
+  if (!head_dim && n_embd % out.n_head != 0 && defaults.head_dim != HeadDim::qwen3)
     throw c["num_attention_heads"].error(fmt::format("{} does not divide hidden_size {}", out.n_head, n_embd), "a divisor of the width");
-  if (!head_dim && a == "llama") head_dim = n_embd / out.n_head;
-  if (!head_dim && a == "qwen3") head_dim = 128;
+  if (!head_dim && defaults.head_dim == HeadDim::width_over_heads) head_dim = n_embd / out.n_head;
+  if (!head_dim && defaults.head_dim == HeadDim::qwen3) head_dim = 128;
   out.head_dim = head_dim.value_or(n_embd / out.n_head);
   if (out.head_dim % 2 != 0) throw c.error(fmt::format("head size {} is odd", out.head_dim), "an even head size: RoPE rotates pairs");
   out.vocab = c["vocab_size"].integer(1, kMaxVocab);
@@ -157,8 +217,8 @@ HfModelConfig read_hf_model_config(const JsonField& c, const std::filesystem::pa
   m.push_back(kv(a + ".attention.head_count", uint32_t(out.n_head)));
   if (c.has("num_key_value_heads")) m.push_back(kv(a + ".attention.head_count_kv", uint32_t(out.n_head_kv)));
   add_rope_metadata(c, a, out.head_dim, out);
-  // transformers' own default where the config has none (LlamaConfig, Qwen2Config: 1e-6).
-  m.push_back(kv(a + ".attention.layer_norm_rms_epsilon", positive_float(c, "rms_norm_eps").value_or(1e-6f)));
+  m.push_back(kv(a + ".attention.layer_norm_rms_epsilon", positive_float(c, "rms_norm_eps").value_or(defaults.rms_norm_eps)));
+  if (arch.moe) add_expert_metadata(c, a, defaults, out);
   if (head_dim) {
     m.push_back(kv(a + ".attention.key_length", uint32_t(*head_dim)));
     m.push_back(kv(a + ".attention.value_length", uint32_t(*head_dim)));
@@ -166,6 +226,10 @@ HfModelConfig read_hf_model_config(const JsonField& c, const std::filesystem::pa
   if (a == "llama") {  // LlamaModel.set_gguf_parameters adds these two
     m.push_back(kv(a + ".vocab_size", uint32_t(out.vocab)));
     m.push_back(kv(a + ".rope.dimension_count", uint32_t(out.head_dim)));
+  }
+  if (a == "qwen2moe" || a == "qwen3moe") {
+    refuse_dense_layers(c, a);
+    add_qwen_expert_widths(c, a, defaults, out);
   }
 
   const auto generation_path = dir / "generation_config.json";

@@ -61,7 +61,8 @@ int64_t vocab_size(const ModelSource& s) {
 GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::filesystem::path& out, DType dtype, Progress& progress,
                                      const NonfinitePolicy& nonfinite, bool overwrite) {
   const std::string arch = string_value(source, "general.architecture");
-  const auto* match = std::ranges::find_if(kArchitectures, [&](const Architecture& a) { return a.gguf_arch == arch; });
+  // Dense models only: llama.cpp's "llama" is Llama's (or Mistral's) name, and experts have no way back.
+  const auto* match = std::ranges::find_if(kArchitectures, [&](const Architecture& a) { return a.gguf_arch == arch && !a.moe; });
   if (match == std::end(kArchitectures)) throw Error(fmt::format("cannot export architecture '{}'", arch), {.file = source.label()});
   const ModelFacts facts = source.facts();
   auto hp = [&](const std::string& key) -> std::optional<int64_t> {

@@ -1,7 +1,7 @@
-// The correspondence between Hugging Face and llama.cpp (GGUF) names for the dense Llama family:
-// model classes, tensor names, and whether Q/K rows are permuted. Used both ways: converting a
-// Hugging Face directory to GGUF and exporting a GGUF as a Hugging Face directory. Also the names of
-// Qwen-MoE, Mixtral and DeepSeek layers one way, for the planner's roles and rules.
+// The correspondence between Hugging Face and llama.cpp (GGUF) names for the Llama family: model
+// classes, tensor names, and whether Q/K rows are permuted. The dense names are used both ways:
+// converting a Hugging Face directory to GGUF and exporting a GGUF as a Hugging Face directory. The
+// mixture-of-experts names (Mixtral, Qwen2-MoE, Qwen3-MoE; DeepSeek's for the planner only) one way.
 #pragma once
 
 #include <fmt/format.h>
@@ -10,21 +10,27 @@
 #include <regex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace lowbit {
 
-// The llama.cpp architecture of a Hugging Face model class, and whether its converter permutes the
-// Q/K rows (llama.cpp's "normal" RoPE rotates adjacent pairs; HF Llama rotates halves).
+// The llama.cpp architecture of a Hugging Face model class, whether its converter permutes the Q/K
+// rows (llama.cpp's "normal" RoPE rotates adjacent pairs; HF Llama rotates halves), and whether its
+// feed-forward blocks are mixtures of experts (converted, not exported back).
 struct Architecture {
   std::string_view hf_class;
   std::string_view gguf_arch;
   bool permute_qk;
+  bool moe = false;
 };
 inline constexpr Architecture kArchitectures[] = {
     {"LlamaForCausalLM", "llama", true},
     {"MistralForCausalLM", "llama", true},
     {"Qwen2ForCausalLM", "qwen2", false},
     {"Qwen3ForCausalLM", "qwen3", false},
+    {"MixtralForCausalLM", "llama", true, true},  // llama.cpp runs Mixtral as a Llama with experts
+    {"Qwen2MoeForCausalLM", "qwen2moe", false, true},
+    {"Qwen3MoeForCausalLM", "qwen3moe", false, true},
 };
 
 // HF tensor name pattern -> GGUF name; {} is the layer.
@@ -66,8 +72,8 @@ inline std::optional<std::string> gguf_name_of(const std::string& hf) {
 }
 
 // Names of mixture-of-experts and multi-head-latent-attention layers, Hugging Face -> GGUF only (several
-// Hugging Face spellings share one GGUF name). lowbit does not convert these architectures to GGUF; the
-// planner reads roles and rules through these names.
+// Hugging Face spellings share one GGUF name). The planner reads roles and rules through these names;
+// Mixtral and Qwen-MoE checkpoints convert to GGUF through them (DeepSeek's do not: lowbit refuses its class).
 inline constexpr NameRule kMoeLayerNames[] = {
     {"mlp.gate.weight", "ffn_gate_inp.weight"},                       // Qwen-MoE, DeepSeek router
     {"block_sparse_moe.gate.weight", "ffn_gate_inp.weight"},          // Mixtral router
@@ -103,11 +109,29 @@ inline constexpr ExpertNameRule kExpertNames[] = {
     {"block_sparse_moe.experts", "w2", "ffn_down_exps.weight"},
 };
 
+// transformers 5 holds a layer's experts fused, and saves them so when asked
+// (save_pretrained(save_original_format=False); by default it writes the per-expert names above):
+// "mlp.experts.gate_up_proj" [experts, 2 * ff, hidden], each expert's gate rows then its up rows, and
+// "mlp.experts.down_proj" [experts, hidden, ff]; Mixtral's too (under mlp., as its router mlp.gate).
+// A fused tensor is split into `parts` equal runs of rows per expert; this GGUF tensor is run `part`.
+struct FusedExpertRule {
+  std::string_view projection;
+  std::string_view gguf;
+  int part, parts;
+};
+inline constexpr FusedExpertRule kFusedExpertNames[] = {
+    {"mlp.experts.gate_up_proj", "ffn_gate_exps.weight", 0, 2},
+    {"mlp.experts.gate_up_proj", "ffn_up_exps.weight", 1, 2},
+    {"mlp.experts.down_proj", "ffn_down_exps.weight", 0, 1},
+};
+
 // Where a Hugging Face tensor lands in llama.cpp's naming: the GGUF name and, for one expert's
-// projection, which expert of the merged tensor it is.
+// projection, which expert of the merged tensor it is; for a fused tensor, which run of each
+// expert's rows.
 struct GgufPlace {
   std::string name;
   int expert = -1;  // -1: the whole tensor
+  int part = 0, parts = 1;
 };
 
 // Dense, MoE and latent-attention names; nullopt for a name llama.cpp does not know.
@@ -125,6 +149,20 @@ inline std::optional<GgufPlace> gguf_place_of(const std::string& hf) {
     if (e[1].str() == rule.container && e[3].str() == rule.projection)
       return GgufPlace{fmt::format("blk.{}.{}", m[1].str(), rule.gguf), std::stoi(e[2].str())};
   return std::nullopt;
+}
+
+// Every GGUF tensor a Hugging Face tensor of a mixture-of-experts model feeds: one, or two for a
+// fused gate_up_proj; none for a name llama.cpp does not know.
+inline std::vector<GgufPlace> gguf_places_of(const std::string& hf) {
+  static const std::regex layer(R"(model\.layers\.(\d+)\.(.+))");
+  std::smatch m;
+  std::vector<GgufPlace> places;
+  if (std::regex_match(hf, m, layer))
+    for (const auto& rule : kFusedExpertNames)
+      if (m[2].str() == rule.projection) places.push_back({fmt::format("blk.{}.{}", m[1].str(), rule.gguf), -1, rule.part, rule.parts});
+  if (places.empty())
+    if (auto place = gguf_place_of(hf)) places.push_back(std::move(*place));
+  return places;
 }
 
 // GGUF name -> Hugging Face name (the inverse of gguf_name_of).

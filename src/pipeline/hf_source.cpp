@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -56,10 +57,10 @@ HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir), bnb_(st
   const auto* arch = std::ranges::find_if(kArchitectures, [&](const Architecture& a) { return a.hf_class == hf_class; });
   if (arch == std::end(kArchitectures))
     throw Error(fmt::format("architecture '{}' is not supported for GGUF output or evaluation", hf_class),
-                {.file = file, .expected = "Llama, Mistral, Qwen2 or Qwen3 (dense); any checkpoint can be planned with --target bnb"});
+                {.file = file, .expected = "Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2-MoE or Qwen3-MoE; any checkpoint can be planned with --target bnb"});
   const std::string a(arch->gguf_arch);
 
-  const HfModelConfig model = read_hf_model_config(config, dir, a);
+  const HfModelConfig model = read_hf_model_config(config, dir, *arch);
   // The token list is padded to vocab_size: it must be the embedding's row count, which the file's size bounds.
   const auto* embd = checkpoint_.find("model.embed_tokens.weight");
   if (!embd) throw Error("no model.embed_tokens.weight", {.file = label()});
@@ -77,27 +78,71 @@ HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir), bnb_(st
   std::set<std::string> companions;
   for (const auto& e : checkpoint_.tensors())
     for (auto& c : bnb_->companions(e.info->name)) companions.insert(std::move(c));
+  // A layer's experts, stacked once all are found (safetensors lists "experts.10" before "experts.2").
+  struct Stack {
+    std::vector<std::string> experts;  // the Hugging Face name of expert E; empty until found
+    Shape shape;                       // one expert's, in PyTorch's order
+    DType dtype = DType::f32;
+    std::string shard;
+  };
+  std::map<std::string, Stack> stacks;
   for (const auto& e : checkpoint_.tensors()) {
     const auto& hf = e.info->name;
     if (hf.ends_with("rotary_emb.inv_freq")) continue;  // recomputed by llama.cpp
     if (companions.contains(hf)) continue;
     if (hf == "lm_head.weight" && model.tie_word_embeddings) continue;  // tied: the embedding is the output layer
-    const auto name = gguf_name_of(hf);
-    if (!name) throw Error("tensor has no llama.cpp name", {.file = e.shard->label(), .tensor = hf});
-    Origin origin{hf};
-    if (arch->permute_qk && hf.ends_with("q_proj.weight")) origin.permute_heads = int(n_head);
-    if (arch->permute_qk && hf.ends_with("k_proj.weight")) origin.permute_heads = int(n_head_kv);
-    origins_[*name] = origin;
+    const std::string shard = e.shard->label();
     const bool quantized = bnb_->quantized(hf);
     const Shape shape = quantized ? bnb_->logical_shape(hf) : e.info->shape;
     const DType dtype = quantized ? bnb_->recorded_dtype(hf) : e.info->dtype;
-    tensors_.push_back({*name, Shape(shape.rbegin(), shape.rend()), ggml_type_of(dtype, e.shard->label(), hf)});
+    std::vector<GgufPlace> places;
+    if (arch->moe) places = gguf_places_of(hf);
+    else if (auto name = gguf_name_of(hf)) places.push_back({*name});
+    if (places.empty()) throw Error("tensor has no llama.cpp name", {.file = shard, .tensor = hf});
+    for (auto& place : places) {
+      if (place.expert >= 0) {  // one expert's projection
+        if (place.expert >= model.n_expert)
+          throw Error(fmt::format("expert {}, but config.json counts {} experts", place.expert, model.n_expert), {.file = shard, .tensor = hf});
+        Stack& stack = stacks[place.name];
+        if (stack.experts.empty()) stack = {std::vector<std::string>(size_t(model.n_expert)), shape, dtype, shard};
+        if (shape != stack.shape || dtype != stack.dtype)
+          throw Error(fmt::format("{} {}, unlike its layer's other experts", dtype_name(dtype), shape_to_string(shape)),
+                      {.file = shard, .tensor = hf, .expected = fmt::format("{} {}", dtype_name(stack.dtype), shape_to_string(stack.shape))});
+        stack.experts[size_t(place.expert)] = hf;
+      } else if (shape.size() == 3) {  // fused experts [expert, rows, cols]: run `part` of each expert's rows
+        if (shape[0] != model.n_expert || shape[1] % place.parts != 0)
+          throw Error(fmt::format("shape {} is not [{} experts, rows in {} equal parts, cols]", shape_to_string(shape), model.n_expert, place.parts),
+                      {.file = shard, .tensor = hf});
+        const int64_t rows = shape[1] / place.parts, cols = shape[2];
+        Origin origin;
+        for (int64_t x = 0; x < shape[0]; ++x) origin.pieces.push_back({hf, (x * shape[1] + place.part * rows) * cols, rows * cols});
+        if (place.parts == 1) origin.pieces = {Piece{hf}};  // the whole tensor, as it is stored
+        add_tensor(place.name, {cols, rows, shape[0]}, dtype, std::move(origin), shard);
+      } else {
+        Origin origin{.pieces = {Piece{hf}}};
+        if (arch->permute_qk && hf.ends_with("q_proj.weight")) origin.permute_heads = int(n_head);
+        if (arch->permute_qk && hf.ends_with("k_proj.weight")) origin.permute_heads = int(n_head_kv);
+        add_tensor(place.name, Shape(shape.rbegin(), shape.rend()), dtype, std::move(origin), shard);
+      }
+    }
+  }
+  // llama.cpp's layout: ne {cols, rows, experts}, expert E at index E of the outermost dimension.
+  for (auto& [name, stack] : stacks) {
+    Origin origin;
+    for (size_t x = 0; x < stack.experts.size(); ++x) {
+      if (stack.experts[x].empty())
+        throw Error(fmt::format("expert {} of {} is missing", x, stack.experts.size()), {.file = stack.shard, .tensor = name});
+      origin.pieces.push_back(Piece{stack.experts[x]});
+    }
+    Shape ne(stack.shape.rbegin(), stack.shape.rend());
+    ne.push_back(int64_t(stack.experts.size()));
+    add_tensor(name, std::move(ne), stack.dtype, std::move(origin), stack.shard);
   }
   if (!model.tie_word_embeddings && !origins_.contains("output.weight"))
     throw Error("no lm_head.weight, and 'tie_word_embeddings' is not true", {.file = file});
   if (!model.rope_freqs.empty()) {  // Llama 3's frequency factors, computed as llama.cpp's converter does
     rope_freqs_ = model.rope_freqs;
-    origins_["rope_freqs.weight"] = Origin{};
+    origins_["rope_freqs.weight"] = Origin{};  // computed
     tensors_.push_back({"rope_freqs.weight", Shape{int64_t(rope_freqs_.size())}, GgmlType::F32});
   }
   std::ranges::sort(tensors_, [](const Tensor& x, const Tensor& y) { return gguf_tensor_order(x.name, y.name); });
@@ -105,28 +150,46 @@ HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir), bnb_(st
 
 HfSource::~HfSource() = default;
 
+void HfSource::add_tensor(std::string name, Shape ne, DType dtype, Origin origin, const std::string& shard) {
+  const std::string& hf = origin.pieces.front().hf_name;
+  if (origins_.contains(name)) throw Error(fmt::format("a second tensor for {}", name), {.file = shard, .tensor = hf});
+  tensors_.push_back({name, std::move(ne), ggml_type_of(dtype, shard, hf)});
+  origins_.emplace(std::move(name), std::move(origin));
+}
+
 std::span<const std::byte> HfSource::raw(const Tensor& tensor) const {
   const Origin& origin = origins_.at(tensor.name);
-  if (origin.hf_name.empty()) return std::as_bytes(std::span(rope_freqs_));
-  if (origin.permute_heads || bnb_->quantized(origin.hf_name)) return {};
-  return checkpoint_.view(origin.hf_name).bytes;
+  if (origin.pieces.empty()) return std::as_bytes(std::span(rope_freqs_));
+  // In place when the tensor is one run of one stored tensor; stacked experts are assembled by load_f32.
+  if (origin.pieces.size() != 1 || origin.permute_heads) return {};
+  const Piece& piece = origin.pieces.front();
+  if (bnb_->quantized(piece.hf_name)) return {};
+  const TensorView view = checkpoint_.view(piece.hf_name);
+  if (piece.count < 0) return view.bytes;
+  return view.bytes.subspan(size_t(piece.offset) * dtype_size(view.dtype), size_t(piece.count) * dtype_size(view.dtype));
 }
 
 std::vector<float> HfSource::load_f32(const Tensor& tensor) const {
   const Origin& origin = origins_.at(tensor.name);
-  if (origin.hf_name.empty()) return rope_freqs_;
-  std::optional<lowbit::Tensor> dequantized;  // a bitsandbytes weight, in its recorded dtype
-  if (bnb_->quantized(origin.hf_name)) {
-    ValueGuard guard(NonfinitePolicy{});
-    dequantized = bnb_->dequantize(origin.hf_name, std::nullopt, guard);
+  if (origin.pieces.empty()) return rope_freqs_;
+  std::vector<float> values(size_t(tensor.elements()));
+  size_t filled = 0;
+  for (const Piece& piece : origin.pieces) {
+    std::optional<lowbit::Tensor> dequantized;  // a bitsandbytes weight, in its recorded dtype
+    if (bnb_->quantized(piece.hf_name)) {
+      ValueGuard guard(NonfinitePolicy{});
+      dequantized = bnb_->dequantize(piece.hf_name, std::nullopt, guard);
+    }
+    const TensorView view = dequantized ? dequantized->view() : checkpoint_.view(piece.hf_name);
+    const size_t count = size_t(piece.count < 0 ? view.elements() : piece.count);
+    convert_to_f32(view.dtype, view.bytes.data() + size_t(piece.offset) * dtype_size(view.dtype), values.data() + filled, count);
+    filled += count;
   }
-  const TensorView view = dequantized ? dequantized->view() : checkpoint_.view(origin.hf_name);
-  std::vector<float> values(size_t(view.elements()));
-  convert_to_f32(view.dtype, view.bytes.data(), values.data(), values.size());
   if (!origin.permute_heads) return values;
   const int64_t cols = tensor.ne[0], rows = int64_t(values.size()) / cols;
   if (rows % (2 * origin.permute_heads) != 0)
-    throw Error(fmt::format("{} rows do not split into {} heads of pairs", rows, origin.permute_heads), {.file = label(), .tensor = origin.hf_name});
+    throw Error(fmt::format("{} rows do not split into {} heads of pairs", rows, origin.permute_heads),
+                {.file = label(), .tensor = origin.pieces.front().hf_name});
   std::vector<float> permuted(values.size());
   const int64_t rows_per_head = rows / origin.permute_heads;
   for (int64_t r = 0; r < rows; ++r)

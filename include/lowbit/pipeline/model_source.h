@@ -22,7 +22,7 @@ class ModelSource {
     int64_t elements() const { return shape_elements(ne); }
   };
 
-  // Opens a .gguf file or a Hugging Face model directory (Llama, Mistral, Qwen2, Qwen3 dense).
+  // Opens a .gguf file or a Hugging Face model directory (Llama, Mistral, Qwen2, Qwen3; Mixtral, Qwen2-MoE, Qwen3-MoE).
   static std::unique_ptr<ModelSource> open(const std::filesystem::path& path);
   virtual ~ModelSource() = default;
 
