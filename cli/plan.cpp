@@ -79,16 +79,8 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
     plan.loss_measure.reason = "--target bnb: the probe plans GGUF outputs only";
     return plan;
   }
-  // Which loss: the output KL-divergence when asked for (--probe-text), and by default on a GPU, where
-  // probing every candidate takes seconds to minutes rather than the CPU's minutes per window; else
-  // the relative error. The reason goes into plan.json.
   const Device device = resolve_device(request.device);
-  std::string probe_text = request.probe_text, reason;
-  if (!probe_text.empty()) reason = "--probe-text";
-  else if (request.no_probe) reason = "--no-probe";
-  else if (request.text.empty()) reason = "no --text or --probe-text to probe on";
-  else if (device != Device::cuda) reason = "no GPU: the probe on the CPU takes minutes per window; ask for it with --probe-text";
-  else probe_text = request.text, reason = "a GPU is present: probed on --text by default";
+  const auto [probe_text, reason] = choose_plan_loss(request.probe_text, request.text, device, request.no_probe);
   // The probe runs the unquantized model in the eval runtime, swapping one tensor at a time.
   std::optional<EvalModel> probe_model;
   std::optional<KldProbe> probe;

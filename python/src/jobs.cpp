@@ -153,19 +153,24 @@ Plan make_plan_for(const PlanArgs& a, Progress& progress) {
   options.imatrix = imatrix ? &*imatrix : nullptr;
   if (target == PlanTarget::bnb) {
     if (!a.probe_text.empty()) throw Error("probe_text plans GGUF outputs only (target 'gguf')");
-    return make_bnb_plan(Checkpoint(a.model), options, progress);
+    Plan plan = make_bnb_plan(Checkpoint(a.model), options, progress);
+    plan.loss_measure.reason = "--target bnb: the probe plans GGUF outputs only";
+    return plan;
   }
+  const Device device = resolve_device(a.device);
+  const auto [probe_text, reason] = choose_plan_loss(a.probe_text, a.text, device, false);
   std::optional<EvalModel> probe_model;
   std::optional<KldProbe> probe;
-  if (!a.probe_text.empty()) {
-    probe_model.emplace(a.model, resolve_device(a.device), DType::f16);
+  if (!probe_text.empty()) {
+    probe_model.emplace(a.model, device, DType::f16);
     const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata(), a.model);
-    probe.emplace(probe_model->runtime(), tokenizer.encode(read_text(a.probe_text), true), 512,
+    probe.emplace(probe_model->runtime(), tokenizer.encode(read_text(probe_text), true), 512,
                   tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, a.probe_chunks);
     options.probe = &*probe;
   }
   Plan plan = make_plan(*ModelSource::open(a.model), options, progress);
-  if (probe) plan.loss_measure.calibration = fs::path(a.probe_text).filename().string();
+  if (probe) plan.loss_measure.calibration = fs::path(probe_text).filename().string();
+  plan.loss_measure.reason = reason;
   return plan;
 }
 

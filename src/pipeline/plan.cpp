@@ -78,6 +78,14 @@ std::string plan_loss_description(const PlanLossMeasure& m) {
   return s;
 }
 
+PlanLossChoice choose_plan_loss(const std::string& probe_text, const std::string& text, Device device, bool no_probe) {
+  if (!probe_text.empty()) return {probe_text, "--probe-text"};
+  if (no_probe) return {"", "--no-probe"};
+  if (text.empty()) return {"", "no --text or --probe-text to probe on"};
+  if (device != Device::cuda) return {"", "no GPU: the probe on the CPU takes minutes per window; ask for it with --probe-text"};
+  return {text, "a GPU is present: probed on --text by default"};
+}
+
 RoleOf role_of_tensor(const std::string& name) {
   if (const auto place = gguf_place_of(name)) return classify_tensor(place->name);
   RoleOf role = classify_tensor(name);

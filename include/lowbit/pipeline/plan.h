@@ -30,6 +30,7 @@
 #include "lowbit/io/checkpoint.h"
 #include "lowbit/io/imatrix.h"
 #include "lowbit/model/kld_probe.h"
+#include "lowbit/model/runtime.h"
 #include "lowbit/pipeline/model_source.h"
 #include "lowbit/plan/roles.h"
 #include "lowbit/plan/tensor_format.h"
@@ -97,6 +98,14 @@ struct PlanLossMeasure {
   std::string reason;               // why this loss was used (the CLI's choice), when known
 };
 std::string plan_loss_description(const PlanLossMeasure& measure);  // one line for people
+
+// Which loss a GGUF plan measures, and why (PlanLossMeasure::reason): the output-KLD probe on
+// `probe_text` when given; by default on `text` when the model runs on a GPU, where probing every
+// candidate is fast (on the CPU it takes minutes per window); else the relative error (empty text).
+struct PlanLossChoice {
+  std::string probe_text, reason;
+};
+PlanLossChoice choose_plan_loss(const std::string& probe_text, const std::string& text, Device device, bool no_probe);
 
 struct Plan {
   std::string model;
