@@ -241,16 +241,13 @@ void LlamaModel::apply_layer(int index, std::vector<float>& hidden, int windows,
 
   rms_norm(hidden.data(), layer.ffn_norm.data(), T, E, c.rms_eps, normed.data());
   if (layer.moe()) mixture_of_experts(layer, normed.data(), T, out.data(), observer);
-  else feed_forward(layer, "", -1, normed.data(), T, out.data(), observer);
+  else feed_forward(layer, layer.gate, layer.up, layer.down, "", -1, normed.data(), T, out.data(), observer);
   for (size_t i = 0; i < hidden.size(); ++i) hidden[i] += out[i];
 }
 
-void LlamaModel::feed_forward(const Layer& layer, const char* suffix, int expert, const float* x, int64_t tokens, float* y,
+void LlamaModel::feed_forward(const Layer& layer, const QuantizedMatrix& gate, const QuantizedMatrix& up, const QuantizedMatrix& down,
+                              const char* suffix, int expert, const float* x, int64_t tokens, float* y,
                               const ActivationObserver& observer) const {
-  const std::string name = std::string(suffix);
-  const QuantizedMatrix *gate = &layer.gate, *up = &layer.up, *down = &layer.down;
-  if (name == "_shexp") gate = &layer.gate_shexp, up = &layer.up_shexp, down = &layer.down_shexp;
-  if (name == "_exps") gate = &layer.gate_exps, up = &layer.up_exps, down = &layer.down_exps;
   // One expert's rows of a stacked matrix.
   auto rows_of = [&](const QuantizedMatrix& m) {
     if (expert < 0) return m;
@@ -258,9 +255,9 @@ void LlamaModel::feed_forward(const Layer& layer, const char* suffix, int expert
     const size_t bytes = ggml_row_bytes(m.type, m.cols) * size_t(rows);
     return QuantizedMatrix{m.type, rows, m.cols, m.data.subspan(size_t(expert) * bytes, bytes)};
   };
-  const QuantizedMatrix g = rows_of(*gate), u = rows_of(*up), d = rows_of(*down);
+  const QuantizedMatrix g = rows_of(gate), u = rows_of(up), d = rows_of(down);
   auto product = [&](const QuantizedMatrix& w, const char* what, const float* in, float* out) {
-    if (observer) observer(layer.prefix + what + name + ".weight", expert, in, tokens, w.cols);
+    if (observer) observer(layer.prefix + what + suffix + ".weight", expert, in, tokens, w.cols);
     matmul_quantized(w, in, tokens, out);
   };
   std::vector<float> gated(size_t(tokens * g.rows)), upped(size_t(tokens * g.rows));
@@ -287,7 +284,7 @@ void LlamaModel::mixture_of_experts(const Layer& layer, const float* x, int64_t 
     rows.resize(size_t(n * E));
     out.resize(size_t(n * E));
     for (int64_t i = 0; i < n; ++i) std::copy_n(x + batch.tokens[size_t(i)] * E, E, rows.data() + i * E);
-    feed_forward(layer, "_exps", e, rows.data(), n, out.data(), observer);
+    feed_forward(layer, layer.gate_exps, layer.up_exps, layer.down_exps, "_exps", e, rows.data(), n, out.data(), observer);
     for (int64_t i = 0; i < n; ++i) {
       float* yt = y + batch.tokens[size_t(i)] * E;
       const float w = batch.weights[size_t(i)];
@@ -296,7 +293,7 @@ void LlamaModel::mixture_of_experts(const Layer& layer, const float* x, int64_t 
   }
   if (!layer.shared_expert()) return;
   out.resize(size_t(tokens * E));
-  feed_forward(layer, "_shexp", -1, x, tokens, out.data(), observer);
+  feed_forward(layer, layer.gate_shexp, layer.up_shexp, layer.down_shexp, "_shexp", -1, x, tokens, out.data(), observer);
   std::vector<float> gate(size_t(tokens), 1.0f);
   if (layer.shexp_gate.rows > 0) {
     if (observer) observer(layer.prefix + "ffn_gate_inp_shexp.weight", -1, x, tokens, E);

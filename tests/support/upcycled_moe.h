@@ -21,15 +21,15 @@ inline void write_upcycled_moe(const std::filesystem::path& from, const std::fil
   const gguf::File in(from);
   const std::string old_arch = *in.find("general.architecture")->get_if<std::string>();
   gguf::Writer w(to);
-  int64_t head_dim = 0, n_ff = 0;
+  int64_t n_ff = 0;
   for (const auto& kv : in.metadata()) {
     std::string key = kv.key;
     if (key.starts_with(old_arch + ".")) key = arch + key.substr(old_arch.size());
     w.set(key, key == "general.architecture" ? gguf::Value{arch} : kv.value);
     if (key == arch + ".feed_forward_length") n_ff = *kv.value.as_int();
   }
-  const int64_t n_embd = *in.find(old_arch + ".embedding_length")->as_int(), n_head = *in.find(old_arch + ".attention.head_count")->as_int();
-  head_dim = n_embd / n_head;
+  const int64_t n_embd = *in.find(old_arch + ".embedding_length")->as_int();
+  const int64_t head_dim = n_embd / *in.find(old_arch + ".attention.head_count")->as_int();
   w.set(arch + ".expert_count", gguf::Value{uint32_t(experts)});
   w.set(arch + ".expert_used_count", gguf::Value{uint32_t(used)});
   w.set(arch + ".expert_feed_forward_length", gguf::Value{uint32_t(n_ff)});

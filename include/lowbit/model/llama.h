@@ -78,9 +78,10 @@ class LlamaModel final : public LlamaRuntime {
   QuantizedMatrix experts_matrix(const std::string& name, int64_t rows, int64_t cols) const;
   std::span<const float> vector(const std::string& name, int64_t size, bool optional = false) const;
   // down(silu(gate(x)) ⊙ up(x)) for `tokens` rows of x into y: a dense block, the shared expert or one
-  // routed expert (`expert` ≥ 0, its rows of the stacked matrices), named for the observer by `suffix`.
-  void feed_forward(const Layer& layer, const char* suffix, int expert, const float* x, int64_t tokens, float* y,
-                    const ActivationObserver& observer) const;
+  // routed expert (`expert` ≥ 0, its rows of the stacked matrices); the observer sees the weights as
+  // "ffn_gate<suffix>.weight" and so on.
+  void feed_forward(const Layer& layer, const QuantizedMatrix& gate, const QuantizedMatrix& up, const QuantizedMatrix& down,
+                    const char* suffix, int expert, const float* x, int64_t tokens, float* y, const ActivationObserver& observer) const;
   // The mixture-of-experts block: routed experts weighted by the router, plus the shared expert.
   void mixture_of_experts(const Layer& layer, const float* x, int64_t tokens, float* y, const ActivationObserver& observer) const;
 
