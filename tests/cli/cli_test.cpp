@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <sys/wait.h>
 
 #include "lowbit/io/gguf.h"
 #include "lowbit/io/imatrix.h"
@@ -30,7 +31,7 @@ Run run_cli(const std::string& args, bool merge_stderr = false) {
   size_t n;
   while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
   const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
+  return {WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status), out};
 }
 
 TEST(Cli, InspectJsonContract) {

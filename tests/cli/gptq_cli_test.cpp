@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <sys/wait.h>
 
 #include "lowbit/io/gguf.h"
 #include "lowbit/io/hessian.h"
@@ -27,7 +28,8 @@ Run run_cli(const std::string& args) {
   std::array<char, 4096> buf{};
   size_t n;
   while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  return {WEXITSTATUS(pclose(pipe)), out};
+  const int status = pclose(pipe);
+  return {WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status), out};
 }
 
 const std::string kModel = (test::shared_data_dir() / "stories260K.gguf").string();

@@ -10,6 +10,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <sys/wait.h>
 
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/gguf.h"
@@ -36,7 +37,7 @@ Run run(const std::string& args, const test::TempDir& dir) {
   std::ifstream in(err_path);
   std::string err((std::istreambuf_iterator<char>(in)), {});
   std::filesystem::remove(err_path);
-  return {WEXITSTATUS(status), out, err};
+  return {WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status), out, err};
 }
 
 // A GGUF with blk.0.ffn_up.weight (2 x 256, stored as `type`, value 3 set to `first`) and an f32 norm.

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <sys/wait.h>
 
 namespace lowbit::test {
 
@@ -18,13 +19,16 @@ inline std::string python() {
   return p ? p : "python3";
 }
 
+// *status is the command's exit code, or 128 + the signal that killed it (as a shell reports it): a
+// crash must not read as success.
 inline std::string run_command(const std::string& cmd, int* status) {
   FILE* pipe = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
   size_t n;
   while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  *status = WEXITSTATUS(pclose(pipe));
+  const int wait_status = pclose(pipe);
+  *status = WIFSIGNALED(wait_status) ? 128 + WTERMSIG(wait_status) : WEXITSTATUS(wait_status);
   return out;
 }
 
