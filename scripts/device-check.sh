@@ -19,6 +19,7 @@
 # SmolLM2's GGUF (92 MB) cannot travel whole: lowbit-bpe-50M stands in for it in the agreement tests.
 #
 #   scripts/device-check.sh           build, CUDA tests
+#   scripts/device-check.sh build     build lowbit only (a later call runs it, e.g. scripts/lora-proof.sh)
 #   scripts/device-check.sh interop   + the transformers/bitsandbytes interop proofs (uniform and planned checkpoints)
 #   scripts/device-check.sh bench     + the GPU benchmarks (lowbit_cuda_bench: codecs and matmuls), then
 #                                     bitsandbytes timed the same way (bench/bnb_reference_bench.py);
@@ -48,7 +49,9 @@ targets="lowbit lowbit_kernels_tests"
 [ "${1:-}" = "bench" ] && targets="lowbit lowbit_kernels_tests lowbit_cuda_bench"
 [ "${1:-}" = "model" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests"
 [ "${1:-}" = "speed" ] && targets="lowbit"
+[ "${1:-}" = "build" ] && targets="lowbit"
 cmake --build build-device -j "$(nproc)" --target $targets > /tmp/build.log 2>&1 || { grep -E "error|FAILED" -A3 /tmp/build.log | head -40; exit 1; }
+[ "${1:-}" = "build" ] && exit 0
 if [ "${1:-}" = "model" ]; then
   status=0
   build-device/tests/lowbit_kernels_tests --gtest_brief=1 || status=$?

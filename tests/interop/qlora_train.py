@@ -33,6 +33,8 @@ for step in range(steps):
     optimizer.step()
     optimizer.zero_grad()
     losses.append(loss.item())
+    if (step + 1) % 10 == 0:  # progress on stderr: the last line of stdout is the result
+        print(f"step {step + 1}/{steps} loss {losses[-1]:.4f} {time.time() - start:.0f} s", file=sys.stderr, flush=True)
 model.save_pretrained(out_dir)
 print(json.dumps({"steps": steps, "first_loss": sum(losses[:10]) / len(losses[:10]), "last_loss": sum(losses[-10:]) / len(losses[-10:]),
                   "train_tokens": len(train), "seconds": time.time() - start}))
