@@ -29,22 +29,6 @@ CLI::Validator finite_range(double min, double max);
 // Window lengths in tokens: positive, and small enough that tokens × window sizes stay in int range.
 constexpr int kMaxContext = 1 << 20;
 
-// A plan made from the command line's options (plan and quantize --bpw share it).
-struct PlanRequest {
-  std::string model;
-  double bpw = 0;
-  PlanTarget target = PlanTarget::gguf;
-  std::string imatrix, text, rules;  // empty: none
-  std::string probe_text;            // non-empty: losses measured as output KL-divergence on this text
-  int probe_chunks = 4;              // windows of 512 tokens of probe_text
-  std::string device = "auto";       // where the probe and --text's imatrix run: cpu, cuda or auto
-  bool no_probe = false;             // keep the relative error even where the probe would be the default
-};
-Plan plan_model(const PlanRequest& request, Progress& progress);
-PlanTarget parse_plan_target(const std::string& name);  // "gguf" or "bnb"
-// An importance matrix that holds data for at least one weight: a model file or an empty file is
-// refused rather than used as "no importance matrix".
-ImportanceMatrix load_importance_matrix(const std::string& path);
 // --probe-text FILE, --probe-chunks N, --no-probe and --device D, for plan and quantize --bpw.
 void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks, std::string& device, bool& no_probe);
 // --device cpu|cuda|auto, for the commands that run the model.

@@ -3,7 +3,6 @@
 // and lowbit hessian MODEL --text FILE -o hessian.gguf [--ctx N] [--chunks N]
 #include <fmt/format.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
@@ -11,44 +10,11 @@
 #include "lowbit/model/hessian_collector.h"
 #include "lowbit/model/imatrix_collector.h"
 #include "lowbit/model/perplexity.h"
-#include "lowbit/model/tokenizer.h"
 #include "lowbit/pipeline/eval_model.h"
+#include "lowbit/pipeline/text_eval.h"
 #include "terminal_progress.h"
 
 namespace lowbit::cli {
-namespace {
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read the text", {.file = path});
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-// The text's tokens as llama-perplexity takes them (BOS first when the vocabulary adds one), cut to
-// `chunks` windows when asked.
-struct Tokens {
-  std::vector<int32_t> ids;
-  std::optional<int32_t> bos;
-};
-
-Tokens tokenize(const EvalModel& m, const std::string& model_path, const std::string& text_path, int ctx, int chunks) {
-  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(m.metadata(), model_path);
-  Tokens t;
-  if (tokenizer.adds_bos()) t.bos = tokenizer.bos_id();
-  t.ids = tokenizer.encode(read_text(text_path), /*add_special=*/true, /*parse_special=*/false);
-  if (chunks > 0 && int64_t(t.ids.size()) > int64_t(chunks) * ctx) t.ids.resize(size_t(chunks) * size_t(ctx));
-  return t;
-}
-
-// The tokens of the whole windows, as a logits file records them (each window's first token is BOS).
-std::vector<int32_t> window_tokens(const Tokens& t, int ctx) {
-  std::vector<int32_t> out(t.ids.begin(), t.ids.begin() + int64_t(t.ids.size()) / ctx * ctx);
-  if (t.bos)
-    for (size_t i = 0; i < out.size(); i += size_t(ctx)) out[i] = *t.bos;
-  return out;
-}
-
-}  // namespace
 
 void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Perplexity of a model on a text, and with a base model its KL-divergence and top-1 agreement");
@@ -82,36 +48,15 @@ void add_eval_command(CLI::App& app) {
     inputs.insert(inputs.end(), o->lora.begin(), o->lora.end());
     inputs.insert(inputs.end(), o->base_lora.begin(), o->base_lora.end());
     check_outputs({o->save_logits}, inputs, o->force);
-    if (!o->base_lora.empty() && o->base.empty()) throw Error("--base-lora applies to --base");
-    const Device device = resolve_device(o->device);
-    const EvalModel model(o->model, open_adapters(o->lora, o->lora_scale), device);
-    const Tokens tokens = tokenize(model, o->model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tokens");
-    std::optional<BaseLogits> base_logits;
-    if (!o->kld_base.empty()) base_logits = BaseLogits::load(o->kld_base);
-    if (!o->base.empty()) {
-      const EvalModel base(o->base, open_adapters(o->base_lora, o->base_lora_scale), device);
-      base_logits.emplace(o->ctx, base.model().config().n_vocab, window_tokens(tokens, o->ctx));
-      evaluate(base.runtime(), tokens.ids, o->ctx, tokens.bos, nullptr, &*base_logits, progress);
-      if (!o->save_logits.empty()) base_logits->save(o->save_logits);
-    }
-    std::optional<BaseLogits> own;
-    if (!o->save_logits.empty() && o->base.empty()) own.emplace(o->ctx, model.model().config().n_vocab, window_tokens(tokens, o->ctx));
-    const auto r = evaluate(model.runtime(), tokens.ids, o->ctx, tokens.bos, base_logits ? &*base_logits : nullptr, own ? &*own : nullptr, progress);
-    if (own) own->save(o->save_logits);
-
+    const EvalResult r = evaluate_text({.model = o->model, .text = o->text, .base = o->base, .kld_base = o->kld_base,
+                                        .save_logits = o->save_logits, .lora = o->lora, .base_lora = o->base_lora,
+                                        .lora_scale = o->lora_scale, .base_lora_scale = o->base_lora_scale, .ctx = o->ctx,
+                                        .chunks = o->chunks, .device = o->device},
+                                       progress);
     if (o->common.json) {
-      nlohmann::ordered_json j{{"ppl", r.ppl}, {"tokens", r.tokens}};
-      if (r.kld) {
-        j["kld"] = {{"mean", r.kld->mean}, {"median", r.kld->median}, {"p99", r.kld->p99}, {"max", r.kld->max}};
-        j["top1"] = *r.top1;
-        j["base_ppl"] = *r.base_ppl;
-        j["delta_ppl"] = r.ppl - *r.base_ppl;
-      }
-      j["chunks"] = r.chunks;
-      j["ctx"] = o->ctx;
-      fmt::print("{}\n", j.dump(2));
+      fmt::print("{}\n", eval_result_json(r, o->ctx).dump(2));
       return;
     }
     fmt::print("perplexity {:.4f} over {} predictions ({} windows of {})\n", r.ppl, r.tokens, r.chunks, o->ctx);
@@ -144,7 +89,7 @@ void add_imatrix_command(CLI::App& app) {
   cmd->callback([o] {
     check_outputs({o->output}, {o->model, o->text}, o->force);
     const EvalModel model(o->model, resolve_device(o->device));
-    const Tokens tokens = tokenize(model, o->model, o->text, o->ctx, o->chunks);
+    const TextTokens tokens = tokenize_text(model, o->model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("windows");
     const auto run = collect_imatrix(model.runtime(), tokens.ids, o->ctx, tokens.bos, progress);
@@ -176,7 +121,7 @@ void add_hessian_command(CLI::App& app) {
   cmd->callback([o] {
     check_outputs({o->output}, {o->model, o->text}, o->force);
     const EvalModel model(o->model, Device::cpu);
-    const Tokens tokens = tokenize(model, o->model, o->text, o->ctx, o->chunks);
+    const TextTokens tokens = tokenize_text(model, o->model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("windows");
     const auto run = collect_hessians(model.runtime(), tokens.ids, o->ctx, tokens.bos, progress);

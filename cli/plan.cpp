@@ -2,101 +2,15 @@
 //             [--target gguf|bnb] -o plan.json
 #include <fmt/format.h>
 
-#include <fstream>
 #include <map>
-#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
 #include "lowbit/core/error.h"
-#include "lowbit/core/temporaries.h"
-#include "lowbit/model/imatrix_collector.h"
-#include "lowbit/model/kld_probe.h"
-#include "lowbit/model/tokenizer.h"
-#include "lowbit/pipeline/eval_model.h"
 #include "lowbit/pipeline/plan.h"
 #include "terminal_progress.h"
 
 namespace lowbit::cli {
-namespace {
-
-constexpr int kProbeContext = 512;
-
-std::vector<int32_t> read_tokens(const Tokenizer& tokenizer, const std::string& text_path) {
-  std::ifstream in(text_path, std::ios::binary);
-  if (!in) throw Error("cannot read the text", {.file = text_path});
-  return tokenizer.encode(std::string((std::istreambuf_iterator<char>(in)), {}), true);
-}
-
-}  // namespace
-
-// An importance matrix measured on `text` (at most 16 windows of 512 tokens), for weighting the loss.
-ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text_path, const std::filesystem::path& scratch,
-                                   Device device) {
-  const EvalModel model(model_path, device);
-  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata(), model_path);
-  auto tokens = read_tokens(tokenizer, text_path);
-  if (tokens.size() > 16 * 512) tokens.resize(16 * 512);
-  const auto run = collect_imatrix(model.runtime(), tokens, 512, tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt);
-  write_imatrix_gguf(scratch, run.entries, {text_path}, uint32_t(run.chunks), 512);
-  return ImportanceMatrix::load(scratch);
-}
-
-ImportanceMatrix load_importance_matrix(const std::string& path) {
-  auto imatrix = ImportanceMatrix::load(path);
-  if (imatrix.entries().empty())
-    throw Error("holds no importance data (no weight's activations): not an importance matrix", {.file = path,
-                .expected = "an imatrix.gguf from lowbit imatrix or llama-imatrix, or a legacy .dat"});
-  return imatrix;
-}
-
-PlanTarget parse_plan_target(const std::string& name) {
-  if (name == "gguf") return PlanTarget::gguf;
-  if (name == "bnb") return PlanTarget::bnb;
-  throw Error(fmt::format("unknown target '{}'", name), {.expected = "gguf or bnb"});
-}
-
-Plan plan_model(const PlanRequest& request, Progress& progress) {
-  if (request.target == PlanTarget::bnb && !std::filesystem::is_directory(request.model) &&
-      std::filesystem::path(request.model).extension() != ".safetensors")
-    throw Error("--target bnb plans a Hugging Face directory or a .safetensors file", {.file = request.model});
-  PlanOptions options{.target_bpw = request.bpw};
-  if (!request.rules.empty()) {
-    auto extra = load_plan_rules(request.rules);
-    options.rules.insert(options.rules.end(), extra.begin(), extra.end());
-  }
-  std::optional<ImportanceMatrix> imatrix;
-  if (!request.imatrix.empty()) {
-    imatrix = load_importance_matrix(request.imatrix);
-  } else if (!request.text.empty()) {
-    const ScratchDirectory scratch("plan");
-    imatrix = imatrix_from_text(request.model, request.text, scratch / "imatrix.gguf", resolve_device(request.device));
-  }
-  options.imatrix = imatrix ? &*imatrix : nullptr;
-  if (request.target == PlanTarget::bnb) {
-    if (!request.probe_text.empty()) throw Error("--probe-text plans GGUF outputs only (--target gguf)");
-    Plan plan = make_bnb_plan(Checkpoint(request.model), options, progress);
-    plan.loss_measure.reason = "--target bnb: the probe plans GGUF outputs only";
-    return plan;
-  }
-  const Device device = resolve_device(request.device);
-  const auto [probe_text, reason] = choose_plan_loss(request.probe_text, request.text, device, request.no_probe);
-  // The probe runs the unquantized model in the eval runtime, swapping one tensor at a time.
-  std::optional<EvalModel> probe_model;
-  std::optional<KldProbe> probe;
-  if (!probe_text.empty()) {
-    // The probe's small differences between candidates want f16's finer rounding (cuda_runtime.h).
-    probe_model.emplace(request.model, device, DType::f16);
-    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata(), request.model);
-    probe.emplace(probe_model->runtime(), read_tokens(tokenizer, probe_text), kProbeContext,
-                  tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, request.probe_chunks);
-    options.probe = &*probe;
-  }
-  Plan plan = make_plan(*ModelSource::open(request.model), options, progress);
-  if (probe) plan.loss_measure.calibration = std::filesystem::path(probe_text).filename().string();
-  plan.loss_measure.reason = reason;
-  return plan;
-}
 
 namespace {
 

@@ -1,8 +1,8 @@
 // The CLI's jobs as Python functions: quantize, dequantize, plan, eval, imatrix. Each makes the same
 // library calls as its command in cli/ and returns the document `lowbit <command> --json` prints
-// (tests/test_jobs.py holds them equal). The few lines of orchestration the CLI keeps beside its flag
-// parsing (a plan made from a request, a plan turned into GGUF overrides, the text tokenized for eval)
-// are mirrored here; they become single library calls when the commands' library entry points land.
+// (tests/test_jobs.py holds them equal). Plans and evaluations are single library calls
+// (pipeline/plan.h's plan_model, pipeline/text_eval.h); what the CLI still keeps beside its flag
+// parsing (a plan turned into GGUF overrides) is mirrored here.
 #include "jobs.h"
 
 #include <nanobind/stl/function.h>
@@ -26,6 +26,7 @@
 #include "lowbit/pipeline/eval_model.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
+#include "lowbit/pipeline/text_eval.h"
 
 namespace lowbit::python {
 namespace {
@@ -100,78 +101,12 @@ auto released(F&& job) {
   return job();
 }
 
-// ---- plans (cli/plan.cpp's plan_model) ----
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read the text", {.file = path});
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-ImportanceMatrix load_importance_matrix(const std::string& path) {
-  auto imatrix = ImportanceMatrix::load(path);
-  if (imatrix.entries().empty())
-    throw Error("holds no importance data (no weight's activations): not an importance matrix",
-                {.file = path, .expected = "an imatrix.gguf from lowbit imatrix or llama-imatrix, or a legacy .dat"});
-  return imatrix;
-}
-
-PlanTarget plan_target(const std::string& name) {
-  if (name == "gguf") return PlanTarget::gguf;
-  if (name == "bnb") return PlanTarget::bnb;
-  throw Error("unknown target '" + name + "'", {.expected = "gguf or bnb"});
-}
-
-// The importance matrix measured on at most 16 windows of 512 tokens of `text`.
-ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text, const fs::path& scratch, Device device) {
-  const EvalModel model(model_path, device);
-  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(model.metadata(), model_path);
-  auto tokens = tokenizer.encode(read_text(text), true);
-  if (tokens.size() > 16 * 512) tokens.resize(16 * 512);
-  const auto run = collect_imatrix(model.runtime(), tokens, 512, tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt);
-  write_imatrix_gguf(scratch, run.entries, {text}, uint32_t(run.chunks), 512);
-  return ImportanceMatrix::load(scratch);
-}
+// ---- plans (the library's plan_model, as `lowbit plan` calls it) ----
 
 Plan make_plan_for(const PlanArgs& a, Progress& progress) {
-  const PlanTarget target = plan_target(a.target);
-  if (target == PlanTarget::bnb && !fs::is_directory(a.model) && fs::path(a.model).extension() != ".safetensors")
-    throw Error("target bnb plans a Hugging Face directory or a .safetensors file", {.file = a.model});
-  if (!(a.bpw >= 1 && a.bpw <= 32)) throw Error("bpw must lie in [1, 32]");
-  PlanOptions options{.target_bpw = a.bpw};
-  if (!a.rules.empty()) {
-    auto extra = load_plan_rules(a.rules);
-    options.rules.insert(options.rules.end(), extra.begin(), extra.end());
-  }
-  std::optional<ImportanceMatrix> imatrix;
-  if (!a.imatrix.empty()) {
-    imatrix = load_importance_matrix(a.imatrix);
-  } else if (!a.text.empty()) {
-    const ScratchDirectory scratch("plan");
-    imatrix = imatrix_from_text(a.model, a.text, scratch / "imatrix.gguf", resolve_device(a.device));
-  }
-  options.imatrix = imatrix ? &*imatrix : nullptr;
-  if (target == PlanTarget::bnb) {
-    if (!a.probe_text.empty()) throw Error("probe_text plans GGUF outputs only (target 'gguf')");
-    Plan plan = make_bnb_plan(Checkpoint(a.model), options, progress);
-    plan.loss_measure.reason = "--target bnb: the probe plans GGUF outputs only";
-    return plan;
-  }
-  const Device device = resolve_device(a.device);
-  const auto [probe_text, reason] = choose_plan_loss(a.probe_text, a.text, device, false);
-  std::optional<EvalModel> probe_model;
-  std::optional<KldProbe> probe;
-  if (!probe_text.empty()) {
-    probe_model.emplace(a.model, device, DType::f16);
-    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata(), a.model);
-    probe.emplace(probe_model->runtime(), tokenizer.encode(read_text(probe_text), true), 512,
-                  tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, a.probe_chunks);
-    options.probe = &*probe;
-  }
-  Plan plan = make_plan(*ModelSource::open(a.model), options, progress);
-  if (probe) plan.loss_measure.calibration = fs::path(probe_text).filename().string();
-  plan.loss_measure.reason = reason;
-  return plan;
+  return plan_model({.model = a.model, .bpw = a.bpw, .target = parse_plan_target(a.target), .imatrix = a.imatrix, .text = a.text,
+                     .rules = a.rules, .probe_text = a.probe_text, .probe_chunks = a.probe_chunks, .device = a.device},
+                    progress);
 }
 
 // ---- quantize (cli/quantize.cpp) ----
@@ -310,29 +245,6 @@ Json plan_job(const PlanArgs& a, Progress& progress) {
 
 namespace {
 
-// The text's tokens as llama-perplexity takes them (BOS first when the vocabulary adds one), cut to
-// `chunks` windows when asked (cli/eval.cpp's tokenize).
-struct Tokens {
-  std::vector<int32_t> ids;
-  std::optional<int32_t> bos;
-};
-
-Tokens tokenize(const EvalModel& m, const std::string& model_path, const std::string& text_path, int ctx, int chunks) {
-  const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(m.metadata(), model_path);
-  Tokens t;
-  if (tokenizer.adds_bos()) t.bos = tokenizer.bos_id();
-  t.ids = tokenizer.encode(read_text(text_path), /*add_special=*/true, /*parse_special=*/false);
-  if (chunks > 0 && int64_t(t.ids.size()) > int64_t(chunks) * ctx) t.ids.resize(size_t(chunks) * size_t(ctx));
-  return t;
-}
-
-std::vector<int32_t> window_tokens(const Tokens& t, int ctx) {
-  std::vector<int32_t> out(t.ids.begin(), t.ids.begin() + int64_t(t.ids.size()) / ctx * ctx);
-  if (t.bos)
-    for (size_t i = 0; i < out.size(); i += size_t(ctx)) out[i] = *t.bos;
-  return out;
-}
-
 void check_window(int ctx, int chunks) {
   if (ctx < 2 || ctx > (1 << 20)) throw Error("ctx must lie in [2, 1048576]");
   if (chunks < 0) throw Error("chunks must not be negative");
@@ -346,40 +258,18 @@ Json eval_job(const EvalArgs& a, Progress& progress) {
   inputs.insert(inputs.end(), a.lora.begin(), a.lora.end());
   inputs.insert(inputs.end(), a.base_lora.begin(), a.base_lora.end());
   check_outputs({a.save_logits}, inputs, a.force);
-  if (!a.base.empty() && !a.kld_base.empty()) throw Error("give base or kld_base, not both");
-  if (!a.base_lora.empty() && a.base.empty()) throw Error("base_lora applies to base");
-  const Device device = resolve_device(a.device);
-  const EvalModel model(a.model, open_adapters(a.lora, a.lora_scale), device);
-  const Tokens tokens = tokenize(model, a.model, a.text, a.ctx, a.chunks);
-  std::optional<BaseLogits> base_logits;
-  if (!a.kld_base.empty()) base_logits = BaseLogits::load(a.kld_base);
-  if (!a.base.empty()) {
-    const EvalModel base(a.base, open_adapters(a.base_lora, a.base_lora_scale), device);
-    base_logits.emplace(a.ctx, base.model().config().n_vocab, window_tokens(tokens, a.ctx));
-    evaluate(base.runtime(), tokens.ids, a.ctx, tokens.bos, nullptr, &*base_logits, progress);
-    if (!a.save_logits.empty()) base_logits->save(a.save_logits);
-  }
-  std::optional<BaseLogits> own;
-  if (!a.save_logits.empty() && a.base.empty()) own.emplace(a.ctx, model.model().config().n_vocab, window_tokens(tokens, a.ctx));
-  const auto r = evaluate(model.runtime(), tokens.ids, a.ctx, tokens.bos, base_logits ? &*base_logits : nullptr, own ? &*own : nullptr, progress);
-  if (own) own->save(a.save_logits);
-  Json j{{"ppl", r.ppl}, {"tokens", r.tokens}};
-  if (r.kld) {
-    j["kld"] = {{"mean", r.kld->mean}, {"median", r.kld->median}, {"p99", r.kld->p99}, {"max", r.kld->max}};
-    j["top1"] = *r.top1;
-    j["base_ppl"] = *r.base_ppl;
-    j["delta_ppl"] = r.ppl - *r.base_ppl;
-  }
-  j["chunks"] = r.chunks;
-  j["ctx"] = a.ctx;
-  return j;
+  const EvalResult r = evaluate_text({.model = a.model, .text = a.text, .base = a.base, .kld_base = a.kld_base, .save_logits = a.save_logits,
+                                      .lora = a.lora, .base_lora = a.base_lora, .lora_scale = a.lora_scale,
+                                      .base_lora_scale = a.base_lora_scale, .ctx = a.ctx, .chunks = a.chunks, .device = a.device},
+                                     progress);
+  return eval_result_json(r, a.ctx);
 }
 
 Json imatrix_job(const ImatrixArgs& a, Progress& progress) {
   check_window(a.ctx, a.chunks);
   check_outputs({a.output}, {a.model, a.text}, a.force);
   const EvalModel model(a.model, resolve_device(a.device));
-  const Tokens tokens = tokenize(model, a.model, a.text, a.ctx, a.chunks);
+  const TextTokens tokens = tokenize_text(model, a.model, a.text, a.ctx, a.chunks);
   const auto run = collect_imatrix(model.runtime(), tokens.ids, a.ctx, tokens.bos, progress);
   write_imatrix_gguf(a.output, run.entries, {fs::path(a.text).filename().string()}, uint32_t(run.chunks), uint32_t(a.ctx));
   return {{"output", a.output}, {"weights", run.entries.size()}, {"chunks", run.chunks}, {"ctx", a.ctx}};

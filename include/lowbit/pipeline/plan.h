@@ -130,4 +130,23 @@ Plan read_plan(const std::filesystem::path& path);
 // An SVG heat map (layer × role -> bits per weight) and an HTML page showing it with the allocation.
 void write_plan_report(const Plan& plan, const std::filesystem::path& svg, const std::filesystem::path& html);
 
+// What `lowbit plan` and Python's lowbit.plan ask for.
+struct PlanRequest {
+  std::string model;
+  double bpw = 0;
+  PlanTarget target = PlanTarget::gguf;
+  std::string imatrix, text, rules;  // empty: none
+  std::string probe_text;            // non-empty: losses measured as output KL-divergence on this text
+  int probe_chunks = 4;              // windows of 512 tokens of probe_text
+  std::string device = "auto";       // where the probe and text's importance matrix run: cpu, cuda or auto
+  bool no_probe = false;             // keep the relative error even where the probe would be the default
+};
+// Opens the model, loads or measures the importance matrix (on `text`), builds the probe that
+// choose_plan_loss picks, and plans.
+Plan plan_model(const PlanRequest& request, Progress& progress);
+PlanTarget parse_plan_target(const std::string& name);  // "gguf" or "bnb"
+// An importance matrix that holds data for at least one weight: a model file or an empty file is
+// refused rather than used as "no importance matrix".
+ImportanceMatrix load_importance_matrix(const std::string& path);
+
 }  // namespace lowbit

@@ -1,0 +1,55 @@
+// Running a model over a text, as the CLI's and the Python package's eval and imatrix do: the text's
+// tokens as llama-perplexity takes them, perplexity and KL-divergence against a base model or a base
+// logits file, an importance matrix for a plan.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lowbit/core/progress.h"
+#include "lowbit/io/imatrix.h"
+#include "lowbit/model/perplexity.h"
+#include "lowbit/pipeline/eval_model.h"
+
+namespace lowbit {
+
+std::string read_text_file(const std::filesystem::path& path);
+
+// A text's tokens: BOS first when the vocabulary adds one, at most `chunks` windows of `ctx` (0: all).
+struct TextTokens {
+  std::vector<int32_t> ids;
+  std::optional<int32_t> bos;
+  // The tokens of the whole windows, as a logits file records them (each window's first token is BOS).
+  std::vector<int32_t> windows(int ctx) const;
+};
+TextTokens tokenize_text(const EvalModel& model, const std::filesystem::path& model_path, const std::filesystem::path& text,
+                         int ctx, int chunks = 0);
+
+struct EvalRequest {
+  std::string model, text;
+  std::string base, kld_base;  // at most one: a base model, or a file of base log-probabilities
+  std::string save_logits;     // empty: none; the base's log-probabilities when there is a base, else the model's
+  std::vector<std::string> lora, base_lora;
+  std::vector<double> lora_scale, base_lora_scale;
+  int ctx = 512, chunks = 0;
+  std::string device = "auto";
+};
+
+// The model's perplexity on the text; with a base, KL(base ‖ model) and top-1 agreement per prediction.
+// A base model's perplexity is its own, exactly; a --kld-base file's is read back from its log-probabilities,
+// which llama.cpp's format keeps only within 16 nats of the best token (so a text with tokens the model
+// finds very unlikely reads lower there, as llama-perplexity reports it). Outputs are the caller's to check.
+EvalResult evaluate_text(const EvalRequest& request, Progress& progress);
+// {"ppl", "tokens", ["kld": {mean, median, p99, max}, "top1", "base_ppl", "delta_ppl"], "chunks", "ctx"}
+nlohmann::ordered_json eval_result_json(const EvalResult& result, int ctx);
+
+// The importance matrix of at most 16 windows of 512 tokens of `text`, written to `scratch` and read
+// back, for a plan's weighting.
+ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text, const std::filesystem::path& scratch,
+                                   Device device);
+
+}  // namespace lowbit

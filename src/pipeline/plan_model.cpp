@@ -1,0 +1,73 @@
+// plan_model: the whole of `lowbit plan` below its flags, shared by the CLI and the Python package.
+#include <fmt/format.h>
+
+#include <optional>
+
+#include "lowbit/core/error.h"
+#include "lowbit/core/temporaries.h"
+#include "lowbit/model/tokenizer.h"
+#include "lowbit/pipeline/eval_model.h"
+#include "lowbit/pipeline/plan.h"
+#include "lowbit/pipeline/text_eval.h"
+
+namespace lowbit {
+
+ImportanceMatrix load_importance_matrix(const std::string& path) {
+  auto imatrix = ImportanceMatrix::load(path);
+  if (imatrix.entries().empty())
+    throw Error("holds no importance data (no weight's activations): not an importance matrix",
+                {.file = path, .expected = "an imatrix.gguf from lowbit imatrix or llama-imatrix, or a legacy .dat"});
+  return imatrix;
+}
+
+PlanTarget parse_plan_target(const std::string& name) {
+  if (name == "gguf") return PlanTarget::gguf;
+  if (name == "bnb") return PlanTarget::bnb;
+  throw Error(fmt::format("unknown target '{}'", name), {.expected = "gguf or bnb"});
+}
+
+Plan plan_model(const PlanRequest& request, Progress& progress) {
+  constexpr int kProbeContext = 512;
+  if (!(request.bpw >= 1 && request.bpw <= 32)) throw Error(fmt::format("bits per weight {} outside [1, 32]", request.bpw));
+  if (request.target == PlanTarget::bnb && !std::filesystem::is_directory(request.model) &&
+      std::filesystem::path(request.model).extension() != ".safetensors")
+    throw Error("--target bnb plans a Hugging Face directory or a .safetensors file", {.file = request.model});
+  PlanOptions options{.target_bpw = request.bpw};
+  if (!request.rules.empty()) {
+    auto extra = load_plan_rules(request.rules);
+    options.rules.insert(options.rules.end(), extra.begin(), extra.end());
+  }
+  std::optional<ImportanceMatrix> imatrix;
+  if (!request.imatrix.empty()) {
+    imatrix = load_importance_matrix(request.imatrix);
+  } else if (!request.text.empty()) {
+    const ScratchDirectory scratch("plan");
+    imatrix = imatrix_from_text(request.model, request.text, scratch / "imatrix.gguf", resolve_device(request.device));
+  }
+  options.imatrix = imatrix ? &*imatrix : nullptr;
+  if (request.target == PlanTarget::bnb) {
+    if (!request.probe_text.empty()) throw Error("--probe-text plans GGUF outputs only (--target gguf)");
+    Plan plan = make_bnb_plan(Checkpoint(request.model), options, progress);
+    plan.loss_measure.reason = "--target bnb: the probe plans GGUF outputs only";
+    return plan;
+  }
+  const Device device = resolve_device(request.device);
+  const auto [probe_text, reason] = choose_plan_loss(request.probe_text, request.text, device, request.no_probe);
+  // The probe runs the unquantized model in the eval runtime, swapping one tensor at a time.
+  std::optional<EvalModel> probe_model;
+  std::optional<KldProbe> probe;
+  if (!probe_text.empty()) {
+    // The probe's small differences between candidates want f16's finer rounding (cuda_runtime.h).
+    probe_model.emplace(request.model, device, DType::f16);
+    const Tokenizer tokenizer = Tokenizer::from_gguf_metadata(probe_model->metadata(), request.model);
+    probe.emplace(probe_model->runtime(), tokenizer.encode(read_text_file(probe_text)), kProbeContext,
+                  tokenizer.adds_bos() ? tokenizer.bos_id() : std::nullopt, request.probe_chunks);
+    options.probe = &*probe;
+  }
+  Plan plan = make_plan(*ModelSource::open(request.model), options, progress);
+  if (probe) plan.loss_measure.calibration = std::filesystem::path(probe_text).filename().string();
+  plan.loss_measure.reason = reason;
+  return plan;
+}
+
+}  // namespace lowbit
