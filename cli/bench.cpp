@@ -5,49 +5,20 @@
 // lowbit bench --model MODEL --device cuda [--prompt N --gen M] [--json]: the model runtime on the GPU.
 #include <fmt/format.h>
 
-#include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "command.h"
-#include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
-#include "lowbit/core/thread_pool.h"
-#include "lowbit/formats/bnb_4bit.h"
-#include "lowbit/formats/bnb_int8.h"
-#include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/pipeline/codec_bench.h"
 #include "lowbit/pipeline/cuda_backend.h"
 #include "lowbit/pipeline/eval_model.h"
 
 namespace lowbit::cli {
 namespace {
 
-// Median seconds of `repeats` runs after one warm-up.
-template <class F>
-double median_seconds(int repeats, F&& run) {
-  run();
-  std::vector<double> times;
-  for (int i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::ranges::sort(times);
-  return times[times.size() / 2];
-}
-
-// A weight of at most 2^28 values (1 GiB as f32, with its copies about 3 GiB), sides at most 2^20.
+// Sides of a benchmark weight (the library checks them too; here CLI11 says so at parse time).
 constexpr int64_t kMaxSide = int64_t(1) << 20;
-constexpr int64_t kMaxElements = int64_t(1) << 28;
-
-struct Row {
-  std::string format;
-  double quantize_gbs, dequantize_gbs;
-};
 
 // The GPU benchmarks: a markdown table as rows arrive, or (json) one document at the end.
 void bench_cuda(bool quick, bool json) {
@@ -131,79 +102,22 @@ void add_bench_command(CLI::App& app) {
     if (o->device == "cuda") return bench_cuda(o->quick, o->common.json);
     // The pool is sized once, on first use: set the thread count before any work.
     if (o->threads > 0) ::setenv("LOWBIT_THREADS", std::to_string(o->threads).c_str(), 1);
-    const int64_t n = o->rows * o->cols;
-    if (n > kMaxElements)
-      throw Error(fmt::format("--rows {} × --cols {} is {} values, more than the {} a benchmark weight may have", o->rows, o->cols, n, kMaxElements));
-    for (const auto& format : o->formats)
-      if (const auto type = ggml_type_from_name(format); type && o->cols % ggml_type_info(*type).block_elements != 0)
-        throw Error(fmt::format("--cols {} is not a multiple of {}'s block of {} values", o->cols, format, ggml_type_info(*type).block_elements));
-    std::mt19937 rng(1234);
-    std::student_t_distribution<float> heavy(4.0f);
-    auto f32 = std::vector<float>(size_t(n));
-    for (auto& v : f32) v = 0.02f * heavy(rng);
-    Tensor bf16(DType::bf16, {o->rows, o->cols});
-    convert_from_f32(f32.data(), DType::bf16, bf16.buffer.data(), f32.size());
-
-    // memcpy of the bf16 weight, read + written, on the same threads.
-    std::vector<std::byte> copy(bf16.buffer.size());
-    const double copy_s = median_seconds(o->repeats, [&] {
-      parallel_for(int64_t(copy.size() >> 20) + 1, 1, [&](int64_t b, int64_t e) {
-        const size_t begin = size_t(b) << 20, end = std::min(copy.size(), size_t(e) << 20);
-        if (begin < end) std::memcpy(copy.data() + begin, bf16.buffer.data() + begin, end - begin);
-      });
-    });
-    const double memcpy_gbs = 2.0 * double(copy.size()) / copy_s / 1e9;
-
-    std::vector<Row> rows;
-    for (const auto& format : o->formats) {
-      Row r{format, 0, 0};
-      const auto id = parse_format_id(format);
-      if (const auto quant_type = id ? bnb::quant_type_of(*id) : std::nullopt) {
-        const bnb::Bnb4bitOptions opt{.quant_type = *quant_type, .blocksize = 64};
-        bnb::Bnb4bitQuantized q;
-        const double qs = median_seconds(o->repeats, [&] { q = bnb::quantize_4bit(bf16.view(), opt); });
-        Tensor out(DType::bf16, {o->rows, o->cols});
-        const double ds = median_seconds(o->repeats, [&] { bnb::dequantize_4bit_into(q.packed, q.state, DType::bf16, out.buffer.span()); });
-        const double moved = double(bf16.buffer.size() + q.packed.size() + q.state.absmax.size() * 4);
-        r.quantize_gbs = moved / qs / 1e9;
-        r.dequantize_gbs = moved / ds / 1e9;
-      } else if (id == FormatId::int8) {
-        bnb::Int8RowwiseQuantized q;
-        const double qs = median_seconds(o->repeats, [&] { q = bnb::quantize_int8_rowwise(bf16.view()); });
-        Tensor out(DType::bf16, {o->rows, o->cols});
-        const double ds = median_seconds(o->repeats, [&] { bnb::dequantize_int8_rowwise_into(q, DType::bf16, out.buffer.span()); });
-        const double moved = double(bf16.buffer.size() + q.cb.size() + q.scb.size() * 4);
-        r.quantize_gbs = moved / qs / 1e9;
-        r.dequantize_gbs = moved / ds / 1e9;
-      } else {
-        const auto type = id ? format_info(*id).ggml : std::nullopt;
-        if (!type || !ggml_codec(*type) || !ggml_codec(*type)->quantize_row) throw Error(fmt::format("cannot time '{}'", format));
-        std::vector<std::byte> blocks(ggml_row_bytes(*type, o->cols) * size_t(o->rows));
-        std::vector<float> back(f32.size());
-        const double qs = median_seconds(o->repeats, [&] { quantize_rows(*type, f32.data(), o->rows, o->cols, nullptr, blocks.data()); });
-        const double ds = median_seconds(o->repeats, [&] { dequantize_rows(*type, blocks.data(), o->rows, o->cols, back.data()); });
-        const double moved = double(f32.size() * 4 + blocks.size());
-        r.quantize_gbs = moved / qs / 1e9;
-        r.dequantize_gbs = moved / ds / 1e9;
-      }
-      rows.push_back(r);
-    }
-
-    const unsigned threads = ThreadPool::global().size();
+    const CodecBenchmark bench = bench_cpu_codecs(o->formats, o->rows, o->cols, o->repeats);
     if (o->common.json) {
-      nlohmann::ordered_json j{{"device", "cpu"}, {"threads", threads}, {"rows", o->rows}, {"cols", o->cols}, {"memcpy_gbs", memcpy_gbs}};
+      nlohmann::ordered_json j{{"device", "cpu"}, {"threads", bench.threads}, {"rows", bench.rows}, {"cols", bench.cols},
+                               {"memcpy_gbs", bench.memcpy_gbs}};
       j["formats"] = nlohmann::ordered_json::array();
-      for (const auto& r : rows)
+      for (const auto& r : bench.formats)
         j["formats"].push_back({{"format", r.format}, {"quantize_gbs", r.quantize_gbs}, {"dequantize_gbs", r.dequantize_gbs},
-                                {"dequantize_vs_memcpy", r.dequantize_gbs / memcpy_gbs}});
+                                {"dequantize_vs_memcpy", r.dequantize_gbs / bench.memcpy_gbs}});
       fmt::print("{}\n", j.dump(2));
       return;
     }
-    fmt::print("{}×{} weight, {} thread(s); GB/s count bytes read + written; memcpy {:.1f} GB/s in the same run\n", o->rows, o->cols,
-               threads, memcpy_gbs);
+    fmt::print("{}×{} weight, {} thread(s); GB/s count bytes read + written; memcpy {:.1f} GB/s in the same run\n", bench.rows, bench.cols,
+               bench.threads, bench.memcpy_gbs);
     fmt::print("{:<8} {:>14} {:>16} {:>18}\n", "format", "quantize GB/s", "dequantize GB/s", "dequant / memcpy");
-    for (const auto& r : rows)
-      fmt::print("{:<8} {:>14.2f} {:>16.2f} {:>18.2f}\n", r.format, r.quantize_gbs, r.dequantize_gbs, r.dequantize_gbs / memcpy_gbs);
+    for (const auto& r : bench.formats)
+      fmt::print("{:<8} {:>14.2f} {:>16.2f} {:>18.2f}\n", r.format, r.quantize_gbs, r.dequantize_gbs, r.dequantize_gbs / bench.memcpy_gbs);
   });
 }
 

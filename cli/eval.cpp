@@ -7,9 +7,6 @@
 
 #include "command.h"
 #include "lowbit/core/error.h"
-#include "lowbit/model/hessian_collector.h"
-#include "lowbit/model/imatrix_collector.h"
-#include "lowbit/model/perplexity.h"
 #include "lowbit/pipeline/eval_model.h"
 #include "lowbit/pipeline/text_eval.h"
 #include "terminal_progress.h"
@@ -88,16 +85,13 @@ void add_imatrix_command(CLI::App& app) {
   add_force_option(*cmd, o->force);
   cmd->callback([o] {
     check_outputs({o->output}, {o->model, o->text}, o->force);
-    const EvalModel model(o->model, resolve_device(o->device));
-    const TextTokens tokens = tokenize_text(model, o->model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("windows");
-    const auto run = collect_imatrix(model.runtime(), tokens.ids, o->ctx, tokens.bos, progress);
-    const std::string dataset = std::filesystem::path(o->text).filename().string();
     const bool dat = o->output_format.empty() ? std::filesystem::path(o->output).extension() == ".dat" : o->output_format == "dat";
-    if (dat) write_imatrix_dat(o->output, run.entries, {dataset}, uint32_t(run.chunks));
-    else write_imatrix_gguf(o->output, run.entries, {dataset}, uint32_t(run.chunks), uint32_t(o->ctx));
-    if (!o->common.quiet) fmt::print("wrote {}: {} weights over {} windows of {} tokens\n", o->output, run.entries.size(), run.chunks, o->ctx);
+    const auto run = write_imatrix_from_text({.model = o->model, .text = o->text, .output = o->output, .ctx = o->ctx, .chunks = o->chunks,
+                                              .device = o->device},
+                                             dat, progress);
+    if (!o->common.quiet) fmt::print("wrote {}: {} weights over {} windows of {} tokens\n", o->output, run.tensors, run.chunks, o->ctx);
   });
 }
 
@@ -120,21 +114,16 @@ void add_hessian_command(CLI::App& app) {
   cmd->footer("The model runs on the CPU. Each input's matrix takes columns² × 4 bytes in memory while it is collected and in the file.");
   cmd->callback([o] {
     check_outputs({o->output}, {o->model, o->text}, o->force);
-    const EvalModel model(o->model, Device::cpu);
-    const TextTokens tokens = tokenize_text(model, o->model, o->text, o->ctx, o->chunks);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("windows");
-    const auto run = collect_hessians(model.runtime(), tokens.ids, o->ctx, tokens.bos, progress);
-    size_t weights = 0;
-    for (const auto& in : run.inputs) weights += in.weights.size();
-    const std::string dataset = std::filesystem::path(o->text).filename().string();
-    write_hessians(o->output, run.inputs, {dataset}, uint32_t(run.chunks), uint32_t(o->ctx), run.tokens);
+    const auto run = write_hessians_from_text({.model = o->model, .text = o->text, .output = o->output, .ctx = o->ctx, .chunks = o->chunks},
+                                              progress);
     if (o->common.json) {
-      const nlohmann::ordered_json j{{"output", o->output}, {"inputs", run.inputs.size()}, {"weights", weights},
+      const nlohmann::ordered_json j{{"output", o->output}, {"inputs", run.tensors}, {"weights", run.weights},
                                      {"tokens", run.tokens}, {"chunks", run.chunks}, {"ctx", o->ctx}};
       fmt::print("{}\n", j.dump(2));
     } else if (!o->common.quiet) {
-      fmt::print("wrote {}: {} inputs of {} weights over {} windows of {} tokens\n", o->output, run.inputs.size(), weights, run.chunks, o->ctx);
+      fmt::print("wrote {}: {} inputs of {} weights over {} windows of {} tokens\n", o->output, run.tensors, run.weights, run.chunks, o->ctx);
     }
   });
 }

@@ -2,8 +2,6 @@
 // (--format nf4|fp4|int8); or by a plan (--plan FILE, or --bpw X to plan inline), whose target says which.
 #include <fmt/format.h>
 
-#include <map>
-#include <set>
 #include <nlohmann/json.hpp>
 
 #include "command.h"
@@ -52,44 +50,11 @@ void run_bnb(const QuantizeOptions& o, const Plan* plan) {
   }
 }
 
-GgmlType parse_ggml_type(const std::string& name, const std::string& what) {
-  const auto type = ggml_type_from_name(name);
-  if (!type) throw Error(fmt::format("unknown ggml type '{}' in {}", name, what), {.expected = "q4_0, q8_0, q4_K, iq4_xs, f16 ..."});
-  return *type;
-}
-
 void run_gguf(const QuantizeOptions& o, const Plan* plan) {
   if (!o.output.ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = o.output});
   const auto source = ModelSource::open(o.input);
-  GgufQuantizeOptions options;
-  if (plan) {
-    // A plan names every quantizable tensor's format: they become exact-name overrides. An edited
-    // plan's misspelt name would silently change nothing: refuse it.
-    std::set<std::string, std::less<>> names;
-    for (const auto& t : source->tensors()) names.insert(t.name);
-    std::map<GgmlType, int64_t> params_by_type;
-    for (const auto& t : plan->tensors)
-      if (t.quantized) {
-        if (!names.contains(t.name))
-          throw Error("the plan names a tensor the model does not have", {.file = o.plan.empty() ? o.input : o.plan, .tensor = t.name});
-        const GgmlType type = std::get<GgmlType>(t.format);
-        options.selection.overrides.emplace_back(t.name, type);
-        params_by_type[type] += std::max<int64_t>(t.params, 1);
-      }
-    options.selection.default_type = params_by_type.empty() ? GgmlType::Q8_0
-                                     : std::ranges::max_element(params_by_type, {}, [](const auto& p) { return p.second; })->first;
-  } else if (!o.mix.empty()) {
-    options.selection.mix = find_llama_mix(o.mix);
-    if (!options.selection.mix) throw Error(fmt::format("unknown mix '{}'", o.mix), {.expected = "Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0 ..."});
-    options.selection.default_type = options.selection.mix->default_type;
-  } else {
-    options.selection.default_type = parse_ggml_type(o.format, "--format");
-  }
-  for (const auto& rule : o.tensor_types) {
-    const auto eq = rule.rfind('=');
-    if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--tensor-type '{}' is not GLOB=TYPE", rule));
-    options.selection.overrides.emplace_back(rule.substr(0, eq), parse_ggml_type(rule.substr(eq + 1), "--tensor-type"));
-  }
+  GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = o.plan.empty() ? o.input : o.plan,
+                                                                   .mix = o.mix, .format = o.format, .tensor_types = o.tensor_types})};
   std::optional<ImportanceMatrix> imatrix;
   if (!o.imatrix.empty()) {
     imatrix = load_importance_matrix(o.imatrix);
@@ -110,17 +75,7 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
       fmt::print(stderr, "note: GPTQ has no path for {}: its tensors are rounded as usual\n", ggml_type_name(type));
 
   if (o.common.json) {
-    nlohmann::ordered_json j;
-    j["output"] = o.output;
-    j["tensors"] = nlohmann::ordered_json::array();
-    for (const auto& t : report.tensors)
-      j["tensors"].push_back({{"name", t.name}, {"from", ggml_type_name(t.from)}, {"format", ggml_type_name(t.to)}, {"params", t.params},
-                              {"bytes", t.bytes}, {"bpw", 8.0 * double(t.bytes) / double(t.params)}, {"imatrix", t.used_imatrix},
-                              {"gptq", t.used_gptq}});
-    j["total"] = {{"params", report.params}, {"bytes", report.bytes}, {"bpw", 8.0 * double(report.bytes) / double(report.params)},
-                  {"seconds", report.seconds}};
-    j["nonfinite"] = nonfinite_json(report.nonfinite);
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", gguf_report_json(o.output, report).dump(2));
   } else if (!o.common.quiet) {
     fmt::print("wrote {}: {} tensors, {} parameters, {} ({:.3f} bits per weight) in {:.1f} s\n", o.output, report.tensors.size(),
                human_count(double(report.params)), human_bytes(double(report.bytes)), 8.0 * double(report.bytes) / double(report.params),

@@ -10,18 +10,9 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
-#include <algorithm>
-#include <fstream>
-#include <map>
-#include <set>
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/output_path.h"
-#include "lowbit/core/temporaries.h"
-#include "lowbit/model/imatrix_collector.h"
-#include "lowbit/model/kld_probe.h"
-#include "lowbit/model/perplexity.h"
-#include "lowbit/model/tokenizer.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/eval_model.h"
 #include "lowbit/pipeline/plan.h"
@@ -111,12 +102,6 @@ Plan make_plan_for(const PlanArgs& a, Progress& progress) {
 
 // ---- quantize (cli/quantize.cpp) ----
 
-GgmlType parse_ggml_type(const std::string& name) {
-  const auto type = ggml_type_from_name(name);
-  if (!type) throw Error("unknown ggml type '" + name + "'", {.expected = "q4_0, q8_0, q4_K, iq4_xs, f16 ..."});
-  return *type;
-}
-
 Json quantize_bnb(const QuantizeArgs& a, const Plan* plan, Progress& progress) {
   if (!a.mix.empty() || !a.imatrix.empty() || !a.tensor_types.empty())
     throw Error("mix, imatrix and tensor_types apply to GGUF outputs, not to bitsandbytes formats");
@@ -133,32 +118,8 @@ Json quantize_bnb(const QuantizeArgs& a, const Plan* plan, Progress& progress) {
 Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress) {
   if (!a.output.ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = a.output});
   const auto source = ModelSource::open(a.input);
-  GgufQuantizeOptions options;
-  if (plan) {
-    std::set<std::string, std::less<>> names;
-    for (const auto& t : source->tensors()) names.insert(t.name);
-    std::map<GgmlType, int64_t> params_by_type;
-    for (const auto& t : plan->tensors)
-      if (t.quantized) {
-        if (!names.contains(t.name)) throw Error("the plan names a tensor the model does not have", {.file = a.plan.empty() ? a.input : a.plan, .tensor = t.name});
-        const GgmlType type = std::get<GgmlType>(t.format);
-        options.selection.overrides.emplace_back(t.name, type);
-        params_by_type[type] += std::max<int64_t>(t.params, 1);
-      }
-    options.selection.default_type = params_by_type.empty() ? GgmlType::Q8_0
-                                     : std::ranges::max_element(params_by_type, {}, [](const auto& p) { return p.second; })->first;
-  } else if (!a.mix.empty()) {
-    options.selection.mix = find_llama_mix(a.mix);
-    if (!options.selection.mix) throw Error("unknown mix '" + a.mix + "'", {.expected = "Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0 ..."});
-    options.selection.default_type = options.selection.mix->default_type;
-  } else {
-    options.selection.default_type = parse_ggml_type(a.format);
-  }
-  for (const auto& rule : a.tensor_types) {
-    const auto eq = rule.rfind('=');
-    if (eq == std::string::npos || eq == 0) throw Error("tensor type '" + rule + "' is not GLOB=TYPE");
-    options.selection.overrides.emplace_back(rule.substr(0, eq), parse_ggml_type(rule.substr(eq + 1)));
-  }
+  GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = a.plan.empty() ? a.input : a.plan,
+                                                                   .mix = a.mix, .format = a.format, .tensor_types = a.tensor_types})};
   std::optional<ImportanceMatrix> imatrix;
   if (!a.imatrix.empty()) {
     imatrix = load_importance_matrix(a.imatrix);
@@ -167,17 +128,7 @@ Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress) 
   }
   options.nonfinite = nonfinite_policy(a.allow_nonfinite);
   const auto report = quantize_to_gguf(*source, a.output, options, progress);
-  Json j;
-  j["output"] = a.output;
-  j["tensors"] = Json::array();
-  for (const auto& t : report.tensors)
-    j["tensors"].push_back({{"name", t.name}, {"from", ggml_type_name(t.from)}, {"format", ggml_type_name(t.to)}, {"params", t.params},
-                            {"bytes", t.bytes}, {"bpw", 8.0 * double(t.bytes) / double(t.params)}, {"imatrix", t.used_imatrix},
-                            {"gptq", t.used_gptq}});
-  j["total"] = {{"params", report.params}, {"bytes", report.bytes}, {"bpw", 8.0 * double(report.bytes) / double(report.params)},
-                {"seconds", report.seconds}};
-  j["nonfinite"] = nonfinite_json(report.nonfinite);
-  return j;
+  return gguf_report_json(a.output, report);
 }
 
 }  // namespace
@@ -268,11 +219,10 @@ Json eval_job(const EvalArgs& a, Progress& progress) {
 Json imatrix_job(const ImatrixArgs& a, Progress& progress) {
   check_window(a.ctx, a.chunks);
   check_outputs({a.output}, {a.model, a.text}, a.force);
-  const EvalModel model(a.model, resolve_device(a.device));
-  const TextTokens tokens = tokenize_text(model, a.model, a.text, a.ctx, a.chunks);
-  const auto run = collect_imatrix(model.runtime(), tokens.ids, a.ctx, tokens.bos, progress);
-  write_imatrix_gguf(a.output, run.entries, {fs::path(a.text).filename().string()}, uint32_t(run.chunks), uint32_t(a.ctx));
-  return {{"output", a.output}, {"weights", run.entries.size()}, {"chunks", run.chunks}, {"ctx", a.ctx}};
+  const auto run = write_imatrix_from_text({.model = a.model, .text = a.text, .output = a.output, .ctx = a.ctx, .chunks = a.chunks,
+                                            .device = a.device},
+                                           false, progress);
+  return {{"output", a.output}, {"weights", run.tensors}, {"chunks", run.chunks}, {"ctx", a.ctx}};
 }
 
 // ---- Python ----

@@ -4,6 +4,8 @@
 #include <iterator>
 
 #include "lowbit/core/error.h"
+#include "lowbit/io/hessian.h"
+#include "lowbit/model/hessian_collector.h"
 #include "lowbit/model/imatrix_collector.h"
 #include "lowbit/model/tokenizer.h"
 #include "lowbit/pipeline/lora_merge.h"
@@ -69,6 +71,27 @@ nlohmann::ordered_json eval_result_json(const EvalResult& r, int ctx) {
   j["chunks"] = r.chunks;
   j["ctx"] = ctx;
   return j;
+}
+
+TextRunSummary write_imatrix_from_text(const TextRunRequest& request, bool dat, Progress& progress) {
+  const EvalModel model(request.model, resolve_device(request.device));
+  const TextTokens tokens = tokenize_text(model, request.model, request.text, request.ctx, request.chunks);
+  const auto run = collect_imatrix(model.runtime(), tokens.ids, request.ctx, tokens.bos, progress);
+  const std::string dataset = std::filesystem::path(request.text).filename().string();
+  if (dat) write_imatrix_dat(request.output, run.entries, {dataset}, uint32_t(run.chunks));
+  else write_imatrix_gguf(request.output, run.entries, {dataset}, uint32_t(run.chunks), uint32_t(request.ctx));
+  return {.tensors = run.entries.size(), .chunks = run.chunks, .tokens = uint64_t(run.chunks) * uint64_t(request.ctx)};
+}
+
+TextRunSummary write_hessians_from_text(const TextRunRequest& request, Progress& progress) {
+  const EvalModel model(request.model, Device::cpu);
+  const TextTokens tokens = tokenize_text(model, request.model, request.text, request.ctx, request.chunks);
+  const auto run = collect_hessians(model.runtime(), tokens.ids, request.ctx, tokens.bos, progress);
+  size_t weights = 0;
+  for (const auto& in : run.inputs) weights += in.weights.size();
+  const std::string dataset = std::filesystem::path(request.text).filename().string();
+  write_hessians(request.output, run.inputs, {dataset}, uint32_t(run.chunks), uint32_t(request.ctx), run.tokens);
+  return {.tensors = run.inputs.size(), .weights = weights, .chunks = run.chunks, .tokens = run.tokens};
 }
 
 ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text, const std::filesystem::path& scratch,

@@ -34,22 +34,6 @@ const std::map<std::string, std::set<std::string>> kAllowed = {
 // The edges that break the graph today, each "file -> included header". Remove a line when its edge
 // goes; the test fails on a line whose edge no longer exists, so the list only shrinks.
 const std::set<std::string> kKnownExceptions = {
-    // The CLI and the Python jobs do library work (issue 13, item 5): the CPU benchmark, and the
-    // evaluation and planning inputs built from the model module.
-    "cli/bench.cpp -> lowbit/formats/bnb_4bit.h",
-    "cli/bench.cpp -> lowbit/formats/bnb_int8.h",
-    "cli/bench.cpp -> lowbit/formats/ggml_codecs.h",
-    "cli/eval.cpp -> lowbit/model/hessian_collector.h",
-    "cli/eval.cpp -> lowbit/model/imatrix_collector.h",
-    "cli/eval.cpp -> lowbit/model/perplexity.h",
-    "cli/eval.cpp -> lowbit/model/tokenizer.h",
-    "cli/plan.cpp -> lowbit/model/imatrix_collector.h",
-    "cli/plan.cpp -> lowbit/model/kld_probe.h",
-    "cli/plan.cpp -> lowbit/model/tokenizer.h",
-    "python/src/jobs.cpp -> lowbit/model/imatrix_collector.h",
-    "python/src/jobs.cpp -> lowbit/model/kld_probe.h",
-    "python/src/jobs.cpp -> lowbit/model/perplexity.h",
-    "python/src/jobs.cpp -> lowbit/model/tokenizer.h",
     // The CUDA decoders read tables private to src/formats (issue 13, item 2: the decode tables move
     // into headers both compilers read).
     "src/kernels/cuda/bnb_4bit.cu -> formats/bnb_tables.h",

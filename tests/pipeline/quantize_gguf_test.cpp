@@ -8,6 +8,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/core/mapped_file.h"
 #include "lowbit/io/safetensors.h"
+#include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 #include "support/paths.h"
 #include "support/tiny_hf_model.h"
@@ -53,6 +54,41 @@ TEST(QuantizeGguf, UniformFormatOverridesAndCopy) {
     const auto a = out.data(t), b = out2.data(*out2.find_tensor(t.name));
     EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end())) << t.name;
   }
+}
+
+// What quantize and Python's quantize ask for, turned into a TypeSelection: a plan names each tensor it
+// quantizes (the type of most parameters stands for the file), rules follow, mistakes are refused.
+TEST(QuantizeGguf, SelectsTypesFromAPlanAMixOrOneType) {
+  const auto source = ModelSource::open(tiny_model());
+  Plan plan;
+  plan.tensors = {{.name = "blk.0.attn_q.weight", .format = GgmlType::Q6_K, .params = 100, .quantized = true},
+                  {.name = "blk.0.ffn_up.weight", .format = GgmlType::Q4_K, .params = 300, .quantized = true},
+                  {.name = "blk.0.attn_norm.weight", .format = GgmlType::F32, .params = 64, .quantized = false}};
+  const auto planned = select_gguf_types(*source, {.plan = &plan, .plan_origin = "plan.json", .tensor_types = {"output*=q8_0"}});
+  EXPECT_EQ(planned.mix, nullptr);
+  EXPECT_EQ(planned.default_type, GgmlType::Q4_K);
+  const std::vector<std::pair<std::string, GgmlType>> overrides{
+      {"blk.0.attn_q.weight", GgmlType::Q6_K}, {"blk.0.ffn_up.weight", GgmlType::Q4_K}, {"output*", GgmlType::Q8_0}};
+  EXPECT_EQ(planned.overrides, overrides);
+
+  const auto mix = select_gguf_types(*source, {.mix = "Q4_K_M"});
+  ASSERT_NE(mix.mix, nullptr);
+  EXPECT_EQ(mix.mix, find_llama_mix("Q4_K_M"));
+  EXPECT_EQ(select_gguf_types(*source, {.format = "iq4_xs"}).default_type, GgmlType::IQ4_XS);
+
+  plan.tensors[1].name = "blk.0.ffn_upp.weight";  // an edited plan's misspelling
+  try {
+    select_gguf_types(*source, {.plan = &plan, .plan_origin = "plan.json"});
+    ADD_FAILURE() << "a plan naming a tensor the model lacks was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("plan.json"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("blk.0.ffn_upp.weight"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(select_gguf_types(*source, {.mix = "Q7_K_XL"}), Error);
+  EXPECT_THROW(select_gguf_types(*source, {.format = "q9_9"}), Error);
+  EXPECT_THROW(select_gguf_types(*source, {.format = "q8_0", .tensor_types = {"output*"}}), Error);
+  EXPECT_THROW(select_gguf_types(*source, {.format = "q8_0", .tensor_types = {"=q8_0"}}), Error);
+  EXPECT_THROW(select_gguf_types(*source, {.format = "q8_0", .tensor_types = {"output*=q9_9"}}), Error);
 }
 
 TEST(QuantizeGguf, FailureLeavesNoOutputAndInputUntouched) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,21 @@
 #include "lowbit/plan/llama_cpp_mix.h"
 
 namespace lowbit {
+
+struct Plan;
+
+// The types a GGUF quantization is asked for, as `lowbit quantize` and Python's lowbit.quantize take
+// them: a plan (every tensor it quantizes, by exact name), a llama.cpp mix, or one type; then GLOB=TYPE
+// rules, first match wins.
+struct GgufTypeRequest {
+  const Plan* plan = nullptr;
+  std::string plan_origin;                // the file the plan came from, named in its errors
+  std::string mix, format;                // without a plan: a mix, or else one type
+  std::vector<std::string> tensor_types;  // GLOB=TYPE
+};
+// Refuses a plan naming a tensor `source` lacks (an edited plan's misspelling would silently change
+// nothing), an unknown mix or type, and a rule that is not GLOB=TYPE.
+TypeSelection select_gguf_types(const ModelSource& source, const GgufTypeRequest& request);
 
 struct GgufQuantizeOptions {
   TypeSelection selection;                    // mix or uniform type, overrides
@@ -40,6 +56,9 @@ struct GgufQuantizeReport {
   std::vector<GgmlType> gptq_fallback;        // with a Hessian: quantized types GPTQ cannot write, rounded as usual
   double seconds = 0;
 };
+
+// The document `lowbit quantize --json` prints for a GGUF output: each tensor's types, size and bpw, totals.
+nlohmann::ordered_json gguf_report_json(const std::filesystem::path& output, const GgufQuantizeReport& report);
 
 // Writes `out` atomically. Tensors already in their target type are copied, not requantized. Every
 // tensor passes options.nonfinite's policy first; no non-finite block scale is ever written.

@@ -1,6 +1,6 @@
-// Running a model over a text, as the CLI's and the Python package's eval and imatrix do: the text's
-// tokens as llama-perplexity takes them, perplexity and KL-divergence against a base model or a base
-// logits file, an importance matrix for a plan.
+// Running a model over a text, as the CLI's and the Python package's eval, imatrix and hessian do: the
+// text's tokens as llama-perplexity takes them, perplexity and KL-divergence against a base model or a
+// base logits file, importance matrices and GPTQ's Hessians written to a file.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +46,24 @@ struct EvalRequest {
 EvalResult evaluate_text(const EvalRequest& request, Progress& progress);
 // {"ppl", "tokens", ["kld": {mean, median, p99, max}, "top1", "base_ppl", "delta_ppl"], "chunks", "ctx"}
 nlohmann::ordered_json eval_result_json(const EvalResult& result, int ctx);
+
+// What `lowbit imatrix` and `lowbit hessian` collect: the model over windows of `ctx` tokens of `text`
+// (at most `chunks`; 0: all), written to `output`. Outputs are the caller's to check.
+struct TextRunRequest {
+  std::string model, text, output;
+  int ctx = 512, chunks = 0;
+  std::string device = "auto";  // the importance matrix only: Hessians are collected on the CPU
+};
+struct TextRunSummary {
+  size_t tensors = 0;  // importance matrices: weights; Hessians: inputs (shared by q/k/v and by gate/up)
+  size_t weights = 0;  // Hessians: the weights those inputs feed
+  int64_t chunks = 0;
+  uint64_t tokens = 0;
+};
+// An importance matrix, as llama-imatrix writes it: GGUF, or the legacy .dat form when `dat`.
+TextRunSummary write_imatrix_from_text(const TextRunRequest& request, bool dat, Progress& progress);
+// GPTQ's Hessians (XᵀX of every linear layer's input), for quantize --gptq.
+TextRunSummary write_hessians_from_text(const TextRunRequest& request, Progress& progress);
 
 // The importance matrix of at most 16 windows of 512 tokens of `text`, written to `scratch` and read
 // back, for a plan's weighting.

@@ -1,0 +1,70 @@
+// What the CLI and the Python package ask a GGUF quantization for, turned into the library's
+// TypeSelection, and its report as JSON.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "lowbit/core/error.h"
+#include "lowbit/pipeline/plan.h"
+#include "lowbit/pipeline/quantize_gguf.h"
+
+namespace lowbit {
+namespace {
+
+GgmlType parse_type(const std::string& name, const std::string& where) {
+  const auto type = ggml_type_from_name(name);
+  if (!type) throw Error(fmt::format("unknown ggml type '{}' in {}", name, where), {.expected = "q4_0, q8_0, q4_K, iq4_xs, f16 ..."});
+  return *type;
+}
+
+}  // namespace
+
+TypeSelection select_gguf_types(const ModelSource& source, const GgufTypeRequest& request) {
+  TypeSelection selection;
+  if (request.plan) {
+    std::set<std::string, std::less<>> names;
+    for (const auto& t : source.tensors()) names.insert(t.name);
+    std::map<GgmlType, int64_t> params_by_type;
+    for (const auto& t : request.plan->tensors)
+      if (t.quantized) {
+        if (!names.contains(t.name)) throw Error("the plan names a tensor the model does not have", {.file = request.plan_origin, .tensor = t.name});
+        const GgmlType type = std::get<GgmlType>(t.format);
+        selection.overrides.emplace_back(t.name, type);
+        params_by_type[type] += std::max<int64_t>(t.params, 1);
+      }
+    // The type of most parameters stands for the file (general.file_type); every tensor is named above.
+    selection.default_type = params_by_type.empty() ? GgmlType::Q8_0
+                                                    : std::ranges::max_element(params_by_type, {}, [](const auto& p) { return p.second; })->first;
+  } else if (!request.mix.empty()) {
+    selection.mix = find_llama_mix(request.mix);
+    if (!selection.mix)
+      throw Error(fmt::format("unknown mix '{}'", request.mix), {.expected = "Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q8_0 ..."});
+    selection.default_type = selection.mix->default_type;
+  } else {
+    selection.default_type = parse_type(request.format, "--format");
+  }
+  for (const auto& rule : request.tensor_types) {
+    const auto eq = rule.rfind('=');
+    if (eq == std::string::npos || eq == 0) throw Error(fmt::format("--tensor-type '{}' is not GLOB=TYPE", rule));
+    selection.overrides.emplace_back(rule.substr(0, eq), parse_type(rule.substr(eq + 1), "--tensor-type"));
+  }
+  return selection;
+}
+
+nlohmann::ordered_json gguf_report_json(const std::filesystem::path& output, const GgufQuantizeReport& report) {
+  nlohmann::ordered_json j;
+  j["output"] = output.string();
+  j["tensors"] = nlohmann::ordered_json::array();
+  for (const auto& t : report.tensors)
+    j["tensors"].push_back({{"name", t.name}, {"from", ggml_type_name(t.from)}, {"format", ggml_type_name(t.to)}, {"params", t.params},
+                            {"bytes", t.bytes}, {"bpw", 8.0 * double(t.bytes) / double(t.params)}, {"imatrix", t.used_imatrix},
+                            {"gptq", t.used_gptq}});
+  j["total"] = {{"params", report.params}, {"bytes", report.bytes}, {"bpw", 8.0 * double(report.bytes) / double(report.params)},
+                {"seconds", report.seconds}};
+  j["nonfinite"] = {{"values", report.nonfinite.values}, {"tensors", report.nonfinite.tensors}};
+  return j;
+}
+
+}  // namespace lowbit
