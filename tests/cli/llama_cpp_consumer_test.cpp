@@ -16,6 +16,7 @@
 #include <regex>
 
 #include "lowbit/io/gguf.h"
+#include "support/llama_cpp.h"
 #include "support/paths.h"
 #include "support/python.h"
 #include "support/upcycled_moe.h"
@@ -23,15 +24,10 @@
 namespace lowbit {
 namespace {
 
-std::filesystem::path llama_bin() {
-  const char* dir = std::getenv("LOWBIT_LLAMA_CPP_BIN");
-  return dir && *dir ? std::filesystem::path(dir) : std::filesystem::path();
-}
-
-#define REQUIRE_LLAMA_CPP()                                                                                                   \
-  if (llama_bin().empty() || !std::filesystem::exists(llama_bin() / "llama-perplexity")) {                                   \
-    if (std::getenv("LOWBIT_REQUIRE_INTEROP")) FAIL() << "LOWBIT_LLAMA_CPP_BIN does not hold llama.cpp's tools";              \
-    GTEST_SKIP() << "set LOWBIT_LLAMA_CPP_BIN to llama.cpp's tools (scripts/llama-cpp-tools.sh builds them)";                 \
+#define REQUIRE_LLAMA_CPP()                                                                                      \
+  if (test::llama_cpp_bin().empty() || !std::filesystem::exists(test::llama_cpp_bin() / "llama-perplexity")) {  \
+    if (std::getenv("LOWBIT_REQUIRE_INTEROP")) FAIL() << "LOWBIT_LLAMA_CPP_BIN does not hold llama.cpp's tools"; \
+    GTEST_SKIP() << "set LOWBIT_LLAMA_CPP_BIN to llama.cpp's tools (scripts/llama-cpp-tools.sh builds them)";    \
   }
 
 std::string run(const std::string& command) {
@@ -43,16 +39,11 @@ std::string run(const std::string& command) {
 
 std::string lowbit(const std::string& args) { return run(std::string(LOWBIT_CLI_PATH) + " " + args); }
 
-// llama.cpp's tools, run once more if a signal killed them: llama-perplexity crashed once in CI (after
-// its last chunk, on a file it read cleanly in every other run) and a crash of the checker is not a
-// finding about lowbit's file. Twice in a row fails the test; the first crash is printed either way.
-std::string run_llama_tool(const std::string& command) {
+// One of llama.cpp's tools, which must succeed and print `expected` (the files it writes are checked
+// instead where that is empty).
+std::string run_llama_tool(const std::string& command, const std::string& expected = "") {
   int status = 0;
-  std::string out = test::run_command(command + " 2>&1", &status);
-  if (status > 128) {
-    std::cout << fmt::format("[ llama.cpp ] killed by signal {}, run again: {}\n", status - 128, command);
-    out = test::run_command(command + " 2>&1", &status);
-  }
+  const std::string out = test::run_llama_cpp_tool(command, expected, &status);
   EXPECT_EQ(status, 0) << command << "\n" << out;
   return out;
 }
@@ -94,10 +85,12 @@ Agreement measure(const std::filesystem::path& model, const test::TempDir& dir) 
   const std::string eval = lowbit(fmt::format("eval {} --text {} --ctx {} --chunks {} --save-logits {} --json --quiet", model.string(),
                                               text.string(), kCtx, kChunks, logits.string()));
   const auto j = nlohmann::json::parse(eval.substr(std::min(eval.find('{'), eval.size())));
-  const std::string perplexity = (llama_bin() / "llama-perplexity").string();
-  const std::string ppl = run_llama_tool(fmt::format("{} -m {} -f {} -c {} -b {} --chunks {} -t 2", perplexity, model.string(), text.string(), kCtx, kCtx, kChunks));
+  const std::string perplexity = (test::llama_cpp_bin() / "llama-perplexity").string();
+  const std::string ppl = run_llama_tool(fmt::format("{} -m {} -f {} -c {} -b {} --chunks {} -t 2", perplexity, model.string(), text.string(), kCtx, kCtx, kChunks),
+                                         "Final estimate: PPL =");
   const std::string kld = run_llama_tool(fmt::format("{} -m {} --kl-divergence-base {} --kl-divergence -c {} -b {} -t 2", perplexity, model.string(),
-                                          logits.string(), kCtx, kCtx));
+                                          logits.string(), kCtx, kCtx),
+                                         "Same top p:");
   return {j["ppl"].get<double>(), number_after(ppl, R"(Final estimate: PPL =)"), number_after(kld, R"(Mean    KLD:)"),
           number_after(kld, R"(Same top p:)") / 100};
 }
@@ -199,7 +192,7 @@ TEST(LlamaCppQuantize, ReadsLowbitsImportanceMatricesInBothForms) {
     for (const char* mix : {"Q4_K_M", "IQ4_XS"}) {
       const auto ours = dir / fmt::format("lowbit-{}-{}.gguf", mix, form), theirs = dir / fmt::format("llama-{}-{}.gguf", mix, form);
       lowbit(fmt::format("quantize {} -o {} --mix {} --imatrix {} --quiet", kModel.string(), ours.string(), mix, imatrix.string()));
-      run_llama_tool(fmt::format("{} --imatrix {} {} {} {} 2", (llama_bin() / "llama-quantize").string(), imatrix.string(), kModel.string(), theirs.string(), mix));
+      run_llama_tool(fmt::format("{} --imatrix {} {} {} {} 2", (test::llama_cpp_bin() / "llama-quantize").string(), imatrix.string(), kModel.string(), theirs.string(), mix));
       expect_same_tensors(ours, theirs);
     }
   }
@@ -215,7 +208,7 @@ TEST(LlamaCppImatrix, CountsEachExpertsTokensAsLowbitDoes) {
   const auto text = calibration_text(dir), model = dir / "moe.gguf", ours = dir / "lowbit.imatrix", theirs = dir / "llama.imatrix";
   test::write_upcycled_moe(kModel, model, "llama");
   lowbit(fmt::format("imatrix {} --text {} --ctx {} --chunks {} -o {} --quiet", model.string(), text.string(), kCtx, kChunks, ours.string()));
-  run_llama_tool(fmt::format("{} -m {} -f {} -c {} -b {} --chunks {} -o {} --no-ppl -t 2", (llama_bin() / "llama-imatrix").string(), model.string(),
+  run_llama_tool(fmt::format("{} -m {} -f {} -c {} -b {} --chunks {} -o {} --no-ppl -t 2", (test::llama_cpp_bin() / "llama-imatrix").string(), model.string(),
                   text.string(), kCtx, kCtx, kChunks, theirs.string()));
   const gguf::File a(ours), b(theirs);
   int expert_entries = 0;
@@ -252,7 +245,7 @@ TEST(LlamaCppImatrix, CountsEachExpertsTokensAsLowbitDoes) {
   EXPECT_GT(expert_entries, 0);
   const auto q_ours = dir / "lowbit-q4km.gguf", q_theirs = dir / "llama-q4km.gguf";
   lowbit(fmt::format("quantize {} -o {} --mix Q4_K_M --imatrix {} --quiet", model.string(), q_ours.string(), ours.string()));
-  run_llama_tool(fmt::format("{} --imatrix {} {} {} Q4_K_M 2", (llama_bin() / "llama-quantize").string(), ours.string(), model.string(), q_theirs.string()));
+  run_llama_tool(fmt::format("{} --imatrix {} {} {} Q4_K_M 2", (test::llama_cpp_bin() / "llama-quantize").string(), ours.string(), model.string(), q_theirs.string()));
   expect_same_tensors(q_ours, q_theirs);
 }
 

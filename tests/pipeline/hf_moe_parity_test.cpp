@@ -23,6 +23,7 @@
 #include "lowbit/pipeline/hf_tokenizer_export.h"
 #include "lowbit/pipeline/model_source.h"
 #include "lowbit/pipeline/quantize_gguf.h"
+#include "support/llama_cpp.h"
 #include "support/paths.h"
 #include "support/python.h"
 #include "support/tiny_moe_model.h"
@@ -42,9 +43,8 @@ std::optional<std::filesystem::path> default_model() {
 // llama.cpp's source tree: scripts/llama-cpp-tools.sh unpacks it into <root>/src and builds the tools
 // LOWBIT_LLAMA_CPP_BIN names into <root>/build/bin.
 std::filesystem::path llama_cpp_source() {
-  const char* bin = std::getenv("LOWBIT_LLAMA_CPP_BIN");
-  if (!bin || !*bin) return {};
-  return std::filesystem::path(bin).parent_path().parent_path() / "src";
+  const auto bin = test::llama_cpp_bin();
+  return bin.empty() ? bin : bin.parent_path().parent_path() / "src";
 }
 
 #define REQUIRE_LLAMA_CPP_CONVERTER()                                                                            \
@@ -176,7 +176,7 @@ TEST_P(HfMoeParity, BothLayoutsConvertAsLlamaCppConverts) {
     }
   }
   // llama.cpp runs what lowbit wrote (where scripts/llama-cpp-tools.sh built its tools).
-  const auto perplexity = std::filesystem::path(std::getenv("LOWBIT_LLAMA_CPP_BIN")) / "llama-perplexity";
+  const auto perplexity = test::llama_cpp_bin() / "llama-perplexity";
   std::string ppl = "not run (no llama-perplexity)";
   if (std::filesystem::exists(perplexity)) {
     std::ifstream in(test::shared_data_dir() / "tinystories_valid_first1000.txt", std::ios::binary);
@@ -184,9 +184,9 @@ TEST_P(HfMoeParity, BothLayoutsConvertAsLlamaCppConverts) {
     in.read(text.data(), std::streamsize(text.size()));
     std::ofstream(dir / "text.txt", std::ios::binary).write(text.data(), in.gcount());
     int status = 0;
-    const std::string out = test::run_command(perplexity.string() + " -m " + (dir / "per-expert.lowbit.gguf").string() + " -f " +
-                                                  (dir / "text.txt").string() + " --ctx-size 64 --chunks 2 -t 2 2>&1",
-                                              &status);
+    const std::string out = test::run_llama_cpp_tool(perplexity.string() + " -m " + (dir / "per-expert.lowbit.gguf").string() + " -f " +
+                                                         (dir / "text.txt").string() + " --ctx-size 64 --chunks 2 -t 2",
+                                                     "Final estimate: PPL = ", &status);
     const auto at = out.find("Final estimate: PPL = ");
     ASSERT_EQ(status, 0) << out;
     ASSERT_NE(at, std::string::npos) << out;
@@ -240,7 +240,9 @@ TEST(HfMoe, ExpertsStackInTheirOrder) {
       EXPECT_EQ(t.ne, shapes[t.name]) << t.name;
       // Mixtral's Q/K rows are permuted as Llama's (the dense tests check that).
       const bool permuted = style == MoeStyle::mixtral && (t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_k.weight"));
-      if (!permuted) EXPECT_EQ(source->load_f32(t), expected[t.name]) << t.name;
+      if (!permuted) {
+        EXPECT_EQ(source->load_f32(t), expected[t.name]) << t.name;
+      }
       const bool is_stack = t.ne.size() == 3;
       stacked += is_stack;
       EXPECT_EQ(source->raw(t).empty(), is_stack || permuted) << t.name;  // else read in place
