@@ -11,7 +11,7 @@
 #   mkdir -p .devdata/data && cp ../shared/data/{lowbit-bytes-12M-bf16.gguf,stories260K.gguf,\
 #     wikitext2_test_hf_nonempty_crlf.raw,tinystories_valid_first1000.txt} .devdata/data/   (29 MB)
 #   lowbit quantize ../shared/data/lowbit-bpe-50M -o .devdata/data/lowbit-bpe-50M-q4_K.gguf --format q4_K  (29 MB)
-# (all three ignored: .git/info/exclude), then one call with carry [".deps", ".devdata"] running
+# (all ignored: .gitignore), then one call with carry [".deps", ".devdata"] running
 #   ln -sfn $PWD/.devdata shared && scripts/device-check.sh model
 # (the tests read ../shared beside the checkout; on the device that is the carried .devdata). A
 # helper working in another worktree copies its sources into the sent checkout's ignored .devsrc/
