@@ -74,7 +74,9 @@ void add_plan_command(CLI::App& app) {
       ->required()
       ->check(finite_range(1, 32));
   cmd->add_option("--imatrix", o->imatrix, "Weigh each column's error by this llama.cpp importance matrix");
-  cmd->add_option("--text", o->text, "Without --imatrix: measure an importance matrix on this text first");
+  cmd->add_option("--text", o->text,
+                  "Without --imatrix: measure an importance matrix on this text first (kept beside the plan as PLAN.imatrix.gguf for a "
+                  "GGUF target: quantize --plan quantizes with it)");
   add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device, o->no_probe);
   cmd->add_option("--rules", o->rules, "A rules file: globs with allowed formats or bounds on bits per weight");
   cmd->add_option("--target", o->target, "gguf: ggml types for a GGUF file; bnb: NF4/FP4 (blocksize 64/128/256, double quant or not) or 16-bit per Linear weight of a Hugging Face directory, for a bitsandbytes checkpoint")
@@ -85,21 +87,26 @@ void add_plan_command(CLI::App& app) {
   add_force_option(*cmd, o->force);
   cmd->callback([o] {
     const std::filesystem::path out(o->output);
-    check_outputs({o->output, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html")},
+    const bool keep_imatrix = !o->text.empty() && o->imatrix.empty() && o->target == "gguf";
+    const std::string kept = keep_imatrix ? kept_imatrix_path(out).string() : "";
+    check_outputs({o->output, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"), kept},
                   {o->model, o->imatrix, o->text, o->probe_text, o->rules}, o->force);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tensors");
     const Plan plan = plan_model({.model = o->model, .bpw = o->bpw, .target = parse_plan_target(o->target), .imatrix = o->imatrix,
                                   .text = o->text, .rules = o->rules, .probe_text = o->probe_text, .probe_chunks = o->probe_chunks,
-                                  .device = o->device, .no_probe = o->no_probe},
+                                  .device = o->device, .no_probe = o->no_probe, .keep_imatrix = kept},
                                  progress);
     write_plan(o->output, plan);
     write_plan_report(plan, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"));
     if (o->common.json)
       fmt::print("{}\n", nlohmann::ordered_json{{"plan", o->output}, {"target", o->target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
-                                                {"predicted_loss", plan.predicted_loss}, {"params", plan.params}, {"bytes", plan.bytes}}.dump(2));
+                                                {"predicted_loss", plan.predicted_loss}, {"params", plan.params}, {"bytes", plan.bytes},
+                                                {"imatrix", kept.empty() ? nullptr : nlohmann::ordered_json(kept)}}.dump(2));
     else if (!o->common.quiet)
       print_allocation(plan);
+    if (!kept.empty() && !o->common.quiet && !o->common.json)
+      fmt::print("importance matrix measured on {}: {} (quantize --plan quantizes with it)\n", o->text, kept);
   });
 }
 

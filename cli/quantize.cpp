@@ -56,10 +56,11 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
   GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = o.plan.empty() ? o.input : o.plan,
                                                                    .mix = o.mix, .format = o.format, .tensor_types = o.tensor_types})};
   std::optional<ImportanceMatrix> imatrix;
-  if (!o.imatrix.empty()) {
-    imatrix = load_importance_matrix(o.imatrix);
+  if (const std::string path = plan ? importance_matrix_for_plan(*plan, o.imatrix) : o.imatrix; !path.empty()) {
+    if (path != o.imatrix && !o.common.quiet) fmt::print(stderr, "quantizing with the plan's importance matrix {}\n", path);
+    imatrix = load_importance_matrix(path);
     options.imatrix = &*imatrix;
-    options.imatrix_path = o.imatrix;
+    options.imatrix_path = path;
   }
   std::optional<HessianFile> hessian;
   if (!o.gptq.empty()) {

@@ -84,7 +84,8 @@ def dequantize(input, output, dtype=None, *, allow_nonfinite=False, force=False,
 def plan(model, bpw, output, *, target="gguf", imatrix=None, text=None, rules=None, probe_text=None, probe_chunks=4, device="auto",
          force=False, progress=None):
     """`lowbit plan`: a format per tensor for `bpw` bits per weight, written to `output` (plan.json, with plan.svg and
-    plan.html beside it)."""
+    plan.html beside it, and for a GGUF plan measured on `text` the importance matrix, plan.imatrix.gguf, that
+    quantize(plan=...) then quantizes with)."""
     return _run(_lowbit.plan, progress, model=_path(model), bpw=float(bpw), output=_path(output), target=target, imatrix=_path(imatrix),
                 text=_path(text), rules=_path(rules), probe_text=_path(probe_text), probe_chunks=int(probe_chunks), device=device,
                 force=bool(force))

@@ -94,9 +94,15 @@ auto released(F&& job) {
 
 // ---- plans (the library's plan_model, as `lowbit plan` calls it) ----
 
+// plan.json's importance matrix, where the plan measures one on its text (cli/plan.cpp).
+std::string kept_imatrix_for(const PlanArgs& a) {
+  return !a.output.empty() && !a.text.empty() && a.imatrix.empty() && a.target == "gguf" ? kept_imatrix_path(a.output).string() : "";
+}
+
 Plan make_plan_for(const PlanArgs& a, Progress& progress) {
   return plan_model({.model = a.model, .bpw = a.bpw, .target = parse_plan_target(a.target), .imatrix = a.imatrix, .text = a.text,
-                     .rules = a.rules, .probe_text = a.probe_text, .probe_chunks = a.probe_chunks, .device = a.device},
+                     .rules = a.rules, .probe_text = a.probe_text, .probe_chunks = a.probe_chunks, .device = a.device,
+                     .keep_imatrix = kept_imatrix_for(a)},
                     progress);
 }
 
@@ -121,10 +127,10 @@ Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress) 
   GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = a.plan.empty() ? a.input : a.plan,
                                                                    .mix = a.mix, .format = a.format, .tensor_types = a.tensor_types})};
   std::optional<ImportanceMatrix> imatrix;
-  if (!a.imatrix.empty()) {
-    imatrix = load_importance_matrix(a.imatrix);
+  if (const std::string path = plan ? importance_matrix_for_plan(*plan, a.imatrix) : a.imatrix; !path.empty()) {
+    imatrix = load_importance_matrix(path);
     options.imatrix = &*imatrix;
-    options.imatrix_path = a.imatrix;
+    options.imatrix_path = path;
   }
   options.nonfinite = nonfinite_policy(a.allow_nonfinite);
   const auto report = quantize_to_gguf(*source, a.output, options, progress);
@@ -186,12 +192,14 @@ Json dequantize_job(const DequantizeArgs& a, Progress& progress) {
 Json plan_job(const PlanArgs& a, Progress& progress) {
   const fs::path out(a.output);
   const auto svg = fs::path(out).replace_extension(".svg"), html = fs::path(out).replace_extension(".html");
-  check_outputs({a.output, svg, html}, {a.model, a.imatrix, a.text, a.probe_text, a.rules}, a.force);
+  const std::string kept = kept_imatrix_for(a);
+  check_outputs({a.output, svg, html, kept}, {a.model, a.imatrix, a.text, a.probe_text, a.rules}, a.force);
   const Plan plan = make_plan_for(a, progress);
   write_plan(a.output, plan);
   write_plan_report(plan, svg, html);
   return {{"plan", a.output}, {"target", a.target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
-          {"predicted_loss", plan.predicted_loss}, {"params", plan.params}, {"bytes", plan.bytes}};
+          {"predicted_loss", plan.predicted_loss}, {"params", plan.params}, {"bytes", plan.bytes},
+          {"imatrix", kept.empty() ? Json(nullptr) : Json(kept)}};
 }
 
 namespace {

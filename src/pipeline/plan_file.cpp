@@ -2,7 +2,8 @@
 //
 // {"model", "target": "gguf"|"bnb", "target_bpw", "achieved_bpw", "params", "bytes",
 //  "predicted_loss" (the chosen losses summed), "loss_measure": {"kind": "relative_error"|"output_kld", "imatrix_weighted",
-//                   "probe_positions" and "calibration" (output_kld only), "reason" (why this loss)},
+//                   "probe_positions" and "calibration" (output_kld only), "reason" (why this loss),
+//                   "imatrix" (the importance matrix's file: its name when beside the plan, else its absolute path)},
 //  "tensors": [{"name", "role", "layer", "format": "q4_K" | "nf4" | "fp4" | "bf16" ...,
 //               "blocksize" and "double_quant" (4-bit bitsandbytes formats only),
 //               "params", "bpw", "quantized", "loss", "losses": {"q2_K": ..., "nf4-b64-dq": ...}}]}
@@ -48,7 +49,10 @@ Plan parse_plan(const JsonField& j) {
     if (kind != "relative_error" && kind != "output_kld")
       throw (*m)["kind"].error(fmt::format("unknown loss_measure kind '{}'", kind), "relative_error or output_kld");
     plan.loss_measure = {.output_kld = kind == "output_kld", .imatrix_weighted = m->boolean_or("imatrix_weighted", false),
-                         .probe_positions = m->integer_or("probe_positions", 0, 0), .calibration = m->string_or("calibration", ""), .reason = m->string_or("reason", "")};
+                         .probe_positions = m->integer_or("probe_positions", 0, 0), .calibration = m->string_or("calibration", ""), .reason = m->string_or("reason", ""),
+                         .imatrix = m->string_or("imatrix", "")};
+    if (!plan.loss_measure.imatrix.empty())  // a name alone lies beside the plan
+      plan.loss_measure.imatrix = (std::filesystem::path(j.file()).parent_path() / plan.loss_measure.imatrix).string();
   }
   for (const auto& t : j["tensors"].elements()) {
     const std::string name = t["name"].string();
@@ -90,6 +94,11 @@ void write_plan(const std::filesystem::path& path, const Plan& plan) {
     measure["calibration"] = m.calibration;
   }
   if (!m.reason.empty()) measure["reason"] = m.reason;
+  if (!m.imatrix.empty()) {
+    const auto file = std::filesystem::weakly_canonical(std::filesystem::absolute(m.imatrix));
+    const bool beside = file.parent_path() == std::filesystem::weakly_canonical(std::filesystem::absolute(path)).parent_path();
+    measure["imatrix"] = beside ? file.filename().string() : file.string();
+  }
   j["predicted_loss"] = plan.predicted_loss;
   j["loss_measure"] = measure;
   j["tensors"] = nlohmann::ordered_json::array();

@@ -3,7 +3,9 @@
 
 #include <optional>
 
+#include "lowbit/core/atomic_file.h"
 #include "lowbit/core/error.h"
+#include "lowbit/core/mapped_file.h"
 #include "lowbit/core/temporaries.h"
 #include "lowbit/model/tokenizer.h"
 #include "lowbit/pipeline/eval_model.h"
@@ -38,11 +40,12 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
     options.rules.insert(options.rules.end(), extra.begin(), extra.end());
   }
   std::optional<ImportanceMatrix> imatrix;
+  std::optional<ScratchDirectory> scratch;  // holds a matrix measured on `text` until the plan is made
   if (!request.imatrix.empty()) {
     imatrix = load_importance_matrix(request.imatrix);
   } else if (!request.text.empty()) {
-    const ScratchDirectory scratch("plan");
-    imatrix = imatrix_from_text(request.model, request.text, scratch / "imatrix.gguf", resolve_device(request.device));
+    scratch.emplace("plan");
+    imatrix = imatrix_from_text(request.model, request.text, *scratch / "imatrix.gguf", resolve_device(request.device));
   }
   options.imatrix = imatrix ? &*imatrix : nullptr;
   if (request.target == PlanTarget::bnb) {
@@ -67,7 +70,25 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   Plan plan = make_plan(*ModelSource::open(request.model), options, progress);
   if (probe) plan.loss_measure.calibration = std::filesystem::path(probe_text).filename().string();
   plan.loss_measure.reason = reason;
+  plan.loss_measure.imatrix = request.imatrix;
+  if (scratch && !request.keep_imatrix.empty()) {  // kept only once the plan that uses it exists
+    AtomicFile kept(request.keep_imatrix);
+    kept.write(MappedFile(*scratch / "imatrix.gguf").bytes());
+    kept.commit();
+    plan.loss_measure.imatrix = request.keep_imatrix;
+  }
   return plan;
+}
+
+std::filesystem::path kept_imatrix_path(const std::filesystem::path& plan) { return std::filesystem::path(plan).replace_extension(".imatrix.gguf"); }
+
+std::string importance_matrix_for_plan(const Plan& plan, const std::string& given) {
+  const std::string& recorded = plan.loss_measure.imatrix;
+  if (!given.empty() || recorded.empty()) return given;
+  if (!std::filesystem::is_regular_file(recorded))
+    throw Error("the plan's losses were measured with this importance matrix, which is gone",
+                {.file = recorded, .expected = "the file beside the plan, or --imatrix FILE (or plan again)"});
+  return recorded;
 }
 
 }  // namespace lowbit

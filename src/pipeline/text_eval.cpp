@@ -94,14 +94,14 @@ TextRunSummary write_hessians_from_text(const TextRunRequest& request, Progress&
   return {.tensors = run.inputs.size(), .weights = weights, .chunks = run.chunks, .tokens = run.tokens};
 }
 
-ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text, const std::filesystem::path& scratch,
+ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text, const std::filesystem::path& path,
                                    Device device) {
   constexpr int kCtx = 512, kChunks = 16;
   const EvalModel model(model_path, device);
   const TextTokens tokens = tokenize_text(model, model_path, text, kCtx, kChunks);
   const auto run = collect_imatrix(model.runtime(), tokens.ids, kCtx, tokens.bos);
-  write_imatrix_gguf(scratch, run.entries, {text}, uint32_t(run.chunks), kCtx);
-  return ImportanceMatrix::load(scratch);
+  write_imatrix_gguf(path, run.entries, {std::filesystem::path(text).filename().string()}, uint32_t(run.chunks), kCtx);
+  return ImportanceMatrix::load(path);
 }
 
 }  // namespace lowbit

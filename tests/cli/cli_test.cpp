@@ -244,6 +244,46 @@ TEST(Cli, PlanWritesPlanReportAndQuantizes) {
   EXPECT_EQ(run_cli("plan " + model + " --bpw 4 --probe-text " + gpl + " --target bnb -o " + (dir / "p5.json").string()).status, 1);
 }
 
+// A plan measured on a text keeps its importance matrix beside plan.json and quantize --plan rounds with
+// it: the bytes are those of naming the matrix by hand, and the types ggml quantizes only with an
+// importance matrix (which the planner may choose once it has one) need no second step. A plan whose
+// matrix is gone is refused, naming the file, and writes nothing.
+TEST(Cli, APlanMeasuredOnATextQuantizesWithItsImportanceMatrix) {
+  test::TempDir dir;
+  const auto model = (test::shared_data_dir() / "lowbit-bytes-12M-bf16.gguf").string();
+  const auto text = std::string("/usr/share/common-licenses/GPL-3");
+  const auto plan = run_cli("plan " + model + " --bpw 2.3 --text " + text + " --device cpu -o " + (dir / "plan.json").string() + " --json");
+  ASSERT_EQ(plan.status, 0) << plan.out;
+  const auto kept = dir / "plan.imatrix.gguf";
+  EXPECT_EQ(nlohmann::json::parse(plan.out)["imatrix"], kept.string());
+  ASSERT_TRUE(std::filesystem::exists(kept));
+  const auto j = nlohmann::json::parse(std::ifstream(dir / "plan.json"));
+  EXPECT_EQ(j["loss_measure"]["imatrix"], "plan.imatrix.gguf");
+  EXPECT_TRUE(j["loss_measure"]["imatrix_weighted"].get<bool>());
+  int needs_imatrix = 0;
+  for (const auto& t : j["tensors"]) {
+    const auto format = t["format"].get<std::string>();
+    needs_imatrix += format == "iq1_s" || format == "iq2_xxs" || format == "iq2_xs";
+  }
+  EXPECT_GT(needs_imatrix, 0) << "at 2.3 bits the plan was expected to choose a type that needs an importance matrix";
+
+  const auto by_plan = run_cli("quantize " + model + " --plan " + (dir / "plan.json").string() + " -o " + (dir / "a.gguf").string(), true);
+  ASSERT_EQ(by_plan.status, 0) << by_plan.out;
+  EXPECT_NE(by_plan.out.find("quantizing with the plan's importance matrix"), std::string::npos) << by_plan.out;
+  const auto by_hand = run_cli("quantize " + model + " --plan " + (dir / "plan.json").string() + " --imatrix " + kept.string() + " -o " +
+                               (dir / "b.gguf").string() + " --quiet");
+  ASSERT_EQ(by_hand.status, 0) << by_hand.out;
+  std::ifstream a(dir / "a.gguf", std::ios::binary), b(dir / "b.gguf", std::ios::binary);
+  EXPECT_TRUE(std::equal(std::istreambuf_iterator<char>(a), {}, std::istreambuf_iterator<char>(b), {}));
+
+  std::filesystem::create_directory(dir / "moved");
+  std::filesystem::copy_file(dir / "plan.json", dir / "moved" / "plan.json");
+  const auto refused = run_cli("quantize " + model + " --plan " + (dir / "moved" / "plan.json").string() + " -o " + (dir / "c.gguf").string(), true);
+  EXPECT_EQ(refused.status, 1);
+  EXPECT_NE(refused.out.find((dir / "moved" / "plan.imatrix.gguf").string()), std::string::npos) << refused.out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "c.gguf"));
+}
+
 // The default loss: with a text, the probe on a GPU and the relative error on the CPU; plan.json says
 // which and why (the same test on the device machine takes the GPU branch under --device auto).
 TEST(Cli, PlanSaysWhichLossItUsedAndWhy) {

@@ -96,6 +96,10 @@ struct PlanLossMeasure {
   int64_t probe_positions = 0;      // output KLD: scored positions per candidate
   std::string calibration;          // output KLD: the probe's text, when known
   std::string reason;               // why this loss was used (the CLI's choice), when known
+  // The file of that importance matrix, when there is one (a GGUF plan): quantize --plan quantizes with
+  // it, so the tensors are rounded as the planner measured them. plan.json holds its name alone when it
+  // lies beside the plan (where plan --text keeps the one it measures), else its absolute path.
+  std::string imatrix;
 };
 std::string plan_loss_description(const PlanLossMeasure& measure);  // one line for people
 
@@ -140,7 +144,12 @@ struct PlanRequest {
   int probe_chunks = 4;              // windows of 512 tokens of probe_text
   std::string device = "auto";       // where the probe and text's importance matrix run: cpu, cuda or auto
   bool no_probe = false;             // keep the relative error even where the probe would be the default
+  // With `text` and no `imatrix`: where a GGUF plan keeps the importance matrix it measures, recorded
+  // in loss_measure.imatrix (empty: measured in a scratch file and dropped).
+  std::string keep_imatrix;
 };
+// Where `lowbit plan -o PLAN --text FILE` keeps the importance matrix it measures: PLAN.imatrix.gguf.
+std::filesystem::path kept_imatrix_path(const std::filesystem::path& plan);
 // Opens the model, loads or measures the importance matrix (on `text`), builds the probe that
 // choose_plan_loss picks, and plans.
 Plan plan_model(const PlanRequest& request, Progress& progress);
@@ -148,5 +157,8 @@ PlanTarget parse_plan_target(const std::string& name);  // "gguf" or "bnb"
 // An importance matrix that holds data for at least one weight: a model file or an empty file is
 // refused rather than used as "no importance matrix".
 ImportanceMatrix load_importance_matrix(const std::string& path);
+// The importance matrix a GGUF quantization by `plan` uses: `given` when named, else the one the plan
+// was measured with (loss_measure.imatrix), which must still exist; empty: none.
+std::string importance_matrix_for_plan(const Plan& plan, const std::string& given);
 
 }  // namespace lowbit

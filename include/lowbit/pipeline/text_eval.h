@@ -65,9 +65,9 @@ TextRunSummary write_imatrix_from_text(const TextRunRequest& request, bool dat, 
 // GPTQ's Hessians (XᵀX of every linear layer's input), for quantize --gptq.
 TextRunSummary write_hessians_from_text(const TextRunRequest& request, Progress& progress);
 
-// The importance matrix of at most 16 windows of 512 tokens of `text`, written to `scratch` and read
-// back, for a plan's weighting.
-ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text, const std::filesystem::path& scratch,
+// The importance matrix of at most 16 windows of 512 tokens of `text`, written to `path` (as
+// llama-imatrix writes one) and read back, for a plan's weighting.
+ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text, const std::filesystem::path& path,
                                    Device device);
 
 }  // namespace lowbit
