@@ -1,5 +1,5 @@
-// lowbit plan MODEL --bpw X [--imatrix FILE] [--text FILE] [--probe-text FILE [--probe-chunks N]] [--rules FILE]
-//             [--target gguf|bnb] -o plan.json
+// lowbit plan MODEL --bpw X [--imatrix FILE] [--text FILE] [--probe-text FILE [--probe-chunks N]] [--gptq HESSIAN]
+//             [--rules FILE] [--target gguf|bnb] -o plan.json
 #include <fmt/format.h>
 
 #include <map>
@@ -62,7 +62,7 @@ void add_plan_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("plan", "Give every tensor its own format so the model lands on a target bits per weight at the least loss");
   struct Options {
     CommonOptions common;
-    std::string model, output, imatrix, text, rules, target = "gguf", probe_text;
+    std::string model, output, imatrix, text, rules, target = "gguf", probe_text, gptq;
     double bpw = 0;
     int probe_chunks = 4;
     bool force = false, no_probe = false;
@@ -78,6 +78,9 @@ void add_plan_command(CLI::App& app) {
                   "Without --imatrix: measure an importance matrix on this text first (kept beside the plan as PLAN.imatrix.gguf for a "
                   "GGUF target: quantize --plan quantizes with it)");
   add_probe_options(*cmd, o->probe_text, o->probe_chunks, o->device, o->no_probe);
+  cmd->add_option("--gptq", o->gptq,
+                  "A Hessian file from lowbit hessian: measure each candidate as quantize --gptq writes it (GPTQ's codes where the type "
+                  "has a path), a layer matrix's relative error on its output (or the probe's KL-divergence); quantize --plan then uses it");
   cmd->add_option("--rules", o->rules, "A rules file: globs with allowed formats or bounds on bits per weight");
   cmd->add_option("--target", o->target, "gguf: ggml types for a GGUF file; bnb: NF4/FP4 (blocksize 64/128/256, double quant or not) or 16-bit per Linear weight of a Hugging Face directory, for a bitsandbytes checkpoint")
       ->check(CLI::IsMember({"gguf", "bnb"}))
@@ -90,12 +93,12 @@ void add_plan_command(CLI::App& app) {
     const bool keep_imatrix = !o->text.empty() && o->imatrix.empty() && o->target == "gguf";
     const std::string kept = keep_imatrix ? kept_imatrix_path(out).string() : "";
     check_outputs({o->output, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"), kept},
-                  {o->model, o->imatrix, o->text, o->probe_text, o->rules}, o->force);
+                  {o->model, o->imatrix, o->text, o->probe_text, o->rules, o->gptq}, o->force);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tensors");
     const Plan plan = plan_model({.model = o->model, .bpw = o->bpw, .target = parse_plan_target(o->target), .imatrix = o->imatrix,
                                   .text = o->text, .rules = o->rules, .probe_text = o->probe_text, .probe_chunks = o->probe_chunks,
-                                  .device = o->device, .no_probe = o->no_probe, .keep_imatrix = kept},
+                                  .device = o->device, .no_probe = o->no_probe, .keep_imatrix = kept, .gptq = o->gptq},
                                  progress);
     write_plan(o->output, plan);
     write_plan_report(plan, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"));

@@ -63,10 +63,11 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
     options.imatrix_path = path;
   }
   std::optional<HessianFile> hessian;
-  if (!o.gptq.empty()) {
-    hessian.emplace(o.gptq);
+  if (const std::string path = plan ? hessian_for_plan(*plan, o.gptq) : o.gptq; !path.empty()) {
+    if (path != o.gptq && !o.common.quiet) fmt::print(stderr, "writing the plan's GPTQ candidates with its Hessian file {}\n", path);
+    hessian.emplace(path);
     options.hessian = &*hessian;
-    options.hessian_path = o.gptq;
+    options.hessian_path = path;
   }
   options.nonfinite = nonfinite_policy(o.allow_nonfinite);
   TerminalProgress progress(o.common.quiet);
@@ -103,7 +104,8 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--gptq", o->gptq,
                   "A Hessian file from lowbit hessian: GPTQ's error feedback for q4_0, q4_1, q5_0, q5_1, q8_0, q2_K ... q6_K (other types are "
-                  "rounded as usual, with a note); columns in stored order (act-order cannot be stored in these formats)");
+                  "rounded as usual, with a note); columns in stored order (act-order cannot be stored in these formats). With --bpw the plan "
+                  "measures its candidates so too; a plan from plan --gptq brings its own");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->check(CLI::Range(32, 4096))->capture_default_str();
   cmd->add_flag("--double-quant", o->double_quant, "nf4/fp4: quantize the absmax constants too (bitsandbytes' compress_statistics)");
@@ -123,7 +125,8 @@ void add_quantize_command(CLI::App& app) {
     const Plan plan = !o->plan.empty() ? read_plan(o->plan)
                                        : plan_model({.model = o->input, .bpw = o->bpw, .target = parse_plan_target(o->target),
                                                      .imatrix = o->imatrix, .rules = o->rules, .probe_text = o->probe_text,
-                                                     .probe_chunks = o->probe_chunks, .device = o->device, .no_probe = o->no_probe},
+                                                     .probe_chunks = o->probe_chunks, .device = o->device, .no_probe = o->no_probe,
+                                                     .gptq = o->gptq},
                                                     planning);
     if (plan.target == PlanTarget::bnb) {
       QuantizeOptions rest = *o;

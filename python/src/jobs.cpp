@@ -102,15 +102,15 @@ std::string kept_imatrix_for(const PlanArgs& a) {
 Plan make_plan_for(const PlanArgs& a, Progress& progress) {
   return plan_model({.model = a.model, .bpw = a.bpw, .target = parse_plan_target(a.target), .imatrix = a.imatrix, .text = a.text,
                      .rules = a.rules, .probe_text = a.probe_text, .probe_chunks = a.probe_chunks, .device = a.device,
-                     .keep_imatrix = kept_imatrix_for(a)},
+                     .keep_imatrix = kept_imatrix_for(a), .gptq = a.gptq},
                     progress);
 }
 
 // ---- quantize (cli/quantize.cpp) ----
 
 Json quantize_bnb(const QuantizeArgs& a, const Plan* plan, Progress& progress) {
-  if (!a.mix.empty() || !a.imatrix.empty() || !a.tensor_types.empty())
-    throw Error("mix, imatrix and tensor_types apply to GGUF outputs, not to bitsandbytes formats");
+  if (!a.mix.empty() || !a.imatrix.empty() || !a.tensor_types.empty() || !a.gptq.empty())
+    throw Error("mix, imatrix, tensor_types and gptq apply to GGUF outputs, not to bitsandbytes formats");
   const auto r = quantize_to_bnb(a.input, a.output,
                                  {.format = {.id = parse_bnb_format(a.format).value_or(FormatId::nf4), .blocksize = a.blocksize, .double_quant = a.double_quant},
                                   .skip = a.skip, .plan = plan,
@@ -132,6 +132,11 @@ Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress) 
     options.imatrix = &*imatrix;
     options.imatrix_path = path;
   }
+  std::optional<HessianFile> hessian;
+  if (const std::string path = plan ? hessian_for_plan(*plan, a.gptq) : a.gptq; !path.empty()) {
+    options.hessian = &hessian.emplace(path);
+    options.hessian_path = path;
+  }
   options.nonfinite = nonfinite_policy(a.allow_nonfinite);
   const auto report = quantize_to_gguf(*source, a.output, options, progress);
   return gguf_report_json(a.output, report);
@@ -140,7 +145,7 @@ Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress) 
 }  // namespace
 
 Json quantize_job(const QuantizeArgs& a, Progress& progress) {
-  check_outputs({a.output}, {a.input, a.imatrix, a.plan, a.rules, a.probe_text}, a.force);
+  check_outputs({a.output}, {a.input, a.imatrix, a.plan, a.rules, a.probe_text, a.gptq}, a.force);
   if (int(!a.format.empty()) + int(!a.mix.empty()) + int(!a.plan.empty()) + int(a.bpw > 0) != 1)
     throw Error("give exactly one of format, mix, plan and bpw");
   if ((a.target != "gguf" || !a.rules.empty() || !a.probe_text.empty()) && a.bpw <= 0)
@@ -149,7 +154,7 @@ Json quantize_job(const QuantizeArgs& a, Progress& progress) {
   if (a.plan.empty() && a.bpw <= 0) return quantize_gguf(a, nullptr, progress);
   const Plan plan = !a.plan.empty() ? read_plan(a.plan)
                                     : make_plan_for({.model = a.input, .bpw = a.bpw, .target = a.target, .imatrix = a.imatrix, .rules = a.rules,
-                                                     .probe_text = a.probe_text, .probe_chunks = a.probe_chunks, .device = a.device},
+                                                     .probe_text = a.probe_text, .gptq = a.gptq, .probe_chunks = a.probe_chunks, .device = a.device},
                                                     progress);
   if (plan.target == PlanTarget::bnb) {
     QuantizeArgs rest = a;
@@ -193,7 +198,7 @@ Json plan_job(const PlanArgs& a, Progress& progress) {
   const fs::path out(a.output);
   const auto svg = fs::path(out).replace_extension(".svg"), html = fs::path(out).replace_extension(".html");
   const std::string kept = kept_imatrix_for(a);
-  check_outputs({a.output, svg, html, kept}, {a.model, a.imatrix, a.text, a.probe_text, a.rules}, a.force);
+  check_outputs({a.output, svg, html, kept}, {a.model, a.imatrix, a.text, a.probe_text, a.rules, a.gptq}, a.force);
   const Plan plan = make_plan_for(a, progress);
   write_plan(a.output, plan);
   write_plan_report(plan, svg, html);
@@ -276,16 +281,17 @@ void bind_jobs(nb::module_& m) {
   m.def(
       "quantize",
       [](S input, S output, S format, S mix, S plan, double bpw, S target, S rules, S probe_text, int probe_chunks, S device, S imatrix,
-         Strings tensor_types, int64_t blocksize, bool double_quant, Strings skip, bool allow_nonfinite, bool force, nb::object progress) {
+         S gptq, Strings tensor_types, int64_t blocksize, bool double_quant, Strings skip, bool allow_nonfinite, bool force, nb::object progress) {
         return run_job(&quantize_job,
-                       QuantizeArgs{.input = input, .output = output, .format = format, .mix = mix, .imatrix = imatrix, .tensor_types = tensor_types,
+                       QuantizeArgs{.input = input, .output = output, .format = format, .mix = mix, .imatrix = imatrix, .gptq = gptq,
+                                    .tensor_types = tensor_types,
                                     .plan = plan, .target = target, .rules = rules, .probe_text = probe_text, .bpw = bpw,
                                     .probe_chunks = probe_chunks, .device = device, .blocksize = blocksize, .double_quant = double_quant,
                                     .force = force, .allow_nonfinite = allow_nonfinite, .skip = skip},
                        std::move(progress));
       },
       nb::arg("input"), nb::arg("output"), nb::arg("format"), nb::arg("mix"), nb::arg("plan"), nb::arg("bpw"), nb::arg("target"),
-      nb::arg("rules"), nb::arg("probe_text"), nb::arg("probe_chunks"), nb::arg("device"), nb::arg("imatrix"), nb::arg("tensor_types"),
+      nb::arg("rules"), nb::arg("probe_text"), nb::arg("probe_chunks"), nb::arg("device"), nb::arg("imatrix"), nb::arg("gptq"), nb::arg("tensor_types"),
       nb::arg("blocksize"), nb::arg("double_quant"), nb::arg("skip"), nb::arg("allow_nonfinite"), nb::arg("force"), nb::arg("progress").none());
   m.def(
       "dequantize",
@@ -297,15 +303,16 @@ void bind_jobs(nb::module_& m) {
       nb::arg("input"), nb::arg("output"), nb::arg("dtype"), nb::arg("allow_nonfinite"), nb::arg("force"), nb::arg("progress").none());
   m.def(
       "plan",
-      [](S model, double bpw, S output, S target, S imatrix, S text, S rules, S probe_text, int probe_chunks, S device, bool force,
+      [](S model, double bpw, S output, S target, S imatrix, S text, S rules, S probe_text, int probe_chunks, S device, S gptq, bool force,
          nb::object progress) {
         return run_job(&plan_job,
                        PlanArgs{.model = model, .bpw = bpw, .target = target, .imatrix = imatrix, .text = text, .rules = rules,
-                                .probe_text = probe_text, .probe_chunks = probe_chunks, .device = device, .output = output, .force = force},
+                                .probe_text = probe_text, .gptq = gptq, .probe_chunks = probe_chunks, .device = device, .output = output,
+                                .force = force},
                        std::move(progress));
       },
       nb::arg("model"), nb::arg("bpw"), nb::arg("output"), nb::arg("target"), nb::arg("imatrix"), nb::arg("text"), nb::arg("rules"),
-      nb::arg("probe_text"), nb::arg("probe_chunks"), nb::arg("device"), nb::arg("force"), nb::arg("progress").none());
+      nb::arg("probe_text"), nb::arg("probe_chunks"), nb::arg("device"), nb::arg("gptq"), nb::arg("force"), nb::arg("progress").none());
   m.def(
       "eval",
       [](S model, S text, int ctx, int chunks, S base, S kld_base, S save_logits, Strings lora, std::vector<double> lora_scale,

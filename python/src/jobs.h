@@ -16,7 +16,7 @@ namespace nb = nanobind;
 namespace lowbit::python {
 
 struct QuantizeArgs {
-  std::string input, output, format, mix, imatrix;
+  std::string input, output, format, mix, imatrix, gptq;
   std::vector<std::string> tensor_types;  // GLOB=TYPE
   std::string plan, target = "gguf", rules, probe_text;
   double bpw = 0;
@@ -35,7 +35,7 @@ struct DequantizeArgs {
 struct PlanArgs {
   std::string model;
   double bpw = 0;
-  std::string target = "gguf", imatrix, text, rules, probe_text;
+  std::string target = "gguf", imatrix, text, rules, probe_text, gptq;
   int probe_chunks = 4;
   std::string device = "auto";
   std::string output;  // plan.json; empty only for a plan made inline by quantize

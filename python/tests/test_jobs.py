@@ -87,6 +87,27 @@ def test_imatrix_and_plan_equal_the_cli(cli, bytes12m, tmp_path):
     assert abs(ours["total"]["bpw"] - theirs["achieved_bpw"]) < 0.05
 
 
+def test_gptq_plan_and_quantize_equal_the_cli(cli, shared, tmp_path):
+    stories = shared / "data" / "stories260K.gguf"
+    text = shared / "data" / "tinystories_valid_first1000.txt"
+    subprocess.run([str(cli), "hessian", stories, "--text", text, "--ctx", "64", "--chunks", "2", "-o", tmp_path / "h.gguf", "--quiet"],
+                   check=True)
+    ours = lowbit.plan(stories, 6, tmp_path / "py.json", gptq=tmp_path / "h.gguf", progress=False)
+    theirs = run_cli(cli, "plan", stories, "--bpw", 6, "-o", tmp_path / "cli.json", "--gptq", tmp_path / "h.gguf")
+    ours["plan"] = theirs["plan"]
+    assert ours == theirs
+    planned = json.loads((tmp_path / "py.json").read_text())
+    assert planned == json.loads((tmp_path / "cli.json").read_text())
+    assert planned["loss_measure"]["gptq"] == "h.gguf"
+    # The plan brings its Hessian: the same bytes as the CLI's, GPTQ-written tensors and all.
+    ours = lowbit.quantize(stories, tmp_path / "py.gguf", plan=tmp_path / "py.json", progress=False)
+    theirs = run_cli(cli, "quantize", stories, "-o", tmp_path / "cli.gguf", "--plan", tmp_path / "cli.json")
+    assert any(t["gptq"] for t in ours["tensors"])
+    ours["output"] = theirs["output"]
+    assert without_seconds(ours) == without_seconds(theirs)
+    assert filecmp.cmp(tmp_path / "py.gguf", tmp_path / "cli.gguf", shallow=False)
+
+
 def test_errors_are_lowbit_errors_with_their_place(bytes12m, shared, tmp_path):
     with pytest.raises(lowbit.LowbitError) as e:
         lowbit.quantize(bytes12m, tmp_path / "x.gguf", "q4_K", mix="Q4_K_M")

@@ -10,25 +10,25 @@
 
 namespace lowbit {
 
-bool GptqTensors::applies(const ModelSource::Tensor& t, GgmlType to, const std::string& label) const {
-  if (!gptq_supports(to) || t.ne.size() != 2) return false;
+const HessianFile::Input* GptqTensors::input_of(const ModelSource::Tensor& t, const std::string& label) const {
+  if (t.ne.size() != 2) return nullptr;
   const HessianFile::Input* input = hessian_.find(t.name);
   if (!input) {
-    if (!t.name.starts_with("blk.")) return false;
+    if (!t.name.starts_with("blk.")) return nullptr;
     throw Error("the Hessian file has no input for this weight",
                 {.file = hessian_.label(), .tensor = t.name, .expected = fmt::format("a Hessian collected from {} (lowbit hessian)", label)});
   }
   if (input->columns != t.ne[0])
     throw Error(fmt::format("its input {} has {} columns", input->name, input->columns),
                 {.file = hessian_.label(), .tensor = t.name, .expected = fmt::format("{} columns, as the weight's rows in {}", t.ne[0], label)});
-  return true;
+  return input;
 }
 
-std::vector<std::byte> GptqTensors::encode(const ModelSource::Tensor& t, GgmlType to, const std::vector<float>& values,
-                                           const std::string& label) {
-  for (size_t i = 0; i < values.size(); ++i)
+std::vector<std::byte> GptqTensors::encode_rows(const ModelSource::Tensor& t, GgmlType to, const float* values, int64_t rows,
+                                                const std::string& label) {
+  for (int64_t i = 0; i < rows * t.ne[0]; ++i)
     if (!std::isfinite(values[i]))
-      throw Error(fmt::format("{} at row {}, column {}", values[i], int64_t(i) / t.ne[0], int64_t(i) % t.ne[0]),
+      throw Error(fmt::format("{} at row {}, column {}", values[i], i / t.ne[0], i % t.ne[0]),
                   {.file = label, .tensor = t.name, .expected = "finite weights: GPTQ spreads each value's error over its row"});
   const HessianFile::Input& input = *hessian_.find(t.name);
   if (!factor_ || factor_input_ != input.name) {
@@ -42,8 +42,8 @@ std::vector<std::byte> GptqTensors::encode(const ModelSource::Tensor& t, GgmlTyp
   } else {
     for (int64_t c = 0; c < input.columns; ++c) importance.push_back(input.xtx[size_t(c * input.columns + c)] / float(hessian_.tokens()));
   }
-  std::vector<std::byte> out(gguf::tensor_bytes(to, t.ne));
-  gptq_quantize_rows(to, values.data(), t.ne[1], t.ne[0], *factor_, importance.data(), out.data());
+  std::vector<std::byte> out(size_t(rows) * ggml_row_bytes(to, t.ne[0]));
+  gptq_quantize_rows(to, values, rows, t.ne[0], *factor_, importance.data(), out.data());
   return out;
 }
 

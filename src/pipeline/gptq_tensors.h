@@ -23,12 +23,21 @@ class GptqTensors {
   // diag(H) / tokens (which is the importance matrix of the same calibration text).
   GptqTensors(const HessianFile& hessian, const ImportanceMatrix* imatrix) : hessian_(hessian), imatrix_(imatrix) {}
 
-  // Whether GPTQ writes `t` as `to`; throws lowbit::Error for a layer matrix the Hessian does not
-  // cover or covers with other columns.
-  bool applies(const ModelSource::Tensor& t, GgmlType to, const std::string& label) const;
+  // The Hessian of t's input, or null for a tensor GPTQ never writes (not a matrix, or outside the
+  // layers and not in the file); throws lowbit::Error for a layer matrix the Hessian does not cover or
+  // covers with other columns.
+  const HessianFile::Input* input_of(const ModelSource::Tensor& t, const std::string& label) const;
+  // Whether GPTQ writes `t` as `to` (input_of, and a type with a GPTQ path).
+  bool applies(const ModelSource::Tensor& t, GgmlType to, const std::string& label) const {
+    return gptq_supports(to) && input_of(t, label);
+  }
 
   // t's finite float values (refused otherwise: GPTQ would spread a NaN over its row) as `to` bytes.
-  std::vector<std::byte> encode(const ModelSource::Tensor& t, GgmlType to, const std::vector<float>& values, const std::string& label);
+  std::vector<std::byte> encode(const ModelSource::Tensor& t, GgmlType to, const std::vector<float>& values, const std::string& label) {
+    return encode_rows(t, to, values.data(), t.ne[1], label);
+  }
+  // The same for `rows` of t's rows (the planner's sample): each row's codes are those encode gives it.
+  std::vector<std::byte> encode_rows(const ModelSource::Tensor& t, GgmlType to, const float* values, int64_t rows, const std::string& label);
 
  private:
   const HessianFile& hessian_;

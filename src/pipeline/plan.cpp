@@ -6,12 +6,16 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <optional>
 
 #include "hf_names.h"
 #include "lowbit/core/error.h"
+#include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/formats/gptq.h"
 #include "lowbit/plan/allocate.h"
 #include "lowbit/plan/llama_cpp_mix.h"
+#include "pipeline/gptq_tensors.h"
 #include "plan_internal.h"
 
 namespace lowbit {
@@ -42,28 +46,46 @@ std::vector<PlanOption> pareto_efficient(std::vector<PlanOption> options) {
   return kept;
 }
 
-// Relative squared error of `type` on the sample, each row quantized with its own importance weights
-// (the rows of different experts have different ones).
-double ggml_loss(const planning::RowSample& sample, GgmlType type) {
+// With a Hessian (plan --gptq): the tensor's writer and its input's XᵀX, for a layer matrix GPTQ writes.
+struct GptqCandidates {
+  GptqTensors& writer;
+  const HessianFile::Input& input;
+  std::string label;  // the model's, for errors
+  bool writes(GgmlType type) const { return gptq_supports(type); }
+};
+
+// The loss of `type` on the sample: its relative squared error, each row quantized with its own
+// importance weights (the rows of different experts have different ones); with GPTQ, the rows as GPTQ
+// writes them (or rounds them, for a type it has no path for), their error measured on the output.
+double ggml_loss(const planning::RowSample& sample, GgmlType type, const ModelSource::Tensor& t, const GptqCandidates* gptq) {
   const size_t row_bytes = ggml_row_bytes(type, sample.cols);
   std::vector<std::byte> blocks(row_bytes * size_t(sample.rows()));
   std::vector<float> back(sample.values.size());
-  for (int64_t r = 0; r < sample.rows(); ++r)
-    quantize_rows(type, sample.values.data() + r * sample.cols, 1, sample.cols, sample.importance[size_t(r)], blocks.data() + size_t(r) * row_bytes);
+  if (gptq && gptq->writes(type)) {
+    blocks = gptq->writer.encode_rows(t, type, sample.values.data(), sample.rows(), gptq->label);
+  } else {
+    for (int64_t r = 0; r < sample.rows(); ++r)
+      quantize_rows(type, sample.values.data() + r * sample.cols, 1, sample.cols, sample.importance[size_t(r)], blocks.data() + size_t(r) * row_bytes);
+  }
   dequantize_rows(type, blocks.data(), sample.rows(), sample.cols, back.data());
-  return planning::relative_error(sample, back);
+  return gptq ? planning::output_relative_error(sample, back, gptq->input.xtx) : planning::relative_error(sample, back);
 }
 
-// The output KL-divergence of the model with this tensor (all of it) quantized to `type`, each expert's
-// rows with their own importance weights, as quantize_to_gguf writes it.
-double probed_loss(KldProbe& probe, const ModelSource::Tensor& t, const std::vector<float>& values, const float* importance, GgmlType type) {
+// The output KL-divergence of the model with this tensor (all of it) quantized to `type` as
+// quantize_to_gguf writes it: each expert's rows with their own importance weights, or by GPTQ.
+double probed_loss(KldProbe& probe, const ModelSource::Tensor& t, const std::vector<float>& values, const float* importance, GgmlType type,
+                   const GptqCandidates* gptq) {
   const int64_t cols = t.ne[0], rows = t.elements() / cols;
   const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1, rows_per_expert = rows / experts;
   const size_t row_bytes = ggml_row_bytes(type, cols);
   std::vector<std::byte> blocks(row_bytes * size_t(rows));
-  for (int64_t e = 0; e < experts; ++e)
-    quantize_rows(type, values.data() + e * rows_per_expert * cols, rows_per_expert, cols, importance ? importance + e * cols : nullptr,
-                  blocks.data() + size_t(e * rows_per_expert) * row_bytes);
+  if (gptq && gptq->writes(type)) {
+    blocks = gptq->writer.encode(t, type, values, gptq->label);
+  } else {
+    for (int64_t e = 0; e < experts; ++e)
+      quantize_rows(type, values.data() + e * rows_per_expert * cols, rows_per_expert, cols, importance ? importance + e * cols : nullptr,
+                    blocks.data() + size_t(e * rows_per_expert) * row_bytes);
+  }
   return probe.kld_with(t.name, {.type = type, .rows = rows, .cols = cols, .data = blocks});
 }
 
@@ -74,6 +96,7 @@ std::string plan_loss_description(const PlanLossMeasure& m) {
                                : std::string("relative reconstruction error");
   if (!m.calibration.empty()) s += fmt::format(" of {}", m.calibration);
   if (m.imatrix_weighted) s += m.output_kld ? ", quantized with the importance matrix" : ", importance-weighted";
+  if (!m.gptq.empty()) s += m.output_kld ? ", written by GPTQ" : ", layer matrices written by GPTQ and measured on their output";
   if (!m.reason.empty()) s += fmt::format(" ({})", m.reason);
   return s;
 }
@@ -120,6 +143,31 @@ double relative_error(const RowSample& sample, const std::vector<float>& reconst
     }
   }
   return ref > 0 ? err / ref : 0.0;
+}
+
+double output_relative_error(const RowSample& sample, const std::vector<float>& reconstruction, std::span<const float> hessian) {
+  const int64_t cols = sample.cols;
+  std::vector<double> err(size_t(sample.rows())), ref(size_t(sample.rows()));
+  parallel_for(sample.rows(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> d(static_cast<size_t>(cols));
+    for (int64_t r = begin; r < end; ++r) {
+      const float* x = sample.values.data() + r * cols;
+      const float* y = reconstruction.data() + r * cols;
+      for (int64_t c = 0; c < cols; ++c) d[size_t(c)] = double(x[c]) - y[c];
+      double e = 0, f = 0;  // dᵀHd and xᵀHx, H symmetric
+      for (int64_t i = 0; i < cols; ++i) {
+        const float* h = hessian.data() + i * cols;
+        double hd = 0, hx = 0;
+        for (int64_t j = 0; j < cols; ++j) hd += double(h[j]) * d[size_t(j)], hx += double(h[j]) * x[j];
+        e += d[size_t(i)] * hd;
+        f += double(x[i]) * hx;
+      }
+      err[size_t(r)] = e, ref[size_t(r)] = f;
+    }
+  });
+  double e = 0, f = 0;
+  for (size_t r = 0; r < err.size(); ++r) e += err[r], f += ref[r];
+  return f > 0 ? e / f : 0.0;
 }
 
 void allocate_plan(Plan& plan) {
@@ -170,13 +218,16 @@ void allocate_plan(Plan& plan) {
 Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progress& progress) {
   Plan plan{.model = source.label(), .target = PlanTarget::gguf, .target_bpw = options_in.target_bpw,
             .loss_measure = {.output_kld = options_in.probe != nullptr, .imatrix_weighted = options_in.imatrix != nullptr,
-                             .probe_positions = options_in.probe ? options_in.probe->positions() : 0}};
+                             .probe_positions = options_in.probe ? options_in.probe->positions() : 0,
+                             .gptq = options_in.hessian ? options_in.hessian->label() : ""}};
   // A model without output.weight reads its logits through the embedding: protect it as the output
   // layer, as llama.cpp does (q6_K in its mixes).
   PlanOptions options = options_in;
   const auto& all = source.tensors();
   if (std::none_of(all.begin(), all.end(), [](const auto& t) { return t.name == "output.weight"; }))
     options.rules.push_back({.match = "token_embd.weight", .min_bpw = kTiedOutputMinBpw});
+  std::optional<GptqTensors> gptq_writer;
+  if (options.hessian) gptq_writer.emplace(*options.hessian, options.imatrix);
   progress.begin("measure", int64_t(source.tensors().size()), 0);
   for (const auto& t : source.tensors()) {
     const auto role = classify_tensor(t.name);
@@ -192,13 +243,15 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
       const float* importance = fits ? entry->weights.data() : nullptr;
       const auto values = source.load_f32(t);
       const auto sample = planning::sample_rows(values, t.ne[0], importance, t.elements() / t.ne[0] / experts);
+      const HessianFile::Input* input = gptq_writer ? gptq_writer->input_of(t, source.label()) : nullptr;
+      const std::optional<GptqCandidates> gptq = input ? std::optional<GptqCandidates>({*gptq_writer, *input, source.label()}) : std::nullopt;
       const std::string names[] = {t.name};
       for (GgmlType type : gguf_candidates()) {
         if (t.ne[0] % ggml_type_info(type).block_elements != 0) continue;  // rows this type cannot tile (tensor_bytes throws)
         if (ggml_requires_imatrix(type) && !importance) continue;           // ggml refuses to quantize it without one
         const uint64_t bytes = gguf::tensor_bytes(type, t.ne);
         if (!planning::rules_allow(options.rules, names, role.layer, type, 8.0 * double(bytes) / double(p.params))) continue;
-        p.options.push_back({type, bytes, ggml_loss(sample, type)});
+        p.options.push_back({type, bytes, ggml_loss(sample, type, t, gptq ? &*gptq : nullptr)});
       }
       if (p.options.empty()) throw Error("no candidate format is allowed for this tensor by the rules", {.file = source.label(), .tensor = t.name});
       if (options.probe) {
@@ -206,7 +259,7 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
         // probed (of q4_0, iq4_nl and q4_K, all 4.5 bits, one), and one without error costs nothing.
         p.options = pareto_efficient(std::move(p.options));
         for (auto& o : p.options)
-          if (o.loss > 0) o.loss = probed_loss(*options.probe, t, values, importance, std::get<GgmlType>(o.format));
+          if (o.loss > 0) o.loss = probed_loss(*options.probe, t, values, importance, std::get<GgmlType>(o.format), gptq ? &*gptq : nullptr);
       }
       p.quantized = true;
     }

@@ -3,7 +3,8 @@
 // {"model", "target": "gguf"|"bnb", "target_bpw", "achieved_bpw", "params", "bytes",
 //  "predicted_loss" (the chosen losses summed), "loss_measure": {"kind": "relative_error"|"output_kld", "imatrix_weighted",
 //                   "probe_positions" and "calibration" (output_kld only), "reason" (why this loss),
-//                   "imatrix" (the importance matrix's file: its name when beside the plan, else its absolute path)},
+//                   "imatrix" (the importance matrix's file: its name when beside the plan, else its absolute path),
+//                   "gptq" (likewise the Hessian file, when candidates were written by GPTQ)},
 //  "tensors": [{"name", "role", "layer", "format": "q4_K" | "nf4" | "fp4" | "bf16" ...,
 //               "blocksize" and "double_quant" (4-bit bitsandbytes formats only),
 //               "params", "bpw", "quantized", "loss", "losses": {"q2_K": ..., "nf4-b64-dq": ...}}]}
@@ -37,6 +38,19 @@ TensorFormat read_format(const JsonField& t, const std::string& name) {
   return *planned;
 }
 
+// A file the plan names, as plan.json records it: its name alone when it lies beside the plan, else its
+// absolute path; and back.
+std::string file_record(const std::string& file, const std::filesystem::path& plan) {
+  if (file.empty()) return file;
+  const auto path = std::filesystem::weakly_canonical(std::filesystem::absolute(file));
+  const bool beside = path.parent_path() == std::filesystem::weakly_canonical(std::filesystem::absolute(plan)).parent_path();
+  return beside ? path.filename().string() : path.string();
+}
+
+std::string recorded_file(const std::string& record, const std::string& plan) {
+  return record.empty() ? record : (std::filesystem::path(plan).parent_path() / record).string();
+}
+
 Plan parse_plan(const JsonField& j) {
   const std::string target = j.string_or("target", "gguf");
   if (target != "gguf" && target != "bnb") throw j["target"].error(fmt::format("unknown target '{}'", target), "gguf or bnb");
@@ -50,9 +64,7 @@ Plan parse_plan(const JsonField& j) {
       throw (*m)["kind"].error(fmt::format("unknown loss_measure kind '{}'", kind), "relative_error or output_kld");
     plan.loss_measure = {.output_kld = kind == "output_kld", .imatrix_weighted = m->boolean_or("imatrix_weighted", false),
                          .probe_positions = m->integer_or("probe_positions", 0, 0), .calibration = m->string_or("calibration", ""), .reason = m->string_or("reason", ""),
-                         .imatrix = m->string_or("imatrix", "")};
-    if (!plan.loss_measure.imatrix.empty())  // a name alone lies beside the plan
-      plan.loss_measure.imatrix = (std::filesystem::path(j.file()).parent_path() / plan.loss_measure.imatrix).string();
+                         .imatrix = recorded_file(m->string_or("imatrix", ""), j.file()), .gptq = recorded_file(m->string_or("gptq", ""), j.file())};
   }
   for (const auto& t : j["tensors"].elements()) {
     const std::string name = t["name"].string();
@@ -94,11 +106,8 @@ void write_plan(const std::filesystem::path& path, const Plan& plan) {
     measure["calibration"] = m.calibration;
   }
   if (!m.reason.empty()) measure["reason"] = m.reason;
-  if (!m.imatrix.empty()) {
-    const auto file = std::filesystem::weakly_canonical(std::filesystem::absolute(m.imatrix));
-    const bool beside = file.parent_path() == std::filesystem::weakly_canonical(std::filesystem::absolute(path)).parent_path();
-    measure["imatrix"] = beside ? file.filename().string() : file.string();
-  }
+  if (!m.imatrix.empty()) measure["imatrix"] = file_record(m.imatrix, path);
+  if (!m.gptq.empty()) measure["gptq"] = file_record(m.gptq, path);
   j["predicted_loss"] = plan.predicted_loss;
   j["loss_measure"] = measure;
   j["tensors"] = nlohmann::ordered_json::array();

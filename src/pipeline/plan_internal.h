@@ -30,6 +30,9 @@ struct RowSample {
 RowSample sample_rows(const std::vector<float>& values, int64_t cols, const float* importance, int64_t rows_per_expert);
 // Σ w·(x - y)² / Σ w·x² over the sample, y the reconstruction of its values.
 double relative_error(const RowSample& sample, const std::vector<float>& reconstruction);
+// The same on the layer's output: Σ (x - y) H (x - y)ᵀ / Σ x H xᵀ over the sample's rows, H the
+// cols × cols Hessian (XᵀX) of the layer's input, so ‖(W - Ŵ)X‖² / ‖WX‖² on the calibration tokens.
+double output_relative_error(const RowSample& sample, const std::vector<float>& reconstruction, std::span<const float> hessian);
 
 // For every planned tensor (quantized, with options), the option the allocation picks so the whole
 // model lands at or under plan.target_bpw; fills each tensor's format, bytes and loss and the plan's

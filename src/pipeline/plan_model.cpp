@@ -34,7 +34,10 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   if (request.target == PlanTarget::bnb && !std::filesystem::is_directory(request.model) &&
       std::filesystem::path(request.model).extension() != ".safetensors")
     throw Error("--target bnb plans a Hugging Face directory or a .safetensors file", {.file = request.model});
+  if (request.target == PlanTarget::bnb && !request.gptq.empty()) throw Error("--gptq plans GGUF outputs only (--target gguf)");
   PlanOptions options{.target_bpw = request.bpw};
+  std::optional<HessianFile> hessian;
+  if (!request.gptq.empty()) options.hessian = &hessian.emplace(request.gptq);
   if (!request.rules.empty()) {
     auto extra = load_plan_rules(request.rules);
     options.rules.insert(options.rules.end(), extra.begin(), extra.end());
@@ -82,13 +85,25 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
 
 std::filesystem::path kept_imatrix_path(const std::filesystem::path& plan) { return std::filesystem::path(plan).replace_extension(".imatrix.gguf"); }
 
-std::string importance_matrix_for_plan(const Plan& plan, const std::string& given) {
-  const std::string& recorded = plan.loss_measure.imatrix;
+namespace {
+
+// `given` when named, else the file the plan recorded, which must still exist.
+std::string plan_input(const std::string& recorded, const std::string& given, std::string_view what, std::string_view flag) {
   if (!given.empty() || recorded.empty()) return given;
   if (!std::filesystem::is_regular_file(recorded))
-    throw Error("the plan's losses were measured with this importance matrix, which is gone",
-                {.file = recorded, .expected = "the file beside the plan, or --imatrix FILE (or plan again)"});
+    throw Error(fmt::format("the plan's losses were measured with this {}, which is gone", what),
+                {.file = recorded, .expected = fmt::format("the file where the plan names it, or {} FILE (or plan again)", flag)});
   return recorded;
+}
+
+}  // namespace
+
+std::string importance_matrix_for_plan(const Plan& plan, const std::string& given) {
+  return plan_input(plan.loss_measure.imatrix, given, "importance matrix", "--imatrix");
+}
+
+std::string hessian_for_plan(const Plan& plan, const std::string& given) {
+  return plan_input(plan.loss_measure.gptq, given, "Hessian file", "--gptq");
 }
 
 }  // namespace lowbit

@@ -5,6 +5,8 @@
 
 #include <array>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <sys/wait.h>
@@ -77,6 +79,37 @@ TEST_F(GptqCli, NotesTypesWithoutAGptqPath) {
   const auto r = run_cli("quantize " + kModel + " --format iq4_nl --gptq " + hessian() + " -o " + path("iq4.gguf"));
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("note: GPTQ has no path for iq4_nl"), std::string::npos) << r.out;
+}
+
+// plan --gptq measures each candidate as quantize --gptq would write it and records the Hessian file;
+// quantize --plan then writes the plan with it (the bytes of naming it by hand). Measured on the layer's
+// output, GPTQ's error feedback favours the types it writes: q4_0 (GPTQ) beats iq4_nl (rounded, the same
+// 4.5 bits) on more tensors than in the plain plan, where iq4_nl's finer grid usually wins.
+TEST_F(GptqCli, APlanWithGptqMeasuresAndWritesItsCandidatesSo) {
+  auto r = run_cli("plan " + kModel + " --bpw 6 --gptq " + hessian() + " --quiet -o " + path("gptq-plan.json"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  ASSERT_EQ(run_cli("plan " + kModel + " --bpw 6 --quiet -o " + path("plain-plan.json")).status, 0);
+  const auto planned = nlohmann::json::parse(std::ifstream(path("gptq-plan.json")));
+  const auto plain = nlohmann::json::parse(std::ifstream(path("plain-plan.json")));
+  EXPECT_EQ(planned["loss_measure"]["gptq"], "h.gguf");
+  EXPECT_FALSE(plain["loss_measure"].contains("gptq"));
+  auto q4_0_wins = [](const nlohmann::json& plan) {
+    int wins = 0;
+    for (const auto& t : plan["tensors"])
+      if (t.contains("losses") && t["losses"].contains("q4_0") && t["losses"].contains("iq4_nl"))
+        wins += t["losses"]["q4_0"].get<double>() < t["losses"]["iq4_nl"].get<double>();
+    return wins;
+  };
+  EXPECT_GT(q4_0_wins(planned), q4_0_wins(plain));
+
+  r = run_cli("quantize " + kModel + " --plan " + path("gptq-plan.json") + " -o " + path("by-plan.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("with its Hessian file"), std::string::npos) << r.out;
+  r = run_cli("quantize " + kModel + " --plan " + path("gptq-plan.json") + " --gptq " + hessian() + " --quiet -o " + path("by-hand.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  std::ifstream a(path("by-plan.gguf"), std::ios::binary), b(path("by-hand.gguf"), std::ios::binary);
+  EXPECT_TRUE(std::equal(std::istreambuf_iterator<char>(a), {}, std::istreambuf_iterator<char>(b), {}));
+  EXPECT_NE(gguf::File(path("by-plan.gguf")).find("quantize.gptq.hessian.file"), nullptr);
 }
 
 TEST_F(GptqCli, RefusesAHessianThatMissesAWeightOrHasOtherColumns) {

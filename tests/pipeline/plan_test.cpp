@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <random>
 
 #include "lowbit/core/error.h"
 #include "lowbit/io/gguf.h"
@@ -13,6 +14,7 @@
 #include "lowbit/model/tokenizer.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
+#include "pipeline/plan_internal.h"
 #include "support/paths.h"
 
 namespace lowbit {
@@ -185,6 +187,38 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
     ASSERT_EQ(probed_options.size(), 1u) << probed.name;
     EXPECT_EQ(probed_options[0].format, std::ranges::min(plain_options, {}, &PlanOption::loss).format) << probed.name;
   }
+}
+
+// plan --gptq's loss for a layer matrix: ‖(W − Ŵ)X‖² / ‖WX‖², computed through H = XᵀX; here against the
+// products with X itself.
+TEST(Plan, OutputRelativeErrorIsTheLayersOutputError) {
+  constexpr int64_t cols = 8, rows = 3, tokens = 16;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(tokens * cols), h(cols * cols, 0.0f);
+  for (auto& v : x) v = normal(rng);
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t j = 0; j < cols; ++j)
+      for (int64_t t = 0; t < tokens; ++t) h[size_t(i * cols + j)] += x[size_t(t * cols + i)] * x[size_t(t * cols + j)];
+  planning::RowSample sample{.cols = cols, .importance = std::vector<const float*>(rows, nullptr)};
+  std::vector<float> back;
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    sample.values.push_back(normal(rng));
+    back.push_back(sample.values.back() + 0.1f * normal(rng));
+  }
+  double err = 0, ref = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < tokens; ++t) {
+      double out = 0, out_back = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        out += double(sample.values[size_t(r * cols + c)]) * x[size_t(t * cols + c)];
+        out_back += double(back[size_t(r * cols + c)]) * x[size_t(t * cols + c)];
+      }
+      err += (out - out_back) * (out - out_back);
+      ref += out * out;
+    }
+  EXPECT_NEAR(planning::output_relative_error(sample, back, h), err / ref, 1e-5 * err / ref);
+  EXPECT_EQ(planning::output_relative_error(sample, sample.values, h), 0.0);
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 
 #include "lowbit/core/progress.h"
 #include "lowbit/io/checkpoint.h"
+#include "lowbit/io/hessian.h"
 #include "lowbit/io/imatrix.h"
 #include "lowbit/model/kld_probe.h"
 #include "lowbit/model/runtime.h"
@@ -68,6 +69,10 @@ struct PlanOptions {
   // candidate's loss is the output KL-divergence it causes alone, the tensor quantized as the output
   // file will hold it (with the importance matrix, when given).
   KldProbe* probe = nullptr;
+  // GGUF target only: candidates written as quantize --gptq writes them (GPTQ's codes where the type
+  // has a path, formats/gptq.h), and a layer matrix's relative error measured on its output,
+  // Σ ΔHΔᵀ / Σ WHWᵀ with its input's Hessian H, since GPTQ trades weight error for output error.
+  const HessianFile* hessian = nullptr;
 };
 
 // A candidate format of one tensor: its exact size and measured loss.
@@ -100,6 +105,9 @@ struct PlanLossMeasure {
   // it, so the tensors are rounded as the planner measured them. plan.json holds its name alone when it
   // lies beside the plan (where plan --text keeps the one it measures), else its absolute path.
   std::string imatrix;
+  // The Hessian file when candidates were measured as GPTQ writes them (plan --gptq); quantize --plan
+  // then writes them so. Recorded as `imatrix` is.
+  std::string gptq;
 };
 std::string plan_loss_description(const PlanLossMeasure& measure);  // one line for people
 
@@ -147,6 +155,7 @@ struct PlanRequest {
   // With `text` and no `imatrix`: where a GGUF plan keeps the importance matrix it measures, recorded
   // in loss_measure.imatrix (empty: measured in a scratch file and dropped).
   std::string keep_imatrix;
+  std::string gptq;                  // a Hessian file (lowbit hessian): measure candidates as GPTQ writes them
 };
 // Where `lowbit plan -o PLAN --text FILE` keeps the importance matrix it measures: PLAN.imatrix.gguf.
 std::filesystem::path kept_imatrix_path(const std::filesystem::path& plan);
@@ -160,5 +169,7 @@ ImportanceMatrix load_importance_matrix(const std::string& path);
 // The importance matrix a GGUF quantization by `plan` uses: `given` when named, else the one the plan
 // was measured with (loss_measure.imatrix), which must still exist; empty: none.
 std::string importance_matrix_for_plan(const Plan& plan, const std::string& given);
+// Likewise the Hessian file for GPTQ: `given`, else the plan's loss_measure.gptq.
+std::string hessian_for_plan(const Plan& plan, const std::string& given);
 
 }  // namespace lowbit
