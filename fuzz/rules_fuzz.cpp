@@ -2,7 +2,7 @@
 #include "fuzz_support.h"
 #include "lowbit/core/error.h"
 #include "lowbit/pipeline/plan.h"
-#include "pipeline/plan_internal.h"
+#include "pipeline/planning/plan_internal.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace lowbit;

@@ -14,7 +14,7 @@
 #include "lowbit/model/tokenizer.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
-#include "pipeline/plan_internal.h"
+#include "pipeline/planning/plan_internal.h"
 #include "support/paths.h"
 
 namespace lowbit {

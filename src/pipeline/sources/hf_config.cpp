@@ -1,4 +1,4 @@
-#include "hf_config.h"
+#include "pipeline/sources/hf_config.h"
 
 #include <fmt/format.h>
 

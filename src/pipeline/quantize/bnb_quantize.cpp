@@ -5,8 +5,8 @@
 #include <chrono>
 #include <map>
 
-#include "bnb_linear.h"
-#include "checkpoint_output.h"
+#include "pipeline/quantize/bnb_linear.h"
+#include "pipeline/outputs/checkpoint_output.h"
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
@@ -17,7 +17,7 @@
 #include "lowbit/io/safetensors.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/plan/llama_cpp_mix.h"
-#include "value_guard.h"
+#include "pipeline/outputs/value_guard.h"
 
 namespace lowbit {
 namespace {

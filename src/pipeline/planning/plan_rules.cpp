@@ -9,7 +9,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/io/json_file.h"
 #include "lowbit/plan/llama_cpp_mix.h"
-#include "plan_internal.h"
+#include "pipeline/planning/plan_internal.h"
 
 namespace lowbit {
 namespace {

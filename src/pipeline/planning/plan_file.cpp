@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "checkpoint_output.h"
+#include "pipeline/outputs/checkpoint_output.h"
 #include "lowbit/core/error.h"
 #include "lowbit/io/json_file.h"
 #include "lowbit/pipeline/plan.h"

@@ -17,7 +17,7 @@
 #include "lowbit/formats/format.h"
 #include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/io/checkpoint.h"
-#include "value_guard.h"
+#include "pipeline/outputs/value_guard.h"
 
 namespace lowbit {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <map>
 
-#include "hf_names.h"
+#include "pipeline/sources/hf_names.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/bnb_4bit.h"

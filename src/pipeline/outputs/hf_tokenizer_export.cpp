@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
-#include "checkpoint_output.h"
+#include "pipeline/outputs/checkpoint_output.h"
 #include "lowbit/core/error.h"
 #include "lowbit/model/tokenizer.h"
 

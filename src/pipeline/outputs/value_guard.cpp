@@ -1,4 +1,4 @@
-#include "value_guard.h"
+#include "pipeline/outputs/value_guard.h"
 
 #include <fmt/format.h>
 

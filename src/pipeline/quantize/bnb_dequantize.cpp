@@ -5,12 +5,12 @@
 #include <cstring>
 #include <unordered_map>
 
-#include "bnb_reader.h"
-#include "checkpoint_output.h"
+#include "pipeline/sources/bnb_reader.h"
+#include "pipeline/outputs/checkpoint_output.h"
 #include "lowbit/core/error.h"
 #include "lowbit/io/checkpoint.h"
 #include "lowbit/pipeline/bnb_jobs.h"
-#include "value_guard.h"
+#include "pipeline/outputs/value_guard.h"
 
 namespace lowbit {
 namespace {

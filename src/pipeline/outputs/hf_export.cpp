@@ -3,16 +3,16 @@
 // lowbit's bitsandbytes formats.
 #include <fmt/format.h>
 
-#include "checkpoint_output.h"
-#include "hf_config.h"
-#include "hf_names.h"
+#include "pipeline/outputs/checkpoint_output.h"
+#include "pipeline/sources/hf_config.h"
+#include "pipeline/sources/hf_names.h"
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/pipeline/hf_tokenizer_export.h"
 #include "lowbit/pipeline/quantize_gguf.h"
-#include "value_guard.h"
+#include "pipeline/outputs/value_guard.h"
 
 namespace lowbit {
 namespace {

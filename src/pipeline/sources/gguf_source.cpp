@@ -1,4 +1,4 @@
-#include "gguf_source.h"
+#include "pipeline/sources/gguf_source.h"
 
 #include <fmt/format.h>
 

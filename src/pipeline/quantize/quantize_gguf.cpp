@@ -11,8 +11,8 @@
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/safetensors.h"
-#include "pipeline/gptq_tensors.h"
-#include "value_guard.h"
+#include "pipeline/quantize/gptq_tensors.h"
+#include "pipeline/outputs/value_guard.h"
 
 namespace lowbit {
 namespace {

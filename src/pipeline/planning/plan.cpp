@@ -8,15 +8,15 @@
 #include <cmath>
 #include <optional>
 
-#include "hf_names.h"
+#include "pipeline/sources/hf_names.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/formats/gptq.h"
 #include "lowbit/plan/allocate.h"
 #include "lowbit/plan/llama_cpp_mix.h"
-#include "pipeline/gptq_tensors.h"
-#include "plan_internal.h"
+#include "pipeline/quantize/gptq_tensors.h"
+#include "pipeline/planning/plan_internal.h"
 
 namespace lowbit {
 namespace {

@@ -1,4 +1,4 @@
-#include "checkpoint_output.h"
+#include "pipeline/outputs/checkpoint_output.h"
 
 #include <fmt/format.h>
 

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <charconv>
 
-#include "gguf_source.h"
-#include "hf_source.h"
+#include "pipeline/sources/gguf_source.h"
+#include "pipeline/sources/hf_source.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/key_error.h"
 

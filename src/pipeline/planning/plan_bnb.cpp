@@ -4,13 +4,13 @@
 
 #include <vector>
 
-#include "bnb_linear.h"
-#include "hf_names.h"
+#include "pipeline/quantize/bnb_linear.h"
+#include "pipeline/sources/hf_names.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/pipeline/plan.h"
-#include "plan_internal.h"
+#include "pipeline/planning/plan_internal.h"
 
 namespace lowbit {
 namespace {

@@ -1,4 +1,4 @@
-#include "pipeline/gptq_tensors.h"
+#include "pipeline/quantize/gptq_tensors.h"
 
 #include <fmt/format.h>
 

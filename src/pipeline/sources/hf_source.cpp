@@ -1,8 +1,8 @@
-#include "hf_source.h"
+#include "pipeline/sources/hf_source.h"
 
-#include "bnb_reader.h"
-#include "hf_config.h"
-#include "hf_names.h"
+#include "pipeline/sources/bnb_reader.h"
+#include "pipeline/sources/hf_config.h"
+#include "pipeline/sources/hf_names.h"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-#include "bnb_reader.h"
+#include "pipeline/sources/bnb_reader.h"
 
 #include "lowbit/core/convert.h"
 #include "lowbit/formats/bnb_int8.h"
