@@ -217,8 +217,9 @@ TEST(Plan, OutputRelativeErrorIsTheLayersOutputError) {
       err += (out - out_back) * (out - out_back);
       ref += out * out;
     }
-  EXPECT_NEAR(planning::output_relative_error(sample, back, h), err / ref, 1e-5 * err / ref);
-  EXPECT_EQ(planning::output_relative_error(sample, sample.values, h), 0.0);
+  const planning::OutputError output_error(sample, h);
+  EXPECT_NEAR(output_error.relative(back), err / ref, 1e-5 * err / ref);
+  EXPECT_EQ(output_error.relative(sample.values), 0.0);
 }
 
 }  // namespace

@@ -49,8 +49,8 @@ std::vector<PlanOption> pareto_efficient(std::vector<PlanOption> options) {
 // With a Hessian (plan --gptq): the tensor's writer and its input's XᵀX, for a layer matrix GPTQ writes.
 struct GptqCandidates {
   GptqTensors& writer;
-  const HessianFile::Input& input;
-  std::string label;  // the model's, for errors
+  planning::OutputError output_error;  // of the tensor's row sample, through its input's Hessian
+  std::string label;                   // the model's, for errors
   bool writes(GgmlType type) const { return gptq_supports(type); }
 };
 
@@ -68,7 +68,7 @@ double ggml_loss(const planning::RowSample& sample, GgmlType type, const ModelSo
       quantize_rows(type, sample.values.data() + r * sample.cols, 1, sample.cols, sample.importance[size_t(r)], blocks.data() + size_t(r) * row_bytes);
   }
   dequantize_rows(type, blocks.data(), sample.rows(), sample.cols, back.data());
-  return gptq ? planning::output_relative_error(sample, back, gptq->input.xtx) : planning::relative_error(sample, back);
+  return gptq ? gptq->output_error.relative(back) : planning::relative_error(sample, back);
 }
 
 // The output KL-divergence of the model with this tensor (all of it) quantized to `type` as
@@ -145,29 +145,41 @@ double relative_error(const RowSample& sample, const std::vector<float>& reconst
   return ref > 0 ? err / ref : 0.0;
 }
 
-double output_relative_error(const RowSample& sample, const std::vector<float>& reconstruction, std::span<const float> hessian) {
-  const int64_t cols = sample.cols;
-  std::vector<double> err(size_t(sample.rows())), ref(size_t(sample.rows()));
-  parallel_for(sample.rows(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> d(static_cast<size_t>(cols));
+namespace {
+
+// Σ_r v_r H v_rᵀ over `rows` rows of `cols` values, H symmetric.
+double sum_of_quadratic_forms(const float* v, int64_t rows, int64_t cols, std::span<const float> hessian) {
+  std::vector<double> sums(static_cast<size_t>(rows));
+  parallel_for(rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> hv(static_cast<size_t>(cols));
     for (int64_t r = begin; r < end; ++r) {
-      const float* x = sample.values.data() + r * cols;
-      const float* y = reconstruction.data() + r * cols;
-      for (int64_t c = 0; c < cols; ++c) d[size_t(c)] = double(x[c]) - y[c];
-      double e = 0, f = 0;  // dᵀHd and xᵀHx, H symmetric
-      for (int64_t i = 0; i < cols; ++i) {
-        const float* h = hessian.data() + i * cols;
-        double hd = 0, hx = 0;
-        for (int64_t j = 0; j < cols; ++j) hd += double(h[j]) * d[size_t(j)], hx += double(h[j]) * x[j];
-        e += d[size_t(i)] * hd;
-        f += double(x[i]) * hx;
+      const float* row = v + r * cols;
+      // Hv as a sum of H's rows: each step a vector update, no serial chain of additions.
+      std::fill(hv.begin(), hv.end(), 0.0f);
+      for (int64_t j = 0; j < cols; ++j) {
+        const float* h = hessian.data() + j * cols;
+        const float vj = row[j];
+        for (int64_t i = 0; i < cols; ++i) hv[size_t(i)] += vj * h[i];
       }
-      err[size_t(r)] = e, ref[size_t(r)] = f;
+      double s = 0;
+      for (int64_t i = 0; i < cols; ++i) s += double(row[i]) * hv[size_t(i)];
+      sums[size_t(r)] = s;
     }
   });
-  double e = 0, f = 0;
-  for (size_t r = 0; r < err.size(); ++r) e += err[r], f += ref[r];
-  return f > 0 ? e / f : 0.0;
+  double total = 0;
+  for (double s : sums) total += s;
+  return total;
+}
+
+}  // namespace
+
+OutputError::OutputError(const RowSample& sample, std::span<const float> hessian)
+    : sample_(sample), hessian_(hessian), reference_(sum_of_quadratic_forms(sample.values.data(), sample.rows(), sample.cols, hessian)) {}
+
+double OutputError::relative(const std::vector<float>& reconstruction) const {
+  std::vector<float> d(sample_.values.size());
+  for (size_t i = 0; i < d.size(); ++i) d[i] = sample_.values[i] - reconstruction[i];
+  return reference_ > 0 ? sum_of_quadratic_forms(d.data(), sample_.rows(), sample_.cols, hessian_) / reference_ : 0.0;
 }
 
 void allocate_plan(Plan& plan) {
@@ -244,7 +256,8 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
       const auto values = source.load_f32(t);
       const auto sample = planning::sample_rows(values, t.ne[0], importance, t.elements() / t.ne[0] / experts);
       const HessianFile::Input* input = gptq_writer ? gptq_writer->input_of(t, source.label()) : nullptr;
-      const std::optional<GptqCandidates> gptq = input ? std::optional<GptqCandidates>({*gptq_writer, *input, source.label()}) : std::nullopt;
+      std::optional<GptqCandidates> gptq;
+      if (input) gptq.emplace(GptqCandidates{*gptq_writer, planning::OutputError(sample, input->xtx), source.label()});
       const std::string names[] = {t.name};
       for (GgmlType type : gguf_candidates()) {
         if (t.ne[0] % ggml_type_info(type).block_elements != 0) continue;  // rows this type cannot tile (tensor_bytes throws)

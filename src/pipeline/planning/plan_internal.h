@@ -32,7 +32,17 @@ RowSample sample_rows(const std::vector<float>& values, int64_t cols, const floa
 double relative_error(const RowSample& sample, const std::vector<float>& reconstruction);
 // The same on the layer's output: Σ (x - y) H (x - y)ᵀ / Σ x H xᵀ over the sample's rows, H the
 // cols × cols Hessian (XᵀX) of the layer's input, so ‖(W - Ŵ)X‖² / ‖WX‖² on the calibration tokens.
-double output_relative_error(const RowSample& sample, const std::vector<float>& reconstruction, std::span<const float> hessian);
+// The denominator is computed once per sample, the numerator per candidate.
+class OutputError {
+ public:
+  OutputError(const RowSample& sample, std::span<const float> hessian);
+  double relative(const std::vector<float>& reconstruction) const;
+
+ private:
+  const RowSample& sample_;
+  std::span<const float> hessian_;
+  double reference_;
+};
 
 // For every planned tensor (quantized, with options), the option the allocation picks so the whole
 // model lands at or under plan.target_bpw; fills each tensor's format, bytes and loss and the plan's

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "lowbit/core/error.h"
@@ -31,11 +32,7 @@ std::vector<std::byte> GptqTensors::encode_rows(const ModelSource::Tensor& t, Gg
       throw Error(fmt::format("{} at row {}, column {}", values[i], i / t.ne[0], i % t.ne[0]),
                   {.file = label, .tensor = t.name, .expected = "finite weights: GPTQ spreads each value's error over its row"});
   const HessianFile::Input& input = *hessian_.find(t.name);
-  if (!factor_ || factor_input_ != input.name) {
-    factor_.reset();  // one factor in memory at a time
-    factor_.emplace(input.xtx, input.columns);
-    factor_input_ = input.name;
-  }
+  const GptqFactor& factor = factor_of(input);
   std::vector<float> importance;
   if (const ImatrixEntry* e = imatrix_ ? imatrix_->find(t.name) : nullptr; e && e->experts == 1 && e->columns == t.ne[0]) {
     importance = e->weights;
@@ -43,8 +40,19 @@ std::vector<std::byte> GptqTensors::encode_rows(const ModelSource::Tensor& t, Gg
     for (int64_t c = 0; c < input.columns; ++c) importance.push_back(input.xtx[size_t(c * input.columns + c)] / float(hessian_.tokens()));
   }
   std::vector<std::byte> out(size_t(rows) * ggml_row_bytes(to, t.ne[0]));
-  gptq_quantize_rows(to, values, rows, t.ne[0], *factor_, importance.data(), out.data());
+  gptq_quantize_rows(to, values, rows, t.ne[0], factor, importance.data(), out.data());
   return out;
+}
+
+const GptqFactor& GptqTensors::factor_of(const HessianFile::Input& input) {
+  const auto kept = std::ranges::find(factors_, input.name, &std::pair<std::string, GptqFactor>::first);
+  if (kept != factors_.end()) {
+    factors_.splice(factors_.begin(), factors_, kept);
+    return factors_.front().second;
+  }
+  if (factors_.size() == 2) factors_.pop_back();  // before the new one is made: at most two in memory
+  factors_.emplace_front(input.name, GptqFactor(input.xtx, input.columns));
+  return factors_.front().second;
 }
 
 }  // namespace lowbit

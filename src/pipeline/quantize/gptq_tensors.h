@@ -6,7 +6,9 @@
 // for types without a GPTQ path (the i-quants, the ternary types, mxfp4), which the report lists.
 #pragma once
 
+#include <list>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -42,9 +44,11 @@ class GptqTensors {
  private:
   const HessianFile& hessian_;
   const ImportanceMatrix* imatrix_;
-  // q, k and v (gate and up) share an input and come one after another: its factor is kept.
-  std::string factor_input_;
-  std::optional<GptqFactor> factor_;
+  // The factors of the last two inputs used: q, k and v (gate and up) share an input, and in
+  // llama-quantize's tensor order attn_output comes between attn_k and attn_q (ffn_down between
+  // ffn_gate's input and itself), so two keep every factor computed once per layer.
+  const GptqFactor& factor_of(const HessianFile::Input& input);
+  std::list<std::pair<std::string, GptqFactor>> factors_;  // most recently used first
 };
 
 }  // namespace lowbit
