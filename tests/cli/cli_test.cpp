@@ -89,7 +89,9 @@ TEST(Cli, QuantizeAndDequantizeGgufWithJson) {
   ASSERT_EQ(q.status, 0) << q.out;
   const auto j = nlohmann::json::parse(q.out);
   for (const auto& t : j["tensors"])
-    if (t["name"].get<std::string>().starts_with("blk.0.") && !t["name"].get<std::string>().ends_with("norm.weight")) EXPECT_EQ(t["format"], "q8_0");
+    if (t["name"].get<std::string>().starts_with("blk.0.") && !t["name"].get<std::string>().ends_with("norm.weight")) {
+      EXPECT_EQ(t["format"], "q8_0");
+    }
   EXPECT_GT(j["total"]["bpw"].get<double>(), 3.0);
   const auto d = run_cli("dequantize " + (dir / "q.gguf").string() + " -o " + (dir / "d.safetensors").string() + " --dtype bf16 --json");
   ASSERT_EQ(d.status, 0) << d.out;
@@ -304,7 +306,9 @@ TEST(Cli, PlanSaysWhichLossItUsedAndWhy) {
   const auto by_default = loss_of("--device auto", "auto.json");
   const bool gpu = by_default["reason"].get<std::string>().find("a GPU is present") != std::string::npos;
   EXPECT_EQ(by_default["kind"], gpu ? "output_kld" : "relative_error") << by_default;
-  if (gpu) EXPECT_EQ(by_default["calibration"], "tinystories_valid_first1000.txt");
+  if (gpu) {
+    EXPECT_EQ(by_default["calibration"], "tinystories_valid_first1000.txt");
+  }
 }
 
 // A synthetic Qwen2-MoE: the plan's per-role table lists experts, shared experts and routers; a

@@ -227,7 +227,9 @@ TEST(LlamaCppImatrix, CountsEachExpertsTokensAsLowbitDoes) {
       const bool experts = t.name.find("_exps") != std::string::npos;
       expert_entries += experts;
       for (int64_t i = 0; i < t.elements(); ++i) {
-        if (!experts) EXPECT_EQ(x[i], y[i]) << t.name;  // every token
+        if (!experts) {
+          EXPECT_EQ(x[i], y[i]) << t.name;  // every token
+        }
         if (experts) moved += std::abs(double(x[i]) - y[i]) / 2, routed += y[i];
       }
     } else {

@@ -235,7 +235,9 @@ TEST(Gptq, DeadInputsAreRoundedToNearest) {
   for (int64_t j = 0; j < kCols; ++j) l.hessian[size_t(3 * kCols + j)] = l.hessian[size_t(j * kCols + 3)] = 0.0f;
   const GptqFactor f(l.hessian, kCols);
   for (int64_t j = 0; j < kCols; ++j)
-    if (j != 3) EXPECT_EQ(f.row(3)[j], 0.0f);
+    if (j != 3) {
+      EXPECT_EQ(f.row(3)[j], 0.0f);
+    }
   const auto decoded = decode(GgmlType::Q8_0, gptq(GgmlType::Q8_0, l.w, f, nullptr));
   for (float v : decoded) ASSERT_TRUE(std::isfinite(v));
 }

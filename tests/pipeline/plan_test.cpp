@@ -29,8 +29,12 @@ TEST(Plan, LandsJustUnderTheTargetAndKeepsTheFloors) {
     EXPECT_LE(plan.achieved_bpw, target) << target;
     EXPECT_GT(plan.achieved_bpw, target - 0.05) << target;
     for (const auto& t : plan.tensors) {
-      if (t.role == TensorRole::Embedding || t.role == TensorRole::Output) EXPECT_GE(8.0 * double(t.bytes) / double(t.params), 4.5) << t.name;
-      if (t.role == TensorRole::Norm) EXPECT_FALSE(t.quantized) << t.name;
+      if (t.role == TensorRole::Embedding || t.role == TensorRole::Output) {
+        EXPECT_GE(8.0 * double(t.bytes) / double(t.params), 4.5) << t.name;
+      }
+      if (t.role == TensorRole::Norm) {
+        EXPECT_FALSE(t.quantized) << t.name;
+      }
     }
   }
   EXPECT_THROW(make_plan(*source, {.target_bpw = 1.0}), Error);  // below the smallest allowed formats
@@ -41,7 +45,9 @@ TEST(Plan, RowsNoKQuantTilesTakeTheOtherTypes) {
   const Plan plan = make_plan(*ModelSource::open(test::shared_data_dir() / "stories260K.gguf"), {.target_bpw = 8.0});
   EXPECT_LE(plan.achieved_bpw, 8.0);
   for (const auto& t : plan.tensors)
-    if (t.quantized && t.name.find("ffn_down") != std::string::npos) EXPECT_EQ(t.format, TensorFormat(GgmlType::F16)) << t.name;
+    if (t.quantized && t.name.find("ffn_down") != std::string::npos) {
+      EXPECT_EQ(t.format, TensorFormat(GgmlType::F16)) << t.name;
+    }
 }
 
 // A model whose logits come through the embedding (no output.weight) keeps it at the output's floor.
@@ -92,10 +98,17 @@ TEST(Plan, RulesFileAndQuantizeFromThePlan) {
   const Plan plan = make_plan(*source, options);
   for (const auto& t : plan.tensors) {
     if (!t.quantized) continue;
-    if (t.role == TensorRole::AttnV) EXPECT_EQ(t.format, TensorFormat(GgmlType::Q8_0)) << t.name;
-    if (t.layer == 0) EXPECT_GE(8.0 * double(t.bytes) / double(t.params), 6.0) << t.name;
-    if (t.layer == 1)
-      for (const auto& o : t.options) EXPECT_TRUE(o.format != TensorFormat(GgmlType::Q4_K) && o.format != TensorFormat(GgmlType::Q5_K)) << t.name;
+    if (t.role == TensorRole::AttnV) {
+      EXPECT_EQ(t.format, TensorFormat(GgmlType::Q8_0)) << t.name;
+    }
+    if (t.layer == 0) {
+      EXPECT_GE(8.0 * double(t.bytes) / double(t.params), 6.0) << t.name;
+    }
+    if (t.layer == 1) {
+      for (const auto& o : t.options) {
+        EXPECT_TRUE(o.format != TensorFormat(GgmlType::Q4_K) && o.format != TensorFormat(GgmlType::Q5_K)) << t.name;
+      }
+    }
   }
   write_plan(dir / "plan.json", plan);
   write_plan_report(plan, dir / "plan.svg", dir / "plan.html");
@@ -150,7 +163,9 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
     // Every tensor's losses fall as the bits rise: q2_K costs more at the output than q4_K, q4_K than q8_0.
     std::map<std::string, double> loss;
     for (const auto& o : t.options) loss[std::string(format_name(o.format))] = o.loss;
-    if (loss.contains("q2_K")) EXPECT_GT(loss["q2_K"], loss["q4_K"]) << t.name;
+    if (loss.contains("q2_K")) {
+      EXPECT_GT(loss["q2_K"], loss["q4_K"]) << t.name;
+    }
     EXPECT_GT(loss["q4_K"], loss["q8_0"]) << t.name;
     EXPECT_GT(loss["q8_0"], 0.0) << t.name;
   }
@@ -176,9 +191,9 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
     if (!probed.quantized) continue;
     EXPECT_NE(plain.tensors[i].options[0].loss, probed.options[0].loss) << probed.name;
     // Of q4_0, iq4_nl and q4_K (all 4.5 bits) the probe weighs only the one of least relative error.
-    const auto four_and_a_half = [&](const std::vector<PlanOption>& options) {
+    const auto four_and_a_half = [&](const std::vector<PlanOption>& candidates) {
       std::vector<PlanOption> of_that_size;
-      std::ranges::copy_if(options, std::back_inserter(of_that_size),
+      std::ranges::copy_if(candidates, std::back_inserter(of_that_size),
                            [&](const PlanOption& o) { return 8.0 * double(o.bytes) / double(probed.params) == 4.5; });
       return of_that_size;
     };
