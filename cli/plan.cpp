@@ -90,16 +90,15 @@ void add_plan_command(CLI::App& app) {
   add_force_option(*cmd, o->force);
   cmd->callback([o] {
     const std::filesystem::path out(o->output);
-    const bool keep_imatrix = !o->text.empty() && o->imatrix.empty() && o->target == "gguf";
-    const std::string kept = keep_imatrix ? kept_imatrix_path(out).string() : "";
+    PlanRequest request{.model = o->model, .bpw = o->bpw, .target = parse_plan_target(o->target), .imatrix = o->imatrix,
+                        .text = o->text, .rules = o->rules, .probe_text = o->probe_text, .probe_chunks = o->probe_chunks,
+                        .device = o->device, .no_probe = o->no_probe, .gptq = o->gptq};
+    const std::string kept = request.keep_imatrix = kept_imatrix_path(request, out);
     check_outputs({o->output, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"), kept},
                   {o->model, o->imatrix, o->text, o->probe_text, o->rules, o->gptq}, o->force);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tensors");
-    const Plan plan = plan_model({.model = o->model, .bpw = o->bpw, .target = parse_plan_target(o->target), .imatrix = o->imatrix,
-                                  .text = o->text, .rules = o->rules, .probe_text = o->probe_text, .probe_chunks = o->probe_chunks,
-                                  .device = o->device, .no_probe = o->no_probe, .keep_imatrix = kept, .gptq = o->gptq},
-                                 progress);
+    const Plan plan = plan_model(request, progress);
     write_plan(o->output, plan);
     write_plan_report(plan, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"));
     if (o->common.json)

@@ -55,20 +55,10 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
   const auto source = ModelSource::open(o.input);
   GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = o.plan.empty() ? o.input : o.plan,
                                                                    .mix = o.mix, .format = o.format, .tensor_types = o.tensor_types})};
-  std::optional<ImportanceMatrix> imatrix;
-  if (const std::string path = plan ? importance_matrix_for_plan(*plan, o.imatrix) : o.imatrix; !path.empty()) {
-    if (path != o.imatrix && !o.common.quiet) fmt::print(stderr, "quantizing with the plan's importance matrix {}\n", path);
-    imatrix = load_importance_matrix(path);
-    options.imatrix = &*imatrix;
-    options.imatrix_path = path;
-  }
-  std::optional<HessianFile> hessian;
-  if (const std::string path = plan ? hessian_for_plan(*plan, o.gptq) : o.gptq; !path.empty()) {
-    if (path != o.gptq && !o.common.quiet) fmt::print(stderr, "writing the plan's GPTQ candidates with its Hessian file {}\n", path);
-    hessian.emplace(path);
-    options.hessian = &*hessian;
-    options.hessian_path = path;
-  }
+  const GgufSideFiles side = open_gguf_side_files(plan, o.imatrix, o.gptq);
+  side.attach(options);
+  if (side.imatrix_from_plan && !o.common.quiet) fmt::print(stderr, "quantizing with the plan's importance matrix {}\n", side.imatrix_path);
+  if (side.hessian_from_plan && !o.common.quiet) fmt::print(stderr, "writing the plan's GPTQ candidates with its Hessian file {}\n", side.hessian_path);
   options.nonfinite = nonfinite_policy(o.allow_nonfinite);
   TerminalProgress progress(o.common.quiet);
   const auto report = quantize_to_gguf(*source, o.output, options, progress);

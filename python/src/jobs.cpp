@@ -94,17 +94,14 @@ auto released(F&& job) {
 
 // ---- plans (the library's plan_model, as `lowbit plan` calls it) ----
 
-// plan.json's importance matrix, where the plan measures one on its text (cli/plan.cpp).
-std::string kept_imatrix_for(const PlanArgs& a) {
-  return !a.output.empty() && !a.text.empty() && a.imatrix.empty() && a.target == "gguf" ? kept_imatrix_path(a.output).string() : "";
+PlanRequest plan_request(const PlanArgs& a) {
+  PlanRequest request{.model = a.model, .bpw = a.bpw, .target = parse_plan_target(a.target), .imatrix = a.imatrix, .text = a.text,
+                      .rules = a.rules, .probe_text = a.probe_text, .probe_chunks = a.probe_chunks, .device = a.device, .gptq = a.gptq};
+  if (!a.output.empty()) request.keep_imatrix = kept_imatrix_path(request, a.output);  // no file for a plan made inline
+  return request;
 }
 
-Plan make_plan_for(const PlanArgs& a, Progress& progress) {
-  return plan_model({.model = a.model, .bpw = a.bpw, .target = parse_plan_target(a.target), .imatrix = a.imatrix, .text = a.text,
-                     .rules = a.rules, .probe_text = a.probe_text, .probe_chunks = a.probe_chunks, .device = a.device,
-                     .keep_imatrix = kept_imatrix_for(a), .gptq = a.gptq},
-                    progress);
-}
+Plan make_plan_for(const PlanArgs& a, Progress& progress) { return plan_model(plan_request(a), progress); }
 
 // ---- quantize (cli/quantize.cpp) ----
 
@@ -126,17 +123,8 @@ Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress) 
   const auto source = ModelSource::open(a.input);
   GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = a.plan.empty() ? a.input : a.plan,
                                                                    .mix = a.mix, .format = a.format, .tensor_types = a.tensor_types})};
-  std::optional<ImportanceMatrix> imatrix;
-  if (const std::string path = plan ? importance_matrix_for_plan(*plan, a.imatrix) : a.imatrix; !path.empty()) {
-    imatrix = load_importance_matrix(path);
-    options.imatrix = &*imatrix;
-    options.imatrix_path = path;
-  }
-  std::optional<HessianFile> hessian;
-  if (const std::string path = plan ? hessian_for_plan(*plan, a.gptq) : a.gptq; !path.empty()) {
-    options.hessian = &hessian.emplace(path);
-    options.hessian_path = path;
-  }
+  const GgufSideFiles side = open_gguf_side_files(plan, a.imatrix, a.gptq);
+  side.attach(options);
   options.nonfinite = nonfinite_policy(a.allow_nonfinite);
   const auto report = quantize_to_gguf(*source, a.output, options, progress);
   return gguf_report_json(a.output, report);
@@ -197,9 +185,10 @@ Json dequantize_job(const DequantizeArgs& a, Progress& progress) {
 Json plan_job(const PlanArgs& a, Progress& progress) {
   const fs::path out(a.output);
   const auto svg = fs::path(out).replace_extension(".svg"), html = fs::path(out).replace_extension(".html");
-  const std::string kept = kept_imatrix_for(a);
+  const PlanRequest request = plan_request(a);
+  const std::string& kept = request.keep_imatrix;
   check_outputs({a.output, svg, html, kept}, {a.model, a.imatrix, a.text, a.probe_text, a.rules, a.gptq}, a.force);
-  const Plan plan = make_plan_for(a, progress);
+  const Plan plan = plan_model(request, progress);
   write_plan(a.output, plan);
   write_plan_report(plan, svg, html);
   return {{"plan", a.output}, {"target", a.target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},

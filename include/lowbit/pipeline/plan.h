@@ -157,8 +157,9 @@ struct PlanRequest {
   std::string keep_imatrix;
   std::string gptq;                  // a Hessian file (lowbit hessian): measure candidates as GPTQ writes them
 };
-// Where `lowbit plan -o PLAN --text FILE` keeps the importance matrix it measures: PLAN.imatrix.gguf.
-std::filesystem::path kept_imatrix_path(const std::filesystem::path& plan);
+// Where a plan written to `plan` keeps the importance matrix `request` has it measure (PLAN.imatrix.gguf):
+// a GGUF plan with a text and no --imatrix; empty otherwise. The caller sets request.keep_imatrix to it.
+std::string kept_imatrix_path(const PlanRequest& request, const std::filesystem::path& plan);
 // Opens the model, loads or measures the importance matrix (on `text`), builds the probe that
 // choose_plan_loss picks, and plans.
 Plan plan_model(const PlanRequest& request, Progress& progress);
@@ -166,10 +167,5 @@ PlanTarget parse_plan_target(const std::string& name);  // "gguf" or "bnb"
 // An importance matrix that holds data for at least one weight: a model file or an empty file is
 // refused rather than used as "no importance matrix".
 ImportanceMatrix load_importance_matrix(const std::string& path);
-// The importance matrix a GGUF quantization by `plan` uses: `given` when named, else the one the plan
-// was measured with (loss_measure.imatrix), which must still exist; empty: none.
-std::string importance_matrix_for_plan(const Plan& plan, const std::string& given);
-// Likewise the Hessian file for GPTQ: `given`, else the plan's loss_measure.gptq.
-std::string hessian_for_plan(const Plan& plan, const std::string& given);
 
 }  // namespace lowbit

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,18 @@ struct GgufQuantizeOptions {
   const HessianFile* hessian = nullptr;       // --gptq: GPTQ's error feedback where the type has a path (formats/gptq.h)
   std::string hessian_path;                   // recorded in the output's metadata
 };
+
+// The importance matrix and Hessian file a GGUF quantization reads, each opened once: the file named,
+// else the one the plan's losses were measured with (plan.json's loss_measure), which must still exist.
+// attach() points the options at them, so this object must outlive their use.
+struct GgufSideFiles {
+  std::optional<ImportanceMatrix> imatrix;
+  std::optional<HessianFile> hessian;
+  std::string imatrix_path, hessian_path;         // empty: none
+  bool imatrix_from_plan = false, hessian_from_plan = false;  // taken from the plan rather than named
+  void attach(GgufQuantizeOptions& options) const;
+};
+GgufSideFiles open_gguf_side_files(const Plan* plan, const std::string& imatrix, const std::string& gptq);
 
 struct GgufTensorReport {
   std::string name;

@@ -51,7 +51,6 @@ struct GptqCandidates {
   GptqTensors& writer;
   planning::OutputError output_error;  // of the tensor's row sample, through its input's Hessian
   std::string label;                   // the model's, for errors
-  bool writes(GgmlType type) const { return gptq_supports(type); }
 };
 
 // The loss of `type` on the sample: its relative squared error, each row quantized with its own
@@ -61,7 +60,7 @@ double ggml_loss(const planning::RowSample& sample, GgmlType type, const ModelSo
   const size_t row_bytes = ggml_row_bytes(type, sample.cols);
   std::vector<std::byte> blocks(row_bytes * size_t(sample.rows()));
   std::vector<float> back(sample.values.size());
-  if (gptq && gptq->writes(type)) {
+  if (gptq && gptq_supports(type)) {
     blocks = gptq->writer.encode_rows(t, type, sample.values.data(), sample.rows(), gptq->label);
   } else {
     for (int64_t r = 0; r < sample.rows(); ++r)
@@ -79,7 +78,7 @@ double probed_loss(KldProbe& probe, const ModelSource::Tensor& t, const std::vec
   const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1, rows_per_expert = rows / experts;
   const size_t row_bytes = ggml_row_bytes(type, cols);
   std::vector<std::byte> blocks(row_bytes * size_t(rows));
-  if (gptq && gptq->writes(type)) {
+  if (gptq && gptq_supports(type)) {
     blocks = gptq->writer.encode(t, type, values, gptq->label);
   } else {
     for (int64_t e = 0; e < experts; ++e)

@@ -83,27 +83,9 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   return plan;
 }
 
-std::filesystem::path kept_imatrix_path(const std::filesystem::path& plan) { return std::filesystem::path(plan).replace_extension(".imatrix.gguf"); }
-
-namespace {
-
-// `given` when named, else the file the plan recorded, which must still exist.
-std::string plan_input(const std::string& recorded, const std::string& given, std::string_view what, std::string_view flag) {
-  if (!given.empty() || recorded.empty()) return given;
-  if (!std::filesystem::is_regular_file(recorded))
-    throw Error(fmt::format("the plan's losses were measured with this {}, which is gone", what),
-                {.file = recorded, .expected = fmt::format("the file where the plan names it, or {} FILE (or plan again)", flag)});
-  return recorded;
-}
-
-}  // namespace
-
-std::string importance_matrix_for_plan(const Plan& plan, const std::string& given) {
-  return plan_input(plan.loss_measure.imatrix, given, "importance matrix", "--imatrix");
-}
-
-std::string hessian_for_plan(const Plan& plan, const std::string& given) {
-  return plan_input(plan.loss_measure.gptq, given, "Hessian file", "--gptq");
+std::string kept_imatrix_path(const PlanRequest& request, const std::filesystem::path& plan) {
+  const bool measures = !request.text.empty() && request.imatrix.empty() && request.target == PlanTarget::gguf;
+  return measures ? std::filesystem::path(plan).replace_extension(".imatrix.gguf").string() : "";
 }
 
 }  // namespace lowbit

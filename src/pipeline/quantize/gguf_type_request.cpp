@@ -1,8 +1,9 @@
 // What the CLI and the Python package ask a GGUF quantization for, turned into the library's
-// TypeSelection, and its report as JSON.
+// TypeSelection and opened side files (importance matrix, Hessians), and its report as JSON.
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -19,7 +20,34 @@ GgmlType parse_type(const std::string& name, const std::string& where) {
   return *type;
 }
 
+// `given` when named, else the file the plan recorded, which must still exist.
+std::string plan_input(const std::string& recorded, const std::string& given, std::string_view what, std::string_view flag) {
+  if (!given.empty() || recorded.empty()) return given;
+  if (!std::filesystem::is_regular_file(recorded))
+    throw Error(fmt::format("the plan's losses were measured with this {}, which is gone", what),
+                {.file = recorded, .expected = fmt::format("the file where the plan names it, or {} FILE (or plan again)", flag)});
+  return recorded;
+}
+
 }  // namespace
+
+GgufSideFiles open_gguf_side_files(const Plan* plan, const std::string& imatrix, const std::string& gptq) {
+  GgufSideFiles files;
+  files.imatrix_path = plan ? plan_input(plan->loss_measure.imatrix, imatrix, "importance matrix", "--imatrix") : imatrix;
+  files.hessian_path = plan ? plan_input(plan->loss_measure.gptq, gptq, "Hessian file", "--gptq") : gptq;
+  files.imatrix_from_plan = files.imatrix_path != imatrix;
+  files.hessian_from_plan = files.hessian_path != gptq;
+  if (!files.imatrix_path.empty()) files.imatrix = load_importance_matrix(files.imatrix_path);
+  if (!files.hessian_path.empty()) files.hessian.emplace(files.hessian_path);
+  return files;
+}
+
+void GgufSideFiles::attach(GgufQuantizeOptions& options) const {
+  options.imatrix = imatrix ? &*imatrix : nullptr;
+  options.imatrix_path = imatrix_path;
+  options.hessian = hessian ? &*hessian : nullptr;
+  options.hessian_path = hessian_path;
+}
 
 TypeSelection select_gguf_types(const ModelSource& source, const GgufTypeRequest& request) {
   TypeSelection selection;
