@@ -225,7 +225,7 @@ def dequantize_fp4(A, quant_state, *, out_dtype=None):
 
 def matmul_4bit(A, B, quant_state, bias=None):
     """A @ dequantize_4bit(B).T (+ bias) in A's dtype. On the GPU, for bf16/f16 activations and weights whose
-    shape the kernel takes (out_features % 16 == 0, in_features % 128 == 0, blocksize a power of two >= 64),
+    shape the kernel takes (out_features % 16 == 0, in_features % 64 == 0, blocksize a power of two >= 64),
     lowbit's fused 4-bit kernel reads the packed codes directly (few tokens) or dequantizes into scratch for
     cuBLAS (many), from a copy of the weight re-laid once and kept on the quant state; otherwise the weight
     is dequantized by lowbit and multiplied by torch."""
@@ -255,7 +255,7 @@ def _fused_weight(A, B, state):
         return None  # the kernel is not differentiable: torch's product carries the gradient to A
     rows, cols = int(state.shape[0]), int(state.shape[1])
     blocksize = int(state.blocksize)
-    if rows % 16 or cols % 128 or blocksize < 64 or blocksize & (blocksize - 1) or A.shape[-1] != cols:
+    if rows % 16 or cols % 64 or blocksize < 64 or blocksize & (blocksize - 1) or A.shape[-1] != cols:
         return None
     cached = getattr(state, "_lowbit_fused", None)
     if cached is not None and cached[0] == B.data_ptr():

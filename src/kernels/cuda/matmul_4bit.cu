@@ -18,7 +18,9 @@
 // every warp load reads 512 contiguous bytes. Scales follow in the same tile order: nf4/fp4 one float
 // per row and chunk (the block's scale, recovered from double quantization exactly as dequantization
 // does), q4_K the 16-byte block header per row and 256 values. The codes are the checkpoint's bytes;
-// only their order changes.
+// only their order changes. An nf4/fp4 row of an odd number of chunks (cols % 128 == 64, e.g. SmolLM2's
+// 576) ends in a half-empty pair: its missing chunk is laid out as zero codes with scale 0, and the
+// kernel reads zeros for its activations instead of reading past the row.
 // Warps of a block split k and add their sums in shared memory at the end; a block covers 16·MW
 // weight rows and 8·NT tokens.
 #include <algorithm>
@@ -72,6 +74,9 @@ __device__ __forceinline__ uint16_t float_to_16bit(float v, DType t) {
 // ---- where things live in the fused layout ----
 
 constexpr int kPair = 2 * kChunk;  // k positions per tile load
+
+// Pairs of chunks per row in the tiled layout: the last one may hold a single chunk.
+__host__ __device__ inline int64_t pair_count(int64_t cols) { return (cols + kPair - 1) / kPair; }
 
 // Byte offset of lane `lane`'s 16 bytes for tile t, pair p, half h (rows g or g + 8).
 __host__ __device__ inline int64_t tiled_code_offset(int64_t tile, int64_t pair, int64_t pairs, int h, int lane) {
@@ -247,7 +252,7 @@ template <class Format, int MW, int NT>
 __device__ __forceinline__ LaneBases<Format, MW, NT> lane_bases(const Format& format, const uint16_t* x, int64_t tokens,
                                                                 int64_t cols, int64_t tile0, int64_t token0, int lane) {
   const int g = lane / 4;
-  const int64_t pairs = cols / kPair;
+  const int64_t pairs = pair_count(cols);
   LaneBases<Format, MW, NT> b;
 #pragma unroll
   for (int m = 0; m < MW; ++m) {
@@ -263,7 +268,7 @@ __device__ __forceinline__ LaneBases<Format, MW, NT> lane_bases(const Format& fo
 }
 
 template <class Format, DType T, int MW, int NT>
-__device__ __forceinline__ void load_pair(const LaneBases<Format, MW, NT>& b, int pair, int lane,
+__device__ __forceinline__ void load_pair(const LaneBases<Format, MW, NT>& b, int pair, int64_t cols,
                                           PairData<Format, MW, NT>& d) {
   constexpr int kHalfStride = Format::x_offset(0, 1) - Format::x_offset(0, 0);
 #pragma unroll
@@ -279,8 +284,9 @@ __device__ __forceinline__ void load_pair(const LaneBases<Format, MW, NT>& b, in
     for (int e = 0; e < 2; ++e)
 #pragma unroll
       for (int h = 0; h < 2; ++h)
-        d.x[n][e][h] = b.x[n] ? __ldg(reinterpret_cast<const uint4*>(b.x[n] + pair * kPair + e * kChunk + h * kHalfStride))
-                              : make_uint4(0, 0, 0, 0);
+        d.x[n][e][h] = b.x[n] && pair * kPair + e * kChunk < cols
+                           ? __ldg(reinterpret_cast<const uint4*>(b.x[n] + pair * kPair + e * kChunk + h * kHalfStride))
+                           : make_uint4(0, 0, 0, 0);
 }
 
 // Chunk e of a pair: its products, summed per scale group, scaled into acc.
@@ -371,7 +377,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) fused_matmul_kernel(Forma
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t pairs = cols / kPair, tiles = rows / (16 * MW);
+  const int64_t pairs = pair_count(cols), tiles = rows / (16 * MW);
   constexpr int kValues = MW * NT * 4;
   for (int64_t tile = blockIdx.y; tile < tiles; tile += gridDim.y) {
     const int64_t row0 = tile * 16 * MW;
@@ -381,7 +387,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) fused_matmul_kernel(Forma
       PairData<Format, MW, NT> d[U];
 #pragma unroll
       for (int u = 0; u < U; ++u)
-        if (base + u * kWarps < pairs) load_pair<Format, T, MW, NT>(bases, base + u * kWarps, lane, d[u]);
+        if (base + u * kWarps < pairs) load_pair<Format, T, MW, NT>(bases, base + u * kWarps, cols, d[u]);
 #pragma unroll
       for (int u = 0; u < U; ++u)
         if (base + u * kWarps < pairs)
@@ -456,11 +462,13 @@ template <class Format, DType T>
 void dispatch_tokens(const Format& format, const void* x, int64_t tokens, int64_t rows, int64_t cols, void* y,
                      cudaStream_t stream) {
   // Up to 16 tokens: two 16-row tiles per warp when that still leaves two row tiles per SM, else one
-  // (measured on the H100: 14336x4096 prefers two, 4096x14336 one).
+  // (measured on the H100: 14336x4096 prefers two, 4096x14336 one). With one tile, two pairs in flight
+  // per warp at two blocks per SM beat one pair at three (H200, 2026-12-03: 4096x14336 nf4 1.81x ->
+  // 1.93x cuBLAS bf16, 4096x4096 1.81x -> 1.86x, q4_K +2-3%); with two tiles, one pair stays best.
   const bool two_tiles = rows % 32 == 0 && rows / 32 >= 2 * sm_count();
   if (tokens <= 8) {
     if (two_tiles) launch<Format, T, 2, 1, 1, 2>(format, x, tokens, rows, cols, y, stream);
-    else launch<Format, T, 1, 1, 1, 3>(format, x, tokens, rows, cols, y, stream);
+    else launch<Format, T, 1, 1, 2, 2>(format, x, tokens, rows, cols, y, stream);
   } else if (tokens <= 16) {
     if (two_tiles) launch<Format, T, 2, 2, 1, 2>(format, x, tokens, rows, cols, y, stream);
     else launch<Format, T, 1, 2, 1, 2>(format, x, tokens, rows, cols, y, stream);
@@ -509,12 +517,13 @@ struct Q4KCodeSource {
 
 template <class Source>
 __global__ void tile_codes(Source source, int64_t rows, int64_t cols, uint8_t* __restrict__ tiled) {
-  const int64_t pairs = cols / kPair, items = rows / 16 * pairs * 64;  // 64 = 2 halves x 32 lanes
+  const int64_t pairs = pair_count(cols), items = rows / 16 * pairs * 64;  // 64 = 2 halves x 32 lanes
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < items; i += int64_t(gridDim.x) * blockDim.x) {
     const int lane = int(i % 32), h = int(i / 32 % 2);
     const int64_t pair = i / 64 % pairs, tile = i / 64 / pairs;
     const int64_t row = tile * 16 + lane / 4 + 8 * h;
-    const uint2 a = source(row, 2 * pair, lane % 4), b = source(row, 2 * pair + 1, lane % 4);
+    const bool second = (2 * pair + 1) * kChunk < cols;  // false in a row's half-empty last pair
+    const uint2 a = source(row, 2 * pair, lane % 4), b = second ? source(row, 2 * pair + 1, lane % 4) : make_uint2(0, 0);
     *reinterpret_cast<uint4*>(tiled + tiled_code_offset(tile, pair, pairs, h, lane)) = make_uint4(a.x, a.y, b.x, b.y);
   }
 }
@@ -523,11 +532,12 @@ __global__ void tile_codes(Source source, int64_t rows, int64_t cols, uint8_t* _
 // quantization exactly as dequantization recovers it (bnb_4bit.cu's NestedScale).
 __global__ void tile_chunk_scales(const float* __restrict__ absmax, NestedScales nested, int64_t rows, int64_t cols,
                                   int log2_blocksize, float* __restrict__ tiled) {
-  const int64_t pairs = cols / kPair, items = rows * (cols / kChunk);
+  const int64_t pairs = pair_count(cols), items = rows * 2 * pairs;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < items; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t row = i / (cols / kChunk), chunk = i % (cols / kChunk);
+    const int64_t row = i / (2 * pairs), chunk = i % (2 * pairs);
     const int64_t block = (row * cols + chunk * kChunk) >> log2_blocksize;
-    const float scale = nested.codes ? detail::add_rn(detail::mul_ftz(kNestedMap[nested.codes[block]],
+    const float scale = chunk * kChunk >= cols ? 0.0f  // the empty half of a row's last pair
+                        : nested.codes ? detail::add_rn(detail::mul_ftz(kNestedMap[nested.codes[block]],
                                                                       nested.nested_absmax[block / bnb::kNestedBlocksize]),
                                                       *nested.offset)
                                      : absmax[block];
@@ -572,7 +582,7 @@ void check_shape(const char* what, int64_t rows, int64_t cols, int64_t col_multi
 }  // namespace
 
 Fused4bitWeight prepare_fused(const Bnb4bitWeight& w, cudaStream_t stream) {
-  check_shape("nf4/fp4", w.rows, w.cols, kPair, nullptr, nullptr, 0);
+  check_shape("nf4/fp4", w.rows, w.cols, kChunk, nullptr, nullptr, 0);
   if (w.blocksize < kChunk || (w.blocksize & (w.blocksize - 1)) != 0)
     throw Error("GPU nf4/fp4 matmul: blocksize " + std::to_string(w.blocksize) +
                 " is not a power of two >= 64 (dequantize and use a 16-bit matmul instead)");
@@ -581,7 +591,7 @@ Fused4bitWeight prepare_fused(const Bnb4bitWeight& w, cudaStream_t stream) {
   Fused4bitWeight fused;
   fused.format = w.type == bnb::QuantType::fp4 ? Fused4bitWeight::Format::fp4 : Fused4bitWeight::Format::nf4;
   fused.rows = w.rows, fused.cols = w.cols, fused.source_bnb = w;
-  const size_t code_bytes = size_t(w.rows * w.cols / 2), chunks = size_t(w.rows * (w.cols / kChunk));
+  const size_t code_bytes = size_t(w.rows * pair_count(w.cols) * kPair / 2), chunks = size_t(w.rows * 2 * pair_count(w.cols));
   fused.memory = device_alloc(code_bytes + chunks * 4);
   auto* base = static_cast<uint8_t*>(fused.memory.get());
   fused.codes = base, fused.scales = base + code_bytes;
@@ -611,14 +621,13 @@ Fused4bitWeight prepare_fused(const Q4KWeight& w, cudaStream_t stream) {
 }
 
 size_t Fused4bitWeight::bytes() const {
-  const size_t codes_bytes = size_t(rows * cols / 2), chunks = size_t(rows * (cols / kChunk));
-  if (format == Format::q4_K) return codes_bytes + size_t(rows * (cols / 256)) * 16;
-  return codes_bytes + chunks * 4;
+  if (format == Format::q4_K) return size_t(rows * cols / 2) + size_t(rows * (cols / 256)) * 16;
+  return size_t(rows * pair_count(cols) * kPair / 2) + size_t(rows * 2 * pair_count(cols)) * 4;
 }
 
 void matmul_4bit_fused(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
                        cudaStream_t stream) {
-  check_shape(w.format == Fused4bitWeight::Format::q4_K ? "q4_K" : "nf4/fp4", w.rows, w.cols, kPair, x, y, tokens);
+  check_shape(w.format == Fused4bitWeight::Format::q4_K ? "q4_K" : "nf4/fp4", w.rows, w.cols, kChunk, x, y, tokens);
   if (!w.codes) throw Error("GPU 4-bit matmul: the weight was not prepared (prepare_fused)");
   if (dtype != DType::bf16 && dtype != DType::f16)
     throw Error("GPU 4-bit matmul: activations must be bf16 or f16, got " + std::string(dtype_name(dtype)));

@@ -65,7 +65,7 @@ struct Q4KWeight {
 // load then reads 512 contiguous bytes), made once on the device, e.g. when a model is loaded; the
 // checkpoint's bytes are left as they are. It owns its device memory and keeps the description of the
 // weight it was made from, which the cuBLAS path dequantizes: that weight must outlive it.
-// Needs rows % 16 == 0 and cols % 128 == 0; nf4/fp4 blocksizes that are powers of two >= 64.
+// Needs rows % 16 == 0 and cols % 64 == 0 (q4_K: % 256); nf4/fp4 blocksizes that are powers of two >= 64.
 struct Fused4bitWeight {
   enum class Format { nf4, fp4, q4_K };
   Format format = Format::nf4;
