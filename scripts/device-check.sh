@@ -30,6 +30,10 @@
 #   scripts/device-check.sh model python   + the Python package's CUDA tests (python/tests/test_cuda.py; needs
 #                                     PY_WHEELS=1 scripts/device-deps.sh for nanobind and pytest)
 #   scripts/device-check.sh speed     + the speed table (scripts/device-speed.sh: real models and a synthetic 8B shape)
+#   scripts/device-check.sh patch     the Python package and the matmul tests (C++ and Python), then transformers +
+#                                     bitsandbytes before and after
+#                                     lowbit.integrations.bitsandbytes.patch() (python/bench/bnb_patch_bench.py) on
+#                                     SmolLM2-135M's and Llama-3-8B's shapes (needs BNB_WHEEL=1 scripts/device-deps.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deps=${LOWBIT_DEVICE_DEPS:-.deps}
@@ -42,7 +46,12 @@ export PKG_CONFIG_PATH="$prefix/usr/lib/x86_64-linux-gnu/pkgconfig:$prefix/usr/s
 export LD_LIBRARY_PATH="$prefix/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 export CPATH="$prefix/usr/include"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_CUDA=ON \
+python_option=
+if [ "${1:-}" = "patch" ]; then
+  export PYTHONPATH="$PWD/$deps/py:${PYTHONPATH:-}"
+  python_option="-DLOWBIT_PYTHON=ON -DPython_EXECUTABLE=$(command -v python3)"
+fi
+cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_CUDA=ON $python_option \
   -DCMAKE_CUDA_ARCHITECTURES=90a -DGTest_DIR="$prefix/usr/lib/x86_64-linux-gnu/cmake/GTest" >/tmp/cmake.log 2>&1 \
   || { tail -40 /tmp/cmake.log; exit 1; }
 targets="lowbit lowbit_kernels_tests"
@@ -50,8 +59,21 @@ targets="lowbit lowbit_kernels_tests"
 [ "${1:-}" = "model" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests"
 [ "${1:-}" = "speed" ] && targets="lowbit"
 [ "${1:-}" = "build" ] && targets="lowbit"
+[ "${1:-}" = "patch" ] && targets="_lowbit lowbit_cuda lowbit_kernels_tests"
 cmake --build build-device -j "$(nproc)" --target $targets > /tmp/build.log 2>&1 || { grep -E "error|FAILED" -A3 /tmp/build.log | head -40; exit 1; }
 [ "${1:-}" = "build" ] && exit 0
+if [ "${1:-}" = "patch" ]; then
+  export PYTHONPATH="$PWD/build-device/python:$PYTHONPATH"
+  status=0
+  build-device/tests/lowbit_kernels_tests --gtest_brief=1 --gtest_filter='CudaMatmul*' || status=$?
+  python3 -m pytest -q -rs python/tests/test_cuda.py || status=$?
+  for shape in "--shape smollm2-135m" "--shape llama3-8b --layers ${PATCH_LAYERS:-8}"; do
+    for dq in "" "--double-quant"; do
+      python3 python/bench/bnb_patch_bench.py $shape $dq 2>&1 | grep -v -i warn || status=1
+    done
+  done
+  exit "$status"
+fi
 if [ "${1:-}" = "model" ]; then
   status=0
   build-device/tests/lowbit_kernels_tests --gtest_brief=1 || status=$?
