@@ -102,21 +102,25 @@ void add_hessian_command(CLI::App& app) {
     std::string model, text, output;
     int ctx = 512, chunks = 0;
     bool force = false;
+    std::string device = "auto";
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("MODEL", o->model, "A .gguf file, a Hugging Face directory or a bitsandbytes checkpoint")->required();
   cmd->add_option("--text", o->text, "The calibration text (UTF-8); use another text than the one you evaluate on")->required();
   cmd->add_option("-o,--output", o->output, "Output: hessian.gguf (float32 XᵀX per input, shared by q/k/v and by gate/up)")->required();
+  add_device_option(*cmd, o->device);
   cmd->add_option("--ctx", o->ctx, "Window length in tokens")->check(CLI::Range(16, kMaxContext))->capture_default_str();
   cmd->add_option("--chunks", o->chunks, "Use at most this many windows (0: all)")->check(CLI::NonNegativeNumber);
   add_common_options(*cmd, o->common);
   add_force_option(*cmd, o->force);
-  cmd->footer("The model runs on the CPU. Each input's matrix takes columns² × 4 bytes in memory while it is collected and in the file.");
+  cmd->footer("The model runs on --device; each window's XᵀX is added up on the host in float32. Each input's matrix takes "
+              "columns² × 4 bytes in memory while it is collected and in the file.");
   cmd->callback([o] {
     check_outputs({o->output}, {o->model, o->text}, o->force);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("windows");
-    const auto run = write_hessians_from_text({.model = o->model, .text = o->text, .output = o->output, .ctx = o->ctx, .chunks = o->chunks},
+    const auto run = write_hessians_from_text({.model = o->model, .text = o->text, .output = o->output, .ctx = o->ctx, .chunks = o->chunks,
+                                               .device = o->device},
                                               progress);
     if (o->common.json) {
       const nlohmann::ordered_json j{{"output", o->output}, {"inputs", run.tensors}, {"weights", run.weights},

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 
+#include "lowbit/model/hessian_collector.h"
 #include "lowbit/model/imatrix_collector.h"
 #include "lowbit/model/kld_probe.h"
 #include "lowbit/model/llama.h"
@@ -185,6 +186,40 @@ TEST(CudaRuntime, ImportanceMatricesAgreeWithTheCpu) {
   }
   std::printf("imatrix: %zu entries, largest relative difference of an entry %.3g, of a single column %.3g\n", cpu_run.entries.size(),
               worst_entry, worst_column);
+#endif
+}
+
+// GPTQ's Hessians with the forward pass on the GPU (XᵀX is summed on the host either way): each input's
+// matrix within 2e-3 of the CPU's, relative (Frobenius), the same rows counted.
+TEST(CudaRuntime, HessiansAgreeWithTheCpu) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  auto model = LlamaModel::load(bytes_model());
+  auto gpu = cuda::make_llama_runtime(*model);
+  const auto tokens = text_tokens(*model, "wikitext2_test_hf_nonempty_crlf.raw", 6000);
+  const auto cpu_run = collect_hessians(*model, tokens, 512, bos_of(*model));
+  const auto gpu_run = collect_hessians(*gpu, tokens, 512, bos_of(*model));
+  ASSERT_EQ(cpu_run.inputs.size(), gpu_run.inputs.size());
+  ASSERT_GE(cpu_run.inputs.size(), size_t(4 * model->config().n_layer));  // qkv, o, gate/up, down per layer; the output
+  EXPECT_EQ(cpu_run.tokens, gpu_run.tokens);
+  double worst = 0;
+  for (size_t i = 0; i < cpu_run.inputs.size(); ++i) {
+    const auto &a = cpu_run.inputs[i], &b = gpu_run.inputs[i];
+    ASSERT_EQ(a.input, b.input);
+    EXPECT_EQ(a.weights, b.weights) << a.input;
+    ASSERT_EQ(a.xtx.size(), b.xtx.size()) << a.input;
+    double difference = 0, size = 0;
+    for (size_t e = 0; e < a.xtx.size(); ++e) {
+      const double d = double(a.xtx[e]) - double(b.xtx[e]);
+      difference += d * d;
+      size += double(a.xtx[e]) * double(a.xtx[e]);
+    }
+    const double relative = std::sqrt(difference / size);
+    worst = std::max(worst, relative);
+    EXPECT_LE(relative, 2e-3) << a.input;
+  }
+  std::printf("hessians: %zu inputs over %llu rows, largest relative difference %.3g\n", cpu_run.inputs.size(),
+              (unsigned long long)cpu_run.tokens, worst);
 #endif
 }
 

@@ -52,7 +52,7 @@ nlohmann::ordered_json eval_result_json(const EvalResult& result, int ctx);
 struct TextRunRequest {
   std::string model, text, output;
   int ctx = 512, chunks = 0;
-  std::string device = "auto";  // the importance matrix only: Hessians are collected on the CPU
+  std::string device = "auto";  // where the model runs; Hessians' XᵀX is summed on the host either way
 };
 struct TextRunSummary {
   size_t tensors = 0;  // importance matrices: weights; Hessians: inputs (shared by q/k/v and by gate/up)

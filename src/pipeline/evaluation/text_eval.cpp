@@ -84,7 +84,7 @@ TextRunSummary write_imatrix_from_text(const TextRunRequest& request, bool dat, 
 }
 
 TextRunSummary write_hessians_from_text(const TextRunRequest& request, Progress& progress) {
-  const EvalModel model(request.model, Device::cpu);
+  const EvalModel model(request.model, resolve_device(request.device));
   const TextTokens tokens = tokenize_text(model, request.model, request.text, request.ctx, request.chunks);
   const auto run = collect_hessians(model.runtime(), tokens.ids, request.ctx, tokens.bos, progress);
   size_t weights = 0;
