@@ -31,6 +31,8 @@ constexpr int kMaxContext = 1 << 20;
 
 // --probe-text FILE, --probe-chunks N, --no-probe and --device D, for plan and quantize --bpw.
 void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks, std::string& device, bool& no_probe);
+// --gptq-text FILE [--gptq-chunks N]: collect GPTQ's Hessians first (`kept` says where they go).
+void add_gptq_text_options(CLI::App& command, std::string& gptq_text, int& gptq_chunks, const std::string& kept);
 // --device cpu|cuda|auto, for the commands that run the model.
 void add_device_option(CLI::App& command, std::string& device);
 

@@ -45,6 +45,16 @@ void add_device_option(CLI::App& command, std::string& device) {
       ->capture_default_str();
 }
 
+void add_gptq_text_options(CLI::App& command, std::string& gptq_text, int& gptq_chunks, const std::string& kept) {
+  command.add_option("--gptq-text", gptq_text,
+                     fmt::format("Instead of --gptq HESSIAN: collect the Hessians first on this calibration text, with the model on --device "
+                                 "(what lowbit hessian --ctx {} writes; {})",
+                                 kGptqContext, kept));
+  command.add_option("--gptq-chunks", gptq_chunks, "With --gptq-text: windows of 512 tokens to collect over")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+}
+
 void add_probe_options(CLI::App& command, std::string& probe_text, int& probe_chunks, std::string& device, bool& no_probe) {
   add_device_option(command, device);
   command.add_option("--probe-text", probe_text,
@@ -62,9 +72,9 @@ void add_plan_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("plan", "Give every tensor its own format so the model lands on a target bits per weight at the least loss");
   struct Options {
     CommonOptions common;
-    std::string model, output, imatrix, text, rules, target = "gguf", probe_text, gptq;
+    std::string model, output, imatrix, text, rules, target = "gguf", probe_text, gptq, gptq_text;
     double bpw = 0;
-    int probe_chunks = 4;
+    int probe_chunks = 4, gptq_chunks = 32;
     bool force = false, no_probe = false;
     std::string device = "auto";
   };
@@ -81,6 +91,7 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--gptq", o->gptq,
                   "A Hessian file from lowbit hessian: measure each candidate as quantize --gptq writes it (GPTQ's codes where the type "
                   "has a path), a layer matrix's relative error on its output (or the probe's KL-divergence); quantize --plan then uses it");
+  add_gptq_text_options(*cmd, o->gptq_text, o->gptq_chunks, "kept beside the plan as PLAN.hessian.gguf, which quantize --plan uses");
   cmd->add_option("--rules", o->rules, "A rules file: globs with allowed formats or bounds on bits per weight");
   cmd->add_option("--target", o->target, "gguf: ggml types for a GGUF file; bnb: NF4/FP4 (blocksize 64/128/256, double quant or not) or 16-bit per Linear weight of a Hugging Face directory, for a bitsandbytes checkpoint")
       ->check(CLI::IsMember({"gguf", "bnb"}))
@@ -92,10 +103,13 @@ void add_plan_command(CLI::App& app) {
     const std::filesystem::path out(o->output);
     PlanRequest request{.model = o->model, .bpw = o->bpw, .target = parse_plan_target(o->target), .imatrix = o->imatrix,
                         .text = o->text, .rules = o->rules, .probe_text = o->probe_text, .probe_chunks = o->probe_chunks,
-                        .device = o->device, .no_probe = o->no_probe, .gptq = o->gptq};
+                        .device = o->device, .no_probe = o->no_probe, .gptq = o->gptq, .gptq_text = o->gptq_text,
+                        .gptq_chunks = o->gptq_chunks};
     const std::string kept = request.keep_imatrix = kept_imatrix_path(request, out);
-    check_outputs({o->output, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"), kept},
-                  {o->model, o->imatrix, o->text, o->probe_text, o->rules, o->gptq}, o->force);
+    const std::string kept_hessian = request.keep_hessian = kept_hessian_path(request, out);
+    check_outputs({o->output, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"), kept,
+                   kept_hessian},
+                  {o->model, o->imatrix, o->text, o->probe_text, o->rules, o->gptq, o->gptq_text}, o->force);
     TerminalProgress progress(o->common.quiet);
     progress.set_unit("tensors");
     const Plan plan = plan_model(request, progress);
@@ -109,6 +123,8 @@ void add_plan_command(CLI::App& app) {
       print_allocation(plan);
     if (!kept.empty() && !o->common.quiet && !o->common.json)
       fmt::print("importance matrix measured on {}: {} (quantize --plan quantizes with it)\n", o->text, kept);
+    if (!kept_hessian.empty() && !o->common.quiet && !o->common.json)
+      fmt::print("Hessians collected on {}: {} (quantize --plan writes GPTQ's codes with them)\n", o->gptq_text, kept_hessian);
   });
 }
 

@@ -9,7 +9,10 @@
 #include "nonfinite_option.h"
 #include "lowbit/core/error.h"
 #include "lowbit/pipeline/bnb_jobs.h"
+#include "lowbit/core/temporaries.h"
+#include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
+#include "lowbit/pipeline/text_eval.h"
 #include "terminal_progress.h"
 
 namespace lowbit::cli {
@@ -17,11 +20,11 @@ namespace {
 
 struct QuantizeOptions {
   CommonOptions common;
-  std::string input, output, format, mix, imatrix, gptq;
+  std::string input, output, format, mix, imatrix, gptq, gptq_text;
   std::vector<std::string> tensor_types;  // GLOB=TYPE
   std::string plan, target = "gguf", rules, probe_text;
   double bpw = 0;
-  int probe_chunks = 4;
+  int probe_chunks = 4, gptq_chunks = 32;
   std::string device = "auto";
   int64_t blocksize = 64;
   bool double_quant = false, force = false, no_probe = false;
@@ -55,7 +58,9 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
   const auto source = ModelSource::open(o.input);
   GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = o.plan.empty() ? o.input : o.plan,
                                                                    .mix = o.mix, .format = o.format, .tensor_types = o.tensor_types})};
-  const GgufSideFiles side = open_gguf_side_files(plan, o.imatrix, o.gptq);
+  GgufSideFiles side = open_gguf_side_files(plan, o.imatrix, o.gptq);
+  if (!o.gptq_text.empty())  // what the output's metadata records instead of the scratch file's path
+    side.hessian_path = fmt::format("collected on {}", std::filesystem::path(o.gptq_text).filename().string());
   side.attach(options);
   if (side.imatrix_from_plan && !o.common.quiet) fmt::print(stderr, "quantizing with the plan's importance matrix {}\n", side.imatrix_path);
   if (side.hessian_from_plan && !o.common.quiet) fmt::print(stderr, "writing the plan's GPTQ candidates with its Hessian file {}\n", side.hessian_path);
@@ -96,6 +101,7 @@ void add_quantize_command(CLI::App& app) {
                   "A Hessian file from lowbit hessian: GPTQ's error feedback for q4_0, q4_1, q5_0, q5_1, q8_0, q2_K ... q6_K (other types are "
                   "rounded as usual, with a note); columns in stored order (act-order cannot be stored in these formats). With --bpw the plan "
                   "measures its candidates so too; a plan from plan --gptq brings its own");
+  add_gptq_text_options(*cmd, o->gptq_text, o->gptq_chunks, "in a scratch file removed when done");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->check(CLI::Range(32, 4096))->capture_default_str();
   cmd->add_flag("--double-quant", o->double_quant, "nf4/fp4: quantize the absmax constants too (bitsandbytes' compress_statistics)");
@@ -104,26 +110,40 @@ void add_quantize_command(CLI::App& app) {
   add_common_options(*cmd, o->common);
   add_force_option(*cmd, o->force);
   cmd->callback([o] {
-    check_outputs({o->output}, {o->input, o->imatrix, o->plan, o->rules, o->probe_text, o->gptq}, o->force);
+    check_outputs({o->output}, {o->input, o->imatrix, o->plan, o->rules, o->probe_text, o->gptq, o->gptq_text}, o->force);
     if (int(!o->format.empty()) + int(!o->mix.empty()) + int(!o->plan.empty()) + int(o->bpw > 0) != 1)
       throw Error("give exactly one of --format, --mix NAME, --plan FILE and --bpw X");
     if ((o->target != "gguf" || !o->rules.empty() || !o->probe_text.empty()) && o->bpw <= 0)
       throw Error("--target, --rules and --probe-text apply to --bpw (a plan file records its own target and choices)");
-    if (parse_bnb_format(o->format)) return run_bnb(*o, nullptr);
-    if (o->plan.empty() && o->bpw <= 0) return run_gguf(*o, nullptr);
+    QuantizeOptions opts = *o;
+    std::optional<ScratchDirectory> scratch;  // Hessians collected by --gptq-text, removed when done
+    if (!o->gptq_text.empty()) {
+      if (!o->gptq.empty()) throw Error("give --gptq HESSIAN or --gptq-text FILE, not both");
+      if (parse_bnb_format(o->format) || (o->bpw > 0 && o->target == "bnb"))
+        throw Error("--gptq-text applies to GGUF outputs, not to bitsandbytes formats");
+      scratch.emplace("quantize");
+      opts.gptq = (*scratch / "hessian.gguf").string();
+      TerminalProgress collecting(o->common.quiet);
+      collecting.set_unit("windows");
+      write_hessians_from_text({.model = o->input, .text = o->gptq_text, .output = opts.gptq, .ctx = kGptqContext,
+                                .chunks = o->gptq_chunks, .device = o->device},
+                               collecting);
+    }
+    if (parse_bnb_format(opts.format)) return run_bnb(opts, nullptr);
+    if (opts.plan.empty() && opts.bpw <= 0) return run_gguf(opts, nullptr);
     TerminalProgress planning(o->common.quiet);
-    const Plan plan = !o->plan.empty() ? read_plan(o->plan)
-                                       : plan_model({.model = o->input, .bpw = o->bpw, .target = parse_plan_target(o->target),
-                                                     .imatrix = o->imatrix, .rules = o->rules, .probe_text = o->probe_text,
-                                                     .probe_chunks = o->probe_chunks, .device = o->device, .no_probe = o->no_probe,
-                                                     .gptq = o->gptq},
-                                                    planning);
+    const Plan plan = !opts.plan.empty() ? read_plan(opts.plan)
+                                         : plan_model({.model = opts.input, .bpw = opts.bpw, .target = parse_plan_target(opts.target),
+                                                       .imatrix = opts.imatrix, .rules = opts.rules, .probe_text = opts.probe_text,
+                                                       .probe_chunks = opts.probe_chunks, .device = opts.device, .no_probe = opts.no_probe,
+                                                       .gptq = opts.gptq},
+                                                      planning);
     if (plan.target == PlanTarget::bnb) {
-      QuantizeOptions rest = *o;
-      if (o->bpw > 0) rest.imatrix.clear();  // the planner weighed the losses with it; bitsandbytes has no use for it
+      QuantizeOptions rest = opts;
+      if (opts.bpw > 0) rest.imatrix.clear();  // the planner weighed the losses with it; bitsandbytes has no use for it
       return run_bnb(rest, &plan);
     }
-    run_gguf(*o, &plan);
+    run_gguf(opts, &plan);
   });
 }
 

@@ -3,7 +3,9 @@
 // misses a weight or has other columns, a bitsandbytes output, an output that is an input).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -23,8 +25,8 @@ struct Run {
   std::string out;
 };
 
-Run run_cli(const std::string& args) {
-  const std::string cmd = std::string(LOWBIT_CLI_PATH) + " " + args + " 2>&1";
+Run run_cli(const std::string& args, const std::string& environment = "") {
+  const std::string cmd = (environment.empty() ? "" : environment + " ") + std::string(LOWBIT_CLI_PATH) + " " + args + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
@@ -110,6 +112,53 @@ TEST_F(GptqCli, APlanWithGptqMeasuresAndWritesItsCandidatesSo) {
   std::ifstream a(path("by-plan.gguf"), std::ios::binary), b(path("by-hand.gguf"), std::ios::binary);
   EXPECT_TRUE(std::equal(std::istreambuf_iterator<char>(a), {}, std::istreambuf_iterator<char>(b), {}));
   EXPECT_NE(gguf::File(path("by-plan.gguf")).find("quantize.gptq.hessian.file"), nullptr);
+}
+
+// --gptq-text collects the Hessians inside quantize and plan: the tensors lowbit hessian --ctx 512 and
+// --gptq would give, the scratch file gone afterwards; a plan keeps them beside itself for quantize --plan.
+TEST_F(GptqCli, CollectsItsHessiansFromATextInsideQuantizeAndPlan) {
+  const std::string h512 = path("h512.gguf");
+  ASSERT_EQ(run_cli("hessian " + kModel + " --text " + kText + " --ctx 512 --chunks 3 --quiet -o " + h512).status, 0);
+  ASSERT_EQ(run_cli("quantize " + kModel + " --format q4_0 --gptq " + h512 + " --quiet -o " + path("named.gguf")).status, 0);
+  const std::filesystem::path tmp = dir_->path() / "tmp";
+  std::filesystem::create_directories(tmp);
+  auto r = run_cli("quantize " + kModel + " --format q4_0 --gptq-text " + kText + " --gptq-chunks 3 --quiet -o " + path("collected.gguf"),
+                   "TMPDIR=" + tmp.string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::is_empty(tmp));  // the scratch Hessians are gone
+  const gguf::File named(path("named.gguf")), collected(path("collected.gguf"));
+  ASSERT_EQ(named.tensors().size(), collected.tensors().size());
+  for (const auto& t : named.tensors()) {
+    const auto* c = collected.find_tensor(t.name);
+    ASSERT_TRUE(c) << t.name;
+    EXPECT_TRUE(std::ranges::equal(named.data(t), collected.data(*c))) << t.name;
+  }
+  const auto* label = collected.find("quantize.gptq.hessian.file");
+  ASSERT_NE(label, nullptr);
+  ASSERT_NE(label->get_if<std::string>(), nullptr);
+  EXPECT_EQ(*label->get_if<std::string>(), "collected on tinystories_valid_first1000.txt");
+
+  r = run_cli("plan " + kModel + " --bpw 6 --gptq-text " + kText + " --gptq-chunks 3 -o " + path("collecting-plan.json"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("collecting-plan.hessian.gguf"), std::string::npos) << r.out;
+  ASSERT_EQ(run_cli("plan " + kModel + " --bpw 6 --gptq " + h512 + " --quiet -o " + path("named-plan.json")).status, 0);
+  const auto collecting = nlohmann::json::parse(std::ifstream(path("collecting-plan.json")));
+  const auto named_plan = nlohmann::json::parse(std::ifstream(path("named-plan.json")));
+  EXPECT_EQ(collecting["loss_measure"]["gptq"], "collecting-plan.hessian.gguf");
+  ASSERT_EQ(collecting["tensors"].size(), named_plan["tensors"].size());
+  for (size_t i = 0; i < collecting["tensors"].size(); ++i)
+    EXPECT_EQ(collecting["tensors"][i]["format"], named_plan["tensors"][i]["format"]) << collecting["tensors"][i]["name"];
+  EXPECT_EQ(HessianFile(path("collecting-plan.hessian.gguf")).tokens(), HessianFile(h512).tokens());
+  r = run_cli("quantize " + kModel + " --plan " + path("collecting-plan.json") + " -o " + path("by-collecting-plan.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("with its Hessian file"), std::string::npos) << r.out;
+
+  r = run_cli("quantize " + kModel + " --format q4_0 --gptq " + h512 + " --gptq-text " + kText + " -o " + path("both.gguf"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("not both"), std::string::npos) << r.out;
+  r = run_cli("quantize " + kModel + " --format nf4 --gptq-text " + kText + " -o " + path("bnb-collected.safetensors"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("not to bitsandbytes formats"), std::string::npos) << r.out;
 }
 
 TEST_F(GptqCli, RefusesAHessianThatMissesAWeightOrHasOtherColumns) {

@@ -156,10 +156,19 @@ struct PlanRequest {
   // in loss_measure.imatrix (empty: measured in a scratch file and dropped).
   std::string keep_imatrix;
   std::string gptq;                  // a Hessian file (lowbit hessian): measure candidates as GPTQ writes them
+  // Or collect the Hessians first, over at most gptq_chunks windows of kGptqContext tokens of this text,
+  // and keep them at keep_hessian (recorded in loss_measure.gptq; empty: dropped with the scratch file).
+  std::string gptq_text;
+  int gptq_chunks = 32;
+  std::string keep_hessian;
 };
+// The window length of the Hessians plan and quantize collect themselves (--gptq-text).
+inline constexpr int kGptqContext = 512;
 // Where a plan written to `plan` keeps the importance matrix `request` has it measure (PLAN.imatrix.gguf):
 // a GGUF plan with a text and no --imatrix; empty otherwise. The caller sets request.keep_imatrix to it.
 std::string kept_imatrix_path(const PlanRequest& request, const std::filesystem::path& plan);
+// Likewise the Hessians it collects with gptq_text (PLAN.hessian.gguf); empty without.
+std::string kept_hessian_path(const PlanRequest& request, const std::filesystem::path& plan);
 // Opens the model, loads or measures the importance matrix (on `text`), builds the probe that
 // choose_plan_loss picks, and plans.
 Plan plan_model(const PlanRequest& request, Progress& progress);

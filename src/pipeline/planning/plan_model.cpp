@@ -34,10 +34,22 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   if (request.target == PlanTarget::bnb && !std::filesystem::is_directory(request.model) &&
       std::filesystem::path(request.model).extension() != ".safetensors")
     throw Error("--target bnb plans a Hugging Face directory or a .safetensors file", {.file = request.model});
-  if (request.target == PlanTarget::bnb && !request.gptq.empty()) throw Error("--gptq plans GGUF outputs only (--target gguf)");
+  if (request.target == PlanTarget::bnb && (!request.gptq.empty() || !request.gptq_text.empty()))
+    throw Error("--gptq and --gptq-text plan GGUF outputs only (--target gguf)");
+  if (!request.gptq.empty() && !request.gptq_text.empty()) throw Error("give --gptq HESSIAN or --gptq-text FILE, not both");
   PlanOptions options{.target_bpw = request.bpw};
   std::optional<HessianFile> hessian;
-  if (!request.gptq.empty()) options.hessian = &hessian.emplace(request.gptq);
+  std::optional<ScratchDirectory> hessian_scratch;  // Hessians collected on gptq_text, until the plan is made
+  if (!request.gptq.empty()) {
+    options.hessian = &hessian.emplace(request.gptq);
+  } else if (!request.gptq_text.empty()) {
+    hessian_scratch.emplace("plan");
+    const std::string collected = (*hessian_scratch / "hessian.gguf").string();
+    write_hessians_from_text({.model = request.model, .text = request.gptq_text, .output = collected, .ctx = kGptqContext,
+                              .chunks = request.gptq_chunks, .device = request.device},
+                             Progress::none());
+    options.hessian = &hessian.emplace(collected);
+  }
   if (!request.rules.empty()) {
     auto extra = load_plan_rules(request.rules);
     options.rules.insert(options.rules.end(), extra.begin(), extra.end());
@@ -80,7 +92,17 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
     kept.commit();
     plan.loss_measure.imatrix = request.keep_imatrix;
   }
+  if (hessian_scratch && !request.keep_hessian.empty()) {
+    AtomicFile kept(request.keep_hessian);
+    kept.write(MappedFile(*hessian_scratch / "hessian.gguf").bytes());
+    kept.commit();
+    plan.loss_measure.gptq = request.keep_hessian;
+  }
   return plan;
+}
+
+std::string kept_hessian_path(const PlanRequest& request, const std::filesystem::path& plan) {
+  return request.gptq_text.empty() ? "" : std::filesystem::path(plan).replace_extension(".hessian.gguf").string();
 }
 
 std::string kept_imatrix_path(const PlanRequest& request, const std::filesystem::path& plan) {
