@@ -67,8 +67,10 @@ if [ "${1:-}" = "patch" ]; then
   status=0
   build-device/tests/lowbit_kernels_tests --gtest_brief=1 --gtest_filter='CudaMatmul*' || status=$?
   python3 -m pytest -q -rs python/tests/test_cuda.py || status=$?
+  variants=("" "--double-quant")
+  [ "${PATCH_DOUBLE_QUANT:-1}" = 0 ] && variants=("")  # nf4 only
   for shape in "--shape smollm2-135m" "--shape llama3-8b --layers ${PATCH_LAYERS:-8}"; do
-    for dq in "" "--double-quant"; do
+    for dq in "${variants[@]}"; do
       python3 python/bench/bnb_patch_bench.py $shape $dq 2>&1 | grep -v -i warn || status=1
     done
   done

@@ -60,6 +60,25 @@ def gpu_ms_per_decode_step(model, ids, steps=16):
     return kernel_us / steps / 1e3
 
 
+def host_us_per_layer_call(model, calls=2000):
+    """Wall time of one 4-bit layer's forward on one token, its GPU work negligible: what the host spends per
+    layer call (bitsandbytes' or the patched forward), the bound on eager decoding of small models."""
+    import bitsandbytes
+
+    layer = next((m for m in model.modules() if isinstance(m, bitsandbytes.nn.Linear4bit)), None)
+    if layer is None:
+        return None
+    x = torch.randn(1, 1, layer.in_features, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        layer(x)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            layer(x)
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
 def measure(model, ids, new_tokens, repeats):
     with torch.no_grad():
         prefill = timed(lambda: model(ids), repeats)
@@ -68,6 +87,7 @@ def measure(model, ids, new_tokens, repeats):
     decode = max(generate - prefill, 1e-9)
     row = {"prefill_tok_s": ids.shape[1] / prefill, "decode_tok_s": new_tokens / decode,
            "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    row["layer_call_us"] = host_us_per_layer_call(model)
     try:
         row["decode_gpu_ms_per_step"] = gpu_ms_per_decode_step(model, ids)
     except Exception as e:  # the profiler is optional to the tokens/s figures

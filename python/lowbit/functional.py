@@ -42,7 +42,14 @@ def _on(device, t, what):
     return t
 
 
+# The current stream's raw handle: torch's internal accessor where it has one (no Stream object is made, which
+# matters on a layer's every call), else the public API.
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
 def _stream(device):
+    if _raw_stream is not None:
+        return _raw_stream(device.index if device.index is not None else torch.cuda.current_device())
     return torch.cuda.current_stream(device).cuda_stream
 
 
@@ -251,15 +258,15 @@ def _fused_weight(A, B, state):
     product should go through dequantize_4bit instead."""
     if not (A.is_cuda and B.is_cuda) or A.dtype not in _SIXTEEN_BIT or len(state.shape) != 2:
         return None
-    if torch.is_grad_enabled() and A.requires_grad:
+    if A.requires_grad and torch.is_grad_enabled():
         return None  # the kernel is not differentiable: torch's product carries the gradient to A
+    cached = getattr(state, "_lowbit_fused", None)
+    if cached is not None and cached[0] == B.data_ptr() and A.shape[-1] == cached[2]:
+        return cached[1]  # a layer's every call after its first: nothing else to check
     rows, cols = int(state.shape[0]), int(state.shape[1])
     blocksize = int(state.blocksize)
     if rows % 16 or cols % 64 or blocksize < 64 or blocksize & (blocksize - 1) or A.shape[-1] != cols:
         return None
-    cached = getattr(state, "_lowbit_fused", None)
-    if cached is not None and cached[0] == B.data_ptr():
-        return cached[1]
     packed = B.contiguous().view(torch.uint8)
     if packed.data_ptr() % 8:
         return None
@@ -271,7 +278,7 @@ def _fused_weight(A, B, state):
         offset = torch.as_tensor(state.offset, dtype=torch.float32, device=dev).reshape(())
     fused = _lowbit.cuda.prepare_fused_4bit(packed, absmax, nested, offset, state.quant_type, blocksize, rows, cols,
                                             (packed, absmax, nested, offset), _stream(dev))
-    state._lowbit_fused = (B.data_ptr(), fused)
+    state._lowbit_fused = (B.data_ptr(), fused, cols)
     return fused
 
 

@@ -113,9 +113,7 @@ def int8_vectorwise_dequant(A, stats):
 
 
 def _linear4bit_forward(self, x):
-    from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
-
-    fix_4bit_weight_quant_state_from_module(self)  # a state kept on the module (FSDP) back on the weight
+    _saved["fix_4bit_weight_quant_state_from_module"](self)  # a state kept on the module (FSDP) back on the weight
     state = getattr(self.weight, "quant_state", None)
     if state is None or _packed_for_cpu(state):
         return _saved["Linear4bit.forward"](self, x)
@@ -172,10 +170,13 @@ def patch():
     if _saved:
         return
     bnb = _bnb()
+    from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
+
     for key, (owner, name, replacement) in _ROUTES.items():
         holder = owner(bnb)
         _saved[key] = getattr(holder, name)
         setattr(holder, name, replacement)
+    _saved["fix_4bit_weight_quant_state_from_module"] = fix_4bit_weight_quant_state_from_module
 
 
 def unpatch():
