@@ -118,7 +118,8 @@ void add_plan_command(CLI::App& app) {
     if (o->common.json)
       fmt::print("{}\n", nlohmann::ordered_json{{"plan", o->output}, {"target", o->target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
                                                 {"predicted_loss", plan.predicted_loss}, {"params", plan.params}, {"bytes", plan.bytes},
-                                                {"imatrix", kept.empty() ? nullptr : nlohmann::ordered_json(kept)}}.dump(2));
+                                                {"imatrix", kept.empty() ? nullptr : nlohmann::ordered_json(kept)},
+                                                {"hessian", kept_hessian.empty() ? nullptr : nlohmann::ordered_json(kept_hessian)}}.dump(2));
     else if (!o->common.quiet)
       print_allocation(plan);
     if (!kept.empty() && !o->common.quiet && !o->common.json)

@@ -9,7 +9,6 @@
 #include "nonfinite_option.h"
 #include "lowbit/core/error.h"
 #include "lowbit/pipeline/bnb_jobs.h"
-#include "lowbit/core/temporaries.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 #include "lowbit/pipeline/text_eval.h"
@@ -21,6 +20,7 @@ namespace {
 struct QuantizeOptions {
   CommonOptions common;
   std::string input, output, format, mix, imatrix, gptq, gptq_text;
+  std::string gptq_label;  // set for Hessians collected by --gptq-text
   std::vector<std::string> tensor_types;  // GLOB=TYPE
   std::string plan, target = "gguf", rules, probe_text;
   double bpw = 0;
@@ -59,8 +59,7 @@ void run_gguf(const QuantizeOptions& o, const Plan* plan) {
   GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = o.plan.empty() ? o.input : o.plan,
                                                                    .mix = o.mix, .format = o.format, .tensor_types = o.tensor_types})};
   GgufSideFiles side = open_gguf_side_files(plan, o.imatrix, o.gptq);
-  if (!o.gptq_text.empty())  // what the output's metadata records instead of the scratch file's path
-    side.hessian_path = fmt::format("collected on {}", std::filesystem::path(o.gptq_text).filename().string());
+  if (!o.gptq_label.empty()) side.hessian_path = o.gptq_label;  // recorded instead of a scratch file's path
   side.attach(options);
   if (side.imatrix_from_plan && !o.common.quiet) fmt::print(stderr, "quantizing with the plan's importance matrix {}\n", side.imatrix_path);
   if (side.hessian_from_plan && !o.common.quiet) fmt::print(stderr, "writing the plan's GPTQ candidates with its Hessian file {}\n", side.hessian_path);
@@ -116,18 +115,15 @@ void add_quantize_command(CLI::App& app) {
     if ((o->target != "gguf" || !o->rules.empty() || !o->probe_text.empty()) && o->bpw <= 0)
       throw Error("--target, --rules and --probe-text apply to --bpw (a plan file records its own target and choices)");
     QuantizeOptions opts = *o;
-    std::optional<ScratchDirectory> scratch;  // Hessians collected by --gptq-text, removed when done
+    std::optional<CollectedHessians> collected;  // --gptq-text's Hessians, removed when done
     if (!o->gptq_text.empty()) {
       if (!o->gptq.empty()) throw Error("give --gptq HESSIAN or --gptq-text FILE, not both");
       if (parse_bnb_format(o->format) || (o->bpw > 0 && o->target == "bnb"))
         throw Error("--gptq-text applies to GGUF outputs, not to bitsandbytes formats");
-      scratch.emplace("quantize");
-      opts.gptq = (*scratch / "hessian.gguf").string();
       TerminalProgress collecting(o->common.quiet);
       collecting.set_unit("windows");
-      write_hessians_from_text({.model = o->input, .text = o->gptq_text, .output = opts.gptq, .ctx = kGptqContext,
-                                .chunks = o->gptq_chunks, .device = o->device},
-                               collecting);
+      collected.emplace(o->input, o->gptq_text, kGptqContext, o->gptq_chunks, o->device, collecting);
+      opts.gptq = collected->path(), opts.gptq_label = collected->label();
     }
     if (parse_bnb_format(opts.format)) return run_bnb(opts, nullptr);
     if (opts.plan.empty() && opts.bpw <= 0) return run_gguf(opts, nullptr);

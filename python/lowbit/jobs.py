@@ -60,17 +60,19 @@ def _run(job, progress, **kwargs):
 
 
 def quantize(input, output, format=None, *, mix=None, plan=None, bpw=None, target="gguf", rules=None, imatrix=None, gptq=None,
-             tensor_types=None, blocksize=64, double_quant=False, skip=None, probe_text=None, probe_chunks=4, device="auto",
-             allow_nonfinite=False, force=False, progress=None):
+             gptq_text=None, gptq_chunks=32, tensor_types=None, blocksize=64, double_quant=False, skip=None, probe_text=None,
+             probe_chunks=4, device="auto", allow_nonfinite=False, force=False, progress=None):
     """`lowbit quantize`: to GGUF (format="q4_K", or mix="Q4_K_M"), to a bitsandbytes checkpoint (format="nf4" / "fp4" /
     "int8" with blocksize, double_quant, skip), or by a plan (plan="plan.json", or bpw=4.5 to plan inline for `target`).
     tensor_types: {"GLOB": "TYPE"} or ["GLOB=TYPE", ...], first match wins. gptq: a Hessian file (`lowbit hessian`)
-    for GPTQ's error feedback into the GGUF types that have a path (a plan made with one brings its own)."""
+    for GPTQ's error feedback into the GGUF types that have a path (a plan made with one brings its own); or gptq_text:
+    a calibration text the Hessians are collected on first (gptq_chunks windows of 512 tokens, in a scratch file)."""
     if isinstance(tensor_types, dict):
         tensor_types = [f"{glob}={t}" for glob, t in tensor_types.items()]
     return _run(_lowbit.quantize, progress, input=_path(input), output=_path(output), format=format or "", mix=mix or "",
                 plan=_path(plan), bpw=float(bpw or 0), target=target, rules=_path(rules), probe_text=_path(probe_text),
-                probe_chunks=int(probe_chunks), device=device, imatrix=_path(imatrix), gptq=_path(gptq), tensor_types=list(tensor_types or []),
+                probe_chunks=int(probe_chunks), device=device, imatrix=_path(imatrix), gptq=_path(gptq),
+                gptq_text=_path(gptq_text), gptq_chunks=int(gptq_chunks), tensor_types=list(tensor_types or []),
                 blocksize=int(blocksize), double_quant=bool(double_quant), skip=_paths(skip), allow_nonfinite=bool(allow_nonfinite),
                 force=bool(force))
 
@@ -83,13 +85,14 @@ def dequantize(input, output, dtype=None, *, allow_nonfinite=False, force=False,
 
 
 def plan(model, bpw, output, *, target="gguf", imatrix=None, text=None, rules=None, probe_text=None, probe_chunks=4, device="auto",
-         gptq=None, force=False, progress=None):
+         gptq=None, gptq_text=None, gptq_chunks=32, force=False, progress=None):
     """`lowbit plan`: a format per tensor for `bpw` bits per weight, written to `output` (plan.json, with plan.svg and
     plan.html beside it, and for a GGUF plan measured on `text` the importance matrix, plan.imatrix.gguf, that
-    quantize(plan=...) then quantizes with). gptq: a Hessian file; candidates are measured as GPTQ writes them."""
+    quantize(plan=...) then quantizes with). gptq: a Hessian file; candidates are measured as GPTQ writes them.
+    gptq_text: collect the Hessians on this text first, kept beside the plan as plan.hessian.gguf."""
     return _run(_lowbit.plan, progress, model=_path(model), bpw=float(bpw), output=_path(output), target=target, imatrix=_path(imatrix),
                 text=_path(text), rules=_path(rules), probe_text=_path(probe_text), probe_chunks=int(probe_chunks), device=device,
-                gptq=_path(gptq), force=bool(force))
+                gptq=_path(gptq), gptq_text=_path(gptq_text), gptq_chunks=int(gptq_chunks), force=bool(force))
 
 
 def eval(model, text, *, ctx=512, chunks=0, base=None, kld_base=None, save_logits=None, lora=None, lora_scale=None, base_lora=None,

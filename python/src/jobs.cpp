@@ -96,8 +96,12 @@ auto released(F&& job) {
 
 PlanRequest plan_request(const PlanArgs& a) {
   PlanRequest request{.model = a.model, .bpw = a.bpw, .target = parse_plan_target(a.target), .imatrix = a.imatrix, .text = a.text,
-                      .rules = a.rules, .probe_text = a.probe_text, .probe_chunks = a.probe_chunks, .device = a.device, .gptq = a.gptq};
-  if (!a.output.empty()) request.keep_imatrix = kept_imatrix_path(request, a.output);  // no file for a plan made inline
+                      .rules = a.rules, .probe_text = a.probe_text, .probe_chunks = a.probe_chunks, .device = a.device, .gptq = a.gptq,
+                      .gptq_text = a.gptq_text, .gptq_chunks = a.gptq_chunks};
+  if (!a.output.empty()) {  // no files for a plan made inline
+    request.keep_imatrix = kept_imatrix_path(request, a.output);
+    request.keep_hessian = kept_hessian_path(request, a.output);
+  }
   return request;
 }
 
@@ -118,12 +122,13 @@ Json quantize_bnb(const QuantizeArgs& a, const Plan* plan, Progress& progress) {
           {"seconds", r.seconds}};
 }
 
-Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress) {
+Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress, const std::string& gptq_label = "") {
   if (!a.output.ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = a.output});
   const auto source = ModelSource::open(a.input);
   GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = a.plan.empty() ? a.input : a.plan,
                                                                    .mix = a.mix, .format = a.format, .tensor_types = a.tensor_types})};
-  const GgufSideFiles side = open_gguf_side_files(plan, a.imatrix, a.gptq);
+  GgufSideFiles side = open_gguf_side_files(plan, a.imatrix, a.gptq);
+  if (!gptq_label.empty()) side.hessian_path = gptq_label;  // recorded instead of a scratch file's path
   side.attach(options);
   options.nonfinite = nonfinite_policy(a.allow_nonfinite);
   const auto report = quantize_to_gguf(*source, a.output, options, progress);
@@ -132,14 +137,24 @@ Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress) 
 
 }  // namespace
 
-Json quantize_job(const QuantizeArgs& a, Progress& progress) {
-  check_outputs({a.output}, {a.input, a.imatrix, a.plan, a.rules, a.probe_text, a.gptq}, a.force);
-  if (int(!a.format.empty()) + int(!a.mix.empty()) + int(!a.plan.empty()) + int(a.bpw > 0) != 1)
+Json quantize_job(const QuantizeArgs& args, Progress& progress) {
+  check_outputs({args.output}, {args.input, args.imatrix, args.plan, args.rules, args.probe_text, args.gptq, args.gptq_text}, args.force);
+  if (int(!args.format.empty()) + int(!args.mix.empty()) + int(!args.plan.empty()) + int(args.bpw > 0) != 1)
     throw Error("give exactly one of format, mix, plan and bpw");
-  if ((a.target != "gguf" || !a.rules.empty() || !a.probe_text.empty()) && a.bpw <= 0)
+  if ((args.target != "gguf" || !args.rules.empty() || !args.probe_text.empty()) && args.bpw <= 0)
     throw Error("target, rules and probe_text apply to bpw (a plan file records its own target and choices)");
+  QuantizeArgs a = args;
+  std::optional<CollectedHessians> collected;  // gptq_text's Hessians, removed when done
+  if (!args.gptq_text.empty()) {
+    if (!args.gptq.empty()) throw Error("give gptq or gptq_text, not both");
+    if (parse_bnb_format(args.format) || (args.bpw > 0 && args.target == "bnb"))
+      throw Error("gptq_text applies to GGUF outputs, not to bitsandbytes formats");
+    collected.emplace(args.input, args.gptq_text, kGptqContext, args.gptq_chunks, args.device, progress);
+    a.gptq = collected->path();
+  }
+  const std::string gptq_label = collected ? collected->label() : "";
   if (parse_bnb_format(a.format)) return quantize_bnb(a, nullptr, progress);
-  if (a.plan.empty() && a.bpw <= 0) return quantize_gguf(a, nullptr, progress);
+  if (a.plan.empty() && a.bpw <= 0) return quantize_gguf(a, nullptr, progress, gptq_label);
   const Plan plan = !a.plan.empty() ? read_plan(a.plan)
                                     : make_plan_for({.model = a.input, .bpw = a.bpw, .target = a.target, .imatrix = a.imatrix, .rules = a.rules,
                                                      .probe_text = a.probe_text, .gptq = a.gptq, .probe_chunks = a.probe_chunks, .device = a.device},
@@ -149,7 +164,7 @@ Json quantize_job(const QuantizeArgs& a, Progress& progress) {
     if (a.bpw > 0) rest.imatrix.clear();  // the planner weighed the losses with it; bitsandbytes has no use for it
     return quantize_bnb(rest, &plan, progress);
   }
-  return quantize_gguf(a, &plan, progress);
+  return quantize_gguf(a, &plan, progress, gptq_label);
 }
 
 Json dequantize_job(const DequantizeArgs& a, Progress& progress) {
@@ -187,13 +202,15 @@ Json plan_job(const PlanArgs& a, Progress& progress) {
   const auto svg = fs::path(out).replace_extension(".svg"), html = fs::path(out).replace_extension(".html");
   const PlanRequest request = plan_request(a);
   const std::string& kept = request.keep_imatrix;
-  check_outputs({a.output, svg, html, kept}, {a.model, a.imatrix, a.text, a.probe_text, a.rules, a.gptq}, a.force);
+  check_outputs({a.output, svg, html, kept, request.keep_hessian}, {a.model, a.imatrix, a.text, a.probe_text, a.rules, a.gptq, a.gptq_text},
+                a.force);
   const Plan plan = plan_model(request, progress);
   write_plan(a.output, plan);
   write_plan_report(plan, svg, html);
   return {{"plan", a.output}, {"target", a.target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
           {"predicted_loss", plan.predicted_loss}, {"params", plan.params}, {"bytes", plan.bytes},
-          {"imatrix", kept.empty() ? Json(nullptr) : Json(kept)}};
+          {"imatrix", kept.empty() ? Json(nullptr) : Json(kept)},
+          {"hessian", request.keep_hessian.empty() ? Json(nullptr) : Json(request.keep_hessian)}};
 }
 
 namespace {
@@ -270,17 +287,19 @@ void bind_jobs(nb::module_& m) {
   m.def(
       "quantize",
       [](S input, S output, S format, S mix, S plan, double bpw, S target, S rules, S probe_text, int probe_chunks, S device, S imatrix,
-         S gptq, Strings tensor_types, int64_t blocksize, bool double_quant, Strings skip, bool allow_nonfinite, bool force, nb::object progress) {
+         S gptq, S gptq_text, int gptq_chunks, Strings tensor_types, int64_t blocksize, bool double_quant, Strings skip, bool allow_nonfinite,
+         bool force, nb::object progress) {
         return run_job(&quantize_job,
                        QuantizeArgs{.input = input, .output = output, .format = format, .mix = mix, .imatrix = imatrix, .gptq = gptq,
-                                    .tensor_types = tensor_types,
+                                    .gptq_text = gptq_text, .gptq_chunks = gptq_chunks, .tensor_types = tensor_types,
                                     .plan = plan, .target = target, .rules = rules, .probe_text = probe_text, .bpw = bpw,
                                     .probe_chunks = probe_chunks, .device = device, .blocksize = blocksize, .double_quant = double_quant,
                                     .force = force, .allow_nonfinite = allow_nonfinite, .skip = skip},
                        std::move(progress));
       },
       nb::arg("input"), nb::arg("output"), nb::arg("format"), nb::arg("mix"), nb::arg("plan"), nb::arg("bpw"), nb::arg("target"),
-      nb::arg("rules"), nb::arg("probe_text"), nb::arg("probe_chunks"), nb::arg("device"), nb::arg("imatrix"), nb::arg("gptq"), nb::arg("tensor_types"),
+      nb::arg("rules"), nb::arg("probe_text"), nb::arg("probe_chunks"), nb::arg("device"), nb::arg("imatrix"), nb::arg("gptq"),
+      nb::arg("gptq_text"), nb::arg("gptq_chunks"), nb::arg("tensor_types"),
       nb::arg("blocksize"), nb::arg("double_quant"), nb::arg("skip"), nb::arg("allow_nonfinite"), nb::arg("force"), nb::arg("progress").none());
   m.def(
       "dequantize",
@@ -292,16 +311,17 @@ void bind_jobs(nb::module_& m) {
       nb::arg("input"), nb::arg("output"), nb::arg("dtype"), nb::arg("allow_nonfinite"), nb::arg("force"), nb::arg("progress").none());
   m.def(
       "plan",
-      [](S model, double bpw, S output, S target, S imatrix, S text, S rules, S probe_text, int probe_chunks, S device, S gptq, bool force,
-         nb::object progress) {
+      [](S model, double bpw, S output, S target, S imatrix, S text, S rules, S probe_text, int probe_chunks, S device, S gptq, S gptq_text,
+         int gptq_chunks, bool force, nb::object progress) {
         return run_job(&plan_job,
                        PlanArgs{.model = model, .bpw = bpw, .target = target, .imatrix = imatrix, .text = text, .rules = rules,
-                                .probe_text = probe_text, .gptq = gptq, .probe_chunks = probe_chunks, .device = device, .output = output,
-                                .force = force},
+                                .probe_text = probe_text, .gptq = gptq, .gptq_text = gptq_text, .probe_chunks = probe_chunks,
+                                .gptq_chunks = gptq_chunks, .device = device, .output = output, .force = force},
                        std::move(progress));
       },
       nb::arg("model"), nb::arg("bpw"), nb::arg("output"), nb::arg("target"), nb::arg("imatrix"), nb::arg("text"), nb::arg("rules"),
-      nb::arg("probe_text"), nb::arg("probe_chunks"), nb::arg("device"), nb::arg("gptq"), nb::arg("force"), nb::arg("progress").none());
+      nb::arg("probe_text"), nb::arg("probe_chunks"), nb::arg("device"), nb::arg("gptq"), nb::arg("gptq_text"), nb::arg("gptq_chunks"),
+      nb::arg("force"), nb::arg("progress").none());
   m.def(
       "eval",
       [](S model, S text, int ctx, int chunks, S base, S kld_base, S save_logits, Strings lora, std::vector<double> lora_scale,

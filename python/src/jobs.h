@@ -16,7 +16,8 @@ namespace nb = nanobind;
 namespace lowbit::python {
 
 struct QuantizeArgs {
-  std::string input, output, format, mix, imatrix, gptq;
+  std::string input, output, format, mix, imatrix, gptq, gptq_text;
+  int gptq_chunks = 32;
   std::vector<std::string> tensor_types;  // GLOB=TYPE
   std::string plan, target = "gguf", rules, probe_text;
   double bpw = 0;
@@ -35,8 +36,8 @@ struct DequantizeArgs {
 struct PlanArgs {
   std::string model;
   double bpw = 0;
-  std::string target = "gguf", imatrix, text, rules, probe_text, gptq;
-  int probe_chunks = 4;
+  std::string target = "gguf", imatrix, text, rules, probe_text, gptq, gptq_text;
+  int probe_chunks = 4, gptq_chunks = 32;
   std::string device = "auto";
   std::string output;  // plan.json; empty only for a plan made inline by quantize
   bool force = false;

@@ -108,6 +108,20 @@ def test_gptq_plan_and_quantize_equal_the_cli(cli, shared, tmp_path):
     assert filecmp.cmp(tmp_path / "py.gguf", tmp_path / "cli.gguf", shallow=False)
 
 
+def test_gptq_text_collects_the_hessians_as_the_cli_does(cli, shared, tmp_path):
+    stories = shared / "data" / "stories260K.gguf"
+    text = shared / "data" / "tinystories_valid_first1000.txt"
+    ours = lowbit.quantize(stories, tmp_path / "py.gguf", "q4_0", gptq_text=text, gptq_chunks=2, progress=False)
+    theirs = run_cli(cli, "quantize", stories, "-o", tmp_path / "cli.gguf", "--format", "q4_0", "--gptq-text", text, "--gptq-chunks", 2)
+    assert any(t["gptq"] for t in ours["tensors"])
+    ours["output"] = theirs["output"]
+    assert without_seconds(ours) == without_seconds(theirs)
+    assert filecmp.cmp(tmp_path / "py.gguf", tmp_path / "cli.gguf", shallow=False)  # the same label, not a scratch path
+    planned = lowbit.plan(stories, 6, tmp_path / "p.json", gptq_text=text, gptq_chunks=2, progress=False)
+    assert planned["hessian"].endswith("p.hessian.gguf") and (tmp_path / "p.hessian.gguf").exists()
+    assert json.loads((tmp_path / "p.json").read_text())["loss_measure"]["gptq"] == "p.hessian.gguf"
+
+
 def test_errors_are_lowbit_errors_with_their_place(bytes12m, shared, tmp_path):
     with pytest.raises(lowbit.LowbitError) as e:
         lowbit.quantize(bytes12m, tmp_path / "x.gguf", "q4_K", mix="Q4_K_M")

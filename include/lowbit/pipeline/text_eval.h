@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "lowbit/core/progress.h"
+#include "lowbit/core/temporaries.h"
 #include "lowbit/io/imatrix.h"
 #include "lowbit/model/perplexity.h"
 #include "lowbit/pipeline/eval_model.h"
@@ -64,6 +65,21 @@ struct TextRunSummary {
 TextRunSummary write_imatrix_from_text(const TextRunRequest& request, bool dat, Progress& progress);
 // GPTQ's Hessians (XᵀX of every linear layer's input), for quantize --gptq.
 TextRunSummary write_hessians_from_text(const TextRunRequest& request, Progress& progress);
+
+// The Hessians a quantization collects itself (quantize --gptq-text): written as write_hessians_from_text
+// writes them, over at most `chunks` windows of `ctx` tokens, into a scratch directory that lives (and is
+// removed, also on an interruption) with this object.
+class CollectedHessians {
+ public:
+  CollectedHessians(const std::string& model, const std::string& text, int ctx, int chunks, const std::string& device, Progress& progress);
+  const std::string& path() const { return path_; }
+  // What a quantized file records instead of the scratch path: "collected on TEXT".
+  const std::string& label() const { return label_; }
+
+ private:
+  ScratchDirectory scratch_;
+  std::string path_, label_;
+};
 
 // The importance matrix of at most 16 windows of 512 tokens of `text`, written to `path` (as
 // llama-imatrix writes one) and read back, for a plan's weighting.

@@ -94,6 +94,14 @@ TextRunSummary write_hessians_from_text(const TextRunRequest& request, Progress&
   return {.tensors = run.inputs.size(), .weights = weights, .chunks = run.chunks, .tokens = run.tokens};
 }
 
+CollectedHessians::CollectedHessians(const std::string& model, const std::string& text, int ctx, int chunks, const std::string& device,
+                                     Progress& progress)
+    : scratch_("hessian"),
+      path_((scratch_ / "hessian.gguf").string()),
+      label_("collected on " + std::filesystem::path(text).filename().string()) {
+  write_hessians_from_text({.model = model, .text = text, .output = path_, .ctx = ctx, .chunks = chunks, .device = device}, progress);
+}
+
 ImportanceMatrix imatrix_from_text(const std::string& model_path, const std::string& text, const std::filesystem::path& path,
                                    Device device) {
   constexpr int kCtx = 512, kChunks = 16;

@@ -39,16 +39,12 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   if (!request.gptq.empty() && !request.gptq_text.empty()) throw Error("give --gptq HESSIAN or --gptq-text FILE, not both");
   PlanOptions options{.target_bpw = request.bpw};
   std::optional<HessianFile> hessian;
-  std::optional<ScratchDirectory> hessian_scratch;  // Hessians collected on gptq_text, until the plan is made
+  std::optional<CollectedHessians> collected;  // Hessians collected on gptq_text, until the plan is made
   if (!request.gptq.empty()) {
     options.hessian = &hessian.emplace(request.gptq);
   } else if (!request.gptq_text.empty()) {
-    hessian_scratch.emplace("plan");
-    const std::string collected = (*hessian_scratch / "hessian.gguf").string();
-    write_hessians_from_text({.model = request.model, .text = request.gptq_text, .output = collected, .ctx = kGptqContext,
-                              .chunks = request.gptq_chunks, .device = request.device},
-                             Progress::none());
-    options.hessian = &hessian.emplace(collected);
+    collected.emplace(request.model, request.gptq_text, kGptqContext, request.gptq_chunks, request.device, Progress::none());
+    options.hessian = &hessian.emplace(collected->path());
   }
   if (!request.rules.empty()) {
     auto extra = load_plan_rules(request.rules);
@@ -92,9 +88,9 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
     kept.commit();
     plan.loss_measure.imatrix = request.keep_imatrix;
   }
-  if (hessian_scratch && !request.keep_hessian.empty()) {
+  if (collected && !request.keep_hessian.empty()) {
     AtomicFile kept(request.keep_hessian);
-    kept.write(MappedFile(*hessian_scratch / "hessian.gguf").bytes());
+    kept.write(MappedFile(collected->path()).bytes());
     kept.commit();
     plan.loss_measure.gptq = request.keep_hessian;
   }
