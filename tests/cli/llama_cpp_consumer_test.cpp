@@ -111,7 +111,8 @@ TEST_P(LlamaCppReadsLowbitGguf, PerplexityAndLogProbabilitiesAgree) {
   test::TempDir dir;
   const Output& o = GetParam();
   const auto out = dir / (o.name + ".gguf");
-  lowbit(fmt::format(fmt::runtime(o.command), fmt::arg("in", kModel.string()), fmt::arg("out", out.string())));
+  lowbit(fmt::format(fmt::runtime(o.command), fmt::arg("in", kModel.string()), fmt::arg("out", out.string()),
+                     fmt::arg("data", test::shared_data_dir().string())));
   const Agreement a = measure(out, dir);
   std::cout << fmt::format("[ llama.cpp ] {}: perplexity lowbit {:.4f}, llama.cpp {:.4f}; mean KLD {:.6f}, same top token {:.2f}%\n", o.name,
                            a.lowbit_ppl, a.llama_ppl, a.mean_kld, 100 * a.same_top);
@@ -125,7 +126,12 @@ INSTANTIATE_TEST_SUITE_P(LlamaCpp, LlamaCppReadsLowbitGguf,
                                          Output{"q8_0", "quantize {in} -o {out} --format q8_0 --quiet", 0.005, 2e-3},
                                          Output{"Q4_K_M", "quantize {in} -o {out} --mix Q4_K_M --quiet", 0.01, 5e-3},
                                          Output{"Q2_K", "quantize {in} -o {out} --mix Q2_K --quiet", 0.02, 1e-2},
-                                         Output{"iq4_xs", "quantize {in} -o {out} --format iq4_xs --quiet", 0.01, 5e-3}),
+                                         Output{"iq4_xs", "quantize {in} -o {out} --format iq4_xs --quiet", 0.01, 5e-3},
+                                         // GPTQ's codes (Hessians from 4 windows of WikiText-2) in llama.cpp's own mix
+                                         Output{"Q3_K_M_gptq",
+                                                "quantize {in} -o {out} --mix Q3_K_M --gptq-text {data}/wikitext2_test_hf_nonempty_crlf.raw "
+                                                "--gptq-chunks 4 --quiet",
+                                                0.01, 5e-3}),
                          [](const testing::TestParamInfo<Output>& p) { return p.param.name; });
 
 // lowbit-bpe-50M as transformers 5.17 saved it (rope_parameters, no rope_theta), converted by lowbit:
