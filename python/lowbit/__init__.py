@@ -1,7 +1,7 @@
 """lowbit: low-bit formats of LLM weights (bitsandbytes NF4/FP4/LLM.int8, every GGUF type) and back.
 
 The same C++ library as the `lowbit` command. The command's jobs are functions here (inspect, quantize,
-dequantize, plan, eval, imatrix: each returns what `--json` prints). `lowbit.functional` holds the torch
+dequantize, plan, eval, imatrix, hessian: each returns what `--json` prints). `lowbit.functional` holds the torch
 functions (bitsandbytes' functional API on lowbit's kernels) and `lowbit.integrations.bitsandbytes` routes
 bitsandbytes to them; torch is imported only when those modules are.
 """
@@ -9,9 +9,9 @@ import os as _os
 
 from . import _lowbit
 from .errors import LowbitError
-from .jobs import dequantize, eval, imatrix, plan, quantize
+from .jobs import dequantize, eval, hessian, imatrix, plan, quantize
 
-__all__ = ["LowbitError", "inspect", "quantize", "dequantize", "plan", "eval", "imatrix", "functional", "integrations"]
+__all__ = ["LowbitError", "inspect", "quantize", "dequantize", "plan", "eval", "imatrix", "hessian", "functional", "integrations"]
 __version__ = "0.1.0"
 
 

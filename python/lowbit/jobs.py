@@ -104,6 +104,13 @@ def eval(model, text, *, ctx=512, chunks=0, base=None, kld_base=None, save_logit
                 base_lora=_paths(base_lora), base_lora_scale=[float(s) for s in base_lora_scale or []], device=device, force=bool(force))
 
 
+def hessian(model, text, output, *, ctx=512, chunks=0, device="auto", force=False, progress=None):
+    """`lowbit hessian`: GPTQ's Hessians (XᵀX of every linear layer's input, float32) collected on `text`, for
+    quantize(gptq=...) and plan(gptq=...); returns {"output", "inputs", "weights", "tokens", "chunks", "ctx"}."""
+    return _run(_lowbit.hessian, progress, model=_path(model), text=_path(text), output=_path(output), ctx=int(ctx), chunks=int(chunks),
+                device=device, force=bool(force))
+
+
 def imatrix(model, text, output, *, ctx=512, chunks=0, device="auto", force=False, progress=None):
     """`lowbit imatrix`: an importance matrix (llama.cpp's imatrix GGUF) collected on `text`; returns
     {"output", "weights", "chunks", "ctx"}."""

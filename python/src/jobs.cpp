@@ -244,6 +244,16 @@ Json imatrix_job(const ImatrixArgs& a, Progress& progress) {
   return {{"output", a.output}, {"weights", run.tensors}, {"chunks", run.chunks}, {"ctx", a.ctx}};
 }
 
+Json hessian_job(const ImatrixArgs& a, Progress& progress) {
+  check_window(a.ctx, a.chunks);
+  check_outputs({a.output}, {a.model, a.text}, a.force);
+  const auto run = write_hessians_from_text({.model = a.model, .text = a.text, .output = a.output, .ctx = a.ctx, .chunks = a.chunks,
+                                             .device = a.device},
+                                            progress);
+  return {{"output", a.output}, {"inputs", run.tensors}, {"weights", run.weights}, {"tokens", run.tokens}, {"chunks", run.chunks},
+          {"ctx", a.ctx}};
+}
+
 // ---- Python ----
 
 nb::object to_python(const Json& j) {
@@ -339,6 +349,15 @@ void bind_jobs(nb::module_& m) {
       "imatrix",
       [](S model, S text, S output, int ctx, int chunks, S device, bool force, nb::object progress) {
         return run_job(&imatrix_job,
+                       ImatrixArgs{.model = model, .text = text, .output = output, .device = device, .ctx = ctx, .chunks = chunks, .force = force},
+                       std::move(progress));
+      },
+      nb::arg("model"), nb::arg("text"), nb::arg("output"), nb::arg("ctx"), nb::arg("chunks"), nb::arg("device"), nb::arg("force"),
+      nb::arg("progress").none());
+  m.def(
+      "hessian",
+      [](S model, S text, S output, int ctx, int chunks, S device, bool force, nb::object progress) {
+        return run_job(&hessian_job,
                        ImatrixArgs{.model = model, .text = text, .output = output, .device = device, .ctx = ctx, .chunks = chunks, .force = force},
                        std::move(progress));
       },

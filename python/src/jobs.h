@@ -62,6 +62,8 @@ nlohmann::ordered_json dequantize_job(const DequantizeArgs& args, Progress& prog
 nlohmann::ordered_json plan_job(const PlanArgs& args, Progress& progress);
 nlohmann::ordered_json eval_job(const EvalArgs& args, Progress& progress);
 nlohmann::ordered_json imatrix_job(const ImatrixArgs& args, Progress& progress);
+// `lowbit hessian` (the same arguments: a text's windows, written to `output`).
+nlohmann::ordered_json hessian_job(const ImatrixArgs& args, Progress& progress);
 
 nb::object to_python(const nlohmann::ordered_json& json);
 void bind_jobs(nb::module_& m);

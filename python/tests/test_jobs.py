@@ -90,8 +90,11 @@ def test_imatrix_and_plan_equal_the_cli(cli, bytes12m, tmp_path):
 def test_gptq_plan_and_quantize_equal_the_cli(cli, shared, tmp_path):
     stories = shared / "data" / "stories260K.gguf"
     text = shared / "data" / "tinystories_valid_first1000.txt"
-    subprocess.run([str(cli), "hessian", stories, "--text", text, "--ctx", "64", "--chunks", "2", "-o", tmp_path / "h.gguf", "--quiet"],
-                   check=True)
+    collected = lowbit.hessian(stories, text, tmp_path / "h.gguf", ctx=64, chunks=2, progress=False)
+    theirs = run_cli(cli, "hessian", stories, "--text", text, "--ctx", 64, "--chunks", 2, "-o", tmp_path / "cli-h.gguf")
+    collected["output"] = theirs["output"]
+    assert collected == theirs
+    assert filecmp.cmp(tmp_path / "h.gguf", tmp_path / "cli-h.gguf", shallow=False)
     ours = lowbit.plan(stories, 6, tmp_path / "py.json", gptq=tmp_path / "h.gguf", progress=False)
     theirs = run_cli(cli, "plan", stories, "--bpw", 6, "-o", tmp_path / "cli.json", "--gptq", tmp_path / "h.gguf")
     ours["plan"] = theirs["plan"]
