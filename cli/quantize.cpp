@@ -33,23 +33,25 @@ struct QuantizeOptions {
 };
 
 void run_bnb(const QuantizeOptions& o, const Plan* plan) {
-  if (!o.mix.empty() || !o.imatrix.empty() || !o.tensor_types.empty() || !o.gptq.empty())
-    throw Error("--mix, --imatrix, --tensor-type and --gptq apply to GGUF outputs, not to bitsandbytes formats");
+  if (!o.mix.empty() || !o.imatrix.empty() || !o.tensor_types.empty())
+    throw Error("--mix, --imatrix and --tensor-type apply to GGUF outputs, not to bitsandbytes formats");
   TerminalProgress progress(o.common.quiet);
   const auto r = quantize_to_bnb(o.input, o.output,
                                  {.format = {.id = parse_bnb_format(o.format).value_or(FormatId::nf4), .blocksize = o.blocksize, .double_quant = o.double_quant},
                                   .skip = o.skip, .plan = plan,
-                                  .nonfinite = nonfinite_policy(o.allow_nonfinite), .overwrite = o.force},
+                                  .nonfinite = nonfinite_policy(o.allow_nonfinite), .overwrite = o.force,
+                                  .gptq = o.gptq, .gptq_label = o.gptq_label},
                                  progress);
   const std::string format = plan ? "planned" : o.format;
   if (o.common.json) {
     fmt::print("{}\n", nlohmann::ordered_json{{"output", o.output}, {"format", format}, {"tensors", r.tensors}, {"quantized", r.quantized},
                                               {"bytes_in", r.bytes_in}, {"bytes_out", r.bytes_out}, {"shards", r.shards},
-                                              {"nonfinite", nonfinite_json(r.nonfinite)}, {"seconds", r.seconds}}
+                                              {"nonfinite", nonfinite_json(r.nonfinite)}, {"gptq", r.gptq}, {"seconds", r.seconds}}
                               .dump(2));
   } else if (!o.common.quiet) {
-    fmt::print("wrote {}: {} of {} tensors quantized ({}), {} -> {} in {} shard(s), {:.1f} s\n", o.output, r.quantized, r.tensors, format,
-               human_bytes(double(r.bytes_in)), human_bytes(double(r.bytes_out)), r.shards, r.seconds);
+    fmt::print("wrote {}: {} of {} tensors quantized ({}{}), {} -> {} in {} shard(s), {:.1f} s\n", o.output, r.quantized, r.tensors, format,
+               r.gptq ? fmt::format(", {} by GPTQ", r.gptq) : "", human_bytes(double(r.bytes_in)), human_bytes(double(r.bytes_out)),
+               r.shards, r.seconds);
   }
 }
 
@@ -98,8 +100,8 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--gptq", o->gptq,
                   "A Hessian file from lowbit hessian: GPTQ's error feedback for q4_0, q4_1, q5_0, q5_1, q8_0, q2_K ... q6_K (other types are "
-                  "rounded as usual, with a note); columns in stored order (act-order cannot be stored in these formats). With --bpw the plan "
-                  "measures its candidates so too; a plan from plan --gptq brings its own");
+                  "rounded as usual, with a note) and for nf4/fp4 checkpoints; columns in stored order (act-order cannot be stored in these "
+                  "formats). With --bpw the plan measures its candidates so too; a plan from plan --gptq brings its own");
   add_gptq_text_options(*cmd, o->gptq_text, o->gptq_chunks, "in a scratch file removed when done");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->check(CLI::Range(32, 4096))->capture_default_str();
@@ -118,8 +120,7 @@ void add_quantize_command(CLI::App& app) {
     std::optional<CollectedHessians> collected;  // --gptq-text's Hessians, removed when done
     if (!o->gptq_text.empty()) {
       if (!o->gptq.empty()) throw Error("give --gptq HESSIAN or --gptq-text FILE, not both");
-      if (parse_bnb_format(o->format) || (o->bpw > 0 && o->target == "bnb"))
-        throw Error("--gptq-text applies to GGUF outputs, not to bitsandbytes formats");
+      if (o->bpw > 0 && o->target == "bnb") throw Error("--gptq and --gptq-text plan GGUF outputs only (--target gguf)");
       TerminalProgress collecting(o->common.quiet);
       collecting.set_unit("windows");
       collected.emplace(o->input, o->gptq_text, kGptqContext, o->gptq_chunks, o->device, collecting);

@@ -109,17 +109,18 @@ Plan make_plan_for(const PlanArgs& a, Progress& progress) { return plan_model(pl
 
 // ---- quantize (cli/quantize.cpp) ----
 
-Json quantize_bnb(const QuantizeArgs& a, const Plan* plan, Progress& progress) {
-  if (!a.mix.empty() || !a.imatrix.empty() || !a.tensor_types.empty() || !a.gptq.empty())
-    throw Error("mix, imatrix, tensor_types and gptq apply to GGUF outputs, not to bitsandbytes formats");
+Json quantize_bnb(const QuantizeArgs& a, const Plan* plan, Progress& progress, const std::string& gptq_label = "") {
+  if (!a.mix.empty() || !a.imatrix.empty() || !a.tensor_types.empty())
+    throw Error("mix, imatrix and tensor_types apply to GGUF outputs, not to bitsandbytes formats");
   const auto r = quantize_to_bnb(a.input, a.output,
                                  {.format = {.id = parse_bnb_format(a.format).value_or(FormatId::nf4), .blocksize = a.blocksize, .double_quant = a.double_quant},
                                   .skip = a.skip, .plan = plan,
-                                  .nonfinite = nonfinite_policy(a.allow_nonfinite), .overwrite = a.force},
+                                  .nonfinite = nonfinite_policy(a.allow_nonfinite), .overwrite = a.force, .gptq = a.gptq,
+                                  .gptq_label = gptq_label},
                                  progress);
   return {{"output", a.output}, {"format", plan ? "planned" : a.format}, {"tensors", r.tensors}, {"quantized", r.quantized},
           {"bytes_in", r.bytes_in}, {"bytes_out", r.bytes_out}, {"shards", r.shards}, {"nonfinite", nonfinite_json(r.nonfinite)},
-          {"seconds", r.seconds}};
+          {"gptq", r.gptq}, {"seconds", r.seconds}};
 }
 
 Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress, const std::string& gptq_label = "") {
@@ -147,13 +148,12 @@ Json quantize_job(const QuantizeArgs& args, Progress& progress) {
   std::optional<CollectedHessians> collected;  // gptq_text's Hessians, removed when done
   if (!args.gptq_text.empty()) {
     if (!args.gptq.empty()) throw Error("give gptq or gptq_text, not both");
-    if (parse_bnb_format(args.format) || (args.bpw > 0 && args.target == "bnb"))
-      throw Error("gptq_text applies to GGUF outputs, not to bitsandbytes formats");
+    if (args.bpw > 0 && args.target == "bnb") throw Error("gptq and gptq_text plan GGUF outputs only (target gguf)");
     collected.emplace(args.input, args.gptq_text, kGptqContext, args.gptq_chunks, args.device, progress);
     a.gptq = collected->path();
   }
   const std::string gptq_label = collected ? collected->label() : "";
-  if (parse_bnb_format(a.format)) return quantize_bnb(a, nullptr, progress);
+  if (parse_bnb_format(a.format)) return quantize_bnb(a, nullptr, progress, gptq_label);
   if (a.plan.empty() && a.bpw <= 0) return quantize_gguf(a, nullptr, progress, gptq_label);
   const Plan plan = !a.plan.empty() ? read_plan(a.plan)
                                     : make_plan_for({.model = a.input, .bpw = a.bpw, .target = a.target, .imatrix = a.imatrix, .rules = a.rules,
@@ -162,7 +162,7 @@ Json quantize_job(const QuantizeArgs& args, Progress& progress) {
   if (plan.target == PlanTarget::bnb) {
     QuantizeArgs rest = a;
     if (a.bpw > 0) rest.imatrix.clear();  // the planner weighed the losses with it; bitsandbytes has no use for it
-    return quantize_bnb(rest, &plan, progress);
+    return quantize_bnb(rest, &plan, progress, gptq_label);
   }
   return quantize_gguf(a, &plan, progress, gptq_label);
 }

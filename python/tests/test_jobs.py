@@ -125,6 +125,19 @@ def test_gptq_text_collects_the_hessians_as_the_cli_does(cli, shared, tmp_path):
     assert json.loads((tmp_path / "p.json").read_text())["loss_measure"]["gptq"] == "p.hessian.gguf"
 
 
+def test_gptq_writes_bitsandbytes_checkpoints_as_the_cli_does(cli, shared, tmp_path):
+    stories = shared / "data" / "stories260K.gguf"
+    text = shared / "data" / "tinystories_valid_first1000.txt"
+    lowbit.hessian(stories, text, tmp_path / "h.gguf", ctx=64, chunks=2, progress=False)
+    lowbit.dequantize(stories, tmp_path / "hf", progress=False)  # the weights as a Hugging Face directory
+    ours = lowbit.quantize(tmp_path / "hf", tmp_path / "py", "nf4", gptq=tmp_path / "h.gguf", progress=False)
+    theirs = run_cli(cli, "quantize", tmp_path / "hf", "-o", tmp_path / "cli", "--format", "nf4", "--gptq", tmp_path / "h.gguf")
+    assert ours["gptq"] == 30  # every weight but ffn_down, whose 172 columns hold no whole 64-value blocks
+    ours["output"] = theirs["output"]
+    assert without_seconds(ours) == without_seconds(theirs)
+    assert filecmp.cmp(tmp_path / "py" / "model.safetensors", tmp_path / "cli" / "model.safetensors", shallow=False)
+
+
 def test_errors_are_lowbit_errors_with_their_place(bytes12m, shared, tmp_path):
     with pytest.raises(lowbit.LowbitError) as e:
         lowbit.quantize(bytes12m, tmp_path / "x.gguf", "q4_K", mix="Q4_K_M")

@@ -6,6 +6,9 @@
 #include <cmath>
 #include <cstddef>
 
+#include <atomic>
+
+#include "formats/bnb_4bit_blocks.h"
 #include "formats/ggml_block_grid.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
@@ -63,6 +66,21 @@ std::vector<double> inverse_from_cholesky(const std::vector<double>& l, int64_t 
       }
   });
   return inv;
+}
+
+// The lazy batch [i1, i2)'s errors (err: n rows × batch, scaled by the factor's diagonal) fed to the
+// columns after it, in one pass at the batch's end.
+void feed_batch_errors(float* w, int64_t n, int64_t cols, const float* err, int64_t batch, int64_t i1, int64_t i2,
+                       const GptqFactor& factor) {
+  for (int64_t r = 0; r < n; ++r) {
+    float* wr = w + r * cols;
+    for (int64_t k = i1; k < i2; ++k) {
+      const float scaled_error = err[size_t(r * batch + (k - i1))];
+      if (scaled_error == 0) continue;
+      const float* u = factor.row(k);
+      for (int64_t c = i2; c < cols; ++c) wr[c] -= scaled_error * u[c];
+    }
+  }
 }
 
 }  // namespace
@@ -139,17 +157,77 @@ void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64
           for (int64_t k = j + 1; k < i2; ++k) wr[k] -= scaled_error * u[k];
         }
       }
-      for (int64_t r = 0; r < n; ++r) {
-        float* wr = w.data() + r * cols;
-        for (int64_t k = i1; k < i2; ++k) {
-          const float scaled_error = err[size_t(r * batch + (k - i1))];
-          if (scaled_error == 0) continue;
-          const float* u = factor.row(k);
-          for (int64_t c = i2; c < cols; ++c) wr[c] -= scaled_error * u[c];
-        }
-      }
+      feed_batch_errors(w.data(), n, cols, err.data(), batch, i1, i2, factor);
     }
   });
+}
+
+bnb::Bnb4bitQuantized gptq_quantize_4bit(const TensorView& weight, const bnb::Bnb4bitOptions& options, const GptqFactor& factor,
+                                         std::string_view tensor_name) {
+  const std::string name(tensor_name);
+  if (weight.shape.size() != 2) throw Error("GPTQ writes 2-D weights", {.tensor = name});
+  if (weight.dtype != DType::f32 && weight.dtype != DType::f16 && weight.dtype != DType::bf16)
+    throw Error(fmt::format("GPTQ cannot read {} values", dtype_name(weight.dtype)), {.tensor = name, .expected = "f32, f16 or bf16"});
+  bnb::check_blocksize_4bit(options.blocksize, tensor_name);
+  const int64_t rows = weight.shape[0], cols = weight.shape[1], bs = options.blocksize;
+  if (factor.cols() != cols) throw Error(fmt::format("a Hessian factor of {} columns for rows of {}", factor.cols(), cols), {.tensor = name});
+  if (cols % bs != 0)
+    throw Error(fmt::format("GPTQ needs the 4-bit blocks within rows: {} columns are not a multiple of blocksize {}", cols, bs),
+                {.tensor = name});
+  bnb::Bnb4bitQuantized result;
+  bnb::Bnb4bitState& state = result.state;
+  state.quant_type = options.quant_type;
+  state.blocksize = bs;
+  state.dtype = weight.dtype;
+  state.shape = weight.shape;
+  state.code = bnb::code_map(options.quant_type);
+  result.packed.assign(size_t(state.packed_bytes()), 0);
+  state.absmax.assign(size_t(state.blocks()), 0.0f);
+  // What dequantization multiplies a code by (bnb_4bit.cpp's kernel LUT: FP4's code 8 is -0.0).
+  const std::array<float, 16>& lut = options.quant_type == bnb::QuantType::nf4 ? bnb::tables::kNf4Code : bnb::tables::kFp4KernelLut;
+  const int64_t batch = std::max<int64_t>(bs, 128);  // whole blocks: a block is up to date when its absmax is taken
+  std::atomic<int64_t> first_bad{-1};
+  parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+    const int64_t n = r1 - r0;
+    std::vector<float> w(size_t(n * cols));
+    for (int64_t r = 0; r < n; ++r)
+      if (const int64_t bad = bnb::detail::load_block_f32(weight, (r0 + r) * cols, cols, w.data() + r * cols); bad >= 0) {
+        int64_t seen = first_bad.load();
+        while ((seen < 0 || (r0 + r) * cols + bad < seen) && !first_bad.compare_exchange_weak(seen, (r0 + r) * cols + bad)) {}
+        return;
+      }
+    std::vector<float> err(size_t(n * batch));
+    for (int64_t i1 = 0; i1 < cols; i1 += batch) {
+      const int64_t i2 = std::min(cols, i1 + batch);
+      for (int64_t r = 0; r < n; ++r) {
+        float* wr = w.data() + r * cols;
+        const int64_t first = (r0 + r) * cols;  // the row's first element in the flat tensor
+        float absmax = 0, scale = 0;
+        for (int64_t j = i1; j < i2; ++j) {
+          if (j % bs == 0) {
+            absmax = state.absmax[size_t((first + j) / bs)] = bnb::detail::block_absmax_of(wr + j, bs);
+            scale = gpu::rcp_approx_ftz(absmax);
+          }
+          const uint8_t code = bnb::detail::quantize_4bit_value(options.quant_type, gpu::flush_subnormal(wr[j]), scale);
+          uint8_t& byte = result.packed[size_t((first + j) / 2)];
+          byte = uint8_t((first + j) % 2 == 0 ? (byte & 0x0f) | code << 4 : (byte & 0xf0) | code);
+          const float* u = factor.row(j);
+          const float scaled_error = (wr[j] - gpu::mul_ftz(lut[code], absmax)) / u[j];
+          err[size_t(r * batch + (j - i1))] = scaled_error;
+          for (int64_t k = j + 1; k < i2; ++k) wr[k] -= scaled_error * u[k];
+        }
+      }
+      feed_batch_errors(w.data(), n, cols, err.data(), batch, i1, i2, factor);
+    }
+  });
+  if (first_bad.load() >= 0)
+    throw Error(fmt::format("GPTQ {}: element {} is not finite", bnb::quant_type_name(options.quant_type), first_bad.load()),
+                {.tensor = name, .expected = "finite values"});
+  if (options.double_quant) {
+    state.nested = bnb::quantize_absmax_nested(state.absmax, options.nested_offset);
+    state.absmax.clear();
+  }
+  return result;
 }
 
 }  // namespace lowbit

@@ -156,9 +156,39 @@ TEST_F(GptqCli, CollectsItsHessiansFromATextInsideQuantizeAndPlan) {
   r = run_cli("quantize " + kModel + " --format q4_0 --gptq " + h512 + " --gptq-text " + kText + " -o " + path("both.gguf"));
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("not both"), std::string::npos) << r.out;
-  r = run_cli("quantize " + kModel + " --format nf4 --gptq-text " + kText + " -o " + path("bnb-collected.safetensors"));
+}
+
+// A bitsandbytes checkpoint written with GPTQ: its nf4 weights whose 64-value blocks lie within rows
+// (all but ffn_down's 172 columns) get GPTQ's codes, found in the Hessian file by their llama.cpp names;
+// the checkpoint reads back; int8 and a Hessian of another model are refused.
+TEST_F(GptqCli, WritesBitsandbytesCheckpointsWithGptq) {
+  const std::string hf = path("hf");  // the model as a Hugging Face directory (weights only are read)
+  ASSERT_EQ(run_cli("dequantize " + kModel + " -o " + hf + " --quiet").status, 0);
+  auto r = run_cli("quantize " + hf + " --format nf4 --gptq " + hessian() + " --json -o " + path("nf4-gptq"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["quantized"], 5 * 7);
+  EXPECT_EQ(j["gptq"], 5 * 6);
+  r = run_cli("quantize " + hf + " --format nf4 --json -o " + path("nf4-plain"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["gptq"], 0);
+  auto file_text = [](const std::string& file) {
+    std::ifstream in(file, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_NE(file_text(path("nf4-gptq") + "/model.safetensors"), file_text(path("nf4-plain") + "/model.safetensors"));
+  EXPECT_EQ(run_cli("dequantize " + path("nf4-gptq") + " --quiet -o " + path("nf4-gptq-back")).status, 0);
+
+  r = run_cli("quantize " + hf + " --format int8 --gptq " + hessian() + " -o " + path("int8-gptq"));
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.out.find("not to bitsandbytes formats"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("not int8 rows"), std::string::npos) << r.out;
+  HessianSums q{"blk.0.attn_qkv", {"blk.0.attn_q.weight"}, 64, std::vector<float>(64 * 64, 0.0f)};
+  for (int i = 0; i < 64; ++i) q.xtx[size_t(i * 65)] = 1;
+  write_hessians(path("partial-bnb.gguf"), {q}, {"x"}, 1, 64, 64);
+  r = run_cli("quantize " + hf + " --format fp4 --gptq " + path("partial-bnb.gguf") + " -o " + path("fp4-partial"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("has no input for this weight"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(path("int8-gptq")) || std::filesystem::exists(path("fp4-partial")));
 }
 
 TEST_F(GptqCli, RefusesAHessianThatMissesAWeightOrHasOtherColumns) {
@@ -186,11 +216,8 @@ TEST_F(GptqCli, RefusesAHessianThatMissesAWeightOrHasOtherColumns) {
   EXPECT_NE(r.out.find("not a Hessian file"), std::string::npos) << r.out;
 }
 
-TEST_F(GptqCli, RefusesBitsandbytesOutputsAndOutputsThatAreInputs) {
-  auto r = run_cli("quantize " + kModel + " --format nf4 --gptq " + hessian() + " -o " + path("bnb.safetensors"));
-  EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.out.find("--gptq"), std::string::npos) << r.out;
-  r = run_cli("hessian " + kModel + " --text " + kText + " -o " + kModel);
+TEST_F(GptqCli, RefusesOutputsThatAreInputs) {
+  auto r = run_cli("hessian " + kModel + " --text " + kText + " -o " + kModel);
   EXPECT_EQ(r.status, 1);
   r = run_cli("quantize " + kModel + " --format q8_0 --gptq " + hessian() + " -o " + hessian());
   EXPECT_EQ(r.status, 1);

@@ -11,6 +11,8 @@
 
 #include "formats/ggml_block_grid.h"
 #include "lowbit/core/error.h"
+#include "lowbit/core/tensor.h"
+#include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/formats/gptq.h"
 
@@ -227,6 +229,83 @@ TEST(Gptq, MatchesAPlainColumnByColumnSweep) {
     EXPECT_LT(differ, ours.size() / 200) << differ << " of " << ours.size() << " bytes differ";
     const double a = output_error(l, decode(type, ours)), b = output_error(l, decode(type, expected));
     EXPECT_NEAR(a, b, 0.01 * b);
+  }
+}
+
+// bitsandbytes' nf4/fp4 written by GPTQ: the format's own bytes with H = identity, a lower output error
+// than bitsandbytes' rounding, and the codes of a plain column-by-column sweep written here.
+bnb::Bnb4bitQuantized gptq_4bit(const std::vector<float>& w, const bnb::Bnb4bitOptions& options, const GptqFactor& factor) {
+  return gptq_quantize_4bit(TensorView::make(DType::f32, {kRows, kCols}, std::as_bytes(std::span(w))), options, factor, "w");
+}
+std::vector<float> decode_4bit(const bnb::Bnb4bitQuantized& q) {
+  Tensor t = bnb::dequantize_4bit(q.packed, q.state, DType::f32);
+  return {t.as<float>().begin(), t.as<float>().end()};
+}
+
+TEST(Gptq, WithIdentityHessianGivesBitsandbytesOwn4bitBytes) {
+  const Layer l = random_layer(7);
+  const GptqFactor f(identity(kCols), kCols);
+  for (auto type : {bnb::QuantType::nf4, bnb::QuantType::fp4})
+    for (int64_t blocksize : {64, 128, 512})
+      for (bool dq : {false, true}) {
+        const bnb::Bnb4bitOptions options{.quant_type = type, .blocksize = blocksize, .double_quant = dq};
+        const auto ours = gptq_4bit(l.w, options, f);
+        const auto theirs = bnb::quantize_4bit(TensorView::make(DType::f32, {kRows, kCols}, std::as_bytes(std::span(l.w))), options);
+        EXPECT_EQ(ours.packed, theirs.packed) << bnb::quant_type_name(type) << " " << blocksize << " " << dq;
+        EXPECT_EQ(ours.state.block_scales(), theirs.state.block_scales()) << bnb::quant_type_name(type) << " " << blocksize << " " << dq;
+      }
+}
+
+TEST(Gptq, Bitsandbytes4bitBeatsRoundingAndMatchesAPlainSweep) {
+  const Layer l = random_layer(8);
+  const GptqFactor f(l.hessian, kCols);
+  for (auto type : {bnb::QuantType::nf4, bnb::QuantType::fp4}) {
+    SCOPED_TRACE(std::string(bnb::quant_type_name(type)));
+    const bnb::Bnb4bitOptions options{.quant_type = type, .blocksize = 64};
+    const auto ours = gptq_4bit(l.w, options, f);
+    const auto plain = bnb::quantize_4bit(TensorView::make(DType::f32, {kRows, kCols}, std::as_bytes(std::span(l.w))), options);
+    const double gptq_error = output_error(l, decode_4bit(ours)), plain_error = output_error(l, decode_4bit(plain));
+    EXPECT_LT(gptq_error, 0.8 * plain_error) << gptq_error << " vs " << plain_error;
+
+    // The textbook sweep: every column's error fed to all later ones at once, the block's absmax taken
+    // from the updated values, the value coded by bitsandbytes' rule.
+    const auto& lut = bnb::code_map(type);
+    std::vector<float> w = l.w, expected(l.w.size());
+    for (int64_t r = 0; r < kRows; ++r) {
+      float absmax = 0;
+      for (int64_t j = 0; j < kCols; ++j) {
+        float* wr = &w[size_t(r * kCols)];
+        if (j % 64 == 0) {
+          absmax = 0;
+          for (int64_t k = j; k < j + 64; ++k) absmax = std::max(absmax, std::fabs(wr[k]));
+        }
+        // nearest code value to wr[j] / absmax (bitsandbytes' thresholds are the midpoints, to float rounding)
+        int best = 0;
+        for (int c = 1; c < 16; ++c)
+          if (std::fabs(lut[size_t(c)] * absmax - wr[j]) < std::fabs(lut[size_t(best)] * absmax - wr[j])) best = c;
+        expected[size_t(r * kCols + j)] = lut[size_t(best)] * absmax;
+        const float e = (wr[j] - expected[size_t(r * kCols + j)]) / f.row(j)[j];
+        for (int64_t k = j + 1; k < kCols; ++k) wr[k] -= e * f.row(j)[k];
+      }
+    }
+    const auto decoded = decode_4bit(ours);
+    size_t differ = 0;
+    for (size_t i = 0; i < decoded.size(); ++i) differ += decoded[i] != expected[i];
+    EXPECT_LT(differ, decoded.size() / 100) << differ << " of " << decoded.size() << " values differ";
+    EXPECT_NEAR(gptq_error, output_error(l, expected), 0.02 * gptq_error);
+  }
+}
+
+TEST(Gptq, Bitsandbytes4bitRefusesBlocksAcrossRowsAndNonFiniteValues) {
+  const GptqFactor f(identity(kCols), kCols);
+  std::vector<float> w(size_t(kRows * kCols), 0.5f);
+  EXPECT_THROW(gptq_4bit(w, {.blocksize = 1024}, f), Error);  // 512 columns: a block would straddle two rows
+  w[size_t(7 * kCols + 3)] = NAN;
+  try {
+    gptq_4bit(w, {}, f);
+    ADD_FAILURE() << "a NaN was quantized";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(std::to_string(7 * kCols + 3)), std::string::npos) << e.what();
   }
 }
 

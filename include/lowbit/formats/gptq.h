@@ -15,6 +15,7 @@
 #include <span>
 #include <vector>
 
+#include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/formats/ggml_types.h"
 
 namespace lowbit {
@@ -47,5 +48,17 @@ bool gptq_supports(GgmlType type);
 // gptq_supports rejects, a factor of other size, or cols that are not whole blocks.
 void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64_t cols, const GptqFactor& factor,
                         const float* importance, void* dst);
+
+// The same sweep writing bitsandbytes' nf4/fp4: when it reaches one of the blocks (blocksize values
+// along the row, so cols % blocksize == 0), the block's absmax is taken from the error-updated values,
+// and each value is then coded as bitsandbytes codes it (dQuantizeNF4/FP4 of value × rcp(absmax)); its
+// error against the code's dequantized value feeds the later columns. `weight`: [rows, cols], f32, f16
+// or bf16, finite. Double quant: the absmaxes' 8-bit codes are fitted once every block has its absmax,
+// as bitsandbytes fits them, so the sweep's errors are measured against the exact absmax, the stored
+// scale differing by the nested code's rounding. With H = identity the bytes are quantize_4bit's.
+// Throws lowbit::Error naming `tensor_name` for a shape, blocksize or factor that does not fit, or a
+// value that is not finite.
+bnb::Bnb4bitQuantized gptq_quantize_4bit(const TensorView& weight, const bnb::Bnb4bitOptions& options, const GptqFactor& factor,
+                                         std::string_view tensor_name = {});
 
 }  // namespace lowbit

@@ -6,6 +6,8 @@
 #include <map>
 
 #include "pipeline/quantize/bnb_linear.h"
+#include "pipeline/quantize/gptq_tensors.h"
+#include "pipeline/sources/hf_names.h"
 #include "pipeline/outputs/checkpoint_output.h"
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/convert.h"
@@ -37,7 +39,32 @@ struct Step {
   Kind kind = Kind::copy;
   Bnb4bitFormat four_bit;   // Kind::four_bit
   DType dtype = DType::f32; // Kind::convert: the float type the tensor is written in
+  const HessianFile::Input* gptq = nullptr;  // Kind::four_bit written by GPTQ with this input's Hessian
 };
+
+// The Hessian input of every 4-bit step GPTQ can write (its blocks within rows), found by the weight's
+// llama.cpp name; throws for a weight the file does not cover or covers with other columns.
+int64_t bind_hessians(std::vector<Step>& steps, const HessianFile& hessian, const std::string& hessian_path) {
+  int64_t bound = 0;
+  for (Step& step : steps) {
+    const std::string& name = step.entry->info->name;
+    if (step.kind == Step::Kind::int8) throw Error("GPTQ writes nf4 and fp4 here, not int8 rows", {.tensor = name});
+    if (step.kind != Step::Kind::four_bit) continue;
+    const auto gguf = gguf_name_of(name);
+    const HessianFile::Input* input = gguf ? hessian.find(*gguf) : nullptr;
+    if (!input)
+      throw Error("the Hessian file has no input for this weight", {.file = hessian_path, .tensor = name,
+                  .expected = "a Hessian file from lowbit hessian on this model"});
+    const int64_t cols = step.entry->info->shape.back();
+    if (input->columns != cols)
+      throw Error(fmt::format("its input {} has {} columns, the weight's rows {}", input->name, input->columns, cols),
+                  {.file = hessian_path, .tensor = name});
+    if (cols % step.four_bit.blocksize != 0) continue;  // blocks across rows: rounded as usual
+    step.gptq = input;
+    ++bound;
+  }
+  return bound;
+}
 
 std::vector<std::string> output_names(const std::string& name, const Step& step) {
   switch (step.kind) {
@@ -87,7 +114,7 @@ GgmlType ggml_float_type(DType dtype) {
 // Quantizes (or converts) one weight of `file` and hands each output tensor to `emit`, in
 // output_names' order; its values pass `guard` first (the 4-bit codec checks its own, fused).
 void emit_step(const std::string& file, const std::string& name, const TensorView& weight, const Step& step, ValueGuard& guard,
-               const std::function<void(const std::string&, const TensorView&)>& emit) {
+               GptqFactorCache& factors, const std::function<void(const std::string&, const TensorView&)>& emit) {
   auto bytes_of = [](const auto& vec) { return std::as_bytes(std::span(vec)); };
   const ValueSite site{file, name, weight.shape.size() >= 2 ? weight.shape.back() : 0};
   if (step.kind == Step::Kind::copy) {
@@ -123,7 +150,8 @@ void emit_step(const std::string& file, const std::string& name, const TensorVie
   }
   const Bnb4bitFormat& f = step.four_bit;
   const auto q = with_file(file, [&] {
-    return bnb::quantize_4bit(weight, {.quant_type = f.quant_type, .blocksize = f.blocksize, .double_quant = f.double_quant}, name);
+    const bnb::Bnb4bitOptions options{.quant_type = f.quant_type, .blocksize = f.blocksize, .double_quant = f.double_quant};
+    return step.gptq ? gptq_quantize_4bit(weight, options, factors(*step.gptq), name) : bnb::quantize_4bit(weight, options, name);
   });
   const auto& s = q.state;
   emit(name, TensorView::make(DType::u8, {int64_t(q.packed.size()), 1}, bytes_of(q.packed)));
@@ -238,13 +266,20 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
     groups.push_back({output_names(step.entry->info->name, step), estimated_bytes(view, step)});
     total_estimate += groups.back().bytes;
   }
+  std::optional<HessianFile> hessian;
+  if (!o.gptq.empty()) {
+    hessian.emplace(o.gptq);
+    bind_hessians(steps, *hessian, o.gptq);
+  }
+  GptqFactorCache factors;
   ValueGuard guard(o.nonfinite);
   progress.begin("quantize", int64_t(steps.size()), total_estimate);
   auto write_group = [&](size_t g, const std::function<void(const std::string&, const TensorView&)>& emit) {
     const auto& step = steps[g];
     const auto& name = step.entry->info->name;
-    emit_step(step.entry->shard->label(), name, step.entry->shard->view(*step.entry->info), step, guard, emit);
+    emit_step(step.entry->shard->label(), name, step.entry->shard->view(*step.entry->info), step, guard, factors, emit);
     if (step.kind == Step::Kind::four_bit || step.kind == Step::Kind::int8) ++report.quantized;
+    if (step.gptq) ++report.gptq;
     ++report.tensors;
     progress.advance(name, groups[g].bytes);
   };
@@ -254,7 +289,9 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
   config["quantization_config"] = bnb::quantization_config({.format = format, .double_quant = double_quant,
                                                             .compute_dtype = ckpt.torch_dtype().value_or(DType::bf16),
                                                             .skip_modules = skipped_modules});
-  const std::string description = o.plan ? "bitsandbytes 4-bit, planned per tensor" : "bitsandbytes " + std::string(format_name(o.format.id));
+  std::string description = o.plan ? "bitsandbytes 4-bit, planned per tensor" : "bitsandbytes " + std::string(format_name(o.format.id));
+  // A .safetensors output's metadata says so (a directory's shards keep save_pretrained's {"format": "pt"}).
+  if (hessian) description += ", codes chosen by GPTQ (Hessians: " + (o.gptq_label.empty() ? o.gptq : o.gptq_label) + ")";
   report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}, {"quantization", description}}, config,
                                    o.max_shard_bytes, report.bytes_out, o.overwrite);
   progress.end();

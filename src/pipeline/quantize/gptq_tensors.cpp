@@ -32,7 +32,7 @@ std::vector<std::byte> GptqTensors::encode_rows(const ModelSource::Tensor& t, Gg
       throw Error(fmt::format("{} at row {}, column {}", values[i], i / t.ne[0], i % t.ne[0]),
                   {.file = label, .tensor = t.name, .expected = "finite weights: GPTQ spreads each value's error over its row"});
   const HessianFile::Input& input = *hessian_.find(t.name);
-  const GptqFactor& factor = factor_of(input);
+  const GptqFactor& factor = factor_of_(input);
   std::vector<float> importance;
   if (const ImatrixEntry* e = imatrix_ ? imatrix_->find(t.name) : nullptr; e && e->experts == 1 && e->columns == t.ne[0]) {
     importance = e->weights;
@@ -44,7 +44,7 @@ std::vector<std::byte> GptqTensors::encode_rows(const ModelSource::Tensor& t, Gg
   return out;
 }
 
-const GptqFactor& GptqTensors::factor_of(const HessianFile::Input& input) {
+const GptqFactor& GptqFactorCache::operator()(const HessianFile::Input& input) {
   const auto kept = std::ranges::find(factors_, input.name, &std::pair<std::string, GptqFactor>::first);
   if (kept != factors_.end()) {
     factors_.splice(factors_.begin(), factors_, kept);

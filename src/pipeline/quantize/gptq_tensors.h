@@ -19,6 +19,18 @@
 
 namespace lowbit {
 
+// The factors of the last two inputs used, each computed once per layer: q, k and v (gate and up)
+// share an input, and in llama-quantize's tensor order attn_output comes between attn_k and attn_q
+// (ffn_down between ffn_gate's input and itself; in a safetensors file's sorted order o_proj between
+// k_proj and q_proj), so two are enough.
+class GptqFactorCache {
+ public:
+  const GptqFactor& operator()(const HessianFile::Input& input);
+
+ private:
+  std::list<std::pair<std::string, GptqFactor>> factors_;  // most recently used first
+};
+
 class GptqTensors {
  public:
   // The importance weights for each block's scale fit: the imatrix's entry when one is given, else
@@ -44,11 +56,7 @@ class GptqTensors {
  private:
   const HessianFile& hessian_;
   const ImportanceMatrix* imatrix_;
-  // The factors of the last two inputs used: q, k and v (gate and up) share an input, and in
-  // llama-quantize's tensor order attn_output comes between attn_k and attn_q (ffn_down between
-  // ffn_gate's input and itself), so two keep every factor computed once per layer.
-  const GptqFactor& factor_of(const HessianFile::Input& input);
-  std::list<std::pair<std::string, GptqFactor>> factors_;  // most recently used first
+  GptqFactorCache factor_of_;
 };
 
 }  // namespace lowbit
