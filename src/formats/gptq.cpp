@@ -10,6 +10,7 @@
 
 #include "formats/bnb_4bit_blocks.h"
 #include "formats/ggml_block_grid.h"
+#include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
@@ -160,6 +161,41 @@ void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64
       feed_batch_errors(w.data(), n, cols, err.data(), batch, i1, i2, factor);
     }
   });
+}
+
+bnb::Int8RowwiseQuantized gptq_quantize_int8_rows(const TensorView& weight, const GptqFactor& factor, std::string_view tensor_name) {
+  const std::string name(tensor_name);
+  if (weight.shape.size() != 2) throw Error("GPTQ writes 2-D weights", {.tensor = name});
+  // The plain quantization gives the row scales (and checks the dtype and the values); the sweep then
+  // chooses the codes under them.
+  bnb::Int8RowwiseQuantized q = bnb::quantize_int8_rowwise(weight, 0.0f, tensor_name);
+  const int64_t rows = q.rows, cols = q.cols;
+  if (factor.cols() != cols) throw Error(fmt::format("a Hessian factor of {} columns for rows of {}", factor.cols(), cols), {.tensor = name});
+  const int64_t batch = 128;
+  parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+    const int64_t n = r1 - r0;
+    std::vector<float> w(size_t(n * cols));
+    convert_to_f32(weight.dtype, weight.bytes.data() + size_t(r0 * cols) * dtype_size(weight.dtype), w.data(), w.size());
+    std::vector<float> err(size_t(n * batch));
+    for (int64_t i1 = 0; i1 < cols; i1 += batch) {
+      const int64_t i2 = std::min(cols, i1 + batch);
+      for (int64_t r = 0; r < n; ++r) {
+        float* wr = w.data() + r * cols;
+        const float scb = q.scb[size_t(r0 + r)], scale = gpu::div_approx_ftz(127.0f, scb);
+        int8_t* codes = q.cb.data() + (r0 + r) * cols;
+        for (int64_t j = i1; j < i2; ++j) {
+          const float v = gpu::mul_ftz(gpu::flush_subnormal(wr[j]), scale);  // NaN for a zero row: code 0, as bitsandbytes
+          codes[j] = std::isnan(v) ? int8_t(0) : int8_t(std::clamp(std::nearbyint(v), -127.0f, 127.0f));
+          const float* u = factor.row(j);
+          const float scaled_error = (wr[j] - (float(codes[j]) * scb) * bnb::kInt8DequantScale) / u[j];
+          err[size_t(r * batch + (j - i1))] = scaled_error;
+          for (int64_t k = j + 1; k < i2; ++k) wr[k] -= scaled_error * u[k];
+        }
+      }
+      feed_batch_errors(w.data(), n, cols, err.data(), batch, i1, i2, factor);
+    }
+  });
+  return q;
 }
 
 bnb::Bnb4bitQuantized gptq_quantize_4bit(const TensorView& weight, const bnb::Bnb4bitOptions& options, const GptqFactor& factor,

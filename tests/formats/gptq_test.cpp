@@ -296,6 +296,23 @@ TEST(Gptq, Bitsandbytes4bitBeatsRoundingAndMatchesAPlainSweep) {
   }
 }
 
+TEST(Gptq, Int8RowsKeepBitsandbytesScalesAndBeatRounding) {
+  const Layer l = random_layer(9);
+  const TensorView w = TensorView::make(DType::f32, {kRows, kCols}, std::as_bytes(std::span(l.w)));
+  const auto plain = bnb::quantize_int8_rowwise(w, 0.0f, "w");
+  const auto same = gptq_quantize_int8_rows(w, GptqFactor(identity(kCols), kCols), "w");
+  EXPECT_EQ(same.cb, plain.cb);
+  EXPECT_EQ(same.scb, plain.scb);
+  const auto ours = gptq_quantize_int8_rows(w, GptqFactor(l.hessian, kCols), "w");
+  EXPECT_EQ(ours.scb, plain.scb);  // the row scales are bitsandbytes'; only the codes move
+  auto decoded = [](const bnb::Int8RowwiseQuantized& q) {
+    Tensor t = bnb::dequantize_int8_rowwise(q, DType::f32);
+    return std::vector<float>(t.as<float>().begin(), t.as<float>().end());
+  };
+  const double gptq_error = output_error(l, decoded(ours)), plain_error = output_error(l, decoded(plain));
+  EXPECT_LT(gptq_error, 0.8 * plain_error) << gptq_error << " vs " << plain_error;
+}
+
 TEST(Gptq, Bitsandbytes4bitRefusesBlocksAcrossRowsAndNonFiniteValues) {
   const GptqFactor f(identity(kCols), kCols);
   std::vector<float> w(size_t(kRows * kCols), 0.5f);

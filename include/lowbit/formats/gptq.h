@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "lowbit/formats/bnb_4bit.h"
+#include "lowbit/formats/bnb_int8.h"
 #include "lowbit/formats/ggml_types.h"
 
 namespace lowbit {
@@ -60,5 +61,11 @@ void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64
 // value that is not finite.
 bnb::Bnb4bitQuantized gptq_quantize_4bit(const TensorView& weight, const bnb::Bnb4bitOptions& options, const GptqFactor& factor,
                                          std::string_view tensor_name = {});
+
+// The same sweep writing bitsandbytes' int8 rows (LLM.int8's weights, threshold 0): each row's SCB is its
+// absmax as bitsandbytes takes it, before the sweep (the scale spans the whole row), and each error-updated
+// value is coded round(v × 127 / SCB), clamped to ±127. With H = identity the bytes are
+// quantize_int8_rowwise's. `weight`: [rows, cols] in f16 (what bitsandbytes quantizes), bf16 or f32.
+bnb::Int8RowwiseQuantized gptq_quantize_int8_rows(const TensorView& weight, const GptqFactor& factor, std::string_view tensor_name = {});
 
 }  // namespace lowbit

@@ -24,9 +24,9 @@ struct BnbQuantizeOptions {
   uint64_t max_shard_bytes = 5'000'000'000;  // as save_pretrained's default "5GB"
   NonfinitePolicy nonfinite;  // for tensors kept in float; NF4/FP4/int8 hold no NaN/Inf under any policy
   bool overwrite = false;  // replace an existing output directory (the CLI's --force)
-  // A Hessian file (lowbit hessian): every nf4/fp4 weight whose blocks lie within its rows is written by
-  // GPTQ (lowbit/formats/gptq.h), the others rounded as usual; a weight the file does not cover (by its
-  // llama.cpp name) or covers with other columns is refused before anything is written. Not for int8.
+  // A Hessian file (lowbit hessian): every int8 weight, and every nf4/fp4 weight whose blocks lie within its
+  // rows, is written by GPTQ (lowbit/formats/gptq.h), the others rounded as usual; a weight the file does
+  // not cover (by its llama.cpp name) or covers with other columns is refused before anything is written.
   std::string gptq;
   std::string gptq_label;  // what a .safetensors output's metadata says of the Hessians (default: the file's path)
 };

@@ -42,14 +42,13 @@ struct Step {
   const HessianFile::Input* gptq = nullptr;  // Kind::four_bit written by GPTQ with this input's Hessian
 };
 
-// The Hessian input of every 4-bit step GPTQ can write (its blocks within rows), found by the weight's
-// llama.cpp name; throws for a weight the file does not cover or covers with other columns.
+// The Hessian input of every step GPTQ can write (int8 rows; 4-bit weights whose blocks lie within rows),
+// found by the weight's llama.cpp name; throws for a weight the file does not cover or covers with other columns.
 int64_t bind_hessians(std::vector<Step>& steps, const HessianFile& hessian, const std::string& hessian_path) {
   int64_t bound = 0;
   for (Step& step : steps) {
     const std::string& name = step.entry->info->name;
-    if (step.kind == Step::Kind::int8) throw Error("GPTQ writes nf4 and fp4 here, not int8 rows", {.tensor = name});
-    if (step.kind != Step::Kind::four_bit) continue;
+    if (step.kind != Step::Kind::four_bit && step.kind != Step::Kind::int8) continue;
     const auto gguf = gguf_name_of(name);
     const HessianFile::Input* input = gguf ? hessian.find(*gguf) : nullptr;
     if (!input)
@@ -59,7 +58,7 @@ int64_t bind_hessians(std::vector<Step>& steps, const HessianFile& hessian, cons
     if (input->columns != cols)
       throw Error(fmt::format("its input {} has {} columns, the weight's rows {}", input->name, input->columns, cols),
                   {.file = hessian_path, .tensor = name});
-    if (cols % step.four_bit.blocksize != 0) continue;  // blocks across rows: rounded as usual
+    if (step.kind == Step::Kind::four_bit && cols % step.four_bit.blocksize != 0) continue;  // blocks across rows: rounded as usual
     step.gptq = input;
     ++bound;
   }
@@ -141,7 +140,8 @@ void emit_step(const std::string& file, const std::string& name, const TensorVie
       emit(name, converted.view());
       return;
     }
-    const auto q = bnb::quantize_int8_rowwise(converted.view(), 0.0f, name);
+    const auto q = step.gptq ? gptq_quantize_int8_rows(converted.view(), factors(*step.gptq), name)
+                             : bnb::quantize_int8_rowwise(converted.view(), 0.0f, name);
     const uint8_t row_format = 0;  // "row", the only layout bitsandbytes >= 0.45 loads
     emit(name, TensorView::make(DType::i8, weight.shape, bytes_of(q.cb)));
     emit(module_of(name) + ".SCB", TensorView::make(DType::f32, {q.rows}, bytes_of(q.scb)));
