@@ -1,6 +1,5 @@
-// GPTQ (Frantar et al., 2022) writing ggml's block formats and bitsandbytes' nf4/fp4 and int8 rows
-// (below): each weight row is quantized column by
-// column, in order, and every column's rounding error is fed to the columns not yet quantized through
+// GPTQ (Frantar et al., 2022) writing ggml's block formats and bitsandbytes' nf4/fp4 and int8 rows:
+// each weight row is quantized column by column, in order, and every column's rounding error is fed to the columns not yet quantized through
 // the inverse of the layer input's Hessian H = XᵀX, so the error that survives is the one the layer's
 // output ‖(W − Ŵ)X‖² is least sensitive to.
 //
