@@ -1,7 +1,7 @@
 // GPTQ (Frantar et al., 2022) writing ggml's block formats and bitsandbytes' nf4/fp4 and int8 rows:
-// each weight row is quantized column by column, in order, and every column's rounding error is fed to the columns not yet quantized through
-// the inverse of the layer input's Hessian H = XᵀX, so the error that survives is the one the layer's
-// output ‖(W − Ŵ)X‖² is least sensitive to.
+// each weight row is quantized column by column, in order, and every column's rounding error is fed to
+// the columns not yet quantized through the inverse of the layer input's Hessian H = XᵀX, so the error
+// that survives is the one the layer's output ‖(W − Ŵ)X‖² is least sensitive to.
 //
 // The codes land on the format's own grid: when the sweep reaches the first column of one of the
 // format's blocks (32 or 256 values along the row), the block's scales are fitted by the format's own
