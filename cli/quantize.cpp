@@ -120,7 +120,6 @@ void add_quantize_command(CLI::App& app) {
     std::optional<CollectedHessians> collected;  // --gptq-text's Hessians, removed when done
     if (!o->gptq_text.empty()) {
       if (!o->gptq.empty()) throw Error("give --gptq HESSIAN or --gptq-text FILE, not both");
-      if (o->bpw > 0 && o->target == "bnb") throw Error("--gptq and --gptq-text plan GGUF outputs only (--target gguf)");
       TerminalProgress collecting(o->common.quiet);
       collecting.set_unit("windows");
       collected.emplace(o->input, o->gptq_text, kGptqContext, o->gptq_chunks, o->device, collecting);

@@ -148,7 +148,6 @@ Json quantize_job(const QuantizeArgs& args, Progress& progress) {
   std::optional<CollectedHessians> collected;  // gptq_text's Hessians, removed when done
   if (!args.gptq_text.empty()) {
     if (!args.gptq.empty()) throw Error("give gptq or gptq_text, not both");
-    if (args.bpw > 0 && args.target == "bnb") throw Error("gptq and gptq_text plan GGUF outputs only (target gguf)");
     collected.emplace(args.input, args.gptq_text, kGptqContext, args.gptq_chunks, args.device, progress);
     a.gptq = collected->path();
   }

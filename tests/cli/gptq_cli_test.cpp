@@ -179,6 +179,22 @@ TEST_F(GptqCli, WritesBitsandbytesCheckpointsWithGptq) {
   EXPECT_NE(file_text(path("nf4-gptq") + "/model.safetensors"), file_text(path("nf4-plain") + "/model.safetensors"));
   EXPECT_EQ(run_cli("dequantize " + path("nf4-gptq") + " --quiet -o " + path("nf4-gptq-back")).status, 0);
 
+  // A bitsandbytes plan made with GPTQ measures its 4-bit candidates as GPTQ writes them (4-bit then
+  // loses less: it is chosen for more weights) and brings its Hessian file to quantize --plan.
+  ASSERT_EQ(run_cli("plan " + hf + " --target bnb --bpw 14 --gptq " + hessian() + " --quiet -o " + path("bnb-gptq-plan.json")).status, 0);
+  ASSERT_EQ(run_cli("plan " + hf + " --target bnb --bpw 14 --quiet -o " + path("bnb-plain-plan.json")).status, 0);
+  auto four_bit = [](const nlohmann::json& plan) {
+    int n = 0;
+    for (const auto& t : plan["tensors"]) n += t.value("quantized", false) && t["format"] != "f32";
+    return n;
+  };
+  const auto gptq_plan = nlohmann::json::parse(std::ifstream(path("bnb-gptq-plan.json")));
+  EXPECT_EQ(gptq_plan["loss_measure"]["gptq"], "h.gguf");
+  EXPECT_GT(four_bit(gptq_plan), four_bit(nlohmann::json::parse(std::ifstream(path("bnb-plain-plan.json")))));
+  r = run_cli("quantize " + hf + " --plan " + path("bnb-gptq-plan.json") + " --json -o " + path("nf4-planned"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_GT(nlohmann::json::parse(r.out)["gptq"].get<int>(), 0);
+
   r = run_cli("quantize " + hf + " --format int8 --gptq " + hessian() + " --json -o " + path("int8-gptq"));
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_EQ(nlohmann::json::parse(r.out)["gptq"], 5 * 7);  // int8 rows need no whole blocks

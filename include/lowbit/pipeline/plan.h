@@ -69,9 +69,10 @@ struct PlanOptions {
   // candidate's loss is the output KL-divergence it causes alone, the tensor quantized as the output
   // file will hold it (with the importance matrix, when given).
   KldProbe* probe = nullptr;
-  // GGUF target only: candidates written as quantize --gptq writes them (GPTQ's codes where the type
-  // has a path, formats/gptq.h), and a layer matrix's relative error measured on its output,
-  // Σ ΔHΔᵀ / Σ WHWᵀ with its input's Hessian H, since GPTQ trades weight error for output error.
+  // Candidates written as quantize --gptq writes them (GPTQ's codes where the type has a path,
+  // formats/gptq.h; for a bnb target the 4-bit weights whose blocks lie within rows), and a layer
+  // matrix's relative error measured on its output, Σ ΔHΔᵀ / Σ WHWᵀ with its input's Hessian H, since
+  // GPTQ trades weight error for output error.
   const HessianFile* hessian = nullptr;
 };
 

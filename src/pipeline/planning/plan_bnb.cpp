@@ -5,9 +5,11 @@
 #include <vector>
 
 #include "pipeline/quantize/bnb_linear.h"
+#include "pipeline/quantize/gptq_tensors.h"
 #include "pipeline/sources/hf_names.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
+#include "lowbit/formats/gptq.h"
 #include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/pipeline/plan.h"
 #include "pipeline/planning/plan_internal.h"
@@ -60,7 +62,9 @@ const float* importance_of(const ImportanceMatrix* imatrix, const std::optional<
 Plan make_bnb_plan(const Checkpoint& checkpoint, const PlanOptions& options, Progress& progress) {
   if (options.probe) throw Error("the output KL-divergence probe plans GGUF outputs only", {.file = checkpoint.path().string()});
   Plan plan{.model = checkpoint.path().string(), .target = PlanTarget::bnb, .target_bpw = options.target_bpw,
-            .loss_measure = {.imatrix_weighted = options.imatrix != nullptr}};
+            .loss_measure = {.imatrix_weighted = options.imatrix != nullptr,
+                             .gptq = options.hessian ? options.hessian->label() : ""}};
+  GptqFactorCache factors;  // with a Hessian file: candidates written as quantize --gptq writes them
   const bool directory = std::filesystem::is_directory(checkpoint.path());
   progress.begin("measure", int64_t(checkpoint.tensors().size()), 0);
   for (const auto& e : checkpoint.tensors()) {
@@ -78,6 +82,19 @@ Plan make_bnb_plan(const Checkpoint& checkpoint, const PlanOptions& options, Pro
       convert_to_f32(view.dtype, view.bytes.data(), values.data(), values.size());
       const auto sample = planning::sample_rows(values, cols, importance_of(options.imatrix, place, cols), view.shape[0]);
       const TensorView sample_view = TensorView::make(DType::f32, {sample.rows(), cols}, std::as_bytes(std::span(sample.values)));
+      // With GPTQ each candidate is written by it and measured on the layer's output, as on GGUF plans.
+      const HessianFile::Input* input = nullptr;
+      std::optional<planning::OutputError> output_error;
+      if (options.hessian) {
+        input = place ? options.hessian->find(place->name) : nullptr;
+        if (!input)
+          throw Error("the Hessian file has no input for this weight", {.file = options.hessian->label(), .tensor = name,
+                      .expected = "a Hessian file from lowbit hessian on this model"});
+        if (input->columns != cols)
+          throw Error(fmt::format("its input {} has {} columns, the weight's rows {}", input->name, input->columns, cols),
+                      {.file = options.hessian->label(), .tensor = name});
+        output_error.emplace(sample, input->xtx);
+      }
       auto consider = [&](const TensorFormat& format, uint64_t bytes, auto&& measure) {
         if (planning::rules_allow(options.rules, names, role.layer, format, 8.0 * double(bytes) / double(p.params)))
           p.options.push_back({format, bytes, measure()});
@@ -89,11 +106,14 @@ Plan make_bnb_plan(const Checkpoint& checkpoint, const PlanOptions& options, Pro
           for (bool double_quant : {false, true}) {
             const Bnb4bitFormat f{.quant_type = quant_type, .blocksize = blocksize, .double_quant = double_quant};
             consider(f, stored_bytes_4bit(view, f, offset), [&] {
-              const auto q = bnb::quantize_4bit(sample_view, {.quant_type = quant_type, .blocksize = blocksize, .double_quant = double_quant,
-                                                              .nested_offset = offset}, name);
+              const bnb::Bnb4bitOptions o{.quant_type = quant_type, .blocksize = blocksize, .double_quant = double_quant,
+                                          .nested_offset = offset};
+              const auto q = input && cols % blocksize == 0 ? gptq_quantize_4bit(sample_view, o, factors(*input), name)
+                                                            : bnb::quantize_4bit(sample_view, o, name);
               const Tensor back = bnb::dequantize_4bit(q.packed, q.state, DType::f32, name);
               const auto* data = reinterpret_cast<const float*>(back.buffer.data());
-              return planning::relative_error(sample, std::vector<float>(data, data + sample.values.size()));
+              const std::vector<float> reconstruction(data, data + sample.values.size());
+              return output_error ? output_error->relative(reconstruction) : planning::relative_error(sample, reconstruction);
             });
           }
       }

@@ -34,8 +34,6 @@ Plan plan_model(const PlanRequest& request, Progress& progress) {
   if (request.target == PlanTarget::bnb && !std::filesystem::is_directory(request.model) &&
       std::filesystem::path(request.model).extension() != ".safetensors")
     throw Error("--target bnb plans a Hugging Face directory or a .safetensors file", {.file = request.model});
-  if (request.target == PlanTarget::bnb && (!request.gptq.empty() || !request.gptq_text.empty()))
-    throw Error("--gptq and --gptq-text plan GGUF outputs only (--target gguf)");
   if (!request.gptq.empty() && !request.gptq_text.empty()) throw Error("give --gptq HESSIAN or --gptq-text FILE, not both");
   PlanOptions options{.target_bpw = request.bpw};
   std::optional<HessianFile> hessian;

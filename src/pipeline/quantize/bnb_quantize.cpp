@@ -266,10 +266,12 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
     groups.push_back({output_names(step.entry->info->name, step), estimated_bytes(view, step)});
     total_estimate += groups.back().bytes;
   }
+  // The named Hessian file, else the one a plan made with GPTQ records.
+  const std::string hessian_path = !o.gptq.empty() ? o.gptq : o.plan ? o.plan->loss_measure.gptq : "";
   std::optional<HessianFile> hessian;
-  if (!o.gptq.empty()) {
-    hessian.emplace(o.gptq);
-    bind_hessians(steps, *hessian, o.gptq);
+  if (!hessian_path.empty()) {
+    hessian.emplace(hessian_path);
+    bind_hessians(steps, *hessian, hessian_path);
   }
   GptqFactorCache factors;
   ValueGuard guard(o.nonfinite);
@@ -291,7 +293,7 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
                                                             .skip_modules = skipped_modules});
   std::string description = o.plan ? "bitsandbytes 4-bit, planned per tensor" : "bitsandbytes " + std::string(format_name(o.format.id));
   // A .safetensors output's metadata says so (a directory's shards keep save_pretrained's {"format": "pt"}).
-  if (hessian) description += ", codes chosen by GPTQ (Hessians: " + (o.gptq_label.empty() ? o.gptq : o.gptq_label) + ")";
+  if (hessian) description += ", codes chosen by GPTQ (Hessians: " + (o.gptq_label.empty() ? hessian_path : o.gptq_label) + ")";
   report.shards = write_checkpoint(input, output, groups, write_group, {{"format", "pt"}, {"quantization", description}}, config,
                                    o.max_shard_bytes, report.bytes_out, o.overwrite);
   progress.end();
