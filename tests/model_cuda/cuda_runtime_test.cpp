@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <span>
 
 #include "lowbit/model/hessian_collector.h"
 #include "lowbit/model/imatrix_collector.h"
@@ -88,6 +89,22 @@ Agreement agreement(LlamaModel& model, const std::vector<int32_t>& tokens, int n
   std::printf("agreement: %lld positions, mean KLD(cpu||gpu) %.3g, max %.3g, ppl cpu %.5f gpu %.5f (%+.4f%%)\n", (long long)a.positions,
               a.mean_kld, a.max_kld, a.cpu_ppl, a.gpu_ppl, 100 * (a.gpu_ppl / a.cpu_ppl - 1));
   return a;
+}
+
+// How far the GPU's sums b are from the CPU's a: ‖a − b‖ / ‖a‖, and the largest difference of one element
+// relative to its own size.
+struct RelativeDifference {
+  double whole = 0, worst_element = 0;
+};
+RelativeDifference relative_difference(std::span<const float> a, std::span<const float> b) {
+  double difference = 0, size = 0, worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    difference += d * d;
+    size += double(a[i]) * double(a[i]);
+    worst = std::max(worst, std::abs(d) / std::max(double(std::abs(a[i])), 1e-30));
+  }
+  return {std::sqrt(difference / size), worst};
 }
 
 void expect_agreement(const Agreement& a) {
@@ -173,16 +190,10 @@ TEST(CudaRuntime, ImportanceMatricesAgreeWithTheCpu) {
     ASSERT_EQ(a.name, b.name);
     EXPECT_EQ(a.counts, b.counts) << a.name;
     ASSERT_EQ(a.sums.size(), b.sums.size()) << a.name;
-    double difference = 0, size = 0;
-    for (size_t c = 0; c < a.sums.size(); ++c) {
-      const double d = double(a.sums[c]) - double(b.sums[c]);
-      difference += d * d;
-      size += double(a.sums[c]) * double(a.sums[c]);
-      worst_column = std::max(worst_column, std::abs(d) / std::max(double(std::abs(a.sums[c])), 1e-30));
-    }
-    const double relative = std::sqrt(difference / size);
-    worst_entry = std::max(worst_entry, relative);
-    EXPECT_LE(relative, 1e-3) << a.name;
+    const RelativeDifference d = relative_difference(a.sums, b.sums);
+    worst_entry = std::max(worst_entry, d.whole);
+    worst_column = std::max(worst_column, d.worst_element);
+    EXPECT_LE(d.whole, 1e-3) << a.name;
   }
   std::printf("imatrix: %zu entries, largest relative difference of an entry %.3g, of a single column %.3g\n", cpu_run.entries.size(),
               worst_entry, worst_column);
@@ -208,13 +219,7 @@ TEST(CudaRuntime, HessiansAgreeWithTheCpu) {
     ASSERT_EQ(a.input, b.input);
     EXPECT_EQ(a.weights, b.weights) << a.input;
     ASSERT_EQ(a.xtx.size(), b.xtx.size()) << a.input;
-    double difference = 0, size = 0;
-    for (size_t e = 0; e < a.xtx.size(); ++e) {
-      const double d = double(a.xtx[e]) - double(b.xtx[e]);
-      difference += d * d;
-      size += double(a.xtx[e]) * double(a.xtx[e]);
-    }
-    const double relative = std::sqrt(difference / size);
+    const double relative = relative_difference(a.xtx, b.xtx).whole;
     worst = std::max(worst, relative);
     EXPECT_LE(relative, 2e-3) << a.input;
   }
