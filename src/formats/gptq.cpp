@@ -3,10 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
-
-#include <atomic>
 
 #include "formats/bnb_4bit_blocks.h"
 #include "formats/ggml_block_grid.h"
@@ -69,17 +68,34 @@ std::vector<double> inverse_from_cholesky(const std::vector<double>& l, int64_t 
   return inv;
 }
 
-// The lazy batch [i1, i2)'s errors (err: n rows × batch, scaled by the factor's diagonal) fed to the
-// columns after it, in one pass at the batch's end.
-void feed_batch_errors(float* w, int64_t n, int64_t cols, const float* err, int64_t batch, int64_t i1, int64_t i2,
-                       const GptqFactor& factor) {
-  for (int64_t r = 0; r < n; ++r) {
-    float* wr = w + r * cols;
-    for (int64_t k = i1; k < i2; ++k) {
-      const float scaled_error = err[size_t(r * batch + (k - i1))];
-      if (scaled_error == 0) continue;
-      const float* u = factor.row(k);
-      for (int64_t c = i2; c < cols; ++c) wr[c] -= scaled_error * u[c];
+// GPTQ's sweep over n rows held in w (n × cols, updated in place), in lazy batches of `batch` columns
+// (GPTQ's "lazy block updates"): within a batch each column's error reaches the batch's later columns at
+// once; the columns after it get the whole batch's errors in one pass at its end. For every row r and
+// column j in order, quantize(r, j, wr) codes wr[j] (wr: row r's error-updated values) and returns the
+// value its code stands for. A batch holds whole format blocks, so a block is up to date when the sweep
+// reaches its first column, and the first column of each row in a batch starts a block.
+template <class Quantize>
+void sweep_rows(float* w, int64_t n, int64_t cols, int64_t batch, const GptqFactor& factor, Quantize&& quantize) {
+  std::vector<float> err(size_t(n * batch));
+  for (int64_t i1 = 0; i1 < cols; i1 += batch) {
+    const int64_t i2 = std::min(cols, i1 + batch);
+    for (int64_t r = 0; r < n; ++r) {
+      float* wr = w + r * cols;
+      for (int64_t j = i1; j < i2; ++j) {
+        const float* u = factor.row(j);
+        const float scaled_error = (wr[j] - quantize(r, j, wr)) / u[j];
+        err[size_t(r * batch + (j - i1))] = scaled_error;
+        for (int64_t k = j + 1; k < i2; ++k) wr[k] -= scaled_error * u[k];
+      }
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      float* wr = w + r * cols;
+      for (int64_t k = i1; k < i2; ++k) {
+        const float scaled_error = err[size_t(r * batch + (k - i1))];
+        if (scaled_error == 0) continue;
+        const float* u = factor.row(k);
+        for (int64_t c = i2; c < cols; ++c) wr[c] -= scaled_error * u[c];
+      }
     }
   }
 }
@@ -124,42 +140,26 @@ void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64
   const size_t row_bytes = ggml_row_bytes(type, cols);
   const int block_values = grid->block_values;
   const size_t block_bytes = ggml_type_info(type).block_bytes;
-  // Lazy batches (GPTQ's "lazy block updates"): within a batch each column's error reaches the batch's
-  // later columns at once; the columns after it get the whole batch's errors in one pass at its end.
-  // A batch holds whole format blocks, so every value of a block is up to date when its scales are fitted.
   const int64_t batch = std::max<int64_t>(block_values, 128);
   parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
-    const int64_t n = r1 - r0;
     std::vector<float> w(weights + r0 * cols, weights + r1 * cols);  // the rows, error-updated as we go
-    std::vector<float> err(size_t(n * batch));
     std::vector<ggml::ValueGrid> grids(static_cast<size_t>(block_values));
-    for (int64_t i1 = 0; i1 < cols; i1 += batch) {
-      const int64_t i2 = std::min(cols, i1 + batch);
-      for (int64_t r = 0; r < n; ++r) {
-        float* wr = w.data() + r * cols;
-        std::byte* row_out = static_cast<std::byte*>(dst) + size_t(r0 + r) * row_bytes;
-        for (int64_t j = i1; j < i2; ++j) {
-          const int e = int(j % block_values);
-          void* block = row_out + size_t(j / block_values) * block_bytes;
-          if (e == 0) {
-            codec->quantize_row(wr + j, block, block_values, importance ? importance + j : nullptr);
-            grid->grids(block, grids.data());
-          }
-          // A zero step (a block or sub-block scale stored as 0) keeps the code the quantizer chose.
-          const ggml::ValueGrid& g = grids[size_t(e)];
-          int q = grid->code(block, e);
-          if (g.step != 0) {
-            q = g.nearest(wr[j]);
-            grid->set_code(block, e, q);
-          }
-          const float* u = factor.row(j);
-          const float scaled_error = (wr[j] - g.value(q)) / u[j];
-          err[size_t(r * batch + (j - i1))] = scaled_error;
-          for (int64_t k = j + 1; k < i2; ++k) wr[k] -= scaled_error * u[k];
-        }
+    sweep_rows(w.data(), r1 - r0, cols, batch, factor, [&](int64_t r, int64_t j, const float* wr) {
+      const int e = int(j % block_values);
+      void* block = static_cast<std::byte*>(dst) + size_t(r0 + r) * row_bytes + size_t(j / block_values) * block_bytes;
+      if (e == 0) {  // the format fits the block's scales from the updated values
+        codec->quantize_row(wr + j, block, block_values, importance ? importance + j : nullptr);
+        grid->grids(block, grids.data());
       }
-      feed_batch_errors(w.data(), n, cols, err.data(), batch, i1, i2, factor);
-    }
+      // A zero step (a block or sub-block scale stored as 0) keeps the code the quantizer chose.
+      const ggml::ValueGrid& g = grids[size_t(e)];
+      int q = grid->code(block, e);
+      if (g.step != 0) {
+        q = g.nearest(wr[j]);
+        grid->set_code(block, e, q);
+      }
+      return g.value(q);
+    });
   });
 }
 
@@ -171,29 +171,16 @@ bnb::Int8RowwiseQuantized gptq_quantize_int8_rows(const TensorView& weight, cons
   bnb::Int8RowwiseQuantized q = bnb::quantize_int8_rowwise(weight, 0.0f, tensor_name);
   const int64_t rows = q.rows, cols = q.cols;
   if (factor.cols() != cols) throw Error(fmt::format("a Hessian factor of {} columns for rows of {}", factor.cols(), cols), {.tensor = name});
-  const int64_t batch = 128;
   parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
-    const int64_t n = r1 - r0;
-    std::vector<float> w(size_t(n * cols));
+    std::vector<float> w(size_t((r1 - r0) * cols));
     convert_to_f32(weight.dtype, weight.bytes.data() + size_t(r0 * cols) * dtype_size(weight.dtype), w.data(), w.size());
-    std::vector<float> err(size_t(n * batch));
-    for (int64_t i1 = 0; i1 < cols; i1 += batch) {
-      const int64_t i2 = std::min(cols, i1 + batch);
-      for (int64_t r = 0; r < n; ++r) {
-        float* wr = w.data() + r * cols;
-        const float scb = q.scb[size_t(r0 + r)], scale = gpu::div_approx_ftz(127.0f, scb);
-        int8_t* codes = q.cb.data() + (r0 + r) * cols;
-        for (int64_t j = i1; j < i2; ++j) {
-          const float v = gpu::mul_ftz(gpu::flush_subnormal(wr[j]), scale);  // NaN for a zero row: code 0, as bitsandbytes
-          codes[j] = std::isnan(v) ? int8_t(0) : int8_t(std::clamp(std::nearbyint(v), -127.0f, 127.0f));
-          const float* u = factor.row(j);
-          const float scaled_error = (wr[j] - (float(codes[j]) * scb) * bnb::kInt8DequantScale) / u[j];
-          err[size_t(r * batch + (j - i1))] = scaled_error;
-          for (int64_t k = j + 1; k < i2; ++k) wr[k] -= scaled_error * u[k];
-        }
-      }
-      feed_batch_errors(w.data(), n, cols, err.data(), batch, i1, i2, factor);
-    }
+    sweep_rows(w.data(), r1 - r0, cols, 128, factor, [&](int64_t r, int64_t j, const float* wr) {
+      const float scb = q.scb[size_t(r0 + r)];
+      const float v = gpu::mul_ftz(gpu::flush_subnormal(wr[j]), gpu::div_approx_ftz(127.0f, scb));  // NaN for a zero row: code 0, as bitsandbytes
+      int8_t& code = q.cb[size_t((r0 + r) * cols + j)];
+      code = std::isnan(v) ? int8_t(0) : int8_t(std::clamp(std::nearbyint(v), -127.0f, 127.0f));
+      return (float(code) * scb) * bnb::kInt8DequantScale;
+    });
   });
   return q;
 }
@@ -232,29 +219,18 @@ bnb::Bnb4bitQuantized gptq_quantize_4bit(const TensorView& weight, const bnb::Bn
         while ((seen < 0 || (r0 + r) * cols + bad < seen) && !first_bad.compare_exchange_weak(seen, (r0 + r) * cols + bad)) {}
         return;
       }
-    std::vector<float> err(size_t(n * batch));
-    for (int64_t i1 = 0; i1 < cols; i1 += batch) {
-      const int64_t i2 = std::min(cols, i1 + batch);
-      for (int64_t r = 0; r < n; ++r) {
-        float* wr = w.data() + r * cols;
-        const int64_t first = (r0 + r) * cols;  // the row's first element in the flat tensor
-        float absmax = 0, scale = 0;
-        for (int64_t j = i1; j < i2; ++j) {
-          if (j % bs == 0) {
-            absmax = state.absmax[size_t((first + j) / bs)] = bnb::detail::block_absmax_of(wr + j, bs);
-            scale = gpu::rcp_approx_ftz(absmax);
-          }
-          const uint8_t code = bnb::detail::quantize_4bit_value(options.quant_type, gpu::flush_subnormal(wr[j]), scale);
-          uint8_t& byte = result.packed[size_t((first + j) / 2)];
-          byte = uint8_t((first + j) % 2 == 0 ? (byte & 0x0f) | code << 4 : (byte & 0xf0) | code);
-          const float* u = factor.row(j);
-          const float scaled_error = (wr[j] - gpu::mul_ftz(lut[code], absmax)) / u[j];
-          err[size_t(r * batch + (j - i1))] = scaled_error;
-          for (int64_t k = j + 1; k < i2; ++k) wr[k] -= scaled_error * u[k];
-        }
+    float absmax = 0, scale = 0;  // of the block the sweep is in
+    sweep_rows(w.data(), n, cols, batch, factor, [&](int64_t r, int64_t j, const float* wr) {
+      const int64_t element = (r0 + r) * cols + j;  // in the flat tensor, whose blocks bitsandbytes counts
+      if (j % bs == 0) {
+        absmax = state.absmax[size_t(element / bs)] = bnb::detail::block_absmax_of(wr + j, bs);
+        scale = gpu::rcp_approx_ftz(absmax);
       }
-      feed_batch_errors(w.data(), n, cols, err.data(), batch, i1, i2, factor);
-    }
+      const uint8_t code = bnb::detail::quantize_4bit_value(options.quant_type, gpu::flush_subnormal(wr[j]), scale);
+      uint8_t& byte = result.packed[size_t(element / 2)];
+      byte = uint8_t(element % 2 == 0 ? (byte & 0x0f) | code << 4 : (byte & 0xf0) | code);
+      return gpu::mul_ftz(lut[code], absmax);
+    });
   });
   if (first_bad.load() >= 0)
     throw Error(fmt::format("GPTQ {}: element {} is not finite", bnb::quant_type_name(options.quant_type), first_bad.load()),

@@ -86,13 +86,7 @@ Plan make_bnb_plan(const Checkpoint& checkpoint, const PlanOptions& options, Pro
       const HessianFile::Input* input = nullptr;
       std::optional<planning::OutputError> output_error;
       if (options.hessian) {
-        input = place ? options.hessian->find(place->name) : nullptr;
-        if (!input)
-          throw Error("the Hessian file has no input for this weight", {.file = options.hessian->label(), .tensor = name,
-                      .expected = "a Hessian file from lowbit hessian on this model"});
-        if (input->columns != cols)
-          throw Error(fmt::format("its input {} has {} columns, the weight's rows {}", input->name, input->columns, cols),
-                      {.file = options.hessian->label(), .tensor = name});
+        input = &hessian_input_of(*options.hessian, place ? place->name : "", cols, name, plan.model);
         output_error.emplace(sample, input->xtx);
       }
       auto consider = [&](const TensorFormat& format, uint64_t bytes, auto&& measure) {

@@ -39,30 +39,20 @@ struct Step {
   Kind kind = Kind::copy;
   Bnb4bitFormat four_bit;   // Kind::four_bit
   DType dtype = DType::f32; // Kind::convert: the float type the tensor is written in
-  const HessianFile::Input* gptq = nullptr;  // Kind::four_bit written by GPTQ with this input's Hessian
+  const HessianFile::Input* gptq = nullptr;  // Kind::four_bit or int8 written by GPTQ with this input's Hessian
 };
 
-// The Hessian input of every step GPTQ can write (int8 rows; 4-bit weights whose blocks lie within rows),
-// found by the weight's llama.cpp name; throws for a weight the file does not cover or covers with other columns.
-int64_t bind_hessians(std::vector<Step>& steps, const HessianFile& hessian, const std::string& hessian_path) {
-  int64_t bound = 0;
+// The Hessian input of every step GPTQ can write (int8 rows; 4-bit weights whose blocks lie within rows);
+// throws for a quantized weight the file does not cover or covers with other columns.
+void bind_hessians(std::vector<Step>& steps, const HessianFile& hessian, const std::string& model) {
   for (Step& step : steps) {
-    const std::string& name = step.entry->info->name;
     if (step.kind != Step::Kind::four_bit && step.kind != Step::Kind::int8) continue;
-    const auto gguf = gguf_name_of(name);
-    const HessianFile::Input* input = gguf ? hessian.find(*gguf) : nullptr;
-    if (!input)
-      throw Error("the Hessian file has no input for this weight", {.file = hessian_path, .tensor = name,
-                  .expected = "a Hessian file from lowbit hessian on this model"});
+    const std::string& name = step.entry->info->name;
     const int64_t cols = step.entry->info->shape.back();
-    if (input->columns != cols)
-      throw Error(fmt::format("its input {} has {} columns, the weight's rows {}", input->name, input->columns, cols),
-                  {.file = hessian_path, .tensor = name});
+    const HessianFile::Input& input = hessian_input_of(hessian, gguf_name_of(name).value_or(""), cols, name, model);
     if (step.kind == Step::Kind::four_bit && cols % step.four_bit.blocksize != 0) continue;  // blocks across rows: rounded as usual
-    step.gptq = input;
-    ++bound;
+    step.gptq = &input;
   }
-  return bound;
 }
 
 std::vector<std::string> output_names(const std::string& name, const Step& step) {
@@ -271,7 +261,7 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
   std::optional<HessianFile> hessian;
   if (!hessian_path.empty()) {
     hessian.emplace(hessian_path);
-    bind_hessians(steps, *hessian, hessian_path);
+    bind_hessians(steps, *hessian, input.string());
   }
   GptqFactorCache factors;
   ValueGuard guard(o.nonfinite);

@@ -11,18 +11,22 @@
 
 namespace lowbit {
 
+const HessianFile::Input& hessian_input_of(const HessianFile& hessian, std::string_view gguf_name, int64_t cols,
+                                           const std::string& tensor, const std::string& model) {
+  const HessianFile::Input* input = hessian.find(gguf_name);
+  if (!input)
+    throw Error("the Hessian file has no input for this weight",
+                {.file = hessian.label(), .tensor = tensor, .expected = fmt::format("a Hessian collected from {} (lowbit hessian)", model)});
+  if (input->columns != cols)
+    throw Error(fmt::format("its input {} has {} columns", input->name, input->columns),
+                {.file = hessian.label(), .tensor = tensor, .expected = fmt::format("{} columns, as the weight's rows in {}", cols, model)});
+  return *input;
+}
+
 const HessianFile::Input* GptqTensors::input_of(const ModelSource::Tensor& t, const std::string& label) const {
   if (t.ne.size() != 2) return nullptr;
-  const HessianFile::Input* input = hessian_.find(t.name);
-  if (!input) {
-    if (!t.name.starts_with("blk.")) return nullptr;
-    throw Error("the Hessian file has no input for this weight",
-                {.file = hessian_.label(), .tensor = t.name, .expected = fmt::format("a Hessian collected from {} (lowbit hessian)", label)});
-  }
-  if (input->columns != t.ne[0])
-    throw Error(fmt::format("its input {} has {} columns", input->name, input->columns),
-                {.file = hessian_.label(), .tensor = t.name, .expected = fmt::format("{} columns, as the weight's rows in {}", t.ne[0], label)});
-  return input;
+  if (!hessian_.find(t.name) && !t.name.starts_with("blk.")) return nullptr;  // outside the layers: rounded as usual
+  return &hessian_input_of(hessian_, t.name, t.ne[0], t.name, label);
 }
 
 std::vector<std::byte> GptqTensors::encode_rows(const ModelSource::Tensor& t, GgmlType to, const float* values, int64_t rows,

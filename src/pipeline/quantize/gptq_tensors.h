@@ -19,6 +19,12 @@
 
 namespace lowbit {
 
+// The input a weight reads, found in `hessian` by the weight's llama.cpp name, and checked to hold `cols`
+// columns (the weight's rows); otherwise lowbit::Error naming the Hessian file, `tensor` (the weight as
+// the caller names it) and `model` (where the weight is from): the file was collected from another model.
+const HessianFile::Input& hessian_input_of(const HessianFile& hessian, std::string_view gguf_name, int64_t cols,
+                                           const std::string& tensor, const std::string& model);
+
 // The factors of the last two inputs used, each computed once per layer: q, k and v (gate and up)
 // share an input, and in llama-quantize's tensor order attn_output comes between attn_k and attn_q
 // (ffn_down between ffn_gate's input and itself; in a safetensors file's sorted order o_proj between
