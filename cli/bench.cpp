@@ -48,20 +48,22 @@ void bench_cuda(bool quick, bool json) {
 }
 
 // A model's prefill and decoding speed on the GPU, and the device memory it took.
-void bench_model(const std::string& path, int prompt, int generate, bool json) {
+void bench_model(const std::string& path, int prompt, int generate, bool graph, bool json) {
   const cuda::RuntimeBackend& gpu = cuda::runtime_backend();  // before loading: says at once why not
   EvalModel model(path);
-  const auto t = gpu.time_generation(model.model(), prompt, generate, {});
+  const auto t = gpu.time_generation(model.model(), prompt, generate, {.decode_graph = graph});
   if (json) {
     fmt::print("{}\n", nlohmann::ordered_json{{"model", path}, {"device", t.device}, {"prompt", t.prompt}, {"gen", t.generate},
                                               {"prefill_tokens_per_s", t.prefill_tokens_per_s}, {"decode_tokens_per_s", t.decode_tokens_per_s},
+                                              {"decode_graph", t.decode_graph},
                                               {"weight_bytes", t.weight_bytes}, {"peak_gpu_memory_bytes", t.peak_memory_bytes}}
                             .dump(2));
     return;
   }
-  fmt::print("{} on {}\nprefill {} tokens: {:.0f} tokens/s\ndecode {} tokens at batch 1: {:.1f} tokens/s\n"
+  fmt::print("{} on {}\nprefill {} tokens: {:.0f} tokens/s\ndecode {} tokens at batch 1: {:.1f} tokens/s ({})\n"
              "weights on the GPU {:.1f} MiB; peak GPU memory {:.1f} MiB\n",
-             path, t.device, t.prompt, t.prefill_tokens_per_s, t.generate, t.decode_tokens_per_s, double(t.weight_bytes) / (1 << 20),
+             path, t.device, t.prompt, t.prefill_tokens_per_s, t.generate, t.decode_tokens_per_s,
+             t.decode_graph ? "each step a CUDA graph" : "kernels launched one by one", double(t.weight_bytes) / (1 << 20),
              double(t.peak_memory_bytes) / (1 << 20));
 }
 
@@ -77,6 +79,7 @@ void add_bench_command(CLI::App& app) {
     int threads = 0, repeats = 5;
     std::string device = "cpu", model;
     int prompt = 512, generate = 128;
+    bool no_graph = false;
     bool quick = false;
   };
   auto o = std::make_shared<Options>();
@@ -93,11 +96,12 @@ void add_bench_command(CLI::App& app) {
                                        "batch-1 decoding tokens/s, peak GPU memory");
   cmd->add_option("--prompt", o->prompt, "--model: prompt tokens, processed in one pass")->capture_default_str();
   cmd->add_option("--gen", o->generate, "--model: tokens decoded one at a time after the prompt")->capture_default_str();
+  cmd->add_flag("--no-graph", o->no_graph, "--model: decode by launching each kernel from the host instead of replaying a CUDA graph of the step");
   add_common_options(*cmd, o->common);
   cmd->callback([o] {
     if (!o->model.empty()) {
       if (o->device != "cuda") throw Error("bench --model times the GPU runtime: add --device cuda");
-      return bench_model(o->model, o->prompt, o->generate, o->common.json);
+      return bench_model(o->model, o->prompt, o->generate, !o->no_graph, o->common.json);
     }
     if (o->device == "cuda") return bench_cuda(o->quick, o->common.json);
     // The pool is sized once, on first use: set the thread count before any work.

@@ -283,6 +283,27 @@ TEST(CudaRuntime, GreedyDecodingThroughTheCacheFollowsTheFullForwardPass) {
 #endif
 }
 
+// Decoding replays a CUDA graph of each step, the position read on the device and attention launched
+// over the cache's whole capacity: the same greedy tokens as the steps launched one by one, across
+// several 64-key splits, in bf16 and through the fused q4_K product.
+TEST(CudaRuntime, DecodingGraphsGiveTheStepsLaunchedOneByOne) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  test::TempDir dir;
+  GgufQuantizeOptions options;
+  options.selection.default_type = GgmlType::Q4_K;
+  quantize_to_gguf(*ModelSource::open(bytes_model()), dir / "q4_K.gguf", options);
+  for (const auto& path : {bytes_model(), dir / "q4_K.gguf"}) {
+    auto model = LlamaModel::load(path);
+    const auto text = text_tokens(*model, "wikitext2_test_hf_nonempty_crlf.raw", 4000);
+    const std::vector<int32_t> prompt(text.begin(), text.begin() + 300);
+    const auto by_graph = cuda::generate(*model, prompt, 100, {.decode_graph = true});
+    const auto one_by_one = cuda::generate(*model, prompt, 100, {.decode_graph = false});
+    EXPECT_EQ(by_graph, one_by_one) << path;
+  }
+#endif
+}
+
 // Mixtures of experts: lowbit-bytes-12M upcycled to 4 experts (Mixtral's layout; f16 experts, then
 // quantized to q4_K) on text, with importance matrices counted per expert; and the tiny Qwen2-MoE
 // (shared expert and its sigmoid gate) on fixed tokens. The GPU routes from its own router logits, so

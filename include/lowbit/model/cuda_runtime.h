@@ -23,6 +23,9 @@ namespace lowbit::cuda {
 
 struct RuntimeOptions {
   DType activations = DType::bf16;  // the matmuls' 16-bit inputs: bf16 or f16
+  // Decoding (generate, time_generation) replays a CUDA graph of each step instead of launching its
+  // kernels one by one from the host (dense models; a mixture of experts routes on the host).
+  bool decode_graph = true;
 };
 
 // What the planner's output-KLD probe runs with: its losses are small KL-divergences between
@@ -46,6 +49,7 @@ struct GenerationTiming {
   double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;
   size_t weight_bytes = 0;       // the weights as stored on the GPU
   size_t peak_memory_bytes = 0;  // device memory the runtime held at its peak (weights, cache, scratch)
+  bool decode_graph = false;     // whether the decoding steps replayed a CUDA graph
 };
 GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, const RuntimeOptions& options = {});
 
@@ -53,7 +57,7 @@ GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, co
 // second exported symbol, extern "C" const RuntimeBackend* lowbit_cuda_runtime(int abi). Bump
 // kRuntimeAbi when the interface (or a type it passes, LlamaModel included) changes, so that a stale
 // module is refused.
-inline constexpr int kRuntimeAbi = 1;
+inline constexpr int kRuntimeAbi = 2;
 inline constexpr const char* kRuntimeEntry = "lowbit_cuda_runtime";
 
 class RuntimeBackend {

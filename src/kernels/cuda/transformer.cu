@@ -24,6 +24,10 @@ __device__ __forceinline__ double warp_sum(double v) {
   return v;
 }
 
+__device__ __forceinline__ int64_t first_position_of(const Positions& p) {
+  return p.device_first_position ? *p.device_first_position : p.first_position;
+}
+
 template <DType T>
 __device__ __forceinline__ void store_both(const Activations& out, int64_t i, float v) {
   out.f32[i] = v;
@@ -65,7 +69,7 @@ __global__ void __launch_bounds__(128) prepare_heads_kernel(float* x, int64_t to
   __syncwarp();
   float scale = 1.0f;
   if (step.norm) scale = 1.0f / sqrtf(float(warp_sum(sum) / double(head_dim)) + step.eps);
-  const int64_t window = t / positions.tokens_per_window, position = positions.first_position + t % positions.tokens_per_window;
+  const int64_t window = t / positions.tokens_per_window, position = first_position_of(positions) + t % positions.tokens_per_window;
   float* out = target ? target + ((window * capacity + position) * heads + h) * head_dim : v;
   auto normed = [&](int i) { return step.norm ? __fmul_rn(__fmul_rn(v[i], scale), step.norm[i]) : v[i]; };
   if (!step.inv_freq) {
@@ -106,7 +110,8 @@ __global__ void __launch_bounds__(256) attention_kernel(const float* __restrict_
   const int sub = int(threadIdx.x % 8);
   const int64_t local = int64_t(blockIdx.x) * 32 + threadIdx.x / 8;
   const bool valid = local < per_window;
-  const int64_t t = window * per_window + local, position = positions.first_position + local;
+  const int64_t first = first_position_of(positions);
+  const int64_t t = window * per_window + local, position = first + local;
   float qv[P], acc[P];
 #pragma unroll
   for (int i = 0; i < P; ++i) {
@@ -116,7 +121,7 @@ __global__ void __launch_bounds__(256) attention_kernel(const float* __restrict_
   }
   float running_max = -INFINITY, running_sum = 0.0f;
   const int64_t last_local = min(int64_t(blockIdx.x + 1) * 32, per_window) - 1;
-  const int64_t key_end = positions.first_position + last_local + 1;
+  const int64_t key_end = first + last_local + 1;
   for (int64_t k0 = 0; k0 < key_end; k0 += kKeys) {
     __syncthreads();
     for (int e = threadIdx.x; e < kKeys * head_dim; e += blockDim.x) {
@@ -175,7 +180,7 @@ constexpr int kSplitKeys = 64, kDecodeWarps = 8, kKeysPerWarp = kSplitKeys / kDe
 template <int LanesPerKey>
 __global__ void __launch_bounds__(32 * kDecodeWarps) decode_attention_split_kernel(
     const float* __restrict__ q, const float* __restrict__ kc, const float* __restrict__ vc, int64_t capacity, int n_head,
-    int n_head_kv, int head_dim, int64_t first_position, float scale, float* __restrict__ partial) {
+    int n_head_kv, int head_dim, Positions positions, float scale, float* __restrict__ partial) {
   constexpr int kSlots = 32 / LanesPerKey;  // keys a warp reads per step
   constexpr int kSteps = (kKeysPerWarp + kSlots - 1) / kSlots;
   __shared__ float scores[kSplitKeys];
@@ -184,7 +189,8 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) decode_attention_split_kern
   const int64_t window = blockIdx.z;
   const int kv_head = h / (n_head / n_head_kv);
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, slot = lane / LanesPerKey, part = lane % LanesPerKey;
-  const int64_t key_end = first_position + 1, k_begin = int64_t(split) * kSplitKeys;
+  const int64_t key_end = first_position_of(positions) + 1, k_begin = int64_t(split) * kSplitKeys;
+  if (k_begin >= key_end) return;  // a graph's launch covers the capacity; the combine reads only the splits in use
   const int count = int(min(int64_t(kSplitKeys), key_end - k_begin));
   const float4 qv = reinterpret_cast<const float4*>(q + (window * n_head + h) * head_dim)[part];
   auto row = [&](const float* cache, int j) {  // key/value row of split key j, this lane's 4 dimensions
@@ -244,13 +250,15 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) decode_attention_split_kern
   }
 }
 
-// One block per (head, window): out[d] = Σ_s acc_s[d]·e^(m_s − M) / Σ_s l_s·e^(m_s − M), M = max_s m_s.
+// One block per (head, window): out[d] = Σ_s acc_s[d]·e^(m_s − M) / Σ_s l_s·e^(m_s − M), M = max_s m_s,
+// over the splits that hold keys (of `stride` launched).
 template <DType T>
-__global__ void __launch_bounds__(128) decode_attention_combine_kernel(const float* __restrict__ partial, int splits, int n_head,
-                                                                       int head_dim, Activations out) {
+__global__ void __launch_bounds__(128) decode_attention_combine_kernel(const float* __restrict__ partial, int stride, Positions positions,
+                                                                       int n_head, int head_dim, Activations out) {
   const int h = int(blockIdx.x);
   const int64_t window = blockIdx.y;
-  const float* base = partial + (window * n_head + h) * splits * int64_t(head_dim + 2);
+  const int splits = int(first_position_of(positions) / kSplitKeys + 1);
+  const float* base = partial + (window * n_head + h) * stride * int64_t(head_dim + 2);
   float m = -INFINITY;
   for (int s = 0; s < splits; ++s) m = fmaxf(m, base[s * (head_dim + 2)]);
   float l = 0.0f;
@@ -327,13 +335,15 @@ void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head,
   const float scale = 1.0f / sqrtf(float(head_dim));
   const int lanes_per_key = head_dim / 4;
   if (per_window == 1 && (lanes_per_key & (lanes_per_key - 1)) == 0) {  // decoding: flash-decoding
-    const int64_t splits = (positions.first_position + kSplitKeys) / kSplitKeys, windows = tokens;
+    // Under a graph the position is read on the device: launch for the largest it can be.
+    const int64_t last = positions.device_first_position ? cache.capacity - 1 : positions.first_position;
+    const int64_t splits = last / kSplitKeys + 1, windows = tokens;
     float* partial = nullptr;  // stream-ordered scratch: graph-capturable, no device-wide synchronisation
     check(cudaMallocAsync(reinterpret_cast<void**>(&partial), size_t(windows * n_head * splits * (head_dim + 2)) * sizeof(float), stream));
     const dim3 grid{unsigned(splits), unsigned(n_head), unsigned(windows)};
     auto split = [&]<int L>() {
       decode_attention_split_kernel<L><<<grid, 32 * kDecodeWarps, 0, stream>>>(q, cache.k, cache.v, cache.capacity, n_head, n_head_kv,
-                                                                                 head_dim, positions.first_position, scale, partial);
+                                                                                 head_dim, positions, scale, partial);
     };
     switch (lanes_per_key) {
       case 2: split.template operator()<2>(); break;
@@ -343,7 +353,7 @@ void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head,
       default: split.template operator()<32>(); break;
     }
     dispatch_half(out.half_dtype, [&]<DType T>() {
-      decode_attention_combine_kernel<T><<<dim3(unsigned(n_head), unsigned(windows)), 128, 0, stream>>>(partial, int(splits), n_head, head_dim, out);
+      decode_attention_combine_kernel<T><<<dim3(unsigned(n_head), unsigned(windows)), 128, 0, stream>>>(partial, int(splits), positions, n_head, head_dim, out);
     });
     check(cudaGetLastError());
     check(cudaFreeAsync(partial, stream));

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -54,13 +55,21 @@ DeviceBuffer upload(std::span<const std::byte> bytes, cudaStream_t stream) {
 }
 DeviceBuffer upload(std::span<const float> values, cudaStream_t stream) { return upload(std::as_bytes(values), stream); }
 
+// Bumped whenever device memory that a captured graph may point into is reallocated (a scratch array
+// grows, a weight is reloaded): a decoding graph captured before it is stale.
+std::atomic<uint64_t> device_layout_version{0};
+
 // A growable scratch array of floats or 16-bit values.
 struct Scratch {
   DeviceBuffer buffer;
   void* reserve(size_t bytes) {
-    if (buffer.bytes() < bytes) buffer = DeviceBuffer(bytes);
+    if (buffer.bytes() < bytes) buffer = DeviceBuffer(bytes), ++device_layout_version;
     return buffer.get();
   }
+};
+
+struct GraphExecDestroy {
+  void operator()(cudaGraphExec_t graph) const { cudaGraphExecDestroy(graph); }
 };
 
 size_t used_device_memory() {
@@ -88,6 +97,7 @@ class CudaLlama final : public LlamaRuntime {
   // token at a time; returns the greedy next token.
   int32_t prefill(std::span<const int32_t> prompt, int64_t capacity);
   int32_t decode(int32_t token, int64_t position);
+  bool decodes_by_graph() const { return decode_graph_ != nullptr; }
   size_t weight_bytes() const;
   cudaStream_t stream() const { return stream_; }
 
@@ -126,6 +136,17 @@ class CudaLlama final : public LlamaRuntime {
   void mixture_of_experts(const Layer& layer, const Activations& x, int64_t tokens, const ActivationObserver& observer) const;
   void layer(int index, int64_t tokens, const Positions& positions, const KvCache& cache, const ActivationObserver& observer) const;
   void head(int64_t tokens, const ActivationObserver& observer) const;
+  void decode_step(const Positions& positions) const;  // every block and the head for one token a window
+  // Decoding replays one CUDA graph of decode_step: the position lives in device memory, so the same
+  // launches serve every step. The graph holds device addresses: it is captured again when the scratch,
+  // a weight or the generation cache has moved (GraphKey).
+  struct GraphKey {
+    uint64_t layout = 0;
+    const float* cache = nullptr;
+    int64_t capacity = 0;
+    bool operator==(const GraphKey&) const = default;
+  };
+  void capture_decode_graph(const Positions& positions, const GraphKey& key);
   KvCache cache_for(int64_t windows, int64_t capacity, int layers = 1) const;
   KvCache layer_cache(int layer) const;  // block `layer`'s part of the generation cache
   std::vector<float> run(std::span<const int32_t> tokens, int windows, int first_layer, int last_layer, const std::vector<float>* hidden,
@@ -143,12 +164,19 @@ class CudaLlama final : public LlamaRuntime {
   DeviceBuffer output_norm_, inv_freq_;
   mutable Workspace ws_;
   KvCache generation_cache_{};
+  bool use_decode_graph_;
+  DeviceBuffer device_position_;  // the decoding step's position, read by its kernels
+  std::unique_ptr<CUgraphExec_st, GraphExecDestroy> decode_graph_;
+  GraphKey decode_graph_key_;
 };
 
 CudaLlama::CudaLlama(LlamaModel& model, const RuntimeOptions& options)
-    : model_(model), config_(model.config()), half_(options.activations) {
+    : model_(model), config_(model.config()), half_(options.activations),
+      // A mixture of experts routes on the host between its kernels: no graph can hold its step.
+      use_decode_graph_(options.decode_graph && config_.n_expert == 0) {
   if (half_ != DType::bf16 && half_ != DType::f16) throw Error("GPU activations must be bf16 or f16");
   if (devices().empty()) throw Error("no CUDA device is visible");
+  device_position_ = DeviceBuffer(sizeof(int64_t));
   check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   for (const auto& [name, m] : model.matrices()) weights_[name].name = name, load_weight(weights_[name], m);
   output_ = &weights_.at(model.output_tied() ? "token_embd.weight" : "output.weight");
@@ -172,6 +200,7 @@ CudaLlama::CudaLlama(LlamaModel& model, const RuntimeOptions& options)
 }
 
 void CudaLlama::load_weight(Weight& w, const QuantizedMatrix& m) {
+  ++device_layout_version;
   w.host = m;
   w.fused.reset();
   if (!has_ggml_dequantize(m.type)) {
@@ -454,11 +483,46 @@ int32_t CudaLlama::prefill(std::span<const int32_t> prompt, int64_t capacity) {
   return argmax_last_row(last, config_.n_vocab);
 }
 
+void CudaLlama::decode_step(const Positions& positions) const {
+  for (int l = 0; l < config_.n_layer; ++l) layer(l, 1, positions, layer_cache(l), nullptr);
+  head(1, nullptr);
+}
+
+void CudaLlama::capture_decode_graph(const Positions& positions, const GraphKey& key) {
+  decode_graph_.reset();
+  cudaGraph_t graph = nullptr;
+  check_cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  try {
+    decode_step(positions);
+  } catch (...) {
+    if (cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+    throw;
+  }
+  check_cuda(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  check_cuda(status, "cudaGraphInstantiate");
+  decode_graph_.reset(exec);
+  decode_graph_key_ = key;
+}
+
 int32_t CudaLlama::decode(int32_t token, int64_t position) {
   const auto embedded = model_.embed(std::span(&token, 1));
   check_cuda(cudaMemcpyAsync(ws_.hidden.buffer.get(), embedded.data(), embedded.size() * 4, cudaMemcpyHostToDevice, stream_), "upload");
-  for (int l = 0; l < config_.n_layer; ++l) layer(l, 1, {1, position}, layer_cache(l), nullptr);
-  head(1, nullptr);
+  if (!use_decode_graph_) {
+    decode_step({1, position});
+  } else {
+    check_cuda(cudaMemcpyAsync(device_position_.get(), &position, sizeof position, cudaMemcpyHostToDevice, stream_), "upload position");
+    const Positions on_device{1, position, device_position_.get<int64_t>()};
+    const GraphKey key{device_layout_version.load(), generation_cache_.k, generation_cache_.capacity};
+    if (decode_graph_ && key == decode_graph_key_) {
+      check_cuda(cudaGraphLaunch(decode_graph_.get(), stream_), "cudaGraphLaunch");
+    } else {
+      decode_step(on_device);  // launched one by one: sizes the scratch that the graph will point into
+      if (device_layout_version.load() == key.layout) capture_decode_graph(on_device, key);
+    }
+  }
   std::vector<float> logits(size_t(config_.n_vocab));
   check_cuda(cudaMemcpyAsync(logits.data(), ws_.logits.buffer.get(), logits.size() * 4, cudaMemcpyDeviceToHost, stream_), "download");
   sync();
@@ -500,7 +564,8 @@ GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, co
   for (int i = 0; i < generate; ++i) next = runtime.decode(next, prompt + i);
   const double decode_s = seconds_since(start);
   peak = std::max(peak, used_device_memory());
-  return {gpus[0].name, prompt, generate, prompt / prefill_s, generate / decode_s, runtime.weight_bytes(), peak - before};
+  return {gpus[0].name,          prompt, generate, prompt / prefill_s, generate / decode_s, runtime.weight_bytes(), peak - before,
+          runtime.decodes_by_graph()};
 }
 
 }  // namespace lowbit::cuda

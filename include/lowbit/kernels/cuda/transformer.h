@@ -37,8 +37,12 @@ struct KvCache {
   float* v = nullptr;
   int64_t capacity = 0;
 };
+// With `device_first_position` set, the kernels read the first position from device memory instead of
+// `first_position`: one CUDA graph of a decoding step then serves every step (the host writes the new
+// position before replaying it), and decoding attention is launched for the cache's whole capacity.
 struct Positions {
   int64_t tokens_per_window = 0, first_position = 0;
+  const int64_t* device_first_position = nullptr;
 };
 
 // Prepares one matmul output of heads [tokens][heads][head_dim] in place: adds `bias` (heads · head_dim
