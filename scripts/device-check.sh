@@ -29,7 +29,8 @@
 #                                     CLI on both devices, bench --model
 #   scripts/device-check.sh model python   + the Python package's CUDA tests (python/tests/test_cuda.py; needs
 #                                     PY_WHEELS=1 scripts/device-deps.sh for nanobind and pytest)
-#   scripts/device-check.sh speed     + the speed table (scripts/device-speed.sh: real models and a synthetic 8B shape)
+#   scripts/device-check.sh speed     the speed table (scripts/device-speed.sh: a synthetic 8B shape beside llama.cpp's
+#                                     CUDA tools from $LLAMA_CPP_BIN, transformers and bitsandbytes)
 #   scripts/device-check.sh patch     the Python package and the matmul tests (C++ and Python), then transformers +
 #                                     bitsandbytes before and after
 #                                     lowbit.integrations.bitsandbytes.patch() (python/bench/bnb_patch_bench.py) on
@@ -99,7 +100,8 @@ if [ "${1:-}" = "model" ]; then
   exit "$status"
 fi
 if [ "${1:-}" = "speed" ]; then
-  scripts/device-speed.sh build-device/lowbit "$data"
+  # llama.cpp's CUDA tools where they travelled (LLAMA_CPP_BIN, see scripts/device-speed.sh), bitsandbytes from .deps/py.
+  PYTHONPATH="$PWD/$deps/py:${PYTHONPATH:-}" scripts/device-speed.sh build-device/lowbit "$data" "${LLAMA_CPP_BIN:-}"
   exit 0
 fi
 if [ "${1:-}" = "bench" ]; then

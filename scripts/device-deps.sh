@@ -7,6 +7,11 @@
 #   PY_WHEELS=1 scripts/device-deps.sh       also nanobind and pytest (the Python package's build and tests)
 #   LORA_WHEELS=1 scripts/device-deps.sh     also PEFT, accelerate and bitsandbytes with its CPU library (the
 #                                            QLoRA proof, scripts/lora-proof.sh, trains on the device's 16 cores)
+#   LLAMA_CUDA=1 scripts/device-deps.sh      also llama.cpp's CUDA tools (llama-perplexity, llama-bench and their
+#                                            libraries) in DEST/llama-cuda, the references of scripts/device-speed.sh:
+#                                            the llama.cpp of scripts/llama-cpp-tools.sh built here for sm_90 only, with
+#                                            GGML_CUDA_FA=OFF (its flash-attention kernels would double the build:
+#                                            about an hour on 2 cores as it is), in $LLAMA_CUDA_BUILD
 set -euo pipefail
 dest="${1:-.deps}"
 mkdir -p "$dest"
@@ -42,5 +47,19 @@ if [ "${PY_WHEELS:-0}" = 1 ]; then
   mkdir -p "$dest/py"
   for wheel in "$tmp"/*.whl; do unzip -qo "$wheel" -d "$dest/py"; done
   rm -rf "$tmp"
+fi
+if [ "${LLAMA_CUDA:-0}" = 1 ]; then
+  source_dir="$(dirname "$(scripts/llama-cpp-tools.sh)")/../src"  # the vendored llama.cpp, fetched and checked there
+  build="${LLAMA_CUDA_BUILD:-build/llama.cpp-cuda}"
+  launcher=()
+  command -v ccache >/dev/null && launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+  cmake -S "$source_dir" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DGGML_CUDA_FA=OFF -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=ON "${launcher[@]}" >/dev/null
+  cmake --build "$build" -j "$(nproc)" --target llama-bench llama-perplexity >/dev/null
+  rm -rf "$dest/llama-cuda" && mkdir -p "$dest/llama-cuda"
+  cp "$build"/bin/llama-bench "$build"/bin/llama-perplexity "$dest/llama-cuda/"
+  cp -L "$build"/bin/lib*.so* "$dest/llama-cuda/" 2>/dev/null || find "$build" -name 'lib*.so*' -exec cp -L {} "$dest/llama-cuda/" \;
+  strip "$dest"/llama-cuda/* 2>/dev/null || true
 fi
 du -sh "$dest"

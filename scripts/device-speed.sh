@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# The speed table of docs/benchmarks.md ("The model on the GPU"), in one device call: lowbit's GPU runtime
-# (eval throughput at context 512, prefill and batch-1 decoding from `lowbit bench --model`) on the real
-# models that travel and on a synthetic Llama-3-8B-shaped model made here (scripts/synthetic_llama.py),
-# beside transformers bf16 on the same weights and the copy bandwidth measured in the same run.
-#   scripts/device-speed.sh LOWBIT DATA_DIR       (LAYERS=32 FORMATS="q8_0 Q4_K_M q4_K" by default)
-# Rows print as they are measured; everything also lands in $OUT/speed.md when $OUT is set.
+# The speed table of docs/benchmarks.md ("The model on the GPU"), in one device call: lowbit's GPU runtime on
+# a synthetic Llama-3-8B-shaped model made here (scripts/synthetic_llama.py), quantized here by lowbit, beside
+# the references on the same weights in the same call: llama.cpp's CUDA build (llama-perplexity and
+# llama-bench on the same GGUFs), transformers in bf16, and transformers + bitsandbytes on the nf4 checkpoint
+# lowbit writes; and the copy bandwidth.
+#   scripts/device-speed.sh LOWBIT DATA_DIR [LLAMA_CPP_BIN]
+#       LAYERS=32  FORMATS="bf16 Q4_K_M q8_0 nf4 q4_K Q2_K" (in this order; nf4 means nf4 with double quant)
+#       CHUNKS=32  windows of 512 for the perplexity runs
+# LLAMA_CPP_BIN: llama.cpp's CUDA tools (llama-perplexity, llama-bench) and their libraries, built for sm_90;
+# without it the llama.cpp columns stay empty. bitsandbytes must be importable for the nf4 reference
+# (BNB_WHEEL=1 scripts/device-deps.sh; PYTHONPATH=.deps/py).
+# Per format: lowbit eval's wall time over CHUNKS windows (loading included) and `lowbit bench --model`
+# (prefill of 512, eval's own pass of 16 × 512, greedy decoding of 128 at batch 1 through CUDA graphs);
+# llama-perplexity's wall time (loading included) and its own prompt-eval tokens/s; llama-bench pp512 and
+# tg128. Rows print as they are measured; everything also lands in $OUT/speed.md when $OUT is set.
 set -uo pipefail
-lowbit=$1 data=$2
+lowbit=$1 data=$2 llama=${3:-}
 layers=${LAYERS:-32}
-formats=${FORMATS:-"q8_0 Q4_K_M q4_K"}
+formats=${FORMATS:-"bf16 Q4_K_M q8_0 nf4 q4_K Q2_K"}
+chunks=${CHUNKS:-32}
 out=${OUT:-/tmp}/speed.md
 work=$(mktemp -d)
 text="$data/wikitext2_test_hf_nonempty_crlf.raw"
 log() { echo "$*" | tee -a "$out"; }
+[ -n "$llama" ] && export LD_LIBRARY_PATH="$llama:${LD_LIBRARY_PATH:-}"
 
 bandwidth=$(python3 -c '
 import torch
@@ -24,47 +35,80 @@ for _ in range(20): y.copy_(x)
 e.record(); torch.cuda.synchronize()
 print(f"{2 * 20 * x.numel() / (s.elapsed_time(e) / 1e3) / 1e9:.0f}")')
 log "device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader); copy bandwidth ${bandwidth} GB/s (read + written)"
-log ""
-log "| model | format | weights MiB | eval tok/s (ctx 512) | prefill tok/s (512) | decode tok/s (batch 1) | decode GB/s of weights | of copy bw | peak GPU MiB |"
-log "|---|---|--:|--:|--:|--:|--:|--:|--:|"
 
-# One row: eval over `chunks` windows of 512 (wall time of the whole command, loading included, and the
-# runtime's own tokens/s), then bench --model.
+# The synthetic 8B shape, and transformers bf16 timed on the same weights.
+python3 scripts/synthetic_llama.py "$data/lowbit-bytes-12M-bf16.gguf" "$work/s8b.gguf" --layers "$layers" --hf-reference "$work/hf-bf16.json" 2>&1 | grep -v Warning
+log "transformers bf16: $(cat "$work/hf-bf16.json" 2>/dev/null)"
+log ""
+log "| format | weights MiB | lowbit eval wall tok/s ($chunks × 512, ppl) | llama-perplexity wall tok/s (own tok/s, ppl) | lowbit eval pass tok/s (16 × 512) | lowbit prefill 512 | llama-bench pp512 | lowbit decode tok/s | llama-bench tg128 | lowbit decode of copy bw | peak GPU MiB |"
+log "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+
+seconds() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+
+# One row: `model` is a GGUF (eval, llama.cpp) or a directory (bench only).
 row() {
-  local name=$1 model=$2 chunks=$3
-  local start end eval_tps bench
-  start=$(date +%s.%N)
-  "$lowbit" eval "$model" --text "$text" --ctx 512 --chunks "$chunks" --device cuda --quiet --json > "$work/eval.json" || { log "| $name | eval failed |"; return; }
-  end=$(date +%s.%N)
-  eval_tps=$(python3 -c "import json,sys; j=json.load(open('$work/eval.json')); print(f\"{j['chunks']*512/($end-$start):.0f} (ppl {j['ppl']:.3f}, {$end-$start:.1f} s)\")")
-  "$lowbit" bench --model "$model" --device cuda --prompt 512 --gen 128 --json > "$work/bench.json" || { log "| $name | bench failed |"; return; }
-  python3 - "$name" "$work/bench.json" "$eval_tps" "$bandwidth" <<'PY' | tee -a "$out"
+  local name=$1 model=$2 start end eval_cell="–" llama_ppl="–" llama_pp="–" llama_tg="–"
+  if [[ $model == *.gguf ]]; then
+    start=$(date +%s.%N)
+    if timeout 120 "$lowbit" eval "$model" --text "$text" --ctx 512 --chunks "$chunks" --device cuda --quiet --json > "$work/eval.json"; then
+      end=$(date +%s.%N)
+      eval_cell=$(python3 -c "import json; j=json.load(open('$work/eval.json')); s=$end-$start; print(f\"{j['chunks']*512/s:.0f} ({s:.1f} s, {j['ppl']:.4f})\")")
+    fi
+    if [ -n "$llama" ]; then
+      start=$(date +%s.%N)
+      if timeout 120 "$llama/llama-perplexity" -m "$model" -f "$text" -c 512 --chunks "$chunks" -ngl 99 > "$work/ppl.log" 2>&1; then
+        end=$(date +%s.%N)
+        llama_ppl=$(python3 - "$work/ppl.log" "$(seconds "$start" "$end")" "$chunks" <<'PY'
+import re, sys
+text, s, chunks = open(sys.argv[1]).read(), float(sys.argv[2]), int(sys.argv[3])
+ppl = re.search(r"Final estimate: PPL = ([0-9.]+)", text)
+own = re.search(r"prompt eval time =.*?([0-9.]+) tokens per second", text)
+print(f"{chunks*512/s:.0f} ({own.group(1) if own else '?'}, {s:.1f} s, {ppl.group(1) if ppl else '?'})")
+PY
+)
+      else
+        llama_ppl="failed"; tail -5 "$work/ppl.log"
+      fi
+      if timeout 150 "$llama/llama-bench" -m "$model" -p 512 -n 128 -ngl 99 -r 3 -o json > "$work/lb.json" 2> "$work/lb.log"; then
+        read -r llama_pp llama_tg < <(python3 -c "
+import json; rows = json.load(open('$work/lb.json'))
+pp = [r['avg_ts'] for r in rows if r['n_prompt'] > 0 and r['n_gen'] == 0]; tg = [r['avg_ts'] for r in rows if r['n_gen'] > 0]
+print(f'{pp[0]:.0f}' if pp else '?', f'{tg[0]:.1f}' if tg else '?')")
+      else
+        llama_pp="failed"; tail -5 "$work/lb.log"
+      fi
+    fi
+  fi
+  timeout 150 "$lowbit" bench --model "$model" --device cuda --prompt 512 --gen 128 --json > "$work/bench.json" || { log "| $name | bench failed |"; return; }
+  python3 - "$name" "$work/bench.json" "$bandwidth" "$eval_cell" "$llama_ppl" "$llama_pp" "$llama_tg" <<'PY' | tee -a "$out"
 import json, sys
-name, path, eval_tps, bw = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+name, path, bw, eval_cell, llama_ppl, llama_pp, llama_tg = sys.argv[1], sys.argv[2], float(sys.argv[3]), *sys.argv[4:]
 j = json.load(open(path))
 gbs = j["weight_bytes"] * j["decode_tokens_per_s"] / 1e9
-fmt = name.split(" ")[-1]
-print(f"| {name.rsplit(' ', 1)[0]} | {fmt} | {j['weight_bytes']/2**20:.0f} | {eval_tps} | {j['prefill_tokens_per_s']:.0f} | {j['decode_tokens_per_s']:.1f} | {gbs:.0f} | {gbs/bw:.2f} | {j['peak_gpu_memory_bytes']/2**20:.0f} |")
+print(f"| {name} | {j['weight_bytes']/2**20:.0f} | {eval_cell} | {llama_ppl} | {j['forward_tokens_per_s']:.0f} | {j['prefill_tokens_per_s']:.0f} | {llama_pp} "
+      f"| {j['decode_tokens_per_s']:.1f} | {llama_tg} | {gbs/bw:.2f} | {j['peak_gpu_memory_bytes']/2**20:.0f} |")
 PY
 }
 
-row "lowbit-bytes-12M bf16" "$data/lowbit-bytes-12M-bf16.gguf" 0
-for m in "$data"/*.gguf; do
-  case "$m" in *bytes-12M*|*stories*) continue;; esac
-  row "$(basename "$m" .gguf) gguf" "$m" 64
-done
-
-# The synthetic 8B shape: generated, timed with transformers, quantized, each format timed by lowbit.
-python3 scripts/synthetic_llama.py "$data/lowbit-bytes-12M-bf16.gguf" "$work/s8b.gguf" --layers "$layers" --hf-reference "$work/hf.json" 2>&1 | grep -v Warning
-row "synthetic-8B ($layers layers) bf16" "$work/s8b.gguf" 16
 for f in $formats; do
-  if [[ $f == Q* ]]; then how=(--mix "$f"); else how=(--format "$f"); fi
-  start=$(date +%s)
-  timeout "${QUANTIZE_TIMEOUT:-150}" "$lowbit" quantize "$work/s8b.gguf" -o "$work/s8b-$f.gguf" "${how[@]}" --quiet || { log "| synthetic-8B | $f quantize failed |"; continue; }
-  echo "quantized $f in $(( $(date +%s) - start )) s"
-  row "synthetic-8B ($layers layers) $f" "$work/s8b-$f.gguf" 16
-  rm -f "$work/s8b-$f.gguf"
+  case $f in
+    bf16) row "bf16" "$work/s8b.gguf" ;;
+    nf4)
+      # transformers + bitsandbytes on the checkpoint lowbit writes: the same nf4 bytes on both sides.
+      timeout 200 "$lowbit" dequantize "$work/s8b.gguf" -o "$work/hf" --dtype bf16 --quiet &&
+        timeout 200 "$lowbit" quantize "$work/hf" -o "$work/nf4" --format nf4 --double-quant --quiet || { log "| nf4 | quantize failed |"; continue; }
+      rm -rf "$work/hf"
+      row "nf4 + double quant" "$work/nf4"
+      python3 scripts/synthetic_llama.py --time-checkpoint "$work/nf4" "$work/hf-nf4.json" 2>&1 | grep -v -i warn
+      log "transformers + bitsandbytes on lowbit's nf4 checkpoint: $(cat "$work/hf-nf4.json" 2>/dev/null)"
+      rm -rf "$work/nf4" ;;
+    *)
+      if [[ $f == Q* ]]; then how=(--mix "$f"); else how=(--format "$f"); fi
+      start=$(date +%s)
+      timeout 150 "$lowbit" quantize "$work/s8b.gguf" -o "$work/s8b-$f.gguf" "${how[@]}" --quiet || { log "| $f | quantize failed |"; continue; }
+      echo "quantized $f in $(( $(date +%s) - start )) s"
+      row "$f" "$work/s8b-$f.gguf"
+      rm -f "$work/s8b-$f.gguf" ;;
+  esac
 done
-log ""
-log "transformers bf16 on the same synthetic weights: $(cat "$work/hf.json" 2>/dev/null)"
 rm -rf "$work"

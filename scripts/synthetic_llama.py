@@ -5,11 +5,15 @@ values (a Gaussian scaled by a log-normal factor per value, ~1/sqrt(fan-in) over
 lowbit-bytes-12M's byte vocabulary and tokenizer metadata, so that `lowbit eval` runs on text.
 
     python3 scripts/synthetic_llama.py BYTES_12M.gguf OUT.gguf [--layers N] [--hf-reference OUT.json]
+    python3 scripts/synthetic_llama.py --time-checkpoint DIR OUT.json
 
 Random numbers come from torch (on the GPU when there is one: 7B values in seconds). With --hf-reference
 the same weights are also built as a transformers LlamaForCausalLM in bf16 and timed the way `lowbit
 bench --model` and `lowbit eval` time lowbit (prefill of 512 tokens, greedy decoding of 128 at batch 1,
 forward passes over windows of 512), so both run on identical weights in the same device call.
+--time-checkpoint times a Hugging Face directory the same way as transformers loads it: a bitsandbytes
+checkpoint that lowbit wrote from this model (`lowbit dequantize` to a directory, then `lowbit quantize
+--format nf4 --double-quant`) is transformers + bitsandbytes on the weights lowbit runs.
 """
 import argparse
 import json
@@ -95,11 +99,17 @@ def heavy_tailed(rows, cols, generator, device):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("source", help="lowbit-bytes-12M-bf16.gguf: its tokenizer metadata is reused")
-    ap.add_argument("out")
+    ap.add_argument("source", nargs="?", help="lowbit-bytes-12M-bf16.gguf: its tokenizer metadata is reused")
+    ap.add_argument("out", nargs="?")
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--hf-reference", help="also time transformers bf16 on the same weights; results to this JSON file")
+    ap.add_argument("--time-checkpoint", nargs=2, metavar=("DIR", "OUT_JSON"), help="only time this Hugging Face directory in transformers")
     args = ap.parse_args()
+    if args.time_checkpoint:
+        time_checkpoint(*args.time_checkpoint)
+        return
+    if not args.source or not args.out:
+        ap.error("SOURCE and OUT are required")
     E, F, H, KV, D, V = 4096, 14336, 32, 8, 128, 259
     device = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator(device=device).manual_seed(8)
@@ -158,6 +168,16 @@ def time_transformers(weights, layers, E, F, H, KV, V, out_path):
     model.eval()
     print(json.dumps(time_model(model, V)), file=open(out_path, "w"))
     print("transformers bf16:", open(out_path).read(), flush=True)
+
+
+def time_checkpoint(directory, out_path):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(directory, device_map="cuda", dtype=torch.bfloat16)
+    model.eval()
+    result = time_model(model, model.config.vocab_size)
+    result["quantization"] = str(getattr(model.config, "quantization_config", None))
+    print(json.dumps(result), file=open(out_path, "w"))
+    print(f"transformers, {directory}:", open(out_path).read(), flush=True)
 
 
 def time_model(model, vocab, prompt=512, generate=128, windows=8):

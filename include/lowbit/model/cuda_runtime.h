@@ -41,12 +41,15 @@ std::unique_ptr<LlamaRuntime> make_llama_runtime(LlamaModel& model, const Runtim
 // key/value cache (the most probable token each time); returns the generated tokens.
 std::vector<int32_t> generate(LlamaModel& model, const std::vector<int32_t>& prompt, int count, const RuntimeOptions& options = {});
 
-// Prefill and greedy decoding at batch 1, timed with CUDA events: `prompt` tokens in one pass, then
-// `generate` tokens one at a time against the key/value cache.
+// Prefill and greedy decoding at batch 1: `prompt` tokens in one pass, then `generate` tokens one at a
+// time against the key/value cache; and evaluation's pass, as many windows of `prompt` tokens at once as
+// `lowbit eval` gives the runtime (LlamaRuntime::batch_windows). Each timed after a warm-up.
 struct GenerationTiming {
   std::string device;            // name of the GPU
   int prompt = 0, generate = 0;
   double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;
+  int forward_windows = 0;
+  double forward_tokens_per_s = 0;
   size_t weight_bytes = 0;       // the weights as stored on the GPU
   size_t peak_memory_bytes = 0;  // device memory the runtime held at its peak (weights, cache, scratch)
   bool decode_graph = false;     // whether the decoding steps replayed a CUDA graph

@@ -305,6 +305,31 @@ __global__ void scatter_add_rows_kernel(const float* __restrict__ x, const int32
   }
 }
 
+// One block per row: each thread keeps the first largest of its values, then the block reduces the pairs
+// (a larger value wins; of equal values the lower index).
+__global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* __restrict__ x, int64_t n, int32_t* __restrict__ out) {
+  __shared__ float best_value[32];
+  __shared__ int64_t best_index[32];
+  const float* row = x + blockIdx.x * n;
+  float value = -INFINITY;
+  int64_t index = n;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    if (row[i] > value || index == n) value = row[i], index = i;
+  auto better = [](float v, int64_t i, float w, int64_t j) { return w > v || (w == v && j < i); };
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float w = __shfl_xor_sync(0xffffffffu, value, offset);
+    const int64_t j = __shfl_xor_sync(0xffffffffu, index, offset);
+    if (better(value, index, w, j)) value = w, index = j;
+  }
+  if (threadIdx.x % 32 == 0) best_value[threadIdx.x / 32] = value, best_index[threadIdx.x / 32] = index;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < int(blockDim.x / 32); ++w)
+      if (better(value, index, best_value[w], best_index[w])) value = best_value[w], index = best_index[w];
+    out[blockIdx.x] = int32_t(index);
+  }
+}
+
 unsigned elementwise_grid(int64_t n) { return unsigned(std::min<int64_t>((n + 255) / 256, 132 * 16)); }
 
 }  // namespace
@@ -383,6 +408,13 @@ void swiglu(const float* gate, const float* up, int64_t n, const Activations& ou
 void add_16bit(DType dtype, const void* x, int64_t n, float* y, bool accumulate, cudaStream_t stream) {
   if (n <= 0) return;
   dispatch_half(dtype, [&]<DType T>() { add_16bit_kernel<T><<<elementwise_grid(n), 256, 0, stream>>>(x, n, y, accumulate); });
+  check(cudaGetLastError());
+}
+
+void argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream) {
+  if (rows <= 0) return;
+  if (n <= 0 || n > INT32_MAX) throw Error("GPU argmax: rows of " + std::to_string(n) + " values");
+  argmax_rows_kernel<<<unsigned(rows), 1024, 0, stream>>>(x, n, out);
   check(cudaGetLastError());
 }
 

@@ -136,7 +136,9 @@ class CudaLlama final : public LlamaRuntime {
   void mixture_of_experts(const Layer& layer, const Activations& x, int64_t tokens, const ActivationObserver& observer) const;
   void layer(int index, int64_t tokens, const Positions& positions, const KvCache& cache, const ActivationObserver& observer) const;
   void head(int64_t tokens, const ActivationObserver& observer) const;
-  void decode_step(const Positions& positions) const;  // every block and the head for one token a window
+  // Every block, the head and the greedy choice (into next_token_) for one token a window.
+  void decode_step(const Positions& positions) const;
+  int32_t download_next_token() const;
   // Decoding replays one CUDA graph of decode_step: the position lives in device memory, so the same
   // launches serve every step. The graph holds device addresses: it is captured again when the scratch,
   // a weight or the generation cache has moved (GraphKey).
@@ -166,6 +168,7 @@ class CudaLlama final : public LlamaRuntime {
   KvCache generation_cache_{};
   bool use_decode_graph_;
   DeviceBuffer device_position_;  // the decoding step's position, read by its kernels
+  DeviceBuffer next_token_;       // the greedy choice of the last prefill or decoding step
   std::unique_ptr<CUgraphExec_st, GraphExecDestroy> decode_graph_;
   GraphKey decode_graph_key_;
 };
@@ -177,6 +180,7 @@ CudaLlama::CudaLlama(LlamaModel& model, const RuntimeOptions& options)
   if (half_ != DType::bf16 && half_ != DType::f16) throw Error("GPU activations must be bf16 or f16");
   if (devices().empty()) throw Error("no CUDA device is visible");
   device_position_ = DeviceBuffer(sizeof(int64_t));
+  next_token_ = DeviceBuffer(sizeof(int32_t));
   check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   for (const auto& [name, m] : model.matrices()) weights_[name].name = name, load_weight(weights_[name], m);
   output_ = &weights_.at(model.output_tied() ? "token_embd.weight" : "output.weight");
@@ -461,11 +465,6 @@ QuantizedMatrix CudaLlama::swap_weight(const std::string& name, const QuantizedM
   return previous;
 }
 
-int32_t argmax_last_row(const std::vector<float>& logits, int n_vocab) {
-  const float* last = logits.data() + logits.size() - size_t(n_vocab);
-  return int32_t(std::max_element(last, last + n_vocab) - last);
-}
-
 int32_t CudaLlama::prefill(std::span<const int32_t> prompt, int64_t capacity) {
   const int64_t T = int64_t(prompt.size());
   const auto embedded = model_.embed(prompt);
@@ -475,17 +474,21 @@ int32_t CudaLlama::prefill(std::span<const int32_t> prompt, int64_t capacity) {
   generation_cache_ = cache_for(1, capacity, config_.n_layer);
   for (int l = 0; l < config_.n_layer; ++l) layer(l, T, {T, 0}, layer_cache(l), nullptr);
   head(T, nullptr);
-  std::vector<float> last(size_t(config_.n_vocab));
-  check_cuda(cudaMemcpyAsync(last.data(), static_cast<float*>(ws_.logits.buffer.get()) + (T - 1) * config_.n_vocab, last.size() * 4,
-                             cudaMemcpyDeviceToHost, stream_),
-             "download logits");
+  argmax_rows(static_cast<float*>(ws_.logits.buffer.get()) + (T - 1) * config_.n_vocab, 1, config_.n_vocab, next_token_.get<int32_t>(), stream_);
+  return download_next_token();
+}
+
+int32_t CudaLlama::download_next_token() const {
+  int32_t token = 0;
+  check_cuda(cudaMemcpyAsync(&token, next_token_.get(), sizeof token, cudaMemcpyDeviceToHost, stream_), "download token");
   sync();
-  return argmax_last_row(last, config_.n_vocab);
+  return token;
 }
 
 void CudaLlama::decode_step(const Positions& positions) const {
   for (int l = 0; l < config_.n_layer; ++l) layer(l, 1, positions, layer_cache(l), nullptr);
   head(1, nullptr);
+  argmax_rows(static_cast<float*>(ws_.logits.buffer.get()), 1, config_.n_vocab, next_token_.get<int32_t>(), stream_);
 }
 
 void CudaLlama::capture_decode_graph(const Positions& positions, const GraphKey& key) {
@@ -523,10 +526,7 @@ int32_t CudaLlama::decode(int32_t token, int64_t position) {
       if (device_layout_version.load() == key.layout) capture_decode_graph(on_device, key);
     }
   }
-  std::vector<float> logits(size_t(config_.n_vocab));
-  check_cuda(cudaMemcpyAsync(logits.data(), ws_.logits.buffer.get(), logits.size() * 4, cudaMemcpyDeviceToHost, stream_), "download");
-  sync();
-  return argmax_last_row(logits, config_.n_vocab);
+  return download_next_token();
 }
 
 }  // namespace
@@ -564,8 +564,19 @@ GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, co
   for (int i = 0; i < generate; ++i) next = runtime.decode(next, prompt + i);
   const double decode_s = seconds_since(start);
   peak = std::max(peak, used_device_memory());
-  return {gpus[0].name,          prompt, generate, prompt / prefill_s, generate / decode_s, runtime.weight_bytes(), peak - before,
-          runtime.decodes_by_graph()};
+  const int windows = runtime.batch_windows(prompt);
+  std::vector<int32_t> batch(size_t(windows) * size_t(prompt));
+  for (size_t i = 0; i < batch.size(); ++i) batch[i] = tokens[i % size_t(prompt)];
+  runtime.forward(batch, windows, nullptr);  // warm-up: the batch's scratch
+  peak = std::max(peak, used_device_memory());
+  start = std::chrono::steady_clock::now();
+  runtime.forward(batch, windows, nullptr);
+  const double forward_s = seconds_since(start);
+  GenerationTiming timing{.device = gpus[0].name, .prompt = prompt, .generate = generate};
+  timing.prefill_tokens_per_s = prompt / prefill_s, timing.decode_tokens_per_s = generate / decode_s;
+  timing.forward_windows = windows, timing.forward_tokens_per_s = double(batch.size()) / forward_s;
+  timing.weight_bytes = runtime.weight_bytes(), timing.peak_memory_bytes = peak - before, timing.decode_graph = runtime.decodes_by_graph();
+  return timing;
 }
 
 }  // namespace lowbit::cuda
