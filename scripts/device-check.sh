@@ -58,7 +58,7 @@ cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_CUDA=ON 
 targets="lowbit lowbit_kernels_tests"
 [ "${1:-}" = "bench" ] && targets="lowbit lowbit_kernels_tests lowbit_cuda_bench"
 [ "${1:-}" = "model" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests"
-[ "${1:-}" = "speed" ] && targets="lowbit"
+[ "${1:-}" = "speed" ] && targets="lowbit lowbit_model_cuda_tests"
 [ "${1:-}" = "build" ] && targets="lowbit"
 [ "${1:-}" = "patch" ] && targets="_lowbit lowbit_cuda lowbit_kernels_tests"
 cmake --build build-device -j "$(nproc)" --target $targets > /tmp/build.log 2>&1 || { grep -E "error|FAILED" -A3 /tmp/build.log | head -40; exit 1; }
@@ -100,6 +100,9 @@ if [ "${1:-}" = "model" ]; then
   exit "$status"
 fi
 if [ "${1:-}" = "speed" ]; then
+  # The GPU runtime's agreement with the CPU on the small models first (the kernels the table times).
+  build-device/tests/lowbit_model_cuda_tests --gtest_brief=1 \
+    --gtest_filter='CudaRuntime.Bytes12MAgrees*:CudaRuntime.Greedy*:CudaRuntime.DecodingGraphs*:CudaRuntime.Stories*' || exit 1
   # llama.cpp's CUDA tools where they travelled (LLAMA_CPP_BIN, see scripts/device-speed.sh), bitsandbytes from .deps/py.
   PYTHONPATH="$PWD/$deps/py:${PYTHONPATH:-}" scripts/device-speed.sh build-device/lowbit "$data" "${LLAMA_CPP_BIN:-}"
   exit 0

@@ -7,9 +7,15 @@
 #   scripts/device-speed.sh LOWBIT DATA_DIR [LLAMA_CPP_BIN]
 #       LAYERS=32  FORMATS="bf16 Q4_K_M q8_0 nf4 q4_K Q2_K" (in this order; nf4 means nf4 with double quant)
 #       CHUNKS=32  windows of 512 for the perplexity runs
+#       SMOL=0 leaves out SmolLM2's shape, HF_BF16=0 transformers bf16 (to split the table over two calls)
 # LLAMA_CPP_BIN: llama.cpp's CUDA tools (llama-perplexity, llama-bench) and their libraries, built for sm_90;
 # without it the llama.cpp columns stay empty. bitsandbytes must be importable for the nf4 reference
 # (BNB_WHEEL=1 scripts/device-deps.sh; PYTHONPATH=.deps/py).
+# SmolLM2-135M's shape first, when DATA_DIR has smollm2-135m-metadata.gguf (SmolLM2's GGUF metadata alone, 1.8 MB:
+#   python3 -c "import sys; sys.path.insert(0, 'scripts'); import synthetic_llama as s; \
+#     s.write_gguf('.devdata/data/smollm2-135m-metadata.gguf', s.read_metadata('SmolLM2-135M-Instruct.Q4_1.gguf'), [])"
+# ): its shape and tokenizer with random bf16 weights (scripts/synthetic_llama.py --shape source); eval over the
+# whole WikiText-2 test text and a probed plan of 4 windows, each timed whole (issue 14's 30 s and 2 min goals).
 # Per format: lowbit eval's wall time over CHUNKS windows (loading included) and `lowbit bench --model`
 # (prefill of 512, eval's own pass of 16 × 512, greedy decoding of 128 at batch 1 through CUDA graphs);
 # llama-perplexity's wall time (loading included) and its own prompt-eval tokens/s; llama-bench pp512 and
@@ -23,6 +29,7 @@ out=${OUT:-/tmp}/speed.md
 work=$(mktemp -d)
 text="$data/wikitext2_test_hf_nonempty_crlf.raw"
 log() { echo "$*" | tee -a "$out"; }
+seconds() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 [ -n "$llama" ] && export LD_LIBRARY_PATH="$llama:${LD_LIBRARY_PATH:-}"
 
 bandwidth=$(python3 -c '
@@ -36,14 +43,28 @@ e.record(); torch.cuda.synchronize()
 print(f"{2 * 20 * x.numel() / (s.elapsed_time(e) / 1e3) / 1e9:.0f}")')
 log "device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader); copy bandwidth ${bandwidth} GB/s (read + written)"
 
+if [ -f "$data/smollm2-135m-metadata.gguf" ] && [ "${SMOL:-1}" = 1 ]; then
+  python3 scripts/synthetic_llama.py --shape source "$data/smollm2-135m-metadata.gguf" "$work/smol.gguf" 2>&1 | grep -v Warning
+  start=$(date +%s.%N)
+  "$lowbit" eval "$work/smol.gguf" --text "$text" --ctx 512 --device cuda --quiet --json > "$work/smol-eval.json"
+  end=$(date +%s.%N)
+  log "SmolLM2-135M shape (random bf16 weights, its tokenizer): eval of the whole WikiText-2 test text in $(seconds "$start" "$end") s: $(tr -d '\n ' < "$work/smol-eval.json")"
+  start=$(date +%s.%N)
+  timeout 240 "$lowbit" plan "$work/smol.gguf" --bpw 4.5 --text "$text" --probe-chunks 4 --device cuda -o "$work/smol-plan.json" --quiet --json > "$work/smol-plan-out.json"
+  end=$(date +%s.%N)
+  log "SmolLM2-135M shape: probed plan (importance matrix on the text, then the output-KLD probe on 4 windows) in $(seconds "$start" "$end") s: $(python3 -c "import json; j=json.load(open('$work/smol-plan.json')); print(j.get('loss_measure'))")"
+  "$lowbit" bench --model "$work/smol.gguf" --device cuda --prompt 512 --gen 128 | tee -a "$out"
+  rm -f "$work/smol.gguf"
+fi
+
 # The synthetic 8B shape, and transformers bf16 timed on the same weights.
-python3 scripts/synthetic_llama.py "$data/lowbit-bytes-12M-bf16.gguf" "$work/s8b.gguf" --layers "$layers" --hf-reference "$work/hf-bf16.json" 2>&1 | grep -v Warning
-log "transformers bf16: $(cat "$work/hf-bf16.json" 2>/dev/null)"
+reference=(--hf-reference "$work/hf-bf16.json")
+[ "${HF_BF16:-1}" = 1 ] || reference=()
+python3 scripts/synthetic_llama.py "$data/lowbit-bytes-12M-bf16.gguf" "$work/s8b.gguf" --layers "$layers" "${reference[@]}" 2>&1 | grep -v Warning
+[ -f "$work/hf-bf16.json" ] && log "transformers bf16: $(cat "$work/hf-bf16.json")"
 log ""
 log "| format | weights MiB | lowbit eval wall tok/s ($chunks × 512, ppl) | llama-perplexity wall tok/s (own tok/s, ppl) | lowbit eval pass tok/s (16 × 512) | lowbit prefill 512 | llama-bench pp512 | lowbit decode tok/s | llama-bench tg128 | lowbit decode of copy bw | peak GPU MiB |"
 log "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-
-seconds() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
 # One row: `model` is a GGUF (eval, llama.cpp) or a directory (bench only).
 row() {

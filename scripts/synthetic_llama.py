@@ -5,12 +5,16 @@ values (a Gaussian scaled by a log-normal factor per value, ~1/sqrt(fan-in) over
 lowbit-bytes-12M's byte vocabulary and tokenizer metadata, so that `lowbit eval` runs on text.
 
     python3 scripts/synthetic_llama.py BYTES_12M.gguf OUT.gguf [--layers N] [--hf-reference OUT.json]
+    python3 scripts/synthetic_llama.py --shape source SMOLLM2_METADATA.gguf OUT.gguf
     python3 scripts/synthetic_llama.py --time-checkpoint DIR OUT.json
 
 Random numbers come from torch (on the GPU when there is one: 7B values in seconds). With --hf-reference
 the same weights are also built as a transformers LlamaForCausalLM in bf16 and timed the way `lowbit
 bench --model` and `lowbit eval` time lowbit (prefill of 512 tokens, greedy decoding of 128 at batch 1,
 forward passes over windows of 512), so both run on identical weights in the same device call.
+--shape source keeps the source's own shape, metadata and tokenizer and ties the output layer to the
+embeddings: a GGUF of SmolLM2-135M's metadata alone (1.8 MB, which can travel where its weights cannot)
+becomes SmolLM2's shape and vocabulary with random weights, so eval tokenizes real text as SmolLM2 does.
 --time-checkpoint times a Hugging Face directory the same way as transformers loads it: a bitsandbytes
 checkpoint that lowbit wrote from this model (`lowbit dequantize` to a directory, then `lowbit quantize
 --format nf4 --double-quant`) is transformers + bitsandbytes on the weights lowbit runs.
@@ -101,7 +105,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("source", nargs="?", help="lowbit-bytes-12M-bf16.gguf: its tokenizer metadata is reused")
     ap.add_argument("out", nargs="?")
-    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--layers", type=int, help="blocks (default: 32, or the source's with --shape source)")
+    ap.add_argument("--shape", choices=["llama3-8b", "source"], default="llama3-8b")
     ap.add_argument("--hf-reference", help="also time transformers bf16 on the same weights; results to this JSON file")
     ap.add_argument("--time-checkpoint", nargs=2, metavar=("DIR", "OUT_JSON"), help="only time this Hugging Face directory in transformers")
     args = ap.parse_args()
@@ -110,17 +115,27 @@ def main():
         return
     if not args.source or not args.out:
         ap.error("SOURCE and OUT are required")
-    E, F, H, KV, D, V = 4096, 14336, 32, 8, 128, 259
     device = "cuda" if torch.cuda.is_available() else "cpu"
     g = torch.Generator(device=device).manual_seed(8)
-    kept = [(k, t, raw) for k, t, raw in read_metadata(args.source) if not k.startswith("llama.") and k not in ("general.file_type", "general.alignment")]
+    source = read_metadata(args.source)
     u32 = lambda v: (4, struct.pack("<I", v))
     f32 = lambda v: (6, struct.pack("<f", v))
-    llama = {"llama.context_length": u32(8192), "llama.embedding_length": u32(E), "llama.block_count": u32(args.layers),
-             "llama.feed_forward_length": u32(F), "llama.attention.head_count": u32(H), "llama.attention.head_count_kv": u32(KV),
-             "llama.rope.dimension_count": u32(D), "llama.rope.freq_base": f32(500000.0),
-             "llama.attention.layer_norm_rms_epsilon": f32(1e-5), "general.file_type": u32(32)}
-    metadata = kept + [(k, t, raw) for k, (t, raw) in llama.items()]
+    if args.shape == "source":
+        value = {k: raw for k, t, raw in source}
+        get = lambda k: struct.unpack("<I", value[k])[0]
+        E, F, H, KV = get("llama.embedding_length"), get("llama.feed_forward_length"), get("llama.attention.head_count"), get("llama.attention.head_count_kv")
+        D, V = E // H, struct.unpack_from("<IQ", value["tokenizer.ggml.tokens"])[1]
+        args.layers = args.layers or get("llama.block_count")
+        llama = {"llama.block_count": u32(args.layers), "general.file_type": u32(32)}
+    else:
+        E, F, H, KV, D, V = 4096, 14336, 32, 8, 128, 259
+        args.layers = args.layers or 32
+        llama = {"llama.context_length": u32(8192), "llama.embedding_length": u32(E), "llama.block_count": u32(args.layers),
+                 "llama.feed_forward_length": u32(F), "llama.attention.head_count": u32(H), "llama.attention.head_count_kv": u32(KV),
+                 "llama.rope.dimension_count": u32(D), "llama.rope.freq_base": f32(500000.0),
+                 "llama.attention.layer_norm_rms_epsilon": f32(1e-5), "general.file_type": u32(32)}
+    replaced = set(llama) | ({"general.alignment"} if args.shape == "source" else {"general.alignment"} | {k for k, _, _ in source if k.startswith("llama.")})
+    metadata = [(k, t, raw) for k, t, raw in source if k not in replaced] + [(k, t, raw) for k, (t, raw) in llama.items()]
     torch_weights = {}
 
     def matrix(name, rows, cols, hf_name=None):
@@ -137,8 +152,9 @@ def main():
 
     hf = args.hf_reference is not None
     tensors = [matrix("token_embd.weight", V, E, "model.embed_tokens.weight" if hf else None),
-               norm("output_norm.weight", E, "model.norm.weight" if hf else None),
-               matrix("output.weight", V, E, "lm_head.weight" if hf else None)]
+               norm("output_norm.weight", E, "model.norm.weight" if hf else None)]
+    if args.shape != "source":  # SmolLM2 ties its output layer to the embeddings
+        tensors.append(matrix("output.weight", V, E, "lm_head.weight" if hf else None))
     for l in range(args.layers):
         p, q = f"blk.{l}.", f"model.layers.{l}."
         n = lambda s: q + s if hf else None
