@@ -5,12 +5,14 @@
 
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
+#include "lowbit/formats/ggml_iq4.h"
 #include "lowbit/formats/ggml_kquants.h"
 #include "lowbit/formats/ggml_legacy.h"
 
 namespace lowbit::ggml {
 
 int ValueGrid::nearest(float x) const {
+  if (levels) return ggml_search::nearest_codebook_index(max_code + 1, levels, x / step);
   // Clamped before rounding, so a tiny step cannot push x / step beyond what the rounding handles.
   const float t = std::clamp((x - offset) / step, float(min_code - zero - 1), float(max_code - zero + 1));
   return std::clamp(ggml_search::round_nearest_even(t) + zero, min_code, max_code);
@@ -172,10 +174,32 @@ const BlockGridCodec kQ6K{GgmlType::Q6_K, 256,
       high = uint8_t((high & ~(3 << (2 * k))) | ((q >> 4) << (2 * k)));
     }};
 
+// ---- iq4_nl and iq4_xs: 4-bit indices into ggml's 16-entry codebook, packed as q4_0's nibbles (iq4_xs:
+// per 32-value sub-block, its 6-bit scale times the block's d) ----
+
+ValueGrid codebook_grid(float step) { return {step, 0, 0, 0, 15, kIq4Codebook}; }
+
+const BlockGridCodec kIq4Nl{GgmlType::IQ4_NL, 32,
+    [](const void* b, ValueGrid* out) { fill(out, 32, codebook_grid(f16_to_f32(as<BlockIq4Nl>(b).d))); },
+    [](const void* b, int j) { return nibble(as<BlockIq4Nl>(b).qs, j); },
+    [](void* b, int j, int q) { set_nibble(as<BlockIq4Nl>(b).qs, j, q); }};
+
+const BlockGridCodec kIq4Xs{GgmlType::IQ4_XS, 256,
+    [](const void* p, ValueGrid* out) {
+      const auto& b = as<BlockIq4Xs>(p);
+      const float d = f16_to_f32(b.d);
+      for (int ib = 0; ib < 8; ++ib) {
+        const int ls = ((b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b.scales_h >> (2 * ib)) & 3) << 4);
+        fill(out + 32 * ib, 32, codebook_grid(d * float(ls - 32)));  // the dequantizer's dl
+      }
+    },
+    [](const void* b, int j) { return nibble(as<BlockIq4Xs>(b).qs + 16 * (j / 32), j % 32); },
+    [](void* b, int j, int q) { set_nibble(as<BlockIq4Xs>(b).qs + 16 * (j / 32), j % 32, q); }};
+
 }  // namespace
 
 const BlockGridCodec* block_grid_codec(GgmlType type) {
-  for (const BlockGridCodec* c : {&kQ4_0, &kQ4_1, &kQ5_0, &kQ5_1, &kQ8_0, &kQ2K, &kQ3K, &kQ4K, &kQ5K, &kQ6K})
+  for (const BlockGridCodec* c : {&kQ4_0, &kQ4_1, &kQ5_0, &kQ5_1, &kQ8_0, &kQ2K, &kQ3K, &kQ4K, &kQ5K, &kQ6K, &kIq4Nl, &kIq4Xs})
     if (c->type == type) return c;
   return nullptr;
 }

@@ -1,10 +1,12 @@
 // ggml's block types seen as fixed grids: once a block's scales (and mins) are stored, value j of the
-// block can only be step_j * (q - zero_j) + offset_j for an integer code q in [min_code, max_code].
-// GPTQ fits a block's scales with the type's own quantizer, then picks each code itself: this is what
-// it needs to read a block's grid and write one code, without touching the scales.
+// block can only be step_j * (q - zero_j) + offset_j for an integer code q in [min_code, max_code], or,
+// for a type with a codebook per value, step_j * levels[q]. GPTQ fits a block's scales with the type's
+// own quantizer, then picks each code itself: this is what it needs to read a block's grid and write one
+// code, without touching the scales.
 //
-// Covered: the affine types, q4_0 q4_1 q5_0 q5_1 q8_0 and q2_K q3_K q4_K q5_K q6_K. The i-quants
-// (codebooks over groups of values), the ternary types and fp4/nf4 have no per-value affine grid.
+// Covered: the affine types, q4_0 q4_1 q5_0 q5_1 q8_0 and q2_K q3_K q4_K q5_K q6_K, and the per-value
+// codebooks of iq4_nl and iq4_xs. The other i-quants (codebooks over groups of 4 or 8 values), the
+// ternary types and fp4 have no per-value grid.
 #pragma once
 
 #include <cstddef>
@@ -19,9 +21,11 @@ struct ValueGrid {
   float offset;
   int zero;
   int min_code, max_code;
+  const int8_t* levels = nullptr;  // a codebook, ascending, of max_code + 1 entries (min_code 0): step * levels[q]
 
-  float value(int q) const { return step * float(q - zero) + offset; }
-  // The nearest code to x; ties to even, as ggml's k-quants re-derive their codes from stored scales.
+  float value(int q) const { return levels ? step * float(levels[q]) : step * float(q - zero) + offset; }
+  // The nearest code to x; ties to even, as ggml's k-quants re-derive their codes from stored scales
+  // (a codebook: the lower entry, as ggml's best_index_int8).
   int nearest(float x) const;
 };
 

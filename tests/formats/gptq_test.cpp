@@ -22,7 +22,8 @@ namespace {
 constexpr int64_t kRows = 48, kCols = 512, kTokens = 1024;
 
 const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
-                           GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+                           GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                           GgmlType::IQ4_NL, GgmlType::IQ4_XS};
 
 struct Layer {
   std::vector<float> w;        // kRows × kCols
@@ -144,8 +145,8 @@ TEST(Gptq, BeatsRoundingToNearestOnTheLayerOutputForEveryType) {
 // With H = I the sweep feeds nothing forward: each block is fitted by the format's quantizer on the
 // original values and each value rounded to the nearest point of the stored grid. The k-quants derive
 // their codes exactly so (step 3: from the fp16-rounded scales, ties to even), so the bytes must be
-// theirs. The 32-value types round on the unrounded float scale, half up: their scales must be equal
-// and every value at least as close to the weight as theirs.
+// theirs. The 32-value types and the iq4 codebooks round on the unrounded float scale: their scales
+// must be equal and every value at least as close to the weight as theirs.
 TEST(Gptq, WithIdentityHessianGivesTheFormatsOwnChoices) {
   const Layer l = random_layer(3);
   const GptqFactor f(identity(kCols), kCols);
@@ -153,12 +154,13 @@ TEST(Gptq, WithIdentityHessianGivesTheFormatsOwnChoices) {
     SCOPED_TRACE(ggml_type_name(type));
     const auto theirs = plain(type, l.w, nullptr);
     const auto ours = gptq(type, l.w, f, nullptr);
-    if (ggml_type_info(type).block_elements == 256) {
+    if (ggml_type_info(type).block_elements == 256 && type != GgmlType::IQ4_XS) {
       EXPECT_EQ(ours, theirs);
       continue;
     }
     const size_t block_bytes = ggml_type_info(type).block_bytes;
-    const size_t scale_bytes = type == GgmlType::Q4_1 || type == GgmlType::Q5_1 ? 4 : 2;
+    // The scales: d (and m), or iq4_xs's d, scales_h and scales_l.
+    const size_t scale_bytes = type == GgmlType::Q4_1 || type == GgmlType::Q5_1 ? 4 : type == GgmlType::IQ4_XS ? 8 : 2;
     for (size_t b = 0; b < ours.size(); b += block_bytes) ASSERT_EQ(std::memcmp(&ours[b], &theirs[b], scale_bytes), 0) << "block " << b / block_bytes;
     const auto a = decode(type, ours), p = decode(type, theirs);
     size_t differ = 0;
@@ -342,8 +344,9 @@ TEST(Gptq, RefusesWhatItCannotWrite) {
   const GptqFactor f(identity(kCols), kCols);
   std::vector<float> w(size_t(kRows * kCols), 0.5f);
   std::vector<std::byte> out(size_t(kRows) * ggml_row_bytes(GgmlType::Q8_0, kCols));
-  EXPECT_FALSE(gptq_supports(GgmlType::IQ4_NL));
-  EXPECT_THROW(gptq_quantize_rows(GgmlType::IQ4_NL, w.data(), kRows, kCols, f, nullptr, out.data()), Error);
+  // Codebooks over groups of values have no per-value grid.
+  EXPECT_FALSE(gptq_supports(GgmlType::IQ3_S));
+  EXPECT_THROW(gptq_quantize_rows(GgmlType::IQ3_S, w.data(), kRows, kCols, f, nullptr, out.data()), Error);
   const GptqFactor small(identity(256), 256);
   EXPECT_THROW(gptq_quantize_rows(GgmlType::Q8_0, w.data(), kRows, kCols, small, nullptr, out.data()), Error);
   EXPECT_THROW(GptqFactor(std::vector<float>(10), 4), Error);

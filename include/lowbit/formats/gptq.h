@@ -39,7 +39,8 @@ class GptqFactor {
   float damp_used_ = 0;
 };
 
-// Whether GPTQ can write `type`: the affine ggml types q4_0, q4_1, q5_0, q5_1, q8_0, q2_K … q6_K.
+// Whether GPTQ can write `type`: the affine ggml types q4_0, q4_1, q5_0, q5_1, q8_0, q2_K … q6_K, and
+// iq4_nl and iq4_xs (a 16-entry codebook per value under each 32-value scale).
 bool gptq_supports(GgmlType type);
 
 // Quantizes rows × cols row-major weights into dst (rows × ggml_row_bytes(type, cols) bytes).
