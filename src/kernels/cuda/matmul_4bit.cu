@@ -351,12 +351,19 @@ __device__ __forceinline__ void multiply_chunk(const Format& format, const PairD
 template <int MW, int NT>
 constexpr size_t reduce_bytes() { return size_t(kWarps) * MW * NT * 4 * 32 * sizeof(float); }
 
+// Where a product goes: y in the activations' 16-bit type, or in float32 (added to what y holds with
+// `accumulate`: the model runtime's residual stream, with no 16-bit rounding and no second kernel).
+struct FusedOutput {
+  void* y = nullptr;
+  bool f32 = false, accumulate = false;
+};
+
 // Blocks loop over 16·MW-row tiles (so the table is built once per block); in a tile, warp w takes
 // pairs of chunks w, w + kWarps, ... and U of them at a time.
 template <class Format, DType T, int MW, int NT, int U, int MinBlocks>
 __global__ void __launch_bounds__(kThreads, MinBlocks) fused_matmul_kernel(Format format, const uint16_t* __restrict__ x,
                                                                 int64_t tokens, int64_t rows, int64_t cols,
-                                                                uint16_t* __restrict__ y) {
+                                                                FusedOutput out) {
   extern __shared__ uint4 shared_raw[];
   uint32_t* table = reinterpret_cast<uint32_t*>(shared_raw);
   float* partial = reinterpret_cast<float*>(reinterpret_cast<char*>(shared_raw) + Format::kTableBytes);
@@ -412,7 +419,13 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) fused_matmul_kernel(Forma
       const int m = mn / NT, n = mn % NT;
       const int64_t row = row0 + 16 * m + l / 4 + 8 * (i / 2);
       const int64_t token = token0 + 8 * n + 2 * (l % 4) + (i % 2);
-      if (token < tokens) y[token * rows + row] = float_to_16bit(sum, T);
+      if (token >= tokens) continue;
+      if (out.f32) {
+        float& y = static_cast<float*>(out.y)[token * rows + row];
+        y = out.accumulate ? __fadd_rn(y, sum) : sum;
+      } else {
+        static_cast<uint16_t*>(out.y)[token * rows + row] = float_to_16bit(sum, T);
+      }
     }
     __syncthreads();  // partial is rewritten by the next tile
   }
@@ -429,7 +442,7 @@ int sm_count() {
 }
 
 template <class Format, DType T, int MW, int NT, int U, int MinBlocks = 1>
-void launch(const Format& format, const void* x, int64_t tokens, int64_t rows, int64_t cols, void* y,
+void launch(const Format& format, const void* x, int64_t tokens, int64_t rows, int64_t cols, const FusedOutput& y,
             cudaStream_t stream) {
   constexpr auto kernel = fused_matmul_kernel<Format, T, MW, NT, U, MinBlocks>;
   constexpr size_t kMaxShared = 200 * 1024;
@@ -452,14 +465,14 @@ void launch(const Format& format, const void* x, int64_t tokens, int64_t rows, i
   const int64_t wave = std::max<int64_t>(1, int64_t(per_sm) * sms / token_tiles);
   const dim3 grid(unsigned(token_tiles), unsigned(std::min<int64_t>({row_tiles, wave, 65535})));
   kernel<<<grid, kThreads, shared, stream>>>(format, static_cast<const uint16_t*>(x), tokens, rows, cols,
-                                             static_cast<uint16_t*>(y));
+                                             y);
   check(cudaGetLastError());
 }
 
 // Tile shapes by token count: one 8-token tile and 16 rows per block for decoding (more blocks to
 // spread the weight over the SMs), wider tiles as the activations grow.
 template <class Format, DType T>
-void dispatch_tokens(const Format& format, const void* x, int64_t tokens, int64_t rows, int64_t cols, void* y,
+void dispatch_tokens(const Format& format, const void* x, int64_t tokens, int64_t rows, int64_t cols, const FusedOutput& y,
                      cudaStream_t stream) {
   // Up to 16 tokens: two 16-row tiles per warp when that still leaves two row tiles per SM, else one
   // (measured on the H100: 14336x4096 prefers two, 4096x14336 one). With one tile, two pairs in flight
@@ -480,7 +493,7 @@ void dispatch_tokens(const Format& format, const void* x, int64_t tokens, int64_
 }
 
 template <class Format>
-void dispatch(const Format& format, DType dtype, const void* x, int64_t tokens, int64_t rows, int64_t cols, void* y,
+void dispatch(const Format& format, DType dtype, const void* x, int64_t tokens, int64_t rows, int64_t cols, const FusedOutput& y,
               cudaStream_t stream) {
   if (dtype == DType::bf16) dispatch_tokens<Format, DType::bf16>(format, x, tokens, rows, cols, y, stream);
   else if (dtype == DType::f16) dispatch_tokens<Format, DType::f16>(format, x, tokens, rows, cols, y, stream);
@@ -625,9 +638,10 @@ size_t Fused4bitWeight::bytes() const {
   return size_t(rows * pair_count(cols) * kPair / 2) + size_t(rows * 2 * pair_count(cols)) * 4;
 }
 
-void matmul_4bit_fused(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
-                       cudaStream_t stream) {
-  check_shape(w.format == Fused4bitWeight::Format::q4_K ? "q4_K" : "nf4/fp4", w.rows, w.cols, kChunk, x, y, tokens);
+namespace {
+
+void fused_product(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, const FusedOutput& y, cudaStream_t stream) {
+  check_shape(w.format == Fused4bitWeight::Format::q4_K ? "q4_K" : "nf4/fp4", w.rows, w.cols, kChunk, x, y.y, tokens);
   if (!w.codes) throw Error("GPU 4-bit matmul: the weight was not prepared (prepare_fused)");
   if (dtype != DType::bf16 && dtype != DType::f16)
     throw Error("GPU 4-bit matmul: activations must be bf16 or f16, got " + std::string(dtype_name(dtype)));
@@ -653,6 +667,17 @@ void matmul_4bit_fused(const Fused4bitWeight& w, DType dtype, const void* x, int
   }
   const Bnb4bitFormat format{w.codes, static_cast<const float*>(w.scales), w.format == Fused4bitWeight::Format::fp4};
   dispatch(format, dtype, x, tokens, w.rows, w.cols, y, stream);
+}
+
+}  // namespace
+
+void matmul_4bit_fused(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y, cudaStream_t stream) {
+  fused_product(w, dtype, x, tokens, {y, false, false}, stream);
+}
+
+void matmul_4bit_fused_f32(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, float* y, bool accumulate,
+                           cudaStream_t stream) {
+  fused_product(w, dtype, x, tokens, {y, true, accumulate}, stream);
 }
 
 }  // namespace lowbit::cuda

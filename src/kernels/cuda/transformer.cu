@@ -169,6 +169,180 @@ __global__ void __launch_bounds__(256) attention_kernel(const float* __restrict_
   }
 }
 
+// Many queries a window (prefill, evaluation): the same online softmax on the tensor cores. A block takes
+// 64 queries of one head of one window, 16 per warp. Tiles of 32 keys and their values stream into shared
+// memory by cp.async, the next tile in flight while the warps work on this one; each warp computes its
+// scores S = Q·Kᵀ and its update O += P·V with mma.sync m16n8k8 in TF32 (10-bit mantissa, float32's
+// range; float32 sums). A thread holds rows g and g + 8 of its warp's 16 (g = lane / 4) and, of every 8
+// columns, the two at 2·(lane % 4): the PTX fragment layout. P goes through shared memory to take the A
+// operand's layout. KD = head_dim / 8.
+constexpr int kMmaQueries = 64, kMmaKeys = 32, kMmaWarps = 4;
+
+template <int KD>
+struct MmaAttentionLayout {  // strides padded so that the fragment reads hit 32 distinct banks
+  static constexpr int kDim = 8 * KD, kKeyStride = kDim + 4, kValueStride = kDim + 8, kScoreStride = kMmaKeys + 4;
+  static constexpr int kStage = kMmaKeys * (kKeyStride + kValueStride);  // floats: one tile's keys, then its values
+  static constexpr size_t kBytes = (2 * kStage + kMmaWarps * 16 * kScoreStride) * sizeof(float);
+};
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void copy16_async(float* shared, const float* global) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(uint32_t(__cvta_generic_to_shared(shared))), "l"(global));
+}
+
+template <int KD, DType T>
+__global__ void __launch_bounds__(32 * kMmaWarps) attention_mma_kernel(const float* __restrict__ q, const float* __restrict__ kc,
+                                                                     const float* __restrict__ vc, int64_t capacity, int n_head,
+                                                                     int n_head_kv, Positions positions, float scale, Activations out) {
+  using L = MmaAttentionLayout<KD>;
+  constexpr int D = L::kDim;
+  extern __shared__ __align__(16) float shared[];
+  const int64_t window = blockIdx.z, per_window = positions.tokens_per_window, first = first_position_of(positions);
+  const int h = int(blockIdx.y), kv_head = h / (n_head / n_head_kv);
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t4 = lane % 4;
+  const int64_t tile_first = int64_t(blockIdx.x) * kMmaQueries;
+  const int64_t row[2] = {tile_first + warp * 16 + g, tile_first + warp * 16 + g + 8};  // local query indices
+  const int64_t key_end = first + min(tile_first + kMmaQueries, per_window);
+  const int tiles = int((key_end + kMmaKeys - 1) / kMmaKeys);
+  // One tile's keys and values into a stage, 16 bytes a copy; keys past the end read as zeros.
+  auto issue = [&](int tile) {
+    float* keys = shared + (tile % 2) * L::kStage;
+    float* values = keys + kMmaKeys * L::kKeyStride;
+    const int64_t k0 = int64_t(tile) * kMmaKeys;
+    for (int e = int(threadIdx.x); e < kMmaKeys * D / 4; e += 32 * kMmaWarps) {
+      const int key = e / (D / 4), d = (e % (D / 4)) * 4;
+      if (k0 + key < key_end) {
+        const int64_t at = ((window * capacity + k0 + key) * n_head_kv + kv_head) * D + d;
+        copy16_async(keys + key * L::kKeyStride + d, kc + at);
+        copy16_async(values + key * L::kValueStride + d, vc + at);
+      } else {
+        *reinterpret_cast<float4*>(keys + key * L::kKeyStride + d) = make_float4(0, 0, 0, 0);
+        *reinterpret_cast<float4*>(values + key * L::kValueStride + d) = make_float4(0, 0, 0, 0);
+      }
+    }
+    asm volatile("cp.async.commit_group;");
+  };
+  issue(0);
+  // The warp's queries as A fragments, one per 8 dimensions.
+  uint32_t qa[KD][4];
+#pragma unroll
+  for (int ks = 0; ks < KD; ++ks)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t r = row[i % 2];
+      const int d = ks * 8 + t4 + (i / 2) * 4;
+      qa[ks][i] = to_tf32(r < per_window ? q[((window * per_window + r) * n_head + h) * D + d] : 0.0f);
+    }
+  float o[KD][4];
+#pragma unroll
+  for (int nd = 0; nd < KD; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+  float running_max[2] = {-INFINITY, -INFINITY}, running_sum[2] = {0.0f, 0.0f};  // the sum: this thread's columns only
+  float* p = shared + 2 * L::kStage + warp * 16 * L::kScoreStride;
+  for (int tile = 0; tile < tiles; ++tile) {
+    if (tile + 1 < tiles) {
+      issue(tile + 1);
+      asm volatile("cp.async.wait_group 1;");
+    } else {
+      asm volatile("cp.async.wait_group 0;");
+    }
+    __syncthreads();  // this tile is in shared memory for every warp
+    const float* keys = shared + (tile % 2) * L::kStage;
+    const float* values = keys + kMmaKeys * L::kKeyStride;
+    const int64_t k0 = int64_t(tile) * kMmaKeys;
+    float s[kMmaKeys / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kMmaKeys / 8; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+      const float* key_row = keys + (nt * 8 + g) * L::kKeyStride;
+#pragma unroll
+      for (int ks = 0; ks < KD; ++ks) mma_tf32(s[nt], qa[ks], to_tf32(key_row[ks * 8 + t4]), to_tf32(key_row[ks * 8 + t4 + 4]));
+    }
+    // Scale, causal mask, and the online softmax of rows g (i = 0, 1) and g + 8 (i = 2, 3).
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < kMmaKeys / 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t key = k0 + nt * 8 + 2 * t4 + (i % 2);
+        s[nt][i] = key <= first + row[i / 2] ? s[nt][i] * scale : -INFINITY;
+        tile_max[i / 2] = fmaxf(tile_max[i / 2], s[nt][i]);
+      }
+    float correction[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      const float new_max = fmaxf(running_max[r], tile_max[r]);  // finite: key 0 is in every row's first tile
+      correction[r] = expf(running_max[r] - new_max);
+      running_max[r] = new_max;
+      running_sum[r] *= correction[r];
+    }
+#pragma unroll
+    for (int nt = 0; nt < kMmaKeys / 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float e = expf(s[nt][i] - running_max[i / 2]);
+        running_sum[i / 2] += e;
+        p[(g + 8 * (i / 2)) * L::kScoreStride + nt * 8 + 2 * t4 + (i % 2)] = e;
+      }
+#pragma unroll
+    for (int nd = 0; nd < KD; ++nd) {
+      o[nd][0] *= correction[0], o[nd][1] *= correction[0];
+      o[nd][2] *= correction[1], o[nd][3] *= correction[1];
+    }
+    __syncwarp();  // P written by the whole warp
+#pragma unroll
+    for (int kk = 0; kk < kMmaKeys / 8; ++kk) {
+      const float* p0 = p + g * L::kScoreStride + kk * 8 + t4;
+      const float* p1 = p0 + 8 * L::kScoreStride;
+      const uint32_t a[4] = {to_tf32(p0[0]), to_tf32(p1[0]), to_tf32(p0[4]), to_tf32(p1[4])};
+      const float* v0 = values + (kk * 8 + t4) * L::kValueStride + g;
+      const float* v1 = v0 + 4 * L::kValueStride;
+#pragma unroll
+      for (int nd = 0; nd < KD; ++nd) mma_tf32(o[nd], a, to_tf32(v0[nd * 8]), to_tf32(v1[nd * 8]));
+    }
+    __syncthreads();  // every warp is done with this stage (and its P) before the next tile's copies reuse it
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    running_sum[r] += __shfl_xor_sync(0xffffffffu, running_sum[r], 1);
+    running_sum[r] += __shfl_xor_sync(0xffffffffu, running_sum[r], 2);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t r = row[i / 2];
+    if (r >= per_window) continue;
+    const int64_t t = window * per_window + r;
+#pragma unroll
+    for (int nd = 0; nd < KD; ++nd)
+      store_both<T>(out, (t * n_head + h) * D + nd * 8 + 2 * t4 + (i % 2), o[nd][i] / running_sum[i / 2]);
+  }
+}
+
+template <int KD>
+void launch_attention_mma(const float* q, const KvCache& cache, int64_t tokens, int n_head, int n_head_kv, const Positions& positions,
+                          float scale, const Activations& out, cudaStream_t stream) {
+  constexpr size_t bytes = MmaAttentionLayout<KD>::kBytes;
+  const dim3 grid(unsigned((positions.tokens_per_window + kMmaQueries - 1) / kMmaQueries), unsigned(n_head),
+                  unsigned(tokens / positions.tokens_per_window));
+  dispatch_half(out.half_dtype, [&]<DType T>() {
+    check(cudaFuncSetAttribute(attention_mma_kernel<KD, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    attention_mma_kernel<KD, T><<<grid, 32 * kMmaWarps, bytes, stream>>>(q, cache.k, cache.v, cache.capacity, n_head, n_head_kv, positions, scale, out);
+  });
+  check(cudaGetLastError());
+}
+
 // Decoding (one query per window): the attention of a query to its keys is split over many blocks
 // (flash-decoding), since one block per head leaves most SMs idle and waits on one key tile after
 // another. A block takes kSplitKeys keys of one head: each warp loads its kKeysPerWarp key rows at
@@ -382,6 +556,11 @@ void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head,
     });
     check(cudaGetLastError());
     check(cudaFreeAsync(partial, stream));
+    return;
+  }
+  if (head_dim == 64 || head_dim == 128) {  // the tensor cores
+    if (head_dim == 64) launch_attention_mma<8>(q, cache, tokens, n_head, n_head_kv, positions, scale, out, stream);
+    else launch_attention_mma<16>(q, cache, tokens, n_head, n_head_kv, positions, scale, out, stream);
     return;
   }
   const dim3 grid(unsigned((per_window + 31) / 32), unsigned(n_head), unsigned(tokens / per_window));

@@ -118,7 +118,7 @@ class CudaLlama final : public LlamaRuntime {
   };
   // Per batch: activations sized for `tokens` rows, grown on demand.
   struct Workspace {
-    Scratch hidden, normed, normed_half, q, k, v, att, att_half, gate, up, act, act_half, logits, product_half, cache_k, cache_v;
+    Scratch hidden, normed, normed_half, q, k, v, att, att_half, gate, up, act, act_half, logits, cache_k, cache_v;
     Scratch expert_in, expert_in_half, expert_out, router_logits, route_rows, route_weights;  // mixture of experts
     Scratch weight_tile;  // a quantized weight dequantized to 16 bits for the tensor cores
   };
@@ -252,9 +252,7 @@ void CudaLlama::product(const Weight& w, const Activations& x, int64_t tokens, f
     observer(w.name, expert, rows.data(), tokens, m.cols);
   }
   if (w.fused && expert < 0 && tokens < kDequantizeTokens) {
-    void* out = ws_.product_half.reserve(size_t(tokens * m.rows) * 2);
-    matmul_4bit_fused(*w.fused, half_, x.half, tokens, out, stream_);
-    add_16bit(half_, out, tokens * m.rows, y, accumulate, stream_);
+    matmul_4bit_fused_f32(*w.fused, half_, x.half, tokens, y, accumulate, stream_);
     return;
   }
   if (tokens <= kMatvecMaxTokens && has_ggml_matvec(m.type, m.cols)) {

@@ -89,6 +89,10 @@ void matmul_4bit(MatmulContext& context, const Fused4bitWeight& weight, DType dt
 // The fused kernel alone, whatever the token count (for tests and benchmarks).
 void matmul_4bit_fused(const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
                        cudaStream_t stream);
+// The same product into float32 y [tokens, rows] (y += with accumulate): the model runtime's path, where
+// the output joins the float32 residual stream without a 16-bit rounding or a second kernel.
+void matmul_4bit_fused_f32(const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, float* y, bool accumulate,
+                           cudaStream_t stream);
 
 // A bitsandbytes LLM.int8 weight (row-wise, threshold 0): cb [rows, cols] int8, scb [rows] float.
 struct Int8Weight {
