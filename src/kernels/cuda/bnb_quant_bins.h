@@ -18,12 +18,7 @@
 #include <cstdint>
 
 #include "formats/bnb_tables.h"
-
-#ifdef __CUDACC__
-#define LOWBIT_HOST_DEVICE __host__ __device__
-#else
-#define LOWBIT_HOST_DEVICE
-#endif
+#include "lowbit/core/host_device.h"
 
 namespace lowbit::cuda::detail {
 
