@@ -13,7 +13,6 @@
 #include "formats/ggml_dequant_avx512.h"
 
 #include <cstdint>
-#include <cstring>
 
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
@@ -83,8 +82,7 @@ LOWBIT_AVX512 void dequantize_q4_1_blocks(const void* in, float* y, int64_t bloc
 
 // q5_0 / q5_1: bit 4 of value j's code is bit j of the little-endian 32-bit qh.
 LOWBIT_AVX512 inline void five_bit_codes(const uint8_t* qs, const uint8_t* qh, __m512i& low, __m512i& high) {
-  uint32_t bits;
-  std::memcpy(&bits, qh, 4);
+  const uint32_t bits = legacy::fifth_bits_word(qh);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i one = _mm512_set1_epi32(1);
   const __m512i low_bit4 = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int32_t(bits)), lane), one);
