@@ -17,8 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "formats/bnb_tables.h"
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/bnb_tables.h"
 
 namespace lowbit::cuda::detail {
 

@@ -13,6 +13,7 @@
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/gpu_rcp_approx.h"
 
 namespace lowbit::cuda::detail {
 
@@ -25,11 +26,7 @@ using lowbit::sub_rn;
 
 // bitsandbytes' kernels are built with --use_fast_math: multiplies flush subnormals (.ftz), and
 // 1 / x is rcp.approx.ftz (lowbit::gpu::mul_ftz and rcp_approx_ftz model them on the CPU).
-__device__ __forceinline__ float mul_ftz(float a, float b) {
-  float r;
-  asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-  return r;
-}
+using gpu::mul_ftz;  // lowbit/formats/gpu_rcp_approx.h: mul.rn.ftz.f32 on the device
 __device__ __forceinline__ float rcp_approx_ftz(float x) {
   float r;
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));

@@ -29,7 +29,7 @@
 #include <string>
 
 #include "codec_common.cuh"
-#include "formats/bnb_tables.h"
+#include "lowbit/formats/bnb_tables.h"
 #include "lowbit/formats/format.h"
 #include "lowbit/formats/ggml_kquants.h"
 #include "lowbit/kernels/cuda/matmul.h"
@@ -532,9 +532,9 @@ __global__ void tile_chunk_scales(const float* __restrict__ absmax, NestedScales
     const int64_t row = i / (2 * pairs), chunk = i % (2 * pairs);
     const int64_t block = (row * cols + chunk * kChunk) >> log2_blocksize;
     const float scale = chunk * kChunk >= cols ? 0.0f  // the empty half of a row's last pair
-                        : nested.codes ? detail::add_rn(detail::mul_ftz(kNestedMap[nested.codes[block]],
-                                                                      nested.nested_absmax[block / bnb::kNestedBlocksize]),
-                                                      *nested.offset)
+                        : nested.codes ? bnb::nested_block_scale(kNestedMap[nested.codes[block]],
+                                                                 nested.nested_absmax[block / bnb::kNestedBlocksize],
+                                                                 *nested.offset)
                                      : absmax[block];
     tiled[tiled_scale_index(row / 16, chunk / 2, pairs, int(row % 16 / 8), int(row % 8), int(chunk % 2))] = scale;
   }
