@@ -50,24 +50,6 @@ struct Tq2_0 {
   }
 };
 
-// E2M1 values doubled (ggml's kvalues_mxfp4), whose scales are halved to match.
-__device__ __forceinline__ float fp4_doubled(uint32_t code) {
-  constexpr int8_t kValues[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-  return float(kValues[code & 15]);
-}
-static_assert(ggml::kFp4Doubled[7] == 12 && ggml::kFp4Doubled[15] == -12);
-
-// 2^(e - 128): ggml's e8m0 scale, halved (formats/ggml_fp4.cpp's e8m0_to_f32_half).
-__device__ __forceinline__ float e8m0_half(uint32_t e) { return __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23); }
-
-// An unsigned E4M3 scale, halved (ue4m3_to_f32_half): every value exact in float.
-__device__ __forceinline__ float ue4m3_half(uint32_t bits) {
-  if (bits == 0 || bits == 0x7f) return 0.f;
-  const int exponent = int(bits >> 3) & 15, mantissa = int(bits & 7);
-  const float raw = exponent == 0 ? scalbnf(float(mantissa), -9) : scalbnf(1.f + float(mantissa) / 8.f, exponent - 7);
-  return raw * 0.5f;
-}
-
 struct Mxfp4 {
   static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockMxfp4);  // 17: blocks only byte aligned
   static constexpr int kAlign = 1;
@@ -79,10 +61,10 @@ struct Mxfp4 {
     return r;
   }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
-    const float scale = e8m0_half(r.e);
+    const float scale = ggml::e8m0_to_f32_half(r.e);
     const int shift = g >= 2 ? 4 : 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(fp4_doubled(r.qs[k] >> shift), scale);
+    for (int k = 0; k < 8; ++k) y[k] = ggml::fp4_value(r.qs[k] >> shift, scale);
   }
 };
 
@@ -92,10 +74,10 @@ struct Nvfp4 {
   struct Raw { uint32_t d; uint2 qs; };
   static __device__ Raw load(const uint8_t* b, int g) { return {b[g / 2], ld64_a4(b + 4 + 8 * (g / 2))}; }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
-    const float scale = ue4m3_half(r.d);
+    const float scale = ggml::ue4m3_to_f32_half(r.d);
     const int shift = g % 2 ? 4 : 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(fp4_doubled(byte_of(r.qs, k) >> shift), scale);
+    for (int k = 0; k < 8; ++k) y[k] = ggml::fp4_value(byte_of(r.qs, k) >> shift, scale);
   }
 };
 
