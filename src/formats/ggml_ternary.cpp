@@ -96,7 +96,8 @@ void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n) {
     const float d = f16_to_f32(b[i].d);
     for (int h = 0; h < 2; ++h)
       for (int l = 0; l < 4; ++l)
-        for (int m = 0; m < 32; ++m) y[128 * h + 32 * l + m] = ternary::value(ternary::two_bit_trit(b[i].qs[32 * h + m], 2 * l), d);
+        for (int m = 0; m < 32; ++m)
+          y[128 * h + 32 * l + m] = ternary::value(ternary::two_bit_trit(b[i].qs[32 * h + m], 2 * l), d);
   }
 }
 

@@ -62,7 +62,9 @@ LOWBIT_HOST_DEVICE inline float ue4m3_to_f32_half(uint32_t bits) {
 }
 
 // A value: the doubled E2M1 value of its code times the halved block (sub-block) scale.
-LOWBIT_HOST_DEVICE inline float fp4_value(uint32_t code, float half_scale) { return mul_rn(fp4_doubled(code), half_scale); }
+LOWBIT_HOST_DEVICE inline float fp4_value(uint32_t code, float half_scale) {
+  return mul_rn(fp4_doubled(code), half_scale);
+}
 // ggml_fp32_to_ue4m3: rounds a positive float to UE4M3 (round half up on the dropped mantissa bits),
 // saturating at 0x7E = 448; 0 for x <= 0, NaN and values below the smallest subnormal.
 uint8_t f32_to_ue4m3(float x);

@@ -45,7 +45,8 @@ struct Q3K {
   }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const int j = g / 2;
-    const float dl = kquants::sub_block_factor(half_bits_to_float(r.d), kquants::scale_q3(r.scale_low, r.scale_high, j));
+    const int s = kquants::scale_q3(r.scale_low, r.scale_high, j);
+    const float dl = kquants::sub_block_factor(half_bits_to_float(r.d), s);
     // value = q - (high bit clear ? 4 : 0) = (q | high << 2) - 4; high: bit e / 32 of hmask[e % 32]
     const int shift = two_bit_shift(g), bit = g / 4;
     const uint32_t codes[2] = {((r.qs.x >> shift) & 0x03030303u) | ((r.hmask.x >> bit) & 0x01010101u) << 2,

@@ -37,6 +37,8 @@
 namespace lowbit::cuda {
 namespace {
 
+namespace kquants = ggml::kquants;
+
 constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kChunk = 64;  // k positions per chunk: four mma steps of 16
@@ -182,9 +184,9 @@ struct Q4KFormat {
   __device__ static Raw load_scale(const void* base, int pair, int h) {
     return __ldg(static_cast<const uint4*>(base) + 16 * (pair / 2) + 8 * h);
   }
-  // Sub-blocks 2·(chunk % 4) and +1: scale d·sc and the offset term −(offset·d·sc + dmin·m), sc, m,
-  // d·sc and dmin·m by ggml::kquants' rules, the CPU dequantizer's. The byte positions are constants in each
-  // case (a runtime index into the header would put it in local memory).
+  // Sub-blocks 2·(chunk % 4) and +1: scale d·sc and the offset term −(offset·d·sc + dmin·m); sc, m,
+  // d·sc and dmin·m by ggml::kquants' rules, the CPU dequantizer's. The byte positions are constants
+  // in each case (a runtime index into the header would put it in local memory).
   template <DType T>
   __device__ void scales(const Raw& header, int, int64_t chunk, const uint32_t*, float (&scale)[2], float (&bias)[2]) const {
     switch (chunk % 4) {
@@ -203,8 +205,8 @@ struct Q4KFormat {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int i = First + h;
-      const ggml::kquants::ScaleMin sm = ggml::kquants::scale_min_k4(byte(i % 4), byte(4 + i % 4), byte(8 + i % 4), i);
-      const float d1 = ggml::kquants::sub_block_factor(d, sm.scale), m1 = ggml::kquants::sub_block_factor(dmin, sm.min);
+      const kquants::ScaleMin sm = kquants::scale_min_k4(byte(i % 4), byte(4 + i % 4), byte(8 + i % 4), i);
+      const float d1 = kquants::sub_block_factor(d, sm.scale), m1 = kquants::sub_block_factor(dmin, sm.min);
       scale[h] = d1;
       bias[h] = -(code_offset<T>() * d1 + m1);
     }
