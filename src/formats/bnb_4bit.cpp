@@ -10,11 +10,11 @@
 
 #include "formats/bnb_4bit_blocks.h"
 #include "formats/bnb_avx512.h"
-#include "formats/bnb_tables.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
 #include "lowbit/core/thread_pool.h"
+#include "lowbit/formats/bnb_tables.h"
 #include "lowbit/formats/gpu_rcp_approx.h"
 #include "lowbit/formats/value_check.h"
 
@@ -33,30 +33,6 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Blocks per parallel chunk: about 64 Ki elements, enough to amortise scheduling.
 int64_t block_grain(int64_t blocksize) { return std::max<int64_t>(1, (int64_t(1) << 16) / blocksize); }
-
-// bitsandbytes' dQuantize (no stochastic rounding): a 7-step binary search over the ascending
-// 256-entry map, then rounding to the nearer of the two neighbours by their midpoint. The
-// comparisons and midpoints are float32, as in the kernel, so ties and NaN land where they do there.
-uint8_t quantize_dynamic_8bit(float x, const std::array<float, 256>& map) {
-  int pivot = 127, upper_pivot = 255, lower_pivot = 0;
-  float lower = -1.0f, upper = 1.0f;
-  for (int step = 64; step > 0; step >>= 1) {
-    if (x > map[pivot]) {
-      lower_pivot = pivot;
-      lower = map[pivot];
-      pivot += step;
-    } else {
-      upper_pivot = pivot;
-      upper = map[pivot];
-      pivot -= step;
-    }
-  }
-  if (upper_pivot == 255) upper = map[255];
-  if (lower_pivot == 0) lower = map[0];
-  const float value = map[pivot];
-  if (x > value) return uint8_t(x > (upper + value) * 0.5f ? upper_pivot : pivot);
-  return uint8_t(x < (lower + value) * 0.5f ? lower_pivot : pivot);
-}
 
 // "NaN at row 3, column 17": the value at flat `index` of a float input and where it sits.
 std::string misfit_at(const TensorView& input, int64_t index) {
@@ -110,9 +86,8 @@ void check_nested_sizes(const NestedAbsmax& nested) {
 // The scales of blocks [first, last) into scales[0 .. last - first), sizes already checked.
 void dequantize_absmax_nested_range(const NestedAbsmax& nested, int64_t first, int64_t last, float* scales) {
   for (int64_t i = first; i < last; ++i) {
-    // The 8-bit dequantize kernel multiplies; torch adds the offset afterwards: two roundings.
-    const float product = gpu::mul_ftz(nested.code[nested.codes[size_t(i)]], nested.nested_absmax[size_t(i / nested.blocksize)]);
-    scales[i - first] = product + nested.offset;
+    scales[i - first] = nested_block_scale(nested.code[nested.codes[size_t(i)]],
+                                           nested.nested_absmax[size_t(i / nested.blocksize)], nested.offset);
   }
 }
 
@@ -127,7 +102,7 @@ void dequantize_blocks(std::span<const uint8_t> packed, const Bnb4bitState& stat
   Bits* dst = reinterpret_cast<Bits*>(out);
   for (int64_t b = first_block; b < last_block; ++b) {
     std::array<float, 16> products;
-    for (size_t code = 0; code < 16; ++code) products[code] = gpu::mul_ftz(lut[code], scales[b - first_block]);
+    for (size_t code = 0; code < 16; ++code) products[code] = value_4bit(lut[code], scales[b - first_block]);
     std::array<Bits, 16> value_of_code;
     convert_from_f32(products.data(), out_dtype, value_of_code.data(), 16);
     const int64_t begin = b * state.blocksize;
@@ -199,7 +174,7 @@ int64_t load_block_f32(const TensorView& input, int64_t begin, int64_t count, fl
 
 void quantize_dynamic_8bit_reference(const float* centred, int64_t count, float scale,
                                      const std::array<float, 256>& map, uint8_t* codes) {
-  for (int64_t i = 0; i < count; ++i) codes[i] = quantize_dynamic_8bit(gpu::mul_ftz(centred[i], scale), map);
+  for (int64_t i = 0; i < count; ++i) codes[i] = quantize_dynamic_8bit(gpu::mul_ftz(centred[i], scale), map.data());
 }
 
 int64_t quantize_4bit_blocks_reference(QuantType type, const TensorView& input, int64_t blocksize,

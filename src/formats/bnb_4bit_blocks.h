@@ -6,9 +6,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "formats/bnb_tables.h"
 #include "lowbit/core/tensor.h"
 #include "lowbit/formats/bnb_4bit.h"
+#include "lowbit/formats/bnb_tables.h"
 #include "lowbit/formats/gpu_rcp_approx.h"
 
 namespace lowbit::bnb::detail {

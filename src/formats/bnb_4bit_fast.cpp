@@ -99,7 +99,7 @@ LOWBIT_AVX512 int64_t quantize_4bit_blocks_avx512(QuantType type, const TensorVi
 }
 
 
-// bitsandbytes' dQuantize (quantize_dynamic_8bit in bnb_4bit.cpp) on 16 lanes: the same 7-step
+// bitsandbytes' dQuantize (bnb::quantize_dynamic_8bit, lowbit/formats/bnb_4bit.h) on 16 lanes: the same 7-step
 // binary search over the 256-entry map, with gathers for the probes, and the same float32
 // midpoints. A NaN lane fails every comparison and ends at code 0, as in the reference.
 LOWBIT_AVX512 void quantize_dynamic_8bit_avx512(const float* centred, int64_t count, float scale,

@@ -155,7 +155,7 @@ Tensor dequantize_int8_rowwise_reference(const Int8RowwiseQuantized& q, DType ou
   parallel_for(q.rows, 0, [&](int64_t first, int64_t last) {
     std::vector<float> row(size_t(q.cols));
     for (int64_t r = first; r < last; ++r) {
-      for (int64_t c = 0; c < q.cols; ++c) row[size_t(c)] = (float(q.cb[size_t(r * q.cols + c)]) * q.scb[size_t(r)]) * kInt8DequantScale;
+      for (int64_t c = 0; c < q.cols; ++c) row[size_t(c)] = int8_value(q.cb[size_t(r * q.cols + c)], q.scb[size_t(r)]);
       convert_from_f32(row.data(), out_dtype, out.buffer.data() + size_t(r * q.cols) * dtype_size(out_dtype), row.size());
     }
   });
@@ -202,7 +202,7 @@ Int8MatmulResult llm_int8_matmul_detailed(const TensorView& x, const Int8Rowwise
   std::vector<float> weight_outliers(size_t(n) * a.outlier_cols.size());
   for (int64_t c = 0; c < n; ++c)
     for (size_t j = 0; j < a.outlier_cols.size(); ++j) {
-      const float w = float(weight.cb[size_t(c * k + a.outlier_cols[j])]) * weight.scb[size_t(c)] * kInt8DequantScale;
+      const float w = int8_value(weight.cb[size_t(c * k + a.outlier_cols[j])], weight.scb[size_t(c)]);
       weight_outliers[size_t(c) * a.outlier_cols.size() + j] = f16_to_f32(f32_to_f16(w));
     }
 

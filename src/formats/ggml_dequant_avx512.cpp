@@ -13,7 +13,6 @@
 #include "formats/ggml_dequant_avx512.h"
 
 #include <cstdint>
-#include <cstring>
 
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
@@ -83,8 +82,7 @@ LOWBIT_AVX512 void dequantize_q4_1_blocks(const void* in, float* y, int64_t bloc
 
 // q5_0 / q5_1: bit 4 of value j's code is bit j of the little-endian 32-bit qh.
 LOWBIT_AVX512 inline void five_bit_codes(const uint8_t* qs, const uint8_t* qh, __m512i& low, __m512i& high) {
-  uint32_t bits;
-  std::memcpy(&bits, qh, 4);
+  const uint32_t bits = legacy::fifth_bits_word(qh);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i one = _mm512_set1_epi32(1);
   const __m512i low_bit4 = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int32_t(bits)), lane), one);
@@ -133,23 +131,15 @@ LOWBIT_AVX512 void dequantize_q8_0_blocks(const void* in, float* y, int64_t bloc
 
 // ---- q4_K / q5_K: sub-block j's 32 codes are the low (j even) or high (j odd) nibbles of qs[32*(j/2)...] ----
 
-struct ScaleMin {
-  int scale, min;
-};
-
-// The 6-bit scale and min of sub-block j (ggml's get_scale_min_k4).
-inline ScaleMin unpack_scale_min(const uint8_t* packed, int j) {
-  if (j < 4) return {packed[j] & 63, packed[j + 4] & 63};
-  return {(packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4), (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4)};
-}
-
-// Value = dj * code - mj, for 32 codes; `fifth_bit` (q5_K) adds 16 where bit j of qh[l] is set.
+// Value = dj * code - mj (kquants::value_scale_min 16 lanes at a time), for 32 codes; `fifth_bit`
+// (q5_K) adds 16 where bit j of qh[l] is set.
 template <bool FifthBit, bool Aligned64>
 LOWBIT_AVX512 inline void dequantize_scale_min_block(float d, float dmin, const uint8_t* scales, const uint8_t* qs,
                                                      const uint8_t* qh, float* y) {
   for (int j = 0; j < 8; ++j) {
-    const ScaleMin sm = unpack_scale_min(scales, j);
-    const __m512 dj = _mm512_set1_ps(d * float(sm.scale)), mj = _mm512_set1_ps(dmin * float(sm.min));
+    const kquants::ScaleMin sm = kquants::scale_min_k4(scales, j);
+    const __m512 dj = _mm512_set1_ps(kquants::sub_block_factor(d, sm.scale));
+    const __m512 mj = _mm512_set1_ps(kquants::sub_block_factor(dmin, sm.min));
     for (int half = 0; half < 2; ++half) {
       const __m512i bytes = load16_u8(qs + 32 * (j / 2) + 16 * half);
       __m512i code = j % 2 ? high_nibbles(bytes) : low_nibbles(bytes);
@@ -162,18 +152,19 @@ LOWBIT_AVX512 inline void dequantize_scale_min_block(float d, float dmin, const 
   }
 }
 
-// q2_K: sub-block j's 16 codes are 2-bit fields at bit 2*((j%8)/2) of qs[32*(j/8) + 16*(j%2) ...];
-// value = (d * scale) * code - (dmin * min), scale and min the nibbles of scales[j].
+// q2_K: sub-block j's 16 codes are the 2-bit fields of kquants::two_bit_offset/shift; value =
+// (d * scale) * code - (dmin * min), scale and min the nibbles of scales[j] (kquants::scale_min_q2).
 template <bool Aligned64>
 LOWBIT_AVX512 void dequantize_q2_K_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ2K*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues) {
     const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
     for (int j = 0; j < 16; ++j) {
-      const uint8_t sc = b[i].scales[j];
-      const __m512 dl = _mm512_set1_ps(d * float(sc & 0xF)), ml = _mm512_set1_ps(dmin * float(sc >> 4));
-      const __m512i bytes = load16_u8(b[i].qs + 32 * (j / 8) + 16 * (j % 2));
-      const unsigned shift = unsigned(2 * ((j % 8) / 2));
+      const kquants::ScaleMin sm = kquants::scale_min_q2(b[i].scales[j]);
+      const __m512 dl = _mm512_set1_ps(kquants::sub_block_factor(d, sm.scale));
+      const __m512 ml = _mm512_set1_ps(kquants::sub_block_factor(dmin, sm.min));
+      const __m512i bytes = load16_u8(b[i].qs + kquants::two_bit_offset(j));
+      const unsigned shift = unsigned(kquants::two_bit_shift(j));
       const __m512i code = _mm512_and_si512(_mm512_srli_epi32(bytes, shift), _mm512_set1_epi32(3));
       store16<Aligned64>(y + 16 * j, _mm512_sub_ps(_mm512_mul_ps(dl, _mm512_cvtepi32_ps(code)), ml));
     }

@@ -65,21 +65,6 @@ uint8_t shared_exponent(float amax) {
 
 }  // namespace
 
-float e8m0_to_f32_half(uint8_t e) {
-  // 2^(e-128): e >= 2 is the normal float with exponent field e - 1; e = 0, 1 are the subnormals
-  // 2^-128 (0x00200000) and 2^-127 (0x00400000).
-  const uint32_t bits = e < 2 ? uint32_t(0x00200000) << e : uint32_t(e - 1) << 23;
-  return std::bit_cast<float>(bits);
-}
-
-float ue4m3_to_f32_half(uint8_t bits) {
-  if (bits == 0 || bits == 0x7F) return 0.f;
-  const int exponent = (bits >> 3) & 0xF, mantissa = bits & 0x7;
-  const float raw = exponent == 0 ? std::ldexp(float(mantissa), -9)
-                                  : std::ldexp(1.f + float(mantissa) / 8.f, exponent - 7);
-  return raw * 0.5f;
-}
-
 uint8_t f32_to_ue4m3(float x) {
   if (!(x > 0.f)) return 0;
   x = std::min(x, 448.f);
@@ -134,8 +119,8 @@ void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n) {
   for (int64_t i = 0; i < n / 32; ++i, y += 32) {
     const float scale = e8m0_to_f32_half(b[i].e);
     for (int j = 0; j < 16; ++j) {
-      y[j] = float(kFp4Doubled[b[i].qs[j] & 0xF]) * scale;
-      y[j + 16] = float(kFp4Doubled[b[i].qs[j] >> 4]) * scale;
+      y[j] = fp4_value(b[i].qs[j] & 0xF, scale);
+      y[j + 16] = fp4_value(b[i].qs[j] >> 4, scale);
     }
   }
 }
@@ -147,8 +132,8 @@ void dequantize_row_nvfp4(const void* blocks, float* y, int64_t n) {
     for (int s = 0; s < 4; ++s, y += 16) {
       const float scale = ue4m3_to_f32_half(b[i].d[s]);
       for (int j = 0; j < 8; ++j) {
-        y[j] = float(kFp4Doubled[b[i].qs[8 * s + j] & 0xF]) * scale;
-        y[j + 8] = float(kFp4Doubled[b[i].qs[8 * s + j] >> 4]) * scale;
+        y[j] = fp4_value(b[i].qs[8 * s + j] & 0xF, scale);
+        y[j + 8] = fp4_value(b[i].qs[8 * s + j] >> 4, scale);
       }
     }
   }

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "formats/ggml_block_check.h"
 #include "formats/ggml_dequant_avx512.h"
@@ -29,6 +30,7 @@ using ggml_search::fit_unsigned_scale;
 using ggml_search::kGroupMaxEps;
 using ggml_search::round_nearest_even;
 using ggml_search::search_scale_and_min_groups;
+using kquants::sub_block_factor;
 constexpr int kQK = kSuperBlockValues;
 
 float sum_of_squares(const float* x, int n) {
@@ -56,7 +58,7 @@ void pack_2bit(const uint8_t* codes, uint8_t* qs) {
                                  (codes[half + l + 96] << 6));
 }
 
-// ---- 6-bit scale/min pairs of q4_K and q5_K (ggml's get_scale_min_k4 and its inverse) ----
+// ---- 6-bit scale/min pairs of q4_K and q5_K (the inverse of kquants::scale_min_k4) ----
 
 void pack_scale_min(uint8_t* packed, int j, uint8_t ls, uint8_t lm) {
   if (j < 4) {
@@ -69,28 +71,12 @@ void pack_scale_min(uint8_t* packed, int j, uint8_t ls, uint8_t lm) {
   }
 }
 
-struct ScaleMin {
-  uint8_t scale, min;
-};
-
-ScaleMin unpack_scale_min(const uint8_t* packed, int j) {
-  if (j < 4) return {uint8_t(packed[j] & 63), uint8_t(packed[j + 4] & 63)};
-  return {uint8_t((packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4)),
-          uint8_t((packed[j + 4] >> 4) | ((packed[j] >> 6) << 4))};
-}
-
-// ---- 6-bit signed scales of q3_K (stored as s + 32) ----
+// ---- 6-bit signed scales of q3_K (stored as s + 32; the inverse of kquants::scale_q3) ----
 
 void pack_q3_scale(uint8_t* packed, int j, int biased) {
   if (j < 8) packed[j] = uint8_t(biased & 0xF);
   else packed[j - 8] |= uint8_t((biased & 0xF) << 4);
   packed[8 + j % 4] |= uint8_t((biased >> 4) << (2 * (j / 4)));
-}
-
-int unpack_q3_scale(const uint8_t* packed, int j) {
-  const int low = j < 8 ? packed[j] & 0xF : packed[j - 8] >> 4;
-  const int high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
-  return (low | (high << 4)) - 32;
 }
 
 // ---- step 3 for the asymmetric types (q4_K, q5_K): codes from the fp16 scales ----
@@ -99,9 +85,9 @@ void requantize_scale_min(const float* x, uint16_t d16, uint16_t dmin16, const u
                           uint8_t* codes) {
   float d[8], dm[8];
   for (int j = 0; j < 8; ++j) {
-    const ScaleMin sm = unpack_scale_min(packed, j);
-    d[j] = f16_to_f32(d16) * float(sm.scale);
-    dm[j] = f16_to_f32(dmin16) * float(sm.min);
+    const kquants::ScaleMin sm = kquants::scale_min_k4(packed, j);
+    d[j] = sub_block_factor(f16_to_f32(d16), sm.scale);
+    dm[j] = sub_block_factor(f16_to_f32(dmin16), sm.min);
   }
   ggml_search::requantize_groups(8, 32, x, dm, d, 0, nmax, 0, codes);  // code = round((x + dm) / d)
 }
@@ -112,8 +98,9 @@ void requantize_q2(const float* x, BlockQ2K& b, uint8_t* codes) {
   const float d_all = f16_to_f32(b.d), dmin_all = f16_to_f32(b.dmin);
   float d[16], m[16];
   for (int j = 0; j < 16; ++j) {
-    d[j] = d_all * float(b.scales[j] & 0xF);
-    m[j] = dmin_all * float(b.scales[j] >> 4);
+    const kquants::ScaleMin sm = kquants::scale_min_q2(b.scales[j]);
+    d[j] = sub_block_factor(d_all, sm.scale);
+    m[j] = sub_block_factor(dmin_all, sm.min);
   }
   ggml_search::requantize_groups(16, 16, x, m, d, 0, 3, 0, codes);  // code = round((x + m) / d)
 }
@@ -167,7 +154,7 @@ void quantize_block_q2_weighted(const float* x, const float* qw, BlockQ2K& b) {
 void requantize_and_pack_q3(const float* x, BlockQ3K& b, int8_t* codes) {
   const float d_all = f16_to_f32(b.d);
   float d[16];
-  for (int j = 0; j < 16; ++j) d[j] = d_all * float(unpack_q3_scale(b.scales, j));
+  for (int j = 0; j < 16; ++j) d[j] = sub_block_factor(d_all, kquants::scale_q3(b.scales, j));
   // code = 4 + round(x / d), in [0, 7]
   ggml_search::requantize_groups(16, 16, x, nullptr, d, -4, 3, 4, reinterpret_cast<uint8_t*>(codes));
   uint8_t low[kQK];
@@ -349,7 +336,7 @@ void quantize_block_q6(const float* x, const float* qw, BlockQ6K& b) {
   for (int j = 0; j < 16; ++j) b.scales[j] = int8_t(std::min(127, round_nearest_even(iscale * scales[j])));
   const float d_all = f16_to_f32(b.d);
   float d[16];
-  for (int j = 0; j < 16; ++j) d[j] = d_all * float(b.scales[j]);
+  for (int j = 0; j < 16; ++j) d[j] = sub_block_factor(d_all, b.scales[j]);
   // code = 32 + round(x / d), in [0, 63]
   ggml_search::requantize_groups(16, 16, x, nullptr, d, -32, 31, 32, reinterpret_cast<uint8_t*>(codes));
   for (int h = 0; h < 2; ++h) {
@@ -428,11 +415,11 @@ void dequantize_row_q2_K(const void* blocks, float* y, int64_t n) {
     const float d = f16_to_f32(x[i].d), dmin = f16_to_f32(x[i].dmin);
     // Sub-block j's 16 codes are contiguous bytes of qs, one 2-bit field each: a loop the compiler vectorises.
     for (int j = 0; j < 16; ++j) {
-      const uint8_t sc = x[i].scales[j];
-      const float dl = d * float(sc & 0xF), ml = dmin * float(sc >> 4);
-      const uint8_t* q = x[i].qs + 32 * (j / 8) + 16 * (j % 2);
-      const int shift = 2 * ((j % 8) / 2);
-      for (int l = 0; l < 16; ++l) y[16 * j + l] = dl * float((q[l] >> shift) & 3) - ml;
+      const kquants::ScaleMin sm = kquants::scale_min_q2(x[i].scales[j]);
+      const float dl = sub_block_factor(d, sm.scale), ml = sub_block_factor(dmin, sm.min);
+      const uint8_t* q = x[i].qs + kquants::two_bit_offset(j);
+      const int shift = kquants::two_bit_shift(j);
+      for (int l = 0; l < 16; ++l) y[16 * j + l] = kquants::value_scale_min(dl, float((q[l] >> shift) & 3), ml);
     }
   }
 }
@@ -443,60 +430,55 @@ void dequantize_row_q3_K(const void* blocks, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
     const float d_all = f16_to_f32(x[i].d);
     float dl[16];
-    for (int j = 0; j < 16; ++j) dl[j] = d_all * float(unpack_q3_scale(x[i].scales, j));
+    for (int j = 0; j < 16; ++j) dl[j] = sub_block_factor(d_all, kquants::scale_q3(x[i].scales, j));
     // Per 16-value sub-block, contiguous bytes of qs and hmask: a loop the compiler vectorises.
     for (int j = 0; j < 16; ++j) {
-      const uint8_t* q = x[i].qs + 32 * (j / 8) + 16 * (j % 2);
+      const uint8_t* q = x[i].qs + kquants::two_bit_offset(j);
       const uint8_t* hm = x[i].hmask + 16 * (j % 2);
-      const int shift = 2 * ((j % 8) / 2), high_bit = j / 2;
+      const int shift = kquants::two_bit_shift(j), high_bit = j / 2;
       for (int l = 0; l < 16; ++l) {
         const int low = (q[l] >> shift) & 3;
         const int missing_high = ((hm[l] >> high_bit) & 1) ? 0 : 4;
-        y[16 * j + l] = dl[j] * float(low - missing_high);
+        y[16 * j + l] = kquants::value_scale(dl[j], float(low - missing_high));
       }
     }
   }
 }
 
-void dequantize_row_q4_K(const void* blocks, float* y, int64_t n) {
-  require_whole_blocks("q4_K", n, kQK);
-  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
-    fast->q4_K(blocks, y, n / kQK);
-    return;
-  }
-  const auto* x = static_cast<const BlockQ4K*>(blocks);
-  for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
+namespace {
+
+// q4_K and q5_K: value = dj * code - mj over 32-value sub-block j, whose codes are the low (j even)
+// or high (j odd) nibbles of qs[32 (j / 2) ..]; q5_K's fifth bit (bit j of qh[l]) adds 16.
+template <class Block>
+void dequantize_scale_min_blocks(const Block* x, float* y, int64_t blocks) {
+  for (int64_t i = 0; i < blocks; ++i, y += kQK) {
     const float d = f16_to_f32(x[i].d), dmin = f16_to_f32(x[i].dmin);
     for (int j = 0; j < 8; ++j) {
-      const ScaleMin sm = unpack_scale_min(x[i].scales, j);
-      const float dj = d * float(sm.scale), mj = dmin * float(sm.min);
+      const kquants::ScaleMin sm = kquants::scale_min_k4(x[i].scales, j);
+      const float dj = sub_block_factor(d, sm.scale), mj = sub_block_factor(dmin, sm.min);
       const uint8_t* q = x[i].qs + 32 * (j / 2);
       const int shift = 4 * (j % 2);
-      for (int l = 0; l < 32; ++l) y[32 * j + l] = dj * float((q[l] >> shift) & 0xF) - mj;
+      for (int l = 0; l < 32; ++l) {
+        int code = (q[l] >> shift) & 0xF;
+        if constexpr (std::is_same_v<Block, BlockQ5K>) code += (x[i].qh[l] >> j) & 1 ? 16 : 0;
+        y[32 * j + l] = kquants::value_scale_min(dj, float(code), mj);
+      }
     }
   }
+}
+
+}  // namespace
+
+void dequantize_row_q4_K(const void* blocks, float* y, int64_t n) {
+  require_whole_blocks("q4_K", n, kQK);
+  if (const DequantVectorKernels* fast = dequant_vector_kernels()) fast->q4_K(blocks, y, n / kQK);
+  else dequantize_scale_min_blocks(static_cast<const BlockQ4K*>(blocks), y, n / kQK);
 }
 
 void dequantize_row_q5_K(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q5_K", n, kQK);
-  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
-    fast->q5_K(blocks, y, n / kQK);
-    return;
-  }
-  const auto* x = static_cast<const BlockQ5K*>(blocks);
-  for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
-    const float d = f16_to_f32(x[i].d), dmin = f16_to_f32(x[i].dmin);
-    for (int j = 0; j < 8; ++j) {
-      const ScaleMin sm = unpack_scale_min(x[i].scales, j);
-      const float dj = d * float(sm.scale), mj = dmin * float(sm.min);
-      const uint8_t* q = x[i].qs + 32 * (j / 2);
-      const int shift = 4 * (j % 2);
-      for (int l = 0; l < 32; ++l) {
-        const int code = ((q[l] >> shift) & 0xF) + ((x[i].qh[l] >> j) & 1 ? 16 : 0);
-        y[32 * j + l] = dj * float(code) - mj;
-      }
-    }
-  }
+  if (const DequantVectorKernels* fast = dequant_vector_kernels()) fast->q5_K(blocks, y, n / kQK);
+  else dequantize_scale_min_blocks(static_cast<const BlockQ5K*>(blocks), y, n / kQK);
 }
 
 void dequantize_row_q6_K(const void* blocks, float* y, int64_t n) {
@@ -507,13 +489,13 @@ void dequantize_row_q6_K(const void* blocks, float* y, int64_t n) {
     // Per 16-value sub-block, contiguous bytes of ql and qh: a loop the compiler vectorises.
     for (int j = 0; j < 16; ++j) {
       const int h = j / 8, k = (j % 8) / 2, first = 16 * (j % 2);
-      const float dl = d * float(x[i].scales[j]);
+      const float dl = sub_block_factor(d, x[i].scales[j]);
       const uint8_t* ql = x[i].ql + 64 * h + 32 * (k & 1) + first;
       const uint8_t* qh = x[i].qh + 32 * h + first;
       for (int l = 0; l < 16; ++l) {
         const int low = (ql[l] >> (4 * (k / 2))) & 0xF;
         const int high = (qh[l] >> (2 * k)) & 3;
-        y[16 * j + l] = dl * float((low | (high << 4)) - 32);
+        y[16 * j + l] = kquants::value_scale(dl, float((low | (high << 4)) - 32));
       }
     }
   }

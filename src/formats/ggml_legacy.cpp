@@ -81,10 +81,6 @@ void pack_5bit(const uint8_t* codes, uint8_t* qs, uint8_t* qh) {
   for (int b = 0; b < 4; ++b) qh[b] = uint8_t(high >> (8 * b));
 }
 
-uint32_t read_qh(const uint8_t* qh) {
-  return uint32_t(qh[0]) | uint32_t(qh[1]) << 8 | uint32_t(qh[2]) << 16 | uint32_t(qh[3]) << 24;
-}
-
 }  // namespace
 
 // ---- q4_0 ----
@@ -135,8 +131,8 @@ void dequantize_row_q4_0(const void* blocks, float* y, int64_t n) {
   for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
     const float d = f16_to_f32(b[ib].d);
     for (int j = 0; j < 16; ++j) {
-      y[j] = float((b[ib].qs[j] & 0x0F) - 8) * d;
-      y[j + 16] = float((b[ib].qs[j] >> 4) - 8) * d;
+      y[j] = legacy::value_type0(float((b[ib].qs[j] & 0x0F) - 8), d);
+      y[j + 16] = legacy::value_type0(float((b[ib].qs[j] >> 4) - 8), d);
     }
   }
 }
@@ -190,8 +186,8 @@ void dequantize_row_q4_1(const void* blocks, float* y, int64_t n) {
   for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
     const float d = f16_to_f32(b[ib].d), m = f16_to_f32(b[ib].m);
     for (int j = 0; j < 16; ++j) {
-      y[j] = float(b[ib].qs[j] & 0x0F) * d + m;
-      y[j + 16] = float(b[ib].qs[j] >> 4) * d + m;
+      y[j] = legacy::value_type1(float(b[ib].qs[j] & 0x0F), d, m);
+      y[j + 16] = legacy::value_type1(float(b[ib].qs[j] >> 4), d, m);
     }
   }
 }
@@ -241,12 +237,11 @@ void dequantize_row_q5_0(const void* blocks, float* y, int64_t n) {
   const auto* b = static_cast<const BlockQ5_0*>(blocks);
   for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
     const float d = f16_to_f32(b[ib].d);
-    const uint32_t qh = read_qh(b[ib].qh);
+    const uint32_t qh = legacy::fifth_bits_word(b[ib].qh);
     for (int j = 0; j < 16; ++j) {
-      const int lo = (b[ib].qs[j] & 0x0F) | int(((qh >> j) << 4) & 0x10);
-      const int hi = (b[ib].qs[j] >> 4) | int((qh >> (j + 12)) & 0x10);
-      y[j] = float(lo - 16) * d;
-      y[j + 16] = float(hi - 16) * d;
+      const int lo = legacy::code_5bit_low(b[ib].qs[j], qh, j), hi = legacy::code_5bit_high(b[ib].qs[j], qh, j);
+      y[j] = legacy::value_type0(float(lo - 16), d);
+      y[j + 16] = legacy::value_type0(float(hi - 16), d);
     }
   }
 }
@@ -301,12 +296,11 @@ void dequantize_row_q5_1(const void* blocks, float* y, int64_t n) {
   const auto* b = static_cast<const BlockQ5_1*>(blocks);
   for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
     const float d = f16_to_f32(b[ib].d), m = f16_to_f32(b[ib].m);
-    const uint32_t qh = read_qh(b[ib].qh);
+    const uint32_t qh = legacy::fifth_bits_word(b[ib].qh);
     for (int j = 0; j < 16; ++j) {
-      const int lo = (b[ib].qs[j] & 0x0F) | int(((qh >> j) << 4) & 0x10);
-      const int hi = (b[ib].qs[j] >> 4) | int((qh >> (j + 12)) & 0x10);
-      y[j] = float(lo) * d + m;
-      y[j + 16] = float(hi) * d + m;
+      const int lo = legacy::code_5bit_low(b[ib].qs[j], qh, j), hi = legacy::code_5bit_high(b[ib].qs[j], qh, j);
+      y[j] = legacy::value_type1(float(lo), d, m);
+      y[j + 16] = legacy::value_type1(float(hi), d, m);
     }
   }
 }
@@ -341,7 +335,7 @@ void dequantize_row_q8_0(const void* blocks, float* y, int64_t n) {
   const auto* b = static_cast<const BlockQ8_0*>(blocks);
   for (int64_t ib = 0; ib < n / kQK; ++ib, y += kQK) {
     const float d = f16_to_f32(b[ib].d);
-    for (int j = 0; j < kQK; ++j) y[j] = float(b[ib].qs[j]) * d;
+    for (int j = 0; j < kQK; ++j) y[j] = legacy::value_type0(float(b[ib].qs[j]), d);
   }
 }
 

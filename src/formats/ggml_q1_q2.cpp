@@ -64,12 +64,8 @@ void dequantize_row_q1_0(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q1_0", n, kQ1Values);
   const auto* b = static_cast<const BlockQ1_0*>(blocks);
   for (int64_t i = 0; i < n / kQ1Values; ++i, y += kQ1Values) {
-    // +d or -d: a clear bit flips d's sign bit (ggml's -d, so d = 0 gives -0.0 there too).
     const uint32_t d_bits = std::bit_cast<uint32_t>(f16_to_f32(b[i].d));
-    for (int j = 0; j < kQ1Values; ++j) {
-      const uint32_t clear = ~(uint32_t(b[i].qs[j / 8]) >> (j % 8)) & 1u;
-      y[j] = std::bit_cast<float>(d_bits ^ (clear << 31));
-    }
+    for (int j = 0; j < kQ1Values; ++j) y[j] = q1_0_value(d_bits, uint32_t(b[i].qs[j / 8]) >> (j % 8));
   }
 }
 
@@ -78,7 +74,7 @@ void dequantize_row_q2_0(const void* blocks, float* y, int64_t n) {
   const auto* b = static_cast<const BlockQ2_0*>(blocks);
   for (int64_t i = 0; i < n / kQ2Values; ++i, y += kQ2Values) {
     const float d = f16_to_f32(b[i].d);
-    for (int j = 0; j < kQ2Values; ++j) y[j] = float(int((b[i].qs[j / 4] >> (2 * (j % 4))) & 3) - 1) * d;
+    for (int j = 0; j < kQ2Values; ++j) y[j] = q2_0_value(uint32_t(b[i].qs[j / 4]) >> (2 * (j % 4)), d);
   }
 }
 

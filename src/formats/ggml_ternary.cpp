@@ -41,13 +41,6 @@ uint8_t pack_trits(const float* x, int stride, int count, float id) {
   return uint8_t((t * 256 + 242) / 243);
 }
 
-// Trit n of a tq1_0 byte, as -1, 0, +1: multiplying by 3^n (mod 256) brings it to the top.
-inline int unpack_trit(uint8_t q, uint8_t pow3) {
-  const uint8_t shifted = uint8_t(q * pow3);
-  return int((unsigned(shifted) * 3) >> 8) - 1;
-}
-
-constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
 
 }  // namespace
 
@@ -88,11 +81,11 @@ void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kBlock; ++i, y += kBlock) {
     const float d = f16_to_f32(b[i].d);
     for (int t = 0; t < 5; ++t)
-      for (int m = 0; m < 32; ++m) y[32 * t + m] = float(unpack_trit(b[i].qs[m], kPow3[t])) * d;
+      for (int m = 0; m < 32; ++m) y[32 * t + m] = ternary::value(ternary::unpack_trit(b[i].qs[m], t), d);
     for (int t = 0; t < 5; ++t)
-      for (int m = 0; m < 16; ++m) y[160 + 16 * t + m] = float(unpack_trit(b[i].qs[32 + m], kPow3[t])) * d;
+      for (int m = 0; m < 16; ++m) y[160 + 16 * t + m] = ternary::value(ternary::unpack_trit(b[i].qs[32 + m], t), d);
     for (int t = 0; t < 4; ++t)
-      for (int j = 0; j < 4; ++j) y[240 + 4 * t + j] = float(unpack_trit(b[i].qh[j], kPow3[t])) * d;
+      for (int j = 0; j < 4; ++j) y[240 + 4 * t + j] = ternary::value(ternary::unpack_trit(b[i].qh[j], t), d);
   }
 }
 
@@ -103,7 +96,8 @@ void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n) {
     const float d = f16_to_f32(b[i].d);
     for (int h = 0; h < 2; ++h)
       for (int l = 0; l < 4; ++l)
-        for (int m = 0; m < 32; ++m) y[128 * h + 32 * l + m] = float(int((b[i].qs[32 * h + m] >> (2 * l)) & 3) - 1) * d;
+        for (int m = 0; m < 32; ++m)
+          y[128 * h + 32 * l + m] = ternary::value(ternary::two_bit_trit(b[i].qs[32 * h + m], 2 * l), d);
   }
 }
 

@@ -179,7 +179,7 @@ bnb::Int8RowwiseQuantized gptq_quantize_int8_rows(const TensorView& weight, cons
       const float v = gpu::mul_ftz(gpu::flush_subnormal(wr[j]), gpu::div_approx_ftz(127.0f, scb));  // NaN for a zero row: code 0, as bitsandbytes
       int8_t& code = q.cb[size_t((r0 + r) * cols + j)];
       code = std::isnan(v) ? int8_t(0) : int8_t(std::clamp(std::nearbyint(v), -127.0f, 127.0f));
-      return (float(code) * scb) * bnb::kInt8DequantScale;
+      return bnb::int8_value(code, scb);
     });
   });
   return q;

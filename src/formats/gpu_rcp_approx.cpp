@@ -105,7 +105,7 @@ float flush_subnormal(float x) {
   return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x;
 }
 
-float mul_ftz(float a, float b) { return flush_subnormal(flush_subnormal(a) * flush_subnormal(b)); }
+float mul_ftz_on_host(float a, float b) { return flush_subnormal(flush_subnormal(a) * flush_subnormal(b)); }
 
 float rcp_approx_ftz(float x) {
   x = flush_subnormal(x);

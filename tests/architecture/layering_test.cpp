@@ -36,9 +36,6 @@ const std::map<std::string, std::set<std::string>> kAllowed = {
 const std::set<std::string> kKnownExceptions = {
     // The CUDA decoders read tables private to src/formats (issue 13, item 2: the decode tables move
     // into headers both compilers read).
-    "src/kernels/cuda/bnb_4bit.cu -> formats/bnb_tables.h",
-    "src/kernels/cuda/bnb_quant_bins.h -> formats/bnb_tables.h",
-    "src/kernels/cuda/matmul_4bit.cu -> formats/bnb_tables.h",
     "src/kernels/cuda/ggml_iquants.cu -> formats/ggml_iq1_grid.h",
     "src/kernels/cuda/ggml_iquants.cu -> formats/ggml_iq2_grids.h",
     "src/kernels/cuda/ggml_iquants.cu -> formats/ggml_iq3_grids.h",

@@ -12,8 +12,8 @@
 #include <limits>
 
 #include "formats/bnb_4bit_blocks.h"
-#include "formats/bnb_tables.h"
 #include "kernels/cuda/bnb_quant_bins.h"
+#include "lowbit/formats/bnb_tables.h"
 
 namespace lowbit {
 namespace {

@@ -31,8 +31,10 @@
 #include <vector>
 
 #include "lowbit/core/dtype.h"
+#include "lowbit/core/host_device.h"
 #include "lowbit/core/tensor.h"
 #include "lowbit/formats/format.h"
+#include "lowbit/formats/gpu_rcp_approx.h"
 
 namespace lowbit::bnb {
 
@@ -59,6 +61,42 @@ void check_blocksize_4bit(int64_t blocksize, std::string_view tensor_name = {});
 const std::array<float, 16>& code_map(QuantType type);
 // bitsandbytes' create_dynamic_map(signed=True): 256 values, ascending, the nested code map.
 const std::array<float, 256>& dynamic_map_signed();
+
+// ---- per-value rules, read by the C++ compiler and nvcc: the CPU codecs and the CUDA kernels
+// compute through these same functions (the tables: lowbit/formats/bnb_tables.h) ----
+
+// An element: lut[code] * the block's scale, the dequantize kernel's .ftz multiply.
+LOWBIT_HOST_DEVICE inline float value_4bit(float lut_value, float scale) { return gpu::mul_ftz(lut_value, scale); }
+
+// Double quant: a block's scale, map[code] * nested_absmax + offset. The 8-bit dequantize kernel
+// multiplies (.ftz); torch then adds the offset (IEEE): two roundings.
+LOWBIT_HOST_DEVICE inline float nested_block_scale(float map_value, float nested_absmax, float offset) {
+  return add_rn(gpu::mul_ftz(map_value, nested_absmax), offset);
+}
+
+// bitsandbytes' dQuantize (no stochastic rounding) of a scaled value x over the ascending 256-entry
+// `map`: a 7-step binary search, then the nearer of the two neighbours by their float32 midpoint,
+// so ties and NaN land where they do in the kernel.
+LOWBIT_HOST_DEVICE inline uint8_t quantize_dynamic_8bit(float x, const float* map) {
+  int pivot = 127, upper_pivot = 255, lower_pivot = 0;
+  float lower = -1.0f, upper = 1.0f;
+  for (int step = 64; step > 0; step >>= 1) {
+    if (x > map[pivot]) {
+      lower_pivot = pivot;
+      lower = map[pivot];
+      pivot += step;
+    } else {
+      upper_pivot = pivot;
+      upper = map[pivot];
+      pivot -= step;
+    }
+  }
+  if (upper_pivot == 255) upper = map[255];
+  if (lower_pivot == 0) lower = map[0];
+  const float value = map[pivot];
+  if (x > value) return uint8_t(x > mul_rn(add_rn(upper, value), 0.5f) ? upper_pivot : pivot);
+  return uint8_t(x < mul_rn(add_rn(lower, value), 0.5f) ? lower_pivot : pivot);
+}
 
 // The second level of double quantization: 8-bit codes for the block absmaxes.
 struct NestedAbsmax {

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "lowbit/core/host_device.h"
 #include "lowbit/core/tensor.h"
 
 namespace lowbit::bnb {
@@ -30,6 +31,13 @@ namespace lowbit::bnb {
 // float32 nearest 1/127 and 1/127², the constants of bitsandbytes' int8 dequantization.
 inline constexpr float kInt8DequantScale = 0.007874016f;
 inline constexpr float kInt8MatmulDequantScale = 6.200012e-05f;
+
+// One value of row r: (code * SCB[r]) * kInt8DequantScale, rounded twice as bitsandbytes does. Read
+// by the C++ compiler and by nvcc: the CPU reference, GPTQ's int8 sweep and the CUDA kernels
+// (dequantize, the LLM.int8 matmul's outlier columns) compute it through this one function.
+LOWBIT_HOST_DEVICE inline float int8_value(int code, float scb) {
+  return mul_rn(mul_rn(float(code), scb), kInt8DequantScale);
+}
 
 struct Int8RowwiseQuantized {
   int64_t rows = 0;

@@ -5,9 +5,15 @@
 // Quantizers reproduce ggml_quantize_chunk byte for byte: without weights `quantize_row_qX_K_ref`,
 // with `quant_weights` (one per value of the row) `quantize_row_qX_K_impl`. n must be a multiple of 256
 // (throws lowbit::Error otherwise).
+//
+// The block structs and the per-block decode rules (namespace kquants below) are read by the C++
+// compiler and by nvcc: the scalar dequantizers, the AVX-512 ones and the CUDA kernels all take a
+// sub-block's scale and min, and round a value, through the same functions.
 #pragma once
 
 #include <cstdint>
+
+#include "lowbit/core/host_device.h"
 
 namespace lowbit::ggml {
 
@@ -72,6 +78,52 @@ struct BlockQ6K {
   uint16_t d;
 };
 static_assert(sizeof(BlockQ6K) == 210);
+
+// ---- decode rules, shared by every backend ----
+namespace kquants {
+
+struct ScaleMin {
+  int scale, min;
+};
+
+// q4_K and q5_K's 6-bit scale and min of 32-value sub-block j (ggml's get_scale_min_k4), from the
+// three bytes of `scales` it touches: a = scales[j % 4], b = scales[4 + j % 4], c = scales[8 + j % 4]
+// (c only for j >= 4). Bytes by value, so a kernel can pass them out of the words it loaded.
+LOWBIT_HOST_DEVICE constexpr ScaleMin scale_min_k4(uint32_t a, uint32_t b, uint32_t c, int j) {
+  if (j < 4) return {int(a & 63), int(b & 63)};
+  return {int((c & 0xF) | ((a >> 6) << 4)), int((c >> 4) | ((b >> 6) << 4))};
+}
+LOWBIT_HOST_DEVICE constexpr ScaleMin scale_min_k4(const uint8_t* scales, int j) {
+  return scale_min_k4(scales[j % 4], scales[4 + j % 4], scales[8 + j % 4], j);
+}
+
+// q2_K's 4-bit scale (low nibble) and min (high nibble) of 16-value sub-block j: one byte, scales[j].
+LOWBIT_HOST_DEVICE constexpr ScaleMin scale_min_q2(uint32_t byte) { return {int(byte & 0xF), int(byte >> 4)}; }
+
+// q3_K's signed 6-bit scale of 16-value sub-block j, from its two bytes: low = scales[j % 8] (low
+// nibble for j < 8, high nibble after), high = scales[8 + j % 4] (bits 2 (j / 4) and up).
+LOWBIT_HOST_DEVICE constexpr int scale_q3(uint32_t low, uint32_t high, int j) {
+  const int low_bits = int(j < 8 ? low & 0xF : low >> 4);
+  return (low_bits | int((high >> (2 * (j / 4))) & 3) << 4) - 32;
+}
+LOWBIT_HOST_DEVICE constexpr int scale_q3(const uint8_t* scales, int j) {
+  return scale_q3(scales[j % 8], scales[8 + j % 4], j);
+}
+
+// 2-bit codes of q2_K and q3_K (and q3_K's low bits): the 16 codes of sub-block j are the fields at
+// bit two_bit_shift(j) of qs[two_bit_offset(j) + l], l < 16.
+LOWBIT_HOST_DEVICE constexpr int two_bit_offset(int j) { return 32 * (j / 8) + 16 * (j % 2); }
+LOWBIT_HOST_DEVICE constexpr int two_bit_shift(int j) { return 2 * ((j % 8) / 2); }
+
+// A sub-block's factor: the super-block's fp16 scale (or min) times the sub-block's code, one rounding.
+LOWBIT_HOST_DEVICE inline float sub_block_factor(float d, int code) { return mul_rn(d, float(code)); }
+
+// The value of code q: dl * q - ml (q2_K, q4_K, q5_K), or dl * q with q already less its offset
+// (q3_K: q - 4, q6_K: q - 32), each operation rounded on its own as ggml's dequantize_row_* does.
+LOWBIT_HOST_DEVICE inline float value_scale_min(float dl, float q, float ml) { return sub_rn(mul_rn(dl, q), ml); }
+LOWBIT_HOST_DEVICE inline float value_scale(float dl, float q) { return mul_rn(dl, q); }
+
+}  // namespace kquants
 
 void quantize_row_q2_K(const float* x, void* blocks, int64_t n, const float* quant_weights);
 void quantize_row_q3_K(const float* x, void* blocks, int64_t n, const float* quant_weights);

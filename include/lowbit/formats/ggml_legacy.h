@@ -6,9 +6,14 @@
 // algorithm (a scale from the block's extreme, truncating rounding); with `quant_weights` (one per
 // value of the row, e.g. from an importance matrix) ggml's weighted scale search. q8_0 ignores weights.
 // n must be a multiple of 32 (throws lowbit::Error otherwise).
+//
+// The block structs and the decode rules (namespace legacy below) are read by the C++ compiler and by
+// nvcc: the scalar dequantizers and the CUDA kernels compute a value through the same functions.
 #pragma once
 
 #include <cstdint>
+
+#include "lowbit/core/host_device.h"
 
 namespace lowbit::ggml {
 
@@ -58,6 +63,29 @@ struct BlockQ8_0 {
   int8_t qs[32];
 };
 static_assert(sizeof(BlockQ8_0) == 34);
+
+// ---- decode rules, shared by every backend ----
+namespace legacy {
+
+// q5_0 and q5_1's qh as the little-endian 32-bit word whose bit e is bit 4 of value e's code.
+LOWBIT_HOST_DEVICE constexpr uint32_t fifth_bits_word(const uint8_t* qh) {
+  return uint32_t(qh[0]) | uint32_t(qh[1]) << 8 | uint32_t(qh[2]) << 16 | uint32_t(qh[3]) << 24;
+}
+
+// The 5-bit codes of values j and j + 16 (j < 16): the low and high nibble of qs[j], bit 4 from qh.
+LOWBIT_HOST_DEVICE constexpr int code_5bit_low(uint32_t qs_byte, uint32_t qh, int j) {
+  return int((qs_byte & 0xF) | ((qh >> j) & 1) << 4);
+}
+LOWBIT_HOST_DEVICE constexpr int code_5bit_high(uint32_t qs_byte, uint32_t qh, int j) {
+  return int((qs_byte >> 4) | ((qh >> (j + 16)) & 1) << 4);
+}
+
+// ggml's "type-0" value (q4_0, q5_0, q8_0): the code less its offset (8, 16, 0) times d; and its
+// "type-1" value (q4_1, q5_1): code * d + m, the product and the sum each rounded on its own.
+LOWBIT_HOST_DEVICE inline float value_type0(float centred_code, float d) { return mul_rn(centred_code, d); }
+LOWBIT_HOST_DEVICE inline float value_type1(float code, float d, float m) { return add_rn(mul_rn(code, d), m); }
+
+}  // namespace legacy
 
 void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
 void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* quant_weights);

@@ -3,9 +3,15 @@
 //
 // Quantizers reproduce ggml_quantize_chunk byte for byte (quantize_row_q{1,2}_0_ref); ggml ignores
 // importance weights for both. The row length must be a multiple of 128 (q1_0) or 64 (q2_0).
+//
+// The value rules below are read by the C++ compiler and by nvcc: the scalar dequantizers and the CUDA
+// kernels (ggml_ternary_fp4.cu) decode through the same functions.
 #pragma once
 
+#include <bit>
 #include <cstdint>
+
+#include "lowbit/core/host_device.h"
 
 namespace lowbit::ggml {
 
@@ -26,6 +32,14 @@ struct BlockQ2_0 {
   uint8_t qs[16];
 };
 static_assert(sizeof(BlockQ2_0) == 18);
+
+// q1_0's value from d's float32 bits and the value's bit (bit 0 of `bit`): +d where it is set, else
+// d with its sign bit flipped (ggml's -d, so d = 0 gives -0.0 there too).
+LOWBIT_HOST_DEVICE constexpr float q1_0_value(uint32_t d_bits, uint32_t bit) {
+  return std::bit_cast<float>(d_bits ^ ((~bit & 1u) << 31));
+}
+// q2_0's value: (q - 1) * d, q the low 2 bits of `code`.
+LOWBIT_HOST_DEVICE inline float q2_0_value(uint32_t code, float d) { return mul_rn(float(int(code & 3) - 1), d); }
 
 void quantize_row_q1_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
 void quantize_row_q2_0(const float* x, void* blocks, int64_t n, const float* quant_weights);

@@ -4,9 +4,14 @@
 // Quantizers reproduce ggml_quantize_chunk byte for byte (quantize_row_tq1_0_ref / _tq2_0_ref):
 // d = max|x| over the block, trit t = lroundf(x * (1/d)) + 1 in {0, 1, 2}. ggml ignores importance
 // weights for both. The row length must be a multiple of 256.
+//
+// The decode rules (namespace ternary below) are read by the C++ compiler and by nvcc: the scalar
+// dequantizers and the CUDA kernels (ggml_ternary_fp4.cu) decode through the same functions.
 #pragma once
 
 #include <cstdint>
+
+#include "lowbit/core/host_device.h"
 
 namespace lowbit::ggml {
 
@@ -31,6 +36,22 @@ struct BlockTq2_0 {
   uint16_t d;
 };
 static_assert(sizeof(BlockTq2_0) == 66);
+
+// ---- decode rules, shared by every backend ----
+namespace ternary {
+
+// tq1_0: trit n (0..4) of a packed byte q as -1, 0, +1. Multiplying by 3^n (mod 256) brings trit n
+// to the top, where (q * 3) >> 8 reads it.
+LOWBIT_HOST_DEVICE constexpr uint32_t pow3(int n) { return n == 0 ? 1 : n == 1 ? 3 : n == 2 ? 9 : n == 3 ? 27 : 81; }
+LOWBIT_HOST_DEVICE constexpr int unpack_trit(uint32_t q, int n) { return int((((q * pow3(n)) & 255) * 3) >> 8) - 1; }
+
+// tq2_0: the 2-bit field at bit `shift` of a byte, less 1.
+LOWBIT_HOST_DEVICE constexpr int two_bit_trit(uint32_t byte, int shift) { return int((byte >> shift) & 3) - 1; }
+
+// A value: trit * d.
+LOWBIT_HOST_DEVICE inline float value(int trit, float d) { return mul_rn(float(trit), d); }
+
+}  // namespace ternary
 
 void quantize_row_tq1_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
 void quantize_row_tq2_0(const float* x, void* blocks, int64_t n, const float* quant_weights);

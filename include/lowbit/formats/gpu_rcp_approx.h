@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "lowbit/core/host_device.h"
+
 namespace lowbit::gpu {
 
 // rcp.approx.ftz.f32(x): subnormal inputs count as zero (ftz); ±0 gives ±Inf, ±Inf gives ±0,
@@ -25,8 +27,18 @@ int rcp_approx_delta(uint32_t mantissa);
 float div_approx_ftz(float a, float b);
 
 // IEEE multiplication with the GPU's .ftz behaviour: subnormal inputs and results become zeros
-// of the same sign.
-float mul_ftz(float a, float b);
+// of the same sign. One function for both sides, so a rule shared by the CPU and the kernels (the
+// bitsandbytes decoders) calls it: on the device the instruction itself, on the host its model.
+float mul_ftz_on_host(float a, float b);
+LOWBIT_HOST_DEVICE inline float mul_ftz(float a, float b) {
+#ifdef __CUDA_ARCH__
+  float r;
+  asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#else
+  return mul_ftz_on_host(a, b);
+#endif
+}
 float flush_subnormal(float x);
 
 }  // namespace lowbit::gpu

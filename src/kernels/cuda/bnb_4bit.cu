@@ -1,19 +1,19 @@
 // bitsandbytes 4-bit (nf4, fp4) on the GPU: dequantize (plain or double-quantized scales, one
 // launch either way), quantize with bitsandbytes' approximate reciprocal, and the double quant
-// second level. The format and its arithmetic: include/lowbit/formats/bnb_4bit.h.
+// second level. The format and its per-value rules (value_4bit, nested_block_scale,
+// quantize_dynamic_8bit, shared with the CPU codec): include/lowbit/formats/bnb_4bit.h.
 #include <array>
 #include <string>
 #include <type_traits>
 
 #include "codec_common.cuh"
 #include "bnb_quant_bins.h"
-#include "formats/bnb_tables.h"
+#include "lowbit/formats/bnb_tables.h"
 #include "lowbit/kernels/cuda/codecs.h"
 
 namespace lowbit::cuda {
 namespace {
 
-using detail::add_rn;
 using detail::mul_ftz;
 
 // The tables live in constant memory; each block copies what it indexes per thread into shared
@@ -36,9 +36,8 @@ struct NestedScale {
   const uint8_t* codes;
   const float* nested_absmax;
   const float* offset;  // on the device: each thread's read is a cached broadcast, no host sync
-  // The 8-bit dequantize multiplies (.ftz); torch then adds the offset (IEEE): two roundings.
   __device__ float operator()(int64_t block, const float* map) const {
-    return add_rn(mul_ftz(map[codes[block]], nested_absmax[block / bnb::kNestedBlocksize]), __ldg(offset));
+    return bnb::nested_block_scale(map[codes[block]], nested_absmax[block / bnb::kNestedBlocksize], __ldg(offset));
   }
 };
 
@@ -81,8 +80,8 @@ __global__ void __launch_bounds__(kThreads) dequantize_4bit_kernel(const uint8_t
       float y[kValues];
 #pragma unroll
       for (int k = 0; k < kValues / 2; ++k) {  // byte k of the little-endian word: values 2k (high nibble), 2k + 1
-        y[2 * k] = mul_ftz(lut[(word[u] >> (8 * k + 4)) & 15], s[u]);
-        y[2 * k + 1] = mul_ftz(lut[(word[u] >> (8 * k)) & 15], s[u]);
+        y[2 * k] = bnb::value_4bit(lut[(word[u] >> (8 * k + 4)) & 15], s[u]);
+        y[2 * k + 1] = bnb::value_4bit(lut[(word[u] >> (8 * k)) & 15], s[u]);
       }
       if constexpr (kValues == 4)
         static_cast<float4*>(out)[g] = make_float4(y[0], y[1], y[2], y[3]);
@@ -94,7 +93,7 @@ __global__ void __launch_bounds__(kThreads) dequantize_4bit_kernel(const uint8_t
   if (blockIdx.x == 0 && threadIdx.x < n % kValues) {
     const int64_t i = groups * kValues + threadIdx.x;
     const uint8_t byte = packed[i / 2];
-    const float v = mul_ftz(lut[i % 2 ? byte & 15 : byte >> 4], scale(i >> log2_blocksize, map));
+    const float v = bnb::value_4bit(lut[i % 2 ? byte & 15 : byte >> 4], scale(i >> log2_blocksize, map));
     detail::store1<T>(out, i, v);
   }
 }
@@ -110,7 +109,7 @@ __global__ void __launch_bounds__(kThreads) dequantize_4bit_scalar_kernel(const 
   __syncthreads();
   for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads) {
     const uint8_t byte = packed[i / 2];
-    detail::store1<T>(out, i, mul_ftz(lut[i % 2 ? byte & 15 : byte >> 4], scale(i >> log2_blocksize, map)));
+    detail::store1<T>(out, i, bnb::value_4bit(lut[i % 2 ? byte & 15 : byte >> 4], scale(i >> log2_blocksize, map)));
   }
 }
 
@@ -220,29 +219,6 @@ __global__ void __launch_bounds__(Threads, 2048 / Threads) quantize_4bit_kernel(
 
 // ---- double quantization ----
 
-// bitsandbytes' dQuantize over the ascending signed dynamic map: a 7-step binary search, then the
-// nearer neighbour by float32 midpoints (explicitly rounded: no fused multiply-add).
-__device__ uint8_t quantize_dynamic_8bit(float x, const float* map) {
-  int pivot = 127, upper_pivot = 255, lower_pivot = 0;
-  float lower = -1.0f, upper = 1.0f;
-  for (int step = 64; step > 0; step >>= 1) {
-    if (x > map[pivot]) {
-      lower_pivot = pivot;
-      lower = map[pivot];
-      pivot += step;
-    } else {
-      upper_pivot = pivot;
-      upper = map[pivot];
-      pivot -= step;
-    }
-  }
-  if (upper_pivot == 255) upper = map[255];
-  if (lower_pivot == 0) lower = map[0];
-  const float value = map[pivot];
-  if (x > value) return uint8_t(x > __fmul_rn(add_rn(upper, value), 0.5f) ? upper_pivot : pivot);
-  return uint8_t(x < __fmul_rn(add_rn(lower, value), 0.5f) ? lower_pivot : pivot);
-}
-
 // One thread block of 256 per nested block of 256 absmaxes.
 __global__ void __launch_bounds__(256) quantize_absmax_nested_kernel(const float* __restrict__ absmax, int64_t blocks,
                                                                      const float* __restrict__ offset,
@@ -259,7 +235,7 @@ __global__ void __launch_bounds__(256) quantize_absmax_nested_kernel(const float
   if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
   __syncthreads();
   for (int w = 0; w < 8; ++w) m = fmaxf(m, warp_max[w]);
-  if (i < blocks) codes[i] = quantize_dynamic_8bit(mul_ftz(c, detail::rcp_approx_ftz(m)), map);
+  if (i < blocks) codes[i] = bnb::quantize_dynamic_8bit(mul_ftz(c, detail::rcp_approx_ftz(m)), map);
   if (threadIdx.x == 0) nested_absmax[blockIdx.x] = m;
 }
 

@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kThreads) quantize_int8_kernel(const void* __r
   }
 }
 
-// (float(cb) * scb_r) * 1/127, rounded twice as bitsandbytes does; group g = 8 values of one row.
+// bnb::int8_value: (float(cb) * scb_r) * 1/127, rounded twice; group g = 8 values of one row.
 template <DType T>
 __global__ void __launch_bounds__(kThreads) dequantize_int8_kernel(const int8_t* __restrict__ cb,
                                                                    const float* __restrict__ scb, int64_t rows,
@@ -76,8 +76,8 @@ __global__ void __launch_bounds__(kThreads) dequantize_int8_kernel(const int8_t*
     float y[8];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      y[k] = mul_rn(mul_rn(float(int8_t(w.x >> (8 * k))), s), bnb::kInt8DequantScale);
-      y[k + 4] = mul_rn(mul_rn(float(int8_t(w.y >> (8 * k))), s), bnb::kInt8DequantScale);
+      y[k] = bnb::int8_value(int8_t(w.x >> (8 * k)), s);
+      y[k + 4] = bnb::int8_value(int8_t(w.y >> (8 * k)), s);
     }
     detail::store8<T>(out, g, y);
   }
@@ -87,7 +87,7 @@ template <DType T>
 __global__ void __launch_bounds__(kThreads) dequantize_int8_scalar_kernel(const int8_t* cb, const float* scb,
                                                                           int64_t rows, int64_t cols, void* out) {
   for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < rows * cols; i += int64_t(gridDim.x) * kThreads)
-    detail::store1<T>(out, i, mul_rn(mul_rn(float(cb[i]), scb[i / cols]), bnb::kInt8DequantScale));
+    detail::store1<T>(out, i, bnb::int8_value(cb[i], scb[i / cols]));
 }
 
 }  // namespace

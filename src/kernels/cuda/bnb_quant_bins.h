@@ -17,13 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "formats/bnb_tables.h"
-
-#ifdef __CUDACC__
-#define LOWBIT_HOST_DEVICE __host__ __device__
-#else
-#define LOWBIT_HOST_DEVICE
-#endif
+#include "lowbit/core/host_device.h"
+#include "lowbit/formats/bnb_tables.h"
 
 namespace lowbit::cuda::detail {
 

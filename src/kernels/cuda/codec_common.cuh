@@ -12,22 +12,21 @@
 #include "check.h"
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/error.h"
+#include "lowbit/core/host_device.h"
+#include "lowbit/formats/gpu_rcp_approx.h"
 
 namespace lowbit::cuda::detail {
 
 // nvcc contracts a * b + c into one fma by default; the CPU reference rounds each step, so every
-// multiply-then-add below goes through these explicitly rounded forms.
-__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
-__device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+// multiply-then-add in the kernels goes through these explicitly rounded forms (lowbit/core/host_device.h,
+// the same functions the shared block decoders use).
+using lowbit::add_rn;
+using lowbit::mul_rn;
+using lowbit::sub_rn;
 
 // bitsandbytes' kernels are built with --use_fast_math: multiplies flush subnormals (.ftz), and
 // 1 / x is rcp.approx.ftz (lowbit::gpu::mul_ftz and rcp_approx_ftz model them on the CPU).
-__device__ __forceinline__ float mul_ftz(float a, float b) {
-  float r;
-  asm("mul.rn.ftz.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-  return r;
-}
+using gpu::mul_ftz;  // lowbit/formats/gpu_rcp_approx.h: mul.rn.ftz.f32 on the device
 __device__ __forceinline__ float rcp_approx_ftz(float x) {
   float r;
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));

@@ -1,7 +1,9 @@
 // ggml's k-quants on the GPU: dequantize q2_K, q3_K, q4_K, q5_K and q6_K as
 // lowbit::ggml::dequantize_row_* does (layouts: include/lowbit/formats/ggml_kquants.h).
 // A 256-value super-block has 32 groups of 8 values: group g = values [8g, 8g + 8), which always lie
-// in one 16- or 32-value sub-block, so a group needs one scale (and min).
+// in one 16- or 32-value sub-block, so a group needs one scale (and min). The scales, mins and value
+// formulas are ggml::kquants' rules, the CPU's own; what is here is how a group's bytes are loaded and
+// its eight codes cut out of them (byte-parallel, code_minus).
 #include "ggml_dequantize.cuh"
 #include "ggml_matvec.cuh"
 #include "lowbit/formats/ggml_kquants.h"
@@ -9,10 +11,12 @@
 namespace lowbit::cuda::detail {
 namespace {
 
-// q2_K and q3_K's 2-bit codes: value e (h = e / 128, r = e % 128) at bits 2 (r / 32) of
-// qs[32h + r % 32]. For group g: qs[32 (g / 16) + 8 (g % 4) ..], shifted by 2 ((g % 16) / 4).
-__device__ __forceinline__ int two_bit_qs_offset(int g) { return 32 * (g / 16) + 8 * (g % 4); }
-__device__ __forceinline__ int two_bit_shift(int g) { return 2 * ((g % 16) / 4); }
+namespace kquants = ggml::kquants;
+
+// q2_K and q3_K's 2-bit codes: group g is half of 16-value sub-block g / 2 (kquants::two_bit_offset
+// and two_bit_shift), the second half 8 bytes further.
+__device__ __forceinline__ int two_bit_qs_offset(int g) { return kquants::two_bit_offset(g / 2) + 8 * (g % 2); }
+__device__ __forceinline__ int two_bit_shift(int g) { return kquants::two_bit_shift(g / 2); }
 
 struct Q2K {
   static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockQ2K);
@@ -21,12 +25,13 @@ struct Q2K {
     return {ld32(b + 80), b[g / 2], ld64_a4(b + 16 + two_bit_qs_offset(g))};
   }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
-    const float dl = mul_rn(half_bits_to_float(r.dm), float(r.sc & 15));
-    const float ml = mul_rn(half_bits_to_float(r.dm >> 16), float(r.sc >> 4));
+    const kquants::ScaleMin sm = kquants::scale_min_q2(r.sc);
+    const float dl = kquants::sub_block_factor(half_bits_to_float(r.dm), sm.scale);
+    const float ml = kquants::sub_block_factor(half_bits_to_float(r.dm >> 16), sm.min);
     const int shift = two_bit_shift(g);
     const uint32_t codes[2] = {(r.qs.x >> shift) & 0x03030303u, (r.qs.y >> shift) & 0x03030303u};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dl, code_minus(codes[k / 4], k % 4, 0.0f)), ml);
+    for (int k = 0; k < 8; ++k) y[k] = kquants::value_scale_min(dl, code_minus(codes[k / 4], k % 4, 0.0f), ml);
   }
 };
 
@@ -39,37 +44,27 @@ struct Q3K {
             ld64_a2(b + 8 * (g % 4))};
   }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
-    // 6-bit scale s + 32: low 4 bits in scales[j % 8] (low nibble for j < 8), high 2 bits at bit
-    // 2 (j / 4) of scales[8 + j % 4].
     const int j = g / 2;
-    const int low = j < 8 ? int(r.scale_low & 15) : int(r.scale_low >> 4);
-    const int s = (low | int((r.scale_high >> (2 * (j / 4))) & 3) << 4) - 32;
-    const float dl = mul_rn(half_bits_to_float(r.d), float(s));
+    const int s = kquants::scale_q3(r.scale_low, r.scale_high, j);
+    const float dl = kquants::sub_block_factor(half_bits_to_float(r.d), s);
     // value = q - (high bit clear ? 4 : 0) = (q | high << 2) - 4; high: bit e / 32 of hmask[e % 32]
     const int shift = two_bit_shift(g), bit = g / 4;
     const uint32_t codes[2] = {((r.qs.x >> shift) & 0x03030303u) | ((r.hmask.x >> bit) & 0x01010101u) << 2,
                                ((r.qs.y >> shift) & 0x03030303u) | ((r.hmask.y >> bit) & 0x01010101u) << 2};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(dl, code_minus(codes[k / 4], k % 4, 4.0f));
+    for (int k = 0; k < 8; ++k) y[k] = kquants::value_scale(dl, code_minus(codes[k / 4], k % 4, 4.0f));
   }
 };
 
-// q4_K and q5_K's 6-bit scale and min of 32-value sub-block j (ggml's get_scale_min_k4) from the
-// three bytes it touches: a = scales[j % 4], b = scales[4 + j % 4], c = scales[8 + j % 4] (c only for j >= 4).
-struct ScaleMinBytes { uint32_t a, b, c; };
-__device__ __forceinline__ void scale_min(const ScaleMinBytes& s, int j, float& scale, float& min) {
-  if (j < 4) {
-    scale = float(s.a & 63), min = float(s.b & 63);
-  } else {
-    scale = float((s.c & 15) | ((s.a >> 6) << 4)), min = float((s.c >> 4) | ((s.b >> 6) << 4));
-  }
-}
-
-// The 16-byte header (d, dmin, 12 bytes of scales) in one load; sub-block j's three scale bytes are
-// byte j % 4 of header words 1, 2 and 3 (compile-time word positions: no indexing into registers).
-__device__ __forceinline__ ScaleMinBytes header_scale_min(const uint4& h, int j) {
+// q4_K and q5_K: the 16-byte header (d, dmin, 12 bytes of scales) in one load; sub-block j's three
+// scale bytes (kquants::scale_min_k4's a, b, c) are byte j % 4 of header words 1, 2 and 3
+// (compile-time word positions: no indexing into registers), and its factors d * scale, dmin * min.
+__device__ __forceinline__ void header_factors(const uint4& h, int j, float& dj, float& mj) {
   const int shift = 8 * (j % 4);
-  return {(h.y >> shift) & 0xffu, (h.z >> shift) & 0xffu, (h.w >> shift) & 0xffu};
+  const uint32_t a = (h.y >> shift) & 0xffu, b = (h.z >> shift) & 0xffu, c = (h.w >> shift) & 0xffu;
+  const kquants::ScaleMin sm = kquants::scale_min_k4(a, b, c, j);
+  dj = kquants::sub_block_factor(half_bits_to_float(h.x), sm.scale);
+  mj = kquants::sub_block_factor(half_bits_to_float(h.x >> 16), sm.min);
 }
 
 struct Q4K {
@@ -82,13 +77,12 @@ struct Q4K {
   }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const int j = g / 4;
-    float s, m;
-    scale_min(header_scale_min(r.header, j), j, s, m);
-    const float dj = mul_rn(half_bits_to_float(r.header.x), s), mj = mul_rn(half_bits_to_float(r.header.x >> 16), m);
+    float dj, mj;
+    header_factors(r.header, j, dj, mj);
     const int shift = 4 * (j % 2);
     const uint32_t codes[2] = {(r.qs.x >> shift) & 0x0f0f0f0fu, (r.qs.y >> shift) & 0x0f0f0f0fu};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dj, code_minus(codes[k / 4], k % 4, 0.0f)), mj);
+    for (int k = 0; k < 8; ++k) y[k] = kquants::value_scale_min(dj, code_minus(codes[k / 4], k % 4, 0.0f), mj);
   }
 };
 
@@ -102,14 +96,13 @@ struct Q5K {
   }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const int j = g / 4;
-    float s, m;
-    scale_min(header_scale_min(r.header, j), j, s, m);
-    const float dj = mul_rn(half_bits_to_float(r.header.x), s), mj = mul_rn(half_bits_to_float(r.header.x >> 16), m);
+    float dj, mj;
+    header_factors(r.header, j, dj, mj);
     const int shift = 4 * (j % 2);  // bit 4 of the code: bit j of qh[l]
     const uint32_t codes[2] = {((r.qs.x >> shift) & 0x0f0f0f0fu) | ((r.qh.x >> j) & 0x01010101u) << 4,
                                ((r.qs.y >> shift) & 0x0f0f0f0fu) | ((r.qh.y >> j) & 0x01010101u) << 4};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = sub_rn(mul_rn(dj, code_minus(codes[k / 4], k % 4, 0.0f)), mj);
+    for (int k = 0; k < 8; ++k) y[k] = kquants::value_scale_min(dj, code_minus(codes[k / 4], k % 4, 0.0f), mj);
   }
 };
 
@@ -124,12 +117,12 @@ struct Q6K {
   }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const int k = (g % 16) / 4;
-    const float ds = mul_rn(half_bits_to_float(r.d), float(int8_t(r.sc)));
+    const float ds = kquants::sub_block_factor(half_bits_to_float(r.d), int8_t(r.sc));
     const int low_shift = 4 * (k / 2), high_shift = 2 * k;
     const uint32_t codes[2] = {((r.ql.x >> low_shift) & 0x0f0f0f0fu) | ((r.qh.x >> high_shift) & 0x03030303u) << 4,
                                ((r.ql.y >> low_shift) & 0x0f0f0f0fu) | ((r.qh.y >> high_shift) & 0x03030303u) << 4};
 #pragma unroll
-    for (int i = 0; i < 8; ++i) y[i] = mul_rn(ds, code_minus(codes[i / 4], i % 4, 32.0f));
+    for (int i = 0; i < 8; ++i) y[i] = kquants::value_scale(ds, code_minus(codes[i / 4], i % 4, 32.0f));
   }
 };
 

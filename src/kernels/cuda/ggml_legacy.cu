@@ -1,12 +1,16 @@
 // ggml's 32-value block types on the GPU: dequantize q4_0, q4_1, q5_0, q5_1 and q8_0 as
 // lowbit::ggml::dequantize_row_* does (layouts: include/lowbit/formats/ggml_legacy.h).
-// A block has 4 groups of 8 values: group g = values [8g, 8g + 8).
+// A block has 4 groups of 8 values: group g = values [8g, 8g + 8). The value formulas are
+// ggml::legacy's rules, the CPU's own; what is here is how a group's eight codes are cut out of its
+// bytes (byte-parallel, code_minus).
 #include "ggml_dequantize.cuh"
 #include "ggml_matvec.cuh"
 #include "lowbit/formats/ggml_legacy.h"
 
 namespace lowbit::cuda::detail {
 namespace {
+
+namespace legacy = ggml::legacy;
 
 // Nibble-packed types: values j < 16 in the low nibbles of qs[j], j + 16 in the high nibbles, so
 // group g reads qs[8 (g % 2) ..] and takes the low (g < 2) or high (g >= 2) nibbles.
@@ -28,7 +32,7 @@ struct Q4_0 {
     const float d = half_bits_to_float(r.d);
     const uint32_t codes[2] = {nibbles(r.qs.x, g), nibbles(r.qs.y, g)};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(code_minus(codes[k / 4], k % 4, 8.0f), d);
+    for (int k = 0; k < 8; ++k) y[k] = legacy::value_type0(code_minus(codes[k / 4], k % 4, 8.0f), d);
   }
 };
 
@@ -40,7 +44,7 @@ struct Q4_1 {
     const float d = half_bits_to_float(r.dm), m = half_bits_to_float(r.dm >> 16);
     const uint32_t codes[2] = {nibbles(r.qs.x, g), nibbles(r.qs.y, g)};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = add_rn(mul_rn(code_minus(codes[k / 4], k % 4, 0.0f), d), m);
+    for (int k = 0; k < 8; ++k) y[k] = legacy::value_type1(code_minus(codes[k / 4], k % 4, 0.0f), d, m);
   }
 };
 
@@ -53,7 +57,7 @@ struct Q5_0 {
     const float d = half_bits_to_float(r.d);
     const uint32_t codes[2] = {nibbles(r.qs.x, g) | fifth_bits(r.qh, 8 * g), nibbles(r.qs.y, g) | fifth_bits(r.qh, 8 * g + 4)};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(code_minus(codes[k / 4], k % 4, 16.0f), d);
+    for (int k = 0; k < 8; ++k) y[k] = legacy::value_type0(code_minus(codes[k / 4], k % 4, 16.0f), d);
   }
 };
 
@@ -65,7 +69,7 @@ struct Q5_1 {
     const float d = half_bits_to_float(r.dm), m = half_bits_to_float(r.dm >> 16);
     const uint32_t codes[2] = {nibbles(r.qs.x, g) | fifth_bits(r.qh, 8 * g), nibbles(r.qs.y, g) | fifth_bits(r.qh, 8 * g + 4)};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = add_rn(mul_rn(code_minus(codes[k / 4], k % 4, 0.0f), d), m);
+    for (int k = 0; k < 8; ++k) y[k] = legacy::value_type1(code_minus(codes[k / 4], k % 4, 0.0f), d, m);
   }
 };
 
@@ -76,7 +80,7 @@ struct Q8_0 {
   static __device__ void decode(const Raw& r, int, float (&y)[8]) {
     const float d = half_bits_to_float(r.d);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(float(int8_t(byte_of(r.qs, k))), d);
+    for (int k = 0; k < 8; ++k) y[k] = legacy::value_type0(float(int8_t(byte_of(r.qs, k))), d);
   }
 };
 

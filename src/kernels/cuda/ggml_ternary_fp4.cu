@@ -1,6 +1,7 @@
 // ggml's ternary, 4-bit float and 1-2 bit linear types on the GPU: dequantize tq1_0, tq2_0, mxfp4,
 // nvfp4, q1_0 and q2_0 as lowbit::ggml::dequantize_row_* does (layouts: include/lowbit/formats/
-// ggml_ternary.h, ggml_fp4.h, ggml_q1_q2.h). Group g = values [8g, 8g + 8) of a block.
+// ggml_ternary.h, ggml_fp4.h, ggml_q1_q2.h, whose decode rules these decoders call: what is here is
+// how a group's bytes are loaded). Group g = values [8g, 8g + 8) of a block.
 #include "ggml_dequantize.cuh"
 #include "ggml_matvec.cuh"
 #include "lowbit/formats/ggml_fp4.h"
@@ -10,10 +11,7 @@
 namespace lowbit::cuda::detail {
 namespace {
 
-// tq1_0 packs 5 (qs) or 4 (qh) trits per byte in base 3, scaled to 0..255: trit t of byte q is
-// the top "digit" of q * 3^t (mod 256) times 3.
-__device__ __forceinline__ int unpack_trit(uint32_t q, uint32_t pow3) { return int(((q * pow3) & 255) * 3 >> 8) - 1; }
-__device__ __forceinline__ uint32_t pow3(int t) { return t == 0 ? 1 : t == 1 ? 3 : t == 2 ? 9 : t == 3 ? 27 : 81; }
+namespace ternary = ggml::ternary;  // the trit and value rules, the CPU's own
 
 struct Tq1_0 {
   static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockTq1_0);  // 54
@@ -32,7 +30,7 @@ struct Tq1_0 {
     for (int k = 0; k < 8; ++k) {
       const int t = g < 20 ? g / 4 : g < 30 ? (g - 20) / 2 : 2 * (g - 30) + k / 4;
       const uint32_t q = g < 30 ? byte_of(r.q, k) : byte_of(r.q, k % 4);
-      y[k] = mul_rn(float(unpack_trit(q, pow3(t))), d);
+      y[k] = ternary::value(ternary::unpack_trit(q, t), d);
     }
   }
 };
@@ -46,27 +44,9 @@ struct Tq2_0 {
     const float d = half_bits_to_float(r.d);
     const int shift = 2 * ((g % 16) / 4);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(float(int((byte_of(r.qs, k) >> shift) & 3) - 1), d);
+    for (int k = 0; k < 8; ++k) y[k] = ternary::value(ternary::two_bit_trit(byte_of(r.qs, k), shift), d);
   }
 };
-
-// E2M1 values doubled (ggml's kvalues_mxfp4), whose scales are halved to match.
-__device__ __forceinline__ float fp4_doubled(uint32_t code) {
-  constexpr int8_t kValues[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-  return float(kValues[code & 15]);
-}
-static_assert(ggml::kFp4Doubled[7] == 12 && ggml::kFp4Doubled[15] == -12);
-
-// 2^(e - 128): ggml's e8m0 scale, halved (formats/ggml_fp4.cpp's e8m0_to_f32_half).
-__device__ __forceinline__ float e8m0_half(uint32_t e) { return __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23); }
-
-// An unsigned E4M3 scale, halved (ue4m3_to_f32_half): every value exact in float.
-__device__ __forceinline__ float ue4m3_half(uint32_t bits) {
-  if (bits == 0 || bits == 0x7f) return 0.f;
-  const int exponent = int(bits >> 3) & 15, mantissa = int(bits & 7);
-  const float raw = exponent == 0 ? scalbnf(float(mantissa), -9) : scalbnf(1.f + float(mantissa) / 8.f, exponent - 7);
-  return raw * 0.5f;
-}
 
 struct Mxfp4 {
   static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockMxfp4);  // 17: blocks only byte aligned
@@ -79,10 +59,10 @@ struct Mxfp4 {
     return r;
   }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
-    const float scale = e8m0_half(r.e);
+    const float scale = ggml::e8m0_to_f32_half(r.e);
     const int shift = g >= 2 ? 4 : 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(fp4_doubled(r.qs[k] >> shift), scale);
+    for (int k = 0; k < 8; ++k) y[k] = ggml::fp4_value(r.qs[k] >> shift, scale);
   }
 };
 
@@ -92,10 +72,10 @@ struct Nvfp4 {
   struct Raw { uint32_t d; uint2 qs; };
   static __device__ Raw load(const uint8_t* b, int g) { return {b[g / 2], ld64_a4(b + 4 + 8 * (g / 2))}; }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
-    const float scale = ue4m3_half(r.d);
+    const float scale = ggml::ue4m3_to_f32_half(r.d);
     const int shift = g % 2 ? 4 : 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(fp4_doubled(byte_of(r.qs, k) >> shift), scale);
+    for (int k = 0; k < 8; ++k) y[k] = ggml::fp4_value(byte_of(r.qs, k) >> shift, scale);
   }
 };
 
@@ -104,10 +84,9 @@ struct Q1_0 {
   struct Raw { uint32_t d, bits; };
   static __device__ Raw load(const uint8_t* b, int g) { return {ld16(b), b[2 + g]}; }
   static __device__ void decode(const Raw& r, int, float (&y)[8]) {
-    // +d, or -d (d's sign bit flipped, so d = 0 gives -0.0) where the bit is clear.
     const uint32_t d_bits = __float_as_uint(half_bits_to_float(r.d));
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = __uint_as_float(d_bits ^ ((~(r.bits >> k) & 1u) << 31));
+    for (int k = 0; k < 8; ++k) y[k] = ggml::q1_0_value(d_bits, r.bits >> k);
   }
 };
 
@@ -118,7 +97,7 @@ struct Q2_0 {
   static __device__ void decode(const Raw& r, int, float (&y)[8]) {
     const float d = half_bits_to_float(r.d);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = mul_rn(float(int((r.qs >> (2 * k)) & 3) - 1), d);
+    for (int k = 0; k < 8; ++k) y[k] = ggml::q2_0_value(r.qs >> (2 * k), d);
   }
 };
 

@@ -122,7 +122,7 @@ __global__ void gather_outlier_weights(const int8_t* __restrict__ cb, const floa
   const int64_t r = blockIdx.x * int64_t(kThreads) + threadIdx.x;
   if (r >= rows) return;
   for (int32_t j = blockIdx.y; j < n; j += gridDim.y) {  // the columns spread over blockIdx.y
-    const float w = detail::mul_rn(detail::mul_rn(float(cb[r * cols + list[j]]), scb[r]), bnb::kInt8DequantScale);
+    const float w = bnb::int8_value(cb[r * cols + list[j]], scb[r]);
     weight_out[j * rows + r] = __half_as_ushort(__float2half_rn(w));
   }
 }

@@ -29,12 +29,15 @@
 #include <string>
 
 #include "codec_common.cuh"
-#include "formats/bnb_tables.h"
+#include "lowbit/formats/bnb_tables.h"
 #include "lowbit/formats/format.h"
+#include "lowbit/formats/ggml_kquants.h"
 #include "lowbit/kernels/cuda/matmul.h"
 
 namespace lowbit::cuda {
 namespace {
+
+namespace kquants = ggml::kquants;
 
 constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
@@ -181,9 +184,9 @@ struct Q4KFormat {
   __device__ static Raw load_scale(const void* base, int pair, int h) {
     return __ldg(static_cast<const uint4*>(base) + 16 * (pair / 2) + 8 * h);
   }
-  // Sub-blocks 2·(chunk % 4) and +1: scale d·sc and the offset term −(offset·d·sc + dmin·m), the
-  // products rounded as ggml's dequantization rounds them. The byte positions are constants in each
-  // case (a runtime index into the header would put it in local memory).
+  // Sub-blocks 2·(chunk % 4) and +1: scale d·sc and the offset term −(offset·d·sc + dmin·m); sc, m,
+  // d·sc and dmin·m by ggml::kquants' rules, the CPU dequantizer's. The byte positions are constants
+  // in each case (a runtime index into the header would put it in local memory).
   template <DType T>
   __device__ void scales(const Raw& header, int, int64_t chunk, const uint32_t*, float (&scale)[2], float (&bias)[2]) const {
     switch (chunk % 4) {
@@ -198,18 +201,12 @@ struct Q4KFormat {
     const float d = __half2float(__ushort_as_half(uint16_t(header.x)));
     const float dmin = __half2float(__ushort_as_half(uint16_t(header.x >> 16)));
     const uint32_t s[3] = {header.y, header.z, header.w};  // scales[0..11]
-    auto byte = [&](int i) { return int((s[i / 4] >> (8 * (i % 4))) & 0xff); };
+    auto byte = [&](int i) { return (s[i / 4] >> (8 * (i % 4))) & 0xffu; };
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int i = First + h;
-      int sc, m;
-      if (i < 4) {
-        sc = byte(i) & 63, m = byte(i + 4) & 63;
-      } else {
-        sc = (byte(i + 4) & 0xf) | ((byte(i - 4) >> 6) << 4);
-        m = (byte(i + 4) >> 4) | ((byte(i) >> 6) << 4);
-      }
-      const float d1 = detail::mul_rn(d, float(sc)), m1 = detail::mul_rn(dmin, float(m));
+      const kquants::ScaleMin sm = kquants::scale_min_k4(byte(i % 4), byte(4 + i % 4), byte(8 + i % 4), i);
+      const float d1 = kquants::sub_block_factor(d, sm.scale), m1 = kquants::sub_block_factor(dmin, sm.min);
       scale[h] = d1;
       bias[h] = -(code_offset<T>() * d1 + m1);
     }
@@ -550,9 +547,9 @@ __global__ void tile_chunk_scales(const float* __restrict__ absmax, NestedScales
     const int64_t row = i / (2 * pairs), chunk = i % (2 * pairs);
     const int64_t block = (row * cols + chunk * kChunk) >> log2_blocksize;
     const float scale = chunk * kChunk >= cols ? 0.0f  // the empty half of a row's last pair
-                        : nested.codes ? detail::add_rn(detail::mul_ftz(kNestedMap[nested.codes[block]],
-                                                                      nested.nested_absmax[block / bnb::kNestedBlocksize]),
-                                                      *nested.offset)
+                        : nested.codes ? bnb::nested_block_scale(kNestedMap[nested.codes[block]],
+                                                                 nested.nested_absmax[block / bnb::kNestedBlocksize],
+                                                                 *nested.offset)
                                      : absmax[block];
     tiled[tiled_scale_index(row / 16, chunk / 2, pairs, int(row % 16 / 8), int(row % 8), int(chunk % 2))] = scale;
   }

@@ -3,7 +3,8 @@
 // (golden/bnb/tables.safetensors); the CUDA side's values are those of csrc/kernels.cu
 // (dQuantizeNF4, dQuantizeFP4, the dequantization LUTs) and the Python side's of
 // bitsandbytes/functional.py (get_4bit_type, create_dynamic_map). Bit patterns, not decimals, so
-// nothing depends on how a compiler rounds a literal. Private to src/formats.
+// nothing depends on how a compiler rounds a literal. Read by the C++ compiler and by nvcc: the CPU
+// codecs and the CUDA kernels (which copy them into constant memory) use these same tables.
 #pragma once
 
 #include <array>
