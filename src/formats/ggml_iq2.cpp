@@ -13,10 +13,12 @@
 #include "lowbit/formats/ggml_iq2.h"
 
 #include <algorithm>
+#include <array>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "formats/ggml_block_check.h"
@@ -126,10 +128,9 @@ bool resolve_subgroup(const SearchTables& t, const iq2::SearchKernels& kernels, 
   if (entry >= 0) return true;
   const SearchTables::List& list = t.list_of(entry);
   if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
-  // scale * q for the values q = 1, 3, 5, rounded once as ggml's scale*q is.
-  const float scaled[3] = {scale * 1.f, scale * 3.f, scale * 5.f};
-  const int best = kernels.nearest_candidate(t.lane_levels.data() + list.lane_first, int(list.count),
-                                             g.xval + kSub * k, g.waux + kSub * k, scaled);
+  int best;
+  kernels.nearest_at_scales(t.lane_levels.data() + list.lane_first, int(list.count), g.xval + kSub * k,
+                            g.waux + kSub * k, &scale, 1, &best);
   if (best < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
   std::memcpy(levels, t.levels[t.neighbours[list.first + uint32_t(best)]].data(), kSub);
   return false;
@@ -156,6 +157,135 @@ Sums weighted_sums(const Group& g, const int8_t* levels) {
   return s;
 }
 
+// ---- every trial scale of a group side by side ----
+//
+// The trials are independent until ggml's sequential choice among them, so each step runs over all of
+// them at once, 4 trials per SSE vector (GCC/clang vector extensions; SSE is x86-64's baseline), each
+// lane computing exactly the floats ggml computes for its trial: the levels and keys of every subgroup,
+// the neighbour search of the trials that round a subgroup to the same off-grid key (one pass over the
+// key's list for all of them: SearchKernels::nearest_at_scales), and the weighted sums. Only the choice
+// among trials stays sequential.
+using Floats4 = float __attribute__((vector_size(16)));
+using Ints4 = int32_t __attribute__((vector_size(16)));
+using Bytes4 = int8_t __attribute__((vector_size(4)));
+constexpr int kLanes = 4;
+constexpr int kMaxTrials = iq2::kMaxScales;  // iq2_xs, iq2_s: is = -9..9 (iq2_xxs: 13)
+constexpr int kPaddedTrials = 20;  // a whole number of vectors
+
+struct Trials {
+  int count = 0;
+  float id[kPaddedTrials], scale[kPaddedTrials];  // the padding repeats the last trial
+  int8_t levels[kMaxGroup][kPaddedTrials];        // value-major: levels[i][t] is value i's level in trial t
+  uint32_t keys[kMaxGroup / kSub][kPaddedTrials];
+  bool on_grid[kMaxGroup / kSub][kPaddedTrials];
+};
+
+void set_trial_scales(Trials& trials, int first_is, int last_is, float max) {
+  trials.count = last_is - first_is + 1;
+  for (int t = 0; t < trials.count; ++t) {
+    trials.id[t] = (float(2 * kTopLevel + 1) + float(first_is + t) * 0.1f) / max;
+    trials.scale[t] = 1 / trials.id[t];
+  }
+  for (int t = trials.count; t < kPaddedTrials; ++t) {
+    trials.id[t] = trials.id[trials.count - 1];
+    trials.scale[t] = trials.scale[trials.count - 1];
+  }
+}
+
+// Every trial's levels clamp(nearest_int(0.5 * (id * x - 1)), 0, 2) (ggml's nearest_int: add 1.5 * 2^23,
+// read the mantissa) and the key of each subgroup.
+void round_all_trials(const Group& g, Trials& trials) {
+  for (int first = 0; first < trials.count; first += kLanes) {
+    Floats4 id;
+    std::memcpy(&id, trials.id + first, sizeof id);
+    for (int k = 0; k < g.n / kSub; ++k) {
+      Ints4 key = {0, 0, 0, 0};
+      for (int j = 0; j < kSub; ++j) {
+        const int i = kSub * k + j;
+        const Floats4 shifted = 0.5f * (id * g.xval[i] - 1) + 12582912.f;
+        Ints4 level = (Ints4(shifted) & 0x007fffff) - 0x00400000;
+        level &= ~(level < 0);
+        const Ints4 above = level > kTopLevel;
+        level = (above & kTopLevel) | (~above & level);
+        const Bytes4 bytes = __builtin_convertvector(level, Bytes4);
+        std::memcpy(&trials.levels[i][first], &bytes, sizeof bytes);
+        key |= level << (2 * j);
+      }
+      std::memcpy(&trials.keys[k][first], &key, sizeof key);
+    }
+  }
+}
+
+// Subgroup k at every trial: where its key is off the grid, the nearest neighbour at the trial's scale
+// replaces its levels. A run of trials that round it to the same key searches that key's list together.
+// (Each value's level moves one way as the trial scales grow, so a key never comes back after a run ends:
+// runs are all the sharing there is. Were it otherwise, a key would only be searched more than once.)
+void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, int k,
+                        Trials& trials) {
+  const int n = trials.count;
+  const uint32_t* keys = trials.keys[k];
+  for (int u = 0; u < n;) {
+    const int32_t entry = t.by_key[keys[u]];
+    int end = u + 1;
+    while (end < n && keys[end] == keys[u]) ++end;
+    for (int v = u; v < end; ++v) trials.on_grid[k][v] = entry >= 0;
+    if (entry < 0) {
+      const SearchTables::List& list = t.list_of(entry);
+      if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
+      int found[kMaxTrials];
+      kernels.nearest_at_scales(t.lane_levels.data() + list.lane_first, int(list.count), g.xval + kSub * k,
+                                g.waux + kSub * k, trials.scale + u, end - u, found);
+      for (int v = u; v < end; ++v) {
+        if (found[v - u] < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
+        const std::array<int8_t, kSub>& levels = t.levels[t.neighbours[list.first + uint32_t(found[v - u])]];
+        for (int j = 0; j < kSub; ++j) trials.levels[kSub * k + j][v] = levels[size_t(j)];
+      }
+    }
+    u = end;
+  }
+}
+
+// Every trial's weighted sums, value by value in ggml's order: sumqx += (w*x)*q, sumq2 += (w*q)*q.
+void sums_all_trials(const Group& g, const Trials& trials, float* sumqx, float* sumq2) {
+  for (int first = 0; first < trials.count; first += kLanes) {
+    Floats4 qx = {0, 0, 0, 0}, q2 = {0, 0, 0, 0};
+    for (int i = 0; i < g.n; ++i) {
+      Bytes4 bytes;
+      std::memcpy(&bytes, &trials.levels[i][first], sizeof bytes);
+      const Floats4 q = __builtin_convertvector(2 * __builtin_convertvector(bytes, Ints4) + 1, Floats4);
+      const float wx = g.weight[i] * g.xval[i];
+      qx += wx * q;
+      q2 += g.weight[i] * q * q;
+    }
+    std::memcpy(sumqx + first, &qx, sizeof qx);
+    std::memcpy(sumq2 + first, &q2, sizeof q2);
+  }
+}
+
+// All trials of a group: the trial ggml keeps (the first that improves the fit strictly), or -1 if none
+// does; `scale` becomes its fitted scale.
+int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, Trials& trials,
+                 float& scale) {
+  round_all_trials(g, trials);
+  for (int k = 0; k < g.n / kSub; ++k) resolve_all_trials(t, kernels, g, k, trials);
+  float sumqx[kPaddedTrials], sumq2[kPaddedTrials];
+  sums_all_trials(g, trials, sumqx, sumq2);
+  float best = 0;
+  int chosen = -1;
+  for (int u = 0; u < trials.count; ++u) {
+    if (sumq2[u] > 0 && sumqx[u] * sumqx[u] > best * sumq2[u]) {
+      scale = sumqx[u] / sumq2[u];
+      best = scale * sumqx[u];
+      chosen = u;
+    }
+  }
+  return chosen;
+}
+
+void copy_trial_levels(const Trials& trials, int n, int chosen, int8_t* levels) {
+  for (int i = 0; i < n; ++i) levels[i] = trials.levels[i][chosen];
+}
+
 // The grid index of subgroup k's final levels (ggml aborts if they are off the grid; they never are).
 int grid_index_of(const SearchTables& t, const int8_t* levels) {
   uint32_t key = 0;
@@ -178,20 +308,11 @@ std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKerne
   const float eff_max = scale * float(kTopLevel + 1);
   if (eff_max <= 0) return std::nullopt;
   for (int i = 0; i < 32; ++i) levels[i] = int8_t(qp_codes[i]);
-  int8_t trial[kMaxGroup];
+  Trials trials;
+  set_trial_scales(trials, -6, 6, eff_max);
+  const int chosen = choose_trial(t, kernels, g, trials, scale);
+  if (chosen >= 0) copy_trial_levels(trials, 32, chosen, levels);
   bool on_grid[4];
-  float best = 0;
-  for (int is = -6; is <= 6; ++is) {
-    const float id = (float(2 * kTopLevel + 1) + float(is) * 0.1f) / eff_max;
-    const float this_scale = 1 / id;
-    round_group(t, kernels, g, id, this_scale, trial, on_grid);
-    const Sums s = weighted_sums(g, trial);
-    if (s.q2 > 0 && s.qx * s.qx > best * s.q2) {
-      scale = s.qx / s.q2;
-      best = scale * s.qx;
-      std::memcpy(levels, trial, 32);
-    }
-  }
   if (scale > 0) {
     round_group(t, kernels, g, 1 / scale, scale, levels, on_grid);
     const Sums s = weighted_sums(g, levels);
@@ -207,23 +328,15 @@ std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKerne
 float fit_group_16(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, float max,
                    int8_t* levels) {
   std::memset(levels, 0, 16);
-  float best = 0;
   float scale = max / float(2 * kTopLevel + 1);
+  Trials trials;
+  set_trial_scales(trials, -9, 9, max);
+  const int chosen = choose_trial(t, kernels, g, trials, scale);
   bool on_grid[2] = {true, true};
-  int8_t trial[16];
-  for (int is = -9; is <= 9; ++is) {
-    const float id = (float(2 * kTopLevel + 1) + float(is) * 0.1f) / max;
-    const float this_scale = 1 / id;
-    bool trial_on_grid[2];
-    round_group(t, kernels, g, id, this_scale, trial, trial_on_grid);
-    const Sums s = weighted_sums(g, trial);
-    if (s.q2 > 0 && s.qx * s.qx > best * s.q2) {
-      scale = s.qx / s.q2;
-      best = scale * s.qx;
-      std::memcpy(levels, trial, 16);
-      on_grid[0] = trial_on_grid[0];
-      on_grid[1] = trial_on_grid[1];
-    }
+  if (chosen >= 0) {
+    copy_trial_levels(trials, 16, chosen, levels);
+    on_grid[0] = trials.on_grid[0][chosen];
+    on_grid[1] = trials.on_grid[1][chosen];
   }
   if ((!on_grid[0] || !on_grid[1]) && scale > 0) {
     int8_t rounded[16];
