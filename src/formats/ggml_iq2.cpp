@@ -22,6 +22,7 @@
 #include <string>
 
 #include "formats/ggml_block_check.h"
+#include "formats/ggml_iq_dequant_avx2.h"
 #include "formats/ggml_iq2_grids.h"
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq_signs.h"
@@ -522,6 +523,10 @@ inline float group_scale(float d, int code) { return d * (0.5f + float(code)) * 
 
 void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq2_xxs", n, kBlock);
+  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+    fast->iq2_xxs(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockIq2Xxs*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
@@ -538,6 +543,10 @@ void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
 
 void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq2_xs", n, kBlock);
+  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+    fast->iq2_xs(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockIq2Xs*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
@@ -553,6 +562,10 @@ void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n) {
 
 void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq2_s", n, kBlock);
+  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+    fast->iq2_s(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockIq2S*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
