@@ -224,7 +224,8 @@ SGroupFit fit_iq1_s_group(const float* xb, const float* weight) {
     sumx[j + 1] = sumx[j] + weight[i] * xb[i];
     sumw[j + 1] = sumw[j] + weight[i];
   }
-  static const iq1::SplitSearchFn vector_search = iq1::avx512_split_search();
+  static const iq1::SplitSearchFn vector_search =
+      iq1::avx512_split_search() ? iq1::avx512_split_search() : iq1::avx2_split_search();
   const iq1::Split split = vector_search && ggml_search::vector_kernels_enabled() ? vector_search(sumx, sumw)
                                                                                   : iq1::best_split_scalar(sumx, sumw);
   const int best_i1 = split.i1, best_i2 = split.i2;
