@@ -64,9 +64,6 @@ struct Group {
   float weight[kMaxGroup];   // the least-squares weights
   float waux[kMaxGroup];     // sqrt(weight): the neighbour search's weights, as ggml
   uint8_t signs[kMaxGroup / kSub];
-  // weight*xval*q and weight*q*q for the value q = 2l+1 of each level l, rounded as ggml's sums round
-  // them ((w*x)*q, (w*q)*q), so a trial's sums are plain additions in order.
-  float wxq[kMaxGroup][3], wq2[kMaxGroup][3];
 };
 
 // Splits x into signs and magnitudes. With `even_parity` (iq2_xxs, iq2_xs store 7 sign bits), a
@@ -105,13 +102,6 @@ void prepare_group(const float* x, int n, bool even_parity, Group& g) {
     }
     g.signs[k] = even_parity ? uint8_t(s & 127) : s;
   }
-  for (int i = 0; i < n; ++i) {
-    for (int l = 0; l <= kTopLevel; ++l) {
-      const float q = float(2 * l + 1);
-      g.wxq[i][l] = g.weight[i] * g.xval[i] * q;
-      g.wq2[i][l] = g.weight[i] * q * q;
-    }
-  }
 }
 
 float group_max(const Group& g) {
@@ -149,11 +139,13 @@ void round_group(const SearchTables& t, const iq2::SearchKernels& kernels, const
 struct Sums {
   float qx = 0, q2 = 0;
 };
+// As ggml's sums: sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1, in order of the values.
 Sums weighted_sums(const Group& g, const int8_t* levels) {
   Sums s;
   for (int i = 0; i < g.n; ++i) {
-    s.qx += g.wxq[i][levels[i]];
-    s.q2 += g.wq2[i][levels[i]];
+    const float q = float(2 * levels[i] + 1);
+    s.qx += g.weight[i] * g.xval[i] * q;
+    s.q2 += g.weight[i] * q * q;
   }
   return s;
 }
@@ -161,24 +153,20 @@ Sums weighted_sums(const Group& g, const int8_t* levels) {
 // ---- every trial scale of a group side by side ----
 //
 // The trials are independent until ggml's sequential choice among them, so each step runs over all of
-// them at once, 4 trials per SSE vector (GCC/clang vector extensions; SSE is x86-64's baseline), each
-// lane computing exactly the floats ggml computes for its trial: the levels and keys of every subgroup,
-// the neighbour search of the trials that round a subgroup to the same off-grid key (one pass over the
-// key's list for all of them: SearchKernels::nearest_at_scales), and the weighted sums. Only the choice
-// among trials stays sequential.
-using Floats4 = float __attribute__((vector_size(16)));
-using Ints4 = int32_t __attribute__((vector_size(16)));
-using Bytes4 = int8_t __attribute__((vector_size(4)));
-constexpr int kLanes = 4;
+// them at once, each vector lane computing exactly the floats ggml computes for its trial: the levels and
+// keys of every subgroup and the weighted sums (SearchKernels::round_trials, trial_sums: 4, 8 or 16 trials
+// per vector), and the neighbour search of the trials that round a subgroup to the same off-grid key (one
+// pass over the key's list for all of them: SearchKernels::nearest_at_scales). Only the choice among
+// trials stays sequential.
 constexpr int kMaxTrials = iq2::kMaxScales;  // iq2_xs, iq2_s: is = -9..9 (iq2_xxs: 13)
-constexpr int kPaddedTrials = 20;  // a whole number of vectors
+constexpr int kStride = iq2::kTrialStride;
 
 struct Trials {
   int count = 0;
-  float id[kPaddedTrials], scale[kPaddedTrials];  // the padding repeats the last trial
-  int8_t levels[kMaxGroup][kPaddedTrials];        // value-major: levels[i][t] is value i's level in trial t
-  uint32_t keys[kMaxGroup / kSub][kPaddedTrials];
-  bool on_grid[kMaxGroup / kSub][kPaddedTrials];
+  float id[kStride], scale[kStride];  // the padding repeats the last trial
+  float q[kMaxGroup][kStride];  // value-major: q[i][t] = 2l+1 for value i's level l in trial t
+  uint32_t keys[kMaxGroup / kSub][kStride];
+  bool on_grid[kMaxGroup / kSub][kStride];
 };
 
 void set_trial_scales(Trials& trials, int first_is, int last_is, float max) {
@@ -187,33 +175,9 @@ void set_trial_scales(Trials& trials, int first_is, int last_is, float max) {
     trials.id[t] = (float(2 * kTopLevel + 1) + float(first_is + t) * 0.1f) / max;
     trials.scale[t] = 1 / trials.id[t];
   }
-  for (int t = trials.count; t < kPaddedTrials; ++t) {
+  for (int t = trials.count; t < kStride; ++t) {
     trials.id[t] = trials.id[trials.count - 1];
     trials.scale[t] = trials.scale[trials.count - 1];
-  }
-}
-
-// Every trial's levels clamp(nearest_int(0.5 * (id * x - 1)), 0, 2) (ggml's nearest_int: add 1.5 * 2^23,
-// read the mantissa) and the key of each subgroup.
-void round_all_trials(const Group& g, Trials& trials) {
-  for (int first = 0; first < trials.count; first += kLanes) {
-    Floats4 id;
-    std::memcpy(&id, trials.id + first, sizeof id);
-    for (int k = 0; k < g.n / kSub; ++k) {
-      Ints4 key = {0, 0, 0, 0};
-      for (int j = 0; j < kSub; ++j) {
-        const int i = kSub * k + j;
-        const Floats4 shifted = 0.5f * (id * g.xval[i] - 1) + 12582912.f;
-        Ints4 level = (Ints4(shifted) & 0x007fffff) - 0x00400000;
-        level &= ~(level < 0);
-        const Ints4 above = level > kTopLevel;
-        level = (above & kTopLevel) | (~above & level);
-        const Bytes4 bytes = __builtin_convertvector(level, Bytes4);
-        std::memcpy(&trials.levels[i][first], &bytes, sizeof bytes);
-        key |= level << (2 * j);
-      }
-      std::memcpy(&trials.keys[k][first], &key, sizeof key);
-    }
   }
 }
 
@@ -239,27 +203,10 @@ void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels
       for (int v = u; v < end; ++v) {
         if (found[v - u] < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
         const std::array<int8_t, kSub>& levels = t.levels[t.neighbours[list.first + uint32_t(found[v - u])]];
-        for (int j = 0; j < kSub; ++j) trials.levels[kSub * k + j][v] = levels[size_t(j)];
+        for (int j = 0; j < kSub; ++j) trials.q[kSub * k + j][v] = float(2 * levels[size_t(j)] + 1);
       }
     }
     u = end;
-  }
-}
-
-// Every trial's weighted sums, value by value in ggml's order: sumqx += (w*x)*q, sumq2 += (w*q)*q.
-void sums_all_trials(const Group& g, const Trials& trials, float* sumqx, float* sumq2) {
-  for (int first = 0; first < trials.count; first += kLanes) {
-    Floats4 qx = {0, 0, 0, 0}, q2 = {0, 0, 0, 0};
-    for (int i = 0; i < g.n; ++i) {
-      Bytes4 bytes;
-      std::memcpy(&bytes, &trials.levels[i][first], sizeof bytes);
-      const Floats4 q = __builtin_convertvector(2 * __builtin_convertvector(bytes, Ints4) + 1, Floats4);
-      const float wx = g.weight[i] * g.xval[i];
-      qx += wx * q;
-      q2 += g.weight[i] * q * q;
-    }
-    std::memcpy(sumqx + first, &qx, sizeof qx);
-    std::memcpy(sumq2 + first, &q2, sizeof q2);
   }
 }
 
@@ -267,10 +214,10 @@ void sums_all_trials(const Group& g, const Trials& trials, float* sumqx, float* 
 // does; `scale` becomes its fitted scale.
 int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, Trials& trials,
                  float& scale) {
-  round_all_trials(g, trials);
+  kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.q[0][0], &trials.keys[0][0]);
   for (int k = 0; k < g.n / kSub; ++k) resolve_all_trials(t, kernels, g, k, trials);
-  float sumqx[kPaddedTrials], sumq2[kPaddedTrials];
-  sums_all_trials(g, trials, sumqx, sumq2);
+  float sumqx[kStride], sumq2[kStride];
+  kernels.trial_sums(g.weight, g.xval, g.n, &trials.q[0][0], trials.count, sumqx, sumq2);
   float best = 0;
   int chosen = -1;
   for (int u = 0; u < trials.count; ++u) {
@@ -284,7 +231,7 @@ int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const
 }
 
 void copy_trial_levels(const Trials& trials, int n, int chosen, int8_t* levels) {
-  for (int i = 0; i < n; ++i) levels[i] = trials.levels[i][chosen];
+  for (int i = 0; i < n; ++i) levels[i] = int8_t((int(trials.q[i][chosen]) - 1) / 2);
 }
 
 // The grid index of subgroup k's final levels (ggml aborts if they are off the grid; they never are).

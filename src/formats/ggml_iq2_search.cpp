@@ -8,6 +8,7 @@
 #include <cfloat>
 #include <cstring>
 
+#include "formats/ggml_iq2_trials.h"
 #include "formats/ggml_kquants_search.h"
 
 namespace lowbit::ggml::iq2 {
@@ -63,12 +64,24 @@ void nearest_at_scales_portable(const uint8_t* lane_levels, int count, const flo
   }
 }
 
-constexpr SearchKernels kPortableKernels = {round_levels_portable, nearest_at_scales_portable};
+void round_trials_portable(const float* xval, int n, const float* ids, int count, float* q, uint32_t* keys) {
+  round_trials_lanes<4>(xval, n, ids, count, q, keys);
+}
+
+void trial_sums_portable(const float* weight, const float* xval, int n, const float* q, int count, float* sumqx,
+                         float* sumq2) {
+  trial_sums_lanes<4>(weight, xval, n, q, count, sumqx, sumq2);
+}
+
+constexpr SearchKernels kPortableKernels = {round_trials_portable, trial_sums_portable, round_levels_portable,
+                                            nearest_at_scales_portable};
 
 }  // namespace
 
+const SearchKernels& portable_search_kernels() { return kPortableKernels; }
+
 const SearchKernels& search_kernels() {
-  static const SearchKernels* const vector_kernels = avx512_search_kernels();
+  static const SearchKernels* const vector_kernels = avx512_search_kernels() ? avx512_search_kernels() : avx2_search_kernels();
   if (vector_kernels && ggml_search::vector_kernels_enabled()) return *vector_kernels;
   return kPortableKernels;
 }
