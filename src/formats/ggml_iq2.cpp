@@ -18,7 +18,6 @@
 #include <cmath>
 #include <cstring>
 #include <optional>
-#include <span>
 #include <string>
 
 #include "formats/ggml_block_check.h"
