@@ -26,42 +26,9 @@ void round_levels_portable(const float* xval, int n, float id, int8_t* levels, u
   }
 }
 
-// Four scales side by side, one per lane of an SSE vector (GCC/clang vector extensions; SSE is x86-64's
-// baseline): every candidate's levels are the same in all lanes, so its terms are picked per value, not
-// gathered per lane. Each lane rounds every operation as ggml's loop for its scale.
-using Floats4 = float __attribute__((vector_size(16)));
-using Ints4 = int32_t __attribute__((vector_size(16)));
-constexpr int kLanes = 4;
-
 void nearest_at_scales_portable(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
                                 const float* scales, int count_scales, int* best) {
-  constexpr int kChunk = SearchTables::kLaneChunk;
-  float padded[kMaxScales + kLanes];
-  std::copy(scales, scales + count_scales, padded);
-  std::fill(padded + count_scales, padded + count_scales + kLanes, 1.f);  // lanes past the scales: ignored
-  for (int first = 0; first < count_scales; first += kLanes) {
-    Floats4 scale;
-    std::memcpy(&scale, padded + first, sizeof scale);
-    const Floats4 scaled[3] = {scale * 1.f, scale * 3.f, scale * 5.f};  // scale * q, q = 2l+1
-    Floats4 term[8][3];
-    for (int j = 0; j < 8; ++j)
-      for (int l = 0; l < 3; ++l) {
-        const Floats4 diff = scaled[l] - xval[j];
-        term[j][l] = waux[j] * diff * diff;  // (w*diff)*diff
-      }
-    Floats4 best_d2 = {FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX};
-    Ints4 best_c = {-1, -1, -1, -1};
-    for (int c = 0; c < count; ++c) {
-      const uint8_t* levels = lane_levels + (c / kChunk) * 8 * kChunk + c % kChunk;
-      Floats4 d2 = {0, 0, 0, 0};
-      for (int j = 0; j < 8; ++j) d2 += term[j][levels[j * kChunk]];
-      const Ints4 better = d2 < best_d2;  // all ones where strictly smaller (false for NaN, as ggml's)
-      best_d2 = Floats4((better & Ints4(d2)) | (~better & Ints4(best_d2)));
-      best_c = (better & c) | (~better & best_c);
-    }
-    const int lanes = std::min(kLanes, count_scales - first);
-    for (int lane = 0; lane < lanes; ++lane) best[first + lane] = best_c[lane];
-  }
+  nearest_at_scales_lanes<4>(lane_levels, count, xval, waux, scales, count_scales, best);
 }
 
 void round_trials_portable(const float* xval, int n, const float* ids, int count, float* q, uint32_t* keys) {

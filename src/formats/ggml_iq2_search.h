@@ -3,8 +3,8 @@
 // scales at once, the nearest grid point among a key's neighbours. The portable kernels (ggml_iq2_search.cpp) follow ggml-quants.c; the
 // AVX-512 ones (ggml_iq2_search_avx512.cpp) give the same bits and are chosen where the CPU has AVX-512,
 // unless ggml_search::set_vector_kernels_enabled(false) (the tests run both). Where the CPU has AVX2 but
-// not AVX-512, the trials run 8 per vector (ggml_iq2_search_avx2.cpp); its neighbour search stays the
-// portable one (an AVX2 search with 8 candidates per vector was tried: on AMD EPYC it was no faster).
+// not AVX-512, the trials and their searches run 8 scales per vector (ggml_iq2_search_avx2.cpp; an AVX2
+// search with 8 candidates per vector instead was tried: on AMD EPYC it was no faster).
 #pragma once
 
 #include <cstdint>
