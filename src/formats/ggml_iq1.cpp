@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "formats/ggml_block_check.h"
+#include "formats/ggml_iq_dequant_avx2.h"
 #include "formats/ggml_iq1_grid.h"
 #include "formats/ggml_iq1_search.h"
 #include "formats/ggml_kquants_search.h"
@@ -223,7 +224,8 @@ SGroupFit fit_iq1_s_group(const float* xb, const float* weight) {
     sumx[j + 1] = sumx[j] + weight[i] * xb[i];
     sumw[j + 1] = sumw[j] + weight[i];
   }
-  static const iq1::SplitSearchFn vector_search = iq1::avx512_split_search();
+  static const iq1::SplitSearchFn vector_search =
+      iq1::avx512_split_search() ? iq1::avx512_split_search() : iq1::avx2_split_search();
   const iq1::Split split = vector_search && ggml_search::vector_kernels_enabled() ? vector_search(sumx, sumw)
                                                                                   : iq1::best_split_scalar(sumx, sumw);
   const int best_i1 = split.i1, best_i2 = split.i2;
@@ -491,6 +493,10 @@ void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* qu
 
 void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq1_s", n, kBlock);
+  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+    fast->iq1_s(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockIq1S*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
@@ -508,6 +514,10 @@ void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n) {
 
 void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq1_m", n, kBlock);
+  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+    fast->iq1_m(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockIq1M*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     uint16_t sc[4];

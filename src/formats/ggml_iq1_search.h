@@ -1,8 +1,8 @@
 // The split search of iq1_s (private to src/formats): ggml tries every split of a 32-value group's
 // ascending order into runs at levels -1, 0, +1 (i1 <= i2), with both shifts (+1/8, then -1/8), and keeps
 // the first split with the best weighted least-squares fit. A scalar loop defines it; an AVX-512 one runs
-// 16 splits per vector with the same float operations per lane and replays ggml's sequential choice
-// wherever a lane could win, so both give the same split.
+// 16 splits per vector (an AVX2 one, for CPUs without AVX-512, 8) with the same float operations per lane
+// and replays ggml's sequential choice wherever a lane could win, so all give the same split.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +26,7 @@ using SplitSearchFn = Split (*)(const float* sumx, const float* sumw);
 
 Split best_split_scalar(const float* sumx, const float* sumw);
 SplitSearchFn avx512_split_search();  // null when not compiled in or not supported by this CPU
+SplitSearchFn avx2_split_search();    // 8 splits per vector, for CPUs without AVX-512; null likewise
 
 // The neighbour search (ggml's iq1_find_best_neighbour2): among candidate grid points, the first with
 // the smallest sum of w[i] * (scale * shifted[level_i] - x_i)^2. The AVX-512 version takes 16

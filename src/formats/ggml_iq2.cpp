@@ -13,6 +13,7 @@
 #include "lowbit/formats/ggml_iq2.h"
 
 #include <algorithm>
+#include <array>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -20,6 +21,7 @@
 #include <string>
 
 #include "formats/ggml_block_check.h"
+#include "formats/ggml_iq_dequant_avx2.h"
 #include "formats/ggml_iq2_grids.h"
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq_signs.h"
@@ -61,9 +63,6 @@ struct Group {
   float weight[kMaxGroup];   // the least-squares weights
   float waux[kMaxGroup];     // sqrt(weight): the neighbour search's weights, as ggml
   uint8_t signs[kMaxGroup / kSub];
-  // weight*xval*q and weight*q*q for the value q = 2l+1 of each level l, rounded as ggml's sums round
-  // them ((w*x)*q, (w*q)*q), so a trial's sums are plain additions in order.
-  float wxq[kMaxGroup][3], wq2[kMaxGroup][3];
 };
 
 // Splits x into signs and magnitudes. With `even_parity` (iq2_xxs, iq2_xs store 7 sign bits), a
@@ -102,13 +101,6 @@ void prepare_group(const float* x, int n, bool even_parity, Group& g) {
     }
     g.signs[k] = even_parity ? uint8_t(s & 127) : s;
   }
-  for (int i = 0; i < n; ++i) {
-    for (int l = 0; l <= kTopLevel; ++l) {
-      const float q = float(2 * l + 1);
-      g.wxq[i][l] = g.weight[i] * g.xval[i] * q;
-      g.wq2[i][l] = g.weight[i] * q * q;
-    }
-  }
 }
 
 float group_max(const Group& g) {
@@ -126,10 +118,9 @@ bool resolve_subgroup(const SearchTables& t, const iq2::SearchKernels& kernels, 
   if (entry >= 0) return true;
   const SearchTables::List& list = t.list_of(entry);
   if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
-  // scale * q for the values q = 1, 3, 5, rounded once as ggml's scale*q is.
-  const float scaled[3] = {scale * 1.f, scale * 3.f, scale * 5.f};
-  const int best = kernels.nearest_candidate(t.lane_levels.data() + list.lane_first, int(list.count),
-                                             g.xval + kSub * k, g.waux + kSub * k, scaled);
+  int best;
+  kernels.nearest_at_scales(t.lane_levels.data() + list.lane_first, int(list.count), g.xval + kSub * k,
+                            g.waux + kSub * k, &scale, 1, &best);
   if (best < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
   std::memcpy(levels, t.levels[t.neighbours[list.first + uint32_t(best)]].data(), kSub);
   return false;
@@ -147,13 +138,99 @@ void round_group(const SearchTables& t, const iq2::SearchKernels& kernels, const
 struct Sums {
   float qx = 0, q2 = 0;
 };
+// As ggml's sums: sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1, in order of the values.
 Sums weighted_sums(const Group& g, const int8_t* levels) {
   Sums s;
   for (int i = 0; i < g.n; ++i) {
-    s.qx += g.wxq[i][levels[i]];
-    s.q2 += g.wq2[i][levels[i]];
+    const float q = float(2 * levels[i] + 1);
+    s.qx += g.weight[i] * g.xval[i] * q;
+    s.q2 += g.weight[i] * q * q;
   }
   return s;
+}
+
+// ---- every trial scale of a group side by side ----
+//
+// The trials are independent until ggml's sequential choice among them, so each step runs over all of
+// them at once, each vector lane computing exactly the floats ggml computes for its trial: the levels and
+// keys of every subgroup and the weighted sums (SearchKernels::round_trials, trial_sums: 4, 8 or 16 trials
+// per vector), and the neighbour search of the trials that round a subgroup to the same off-grid key (one
+// pass over the key's list for all of them: SearchKernels::nearest_at_scales). Only the choice among
+// trials stays sequential.
+constexpr int kMaxTrials = iq2::kMaxScales;  // iq2_xs, iq2_s: is = -9..9 (iq2_xxs: 13)
+constexpr int kStride = iq2::kTrialStride;
+
+struct Trials {
+  int count = 0;
+  float id[kStride], scale[kStride];  // the padding repeats the last trial
+  float q[kMaxGroup][kStride];  // value-major: q[i][t] = 2l+1 for value i's level l in trial t
+  uint32_t keys[kMaxGroup / kSub][kStride];
+  bool on_grid[kMaxGroup / kSub][kStride];
+};
+
+void set_trial_scales(Trials& trials, int first_is, int last_is, float max) {
+  trials.count = last_is - first_is + 1;
+  for (int t = 0; t < trials.count; ++t) {
+    trials.id[t] = (float(2 * kTopLevel + 1) + float(first_is + t) * 0.1f) / max;
+    trials.scale[t] = 1 / trials.id[t];
+  }
+  for (int t = trials.count; t < kStride; ++t) {
+    trials.id[t] = trials.id[trials.count - 1];
+    trials.scale[t] = trials.scale[trials.count - 1];
+  }
+}
+
+// Subgroup k at every trial: where its key is off the grid, the nearest neighbour at the trial's scale
+// replaces its levels. A run of trials that round it to the same key searches that key's list together.
+// (Each value's level moves one way as the trial scales grow, so a key never comes back after a run ends:
+// runs are all the sharing there is. Were it otherwise, a key would only be searched more than once.)
+void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, int k,
+                        Trials& trials) {
+  const int n = trials.count;
+  const uint32_t* keys = trials.keys[k];
+  for (int u = 0; u < n;) {
+    const int32_t entry = t.by_key[keys[u]];
+    int end = u + 1;
+    while (end < n && keys[end] == keys[u]) ++end;
+    for (int v = u; v < end; ++v) trials.on_grid[k][v] = entry >= 0;
+    if (entry < 0) {
+      const SearchTables::List& list = t.list_of(entry);
+      if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
+      int found[kMaxTrials];
+      kernels.nearest_at_scales(t.lane_levels.data() + list.lane_first, int(list.count), g.xval + kSub * k,
+                                g.waux + kSub * k, trials.scale + u, end - u, found);
+      for (int v = u; v < end; ++v) {
+        if (found[v - u] < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
+        const std::array<int8_t, kSub>& levels = t.levels[t.neighbours[list.first + uint32_t(found[v - u])]];
+        for (int j = 0; j < kSub; ++j) trials.q[kSub * k + j][v] = float(2 * levels[size_t(j)] + 1);
+      }
+    }
+    u = end;
+  }
+}
+
+// All trials of a group: the trial ggml keeps (the first that improves the fit strictly), or -1 if none
+// does; `scale` becomes its fitted scale.
+int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, Trials& trials,
+                 float& scale) {
+  kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.q[0][0], &trials.keys[0][0]);
+  for (int k = 0; k < g.n / kSub; ++k) resolve_all_trials(t, kernels, g, k, trials);
+  float sumqx[kStride], sumq2[kStride];
+  kernels.trial_sums(g.weight, g.xval, g.n, &trials.q[0][0], trials.count, sumqx, sumq2);
+  float best = 0;
+  int chosen = -1;
+  for (int u = 0; u < trials.count; ++u) {
+    if (sumq2[u] > 0 && sumqx[u] * sumqx[u] > best * sumq2[u]) {
+      scale = sumqx[u] / sumq2[u];
+      best = scale * sumqx[u];
+      chosen = u;
+    }
+  }
+  return chosen;
+}
+
+void copy_trial_levels(const Trials& trials, int n, int chosen, int8_t* levels) {
+  for (int i = 0; i < n; ++i) levels[i] = int8_t((int(trials.q[i][chosen]) - 1) / 2);
 }
 
 // The grid index of subgroup k's final levels (ggml aborts if they are off the grid; they never are).
@@ -178,20 +255,11 @@ std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKerne
   const float eff_max = scale * float(kTopLevel + 1);
   if (eff_max <= 0) return std::nullopt;
   for (int i = 0; i < 32; ++i) levels[i] = int8_t(qp_codes[i]);
-  int8_t trial[kMaxGroup];
+  Trials trials;
+  set_trial_scales(trials, -6, 6, eff_max);
+  const int chosen = choose_trial(t, kernels, g, trials, scale);
+  if (chosen >= 0) copy_trial_levels(trials, 32, chosen, levels);
   bool on_grid[4];
-  float best = 0;
-  for (int is = -6; is <= 6; ++is) {
-    const float id = (float(2 * kTopLevel + 1) + float(is) * 0.1f) / eff_max;
-    const float this_scale = 1 / id;
-    round_group(t, kernels, g, id, this_scale, trial, on_grid);
-    const Sums s = weighted_sums(g, trial);
-    if (s.q2 > 0 && s.qx * s.qx > best * s.q2) {
-      scale = s.qx / s.q2;
-      best = scale * s.qx;
-      std::memcpy(levels, trial, 32);
-    }
-  }
   if (scale > 0) {
     round_group(t, kernels, g, 1 / scale, scale, levels, on_grid);
     const Sums s = weighted_sums(g, levels);
@@ -207,23 +275,15 @@ std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKerne
 float fit_group_16(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, float max,
                    int8_t* levels) {
   std::memset(levels, 0, 16);
-  float best = 0;
   float scale = max / float(2 * kTopLevel + 1);
+  Trials trials;
+  set_trial_scales(trials, -9, 9, max);
+  const int chosen = choose_trial(t, kernels, g, trials, scale);
   bool on_grid[2] = {true, true};
-  int8_t trial[16];
-  for (int is = -9; is <= 9; ++is) {
-    const float id = (float(2 * kTopLevel + 1) + float(is) * 0.1f) / max;
-    const float this_scale = 1 / id;
-    bool trial_on_grid[2];
-    round_group(t, kernels, g, id, this_scale, trial, trial_on_grid);
-    const Sums s = weighted_sums(g, trial);
-    if (s.q2 > 0 && s.qx * s.qx > best * s.q2) {
-      scale = s.qx / s.q2;
-      best = scale * s.qx;
-      std::memcpy(levels, trial, 16);
-      on_grid[0] = trial_on_grid[0];
-      on_grid[1] = trial_on_grid[1];
-    }
+  if (chosen >= 0) {
+    copy_trial_levels(trials, 16, chosen, levels);
+    on_grid[0] = trials.on_grid[0][chosen];
+    on_grid[1] = trials.on_grid[1][chosen];
   }
   if ((!on_grid[0] || !on_grid[1]) && scale > 0) {
     int8_t rounded[16];
@@ -409,6 +469,10 @@ inline float group_scale(float d, int code) { return d * (0.5f + float(code)) * 
 
 void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq2_xxs", n, kBlock);
+  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+    fast->iq2_xxs(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockIq2Xxs*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
@@ -425,6 +489,10 @@ void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
 
 void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq2_xs", n, kBlock);
+  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+    fast->iq2_xs(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockIq2Xs*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
@@ -440,6 +508,10 @@ void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n) {
 
 void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq2_s", n, kBlock);
+  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+    fast->iq2_s(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockIq2S*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);

@@ -1,4 +1,4 @@
-// The scalar iq2 search kernels (the reference the vector ones must match) and the kernel choice.
+// The portable iq2 search kernels (the reference the other ones must match) and the kernel choice.
 #if defined(__clang__)
 #pragma clang fp contract(off)  // ggml's bytes come from separately rounded multiplies and adds
 #endif
@@ -6,13 +6,15 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cstring>
 
+#include "formats/ggml_iq2_trials.h"
 #include "formats/ggml_kquants_search.h"
 
 namespace lowbit::ggml::iq2 {
 namespace {
 
-void round_levels_scalar(const float* xval, int n, float id, int8_t* levels, uint32_t* keys) {
+void round_levels_portable(const float* xval, int n, float id, int8_t* levels, uint32_t* keys) {
   for (int k = 0; k < n / 8; ++k) {
     uint32_t key = 0;
     for (int j = 0; j < 8; ++j) {
@@ -24,34 +26,31 @@ void round_levels_scalar(const float* xval, int n, float id, int8_t* levels, uin
   }
 }
 
-int nearest_candidate_scalar(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
-                             const float* scaled) {
-  constexpr int kChunk = SearchTables::kLaneChunk;
-  float best_d2 = FLT_MAX;
-  int best = -1;
-  for (int c = 0; c < count; ++c) {
-    const uint8_t* chunk = lane_levels + (c / kChunk) * 8 * kChunk + c % kChunk;
-    float d2 = 0;
-    for (int j = 0; j < 8; ++j) {
-      const float diff = scaled[chunk[j * kChunk]] - xval[j];
-      d2 += waux[j] * diff * diff;
-    }
-    if (d2 < best_d2) {
-      best_d2 = d2;
-      best = c;
-    }
-  }
-  return best;
+void nearest_at_scales_portable(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
+                                const float* scales, int count_scales, int* best) {
+  nearest_at_scales_lanes<4>(lane_levels, count, xval, waux, scales, count_scales, best);
 }
 
-constexpr SearchKernels kScalarKernels = {round_levels_scalar, nearest_candidate_scalar};
+void round_trials_portable(const float* xval, int n, const float* ids, int count, float* q, uint32_t* keys) {
+  round_trials_lanes<4>(xval, n, ids, count, q, keys);
+}
+
+void trial_sums_portable(const float* weight, const float* xval, int n, const float* q, int count, float* sumqx,
+                         float* sumq2) {
+  trial_sums_lanes<4>(weight, xval, n, q, count, sumqx, sumq2);
+}
+
+constexpr SearchKernels kPortableKernels = {round_trials_portable, trial_sums_portable, round_levels_portable,
+                                            nearest_at_scales_portable};
 
 }  // namespace
 
+const SearchKernels& portable_search_kernels() { return kPortableKernels; }
+
 const SearchKernels& search_kernels() {
-  static const SearchKernels* const vector_kernels = avx512_search_kernels();
+  static const SearchKernels* const vector_kernels = avx512_search_kernels() ? avx512_search_kernels() : avx2_search_kernels();
   if (vector_kernels && ggml_search::vector_kernels_enabled()) return *vector_kernels;
-  return kScalarKernels;
+  return kPortableKernels;
 }
 
 }  // namespace lowbit::ggml::iq2

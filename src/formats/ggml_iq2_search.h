@@ -1,8 +1,10 @@
-// The two inner steps of the iq2 quantizers' grid search, as swappable kernels: rounding a group's
-// magnitudes to levels at a trial scale, and finding the nearest grid point among a key's neighbours.
-// The scalar kernels (ggml_iq2_search.cpp) follow ggml-quants.c; the AVX-512 ones
-// (ggml_iq2_search_avx512.cpp) give the same bits and are used where the CPU has AVX-512, unless
-// ggml_search::set_vector_kernels_enabled(false) (the tests run both).
+// The inner steps of the iq2 quantizers' grid search, as swappable kernels: rounding a group's magnitudes
+// at every trial scale and summing every trial's fit, rounding at one scale, and finding, at several trial
+// scales at once, the nearest grid point among a key's neighbours. The portable kernels (ggml_iq2_search.cpp) follow ggml-quants.c; the
+// AVX-512 ones (ggml_iq2_search_avx512.cpp) give the same bits and are chosen where the CPU has AVX-512,
+// unless ggml_search::set_vector_kernels_enabled(false) (the tests run both). Where the CPU has AVX2 but
+// not AVX-512, the trials and their searches run 8 scales per vector (ggml_iq2_search_avx2.cpp; an AVX2
+// search with 8 candidates per vector instead was tried: on AMD EPYC it was no faster).
 #pragma once
 
 #include <cstdint>
@@ -11,18 +13,35 @@
 
 namespace lowbit::ggml::iq2 {
 
+// The most trial scales a group tries (iq2_xs, iq2_s: 19), so the most one search serves.
+inline constexpr int kMaxScales = 19;
+// Per-trial arrays hold this many entries (whole vectors of 16 lanes); inverse scales past the trials
+// repeat the last one.
+inline constexpr int kTrialStride = 32;
+
 struct SearchKernels {
+  // Every trial at once (ggml_iq2_trials.h): q[i * kTrialStride + t] = 2l+1 for value i's level l and
+  // keys[k * kTrialStride + t] for subgroup k, at inverse scale ids[t], t < count; and each trial's
+  // weighted sums sumqx[t] = sum (w*x)*q, sumq2[t] = sum (w*q)*q over the n values in order.
+  void (*round_trials)(const float* xval, int n, const float* ids, int count, float* q, uint32_t* keys);
+  void (*trial_sums)(const float* weight, const float* xval, int n, const float* q, int count, float* sumqx,
+                     float* sumq2);
   // Levels l = clamp(nearest_int(0.5 * (id * xval[i] - 1)), 0, 2) of n values (n = 16 or 32), and the
   // key (level of value j at bits 2j) of each 8-value subgroup.
   void (*round_levels)(const float* xval, int n, float id, int8_t* levels, uint32_t* keys);
-  // Over a list's candidates (lane-major levels, SearchTables::lane_levels), the position of the first
-  // with the least sum over j of waux[j] * (scaled[level] - xval[j])^2 (each product rounded, summed in
-  // order of j: ggml's iq2_find_best_neighbour); -1 if none is below FLT_MAX. scaled[l] = scale * (2l+1).
-  int (*nearest_candidate)(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
-                           const float* scaled);
+  // ggml's iq2_find_best_neighbour at each of `count` scales (count <= kMaxScales): over a list's
+  // candidates (lane-major levels, SearchTables::lane_levels), the position best[m] of the first with the
+  // least sum over j of waux[j] * diff * diff, diff = scales[m] * (2l+1) - xval[j] (each product rounded,
+  // summed in order of j); -1 if none is below FLT_MAX. That sum's term for value j depends only on j and
+  // the candidate's level there, so each kernel computes the 8 x 3 terms of a scale once and a candidate
+  // costs 8 additions of looked-up terms, in ggml's order.
+  void (*nearest_at_scales)(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
+                            const float* scales, int count_scales, int* best);
 };
 
 const SearchKernels& search_kernels();
+const SearchKernels& portable_search_kernels();
 const SearchKernels* avx512_search_kernels();  // null when not compiled in or not supported by this CPU
+const SearchKernels* avx2_search_kernels();    // the portable ones with 8 trials per vector; null likewise
 
 }  // namespace lowbit::ggml::iq2

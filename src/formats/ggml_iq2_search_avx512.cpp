@@ -1,7 +1,7 @@
-// AVX-512 neighbour search for the iq2 quantizers: 16 candidate grid points per vector, one per lane.
-// Each lane computes its candidate's weighted distance exactly as the scalar loop (ggml's
-// iq2_find_best_neighbour): values in order, every product rounded before it is added; so no FMA may
-// appear and contraction is off for this file (see ggml_kquants_search_avx512.cpp).
+// AVX-512 search kernels of the iq2 quantizers: 16 candidate grid points per vector, one per lane.
+// Each lane computes its candidate's weighted distance exactly as ggml's iq2_find_best_neighbour:
+// values in order, every product rounded before it is added; so no FMA may appear and contraction is off
+// for this file (see ggml_kquants_search_avx512.cpp).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -14,6 +14,7 @@
 #include <cfloat>
 
 #include "formats/ggml_iq2_search.h"
+#include "formats/ggml_iq2_trials.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -46,38 +47,88 @@ LOWBIT_AVX512 void round_levels_avx512(const float* xval, int n, float id, int8_
   }
 }
 
-LOWBIT_AVX512 int nearest_candidate_avx512(const uint8_t* lane_levels, int count, const float* xval,
-                                           const float* waux, const float* scaled) {
-  constexpr int kChunk = SearchTables::kLaneChunk;
-  const __m512 table = _mm512_setr_ps(scaled[0], scaled[1], scaled[2], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-  __m512 x[8], w[8];
-  for (int j = 0; j < 8; ++j) {
-    x[j] = _mm512_set1_ps(xval[j]);
-    w[j] = _mm512_set1_ps(waux[j]);
-  }
-  float best_d2 = FLT_MAX;
-  int best = -1;
-  for (int first = 0; first < count; first += kChunk, lane_levels += 8 * kChunk) {
-    __m512 d2 = _mm512_setzero_ps();
-    for (int j = 0; j < 8; ++j) {
-      const __m512i level = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lane_levels + j * kChunk)));
-      const __m512 diff = _mm512_sub_ps(_mm512_permutexvar_ps(level, table), x[j]);
-      d2 = _mm512_add_ps(d2, _mm512_mul_ps(_mm512_mul_ps(w[j], diff), diff));  // (w*diff)*diff
-    }
-    const int in_list = count - first < kChunk ? count - first : kChunk;
-    const __mmask16 valid = __mmask16((1u << in_list) - 1);
-    // Lanes that beat the best so far (a NaN compares false, as in the scalar loop); the first lane
-    // holding their minimum is the one a sequential scan keeps.
-    const __mmask16 better = _mm512_mask_cmp_ps_mask(valid, d2, _mm512_set1_ps(best_d2), _CMP_LT_OQ);
-    if (!better) continue;
-    best_d2 = _mm512_mask_reduce_min_ps(better, d2);
-    const __mmask16 at_min = _mm512_mask_cmp_ps_mask(better, d2, _mm512_set1_ps(best_d2), _CMP_EQ_OQ);
-    best = first + __builtin_ctz(unsigned(at_min));
-  }
-  return best;
+// Keeps, for one scale, the first lane of this chunk at the least distance below best_d2 (a NaN compares
+// false, as in the scalar loop): the one a sequential scan keeps.
+LOWBIT_AVX512 inline void keep_nearest(__m512 d2, __mmask16 valid, int first, float& best_d2, int& best) {
+  const __mmask16 better = _mm512_mask_cmp_ps_mask(valid, d2, _mm512_set1_ps(best_d2), _CMP_LT_OQ);
+  if (!better) return;
+  best_d2 = _mm512_mask_reduce_min_ps(better, d2);
+  const __mmask16 at_min = _mm512_mask_cmp_ps_mask(better, d2, _mm512_set1_ps(best_d2), _CMP_EQ_OQ);
+  best = first + __builtin_ctz(unsigned(at_min));
 }
 
-constexpr SearchKernels kAvx512Kernels = {round_levels_avx512, nearest_candidate_avx512};
+// 16 candidates per vector, one per lane; the scales one after another over the same loaded levels. A
+// lane's distance adds its candidate's 8 terms in order of the values. A list of one chunk (most of
+// iq2_s's) computes each term where it is needed: diff = scale * q picked by level, minus x, then
+// (w*diff)*diff; a longer list first tabulates a scale's 8 x 3 terms and then only picks and adds them.
+// Both are the portable kernel's floats.
+LOWBIT_AVX512 void nearest_at_scales_avx512(const uint8_t* lane_levels, int count, const float* xval,
+                                            const float* waux, const float* scales, int count_scales, int* best) {
+  constexpr int kChunk = SearchTables::kLaneChunk;
+  float best_d2[kMaxScales];
+  for (int m = 0; m < count_scales; ++m) {
+    best_d2[m] = FLT_MAX;
+    best[m] = -1;
+  }
+  if (count <= kChunk) {
+    __m512 diff_x[8], w[8];
+    __m512i level[8];
+    for (int j = 0; j < 8; ++j) {
+      diff_x[j] = _mm512_set1_ps(xval[j]);
+      w[j] = _mm512_set1_ps(waux[j]);
+      level[j] = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lane_levels + j * kChunk)));
+    }
+    const __mmask16 valid = __mmask16((1u << count) - 1);
+    for (int m = 0; m < count_scales; ++m) {
+      const float s = scales[m];
+      const __m512 scaled = _mm512_broadcast_f32x4(_mm_setr_ps(s * 1.f, s * 3.f, s * 5.f, s * 5.f));
+      __m512 d2 = _mm512_setzero_ps();
+      for (int j = 0; j < 8; ++j) {
+        const __m512 diff = _mm512_sub_ps(_mm512_permutevar_ps(scaled, level[j]), diff_x[j]);
+        d2 = _mm512_add_ps(d2, _mm512_mul_ps(_mm512_mul_ps(w[j], diff), diff));  // (w*diff)*diff
+      }
+      keep_nearest(d2, valid, 0, best_d2[m], best[m]);
+    }
+    return;
+  }
+  // terms[m][j][l] = waux[j] * diff * diff, diff = scales[m] * (2l+1) - xval[j] (lane 3 unused).
+  alignas(16) float terms[kMaxScales][8][4];
+  for (int m = 0; m < count_scales; ++m) {
+    const float s = scales[m];
+    const __m128 scaled = _mm_setr_ps(s * 1.f, s * 3.f, s * 5.f, s * 5.f);
+    for (int j = 0; j < 8; ++j) {
+      const __m128 diff = _mm_sub_ps(scaled, _mm_set1_ps(xval[j]));
+      _mm_store_ps(terms[m][j], _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(waux[j]), diff), diff));
+    }
+  }
+  for (int first = 0; first < count; first += kChunk, lane_levels += 8 * kChunk) {
+    __m512i level[8];
+    for (int j = 0; j < 8; ++j)
+      level[j] = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lane_levels + j * kChunk)));
+    const int in_list = count - first < kChunk ? count - first : kChunk;
+    const __mmask16 valid = __mmask16((1u << in_list) - 1);
+    for (int m = 0; m < count_scales; ++m) {
+      __m512 d2 = _mm512_setzero_ps();
+      for (int j = 0; j < 8; ++j)
+        d2 = _mm512_add_ps(d2, _mm512_permutevar_ps(_mm512_broadcast_f32x4(_mm_load_ps(terms[m][j])), level[j]));
+      keep_nearest(d2, valid, first, best_d2[m], best[m]);
+    }
+  }
+}
+
+// Every trial at once, 16 trials per vector.
+LOWBIT_AVX512 void round_trials_avx512(const float* xval, int n, const float* ids, int count, float* q,
+                                       uint32_t* keys) {
+  round_trials_lanes<16>(xval, n, ids, count, q, keys);
+}
+
+LOWBIT_AVX512 void trial_sums_avx512(const float* weight, const float* xval, int n, const float* q, int count,
+                                     float* sumqx, float* sumq2) {
+  trial_sums_lanes<16>(weight, xval, n, q, count, sumqx, sumq2);
+}
+
+constexpr SearchKernels kAvx512Kernels = {round_trials_avx512, trial_sums_avx512, round_levels_avx512,
+                                          nearest_at_scales_avx512};
 
 }  // namespace
 

@@ -5,9 +5,12 @@
 //   commit (a script parsed the GGML_TABLE_BEGIN(...) lists and hashed them);
 // - iq1_s refuses to quantize without importance weights, as ggml does;
 // - round trips on random data stay within loose bounds, and threads building the search tables at once
-//   get the same bytes.
+//   get the same bytes;
+// - iq1_s's vector split searches (AVX-512, AVX2: whichever this CPU runs) pick the scalar one's split.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "formats/ggml_iq1_grid.h"
+#include "formats/ggml_iq1_search.h"
 #include "formats/ggml_iq3_grids.h"
 #include "formats/ggml_iq_signs.h"
 #include "lowbit/core/error.h"
@@ -143,6 +147,40 @@ TEST(GgmlIqCodecs, ConcurrentQuantizersGiveTheSameBytes) {
     ggml_codec(type)->quantize_row(x.data(), again.data(), cols, weights.data());
     for (const auto& out : results) EXPECT_EQ(out, again);
   }
+}
+
+// The split search sees prefix sums of w*x and w over a group's ascending order. Random groups, some with
+// zero weights and repeated values (ties between splits), against the scalar search, bit for bit.
+TEST(GgmlIq1Codecs, VectorSplitSearchesMatchTheScalarOne) {
+  namespace iq1 = ggml::iq1;
+  using iq1::kSGroup;
+  std::mt19937 rng(15);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> uniform(0.f, 2.f);
+  int checked = 0;
+  for (const iq1::SplitSearchFn search : {iq1::avx512_split_search(), iq1::avx2_split_search()}) {
+    if (!search) continue;
+    for (int group = 0; group < 2000; ++group) {
+      float x[kSGroup], w[kSGroup];
+      for (int i = 0; i < kSGroup; ++i) {
+        x[i] = group % 4 == 1 ? float(int(normal(rng) * 2)) : normal(rng);
+        w[i] = group % 5 == 2 && i % 3 == 0 ? 0.f : uniform(rng);
+      }
+      std::sort(std::begin(x), std::end(x));
+      float sumx[kSGroup + 1] = {}, sumw[kSGroup + 1] = {};
+      for (int i = 0; i < kSGroup; ++i) {
+        sumx[i + 1] = sumx[i] + w[i] * x[i];
+        sumw[i + 1] = sumw[i] + w[i];
+      }
+      const iq1::Split want = iq1::best_split_scalar(sumx, sumw), got = search(sumx, sumw);
+      ASSERT_EQ(got.i1, want.i1) << "group " << group;
+      ASSERT_EQ(got.i2, want.i2) << "group " << group;
+      ASSERT_EQ(got.shift, want.shift) << "group " << group;
+      ASSERT_EQ(std::bit_cast<uint32_t>(got.scale), std::bit_cast<uint32_t>(want.scale)) << "group " << group;
+    }
+    ++checked;
+  }
+  if (!checked) GTEST_SKIP() << "this CPU runs no vector split search";
 }
 
 TEST(GgmlIqCodecs, RejectRowsThatAreNotWholeBlocks) {

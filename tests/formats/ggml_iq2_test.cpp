@@ -1,7 +1,10 @@
 // iq2 codecs beyond the golden files: the stored grids against ggml's published tables (checksums),
-// the sign tables, the search tables' invariants, the importance-weight requirement, and round trips.
+// the sign tables, the search tables' invariants, the importance-weight requirement, round trips, and the
+// vector search kernels (AVX2, AVX-512: those this CPU runs) against the portable ones, bit for bit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -10,6 +13,7 @@
 #include <vector>
 
 #include "formats/ggml_iq2_grids.h"
+#include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq_signs.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
@@ -191,6 +195,64 @@ TEST(GgmlIq2Codecs, ConcurrentQuantizersGiveTheSameBytes) {
     for (auto& t : threads) t.join();
     for (const auto& bytes : out) EXPECT_EQ(std::memcmp(bytes.data(), out[0].data(), row_bytes), 0);
   }
+}
+
+// Each vector kernel set against the portable one on random groups: every trial's levels, keys and sums,
+// and the nearest neighbours of random keys' lists at runs of trial scales. The quantizers only ever use
+// one set per CPU, so this is where an AVX2 set is checked on a CPU that also has AVX-512.
+TEST(GgmlIq2Codecs, VectorSearchKernelsMatchThePortableOnes) {
+  namespace iq2 = ggml::iq2;
+  const iq2::SearchKernels& portable = iq2::portable_search_kernels();
+  const iq2::SearchTables& tables = iq2::search_tables(iq2::Grid::Xs);
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> uniform(0.f, 2.f);
+  int checked = 0;
+  for (const iq2::SearchKernels* kernels : {iq2::avx2_search_kernels(), iq2::avx512_search_kernels()}) {
+    if (!kernels) continue;
+    ++checked;
+    for (int group = 0; group < 300; ++group) {
+      float xval[32], weight[32], waux[32], ids[iq2::kTrialStride];
+      float max = 0;
+      for (int i = 0; i < 32; ++i) {
+        xval[i] = std::fabs(normal(rng)) * (i % 9 == 4 ? -1.f : 1.f);  // a parity-flipped value stays negative
+        weight[i] = group % 7 == 3 && i % 4 == 0 ? 0.f : uniform(rng);
+        waux[i] = std::sqrt(weight[i]);
+        max = std::max(max, xval[i]);
+      }
+      const int count = group % 2 ? 19 : 13;
+      for (int t = 0; t < iq2::kTrialStride; ++t) ids[t] = (5.f + float(std::min(t, count - 1) - count / 2) * 0.1f) / max;
+      std::vector<float> q_want(32 * iq2::kTrialStride), q_got(q_want.size());
+      std::vector<uint32_t> keys_want(4 * iq2::kTrialStride), keys_got(keys_want.size());
+      portable.round_trials(xval, 32, ids, count, q_want.data(), keys_want.data());
+      kernels->round_trials(xval, 32, ids, count, q_got.data(), keys_got.data());
+      float sumqx_want[iq2::kTrialStride], sumq2_want[iq2::kTrialStride], sumqx_got[iq2::kTrialStride], sumq2_got[iq2::kTrialStride];
+      portable.trial_sums(weight, xval, 32, q_want.data(), count, sumqx_want, sumq2_want);
+      kernels->trial_sums(weight, xval, 32, q_want.data(), count, sumqx_got, sumq2_got);
+      for (int t = 0; t < count; ++t) {
+        for (int i = 0; i < 32; ++i)
+          ASSERT_EQ(q_got[size_t(i * iq2::kTrialStride + t)], q_want[size_t(i * iq2::kTrialStride + t)]) << group;
+        for (int k = 0; k < 4; ++k)
+          ASSERT_EQ(keys_got[size_t(k * iq2::kTrialStride + t)], keys_want[size_t(k * iq2::kTrialStride + t)]) << group;
+        ASSERT_EQ(std::bit_cast<uint32_t>(sumqx_got[t]), std::bit_cast<uint32_t>(sumqx_want[t])) << group;
+        ASSERT_EQ(std::bit_cast<uint32_t>(sumq2_got[t]), std::bit_cast<uint32_t>(sumq2_want[t])) << group;
+      }
+      // A random off-grid key's list (short and long ones), searched at a run of the trials' scales.
+      int32_t entry = 0;
+      while (entry >= 0 || tables.list_of(entry).count == 0) entry = tables.by_key[size_t(rng() % iq2::kKeyCount)];
+      const iq2::SearchTables::List& list = tables.list_of(entry);
+      float scales[iq2::kMaxScales];
+      for (int m = 0; m < count; ++m) scales[m] = 1 / ids[m];
+      int best_want[iq2::kMaxScales], best_got[iq2::kMaxScales];
+      const int first = group % 3, members = count - first - group % 4;
+      portable.nearest_at_scales(tables.lane_levels.data() + list.lane_first, int(list.count), xval + 8 * (group % 4),
+                                 waux + 8 * (group % 4), scales + first, members, best_want);
+      kernels->nearest_at_scales(tables.lane_levels.data() + list.lane_first, int(list.count), xval + 8 * (group % 4),
+                                 waux + 8 * (group % 4), scales + first, members, best_got);
+      for (int m = 0; m < members; ++m) ASSERT_EQ(best_got[m], best_want[m]) << group << " list of " << list.count;
+    }
+  }
+  if (!checked) GTEST_SKIP() << "this CPU runs no vector search kernels";
 }
 
 TEST(GgmlIq2Codecs, RejectRowsThatAreNotWholeBlocks) {

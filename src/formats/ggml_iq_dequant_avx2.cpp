@@ -1,0 +1,179 @@
+// AVX2 dequantizers of iq2_xxs, iq2_xs, iq2_s, iq1_s and iq1_m (see ggml_iq_dequant_avx2.h). Per value
+// the scalar loops' operations in their order: iq2, scale * magnitude, then the sign flipped (ggml
+// multiplies by -1.f, which only flips it); iq1, (level + delta) * scale. Each rounded on its own
+// (contraction off for this file).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+#include "formats/ggml_iq_dequant_avx2.h"
+
+#include <cstdint>
+#include <cstring>
+
+#include "formats/ggml_iq1_grid.h"
+#include "formats/ggml_iq1_search.h"
+#include "formats/ggml_iq2_grids.h"
+#include "formats/ggml_iq_signs.h"
+#include "formats/ggml_kquants_search.h"
+#include "lowbit/core/half.h"
+#include "lowbit/formats/ggml_iq1.h"
+#include "lowbit/formats/ggml_iq2.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LOWBIT_GGML_IQ_DEQUANT_AVX2 1
+#endif
+
+namespace lowbit::ggml {
+
+#if LOWBIT_GGML_IQ_DEQUANT_AVX2
+namespace {
+
+#define LOWBIT_AVX2 __attribute__((target("avx2")))
+
+constexpr int kBlock = 256;
+
+// 8 floats to y. A 32-byte store that straddles two cache lines costs about two once the output streams to
+// memory; malloc'd buffers are often only 16-byte aligned, so such outputs get two 16-byte stores, which
+// never straddle (as the AVX-512 dequantizers do); the kernels are instantiated for both cases and
+// picked per call.
+template <bool Aligned32>
+LOWBIT_AVX2 inline void store8(float* y, __m256 v) {
+  if (Aligned32) {
+    _mm256_store_ps(y, v);
+    return;
+  }
+  _mm_storeu_ps(y, _mm256_castps256_ps128(v));
+  _mm_storeu_ps(y + 4, _mm256_extractf128_ps(v, 1));
+}
+
+// 8 values of an iq2 grid point: scale * magnitude byte j, negated where bit j of sign_bits is set.
+template <bool A>
+LOWBIT_AVX2 inline void store_signed_point(float* y, __m256 scale, uint64_t grid_point, uint32_t sign_bits) {
+  const __m256 magnitude = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(grid_point))));
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i negated = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(sign_bits)), bit), bit);
+  const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(negated, 31));
+  store8<A>(y, _mm256_xor_ps(_mm256_mul_ps(scale, magnitude), sign));
+}
+
+// iq2's group scale d * (0.5 + code) * 0.25, as the scalar loop rounds it.
+inline float iq2_group_scale(float d, int code) { return d * (0.5f + float(code)) * 0.25f; }
+
+template <bool A>
+LOWBIT_AVX2 void dequantize_iq2_xxs_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockIq2Xxs*>(in);
+  for (int64_t i = 0; i < blocks; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      uint32_t word[2];
+      std::memcpy(word, b[i].qs + 4 * ib, sizeof word);
+      const __m256 db = _mm256_set1_ps(iq2_group_scale(d, int(word[1] >> 28)));
+      for (int l = 0; l < 4; ++l)
+        store_signed_point<A>(y + 8 * l, db, iq2::kIq2xxsGrid[(word[0] >> (8 * l)) & 255],
+                           kIqEvenParitySigns[(word[1] >> (7 * l)) & 127]);
+    }
+  }
+}
+
+template <bool A>
+LOWBIT_AVX2 void dequantize_iq2_xs_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockIq2Xs*>(in);
+  for (int64_t i = 0; i < blocks; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      const __m256 db[2] = {_mm256_set1_ps(iq2_group_scale(d, b[i].scales[ib] & 0xF)),
+                            _mm256_set1_ps(iq2_group_scale(d, b[i].scales[ib] >> 4))};
+      for (int l = 0; l < 4; ++l) {
+        const uint16_t q = b[i].qs[4 * ib + l];
+        store_signed_point<A>(y + 8 * l, db[l / 2], iq2::kIq2xsGrid[q & 511], kIqEvenParitySigns[q >> 9]);
+      }
+    }
+  }
+}
+
+template <bool A>
+LOWBIT_AVX2 void dequantize_iq2_s_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockIq2S*>(in);
+  for (int64_t i = 0; i < blocks; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      const __m256 db[2] = {_mm256_set1_ps(iq2_group_scale(d, b[i].scales[ib] & 0xF)),
+                            _mm256_set1_ps(iq2_group_scale(d, b[i].scales[ib] >> 4))};
+      for (int l = 0; l < 4; ++l) {
+        const int index = b[i].qs[4 * ib + l] | (((b[i].qh[ib] >> (2 * l)) & 3) << 8);
+        store_signed_point<A>(y + 8 * l, db[l / 2], iq2::kIq2sGrid[size_t(index)], b[i].qs[32 + 4 * ib + l]);
+      }
+    }
+  }
+}
+
+// 8 values of an iq1 grid point: dl * (level + delta), level the point's int8 byte j (-1, 0, 1).
+template <bool A>
+LOWBIT_AVX2 inline void store_shifted_point(float* y, __m256 dl, int index, float delta) {
+  const __m256 level = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(int64_t(kIq1Grid[size_t(index)]))));
+  store8<A>(y, _mm256_mul_ps(dl, _mm256_add_ps(level, _mm256_set1_ps(delta))));
+}
+
+template <bool A>
+LOWBIT_AVX2 void dequantize_iq1_s_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockIq1S*>(in);
+  for (int64_t i = 0; i < blocks; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < kBlock / 32; ++ib) {
+      const uint16_t qh = b[i].qh[ib];
+      const __m256 dl = _mm256_set1_ps(d * float(2 * ((qh >> 12) & 7) + 1));
+      const float delta = qh & 0x8000 ? -iq1::kDelta : iq1::kDelta;
+      for (int l = 0; l < 4; ++l, y += 8) store_shifted_point<A>(y, dl, b[i].qs[4 * ib + l] | (((qh >> (3 * l)) & 7) << 8), delta);
+    }
+  }
+}
+
+template <bool A>
+LOWBIT_AVX2 void dequantize_iq1_m_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockIq1M*>(in);
+  for (int64_t i = 0; i < blocks; ++i) {
+    uint16_t sc[4];
+    std::memcpy(sc, b[i].scales, sizeof sc);
+    const uint16_t d16 = uint16_t((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
+    const float d = f16_to_f32(d16);
+    for (int ib = 0; ib < kBlock / 32; ++ib) {
+      for (int l = 0; l < 4; ++l, y += 8) {
+        const __m256 dl = _mm256_set1_ps(d * float(2 * ((sc[ib / 2] >> (6 * (ib % 2) + 3 * (l / 2))) & 7) + 1));
+        const uint8_t nibble = uint8_t(b[i].qh[2 * ib + l / 2] >> (4 * (l % 2)));
+        store_shifted_point<A>(y, dl, b[i].qs[4 * ib + l] | ((nibble & 7) << 8), nibble & 8 ? -iq1::kDelta : iq1::kDelta);
+      }
+    }
+  }
+}
+
+template <void (*Aligned)(const void*, float*, int64_t), void (*Unaligned)(const void*, float*, int64_t)>
+void by_alignment(const void* in, float* y, int64_t blocks) {
+  (reinterpret_cast<uintptr_t>(y) % 32 == 0 ? Aligned : Unaligned)(in, y, blocks);
+}
+
+constexpr IqDequantVectorKernels kAvx2Kernels = {
+    by_alignment<dequantize_iq2_xxs_blocks<true>, dequantize_iq2_xxs_blocks<false>>,
+    by_alignment<dequantize_iq2_xs_blocks<true>, dequantize_iq2_xs_blocks<false>>,
+    by_alignment<dequantize_iq2_s_blocks<true>, dequantize_iq2_s_blocks<false>>,
+    by_alignment<dequantize_iq1_s_blocks<true>, dequantize_iq1_s_blocks<false>>,
+    by_alignment<dequantize_iq1_m_blocks<true>, dequantize_iq1_m_blocks<false>>};
+
+}  // namespace
+
+const IqDequantVectorKernels* iq_dequant_vector_kernels() {
+  static const bool supported = __builtin_cpu_supports("avx2");
+  return supported && ggml_search::vector_kernels_enabled() ? &kAvx2Kernels : nullptr;
+}
+
+#else
+
+const IqDequantVectorKernels* iq_dequant_vector_kernels() { return nullptr; }
+
+#endif
+
+}  // namespace lowbit::ggml
