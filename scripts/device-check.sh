@@ -29,6 +29,10 @@
 #                                     CLI on both devices, bench --model
 #   scripts/device-check.sh model python   + the Python package's CUDA tests (python/tests/test_cuda.py; needs
 #                                     PY_WHEELS=1 scripts/device-deps.sh for nanobind and pytest)
+# The speed table travels without the models (room for llama.cpp's 29 MB): .devspeed/data holds the 12M model's
+# metadata alone (synthetic_llama.py's write_gguf over read_metadata, no tensors), SmolLM2's metadata and the
+# WikiText-2 text; carry [".deps", ".devspeed", ".devllama"], `ln -sfn $PWD/.devspeed shared && SPEED_TESTS=0
+# scripts/device-check.sh speed`.
 #   scripts/device-check.sh speed     the speed table (scripts/device-speed.sh: a synthetic 8B shape beside llama.cpp's
 #                                     CUDA tools from $LLAMA_CPP_BIN, transformers and bitsandbytes)
 #   scripts/device-check.sh patch     the Python package and the matmul tests (C++ and Python), then transformers +
@@ -100,11 +104,20 @@ if [ "${1:-}" = "model" ]; then
   exit "$status"
 fi
 if [ "${1:-}" = "speed" ]; then
-  # The GPU runtime's agreement with the CPU on the small models first (the kernels the table times).
-  build-device/tests/lowbit_model_cuda_tests --gtest_brief=1 \
-    --gtest_filter='CudaRuntime.Bytes12MAgrees*:CudaRuntime.Greedy*:CudaRuntime.DecodingGraphs*:CudaRuntime.Stories*' || exit 1
-  # llama.cpp's CUDA tools where they travelled (LLAMA_CPP_BIN, see scripts/device-speed.sh), bitsandbytes from .deps/py.
-  PYTHONPATH="$PWD/$deps/py:${PYTHONPATH:-}" scripts/device-speed.sh build-device/lowbit "$data" "${LLAMA_CPP_BIN:-}"
+  # The GPU runtime's agreement with the CPU on the small models first (the kernels the table times), where
+  # they travelled (a speed call may carry only the 12M model's metadata to leave room for llama.cpp).
+  if [ "${SPEED_TESTS:-1}" = 1 ]; then
+    build-device/tests/lowbit_model_cuda_tests --gtest_brief=1 \
+      --gtest_filter='CudaRuntime.Bytes12MAgrees*:CudaRuntime.Greedy*:CudaRuntime.DecodingGraphs*:CudaRuntime.Stories*' || exit 1
+  fi
+  # llama.cpp's CUDA tools where they travelled (LLAMA_CUDA=1 scripts/device-deps.sh .devllama; carry .devllama),
+  # bitsandbytes from .deps/py.
+  llama=
+  pack=${LLAMA_CUDA_PACK:-.devllama/llama-cuda.tar.xz}
+  if [ -f "$pack" ]; then
+    llama=/tmp/llama-cuda && mkdir -p "$llama" && tar -xJf "$pack" -C "$llama"
+  fi
+  PYTHONPATH="$PWD/$deps/py:${PYTHONPATH:-}" scripts/device-speed.sh build-device/lowbit "$data" "$llama"
   exit 0
 fi
 if [ "${1:-}" = "bench" ]; then

@@ -8,7 +8,8 @@
 #   LORA_WHEELS=1 scripts/device-deps.sh     also PEFT, accelerate and bitsandbytes with its CPU library (the
 #                                            QLoRA proof, scripts/lora-proof.sh, trains on the device's 16 cores)
 #   LLAMA_CUDA=1 scripts/device-deps.sh      also llama.cpp's CUDA tools (llama-perplexity, llama-bench and their
-#                                            libraries) in DEST/llama-cuda, the references of scripts/device-speed.sh:
+#                                            libraries) packed in DEST/llama-cuda.tar.xz (DEST .devllama: it
+#                                            travels apart from the model data), the references of scripts/device-speed.sh:
 #                                            the llama.cpp of scripts/llama-cpp-tools.sh built here for sm_90 only, with
 #                                            GGML_CUDA_FA=OFF (its flash-attention kernels would double the build:
 #                                            about an hour on 2 cores as it is), in $LLAMA_CUDA_BUILD
@@ -57,9 +58,15 @@ if [ "${LLAMA_CUDA:-0}" = 1 ]; then
     -DGGML_CUDA_FA=OFF -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=ON "${launcher[@]}" >/dev/null
   cmake --build "$build" -j "$(nproc)" --target llama-bench llama-perplexity >/dev/null
-  rm -rf "$dest/llama-cuda" && mkdir -p "$dest/llama-cuda"
-  cp "$build"/bin/llama-bench "$build"/bin/llama-perplexity "$dest/llama-cuda/"
-  cp -L "$build"/bin/lib*.so* "$dest/llama-cuda/" 2>/dev/null || find "$build" -name 'lib*.so*' -exec cp -L {} "$dest/llama-cuda/" \;
-  strip "$dest"/llama-cuda/* 2>/dev/null || true
+  # The tools and the libraries under the names they load (sonames), stripped and packed: about 29 MB.
+  # The tools link here against a driver library this machine lacks (libcuda.so.1): the device has it.
+  cmake -S "$source_dir" -B "$build" -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined >/dev/null
+  cmake --build "$build" -j "$(nproc)" --target llama-bench llama-perplexity >/dev/null
+  pack="$(mktemp -d)"
+  cp "$build"/bin/llama-bench "$build"/bin/llama-perplexity "$build"/bin/libllama-*-impl.so "$pack/"
+  for lib in libggml-base libggml-cpu libggml-cuda libggml libllama libllama-common; do cp -L "$build/bin/$lib.so.0" "$pack/"; done
+  strip --strip-unneeded "$pack"/*
+  tar -cJf "$dest/llama-cuda.tar.xz" -C "$pack" .
+  rm -rf "$pack"
 fi
 du -sh "$dest"
