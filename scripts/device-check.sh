@@ -62,7 +62,7 @@ cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOWBIT_CUDA=ON 
 targets="lowbit lowbit_kernels_tests"
 [ "${1:-}" = "bench" ] && targets="lowbit lowbit_kernels_tests lowbit_cuda_bench"
 [ "${1:-}" = "model" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests"
-[ "${1:-}" = "speed" ] && targets="lowbit lowbit_model_cuda_tests"
+[ "${1:-}" = "speed" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests"
 [ "${1:-}" = "build" ] && targets="lowbit"
 [ "${1:-}" = "patch" ] && targets="_lowbit lowbit_cuda lowbit_kernels_tests"
 cmake --build build-device -j "$(nproc)" --target $targets > /tmp/build.log 2>&1 || { grep -E "error|FAILED" -A3 /tmp/build.log | head -40; exit 1; }
@@ -107,8 +107,9 @@ if [ "${1:-}" = "speed" ]; then
   # The GPU runtime's agreement with the CPU on the small models first (the kernels the table times), where
   # they travelled (a speed call may carry only the 12M model's metadata to leave room for llama.cpp).
   if [ "${SPEED_TESTS:-1}" = 1 ]; then
+    build-device/tests/lowbit_kernels_tests --gtest_brief=1 || exit 1
     build-device/tests/lowbit_model_cuda_tests --gtest_brief=1 \
-      --gtest_filter='CudaRuntime.Bytes12MAgrees*:CudaRuntime.Greedy*:CudaRuntime.DecodingGraphs*:CudaRuntime.Stories*' || exit 1
+      --gtest_filter='CudaRuntime.Bytes12M*:CudaRuntime.Greedy*:CudaRuntime.DecodingGraphs*:CudaRuntime.Mixture*' || exit 1
   fi
   # llama.cpp's CUDA tools where they travelled (LLAMA_CUDA=1 scripts/device-deps.sh .devllama; carry .devllama),
   # bitsandbytes from .deps/py.

@@ -7,7 +7,7 @@
 #   scripts/device-speed.sh LOWBIT DATA_DIR [LLAMA_CPP_BIN]
 #       LAYERS=32  FORMATS="bf16 Q4_K_M q8_0 nf4 q4_K Q2_K" (in this order; nf4 means nf4 with double quant)
 #       CHUNKS=32  windows of 512 for the perplexity runs
-#       SMOL=0 leaves out SmolLM2's shape, HF_BF16=0 transformers bf16 (to split the table over two calls)
+#       SMOL=0 leaves out SmolLM2's shape (SMOL_PLAN=0 its probed plan), HF_BF16=0 transformers bf16 (to split the table over two calls)
 # LLAMA_CPP_BIN: llama.cpp's CUDA tools (llama-perplexity, llama-bench) and their libraries, built for sm_90;
 # without it the llama.cpp columns stay empty. bitsandbytes must be importable for the nf4 reference
 # (BNB_WHEEL=1 scripts/device-deps.sh; PYTHONPATH=.deps/py).
@@ -49,10 +49,8 @@ if [ -f "$data/smollm2-135m-metadata.gguf" ] && [ "${SMOL:-1}" = 1 ]; then
   "$lowbit" eval "$work/smol.gguf" --text "$text" --ctx 512 --device cuda --quiet --json > "$work/smol-eval.json"
   end=$(date +%s.%N)
   log "SmolLM2-135M shape (random bf16 weights, its tokenizer): eval of the whole WikiText-2 test text in $(seconds "$start" "$end") s: $(tr -d '\n ' < "$work/smol-eval.json")"
-  start=$(date +%s.%N)
-  timeout 240 "$lowbit" plan "$work/smol.gguf" --bpw 4.5 --text "$text" --probe-chunks 4 --device cuda -o "$work/smol-plan.json" --quiet --json > "$work/smol-plan-out.json"
-  end=$(date +%s.%N)
-  log "SmolLM2-135M shape: probed plan (importance matrix on the text, then the output-KLD probe on 4 windows) in $(seconds "$start" "$end") s: $(python3 -c "import json; j=json.load(open('$work/smol-plan.json')); print(j.get('loss_measure'))")"
+  [ "${SMOL_PLAN:-1}" = 1 ] && start=$(date +%s.%N) && timeout 240 "$lowbit" plan "$work/smol.gguf" --bpw 4.5 --text "$text" --probe-chunks 4 --device cuda -o "$work/smol-plan.json" --quiet --json > "$work/smol-plan-out.json"
+  [ "${SMOL_PLAN:-1}" = 1 ] && end=$(date +%s.%N) && log "SmolLM2-135M shape: probed plan (importance matrix on the text, then the output-KLD probe on 4 windows) in $(seconds "$start" "$end") s: $(python3 -c "import json; j=json.load(open('$work/smol-plan.json')); print(j.get('loss_measure'))")"
   "$lowbit" bench --model "$work/smol.gguf" --device cuda --prompt 512 --gen 128 | tee -a "$out"
   rm -f "$work/smol.gguf"
 fi
