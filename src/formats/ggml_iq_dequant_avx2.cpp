@@ -139,11 +139,10 @@ LOWBIT_AVX2 void dequantize_iq1_m_blocks(const void* in, float* y, int64_t block
   for (int64_t i = 0; i < blocks; ++i) {
     uint16_t sc[4];
     std::memcpy(sc, b[i].scales, sizeof sc);
-    const uint16_t d16 = uint16_t((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
-    const float d = f16_to_f32(d16);
+    const float d = f16_to_f32(iq1m_d_bits(sc));
     for (int ib = 0; ib < kBlock / 32; ++ib) {
       for (int l = 0; l < 4; ++l, y += 8) {
-        const __m256 dl = _mm256_set1_ps(d * float(2 * ((sc[ib / 2] >> (6 * (ib % 2) + 3 * (l / 2))) & 7) + 1));
+        const __m256 dl = _mm256_set1_ps(d * float(iq1m_multiplier(sc, ib, l / 2)));
         const uint8_t nibble = uint8_t(b[i].qh[2 * ib + l / 2] >> (4 * (l % 2)));
         store_shifted_point<A>(y, dl, b[i].qs[4 * ib + l] | ((nibble & 7) << 8), nibble & 8 ? -iq1::kDelta : iq1::kDelta);
       }

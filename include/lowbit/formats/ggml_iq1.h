@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "lowbit/core/host_device.h"
+
 namespace lowbit::ggml {
 
 inline constexpr int kIq1BlockValues = 256;
@@ -36,6 +38,17 @@ struct BlockIq1M {
   uint8_t scales[8];
 };
 static_assert(sizeof(BlockIq1M) == 56);
+
+// iq1_m's scales from its four little-endian u16 scale words (u16 or wider integers): the fp16 bits of d,
+// and the odd multiplier 2s + 1 of half h (0, 1) of 32-value group g. Read by the CPU's and the GPU's decoders.
+template <class Word>
+LOWBIT_HOST_DEVICE inline uint16_t iq1m_d_bits(const Word* sc) {
+  return uint16_t((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
+}
+template <class Word>
+LOWBIT_HOST_DEVICE inline int iq1m_multiplier(const Word* sc, int g, int h) {
+  return int(2 * ((sc[g / 2] >> (6 * (g % 2) + 3 * h)) & 7) + 1);
+}
 
 void quantize_row_iq1_s(const float* x, void* blocks, int64_t n, const float* quant_weights);
 void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* quant_weights);

@@ -155,9 +155,8 @@ struct Iq1M {
   static __device__ Raw load(const uint8_t* b, int g) { return {ld64(b + 48), b[g], b[32 + g / 2]}; }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const uint32_t sc[4] = {r.scales.x & 0xffff, r.scales.x >> 16, r.scales.y & 0xffff, r.scales.y >> 16};
-    const uint32_t d16 = (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
     const int ib = g / 4, l = g % 4;
-    const float dl = mul_rn(half_bits_to_float(d16), float(2 * ((sc[ib / 2] >> (6 * (ib % 2) + 3 * (l / 2))) & 7) + 1));
+    const float dl = mul_rn(half_bits_to_float(ggml::iq1m_d_bits(sc)), float(ggml::iq1m_multiplier(sc, ib, l / 2)));
     const uint32_t nibble = r.qh >> (4 * (l % 2));
     iq1_point(kIq1Grid.v[r.low | (nibble & 7) << 8], dl, nibble & 8 ? -kIq1Delta : kIq1Delta, y);
   }
