@@ -453,19 +453,6 @@ __global__ void swiglu_kernel(const float* __restrict__ gate, const float* __res
 }
 
 template <DType T>
-__global__ void add_16bit_kernel(const void* __restrict__ x, int64_t n, float* __restrict__ y, bool accumulate) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float v = detail::load1<T>(x, i);
-    y[i] = accumulate ? __fadd_rn(y[i], v) : v;
-  }
-}
-
-template <DType T>
-__global__ void to_16bit_kernel(const float* __restrict__ x, int64_t n, void* __restrict__ out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) store1<T>(out, i, x[i]);
-}
-
-template <DType T>
 __global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int64_t n, int64_t cols, Activations out) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n * cols; i += int64_t(gridDim.x) * blockDim.x)
     store_both<T>(out, i, x[int64_t(rows[i / cols]) * cols + i % cols]);
@@ -584,22 +571,10 @@ void swiglu(const float* gate, const float* up, int64_t n, const Activations& ou
   check(cudaGetLastError());
 }
 
-void add_16bit(DType dtype, const void* x, int64_t n, float* y, bool accumulate, cudaStream_t stream) {
-  if (n <= 0) return;
-  dispatch_half(dtype, [&]<DType T>() { add_16bit_kernel<T><<<elementwise_grid(n), 256, 0, stream>>>(x, n, y, accumulate); });
-  check(cudaGetLastError());
-}
-
 void argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream) {
   if (rows <= 0) return;
   if (n <= 0 || n > INT32_MAX) throw Error("GPU argmax: rows of " + std::to_string(n) + " values");
   argmax_rows_kernel<<<unsigned(rows), 1024, 0, stream>>>(x, n, out);
-  check(cudaGetLastError());
-}
-
-void to_16bit(const float* x, int64_t n, DType dtype, void* out, cudaStream_t stream) {
-  if (n <= 0) return;
-  dispatch_half(dtype, [&]<DType T>() { to_16bit_kernel<T><<<elementwise_grid(n), 256, 0, stream>>>(x, n, out); });
   check(cudaGetLastError());
 }
 

@@ -73,15 +73,9 @@ void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head,
 // out = silu(gate) · up, elementwise over n values (SwiGLU's product, as the CPU computes it).
 void swiglu(const float* gate, const float* up, int64_t n, const Activations& out, cudaStream_t stream);
 
-// y (=, or += with accumulate) float(x) for n 16-bit values of `dtype` (a fused kernel's output).
-void add_16bit(DType dtype, const void* x, int64_t n, float* y, bool accumulate, cudaStream_t stream);
-
 // out[r] = the index of row r's largest value (the first of equal ones, as std::max_element finds it),
 // for `rows` rows of n: greedy decoding's next token without the logits leaving the GPU.
 void argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream);
-
-// Copies n float32 values into a 16-bit `dtype` array, rounding to nearest even.
-void to_16bit(const float* x, int64_t n, DType dtype, void* out, cudaStream_t stream);
 
 // Mixture of experts: out[i] = x[rows[i]] for i < n rows of `cols` (the tokens routed to one expert,
 // gathered into a batch), and y[rows[i]] += weights[i] · x[i] (its outputs added back to those tokens'
