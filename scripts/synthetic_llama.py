@@ -134,7 +134,10 @@ def main():
                  "llama.feed_forward_length": u32(F), "llama.attention.head_count": u32(H), "llama.attention.head_count_kv": u32(KV),
                  "llama.rope.dimension_count": u32(D), "llama.rope.freq_base": f32(500000.0),
                  "llama.attention.layer_norm_rms_epsilon": f32(1e-5), "general.file_type": u32(32)}
-    replaced = set(llama) | ({"general.alignment"} if args.shape == "source" else {"general.alignment"} | {k for k, _, _ in source if k.startswith("llama.")})
+    # The 8B shape replaces every llama.* key of its source; a source shape keeps its own.
+    replaced = set(llama) | {"general.alignment"}
+    if args.shape != "source":
+        replaced |= {k for k, _, _ in source if k.startswith("llama.")}
     metadata = [(k, t, raw) for k, t, raw in source if k not in replaced] + [(k, t, raw) for k, (t, raw) in llama.items()]
     torch_weights = {}
 
