@@ -5,7 +5,8 @@
 # llama-bench on the same GGUFs), transformers in bf16, and transformers + bitsandbytes on the nf4 checkpoint
 # lowbit writes; and the copy bandwidth.
 #   scripts/device-speed.sh LOWBIT DATA_DIR [LLAMA_CPP_BIN]
-#       LAYERS=32  FORMATS="bf16 Q4_K_M q8_0 nf4 q4_K Q2_K" (in this order; nf4 means nf4 with double quant)
+#       LAYERS=32  FORMATS="bf16 Q4_K_M q8_0 nf4 q4_K Q2_K" (in this order; nf4 means nf4 with double quant;
+#                  empty: no 8B shape at all)
 #       CHUNKS=32  windows of 512 for the perplexity runs
 #       SMOL=0 leaves out SmolLM2's shape (SMOL_PLAN=0 its probed plan), HF_BF16=0 transformers bf16 (to split the table over two calls)
 # LLAMA_CPP_BIN: llama.cpp's CUDA tools (llama-perplexity, llama-bench) and their libraries, built for sm_90;
@@ -55,10 +56,19 @@ if [ -f "$data/smollm2-135m-metadata.gguf" ] && [ "${SMOL:-1}" = 1 ]; then
   rm -f "$work/smol.gguf"
 fi
 
-# The synthetic 8B shape, and transformers bf16 timed on the same weights.
+[ -n "$formats" ] || { rm -rf "$work"; exit 0; }  # FORMATS="": SmolLM2's shape alone
+
+# The synthetic 8B shape, and transformers bf16 timed on the same weights. Its vocabulary: SmolLM2's 49,152
+# tokens where its metadata travelled (the output layer's share of the work nearer Llama-3's), else the 12M's bytes.
+vocabulary="$data/lowbit-bytes-12M-bf16.gguf"
+[ -f "$data/smollm2-135m-metadata.gguf" ] && vocabulary="$data/smollm2-135m-metadata.gguf"
+# Both perplexity tools read only the text their CHUNKS windows need (4 KB a window covers 512 tokens of either
+# vocabulary): llama.cpp tokenizes the whole file it is given first, and a byte vocabulary takes it minutes.
+rows_text="$work/rows.txt"
+head -c $((chunks * 4096)) "$text" > "$rows_text"
 reference=(--hf-reference "$work/hf-bf16.json")
 [ "${HF_BF16:-1}" = 1 ] || reference=()
-python3 scripts/synthetic_llama.py "$data/lowbit-bytes-12M-bf16.gguf" "$work/s8b.gguf" --layers "$layers" "${reference[@]}" 2>&1 | grep -v Warning
+python3 scripts/synthetic_llama.py "$vocabulary" "$work/s8b.gguf" --layers "$layers" "${reference[@]}" 2>&1 | grep -v Warning
 [ -f "$work/hf-bf16.json" ] && log "transformers bf16: $(cat "$work/hf-bf16.json")"
 log ""
 log "| format | weights MiB | lowbit eval wall tok/s ($chunks × 512, ppl) | llama-perplexity wall tok/s (own tok/s, ppl) | lowbit eval pass tok/s (16 × 512) | lowbit prefill 512 | llama-bench pp512 | lowbit decode tok/s | llama-bench tg128 | lowbit decode of copy bw | peak GPU MiB |"
@@ -69,13 +79,13 @@ row() {
   local name=$1 model=$2 start end eval_cell="–" llama_ppl="–" llama_pp="–" llama_tg="–"
   if [[ $model == *.gguf ]]; then
     start=$(date +%s.%N)
-    if timeout 120 "$lowbit" eval "$model" --text "$text" --ctx 512 --chunks "$chunks" --device cuda --quiet --json > "$work/eval.json"; then
+    if timeout 120 "$lowbit" eval "$model" --text "$rows_text" --ctx 512 --chunks "$chunks" --device cuda --quiet --json > "$work/eval.json"; then
       end=$(date +%s.%N)
       eval_cell=$(python3 -c "import json; j=json.load(open('$work/eval.json')); s=$end-$start; print(f\"{j['chunks']*512/s:.0f} ({s:.1f} s, {j['ppl']:.4f})\")")
     fi
     if [ -n "$llama" ]; then
       start=$(date +%s.%N)
-      if timeout 120 "$llama/llama-perplexity" -m "$model" -f "$text" -c 512 --chunks "$chunks" -ngl 99 > "$work/ppl.log" 2>&1; then
+      if timeout 120 "$llama/llama-perplexity" -m "$model" -f "$rows_text" -c 512 --chunks "$chunks" -ngl 99 > "$work/ppl.log" 2>&1; then
         end=$(date +%s.%N)
         llama_ppl=$(python3 - "$work/ppl.log" "$(seconds "$start" "$end")" "$chunks" <<'PY'
 import re, sys

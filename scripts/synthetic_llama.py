@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """A synthetic Llama-3-8B-shaped GGUF for speed measurements (issue 14): hidden 4096, 32 layers, 32 query
 heads over 8 key/value heads, feed-forward 14336, RoPE base 500000, bf16 matrices with heavy-tailed random
-values (a Gaussian scaled by a log-normal factor per value, ~1/sqrt(fan-in) overall), f32 norms, and
-lowbit-bytes-12M's byte vocabulary and tokenizer metadata, so that `lowbit eval` runs on text.
+values (a Gaussian scaled by a log-normal factor per value, ~1/sqrt(fan-in) overall), f32 norms, and the
+source's vocabulary and tokenizer metadata, so that `lowbit eval` runs on text: lowbit-bytes-12M's 259 bytes,
+or SmolLM2's 49,152-token BPE from its metadata (nearer Llama-3's 128,256 in the output layer's share of the
+work, and a tokenizer llama.cpp runs fast; its byte vocabulary takes llama.cpp minutes on WikiText-2).
 
     python3 scripts/synthetic_llama.py BYTES_12M.gguf OUT.gguf [--layers N] [--hf-reference OUT.json]
     python3 scripts/synthetic_llama.py --shape source SMOLLM2_METADATA.gguf OUT.gguf
@@ -103,7 +105,7 @@ def heavy_tailed(rows, cols, generator, device):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("source", nargs="?", help="lowbit-bytes-12M-bf16.gguf: its tokenizer metadata is reused")
+    ap.add_argument("source", nargs="?", help="a GGUF whose tokenizer metadata is reused (lowbit-bytes-12M-bf16.gguf, SmolLM2's metadata)")
     ap.add_argument("out", nargs="?")
     ap.add_argument("--layers", type=int, help="blocks (default: 32, or the source's with --shape source)")
     ap.add_argument("--shape", choices=["llama3-8b", "source"], default="llama3-8b")
@@ -120,15 +122,16 @@ def main():
     source = read_metadata(args.source)
     u32 = lambda v: (4, struct.pack("<I", v))
     f32 = lambda v: (6, struct.pack("<f", v))
+    value = {k: raw for k, t, raw in source}
+    V = struct.unpack_from("<IQ", value["tokenizer.ggml.tokens"])[1]  # the source tokenizer's vocabulary
     if args.shape == "source":
-        value = {k: raw for k, t, raw in source}
         get = lambda k: struct.unpack("<I", value[k])[0]
         E, F, H, KV = get("llama.embedding_length"), get("llama.feed_forward_length"), get("llama.attention.head_count"), get("llama.attention.head_count_kv")
-        D, V = E // H, struct.unpack_from("<IQ", value["tokenizer.ggml.tokens"])[1]
+        D = E // H
         args.layers = args.layers or get("llama.block_count")
         llama = {"llama.block_count": u32(args.layers), "general.file_type": u32(32)}
     else:
-        E, F, H, KV, D, V = 4096, 14336, 32, 8, 128, 259
+        E, F, H, KV, D = 4096, 14336, 32, 8, 128
         args.layers = args.layers or 32
         llama = {"llama.context_length": u32(8192), "llama.embedding_length": u32(E), "llama.block_count": u32(args.layers),
                  "llama.feed_forward_length": u32(F), "llama.attention.head_count": u32(H), "llama.attention.head_count_kv": u32(KV),

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 
@@ -40,6 +41,25 @@ TEST(Perplexity, MatchesLlamaCppOnGpl3) {
   const auto r = evaluate(*model, tokens, 512, 1);
   EXPECT_NEAR(r.ppl, 3.4208, 0.002);
   EXPECT_EQ(r.tokens, r.chunks * 255);
+}
+
+TEST(Perplexity, NextTokenLogProbsAreTheLogSoftmaxOfTheNextToken) {
+  const auto model = LlamaModel::load(test::shared_data_dir() / "stories260K.gguf");
+  const int n_vocab = model->config().n_vocab, len = 32;
+  std::vector<int32_t> tokens;
+  for (int t = 0; t < 2 * len; ++t) tokens.push_back(int32_t(t % len == 0 ? 1 : (t * 37 + 11) % n_vocab));
+  const auto logits = model->forward(tokens, 2);
+  const auto terms = model->next_token_log_probs(tokens, 2);
+  ASSERT_EQ(terms.size(), tokens.size());
+  std::vector<float> log_p(static_cast<size_t>(n_vocab));
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    if (t % len == len - 1) {
+      EXPECT_TRUE(std::isnan(terms[t]));
+      continue;
+    }
+    log_softmax(logits.data() + t * size_t(n_vocab), n_vocab, log_p.data());
+    EXPECT_EQ(terms[t], log_p[size_t(tokens[t + 1])]) << "row " << t;
+  }
 }
 
 TEST(Perplexity, KldOfAModelAgainstItselfIsTheEncodingFloor) {

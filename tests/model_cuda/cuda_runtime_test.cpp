@@ -84,6 +84,19 @@ Agreement agreement(LlamaModel& model, const std::vector<int32_t>& tokens, int n
       ++a.positions;
     }
   a.mean_kld /= double(a.positions);
+  // Perplexity's terms as the GPU computes them, against log_softmax of its own logits on the host.
+  const auto terms = gpu->next_token_log_probs(batch, windows);
+  EXPECT_EQ(terms.size(), batch.size());
+  double worst = 0;
+  for (size_t t = 0; t < batch.size(); ++t) {
+    if (t % size_t(n_ctx) == size_t(n_ctx) - 1) {
+      EXPECT_TRUE(std::isnan(terms[t])) << "a window's last row has no next token";
+      continue;
+    }
+    log_softmax(gpu_logits.data() + t * size_t(n_vocab), n_vocab, q.data());
+    worst = std::max(worst, double(std::abs(terms[t] - q[size_t(batch[t + 1])])));
+  }
+  EXPECT_LE(worst, 1e-5);
   a.cpu_ppl = evaluate(model, batch, n_ctx, bos).ppl;
   a.gpu_ppl = evaluate(*gpu, batch, n_ctx, bos).ppl;
   std::printf("agreement: %lld positions, mean KLD(cpu||gpu) %.3g, max %.3g, ppl cpu %.5f gpu %.5f (%+.4f%%)\n", (long long)a.positions,

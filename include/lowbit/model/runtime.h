@@ -26,6 +26,11 @@ class LlamaRuntime {
   virtual std::vector<float> forward(std::span<const int32_t> tokens, int windows = 1,
                                      const ActivationObserver& observer = nullptr) const = 0;
 
+  // The log-probability of each window's next token at every row but the window's last (there: NaN),
+  // (windows × len) values laid out as forward()'s rows: what perplexity needs, without the logits
+  // leaving the device. The default takes forward()'s logits through log_softmax (model/perplexity.h).
+  virtual std::vector<float> next_token_log_probs(std::span<const int32_t> tokens, int windows = 1) const;
+
   // forward() in its three steps, so a probe that changes one weight reruns only what follows it:
   // the tokens' embedding rows (tokens × n_embd), one block applied in place to `windows` windows of
   // equal length, the logits of the last state.

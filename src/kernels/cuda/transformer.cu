@@ -491,6 +491,37 @@ __global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* __restri
   }
 }
 
+// One block per row, as log_softmax on the CPU: the float maximum, a double sum of exp(l - max), the
+// target's logit minus both (the sum's order differs, so the last bit may).
+__global__ void __launch_bounds__(1024) target_log_probs_kernel(const float* __restrict__ logits, int64_t n,
+                                                                 const int32_t* __restrict__ targets, float* __restrict__ out) {
+  __shared__ float partial_max[32];
+  __shared__ double partial_sum[32];
+  const int64_t r = blockIdx.x;
+  const int32_t target = targets[r];
+  if (target < 0 || target >= n) {
+    if (threadIdx.x == 0) out[r] = NAN;
+    return;
+  }
+  const float* row = logits + r * n;
+  float max = -INFINITY;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) max = fmaxf(max, row[i]);
+  for (int offset = 16; offset > 0; offset /= 2) max = fmaxf(max, __shfl_xor_sync(0xffffffffu, max, offset));
+  if (threadIdx.x % 32 == 0) partial_max[threadIdx.x / 32] = max;
+  __syncthreads();
+  for (int w = 0; w < int(blockDim.x / 32); ++w) max = fmaxf(max, partial_max[w]);
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += exp(double(row[i] - max));
+  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  if (threadIdx.x % 32 == 0) partial_sum[threadIdx.x / 32] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    sum = 0;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) sum += partial_sum[w];
+    out[r] = row[target] - max - float(log(sum));
+  }
+}
+
 unsigned elementwise_grid(int64_t n) { return unsigned(std::min<int64_t>((n + 255) / 256, 132 * 16)); }
 
 }  // namespace
@@ -568,6 +599,13 @@ void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head,
 void swiglu(const float* gate, const float* up, int64_t n, const Activations& out, cudaStream_t stream) {
   if (n <= 0) return;
   dispatch_half(out.half_dtype, [&]<DType T>() { swiglu_kernel<T><<<elementwise_grid(n), 256, 0, stream>>>(gate, up, n, out); });
+  check(cudaGetLastError());
+}
+
+void target_log_probs(const float* logits, int64_t rows, int64_t n, const int32_t* targets, float* out, cudaStream_t stream) {
+  if (rows <= 0) return;
+  if (n <= 0 || n > INT32_MAX) throw Error("GPU log-probabilities: rows of " + std::to_string(n) + " values");
+  target_log_probs_kernel<<<unsigned(rows), 1024, 0, stream>>>(logits, n, targets, out);
   check(cudaGetLastError());
 }
 

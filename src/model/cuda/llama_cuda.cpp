@@ -88,6 +88,7 @@ class CudaLlama final : public LlamaRuntime {
   int batch_windows(int n_ctx) const override;
 
   std::vector<float> forward(std::span<const int32_t> tokens, int windows, const ActivationObserver& observer) const override;
+  std::vector<float> next_token_log_probs(std::span<const int32_t> tokens, int windows) const override;
   std::vector<float> embed(std::span<const int32_t> tokens) const override { return model_.embed(tokens); }
   void apply_layer(int layer, std::vector<float>& hidden, int windows, const ActivationObserver& observer) const override;
   std::vector<float> output_logits(const std::vector<float>& hidden, const ActivationObserver& observer) const override;
@@ -121,6 +122,7 @@ class CudaLlama final : public LlamaRuntime {
     Scratch hidden, normed, normed_half, q, k, v, att, att_half, gate, up, act, act_half, logits, cache_k, cache_v;
     Scratch expert_in, expert_in_half, expert_out, router_logits, route_rows, route_weights;  // mixture of experts
     Scratch weight_tile;  // a quantized weight dequantized to 16 bits for the tensor cores
+    Scratch targets, target_log_probs;  // perplexity's next tokens and their log-probabilities
   };
 
   void load_weight(Weight& w, const QuantizedMatrix& m);
@@ -153,6 +155,9 @@ class CudaLlama final : public LlamaRuntime {
   KvCache layer_cache(int layer) const;  // block `layer`'s part of the generation cache
   std::vector<float> run(std::span<const int32_t> tokens, int windows, int first_layer, int last_layer, const std::vector<float>* hidden,
                          bool logits, const ActivationObserver& observer) const;
+  // run()'s first part: the state after layers [first_layer, last_layer) left in ws_.hidden; returns its rows.
+  int64_t run_layers(std::span<const int32_t> tokens, int windows, int first_layer, int last_layer, const std::vector<float>* hidden,
+                     const ActivationObserver& observer) const;
   void sync() const { check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
 
   LlamaModel& model_;
@@ -415,6 +420,22 @@ void CudaLlama::head(int64_t T, const ActivationObserver& observer) const {
 // state entering first_layer), then the output head when `logits`; returns the logits or the state.
 std::vector<float> CudaLlama::run(std::span<const int32_t> tokens, int windows, int first_layer, int last_layer,
                                   const std::vector<float>* hidden, bool logits, const ActivationObserver& observer) const {
+  const int64_t T = run_layers(tokens, windows, first_layer, last_layer, hidden, observer);
+  std::vector<float> out;
+  if (logits) {
+    head(T, observer);
+    out.resize(size_t(T * config_.n_vocab));
+    check_cuda(cudaMemcpyAsync(out.data(), ws_.logits.buffer.get(), out.size() * 4, cudaMemcpyDeviceToHost, stream_), "download logits");
+  } else {
+    out.resize(size_t(T * config_.n_embd));
+    check_cuda(cudaMemcpyAsync(out.data(), ws_.hidden.buffer.get(), out.size() * 4, cudaMemcpyDeviceToHost, stream_), "download hidden");
+  }
+  sync();
+  return out;
+}
+
+int64_t CudaLlama::run_layers(std::span<const int32_t> tokens, int windows, int first_layer, int last_layer,
+                              const std::vector<float>* hidden, const ActivationObserver& observer) const {
   const int64_t E = config_.n_embd;
   const std::vector<float> embedded = hidden ? std::vector<float>() : model_.embed(tokens);
   const std::vector<float>& state = hidden ? *hidden : embedded;
@@ -425,15 +446,22 @@ std::vector<float> CudaLlama::run(std::span<const int32_t> tokens, int windows, 
   const Positions positions{T / windows, 0};
   const KvCache cache = cache_for(windows, T / windows);
   for (int l = first_layer; l < last_layer; ++l) layer(l, T, positions, cache, observer);
-  std::vector<float> out;
-  if (logits) {
-    head(T, observer);
-    out.resize(size_t(T * config_.n_vocab));
-    check_cuda(cudaMemcpyAsync(out.data(), ws_.logits.buffer.get(), out.size() * 4, cudaMemcpyDeviceToHost, stream_), "download logits");
-  } else {
-    out.resize(state.size());
-    check_cuda(cudaMemcpyAsync(out.data(), device_hidden, out.size() * 4, cudaMemcpyDeviceToHost, stream_), "download hidden");
-  }
+  sync();  // `embedded` feeds the upload in flight
+  return T;
+}
+
+std::vector<float> CudaLlama::next_token_log_probs(std::span<const int32_t> tokens, int windows) const {
+  const int64_t T = run_layers(tokens, windows, 0, config_.n_layer, nullptr, nullptr), len = T / windows;
+  head(T, nullptr);
+  std::vector<int32_t> targets(size_t(T), -1);  // the next token of every row but a window's last
+  for (int64_t t = 0; t < T; ++t)
+    if (t % len != len - 1) targets[size_t(t)] = tokens[size_t(t + 1)];
+  auto* device_targets = static_cast<int32_t*>(ws_.targets.reserve(size_t(T) * 4));
+  auto* device_out = static_cast<float*>(ws_.target_log_probs.reserve(size_t(T) * 4));
+  check_cuda(cudaMemcpyAsync(device_targets, targets.data(), targets.size() * 4, cudaMemcpyHostToDevice, stream_), "upload targets");
+  target_log_probs(static_cast<const float*>(ws_.logits.buffer.get()), T, config_.n_vocab, device_targets, device_out, stream_);
+  std::vector<float> out(static_cast<size_t>(T));
+  check_cuda(cudaMemcpyAsync(out.data(), device_out, out.size() * 4, cudaMemcpyDeviceToHost, stream_), "download log-probabilities");
   sync();
   return out;
 }
@@ -565,10 +593,10 @@ GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, co
   const int windows = runtime.batch_windows(prompt);
   std::vector<int32_t> batch(size_t(windows) * size_t(prompt));
   for (size_t i = 0; i < batch.size(); ++i) batch[i] = tokens[i % size_t(prompt)];
-  runtime.forward(batch, windows, nullptr);  // warm-up: the batch's scratch
+  runtime.next_token_log_probs(batch, windows);  // warm-up: the batch's scratch
   peak = std::max(peak, used_device_memory());
   start = std::chrono::steady_clock::now();
-  runtime.forward(batch, windows, nullptr);
+  runtime.next_token_log_probs(batch, windows);  // eval's pass: perplexity's terms computed on the GPU
   const double forward_s = seconds_since(start);
   GenerationTiming timing{.device = gpus[0].name, .prompt = prompt, .generate = generate};
   timing.prefill_tokens_per_s = prompt / prefill_s, timing.decode_tokens_per_s = generate / decode_s;

@@ -77,6 +77,10 @@ void swiglu(const float* gate, const float* up, int64_t n, const Activations& ou
 // for `rows` rows of n: greedy decoding's next token without the logits leaving the GPU.
 void argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStream_t stream);
 
+// out[r] = log softmax(row r of logits)[targets[r]], NaN where targets[r] is negative: perplexity's
+// terms with n_vocab floats per row staying on the GPU.
+void target_log_probs(const float* logits, int64_t rows, int64_t n, const int32_t* targets, float* out, cudaStream_t stream);
+
 // Mixture of experts: out[i] = x[rows[i]] for i < n rows of `cols` (the tokens routed to one expert,
 // gathered into a batch), and y[rows[i]] += weights[i] · x[i] (its outputs added back to those tokens'
 // residual stream; `rows` must not repeat, so no two threads add to one value).
