@@ -24,7 +24,7 @@
 set -uo pipefail
 lowbit=$1 data=$2 llama=${3:-}
 layers=${LAYERS:-32}
-formats=${FORMATS:-"bf16 Q4_K_M q8_0 nf4 q4_K Q2_K"}
+formats=${FORMATS-"bf16 Q4_K_M q8_0 nf4 q4_K Q2_K"}
 chunks=${CHUNKS:-32}
 out=${OUT:-/tmp}/speed.md
 work=$(mktemp -d)

@@ -5,14 +5,17 @@
 
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
+#include "lowbit/formats/ggml_fp4.h"
 #include "lowbit/formats/ggml_iq4.h"
 #include "lowbit/formats/ggml_kquants.h"
 #include "lowbit/formats/ggml_legacy.h"
+#include "lowbit/formats/ggml_q1_q2.h"
+#include "lowbit/formats/ggml_ternary.h"
 
 namespace lowbit::ggml {
 
 int ValueGrid::nearest(float x) const {
-  if (levels) return ggml_search::nearest_codebook_index(max_code + 1, levels, x / step);
+  if (codebook) return codebook->code_of_ascending[ggml_search::nearest_codebook_index(codebook->size, codebook->ascending, x / step)];
   // Clamped before rounding, so a tiny step cannot push x / step beyond what the rounding handles.
   const float t = std::clamp((x - offset) / step, float(min_code - zero - 1), float(max_code - zero + 1));
   return std::clamp(ggml_search::round_nearest_even(t) + zero, min_code, max_code);
@@ -177,7 +180,9 @@ const BlockGridCodec kQ6K{GgmlType::Q6_K, 256,
 // ---- iq4_nl and iq4_xs: 4-bit indices into ggml's 16-entry codebook, packed as q4_0's nibbles (iq4_xs:
 // per 32-value sub-block, its 6-bit scale times the block's d) ----
 
-ValueGrid codebook_grid(float step) { return {step, 0, 0, 0, 15, kIq4Codebook}; }
+constexpr uint8_t kInOrder[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+constexpr Codebook kIq4{16, kIq4Codebook, kIq4Codebook, kInOrder};
+ValueGrid codebook_grid(float step) { return {step, 0, 0, 0, 15, &kIq4}; }
 
 const BlockGridCodec kIq4Nl{GgmlType::IQ4_NL, 32,
     [](const void* b, ValueGrid* out) { fill(out, 32, codebook_grid(f16_to_f32(as<BlockIq4Nl>(b).d))); },
@@ -196,10 +201,89 @@ const BlockGridCodec kIq4Xs{GgmlType::IQ4_XS, 256,
     [](const void* b, int j) { return nibble(as<BlockIq4Xs>(b).qs + 16 * (j / 32), j % 32); },
     [](void* b, int j, int q) { set_nibble(as<BlockIq4Xs>(b).qs + 16 * (j / 32), j % 32, q); }};
 
+// ---- mxfp4 and nvfp4: E2M1 codes (kFp4Doubled, sign in bit 3) under a power of two per 32 values or an
+// E4M3 scale per 16; +0 listed before -0 so that a zero is stored as code 0, as ggml's quantizers do ----
+
+constexpr int8_t kFp4Ascending[16] = {-12, -8, -6, -4, -3, -2, -1, 0, 0, 1, 2, 3, 4, 6, 8, 12};
+constexpr uint8_t kFp4CodeOfAscending[16] = {15, 14, 13, 12, 11, 10, 9, 0, 8, 1, 2, 3, 4, 5, 6, 7};
+constexpr Codebook kFp4{16, kFp4Doubled.data(), kFp4Ascending, kFp4CodeOfAscending};
+ValueGrid fp4_grid(float step) { return {step, 0, 0, 0, 15, &kFp4}; }
+
+const BlockGridCodec kMxfp4{GgmlType::MXFP4, 32,
+    [](const void* b, ValueGrid* out) { fill(out, 32, fp4_grid(e8m0_to_f32_half(as<BlockMxfp4>(b).e))); },
+    [](const void* b, int j) { return nibble(as<BlockMxfp4>(b).qs, j); },
+    [](void* b, int j, int q) { set_nibble(as<BlockMxfp4>(b).qs, j, q); }};
+
+// nvfp4: sub-block s of 16 packs value 16s + j in the low nibble of qs[8s + j % 8] (j < 8) or the high one.
+const BlockGridCodec kNvfp4{GgmlType::NVFP4, 64,
+    [](const void* p, ValueGrid* out) {
+      const auto& b = as<BlockNvfp4>(p);
+      for (int s = 0; s < 4; ++s) fill(out + 16 * s, 16, fp4_grid(ue4m3_to_f32_half(b.d[s])));
+    },
+    [](const void* p, int e) {
+      const uint8_t byte = as<BlockNvfp4>(p).qs[8 * (e / 16) + e % 8];
+      return e % 16 < 8 ? byte & 0xF : byte >> 4;
+    },
+    [](void* p, int e, int q) {
+      uint8_t& byte = as<BlockNvfp4>(p).qs[8 * (e / 16) + e % 8];
+      byte = e % 16 < 8 ? uint8_t((byte & 0xF0) | q) : uint8_t((byte & 0x0F) | (q << 4));
+    }};
+
+// ---- q1_0: one fp16 d per 128 values, a sign bit per value (-d or +d), packed from bit 0. (q2_0, -d/0/+d
+// under d = the block's largest magnitude, is left to rounding: on the test layer GPTQ's feedback through
+// so coarse a grid gave a larger output error than rounding, 47,079 against 44,665.) ----
+
+int packed_bits(const uint8_t* qs, int j, int bits) { return (qs[j * bits / 8] >> (j * bits % 8)) & ((1 << bits) - 1); }
+void set_packed_bits(uint8_t* qs, int j, int bits, int q) {
+  uint8_t& byte = qs[j * bits / 8];
+  const int shift = j * bits % 8, mask = ((1 << bits) - 1) << shift;
+  byte = uint8_t((byte & ~mask) | (q << shift));
+}
+
+const BlockGridCodec kQ1_0{GgmlType::Q1_0, 128,
+    [](const void* b, ValueGrid* out) {
+      const float d = f16_to_f32(as<BlockQ1_0>(b).d);
+      fill(out, 128, {2 * d, -d, 0, 0, 1});
+    },
+    [](const void* b, int j) { return packed_bits(as<BlockQ1_0>(b).qs, j, 1); },
+    [](void* b, int j, int q) { set_packed_bits(as<BlockQ1_0>(b).qs, j, 1, q); }};
+
+// ---- tq1_0 and tq2_0: trits t in {0, 1, 2} for (t - 1) * d, one fp16 d per 256 values ----
+
+const BlockGridCodec kTq2_0{GgmlType::TQ2_0, 256,
+    [](const void* b, ValueGrid* out) { fill(out, 256, {f16_to_f32(as<BlockTq2_0>(b).d), 0, 1, 0, 2}); },
+    [](const void* b, int e) { return two_bits(as<BlockTq2_0>(b).qs, e); },  // q2_K's placement of 2-bit fields
+    [](void* b, int e, int q) { set_two_bits(as<BlockTq2_0>(b).qs, e, q); }};
+
+// tq1_0 packs five trits to a byte as a base-3 fraction (ggml_ternary.h): the byte holding value e
+// (qh follows qs, so an offset into the block), and the trit's place in it.
+int tq1_byte(int e, int& place) {
+  if (e < 160) return place = e / 32, e % 32;
+  if (e < 240) return place = (e - 160) / 16, 32 + (e - 160) % 16;
+  return place = (e - 240) / 4, 48 + (e - 240) % 4;
+}
+
+const BlockGridCodec kTq1_0{GgmlType::TQ1_0, 256,
+    [](const void* b, ValueGrid* out) { fill(out, 256, {f16_to_f32(as<BlockTq1_0>(b).d), 0, 1, 0, 2}); },
+    [](const void* b, int e) {
+      int place = 0;
+      const uint8_t byte = static_cast<const uint8_t*>(b)[tq1_byte(e, place)];
+      return ternary::unpack_trit(byte, place) + 1;
+    },
+    [](void* b, int e, int q) {
+      int place = 0;
+      uint8_t& byte = static_cast<uint8_t*>(b)[tq1_byte(e, place)];
+      // Read the byte's five trits, change one, pack them again as ggml does: ceil(sum t_n 3^(4-n) * 256/243).
+      int sum = 0;
+      for (int n = 0; n < 5; ++n) sum = 3 * sum + (n == place ? q : ternary::unpack_trit(byte, n) + 1);
+      byte = uint8_t((sum * 256 + 242) / 243);
+    }};
+
 }  // namespace
 
 const BlockGridCodec* block_grid_codec(GgmlType type) {
-  for (const BlockGridCodec* c : {&kQ4_0, &kQ4_1, &kQ5_0, &kQ5_1, &kQ8_0, &kQ2K, &kQ3K, &kQ4K, &kQ5K, &kQ6K, &kIq4Nl, &kIq4Xs})
+  for (const BlockGridCodec* c : {&kQ4_0, &kQ4_1, &kQ5_0, &kQ5_1, &kQ8_0, &kQ2K, &kQ3K, &kQ4K, &kQ5K, &kQ6K, &kIq4Nl, &kIq4Xs, &kMxfp4, &kNvfp4,
+                                    &kQ1_0, &kTq1_0, &kTq2_0})
     if (c->type == type) return c;
   return nullptr;
 }

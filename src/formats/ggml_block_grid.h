@@ -4,9 +4,9 @@
 // own quantizer, then picks each code itself: this is what it needs to read a block's grid and write one
 // code, without touching the scales.
 //
-// Covered: the affine types, q4_0 q4_1 q5_0 q5_1 q8_0 and q2_K q3_K q4_K q5_K q6_K, and the per-value
-// codebooks of iq4_nl and iq4_xs. The other i-quants (codebooks over groups of 4 or 8 values), the
-// ternary types and fp4 have no per-value grid.
+// Covered: the affine types, q1_0 q4_0 q4_1 q5_0 q5_1 q8_0, q2_K q3_K q4_K q5_K q6_K and the ternary
+// tq1_0 tq2_0, and the per-value codebooks of iq4_nl, iq4_xs, mxfp4 and nvfp4. The other i-quants
+// (codebooks over groups of 4 or 8 values) have no per-value grid; q2_0 is left to rounding (.cpp).
 #pragma once
 
 #include <cstddef>
@@ -16,14 +16,24 @@
 
 namespace lowbit::ggml {
 
+// A codebook of `size` entries: code q stands for value_of_code[q]; `ascending` lists the values in
+// order and code_of_ascending[i] the code of ascending[i] (iq4's codes are already in order; fp4's
+// put the sign on top).
+struct Codebook {
+  int size;
+  const int8_t* value_of_code;
+  const int8_t* ascending;
+  const uint8_t* code_of_ascending;
+};
+
 struct ValueGrid {
   float step;    // 0 where the stored scale is 0: every code gives the same value
   float offset;
   int zero;
   int min_code, max_code;
-  const int8_t* levels = nullptr;  // a codebook, ascending, of max_code + 1 entries (min_code 0): step * levels[q]
+  const Codebook* codebook = nullptr;  // when set: value step * codebook value of q (offset, zero unused)
 
-  float value(int q) const { return levels ? step * float(levels[q]) : step * float(q - zero) + offset; }
+  float value(int q) const { return codebook ? step * float(codebook->value_of_code[q]) : step * float(q - zero) + offset; }
   // The nearest code to x; ties to even, as ggml's k-quants re-derive their codes from stored scales
   // (a codebook: the lower entry, as ggml's best_index_int8).
   int nearest(float x) const;

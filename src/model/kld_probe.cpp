@@ -9,7 +9,6 @@
 #include <cmath>
 
 #include "lowbit/core/error.h"
-#include "lowbit/core/thread_pool.h"
 #include "lowbit/model/perplexity.h"
 
 namespace lowbit {
@@ -48,35 +47,18 @@ KldProbe::KldProbe(LlamaRuntime& model, std::span<const int32_t> tokens, int n_c
   states_.push_back(hidden);  // entering the output head
   const auto logits = model.output_logits(hidden);
   const int first = n_ctx / 2, scored = n_ctx - 1 - first;
-  base_log_probs_.resize(size_t(windows) * size_t(scored) * size_t(n_vocab));
+  std::vector<int64_t> rows;
+  std::vector<float> log_probs(size_t(windows) * size_t(scored) * size_t(n_vocab));
   for (int w = 0; w < windows; ++w)
-    for (int j = first; j < n_ctx - 1; ++j)
-      log_softmax(logits.data() + (size_t(w) * size_t(n_ctx) + size_t(j)) * size_t(n_vocab), n_vocab,
-                  base_log_probs_.data() + (size_t(w) * size_t(scored) + size_t(j - first)) * size_t(n_vocab));
+    for (int j = first; j < n_ctx - 1; ++j) {
+      const int64_t row = int64_t(w) * n_ctx + j;
+      log_softmax(logits.data() + size_t(row) * size_t(n_vocab), n_vocab, log_probs.data() + rows.size() * size_t(n_vocab));
+      rows.push_back(row);
+    }
+  base_ = model.keep_log_probs(std::move(rows), std::move(log_probs));
 }
 
 int64_t KldProbe::positions() const { return int64_t(windows_) * (n_ctx_ - 1 - n_ctx_ / 2); }
-
-double KldProbe::kld_of(const std::vector<float>& logits) const {
-  const int n_vocab = model_.config().n_vocab, first = n_ctx_ / 2, scored = n_ctx_ - 1 - first;
-  // One sum per position, added in order afterwards: the same total on any thread count.
-  std::vector<double> klds(size_t(windows_) * size_t(scored));
-  parallel_for(int64_t(klds.size()), 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> log_p;
-    log_p.resize(size_t(n_vocab));
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t w = p / scored, j = first + p % scored;
-      log_softmax(logits.data() + size_t(w * n_ctx_ + j) * size_t(n_vocab), n_vocab, log_p.data());
-      const float* base = base_log_probs_.data() + size_t(p) * size_t(n_vocab);
-      double kld = 0;
-      for (int i = 0; i < n_vocab; ++i) kld += std::exp(double(base[i])) * double(base[i] - log_p[size_t(i)]);
-      klds[size_t(p)] = kld;
-    }
-  });
-  double total = 0;
-  for (double k : klds) total += k;
-  return total;
-}
 
 double KldProbe::kld_with(const std::string& name, const QuantizedMatrix& weight) {
   const int n_layer = model_.config().n_layer;
@@ -88,7 +70,8 @@ double KldProbe::kld_with(const std::string& name, const QuantizedMatrix& weight
     // from its own on, starting from the stored state.
     std::vector<float> hidden = first_block < 0 ? model_.embed(tokens_) : states_[size_t(first_block)];
     for (int l = std::max(first_block, 0); l < n_layer; ++l) model_.apply_layer(l, hidden, windows_);
-    total = kld_of(model_.output_logits(hidden));
+    // One sum per position, added in order: the same total on any thread count or device.
+    for (double kld : model_.output_klds(hidden, *base_)) total += kld;
   } catch (...) {
     model_.swap_weight(name, loaded);
     throw;

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/error.h"
@@ -203,22 +202,6 @@ EvalResult evaluate(const LlamaRuntime& runtime, std::span<const int32_t> tokens
     result.top1 = double(agree) / double(index);
   }
   return result;
-}
-
-std::vector<float> LlamaRuntime::next_token_log_probs(std::span<const int32_t> tokens, int windows) const {
-  const int64_t n_vocab = config().n_vocab, len = int64_t(tokens.size()) / std::max(windows, 1);
-  const auto logits = forward(tokens, windows);
-  std::vector<float> out(tokens.size(), std::numeric_limits<float>::quiet_NaN());
-  parallel_for(int64_t(tokens.size()), 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> log_p;
-    log_p.resize(size_t(n_vocab));
-    for (int64_t t = begin; t < end; ++t) {
-      if (t % len == len - 1) continue;
-      log_softmax(logits.data() + size_t(t * n_vocab), int(n_vocab), log_p.data());
-      out[size_t(t)] = log_p[size_t(tokens[size_t(t + 1)])];
-    }
-  });
-  return out;
 }
 
 void log_softmax(const float* logits, int n, float* out) {

@@ -77,16 +77,20 @@ TEST_F(GptqCli, QuantizesWithErrorFeedbackIntoTheFormatsBytes) {
   EXPECT_EQ(run_cli("eval " + path("gptq.gguf") + " --text " + kText + " --ctx 64 --chunks 2 --quiet").status, 0);
 }
 
+// The i-quants with codebooks over groups of values have none (and need rows of 256: the 12M model's).
 TEST_F(GptqCli, NotesTypesWithoutAGptqPath) {
-  const auto r = run_cli("quantize " + kModel + " --format mxfp4 --gptq " + hessian() + " -o " + path("mxfp4.gguf"));
+  const std::string model = (test::shared_data_dir() / "lowbit-bytes-12M-bf16.gguf").string();
+  auto r = run_cli("hessian " + model + " --text " + kText + " --ctx 64 --chunks 1 --quiet -o " + path("h12.gguf"));
   ASSERT_EQ(r.status, 0) << r.out;
-  EXPECT_NE(r.out.find("note: GPTQ has no path for mxfp4"), std::string::npos) << r.out;
+  r = run_cli("quantize " + model + " --format iq3_s --gptq " + path("h12.gguf") + " -o " + path("iq3_s.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("note: GPTQ has no path for iq3_s"), std::string::npos) << r.out;
 }
 
 // plan --gptq measures each candidate as quantize --gptq would write it and records the Hessian file;
 // quantize --plan then writes the plan with it (the bytes of naming it by hand). Measured on the layer's
-// output, GPTQ's error feedback favours the types it writes: q4_0's loss (GPTQ) over mxfp4's (rounded,
-// a quarter bit less) is lower, on average over the tensors, than in the plain plan.
+// output, GPTQ's error feedback favours the types it writes: q4_0's loss (GPTQ) over bf16's (rounded:
+// no grid of blocks to feed errors through) is lower, on average over the tensors, than in the plain plan.
 TEST_F(GptqCli, APlanWithGptqMeasuresAndWritesItsCandidatesSo) {
   auto r = run_cli("plan " + kModel + " --bpw 6 --gptq " + hessian() + " --quiet -o " + path("gptq-plan.json"));
   ASSERT_EQ(r.status, 0) << r.out;
@@ -95,16 +99,16 @@ TEST_F(GptqCli, APlanWithGptqMeasuresAndWritesItsCandidatesSo) {
   const auto plain = nlohmann::json::parse(std::ifstream(path("plain-plan.json")));
   EXPECT_EQ(planned["loss_measure"]["gptq"], "h.gguf");
   EXPECT_FALSE(plain["loss_measure"].contains("gptq"));
-  auto q4_0_over_mxfp4 = [](const nlohmann::json& plan) {
+  auto q4_0_over_bf16 = [](const nlohmann::json& plan) {
     double sum = 0;
     int n = 0;
     for (const auto& t : plan["tensors"])
-      if (t.contains("losses") && t["losses"].contains("q4_0") && t["losses"].contains("mxfp4") && t["losses"]["mxfp4"].get<double>() > 0)
-        sum += t["losses"]["q4_0"].get<double>() / t["losses"]["mxfp4"].get<double>(), ++n;
+      if (t.contains("losses") && t["losses"].contains("q4_0") && t["losses"].contains("bf16") && t["losses"]["bf16"].get<double>() > 0)
+        sum += t["losses"]["q4_0"].get<double>() / t["losses"]["bf16"].get<double>(), ++n;
     EXPECT_GT(n, 0);
     return sum / std::max(n, 1);
   };
-  EXPECT_LT(q4_0_over_mxfp4(planned), q4_0_over_mxfp4(plain));
+  EXPECT_LT(q4_0_over_bf16(planned), q4_0_over_bf16(plain));
 
   r = run_cli("quantize " + kModel + " --plan " + path("gptq-plan.json") + " -o " + path("by-plan.gguf"));
   ASSERT_EQ(r.status, 0) << r.out;

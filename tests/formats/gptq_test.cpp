@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -23,7 +24,8 @@ constexpr int64_t kRows = 48, kCols = 512, kTokens = 1024;
 
 const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                           GgmlType::IQ4_NL, GgmlType::IQ4_XS};
+                           GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::MXFP4, GgmlType::NVFP4, GgmlType::Q1_0,
+                           GgmlType::TQ1_0, GgmlType::TQ2_0};
 
 struct Layer {
   std::vector<float> w;        // kRows × kCols
@@ -135,6 +137,7 @@ TEST(Gptq, BeatsRoundingToNearestOnTheLayerOutputForEveryType) {
     const double rtn = output_error(l, decode(type, plain(type, l.w, nullptr)));
     const double ours = output_error(l, decode(type, gptq(type, l.w, f, nullptr)));
     EXPECT_LT(ours, 0.9 * rtn) << "GPTQ " << ours << " vs round-to-nearest " << rtn;
+    std::printf("%s: output error GPTQ / rounding %.3f\n", std::string(ggml_type_name(type)).c_str(), ours / rtn);
     // With importance weights on both sides: GPTQ fitting scales with diag(H) vs the imatrix quantizer.
     const double rtn_imatrix = output_error(l, decode(type, plain(type, l.w, l.diag.data())));
     const double ours_imatrix = output_error(l, decode(type, gptq(type, l.w, f, l.diag.data())));
@@ -145,8 +148,9 @@ TEST(Gptq, BeatsRoundingToNearestOnTheLayerOutputForEveryType) {
 // With H = I the sweep feeds nothing forward: each block is fitted by the format's quantizer on the
 // original values and each value rounded to the nearest point of the stored grid. The k-quants derive
 // their codes exactly so (step 3: from the fp16-rounded scales, ties to even), so the bytes must be
-// theirs. The 32-value types and the iq4 codebooks round on the unrounded float scale: their scales
-// must be equal and every value at least as close to the weight as theirs.
+// theirs. The 32-, 64- and 128-value types, the iq4 and fp4 codebooks and the ternary types (ties away
+// from zero) round otherwise: their scales must be equal and every value at least as close to the
+// weight as theirs.
 TEST(Gptq, WithIdentityHessianGivesTheFormatsOwnChoices) {
   const Layer l = random_layer(3);
   const GptqFactor f(identity(kCols), kCols);
@@ -154,14 +158,27 @@ TEST(Gptq, WithIdentityHessianGivesTheFormatsOwnChoices) {
     SCOPED_TRACE(ggml_type_name(type));
     const auto theirs = plain(type, l.w, nullptr);
     const auto ours = gptq(type, l.w, f, nullptr);
-    if (ggml_type_info(type).block_elements == 256 && type != GgmlType::IQ4_XS) {
+    const bool ternary = type == GgmlType::TQ1_0 || type == GgmlType::TQ2_0;  // lroundf, ties away from zero
+    if (ggml_type_info(type).block_elements == 256 && type != GgmlType::IQ4_XS && !ternary) {
       EXPECT_EQ(ours, theirs);
       continue;
     }
     const size_t block_bytes = ggml_type_info(type).block_bytes;
-    // The scales: d (and m), or iq4_xs's d, scales_h and scales_l.
-    const size_t scale_bytes = type == GgmlType::Q4_1 || type == GgmlType::Q5_1 ? 4 : type == GgmlType::IQ4_XS ? 8 : 2;
-    for (size_t b = 0; b < ours.size(); b += block_bytes) ASSERT_EQ(std::memcmp(&ours[b], &theirs[b], scale_bytes), 0) << "block " << b / block_bytes;
+    // Where the scales sit: d (and m) first, iq4_xs's d, scales_h and scales_l, mxfp4's exponent, nvfp4's
+    // four E4M3 scales; the ternary types' d last.
+    auto scale_span = [&]() -> std::pair<size_t, size_t> {
+      switch (type) {
+        case GgmlType::Q4_1: case GgmlType::Q5_1: return {0, 4};
+        case GgmlType::IQ4_XS: return {0, 8};
+        case GgmlType::MXFP4: return {0, 1};
+        case GgmlType::NVFP4: return {0, 4};
+        case GgmlType::TQ1_0: case GgmlType::TQ2_0: return {block_bytes - 2, 2};
+        default: return {0, 2};
+      }
+    };
+    const auto [scale_at, scale_bytes] = scale_span();
+    for (size_t b = 0; b < ours.size(); b += block_bytes)
+      ASSERT_EQ(std::memcmp(&ours[b + scale_at], &theirs[b + scale_at], scale_bytes), 0) << "block " << b / block_bytes;
     const auto a = decode(type, ours), p = decode(type, theirs);
     size_t differ = 0;
     for (size_t i = 0; i < a.size(); ++i) {
@@ -170,6 +187,25 @@ TEST(Gptq, WithIdentityHessianGivesTheFormatsOwnChoices) {
     }
     EXPECT_LT(differ, a.size() / 100);
   }
+}
+
+// tq1_0 keeps five trits in a byte as a base-3 fraction: setting one code leaves every other as it was.
+TEST(Gptq, Tq1_0CodesAreSetOneAtATime) {
+  const auto* grid = ggml::block_grid_codec(GgmlType::TQ1_0);
+  std::mt19937 rng(9);
+  std::vector<float> x(256);
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(rng);
+  std::vector<std::byte> block(ggml_type_info(GgmlType::TQ1_0).block_bytes);
+  quantize_rows(GgmlType::TQ1_0, x.data(), 1, 256, nullptr, block.data());
+  std::vector<int> codes(256);
+  for (int e = 0; e < 256; ++e) codes[size_t(e)] = grid->code(block.data(), e);
+  for (int e = 0; e < 256; ++e)
+    for (int q : {0, 1, 2}) {
+      grid->set_code(block.data(), e, q);
+      codes[size_t(e)] = q;
+      for (int k = 0; k < 256; ++k) ASSERT_EQ(grid->code(block.data(), k), codes[size_t(k)]) << "set " << e << " to " << q << ", read " << k;
+    }
 }
 
 // The standard dequantizer reads GPTQ's bytes as the values GPTQ chose on each block's grid.
@@ -199,7 +235,7 @@ TEST(Gptq, BytesDecodeToTheChosenGridValues) {
 TEST(Gptq, MatchesAPlainColumnByColumnSweep) {
   const Layer l = random_layer(5);
   const GptqFactor f(l.hessian, kCols);
-  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q3_K}) {
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q3_K, GgmlType::MXFP4, GgmlType::TQ1_0}) {
     SCOPED_TRACE(ggml_type_name(type));
     const auto* grid = ggml::block_grid_codec(type);
     const auto* codec = ggml_codec(type);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -30,13 +31,11 @@ class KldProbe {
   int64_t positions() const;  // scored positions per call
 
  private:
-  double kld_of(const std::vector<float>& logits) const;  // summed over the scored positions
-
   LlamaRuntime& model_;
   int n_ctx_, windows_;
   std::vector<int32_t> tokens_;                // the windows' tokens end to end, BOS in place
   std::vector<std::vector<float>> states_;     // [layer]: the hidden state of all windows entering block `layer`
-  std::vector<float> base_log_probs_;          // [window][scored position]: n_vocab log-probabilities
+  std::unique_ptr<LlamaRuntime::LogProbReference> base_;  // the scored positions' n_vocab log-probabilities
 };
 
 }  // namespace lowbit

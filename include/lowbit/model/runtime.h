@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -30,6 +31,19 @@ class LlamaRuntime {
   // (windows × len) values laid out as forward()'s rows: what perplexity needs, without the logits
   // leaving the device. The default takes forward()'s logits through log_softmax (model/perplexity.h).
   virtual std::vector<float> next_token_log_probs(std::span<const int32_t> tokens, int windows = 1) const;
+
+  // The probe's reference (model/kld_probe.h): log-probabilities (rows.size() × n_vocab) at chosen rows
+  // of a forward pass, kept where this runtime computes (a GPU keeps its copy on the device).
+  class LogProbReference {
+   public:
+    virtual ~LogProbReference() = default;
+    std::vector<int64_t> rows;
+    std::vector<float> log_probs;
+  };
+  virtual std::unique_ptr<LogProbReference> keep_log_probs(std::vector<int64_t> rows, std::vector<float> log_probs) const;
+  // KL(reference ‖ this model) at each of the reference's rows of the output of `hidden` (the state
+  // entering the output head): output_logits and log_softmax, without the logits leaving the device.
+  virtual std::vector<double> output_klds(const std::vector<float>& hidden, const LogProbReference& reference) const;
 
   // forward() in its three steps, so a probe that changes one weight reruns only what follows it:
   // the tokens' embedding rows (tokens × n_embd), one block applied in place to `windows` windows of

@@ -522,6 +522,41 @@ __global__ void __launch_bounds__(1024) target_log_probs_kernel(const float* __r
   }
 }
 
+// One block per reference row: log_softmax of the logits row as above, then sum exp(b) (b - log_p) over
+// the vocabulary in double.
+__global__ void __launch_bounds__(1024) row_klds_kernel(const float* __restrict__ logits, int64_t n, const int64_t* __restrict__ rows,
+                                                        const float* __restrict__ reference, double* __restrict__ out) {
+  __shared__ float partial_max[32];
+  __shared__ double partial_sum[32];
+  const float* row = logits + rows[blockIdx.x] * n;
+  const float* base = reference + int64_t(blockIdx.x) * n;
+  auto block_sum = [&](double v) {
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    __syncthreads();  // partial_sum's previous use is over
+    if (threadIdx.x % 32 == 0) partial_sum[threadIdx.x / 32] = v;
+    __syncthreads();
+    double total = 0;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) total += partial_sum[w];
+    return total;
+  };
+  float max = -INFINITY;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) max = fmaxf(max, row[i]);
+  for (int offset = 16; offset > 0; offset /= 2) max = fmaxf(max, __shfl_xor_sync(0xffffffffu, max, offset));
+  if (threadIdx.x % 32 == 0) partial_max[threadIdx.x / 32] = max;
+  __syncthreads();
+  for (int w = 0; w < int(blockDim.x / 32); ++w) max = fmaxf(max, partial_max[w]);
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += exp(double(row[i] - max));
+  const float log_sum = float(log(block_sum(sum)));
+  double kld = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float log_p = row[i] - max - log_sum;
+    kld += exp(double(base[i])) * double(base[i] - log_p);
+  }
+  kld = block_sum(kld);
+  if (threadIdx.x == 0) out[blockIdx.x] = kld;
+}
+
 unsigned elementwise_grid(int64_t n) { return unsigned(std::min<int64_t>((n + 255) / 256, 132 * 16)); }
 
 }  // namespace
@@ -606,6 +641,13 @@ void target_log_probs(const float* logits, int64_t rows, int64_t n, const int32_
   if (rows <= 0) return;
   if (n <= 0 || n > INT32_MAX) throw Error("GPU log-probabilities: rows of " + std::to_string(n) + " values");
   target_log_probs_kernel<<<unsigned(rows), 1024, 0, stream>>>(logits, n, targets, out);
+  check(cudaGetLastError());
+}
+
+void row_klds(const float* logits, int64_t n, const int64_t* rows, int64_t count, const float* reference, double* out, cudaStream_t stream) {
+  if (count <= 0) return;
+  if (n <= 0 || count > INT32_MAX) throw Error("GPU KL-divergence: " + std::to_string(count) + " rows of " + std::to_string(n) + " values");
+  row_klds_kernel<<<unsigned(count), 1024, 0, stream>>>(logits, n, rows, reference, out);
   check(cudaGetLastError());
 }
 

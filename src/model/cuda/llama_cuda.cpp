@@ -89,6 +89,8 @@ class CudaLlama final : public LlamaRuntime {
 
   std::vector<float> forward(std::span<const int32_t> tokens, int windows, const ActivationObserver& observer) const override;
   std::vector<float> next_token_log_probs(std::span<const int32_t> tokens, int windows) const override;
+  std::unique_ptr<LogProbReference> keep_log_probs(std::vector<int64_t> rows, std::vector<float> log_probs) const override;
+  std::vector<double> output_klds(const std::vector<float>& hidden, const LogProbReference& reference) const override;
   std::vector<float> embed(std::span<const int32_t> tokens) const override { return model_.embed(tokens); }
   void apply_layer(int layer, std::vector<float>& hidden, int windows, const ActivationObserver& observer) const override;
   std::vector<float> output_logits(const std::vector<float>& hidden, const ActivationObserver& observer) const override;
@@ -123,6 +125,7 @@ class CudaLlama final : public LlamaRuntime {
     Scratch expert_in, expert_in_half, expert_out, router_logits, route_rows, route_weights;  // mixture of experts
     Scratch weight_tile;  // a quantized weight dequantized to 16 bits for the tensor cores
     Scratch targets, target_log_probs;  // perplexity's next tokens and their log-probabilities
+    Scratch klds;                       // the probe's KL-divergence per reference row
   };
 
   void load_weight(Weight& w, const QuantizedMatrix& m);
@@ -473,6 +476,38 @@ std::vector<float> CudaLlama::forward(std::span<const int32_t> tokens, int windo
 void CudaLlama::apply_layer(int layer_index, std::vector<float>& hidden, int windows, const ActivationObserver& observer) const {
   if (layer_index < 0 || layer_index >= config_.n_layer) throw Error(fmt::format("no block {}", layer_index));
   hidden = run({}, windows, layer_index, layer_index + 1, &hidden, false, observer);
+}
+
+// The reference's rows and log-probabilities on the device (the host keeps the rows alone).
+struct DeviceLogProbs final : LlamaRuntime::LogProbReference {
+  DeviceBuffer device_rows, device_log_probs;
+};
+
+std::unique_ptr<LlamaRuntime::LogProbReference> CudaLlama::keep_log_probs(std::vector<int64_t> rows, std::vector<float> log_probs) const {
+  if (log_probs.size() != rows.size() * size_t(config_.n_vocab)) throw Error("a reference of log-probabilities that does not fill its rows");
+  auto reference = std::make_unique<DeviceLogProbs>();
+  reference->device_rows = upload(std::as_bytes(std::span(rows)), stream_);
+  reference->device_log_probs = upload(std::span<const float>(log_probs), stream_);
+  sync();
+  reference->rows = std::move(rows);
+  return reference;
+}
+
+std::vector<double> CudaLlama::output_klds(const std::vector<float>& hidden, const LogProbReference& reference) const {
+  const auto* on_device = dynamic_cast<const DeviceLogProbs*>(&reference);
+  if (!on_device) return LlamaRuntime::output_klds(hidden, reference);
+  const int64_t T = run_layers({}, 1, config_.n_layer, config_.n_layer, &hidden, nullptr);
+  head(T, nullptr);
+  const int64_t count = int64_t(on_device->rows.size());
+  for (int64_t row : on_device->rows)
+    if (row < 0 || row >= T) throw Error(fmt::format("reference row {} of a state of {} rows", row, T));
+  auto* device_out = static_cast<double*>(ws_.klds.reserve(size_t(count) * sizeof(double)));
+  row_klds(static_cast<const float*>(ws_.logits.buffer.get()), config_.n_vocab, on_device->device_rows.get<int64_t>(), count,
+           on_device->device_log_probs.get<float>(), device_out, stream_);
+  std::vector<double> out(static_cast<size_t>(count));
+  check_cuda(cudaMemcpyAsync(out.data(), device_out, out.size() * sizeof(double), cudaMemcpyDeviceToHost, stream_), "download KL-divergences");
+  sync();
+  return out;
 }
 
 std::vector<float> CudaLlama::output_logits(const std::vector<float>& hidden, const ActivationObserver& observer) const {

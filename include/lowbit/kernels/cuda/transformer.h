@@ -81,6 +81,10 @@ void argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStre
 // terms with n_vocab floats per row staying on the GPU.
 void target_log_probs(const float* logits, int64_t rows, int64_t n, const int32_t* targets, float* out, cudaStream_t stream);
 
+// out[i] = KL(reference row i ‖ log softmax(logits row rows[i])) for i < count, the reference holding
+// log-probabilities (count × n): the probe's measure with the logits staying on the GPU.
+void row_klds(const float* logits, int64_t n, const int64_t* rows, int64_t count, const float* reference, double* out, cudaStream_t stream);
+
 // Mixture of experts: out[i] = x[rows[i]] for i < n rows of `cols` (the tokens routed to one expert,
 // gathered into a batch), and y[rows[i]] += weights[i] · x[i] (its outputs added back to those tokens'
 // residual stream; `rows` must not repeat, so no two threads add to one value).
