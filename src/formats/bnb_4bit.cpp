@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "formats/bnb_4bit_blocks.h"
-#include "formats/bnb_avx512.h"
+#include "kernels/cpu/bnb_avx512.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <string>
 
-#include "formats/bnb_avx512.h"
+#include "kernels/cpu/bnb_avx512.h"
 #include "formats/bnb_int8_rows.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "formats/ggml_block_check.h"
-#include "formats/ggml_iq_dequant_avx2.h"
+#include "kernels/cpu/ggml_iq_dequant_avx2.h"
 #include "formats/ggml_iq1_grid.h"
 #include "formats/ggml_iq1_search.h"
 #include "formats/ggml_kquants_search.h"

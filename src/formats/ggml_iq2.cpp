@@ -21,7 +21,7 @@
 #include <string>
 
 #include "formats/ggml_block_check.h"
-#include "formats/ggml_iq_dequant_avx2.h"
+#include "kernels/cpu/ggml_iq_dequant_avx2.h"
 #include "formats/ggml_iq2_grids.h"
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq_signs.h"

@@ -17,7 +17,7 @@
 #include <type_traits>
 
 #include "formats/ggml_block_check.h"
-#include "formats/ggml_dequant_avx512.h"
+#include "kernels/cpu/ggml_dequant_avx512.h"
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
 

@@ -11,9 +11,9 @@
 #include <cstring>
 
 #include "formats/ggml_block_check.h"
-#include "formats/ggml_dequant_avx512.h"
+#include "kernels/cpu/ggml_dequant_avx512.h"
 #include "formats/ggml_kquants_search.h"
-#include "formats/ggml_legacy_avx512.h"
+#include "kernels/cpu/ggml_legacy_avx512.h"
 #include "lowbit/core/half.h"
 
 namespace lowbit::ggml {

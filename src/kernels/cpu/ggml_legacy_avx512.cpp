@@ -18,7 +18,7 @@
 #pragma clang fp contract(off)
 #endif
 
-#include "formats/ggml_legacy_avx512.h"
+#include "kernels/cpu/ggml_legacy_avx512.h"
 
 #include <cstring>
 

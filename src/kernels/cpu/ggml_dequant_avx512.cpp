@@ -10,7 +10,7 @@
 #pragma clang fp contract(off)
 #endif
 
-#include "formats/ggml_dequant_avx512.h"
+#include "kernels/cpu/ggml_dequant_avx512.h"
 
 #include <cstdint>
 

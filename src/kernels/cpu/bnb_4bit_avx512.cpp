@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include "formats/bnb_4bit_blocks.h"
-#include "formats/bnb_avx512.h"
+#include "kernels/cpu/bnb_avx512.h"
 
 namespace lowbit::bnb::detail {
 namespace {

@@ -7,7 +7,7 @@
 #endif
 #include <cstdint>
 
-#include "formats/bnb_avx512.h"
+#include "kernels/cpu/bnb_avx512.h"
 #include "formats/bnb_int8_rows.h"
 #include "lowbit/formats/bnb_int8.h"
 #include "lowbit/formats/gpu_rcp_approx.h"

@@ -9,7 +9,7 @@
 #pragma clang fp contract(off)
 #endif
 
-#include "formats/ggml_iq_dequant_avx2.h"
+#include "kernels/cpu/ggml_iq_dequant_avx2.h"
 
 #include <cstdint>
 #include <cstring>

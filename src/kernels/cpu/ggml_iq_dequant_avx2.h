@@ -6,7 +6,7 @@
 // src/formats.
 #pragma once
 
-#include "formats/ggml_dequant_avx512.h"
+#include "kernels/cpu/ggml_dequant_avx512.h"
 
 namespace lowbit::ggml {
 
