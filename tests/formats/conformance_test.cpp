@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_features.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "support/paths.h"
@@ -65,8 +65,10 @@ std::vector<std::byte> quantize_pooled(GgmlType type, const Matrix& m, const flo
 
 class ScalarSearches {
  public:
-  ScalarSearches() { ggml_search::set_vector_kernels_enabled(false); }
-  ~ScalarSearches() { ggml_search::set_vector_kernels_enabled(true); }
+  ScalarSearches() : scalar_(cpu::CpuTarget::scalar) {}
+
+ private:
+  cpu::ScopedCpuTarget scalar_;
 };
 
 class Conformance : public testing::TestWithParam<FormatInfo> {};
@@ -78,7 +80,7 @@ TEST_P(Conformance, EveryBackendAndThreadCountGivesTheSameBytes) {
   std::vector<const float*> weightings{m.weights.data()};
   if (!f.needs_imatrix) weightings.push_back(nullptr);
   std::cout << "[ conformance ] " << f.name << ": " << ThreadPool::global().size() << " threads against 1, vector searches "
-            << (ggml_search::vector_kernels_enabled() ? "on" : "off") << " against scalar\n";
+            << (cpu::active_cpu_target() != cpu::CpuTarget::scalar ? "on" : "off") << " against scalar\n";
   for (const float* weights : weightings) {
     SCOPED_TRACE(weights ? "with importance weights" : "without importance weights");
     const auto pooled = quantize_pooled(type, m, weights);

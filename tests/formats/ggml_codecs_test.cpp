@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_features.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/gguf.h"
@@ -46,12 +46,17 @@ int64_t first_difference(std::span<const std::byte> a, std::span<const std::byte
   return a.size() == b.size() ? -1 : int64_t(n);
 }
 
-// The scale searches have a scalar and (on AVX-512 CPUs) a vector kernel set; both must give ggml's bytes.
+// The codecs run the scalar references or the kernels of a CPU target (kernels/cpu); all must give ggml's
+// bytes. The tests below run the best target this CPU has against the scalar one.
 class VectorKernelsOff {
  public:
-  VectorKernelsOff() { ggml_search::set_vector_kernels_enabled(false); }
-  ~VectorKernelsOff() { ggml_search::set_vector_kernels_enabled(true); }
+  VectorKernelsOff() : scalar_(cpu::CpuTarget::scalar) {}
+
+ private:
+  cpu::ScopedCpuTarget scalar_;
 };
+
+bool has_vector_kernels() { return cpu::best_cpu_target() != cpu::CpuTarget::scalar; }
 
 // Golden types whose codec is still being written (issue 15); GgmlGoldenSet checks this list is exactly
 // the golden types without a codec, so a new codec must take its type off.
@@ -63,7 +68,7 @@ void check_golden_file(const std::string& name);
 TEST_P(GgmlGoldenTest, QuantizeAndDequantizeMatchGgml) { check_golden_file(GetParam()); }
 
 TEST_P(GgmlGoldenTest, ScalarKernelsMatchGgml) {
-  if (!ggml_search::avx512_batch_kernels()) GTEST_SKIP() << "no vector kernels on this CPU: the test above ran the scalar ones";
+  if (!has_vector_kernels()) GTEST_SKIP() << "no vector kernels on this CPU: the test above ran the scalar ones";
   const VectorKernelsOff scalar_only;
   check_golden_file(GetParam());
 }
@@ -243,7 +248,7 @@ void expect_vector_kernels_match_scalar(const std::vector<float>& x, int64_t row
 // Beyond the golden files: heavy-tailed random rows, including tiny and huge scales, give the same bytes
 // through the vector and the scalar kernels.
 TEST(GgmlCodecs, VectorAndScalarKernelsAgree) {
-  if (!ggml_search::avx512_batch_kernels()) GTEST_SKIP() << "no vector kernels on this CPU";
+  if (!has_vector_kernels()) GTEST_SKIP() << "no vector kernels on this CPU";
   const int64_t rows = 24, cols = 2048;
   std::mt19937 rng(7);
   std::student_t_distribution<float> heavy(3.f);
@@ -261,7 +266,7 @@ TEST(GgmlCodecs, VectorAndScalarKernelsAgree) {
 // ties between +a and -a, blocks of one repeated value, few distinct values. 768 columns = 3 super-blocks
 // and 24 legacy blocks, so the runs of 2 super-blocks / 16 blocks end in partial runs.
 TEST(GgmlCodecs, VectorAndScalarKernelsAgreeOnTiesAndSignedZeros) {
-  if (!ggml_search::avx512_batch_kernels()) GTEST_SKIP() << "no vector kernels on this CPU";
+  if (!has_vector_kernels()) GTEST_SKIP() << "no vector kernels on this CPU";
   const int64_t rows = 10, cols = 768;
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> pick(-3, 3);
