@@ -20,7 +20,7 @@ flags=(-std=c++20 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=unde
        $(pkg-config --cflags libpcre2-8 libhwy))
 libs=(-lfmt $(pkg-config --libs libpcre2-8 libhwy) -pthread)
 # The library without its CUDA part and CLI: each source compiled once, every target links what it uses.
-sources=(src/core/*.cpp src/formats/*.cpp src/io/*.cpp src/model/*.cpp src/plan/*.cpp src/pipeline/*/*.cpp)
+sources=(src/core/*.cpp src/formats/*.cpp src/kernels/cpu/*.cpp src/io/*.cpp src/model/*.cpp src/plan/*.cpp src/pipeline/*/*.cpp)
 
 # A source is rebuilt when it or any header is newer than its object (headers are few; this stays simple).
 newest_header=$(find include src -name '*.h' -printf '%T@\n' | sort -n | tail -1)

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "formats/bnb_4bit_blocks.h"
-#include "formats/bnb_avx512.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
@@ -226,7 +226,7 @@ Bnb4bitQuantized quantize_4bit_reference(const TensorView& input, const Bnb4bitO
 }
 
 Bnb4bitQuantized quantize_4bit(const TensorView& input, const Bnb4bitOptions& options, std::string_view tensor_name) {
-  detail::QuantizeBlocksFn fast = detail::fast_quantize_4bit_blocks();
+  detail::QuantizeBlocksFn fast = cpu::cpu_kernels().bnb_quantize_4bit;
   return quantize_4bit_with(fast ? fast : detail::quantize_4bit_blocks_reference, input, options, tensor_name);
 }
 
@@ -266,7 +266,7 @@ NestedAbsmax quantize_absmax_nested(std::span<const float> absmax, std::optional
   nested.codes.resize(absmax.size());
   nested.nested_absmax.resize(size_t(ceil_div(int64_t(absmax.size()), kNestedBlocksize)));
   std::vector<float> centred(static_cast<size_t>(kNestedBlocksize));
-  const detail::QuantizeDynamic8bitFn fast = detail::fast_quantize_dynamic_8bit();
+  const detail::QuantizeDynamic8bitFn fast = cpu::cpu_kernels().bnb_quantize_dynamic_8bit;
   const detail::QuantizeDynamic8bitFn quantize_codes = fast ? fast : detail::quantize_dynamic_8bit_reference;
   for (size_t j = 0; j < nested.nested_absmax.size(); ++j) {
     const size_t begin = j * size_t(kNestedBlocksize);
@@ -319,12 +319,13 @@ void dequantize_4bit_into(std::span<const uint8_t> packed, const Bnb4bitState& s
                           std::span<std::byte> out, std::string_view tensor_name) {
   check_dequantize_inputs(packed, state, out_dtype, out.size(), tensor_name);
   const std::array<float, 16>& lut = kernel_lut(state.quant_type);
-  const detail::DequantizeBlocksFn fast = detail::fast_dequantize_4bit_blocks();
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels();
+  const detail::DequantizeBlocksFn fast = kernels.bnb_dequantize_4bit;
   const int64_t whole_blocks = state.elements() / state.blocksize;  // the fast kernel's share
-  const bool stream = out.size() >= kStreamingBytes && reinterpret_cast<uintptr_t>(out.data()) % 64 == 0;
+  const bool stream = out.size() >= cpu::kStreamingBytes && reinterpret_cast<uintptr_t>(out.data()) % 64 == 0;
   detail::NestedScalesFn nested_scales = dequantize_absmax_nested_range;
-  if (state.nested && state.nested->blocksize == kNestedBlocksize && detail::fast_dequantize_absmax_nested())
-    nested_scales = detail::fast_dequantize_absmax_nested();
+  if (state.nested && state.nested->blocksize == kNestedBlocksize && kernels.bnb_nested_scales)
+    nested_scales = kernels.bnb_nested_scales;
   parallel_for(state.blocks(), block_grain(state.blocksize), [&](int64_t first_block, int64_t last_block) {
     // Double quant: recover this chunk's scales a slice at a time, into the stack (no allocation).
     constexpr int64_t kSlice = 256;

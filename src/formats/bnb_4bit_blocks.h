@@ -1,5 +1,6 @@
 // The per-value and per-block arithmetic of bitsandbytes' 4-bit codec (private to src/formats).
-// The scalar functions here define the bytes; a fast kernel must produce the same ones.
+// The scalar functions here define the bytes; the CPU backend's kernels (kernels/cpu/cpu_kernels.h,
+// the *Fn signatures below) must produce the same ones.
 #pragma once
 
 #include <array>
@@ -57,16 +58,12 @@ using QuantizeBlocksFn = int64_t (*)(QuantType type, const TensorView& input, in
 int64_t quantize_4bit_blocks_reference(QuantType type, const TensorView& input, int64_t blocksize,
                                        int64_t first_block, int64_t last_block, uint8_t* packed, float* absmax);
 
-// The fast kernel for this machine (bnb_4bit_fast.cpp), or nullptr when there is none.
-QuantizeBlocksFn fast_quantize_4bit_blocks();
-
 // Double quant: codes[i] = dQuantize(mul_ftz(centred[i], scale)) over the 256-entry `map`, for
-// i < count. The fast kernel (bnb_4bit_fast.cpp), or nullptr.
+// i < count.
 using QuantizeDynamic8bitFn = void (*)(const float* centred, int64_t count, float scale,
                                        const std::array<float, 256>& map, uint8_t* codes);
 void quantize_dynamic_8bit_reference(const float* centred, int64_t count, float scale,
                                      const std::array<float, 256>& map, uint8_t* codes);
-QuantizeDynamic8bitFn fast_quantize_dynamic_8bit();
 
 // Dequantizes the whole blocks [first_block, last_block) to out_dtype (f32, f16 or bf16) at `out`
 // (the tensor's first element): scales[b - first_block] is block b's float32 scale, lut the
@@ -74,12 +71,9 @@ QuantizeDynamic8bitFn fast_quantize_dynamic_8bit();
 using DequantizeBlocksFn = void (*)(const uint8_t* packed, const float* scales, const std::array<float, 16>& lut,
                                     int64_t blocksize, int64_t first_block, int64_t last_block, DType out_dtype,
                                     std::byte* out, bool stream);
-// The fast kernel for this machine (bnb_4bit_dequant_fast.cpp), or nullptr when there is none.
-DequantizeBlocksFn fast_dequantize_4bit_blocks();
 
 // Double quant: the float32 scales of blocks [first, last) into scales[0 .. last - first), for a
-// NestedAbsmax with blocksize kNestedBlocksize whose sizes are checked. The fast kernel, or nullptr.
+// NestedAbsmax with blocksize kNestedBlocksize whose sizes are checked.
 using NestedScalesFn = void (*)(const NestedAbsmax& nested, int64_t first, int64_t last, float* scales);
-NestedScalesFn fast_dequantize_absmax_nested();
 
 }  // namespace lowbit::bnb::detail

@@ -7,8 +7,8 @@
 #include <cmath>
 #include <string>
 
-#include "formats/bnb_avx512.h"
 #include "formats/bnb_int8_rows.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
@@ -116,7 +116,7 @@ Int8RowwiseQuantized quantize_int8_rowwise_reference(const TensorView& input, fl
 }
 
 Int8RowwiseQuantized quantize_int8_rowwise(const TensorView& input, float threshold, std::string_view tensor_name) {
-  const detail::QuantizeInt8RowsFn fast = detail::fast_quantize_int8_rows();
+  const detail::QuantizeInt8RowsFn fast = cpu::cpu_kernels().bnb_quantize_int8_rows;
   // Outliers (threshold > 0) are an activation-time feature: weights take the fast path.
   if (!fast || threshold != 0.0f) return quantize_int8_rowwise_reference(input, threshold, tensor_name);
   Int8RowwiseQuantized q;
@@ -165,14 +165,14 @@ Tensor dequantize_int8_rowwise_reference(const Int8RowwiseQuantized& q, DType ou
 void dequantize_int8_rowwise_into(const Int8RowwiseQuantized& q, DType out_dtype, std::span<std::byte> out) {
   check_output_dtype(out_dtype);
   check_dequantize_inputs(q, out_dtype, out.size());
-  const detail::DequantizeInt8RowsFn fast = detail::fast_dequantize_int8_rows();
+  const detail::DequantizeInt8RowsFn fast = cpu::cpu_kernels().bnb_dequantize_int8_rows;
   if (!fast) {
     const Tensor reference = dequantize_int8_rowwise_reference(q, out_dtype);
     std::copy(reference.buffer.data(), reference.buffer.data() + reference.buffer.size(), out.data());
     return;
   }
   const size_t row_bytes = size_t(q.cols) * dtype_size(out_dtype);
-  const bool stream = out.size() >= kStreamingBytes && reinterpret_cast<uintptr_t>(out.data()) % 64 == 0 && row_bytes % 64 == 0;
+  const bool stream = out.size() >= cpu::kStreamingBytes && reinterpret_cast<uintptr_t>(out.data()) % 64 == 0 && row_bytes % 64 == 0;
   parallel_for(q.rows, 0, [&](int64_t first, int64_t last) {
     fast(q.cb.data(), q.scb.data(), q.cols, first, last, out_dtype, out.data(), stream);
   });

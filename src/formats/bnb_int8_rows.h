@@ -1,5 +1,6 @@
 // The row kernels of bitsandbytes' LLM.int8 row-wise codec (private to src/formats). The scalar
-// definition lives in bnb_int8.cpp; a fast kernel (bnb_int8_fast.cpp) must give the same bytes.
+// definition lives in bnb_int8.cpp; the CPU backend's kernels (kernels/cpu/cpu_kernels.h) must give
+// the same bytes.
 #pragma once
 
 #include <cstddef>
@@ -20,9 +21,5 @@ using QuantizeInt8RowsFn = int64_t (*)(DType dtype, const std::byte* input, int6
 // `stream`: write with non-temporal stores (out 64-byte aligned, rows a multiple of 64 bytes).
 using DequantizeInt8RowsFn = void (*)(const int8_t* cb, const float* scb, int64_t cols, int64_t first_row,
                                       int64_t last_row, DType out_dtype, std::byte* out, bool stream);
-
-// The fast kernels for this machine, or nullptr when there are none.
-QuantizeInt8RowsFn fast_quantize_int8_rows();
-DequantizeInt8RowsFn fast_dequantize_int8_rows();
 
 }  // namespace lowbit::bnb::detail

@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "formats/ggml_block_check.h"
-#include "formats/ggml_iq_dequant_avx2.h"
 #include "formats/ggml_iq1_grid.h"
 #include "formats/ggml_iq1_search.h"
 #include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
 
@@ -125,10 +125,9 @@ int level_code(const int8_t* L) {
 // to x in sum of weight * diff^2; the first on ties. Writes its levels to L.
 int best_neighbour(int code, const float* x, const float* weight, float scale, const float* shifted, int8_t* L) {
   const Iq1SearchGrid& grid = search_grid();
-  static const iq1::NearestCandidateFn vector_search = iq1::avx512_nearest_candidate();
   float best_d2 = FLT_MAX;
   int best = -1;
-  if (vector_search && ggml_search::vector_kernels_enabled()) {
+  if (const iq1::NearestCandidateFn vector_search = cpu::cpu_kernels().iq1_nearest) {
     const float scaled[3] = {scale * shifted[0], scale * shifted[1], scale * shifted[2]};
     const auto list = grid.neighbours_of(code);
     const int position = vector_search(grid.lane_levels.data() + grid.lane_levels_begin[code], int(list.size()), x, weight, scaled);
@@ -224,10 +223,8 @@ SGroupFit fit_iq1_s_group(const float* xb, const float* weight) {
     sumx[j + 1] = sumx[j] + weight[i] * xb[i];
     sumw[j + 1] = sumw[j] + weight[i];
   }
-  static const iq1::SplitSearchFn vector_search =
-      iq1::avx512_split_search() ? iq1::avx512_split_search() : iq1::avx2_split_search();
-  const iq1::Split split = vector_search && ggml_search::vector_kernels_enabled() ? vector_search(sumx, sumw)
-                                                                                  : iq1::best_split_scalar(sumx, sumw);
+  const iq1::SplitSearchFn vector_search = cpu::cpu_kernels().iq1_split;
+  const iq1::Split split = vector_search ? vector_search(sumx, sumw) : iq1::best_split_scalar(sumx, sumw);
   const int best_i1 = split.i1, best_i2 = split.i2;
   float scale = split.scale;
   fit.shift = split.shift;
@@ -493,7 +490,7 @@ void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* qu
 
 void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq1_s", n, kBlock);
-  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels().iq_dequantize) {
     fast->iq1_s(blocks, y, n / kBlock);
     return;
   }
@@ -514,7 +511,7 @@ void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n) {
 
 void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq1_m", n, kBlock);
-  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels().iq_dequantize) {
     fast->iq1_m(blocks, y, n / kBlock);
     return;
   }

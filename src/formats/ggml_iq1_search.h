@@ -1,8 +1,9 @@
 // The split search of iq1_s (private to src/formats): ggml tries every split of a 32-value group's
 // ascending order into runs at levels -1, 0, +1 (i1 <= i2), with both shifts (+1/8, then -1/8), and keeps
-// the first split with the best weighted least-squares fit. A scalar loop defines it; an AVX-512 one runs
-// 16 splits per vector (an AVX2 one, for CPUs without AVX-512, 8) with the same float operations per lane
-// and replays ggml's sequential choice wherever a lane could win, so all give the same split.
+// the first split with the best weighted least-squares fit. A scalar loop defines it; the CPU backend's
+// AVX-512 one (kernels/cpu) runs 16 splits per vector (its AVX2 one, for CPUs without AVX-512, 8) with the
+// same float operations per lane and replays ggml's sequential choice wherever a lane could win, so all
+// give the same split.
 #pragma once
 
 #include <cstdint>
@@ -25,18 +26,15 @@ struct Split {
 using SplitSearchFn = Split (*)(const float* sumx, const float* sumw);
 
 Split best_split_scalar(const float* sumx, const float* sumw);
-SplitSearchFn avx512_split_search();  // null when not compiled in or not supported by this CPU
-SplitSearchFn avx2_split_search();    // 8 splits per vector, for CPUs without AVX-512; null likewise
 
 // The neighbour search (ggml's iq1_find_best_neighbour2): among candidate grid points, the first with
-// the smallest sum of w[i] * (scale * shifted[level_i] - x_i)^2. The AVX-512 version takes 16
-// candidates per vector, one per lane, each lane computing the scalar loop's floats.
+// the smallest sum of w[i] * (scale * shifted[level_i] - x_i)^2. The AVX-512 version (kernels/cpu) takes
+// 16 candidates per vector, one per lane, each lane computing the scalar loop's floats.
 inline constexpr int kLaneChunk = 16;
 // lane_levels: the candidates' levels (0..2) in chunks of 16 candidates: byte [16*8*c + 16*i + lane] is
 // level i of candidate 16c + lane. scaled[l] = scale * shifted[l]. Returns the position in the list of
 // the nearest candidate, or -1 if no distance is below FLT_MAX.
 using NearestCandidateFn = int (*)(const uint8_t* lane_levels, int count, const float* x, const float* w,
                                    const float* scaled);
-NearestCandidateFn avx512_nearest_candidate();  // null when not compiled in or not supported by this CPU
 
 }  // namespace lowbit::ggml::iq1

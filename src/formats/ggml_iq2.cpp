@@ -21,11 +21,11 @@
 #include <string>
 
 #include "formats/ggml_block_check.h"
-#include "formats/ggml_iq_dequant_avx2.h"
 #include "formats/ggml_iq2_grids.h"
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq_signs.h"
 #include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
 
@@ -469,7 +469,7 @@ inline float group_scale(float d, int code) { return d * (0.5f + float(code)) * 
 
 void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq2_xxs", n, kBlock);
-  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels().iq_dequantize) {
     fast->iq2_xxs(blocks, y, n / kBlock);
     return;
   }
@@ -489,7 +489,7 @@ void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
 
 void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq2_xs", n, kBlock);
-  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels().iq_dequantize) {
     fast->iq2_xs(blocks, y, n / kBlock);
     return;
   }
@@ -508,7 +508,7 @@ void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n) {
 
 void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq2_s", n, kBlock);
-  if (const IqDequantVectorKernels* fast = iq_dequant_vector_kernels()) {
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels().iq_dequantize) {
     fast->iq2_s(blocks, y, n / kBlock);
     return;
   }

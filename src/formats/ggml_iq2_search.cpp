@@ -10,6 +10,7 @@
 
 #include "formats/ggml_iq2_trials.h"
 #include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace lowbit::ggml::iq2 {
 namespace {
@@ -48,9 +49,8 @@ constexpr SearchKernels kPortableKernels = {round_trials_portable, trial_sums_po
 const SearchKernels& portable_search_kernels() { return kPortableKernels; }
 
 const SearchKernels& search_kernels() {
-  static const SearchKernels* const vector_kernels = avx512_search_kernels() ? avx512_search_kernels() : avx2_search_kernels();
-  if (vector_kernels && ggml_search::vector_kernels_enabled()) return *vector_kernels;
-  return kPortableKernels;
+  const SearchKernels* vector_kernels = cpu::cpu_kernels().iq2_search;
+  return vector_kernels ? *vector_kernels : kPortableKernels;
 }
 
 }  // namespace lowbit::ggml::iq2

@@ -1,10 +1,9 @@
 // The inner steps of the iq2 quantizers' grid search, as swappable kernels: rounding a group's magnitudes
 // at every trial scale and summing every trial's fit, rounding at one scale, and finding, at several trial
-// scales at once, the nearest grid point among a key's neighbours. The portable kernels (ggml_iq2_search.cpp) follow ggml-quants.c; the
-// AVX-512 ones (ggml_iq2_search_avx512.cpp) give the same bits and are chosen where the CPU has AVX-512,
-// unless ggml_search::set_vector_kernels_enabled(false) (the tests run both). Where the CPU has AVX2 but
-// not AVX-512, the trials and their searches run 8 scales per vector (ggml_iq2_search_avx2.cpp; an AVX2
-// search with 8 candidates per vector instead was tried: on AMD EPYC it was no faster).
+// scales at once, the nearest grid point among a key's neighbours. The portable kernels (ggml_iq2_search.cpp)
+// follow ggml-quants.c; the CPU backend's (kernels/cpu/ggml_iq2_search_avx512.cpp on the avx512 target,
+// ggml_iq2_search_avx2.cpp, 8 scales per vector, on the avx2 target) give the same bits. An AVX2 search
+// with 8 candidates per vector instead was tried: on AMD EPYC it was no faster.
 #pragma once
 
 #include <cstdint>
@@ -39,9 +38,8 @@ struct SearchKernels {
                             const float* scales, int count_scales, int* best);
 };
 
+// The active CPU target's kernels (kernels/cpu/cpu_kernels.h), else the portable ones.
 const SearchKernels& search_kernels();
 const SearchKernels& portable_search_kernels();
-const SearchKernels* avx512_search_kernels();  // null when not compiled in or not supported by this CPU
-const SearchKernels* avx2_search_kernels();    // the portable ones with 8 trials per vector; null likewise
 
 }  // namespace lowbit::ggml::iq2

@@ -23,6 +23,7 @@
 #include "formats/ggml_iq3_search.h"
 #include "formats/ggml_iq_signs.h"
 #include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/half.h"
 
 namespace lowbit::ggml {
@@ -129,8 +130,7 @@ struct Iq3Search {
 // The grid point for 4 absolute values at `scale` among the neighbours of their rounded level code:
 // the smallest sum of waux * (scale * q - x)^2, the first on ties.
 int best_neighbour(const Iq3SearchGrid& grid, int code, const float* xval, const float* waux, float scale) {
-  static const iq3::NearestCandidateFn vector_search = iq3::avx512_nearest_candidate();
-  if (vector_search && ggml_search::vector_kernels_enabled()) {
+  if (const iq3::NearestCandidateFn vector_search = cpu::cpu_kernels().iq3_nearest) {
     float scaled[8];
     for (int l = 0; l < 8; ++l) scaled[l] = scale * float(2 * l + 1);
     const auto list = grid.neighbours_of(code);

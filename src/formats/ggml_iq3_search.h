@@ -1,8 +1,8 @@
 // The neighbour search of iq3_xxs / iq3_s (private to src/formats): among a list of candidate grid
 // points, the first with the smallest sum of waux[i] * (scale * q_i - x_i)^2 (ggml's
-// iq3_find_best_neighbour). The AVX-512 version takes 16 candidates per vector, one per lane, each lane
-// computing exactly the scalar loop's floats; the first lane at the minimum is the one a sequential scan
-// keeps.
+// iq3_find_best_neighbour). The AVX-512 version (kernels/cpu) takes 16 candidates per vector, one per
+// lane, each lane computing exactly the scalar loop's floats; the first lane at the minimum is the one a
+// sequential scan keeps.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +16,5 @@ inline constexpr int kLaneChunk = 16;
 // Returns the position in the list of the nearest candidate, or -1 if no distance is below FLT_MAX.
 using NearestCandidateFn = int (*)(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
                                    const float* scaled);
-
-NearestCandidateFn avx512_nearest_candidate();  // null when not compiled in or not supported by this CPU
 
 }  // namespace lowbit::ggml::iq3

@@ -17,8 +17,8 @@
 #include <type_traits>
 
 #include "formats/ggml_block_check.h"
-#include "formats/ggml_dequant_avx512.h"
 #include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/half.h"
 
 namespace lowbit::ggml {
@@ -406,7 +406,7 @@ void quantize_row_q6_K(const float* x, void* blocks, int64_t n, const float* qua
 
 void dequantize_row_q2_K(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q2_K", n, kQK);
-  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
     fast->q2_K(blocks, y, n / kQK);
     return;
   }
@@ -471,13 +471,13 @@ void dequantize_scale_min_blocks(const Block* x, float* y, int64_t blocks) {
 
 void dequantize_row_q4_K(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q4_K", n, kQK);
-  if (const DequantVectorKernels* fast = dequant_vector_kernels()) fast->q4_K(blocks, y, n / kQK);
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) fast->q4_K(blocks, y, n / kQK);
   else dequantize_scale_min_blocks(static_cast<const BlockQ4K*>(blocks), y, n / kQK);
 }
 
 void dequantize_row_q5_K(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q5_K", n, kQK);
-  if (const DequantVectorKernels* fast = dequant_vector_kernels()) fast->q5_K(blocks, y, n / kQK);
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) fast->q5_K(blocks, y, n / kQK);
   else dequantize_scale_min_blocks(static_cast<const BlockQ5K*>(blocks), y, n / kQK);
 }
 

@@ -8,9 +8,10 @@
 #include "formats/ggml_kquants_search.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
+
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace lowbit::ggml_search {
 namespace {
@@ -67,25 +68,15 @@ void codebook_sums_scalar(const float* x, const float* w, const int8_t* codebook
 
 constexpr BatchKernels kScalarKernels = {signed_sums_scalar, codebook_sums_scalar};
 
-std::atomic<bool> vector_kernels_enabled_flag{true};
+// The CPU backend's lane kernels, or null: the one-group functions run in turn.
+const LaneKernels* lane_kernels() { return cpu::cpu_kernels().search_lanes; }
 
 }  // namespace
 
 const BatchKernels& batch_kernels() {
-  static const BatchKernels* const vector_kernels = avx512_batch_kernels();
-  if (vector_kernels && vector_kernels_enabled_flag.load(std::memory_order_relaxed)) return *vector_kernels;
-  return kScalarKernels;
+  const BatchKernels* vector_kernels = cpu::cpu_kernels().search_batches;
+  return vector_kernels ? *vector_kernels : kScalarKernels;
 }
-
-void set_vector_kernels_enabled(bool enabled) { vector_kernels_enabled_flag.store(enabled); }
-bool vector_kernels_enabled() { return vector_kernels_enabled_flag.load(std::memory_order_relaxed); }
-
-namespace {
-const LaneKernels* lane_kernels() {
-  static const LaneKernels* const vector_kernels = avx512_lane_kernels();
-  return vector_kernels_enabled_flag.load(std::memory_order_relaxed) ? vector_kernels : nullptr;
-}
-}  // namespace
 
 void search_scale_and_min_groups(int count, int n, int nmax, const float* x, const float* weights, uint8_t* codes,
                                  float* scales, float* mins, float rmin, float rdelta, int nstep,

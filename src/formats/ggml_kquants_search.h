@@ -59,7 +59,7 @@ float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const 
 // ---- candidate batches ----
 // fit_signed_scale and the iq4 search try many scales whose sums do not depend on one another; for a
 // single group they are evaluated up to kBatch at a time, by the scalar loops in ggml_kquants_search.cpp
-// or, when the CPU has AVX-512, one candidate per vector lane (ggml_kquants_search_avx512.cpp). Each
+// or, on the avx512 CPU target, one candidate per vector lane (kernels/cpu/ggml_kquants_search_avx512.cpp). Each
 // lane keeps ggml's sequential order over the values, so both give the same bits; the choice among
 // candidates stays scalar and in order. (Quantizers call the *_groups functions below, which run many
 // groups side by side instead; the batches serve single-group calls.)
@@ -83,17 +83,14 @@ struct BatchKernels {
                         CodebookSums& out);
 };
 
-// The kernels in use: AVX-512 where the CPU has it, unless disabled (tests compare both).
+// The kernels of the active CPU target (kernels/cpu/cpu_kernels.h), else the scalar ones.
 const BatchKernels& batch_kernels();
-const BatchKernels* avx512_batch_kernels();  // null when not compiled in or not supported by this CPU
-void set_vector_kernels_enabled(bool enabled);
-bool vector_kernels_enabled();
 
 // ---- many groups at once ----
 // The searches above over `count` consecutive groups of n values each: group g is x + n*g, its weights
 // weights + n*g (null: x^2 where the one-group function allows it), its codes codes + n*g; its results
 // scales[g] (and mins[g]). A quantizer calls these for all sub-blocks of a super-block (or of a run of
-// legacy blocks). With AVX-512, up to 16 groups run side by side, one group per vector lane: each lane
+// legacy blocks). On the avx512 CPU target, up to 16 groups run side by side, one group per vector lane: each lane
 // follows ggml's sequential search step by step, so no candidate is ever evaluated twice and the bytes
 // are those of the one-group functions, which run in turn otherwise.
 inline constexpr int kLanes = 16;
@@ -113,7 +110,7 @@ void requantize_groups(int count, int n, const float* x, const float* offsets, c
                        int bias, uint8_t* codes);
 
 // At most kLanes groups per call (fit_signed_scale_refined: kRefinedGroupsPerCall groups of n = 16), n <= 32
-// (ggml_kquants_search_lanes_avx512.cpp); requantize: any count.
+// (kernels/cpu/ggml_kquants_search_lanes_avx512.cpp); requantize: any count.
 struct LaneKernels {
   void (*search_scale_and_min)(int count, int n, int nmax, const float* x, const float* weights, uint8_t* codes,
                                float* scales, float* mins, float rmin, float rdelta, int nstep, bool use_abs_error);
@@ -123,6 +120,5 @@ struct LaneKernels {
   void (*requantize)(int count, int n, const float* x, const float* offsets, const float* divisors, int lo, int hi,
                      int bias, uint8_t* codes);
 };
-const LaneKernels* avx512_lane_kernels();  // null when not compiled in or not supported by this CPU
 
 }  // namespace lowbit::ggml_search

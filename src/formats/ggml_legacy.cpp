@@ -11,9 +11,8 @@
 #include <cstring>
 
 #include "formats/ggml_block_check.h"
-#include "formats/ggml_dequant_avx512.h"
 #include "formats/ggml_kquants_search.h"
-#include "formats/ggml_legacy_avx512.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/half.h"
 
 namespace lowbit::ggml {
@@ -104,7 +103,7 @@ void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* qua
     }
     return;
   }
-  if (const LegacyVectorKernels* fast = legacy_vector_kernels()) {
+  if (const LegacyVectorKernels* fast = cpu::cpu_kernels().legacy_quantize) {
     fast->q4_0(x, blocks, nb);
     return;
   }
@@ -123,7 +122,7 @@ void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* qua
 
 void dequantize_row_q4_0(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q4_0", n, kQK);
-  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
     fast->q4_0(blocks, y, n / kQK);
     return;
   }
@@ -159,7 +158,7 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
     }
     return;
   }
-  if (const LegacyVectorKernels* fast = legacy_vector_kernels()) {
+  if (const LegacyVectorKernels* fast = cpu::cpu_kernels().legacy_quantize) {
     fast->q4_1(x, blocks, nb);
     return;
   }
@@ -178,7 +177,7 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
 
 void dequantize_row_q4_1(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q4_1", n, kQK);
-  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
     fast->q4_1(blocks, y, n / kQK);
     return;
   }
@@ -214,7 +213,7 @@ void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* qua
     }
     return;
   }
-  if (const LegacyVectorKernels* fast = legacy_vector_kernels()) {
+  if (const LegacyVectorKernels* fast = cpu::cpu_kernels().legacy_quantize) {
     fast->q5_0(x, blocks, nb);
     return;
   }
@@ -230,7 +229,7 @@ void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* qua
 
 void dequantize_row_q5_0(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q5_0", n, kQK);
-  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
     fast->q5_0(blocks, y, n / kQK);
     return;
   }
@@ -270,7 +269,7 @@ void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* qua
     }
     return;
   }
-  if (const LegacyVectorKernels* fast = legacy_vector_kernels()) {
+  if (const LegacyVectorKernels* fast = cpu::cpu_kernels().legacy_quantize) {
     fast->q5_1(x, blocks, nb);
     return;
   }
@@ -289,7 +288,7 @@ void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* qua
 
 void dequantize_row_q5_1(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q5_1", n, kQK);
-  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
     fast->q5_1(blocks, y, n / kQK);
     return;
   }
@@ -310,7 +309,7 @@ void dequantize_row_q5_1(const void* blocks, float* y, int64_t n) {
 void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/) {
   require_whole_blocks("q8_0", n, kQK);
   auto* y = static_cast<BlockQ8_0*>(blocks);
-  if (const LegacyVectorKernels* fast = legacy_vector_kernels()) {
+  if (const LegacyVectorKernels* fast = cpu::cpu_kernels().legacy_quantize) {
     fast->q8_0(x, blocks, n / kQK);
     return;
   }
@@ -328,7 +327,7 @@ void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* /*q
 
 void dequantize_row_q8_0(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("q8_0", n, kQK);
-  if (const DequantVectorKernels* fast = dequant_vector_kernels()) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
     fast->q8_0(blocks, y, n / kQK);
     return;
   }

@@ -1,4 +1,4 @@
-// The fast (AVX-512) bitsandbytes kernels against their scalar references on random data: 4-bit
+// The CPU backend's (AVX-512) bitsandbytes kernels against their scalar references on random data: 4-bit
 // dequantization (every output dtype, block size, odd lengths, double quant, odd scales, the
 // streaming-store path of large outputs) and the int8 row-wise codec both ways. On a CPU without
 // AVX-512 both sides are the reference and the tests pass trivially.
@@ -10,6 +10,7 @@
 #include <random>
 
 #include "formats/bnb_4bit_blocks.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/bnb_4bit.h"
@@ -100,7 +101,7 @@ TEST(BnbFast, Dequantize4bitIntoChecksTheBufferSize) {
 
 // Double quant's 8-bit codes (quantize_absmax_nested uses the fast kernel for both quantize paths).
 TEST(BnbFast, QuantizeDynamic8bitMatchesReference) {
-  const bnb::detail::QuantizeDynamic8bitFn fast = bnb::detail::fast_quantize_dynamic_8bit();
+  const bnb::detail::QuantizeDynamic8bitFn fast = cpu::cpu_kernels().bnb_quantize_dynamic_8bit;
   if (!fast) GTEST_SKIP() << "no fast kernel on this CPU";
   std::mt19937 rng(17);
   std::uniform_real_distribution<float> unit(-1.2f, 1.2f);

@@ -1,9 +1,9 @@
-// Every ggml format of the registry, every way the CPU codecs can run it: one thread row by row against
-// the thread pool (quantize_rows / dequantize_rows), and the scale searches' vector kernels (AVX-512,
-// where the CPU has it) against their scalar form. Each must give the same bytes and the same floats; a
-// registry type with a codec must also have ggml's golden vectors (../shared/golden/ggml), which
-// GgmlGoldenTest holds every codec to. The GPU's codecs are held to these CPU results by the CUDA tests
-// (tests/kernels, for every type of the registry).
+// Every ggml format of the registry, every way the CPU codecs can run it: each CPU target this CPU runs
+// (the scalar references, then the AVX2 and AVX-512 kernels of kernels/cpu), each with one thread row by
+// row and with the thread pool (quantize_rows / dequantize_rows). Each must give the scalar references'
+// bytes and floats; a registry type with a codec must also have ggml's golden vectors
+// (../shared/golden/ggml), which GgmlGoldenTest holds every codec to. The GPU's codecs are held to these
+// CPU results by the CUDA tests (tests/kernels, for every type of the registry).
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_features.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "support/paths.h"
@@ -63,12 +63,6 @@ std::vector<std::byte> quantize_pooled(GgmlType type, const Matrix& m, const flo
   return out;
 }
 
-class ScalarSearches {
- public:
-  ScalarSearches() { ggml_search::set_vector_kernels_enabled(false); }
-  ~ScalarSearches() { ggml_search::set_vector_kernels_enabled(true); }
-};
-
 class Conformance : public testing::TestWithParam<FormatInfo> {};
 
 TEST_P(Conformance, EveryBackendAndThreadCountGivesTheSameBytes) {
@@ -77,25 +71,33 @@ TEST_P(Conformance, EveryBackendAndThreadCountGivesTheSameBytes) {
   const Matrix m = test_matrix(7, 1024);
   std::vector<const float*> weightings{m.weights.data()};
   if (!f.needs_imatrix) weightings.push_back(nullptr);
-  std::cout << "[ conformance ] " << f.name << ": " << ThreadPool::global().size() << " threads against 1, vector searches "
-            << (ggml_search::vector_kernels_enabled() ? "on" : "off") << " against scalar\n";
+  const std::vector<cpu::CpuTarget> targets = cpu::supported_cpu_targets();  // scalar first: the reference
+  std::cout << "[ conformance ] " << f.name << ": " << ThreadPool::global().size() << " threads against 1, CPU targets";
+  for (const cpu::CpuTarget target : targets) std::cout << " " << cpu::cpu_target_name(target);
+  std::cout << "\n";
   for (const float* weights : weightings) {
     SCOPED_TRACE(weights ? "with importance weights" : "without importance weights");
-    const auto pooled = quantize_pooled(type, m, weights);
-    EXPECT_EQ(pooled, quantize_one_thread(type, m, weights)) << f.name << ": the thread pool changed the bytes";
-    {
-      ScalarSearches scalar;
-      EXPECT_EQ(pooled, quantize_pooled(type, m, weights)) << f.name << ": the vector searches changed the bytes";
-    }
-    // Dequantizing: one row at a time against the pool, bit for bit.
-    std::vector<float> one(m.values.size()), pool(m.values.size());
-    const size_t row_bytes = ggml_row_bytes(type, m.cols);
-    for (int64_t r = 0; r < m.rows; ++r)
-      ggml_codec(type)->dequantize_row(pooled.data() + size_t(r) * row_bytes, one.data() + r * m.cols, m.cols);
-    dequantize_rows(type, pooled.data(), m.rows, m.cols, pool.data());
-    for (size_t i = 0; i < one.size(); ++i) {
-      ASSERT_EQ(std::bit_cast<uint32_t>(one[i]), std::bit_cast<uint32_t>(pool[i])) << f.name << " value " << i;
-      ASSERT_TRUE(std::isfinite(pool[i])) << f.name << " value " << i;
+    std::vector<std::byte> reference_bytes;
+    std::vector<float> reference_values;
+    for (const cpu::CpuTarget target : targets) {
+      SCOPED_TRACE(cpu::cpu_target_name(target));
+      const cpu::ScopedCpuTarget chosen(target);
+      const auto pooled = quantize_pooled(type, m, weights);
+      EXPECT_EQ(pooled, quantize_one_thread(type, m, weights)) << f.name << ": the thread pool changed the bytes";
+      if (target == cpu::CpuTarget::scalar) reference_bytes = pooled;
+      EXPECT_EQ(pooled, reference_bytes) << f.name << ": the target's kernels changed the bytes";
+      // Dequantizing the scalar bytes: one row at a time against the pool, bit for bit, and the scalar floats.
+      std::vector<float> one(m.values.size()), pool(m.values.size());
+      const size_t row_bytes = ggml_row_bytes(type, m.cols);
+      for (int64_t r = 0; r < m.rows; ++r)
+        ggml_codec(type)->dequantize_row(reference_bytes.data() + size_t(r) * row_bytes, one.data() + r * m.cols, m.cols);
+      dequantize_rows(type, reference_bytes.data(), m.rows, m.cols, pool.data());
+      if (target == cpu::CpuTarget::scalar) reference_values = pool;
+      for (size_t i = 0; i < one.size(); ++i) {
+        ASSERT_EQ(std::bit_cast<uint32_t>(one[i]), std::bit_cast<uint32_t>(pool[i])) << f.name << " value " << i;
+        ASSERT_EQ(std::bit_cast<uint32_t>(pool[i]), std::bit_cast<uint32_t>(reference_values[i])) << f.name << " value " << i;
+        ASSERT_TRUE(std::isfinite(pool[i])) << f.name << " value " << i;
+      }
     }
   }
 }

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_features.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/gguf.h"
@@ -46,12 +46,13 @@ int64_t first_difference(std::span<const std::byte> a, std::span<const std::byte
   return a.size() == b.size() ? -1 : int64_t(n);
 }
 
-// The scale searches have a scalar and (on AVX-512 CPUs) a vector kernel set; both must give ggml's bytes.
-class VectorKernelsOff {
- public:
-  VectorKernelsOff() { ggml_search::set_vector_kernels_enabled(false); }
-  ~VectorKernelsOff() { ggml_search::set_vector_kernels_enabled(true); }
-};
+// The codecs run the scalar references or the kernels of a CPU target (kernels/cpu); all must give ggml's
+// bytes. The targets with kernels this CPU runs (avx2, avx512), each checked against the scalar one.
+std::vector<cpu::CpuTarget> vector_targets() {
+  std::vector<cpu::CpuTarget> targets = cpu::supported_cpu_targets();
+  std::erase(targets, cpu::CpuTarget::scalar);
+  return targets;
+}
 
 // Golden types whose codec is still being written (issue 15); GgmlGoldenSet checks this list is exactly
 // the golden types without a codec, so a new codec must take its type off.
@@ -62,10 +63,18 @@ void check_golden_file(const std::string& name);
 
 TEST_P(GgmlGoldenTest, QuantizeAndDequantizeMatchGgml) { check_golden_file(GetParam()); }
 
-TEST_P(GgmlGoldenTest, ScalarKernelsMatchGgml) {
-  if (!ggml_search::avx512_batch_kernels()) GTEST_SKIP() << "no vector kernels on this CPU: the test above ran the scalar ones";
-  const VectorKernelsOff scalar_only;
-  check_golden_file(GetParam());
+// The test above ran the best CPU target; this one every other target the CPU runs (scalar, and avx2 on an
+// AVX-512 CPU).
+TEST_P(GgmlGoldenTest, OtherCpuTargetsMatchGgml) {
+  int checked = 0;
+  for (const cpu::CpuTarget target : cpu::supported_cpu_targets()) {
+    if (target == cpu::best_cpu_target()) continue;
+    SCOPED_TRACE(cpu::cpu_target_name(target));
+    const cpu::ScopedCpuTarget chosen(target);
+    check_golden_file(GetParam());
+    ++checked;
+  }
+  if (!checked) GTEST_SKIP() << "this CPU runs only the scalar target: the test above ran it";
 }
 
 void check_golden_file(const std::string& name) {
@@ -221,21 +230,26 @@ TEST(GgmlCodecs, TypesIgnoringWeightsGiveTheSameBytesWithThem) {
   EXPECT_GE(checked, 10);  // q8_0, the plain types, tq1_0, tq2_0, mxfp4, nvfp4, q1_0, q2_0
 }
 
-// Quantizes x through the vector and the scalar kernels, for every type, without and with weights, and
-// expects the same bytes.
+// Quantizes x under the scalar target and under every vector target, for every type, without and with
+// weights, and expects the same bytes.
 void expect_vector_kernels_match_scalar(const std::vector<float>& x, int64_t rows, int64_t cols,
                                         const std::vector<float>& weights) {
   for (const ErrorBound& bound : kBounds) {
     for (const bool weighted : {false, true}) {
       SCOPED_TRACE(std::string(ggml_type_name(bound.type)) + (weighted ? " with weights" : ""));
       const size_t size = size_t(rows) * ggml_row_bytes(bound.type, cols);
-      std::vector<std::byte> vector_bytes(size), scalar_bytes(size);
-      quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, vector_bytes.data());
+      std::vector<std::byte> scalar_bytes(size);
       {
-        const VectorKernelsOff scalar_only;
+        const cpu::ScopedCpuTarget scalar(cpu::CpuTarget::scalar);
         quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, scalar_bytes.data());
       }
-      EXPECT_EQ(first_difference(vector_bytes, scalar_bytes), -1);
+      for (const cpu::CpuTarget target : vector_targets()) {
+        SCOPED_TRACE(cpu::cpu_target_name(target));
+        const cpu::ScopedCpuTarget chosen(target);
+        std::vector<std::byte> vector_bytes(size);
+        quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, vector_bytes.data());
+        EXPECT_EQ(first_difference(vector_bytes, scalar_bytes), -1);
+      }
     }
   }
 }
@@ -243,7 +257,7 @@ void expect_vector_kernels_match_scalar(const std::vector<float>& x, int64_t row
 // Beyond the golden files: heavy-tailed random rows, including tiny and huge scales, give the same bytes
 // through the vector and the scalar kernels.
 TEST(GgmlCodecs, VectorAndScalarKernelsAgree) {
-  if (!ggml_search::avx512_batch_kernels()) GTEST_SKIP() << "no vector kernels on this CPU";
+  if (vector_targets().empty()) GTEST_SKIP() << "no vector kernels on this CPU";
   const int64_t rows = 24, cols = 2048;
   std::mt19937 rng(7);
   std::student_t_distribution<float> heavy(3.f);
@@ -261,7 +275,7 @@ TEST(GgmlCodecs, VectorAndScalarKernelsAgree) {
 // ties between +a and -a, blocks of one repeated value, few distinct values. 768 columns = 3 super-blocks
 // and 24 legacy blocks, so the runs of 2 super-blocks / 16 blocks end in partial runs.
 TEST(GgmlCodecs, VectorAndScalarKernelsAgreeOnTiesAndSignedZeros) {
-  if (!ggml_search::avx512_batch_kernels()) GTEST_SKIP() << "no vector kernels on this CPU";
+  if (vector_targets().empty()) GTEST_SKIP() << "no vector kernels on this CPU";
   const int64_t rows = 10, cols = 768;
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> pick(-3, 3);
@@ -290,7 +304,7 @@ TEST(GgmlCodecs, VectorAndScalarKernelsAgreeOnTiesAndSignedZeros) {
 }
 
 // The vector dequantizers pick their store width by the output's alignment: every offset within a 64-byte
-// line gives the scalar loops' bits.
+// line gives the scalar loops' bits, under every vector target.
 TEST(GgmlCodecs, VectorDequantizersMatchScalarAtEveryAlignment) {
   const int64_t cols = 512;
   std::mt19937 rng(5);
@@ -303,13 +317,17 @@ TEST(GgmlCodecs, VectorDequantizersMatchScalarAtEveryAlignment) {
     quantize_rows(bound.type, x.data(), 1, cols, nullptr, blocks.data());
     std::vector<float> expected(static_cast<size_t>(cols));
     {
-      const VectorKernelsOff scalar_only;
+      const cpu::ScopedCpuTarget scalar(cpu::CpuTarget::scalar);
       dequantize_rows(bound.type, blocks.data(), 1, cols, expected.data());
     }
-    alignas(64) static float buffer[512 + 16];
-    for (int offset = 0; offset < 16; ++offset) {
-      dequantize_rows(bound.type, blocks.data(), 1, cols, buffer + offset);
-      EXPECT_EQ(std::memcmp(buffer + offset, expected.data(), sizeof(float) * size_t(cols)), 0) << "offset " << offset;
+    for (const cpu::CpuTarget target : vector_targets()) {
+      const cpu::ScopedCpuTarget chosen(target);
+      alignas(64) static float buffer[512 + 16];
+      for (int offset = 0; offset < 16; ++offset) {
+        dequantize_rows(bound.type, blocks.data(), 1, cols, buffer + offset);
+        EXPECT_EQ(std::memcmp(buffer + offset, expected.data(), sizeof(float) * size_t(cols)), 0)
+            << cpu::cpu_target_name(target) << " offset " << offset;
+      }
     }
   }
 }

@@ -23,6 +23,7 @@
 #include "formats/ggml_iq1_search.h"
 #include "formats/ggml_iq3_grids.h"
 #include "formats/ggml_iq_signs.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
 
@@ -158,7 +159,8 @@ TEST(GgmlIq1Codecs, VectorSplitSearchesMatchTheScalarOne) {
   std::normal_distribution<float> normal;
   std::uniform_real_distribution<float> uniform(0.f, 2.f);
   int checked = 0;
-  for (const iq1::SplitSearchFn search : {iq1::avx512_split_search(), iq1::avx2_split_search()}) {
+  for (const cpu::CpuTarget target : cpu::supported_cpu_targets()) {
+    const iq1::SplitSearchFn search = cpu::cpu_kernels(target).iq1_split;
     if (!search) continue;
     for (int group = 0; group < 2000; ++group) {
       float x[kSGroup], w[kSGroup];

@@ -15,6 +15,7 @@
 #include "formats/ggml_iq2_grids.h"
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq_signs.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
 
@@ -198,8 +199,8 @@ TEST(GgmlIq2Codecs, ConcurrentQuantizersGiveTheSameBytes) {
 }
 
 // Each vector kernel set against the portable one on random groups: every trial's levels, keys and sums,
-// and the nearest neighbours of random keys' lists at runs of trial scales. The quantizers only ever use
-// one set per CPU, so this is where an AVX2 set is checked on a CPU that also has AVX-512.
+// and the nearest neighbours of random keys' lists at runs of trial scales, for every CPU target this CPU
+// runs (an AVX2 set too on a CPU that also has AVX-512).
 TEST(GgmlIq2Codecs, VectorSearchKernelsMatchThePortableOnes) {
   namespace iq2 = ggml::iq2;
   const iq2::SearchKernels& portable = iq2::portable_search_kernels();
@@ -208,7 +209,8 @@ TEST(GgmlIq2Codecs, VectorSearchKernelsMatchThePortableOnes) {
   std::normal_distribution<float> normal;
   std::uniform_real_distribution<float> uniform(0.f, 2.f);
   int checked = 0;
-  for (const iq2::SearchKernels* kernels : {iq2::avx2_search_kernels(), iq2::avx512_search_kernels()}) {
+  for (const cpu::CpuTarget target : cpu::supported_cpu_targets()) {
+    const iq2::SearchKernels* kernels = cpu::cpu_kernels(target).iq2_search;
     if (!kernels) continue;
     ++checked;
     for (int group = 0; group < 300; ++group) {

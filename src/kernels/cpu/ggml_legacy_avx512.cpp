@@ -18,7 +18,7 @@
 #pragma clang fp contract(off)
 #endif
 
-#include "formats/ggml_legacy_avx512.h"
+#include "kernels/cpu/simd_kernels.h"
 
 #include <cstring>
 
@@ -194,16 +194,12 @@ constexpr LegacyVectorKernels kAvx512Kernels = {quantize_q4_0_blocks, quantize_q
 
 }  // namespace
 
-const LegacyVectorKernels* legacy_vector_kernels() {
-  // Every AVX-512F CPU has F16C; clang 14 (the fuzzing build) cannot test "f16c" by name.
-  static const bool supported = __builtin_cpu_supports("avx512f");
-  // The switch the tests use for the scale searches governs these too.
-  return supported && ggml_search::vector_kernels_enabled() ? &kAvx512Kernels : nullptr;
-}
+// They also use F16C, which every AVX-512 CPU has.
+const LegacyVectorKernels* avx512_legacy_kernels() { return &kAvx512Kernels; }
 
 #else
 
-const LegacyVectorKernels* legacy_vector_kernels() { return nullptr; }
+const LegacyVectorKernels* avx512_legacy_kernels() { return nullptr; }
 
 #endif
 

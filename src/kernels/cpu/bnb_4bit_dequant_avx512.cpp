@@ -1,16 +1,17 @@
-// AVX-512 kernel for bitsandbytes 4-bit dequantization, chosen at run time when the CPU has
-// AVX-512F/BW/VL. A block's element can only take 16 values, to_dtype(lut[code] * scale), so each
-// block computes them once in a register (the same float32 product, .ftz flushing and rounding as
-// the reference's table, bnb_4bit.cpp) and every element is a register permute of its code:
-// vpermw for the 2-byte dtypes (32 outputs per instruction), vpermps for float32. The work per
-// byte is then a few instructions and the kernel runs at the speed of memory.
+// AVX-512 kernel for bitsandbytes 4-bit dequantization (the avx512 CPU target). A block's
+// element can only take 16 values, to_dtype(lut[code] * scale), so each block computes them once
+// in a register (the same float32 product, .ftz flushing and rounding as the reference's table,
+// bnb_4bit.cpp) and every element is a register permute of its code: vpermw for the 2-byte dtypes
+// (32 outputs per instruction), vpermps for float32. The work per byte is then a few instructions
+// and the kernel runs at the speed of memory.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's _mm512_undefined_* false positive
 #endif
 #include <cstdint>
 
 #include "formats/bnb_4bit_blocks.h"
-#include "formats/bnb_avx512.h"
+#include "kernels/cpu/bnb_avx512.h"
+#include "kernels/cpu/simd_kernels.h"
 
 namespace lowbit::bnb::detail {
 namespace {
@@ -106,14 +107,8 @@ LOWBIT_AVX512 void dequantize_absmax_nested_avx512(const NestedAbsmax& nested, i
 
 }  // namespace
 
-DequantizeBlocksFn fast_dequantize_4bit_blocks() {
-  static const DequantizeBlocksFn fast = LOWBIT_BNB_AVX512_OR_NULL(dequantize_4bit_blocks_avx512);
-  return fast;
-}
+DequantizeBlocksFn avx512_dequantize_4bit_blocks() { return LOWBIT_BNB_AVX512_OR_NULL(dequantize_4bit_blocks_avx512); }
 
-NestedScalesFn fast_dequantize_absmax_nested() {
-  static const NestedScalesFn fast = LOWBIT_BNB_AVX512_OR_NULL(dequantize_absmax_nested_avx512);
-  return fast;
-}
+NestedScalesFn avx512_dequantize_absmax_nested() { return LOWBIT_BNB_AVX512_OR_NULL(dequantize_absmax_nested_avx512); }
 
 }  // namespace lowbit::bnb::detail

@@ -12,6 +12,7 @@
 
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq2_trials.h"
+#include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LOWBIT_IQ2_AVX2 1
@@ -49,8 +50,7 @@ const SearchKernels* avx2_search_kernels() {
     k.nearest_at_scales = nearest_at_scales_avx2;
     return k;
   }();
-  static const bool supported = __builtin_cpu_supports("avx2");
-  return supported ? &kernels : nullptr;
+  return &kernels;
 }
 
 #else

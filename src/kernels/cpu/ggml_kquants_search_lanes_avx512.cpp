@@ -17,6 +17,7 @@
 #endif
 
 #include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/simd_kernels.h"
 
 #include <algorithm>
 
@@ -467,9 +468,7 @@ constexpr LaneKernels kAvx512LaneKernels = {search_scale_and_min_lanes, fit_sign
 
 }  // namespace
 
-const LaneKernels* avx512_lane_kernels() {
-  return __builtin_cpu_supports("avx512f") ? &kAvx512LaneKernels : nullptr;
-}
+const LaneKernels* avx512_lane_kernels() { return &kAvx512LaneKernels; }
 
 #else
 

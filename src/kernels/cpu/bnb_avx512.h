@@ -1,16 +1,8 @@
-// AVX-512 building blocks shared by the bitsandbytes fast kernels (bnb_4bit_fast.cpp,
-// bnb_4bit_dequant_fast.cpp, bnb_int8_fast.cpp). Each reproduces one scalar operation of the
+// AVX-512 building blocks shared by the bitsandbytes kernels (bnb_4bit_avx512.cpp,
+// bnb_4bit_dequant_avx512.cpp, bnb_int8_avx512.cpp). Each reproduces one scalar operation of the
 // reference bit for bit: the widening loads, the GPU's .ftz flushing, and lowbit's rounding of
-// float32 to bf16 / f16 (half.h). Only for translation units that check the CPU at run time.
+// float32 to bf16 / f16 (half.h). The kernels run only where cpu_kernels.h hands them out.
 #pragma once
-
-#include <cstddef>
-
-namespace lowbit::bnb {
-// Outputs at least this large are written with non-temporal stores: far past a core's L2, where
-// the lines would be evicted before anyone read them.
-inline constexpr size_t kStreamingBytes = size_t(16) << 20;
-}  // namespace lowbit::bnb
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LOWBIT_BNB_HAVE_AVX512 1
@@ -25,10 +17,6 @@ inline constexpr size_t kStreamingBytes = size_t(16) << 20;
 #define LOWBIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 
 namespace lowbit::bnb::avx512 {
-
-inline bool cpu_supported() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-}
 
 // The elements of `mask` among 16 elements of `dtype` at `p` as float32 (f16 and bf16 widen
 // exactly); other lanes are 0 and nothing past them is read.
@@ -89,10 +77,9 @@ LOWBIT_AVX512 inline void store64(void* p, __m512i v) {
 }  // namespace lowbit::bnb::avx512
 #endif
 
-// A fast kernel of this file's users when the CPU runs AVX-512, else nullptr: callers fall back to
-// the scalar reference. Without the x86 build the kernel does not exist and is not named.
+// A kernel of this file's users, or nullptr on a build without it (where it does not exist and is not named).
 #ifdef LOWBIT_BNB_HAVE_AVX512
-#define LOWBIT_BNB_AVX512_OR_NULL(kernel) (::lowbit::bnb::avx512::cpu_supported() ? (kernel) : nullptr)
+#define LOWBIT_BNB_AVX512_OR_NULL(kernel) (kernel)
 #else
 #define LOWBIT_BNB_AVX512_OR_NULL(kernel) nullptr
 #endif

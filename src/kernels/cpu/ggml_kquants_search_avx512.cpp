@@ -1,7 +1,7 @@
 // AVX-512 batch kernels for the ggml scale searches: one candidate scale per vector lane, 16 at once.
 // Each lane runs exactly the scalar kernel's operations (ggml_kquants_search.cpp) in the same order:
 // the loop over values stays sequential, so every lane's float sums round as ggml's do. Only the
-// candidates run side by side. Chosen at run time when the CPU has AVX-512F.
+// candidates run side by side. Part of the avx512 CPU target (cpu_kernels.cpp).
 //
 // No fused multiply-add may appear: ggml rounds every product before adding it. GCC contracts a*b+c
 // into an FMA by default in C++ (even with -std=c++20) once the target has FMA, as AVX-512 does, and
@@ -17,6 +17,7 @@
 #endif
 
 #include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -96,9 +97,7 @@ constexpr BatchKernels kAvx512Kernels = {signed_sums_avx512, codebook_sums_avx51
 
 }  // namespace
 
-const BatchKernels* avx512_batch_kernels() {
-  return __builtin_cpu_supports("avx512f") ? &kAvx512Kernels : nullptr;
-}
+const BatchKernels* avx512_batch_kernels() { return &kAvx512Kernels; }
 
 #else
 

@@ -1,4 +1,5 @@
-// AVX-512 dequantizers (see ggml_dequant_avx512.h). Per value, the operations of the scalar loops in
+// AVX-512 dequantizers of the ggml types whose scalar loops (ggml_legacy.cpp, ggml_kquants.cpp) only
+// matched ggml's speed: 16 values per instruction. Per value, the operations of the scalar loops in
 // the same order: code to float, times the scale, then plus / minus the offset, each rounded on its own
 // (contraction off for this file, as ggml rounds them separately).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -10,11 +11,10 @@
 #pragma clang fp contract(off)
 #endif
 
-#include "formats/ggml_dequant_avx512.h"
+#include "kernels/cpu/simd_kernels.h"
 
 #include <cstdint>
 
-#include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
 #include "lowbit/formats/ggml_kquants.h"
 #include "lowbit/formats/ggml_legacy.h"
@@ -205,14 +205,11 @@ constexpr DequantVectorKernels kAvx512Kernels = {
 
 }  // namespace
 
-const DequantVectorKernels* dequant_vector_kernels() {
-  static const bool supported = __builtin_cpu_supports("avx512f");
-  return supported && ggml_search::vector_kernels_enabled() ? &kAvx512Kernels : nullptr;
-}
+const DequantVectorKernels* avx512_dequant_kernels() { return &kAvx512Kernels; }
 
 #else
 
-const DequantVectorKernels* dequant_vector_kernels() { return nullptr; }
+const DequantVectorKernels* avx512_dequant_kernels() { return nullptr; }
 
 #endif
 

@@ -1,8 +1,8 @@
-// AVX-512 kernel for bitsandbytes 4-bit quantization, chosen at run time when the CPU has
-// AVX-512F/BW/VL. It must give the bytes of quantize_4bit_blocks_reference (bnb_4bit.cpp): the same
-// float32 operations in the same order per element (one IEEE multiply, then comparisons), the
-// same .ftz flushing, the same NaN behaviour (ordered comparisons are false for NaN). Only whole
-// blocks take this path; a short last block goes through the reference.
+// AVX-512 kernel for bitsandbytes 4-bit quantization (the avx512 CPU target). It must give the
+// bytes of quantize_4bit_blocks_reference (bnb_4bit.cpp): the same float32 operations in the same
+// order per element (one IEEE multiply, then comparisons), the same .ftz flushing, the same NaN
+// behaviour (ordered comparisons are false for NaN). Only whole blocks take this path; a short last
+// block goes through the reference.
 // GCC 12 reports its own _mm512_undefined_* placeholders inside the intrinsics as
 // "maybe uninitialized"; a false positive, silenced for this file only.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -12,7 +12,8 @@
 #include <cstdint>
 
 #include "formats/bnb_4bit_blocks.h"
-#include "formats/bnb_avx512.h"
+#include "kernels/cpu/bnb_avx512.h"
+#include "kernels/cpu/simd_kernels.h"
 
 namespace lowbit::bnb::detail {
 namespace {
@@ -134,14 +135,8 @@ LOWBIT_AVX512 void quantize_dynamic_8bit_avx512(const float* centred, int64_t co
 
 }  // namespace
 
-QuantizeDynamic8bitFn fast_quantize_dynamic_8bit() {
-  static const QuantizeDynamic8bitFn fast = LOWBIT_BNB_AVX512_OR_NULL(quantize_dynamic_8bit_avx512);
-  return fast;
-}
+QuantizeDynamic8bitFn avx512_quantize_dynamic_8bit() { return LOWBIT_BNB_AVX512_OR_NULL(quantize_dynamic_8bit_avx512); }
 
-QuantizeBlocksFn fast_quantize_4bit_blocks() {
-  static const QuantizeBlocksFn fast = LOWBIT_BNB_AVX512_OR_NULL(quantize_4bit_blocks_avx512);
-  return fast;
-}
+QuantizeBlocksFn avx512_quantize_4bit_blocks() { return LOWBIT_BNB_AVX512_OR_NULL(quantize_4bit_blocks_avx512); }
 
 }  // namespace lowbit::bnb::detail

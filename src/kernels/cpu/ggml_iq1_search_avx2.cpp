@@ -13,6 +13,7 @@
 #include <cfloat>
 
 #include "formats/ggml_iq1_search.h"
+#include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -93,10 +94,7 @@ LOWBIT_AVX2 Split best_split_avx2(const float* sumx, const float* sumw) {
 
 }  // namespace
 
-SplitSearchFn avx2_split_search() {
-  static const bool supported = __builtin_cpu_supports("avx2");
-  return supported ? best_split_avx2 : nullptr;
-}
+SplitSearchFn avx2_split_search() { return best_split_avx2; }
 
 #else
 

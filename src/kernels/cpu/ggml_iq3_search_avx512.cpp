@@ -14,6 +14,7 @@
 #include <cfloat>
 
 #include "formats/ggml_iq3_search.h"
+#include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -60,10 +61,7 @@ LOWBIT_AVX512 int nearest_candidate_avx512(const uint8_t* lane_levels, int count
 
 }  // namespace
 
-NearestCandidateFn avx512_nearest_candidate() {
-  static const bool supported = __builtin_cpu_supports("avx512f");
-  return supported ? nearest_candidate_avx512 : nullptr;
-}
+NearestCandidateFn avx512_nearest_candidate() { return nearest_candidate_avx512; }
 
 #else
 

@@ -1,5 +1,6 @@
-// AVX2 dequantizers of iq2_xxs, iq2_xs, iq2_s, iq1_s and iq1_m (see ggml_iq_dequant_avx2.h). Per value
-// the scalar loops' operations in their order: iq2, scale * magnitude, then the sign flipped (ggml
+// AVX2 dequantizers of iq2_xxs, iq2_xs, iq2_s, iq1_s and iq1_m, whose scalar loops only matched ggml's
+// speed: one 8-value grid point per instruction (the point's bytes widened to floats, times the scale,
+// the sign bits applied as a mask). Per value the scalar loops' operations in their order: iq2, scale * magnitude, then the sign flipped (ggml
 // multiplies by -1.f, which only flips it); iq1, (level + delta) * scale. Each rounded on its own
 // (contraction off for this file).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -9,7 +10,7 @@
 #pragma clang fp contract(off)
 #endif
 
-#include "formats/ggml_iq_dequant_avx2.h"
+#include "kernels/cpu/simd_kernels.h"
 
 #include <cstdint>
 #include <cstring>
@@ -164,14 +165,11 @@ constexpr IqDequantVectorKernels kAvx2Kernels = {
 
 }  // namespace
 
-const IqDequantVectorKernels* iq_dequant_vector_kernels() {
-  static const bool supported = __builtin_cpu_supports("avx2");
-  return supported && ggml_search::vector_kernels_enabled() ? &kAvx2Kernels : nullptr;
-}
+const IqDequantVectorKernels* avx2_iq_dequant_kernels() { return &kAvx2Kernels; }
 
 #else
 
-const IqDequantVectorKernels* iq_dequant_vector_kernels() { return nullptr; }
+const IqDequantVectorKernels* avx2_iq_dequant_kernels() { return nullptr; }
 
 #endif
 

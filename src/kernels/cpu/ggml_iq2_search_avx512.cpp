@@ -15,6 +15,7 @@
 
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq2_trials.h"
+#include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -132,11 +133,7 @@ constexpr SearchKernels kAvx512Kernels = {round_trials_avx512, trial_sums_avx512
 
 }  // namespace
 
-const SearchKernels* avx512_search_kernels() {
-  const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("bmi2");
-  return supported ? &kAvx512Kernels : nullptr;
-}
+const SearchKernels* avx512_search_kernels() { return &kAvx512Kernels; }
 
 #else
 

@@ -1,14 +1,15 @@
-// AVX-512 kernels for bitsandbytes' LLM.int8 row-wise codec, chosen at run time when the CPU has
-// AVX-512F/BW/VL. They must give the bytes of the scalar rows in bnb_int8.cpp: the same float32
-// operations per element in the same order (flush, multiply, flush, round half to even), and
-// the same NaN rule (a zero row's 0 * Inf becomes code 0).
+// AVX-512 kernels for bitsandbytes' LLM.int8 row-wise codec (the avx512 CPU target). They must
+// give the bytes of the scalar rows in bnb_int8.cpp: the same float32 operations per element in
+// the same order (flush, multiply, flush, round half to even), and the same NaN rule (a zero row's
+// 0 * Inf becomes code 0).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's _mm512_undefined_* false positive
 #endif
 #include <cstdint>
 
-#include "formats/bnb_avx512.h"
 #include "formats/bnb_int8_rows.h"
+#include "kernels/cpu/bnb_avx512.h"
+#include "kernels/cpu/simd_kernels.h"
 #include "lowbit/formats/bnb_int8.h"
 #include "lowbit/formats/gpu_rcp_approx.h"
 
@@ -111,14 +112,8 @@ LOWBIT_AVX512 void dequantize_int8_rows_avx512(const int8_t* cb, const float* sc
 
 }  // namespace
 
-QuantizeInt8RowsFn fast_quantize_int8_rows() {
-  static const QuantizeInt8RowsFn fast = LOWBIT_BNB_AVX512_OR_NULL(quantize_int8_rows_avx512);
-  return fast;
-}
+QuantizeInt8RowsFn avx512_quantize_int8_rows() { return LOWBIT_BNB_AVX512_OR_NULL(quantize_int8_rows_avx512); }
 
-DequantizeInt8RowsFn fast_dequantize_int8_rows() {
-  static const DequantizeInt8RowsFn fast = LOWBIT_BNB_AVX512_OR_NULL(dequantize_int8_rows_avx512);
-  return fast;
-}
+DequantizeInt8RowsFn avx512_dequantize_int8_rows() { return LOWBIT_BNB_AVX512_OR_NULL(dequantize_int8_rows_avx512); }
 
 }  // namespace lowbit::bnb::detail

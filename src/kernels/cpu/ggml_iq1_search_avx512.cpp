@@ -16,6 +16,7 @@
 #include <cfloat>
 
 #include "formats/ggml_iq1_search.h"
+#include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -121,15 +122,8 @@ LOWBIT_AVX512 int nearest_candidate_avx512(const uint8_t* lane_levels, int count
 
 }  // namespace
 
-NearestCandidateFn avx512_nearest_candidate() {
-  static const bool supported = __builtin_cpu_supports("avx512f");
-  return supported ? nearest_candidate_avx512 : nullptr;
-}
-
-SplitSearchFn avx512_split_search() {
-  static const bool supported = __builtin_cpu_supports("avx512f");
-  return supported ? best_split_avx512 : nullptr;
-}
+NearestCandidateFn avx512_nearest_candidate() { return nearest_candidate_avx512; }
+SplitSearchFn avx512_split_search() { return best_split_avx512; }
 
 #else
 

@@ -1,0 +1,45 @@
+#include "kernels/cpu/cpu_kernels.h"
+
+#include <array>
+
+#include "kernels/cpu/simd_kernels.h"
+
+namespace lowbit::cpu {
+namespace {
+
+// A target runs its own kernels and, for a family with none of its own, those of the targets below it.
+CpuKernels kernels_for(CpuTarget target) {
+  CpuKernels k;
+  if (target >= CpuTarget::avx2) {
+    k.iq_dequantize = ggml::avx2_iq_dequant_kernels();
+    k.iq2_search = ggml::iq2::avx2_search_kernels();
+    k.iq1_split = ggml::iq1::avx2_split_search();
+  }
+  if (target >= CpuTarget::avx512) {
+    k.search_batches = ggml_search::avx512_batch_kernels();
+    k.search_lanes = ggml_search::avx512_lane_kernels();
+    k.legacy_quantize = ggml::avx512_legacy_kernels();
+    k.dequantize = ggml::avx512_dequant_kernels();
+    k.iq2_search = ggml::iq2::avx512_search_kernels();
+    k.iq1_split = ggml::iq1::avx512_split_search();
+    k.iq1_nearest = ggml::iq1::avx512_nearest_candidate();
+    k.iq3_nearest = ggml::iq3::avx512_nearest_candidate();
+    k.bnb_quantize_4bit = bnb::detail::avx512_quantize_4bit_blocks();
+    k.bnb_quantize_dynamic_8bit = bnb::detail::avx512_quantize_dynamic_8bit();
+    k.bnb_dequantize_4bit = bnb::detail::avx512_dequantize_4bit_blocks();
+    k.bnb_nested_scales = bnb::detail::avx512_dequantize_absmax_nested();
+    k.bnb_quantize_int8_rows = bnb::detail::avx512_quantize_int8_rows();
+    k.bnb_dequantize_int8_rows = bnb::detail::avx512_dequantize_int8_rows();
+  }
+  return k;
+}
+
+}  // namespace
+
+const CpuKernels& cpu_kernels(CpuTarget target) {
+  static const std::array<CpuKernels, 3> tables = {kernels_for(CpuTarget::scalar), kernels_for(CpuTarget::avx2),
+                                                   kernels_for(CpuTarget::avx512)};
+  return tables[size_t(target)];
+}
+
+}  // namespace lowbit::cpu

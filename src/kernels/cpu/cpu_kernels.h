@@ -1,0 +1,71 @@
+// The CPU backend's dispatch: for each CpuTarget, one table of every SIMD kernel the codecs in src/formats
+// can hand work to. A null entry means the scalar reference runs. This is the one header of the backend
+// that src/formats includes; each kernel gives the reference's bytes, so the target only changes the speed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "formats/bnb_4bit_blocks.h"
+#include "formats/bnb_int8_rows.h"
+#include "formats/ggml_iq1_search.h"
+#include "formats/ggml_iq2_search.h"
+#include "formats/ggml_iq3_search.h"
+#include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_features.h"
+
+namespace lowbit::ggml {
+
+// Dequantizes `blocks` consecutive blocks of the type into y.
+using DequantizeBlocksFn = void (*)(const void* blocks_in, float* y, int64_t blocks);
+// Quantizes `blocks` consecutive 32-value blocks of x into the type's blocks (no importance weights).
+using LegacyBlocksFn = void (*)(const float* x, void* blocks_out, int64_t blocks);
+
+// The block loops of ggml_legacy.cpp, ggml_kquants.cpp, ggml_iq1.cpp and ggml_iq2.cpp that a kernel runs
+// faster: the same float operations per value, so the same bits.
+struct DequantVectorKernels {
+  DequantizeBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q4_K, q5_K;
+};
+struct LegacyVectorKernels {
+  LegacyBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0;
+};
+struct IqDequantVectorKernels {
+  DequantizeBlocksFn iq2_xxs, iq2_xs, iq2_s, iq1_s, iq1_m;
+};
+
+}  // namespace lowbit::ggml
+
+namespace lowbit::cpu {
+
+struct CpuKernels {
+  // ggml's scale searches (ggml_kquants_search.h): one candidate per lane, one group per lane.
+  const ggml_search::BatchKernels* search_batches = nullptr;
+  const ggml_search::LaneKernels* search_lanes = nullptr;
+  // ggml's block loops.
+  const ggml::LegacyVectorKernels* legacy_quantize = nullptr;
+  const ggml::DequantVectorKernels* dequantize = nullptr;
+  const ggml::IqDequantVectorKernels* iq_dequantize = nullptr;
+  // The iq quantizers' grid searches (null iq2_search: the portable kernels of ggml_iq2_search.cpp).
+  const ggml::iq2::SearchKernels* iq2_search = nullptr;
+  ggml::iq1::SplitSearchFn iq1_split = nullptr;
+  ggml::iq1::NearestCandidateFn iq1_nearest = nullptr;
+  ggml::iq3::NearestCandidateFn iq3_nearest = nullptr;
+  // bitsandbytes (bnb_4bit_blocks.h, bnb_int8_rows.h).
+  bnb::detail::QuantizeBlocksFn bnb_quantize_4bit = nullptr;
+  bnb::detail::QuantizeDynamic8bitFn bnb_quantize_dynamic_8bit = nullptr;
+  bnb::detail::DequantizeBlocksFn bnb_dequantize_4bit = nullptr;
+  bnb::detail::NestedScalesFn bnb_nested_scales = nullptr;
+  bnb::detail::QuantizeInt8RowsFn bnb_quantize_int8_rows = nullptr;
+  bnb::detail::DequantizeInt8RowsFn bnb_dequantize_int8_rows = nullptr;
+};
+
+// The kernels of `target`, which the CPU must support (cpu_supports); the table for the scalar target is empty.
+const CpuKernels& cpu_kernels(CpuTarget target);
+// The kernels of the active target: what every codec calls.
+inline const CpuKernels& cpu_kernels() { return cpu_kernels(active_cpu_target()); }
+
+// Kernels given an output at least this large write it with non-temporal stores: far past a core's L2,
+// the lines would be evicted before anyone read them.
+inline constexpr size_t kStreamingBytes = size_t(16) << 20;
+
+}  // namespace lowbit::cpu
