@@ -8,14 +8,11 @@
 #if defined(__clang__)
 #pragma clang fp contract(off)  // ggml's bytes come from separately rounded multiplies and adds
 #endif
-#if defined(__GNUC__) && !defined(__clang__)
-// sqrtf is correctly rounded with or without errno; without it, the weights' square roots vectorise.
-#pragma GCC optimize("no-math-errno")
-#endif
 #include "lowbit/formats/ggml_iq3.h"
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -29,10 +26,24 @@
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 namespace lowbit::ggml {
 namespace {
 
 using ggml_search::round_nearest_even;
+
+// Square roots of n values (n a multiple of 4), correctly rounded as sqrtf's: 4 per instruction where
+// SSE2 is there (x86-64's baseline; std::sqrt's errno check keeps the compiler from vectorising it).
+void square_roots(const float* in, float* out, int n) {
+#if defined(__SSE2__)
+  for (int i = 0; i < n; i += 4) _mm_storeu_ps(out + i, _mm_sqrt_ps(_mm_loadu_ps(in + i)));
+#else
+  for (int i = 0; i < n; ++i) out[i] = std::sqrt(in[i]);
+#endif
+}
 
 constexpr int kBlock = kIq3BlockValues;
 constexpr int kGroup = 32;          // values per 4-bit scale
@@ -54,7 +65,7 @@ struct Iq3SearchGrid {
   std::array<uint32_t, kCodes> lane_levels_begin{};
   std::vector<uint8_t> lane_levels;
   // The same lists as the all-trials kernel reads them (iq3::TrialGrid).
-  std::array<uint8_t, kCodes + 4> on_grid{};  // padded: the kernel reads 4 bytes at each code
+  std::array<uint32_t, kCodes / 32> on_grid{};
   std::vector<uint16_t> list_codes;
   std::vector<uint32_t> list_slots;
   std::array<uint32_t, kCodes + 1> list_begin{};
@@ -117,7 +128,7 @@ Iq3SearchGrid build_search_grid(std::span<const uint16_t> codes, int rings) {
   }
   grid.neighbours_begin[kCodes] = uint32_t(grid.neighbours.size());
   lay_out_for_lanes(grid);
-  for (size_t j = 0; j < codes.size(); ++j) grid.on_grid[codes[j]] = 1;
+  for (size_t j = 0; j < codes.size(); ++j) grid.on_grid[codes[j] / 32] |= 1u << (codes[j] % 32);
   for (int code = 0; code < kCodes; ++code) {
     grid.list_begin[size_t(code)] = uint32_t(grid.list_codes.size());
     const auto list = grid.neighbours_of(code);
@@ -324,19 +335,14 @@ void snap_unit_all_trials(const Iq3SearchGrid& grid, const float* xval, const fl
 GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight) {
   GroupFit fit;
   float xval[kGroup], waux[kGroup];
-  for (int i = 0; i < kGroup; ++i) waux[i] = std::sqrt(weight[i]);
+  square_roots(weight, waux, kGroup);
+  for (int i = 0; i < kGroup; ++i) xval[i] = x[i] >= 0 ? x[i] : -x[i];
   for (int l = 0; l < 4; ++l) {
     const float* xs = x + 8 * l;
     float* xv = xval + 8 * l;
-    unsigned signs = 0, negated = 0;
-    for (int i = 0; i < 8; ++i) {
-      xv[i] = xs[i] >= 0 ? xs[i] : -xs[i];
-      if (xs[i] < 0) {
-        signs |= 1u << i;
-        ++negated;
-      }
-    }
-    if (search.even_sign_parity && negated % 2) {
+    unsigned signs = 0;
+    for (int i = 0; i < 8; ++i) signs |= unsigned(xs[i] < 0) << i;
+    if (search.even_sign_parity && std::popcount(signs) % 2) {
       // Flip the value that costs least to get wrong (smallest w x^2): its sign now follows parity.
       int imin = 0;
       float min = weight[8 * l] * xs[0] * xs[0];
@@ -432,7 +438,10 @@ GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight)
 // Fitting weights of one group: quant_weights * sqrt(sigma2 + x^2), or x^2 without importance weights.
 void group_weights(const float* x, const float* qw, float sigma2, float* weight) {
   if (qw) {
-    for (int i = 0; i < kGroup; ++i) weight[i] = qw[i] * std::sqrt(sigma2 + x[i] * x[i]);
+    float spread[kGroup];
+    for (int i = 0; i < kGroup; ++i) spread[i] = sigma2 + x[i] * x[i];
+    square_roots(spread, weight, kGroup);
+    for (int i = 0; i < kGroup; ++i) weight[i] = qw[i] * weight[i];
   } else {
     for (int i = 0; i < kGroup; ++i) weight[i] = x[i] * x[i];
   }

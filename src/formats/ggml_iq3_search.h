@@ -25,15 +25,15 @@ NearestCandidateFn avx512_nearest_candidate();  // null when not compiled in or 
 inline constexpr int kUnits = 8;         // 4-value units (grid points) per 32-value group
 inline constexpr int kTrialLanes = 32;   // trials are padded to a whole number of 16-lane vectors
 
-// The grid as the kernel reads it. on_grid[code] is nonzero for level codes (4 levels of 3 bits) that are
-// grid points. Code c's candidate list (ggml's neighbours, in ggml's order) is entries list_begin[c] ..
+// The grid as the kernel reads it. Bit code % 32 of on_grid[code / 32] is set for the level codes (4
+// levels of 3 bits) that are grid points. Code c's candidate list (ggml's neighbours, in ggml's order) is entries list_begin[c] ..
 // list_begin[c + 1] - 1 of list_codes (the candidate's level code) and list_slots (byte i: 8 * i + its
 // level i, the candidate's term in the kernel's table of 4 x 8 terms), padded to a multiple of 4 entries
 // by repeating its last candidate (a repeat never beats the first minimum, so the result is ggml's).
 // slot_mask[c]: bit 8 * i + l set where some candidate of code c has level l at coordinate i (the
 // terms its search reads).
 struct TrialGrid {
-  const uint8_t* on_grid;
+  const uint32_t* on_grid;  // 128 words
   const uint32_t* list_begin;
   const uint16_t* list_codes;
   const uint32_t* list_slots;

@@ -80,6 +80,8 @@ LOWBIT_AVX512 void all_trials_avx512(const TrialGrid& grid, const float* xval, c
     // independent, so their latencies overlap).
     __m512i unit_code[kUnits];
     __mmask16 unit_off[kUnits];
+    __m512i bits[8];  // the 4096-bit on-grid table in registers: word w of it is lane w % 16 of bits[w / 16]
+    for (int v = 0; v < 8; ++v) bits[v] = _mm512_loadu_si512(grid.on_grid + 16 * v);
     for (int k = 0; k < kUnits; ++k) {
       const float* xv = xval + 4 * k;
       // Levels clamp(nearest_int(0.5 * (id * x - 1)), 0, 7): ggml's nearest_int adds 1.5 * 2^23 and
@@ -94,8 +96,17 @@ LOWBIT_AVX512 void all_trials_avx512(const TrialGrid& grid, const float* xval, c
         code = _mm512_or_si512(code, _mm512_slli_epi32(level, 3 * i));
       }
       unit_code[k] = code;
-      const __m512i on = _mm512_i32gather_epi32(code, grid.on_grid, 1);
-      unit_off[k] = _mm512_mask_testn_epi32_mask(valid, on, _mm512_set1_epi32(0xff));
+      // Word code / 32 of the table (4 two-register permutes on its low 5 bits, picked by bits 5 and 6),
+      // then bit code % 32 of it: cheaper than a gather.
+      const __m512i word = _mm512_srli_epi32(code, 5);
+      const __m512i pick[4] = {_mm512_permutex2var_epi32(bits[0], word, bits[1]), _mm512_permutex2var_epi32(bits[2], word, bits[3]),
+                               _mm512_permutex2var_epi32(bits[4], word, bits[5]), _mm512_permutex2var_epi32(bits[6], word, bits[7])};
+      const __mmask16 high = _mm512_test_epi32_mask(word, _mm512_set1_epi32(64));
+      const __mmask16 odd = _mm512_test_epi32_mask(word, _mm512_set1_epi32(32));
+      const __m512i words = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(pick[0], odd, pick[1]), high,
+                                                  _mm512_mask_mov_epi32(pick[2], odd, pick[3]));
+      const __m512i on = _mm512_srlv_epi32(words, _mm512_and_si512(code, _mm512_set1_epi32(31)));
+      unit_off[k] = _mm512_mask_testn_epi32_mask(valid, on, _mm512_set1_epi32(1));
     }
     for (int k = 0; k < kUnits; ++k) {
       const float* xv = xval + 4 * k;
@@ -112,10 +123,9 @@ LOWBIT_AVX512 void all_trials_avx512(const TrialGrid& grid, const float* xval, c
           x[i] = _mm512_set1_ps(xv[i]);
           w[i] = _mm512_set1_ps(waux[4 * k + i]);
         }
-        alignas(64) int32_t lane_code[16];
-        _mm512_store_si512(lane_code, code);
         while (off) {
-          const int c = lane_code[__builtin_ctz(unsigned(off))];
+          const int c = _mm_cvtsi128_si32(
+              _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_set1_epi32(__builtin_ctz(unsigned(off))), code)));
           const __mmask16 run = _mm512_mask_cmpeq_epi32_mask(off, code, _mm512_set1_epi32(c));
           for (uint32_t need = grid.slot_mask[c] & ~have; need; need &= need - 1) {
             const int slot = __builtin_ctz(need);
