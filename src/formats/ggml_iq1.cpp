@@ -215,7 +215,10 @@ struct SGroupFit {
 
 SGroupFit fit_iq1_s_group(const float* xb, const float* weight) {
   SGroupFit fit;
-  const std::array<int, kSGroup> order = ascending_order<kSGroup>(xb);
+  static const iq1::AscendingOrderFn vector_order = iq1::avx512_ascending_order();
+  std::array<int, kSGroup> order;
+  if (!vector_order || !ggml_search::vector_kernels_enabled() || !vector_order(xb, order.data()))
+    order = ascending_order<kSGroup>(xb);
   // Prefix sums over the ascending order of w*x and w, as ggml accumulates them.
   float sumx[kSGroup + 1], sumw[kSGroup + 1];
   sumx[0] = sumw[0] = 0;

@@ -39,4 +39,11 @@ using NearestCandidateFn = int (*)(const uint8_t* lane_levels, int count, const 
                                    const float* scaled);
 NearestCandidateFn avx512_nearest_candidate();  // null when not compiled in or not supported by this CPU
 
+// The positions of a group's 32 values in ascending order, equal values (-0 and +0 among them) in
+// index order: the order of the stable sort ggml's qsort (glibc's merge sort) gives. Value i goes to
+// #{j : x_j < x_i} + #{j < i : x_j == x_i}, counted with vector compares. Returns false, writing
+// nothing, if a value is NaN (the counts would not be a permutation).
+using AscendingOrderFn = bool (*)(const float* x, int* order);
+AscendingOrderFn avx512_ascending_order();  // null when not compiled in or not supported by this CPU
+
 }  // namespace lowbit::ggml::iq1
