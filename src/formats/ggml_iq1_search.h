@@ -37,4 +37,10 @@ inline constexpr int kLaneChunk = 16;
 using NearestCandidateFn = int (*)(const uint8_t* lane_levels, int count, const float* x, const float* w,
                                    const float* scaled);
 
+// The positions of a group's 32 values in ascending order, equal values (-0 and +0 among them) in
+// index order: the order of the stable sort ggml's qsort (glibc's merge sort) gives. Value i goes to
+// #{j : x_j < x_i} + #{j < i : x_j == x_i}, counted with vector compares. Returns false, writing
+// nothing, if a value is NaN (the counts would not be a permutation).
+using AscendingOrderFn = bool (*)(const float* x, int* order);
+
 }  // namespace lowbit::ggml::iq1

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -26,10 +27,24 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/half.h"
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 namespace lowbit::ggml {
 namespace {
 
 using ggml_search::round_nearest_even;
+
+// Square roots of n values (n a multiple of 4), correctly rounded as sqrtf's: 4 per instruction where
+// SSE2 is there (x86-64's baseline; std::sqrt's errno check keeps the compiler from vectorising it).
+void square_roots(const float* in, float* out, int n) {
+#if defined(__SSE2__)
+  for (int i = 0; i < n; i += 4) _mm_storeu_ps(out + i, _mm_sqrt_ps(_mm_loadu_ps(in + i)));
+#else
+  for (int i = 0; i < n; ++i) out[i] = std::sqrt(in[i]);
+#endif
+}
 
 constexpr int kBlock = kIq3BlockValues;
 constexpr int kGroup = 32;          // values per 4-bit scale
@@ -50,6 +65,16 @@ struct Iq3SearchGrid {
   // at lane_levels_begin[c].
   std::array<uint32_t, kCodes> lane_levels_begin{};
   std::vector<uint8_t> lane_levels;
+  // The same lists as the all-trials kernel reads them (iq3::TrialGrid).
+  std::array<uint32_t, kCodes / 32> on_grid{};
+  std::vector<uint16_t> list_codes;
+  std::vector<uint32_t> list_slots;
+  std::array<uint32_t, kCodes + 1> list_begin{};
+  std::array<uint32_t, kCodes> slot_mask{};
+
+  iq3::TrialGrid trial_grid() const {
+    return {on_grid.data(), list_begin.data(), list_codes.data(), list_slots.data(), slot_mask.data()};
+  }
 
   std::span<const uint16_t> neighbours_of(int code) const {
     return {neighbours.data() + neighbours_begin[code], neighbours.data() + neighbours_begin[code + 1]};
@@ -104,6 +129,23 @@ Iq3SearchGrid build_search_grid(std::span<const uint16_t> codes, int rings) {
   }
   grid.neighbours_begin[kCodes] = uint32_t(grid.neighbours.size());
   lay_out_for_lanes(grid);
+  for (size_t j = 0; j < codes.size(); ++j) grid.on_grid[codes[j] / 32] |= 1u << (codes[j] % 32);
+  for (int code = 0; code < kCodes; ++code) {
+    grid.list_begin[size_t(code)] = uint32_t(grid.list_codes.size());
+    const auto list = grid.neighbours_of(code);
+    for (size_t n = 0; n < (list.size() + 3) / 4 * 4; ++n) {
+      const uint16_t j = list[std::min(n, list.size() - 1)];
+      uint32_t slots = 0;
+      for (int i = 0; i < 4; ++i) {
+        const int slot = 8 * i + iq3_grid_level(codes[j], i);
+        slots |= uint32_t(slot) << (8 * i);
+        grid.slot_mask[size_t(code)] |= 1u << slot;
+      }
+      grid.list_codes.push_back(codes[j]);
+      grid.list_slots.push_back(slots);
+    }
+  }
+  grid.list_begin[kCodes] = uint32_t(grid.list_codes.size());
   return grid;
 }
 
@@ -293,19 +335,14 @@ void snap_unit_all_trials(const Iq3SearchGrid& grid, const float* xval, const fl
 GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight) {
   GroupFit fit;
   float xval[kGroup], waux[kGroup];
-  for (int i = 0; i < kGroup; ++i) waux[i] = std::sqrt(weight[i]);
+  square_roots(weight, waux, kGroup);
+  for (int i = 0; i < kGroup; ++i) xval[i] = x[i] >= 0 ? x[i] : -x[i];
   for (int l = 0; l < 4; ++l) {
     const float* xs = x + 8 * l;
     float* xv = xval + 8 * l;
-    unsigned signs = 0, negated = 0;
-    for (int i = 0; i < 8; ++i) {
-      xv[i] = xs[i] >= 0 ? xs[i] : -xs[i];
-      if (xs[i] < 0) {
-        signs |= 1u << i;
-        ++negated;
-      }
-    }
-    if (search.even_sign_parity && negated % 2) {
+    unsigned signs = 0;
+    for (int i = 0; i < 8; ++i) signs |= unsigned(xs[i] < 0) << i;
+    if (search.even_sign_parity && std::popcount(signs) % 2) {
       // Flip the value that costs least to get wrong (smallest w x^2): its sign now follows parity.
       int imin = 0;
       float min = weight[8 * l] * xs[0] * xs[0];
@@ -336,15 +373,27 @@ GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight)
     trials.scale[t] = 1 / trials.id[t];
   }
   std::fill(trials.id + trials.count, std::end(trials.id), trials.id[trials.count - 1]);
-  for (int k = 0; k < kUnits; ++k) snap_unit_all_trials(grid, xval, waux, k, trials);
-  // Every trial's weighted sums, value by value in ggml's order: sumqx += (w*x)*q, sumq2 += (w*q)*q.
-  float sumqx[kMaxTrials] = {}, sumq2[kMaxTrials] = {};
-  for (int i = 0; i < kGroup; ++i) {
-    const float wx = weight[i] * xval[i];
-    for (int t = 0; t < trials.count; ++t) {
-      const float q = float(2 * trials.levels[i][t] + 1);
-      sumqx[t] += wx * q;
-      sumq2[t] += weight[i] * q * q;
+  std::fill(trials.scale + trials.count, std::end(trials.scale), trials.scale[trials.count - 1]);
+  float sumqx[kPaddedTrials] = {}, sumq2[kPaddedTrials] = {};
+  const iq3::AllTrialsFn all_trials = cpu::cpu_kernels().iq3_all_trials;
+  const bool vector = all_trials != nullptr;
+  // The vector kernel's result: each unit's grid point (level code) at every trial, and which trials
+  // rounded it off the grid.
+  uint16_t unit_codes[kUnits * iq3::kTrialLanes];
+  uint32_t off_grid[kUnits];
+  if (vector) {
+    all_trials(grid.trial_grid(), xval, waux, weight, trials.id, trials.scale, trials.count, unit_codes, off_grid, sumqx,
+               sumq2);
+  } else {
+    for (int k = 0; k < kUnits; ++k) snap_unit_all_trials(grid, xval, waux, k, trials);
+    // Every trial's weighted sums, value by value in ggml's order: sumqx += (w*x)*q, sumq2 += (w*q)*q.
+    for (int i = 0; i < kGroup; ++i) {
+      const float wx = weight[i] * xval[i];
+      for (int t = 0; t < trials.count; ++t) {
+        const float q = float(2 * trials.levels[i][t] + 1);
+        sumqx[t] += wx * q;
+        sumq2[t] += weight[i] * q * q;
+      }
     }
   }
   // ggml's sequential choice: the first trial that improves the fit strictly.
@@ -359,9 +408,16 @@ GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight)
     }
   }
   bool on_grid[kUnits];
-  for (int k = 0; k < kUnits; ++k) on_grid[k] = chosen < 0 ? search.unaccepted_on_grid : trials.on_grid[k][chosen];
-  if (chosen >= 0)
-    for (int i = 0; i < kGroup; ++i) fit.L[i] = trials.levels[i][chosen];
+  if (vector) {
+    for (int k = 0; k < kUnits; ++k) on_grid[k] = chosen < 0 ? search.unaccepted_on_grid : !((off_grid[k] >> chosen) & 1);
+    if (chosen >= 0)
+      for (int k = 0; k < kUnits; ++k)
+        for (int i = 0; i < 4; ++i) fit.L[4 * k + i] = int8_t(iq3_grid_level(unit_codes[iq3::kTrialLanes * k + chosen], i));
+  } else {
+    for (int k = 0; k < kUnits; ++k) on_grid[k] = chosen < 0 ? search.unaccepted_on_grid : trials.on_grid[k][chosen];
+    if (chosen >= 0)
+      for (int i = 0; i < kGroup; ++i) fit.L[i] = trials.levels[i][chosen];
+  }
   // Units that needed a neighbour search are re-rounded at the fitted scale, which is then re-fitted.
   if (std::count(std::begin(on_grid), std::end(on_grid), false) > 0 && scale > 0) {
     const float id = 1 / scale;
@@ -382,7 +438,10 @@ GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight)
 // Fitting weights of one group: quant_weights * sqrt(sigma2 + x^2), or x^2 without importance weights.
 void group_weights(const float* x, const float* qw, float sigma2, float* weight) {
   if (qw) {
-    for (int i = 0; i < kGroup; ++i) weight[i] = qw[i] * std::sqrt(sigma2 + x[i] * x[i]);
+    float spread[kGroup];
+    for (int i = 0; i < kGroup; ++i) spread[i] = sigma2 + x[i] * x[i];
+    square_roots(spread, weight, kGroup);
+    for (int i = 0; i < kGroup; ++i) weight[i] = qw[i] * weight[i];
   } else {
     for (int i = 0; i < kGroup; ++i) weight[i] = x[i] * x[i];
   }

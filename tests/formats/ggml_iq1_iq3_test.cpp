@@ -6,7 +6,9 @@
 // - iq1_s refuses to quantize without importance weights, as ggml does;
 // - round trips on random data stay within loose bounds, and threads building the search tables at once
 //   get the same bytes;
-// - iq1_s's vector split searches (AVX-512, AVX2: whichever this CPU runs) pick the scalar one's split.
+// - iq1_s's vector split searches (AVX-512, AVX2: whichever this CPU runs) pick the scalar one's split,
+//   its vector ascending order is the stable sort's, and the vector kernels of all four types write the
+//   portable code's bytes on rows with ties, signed zeros, zero groups, outliers and zero weights.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -183,6 +185,79 @@ TEST(GgmlIq1Codecs, VectorSplitSearchesMatchTheScalarOne) {
     ++checked;
   }
   if (!checked) GTEST_SKIP() << "this CPU runs no vector split search";
+}
+
+TEST(GgmlIq1Codecs, VectorAscendingOrderIsTheStableSort) {
+  namespace iq1 = ggml::iq1;
+  using iq1::kSGroup;
+  const iq1::AscendingOrderFn order_of = cpu::cpu_kernels(cpu::best_cpu_target()).iq1_ascending;
+  if (!order_of) GTEST_SKIP() << "this CPU runs no vector ascending order";
+  std::mt19937 rng(16);
+  std::normal_distribution<float> normal;
+  for (int group = 0; group < 2000; ++group) {
+    float x[kSGroup];
+    for (int i = 0; i < kSGroup; ++i) {
+      x[i] = group % 3 == 1 ? float(int(normal(rng) * 2)) : normal(rng);  // many ties
+      if (group % 4 == 2 && i % 5 == 0) x[i] = i % 2 ? -0.f : 0.f;       // -0 and +0 compare equal
+    }
+    int want[kSGroup], got[kSGroup];
+    for (int i = 0; i < kSGroup; ++i) want[i] = i;
+    std::stable_sort(std::begin(want), std::end(want), [&](int a, int b) { return x[a] < x[b]; });
+    ASSERT_TRUE(order_of(x, got));
+    for (int i = 0; i < kSGroup; ++i) ASSERT_EQ(got[i], want[i]) << "group " << group << ", position " << i;
+  }
+  float with_nan[kSGroup] = {};
+  with_nan[7] = std::nanf("");
+  int unused[kSGroup];
+  EXPECT_FALSE(order_of(with_nan, unused));
+}
+
+// Rows of every kind the searches meet, quantized under every CPU target: the scalar target's bytes.
+TEST(GgmlIqCodecs, VectorKernelsWriteThePortableBytes) {
+  const int64_t rows = 48, cols = 1024;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> uniform(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(rows * cols)), weights(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float scale = std::pow(10.f, uniform(rng) * 8 - 4);
+    for (int64_t c = 0; c < cols; ++c) {
+      float v = 0;
+      switch (r % 6) {
+        case 0: v = normal(rng) / std::max(0.05f, std::fabs(normal(rng))) * 0.01f; break;  // heavy tails
+        case 1: v = uniform(rng) < 0.2f ? -0.f : float(int(normal(rng) * 3)) * 0.125f; break;  // ties
+        case 2: v = (c / 32) % 5 == 0 ? 0.f : normal(rng) * scale; break;  // zero groups
+        case 3: v = uniform(rng) < 0.3f ? (uniform(rng) < 0.5f ? -0.f : 0.f) : normal(rng) * 1e-9f; break;
+        case 4: v = (c % 7 == 0 ? 20.f : 1.f) * normal(rng) * scale; break;  // outliers
+        default: v = float(c % 16) - 7.5f; break;  // a repeated pattern
+      }
+      x[size_t(r * cols + c)] = v;
+    }
+  }
+  for (int64_t c = 0; c < cols; ++c) weights[size_t(c)] = c % 97 == 0 ? 0.f : float(3 * std::pow(0.1 + uniform(rng), 2));
+  for (const GgmlType type : {GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ3_XXS, GgmlType::IQ3_S})
+    for (const bool weighted : {false, true}) {
+      if (type == GgmlType::IQ1_S && !weighted) continue;  // needs importance weights
+      SCOPED_TRACE(std::string(ggml_type_name(type)) + (weighted ? " with weights" : ""));
+      const size_t size = ggml_row_bytes(type, cols);
+      auto quantize = [&](cpu::CpuTarget target) {
+        const cpu::ScopedCpuTarget scoped(target);
+        std::vector<std::byte> bytes(size * size_t(rows));
+        for (int64_t r = 0; r < rows; ++r)
+          ggml_codec(type)->quantize_row(x.data() + r * cols, bytes.data() + size_t(r) * size, cols, weighted ? weights.data() : nullptr);
+        return bytes;
+      };
+      const auto portable_bytes = quantize(cpu::CpuTarget::scalar);
+      for (const cpu::CpuTarget target : cpu::supported_cpu_targets()) {
+        if (target == cpu::CpuTarget::scalar) continue;
+        SCOPED_TRACE(std::string(cpu::cpu_target_name(target)));
+        const auto vector_bytes = quantize(target);
+        for (int64_t r = 0; r < rows; ++r)
+          EXPECT_TRUE(std::equal(vector_bytes.begin() + r * int64_t(size), vector_bytes.begin() + (r + 1) * int64_t(size),
+                                 portable_bytes.begin() + r * int64_t(size)))
+              << "row " << r;
+      }
+    }
 }
 
 TEST(GgmlIqCodecs, RejectRowsThatAreNotWholeBlocks) {

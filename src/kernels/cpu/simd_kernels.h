@@ -20,6 +20,7 @@ namespace lowbit::ggml::iq1 {
 SplitSearchFn avx512_split_search();            // ggml_iq1_search_avx512.cpp
 NearestCandidateFn avx512_nearest_candidate();  // ggml_iq1_search_avx512.cpp
 SplitSearchFn avx2_split_search();              // ggml_iq1_search_avx2.cpp: 8 splits per vector
+AscendingOrderFn avx512_ascending_order();      // ggml_iq1_search_avx512.cpp
 }  // namespace lowbit::ggml::iq1
 
 namespace lowbit::ggml::iq2 {
@@ -29,6 +30,7 @@ const SearchKernels* avx2_search_kernels();    // ggml_iq2_search_avx2.cpp: the 
 
 namespace lowbit::ggml::iq3 {
 NearestCandidateFn avx512_nearest_candidate();  // ggml_iq3_search_avx512.cpp
+AllTrialsFn avx512_all_trials();                // ggml_iq3_search_avx512.cpp: every trial scale of a group
 }  // namespace lowbit::ggml::iq3
 
 namespace lowbit::bnb::detail {
