@@ -19,7 +19,7 @@
 # whole WikiText-2 test text and a probed plan of 4 windows, each timed whole (issue 14's 30 s and 2 min goals).
 # Per format: lowbit eval's wall time over CHUNKS windows (loading included) and `lowbit bench --model`
 # (prefill of 512, eval's own pass of 16 × 512, greedy decoding of 128 at batch 1 through CUDA graphs);
-# llama-perplexity's wall time (loading included) and its own prompt-eval tokens/s; llama-bench pp512 and
+# llama-perplexity's wall time (loading included; this llama.cpp prints no timing of its own); llama-bench pp512 and
 # tg128. Rows print as they are measured; everything also lands in $OUT/speed.md when $OUT is set.
 set -uo pipefail
 lowbit=$1 data=$2 llama=${3:-}
@@ -71,7 +71,7 @@ reference=(--hf-reference "$work/hf-bf16.json")
 python3 scripts/synthetic_llama.py "$vocabulary" "$work/s8b.gguf" --layers "$layers" "${reference[@]}" 2>&1 | grep -v Warning
 [ -f "$work/hf-bf16.json" ] && log "transformers bf16: $(cat "$work/hf-bf16.json")"
 log ""
-log "| format | weights MiB | lowbit eval wall tok/s ($chunks × 512, ppl) | llama-perplexity wall tok/s (own tok/s, ppl) | lowbit eval pass tok/s (16 × 512) | lowbit prefill 512 | llama-bench pp512 | lowbit decode tok/s | llama-bench tg128 | lowbit decode of copy bw | peak GPU MiB |"
+log "| format | weights MiB | lowbit eval wall tok/s ($chunks × 512, ppl) | llama-perplexity wall tok/s (s, ppl) | lowbit eval pass tok/s (16 × 512) | lowbit prefill 512 | llama-bench pp512 | lowbit decode tok/s | llama-bench tg128 | lowbit decode of copy bw | peak GPU MiB |"
 log "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 
 # One row: `model` is a GGUF (eval, llama.cpp) or a directory (bench only).
@@ -91,8 +91,7 @@ row() {
 import re, sys
 text, s, chunks = open(sys.argv[1]).read(), float(sys.argv[2]), int(sys.argv[3])
 ppl = re.search(r"Final estimate: PPL = ([0-9.]+)", text)
-own = re.search(r"prompt eval time =.*?([0-9.]+) tokens per second", text)
-print(f"{chunks*512/s:.0f} ({own.group(1) if own else '?'}, {s:.1f} s, {ppl.group(1) if ppl else '?'})")
+print(f"{chunks*512/s:.0f} ({s:.1f} s, {ppl.group(1) if ppl else '?'})")
 PY
 )
       else

@@ -491,66 +491,65 @@ __global__ void __launch_bounds__(1024) argmax_rows_kernel(const float* __restri
   }
 }
 
-// One block per row, as log_softmax on the CPU: the float maximum, a double sum of exp(l - max), the
-// target's logit minus both (the sum's order differs, so the last bit may).
+// Block-wide reductions over a row for the log-softmax kernels below (every thread of the block gets
+// the result; each call's shared memory is free again when it returns).
+__device__ float block_max(float v) {
+  __shared__ float partial[32];
+  for (int offset = 16; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  for (int w = 0; w < int(blockDim.x / 32); ++w) v = fmaxf(v, partial[w]);
+  return v;
+}
+__device__ double block_sum(double v) {
+  __shared__ double partial[32];
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  double total = 0;
+  for (int w = 0; w < int(blockDim.x / 32); ++w) total += partial[w];
+  return total;
+}
+
+// As log_softmax on the CPU: the row's float maximum and the log of a double sum of exp(l - max); log_p
+// of value l is l - max - log_sum (the sum's order differs from the CPU's, so its last bit may).
+struct LogSoftmaxTerms {
+  float max, log_sum;
+};
+__device__ LogSoftmaxTerms log_softmax_terms(const float* row, int64_t n) {
+  float max = -INFINITY;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) max = fmaxf(max, row[i]);
+  max = block_max(max);
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += exp(double(row[i] - max));
+  return {max, float(log(block_sum(sum)))};
+}
+
+// One block per row: the target's log-probability.
 __global__ void __launch_bounds__(1024) target_log_probs_kernel(const float* __restrict__ logits, int64_t n,
                                                                  const int32_t* __restrict__ targets, float* __restrict__ out) {
-  __shared__ float partial_max[32];
-  __shared__ double partial_sum[32];
   const int64_t r = blockIdx.x;
   const int32_t target = targets[r];
-  if (target < 0 || target >= n) {
+  if (target < 0 || target >= n) {  // the whole block leaves: no barrier is left waiting
     if (threadIdx.x == 0) out[r] = NAN;
     return;
   }
   const float* row = logits + r * n;
-  float max = -INFINITY;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) max = fmaxf(max, row[i]);
-  for (int offset = 16; offset > 0; offset /= 2) max = fmaxf(max, __shfl_xor_sync(0xffffffffu, max, offset));
-  if (threadIdx.x % 32 == 0) partial_max[threadIdx.x / 32] = max;
-  __syncthreads();
-  for (int w = 0; w < int(blockDim.x / 32); ++w) max = fmaxf(max, partial_max[w]);
-  double sum = 0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += exp(double(row[i] - max));
-  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-  if (threadIdx.x % 32 == 0) partial_sum[threadIdx.x / 32] = sum;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    sum = 0;
-    for (int w = 0; w < int(blockDim.x / 32); ++w) sum += partial_sum[w];
-    out[r] = row[target] - max - float(log(sum));
-  }
+  const LogSoftmaxTerms t = log_softmax_terms(row, n);
+  if (threadIdx.x == 0) out[r] = row[target] - t.max - t.log_sum;
 }
 
-// One block per reference row: log_softmax of the logits row as above, then sum exp(b) (b - log_p) over
-// the vocabulary in double.
+// One block per reference row: sum exp(b) (b - log_p) over the vocabulary, in double.
 __global__ void __launch_bounds__(1024) row_klds_kernel(const float* __restrict__ logits, int64_t n, const int64_t* __restrict__ rows,
                                                         const float* __restrict__ reference, double* __restrict__ out) {
-  __shared__ float partial_max[32];
-  __shared__ double partial_sum[32];
   const float* row = logits + rows[blockIdx.x] * n;
   const float* base = reference + int64_t(blockIdx.x) * n;
-  auto block_sum = [&](double v) {
-    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    __syncthreads();  // partial_sum's previous use is over
-    if (threadIdx.x % 32 == 0) partial_sum[threadIdx.x / 32] = v;
-    __syncthreads();
-    double total = 0;
-    for (int w = 0; w < int(blockDim.x / 32); ++w) total += partial_sum[w];
-    return total;
-  };
-  float max = -INFINITY;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) max = fmaxf(max, row[i]);
-  for (int offset = 16; offset > 0; offset /= 2) max = fmaxf(max, __shfl_xor_sync(0xffffffffu, max, offset));
-  if (threadIdx.x % 32 == 0) partial_max[threadIdx.x / 32] = max;
-  __syncthreads();
-  for (int w = 0; w < int(blockDim.x / 32); ++w) max = fmaxf(max, partial_max[w]);
-  double sum = 0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += exp(double(row[i] - max));
-  const float log_sum = float(log(block_sum(sum)));
+  const LogSoftmaxTerms t = log_softmax_terms(row, n);
   double kld = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float log_p = row[i] - max - log_sum;
+    const float log_p = row[i] - t.max - t.log_sum;
     kld += exp(double(base[i])) * double(base[i] - log_p);
   }
   kld = block_sum(kld);
