@@ -37,6 +37,8 @@ std::unique_ptr<LlamaRuntime::LogProbReference> LlamaRuntime::keep_log_probs(std
 
 std::vector<double> LlamaRuntime::output_klds(const std::vector<float>& hidden, const LogProbReference& reference) const {
   const int64_t n_vocab = config().n_vocab;
+  if (reference.log_probs.size() != reference.rows.size() * size_t(n_vocab))
+    throw Error("a reference of log-probabilities kept by another runtime");
   const auto logits = output_logits(hidden);
   std::vector<double> klds(reference.rows.size());
   parallel_for(int64_t(klds.size()), 1, [&](int64_t begin, int64_t end) {
