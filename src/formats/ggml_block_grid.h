@@ -8,9 +8,10 @@
 // tq1_0 tq2_0, and the per-value codebooks of iq4_nl, iq4_xs, mxfp4 and nvfp4. q2_0 is left to rounding
 // (.cpp).
 //
-// Codebooks over groups of values (iq3_xxs, iq3_s: a grid point per 4 values, signs per 8) have no
-// per-value grid: such a codec has group_values > 1 and set_group instead, which chooses a whole group's
-// code at once under the block's stored scales (ggml_block_grid_iq3.cpp).
+// Codebooks over groups of values (iq3_xxs, iq3_s: a grid point per 4 values, signs per 8; iq2_xxs,
+// iq2_xs, iq2_s: a grid point per 8) have no per-value grid: such a codec has group_values > 1 and
+// set_group instead, which chooses a whole group's code at once under the block's stored scales
+// (ggml_block_grid_iq.cpp).
 #pragma once
 
 #include <cstddef>
@@ -58,9 +59,8 @@ struct BlockGridCodec {
   void (*set_group)(void* block, int first, const float* x, const float* weight, float* chosen) = nullptr;
 };
 
-// The group codebook codecs (ggml_block_grid_iq3.cpp).
-extern const BlockGridCodec kIq3XxsGroups;
-extern const BlockGridCodec kIq3SGroups;
+// The group codebook codecs (ggml_block_grid_iq.cpp).
+extern const BlockGridCodec kIq3XxsGroups, kIq3SGroups, kIq2XxsGroups, kIq2XsGroups, kIq2SGroups;
 
 // The codec of `type`, or null for types GPTQ has no path for.
 const BlockGridCodec* block_grid_codec(GgmlType type);

@@ -25,7 +25,8 @@ constexpr int64_t kRows = 48, kCols = 512, kTokens = 1024;
 const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
                            GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::MXFP4, GgmlType::NVFP4, GgmlType::Q1_0,
-                           GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::IQ3_XXS, GgmlType::IQ3_S};
+                           GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::IQ3_XXS, GgmlType::IQ3_S,
+                           GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S};
 
 bool group_codebook(GgmlType type) { return ggml::block_grid_codec(type)->group_values > 1; }
 
@@ -136,14 +137,18 @@ TEST(Gptq, BeatsRoundingToNearestOnTheLayerOutputForEveryType) {
   for (GgmlType type : kTypes) {
     SCOPED_TRACE(ggml_type_name(type));
     ASSERT_TRUE(gptq_supports(type));
-    const double rtn = output_error(l, decode(type, plain(type, l.w, nullptr)));
-    const double ours = output_error(l, decode(type, gptq(type, l.w, f, nullptr)));
-    EXPECT_LT(ours, 0.9 * rtn) << "GPTQ " << ours << " vs round-to-nearest " << rtn;
-    std::printf("%s: output error GPTQ / rounding %.3f\n", std::string(ggml_type_name(type)).c_str(), ours / rtn);
+    const std::string name(ggml_type_name(type));
+    if (!ggml_requires_imatrix(type)) {  // iq2_xxs and iq2_xs: ggml quantizes them only with importance weights
+      const double rtn = output_error(l, decode(type, plain(type, l.w, nullptr)));
+      const double ours = output_error(l, decode(type, gptq(type, l.w, f, nullptr)));
+      EXPECT_LT(ours, 0.9 * rtn) << "GPTQ " << ours << " vs round-to-nearest " << rtn;
+      std::printf("%s: output error GPTQ / rounding %.3f\n", name.c_str(), ours / rtn);
+    }
     // With importance weights on both sides: GPTQ fitting scales with diag(H) vs the imatrix quantizer.
     const double rtn_imatrix = output_error(l, decode(type, plain(type, l.w, l.diag.data())));
     const double ours_imatrix = output_error(l, decode(type, gptq(type, l.w, f, l.diag.data())));
     EXPECT_LT(ours_imatrix, 0.9 * rtn_imatrix) << "GPTQ " << ours_imatrix << " vs imatrix " << rtn_imatrix;
+    std::printf("%s: output error GPTQ / rounding, both with importance weights %.3f\n", name.c_str(), ours_imatrix / rtn_imatrix);
   }
 }
 
@@ -152,21 +157,27 @@ TEST(Gptq, BeatsRoundingToNearestOnTheLayerOutputForEveryType) {
 // their codes exactly so (step 3: from the fp16-rounded scales, ties to even), so the bytes must be
 // theirs. The 32-, 64- and 128-value types, the iq4 and fp4 codebooks and the ternary types (ties away
 // from zero) round otherwise: their scales must be equal and every value at least as close to the
-// weight as theirs. The group codebooks (iq3_xxs, iq3_s) choose a group's grid points and signs together,
-// the exact nearest code under the stored scale, where the format's quantizer searches a few neighbours
-// of the rounded levels and weighs each value by x² (and iq3_xxs flips a sign for parity before choosing
-// points): single values may then move away, so the check is per group, with the scales equal: the
-// group's squared error at most the format's own.
+// weight as theirs. The group codebooks (iq3_xxs, iq3_s, iq2_xxs, iq2_xs, iq2_s) choose a group's grid
+// points and signs together, the exact nearest code under the stored scale, where the format's quantizer
+// searches a few neighbours of the rounded levels, weighs each value (by x², or its importance times
+// sqrt(sigma² + x²)) and, with 7 sign bits, flips a sign for parity before choosing points: single values
+// may then move away, so the check is per group of 8, with the scales equal: the group's squared error at
+// most the format's own.
 void expect_groups_at_least_as_close(GgmlType type, const std::vector<float>& w, const std::vector<std::byte>& ours,
                                      const std::vector<std::byte>& theirs) {
   const size_t block_bytes = ggml_type_info(type).block_bytes;
   for (size_t b = 0; b < ours.size(); b += block_bytes) {
-    // The scales: iq3_xxs's d and each group's top 4 bits of its sign word, iq3_s's d and scales.
+    // The scales: d, then iq3_xxs's and iq2_xxs's top 4 bits of each group's sign word, the scale bytes
+    // at the end of iq3_s (4), iq2_xs and iq2_s (8).
     ASSERT_EQ(std::memcmp(&ours[b], &theirs[b], 2), 0) << "block " << b / block_bytes;
-    if (type == GgmlType::IQ3_XXS) {
-      for (size_t ib = 0; ib < 8; ++ib) ASSERT_EQ(uint8_t(ours[b + 2 + 64 + 4 * ib + 3]) >> 4, uint8_t(theirs[b + 2 + 64 + 4 * ib + 3]) >> 4);
+    if (type == GgmlType::IQ3_XXS || type == GgmlType::IQ2_XXS) {
+      for (size_t ib = 0; ib < 8; ++ib) {
+        const size_t top = b + (type == GgmlType::IQ3_XXS ? 2 + 64 + 4 * ib + 3 : 2 + 8 * ib + 7);
+        ASSERT_EQ(uint8_t(ours[top]) >> 4, uint8_t(theirs[top]) >> 4) << "block " << b / block_bytes << " group " << ib;
+      }
     } else {
-      ASSERT_EQ(std::memcmp(&ours[b + block_bytes - 4], &theirs[b + block_bytes - 4], 4), 0) << "block " << b / block_bytes;
+      const size_t tail = type == GgmlType::IQ3_S ? 4 : 8;
+      ASSERT_EQ(std::memcmp(&ours[b + block_bytes - tail], &theirs[b + block_bytes - tail], tail), 0) << "block " << b / block_bytes;
     }
   }
   const auto a = decode(type, ours), p = decode(type, theirs);
@@ -190,12 +201,15 @@ TEST(Gptq, WithIdentityHessianGivesTheFormatsOwnChoices) {
   const GptqFactor f(identity(kCols), kCols);
   for (GgmlType type : kTypes) {
     SCOPED_TRACE(ggml_type_name(type));
-    const auto theirs = plain(type, l.w, nullptr);
-    const auto ours = gptq(type, l.w, f, nullptr);
     if (group_codebook(type)) {
-      expect_groups_at_least_as_close(type, l.w, ours, theirs);
+      // iq2_xxs and iq2_xs need importance weights: the same uniform ones on both sides.
+      const std::vector<float> ones(static_cast<size_t>(kCols), 1.0f);
+      const float* importance = ggml_requires_imatrix(type) ? ones.data() : nullptr;
+      expect_groups_at_least_as_close(type, l.w, gptq(type, l.w, f, importance), plain(type, l.w, importance));
       continue;
     }
+    const auto theirs = plain(type, l.w, nullptr);
+    const auto ours = gptq(type, l.w, f, nullptr);
     const bool ternary = type == GgmlType::TQ1_0 || type == GgmlType::TQ2_0;  // lroundf, ties away from zero
     if (ggml_type_info(type).block_elements == 256 && type != GgmlType::IQ4_XS && !ternary) {
       EXPECT_EQ(ours, theirs);
@@ -289,7 +303,8 @@ TEST(Gptq, BytesDecodeToTheChosenGridValues) {
 TEST(Gptq, MatchesAPlainColumnByColumnSweep) {
   const Layer l = random_layer(5);
   const GptqFactor f(l.hessian, kCols);
-  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q3_K, GgmlType::MXFP4, GgmlType::TQ1_0, GgmlType::IQ3_XXS, GgmlType::IQ3_S}) {
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q3_K, GgmlType::MXFP4, GgmlType::TQ1_0, GgmlType::IQ3_XXS, GgmlType::IQ3_S,
+                        GgmlType::IQ2_S}) {
     SCOPED_TRACE(ggml_type_name(type));
     const auto* grid = ggml::block_grid_codec(type);
     const auto* codec = ggml_codec(type);
@@ -445,9 +460,9 @@ TEST(Gptq, RefusesWhatItCannotWrite) {
   const GptqFactor f(identity(kCols), kCols);
   std::vector<float> w(size_t(kRows * kCols), 0.5f);
   std::vector<std::byte> out(size_t(kRows) * ggml_row_bytes(GgmlType::Q8_0, kCols));
-  // iq2_xxs: no path yet (its codebook covers 8 values, signs with parity, and ggml needs an imatrix).
-  EXPECT_FALSE(gptq_supports(GgmlType::IQ2_XXS));
-  EXPECT_THROW(gptq_quantize_rows(GgmlType::IQ2_XXS, w.data(), kRows, kCols, f, nullptr, out.data()), Error);
+  // iq1_s: no path yet.
+  EXPECT_FALSE(gptq_supports(GgmlType::IQ1_S));
+  EXPECT_THROW(gptq_quantize_rows(GgmlType::IQ1_S, w.data(), kRows, kCols, f, nullptr, out.data()), Error);
   const GptqFactor small(identity(256), 256);
   EXPECT_THROW(gptq_quantize_rows(GgmlType::Q8_0, w.data(), kRows, kCols, small, nullptr, out.data()), Error);
   EXPECT_THROW(GptqFactor(std::vector<float>(10), 4), Error);
