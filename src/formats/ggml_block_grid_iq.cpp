@@ -25,15 +25,21 @@ namespace {
 
 constexpr int kGroupValues = 8;  // one sign byte
 
-// A grid as the dequantizer reads it: byte i of entry p is the level of value i (4 or 8 values a point).
+// A grid as the dequantizer reads it: byte i of entry p is the level of value i (4 or 8 values a point),
+// also kept as floats, value by value (levels[i][p]), so that the search runs over all points at once.
 template <class Entry, size_t N>
 struct Grid {
-  const std::array<Entry, N>& entries;
   static constexpr int kValues = int(sizeof(Entry));
-  float level(int p, int i) const { return float((entries[size_t(p)] >> (8 * i)) & 255); }
+  static constexpr int kPoints = int(N);
+  const std::array<Entry, N>& entries;
+  std::array<std::array<float, N>, kValues> levels;
+
+  explicit Grid(const std::array<Entry, N>& e) : entries(e) {
+    for (int i = 0; i < kValues; ++i)
+      for (size_t p = 0; p < N; ++p) levels[size_t(i)][p] = float((e[p] >> (8 * i)) & 255);
+  }
+  float level(int p, int i) const { return levels[size_t(i)][size_t(p)]; }
 };
-template <class Entry, size_t N>
-Grid(const std::array<Entry, N>&) -> Grid<Entry, N>;
 
 // One point's best choice: with the signs of x (cost0, point0) and with one of them flipped (cost1,
 // point1, flip1: the flipped value).
@@ -44,18 +50,31 @@ struct PointChoice {
 
 template <class G>
 PointChoice best_points(const G& grid, float db, const float* ax, const float* w, bool with_flip) {
-  PointChoice c;
-  for (int p = 0; p < int(grid.entries.size()); ++p) {
-    float cost = 0, flip_cost = std::numeric_limits<float>::max();
-    int flip = 0;
-    for (int i = 0; i < G::kValues; ++i) {
-      const float v = db * grid.level(p, i);
-      cost += w[i] * (v - ax[i]) * (v - ax[i]);
-      const float extra = w[i] * ((v + ax[i]) * (v + ax[i]) - (v - ax[i]) * (v - ax[i]));
-      if (extra < flip_cost) flip_cost = extra, flip = i;
+  constexpr int kN = G::kPoints;
+  float cost[kN], flip_cost[kN];
+  int flip[kN];
+  std::fill(std::begin(cost), std::end(cost), 0.0f);
+  std::fill(std::begin(flip_cost), std::end(flip_cost), std::numeric_limits<float>::max());
+  std::fill(std::begin(flip), std::end(flip), 0);
+  for (int i = 0; i < G::kValues; ++i) {
+    const float* level = grid.levels[size_t(i)].data();
+    const float a = ax[i], wi = w[i];
+    for (int p = 0; p < kN; ++p) {
+      const float v = db * level[p];
+      cost[p] += wi * (v - a) * (v - a);
     }
-    if (cost < c.cost0) c.cost0 = cost, c.point0 = p;
-    if (with_flip && cost + flip_cost < c.cost1) c.cost1 = cost + flip_cost, c.point1 = p, c.flip1 = flip;
+    if (with_flip)
+      for (int p = 0; p < kN; ++p) {
+        const float v = db * level[p];
+        const float extra = wi * ((v + a) * (v + a) - (v - a) * (v - a));
+        flip[p] = extra < flip_cost[p] ? i : flip[p];
+        flip_cost[p] = extra < flip_cost[p] ? extra : flip_cost[p];
+      }
+  }
+  PointChoice c;
+  for (int p = 0; p < kN; ++p) {
+    if (cost[p] < c.cost0) c.cost0 = cost[p], c.point0 = p;
+    if (with_flip && cost[p] + flip_cost[p] < c.cost1) c.cost1 = cost[p] + flip_cost[p], c.point1 = p, c.flip1 = flip[p];
   }
   return c;
 }
@@ -102,6 +121,13 @@ GroupCode choose(const G& grid, float db, const float* x, const float* weight, b
   return code;
 }
 
+// The float view of a grid, built on first use.
+template <class Entry, size_t N>
+const Grid<Entry, N>& grid_of(const std::array<Entry, N>& entries) {
+  static const Grid<Entry, N> grid(entries);
+  return grid;
+}
+
 // Chooses the code (db = 0: every code reads as zero; the quantizer's is kept) and hands back its values.
 template <class G, class Write>
 void set(const G& grid, float db, const float* x, const float* weight, bool even_parity, float* chosen, Write&& write) {
@@ -123,7 +149,7 @@ void set_group_iq3_xxs(void* block, int first, const float* x, const float* weig
   uint32_t word;
   std::memcpy(&word, b.qs + 64 + 4 * ib, 4);
   const float db = f16_to_f32(b.d) * (0.5f + float(word >> 28)) * 0.5f;
-  set(Grid{kIq3XxsGrid}, db, x, weight, true, chosen, [&](const GroupCode& code) {
+  set(grid_of(kIq3XxsGrid), db, x, weight, true, chosen, [&](const GroupCode& code) {
     b.qs[8 * ib + 2 * l] = uint8_t(code.points[0]);
     b.qs[8 * ib + 2 * l + 1] = uint8_t(code.points[1]);
     word = (word & ~(127u << (7 * l))) | ((code.signs & 127u) << (7 * l));
@@ -138,7 +164,7 @@ void set_group_iq3_s(void* block, int first, const float* x, const float* weight
   auto& b = *static_cast<BlockIq3S*>(block);
   const int ib = first / 32, l = first % 32 / 8;
   const float db = f16_to_f32(b.d) * float(1 + 2 * ((b.scales[ib / 2] >> (4 * (ib % 2))) & 0xF));
-  set(Grid{kIq3SGrid}, db, x, weight, false, chosen, [&](const GroupCode& code) {
+  set(grid_of(kIq3SGrid), db, x, weight, false, chosen, [&](const GroupCode& code) {
     for (int k = 0; k < 2; ++k) {
       const int at = 2 * l + k;
       b.qs[8 * ib + at] = uint8_t(code.points[k] & 255);
@@ -160,7 +186,7 @@ void set_group_iq2_xxs(void* block, int first, const float* x, const float* weig
   const int ib = first / 32, l = first % 32 / 8;
   uint32_t word[2];
   std::memcpy(word, b.qs + 4 * ib, sizeof word);
-  set(Grid{iq2::kIq2xxsGrid}, iq2_scale(b.d, int(word[1] >> 28)), x, weight, true, chosen, [&](const GroupCode& code) {
+  set(grid_of(iq2::kIq2xxsGrid), iq2_scale(b.d, int(word[1] >> 28)), x, weight, true, chosen, [&](const GroupCode& code) {
     word[0] = (word[0] & ~(255u << (8 * l))) | (uint32_t(code.points[0]) << (8 * l));
     word[1] = (word[1] & ~(127u << (7 * l))) | ((code.signs & 127u) << (7 * l));
     std::memcpy(b.qs + 4 * ib, word, sizeof word);
@@ -171,7 +197,7 @@ void set_group_iq2_xxs(void* block, int first, const float* x, const float* weig
 void set_group_iq2_xs(void* block, int first, const float* x, const float* weight, float* chosen) {
   auto& b = *static_cast<BlockIq2Xs*>(block);
   const int ib = first / 32, l = first % 32 / 8;
-  set(Grid{iq2::kIq2xsGrid}, iq2_scale(b.d, (b.scales[ib] >> (4 * (l / 2))) & 0xF), x, weight, true, chosen,
+  set(grid_of(iq2::kIq2xsGrid), iq2_scale(b.d, (b.scales[ib] >> (4 * (l / 2))) & 0xF), x, weight, true, chosen,
       [&](const GroupCode& code) { b.qs[4 * ib + l] = uint16_t(code.points[0] | (code.signs & 127u) << 9); });
 }
 
@@ -179,7 +205,7 @@ void set_group_iq2_xs(void* block, int first, const float* x, const float* weigh
 void set_group_iq2_s(void* block, int first, const float* x, const float* weight, float* chosen) {
   auto& b = *static_cast<BlockIq2S*>(block);
   const int ib = first / 32, l = first % 32 / 8;
-  set(Grid{iq2::kIq2sGrid}, iq2_scale(b.d, (b.scales[ib] >> (4 * (l / 2))) & 0xF), x, weight, false, chosen, [&](const GroupCode& code) {
+  set(grid_of(iq2::kIq2sGrid), iq2_scale(b.d, (b.scales[ib] >> (4 * (l / 2))) & 0xF), x, weight, false, chosen, [&](const GroupCode& code) {
     b.qs[4 * ib + l] = uint8_t(code.points[0] & 255);
     b.qh[ib] = uint8_t((b.qh[ib] & ~(3 << (2 * l))) | ((code.points[0] >> 8) << (2 * l)));
     b.qs[32 + 4 * ib + l] = uint8_t(code.signs);
