@@ -5,8 +5,13 @@
 // code, without touching the scales.
 //
 // Covered: the affine types, q1_0 q4_0 q4_1 q5_0 q5_1 q8_0, q2_K q3_K q4_K q5_K q6_K and the ternary
-// tq1_0 tq2_0, and the per-value codebooks of iq4_nl, iq4_xs, mxfp4 and nvfp4. The other i-quants
-// (codebooks over groups of 4 or 8 values) have no per-value grid; q2_0 is left to rounding (.cpp).
+// tq1_0 tq2_0, and the per-value codebooks of iq4_nl, iq4_xs, mxfp4 and nvfp4. q2_0 is left to rounding
+// (.cpp).
+//
+// Codebooks over groups of values (iq3_xxs, iq3_s: a grid point per 4 values, signs per 8; iq2_xxs,
+// iq2_xs, iq2_s: a grid point per 8) have no per-value grid: such a codec has group_values > 1 and
+// set_group instead, which chooses a whole group's code at once under the block's stored scales
+// (ggml_block_grid_iq.cpp).
 #pragma once
 
 #include <cstddef>
@@ -46,9 +51,18 @@ struct BlockGridCodec {
   void (*grids)(const void* block, ValueGrid* out);
   int (*code)(const void* block, int j);
   void (*set_code)(void* block, int j, int q);
+  // A group codebook (the per-value hooks above are then null): values first .. first + group_values - 1
+  // of the block share one code. set_group writes the code nearest x (group_values values) in the
+  // weight-weighted squared error, under the block's stored scales, and writes to `chosen` the values
+  // the dequantizer reads back for it.
+  int group_values = 1;
+  void (*set_group)(void* block, int first, const float* x, const float* weight, float* chosen) = nullptr;
 };
 
-// The codec of `type`, or null for types without a per-value affine grid.
+// The group codebook codecs (ggml_block_grid_iq.cpp).
+extern const BlockGridCodec kIq3XxsGroups, kIq3SGroups, kIq2XxsGroups, kIq2XsGroups, kIq2SGroups;
+
+// The codec of `type`, or null for types GPTQ has no path for.
 const BlockGridCodec* block_grid_codec(GgmlType type);
 
 }  // namespace lowbit::ggml

@@ -143,13 +143,28 @@ void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64
   const int64_t batch = std::max<int64_t>(block_values, 128);
   parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
     std::vector<float> w(weights + r0 * cols, weights + r1 * cols);  // the rows, error-updated as we go
-    std::vector<ggml::ValueGrid> grids(static_cast<size_t>(block_values));
+    const int group_values = grid->group_values;
+    std::vector<ggml::ValueGrid> grids(grid->grids ? size_t(block_values) : 0);
+    std::vector<float> chosen(static_cast<size_t>(group_values)), weight(static_cast<size_t>(group_values));
     sweep_rows(w.data(), r1 - r0, cols, batch, factor, [&](int64_t r, int64_t j, const float* wr) {
       const int e = int(j % block_values);
       void* block = static_cast<std::byte*>(dst) + size_t(r0 + r) * row_bytes + size_t(j / block_values) * block_bytes;
       if (e == 0) {  // the format fits the block's scales from the updated values
         codec->quantize_row(wr + j, block, block_values, importance ? importance + j : nullptr);
-        grid->grids(block, grids.data());
+        if (grid->grids) grid->grids(block, grids.data());
+      }
+      if (group_values > 1) {
+        // A group codebook: at the group's first column its code is chosen for the group's current
+        // values, each weighed by GPTQ's cost of an error there (1 / U_jj²); the later columns of the
+        // group then take their chosen values, and their own updated values make the error fed forward.
+        if (e % group_values == 0) {
+          for (int k = 0; k < group_values; ++k) {
+            const float u = factor.row(j + k)[j + k];
+            weight[size_t(k)] = 1 / (u * u);
+          }
+          grid->set_group(block, e, wr + j, weight.data(), chosen.data());
+        }
+        return chosen[size_t(e % group_values)];
       }
       // A zero step (a block or sub-block scale stored as 0) keeps the code the quantizer chose.
       const ggml::ValueGrid& g = grids[size_t(e)];

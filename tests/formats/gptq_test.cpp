@@ -25,7 +25,10 @@ constexpr int64_t kRows = 48, kCols = 512, kTokens = 1024;
 const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
                            GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::MXFP4, GgmlType::NVFP4, GgmlType::Q1_0,
-                           GgmlType::TQ1_0, GgmlType::TQ2_0};
+                           GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::IQ3_XXS, GgmlType::IQ3_S,
+                           GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S};
+
+bool group_codebook(GgmlType type) { return ggml::block_grid_codec(type)->group_values > 1; }
 
 struct Layer {
   std::vector<float> w;        // kRows × kCols
@@ -134,14 +137,18 @@ TEST(Gptq, BeatsRoundingToNearestOnTheLayerOutputForEveryType) {
   for (GgmlType type : kTypes) {
     SCOPED_TRACE(ggml_type_name(type));
     ASSERT_TRUE(gptq_supports(type));
-    const double rtn = output_error(l, decode(type, plain(type, l.w, nullptr)));
-    const double ours = output_error(l, decode(type, gptq(type, l.w, f, nullptr)));
-    EXPECT_LT(ours, 0.9 * rtn) << "GPTQ " << ours << " vs round-to-nearest " << rtn;
-    std::printf("%s: output error GPTQ / rounding %.3f\n", std::string(ggml_type_name(type)).c_str(), ours / rtn);
+    const std::string name(ggml_type_name(type));
+    if (!ggml_requires_imatrix(type)) {  // iq2_xxs and iq2_xs: ggml quantizes them only with importance weights
+      const double rtn = output_error(l, decode(type, plain(type, l.w, nullptr)));
+      const double ours = output_error(l, decode(type, gptq(type, l.w, f, nullptr)));
+      EXPECT_LT(ours, 0.9 * rtn) << "GPTQ " << ours << " vs round-to-nearest " << rtn;
+      std::printf("%s: output error GPTQ / rounding %.3f\n", name.c_str(), ours / rtn);
+    }
     // With importance weights on both sides: GPTQ fitting scales with diag(H) vs the imatrix quantizer.
     const double rtn_imatrix = output_error(l, decode(type, plain(type, l.w, l.diag.data())));
     const double ours_imatrix = output_error(l, decode(type, gptq(type, l.w, f, l.diag.data())));
     EXPECT_LT(ours_imatrix, 0.9 * rtn_imatrix) << "GPTQ " << ours_imatrix << " vs imatrix " << rtn_imatrix;
+    std::printf("%s: output error GPTQ / rounding, both with importance weights %.3f\n", name.c_str(), ours_imatrix / rtn_imatrix);
   }
 }
 
@@ -150,12 +157,57 @@ TEST(Gptq, BeatsRoundingToNearestOnTheLayerOutputForEveryType) {
 // their codes exactly so (step 3: from the fp16-rounded scales, ties to even), so the bytes must be
 // theirs. The 32-, 64- and 128-value types, the iq4 and fp4 codebooks and the ternary types (ties away
 // from zero) round otherwise: their scales must be equal and every value at least as close to the
-// weight as theirs.
+// weight as theirs. The group codebooks (iq3_xxs, iq3_s, iq2_xxs, iq2_xs, iq2_s) choose a group's grid
+// points and signs together, the exact nearest code under the stored scale, where the format's quantizer
+// searches a few neighbours of the rounded levels, weighs each value (by x², or its importance times
+// sqrt(sigma² + x²)) and, with 7 sign bits, flips a sign for parity before choosing points: single values
+// may then move away, so the check is per group of 8, with the scales equal: the group's squared error at
+// most the format's own.
+void expect_groups_at_least_as_close(GgmlType type, const std::vector<float>& w, const std::vector<std::byte>& ours,
+                                     const std::vector<std::byte>& theirs) {
+  const size_t block_bytes = ggml_type_info(type).block_bytes;
+  for (size_t b = 0; b < ours.size(); b += block_bytes) {
+    // The scales: d, then iq3_xxs's and iq2_xxs's top 4 bits of each group's sign word, the scale bytes
+    // at the end of iq3_s (4), iq2_xs and iq2_s (8).
+    ASSERT_EQ(std::memcmp(&ours[b], &theirs[b], 2), 0) << "block " << b / block_bytes;
+    if (type == GgmlType::IQ3_XXS || type == GgmlType::IQ2_XXS) {
+      for (size_t ib = 0; ib < 8; ++ib) {
+        const size_t top = b + (type == GgmlType::IQ3_XXS ? 2 + 64 + 4 * ib + 3 : 2 + 8 * ib + 7);
+        ASSERT_EQ(uint8_t(ours[top]) >> 4, uint8_t(theirs[top]) >> 4) << "block " << b / block_bytes << " group " << ib;
+      }
+    } else {
+      const size_t tail = type == GgmlType::IQ3_S ? 4 : 8;
+      ASSERT_EQ(std::memcmp(&ours[b + block_bytes - tail], &theirs[b + block_bytes - tail], tail), 0) << "block " << b / block_bytes;
+    }
+  }
+  const auto a = decode(type, ours), p = decode(type, theirs);
+  const size_t group = size_t(ggml::block_grid_codec(type)->group_values);
+  double ours_total = 0, theirs_total = 0;
+  for (size_t g = 0; g < a.size(); g += group) {
+    double e_ours = 0, e_theirs = 0;
+    for (size_t i = g; i < g + group; ++i) {
+      e_ours += double(a[i] - w[i]) * (a[i] - w[i]);
+      e_theirs += double(p[i] - w[i]) * (p[i] - w[i]);
+    }
+    ASSERT_LE(e_ours, e_theirs * (1 + 1e-5) + 1e-12) << "group " << g / group;
+    ours_total += e_ours, theirs_total += e_theirs;
+  }
+  std::printf("%s, H = I: squared error of GPTQ's group codes / the format's %.3f\n", std::string(ggml_type_name(type)).c_str(),
+              ours_total / theirs_total);
+}
+
 TEST(Gptq, WithIdentityHessianGivesTheFormatsOwnChoices) {
   const Layer l = random_layer(3);
   const GptqFactor f(identity(kCols), kCols);
   for (GgmlType type : kTypes) {
     SCOPED_TRACE(ggml_type_name(type));
+    if (group_codebook(type)) {
+      // iq2_xxs and iq2_xs need importance weights: the same uniform ones on both sides.
+      const std::vector<float> ones(static_cast<size_t>(kCols), 1.0f);
+      const float* importance = ggml_requires_imatrix(type) ? ones.data() : nullptr;
+      expect_groups_at_least_as_close(type, l.w, gptq(type, l.w, f, importance), plain(type, l.w, importance));
+      continue;
+    }
     const auto theirs = plain(type, l.w, nullptr);
     const auto ours = gptq(type, l.w, f, nullptr);
     const bool ternary = type == GgmlType::TQ1_0 || type == GgmlType::TQ2_0;  // lroundf, ties away from zero
@@ -208,7 +260,9 @@ TEST(Gptq, Tq1_0CodesAreSetOneAtATime) {
     }
 }
 
-// The standard dequantizer reads GPTQ's bytes as the values GPTQ chose on each block's grid.
+// The standard dequantizer reads GPTQ's bytes as the values GPTQ chose on each block's grid. For a group
+// codebook: the decoded values are grid points under the stored scales, so asked for the code nearest
+// them, set_group must give back exactly them and leave the bytes as they are.
 TEST(Gptq, BytesDecodeToTheChosenGridValues) {
   const Layer l = random_layer(4);
   const GptqFactor f(l.hessian, kCols);
@@ -218,6 +272,20 @@ TEST(Gptq, BytesDecodeToTheChosenGridValues) {
     const auto decoded = decode(type, bytes);
     const auto* grid = ggml::block_grid_codec(type);
     const size_t block_bytes = ggml_type_info(type).block_bytes;
+    if (group_codebook(type)) {
+      const int gv = grid->group_values;
+      std::vector<float> ones(static_cast<size_t>(gv), 1.0f), chosen(static_cast<size_t>(gv));
+      for (size_t b = 0; b * block_bytes < bytes.size(); ++b) {
+        std::vector<std::byte> block(&bytes[b * block_bytes], &bytes[b * block_bytes] + block_bytes);
+        for (int first = 0; first < grid->block_values; first += gv) {
+          const float* x = &decoded[b * size_t(grid->block_values) + size_t(first)];
+          grid->set_group(block.data(), first, x, ones.data(), chosen.data());
+          for (int k = 0; k < gv; ++k) ASSERT_EQ(chosen[size_t(k)], x[k]) << "block " << b << " value " << first + k;
+        }
+        ASSERT_EQ(std::memcmp(block.data(), &bytes[b * block_bytes], block_bytes), 0) << "block " << b;
+      }
+      continue;
+    }
     std::vector<ggml::ValueGrid> grids(size_t(grid->block_values));
     for (size_t b = 0; b * block_bytes < bytes.size(); ++b) {
       grid->grids(&bytes[b * block_bytes], grids.data());
@@ -235,29 +303,41 @@ TEST(Gptq, BytesDecodeToTheChosenGridValues) {
 TEST(Gptq, MatchesAPlainColumnByColumnSweep) {
   const Layer l = random_layer(5);
   const GptqFactor f(l.hessian, kCols);
-  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q3_K, GgmlType::MXFP4, GgmlType::TQ1_0}) {
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q3_K, GgmlType::MXFP4, GgmlType::TQ1_0, GgmlType::IQ3_XXS, GgmlType::IQ3_S,
+                        GgmlType::IQ2_S}) {
     SCOPED_TRACE(ggml_type_name(type));
     const auto* grid = ggml::block_grid_codec(type);
     const auto* codec = ggml_codec(type);
-    const int bv = grid->block_values;
+    const int bv = grid->block_values, gv = grid->group_values;
     const size_t block_bytes = ggml_type_info(type).block_bytes, row_bytes = ggml_row_bytes(type, kCols);
     std::vector<float> w = l.w;
     std::vector<std::byte> expected(size_t(kRows) * row_bytes);
-    std::vector<ggml::ValueGrid> grids(size_t(kRows * bv));
+    std::vector<ggml::ValueGrid> grids(gv > 1 ? 0 : size_t(kRows * bv));
+    std::vector<float> chosen(static_cast<size_t>(kRows * gv)), weight(static_cast<size_t>(gv));
     for (int64_t j = 0; j < kCols; ++j) {
       for (int64_t r = 0; r < kRows; ++r) {
         std::byte* block = &expected[size_t(r) * row_bytes + size_t(j / bv) * block_bytes];
         if (j % bv == 0) {
           codec->quantize_row(&w[size_t(r * kCols + j)], block, bv, nullptr);
-          grid->grids(block, &grids[size_t(r * bv)]);
+          if (gv == 1) grid->grids(block, &grids[size_t(r * bv)]);
         }
-        const ggml::ValueGrid& g = grids[size_t(r * bv + j % bv)];
-        int q = grid->code(block, int(j % bv));
-        if (g.step != 0) {
-          q = g.nearest(w[size_t(r * kCols + j)]);
-          grid->set_code(block, int(j % bv), q);
+        float value = 0;
+        if (gv > 1) {  // a group's code for its current values, weighed by 1 / U_jj²
+          if (j % gv == 0) {
+            for (int k = 0; k < gv; ++k) weight[size_t(k)] = 1 / (f.row(j + k)[j + k] * f.row(j + k)[j + k]);
+            grid->set_group(block, int(j % bv), &w[size_t(r * kCols + j)], weight.data(), &chosen[size_t(r * gv)]);
+          }
+          value = chosen[size_t(r * gv + j % gv)];
+        } else {
+          const ggml::ValueGrid& g = grids[size_t(r * bv + j % bv)];
+          int q = grid->code(block, int(j % bv));
+          if (g.step != 0) {
+            q = g.nearest(w[size_t(r * kCols + j)]);
+            grid->set_code(block, int(j % bv), q);
+          }
+          value = g.value(q);
         }
-        const float err = (w[size_t(r * kCols + j)] - g.value(q)) / f.row(j)[j];
+        const float err = (w[size_t(r * kCols + j)] - value) / f.row(j)[j];
         for (int64_t k = j + 1; k < kCols; ++k) w[size_t(r * kCols + k)] -= err * f.row(j)[k];
       }
     }
@@ -380,9 +460,9 @@ TEST(Gptq, RefusesWhatItCannotWrite) {
   const GptqFactor f(identity(kCols), kCols);
   std::vector<float> w(size_t(kRows * kCols), 0.5f);
   std::vector<std::byte> out(size_t(kRows) * ggml_row_bytes(GgmlType::Q8_0, kCols));
-  // Codebooks over groups of values have no per-value grid.
-  EXPECT_FALSE(gptq_supports(GgmlType::IQ3_S));
-  EXPECT_THROW(gptq_quantize_rows(GgmlType::IQ3_S, w.data(), kRows, kCols, f, nullptr, out.data()), Error);
+  // iq1_s: no path yet.
+  EXPECT_FALSE(gptq_supports(GgmlType::IQ1_S));
+  EXPECT_THROW(gptq_quantize_rows(GgmlType::IQ1_S, w.data(), kRows, kCols, f, nullptr, out.data()), Error);
   const GptqFactor small(identity(256), 256);
   EXPECT_THROW(gptq_quantize_rows(GgmlType::Q8_0, w.data(), kRows, kCols, small, nullptr, out.data()), Error);
   EXPECT_THROW(GptqFactor(std::vector<float>(10), 4), Error);
