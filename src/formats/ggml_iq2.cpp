@@ -238,7 +238,7 @@ void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels
 
 // All trials of a group: the trial ggml keeps (the first that improves the fit strictly), or -1 if none
 // does; `scale` becomes its fitted scale. With `all_in_one`, SearchKernels::all_trials does all steps
-// where the kernels have it (trials in the lanes: better for short neighbour lists, iq2_s and iq2_xxs;
+// where the kernels have it (trials in the lanes: better for iq2_s's short neighbour lists; iq2_xxs's and
 // iq2_xs's lists of two distances are searched faster with the candidates in the lanes).
 int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, Trials& trials,
                  float& scale, bool all_in_one) {
@@ -302,7 +302,7 @@ std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKerne
   for (int i = 0; i < 32; ++i) levels[i] = int8_t(qp_codes[i]);
   Trials trials;
   set_trial_scales(trials, -6, 6, eff_max);
-  const int chosen = choose_trial(t, kernels, g, trials, scale, true);
+  const int chosen = choose_trial(t, kernels, g, trials, scale, false);
   if (chosen >= 0) copy_trial_levels(trials, 32, chosen, levels);
   bool on_grid[4];
   if (scale > 0) {
