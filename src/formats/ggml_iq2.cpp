@@ -29,6 +29,10 @@
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 namespace lowbit::ggml {
 namespace {
 
@@ -56,6 +60,29 @@ float block_sum_of_squares(const float* x) {
   return sum;
 }
 
+// out[i] = sqrtf(in[i]), n a multiple of 4: 4 correctly rounded square roots per SSE instruction
+// (std::sqrt's errno check keeps the compiler from vectorising the loop).
+inline void sqrt_values(const float* in, int n, float* out) {
+#if defined(__SSE2__)
+  for (int i = 0; i < n; i += 4) _mm_storeu_ps(out + i, _mm_sqrt_ps(_mm_loadu_ps(in + i)));
+#else
+  for (int i = 0; i < n; ++i) out[i] = std::sqrt(in[i]);
+#endif
+}
+
+// weight[i] = qw[i] * sqrtf(sigma2 + x[i] * x[i]), n a multiple of 4, each float as ggml's.
+inline void imatrix_weights(const float* x, const float* qw, float sigma2, int n, float* weight) {
+#if defined(__SSE2__)
+  for (int i = 0; i < n; i += 4) {
+    const __m128 xi = _mm_loadu_ps(x + i);
+    const __m128 root = _mm_sqrt_ps(_mm_add_ps(_mm_set1_ps(sigma2), _mm_mul_ps(xi, xi)));
+    _mm_storeu_ps(weight + i, _mm_mul_ps(_mm_loadu_ps(qw + i), root));
+  }
+#else
+  for (int i = 0; i < n; ++i) weight[i] = qw[i] * std::sqrt(sigma2 + x[i] * x[i]);
+#endif
+}
+
 // One scale group made ready for the search.
 struct Group {
   int n = 0;                 // 32 (iq2_xxs) or 16
@@ -70,21 +97,18 @@ struct Group {
 // first on ties) with the wrong sign: its magnitude is negated instead, so the grid fits it as is.
 void prepare_group(const float* x, int n, bool even_parity, Group& g) {
   g.n = n;
-  for (int i = 0; i < n; ++i) g.waux[i] = std::sqrt(g.weight[i]);
+  sqrt_values(g.weight, n, g.waux);
   for (int k = 0; k < n / kSub; ++k) {
     const float* xs = x + kSub * k;
     float* xv = g.xval + kSub * k;
     const float* w = g.weight + kSub * k;
     int negatives = 0;
     uint8_t s = 0;
-    for (int i = 0; i < kSub; ++i) {
-      if (xs[i] >= 0) {
-        xv[i] = xs[i];
-      } else {
-        xv[i] = -xs[i];
-        ++negatives;
-        s |= uint8_t(1 << i);
-      }
+    for (int i = 0; i < kSub; ++i) {  // without branches: the signs are unpredictable
+      const bool negative = !(xs[i] >= 0);  // NaN counts as negative, as ggml's else branch
+      xv[i] = negative ? -xs[i] : xs[i];
+      negatives += negative;
+      s |= uint8_t(int(negative) << i);
     }
     if (even_parity && negatives % 2) {
       int imin = 0;
@@ -166,6 +190,9 @@ struct Trials {
   float q[kMaxGroup][kStride];  // value-major: q[i][t] = 2l+1 for value i's level l in trial t
   uint32_t keys[kMaxGroup / kSub][kStride];
   bool on_grid[kMaxGroup / kSub][kStride];
+  // With SearchKernels::all_trials: each trial's resolved keys instead of q.
+  bool by_keys = false;
+  uint32_t resolved[kMaxGroup / kSub][kStride];
 };
 
 void set_trial_scales(Trials& trials, int first_is, int last_is, float max) {
@@ -210,13 +237,27 @@ void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels
 }
 
 // All trials of a group: the trial ggml keeps (the first that improves the fit strictly), or -1 if none
-// does; `scale` becomes its fitted scale.
+// does; `scale` becomes its fitted scale. With `all_in_one`, SearchKernels::all_trials does all steps
+// where the kernels have it (trials in the lanes: better for iq2_s's short neighbour lists; iq2_xxs's and
+// iq2_xs's lists of two distances are searched faster with the candidates in the lanes).
 int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, Trials& trials,
-                 float& scale) {
-  kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.q[0][0], &trials.keys[0][0]);
-  for (int k = 0; k < g.n / kSub; ++k) resolve_all_trials(t, kernels, g, k, trials);
+                 float& scale, bool all_in_one) {
   float sumqx[kStride], sumq2[kStride];
-  kernels.trial_sums(g.weight, g.xval, g.n, &trials.q[0][0], trials.count, sumqx, sumq2);
+  if (all_in_one && kernels.all_trials) {
+    uint32_t off_grid[kMaxGroup / kSub];
+    const int status = kernels.all_trials(t, g.xval, g.waux, g.weight, g.n, trials.id, trials.scale, trials.count,
+                                          &trials.resolved[0][0], off_grid, sumqx, sumq2);
+    if (status == iq2::kEmptyList)
+      throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
+    if (status != 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
+    for (int k = 0; k < g.n / kSub; ++k)
+      for (int u = 0; u < trials.count; ++u) trials.on_grid[k][u] = !((off_grid[k] >> u) & 1);
+    trials.by_keys = true;
+  } else {
+    kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.q[0][0], &trials.keys[0][0]);
+    for (int k = 0; k < g.n / kSub; ++k) resolve_all_trials(t, kernels, g, k, trials);
+    kernels.trial_sums(g.weight, g.xval, g.n, &trials.q[0][0], trials.count, sumqx, sumq2);
+  }
   float best = 0;
   int chosen = -1;
   for (int u = 0; u < trials.count; ++u) {
@@ -230,6 +271,10 @@ int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const
 }
 
 void copy_trial_levels(const Trials& trials, int n, int chosen, int8_t* levels) {
+  if (trials.by_keys) {
+    for (int i = 0; i < n; ++i) levels[i] = int8_t((trials.resolved[i / kSub][chosen] >> (2 * (i % kSub))) & 3);
+    return;
+  }
   for (int i = 0; i < n; ++i) levels[i] = int8_t((int(trials.q[i][chosen]) - 1) / 2);
 }
 
@@ -257,7 +302,7 @@ std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKerne
   for (int i = 0; i < 32; ++i) levels[i] = int8_t(qp_codes[i]);
   Trials trials;
   set_trial_scales(trials, -6, 6, eff_max);
-  const int chosen = choose_trial(t, kernels, g, trials, scale);
+  const int chosen = choose_trial(t, kernels, g, trials, scale, false);
   if (chosen >= 0) copy_trial_levels(trials, 32, chosen, levels);
   bool on_grid[4];
   if (scale > 0) {
@@ -273,12 +318,12 @@ std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKerne
 // 19 inverse scales (5 + 0.1 is) / max, is = -9..9; the best trial's off-grid subgroups (only those)
 // are re-rounded at its scale, and the scale refitted. Returns the scale (possibly negative).
 float fit_group_16(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, float max,
-                   int8_t* levels) {
+                   bool all_in_one, int8_t* levels) {
   std::memset(levels, 0, 16);
   float scale = max / float(2 * kTopLevel + 1);
   Trials trials;
   set_trial_scales(trials, -9, 9, max);
-  const int chosen = choose_trial(t, kernels, g, trials, scale);
+  const int chosen = choose_trial(t, kernels, g, trials, scale, all_in_one);
   bool on_grid[2] = {true, true};
   if (chosen >= 0) {
     copy_trial_levels(trials, 16, chosen, levels);
@@ -323,7 +368,7 @@ void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* 
     for (int ib = 0; ib < 8; ++ib) {
       const float* xb = xbl + 32 * ib;
       const float* qw = quant_weights + kBlock * ibl + 32 * ib;
-      for (int i = 0; i < 32; ++i) g.weight[i] = qw[i] * std::sqrt(sigma2 + xb[i] * xb[i]);
+      imatrix_weights(xb, qw, sigma2, 32, g.weight);
       prepare_group(xb, 32, true, g);
       scales[ib] = 0;
       if (group_max(g) < ggml_search::kGroupMaxEps) continue;
@@ -363,6 +408,7 @@ struct Xs16Options {
   bool even_parity;      // 7 sign bits (iq2_xs) or 8 (iq2_s)
   bool doubled_sigma2;   // sigma2 = 2 * mean x^2 (iq2_s) or mean x^2 (iq2_xs)
   float group_max_eps;
+  bool all_in_one;       // choose_trial's all_trials kernel
 };
 
 // Fits the 16 groups of one block: grid indices, signs, float scales. Returns the largest scale.
@@ -377,7 +423,7 @@ float fit_block_16(const SearchTables& t, const float* xbl, const float* qw,
   for (int ib = 0; ib < 16; ++ib) {
     const float* xb = xbl + 16 * ib;
     if (qw) {
-      for (int i = 0; i < 16; ++i) g.weight[i] = qw[16 * ib + i] * std::sqrt(sigma2 + xb[i] * xb[i]);
+      imatrix_weights(xb, qw + 16 * ib, sigma2, 16, g.weight);
     } else {
       for (int i = 0; i < 16; ++i) g.weight[i] = 0.25f * sigma2 + xb[i] * xb[i];
     }
@@ -385,7 +431,7 @@ float fit_block_16(const SearchTables& t, const float* xbl, const float* qw,
     scales[ib] = 0;
     const float max = group_max(g);
     if (max < options.group_max_eps) continue;  // indices and signs stay 0
-    float scale = fit_group_16(t, kernels, g, max, levels);
+    float scale = fit_group_16(t, kernels, g, max, options.all_in_one, levels);
     if (scale < 0) {  // never seen; ggml flips the scale and the signs with it
       scale = -scale;
       for (int k = 0; k < 2; ++k) g.signs[k] = options.even_parity ? uint8_t(~g.signs[k] & 127) : uint8_t(~g.signs[k]);
@@ -412,7 +458,7 @@ void quantize_row_iq2_xs(const float* x, void* blocks, int64_t n, const float* q
     uint8_t signs[32] = {};
     float scales[16];
     const float max_scale = fit_block_16(t, x + kBlock * ibl, quant_weights + kBlock * ibl,
-                                         {.even_parity = true, .doubled_sigma2 = false, .group_max_eps = ggml_search::kGroupMaxEps},
+                                         {.even_parity = true, .doubled_sigma2 = false, .group_max_eps = ggml_search::kGroupMaxEps, .all_in_one = false},
                                          grid_index, signs, scales);
     BlockIq2Xs& b = y[ibl];
     std::memset(&b, 0, sizeof b);
@@ -434,7 +480,7 @@ void quantize_row_iq2_s(const float* x, void* blocks, int64_t n, const float* qu
     uint8_t signs[32] = {};
     float scales[16];
     const float max_scale = fit_block_16(t, x + kBlock * ibl, quant_weights ? quant_weights + kBlock * ibl : nullptr,
-                                         {.even_parity = false, .doubled_sigma2 = true, .group_max_eps = kIq2sGroupMaxEps},
+                                         {.even_parity = false, .doubled_sigma2 = true, .group_max_eps = kIq2sGroupMaxEps, .all_in_one = true},
                                          grid_index, signs, scales);
     BlockIq2S& b = y[ibl];
     std::memset(&b, 0, sizeof b);

@@ -29,6 +29,15 @@ void add_list(SearchTables& t, const std::vector<uint16_t>& candidates) {
   const auto count = uint32_t(candidates.size());
   t.lists.push_back({uint32_t(t.neighbours.size()), uint32_t(t.lane_levels.size()), count});
   t.neighbours.insert(t.neighbours.end(), candidates.begin(), candidates.end());
+  for (const uint16_t candidate : candidates) {
+    uint32_t key = 0;
+    for (int j = 0; j < 8; ++j) {
+      const int level = t.levels[candidate][size_t(j)];
+      key |= uint32_t(level) << (2 * j);
+      t.neighbour_slots.push_back(uint8_t(3 * j + level));
+    }
+    t.neighbour_keys.push_back(key);
+  }
   constexpr int kChunk = SearchTables::kLaneChunk;
   const size_t chunks = (count + kChunk - 1) / kChunk;
   const size_t base = t.lane_levels.size();

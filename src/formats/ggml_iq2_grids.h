@@ -218,6 +218,10 @@ struct SearchTables {
   // loads value j of 16 candidates at once.
   static constexpr int kLaneChunk = 16;
   std::vector<uint8_t> lane_levels;
+  // Per entry of `neighbours`: the candidate's key, and its 8 term slots 3j + l (value j at level l),
+  // byte 8 * entry + j: what the AVX-512 search over all trials (trials in the lanes) picks per candidate.
+  std::vector<uint32_t> neighbour_keys;
+  std::vector<uint8_t> neighbour_slots;
   // Grid point k's levels, one byte per value.
   std::vector<std::array<int8_t, 8>> levels;
 

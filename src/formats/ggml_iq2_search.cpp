@@ -42,7 +42,7 @@ void trial_sums_portable(const float* weight, const float* xval, int n, const fl
 }
 
 constexpr SearchKernels kPortableKernels = {round_trials_portable, trial_sums_portable, round_levels_portable,
-                                            nearest_at_scales_portable};
+                                            nearest_at_scales_portable, nullptr};
 
 }  // namespace
 

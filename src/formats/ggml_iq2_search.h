@@ -36,7 +36,18 @@ struct SearchKernels {
   // costs 8 additions of looked-up terms, in ggml's order.
   void (*nearest_at_scales)(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
                             const float* scales, int count_scales, int* best);
+  // All of the above for a whole group in one pass (optional: null in kernels without it): at each of
+  // `count` trials (inverse scale ids[t], scale scales[t]; both padded to kTrialStride with the last
+  // trial), each subgroup's rounding, replaced where it is off the grid by its nearest neighbour at the
+  // trial's scale, as keys[k * kTrialStride + t]; bit t of off_grid[k] set where subgroup k's rounding
+  // was off the grid; and the weighted sums of the resolved levels. Returns 0, or kNoGridPoint when some
+  // search found no candidate below FLT_MAX (non-finite values), kEmptyList when a key had no list.
+  int (*all_trials)(const SearchTables& t, const float* xval, const float* waux, const float* weight, int n,
+                    const float* ids, const float* scales, int count, uint32_t* keys, uint32_t* off_grid,
+                    float* sumqx, float* sumq2);
 };
+inline constexpr int kNoGridPoint = 1;
+inline constexpr int kEmptyList = 2;
 
 // The active CPU target's kernels (kernels/cpu/cpu_kernels.h), else the portable ones.
 const SearchKernels& search_kernels();

@@ -235,9 +235,11 @@ TEST(GgmlIqCodecs, VectorKernelsWriteThePortableBytes) {
     }
   }
   for (int64_t c = 0; c < cols; ++c) weights[size_t(c)] = c % 97 == 0 ? 0.f : float(3 * std::pow(0.1 + uniform(rng), 2));
-  for (const GgmlType type : {GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ3_XXS, GgmlType::IQ3_S})
+  for (const GgmlType type : {GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ3_XXS, GgmlType::IQ3_S, GgmlType::IQ2_XXS,
+                              GgmlType::IQ2_XS, GgmlType::IQ2_S})
     for (const bool weighted : {false, true}) {
-      if (type == GgmlType::IQ1_S && !weighted) continue;  // needs importance weights
+      const bool needs_weights = type == GgmlType::IQ1_S || type == GgmlType::IQ2_XXS || type == GgmlType::IQ2_XS;
+      if (needs_weights && !weighted) continue;
       SCOPED_TRACE(std::string(ggml_type_name(type)) + (weighted ? " with weights" : ""));
       const size_t size = ggml_row_bytes(type, cols);
       auto quantize = [&](cpu::CpuTarget target) {

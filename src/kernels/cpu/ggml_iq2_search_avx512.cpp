@@ -128,8 +128,102 @@ LOWBIT_AVX512 void trial_sums_avx512(const float* weight, const float* xval, int
   trial_sums_lanes<16>(weight, xval, n, q, count, sumqx, sumq2);
 }
 
+// SearchKernels::all_trials, 16 trials per vector, the trials in the lanes. Per subgroup and vector: the
+// 16 trials' keys (levels rounded as round_trials_lanes rounds them); each distinct key among the lanes
+// looked up once; an off-grid key's neighbour list searched once for all lanes holding it, each lane at
+// its own trial's scale. A candidate's distance adds 8 terms waux[j] * diff * diff, diff = scale * (2l+1)
+// - xval[j], which depend only on the value, its level and the lane's scale: the 8 x 3 term vectors are
+// computed once per subgroup and vector (each rounded as ggml rounds it, as in nearest_at_scales_lanes)
+// and a candidate adds its 8 in ggml's order (starting from the first term instead of 0 changes no
+// comparison: the terms are products of a square root and a square). Each lane keeps the first strict
+// minimum (NaN compares false), ggml's choice. Then the weighted sums of the resolved levels, value by
+// value in ggml's order, as trial_sums_lanes. Nothing of a trial is stored but its resolved keys.
+LOWBIT_AVX512 int all_trials_avx512(const SearchTables& t, const float* xval, const float* waux, const float* weight,
+                                    int n, const float* ids, const float* scales, int count, uint32_t* keys,
+                                    uint32_t* off_grid, float* sumqx, float* sumq2) {
+  const int subgroups = n / 8;
+  for (int k = 0; k < subgroups; ++k) off_grid[k] = 0;
+  const int32_t* by_key = t.by_key.data();
+  for (int first = 0; first < count; first += 16) {
+    const __m512 id = _mm512_loadu_ps(ids + first);
+    const __m512 scale = _mm512_loadu_ps(scales + first);
+    const int used = count - first < 16 ? count - first : 16;
+    const __mmask16 valid = __mmask16((1u << used) - 1);
+    __m512i resolved[4];
+    for (int k = 0; k < subgroups; ++k) {
+      const float* xv = xval + 8 * k;
+      __m512i key = _mm512_setzero_si512();
+      for (int j = 0; j < 8; ++j) {
+        const __m512 half = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_sub_ps(_mm512_mul_ps(id, _mm512_set1_ps(xv[j])),
+                                                                               _mm512_set1_ps(1.f)));
+        const __m512 shifted = _mm512_add_ps(half, _mm512_set1_ps(12582912.f));
+        __m512i level = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x007fffff)),
+                                         _mm512_set1_epi32(0x00400000));
+        level = _mm512_min_epi32(_mm512_max_epi32(level, _mm512_setzero_si512()), _mm512_set1_epi32(2));
+        key = _mm512_or_si512(key, _mm512_sll_epi32(level, _mm_cvtsi32_si128(2 * j)));
+      }
+      alignas(64) uint32_t lane_key[16];
+      _mm512_store_si512(lane_key, key);
+      __m512i chosen = key;
+      __mmask16 off = 0;
+      alignas(64) __m512 term[24];  // term[3j + l]
+      bool have_terms = false;
+      for (__mmask16 left = valid; left;) {
+        const uint32_t c = lane_key[__builtin_ctz(unsigned(left))];
+        const __mmask16 run = _mm512_mask_cmpeq_epi32_mask(left, key, _mm512_set1_epi32(int(c)));
+        left = __mmask16(left & ~run);
+        const int32_t entry = by_key[c];
+        if (entry >= 0) continue;
+        off = __mmask16(off | run);
+        const SearchTables::List& list = t.list_of(entry);
+        if (list.count == 0) return kEmptyList;
+        if (!have_terms) {
+          for (int l = 0; l < 3; ++l) {
+            const __m512 scaled = _mm512_mul_ps(scale, _mm512_set1_ps(float(2 * l + 1)));  // scale * q
+            for (int j = 0; j < 8; ++j) {
+              const __m512 diff = _mm512_sub_ps(scaled, _mm512_set1_ps(xv[j]));
+              term[3 * j + l] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(waux[8 * k + j]), diff), diff);  // (w*diff)*diff
+            }
+          }
+          have_terms = true;
+        }
+        const uint8_t* slots = t.neighbour_slots.data() + 8 * size_t(list.first);
+        const uint32_t* candidate_keys = t.neighbour_keys.data() + list.first;
+        __m512 best_d2 = _mm512_set1_ps(FLT_MAX);
+        __m512i best = key;
+        for (uint32_t i = 0; i < list.count; ++i, slots += 8) {
+          __m512 d2 = term[slots[0]];
+          for (int j = 1; j < 8; ++j) d2 = _mm512_add_ps(d2, term[slots[j]]);
+          const __mmask16 better = _mm512_mask_cmp_ps_mask(run, d2, best_d2, _CMP_LT_OQ);
+          best_d2 = _mm512_mask_mov_ps(best_d2, better, d2);
+          best = _mm512_mask_set1_epi32(best, better, int(candidate_keys[i]));
+        }
+        // A lane found a candidate exactly where its least distance came out below FLT_MAX.
+        if (_mm512_mask_cmp_ps_mask(run, best_d2, _mm512_set1_ps(FLT_MAX), _CMP_LT_OQ) != run) return kNoGridPoint;
+        chosen = _mm512_mask_mov_epi32(chosen, run, best);
+      }
+      off_grid[k] |= uint32_t(off) << first;
+      resolved[k] = chosen;
+      _mm512_storeu_si512(keys + k * kTrialStride + first, chosen);
+    }
+    // sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1, in order of the values.
+    __m512 qx = _mm512_setzero_ps(), q2 = _mm512_setzero_ps();
+    for (int i = 0; i < n; ++i) {
+      const __m512i level = _mm512_and_si512(_mm512_srl_epi32(resolved[i / 8], _mm_cvtsi32_si128(2 * (i % 8))),
+                                             _mm512_set1_epi32(3));
+      const __m512 q = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_add_epi32(level, level), _mm512_set1_epi32(1)));
+      const float w = weight[i];
+      qx = _mm512_add_ps(qx, _mm512_mul_ps(_mm512_set1_ps(w * xval[i]), q));
+      q2 = _mm512_add_ps(q2, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w), q), q));
+    }
+    _mm512_storeu_ps(sumqx + first, qx);
+    _mm512_storeu_ps(sumq2 + first, q2);
+  }
+  return 0;
+}
+
 constexpr SearchKernels kAvx512Kernels = {round_trials_avx512, trial_sums_avx512, round_levels_avx512,
-                                          nearest_at_scales_avx512};
+                                          nearest_at_scales_avx512, all_trials_avx512};
 
 }  // namespace
 
