@@ -446,10 +446,10 @@ int64_t CudaLlama::run_layers(std::span<const int32_t> tokens, int windows, int 
   if (windows < 1 || T % windows != 0) throw Error(fmt::format("{} tokens do not split into {} equal windows", T, windows));
   auto* device_hidden = static_cast<float*>(ws_.hidden.reserve(state.size() * 4));
   check_cuda(cudaMemcpyAsync(device_hidden, state.data(), state.size() * 4, cudaMemcpyHostToDevice, stream_), "upload hidden");
+  if (!hidden) sync();  // `embedded` ends with this call: its upload must be done, not the layers queued after it
   const Positions positions{T / windows, 0};
   const KvCache cache = cache_for(windows, T / windows);
   for (int l = first_layer; l < last_layer; ++l) layer(l, T, positions, cache, observer);
-  sync();  // `embedded` feeds the upload in flight
   return T;
 }
 
