@@ -5,10 +5,12 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -91,18 +93,66 @@ uint16_t load_u16(const std::byte* p) {
   return v;
 }
 
-// NaN or Inf in 16-bit storage whose exponent field is `exponent_mask`.
-ValueScan scan_16bit(std::span<const std::byte> bytes, uint16_t exponent_mask, float (*to_f32)(uint16_t)) {
-  ValueScan scan;
-  const int64_t n = int64_t(bytes.size() / 2);
-  for (int64_t i = 0; i < n; ++i) {
+// A model's weights are gigabytes read once at load: long spans are scanned in pieces on the thread
+// pool, each piece's result in its own slot, then joined in order (the first misfit stays the first).
+template <class Scan, class ScanPiece>
+Scan scan_in_pieces(int64_t n, int64_t piece, ScanPiece scan_piece) {
+  const int64_t pieces = (n + piece - 1) / piece;
+  std::vector<Scan> parts(size_t(std::max<int64_t>(pieces, 0)));
+  parallel_for(pieces, 1, [&](int64_t first, int64_t last) {
+    for (int64_t p = first; p < last; ++p) parts[size_t(p)] = scan_piece(p * piece, std::min(n, (p + 1) * piece));
+  });
+  Scan total;
+  for (const Scan& part : parts) {
+    if (!part) continue;
+    if (!total) total = part;
+    else total.count += part.count;
+  }
+  return total;
+}
+
+constexpr int64_t kValuesPerPiece = int64_t(1) << 22;  // 8 MB of 16-bit values
+
+// NaN or Inf in 16-bit storage whose exponent field is `exponent_mask`, elements [begin, end): a branch-free
+// count first (the compiler vectorises it), the first misfit looked for only where there is one.
+ValueScan scan_16bit(std::span<const std::byte> bytes, int64_t begin, int64_t end, uint16_t exponent_mask,
+                     float (*to_f32)(uint16_t)) {
+  int64_t count = 0;
+  for (int64_t i = begin; i < end; ++i) count += (load_u16(bytes.data() + 2 * i) & exponent_mask) == exponent_mask;
+  if (count == 0) return {};
+  ValueScan scan{.count = count};
+  for (int64_t i = begin;; ++i) {
     const uint16_t h = load_u16(bytes.data() + 2 * i);
     if ((h & exponent_mask) != exponent_mask) continue;
-    if (scan.count++ == 0) {
-      scan.first = i;
-      scan.first_value = to_f32(h);
-      scan.problem = std::isnan(scan.first_value) ? ValueProblem::nan : ValueProblem::inf;
+    scan.first = i;
+    scan.first_value = to_f32(h);
+    scan.problem = std::isnan(scan.first_value) ? ValueProblem::nan : ValueProblem::inf;
+    return scan;
+  }
+}
+
+ValueScan scan_16bit(std::span<const std::byte> bytes, uint16_t exponent_mask, float (*to_f32)(uint16_t)) {
+  return scan_in_pieces<ValueScan>(int64_t(bytes.size() / 2), kValuesPerPiece, [&](int64_t begin, int64_t end) {
+    return scan_16bit(bytes, begin, end, exponent_mask, to_f32);
+  });
+}
+
+// NaN and ±Inf among f32 values [begin, end), copied out in pieces so an unaligned mapping is read safely.
+ValueScan scan_f32(std::span<const std::byte> bytes, int64_t begin, int64_t end) {
+  ValueScan scan;
+  constexpr int64_t kCopy = 4096;
+  float copy[kCopy];
+  for (int64_t at = begin; at < end; at += kCopy) {
+    const int64_t count = std::min(kCopy, end - at);
+    std::memcpy(copy, bytes.data() + 4 * at, size_t(4 * count));
+    const ValueScan part = scan_values(copy, count, ValueRange::finite);
+    if (!part) continue;
+    if (scan.count == 0) {
+      scan.first = at + part.first;
+      scan.first_value = part.first_value;
+      scan.problem = part.problem;
     }
+    scan.count += part.count;
   }
   return scan;
 }
@@ -154,26 +204,9 @@ ValueScan scan_values(const float* x, int64_t n, ValueRange range) {
 
 ValueScan scan_stored_values(GgmlType type, std::span<const std::byte> bytes) {
   switch (type) {
-    case GgmlType::F32: {
-      // Copied out in pieces so an unaligned mapping is read safely.
-      ValueScan scan;
-      constexpr size_t kPiece = 4096;
-      float piece[kPiece];
-      const size_t n = bytes.size() / 4;
-      for (size_t begin = 0; begin < n; begin += kPiece) {
-        const size_t count = std::min(kPiece, n - begin);
-        std::memcpy(piece, bytes.data() + 4 * begin, 4 * count);
-        const ValueScan part = scan_values(piece, int64_t(count), ValueRange::finite);
-        if (!part) continue;
-        if (scan.count == 0) {
-          scan.first = int64_t(begin) + part.first;
-          scan.first_value = part.first_value;
-          scan.problem = part.problem;
-        }
-        scan.count += part.count;
-      }
-      return scan;
-    }
+    case GgmlType::F32:
+      return scan_in_pieces<ValueScan>(int64_t(bytes.size() / 4), kValuesPerPiece / 2,
+                                       [&](int64_t begin, int64_t end) { return scan_f32(bytes, begin, end); });
     case GgmlType::F16: return scan_16bit(bytes, 0x7c00, [](uint16_t h) { return f16_to_f32(h); });
     case GgmlType::BF16: return scan_16bit(bytes, 0x7f80, [](uint16_t h) { return bf16_to_f32(h); });
     default: return {};
@@ -189,22 +222,19 @@ float block_scale_d(GgmlType type, std::span<const std::byte> blocks, int64_t bl
 }
 
 ScaleScan scan_block_scales(GgmlType type, std::span<const std::byte> blocks) {
-  ScaleScan scan;
   const ScaleFields* fields = scale_fields(type);
-  if (!fields) return scan;
+  if (!fields) return {};
   const size_t block_bytes = ggml_type_info(type).block_bytes;
-  const int64_t n = int64_t(blocks.size() / block_bytes);
-  for (int64_t b = 0; b < n; ++b)
-    for (uint8_t f = 0; f < fields->count; ++f) {
-      const uint16_t h = load_u16(blocks.data() + size_t(b) * block_bytes + fields->offsets[f]);
-      if ((h & 0x7c00) != 0x7c00) continue;
-      if (scan.count++ == 0) {
-        scan.first = b;
-        scan.first_value = f16_to_f32(h);
-        scan.field = fields->names[f];
-      }
-    }
-  return scan;
+  const auto scale = [&](int64_t b, uint8_t f) { return load_u16(blocks.data() + size_t(b) * block_bytes + fields->offsets[f]); };
+  return scan_in_pieces<ScaleScan>(int64_t(blocks.size() / block_bytes), int64_t(1) << 16, [&](int64_t begin, int64_t end) {
+    int64_t count = 0;  // branch-free first, as scan_16bit
+    for (int64_t b = begin; b < end; ++b)
+      for (uint8_t f = 0; f < fields->count; ++f) count += (scale(b, f) & 0x7c00) == 0x7c00;
+    if (count == 0) return ScaleScan{};
+    for (int64_t b = begin;; ++b)
+      for (uint8_t f = 0; f < fields->count; ++f)
+        if ((scale(b, f) & 0x7c00) == 0x7c00) return ScaleScan{.count = count, .first = b, .first_value = f16_to_f32(scale(b, f)), .field = fields->names[f]};
+  });
 }
 
 std::string element_location(int64_t index, int64_t cols) {
