@@ -71,8 +71,8 @@ reference=(--hf-reference "$work/hf-bf16.json")
 python3 scripts/synthetic_llama.py "$vocabulary" "$work/s8b.gguf" --layers "$layers" "${reference[@]}" 2>&1 | grep -v Warning
 [ -f "$work/hf-bf16.json" ] && log "transformers bf16: $(cat "$work/hf-bf16.json")"
 log ""
-log "| format | weights MiB | lowbit eval wall tok/s ($chunks × 512, ppl) | llama-perplexity wall tok/s (s, ppl) | lowbit eval pass tok/s (16 × 512) | lowbit prefill 512 | llama-bench pp512 | lowbit decode tok/s | llama-bench tg128 | lowbit decode of copy bw | peak GPU MiB |"
-log "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+log "| format | weights MiB | lowbit eval wall tok/s ($chunks × 512, ppl) | llama-perplexity wall tok/s (s, ppl) | lowbit eval pass tok/s (16 × 512) | lowbit prefill 512 | llama-bench pp512 | lowbit decode tok/s | llama-bench tg128 | lowbit decode of copy bw | peak GPU MiB | lowbit load s: read + check, upload |"
+log "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 
 # One row: `model` is a GGUF (eval, llama.cpp) or a directory (bench only).
 row() {
@@ -114,7 +114,8 @@ name, path, bw, eval_cell, llama_ppl, llama_pp, llama_tg = sys.argv[1], sys.argv
 j = json.load(open(path))
 gbs = j["weight_bytes"] * j["decode_tokens_per_s"] / 1e9
 print(f"| {name} | {j['weight_bytes']/2**20:.0f} | {eval_cell} | {llama_ppl} | {j['forward_tokens_per_s']:.0f} | {j['prefill_tokens_per_s']:.0f} | {llama_pp} "
-      f"| {j['decode_tokens_per_s']:.1f} | {llama_tg} | {gbs/bw:.2f} | {j['peak_gpu_memory_bytes']/2**20:.0f} |")
+      f"| {j['decode_tokens_per_s']:.1f} | {llama_tg} | {gbs/bw:.2f} | {j['peak_gpu_memory_bytes']/2**20:.0f} "
+      f"| {j['load_seconds']:.2f} + {j['upload_seconds']:.2f} |")
 PY
 }
 

@@ -53,6 +53,7 @@ struct GenerationTiming {
   size_t weight_bytes = 0;       // the weights as stored on the GPU
   size_t peak_memory_bytes = 0;  // device memory the runtime held at its peak (weights, cache, scratch)
   bool decode_graph = false;     // whether the decoding steps replayed a CUDA graph
+  double upload_seconds = 0;     // the runtime's construction: weights copied to the GPU
 };
 GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, const RuntimeOptions& options = {});
 
@@ -60,7 +61,7 @@ GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, co
 // second exported symbol, extern "C" const RuntimeBackend* lowbit_cuda_runtime(int abi). Bump
 // kRuntimeAbi when the interface (or a type it passes, LlamaModel included) changes, so that a stale
 // module is refused.
-inline constexpr int kRuntimeAbi = 2;
+inline constexpr int kRuntimeAbi = 3;
 inline constexpr const char* kRuntimeEntry = "lowbit_cuda_runtime";
 
 class RuntimeBackend {

@@ -60,6 +60,13 @@ __global__ void fix_q4k_headers(uint8_t* blocks, int64_t count) {
     header[1] = uint16_t(0x1000 | (header[1] & 0x7ff));
   }
 }
+// Blocks of random bytes with the f16 scale at `offset` made a small finite value.
+__global__ void fix_f16_field(uint8_t* blocks, int64_t count, int64_t block_bytes, int offset) {
+  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < count; b += int64_t(gridDim.x) * blockDim.x) {
+    auto* field = reinterpret_cast<uint16_t*>(blocks + b * block_bytes + offset);
+    *field = uint16_t(0x1000 | (*field & 0x7ff));
+  }
+}
 // LLM.int8-like activations, f16 [tokens, cols]: normal values (|x| < 5.5) with every 256th column
 // ten times larger, the few outlier columns a 6.0 threshold then finds.
 __global__ void fill_activations_f16(uint16_t* x, int64_t tokens, int64_t cols, uint64_t seed) {
@@ -359,6 +366,49 @@ struct Bench {
     }
   }
 
+  // Decoding's products (matvec_ggml: any block type, float32 activations) and the fused 4-bit kernel,
+  // beside cuBLAS bf16 on the same shape and tokens.
+  void ggml_matvec_rows(MatrixSize m, const std::vector<int64_t>& token_counts) {
+    const int64_t n = m.n();
+    const Buffers weight16 = bf16_sets(sets_for(2 * n), n, 1400);
+    const int64_t max_tokens = *std::max_element(token_counts.begin(), token_counts.end());
+    const Buffers x16 = bf16_sets(2, max_tokens * m.cols, 1500);
+    Buffers x32 = buffers(2, size_t(max_tokens * m.cols) * 4), y = buffers(2, size_t(max_tokens * m.rows) * 4);
+    for (int s = 0; s < 2; ++s) fill_floats<<<1024, 256>>>(x32[size_t(s)]->as<float>(), max_tokens * m.cols, 1600 + uint64_t(s), false);
+    struct Stored {
+      GgmlType type;
+      std::vector<int> scale_offsets;
+    };
+    for (const Stored& stored : {Stored{GgmlType::Q4_K, {0, 2}}, Stored{GgmlType::Q6_K, {208}}, Stored{GgmlType::Q8_0, {0}}}) {
+      const FormatInfo& info = ggml_type_info(stored.type);
+      const int64_t blocks = n / info.block_elements, bytes = blocks * info.block_bytes;
+      const int sets = sets_for(bytes);
+      Buffers weight = buffers(sets, size_t(bytes));
+      for (int s = 0; s < sets; ++s) {
+        fill_bytes<<<1024, 256>>>(weight[size_t(s)]->as<uint32_t>(), bytes / 4, 1700 + uint64_t(s));
+        for (int offset : stored.scale_offsets) fix_f16_field<<<1024, 256>>>(weight[size_t(s)]->as<uint8_t>(), blocks, info.block_bytes, offset);
+      }
+      std::vector<Fused4bitWeight> fused;
+      if (stored.type == GgmlType::Q4_K)
+        for (int s = 0; s < sets; ++s) fused.push_back(prepare_fused(Q4KWeight{weight[size_t(s)]->p, m.rows, m.cols}, nullptr));
+      for (int64_t tokens : token_counts) {
+        const double cublas = median_us(sets_for(2 * n), [&](int s, cudaStream_t stream) {
+          matmul_16bit(context, DType::bf16, weight16[size_t(s)]->p, m.rows, m.cols, x16[size_t(s % 2)]->p, tokens, y[size_t(s % 2)]->p, stream);
+        });
+        const double us = median_us(sets, [&](int s, cudaStream_t stream) {
+          matvec_ggml(stored.type, weight[size_t(s)]->p, m.rows, m.cols, x32[size_t(s % 2)]->as<float>(), tokens,
+                      y[size_t(s % 2)]->as<float>(), false, stream);
+        });
+        matmul_row("matvec " + std::string(info.name) + " f32", m, tokens, bytes, us, "cuBLAS bf16", cublas);
+        if (fused.empty()) continue;
+        const double fused_us = median_us(sets, [&](int s, cudaStream_t stream) {
+          matmul_4bit_fused_f32(fused[size_t(s)], DType::bf16, x16[size_t(s % 2)]->p, tokens, y[size_t(s % 2)]->as<float>(), false, stream);
+        });
+        matmul_row("fused q4_K f32 out", m, tokens, bytes, fused_us, "cuBLAS bf16", cublas);
+      }
+    }
+  }
+
   void int8_matmul_rows(MatrixSize m, const std::vector<int64_t>& token_counts) {
     const int64_t n = m.n();
     const int sets = sets_for(3 * n);
@@ -396,6 +446,8 @@ struct Bench {
     const std::vector<int64_t> tokens =
         options.quick ? std::vector<int64_t>{1, 8, 16, 64} : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
     for (MatrixSize m : {MatrixSize{14336, 4096}, MatrixSize{4096, 14336}}) matmul_4bit_rows(m, tokens);
+    for (MatrixSize m : {MatrixSize{14336, 4096}, MatrixSize{4096, 14336}, MatrixSize{4096, 4096}})
+      ggml_matvec_rows(m, options.quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2, 4, 8});
     int8_matmul_rows({4096, 4096}, options.quick ? std::vector<int64_t>{512} : std::vector<int64_t>{1, 16, 128, 512});
   }
 };

@@ -1,6 +1,6 @@
 // The matrix-vector product of every ggml block type for a few tokens (decoding, short batches):
-// y [tokens, rows] (=, or += when accumulating) x [tokens, cols] · Wᵀ, W in its stored blocks. One warp
-// per weight row; each lane decodes 8-value groups with the type's decoder (ggml_dequantize.cuh: the
+// y [tokens, rows] (=, or += when accumulating) x [tokens, cols] · Wᵀ, W in its stored blocks. A warp
+// per few weight rows; each lane decodes 8-value groups with the type's decoder (ggml_dequantize.cuh: the
 // values dequantize_rows gives, in float32) and multiplies them with every token's float32 inputs, so
 // the weight is read once for all tokens and no 16-bit copy of it is made.
 #pragma once
@@ -12,47 +12,61 @@ namespace lowbit::cuda::detail {
 inline constexpr int kMatvecMaxTokens = 8;
 constexpr int kMatvecWarps = 4;
 
-template <class D, int kTokens>
+// Each warp takes kRows rows: a lane's activations, loaded once, serve every row (with one row a warp,
+// the activations' reads from L1 outnumbered the weight's own bytes several times over).
+template <class D, int kTokens, int kRows>
 __global__ void __launch_bounds__(32 * kMatvecWarps) ggml_matvec_kernel(const uint8_t* __restrict__ blocks, int64_t rows,
                                                                       int64_t cols, const float* __restrict__ x,
                                                                       float* __restrict__ y, bool accumulate) {
   constexpr int kGroupsPerBlock = D::kValues / 8;
-  const int64_t row = int64_t(blockIdx.x) * kMatvecWarps + threadIdx.x / 32;
+  const int64_t first_row = (int64_t(blockIdx.x) * kMatvecWarps + threadIdx.x / 32) * kRows;
   const int lane = int(threadIdx.x % 32);
-  if (row >= rows) return;
+  if (first_row >= rows) return;
   const int64_t groups = cols / 8;
-  const uint8_t* row_blocks = blocks + row * (cols / D::kValues) * D::kBytes;
-  float sum[kTokens] = {};
-  // Each lane has kInFlight groups' loads issued before it decodes any (one load at a time leaves the
-  // product bound by latency, whatever the type's bytes); it still takes its groups in the same order.
-  constexpr int kInFlight = 4;
+  const size_t row_bytes = size_t(cols / D::kValues) * D::kBytes;
+  const uint8_t* row_blocks[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) row_blocks[r] = blocks + size_t(min(first_row + r, rows - 1)) * row_bytes;  // past the end: read, not stored
+  float sum[kRows][kTokens] = {};
+  // Each lane has kInFlight groups' loads (of every row) issued before it decodes any (one load at a time
+  // leaves the product bound by latency, whatever the type's bytes); it still takes its groups in order.
+  constexpr int kInFlight = kRows >= 4 ? 1 : 4 / kRows;
   for (int64_t g0 = lane; g0 < groups; g0 += 32 * kInFlight) {
-    typename D::Raw raw[kInFlight];
+    typename D::Raw raw[kInFlight][kRows];
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
       const int64_t g = g0 + 32 * u;
-      if (g < groups) raw[u] = D::load(row_blocks + (g / kGroupsPerBlock) * D::kBytes, int(g % kGroupsPerBlock));
+      if (g < groups)
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) raw[u][r] = D::load(row_blocks[r] + (g / kGroupsPerBlock) * D::kBytes, int(g % kGroupsPerBlock));
     }
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
       const int64_t g = g0 + 32 * u;
       if (g >= groups) break;
-      float w[8];
-      D::decode(raw[u], int(g % kGroupsPerBlock), w);
+      float w[kRows][8];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) D::decode(raw[u][r], int(g % kGroupsPerBlock), w[r]);
 #pragma unroll
       for (int t = 0; t < kTokens; ++t) {
         float v[8];
         load8<DType::f32>(x + t * cols, g, v);
 #pragma unroll
-        for (int k = 0; k < 8; ++k) sum[t] = fmaf(w[k], v[k], sum[t]);
+        for (int r = 0; r < kRows; ++r)
+#pragma unroll
+          for (int k = 0; k < 8; ++k) sum[r][t] = fmaf(w[r][k], v[k], sum[r][t]);
       }
     }
   }
 #pragma unroll
-  for (int t = 0; t < kTokens; ++t) {
-    float s = sum[t];
-    for (int offset = 16; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset);
-    if (lane == 0) y[t * rows + row] = accumulate ? y[t * rows + row] + s : s;
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t row = first_row + r;
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      float s = sum[r][t];
+      for (int offset = 16; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset);
+      if (lane == 0 && row < rows) y[t * rows + row] = accumulate ? y[t * rows + row] + s : s;
+    }
   }
 }
 
@@ -61,9 +75,12 @@ template <class D>
 void launch_ggml_matvec(const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens, float* y,
                         bool accumulate, cudaStream_t stream) {
   require_block_alignment<D>(blocks);
-  const unsigned grid = unsigned((rows + kMatvecWarps - 1) / kMatvecWarps);
   const auto* bytes = static_cast<const uint8_t*>(blocks);
-  auto launch = [&]<int T>() { ggml_matvec_kernel<D, T><<<grid, 32 * kMatvecWarps, 0, stream>>>(bytes, rows, cols, x, y, accumulate); };
+  auto launch = [&]<int T>() {
+    constexpr int kRows = T <= 4 ? 4 : 2;  // the sums of kRows × T in registers
+    const unsigned grid = unsigned((rows + kMatvecWarps * kRows - 1) / (kMatvecWarps * kRows));
+    ggml_matvec_kernel<D, T, kRows><<<grid, 32 * kMatvecWarps, 0, stream>>>(bytes, rows, cols, x, y, accumulate);
+  };
   switch (tokens) {
     case 1: launch.template operator()<1>(); break;
     case 2: launch.template operator()<2>(); break;
