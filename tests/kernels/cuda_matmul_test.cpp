@@ -243,7 +243,9 @@ TEST(CudaMatmul, RejectsBadShapes) {
 // float32 inputs: the weight is decoded to the same float32 values, so only the float32 sum's order differs.
 TEST(CudaMatmul, GgmlMatvecOfEveryTypeMatchesTheCpuDequantizedWeight) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
-  const int64_t rows = 40, cols = 512;
+  // An odd row count (a block's second row past the end) and rows long enough for several rounds of
+  // a block's loads.
+  const int64_t rows = 41, cols = 4096;
   const std::vector<float> importance(size_t(cols), 1.0f);  // iq1_s, iq2_xxs and iq2_xs quantize only with one
   for (const FormatInfo& format : kFormats) {  // every ggml type lowbit writes
     if (!format.ggml || !ggml_codec(*format.ggml)) continue;

@@ -1,6 +1,6 @@
 // The matrix-vector product of every ggml block type for a few tokens (decoding, short batches):
-// y [tokens, rows] (=, or += when accumulating) x [tokens, cols] · Wᵀ, W in its stored blocks. A warp
-// per few weight rows; each lane decodes 8-value groups with the type's decoder (ggml_dequantize.cuh: the
+// y [tokens, rows] (=, or += when accumulating) x [tokens, cols] · Wᵀ, W in its stored blocks. A block
+// per one or two weight rows; each lane decodes 8-value groups with the type's decoder (ggml_dequantize.cuh: the
 // values dequantize_rows gives, in float32) and multiplies them with every token's float32 inputs, so
 // the weight is read once for all tokens and no 16-bit copy of it is made.
 #pragma once
@@ -12,37 +12,36 @@ namespace lowbit::cuda::detail {
 inline constexpr int kMatvecMaxTokens = 8;
 constexpr int kMatvecWarps = 4;
 
-// Each warp takes kRows rows: a lane's activations, loaded once, serve every row (with one row a warp,
-// the activations' reads from L1 outnumbered the weight's own bytes several times over).
+// A block of kMatvecWarps warps takes kRows rows and splits their groups between its warps: a lane's
+// activations, loaded once, serve every row, and a long row (14336 columns) is not one warp's errand.
+// Each lane has kInFlight groups' loads (of every row) issued before it decodes any: one load at a time
+// leaves the product bound by latency, whatever the type's bytes.
 template <class D, int kTokens, int kRows>
 __global__ void __launch_bounds__(32 * kMatvecWarps) ggml_matvec_kernel(const uint8_t* __restrict__ blocks, int64_t rows,
                                                                       int64_t cols, const float* __restrict__ x,
                                                                       float* __restrict__ y, bool accumulate) {
-  constexpr int kGroupsPerBlock = D::kValues / 8;
-  const int64_t first_row = (int64_t(blockIdx.x) * kMatvecWarps + threadIdx.x / 32) * kRows;
-  const int lane = int(threadIdx.x % 32);
-  if (first_row >= rows) return;
+  constexpr int kGroupsPerBlock = D::kValues / 8, kThreads = 32 * kMatvecWarps;
+  constexpr int kInFlight = kRows >= 4 ? 1 : 4 / kRows;
+  const int64_t first_row = int64_t(blockIdx.x) * kRows;
+  const int thread = int(threadIdx.x), lane = thread % 32, warp = thread / 32;
   const int64_t groups = cols / 8;
   const size_t row_bytes = size_t(cols / D::kValues) * D::kBytes;
   const uint8_t* row_blocks[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) row_blocks[r] = blocks + size_t(min(first_row + r, rows - 1)) * row_bytes;  // past the end: read, not stored
   float sum[kRows][kTokens] = {};
-  // Each lane has kInFlight groups' loads (of every row) issued before it decodes any (one load at a time
-  // leaves the product bound by latency, whatever the type's bytes); it still takes its groups in order.
-  constexpr int kInFlight = kRows >= 4 ? 1 : 4 / kRows;
-  for (int64_t g0 = lane; g0 < groups; g0 += 32 * kInFlight) {
+  for (int64_t g0 = thread; g0 < groups; g0 += int64_t(kThreads) * kInFlight) {
     typename D::Raw raw[kInFlight][kRows];
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
-      const int64_t g = g0 + 32 * u;
+      const int64_t g = g0 + int64_t(kThreads) * u;
       if (g < groups)
 #pragma unroll
         for (int r = 0; r < kRows; ++r) raw[u][r] = D::load(row_blocks[r] + (g / kGroupsPerBlock) * D::kBytes, int(g % kGroupsPerBlock));
     }
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
-      const int64_t g = g0 + 32 * u;
+      const int64_t g = g0 + int64_t(kThreads) * u;
       if (g >= groups) break;
       float w[kRows][8];
 #pragma unroll
@@ -58,16 +57,25 @@ __global__ void __launch_bounds__(32 * kMatvecWarps) ggml_matvec_kernel(const ui
       }
     }
   }
+  // Each warp's sums, then the warps' partial sums added in warp order by the first warp.
+  __shared__ float partial[kMatvecWarps][kRows][kTokens];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const int64_t row = first_row + r;
+  for (int r = 0; r < kRows; ++r)
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       float s = sum[r][t];
       for (int offset = 16; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset);
-      if (lane == 0 && row < rows) y[t * rows + row] = accumulate ? y[t * rows + row] + s : s;
+      if (lane == 0) partial[warp][r][t] = s;
     }
-  }
+  __syncthreads();
+  if (thread >= kRows * kTokens) return;
+  const int r = thread / kTokens, t = thread % kTokens;
+  const int64_t row = first_row + r;
+  if (row >= rows) return;
+  float s = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kMatvecWarps; ++w) s += partial[w][r][t];
+  y[t * rows + row] = accumulate ? y[t * rows + row] + s : s;
 }
 
 // Launches D's product; tokens in 1..kMatvecMaxTokens, cols a multiple of D::kValues and of 8, x 16-byte aligned.
@@ -77,8 +85,8 @@ void launch_ggml_matvec(const void* blocks, int64_t rows, int64_t cols, const fl
   require_block_alignment<D>(blocks);
   const auto* bytes = static_cast<const uint8_t*>(blocks);
   auto launch = [&]<int T>() {
-    constexpr int kRows = T <= 4 ? 4 : 2;  // the sums of kRows × T in registers
-    const unsigned grid = unsigned((rows + kMatvecWarps * kRows - 1) / (kMatvecWarps * kRows));
+    constexpr int kRows = T <= 2 ? 2 : 1;  // the sums of kRows × T in registers
+    const unsigned grid = unsigned((rows + kRows - 1) / kRows);
     ggml_matvec_kernel<D, T, kRows><<<grid, 32 * kMatvecWarps, 0, stream>>>(bytes, rows, cols, x, y, accumulate);
   };
   switch (tokens) {
