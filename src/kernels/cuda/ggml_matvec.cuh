@@ -1,6 +1,6 @@
 // The matrix-vector product of every ggml block type for a few tokens (decoding, short batches):
-// y [tokens, rows] (=, or += when accumulating) x [tokens, cols] · Wᵀ, W in its stored blocks. A block
-// per one or two weight rows; each lane decodes 8-value groups with the type's decoder (ggml_dequantize.cuh: the
+// y [tokens, rows] (=, or += when accumulating) x [tokens, cols] · Wᵀ, W in its stored blocks. A warp
+// or four per few weight rows; each lane decodes 8-value groups with the type's decoder (ggml_dequantize.cuh: the
 // values dequantize_rows gives, in float32) and multiplies them with every token's float32 inputs, so
 // the weight is read once for all tokens and no 16-bit copy of it is made.
 #pragma once
@@ -12,36 +12,38 @@ namespace lowbit::cuda::detail {
 inline constexpr int kMatvecMaxTokens = 8;
 constexpr int kMatvecWarps = 4;
 
-// A block of kMatvecWarps warps takes kRows rows and splits their groups between its warps: a lane's
-// activations, loaded once, serve every row, and a long row (14336 columns) is not one warp's errand.
-// Each lane has kInFlight groups' loads (of every row) issued before it decodes any: one load at a time
-// leaves the product bound by latency, whatever the type's bytes.
-template <class D, int kTokens, int kRows>
+// A block of kMatvecWarps warps: kSplit warps share each set of kRows rows, splitting the rows' groups
+// between them. A lane's activations, loaded once, serve its kRows rows; each lane has kInFlight groups'
+// loads (of every row) issued before it decodes any (one load at a time leaves the product bound by
+// latency, whatever the type's bytes).
+template <class D, int kTokens, int kRows, int kSplit>
 __global__ void __launch_bounds__(32 * kMatvecWarps) ggml_matvec_kernel(const uint8_t* __restrict__ blocks, int64_t rows,
                                                                       int64_t cols, const float* __restrict__ x,
                                                                       float* __restrict__ y, bool accumulate) {
-  constexpr int kGroupsPerBlock = D::kValues / 8, kThreads = 32 * kMatvecWarps;
+  static_assert(kMatvecWarps % kSplit == 0);
+  constexpr int kGroupsPerBlock = D::kValues / 8, kStride = 32 * kSplit, kRowSets = kMatvecWarps / kSplit;
   constexpr int kInFlight = kRows >= 4 ? 1 : 4 / kRows;
-  const int64_t first_row = int64_t(blockIdx.x) * kRows;
-  const int thread = int(threadIdx.x), lane = thread % 32, warp = thread / 32;
+  const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32), row_set = warp / kSplit;
+  const int thread = (warp % kSplit) * 32 + lane;  // within the warps sharing these rows
+  const int64_t first_row = (int64_t(blockIdx.x) * kRowSets + row_set) * kRows;
   const int64_t groups = cols / 8;
   const size_t row_bytes = size_t(cols / D::kValues) * D::kBytes;
   const uint8_t* row_blocks[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) row_blocks[r] = blocks + size_t(min(first_row + r, rows - 1)) * row_bytes;  // past the end: read, not stored
   float sum[kRows][kTokens] = {};
-  for (int64_t g0 = thread; g0 < groups; g0 += int64_t(kThreads) * kInFlight) {
+  for (int64_t g0 = thread; g0 < groups; g0 += int64_t(kStride) * kInFlight) {
     typename D::Raw raw[kInFlight][kRows];
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
-      const int64_t g = g0 + int64_t(kThreads) * u;
+      const int64_t g = g0 + int64_t(kStride) * u;
       if (g < groups)
 #pragma unroll
         for (int r = 0; r < kRows; ++r) raw[u][r] = D::load(row_blocks[r] + (g / kGroupsPerBlock) * D::kBytes, int(g % kGroupsPerBlock));
     }
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
-      const int64_t g = g0 + int64_t(kThreads) * u;
+      const int64_t g = g0 + int64_t(kStride) * u;
       if (g >= groups) break;
       float w[kRows][8];
 #pragma unroll
@@ -57,7 +59,7 @@ __global__ void __launch_bounds__(32 * kMatvecWarps) ggml_matvec_kernel(const ui
       }
     }
   }
-  // Each warp's sums, then the warps' partial sums added in warp order by the first warp.
+  // Each warp's sums; where warps share rows, their partial sums added in warp order by one thread each.
   __shared__ float partial[kMatvecWarps][kRows][kTokens];
 #pragma unroll
   for (int r = 0; r < kRows; ++r)
@@ -65,16 +67,17 @@ __global__ void __launch_bounds__(32 * kMatvecWarps) ggml_matvec_kernel(const ui
     for (int t = 0; t < kTokens; ++t) {
       float s = sum[r][t];
       for (int offset = 16; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset);
-      if (lane == 0) partial[warp][r][t] = s;
+      partial[warp][r][t] = s;
     }
-  __syncthreads();
+  if constexpr (kSplit > 1) __syncthreads();
+  else __syncwarp();
   if (thread >= kRows * kTokens) return;
   const int r = thread / kTokens, t = thread % kTokens;
   const int64_t row = first_row + r;
   if (row >= rows) return;
   float s = 0.0f;
 #pragma unroll
-  for (int w = 0; w < kMatvecWarps; ++w) s += partial[w][r][t];
+  for (int w = 0; w < kSplit; ++w) s += partial[row_set * kSplit + w][r][t];
   y[t * rows + row] = accumulate ? y[t * rows + row] + s : s;
 }
 
@@ -85,9 +88,13 @@ void launch_ggml_matvec(const void* blocks, int64_t rows, int64_t cols, const fl
   require_block_alignment<D>(blocks);
   const auto* bytes = static_cast<const uint8_t*>(blocks);
   auto launch = [&]<int T>() {
-    constexpr int kRows = T <= 2 ? 2 : 1;  // the sums of kRows × T in registers
-    const unsigned grid = unsigned((rows + kRows - 1) / kRows);
-    ggml_matvec_kernel<D, T, kRows><<<grid, 32 * kMatvecWarps, 0, stream>>>(bytes, rows, cols, x, y, accumulate);
+    // Measured on the H200 (docs/benchmarks.md): one or two tokens, four warps on two rows (a warp per
+    // four rows left 14336-column rows to latency: q6_K 4096x14336 took 153 us, 47 us so); more tokens,
+    // a warp per four or two rows (the activations' loads then dominate: more rows share each).
+    constexpr int kRows = T <= 2 ? 2 : T <= 4 ? 4 : 2, kSplit = T <= 2 ? kMatvecWarps : 1;
+    constexpr int kRowsPerBlock = kRows * kMatvecWarps / kSplit;
+    const unsigned grid = unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+    ggml_matvec_kernel<D, T, kRows, kSplit><<<grid, 32 * kMatvecWarps, 0, stream>>>(bytes, rows, cols, x, y, accumulate);
   };
   switch (tokens) {
     case 1: launch.template operator()<1>(); break;
