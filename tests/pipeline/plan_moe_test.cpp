@@ -17,7 +17,7 @@
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_names.h"
 #include "support/paths.h"
 #include "support/tiny_moe_model.h"
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "lowbit/io/lora_adapter.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 #include "lowbit/plan/tensor_format.h"
 
 namespace lowbit {

@@ -32,7 +32,7 @@
 #include "lowbit/io/imatrix.h"
 #include "lowbit/model/kld_probe.h"
 #include "lowbit/model/runtime.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 #include "lowbit/plan/roles.h"
 #include "lowbit/plan/tensor_format.h"
 

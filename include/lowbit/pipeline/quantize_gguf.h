@@ -7,11 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "lowbit/core/nonfinite.h"
 #include "lowbit/core/progress.h"
 #include "lowbit/io/hessian.h"
 #include "lowbit/io/imatrix.h"
-#include "lowbit/pipeline/model_source.h"
-#include "lowbit/pipeline/nonfinite.h"
+#include "lowbit/io/model_source.h"
 #include "lowbit/plan/llama_cpp_mix.h"
 
 namespace lowbit {
@@ -30,6 +30,9 @@ struct GgufTypeRequest {
 // Refuses a plan naming a tensor `source` lacks (an edited plan's misspelling would silently change
 // nothing), an unknown mix or type, and a rule that is not GLOB=TYPE.
 TypeSelection select_gguf_types(const ModelSource& source, const GgufTypeRequest& request);
+// Hyperparameters the per-tensor type choices depend on, read from the source's metadata; values out
+// of range are refused.
+ModelFacts model_facts(const ModelSource& source);
 
 struct GgufQuantizeOptions {
   TypeSelection selection;                    // mix or uniform type, overrides

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <optional>
 
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_names.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"

@@ -6,7 +6,7 @@
 
 #include "pipeline/quantize/bnb_linear.h"
 #include "pipeline/quantize/gptq_tensors.h"
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_names.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/gptq.h"

@@ -7,7 +7,7 @@
 
 #include "pipeline/quantize/bnb_linear.h"
 #include "pipeline/quantize/gptq_tensors.h"
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_names.h"
 #include "pipeline/outputs/checkpoint_output.h"
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/convert.h"
@@ -19,7 +19,7 @@
 #include "lowbit/io/safetensors.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/plan/llama_cpp_mix.h"
-#include "pipeline/outputs/value_guard.h"
+#include "lowbit/io/value_guard.h"
 
 namespace lowbit {
 namespace {
