@@ -82,7 +82,7 @@ TypeSelection select_gguf_types(const ModelSource& source, const GgufTypeRequest
     for (const auto& t : request.plan->tensors)
       if (t.quantized) {
         if (!names.contains(t.name)) throw Error("the plan names a tensor the model does not have", {.file = request.plan_origin, .tensor = t.name});
-        const GgmlType type = std::get<GgmlType>(t.format);
+        const GgmlType type = *format_info(t.format.id).ggml;
         selection.overrides.emplace_back(t.name, type);
         params_by_type[type] += std::max<int64_t>(t.params, 1);
       }

@@ -132,8 +132,8 @@ class LoraSource final : public ModelSource {
   std::vector<float> quantize_roundtrip(const std::vector<float>& w, int64_t rows, int64_t cols, DType dtype, const std::string& name) const {
     lowbit::Tensor original(dtype, {rows, cols});
     convert_from_f32(w.data(), dtype, original.buffer.data(), w.size());
-    const Bnb4bitFormat& f = *options_.trained_on;
-    const auto q = bnb::quantize_4bit(original.view(), {.quant_type = f.quant_type, .blocksize = f.blocksize, .double_quant = f.double_quant}, name);
+    const FormatSpec& f = *options_.trained_on;
+    const auto q = bnb::quantize_4bit(original.view(), {.quant_type = *bnb::quant_type_of(f.id), .blocksize = f.blocksize, .double_quant = f.double_quant}, name);
     return to_f32(bnb::dequantize_4bit(q.packed, q.state, dtype, name).view());
   }
 
