@@ -73,6 +73,18 @@ ModelFacts model_facts(const ModelSource& source) {
   return f;
 }
 
+GgufQuantizeReport quantize_model_to_gguf(const GgufQuantizeJob& job, Progress& progress) {
+  if (!job.output.string().ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = job.output.string()});
+  const auto source = ModelSource::open(job.input);
+  GgufQuantizeOptions options{.selection = select_gguf_types(*source, job.types), .nonfinite = job.nonfinite};
+  GgufSideFiles side = open_gguf_side_files(job.types.plan, job.imatrix, job.gptq);
+  if (!job.gptq_label.empty()) side.hessian_path = job.gptq_label;  // recorded instead of a scratch file's path
+  side.attach(options);
+  if (job.note && side.imatrix_from_plan) job.note(fmt::format("quantizing with the plan's importance matrix {}", side.imatrix_path));
+  if (job.note && side.hessian_from_plan) job.note(fmt::format("writing the plan's GPTQ candidates with its Hessian file {}", side.hessian_path));
+  return quantize_to_gguf(*source, job.output, options, progress);
+}
+
 TypeSelection select_gguf_types(const ModelSource& source, const GgufTypeRequest& request) {
   TypeSelection selection;
   if (request.plan) {
