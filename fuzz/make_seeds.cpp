@@ -108,7 +108,7 @@ int main() {
                                     {{"model.layers.0.mlp.up_proj.weight", TensorView::make(DType::f32, {8, 16}, std::as_bytes(std::span(w)))}});
     for (auto [name, format, double_quant] : {std::tuple{"nf4", "nf4", false}, {"nf4-dq", "nf4", true}, {"int8", "int8", false}}) {
       const auto out = scratch / (std::string(name) + ".safetensors");
-      quantize_to_bnb(scratch / "plain.safetensors", out, {.format = format, .blocksize = 64, .double_quant = double_quant});
+      quantize_to_bnb(scratch / "plain.safetensors", out, {.format = {.id = *parse_bnb_format(format), .blocksize = 64, .double_quant = double_quant}});
       fs::copy_file(out, seeds / "bnb_checkpoint" / (std::string(name) + ".safetensors"), fs::copy_options::overwrite_existing);
     }
     fs::remove_all(scratch);
