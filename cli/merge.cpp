@@ -82,9 +82,9 @@ void run(const MergeOptions& o) {
 
   LoraMergeOptions options{.into = parse_into(o.into)};
   const auto trained_on = parse_format_label(o.trained_on);
-  if (!trained_on || !std::holds_alternative<Bnb4bitFormat>(*trained_on))
+  if (!trained_on || !is_bnb_4bit(*trained_on))
     throw Error(fmt::format("--trained-on '{}' is not a bitsandbytes 4-bit format", o.trained_on), {.expected = "nf4-b64-dq, nf4-b64, fp4-b128 ..."});
-  options.trained_on = std::get<Bnb4bitFormat>(*trained_on);
+  options.trained_on = *trained_on;
 
   const MergeBase base = open_merge_base(o.base);
   const auto merged = merge_lora(base, open_adapters(o.adapters, o.scales), options);

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "lowbit/pipeline/nonfinite.h"
+#include "lowbit/core/nonfinite.h"
 
 namespace lowbit::cli {
 

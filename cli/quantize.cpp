@@ -56,18 +56,13 @@ void run_bnb(const QuantizeOptions& o, const Plan* plan) {
 }
 
 void run_gguf(const QuantizeOptions& o, const Plan* plan) {
-  if (!o.output.ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = o.output});
-  const auto source = ModelSource::open(o.input);
-  GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = o.plan.empty() ? o.input : o.plan,
-                                                                   .mix = o.mix, .format = o.format, .tensor_types = o.tensor_types})};
-  GgufSideFiles side = open_gguf_side_files(plan, o.imatrix, o.gptq);
-  if (!o.gptq_label.empty()) side.hessian_path = o.gptq_label;  // recorded instead of a scratch file's path
-  side.attach(options);
-  if (side.imatrix_from_plan && !o.common.quiet) fmt::print(stderr, "quantizing with the plan's importance matrix {}\n", side.imatrix_path);
-  if (side.hessian_from_plan && !o.common.quiet) fmt::print(stderr, "writing the plan's GPTQ candidates with its Hessian file {}\n", side.hessian_path);
-  options.nonfinite = nonfinite_policy(o.allow_nonfinite);
   TerminalProgress progress(o.common.quiet);
-  const auto report = quantize_to_gguf(*source, o.output, options, progress);
+  const auto report = quantize_model_to_gguf(
+      {.input = o.input, .output = o.output,
+       .types = {.plan = plan, .plan_origin = o.plan.empty() ? o.input : o.plan, .mix = o.mix, .format = o.format, .tensor_types = o.tensor_types},
+       .imatrix = o.imatrix, .gptq = o.gptq, .gptq_label = o.gptq_label, .nonfinite = nonfinite_policy(o.allow_nonfinite),
+       .note = [&](const std::string& line) { if (!o.common.quiet) fmt::print(stderr, "{}\n", line); }},
+      progress);
   if (!o.common.quiet)
     for (GgmlType type : report.gptq_fallback)
       fmt::print(stderr, "note: GPTQ has no path for {}: its tensors are rounded as usual\n", ggml_type_name(type));

@@ -6,7 +6,8 @@
 #include "lowbit/io/gguf.h"
 #include "lowbit/model/llama.h"
 #include "lowbit/model/tokenizer.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
+#include "lowbit/pipeline/quantize_gguf.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace lowbit;
@@ -26,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto path = fuzz::scratch_dir() / "model.gguf";
   fuzz::write_file(path, data, size);
   try {
-    (void)ModelSource::open(path)->facts();
+    (void)model_facts(*ModelSource::open(path));
   } catch (const Error&) {
   }
   try {

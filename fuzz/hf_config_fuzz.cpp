@@ -3,7 +3,8 @@
 // and valid: a one-tensor model.safetensors and a small tokenizer.json.
 #include "fuzz_support.h"
 #include "lowbit/core/error.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
+#include "lowbit/pipeline/quantize_gguf.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace lowbit;
@@ -24,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::write_file(dir / "config.json", data, size);
   try {
     const auto source = ModelSource::open(dir);
-    (void)source->facts();
+    (void)model_facts(*source);
   } catch (const Error&) {
   }
   return 0;

@@ -108,7 +108,7 @@ int main() {
                                     {{"model.layers.0.mlp.up_proj.weight", TensorView::make(DType::f32, {8, 16}, std::as_bytes(std::span(w)))}});
     for (auto [name, format, double_quant] : {std::tuple{"nf4", "nf4", false}, {"nf4-dq", "nf4", true}, {"int8", "int8", false}}) {
       const auto out = scratch / (std::string(name) + ".safetensors");
-      quantize_to_bnb(scratch / "plain.safetensors", out, {.format = format, .blocksize = 64, .double_quant = double_quant});
+      quantize_to_bnb(scratch / "plain.safetensors", out, {.format = {.id = *parse_bnb_format(format), .blocksize = 64, .double_quant = double_quant}});
       fs::copy_file(out, seeds / "bnb_checkpoint" / (std::string(name) + ".safetensors"), fs::copy_options::overwrite_existing);
     }
     fs::remove_all(scratch);
@@ -116,11 +116,11 @@ int main() {
 
   {
     Plan plan{.model = "tiny", .target = PlanTarget::gguf, .target_bpw = 4.5, .achieved_bpw = 4.5};
-    plan.tensors.push_back({.name = "blk.0.attn_q.weight", .format = GgmlType::Q4_K, .params = 256, .bytes = 144, .quantized = true});
-    plan.tensors.push_back({.name = "output_norm.weight", .format = GgmlType::F32, .params = 4, .bytes = 16});
+    plan.tensors.push_back({.name = "blk.0.attn_q.weight", .format = format_spec(GgmlType::Q4_K), .params = 256, .bytes = 144, .quantized = true});
+    plan.tensors.push_back({.name = "output_norm.weight", .format = format_spec(GgmlType::F32), .params = 4, .bytes = 16});
     write_plan(seeds / "plan" / "gguf-plan.json", plan);
     Plan bnb{.model = "tiny", .target = PlanTarget::bnb};
-    bnb.tensors.push_back({.name = "model.layers.0.mlp.up_proj.weight", .format = Bnb4bitFormat{.quant_type = bnb::QuantType::nf4, .blocksize = 64, .double_quant = true},
+    bnb.tensors.push_back({.name = "model.layers.0.mlp.up_proj.weight", .format = FormatSpec{.id = FormatId::nf4, .blocksize = 64, .double_quant = true},
                            .params = 128, .bytes = 72, .quantized = true});
     write_plan(seeds / "plan" / "bnb-plan.json", bnb);
   }

@@ -11,7 +11,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const auto rules = load_plan_rules(path);
     const std::string names[] = {"blk.3.attn_q.weight", "token_embd.weight"};
-    (void)planning::rules_allow(rules, names, 3, GgmlType::Q4_K, 4.5);
+    (void)planning::rules_allow(rules, names, 3, format_spec(GgmlType::Q4_K), 4.5);
   } catch (const Error&) {
   }
   return 0;

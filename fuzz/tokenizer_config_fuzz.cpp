@@ -3,7 +3,7 @@
 #include "fuzz_support.h"
 #include "lowbit/core/error.h"
 #include "lowbit/model/tokenizer.h"
-#include "pipeline/sources/hf_source.h"
+#include "io/hf_source.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace lowbit;

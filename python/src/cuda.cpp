@@ -45,10 +45,12 @@ void expect_bytes(const CudaArray& a, size_t bytes, const char* what) {
   if (a.nbytes() != bytes) throw Error(std::string(what) + " holds " + std::to_string(a.nbytes()) + " bytes, not " + std::to_string(bytes));
 }
 
+// bitsandbytes' quant_type, spelt exactly as its API takes it: the registry's name of nf4 or fp4.
 bnb::QuantType quant_type(const std::string& name) {
-  if (name == "nf4") return bnb::QuantType::nf4;
-  if (name == "fp4") return bnb::QuantType::fp4;
-  throw Error("quant_type '" + name + "' is not nf4 or fp4");
+  const auto id = parse_format_id(name);
+  const auto type = id && format_name(*id) == name ? bnb::quant_type_of(*id) : std::nullopt;
+  if (!type) throw Error("quant_type '" + name + "' is not nf4 or fp4");
+  return *type;
 }
 
 int64_t blocks_of(int64_t n, int64_t size) { return (n + size - 1) / size; }

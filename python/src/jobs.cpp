@@ -1,8 +1,8 @@
 // The CLI's jobs as Python functions: quantize, dequantize, plan, eval, imatrix. Each makes the same
 // library calls as its command in cli/ and returns the document `lowbit <command> --json` prints
-// (tests/test_jobs.py holds them equal). Plans and evaluations are single library calls
-// (pipeline/plan.h's plan_model, pipeline/text_eval.h); what the CLI still keeps beside its flag
-// parsing (a plan turned into GGUF overrides) is mirrored here.
+// (tests/test_jobs.py holds them equal). Plans, quantizations and evaluations are single library
+// calls (pipeline/plan.h's plan_model, quantize_gguf.h's quantize_model_to_gguf, bnb_jobs.h's
+// quantize_to_bnb, pipeline/text_eval.h).
 #include "jobs.h"
 
 #include <nanobind/stl/function.h>
@@ -124,15 +124,11 @@ Json quantize_bnb(const QuantizeArgs& a, const Plan* plan, Progress& progress, c
 }
 
 Json quantize_gguf(const QuantizeArgs& a, const Plan* plan, Progress& progress, const std::string& gptq_label = "") {
-  if (!a.output.ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = a.output});
-  const auto source = ModelSource::open(a.input);
-  GgufQuantizeOptions options{.selection = select_gguf_types(*source, {.plan = plan, .plan_origin = a.plan.empty() ? a.input : a.plan,
-                                                                   .mix = a.mix, .format = a.format, .tensor_types = a.tensor_types})};
-  GgufSideFiles side = open_gguf_side_files(plan, a.imatrix, a.gptq);
-  if (!gptq_label.empty()) side.hessian_path = gptq_label;  // recorded instead of a scratch file's path
-  side.attach(options);
-  options.nonfinite = nonfinite_policy(a.allow_nonfinite);
-  const auto report = quantize_to_gguf(*source, a.output, options, progress);
+  const auto report = quantize_model_to_gguf(
+      {.input = a.input, .output = a.output,
+       .types = {.plan = plan, .plan_origin = a.plan.empty() ? a.input : a.plan, .mix = a.mix, .format = a.format, .tensor_types = a.tensor_types},
+       .imatrix = a.imatrix, .gptq = a.gptq, .gptq_label = gptq_label, .nonfinite = nonfinite_policy(a.allow_nonfinite)},
+      progress);
   return gguf_report_json(a.output, report);
 }
 

@@ -73,10 +73,12 @@ nb::object float_tensor(Tensor&& t) {
   return nb::cast(to_torch(std::move(v), shape));
 }
 
+// bitsandbytes' quant_type, spelt exactly as its API takes it: the registry's name of nf4 or fp4.
 bnb::QuantType quant_type(const std::string& name) {
-  if (name == "nf4") return bnb::QuantType::nf4;
-  if (name == "fp4") return bnb::QuantType::fp4;
-  throw Error("quant_type '" + name + "' is not nf4 or fp4");
+  const auto id = parse_format_id(name);
+  const auto type = id && format_name(*id) == name ? bnb::quant_type_of(*id) : std::nullopt;
+  if (!type) throw Error("quant_type '" + name + "' is not nf4 or fp4");
+  return *type;
 }
 
 nb::dict quantize_4bit(const Array& x, const std::string& type, int64_t blocksize, bool double_quant, std::optional<float> nested_offset) {

@@ -4,8 +4,11 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstring>
 
+#include "lowbit/formats/bnb_int8.h"
 #include "lowbit/io/json_file.h"
+#include "lowbit/io/value_guard.h"
 
 namespace lowbit::bnb {
 
@@ -125,3 +128,174 @@ nlohmann::ordered_json quantization_config(const QuantizationConfig& c) {
 }
 
 }  // namespace lowbit::bnb
+
+namespace lowbit {
+namespace {
+
+// A 4-bit weight's statistics: the code map and every block's scale (nested ones dequantized) must
+// be finite, and the scales within `out`'s range (the block's largest value is ±scale exactly).
+void check_4bit_state(const bnb::Bnb4bitState& state, DType out, const ValueSite& site, ValueGuard& guard) {
+  guard.statistics(site, "quant_map", state.code, ValueRange::finite);
+  if (state.nested) {
+    guard.statistics(site, "nested_quant_map", state.nested->code, ValueRange::finite);
+    guard.statistics(site, "nested_absmax", state.nested->nested_absmax, ValueRange::finite);
+    guard.statistics(site, "nested offset", std::span(&state.nested->offset, 1), ValueRange::finite);
+  }
+  guard.statistics(site, "absmax", state.block_scales(), value_range_of(out));
+}
+
+}  // namespace
+
+BnbReader::BnbReader(const Checkpoint& ckpt) : ckpt_(ckpt), int8_dtype_(ckpt.torch_dtype().value_or(DType::f16)) {
+  for (const auto& e : ckpt.tensors()) by_name_[e.info->name] = &e;
+}
+
+bool BnbReader::holds_quantized_weights(const Checkpoint& ckpt) {
+  for (const auto& e : ckpt.tensors()) {
+    const auto& name = e.info->name;
+    if (name.find(bnb::quant_state_key("")) != std::string::npos || name.ends_with(".SCB")) return true;
+  }
+  return false;
+}
+
+const Checkpoint::Entry* BnbReader::quant_state(const std::string& weight) const {
+  for (const bnb::QuantType type : bnb::kQuantTypes)
+    if (const auto* e = find(weight + bnb::quant_state_key(bnb::quant_type_name(type)))) return e;
+  return nullptr;
+}
+
+const Checkpoint::Entry* BnbReader::scb(const std::string& weight) const {
+  if (const auto* e = find(bnb::module_of(weight) + ".SCB")) return e;
+  return find(weight + ".SCB");
+}
+
+std::vector<std::string> BnbReader::companions(const std::string& weight) const {
+  std::vector<std::string> out;
+  if (const auto* state = quant_state(weight)) {
+    out.push_back(state->info->name);
+    for (auto suffix : {bnb::kAbsmax, bnb::kQuantMap, bnb::kNestedAbsmax, bnb::kNestedQuantMap})
+      if (find(weight + std::string(suffix))) out.push_back(weight + std::string(suffix));
+  } else if (const auto* s = scb(weight); s && view(*find(weight)).dtype == DType::i8) {
+    out.push_back(s->info->name);
+    if (find(bnb::module_of(weight) + ".weight_format")) out.push_back(bnb::module_of(weight) + ".weight_format");
+  }
+  return out;
+}
+
+bool BnbReader::quantized(const std::string& weight) const {
+  if (quant_state(weight)) return true;
+  const auto* e = find(weight);
+  return e && e->info->dtype == DType::i8 && scb(weight);
+}
+
+std::optional<FormatId> BnbReader::format(const std::string& weight) const {
+  for (const bnb::QuantType type : bnb::kQuantTypes)
+    if (find(weight + bnb::quant_state_key(bnb::quant_type_name(type)))) return bnb::format_id(type);
+  if (quantized(weight)) return FormatId::int8;
+  return std::nullopt;
+}
+
+Shape BnbReader::logical_shape(const std::string& weight) const {
+  if (quant_state(weight)) return state_4bit(weight).shape;
+  return find(weight)->info->shape;
+}
+
+DType BnbReader::recorded_dtype(const std::string& weight) const {
+  return quant_state(weight) ? state_4bit(weight).dtype : int8_dtype_;
+}
+
+bnb::QuantStateJson BnbReader::quant_state_json(const std::string& weight) const {
+  const auto* state = quant_state(weight);
+  const ErrorContext where{.file = state->shard->label(), .tensor = state->info->name};
+  const TensorView v = view(*state);
+  if (v.dtype != DType::u8) throw Error("quant state is not a uint8 tensor", where);
+  // e.g. {"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [4096, 4096]}
+  return bnb::parse_quant_state({reinterpret_cast<const char*>(v.bytes.data()), v.bytes.size()}, where);
+}
+
+bnb::Bnb4bitState BnbReader::state_4bit(const std::string& weight) const {
+  const auto json = quant_state_json(weight);
+  bnb::Bnb4bitState s;
+  s.quant_type = *bnb::quant_type_of(*parse_format_id(json.quant_type));  // parse_quant_state accepts nf4 and fp4 only
+  s.blocksize = json.blocksize;
+  s.dtype = json.dtype;
+  s.shape = json.shape;
+  s.code = floats<16>(weight + std::string(bnb::kQuantMap));
+  const auto* absmax = require(weight + std::string(bnb::kAbsmax));
+  const TensorView a = view(*absmax);
+  if (json.nested_offset) {
+    bnb::NestedAbsmax nested;
+    if (a.dtype != DType::u8) throw Error("absmax of a double-quantized weight must be uint8 codes", {.file = absmax->shard->label(), .tensor = absmax->info->name});
+    nested.codes.assign(reinterpret_cast<const uint8_t*>(a.bytes.data()), reinterpret_cast<const uint8_t*>(a.bytes.data()) + a.bytes.size());
+    nested.nested_absmax = float_vector(weight + std::string(bnb::kNestedAbsmax));
+    nested.code = floats<256>(weight + std::string(bnb::kNestedQuantMap));
+    nested.offset = *json.nested_offset;
+    nested.blocksize = json.nested_blocksize;
+    s.nested = std::move(nested);
+  } else {
+    s.absmax = float_vector(weight + std::string(bnb::kAbsmax));
+  }
+  return s;
+}
+
+const Checkpoint::Entry* BnbReader::require(const std::string& name) const {
+  const auto* e = find(name);
+  if (!e) throw Error("bitsandbytes companion tensor is missing", {.file = ckpt_.path().string(), .tensor = name});
+  return e;
+}
+
+std::vector<float> BnbReader::float_vector(const std::string& name) const {
+  const auto* e = require(name);
+  const TensorView v = view(*e);
+  if (v.dtype != DType::f32) throw Error("expected a float32 tensor", {.file = e->shard->label(), .tensor = name});
+  std::vector<float> out(v.bytes.size() / 4);
+  std::memcpy(out.data(), v.bytes.data(), v.bytes.size());
+  return out;
+}
+
+template <size_t N>
+std::array<float, N> BnbReader::floats(const std::string& name) const {
+  const auto values = float_vector(name);
+  if (values.size() != N)
+    throw Error(fmt::format("{} values", values.size()), {.file = ckpt_.path().string(), .tensor = name, .expected = fmt::format("{}", N)});
+  std::array<float, N> out{};
+  std::copy(values.begin(), values.end(), out.begin());
+  return out;
+}
+
+Tensor BnbReader::dequantize(const std::string& weight, std::optional<DType> to, ValueGuard& guard) const {
+  const auto& e = *find(weight);
+  const TensorView v = view(e);
+  const ValueSite site{e.shard->label(), weight, v.shape.size() >= 2 ? v.shape.back() : 0};
+  try {
+    if (quant_state(weight)) {
+      const auto state = state_4bit(weight);
+      check_4bit_state(state, to.value_or(state.dtype), site, guard);
+      const std::span<const uint8_t> packed(reinterpret_cast<const uint8_t*>(v.bytes.data()), v.bytes.size());
+      return bnb::dequantize_4bit(packed, state, to.value_or(state.dtype), weight);
+    }
+    if (v.shape.size() != 2) throw Error("int8 weight is not 2-D", {.file = e.shard->label(), .tensor = weight});
+    bnb::Int8RowwiseQuantized q{.rows = v.shape[0], .cols = v.shape[1]};
+    q.cb.resize(v.bytes.size());
+    std::memcpy(q.cb.data(), v.bytes.data(), v.bytes.size());
+    const auto* scb_entry = scb(weight);
+    const TensorView scb_view = view(*scb_entry);
+    if (scb_view.dtype != DType::f32 || scb_view.elements() != q.rows)
+      throw Error("SCB must hold one float32 per row", {.file = e.shard->label(), .tensor = scb_entry->info->name});
+    q.scb.resize(size_t(q.rows));
+    std::memcpy(q.scb.data(), scb_view.bytes.data(), scb_view.bytes.size());
+    // SCB is the largest |w| of a float16 row: beyond f16 it was never written by bitsandbytes.
+    guard.statistics({e.shard->label(), scb_entry->info->name, 0}, "SCB", q.scb, ValueRange::f16);
+    Tensor f32 = bnb::dequantize_int8_rowwise(q);
+    const DType out = to.value_or(int8_dtype_);
+    if (out == DType::f32) return f32;
+    return convert_checked(f32.view(), out, site, guard);
+  } catch (const Error& error) {  // the codecs name the tensor; the user needs the file too
+    if (!error.context().file.empty()) throw;
+    ErrorContext c = error.context();
+    c.file = e.shard->label();
+    throw Error(error.problem(), c);
+  }
+}
+
+}  // namespace lowbit

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
@@ -141,6 +142,29 @@ TEST(Layering, KnownExceptionsStillExist) {
   scan(edges);
   for (const std::string& e : kKnownExceptions)
     EXPECT_TRUE(edges.contains(e)) << e << " is gone: remove it from kKnownExceptions";
+}
+
+// A bitsandbytes checkpoint is read in one place, io's BnbReader (lowbit/io/bnb_checkpoint.h): the
+// quant state's key is spelt only there, and its JSON is parsed only in src/io.
+TEST(Layering, BitsandbytesCheckpointsHaveOneReader) {
+  const fs::path root = LOWBIT_SOURCE_DIR;
+  const std::set<std::string> extensions = {".h", ".hpp", ".cpp", ".cu", ".cuh", ".inc"};
+  int readers = 0;
+  for (const char* top : {"include", "src", "cli", "python/src"}) {
+    if (!fs::exists(root / top)) continue;
+    for (const auto& entry : fs::recursive_directory_iterator(root / top)) {
+      if (!entry.is_regular_file() || !extensions.contains(entry.path().extension().string())) continue;
+      const std::string file = fs::relative(entry.path(), root).generic_string();
+      std::ifstream in(entry.path());
+      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (text.find("\".quant_state.bitsandbytes__") != std::string::npos)
+        EXPECT_EQ(file, "include/lowbit/io/bnb_checkpoint.h") << file << " spells the quant state's key: use bnb::quant_state_key";
+      if (text.find("parse_quant_state(") != std::string::npos && !file.starts_with("src/io/") && !file.starts_with("include/lowbit/io/"))
+        ADD_FAILURE() << file << " parses a quant state: read the checkpoint through BnbReader";
+      if (text.find("class BnbReader {") != std::string::npos) ++readers;
+    }
+  }
+  EXPECT_EQ(readers, 1);
 }
 
 TEST(Layering, TheGraphHasNoCycle) {

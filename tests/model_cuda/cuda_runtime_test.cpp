@@ -16,7 +16,7 @@
 #include "lowbit/model/llama.h"
 #include "lowbit/model/perplexity.h"
 #include "lowbit/model/tokenizer.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 #include "support/paths.h"

@@ -8,7 +8,7 @@
 
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/eval_model.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 #include "support/paths.h"
 #include "support/tiny_hf_model.h"
 

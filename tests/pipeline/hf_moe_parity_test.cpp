@@ -21,7 +21,7 @@
 #include "lowbit/formats/format.h"
 #include "lowbit/io/gguf.h"
 #include "lowbit/pipeline/hf_tokenizer_export.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 #include "support/llama_cpp.h"
 #include "support/paths.h"

@@ -137,7 +137,7 @@ TEST_F(LoraMerge, RsloraPatternsAndUserScalesSetEachModulesScale) {
 
 TEST_F(LoraMerge, IntoDequantizedStartsFromTheFourBitRoundTrip) {
   write_adapter(dir / "a", lora_config(4, 8), {{"model.layers.1.mlp.down_proj", {da, db}}});
-  const LoraMergeOptions options{.into = MergeInto::dequantized, .trained_on = Bnb4bitFormat{.quant_type = bnb::QuantType::fp4, .blocksize = 128, .double_quant = true}};
+  const LoraMergeOptions options{.into = MergeInto::dequantized, .trained_on = FormatSpec{.id = FormatId::fp4, .blocksize = 128, .double_quant = true}};
   const auto merged = merge_lora(base(), {{std::make_shared<LoraAdapter>(dir / "a"), 1.0}}, options);
   const auto w = hf_weight(dir / "base", "model.layers.1.mlp.down_proj.weight");
   const auto q = bnb::quantize_4bit(TensorView::make(DType::f32, {256, 256}, std::as_bytes(std::span(w))),

@@ -17,7 +17,7 @@
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_names.h"
 #include "support/paths.h"
 #include "support/tiny_moe_model.h"
 
@@ -85,7 +85,7 @@ TEST(PlanMoe, GgufPlansKeepRoutersAndNormsAndQuantizeToTheirSize) {
     for (const auto& t : plan.tensors) {
       if (t.role == TensorRole::Router || t.role == TensorRole::Norm) {
         EXPECT_FALSE(t.quantized) << t.name;
-        EXPECT_EQ(t.format, TensorFormat(GgmlType::F32)) << t.name;
+        EXPECT_EQ(t.format, format_spec(GgmlType::F32)) << t.name;
       }
       if (is_expert(t.role) || is_shared_expert(t.role)) {
         EXPECT_TRUE(t.quantized) << t.name;
@@ -106,7 +106,7 @@ TEST(PlanMoe, GgufPlansKeepRoutersAndNormsAndQuantizeToTheirSize) {
     GgufQuantizeOptions q;
     q.selection.default_type = GgmlType::Q8_0;
     for (const auto& t : back.tensors)
-      if (t.quantized) q.selection.overrides.emplace_back(t.name, std::get<GgmlType>(t.format));
+      if (t.quantized) q.selection.overrides.emplace_back(t.name, *format_info(t.format.id).ggml);
     const auto report = quantize_to_gguf(*source, dir / "planned.gguf", q);
     EXPECT_EQ(report.bytes, plan.bytes);
     const gguf::File out(dir / "planned.gguf");
@@ -133,7 +133,7 @@ TEST(PlanMoe, BnbPlansOfEachStyleWriteTheirFormatsPerTensor) {
                           t.role != TensorRole::Output;
       EXPECT_EQ(t.quantized, linear) << t.name;  // routers, norms, embeddings and lm_head are not candidates
       if (!t.quantized) {
-        EXPECT_EQ(t.format, TensorFormat(GgmlType::BF16)) << t.name;
+        EXPECT_EQ(t.format, format_spec(GgmlType::BF16)) << t.name;
         continue;
       }
       EXPECT_EQ(t.options.size(), 13u) << t.name;  // nf4/fp4 × 64/128/256 × double quant or not, and bf16
@@ -158,8 +158,8 @@ TEST(PlanMoe, BnbPlansOfEachStyleWriteTheirFormatsPerTensor) {
     for (const auto& t : plan.tensors) {
       const std::string module = bnb::module_of(t.name);
       const bool in_skip = std::ranges::find(skipped, module) != skipped.end();
-      if (const auto* f = std::get_if<Bnb4bitFormat>(&t.format)) {
-        const std::string type(bnb::quant_type_name(f->quant_type));
+      if (const auto* f = is_bnb_4bit(t.format) ? &t.format : nullptr) {
+        const std::string type(format_name(f->id));
         const auto state = out.view(t.name + bnb::quant_state_key(type));
         const auto s = bnb::parse_quant_state({reinterpret_cast<const char*>(state.bytes.data()), state.bytes.size()}, {.tensor = t.name});
         EXPECT_EQ(s.quant_type, type) << t.name;
@@ -187,7 +187,7 @@ TEST(PlanMoe, UnslothRecipeRulesFile) {
   EXPECT_LE(plan.achieved_bpw, 4.5);
   int checked = 0;
   for (const auto& t : plan.tensors) {
-    const std::string format(format_name(t.format));
+    const std::string format(format_name(t.format.id));
     switch (t.role) {
       case TensorRole::Router:
       case TensorRole::Norm:
@@ -234,7 +234,7 @@ TEST(PlanMoe, RulesByLayerRangeAndStrictRulesFiles) {
   for (const auto& t : plan.tensors) {
     if (!is_expert(t.role)) continue;
     if (t.layer == 0) {
-      EXPECT_EQ(format_name(t.format), "q2_K") << t.name;
+      EXPECT_EQ(format_name(t.format.id), "q2_K") << t.name;
     }
     if (t.layer == 1) {
       EXPECT_GE(bpw(t), 4.0) << t.name;
@@ -304,7 +304,7 @@ TEST(PlanMoe, EveryShippedRulesFileBindsThePlan) {
     for (const auto& t : plan.tensors) {
       if (t.role == TensorRole::Router || t.role == TensorRole::Norm) {
         EXPECT_FALSE(t.quantized) << t.name;
-        EXPECT_EQ(t.format, TensorFormat(GgmlType::F32)) << t.name;
+        EXPECT_EQ(t.format, format_spec(GgmlType::F32)) << t.name;
         continue;
       }
       if (t.role == TensorRole::Embedding || t.role == TensorRole::Output) {
@@ -314,7 +314,7 @@ TEST(PlanMoe, EveryShippedRulesFileBindsThePlan) {
       for (const auto& rule : json["rules"]) {
         if (!rule_applies(rule, t)) continue;
         ++bound;
-        const std::string format(format_name(t.format));
+        const std::string format(format_name(t.format.id));
         if (rule.contains("allow")) {
           EXPECT_TRUE(std::ranges::count(rule["allow"], nlohmann::json(format))) << t.name << " " << format << " " << rule.dump();
         }
@@ -344,7 +344,7 @@ TEST(PlanMoe, UnslothLadderNeedsItsImportanceMatrix) {
   PlanOptions options{.target_bpw = 8.0, .imatrix = &imatrix};
   options.rules.insert(options.rules.end(), rules.begin(), rules.end());
   for (const auto& t : make_plan(*source, options).tensors) {
-    const std::string format(format_name(t.format));
+    const std::string format(format_name(t.format.id));
     if (t.role == TensorRole::ExpertGate || t.role == TensorRole::ExpertUp) {
       EXPECT_EQ(format, "iq1_s") << t.name;
     }
@@ -371,12 +371,12 @@ TEST(PlanMoe, ImatrixOnlyTypesNeedTheImportanceMatrix) {
     for (const auto& t : plan.tensors) {
       const bool covered = im && im->find(t.name);
       for (const auto& o : t.options) {
-        const GgmlType type = std::get<GgmlType>(o.format);
+        const GgmlType type = *format_info(o.format.id).ggml;
         if (!ggml_requires_imatrix(type)) continue;
         ++imatrix_only_options;
-        EXPECT_TRUE(covered) << t.name << " " << format_name(o.format);
+        EXPECT_TRUE(covered) << t.name << " " << format_name(o.format.id);
       }
-      if (t.quantized && format_name(t.format).starts_with("iq") && !format_name(t.format).starts_with("iq4")) ++iq_chosen;
+      if (t.quantized && format_name(t.format.id).starts_with("iq") && !format_name(t.format.id).starts_with("iq4")) ++iq_chosen;
     }
     if (im) {
       EXPECT_GT(imatrix_only_options, 0);

@@ -46,7 +46,7 @@ TEST(Plan, RowsNoKQuantTilesTakeTheOtherTypes) {
   EXPECT_LE(plan.achieved_bpw, 8.0);
   for (const auto& t : plan.tensors)
     if (t.quantized && t.name.find("ffn_down") != std::string::npos) {
-      EXPECT_EQ(t.format, TensorFormat(GgmlType::F16)) << t.name;
+      EXPECT_EQ(t.format, format_spec(GgmlType::F16)) << t.name;
     }
 }
 
@@ -77,7 +77,7 @@ TEST(Plan, TiedEmbeddingIsProtectedAsTheOutput) {
 TEST(Plan, ReportEscapesNames) {
   Plan plan{.model = "a<b>&\"c", .target_bpw = 4, .achieved_bpw = 4, .params = 64, .bytes = 32};
   plan.tensors.push_back({.name = "blk.0.<script>.weight", .role = TensorRole::AttnQ, .layer = 0,
-                          .format = GgmlType::Q4_0, .params = 64, .bytes = 36, .quantized = true});
+                          .format = format_spec(GgmlType::Q4_0), .params = 64, .bytes = 36, .quantized = true});
   test::TempDir dir;
   write_plan_report(plan, dir / "plan.svg", dir / "plan.html");
   std::ifstream in(dir / "plan.html");
@@ -99,14 +99,14 @@ TEST(Plan, RulesFileAndQuantizeFromThePlan) {
   for (const auto& t : plan.tensors) {
     if (!t.quantized) continue;
     if (t.role == TensorRole::AttnV) {
-      EXPECT_EQ(t.format, TensorFormat(GgmlType::Q8_0)) << t.name;
+      EXPECT_EQ(t.format, format_spec(GgmlType::Q8_0)) << t.name;
     }
     if (t.layer == 0) {
       EXPECT_GE(8.0 * double(t.bytes) / double(t.params), 6.0) << t.name;
     }
     if (t.layer == 1) {
       for (const auto& o : t.options) {
-        EXPECT_TRUE(o.format != TensorFormat(GgmlType::Q4_K) && o.format != TensorFormat(GgmlType::Q5_K)) << t.name;
+        EXPECT_TRUE(o.format != format_spec(GgmlType::Q4_K) && o.format != format_spec(GgmlType::Q5_K)) << t.name;
       }
     }
   }
@@ -119,7 +119,7 @@ TEST(Plan, RulesFileAndQuantizeFromThePlan) {
   GgufQuantizeOptions q;
   q.selection.default_type = GgmlType::Q8_0;
   for (const auto& t : back.tensors)
-    if (t.quantized) q.selection.overrides.emplace_back(t.name, std::get<GgmlType>(t.format));
+    if (t.quantized) q.selection.overrides.emplace_back(t.name, *format_info(t.format.id).ggml);
   const auto report = quantize_to_gguf(*source, dir / "planned.gguf", q);
   EXPECT_EQ(report.bytes, plan.bytes);  // the file is exactly the size the plan predicted
 
@@ -162,7 +162,7 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
     if (!t.quantized) continue;
     // Every tensor's losses fall as the bits rise: q2_K costs more at the output than q4_K, q4_K than q8_0.
     std::map<std::string, double> loss;
-    for (const auto& o : t.options) loss[std::string(format_name(o.format))] = o.loss;
+    for (const auto& o : t.options) loss[std::string(format_name(o.format.id))] = o.loss;
     if (loss.contains("q2_K")) {
       EXPECT_GT(loss["q2_K"], loss["q4_K"]) << t.name;
     }

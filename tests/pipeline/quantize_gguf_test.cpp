@@ -61,9 +61,9 @@ TEST(QuantizeGguf, UniformFormatOverridesAndCopy) {
 TEST(QuantizeGguf, SelectsTypesFromAPlanAMixOrOneType) {
   const auto source = ModelSource::open(tiny_model());
   Plan plan;
-  plan.tensors = {{.name = "blk.0.attn_q.weight", .format = GgmlType::Q6_K, .params = 100, .quantized = true},
-                  {.name = "blk.0.ffn_up.weight", .format = GgmlType::Q4_K, .params = 300, .quantized = true},
-                  {.name = "blk.0.attn_norm.weight", .format = GgmlType::F32, .params = 64, .quantized = false}};
+  plan.tensors = {{.name = "blk.0.attn_q.weight", .format = format_spec(GgmlType::Q6_K), .params = 100, .quantized = true},
+                  {.name = "blk.0.ffn_up.weight", .format = format_spec(GgmlType::Q4_K), .params = 300, .quantized = true},
+                  {.name = "blk.0.attn_norm.weight", .format = format_spec(GgmlType::F32), .params = 64, .quantized = false}};
   const auto planned = select_gguf_types(*source, {.plan = &plan, .plan_origin = "plan.json", .tensor_types = {"output*=q8_0"}});
   EXPECT_EQ(planned.mix, nullptr);
   EXPECT_EQ(planned.default_type, GgmlType::Q4_K);

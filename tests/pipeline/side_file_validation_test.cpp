@@ -11,7 +11,7 @@
 #include "lowbit/io/gguf.h"
 #include "lowbit/io/safetensors.h"
 #include "lowbit/pipeline/bnb_jobs.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 #include "lowbit/pipeline/plan.h"
 #include "support/paths.h"
 #include "support/tiny_hf_model.h"

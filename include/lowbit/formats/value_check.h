@@ -1,6 +1,6 @@
 // Values a format cannot hold: NaN, ±Inf, finite values that round beyond an f16/bf16 output's range,
 // and block scales that came out non-finite. Bytes and arithmetic only: the scans say which element
-// and why; the pipeline adds the file and the tensor (see src/pipeline/outputs/value_guard.h).
+// and why; the file and the tensor are added by lowbit/io/value_guard.h.
 #pragma once
 
 #include <cstddef>

@@ -10,7 +10,7 @@
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/progress.h"
 #include "lowbit/formats/format.h"
-#include "lowbit/pipeline/nonfinite.h"
+#include "lowbit/core/nonfinite.h"
 #include "lowbit/pipeline/plan.h"
 
 namespace lowbit {

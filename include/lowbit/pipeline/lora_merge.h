@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "lowbit/io/lora_adapter.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 #include "lowbit/plan/tensor_format.h"
 
 namespace lowbit {
@@ -36,7 +36,7 @@ struct LoraMergeOptions {
   MergeInto into = MergeInto::original;
   // With `dequantized` and a 16-bit base: the 4-bit format Q the adapter was trained against; none:
   // float weights are taken as they are (what a runtime holding the base computes with).
-  std::optional<Bnb4bitFormat> trained_on = Bnb4bitFormat{.quant_type = bnb::QuantType::nf4, .blocksize = 64, .double_quant = true};
+  std::optional<FormatSpec> trained_on = FormatSpec{.id = FormatId::nf4, .blocksize = 64, .double_quant = true};
 };
 
 struct MergeBase {

@@ -32,7 +32,7 @@
 #include "lowbit/io/imatrix.h"
 #include "lowbit/model/kld_probe.h"
 #include "lowbit/model/runtime.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 #include "lowbit/plan/roles.h"
 #include "lowbit/plan/tensor_format.h"
 
@@ -45,7 +45,7 @@ namespace lowbit {
 struct PlanRule {
   std::string match;
   std::optional<std::pair<int, int>> layers;  // first and last layer, inclusive
-  std::vector<std::string> allow, deny;
+  std::vector<FormatId> allow, deny;
   std::optional<double> min_bpw, max_bpw;
 };
 
@@ -78,7 +78,7 @@ struct PlanOptions {
 
 // A candidate format of one tensor: its exact size and measured loss.
 struct PlanOption {
-  TensorFormat format;
+  FormatSpec format;
   uint64_t bytes = 0;
   double loss = 0;
 };
@@ -87,7 +87,7 @@ struct PlannedTensor {
   std::string name;                                  // GGUF name (GGUF target) or Hugging Face name (bitsandbytes)
   TensorRole role = TensorRole::Other;
   int layer = -1;
-  TensorFormat format = GgmlType::F32;
+  FormatSpec format = format_spec(GgmlType::F32);
   int64_t params = 0;
   uint64_t bytes = 0;
   bool quantized = false;                            // false: kept as the source stores it, not planned

@@ -2,16 +2,17 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "lowbit/core/nonfinite.h"
 #include "lowbit/core/progress.h"
 #include "lowbit/io/hessian.h"
 #include "lowbit/io/imatrix.h"
-#include "lowbit/pipeline/model_source.h"
-#include "lowbit/pipeline/nonfinite.h"
+#include "lowbit/io/model_source.h"
 #include "lowbit/plan/llama_cpp_mix.h"
 
 namespace lowbit {
@@ -30,6 +31,9 @@ struct GgufTypeRequest {
 // Refuses a plan naming a tensor `source` lacks (an edited plan's misspelling would silently change
 // nothing), an unknown mix or type, and a rule that is not GLOB=TYPE.
 TypeSelection select_gguf_types(const ModelSource& source, const GgufTypeRequest& request);
+// Hyperparameters the per-tensor type choices depend on, read from the source's metadata; values out
+// of range are refused.
+ModelFacts model_facts(const ModelSource& source);
 
 struct GgufQuantizeOptions {
   TypeSelection selection;                    // mix or uniform type, overrides
@@ -77,6 +81,20 @@ nlohmann::ordered_json gguf_report_json(const std::filesystem::path& output, con
 // tensor passes options.nonfinite's policy first; no non-finite block scale is ever written.
 GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesystem::path& out,
                                     GgufQuantizeOptions options, Progress& progress = Progress::none());
+
+// A model quantized into a GGUF file as `lowbit quantize` and Python's lowbit.quantize ask for it, with
+// or without a plan: the model opened, its types chosen (select_gguf_types), the side files opened
+// (open_gguf_side_files: those named, else the plan's), then quantize_to_gguf.
+struct GgufQuantizeJob {
+  std::filesystem::path input, output;      // output: OUT.gguf
+  GgufTypeRequest types;
+  std::string imatrix, gptq;                // files the caller names (--imatrix, --gptq); empty: the plan's, if any
+  std::string gptq_label;                   // recorded instead of gptq's path (Hessians collected into a scratch file)
+  NonfinitePolicy nonfinite;
+  // A line for people, before any tensor is written: which side files the plan brought. Null: none.
+  std::function<void(const std::string&)> note;
+};
+GgufQuantizeReport quantize_model_to_gguf(const GgufQuantizeJob& job, Progress& progress = Progress::none());
 
 // Every block-quantized tensor back to `dtype` (f32, f16 or bf16), float tensors as they are; into
 // a GGUF (.gguf) or, under the GGUF names in PyTorch's dimension order, a .safetensors file.

@@ -3,7 +3,7 @@
 // names them: experts "ffn_*_exps" (all experts of a layer in one 3-D tensor), shared experts
 // "ffn_*_shexp", routers "ffn_gate_inp" (Qwen2-MoE's shared-expert gate "ffn_gate_inp_shexp" too) and
 // DeepSeek's routing bias "exp_probs_b". Hugging Face names reach these roles through the pipeline's
-// name mapping (src/pipeline/sources/hf_names.h).
+// name mapping (lowbit/io/hf_names.h).
 #pragma once
 
 #include <string_view>

@@ -4,15 +4,15 @@
 #include <fmt/format.h>
 
 #include "pipeline/outputs/checkpoint_output.h"
-#include "pipeline/sources/hf_config.h"
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_config.h"
+#include "lowbit/io/hf_names.h"
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/pipeline/hf_tokenizer_export.h"
 #include "lowbit/pipeline/quantize_gguf.h"
-#include "pipeline/outputs/value_guard.h"
+#include "lowbit/io/value_guard.h"
 
 namespace lowbit {
 namespace {
@@ -64,7 +64,7 @@ GgufQuantizeReport export_gguf_to_hf(const ModelSource& source, const std::files
   // Dense models only: llama.cpp's "llama" is Llama's (or Mistral's) name, and experts have no way back.
   const auto* match = std::ranges::find_if(kArchitectures, [&](const Architecture& a) { return a.gguf_arch == arch && !a.moe; });
   if (match == std::end(kArchitectures)) throw Error(fmt::format("cannot export architecture '{}'", arch), {.file = source.label()});
-  const ModelFacts facts = source.facts();
+  const ModelFacts facts = model_facts(source);
   auto hp = [&](const std::string& key) -> std::optional<int64_t> {
     const auto* v = find(source, arch + "." + key);
     return v ? v->as_int() : std::nullopt;

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <optional>
 
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_names.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
 #include "lowbit/formats/ggml_codecs.h"
@@ -244,7 +244,7 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
     const auto role = classify_tensor(t.name);
     PlannedTensor p{.name = t.name, .role = role.role, .layer = role.layer, .params = t.elements()};
     if (!tensor_allows_quantization(t.name, t.ne)) {
-      p.format = source.unquantized_type(t);
+      p.format = format_spec(source.unquantized_type(t));
       p.bytes = gguf::tensor_bytes(source.unquantized_type(t), t.ne);
     } else {
       // A 3-D expert tensor's importance matrix has one slice of columns per expert.
@@ -262,8 +262,8 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
         if (t.ne[0] % ggml_type_info(type).block_elements != 0) continue;  // rows this type cannot tile (tensor_bytes throws)
         if (ggml_requires_imatrix(type) && !importance) continue;           // ggml refuses to quantize it without one
         const uint64_t bytes = gguf::tensor_bytes(type, t.ne);
-        if (!planning::rules_allow(options.rules, names, role.layer, type, 8.0 * double(bytes) / double(p.params))) continue;
-        p.options.push_back({type, bytes, ggml_loss(sample, type, t, gptq ? &*gptq : nullptr)});
+        if (!planning::rules_allow(options.rules, names, role.layer, format_spec(type), 8.0 * double(bytes) / double(p.params))) continue;
+        p.options.push_back({format_spec(type), bytes, ggml_loss(sample, type, t, gptq ? &*gptq : nullptr)});
       }
       if (p.options.empty()) throw Error("no candidate format is allowed for this tensor by the rules", {.file = source.label(), .tensor = t.name});
       if (options.probe) {
@@ -271,7 +271,7 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
         // probed (of q4_0, iq4_nl and q4_K, all 4.5 bits, one), and one without error costs nothing.
         p.options = pareto_efficient(std::move(p.options));
         for (auto& o : p.options)
-          if (o.loss > 0) o.loss = probed_loss(*options.probe, t, values, importance, std::get<GgmlType>(o.format), gptq ? &*gptq : nullptr);
+          if (o.loss > 0) o.loss = probed_loss(*options.probe, t, values, importance, *format_info(o.format.id).ggml, gptq ? &*gptq : nullptr);
       }
       p.quantized = true;
     }

@@ -6,7 +6,7 @@
 
 #include "pipeline/quantize/bnb_linear.h"
 #include "pipeline/quantize/gptq_tensors.h"
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_names.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/gptq.h"
@@ -36,12 +36,12 @@ GgmlType plain_type_of(DType dtype) {
 // Bytes of a 4-bit weight as a bitsandbytes checkpoint stores it (bnb_checkpoint.h): the packed codes,
 // the absmax (float32 per block, or with double quant a byte per block plus float32 nested absmax per
 // 256 blocks and the 256-entry nested code map), the 16-entry code map and the quant state's JSON.
-uint64_t stored_bytes_4bit(const TensorView& weight, const Bnb4bitFormat& f, float nested_offset) {
+uint64_t stored_bytes_4bit(const TensorView& weight, const FormatSpec& f, float nested_offset) {
   const uint64_t n = uint64_t(weight.elements()), blocks = (n + uint64_t(f.blocksize) - 1) / uint64_t(f.blocksize);
   const uint64_t nested_blocks = (blocks + uint64_t(bnb::kNestedBlocksize) - 1) / uint64_t(bnb::kNestedBlocksize);
   uint64_t bytes = (n + 1) / 2 + 4 * 16;
   bytes += f.double_quant ? blocks + 4 * nested_blocks + 4 * 256 : 4 * blocks;
-  const std::string state = bnb::pack_quant_state({.quant_type = std::string(bnb::quant_type_name(f.quant_type)), .blocksize = int(f.blocksize),
+  const std::string state = bnb::pack_quant_state({.quant_type = std::string(format_name(f.id)), .blocksize = int(f.blocksize),
                                                    .dtype = weight.dtype, .shape = weight.shape,
                                                    .nested_offset = f.double_quant ? std::optional<float>(nested_offset) : std::nullopt});
   return bytes + state.size();
@@ -71,7 +71,7 @@ Plan make_bnb_plan(const Checkpoint& checkpoint, const PlanOptions& options, Pro
     const std::string& name = e.info->name;
     const TensorView view = e.shard->view(*e.info);
     const auto role = role_of_tensor(name);
-    PlannedTensor p{.name = name, .role = role.role, .layer = role.layer, .format = plain_type_of(view.dtype), .params = view.elements(),
+    PlannedTensor p{.name = name, .role = role.role, .layer = role.layer, .format = format_spec(plain_type_of(view.dtype)), .params = view.elements(),
                     .bytes = view.bytes.size()};
     if (is_bnb_linear_weight(name, view, directory) && view.elements() > 0) {
       const auto place = gguf_place_of(name);
@@ -89,7 +89,7 @@ Plan make_bnb_plan(const Checkpoint& checkpoint, const PlanOptions& options, Pro
         input = &hessian_input_of(*options.hessian, place ? place->name : "", cols, name, plan.model);
         output_error.emplace(sample, input->xtx);
       }
-      auto consider = [&](const TensorFormat& format, uint64_t bytes, auto&& measure) {
+      auto consider = [&](const FormatSpec& format, uint64_t bytes, auto&& measure) {
         if (planning::rules_allow(options.rules, names, role.layer, format, 8.0 * double(bytes) / double(p.params)))
           p.options.push_back({format, bytes, measure()});
       };
@@ -98,7 +98,7 @@ Plan make_bnb_plan(const Checkpoint& checkpoint, const PlanOptions& options, Pro
         const float offset = bnb::mean_to_nearest_float(bnb::block_absmax(view, blocksize, name));
         for (auto quant_type : {bnb::QuantType::nf4, bnb::QuantType::fp4})
           for (bool double_quant : {false, true}) {
-            const Bnb4bitFormat f{.quant_type = quant_type, .blocksize = blocksize, .double_quant = double_quant};
+            const FormatSpec f{.id = bnb::format_id(quant_type), .blocksize = blocksize, .double_quant = double_quant};
             consider(f, stored_bytes_4bit(view, f, offset), [&] {
               const bnb::Bnb4bitOptions o{.quant_type = quant_type, .blocksize = blocksize, .double_quant = double_quant,
                                           .nested_offset = offset};

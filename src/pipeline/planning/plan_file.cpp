@@ -14,20 +14,20 @@
 
 #include "pipeline/outputs/checkpoint_output.h"
 #include "lowbit/core/error.h"
+#include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/io/json_file.h"
 #include "lowbit/pipeline/plan.h"
 
 namespace lowbit {
 namespace {
 
-TensorFormat read_format(const JsonField& t, const std::string& name) {
+FormatSpec read_format(const JsonField& t, const std::string& name) {
   const std::string format = t["format"].string();
   const auto id = parse_format_id(format);
-  const auto planned = id ? tensor_format_of(*id) : std::nullopt;
+  const auto planned = id ? plan_format_of(*id) : std::nullopt;
   if (!planned) throw t["format"].error(fmt::format("unknown format '{}'", format), "a ggml type, nf4 or fp4");
-  if (const auto* four_bit = std::get_if<Bnb4bitFormat>(&*planned)) {
-    Bnb4bitFormat b{.quant_type = four_bit->quant_type,
-                    .blocksize = t.integer_or("blocksize", 64), .double_quant = t.boolean_or("double_quant", false)};
+  if (is_bnb_4bit(*planned)) {
+    const FormatSpec b{.id = planned->id, .blocksize = t.integer_or("blocksize", 64), .double_quant = t.boolean_or("double_quant", false)};
     try {
       bnb::check_blocksize_4bit(b.blocksize, name);
     } catch (const Error& e) {
@@ -68,7 +68,7 @@ Plan parse_plan(const JsonField& j) {
   }
   for (const auto& t : j["tensors"].elements()) {
     const std::string name = t["name"].string();
-    TensorFormat format;
+    FormatSpec format;
     bool quantized = true;
     int64_t params = 0;
     try {
@@ -81,8 +81,7 @@ Plan parse_plan(const JsonField& j) {
       throw Error(e.problem(), c);
     }
     // A GGUF holds no bitsandbytes formats; a bitsandbytes checkpoint no ggml block types.
-    const bool fits = plan.target == PlanTarget::gguf ? std::holds_alternative<GgmlType>(format)
-                                                      : !quantized || is_float_format(format) || std::holds_alternative<Bnb4bitFormat>(format);
+    const bool fits = plan.target == PlanTarget::gguf ? !is_bnb_4bit(format) : !quantized || is_float_format(format) || is_bnb_4bit(format);
     if (!fits)
       throw Error(fmt::format("format {} does not belong in a {} plan", format_label(format), target), {.file = j.file(), .tensor = name});
     const auto role = role_of_tensor(name);
@@ -113,10 +112,10 @@ void write_plan(const std::filesystem::path& path, const Plan& plan) {
   j["tensors"] = nlohmann::ordered_json::array();
   for (const auto& p : plan.tensors) {
     nlohmann::ordered_json t{{"name", p.name}, {"role", std::string(role_name(p.role))}, {"layer", p.layer},
-                             {"format", std::string(format_name(p.format))}};
-    if (const auto* b = std::get_if<Bnb4bitFormat>(&p.format)) {
-      t["blocksize"] = b->blocksize;
-      t["double_quant"] = b->double_quant;
+                             {"format", std::string(format_name(p.format.id))}};
+    if (is_bnb_4bit(p.format)) {
+      t["blocksize"] = p.format.blocksize;
+      t["double_quant"] = p.format.double_quant;
     }
     t["params"] = p.params;
     t["bpw"] = 8.0 * double(p.bytes) / double(p.params);

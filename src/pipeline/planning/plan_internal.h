@@ -15,7 +15,7 @@ inline constexpr int64_t kSampledRows = 256;
 
 // True when every rule that matches one of `names` (and `layer`) lets the tensor take `format` at
 // `bpw` bits per weight as stored.
-bool rules_allow(const std::vector<PlanRule>& rules, std::span<const std::string> names, int layer, const TensorFormat& format,
+bool rules_allow(const std::vector<PlanRule>& rules, std::span<const std::string> names, int layer, const FormatSpec& format,
                  double bpw);
 
 // Evenly spaced rows of a tensor, each with the importance weights of its input columns (or none).

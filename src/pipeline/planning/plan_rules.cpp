@@ -37,11 +37,11 @@ std::pair<int, int> parse_layers(const std::string& text, const std::string& fil
   return {first, last};
 }
 
-// The format's own spelling ("Q4_K" -> "q4_K"), or nullopt when no format has this name.
-std::optional<std::string> format_name_of(const std::string& name) {
+// The plan format of that name ("Q4_K" and "q4_K" alike), or nullopt when no format a plan gives has it.
+std::optional<FormatId> plan_format_named(const std::string& name) {
   const auto id = parse_format_id(name);
-  if (!id || !tensor_format_of(*id)) return std::nullopt;
-  return std::string(format_name(*id));
+  if (!id || !plan_format_of(*id)) return std::nullopt;
+  return id;
 }
 
 std::vector<PlanRule> parse_rules(const nlohmann::json& j, const std::string& file) {
@@ -58,7 +58,7 @@ std::vector<PlanRule> parse_rules(const nlohmann::json& j, const std::string& fi
         rule.layers = parse_layers(value.get<std::string>(), file, rule.match);
       } else if ((key == "allow" || key == "deny") && value.is_array()) {
         for (const auto& name : value) {
-          const auto known = name.is_string() ? format_name_of(name.get<std::string>()) : std::nullopt;
+          const auto known = name.is_string() ? plan_format_named(name.get<std::string>()) : std::nullopt;
           if (!known) throw Error(fmt::format("unknown format {}", name.dump()), {.file = file, .tensor = rule.match, .expected = "a ggml type, nf4 or fp4"});
           (key == "allow" ? rule.allow : rule.deny).push_back(*known);
         }
@@ -87,12 +87,12 @@ std::vector<PlanRule> load_plan_rules(const std::filesystem::path& path) {
 
 namespace planning {
 
-bool rules_allow(const std::vector<PlanRule>& rules, std::span<const std::string> names, int layer, const TensorFormat& format, double bpw) {
+bool rules_allow(const std::vector<PlanRule>& rules, std::span<const std::string> names, int layer, const FormatSpec& format, double bpw) {
   for (const auto& r : rules) {
     if (!std::ranges::any_of(names, [&](const std::string& name) { return glob_match(r.match, name); })) continue;
     if (r.layers && (layer < r.layers->first || layer > r.layers->second)) continue;
-    if (!r.allow.empty() && std::ranges::find(r.allow, format_name(format)) == r.allow.end()) return false;
-    if (std::ranges::find(r.deny, format_name(format)) != r.deny.end()) return false;
+    if (!r.allow.empty() && std::ranges::find(r.allow, format.id) == r.allow.end()) return false;
+    if (std::ranges::find(r.deny, format.id) != r.deny.end()) return false;
     if (r.min_bpw && bpw < *r.min_bpw - 1e-9) return false;
     if (r.max_bpw && bpw > *r.max_bpw + 1e-9) return false;
   }

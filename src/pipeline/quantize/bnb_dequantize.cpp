@@ -5,12 +5,12 @@
 #include <cstring>
 #include <unordered_map>
 
-#include "pipeline/sources/bnb_reader.h"
-#include "pipeline/outputs/checkpoint_output.h"
 #include "lowbit/core/error.h"
+#include "lowbit/io/bnb_checkpoint.h"
 #include "lowbit/io/checkpoint.h"
+#include "lowbit/io/value_guard.h"
 #include "lowbit/pipeline/bnb_jobs.h"
-#include "pipeline/outputs/value_guard.h"
+#include "pipeline/outputs/checkpoint_output.h"
 
 namespace lowbit {
 namespace {
@@ -21,14 +21,7 @@ GgmlType stored_float_type(DType dtype) {
 
 }  // namespace
 
-bool is_bnb_checkpoint(const std::filesystem::path& path) {
-  const Checkpoint ckpt(path);
-  for (const auto& e : ckpt.tensors()) {
-    const auto& name = e.info->name;
-    if (name.find(".quant_state.bitsandbytes__") != std::string::npos || name.ends_with(".SCB")) return true;
-  }
-  return false;
-}
+bool is_bnb_checkpoint(const std::filesystem::path& path) { return BnbReader::holds_quantized_weights(Checkpoint(path)); }
 
 JobReport dequantize_bnb(const std::filesystem::path& input, const std::filesystem::path& output, std::optional<DType> dtype,
                          Progress& progress, const NonfinitePolicy& nonfinite, bool overwrite) {

@@ -7,7 +7,7 @@
 
 #include "pipeline/quantize/bnb_linear.h"
 #include "pipeline/quantize/gptq_tensors.h"
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_names.h"
 #include "pipeline/outputs/checkpoint_output.h"
 #include "lowbit/core/atomic_file.h"
 #include "lowbit/core/convert.h"
@@ -19,7 +19,7 @@
 #include "lowbit/io/safetensors.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/plan/llama_cpp_mix.h"
-#include "pipeline/outputs/value_guard.h"
+#include "lowbit/io/value_guard.h"
 
 namespace lowbit {
 namespace {
@@ -37,7 +37,7 @@ struct Step {
   enum class Kind { copy, convert, four_bit, int8 };
   const Checkpoint::Entry* entry;
   Kind kind = Kind::copy;
-  Bnb4bitFormat four_bit;   // Kind::four_bit
+  FormatSpec four_bit;      // Kind::four_bit: nf4 or fp4
   DType dtype = DType::f32; // Kind::convert: the float type the tensor is written in
   const HessianFile::Input* gptq = nullptr;  // Kind::four_bit or int8 written by GPTQ with this input's Hessian
 };
@@ -67,7 +67,7 @@ std::vector<std::string> output_names(const std::string& name, const Step& step)
     names.push_back(name + std::string(bnb::kNestedAbsmax));
     names.push_back(name + std::string(bnb::kNestedQuantMap));
   }
-  names.push_back(name + bnb::quant_state_key(bnb::quant_type_name(step.four_bit.quant_type)));
+  names.push_back(name + bnb::quant_state_key(format_name(step.four_bit.id)));
   return names;
 }
 
@@ -138,9 +138,9 @@ void emit_step(const std::string& file, const std::string& name, const TensorVie
     emit(module_of(name) + ".weight_format", TensorView::make(DType::u8, {}, std::as_bytes(std::span(&row_format, 1))));
     return;
   }
-  const Bnb4bitFormat& f = step.four_bit;
+  const FormatSpec& f = step.four_bit;
   const auto q = with_file(file, [&] {
-    const bnb::Bnb4bitOptions options{.quant_type = f.quant_type, .blocksize = f.blocksize, .double_quant = f.double_quant};
+    const bnb::Bnb4bitOptions options{.quant_type = *bnb::quant_type_of(f.id), .blocksize = f.blocksize, .double_quant = f.double_quant};
     return step.gptq ? gptq_quantize_4bit(weight, options, factors(*step.gptq), name) : bnb::quantize_4bit(weight, options, name);
   });
   const auto& s = q.state;
@@ -156,7 +156,7 @@ void emit_step(const std::string& file, const std::string& name, const TensorVie
          TensorView::make(DType::f32, {int64_t(s.nested->nested_absmax.size())}, bytes_of(s.nested->nested_absmax)));
     emit(name + std::string(bnb::kNestedQuantMap), TensorView::make(DType::f32, {256}, bytes_of(s.nested->code)));
   }
-  const std::string quant_type(bnb::quant_type_name(f.quant_type));
+  const std::string quant_type(format_name(f.id));
   const std::string state = bnb::pack_quant_state({.quant_type = quant_type, .blocksize = int(f.blocksize), .dtype = weight.dtype,
                                                    .shape = weight.shape,
                                                    .nested_offset = s.nested ? std::optional<float>(s.nested->offset) : std::nullopt});
@@ -180,15 +180,15 @@ std::map<std::string, Step, std::less<>> planned_steps(const Plan& plan, const C
     const auto* entry = ckpt.find(t.name);
     if (!entry) throw Error("the plan names a tensor the checkpoint does not have", {.file = ckpt.path().string(), .tensor = t.name});
     Step step{.entry = entry};
-    if (const auto* b = std::get_if<Bnb4bitFormat>(&t.format)) {
+    if (is_bnb_4bit(t.format)) {
       if (!is_bnb_linear_weight(t.name, entry->shard->view(*entry->info), directory))
         throw Error("the plan quantizes a tensor that is not a Linear weight", {.file = ckpt.path().string(), .tensor = t.name});
-      bnb::check_blocksize_4bit(b->blocksize, t.name);
+      bnb::check_blocksize_4bit(t.format.blocksize, t.name);
       step.kind = Step::Kind::four_bit;
-      step.four_bit = *b;
+      step.four_bit = t.format;
     } else {
       step.kind = Step::Kind::convert;
-      step.dtype = float_dtype_of(std::get<GgmlType>(t.format));
+      step.dtype = float_dtype_of(*format_info(t.format.id).ggml);
       if (step.dtype == entry->info->dtype) step.kind = Step::Kind::copy;
     }
     steps[t.name] = step;
@@ -203,7 +203,7 @@ std::pair<FormatId, bool> prevailing_4bit(const std::vector<Step>& steps) {
   std::map<std::pair<FormatId, bool>, int64_t> params;
   for (const auto& s : steps)
     if (s.kind == Step::Kind::four_bit)
-      params[{bnb::format_id(s.four_bit.quant_type), s.four_bit.double_quant}] += s.entry->shard->view(*s.entry->info).elements();
+      params[{s.four_bit.id, s.four_bit.double_quant}] += s.entry->shard->view(*s.entry->info).elements();
   if (params.empty()) return {FormatId::nf4, false};
   return std::ranges::max_element(params, {}, [](const auto& p) { return p.second; })->first;
 }
@@ -237,8 +237,7 @@ JobReport quantize_to_bnb(const std::filesystem::path& input, const std::filesys
       if (const auto it = planned.find(name); it != planned.end()) step = it->second;
     } else if (is_bnb_linear_weight(name, view, directory) && !matches_any(o.skip, name)) {
       step.kind = o.format.id == FormatId::int8 ? Step::Kind::int8 : Step::Kind::four_bit;
-      step.four_bit = {.quant_type = bnb::quant_type_of(o.format.id).value_or(bnb::QuantType::nf4), .blocksize = o.format.blocksize,
-                       .double_quant = o.format.double_quant};
+      if (step.kind == Step::Kind::four_bit) step.four_bit = o.format;
     }
     const bool quantized = step.kind == Step::Kind::four_bit || step.kind == Step::Kind::int8;
     const bool linear_like = view.shape.size() == 2 && name.ends_with(".weight") && name.find("embed") == std::string::npos &&

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "lowbit/core/error.h"
+#include "lowbit/core/key_error.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 
@@ -49,6 +50,41 @@ void GgufSideFiles::attach(GgufQuantizeOptions& options) const {
   options.hessian_path = hessian_path;
 }
 
+ModelFacts model_facts(const ModelSource& source) {
+  ModelFacts f;
+  const auto* arch_value = source.find("general.architecture");
+  const std::string arch = arch_value && arch_value->get_if<std::string>() ? *arch_value->get_if<std::string>() : "llama";
+  // Type choices count layers and split rows by heads: values out of range are refused, not used.
+  auto get = [&](const std::string& key, int fallback, int64_t min, int64_t max) {
+    const auto* v = source.find(arch + "." + key);
+    if (!v) return fallback;
+    const auto n = v->as_int();
+    if (!n || *n < min || *n > max)
+      throw key_error(source.label(), arch + "." + key, fmt::format("{} is not an integer in range", v->as_int() ? std::to_string(*n) : std::string(gguf::value_type_name(v->type()))), fmt::format("{} to {}", min, max));
+    return int(*n);
+  };
+  f.n_layer = get("block_count", 0, 0, 10'000);
+  f.n_head = get("attention.head_count", 1, 1, 1 << 20);
+  f.n_head_kv = get("attention.head_count_kv", f.n_head, 1, f.n_head);
+  f.n_expert = get("expert_count", 0, 0, 1 << 16);
+  if (f.n_head % f.n_head_kv != 0)
+    throw key_error(source.label(), arch + ".attention.head_count_kv", fmt::format("{} does not divide the head count {}", f.n_head_kv, f.n_head));
+  f.has_output = std::ranges::any_of(source.tensors(), [](const ModelSource::Tensor& t) { return t.name == "output.weight"; });
+  return f;
+}
+
+GgufQuantizeReport quantize_model_to_gguf(const GgufQuantizeJob& job, Progress& progress) {
+  if (!job.output.string().ends_with(".gguf")) throw Error("the output of a GGUF quantization must end in .gguf", {.file = job.output.string()});
+  const auto source = ModelSource::open(job.input);
+  GgufQuantizeOptions options{.selection = select_gguf_types(*source, job.types), .nonfinite = job.nonfinite};
+  GgufSideFiles side = open_gguf_side_files(job.types.plan, job.imatrix, job.gptq);
+  if (!job.gptq_label.empty()) side.hessian_path = job.gptq_label;  // recorded instead of a scratch file's path
+  side.attach(options);
+  if (job.note && side.imatrix_from_plan) job.note(fmt::format("quantizing with the plan's importance matrix {}", side.imatrix_path));
+  if (job.note && side.hessian_from_plan) job.note(fmt::format("writing the plan's GPTQ candidates with its Hessian file {}", side.hessian_path));
+  return quantize_to_gguf(*source, job.output, options, progress);
+}
+
 TypeSelection select_gguf_types(const ModelSource& source, const GgufTypeRequest& request) {
   TypeSelection selection;
   if (request.plan) {
@@ -58,7 +94,7 @@ TypeSelection select_gguf_types(const ModelSource& source, const GgufTypeRequest
     for (const auto& t : request.plan->tensors)
       if (t.quantized) {
         if (!names.contains(t.name)) throw Error("the plan names a tensor the model does not have", {.file = request.plan_origin, .tensor = t.name});
-        const GgmlType type = std::get<GgmlType>(t.format);
+        const GgmlType type = *format_info(t.format.id).ggml;
         selection.overrides.emplace_back(t.name, type);
         params_by_type[type] += std::max<int64_t>(t.params, 1);
       }

@@ -15,7 +15,7 @@
 #include "lowbit/formats/gptq.h"
 #include "lowbit/io/hessian.h"
 #include "lowbit/io/imatrix.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 
 namespace lowbit {
 

@@ -6,11 +6,12 @@
 #include <cmath>
 #include <map>
 
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_names.h"
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/pipeline/bnb_jobs.h"
+#include "lowbit/pipeline/quantize_gguf.h"
 
 namespace lowbit {
 namespace {
@@ -49,7 +50,7 @@ class LoraSource final : public ModelSource {
                   {.file = base_.source->label()});
     std::map<std::string, const Tensor*> by_name;
     for (const auto& t : tensors_) by_name[t.name] = &t;
-    const ModelFacts facts = base_.source->facts();
+    const ModelFacts facts = model_facts(*base_.source);
     const auto* arch = base_.source->find("general.architecture");
     const bool permuted_qk = arch && arch->get_if<std::string>() && *arch->get_if<std::string>() == "llama";
 
@@ -131,8 +132,8 @@ class LoraSource final : public ModelSource {
   std::vector<float> quantize_roundtrip(const std::vector<float>& w, int64_t rows, int64_t cols, DType dtype, const std::string& name) const {
     lowbit::Tensor original(dtype, {rows, cols});
     convert_from_f32(w.data(), dtype, original.buffer.data(), w.size());
-    const Bnb4bitFormat& f = *options_.trained_on;
-    const auto q = bnb::quantize_4bit(original.view(), {.quant_type = f.quant_type, .blocksize = f.blocksize, .double_quant = f.double_quant}, name);
+    const FormatSpec& f = *options_.trained_on;
+    const auto q = bnb::quantize_4bit(original.view(), {.quant_type = *bnb::quant_type_of(f.id), .blocksize = f.blocksize, .double_quant = f.double_quant}, name);
     return to_f32(bnb::dequantize_4bit(q.packed, q.state, dtype, name).view());
   }
 

@@ -12,7 +12,7 @@
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/safetensors.h"
 #include "pipeline/quantize/gptq_tensors.h"
-#include "pipeline/outputs/value_guard.h"
+#include "lowbit/io/value_guard.h"
 
 namespace lowbit {
 namespace {
@@ -190,7 +190,7 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
 GgufQuantizeReport quantize_to_gguf(const ModelSource& source, const std::filesystem::path& out, GgufQuantizeOptions options,
                                     Progress& progress) {
   options.selection.has_imatrix = options.imatrix != nullptr;
-  const TypeSelector selector(options.selection, source.facts());
+  const TypeSelector selector(options.selection, model_facts(source));
   std::vector<GgmlType> types;
   for (const auto& t : source.tensors()) types.push_back(selector.choose(t.name, t.ne).value_or(source.unquantized_type(t)));
   const uint32_t file_type = options.selection.mix ? options.selection.mix->file_type : llama_file_type_of(options.selection.default_type);

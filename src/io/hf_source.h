@@ -10,7 +10,7 @@
 #include <memory>
 
 #include "lowbit/io/checkpoint.h"
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 
 namespace lowbit {
 

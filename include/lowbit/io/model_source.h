@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "lowbit/io/gguf.h"
-#include "lowbit/plan/llama_cpp_mix.h"
 
 namespace lowbit {
 
@@ -40,8 +39,6 @@ class ModelSource {
   // (as llama.cpp's converter stores norms, biases and routers).
   virtual GgmlType unquantized_type(const Tensor& tensor) const = 0;
 
-  // Hyperparameters the per-tensor type choices depend on, read from the metadata.
-  ModelFacts facts() const;
   const gguf::Value* find(std::string_view key) const;
 };
 

@@ -1,8 +1,8 @@
-#include "pipeline/sources/hf_source.h"
+#include "io/hf_source.h"
 
-#include "pipeline/sources/bnb_reader.h"
-#include "pipeline/sources/hf_config.h"
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/bnb_checkpoint.h"
+#include "lowbit/io/hf_config.h"
+#include "lowbit/io/hf_names.h"
 
 #include <fmt/format.h>
 
@@ -16,6 +16,7 @@
 #include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/io/json_file.h"
+#include "lowbit/io/value_guard.h"
 
 namespace lowbit {
 namespace {

@@ -1,15 +1,17 @@
-// The NaN/Inf policy (lowbit/pipeline/nonfinite.h) applied to one job: every check names the file,
-// the tensor, the element and the reason; under --allow-nonfinite it reports and counts instead.
+// The NaN/Inf policy (lowbit/core/nonfinite.h) applied to one job, on the values read from its files
+// and bound for its output: every check names the file, the tensor, the element and the reason; under
+// --allow-nonfinite it reports and counts instead.
 #pragma once
 
 #include <span>
 #include <string>
 #include <string_view>
 
+#include "lowbit/core/nonfinite.h"
+#include "lowbit/core/tensor.h"
 #include "lowbit/formats/format.h"
 #include "lowbit/formats/value_check.h"
-#include "lowbit/pipeline/model_source.h"
-#include "lowbit/pipeline/nonfinite.h"
+#include "lowbit/io/model_source.h"
 
 namespace lowbit {
 
@@ -53,5 +55,8 @@ class ValueGuard {
 // A source tensor as float values bound for `to`: its block scales checked (a quantized GGUF), then
 // its values for what `to` holds.
 std::vector<float> load_checked(const ModelSource& source, const ModelSource::Tensor& tensor, GgmlType to, ValueGuard& guard);
+
+// A float tensor converted to `to`, its values checked by `guard` for what `to` holds.
+Tensor convert_checked(const TensorView& v, DType to, const ValueSite& site, ValueGuard& guard);
 
 }  // namespace lowbit

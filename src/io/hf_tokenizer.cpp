@@ -7,7 +7,7 @@
 #include <iterator>
 #include <map>
 
-#include "pipeline/sources/hf_source.h"
+#include "io/hf_source.h"
 #include "lowbit/core/error.h"
 #include "lowbit/io/json_file.h"
 

@@ -1,14 +1,13 @@
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <charconv>
 
-#include "pipeline/sources/gguf_source.h"
-#include "pipeline/sources/hf_source.h"
+#include "io/gguf_source.h"
+#include "io/hf_source.h"
 #include "lowbit/core/error.h"
-#include "lowbit/core/key_error.h"
 
 namespace lowbit {
 namespace {
@@ -43,29 +42,6 @@ const gguf::Value* ModelSource::find(std::string_view key) const {
   for (const auto& kv : metadata())
     if (kv.key == key) return &kv.value;
   return nullptr;
-}
-
-ModelFacts ModelSource::facts() const {
-  ModelFacts f;
-  const auto* arch_value = find("general.architecture");
-  const std::string arch = arch_value && arch_value->get_if<std::string>() ? *arch_value->get_if<std::string>() : "llama";
-  // Type choices count layers and split rows by heads: values out of range are refused, not used.
-  auto get = [&](const std::string& key, int fallback, int64_t min, int64_t max) {
-    const auto* v = find(arch + "." + key);
-    if (!v) return fallback;
-    const auto n = v->as_int();
-    if (!n || *n < min || *n > max)
-      throw key_error(label(), arch + "." + key, fmt::format("{} is not an integer in range", v->as_int() ? std::to_string(*n) : std::string(gguf::value_type_name(v->type()))), fmt::format("{} to {}", min, max));
-    return int(*n);
-  };
-  f.n_layer = get("block_count", 0, 0, 10'000);
-  f.n_head = get("attention.head_count", 1, 1, 1 << 20);
-  f.n_head_kv = get("attention.head_count_kv", f.n_head, 1, f.n_head);
-  f.n_expert = get("expert_count", 0, 0, 1 << 16);
-  if (f.n_head % f.n_head_kv != 0)
-    throw key_error(label(), arch + ".attention.head_count_kv", fmt::format("{} does not divide the head count {}", f.n_head_kv, f.n_head));
-  f.has_output = std::ranges::any_of(tensors(), [](const Tensor& t) { return t.name == "output.weight"; });
-  return f;
 }
 
 }  // namespace lowbit

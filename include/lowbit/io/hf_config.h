@@ -12,7 +12,7 @@
 
 #include "lowbit/io/gguf.h"
 #include "lowbit/io/json_file.h"
-#include "pipeline/sources/hf_names.h"
+#include "lowbit/io/hf_names.h"
 
 namespace lowbit {
 

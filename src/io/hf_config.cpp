@@ -1,4 +1,4 @@
-#include "pipeline/sources/hf_config.h"
+#include "lowbit/io/hf_config.h"
 
 #include <fmt/format.h>
 

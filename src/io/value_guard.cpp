@@ -1,9 +1,10 @@
-#include "pipeline/outputs/value_guard.h"
+#include "lowbit/io/value_guard.h"
 
 #include <fmt/format.h>
 
 #include <cmath>
 
+#include "lowbit/core/convert.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
 
@@ -118,6 +119,15 @@ std::vector<float> load_checked(const ModelSource& source, const ModelSource::Te
   std::vector<float> values = source.load_f32(tensor);
   guard.values(site, values.data(), int64_t(values.size()), value_range_of(to), ggml_type_name(to));
   return values;
+}
+
+Tensor convert_checked(const TensorView& v, DType to, const ValueSite& site, ValueGuard& guard) {
+  Tensor out(to, v.shape);
+  std::vector<float> f32(size_t(v.elements()));
+  convert_to_f32(v.dtype, v.bytes.data(), f32.data(), f32.size());
+  guard.values(site, f32.data(), int64_t(f32.size()), value_range_of(to), dtype_name(to));
+  convert_from_f32(f32.data(), to, out.buffer.data(), f32.size());
+  return out;
 }
 
 }  // namespace lowbit

@@ -1,7 +1,7 @@
 // ModelSource over a GGUF file: metadata and tensors as they are, dequantized on demand.
 #pragma once
 
-#include "lowbit/pipeline/model_source.h"
+#include "lowbit/io/model_source.h"
 
 namespace lowbit {
 

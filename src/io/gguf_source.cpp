@@ -1,4 +1,4 @@
-#include "pipeline/sources/gguf_source.h"
+#include "io/gguf_source.h"
 
 #include <fmt/format.h>
 
