@@ -258,7 +258,7 @@ TEST(CudaRuntime, ProbedPlanChoosesTheCpuPlansFormats) {
     for (size_t i = 0; i < cpu_plan.tensors.size(); ++i) {
       if (!cpu_plan.tensors[i].quantized) continue;
       ++quantized;
-      same += format_name(cpu_plan.tensors[i].format) == format_name(gpu_plan.tensors[i].format);
+      same += cpu_plan.tensors[i].format == gpu_plan.tensors[i].format;
     }
     return std::pair{same, quantized};
   };
