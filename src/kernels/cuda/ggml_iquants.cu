@@ -191,32 +191,16 @@ struct Iq4Xs {
   }
 };
 
-template <class F>
-bool dispatch_iquant(GgmlType type, F&& f) {
-  switch (type) {
-    case GgmlType::IQ1_S: f.template operator()<Iq1S>(); return true;
-    case GgmlType::IQ1_M: f.template operator()<Iq1M>(); return true;
-    case GgmlType::IQ2_XXS: f.template operator()<Iq2Xxs>(); return true;
-    case GgmlType::IQ2_XS: f.template operator()<Iq2Xs>(); return true;
-    case GgmlType::IQ2_S: f.template operator()<Iq2S>(); return true;
-    case GgmlType::IQ3_XXS: f.template operator()<Iq3Xxs>(); return true;
-    case GgmlType::IQ3_S: f.template operator()<Iq3S>(); return true;
-    case GgmlType::IQ4_NL: f.template operator()<Iq4Nl>(); return true;
-    case GgmlType::IQ4_XS: f.template operator()<Iq4Xs>(); return true;
-    default: return false;
-  }
-}
+constexpr CudaFormatKernels kIquantKernels[] = {
+    block_format_kernels<Iq1S>(FormatId::iq1_s),     block_format_kernels<Iq1M>(FormatId::iq1_m),
+    block_format_kernels<Iq2Xxs>(FormatId::iq2_xxs), block_format_kernels<Iq2Xs>(FormatId::iq2_xs),
+    block_format_kernels<Iq2S>(FormatId::iq2_s),     block_format_kernels<Iq3Xxs>(FormatId::iq3_xxs),
+    block_format_kernels<Iq3S>(FormatId::iq3_s),     block_format_kernels<Iq4Nl>(FormatId::iq4_nl),
+    block_format_kernels<Iq4Xs>(FormatId::iq4_xs),
+};
 
 }  // namespace
 
-bool dequantize_ggml_iquants(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
-                             cudaStream_t stream) {
-  return dispatch_iquant(type, [&]<class D>() { launch_dequantize_ggml<D>(blocks, values, out_dtype, out, stream); });
-}
-
-bool matvec_ggml_iquants(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                         float* y, bool accumulate, cudaStream_t stream) {
-  return dispatch_iquant(type, [&]<class D>() { launch_ggml_matvec<D>(blocks, rows, cols, x, tokens, y, accumulate, stream); });
-}
+std::span<const CudaFormatKernels> iquant_kernels() { return kIquantKernels; }
 
 }  // namespace lowbit::cuda::detail

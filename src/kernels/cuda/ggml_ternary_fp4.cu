@@ -101,29 +101,14 @@ struct Q2_0 {
   }
 };
 
-template <class F>
-bool dispatch_type(GgmlType type, F&& f) {
-  switch (type) {
-    case GgmlType::TQ1_0: f.template operator()<Tq1_0>(); return true;
-    case GgmlType::TQ2_0: f.template operator()<Tq2_0>(); return true;
-    case GgmlType::MXFP4: f.template operator()<Mxfp4>(); return true;
-    case GgmlType::NVFP4: f.template operator()<Nvfp4>(); return true;
-    case GgmlType::Q1_0: f.template operator()<Q1_0>(); return true;
-    case GgmlType::Q2_0: f.template operator()<Q2_0>(); return true;
-    default: return false;
-  }
-}
+constexpr CudaFormatKernels kTernaryFp4Kernels[] = {
+    block_format_kernels<Tq1_0>(FormatId::tq1_0), block_format_kernels<Tq2_0>(FormatId::tq2_0),
+    block_format_kernels<Mxfp4>(FormatId::mxfp4), block_format_kernels<Nvfp4>(FormatId::nvfp4),
+    block_format_kernels<Q1_0>(FormatId::q1_0),   block_format_kernels<Q2_0>(FormatId::q2_0),
+};
 
 }  // namespace
 
-bool dequantize_ggml_ternary_fp4(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
-                                 cudaStream_t stream) {
-  return dispatch_type(type, [&]<class D>() { launch_dequantize_ggml<D>(blocks, values, out_dtype, out, stream); });
-}
-
-bool matvec_ggml_ternary_fp4(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                             float* y, bool accumulate, cudaStream_t stream) {
-  return dispatch_type(type, [&]<class D>() { launch_ggml_matvec<D>(blocks, rows, cols, x, tokens, y, accumulate, stream); });
-}
+std::span<const CudaFormatKernels> ternary_fp4_kernels() { return kTernaryFp4Kernels; }
 
 }  // namespace lowbit::cuda::detail
