@@ -48,6 +48,33 @@ struct Tq2_0 {
   }
 };
 
+// Tq1_0 and Tq2_0 cut a group out of its bytes with arithmetic of their own (constants per branch,
+// where walking the layout value by value would double the kernels' code). That arithmetic is checked
+// here, at compile time, against the layout rule the CPU's dequantizers walk (ternary::tq1_0_place,
+// tq2_0_place), for every value of a block.
+constexpr bool tq1_0_groups_follow_the_layout() {
+  for (int g = 0; g < 32; ++g)
+    for (int k = 0; k < 8; ++k) {
+      const int first = g < 20 ? 8 * (g % 4) : g < 30 ? 32 + 8 * (g % 2) : 48;  // Tq1_0::load
+      const int byte = first + (g < 30 ? k : k % 4);                              // Tq1_0::decode
+      const int trit = g < 20 ? g / 4 : g < 30 ? (g - 20) / 2 : 2 * (g - 30) + k / 4;
+      const ternary::TritPlace p = ternary::tq1_0_place(8 * g + k);
+      if (p.byte != byte || p.trit != trit) return false;
+    }
+  return true;
+}
+static_assert(tq1_0_groups_follow_the_layout());
+
+constexpr bool tq2_0_groups_follow_the_layout() {
+  for (int g = 0; g < 32; ++g)
+    for (int k = 0; k < 8; ++k) {
+      const ternary::TwoBitPlace p = ternary::tq2_0_place(8 * g + k);
+      if (p.byte != 32 * (g / 16) + 8 * (g % 4) + k || p.shift != 2 * ((g % 16) / 4)) return false;
+    }
+  return true;
+}
+static_assert(tq2_0_groups_follow_the_layout());
+
 struct Mxfp4 {
   static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockMxfp4);  // 17: blocks only byte aligned
   static constexpr int kAlign = 1;
