@@ -15,7 +15,6 @@
 
 #include "formats/ggml_block_grid.h"
 #include "formats/ggml_iq2_grids.h"
-#include "formats/ggml_iq3_grids.h"
 #include "lowbit/core/half.h"
 #include "lowbit/formats/ggml_iq2.h"
 #include "lowbit/formats/ggml_iq3.h"

@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "formats/ggml_block_check.h"
-#include "formats/ggml_iq1_grid.h"
 #include "formats/ggml_iq1_search.h"
 #include "formats/ggml_kquants_search.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -360,14 +359,6 @@ MGroupFit fit_iq1_m_group(const float* xb, const float* weight) {
   return fit;
 }
 
-// Values of one grid point: dl * (grid + delta), as ggml's dequantizers (the int8 table entry, then
-// the shift, then the scale).
-inline void dequantize_point(int index, float dl, float delta, float* y) {
-  int8_t grid[8];
-  std::memcpy(grid, &kIq1Grid[size_t(index)], 8);
-  for (int j = 0; j < 8; ++j) y[j] = dl * (float(grid[j]) + delta);
-}
-
 inline int scale_level(float id, float scale) { return std::clamp(round_nearest_even(0.5f * (id * scale - 1)), 0, 7); }
 
 }  // namespace
@@ -514,15 +505,8 @@ void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n) {
   const auto* b = static_cast<const BlockIq1S*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
-    for (int ib = 0; ib < kBlock / 32; ++ib) {
-      const uint16_t qh = b[i].qh[ib];
-      const float dl = d * float(2 * ((qh >> 12) & 7) + 1);
-      const float delta = qh & 0x8000 ? -kDelta : kDelta;
-      for (int l = 0; l < 4; ++l, y += 8) {
-        const int index = b[i].qs[4 * ib + l] | (((qh >> (3 * l)) & 7) << 8);
-        dequantize_point(index, dl, delta, y);
-      }
-    }
+    for (int ib = 0; ib < kBlock / 32; ++ib)
+      for (int l = 0; l < 4; ++l, y += 8) iq1::decode_s_subgroup(kIq1Grid.data(), d, b[i].qs[4 * ib + l], b[i].qh[ib], l, y);
   }
 }
 
@@ -537,15 +521,9 @@ void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n) {
     uint16_t sc[4];
     std::memcpy(sc, b[i].scales, sizeof sc);
     const float d = f16_to_f32(iq1m_d_bits(sc));
-    for (int ib = 0; ib < kBlock / 32; ++ib) {
-      for (int l = 0; l < 4; ++l, y += 8) {
-        const float dl = d * float(iq1m_multiplier(sc, ib, l / 2));
-        const uint8_t nibble = uint8_t(b[i].qh[2 * ib + l / 2] >> (4 * (l % 2)));
-        const int index = b[i].qs[4 * ib + l] | ((nibble & 7) << 8);
-        const float delta = nibble & 8 ? -kDelta : kDelta;
-        dequantize_point(index, dl, delta, y);
-      }
-    }
+    for (int ib = 0; ib < kBlock / 32; ++ib)
+      for (int l = 0; l < 4; ++l, y += 8)
+        iq1::decode_m_subgroup(kIq1Grid.data(), d, sc, b[i].qs[4 * ib + l], b[i].qh[2 * ib + l / 2], ib, l, y);
   }
 }
 

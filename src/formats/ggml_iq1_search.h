@@ -8,10 +8,11 @@
 
 #include <cstdint>
 
+#include "lowbit/formats/ggml_iq1.h"  // iq1::kDelta
+
 namespace lowbit::ggml::iq1 {
 
 inline constexpr int kSGroup = 32;
-inline constexpr float kDelta = 0.125f;  // IQ1S_DELTA = IQ1M_DELTA
 // The three levels of a value, shifted up (delta +1/8) or down (-1/8).
 inline constexpr float kShiftedUp[3] = {-1 + kDelta, kDelta, 1 + kDelta};
 inline constexpr float kShiftedDown[3] = {-1 - kDelta, -kDelta, 1 - kDelta};

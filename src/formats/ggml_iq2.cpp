@@ -23,7 +23,6 @@
 #include "formats/ggml_block_check.h"
 #include "formats/ggml_iq2_grids.h"
 #include "formats/ggml_iq2_search.h"
-#include "formats/ggml_iq_signs.h"
 #include "formats/ggml_kquants_search.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/error.h"
@@ -498,20 +497,8 @@ void quantize_row_iq2_s(const float* x, void* blocks, int64_t n, const float* qu
   }
 }
 
-// ---- dequantizers: value = d * (0.5 + s) * 0.25 * magnitude, negated where the sign bit is set ----
-
-namespace {
-
-inline void dequantize_subgroup(float scale, uint64_t grid_point, uint8_t sign_bits, float* y) {
-  for (int j = 0; j < kSub; ++j) {
-    const float v = scale * float(uint8_t(grid_point >> (8 * j)));
-    y[j] = sign_bits & kIqSignBit[size_t(j)] ? -v : v;
-  }
-}
-
-inline float group_scale(float d, int code) { return d * (0.5f + float(code)) * 0.25f; }
-
-}  // namespace
+// ---- dequantizers: value = d * (0.5 + s) * 0.25 * magnitude, negated where the sign bit is set
+// (the rules of iq2:: in lowbit/formats/ggml_iq2.h, which the CUDA kernels call too) ----
 
 void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
   require_whole_blocks("iq2_xxs", n, kBlock);
@@ -525,10 +512,8 @@ void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
     for (int ib = 0; ib < 8; ++ib, y += 32) {
       uint32_t word[2];
       std::memcpy(word, b[i].qs + 4 * ib, sizeof word);
-      const float db = group_scale(d, int(word[1] >> 28));
       for (int l = 0; l < 4; ++l)
-        dequantize_subgroup(db, iq2::kIq2xxsGrid[(word[0] >> (8 * l)) & 255],
-                            kIqEvenParitySigns[(word[1] >> (7 * l)) & 127], y + kSub * l);
+        iq2::decode_xxs_subgroup(iq2::kIq2xxsGrid.data(), d, (word[0] >> (8 * l)) & 255, word[1], l, y + kSub * l);
     }
   }
 }
@@ -543,11 +528,8 @@ void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
     for (int ib = 0; ib < 8; ++ib, y += 32) {
-      const float db[2] = {group_scale(d, b[i].scales[ib] & 0xF), group_scale(d, b[i].scales[ib] >> 4)};
-      for (int l = 0; l < 4; ++l) {
-        const uint16_t q = b[i].qs[4 * ib + l];
-        dequantize_subgroup(db[l / 2], iq2::kIq2xsGrid[q & 511], kIqEvenParitySigns[q >> 9], y + kSub * l);
-      }
+      for (int l = 0; l < 4; ++l)
+        iq2::decode_xs_subgroup(iq2::kIq2xsGrid.data(), d, b[i].qs[4 * ib + l], b[i].scales[ib], l, y + kSub * l);
     }
   }
 }
@@ -562,11 +544,9 @@ void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
     for (int ib = 0; ib < 8; ++ib, y += 32) {
-      const float db[2] = {group_scale(d, b[i].scales[ib] & 0xF), group_scale(d, b[i].scales[ib] >> 4)};
-      for (int l = 0; l < 4; ++l) {
-        const int index = b[i].qs[4 * ib + l] | (((b[i].qh[ib] >> (2 * l)) & 3) << 8);
-        dequantize_subgroup(db[l / 2], iq2::kIq2sGrid[size_t(index)], b[i].qs[32 + 4 * ib + l], y + kSub * l);
-      }
+      for (int l = 0; l < 4; ++l)
+        iq2::decode_s_subgroup(iq2::kIq2sGrid.data(), d, b[i].qs[4 * ib + l], b[i].qs[32 + 4 * ib + l], b[i].qh[ib],
+                               b[i].scales[ib], l, y + kSub * l);
     }
   }
 }

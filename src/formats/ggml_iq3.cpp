@@ -20,9 +20,7 @@
 #include <vector>
 
 #include "formats/ggml_block_check.h"
-#include "formats/ggml_iq3_grids.h"
 #include "formats/ggml_iq3_search.h"
-#include "formats/ggml_iq_signs.h"
 #include "formats/ggml_kquants_search.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/half.h"
@@ -464,15 +462,6 @@ inline uint32_t scale_nibble(float id, float scale) {
   return uint32_t(std::clamp(round_nearest_even(0.5f * (id * scale - 1)), 0, 15));
 }
 
-// Eight dequantized values: db * level, negated where the sign byte says (ggml multiplies by -1.f,
-// which only flips the sign). The grid tables hold bytes little-endian, as x86 reads them.
-inline void write_signed(float db, const uint8_t* levels, uint8_t signs, float* y) {
-  for (int j = 0; j < 8; ++j) {
-    const float v = db * float(levels[j]);
-    y[j] = signs & kIqSignBit[j] ? -v : v;
-  }
-}
-
 }  // namespace
 
 void quantize_row_iq3_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights) {
@@ -561,14 +550,8 @@ void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n) {
     for (int ib = 0; ib < kGroups; ++ib) {
       uint32_t word;
       std::memcpy(&word, b[i].qs + 64 + 4 * ib, 4);
-      const float db = d * (0.5f + float(word >> 28)) * 0.5f;
-      for (int l = 0; l < 4; ++l, y += 8) {
-        const uint8_t signs = kIqEvenParitySigns[(word >> (7 * l)) & 127];
-        uint8_t levels[8];
-        std::memcpy(levels, &kIq3XxsGrid[b[i].qs[8 * ib + 2 * l]], 4);
-        std::memcpy(levels + 4, &kIq3XxsGrid[b[i].qs[8 * ib + 2 * l + 1]], 4);
-        write_signed(db, levels, signs, y);
-      }
+      for (int l = 0; l < 4; ++l, y += 8)
+        iq3::decode_xxs_subgroup(kIq3XxsGrid.data(), d, b[i].qs[8 * ib + 2 * l], b[i].qs[8 * ib + 2 * l + 1], word, l, y);
     }
   }
 }
@@ -578,17 +561,10 @@ void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n) {
   const auto* b = static_cast<const BlockIq3S*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
-    for (int ib = 0; ib < kGroups; ++ib) {
-      const float db = d * float(1 + 2 * ((b[i].scales[ib / 2] >> (4 * (ib % 2))) & 0xF));
-      for (int l = 0; l < 4; ++l, y += 8) {
-        uint8_t levels[8];
-        for (int half = 0; half < 2; ++half) {
-          const int k = 2 * l + half;
-          std::memcpy(levels + 4 * half, &kIq3SGrid[b[i].qs[8 * ib + k] | (((b[i].qh[ib] >> k) & 1) << 8)], 4);
-        }
-        write_signed(db, levels, b[i].signs[4 * ib + l], y);
-      }
-    }
+    for (int ib = 0; ib < kGroups; ++ib)
+      for (int l = 0; l < 4; ++l, y += 8)
+        iq3::decode_s_subgroup(kIq3SGrid.data(), d, b[i].qs[8 * ib + 2 * l], b[i].qs[8 * ib + 2 * l + 1], b[i].qh[ib],
+                               b[i].signs[4 * ib + l], b[i].scales[ib / 2], ib, l, y);
   }
 }
 

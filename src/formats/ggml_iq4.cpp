@@ -140,8 +140,8 @@ void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n) {
   for (int64_t ib = 0; ib < n / kSub; ++ib, y += kSub) {
     const float d = f16_to_f32(b[ib].d);
     for (int j = 0; j < 16; ++j) {
-      y[j] = d * float(kIq4Codebook[b[ib].qs[j] & 0xF]);
-      y[j + 16] = d * float(kIq4Codebook[b[ib].qs[j] >> 4]);
+      y[j] = iq4::value(kIq4Codebook, d, b[ib].qs[j]);
+      y[j + 16] = iq4::value(kIq4Codebook, d, b[ib].qs[j] >> 4);
     }
   }
 }
@@ -152,12 +152,11 @@ void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n) {
   for (int64_t i = 0; i < n / kXsValues; ++i) {
     const float d = f16_to_f32(b[i].d);
     for (int ib = 0; ib < kXsValues / kSub; ++ib, y += kSub) {
-      const int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b[i].scales_h >> (2 * ib)) & 3) << 4);
-      const float dl = d * float(ls - 32);
+      const float dl = iq4::xs_scale(d, b[i].scales_l[ib / 2], b[i].scales_h, ib);
       const uint8_t* qs = b[i].qs + 16 * ib;
       for (int j = 0; j < 16; ++j) {
-        y[j] = dl * float(kIq4Codebook[qs[j] & 0xF]);
-        y[j + 16] = dl * float(kIq4Codebook[qs[j] >> 4]);
+        y[j] = iq4::value(kIq4Codebook, dl, qs[j]);
+        y[j + 16] = iq4::value(kIq4Codebook, dl, qs[j] >> 4);
       }
     }
   }

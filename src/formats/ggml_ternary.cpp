@@ -80,12 +80,11 @@ void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n) {
   const auto* b = static_cast<const BlockTq1_0*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i, y += kBlock) {
     const float d = f16_to_f32(b[i].d);
-    for (int t = 0; t < 5; ++t)
-      for (int m = 0; m < 32; ++m) y[32 * t + m] = ternary::value(ternary::unpack_trit(b[i].qs[m], t), d);
-    for (int t = 0; t < 5; ++t)
-      for (int m = 0; m < 16; ++m) y[160 + 16 * t + m] = ternary::value(ternary::unpack_trit(b[i].qs[32 + m], t), d);
-    for (int t = 0; t < 4; ++t)
-      for (int j = 0; j < 4; ++j) y[240 + 4 * t + j] = ternary::value(ternary::unpack_trit(b[i].qh[j], t), d);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(&b[i]);  // qs, then qh
+    for (int v = 0; v < kBlock; ++v) {
+      const ternary::TritPlace p = ternary::tq1_0_place(v);
+      y[v] = ternary::value(ternary::unpack_trit(bytes[p.byte], p.trit), d);
+    }
   }
 }
 
@@ -94,10 +93,10 @@ void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n) {
   const auto* b = static_cast<const BlockTq2_0*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i, y += kBlock) {
     const float d = f16_to_f32(b[i].d);
-    for (int h = 0; h < 2; ++h)
-      for (int l = 0; l < 4; ++l)
-        for (int m = 0; m < 32; ++m)
-          y[128 * h + 32 * l + m] = ternary::value(ternary::two_bit_trit(b[i].qs[32 * h + m], 2 * l), d);
+    for (int v = 0; v < kBlock; ++v) {
+      const ternary::TwoBitPlace p = ternary::tq2_0_place(v);
+      y[v] = ternary::value(ternary::two_bit_trit(b[i].qs[p.byte], p.shift), d);
+    }
   }
 }
 

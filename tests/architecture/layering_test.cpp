@@ -47,14 +47,7 @@ const std::map<std::string, Backend> kBackendOf = {
 
 // The edges that break the graph today, each "file -> included header". Remove a line when its edge
 // goes; the test fails on a line whose edge no longer exists, so the list only shrinks.
-const std::set<std::string> kKnownExceptions = {
-    // The CUDA decoders read tables private to src/formats (issue 13, item 2: the decode tables move
-    // into headers both compilers read).
-    "src/kernels/cuda/ggml_iquants.cu -> formats/ggml_iq1_grid.h",
-    "src/kernels/cuda/ggml_iquants.cu -> formats/ggml_iq2_grids.h",
-    "src/kernels/cuda/ggml_iquants.cu -> formats/ggml_iq3_grids.h",
-    "src/kernels/cuda/ggml_iquants.cu -> formats/ggml_iq_signs.h",
-};
+const std::set<std::string> kKnownExceptions = {};
 
 // "kernels/cpu" before "kernels": a path belongs to the first module it starts with.
 const std::vector<std::string> kModules = {"core", "formats", "io", "plan", "kernels/cpu", "kernels", "model", "pipeline"};

@@ -21,13 +21,13 @@
 #include <thread>
 #include <vector>
 
-#include "formats/ggml_iq1_grid.h"
 #include "formats/ggml_iq1_search.h"
-#include "formats/ggml_iq3_grids.h"
-#include "formats/ggml_iq_signs.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/formats/ggml_iq1.h"
+#include "lowbit/formats/ggml_iq3.h"
+#include "lowbit/formats/ggml_iq_signs.h"
 
 namespace lowbit {
 namespace {

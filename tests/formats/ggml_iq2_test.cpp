@@ -14,10 +14,10 @@
 
 #include "formats/ggml_iq2_grids.h"
 #include "formats/ggml_iq2_search.h"
-#include "formats/ggml_iq_signs.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
+#include "lowbit/formats/ggml_iq_signs.h"
 
 namespace lowbit {
 namespace {

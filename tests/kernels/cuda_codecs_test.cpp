@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "lowbit/core/convert.h"
@@ -22,7 +23,9 @@
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/kernels/cuda/codecs.h"
 #include "lowbit/kernels/cuda/device.h"
+#include "lowbit/kernels/cuda/matmul.h"
 #include "cuda_test_support.h"
+#include "kernels/cuda/ggml_kernel_table.h"
 
 namespace lowbit {
 namespace {
@@ -231,6 +234,40 @@ TEST(CudaCodecs, GgmlDequantizeMatchesCpu) {
           }
       }
   }
+}
+
+// The CUDA backend claims every format lowbit writes to a GGUF (every registry format with a ggml codec,
+// the float types included): each has exactly one row of its kernel table, and the table names no
+// other. A lookup, so it runs without a GPU.
+TEST(CudaCodecs, KernelTableHasARowForEveryWrittenFormat) {
+  std::set<FormatId> written;
+  for (const FormatInfo& info : kFormats)
+    if (info.ggml && ggml_codec(*info.ggml) != nullptr) written.insert(info.id);
+  std::set<FormatId> rows;
+  for (const cuda::detail::CudaFormatKernels* row : cuda::detail::all_format_kernels()) {
+    EXPECT_TRUE(rows.insert(row->format).second) << "two rows for " << format_name(row->format);
+    EXPECT_NE(row->dequantize, nullptr) << format_name(row->format);
+    EXPECT_NE(row->matvec, nullptr) << format_name(row->format);
+    EXPECT_EQ(cuda::detail::find_format_kernels(row->format), row) << format_name(row->format);
+  }
+  for (FormatId id : written) EXPECT_TRUE(rows.contains(id)) << format_name(id) << " has no CUDA kernels";
+  for (FormatId id : rows) EXPECT_TRUE(written.contains(id)) << format_name(id) << " has CUDA kernels but no codec";
+  for (const FormatInfo& info : kFormats)
+    if (info.ggml) {
+      EXPECT_EQ(cuda::has_ggml_dequantize(*info.ggml), rows.contains(info.id)) << info.name;
+    }
+  EXPECT_FALSE(cuda::has_ggml_dequantize(GgmlType(9999)));  // an id ggml does not define
+}
+
+// A format without kernels is refused by name, before anything is launched.
+TEST(CudaCodecs, FormatWithoutKernelsIsNamed) {
+  try {
+    cuda::dequantize_ggml(GgmlType::Q8_1, nullptr, 1, 32, DType::f32, nullptr, nullptr);
+    FAIL() << "q8_1 has no CUDA kernels";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("q8_1"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(cuda::matvec_ggml(GgmlType::Q8_K, nullptr, 1, 256, nullptr, 1, nullptr, false, nullptr), Error);
 }
 
 TEST(CudaCodecs, RejectsBadArguments) {

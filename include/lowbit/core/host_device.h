@@ -15,6 +15,14 @@
 #define LOWBIT_HOST_DEVICE
 #endif
 
+// A loop of a fixed, small count in a shared rule: nvcc unrolls it, as the kernels' own loops are
+// (the host compiler decides for itself).
+#ifdef __CUDACC__
+#define LOWBIT_UNROLL _Pragma("unroll")
+#else
+#define LOWBIT_UNROLL
+#endif
+
 namespace lowbit {
 
 LOWBIT_HOST_DEVICE inline float mul_rn(float a, float b) {

@@ -5,11 +5,16 @@
 // Quantizers reproduce ggml_quantize_chunk byte for byte (quantize_row_iq1_s_impl, quantize_row_iq1_m_impl).
 // iq1_s needs importance weights (ggml aborts without; lowbit throws lowbit::Error); iq1_m weighs each
 // value by x^2 without them. The row length must be a multiple of 256.
+//
+// The block structs, the grid (lowbit/formats/ggml_iq1_grid.h) and the per-subgroup decode rules
+// (namespace iq1 below) are read by the C++ compiler and by nvcc: the scalar dequantizers and the CUDA
+// kernels (ggml_iquants.cu, which copies the grid into device memory) decode through the same functions.
 #pragma once
 
 #include <cstdint>
 
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/ggml_iq1_grid.h"
 
 namespace lowbit::ggml {
 
@@ -49,6 +54,39 @@ template <class Word>
 LOWBIT_HOST_DEVICE inline int iq1m_multiplier(const Word* sc, int g, int h) {
   return int(2 * ((sc[g / 2] >> (6 * (g % 2) + 3 * h)) & 7) + 1);
 }
+
+// ---- decode rules, shared by every backend ----
+namespace iq1 {
+
+inline constexpr float kDelta = 0.125f;  // IQ1S_DELTA = IQ1M_DELTA
+
+// The 8 values of a grid point (kIq1Grid: byte j the int8 value -1, 0 or 1): dl * (value + delta),
+// each operation rounded on its own as ggml's dequantize_row_iq1_*.
+LOWBIT_HOST_DEVICE inline void point_values(uint64_t point, float dl, float delta, float* y) {
+  LOWBIT_UNROLL
+  for (int j = 0; j < 8; ++j) y[j] = mul_rn(dl, add_rn(float(int8_t(uint8_t(point >> (8 * j)))), delta));
+}
+
+// iq1_s: the 8 values of subgroup l (0..3) of a 32-value group, from its byte qs[4g + l] (`low`) and the
+// group's word qh[g]. `grid`: kIq1Grid (or the device's copy of it).
+LOWBIT_HOST_DEVICE inline void decode_s_subgroup(const uint64_t* grid, float d, uint32_t low, uint32_t qh, int l,
+                                                 float* y) {
+  const float dl = mul_rn(d, float(2 * ((qh >> 12) & 7) + 1));
+  const float delta = qh & 0x8000 ? -kDelta : kDelta;
+  point_values(grid[low | ((qh >> (3 * l)) & 7) << 8], dl, delta, y);
+}
+
+// iq1_m: the 8 values of subgroup l (0..3) of 32-value group g, from its byte qs[4g + l] (`low`), the
+// byte qh[2g + l / 2] and the block's four scale words `sc`; d = the fp16 value of iq1m_d_bits(sc).
+template <class Word>
+LOWBIT_HOST_DEVICE inline void decode_m_subgroup(const uint64_t* grid, float d, const Word* sc, uint32_t low,
+                                                 uint32_t qh, int g, int l, float* y) {
+  const float dl = mul_rn(d, float(iq1m_multiplier(sc, g, l / 2)));
+  const uint32_t nibble = qh >> (4 * (l % 2));
+  point_values(grid[low | (nibble & 7) << 8], dl, nibble & 8 ? -kDelta : kDelta, y);
+}
+
+}  // namespace iq1
 
 void quantize_row_iq1_s(const float* x, void* blocks, int64_t n, const float* quant_weights);
 void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* quant_weights);

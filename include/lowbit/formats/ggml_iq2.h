@@ -6,9 +6,17 @@
 // Quantizers reproduce ggml_quantize_chunk byte for byte (ggml-quants.c's quantize_row_iq2_*_impl).
 // iq2_xxs and iq2_xs require importance weights (ggml asserts; lowbit throws lowbit::Error); iq2_s
 // weighs each value by 0.25 * sigma^2 + x^2 without them. The row length must be a multiple of 256.
+//
+// The block structs, the grids (lowbit/formats/ggml_iq2_grids.h) and the per-subgroup decode rules
+// (namespace iq2 below) are read by the C++ compiler and by nvcc: the scalar dequantizers and the CUDA
+// kernels (ggml_iquants.cu, which copies the grids into device memory) decode through the same functions.
 #pragma once
 
 #include <cstdint>
+
+#include "lowbit/core/host_device.h"
+#include "lowbit/formats/ggml_iq2_grids.h"
+#include "lowbit/formats/ggml_iq_signs.h"
 
 namespace lowbit::ggml {
 
@@ -42,6 +50,32 @@ struct BlockIq2S {
   uint8_t scales[8];
 };
 static_assert(sizeof(BlockIq2S) == 82);
+
+// ---- decode rules, shared by every backend ----
+namespace iq2 {
+
+// A 4-bit group scale s as a factor: d * (0.5 + s) * 0.25, rounded step by step as ggml.
+LOWBIT_HOST_DEVICE inline float group_scale(float d, uint32_t s) { return mul_rn(mul_rn(d, 0.5f + float(s)), 0.25f); }
+
+// The 8 values of subgroup l (0..3) of a 32-value group; `grid` is the type's kIq2*Grid (or the
+// device's copy of it).
+// iq2_xxs: `index` = byte l of the group's first word, `aux` = its second word (signs, scale on top).
+LOWBIT_HOST_DEVICE inline void decode_xxs_subgroup(const uint64_t* grid, float d, uint32_t index, uint32_t aux, int l,
+                                                   float* y) {
+  signed_point(group_scale(d, aux >> 28), grid[index], even_parity_signs((aux >> (7 * l)) & 127), y);
+}
+// iq2_xs: `q` = qs[4g + l] (index and 7 signs), `scales` = scales[g].
+LOWBIT_HOST_DEVICE inline void decode_xs_subgroup(const uint64_t* grid, float d, uint32_t q, uint32_t scales, int l,
+                                                  float* y) {
+  signed_point(group_scale(d, (scales >> (4 * (l / 2))) & 15), grid[q & 511], even_parity_signs(q >> 9), y);
+}
+// iq2_s: `low` = qs[4g + l], `signs` = its sign byte qs[32 + 4g + l], `qh` = qh[g], `scales` = scales[g].
+LOWBIT_HOST_DEVICE inline void decode_s_subgroup(const uint64_t* grid, float d, uint32_t low, uint32_t signs, uint32_t qh,
+                                                 uint32_t scales, int l, float* y) {
+  signed_point(group_scale(d, (scales >> (4 * (l / 2))) & 15), grid[low | ((qh >> (2 * l)) & 3) << 8], signs, y);
+}
+
+}  // namespace iq2
 
 void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights);
 void quantize_row_iq2_xs(const float* x, void* blocks, int64_t n, const float* quant_weights);

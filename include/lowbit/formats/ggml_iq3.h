@@ -5,9 +5,17 @@
 // Quantizers reproduce ggml_quantize_chunk byte for byte (quantize_row_iq3_xxs_impl with 256 grid
 // points, quantize_row_iq3_s_impl with 512), with or without `quant_weights` (without, each value is
 // weighed by x^2). The row length must be a multiple of 256.
+//
+// The block structs, the grids (lowbit/formats/ggml_iq3_grids.h) and the per-subgroup decode rules
+// (namespace iq3 below) are read by the C++ compiler and by nvcc: the scalar dequantizers and the CUDA
+// kernels (ggml_iquants.cu, which copies the grids into device memory) decode through the same functions.
 #pragma once
 
 #include <cstdint>
+
+#include "lowbit/core/host_device.h"
+#include "lowbit/formats/ggml_iq3_grids.h"
+#include "lowbit/formats/ggml_iq_signs.h"
 
 namespace lowbit::ggml {
 
@@ -35,6 +43,31 @@ struct BlockIq3S {
   uint8_t scales[4];
 };
 static_assert(sizeof(BlockIq3S) == 110);
+
+// ---- decode rules, shared by every backend ----
+namespace iq3 {
+
+// The 8 values of subgroup l (0..3) of 32-value group g: two 4-value grid points; `grid` is the
+// type's kIq3*Grid (or the device's copy of it).
+// iq3_xxs: `index0`, `index1` = qs[8g + 2l], qs[8g + 2l + 1]; `aux` = the group's scale-and-sign word.
+LOWBIT_HOST_DEVICE inline void decode_xxs_subgroup(const uint32_t* grid, float d, uint32_t index0, uint32_t index1,
+                                                   uint32_t aux, int l, float* y) {
+  const float db = mul_rn(mul_rn(d, 0.5f + float(aux >> 28)), 0.5f);
+  const uint32_t signs = even_parity_signs((aux >> (7 * l)) & 127);
+  signed_point(db, grid[index0], signs, y);
+  signed_point(db, grid[index1], signs >> 4, y + 4);
+}
+// iq3_s: `low0`, `low1` = qs[8g + 2l], qs[8g + 2l + 1]; `qh` = qh[g]; `signs` = signs[4g + l];
+// `scales` = scales[g / 2].
+LOWBIT_HOST_DEVICE inline void decode_s_subgroup(const uint32_t* grid, float d, uint32_t low0, uint32_t low1, uint32_t qh,
+                                                 uint32_t signs, uint32_t scales, int g, int l, float* y) {
+  const float db = mul_rn(d, float(1 + 2 * int((scales >> (4 * (g % 2))) & 15)));
+  const int k = 2 * l;  // grid points k, k + 1 of the group
+  signed_point(db, grid[low0 | ((qh >> k) & 1) << 8], signs, y);
+  signed_point(db, grid[low1 | ((qh >> (k + 1)) & 1) << 8], signs >> 4, y + 4);
+}
+
+}  // namespace iq3
 
 void quantize_row_iq3_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights);
 void quantize_row_iq3_s(const float* x, void* blocks, int64_t n, const float* quant_weights);

@@ -5,9 +5,15 @@
 // Quantizers reproduce ggml_quantize_chunk byte for byte (ggml's quantize_row_iq4_nl_impl with ntry = 7,
 // with or without `quant_weights`). Note: ggml's own quantize_row_iq4_nl_ref (ntry = -1) gives other
 // bytes; llama-quantize writes these. The row length must be a multiple of 32 (iq4_nl) or 256 (iq4_xs).
+//
+// The codebook, the block structs and the decode rules (namespace iq4 below) are read by the C++
+// compiler and by nvcc: the scalar dequantizers and the CUDA kernels (ggml_iquants.cu, which copies the
+// codebook into device memory) decode through the same functions.
 #pragma once
 
 #include <cstdint>
+
+#include "lowbit/core/host_device.h"
 
 namespace lowbit::ggml {
 
@@ -34,6 +40,23 @@ struct BlockIq4Xs {
   uint8_t qs[128];
 };
 static_assert(sizeof(BlockIq4Xs) == 136);
+
+// ---- decode rules, shared by every backend ----
+namespace iq4 {
+
+// A value: scale * codebook[code], code the low 4 bits; `codebook` is kIq4Codebook (or the device's copy).
+LOWBIT_HOST_DEVICE inline float value(const int8_t* codebook, float scale, uint32_t code) {
+  return mul_rn(scale, float(codebook[code & 15]));
+}
+// iq4_xs's scale of 32-value sub-block ib: d * (s - 32), s from scales_l[ib / 2] (`low`) and scales_h,
+// which sits at bit kHighAt of `high` (0: scales_h itself; the GPU loads d and scales_h as one word).
+template <int kHighAt = 0>
+LOWBIT_HOST_DEVICE inline float xs_scale(float d, uint32_t low, uint32_t high, int ib) {
+  const int s = int((low >> (4 * (ib % 2))) & 15) | int(((high >> (kHighAt + 2 * ib)) & 3) << 4);
+  return mul_rn(d, float(s - 32));
+}
+
+}  // namespace iq4
 
 void quantize_row_iq4_nl(const float* x, void* blocks, int64_t n, const float* quant_weights);
 void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* quant_weights);

@@ -51,6 +51,22 @@ LOWBIT_HOST_DEVICE constexpr int two_bit_trit(uint32_t byte, int shift) { return
 // A value: trit * d.
 LOWBIT_HOST_DEVICE inline float value(int trit, float d) { return mul_rn(float(trit), d); }
 
+// Where value v (0..255) of a tq1_0 block sits: trit `trit` of byte `byte` of the block (qs, then qh).
+struct TritPlace {
+  int byte, trit;
+};
+LOWBIT_HOST_DEVICE constexpr TritPlace tq1_0_place(int v) {
+  if (v < 160) return {v % 32, v / 32};
+  if (v < 240) return {32 + (v - 160) % 16, (v - 160) / 16};
+  return {48 + (v - 240) % 4, (v - 240) / 4};
+}
+
+// Where value v (0..255) of a tq2_0 block sits: the 2-bit field at bit `shift` of qs[byte].
+struct TwoBitPlace {
+  int byte, shift;
+};
+LOWBIT_HOST_DEVICE constexpr TwoBitPlace tq2_0_place(int v) { return {32 * (v / 128) + v % 32, 2 * ((v % 128) / 32)}; }
+
 }  // namespace ternary
 
 void quantize_row_tq1_0(const float* x, void* blocks, int64_t n, const float* quant_weights);

@@ -15,10 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "formats/ggml_iq1_grid.h"
 #include "formats/ggml_iq1_search.h"
-#include "formats/ggml_iq2_grids.h"
-#include "formats/ggml_iq_signs.h"
 #include "formats/ggml_kquants_search.h"
 #include "lowbit/core/half.h"
 #include "lowbit/formats/ggml_iq1.h"

@@ -119,17 +119,4 @@ void launch_dequantize_ggml(const void* blocks, int64_t values, DType out_dtype,
   check(cudaGetLastError());
 }
 
-// Per family (ggml_legacy.cu, ggml_kquants.cu, ggml_iquants.cu, ggml_ternary_fp4.cu, ggml_float.cu):
-// launches and returns true when `type` is theirs.
-bool dequantize_ggml_legacy(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
-                            cudaStream_t stream);
-bool dequantize_ggml_kquants(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
-                             cudaStream_t stream);
-bool dequantize_ggml_iquants(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
-                             cudaStream_t stream);
-bool dequantize_ggml_ternary_fp4(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
-                                 cudaStream_t stream);
-bool dequantize_ggml_float(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
-                           cudaStream_t stream);
-
 }  // namespace lowbit::cuda::detail

@@ -27,35 +27,28 @@ __global__ void convert_kernel(const void* __restrict__ in, int64_t count, void*
     store1<T>(out, i, load1<S>(in, i));
 }
 
-DType dtype_of(GgmlType type) {
-  switch (type) {
-    case GgmlType::F32: return DType::f32;
-    case GgmlType::F16: return DType::f16;
-    default: return DType::bf16;
-  }
+// The float types' dequantize: a conversion, one value per thread.
+template <DType S>
+void dequantize_float(const void* in, int64_t values, DType out_dtype, void* out, cudaStream_t stream) {
+  dispatch_float_dtype(out_dtype, [&]<DType T>() {
+    convert_kernel<S, T><<<grid_for<convert_kernel<S, T>>(values, 256), 256, 0, stream>>>(in, values, out);
+  });
+  check(cudaGetLastError());
 }
+
+template <DType S>
+constexpr CudaFormatKernels float_format_kernels(FormatId format) {
+  return {format, &dequantize_float<S>, &launch_ggml_matvec<Float<S>>};
+}
+
+constexpr CudaFormatKernels kFloatKernels[] = {
+    float_format_kernels<DType::f32>(FormatId::f32),
+    float_format_kernels<DType::f16>(FormatId::f16),
+    float_format_kernels<DType::bf16>(FormatId::bf16),
+};
 
 }  // namespace
 
-bool dequantize_ggml_float(GgmlType type, const void* in, int64_t values, DType out_dtype, void* out, cudaStream_t stream) {
-  if (type != GgmlType::F32 && type != GgmlType::F16 && type != GgmlType::BF16) return false;
-  dispatch_float_dtype(dtype_of(type), [&]<DType S>() {
-    dispatch_float_dtype(out_dtype, [&]<DType T>() {
-      convert_kernel<S, T><<<grid_for<convert_kernel<S, T>>(values, 256), 256, 0, stream>>>(in, values, out);
-    });
-  });
-  check(cudaGetLastError());
-  return true;
-}
-
-bool matvec_ggml_float(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                       float* y, bool accumulate, cudaStream_t stream) {
-  switch (type) {
-    case GgmlType::F32: launch_ggml_matvec<Float<DType::f32>>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    case GgmlType::F16: launch_ggml_matvec<Float<DType::f16>>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    case GgmlType::BF16: launch_ggml_matvec<Float<DType::bf16>>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    default: return false;
-  }
-}
+std::span<const CudaFormatKernels> float_kernels() { return kFloatKernels; }
 
 }  // namespace lowbit::cuda::detail

@@ -126,30 +126,14 @@ struct Q6K {
   }
 };
 
+constexpr CudaFormatKernels kKquantKernels[] = {
+    block_format_kernels<Q2K>(FormatId::q2_K), block_format_kernels<Q3K>(FormatId::q3_K),
+    block_format_kernels<Q4K>(FormatId::q4_K), block_format_kernels<Q5K>(FormatId::q5_K),
+    block_format_kernels<Q6K>(FormatId::q6_K),
+};
+
 }  // namespace
 
-bool dequantize_ggml_kquants(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
-                             cudaStream_t stream) {
-  switch (type) {
-    case GgmlType::Q2_K: launch_dequantize_ggml<Q2K>(blocks, values, out_dtype, out, stream); return true;
-    case GgmlType::Q3_K: launch_dequantize_ggml<Q3K>(blocks, values, out_dtype, out, stream); return true;
-    case GgmlType::Q4_K: launch_dequantize_ggml<Q4K>(blocks, values, out_dtype, out, stream); return true;
-    case GgmlType::Q5_K: launch_dequantize_ggml<Q5K>(blocks, values, out_dtype, out, stream); return true;
-    case GgmlType::Q6_K: launch_dequantize_ggml<Q6K>(blocks, values, out_dtype, out, stream); return true;
-    default: return false;
-  }
-}
-
-bool matvec_ggml_kquants(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                       float* y, bool accumulate, cudaStream_t stream) {
-  switch (type) {
-    case GgmlType::Q2_K: launch_ggml_matvec<Q2K>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    case GgmlType::Q3_K: launch_ggml_matvec<Q3K>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    case GgmlType::Q4_K: launch_ggml_matvec<Q4K>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    case GgmlType::Q5_K: launch_ggml_matvec<Q5K>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    case GgmlType::Q6_K: launch_ggml_matvec<Q6K>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    default: return false;
-  }
-}
+std::span<const CudaFormatKernels> kquant_kernels() { return kKquantKernels; }
 
 }  // namespace lowbit::cuda::detail

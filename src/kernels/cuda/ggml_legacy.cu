@@ -84,30 +84,14 @@ struct Q8_0 {
   }
 };
 
+constexpr CudaFormatKernels kLegacyKernels[] = {
+    block_format_kernels<Q4_0>(FormatId::q4_0), block_format_kernels<Q4_1>(FormatId::q4_1),
+    block_format_kernels<Q5_0>(FormatId::q5_0), block_format_kernels<Q5_1>(FormatId::q5_1),
+    block_format_kernels<Q8_0>(FormatId::q8_0),
+};
+
 }  // namespace
 
-bool dequantize_ggml_legacy(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
-                            cudaStream_t stream) {
-  switch (type) {
-    case GgmlType::Q4_0: launch_dequantize_ggml<Q4_0>(blocks, values, out_dtype, out, stream); return true;
-    case GgmlType::Q4_1: launch_dequantize_ggml<Q4_1>(blocks, values, out_dtype, out, stream); return true;
-    case GgmlType::Q5_0: launch_dequantize_ggml<Q5_0>(blocks, values, out_dtype, out, stream); return true;
-    case GgmlType::Q5_1: launch_dequantize_ggml<Q5_1>(blocks, values, out_dtype, out, stream); return true;
-    case GgmlType::Q8_0: launch_dequantize_ggml<Q8_0>(blocks, values, out_dtype, out, stream); return true;
-    default: return false;
-  }
-}
-
-bool matvec_ggml_legacy(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                       float* y, bool accumulate, cudaStream_t stream) {
-  switch (type) {
-    case GgmlType::Q4_0: launch_ggml_matvec<Q4_0>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    case GgmlType::Q4_1: launch_ggml_matvec<Q4_1>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    case GgmlType::Q5_0: launch_ggml_matvec<Q5_0>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    case GgmlType::Q5_1: launch_ggml_matvec<Q5_1>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    case GgmlType::Q8_0: launch_ggml_matvec<Q8_0>(blocks, rows, cols, x, tokens, y, accumulate, stream); return true;
-    default: return false;
-  }
-}
+std::span<const CudaFormatKernels> legacy_kernels() { return kLegacyKernels; }
 
 }  // namespace lowbit::cuda::detail

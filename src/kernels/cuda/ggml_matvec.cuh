@@ -6,6 +6,7 @@
 #pragma once
 
 #include "ggml_dequantize.cuh"
+#include "ggml_kernel_table.h"
 
 namespace lowbit::cuda::detail {
 
@@ -109,17 +110,10 @@ void launch_ggml_matvec(const void* blocks, int64_t rows, int64_t cols, const fl
   check(cudaGetLastError());
 }
 
-// Per family (ggml_legacy.cu, ggml_kquants.cu, ggml_iquants.cu, ggml_ternary_fp4.cu, ggml_float.cu):
-// launches and returns true when `type` is theirs.
-bool matvec_ggml_legacy(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                        float* y, bool accumulate, cudaStream_t stream);
-bool matvec_ggml_kquants(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                         float* y, bool accumulate, cudaStream_t stream);
-bool matvec_ggml_iquants(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                         float* y, bool accumulate, cudaStream_t stream);
-bool matvec_ggml_ternary_fp4(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                             float* y, bool accumulate, cudaStream_t stream);
-bool matvec_ggml_float(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                       float* y, bool accumulate, cudaStream_t stream);
+// A block type's row of the kernel table: its decoder's dequantize and matrix-vector launchers.
+template <class D>
+constexpr CudaFormatKernels block_format_kernels(FormatId format) {
+  return {format, &launch_dequantize_ggml<D>, &launch_ggml_matvec<D>};
+}
 
 }  // namespace lowbit::cuda::detail

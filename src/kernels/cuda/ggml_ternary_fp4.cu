@@ -48,6 +48,33 @@ struct Tq2_0 {
   }
 };
 
+// Tq1_0 and Tq2_0 cut a group out of its bytes with arithmetic of their own (constants per branch,
+// where walking the layout value by value would double the kernels' code). That arithmetic is checked
+// here, at compile time, against the layout rule the CPU's dequantizers walk (ternary::tq1_0_place,
+// tq2_0_place), for every value of a block.
+constexpr bool tq1_0_groups_follow_the_layout() {
+  for (int g = 0; g < 32; ++g)
+    for (int k = 0; k < 8; ++k) {
+      const int first = g < 20 ? 8 * (g % 4) : g < 30 ? 32 + 8 * (g % 2) : 48;  // Tq1_0::load
+      const int byte = first + (g < 30 ? k : k % 4);                              // Tq1_0::decode
+      const int trit = g < 20 ? g / 4 : g < 30 ? (g - 20) / 2 : 2 * (g - 30) + k / 4;
+      const ternary::TritPlace p = ternary::tq1_0_place(8 * g + k);
+      if (p.byte != byte || p.trit != trit) return false;
+    }
+  return true;
+}
+static_assert(tq1_0_groups_follow_the_layout());
+
+constexpr bool tq2_0_groups_follow_the_layout() {
+  for (int g = 0; g < 32; ++g)
+    for (int k = 0; k < 8; ++k) {
+      const ternary::TwoBitPlace p = ternary::tq2_0_place(8 * g + k);
+      if (p.byte != 32 * (g / 16) + 8 * (g % 4) + k || p.shift != 2 * ((g % 16) / 4)) return false;
+    }
+  return true;
+}
+static_assert(tq2_0_groups_follow_the_layout());
+
 struct Mxfp4 {
   static constexpr int kValues = 32, kBytes = sizeof(ggml::BlockMxfp4);  // 17: blocks only byte aligned
   static constexpr int kAlign = 1;
@@ -101,29 +128,14 @@ struct Q2_0 {
   }
 };
 
-template <class F>
-bool dispatch_type(GgmlType type, F&& f) {
-  switch (type) {
-    case GgmlType::TQ1_0: f.template operator()<Tq1_0>(); return true;
-    case GgmlType::TQ2_0: f.template operator()<Tq2_0>(); return true;
-    case GgmlType::MXFP4: f.template operator()<Mxfp4>(); return true;
-    case GgmlType::NVFP4: f.template operator()<Nvfp4>(); return true;
-    case GgmlType::Q1_0: f.template operator()<Q1_0>(); return true;
-    case GgmlType::Q2_0: f.template operator()<Q2_0>(); return true;
-    default: return false;
-  }
-}
+constexpr CudaFormatKernels kTernaryFp4Kernels[] = {
+    block_format_kernels<Tq1_0>(FormatId::tq1_0), block_format_kernels<Tq2_0>(FormatId::tq2_0),
+    block_format_kernels<Mxfp4>(FormatId::mxfp4), block_format_kernels<Nvfp4>(FormatId::nvfp4),
+    block_format_kernels<Q1_0>(FormatId::q1_0),   block_format_kernels<Q2_0>(FormatId::q2_0),
+};
 
 }  // namespace
 
-bool dequantize_ggml_ternary_fp4(GgmlType type, const void* blocks, int64_t values, DType out_dtype, void* out,
-                                 cudaStream_t stream) {
-  return dispatch_type(type, [&]<class D>() { launch_dequantize_ggml<D>(blocks, values, out_dtype, out, stream); });
-}
-
-bool matvec_ggml_ternary_fp4(GgmlType type, const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens,
-                             float* y, bool accumulate, cudaStream_t stream) {
-  return dispatch_type(type, [&]<class D>() { launch_ggml_matvec<D>(blocks, rows, cols, x, tokens, y, accumulate, stream); });
-}
+std::span<const CudaFormatKernels> ternary_fp4_kernels() { return kTernaryFp4Kernels; }
 
 }  // namespace lowbit::cuda::detail
