@@ -89,7 +89,7 @@ TEST_F(GptqCli, QuantizesWithErrorFeedbackIntoTheFormatsBytes) {
   EXPECT_EQ(run_cli("eval " + path("gptq.gguf") + " --text " + kText + " --ctx 64 --chunks 2 --quiet").status, 0);
 }
 
-// q2_0 has none (GPTQ lost to rounding on it), nor have iq1_s and iq1_m (which llama-quantize refuses without an imatrix).
+// q2_0 has none: GPTQ lost to rounding on it.
 TEST_F(GptqCli, NotesTypesWithoutAGptqPath) {
   const auto r = run_cli("quantize " + kModel12M + " --format q2_0 --gptq " + hessian12() + " -o " + path("q2_0.gguf"));
   ASSERT_EQ(r.status, 0) << r.out;
@@ -113,33 +113,37 @@ nlohmann::json reported(const std::string& json, const std::string& tensor) {
   return {};
 }
 
-// The rest of the 12M model in q2_0, which GPTQ leaves to rounding, so that only these two are swept.
-const std::string kTwoIquants = " --format q2_0 --tensor-type output.weight=iq2_xxs --tensor-type blk.0.attn_q.weight=iq2_xs";
+// Three of the types ggml quantizes only with importance weights; the rest of the 12M model in q2_0,
+// which GPTQ leaves to rounding, so that only these three are swept.
+const std::string kIquants =
+    " --format q2_0 --tensor-type output.weight=iq2_xxs --tensor-type blk.0.attn_q.weight=iq2_xs --tensor-type blk.0.attn_k.weight=iq1_s";
 
-// The types ggml quantizes only with importance weights (iq2_xxs, iq2_xs ...) need no --imatrix with
+// The types ggml quantizes only with importance weights (iq2_xxs, iq2_xs, iq1_s) need no --imatrix with
 // --gptq: the Hessian's diagonal over the token count is the importance matrix of its text. An
 // importance matrix of the same window gives the very same bytes; one of another text still weighs the
 // tensors it has entries for.
 TEST_F(GptqCli, TakesImportanceWeightsFromTheHessiansDiagonal) {
-  auto r = run_cli("quantize " + kModel12M + kTwoIquants + " --gptq " + hessian12() + " --json --quiet -o " + path("iq-hessian.gguf"));
+  auto r = run_cli("quantize " + kModel12M + kIquants + " --gptq " + hessian12() + " --json --quiet -o " + path("iq-hessian.gguf"));
   ASSERT_EQ(r.status, 0) << r.out;
-  for (const char* t : {"output.weight", "blk.0.attn_q.weight"}) {
+  for (const char* t : {"output.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight"}) {
     EXPECT_TRUE(reported(r.out, t)["gptq"].get<bool>()) << t;
     EXPECT_FALSE(reported(r.out, t)["imatrix"].get<bool>()) << t;
   }
   const std::string wiki = (test::shared_data_dir() / "wikitext2_test_hf_nonempty_crlf.raw").string();
   ASSERT_EQ(run_cli("imatrix " + kModel12M + " --text " + kText + " --ctx 64 --chunks 1 --quiet -o " + path("im-same.gguf")).status, 0);
   ASSERT_EQ(run_cli("imatrix " + kModel12M + " --text " + wiki + " --ctx 64 --chunks 1 --quiet -o " + path("im-wiki.gguf")).status, 0);
-  r = run_cli("quantize " + kModel12M + kTwoIquants + " --imatrix " + path("im-same.gguf") + " --gptq " + hessian12() + " --quiet -o " +
+  r = run_cli("quantize " + kModel12M + kIquants + " --imatrix " + path("im-same.gguf") + " --gptq " + hessian12() + " --quiet -o " +
               path("iq-same.gguf"));
   ASSERT_EQ(r.status, 0) << r.out;
-  r = run_cli("quantize " + kModel12M + kTwoIquants + " --imatrix " + path("im-wiki.gguf") + " --gptq " + hessian12() + " --json --quiet -o " +
+  r = run_cli("quantize " + kModel12M + kIquants + " --imatrix " + path("im-wiki.gguf") + " --gptq " + hessian12() + " --json --quiet -o " +
               path("iq-wiki.gguf"));
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_TRUE(reported(r.out, "blk.0.attn_q.weight")["imatrix"].get<bool>());
-  const auto q_hessian = tensor_bytes(path("iq-hessian.gguf"), "blk.0.attn_q.weight");
-  EXPECT_EQ(q_hessian, tensor_bytes(path("iq-same.gguf"), "blk.0.attn_q.weight"));
-  EXPECT_NE(q_hessian, tensor_bytes(path("iq-wiki.gguf"), "blk.0.attn_q.weight"));
+  for (const char* t : {"blk.0.attn_q.weight", "blk.0.attn_k.weight"}) {
+    const auto from_hessian = tensor_bytes(path("iq-hessian.gguf"), t);
+    EXPECT_EQ(from_hessian, tensor_bytes(path("iq-same.gguf"), t)) << t;
+    EXPECT_NE(from_hessian, tensor_bytes(path("iq-wiki.gguf"), t)) << t;
+  }
   // The standard reader evaluates it.
   EXPECT_EQ(run_cli("eval " + path("iq-hessian.gguf") + " --text " + kText + " --ctx 64 --chunks 2 --quiet").status, 0);
 }
@@ -156,19 +160,19 @@ TEST_F(GptqCli, WritesAnOutputLayerTheImportanceMatrixLeavesOut) {
   ASSERT_EQ(importance.find("output.weight"), nullptr);
   ASSERT_NE(HessianFile(hessian12()).find("output.weight"), nullptr);
 
-  auto r = run_cli("quantize " + kModel12M + kTwoIquants + " --imatrix " + im + " -o " + path("out-refused.gguf"));
+  auto r = run_cli("quantize " + kModel12M + kIquants + " --imatrix " + im + " -o " + path("out-refused.gguf"));
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("'output.weight': iq2_xxs needs importance weights"), std::string::npos) << r.out;
   EXPECT_FALSE(std::filesystem::exists(path("out-refused.gguf")));
 
-  r = run_cli("quantize " + kModel12M + kTwoIquants + " --imatrix " + im + " --gptq " + hessian12() + " --json --quiet -o " + path("out-gptq.gguf"));
+  r = run_cli("quantize " + kModel12M + kIquants + " --imatrix " + im + " --gptq " + hessian12() + " --json --quiet -o " + path("out-gptq.gguf"));
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_TRUE(reported(r.out, "output.weight")["gptq"].get<bool>());
   EXPECT_FALSE(reported(r.out, "output.weight")["imatrix"].get<bool>());
   EXPECT_TRUE(reported(r.out, "blk.0.attn_q.weight")["imatrix"].get<bool>());
   EXPECT_EQ(gguf::File(path("out-gptq.gguf")).find_tensor("output.weight")->type, GgmlType::IQ2_XXS);
 
-  r = run_cli("quantize " + kModel12M + kTwoIquants + " --imatrix " + im + " --gptq-text " + kText + " --gptq-chunks 1 --json --quiet -o " +
+  r = run_cli("quantize " + kModel12M + kIquants + " --imatrix " + im + " --gptq-text " + kText + " --gptq-chunks 1 --json --quiet -o " +
               path("out-gptq-text.gguf"));
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_TRUE(reported(r.out, "output.weight")["gptq"].get<bool>());

@@ -3,7 +3,7 @@
 // supports must have its input in the Hessian file, with as many columns as its rows hold: otherwise
 // the file was collected from another model, and the job is refused before anything is written.
 // Other tensors are rounded as usual: the token embedding (a lookup, no product), and tensors bound
-// for types without a GPTQ path (iq1_s, iq1_m, q2_0), which the report lists. Either way a tensor the
+// for types without a GPTQ path (q2_0), which the report lists. Either way a tensor the
 // Hessian file covers has importance weights without an importance matrix: its input's diag(H) / tokens.
 #pragma once
 
