@@ -3,12 +3,13 @@
 // iq3_s) or one of 8 (iq2_xxs, iq2_xs, iq2_s). Under the group's stored sub-block scale db, value i of a
 // point p dequantizes to ±db * level_i(p) (lowbit/formats/ggml_iq3.h, ggml_iq2.h), so the nearest code to
 // x is found exactly: each point takes the grid point nearest |x| (every point weighed: 256 to 1024 of
-// them, each from two table entries, below), each value the sign of x. iq3_xxs, iq2_xxs and iq2_xs store only 7 sign bits, the 8th being
-// their parity (an even count of negated values): when x's signs have odd parity, one value must take
-// the wrong sign, which costs w (db l + |x|)² - w (db l - |x|)² on that value; the search keeps, per
-// point, its best with no sign flipped and its best with one sign flipped, and combines the points so
-// that the flips add up to the parity (ggml's quantizers flip the value of smallest w x² before choosing
-// their points; this choice is the exact optimum over points and parity-valid signs).
+// them, each from two table entries, below), each value the sign of x. iq3_xxs, iq2_xxs and iq2_xs
+// store only 7 sign bits, the 8th being their parity (an even count of negated values): when x's signs
+// have odd parity, one value must take the wrong sign, which costs w (db l + |x|)² - w (db l - |x|)² on
+// that value; the search keeps, per point, its best with no sign flipped and its best with one sign
+// flipped, and combines the points so that the flips add up to the parity (ggml's quantizers flip the
+// value of smallest w x² before choosing their points; this choice is the exact optimum over points and
+// parity-valid signs).
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -41,7 +42,7 @@ struct Grid {
   static constexpr int kHalf = kValues / 2;
   static constexpr int kMaxLevels = 8, kMaxPatterns = 256;
   const std::array<Entry, N>& entries;
-  int levels = 0, patterns = 1;            // distinct levels; levels^kHalf patterns of a half
+  int levels = 0, patterns = 1;                  // distinct levels; levels^kHalf patterns of a half
   std::array<float, kMaxLevels> level_values{};  // ascending
   std::array<std::array<uint8_t, N>, 2> half{};  // per point, the pattern of each half: Σ_j k_j levels^j
 
