@@ -283,7 +283,8 @@ const BlockGridCodec kTq1_0{GgmlType::TQ1_0, 256,
 
 const BlockGridCodec* block_grid_codec(GgmlType type) {
   for (const BlockGridCodec* c : {&kQ4_0, &kQ4_1, &kQ5_0, &kQ5_1, &kQ8_0, &kQ2K, &kQ3K, &kQ4K, &kQ5K, &kQ6K, &kIq4Nl, &kIq4Xs, &kMxfp4, &kNvfp4,
-                                    &kQ1_0, &kTq1_0, &kTq2_0, &kIq3XxsGroups, &kIq3SGroups, &kIq2XxsGroups, &kIq2XsGroups, &kIq2SGroups})
+                                    &kQ1_0, &kTq1_0, &kTq2_0, &kIq3XxsGroups, &kIq3SGroups, &kIq2XxsGroups, &kIq2XsGroups, &kIq2SGroups,
+                                    &kIq1SGroups, &kIq1MGroups})
     if (c->type == type) return c;
   return nullptr;
 }

@@ -9,9 +9,9 @@
 // (.cpp).
 //
 // Codebooks over groups of values (iq3_xxs, iq3_s: a grid point per 4 values, signs per 8; iq2_xxs,
-// iq2_xs, iq2_s: a grid point per 8) have no per-value grid: such a codec has group_values > 1 and
-// set_group instead, which chooses a whole group's code at once under the block's stored scales
-// (ggml_block_grid_iq.cpp).
+// iq2_xs, iq2_s: a grid point per 8; iq1_s, iq1_m: a signed grid point per 8 with a ±1/8 shift) have no
+// per-value grid: such a codec has group_values > 1 and set_group instead, which chooses a whole group's
+// code at once under the block's stored scales (ggml_block_grid_iq.cpp, ggml_block_grid_iq1.cpp).
 #pragma once
 
 #include <cstddef>
@@ -59,8 +59,8 @@ struct BlockGridCodec {
   void (*set_group)(void* block, int first, const float* x, const float* weight, float* chosen) = nullptr;
 };
 
-// The group codebook codecs (ggml_block_grid_iq.cpp).
-extern const BlockGridCodec kIq3XxsGroups, kIq3SGroups, kIq2XxsGroups, kIq2XsGroups, kIq2SGroups;
+// The group codebook codecs (ggml_block_grid_iq.cpp, ggml_block_grid_iq1.cpp).
+extern const BlockGridCodec kIq3XxsGroups, kIq3SGroups, kIq2XxsGroups, kIq2XsGroups, kIq2SGroups, kIq1SGroups, kIq1MGroups;
 
 // The codec of `type`, or null for types GPTQ has no path for.
 const BlockGridCodec* block_grid_codec(GgmlType type);

@@ -2,16 +2,19 @@
 // (ggml_block_grid.h): a group is the 8 values of one sign byte, two grid points of 4 values (iq3_xxs,
 // iq3_s) or one of 8 (iq2_xxs, iq2_xs, iq2_s). Under the group's stored sub-block scale db, value i of a
 // point p dequantizes to ±db * level_i(p) (lowbit/formats/ggml_iq3.h, ggml_iq2.h), so the nearest code to
-// x is found exactly: each point takes the grid point nearest |x| (every point tried: 256 to 1024 of
-// them), each value the sign of x. iq3_xxs, iq2_xxs and iq2_xs store only 7 sign bits, the 8th being
-// their parity (an even count of negated values): when x's signs have odd parity, one value must take
-// the wrong sign, which costs w (db l + |x|)² - w (db l - |x|)² on that value; the search keeps, per
-// point, its best with no sign flipped and its best with one sign flipped, and combines the points so
-// that the flips add up to the parity (ggml's quantizers flip the value of smallest w x² before choosing
-// their points; this choice is the exact optimum over points and parity-valid signs).
+// x is found exactly: each point takes the grid point nearest |x| (every point weighed: 256 to 1024 of
+// them, each from two table entries, below), each value the sign of x. iq3_xxs, iq2_xxs and iq2_xs
+// store only 7 sign bits, the 8th being their parity (an even count of negated values): when x's signs
+// have odd parity, one value must take the wrong sign, which costs w (db l + |x|)² - w (db l - |x|)² on
+// that value; the search keeps, per point, its best with no sign flipped and its best with one sign
+// flipped, and combines the points so that the flips add up to the parity (ggml's quantizers flip the
+// value of smallest w x² before choosing their points; this choice is the exact optimum over points and
+// parity-valid signs).
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 
 #include "formats/ggml_block_grid.h"
 #include "formats/ggml_iq2_grids.h"
@@ -25,19 +28,42 @@ namespace {
 constexpr int kGroupValues = 8;  // one sign byte
 
 // A grid as the dequantizer reads it: byte i of entry p is the level of value i (4 or 8 values a point),
-// also kept as floats, value by value (levels[i][p]), so that the search runs over all points at once.
+// one of a few distinct levels (3 for iq2_xxs and iq2_xs, 4 for iq2_s, 8 for iq3). A point's error is a
+// sum over its values, and value i of any point can take only those few levels: so the error of each
+// level of each value is computed once, and tabled for every level pattern of each half of a point
+// (values 0-3 and 4-7 of iq2's 8, 0-1 and 2-3 of iq3's 4: 81, 256 or 64 patterns); a point's error is
+// then the sum of its two halves' entries, its cheapest sign flip the lesser of their two. Each point
+// keeps the pattern number of its halves.
 template <class Entry, size_t N>
 struct Grid {
   static constexpr int kValues = int(sizeof(Entry));
   static constexpr int kPoints = int(N);
+  static constexpr int kHalf = kValues / 2;
+  static constexpr int kMaxLevels = 8, kMaxPatterns = 256;
   const std::array<Entry, N>& entries;
-  std::array<std::array<float, N>, kValues> levels;
+  int levels = 0, patterns = 1;                  // distinct levels; levels^kHalf patterns of a half
+  std::array<float, kMaxLevels> level_values{};  // ascending
+  std::array<std::array<uint8_t, N>, 2> half{};  // per point, the pattern of each half: Σ_j k_j levels^j
 
   explicit Grid(const std::array<Entry, N>& e) : entries(e) {
-    for (int i = 0; i < kValues; ++i)
-      for (size_t p = 0; p < N; ++p) levels[size_t(i)][p] = float((e[p] >> (8 * i)) & 255);
+    std::array<bool, 256> present{};
+    for (size_t p = 0; p < N; ++p)
+      for (int i = 0; i < kValues; ++i) present[size_t(byte_of(p, i))] = true;
+    std::array<int, 256> index_of{};
+    for (int v = 0; v < 256; ++v)
+      if (present[size_t(v)] && levels < kMaxLevels) index_of[size_t(v)] = levels, level_values[size_t(levels++)] = float(v);
+    for (int j = 0; j < kHalf; ++j) patterns *= levels;
+    if (int(std::count(present.begin(), present.end(), true)) != levels || patterns > kMaxPatterns)
+      throw std::logic_error("a group codebook with more levels than its tables hold");
+    for (size_t p = 0; p < N; ++p)
+      for (int h = 0; h < 2; ++h) {
+        int pattern = 0;
+        for (int j = kHalf - 1; j >= 0; --j) pattern = pattern * levels + index_of[size_t(byte_of(p, kHalf * h + j))];
+        half[size_t(h)][p] = uint8_t(pattern);
+      }
   }
-  float level(int p, int i) const { return levels[size_t(i)][size_t(p)]; }
+  int byte_of(size_t p, int i) const { return int((entries[p] >> (8 * i)) & 255); }
+  float level(int p, int i) const { return float(byte_of(size_t(p), i)); }
 };
 
 // One point's best choice: with the signs of x (cost0, point0) and with one of them flipped (cost1,
@@ -47,33 +73,44 @@ struct PointChoice {
   int point0 = 0, point1 = 0, flip1 = 0;
 };
 
+// For every level pattern of one half (values ax[0 .. kHalf - 1]): its weighted squared error at db, and
+// its cheapest flip (what negating value i adds: w ((v + a)² - (v - a)²)) and where (the first on ties).
+template <class G>
+void half_tables(const G& grid, float db, const float* ax, const float* w, float* cost, float* flip_cost, uint8_t* flip_at) {
+  float error[G::kHalf][G::kMaxLevels], flip[G::kHalf][G::kMaxLevels];
+  for (int j = 0; j < G::kHalf; ++j)
+    for (int k = 0; k < grid.levels; ++k) {
+      const float v = db * grid.level_values[size_t(k)], a = ax[j];
+      error[j][k] = w[j] * (v - a) * (v - a);
+      flip[j][k] = w[j] * ((v + a) * (v + a) - (v - a) * (v - a));
+    }
+  for (int c = 0; c < grid.patterns; ++c) {
+    float sum = 0, least = std::numeric_limits<float>::max();
+    int at = 0;
+    for (int j = 0, rest = c; j < G::kHalf; ++j, rest /= grid.levels) {
+      const int k = rest % grid.levels;
+      sum += error[j][k];
+      if (flip[j][k] < least) least = flip[j][k], at = j;
+    }
+    cost[c] = sum, flip_cost[c] = least, flip_at[c] = uint8_t(at);
+  }
+}
+
 template <class G>
 PointChoice best_points(const G& grid, float db, const float* ax, const float* w, bool with_flip) {
-  constexpr int kN = G::kPoints;
-  float cost[kN], flip_cost[kN];
-  int flip[kN];
-  std::fill(std::begin(cost), std::end(cost), 0.0f);
-  std::fill(std::begin(flip_cost), std::end(flip_cost), std::numeric_limits<float>::max());
-  std::fill(std::begin(flip), std::end(flip), 0);
-  for (int i = 0; i < G::kValues; ++i) {
-    const float* level = grid.levels[size_t(i)].data();
-    const float a = ax[i], wi = w[i];
-    for (int p = 0; p < kN; ++p) {
-      const float v = db * level[p];
-      cost[p] += wi * (v - a) * (v - a);
-    }
-    if (with_flip)
-      for (int p = 0; p < kN; ++p) {
-        const float v = db * level[p];
-        const float extra = wi * ((v + a) * (v + a) - (v - a) * (v - a));
-        flip[p] = extra < flip_cost[p] ? i : flip[p];
-        flip_cost[p] = extra < flip_cost[p] ? extra : flip_cost[p];
-      }
-  }
+  float cost[2][G::kMaxPatterns], flip_cost[2][G::kMaxPatterns];
+  uint8_t flip_at[2][G::kMaxPatterns];
+  for (int h = 0; h < 2; ++h) half_tables(grid, db, ax + G::kHalf * h, w + G::kHalf * h, cost[h], flip_cost[h], flip_at[h]);
   PointChoice c;
-  for (int p = 0; p < kN; ++p) {
-    if (cost[p] < c.cost0) c.cost0 = cost[p], c.point0 = p;
-    if (with_flip && cost[p] + flip_cost[p] < c.cost1) c.cost1 = cost[p] + flip_cost[p], c.point1 = p, c.flip1 = flip[p];
+  const uint8_t* low = grid.half[0].data();
+  const uint8_t* high = grid.half[1].data();
+  for (int p = 0; p < G::kPoints; ++p) {
+    const float cost0 = cost[0][low[p]] + cost[1][high[p]];
+    if (cost0 < c.cost0) c.cost0 = cost0, c.point0 = p;
+    if (!with_flip) continue;
+    const float f0 = flip_cost[0][low[p]], f1 = flip_cost[1][high[p]];
+    const float cost1 = cost0 + (f0 <= f1 ? f0 : f1);
+    if (cost1 < c.cost1) c.cost1 = cost1, c.point1 = p, c.flip1 = f0 <= f1 ? flip_at[0][low[p]] : G::kHalf + flip_at[1][high[p]];
   }
   return c;
 }

@@ -15,6 +15,7 @@
 
 #include "lowbit/io/gguf.h"
 #include "lowbit/io/hessian.h"
+#include "lowbit/io/imatrix.h"
 #include "support/paths.h"
 
 namespace lowbit {
@@ -38,6 +39,8 @@ Run run_cli(const std::string& args, const std::string& environment = "") {
 
 const std::string kModel = (test::shared_data_dir() / "stories260K.gguf").string();
 const std::string kText = (test::shared_data_dir() / "tinystories_valid_first1000.txt").string();
+// Rows of 512 and 1536: every k-quant and i-quant tiles them.
+const std::string kModel12M = (test::shared_data_dir() / "lowbit-bytes-12M-bf16.gguf").string();
 
 class GptqCli : public ::testing::Test {
  protected:
@@ -53,6 +56,15 @@ class GptqCli : public ::testing::Test {
   static void TearDownTestSuite() { delete dir_; }
   static std::string hessian() { return (dir_->path() / "h.gguf").string(); }
   static std::string path(const char* name) { return (dir_->path() / name).string(); }
+  // The 12M model's Hessians over one window of 64 tokens, collected on first use.
+  static std::string hessian12() {
+    const std::string h = path("h12.gguf");
+    if (!std::filesystem::exists(h)) {
+      const auto r = run_cli("hessian " + kModel12M + " --text " + kText + " --ctx 64 --chunks 1 --quiet -o " + h);
+      EXPECT_EQ(r.status, 0) << r.out;
+    }
+    return h;
+  }
   static test::TempDir* dir_;
 };
 test::TempDir* GptqCli::dir_ = nullptr;
@@ -77,14 +89,93 @@ TEST_F(GptqCli, QuantizesWithErrorFeedbackIntoTheFormatsBytes) {
   EXPECT_EQ(run_cli("eval " + path("gptq.gguf") + " --text " + kText + " --ctx 64 --chunks 2 --quiet").status, 0);
 }
 
-// q2_0 has none (GPTQ lost to rounding on it), nor have iq1_s and iq1_m (which llama-quantize refuses without an imatrix).
+// q2_0 has none: GPTQ lost to rounding on it.
 TEST_F(GptqCli, NotesTypesWithoutAGptqPath) {
-  const std::string model = (test::shared_data_dir() / "lowbit-bytes-12M-bf16.gguf").string();
-  auto r = run_cli("hessian " + model + " --text " + kText + " --ctx 64 --chunks 1 --quiet -o " + path("h12.gguf"));
-  ASSERT_EQ(r.status, 0) << r.out;
-  r = run_cli("quantize " + model + " --format q2_0 --gptq " + path("h12.gguf") + " -o " + path("q2_0.gguf"));
+  const auto r = run_cli("quantize " + kModel12M + " --format q2_0 --gptq " + hessian12() + " -o " + path("q2_0.gguf"));
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("note: GPTQ has no path for q2_0"), std::string::npos) << r.out;
+}
+
+// A tensor's bytes in a GGUF file.
+std::vector<std::byte> tensor_bytes(const std::string& file, const char* tensor) {
+  const gguf::File f(file);
+  const auto* t = f.find_tensor(tensor);
+  EXPECT_NE(t, nullptr) << tensor << " in " << file;
+  return t ? std::vector<std::byte>(f.data(*t).begin(), f.data(*t).end()) : std::vector<std::byte>{};
+}
+
+// The report's entry for a tensor of `quantize --json --quiet` (--quiet: no notes before the document).
+nlohmann::json reported(const std::string& json, const std::string& tensor) {
+  const auto report = nlohmann::json::parse(json);
+  for (const auto& t : report["tensors"])
+    if (t["name"] == tensor) return t;
+  ADD_FAILURE() << tensor << " is not in the report";
+  return {};
+}
+
+// Three of the types ggml quantizes only with importance weights; the rest of the 12M model in q2_0,
+// which GPTQ leaves to rounding, so that only these three are swept.
+const std::string kIquants =
+    " --format q2_0 --tensor-type output.weight=iq2_xxs --tensor-type blk.0.attn_q.weight=iq2_xs --tensor-type blk.0.attn_k.weight=iq1_s";
+
+// The types ggml quantizes only with importance weights (iq2_xxs, iq2_xs, iq1_s) need no --imatrix with
+// --gptq: the Hessian's diagonal over the token count is the importance matrix of its text. An
+// importance matrix of the same window gives the very same bytes; one of another text still weighs the
+// tensors it has entries for.
+TEST_F(GptqCli, TakesImportanceWeightsFromTheHessiansDiagonal) {
+  auto r = run_cli("quantize " + kModel12M + kIquants + " --gptq " + hessian12() + " --json --quiet -o " + path("iq-hessian.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  for (const char* t : {"output.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight"}) {
+    EXPECT_TRUE(reported(r.out, t)["gptq"].get<bool>()) << t;
+    EXPECT_FALSE(reported(r.out, t)["imatrix"].get<bool>()) << t;
+  }
+  const std::string wiki = (test::shared_data_dir() / "wikitext2_test_hf_nonempty_crlf.raw").string();
+  ASSERT_EQ(run_cli("imatrix " + kModel12M + " --text " + kText + " --ctx 64 --chunks 1 --quiet -o " + path("im-same.gguf")).status, 0);
+  ASSERT_EQ(run_cli("imatrix " + kModel12M + " --text " + wiki + " --ctx 64 --chunks 1 --quiet -o " + path("im-wiki.gguf")).status, 0);
+  r = run_cli("quantize " + kModel12M + kIquants + " --imatrix " + path("im-same.gguf") + " --gptq " + hessian12() + " --quiet -o " +
+              path("iq-same.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  r = run_cli("quantize " + kModel12M + kIquants + " --imatrix " + path("im-wiki.gguf") + " --gptq " + hessian12() + " --json --quiet -o " +
+              path("iq-wiki.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_TRUE(reported(r.out, "blk.0.attn_q.weight")["imatrix"].get<bool>());
+  for (const char* t : {"blk.0.attn_q.weight", "blk.0.attn_k.weight"}) {
+    const auto from_hessian = tensor_bytes(path("iq-hessian.gguf"), t);
+    EXPECT_EQ(from_hessian, tensor_bytes(path("iq-same.gguf"), t)) << t;
+    EXPECT_NE(from_hessian, tensor_bytes(path("iq-wiki.gguf"), t)) << t;
+  }
+  // The standard reader evaluates it.
+  EXPECT_EQ(run_cli("eval " + path("iq-hessian.gguf") + " --text " + kText + " --ctx 64 --chunks 2 --quiet").status, 0);
+}
+
+// An importance matrix from llama-imatrix (or lowbit imatrix) has no entry for output.weight, which it
+// leaves out unless asked; the Hessian file holds the output layer's input (the final norm's output).
+// Without --gptq such an output.weight in iq2_xxs is refused, as llama-quantize refuses it; with --gptq
+// (a file or --gptq-text) it is written by GPTQ, weighed by that input's diagonal.
+TEST_F(GptqCli, WritesAnOutputLayerTheImportanceMatrixLeavesOut) {
+  const std::string im = path("im-layers.gguf");
+  ASSERT_EQ(run_cli("imatrix " + kModel12M + " --text " + kText + " --ctx 64 --chunks 1 --quiet -o " + im).status, 0);
+  const ImportanceMatrix importance = ImportanceMatrix::load(im);
+  ASSERT_NE(importance.find("blk.0.attn_q.weight"), nullptr);
+  ASSERT_EQ(importance.find("output.weight"), nullptr);
+  ASSERT_NE(HessianFile(hessian12()).find("output.weight"), nullptr);
+
+  auto r = run_cli("quantize " + kModel12M + kIquants + " --imatrix " + im + " -o " + path("out-refused.gguf"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("'output.weight': iq2_xxs needs importance weights"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(path("out-refused.gguf")));
+
+  r = run_cli("quantize " + kModel12M + kIquants + " --imatrix " + im + " --gptq " + hessian12() + " --json --quiet -o " + path("out-gptq.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_TRUE(reported(r.out, "output.weight")["gptq"].get<bool>());
+  EXPECT_FALSE(reported(r.out, "output.weight")["imatrix"].get<bool>());
+  EXPECT_TRUE(reported(r.out, "blk.0.attn_q.weight")["imatrix"].get<bool>());
+  EXPECT_EQ(gguf::File(path("out-gptq.gguf")).find_tensor("output.weight")->type, GgmlType::IQ2_XXS);
+
+  r = run_cli("quantize " + kModel12M + kIquants + " --imatrix " + im + " --gptq-text " + kText + " --gptq-chunks 1 --json --quiet -o " +
+              path("out-gptq-text.gguf"));
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_TRUE(reported(r.out, "output.weight")["gptq"].get<bool>());
 }
 
 // plan --gptq measures each candidate as quantize --gptq would write it and records the Hessian file;

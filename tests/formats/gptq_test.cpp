@@ -26,7 +26,7 @@ const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlT
                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
                            GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::MXFP4, GgmlType::NVFP4, GgmlType::Q1_0,
                            GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::IQ3_XXS, GgmlType::IQ3_S,
-                           GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S};
+                           GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S, GgmlType::IQ1_S, GgmlType::IQ1_M};
 
 bool group_codebook(GgmlType type) { return ggml::block_grid_codec(type)->group_values > 1; }
 
@@ -167,10 +167,16 @@ void expect_groups_at_least_as_close(GgmlType type, const std::vector<float>& w,
                                      const std::vector<std::byte>& theirs) {
   const size_t block_bytes = ggml_type_info(type).block_bytes;
   for (size_t b = 0; b < ours.size(); b += block_bytes) {
-    // The scales: d, then iq3_xxs's and iq2_xxs's top 4 bits of each group's sign word, the scale bytes
-    // at the end of iq3_s (4), iq2_xs and iq2_s (8).
-    ASSERT_EQ(std::memcmp(&ours[b], &theirs[b], 2), 0) << "block " << b / block_bytes;
-    if (type == GgmlType::IQ3_XXS || type == GgmlType::IQ2_XXS) {
+    // The scales: d first (but in iq1_m), then iq3_xxs's and iq2_xxs's top 4 bits of each group's sign
+    // word, iq1_s's of each group's qh, the scale bytes at the end of iq3_s (4), iq2_xs, iq2_s and iq1_m
+    // (8; iq1_m's d among them).
+    if (type != GgmlType::IQ1_M) {
+      ASSERT_EQ(std::memcmp(&ours[b], &theirs[b], 2), 0) << "block " << b / block_bytes;
+    }
+    if (type == GgmlType::IQ1_S) {  // each 32-value group's scale and shift: the top 4 bits of its u16 qh
+      for (size_t ib = 0; ib < 8; ++ib)
+        ASSERT_EQ(uint8_t(ours[b + 34 + 2 * ib + 1]) >> 4, uint8_t(theirs[b + 34 + 2 * ib + 1]) >> 4) << "block " << b / block_bytes << " group " << ib;
+    } else if (type == GgmlType::IQ3_XXS || type == GgmlType::IQ2_XXS) {
       for (size_t ib = 0; ib < 8; ++ib) {
         const size_t top = b + (type == GgmlType::IQ3_XXS ? 2 + 64 + 4 * ib + 3 : 2 + 8 * ib + 7);
         ASSERT_EQ(uint8_t(ours[top]) >> 4, uint8_t(theirs[top]) >> 4) << "block " << b / block_bytes << " group " << ib;
@@ -304,7 +310,7 @@ TEST(Gptq, MatchesAPlainColumnByColumnSweep) {
   const Layer l = random_layer(5);
   const GptqFactor f(l.hessian, kCols);
   for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q3_K, GgmlType::MXFP4, GgmlType::TQ1_0, GgmlType::IQ3_XXS, GgmlType::IQ3_S,
-                        GgmlType::IQ2_S}) {
+                        GgmlType::IQ2_S, GgmlType::IQ1_M}) {
     SCOPED_TRACE(ggml_type_name(type));
     const auto* grid = ggml::block_grid_codec(type);
     const auto* codec = ggml_codec(type);
@@ -460,9 +466,11 @@ TEST(Gptq, RefusesWhatItCannotWrite) {
   const GptqFactor f(identity(kCols), kCols);
   std::vector<float> w(size_t(kRows * kCols), 0.5f);
   std::vector<std::byte> out(size_t(kRows) * ggml_row_bytes(GgmlType::Q8_0, kCols));
-  // iq1_s: no path yet.
-  EXPECT_FALSE(gptq_supports(GgmlType::IQ1_S));
-  EXPECT_THROW(gptq_quantize_rows(GgmlType::IQ1_S, w.data(), kRows, kCols, f, nullptr, out.data()), Error);
+  // q2_0: left to rounding (GPTQ lost to it); f16: not a block format.
+  for (GgmlType type : {GgmlType::Q2_0, GgmlType::F16}) {
+    EXPECT_FALSE(gptq_supports(type));
+    EXPECT_THROW(gptq_quantize_rows(type, w.data(), kRows, kCols, f, nullptr, out.data()), Error);
+  }
   const GptqFactor small(identity(256), 256);
   EXPECT_THROW(gptq_quantize_rows(GgmlType::Q8_0, w.data(), kRows, kCols, small, nullptr, out.data()), Error);
   EXPECT_THROW(GptqFactor(std::vector<float>(10), 4), Error);

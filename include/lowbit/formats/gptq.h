@@ -41,7 +41,8 @@ class GptqFactor {
 
 // Whether GPTQ can write `type`: the affine ggml types q1_0, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K … q6_K,
 // tq1_0, tq2_0; the per-value codebooks of iq4_nl, iq4_xs, mxfp4, nvfp4; and the codebooks over groups
-// of values of iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s (a group of 8 coded at once, at its first column).
+// of values of iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s (a group of 8 coded at once, at its
+// first column).
 bool gptq_supports(GgmlType type);
 
 // Quantizes rows × cols row-major weights into dst (rows × ggml_row_bytes(type, cols) bytes).

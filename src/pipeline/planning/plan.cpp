@@ -23,7 +23,7 @@ namespace {
 
 // The ggml types the planner weighs for a GGUF: every type lowbit writes (has a codec for), from 1.125
 // to 32 bits per weight, in the registry's order. Those ggml_requires_imatrix() names are weighed only
-// for a tensor the importance matrix covers.
+// for a tensor with importance weights (the importance matrix's, or with --gptq the Hessian's diagonal).
 std::vector<GgmlType> gguf_candidates() {
   std::vector<GgmlType> types;
   for (const FormatInfo& f : kFormats)
@@ -251,7 +251,10 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
       const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
       const ImatrixEntry* entry = options.imatrix ? options.imatrix->find(t.name) : nullptr;
       const bool fits = entry && entry->columns == t.ne[0] && entry->experts == experts;
-      const float* importance = fits ? entry->weights.data() : nullptr;
+      // With a Hessian, a tensor the importance matrix does not cover is weighed by its input's diag(H) /
+      // tokens, as quantize --gptq weighs it (the types ggml quantizes only with importance weights included).
+      const std::vector<float> from_hessian = !fits && options.hessian ? hessian_importance(*options.hessian, t) : std::vector<float>{};
+      const float* importance = fits ? entry->weights.data() : from_hessian.empty() ? nullptr : from_hessian.data();
       const auto values = source.load_f32(t);
       const auto sample = planning::sample_rows(values, t.ne[0], importance, t.elements() / t.ne[0] / experts);
       const HessianFile::Input* input = gptq_writer ? gptq_writer->input_of(t, source.label()) : nullptr;

@@ -23,6 +23,14 @@ const HessianFile::Input& hessian_input_of(const HessianFile& hessian, std::stri
   return *input;
 }
 
+std::vector<float> hessian_importance(const HessianFile& hessian, const ModelSource::Tensor& t) {
+  const HessianFile::Input* input = hessian.find(t.name);
+  std::vector<float> importance;
+  if (!input || t.ne.size() != 2 || input->columns != t.ne[0] || hessian.tokens() == 0) return importance;
+  for (int64_t c = 0; c < input->columns; ++c) importance.push_back(input->xtx[size_t(c * input->columns + c)] / float(hessian.tokens()));
+  return importance;
+}
+
 const HessianFile::Input* GptqTensors::input_of(const ModelSource::Tensor& t, const std::string& label) const {
   if (t.ne.size() != 2) return nullptr;
   if (!hessian_.find(t.name) && !t.name.starts_with("blk.")) return nullptr;  // outside the layers: rounded as usual
@@ -41,7 +49,7 @@ std::vector<std::byte> GptqTensors::encode_rows(const ModelSource::Tensor& t, Gg
   if (const ImatrixEntry* e = imatrix_ ? imatrix_->find(t.name) : nullptr; e && e->experts == 1 && e->columns == t.ne[0]) {
     importance = e->weights;
   } else {
-    for (int64_t c = 0; c < input.columns; ++c) importance.push_back(input.xtx[size_t(c * input.columns + c)] / float(hessian_.tokens()));
+    importance = hessian_importance(hessian_, t);
   }
   std::vector<std::byte> out(size_t(rows) * ggml_row_bytes(to, t.ne[0]));
   gptq_quantize_rows(to, values, rows, t.ne[0], factor, importance.data(), out.data());

@@ -3,7 +3,8 @@
 // supports must have its input in the Hessian file, with as many columns as its rows hold: otherwise
 // the file was collected from another model, and the job is refused before anything is written.
 // Other tensors are rounded as usual: the token embedding (a lookup, no product), and tensors bound
-// for types without a GPTQ path (the i-quants, the ternary types, mxfp4), which the report lists.
+// for types without a GPTQ path (q2_0), which the report lists. Either way a tensor the
+// Hessian file covers has importance weights without an importance matrix: its input's diag(H) / tokens.
 #pragma once
 
 #include <list>
@@ -24,6 +25,11 @@ namespace lowbit {
 // the caller names it) and `model` (where the weight is from): the file was collected from another model.
 const HessianFile::Input& hessian_input_of(const HessianFile& hessian, std::string_view gguf_name, int64_t cols,
                                            const std::string& tensor, const std::string& model);
+
+// diag(H) / tokens of the input t reads: per column the mean of x² over the calibration tokens, which is
+// what llama-imatrix records for the same text (its importance vector). Empty when the file has no input
+// for t, or one of other columns.
+std::vector<float> hessian_importance(const HessianFile& hessian, const ModelSource::Tensor& t);
 
 // The factors of the last two inputs used, each computed once per layer: q, k and v (gate and up)
 // share an input, and in llama-quantize's tensor order attn_output comes between attn_k and attn_q

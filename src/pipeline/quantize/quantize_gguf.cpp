@@ -30,18 +30,27 @@ DType dtype_of_float_type(GgmlType type) {
 
 bool is_float_type(GgmlType type) { return type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16; }
 
-// The importance weights of a tensor, or nullptr; checks they fit its rows (llama-quantize refuses otherwise).
-const float* importance_for(const GgufQuantizeOptions& options, const ModelSource::Tensor& t, const std::string& label) {
-  if (!options.imatrix) return nullptr;
-  const ImatrixEntry* entry = options.imatrix->find(t.name);
-  if (!entry) return nullptr;
-  const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
-  // The legacy form records no expert count: a stacked tensor's entry is all its experts' columns in a row.
-  const bool legacy_experts = entry->experts == 1 && experts > 1 && entry->columns == t.ne[0] * experts;
-  if (!legacy_experts && (entry->columns != t.ne[0] || entry->experts != experts))
-    throw Error(fmt::format("importance matrix has {} columns × {} experts", entry->columns, entry->experts),
-                {.file = label, .tensor = t.name, .expected = fmt::format("{} columns × {} experts", t.ne[0], experts)});
-  return entry->weights.data();
+// A tensor's importance weights: its entry in the importance matrix (checked to fit its rows, as
+// llama-quantize checks), else with --gptq its input's diag(H) / tokens, the importance vector of the
+// Hessian's calibration text (gptq_tensors.h); empty when neither covers it.
+struct TensorImportance {
+  std::vector<float> weights;
+  bool from_imatrix = false;
+  const float* data() const { return weights.empty() ? nullptr : weights.data(); }
+};
+
+TensorImportance importance_for(const GgufQuantizeOptions& options, const ModelSource::Tensor& t, const std::string& label) {
+  if (const ImatrixEntry* entry = options.imatrix ? options.imatrix->find(t.name) : nullptr) {
+    const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
+    // The legacy form records no expert count: a stacked tensor's entry is all its experts' columns in a row.
+    const bool legacy_experts = entry->experts == 1 && experts > 1 && entry->columns == t.ne[0] * experts;
+    if (!legacy_experts && (entry->columns != t.ne[0] || entry->experts != experts))
+      throw Error(fmt::format("importance matrix has {} columns × {} experts", entry->columns, entry->experts),
+                  {.file = label, .tensor = t.name, .expected = fmt::format("{} columns × {} experts", t.ne[0], experts)});
+    return {entry->weights, true};
+  }
+  if (options.hessian) return {hessian_importance(*options.hessian, t), false};
+  return {};
 }
 
 // Encodes float rows into `type` (a float conversion or ggml's block quantization) in chunks of about
@@ -77,18 +86,23 @@ std::vector<std::byte> encode(const std::vector<float>& values, const ModelSourc
 // llama-quantize refuses to write the 1-2 bit i-quants (and q2_K in Q2_K_S) without importance weights
 // for every tensor that gets them, the embeddings and output layer excepted: the result would be
 // garbage. ggml itself cannot quantize iq2_xxs, iq2_xs and iq1_s without them, whatever the tensor. So
-// lowbit refuses both, before writing anything.
+// lowbit refuses both, before writing anything. With --gptq a tensor the Hessian covers has them (its
+// diagonal), whether or not the importance matrix has an entry for it: llama-imatrix leaves
+// output.weight out unless asked, the Hessian file does not.
 void require_importance_where_needed(const ModelSource& source, const std::vector<GgmlType>& types, uint32_t file_type,
                                      const GgufQuantizeOptions& options) {
   for (size_t i = 0; i < source.tensors().size(); ++i) {
     const auto& t = source.tensors()[i];
     const bool needed = tensor_requires_imatrix(t.name, types[i], file_type) || ggml_requires_imatrix(types[i]);
     if (types[i] == t.stored_type || !needed) continue;
-    if (importance_for(options, t, source.label())) continue;
+    if (importance_for(options, t, source.label()).data()) continue;
+    const char* why = options.imatrix && options.hessian ? "neither the importance matrix nor the Hessian file has an entry for it"
+                      : options.imatrix                  ? "the importance matrix given has no entry for it"
+                      : options.hessian                  ? "the Hessian file has no input for it and no importance matrix was given"
+                                                         : "no importance matrix was given";
     throw Error(fmt::format("{} needs importance weights for this tensor ({}; llama-quantize refuses too): make them with "
                             "`lowbit imatrix MODEL --text FILE -o imatrix.gguf` and pass --imatrix imatrix.gguf",
-                            ggml_type_name(types[i]),
-                            options.imatrix ? "the importance matrix given has no entry for it" : "no importance matrix was given"),
+                            ggml_type_name(types[i]), why),
                 {.file = source.label(), .tensor = t.name});
   }
 }
@@ -156,8 +170,8 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
       }
       writer.write_data(t.name, raw);
     } else {
-      const float* weights = quantized ? importance_for(options, t, source.label()) : nullptr;
-      r.used_imatrix = weights != nullptr;
+      const TensorImportance importance = quantized ? importance_for(options, t, source.label()) : TensorImportance{};
+      r.used_imatrix = importance.from_imatrix;
       if (ggml_type_info(t.stored_type).quantized) guard.source_scales(site, t.stored_type, source.raw(t));
       const std::vector<float> values = source.load_f32(t);
       int64_t beyond_f16 = 0;
@@ -166,7 +180,7 @@ GgufQuantizeReport write_gguf(const ModelSource& source, const std::filesystem::
         beyond_f16 = count_misfits(values.data(), int64_t(values.size()), ValueRange::f16);
         bytes = gptq->encode(t, r.to, values, source.label());
       } else {
-        bytes = encode(values, t, r.to, weights, beyond_f16);
+        bytes = encode(values, t, r.to, importance.data(), beyond_f16);
       }
       // Only a tensor holding a value beyond f16 can hold one its type cannot: then the full check.
       if (beyond_f16) guard.values(site, values.data(), int64_t(values.size()), value_range_of(r.to), ggml_type_name(r.to));
