@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include "formats/ggml_block_grid.h"
-#include "formats/ggml_iq1_grid.h"
+#include "lowbit/formats/ggml_iq1_grid.h"
 #include "formats/ggml_iq1_search.h"
 #include "lowbit/core/half.h"
 #include "lowbit/formats/ggml_iq1.h"
