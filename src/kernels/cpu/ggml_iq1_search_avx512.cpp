@@ -1,9 +1,10 @@
-// AVX-512 searches of the iq1 quantizers. The split search of iq1_s: 16 values of i2 per vector, one split per lane. Each lane computes its
-// split's sums exactly as the scalar loop (ggml's): every product rounded before it is added, in the
-// same order; so no FMA may appear and contraction is off for this file (see
-// ggml_kquants_search_avx512.cpp). A vector of splits where no lane beats the best so far changes
-// nothing in ggml's sequential scan and is skipped; otherwise its lanes are replayed in ggml's order.
-// The neighbour search: 16 candidate grid points per vector, one per lane, as the iq3 one.
+// AVX-512 searches of the iq1 quantizers. The split search of iq1_s: 16 values of i2 per vector, one split
+// per lane, every split's fit approximately, then ggml's sequential choice among the few near the largest
+// (ggml_iq1_split_candidates.h); the full scan, its fallback, replays a vector in ggml's order wherever a
+// lane could win. Sums that decide are computed exactly as the scalar loop (ggml's): every product
+// rounded before it is added, in the same order; so no FMA may appear and contraction is off for this
+// file (see ggml_kquants_search_avx512.cpp). The neighbour search: 16 candidate grid points per vector,
+// one per lane, each adding tabulated terms in ggml's order.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -169,24 +170,35 @@ LOWBIT_AVX512 Split best_split_avx512(const float* sumx, const float* sumw) {
   return best;
 }
 
-LOWBIT_AVX512 int nearest_candidate_avx512(const uint8_t* lane_levels, int count, const float* xval, const float* weight,
+// Each candidate's distance adds 8 terms w[i] * diff * diff, diff = scaled[level] - x[i], one per
+// coordinate, in coordinate order. A term depends only on the coordinate and its level: the 24 are
+// computed once (each rounded as the scalar loop rounds it) and looked up by the candidate's code, whose
+// low 4 bits after a shift by 2i are levels i and i + 1: coordinate i's table holds its term at entry
+// level_i + 4 * anything. The first two terms' sum (the scalar loop's second partial sum) is one table
+// of 16 entries, level_0 + 4 * level_1.
+LOWBIT_AVX512 int nearest_candidate_avx512(const uint16_t* codes, int count, const float* xval, const float* weight,
                                            const float* scaled) {
-  // scale * shifted[l] for the 3 levels, picked per lane by its level: the product the scalar loop makes.
-  const __m512 table = _mm512_setr_ps(scaled[0], scaled[1], scaled[2], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-  __m512 x[8], w[8];
-  for (int i = 0; i < 8; ++i) {
-    x[i] = _mm512_set1_ps(xval[i]);
-    w[i] = _mm512_set1_ps(weight[i]);
+  const __m256 x = _mm256_loadu_ps(xval), w = _mm256_loadu_ps(weight);
+  __m256 term[3];
+  for (int l = 0; l < 3; ++l) {
+    const __m256 diff = _mm256_sub_ps(_mm256_set1_ps(scaled[l]), x);
+    term[l] = _mm256_mul_ps(_mm256_mul_ps(w, diff), diff);  // (w*diff)*diff
   }
+  // Entry e of a table: coordinate i's term at level e % 4 (lanes 8l + i of low:high); level 3 never occurs.
+  const __m512 low = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(term[0])), _mm256_castps_pd(term[1]), 1));
+  const __m512 high = _mm512_castps256_ps512(term[2]);
+  const __m512i by_level = _mm512_setr_epi32(0, 8, 16, 0, 0, 8, 16, 0, 0, 8, 16, 0, 0, 8, 16, 0);
+  __m512 terms[8];
+  for (int i = 0; i < 8; ++i) terms[i] = _mm512_permutex2var_ps(low, _mm512_add_epi32(by_level, _mm512_set1_epi32(i)), high);
+  // Entry e: term 0 at level e % 4 plus term 1 at level e / 4, rounded once as the scalar loop's sum.
+  const __m512i by_next_level = _mm512_setr_epi32(1, 1, 1, 1, 9, 9, 9, 9, 17, 17, 17, 17, 1, 1, 1, 1);
+  const __m512 first_two = _mm512_add_ps(terms[0], _mm512_permutex2var_ps(low, by_next_level, high));
   float best_d2 = FLT_MAX;
   int best = -1;
-  for (int first = 0; first < count; first += kLaneChunk, lane_levels += 8 * kLaneChunk) {
-    __m512 d2 = _mm512_setzero_ps();
-    for (int i = 0; i < 8; ++i) {
-      const __m512i level = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lane_levels + i * kLaneChunk)));
-      const __m512 diff = _mm512_sub_ps(_mm512_permutexvar_ps(level, table), x[i]);
-      d2 = _mm512_add_ps(d2, _mm512_mul_ps(_mm512_mul_ps(w[i], diff), diff));  // (w*diff)*diff
-    }
+  for (int first = 0; first < count; first += kLaneChunk, codes += kLaneChunk) {
+    const __m512i code = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
+    __m512 d2 = _mm512_permutexvar_ps(code, first_two);
+    for (int i = 2; i < 8; ++i) d2 = _mm512_add_ps(d2, _mm512_permutexvar_ps(_mm512_srli_epi32(code, 2 * i), terms[i]));
     const int in_list = count - first < kLaneChunk ? count - first : kLaneChunk;
     const __mmask16 valid = __mmask16((1u << in_list) - 1);
     // Lanes that beat the best so far (a NaN compares false, as in the scalar loop); the first lane
