@@ -28,8 +28,8 @@ using SplitSearchFn = Split (*)(const float* sumx, const float* sumw);
 Split best_split_scalar(const float* sumx, const float* sumw);
 
 // The neighbour search (ggml's iq1_find_best_neighbour2): among candidate grid points, the first with
-// the smallest sum of w[i] * (scale * shifted[level_i] - x_i)^2. The AVX-512 version (kernels/cpu) takes
-// 16 candidates per vector, one per lane, each lane adding the scalar loop's terms in its order.
+// the smallest sum of w[i] * (scale * shifted[level_i] - x_i)^2. The AVX-512 and AVX2 versions (kernels/cpu)
+// take 16 or 8 candidates per vector, one per lane, each lane adding the scalar loop's terms in its order.
 inline constexpr int kLaneChunk = 16;
 // codes: the candidates' levels (0..2) as 2-bit fields (level i at bits 2i, kIq1GridCodes' form), readable
 // kLaneChunk entries past count. scaled[l] = scale * shifted[l]. Returns the position in the list of the
