@@ -43,45 +43,50 @@ constexpr int kBlock = kIq1BlockValues;
 
 // ---- search tables ----
 
-constexpr int kCodes = 1 << 16;  // 8 levels of 2 bits
+constexpr int kUnitCodes = 6561;  // 3^8: a unit's 8 levels 0..2 as the base-3 number sum l_i 3^i
 constexpr int kNeighbourRings = 3;
 constexpr int kMaxDistance = 8 * 4 * 4;  // squared distance between 8-vectors of odd levels 1, 3, 5
 
-// Which 8-vectors of levels 0..2 are grid points, and for every other one its candidate grid points:
-// those at the 3 smallest squared distances, ordered by distance, then index (as ggml's qsort orders them).
+// Which units (8 levels 0..2) are grid points, and for every other one its candidate grid points: those
+// at the 3 smallest squared distances, ordered by distance, then index (as ggml's qsort orders them).
+// The candidates are stored as their 2-bit level codes (kIq1GridCodes' form, what the vector search
+// reads); the grid index of a code is index_of[unit_code_of(code)]. The tables take 13 + 26 KB and the
+// lists about 650 KB (ggml tables all 65536 codes of 2-bit levels, 3 included).
 struct Iq1SearchGrid {
-  std::array<int16_t, kCodes> index_of{};  // grid index of a level code, -1 if not on the grid
-  std::vector<uint32_t> neighbours_begin = std::vector<uint32_t>(kCodes + 1, 0);
-  std::vector<uint16_t> neighbours;
-  // The same lists as levels laid out for the vector search (ggml_iq1_search.h): code c's chunks start
-  // at lane_levels_begin[c].
-  std::vector<uint32_t> lane_levels_begin = std::vector<uint32_t>(kCodes, 0);
-  std::vector<uint8_t> lane_levels;
+  std::array<int16_t, kUnitCodes> index_of{};  // grid index of a unit, -1 if not on the grid
+  std::array<uint32_t, kUnitCodes + 1> neighbours_begin{};
+  std::vector<uint16_t> neighbour_codes;  // padded with iq1::kLaneChunk zeros (vector loads past the end)
 
-  std::span<const uint16_t> neighbours_of(int code) const {
-    return {neighbours.data() + neighbours_begin[code], neighbours.data() + neighbours_begin[code + 1]};
+  std::span<const uint16_t> neighbours_of(int unit) const {
+    return {neighbour_codes.data() + neighbours_begin[unit], neighbour_codes.data() + neighbours_begin[unit + 1]};
   }
 };
 
-bool all_levels_ternary(int code) {
-  for (int i = 0; i < 8; ++i)
-    if (((code >> (2 * i)) & 3) == 3) return false;
-  return true;
-}
+// The base-3 unit code of 4 levels given as a byte of 2-bit fields (each 0..2).
+constexpr std::array<uint8_t, 256> kQuarterUnitCodes = [] {
+  std::array<uint8_t, 256> codes{};
+  for (int byte = 0; byte < 256; ++byte)
+    for (int i = 3; i >= 0; --i) codes[size_t(byte)] = uint8_t(3 * codes[size_t(byte)] + ((byte >> (2 * i)) & 3) % 3);
+  return codes;
+}();
+
+// The unit code of a 2-bit level code (levels 0..2).
+inline int unit_code_of(uint16_t code) { return kQuarterUnitCodes[code & 255] + 81 * kQuarterUnitCodes[code >> 8]; }
 
 Iq1SearchGrid build_search_grid() {
   Iq1SearchGrid grid;
   grid.index_of.fill(-1);
-  for (size_t j = 0; j < kIq1GridCodes.size(); ++j) grid.index_of[kIq1GridCodes[j]] = int16_t(j);
+  for (size_t j = 0; j < kIq1GridCodes.size(); ++j) grid.index_of[size_t(unit_code_of(kIq1GridCodes[j]))] = int16_t(j);
   std::vector<int> d2(kIq1GridCodes.size());
-  for (int code = 0; code < kCodes; ++code) {
-    grid.neighbours_begin[code] = uint32_t(grid.neighbours.size());
-    // The quantizer only ever looks up codes of levels 0..2 (ggml also tables the others).
-    if (grid.index_of[code] >= 0 || !all_levels_ternary(code)) continue;
+  for (int unit = 0; unit < kUnitCodes; ++unit) {
+    grid.neighbours_begin[size_t(unit)] = uint32_t(grid.neighbour_codes.size());
+    if (grid.index_of[size_t(unit)] >= 0) continue;
+    int levels[8];
+    for (int i = 0, rest = unit; i < 8; ++i, rest /= 3) levels[i] = rest % 3;
     for (size_t j = 0; j < kIq1GridCodes.size(); ++j) {
       int sum = 0;
       for (int i = 0; i < 8; ++i) {
-        const int diff = 2 * (iq1_grid_level(kIq1GridCodes[j], i) - ((code >> (2 * i)) & 3));  // points 2l+1
+        const int diff = 2 * (iq1_grid_level(kIq1GridCodes[j], i) - levels[i]);  // points 2l+1
         sum += diff * diff;
       }
       d2[j] = sum;
@@ -89,24 +94,17 @@ Iq1SearchGrid build_search_grid() {
     // The 3 smallest distinct distances (at most 8 * 4^2 = 128), then the points at each in index order:
     // the (distance, index) order of ggml's sort.
     std::array<bool, kMaxDistance + 1> present{};
-    for (const int d : d2) present[d] = true;
+    for (const int d : d2) present[size_t(d)] = true;
     int rings = 0;
     for (int ring = 0; ring <= kMaxDistance && rings < kNeighbourRings; ++ring) {
-      if (!present[ring]) continue;
+      if (!present[size_t(ring)]) continue;
       ++rings;
       for (size_t j = 0; j < d2.size(); ++j)
-        if (d2[j] == ring) grid.neighbours.push_back(uint16_t(j));
+        if (d2[j] == ring) grid.neighbour_codes.push_back(kIq1GridCodes[j]);
     }
   }
-  grid.neighbours_begin[kCodes] = uint32_t(grid.neighbours.size());
-  for (int code = 0; code < kCodes; ++code) {
-    grid.lane_levels_begin[code] = uint32_t(grid.lane_levels.size());
-    const auto list = grid.neighbours_of(code);
-    for (size_t first = 0; first < list.size(); first += iq1::kLaneChunk)
-      for (int i = 0; i < 8; ++i)
-        for (size_t lane = 0; lane < size_t(iq1::kLaneChunk); ++lane)
-          grid.lane_levels.push_back(first + lane < list.size() ? uint8_t(iq1_grid_level(kIq1GridCodes[list[first + lane]], i)) : 0);
-  }
+  grid.neighbours_begin[kUnitCodes] = uint32_t(grid.neighbour_codes.size());
+  grid.neighbour_codes.resize(grid.neighbour_codes.size() + iq1::kLaneChunk, 0);
   return grid;
 }
 
@@ -118,50 +116,66 @@ const Iq1SearchGrid& search_grid() {
 
 inline int point_level(int index, int i) { return iq1_grid_level(kIq1GridCodes[index], i); }
 
-int level_code(const int8_t* L) {
+int unit_code(const int8_t* L) {
   int code = 0;
-  for (int i = 0; i < 8; ++i) code |= L[i] << (2 * i);
+  for (int i = 7; i >= 0; --i) code = 3 * code + L[i];
   return code;
 }
 
 // The neighbour of an off-grid unit whose values at `scale` (levels mapped through `shifted`) are nearest
 // to x in sum of weight * diff^2; the first on ties. Writes its levels to L.
-int best_neighbour(int code, const float* x, const float* weight, float scale, const float* shifted, int8_t* L) {
-  const Iq1SearchGrid& grid = search_grid();
-  float best_d2 = FLT_MAX;
+int best_neighbour(const Iq1SearchGrid& grid, iq1::NearestCandidateFn vector_search, int unit, const float* x,
+                   const float* weight, float scale, const float* shifted, int8_t* L) {
+  const auto list = grid.neighbours_of(unit);
   int best = -1;
-  if (const iq1::NearestCandidateFn vector_search = cpu::cpu_kernels().iq1_nearest) {
+  if (vector_search) {
     const float scaled[3] = {scale * shifted[0], scale * shifted[1], scale * shifted[2]};
-    const auto list = grid.neighbours_of(code);
-    const int position = vector_search(grid.lane_levels.data() + grid.lane_levels_begin[code], int(list.size()), x, weight, scaled);
-    best = position < 0 ? -1 : list[position];
+    best = vector_search(list.data(), int(list.size()), x, weight, scaled);
   } else {
-    for (const uint16_t j : grid.neighbours_of(code)) {
+    float best_d2 = FLT_MAX;
+    for (size_t c = 0; c < list.size(); ++c) {
       float d2 = 0;
       for (int i = 0; i < 8; ++i) {
-        const float diff = scale * shifted[point_level(j, i)] - x[i];
+        const float diff = scale * shifted[iq1_grid_level(list[c], i)] - x[i];
         d2 += weight[i] * diff * diff;
       }
       if (d2 < best_d2) {
         best_d2 = d2;
-        best = j;
+        best = int(c);
       }
     }
   }
   // Only non-finite input leaves every distance at or above FLT_MAX (ggml then scans the whole grid and
   // aborts); the pipeline refuses such input before it gets here.
-  if (best < 0) best = grid.neighbours_of(code)[0];
-  for (int i = 0; i < 8; ++i) L[i] = int8_t(point_level(best, i));
-  return best;
+  const uint16_t code = list[best < 0 ? 0 : size_t(best)];
+  for (int i = 0; i < 8; ++i) L[i] = int8_t(iq1_grid_level(code, i));
+  return grid.index_of[size_t(unit_code_of(code))];
 }
 
-// The grid index of unit L (levels 0..2), searching neighbours when it is off the grid. Returns whether
-// it was on the grid.
-bool snap_unit(const float* x, const float* weight, float scale, const float* shifted, int8_t* L, uint16_t& index) {
-  const int code = level_code(L);
-  const int on_grid = search_grid().index_of[code];
-  index = uint16_t(on_grid >= 0 ? on_grid : best_neighbour(code, x, weight, scale, shifted, L));
-  return on_grid >= 0;
+// The grid indices of `units` consecutive units of L (levels 0..2), searching neighbours for those off
+// the grid (their levels in L replaced by the neighbour's). Returns whether all were on the grid.
+bool snap_units(int units, const float* x, const float* weight, float scale, const float* const* shifted, int8_t* L,
+                uint16_t* index) {
+  const Iq1SearchGrid& grid = search_grid();
+  int codes[4];
+  bool all_on_grid = true;
+  for (int k = 0; k < units; ++k) {
+    codes[k] = unit_code(L + 8 * k);
+    if (grid.index_of[size_t(codes[k])] >= 0) continue;
+    all_on_grid = false;
+    // The lists lie beyond the core's nearest caches: start every unit's fetch before the first search.
+    const uint16_t* list = grid.neighbour_codes.data() + grid.neighbours_begin[size_t(codes[k])];
+    __builtin_prefetch(list);
+    __builtin_prefetch(list + 32);
+  }
+  const iq1::NearestCandidateFn vector_search = all_on_grid ? nullptr : cpu::cpu_kernels().iq1_nearest;
+  for (int k = 0; k < units; ++k) {
+    const int on_grid = grid.index_of[size_t(codes[k])];
+    index[k] = uint16_t(on_grid >= 0 ? on_grid
+                                     : best_neighbour(grid, vector_search, codes[k], x + 8 * k, weight + 8 * k, scale,
+                                                      shifted[k], L + 8 * k));
+  }
+  return all_on_grid;
 }
 
 // Positions of a group's values in ascending order; equal values keep their order (ggml's qsort, glibc's
@@ -253,10 +267,8 @@ SGroupFit fit_iq1_s_group(const float* xb, const float* weight) {
     fit.shift = -fit.shift;
   }
   const float* shifted = fit.shift == 1 ? kShiftedUp : kShiftedDown;
-  bool all_on_grid = true;
-  for (int k = 0; k < 4; ++k)
-    all_on_grid &= snap_unit(xb + 8 * k, weight + 8 * k, scale, shifted, L + 8 * k, fit.index[k]);
-  if (!all_on_grid) {
+  const float* const unit_shifted[4] = {shifted, shifted, shifted, shifted};
+  if (!snap_units(4, xb, weight, scale, unit_shifted, L, fit.index)) {
     float sumqx = 0, sumq2 = 0;
     for (int k = 0; k < 4; ++k)
       for (int j = 0; j < 8; ++j) {
@@ -341,10 +353,8 @@ MGroupFit fit_iq1_m_group(const float* xb, const float* weight) {
     scale = -scale;
     fit.pattern = 3 - fit.pattern;
   }
-  bool all_on_grid = true;
-  for (int k = 0; k < 2; ++k)
-    all_on_grid &= snap_unit(xb + 8 * k, weight + 8 * k, scale, unit_shift(fit.pattern, k), L + 8 * k, fit.index[k]);
-  if (!all_on_grid) {
+  const float* const unit_shifted[2] = {unit_shift(fit.pattern, 0), unit_shift(fit.pattern, 1)};
+  if (!snap_units(2, xb, weight, scale, unit_shifted, L, fit.index)) {
     float sumqx = 0, sumq2 = 0;
     for (int k = 0; k < 2; ++k)
       for (int j = 0; j < 8; ++j) {

@@ -29,14 +29,13 @@ using SplitSearchFn = Split (*)(const float* sumx, const float* sumw);
 Split best_split_scalar(const float* sumx, const float* sumw);
 
 // The neighbour search (ggml's iq1_find_best_neighbour2): among candidate grid points, the first with
-// the smallest sum of w[i] * (scale * shifted[level_i] - x_i)^2. The AVX-512 version (kernels/cpu) takes
-// 16 candidates per vector, one per lane, each lane computing the scalar loop's floats.
+// the smallest sum of w[i] * (scale * shifted[level_i] - x_i)^2. The AVX-512 and AVX2 versions (kernels/cpu)
+// take 16 or 8 candidates per vector, one per lane, each lane adding the scalar loop's terms in its order.
 inline constexpr int kLaneChunk = 16;
-// lane_levels: the candidates' levels (0..2) in chunks of 16 candidates: byte [16*8*c + 16*i + lane] is
-// level i of candidate 16c + lane. scaled[l] = scale * shifted[l]. Returns the position in the list of
-// the nearest candidate, or -1 if no distance is below FLT_MAX.
-using NearestCandidateFn = int (*)(const uint8_t* lane_levels, int count, const float* x, const float* w,
-                                   const float* scaled);
+// codes: the candidates' levels (0..2) as 2-bit fields (level i at bits 2i, kIq1GridCodes' form), readable
+// kLaneChunk entries past count. scaled[l] = scale * shifted[l]. Returns the position in the list of the
+// nearest candidate, or -1 if no distance is below FLT_MAX.
+using NearestCandidateFn = int (*)(const uint16_t* codes, int count, const float* x, const float* w, const float* scaled);
 
 // The positions of a group's 32 values in ascending order, equal values (-0 and +0 among them) in
 // index order: the order of the stable sort ggml's qsort (glibc's merge sort) gives. Value i goes to

@@ -153,7 +153,9 @@ TEST(GgmlIqCodecs, ConcurrentQuantizersGiveTheSameBytes) {
 }
 
 // The split search sees prefix sums of w*x and w over a group's ascending order. Random groups, some with
-// zero weights and repeated values (ties between splits), against the scalar search, bit for bit.
+// zero weights, repeated values (ties between splits), mirror-symmetric values (splits of equal fit),
+// heavy tails, all weights zero, and magnitudes from 1e-30 to 1e30 (where the vector searches fall back
+// to the full scan), against the scalar search, bit for bit.
 TEST(GgmlIq1Codecs, VectorSplitSearchesMatchTheScalarOne) {
   namespace iq1 = ggml::iq1;
   using iq1::kSGroup;
@@ -164,11 +166,31 @@ TEST(GgmlIq1Codecs, VectorSplitSearchesMatchTheScalarOne) {
   for (const cpu::CpuTarget target : cpu::supported_cpu_targets()) {
     const iq1::SplitSearchFn search = cpu::cpu_kernels(target).iq1_split;
     if (!search) continue;
-    for (int group = 0; group < 2000; ++group) {
+    for (int group = 0; group < 4000; ++group) {
       float x[kSGroup], w[kSGroup];
       for (int i = 0; i < kSGroup; ++i) {
         x[i] = group % 4 == 1 ? float(int(normal(rng) * 2)) : normal(rng);
         w[i] = group % 5 == 2 && i % 3 == 0 ? 0.f : uniform(rng);
+      }
+      switch (group % 9) {
+        case 3:  // mirror-symmetric values, equal weights
+          for (int i = 0; i < kSGroup / 2; ++i) {
+            x[kSGroup - 1 - i] = -x[i];
+            w[i] = w[kSGroup - 1 - i] = 1.f;
+          }
+          break;
+        case 5:  // heavy tails
+          for (float& v : x) v /= std::max(0.05f, std::fabs(normal(rng)));
+          break;
+        case 7: {  // tiny or huge magnitudes
+          const float scale = std::pow(10.f, float(int(group / 9) % 13 * 5 - 30));
+          for (float& v : x) v *= scale;
+          if (group % 2) for (float& v : w) v *= scale;
+          break;
+        }
+        case 8:
+          if (group % 7 == 1) std::fill(std::begin(w), std::end(w), 0.f);  // no split fits
+          break;
       }
       std::sort(std::begin(x), std::end(x));
       float sumx[kSGroup + 1] = {}, sumw[kSGroup + 1] = {};

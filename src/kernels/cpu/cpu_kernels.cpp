@@ -14,6 +14,7 @@ CpuKernels kernels_for(CpuTarget target) {
     k.iq_dequantize = ggml::avx2_iq_dequant_kernels();
     k.iq2_search = ggml::iq2::avx2_search_kernels();
     k.iq1_split = ggml::iq1::avx2_split_search();
+    k.iq1_nearest = ggml::iq1::avx2_nearest_candidate();
   }
   if (target >= CpuTarget::avx512) {
     k.search_batches = ggml_search::avx512_batch_kernels();

@@ -1,9 +1,10 @@
-// AVX-512 searches of the iq1 quantizers. The split search of iq1_s: 16 values of i2 per vector, one split per lane. Each lane computes its
-// split's sums exactly as the scalar loop (ggml's): every product rounded before it is added, in the
-// same order; so no FMA may appear and contraction is off for this file (see
-// ggml_kquants_search_avx512.cpp). A vector of splits where no lane beats the best so far changes
-// nothing in ggml's sequential scan and is skipped; otherwise its lanes are replayed in ggml's order.
-// The neighbour search: 16 candidate grid points per vector, one per lane, as the iq3 one.
+// AVX-512 searches of the iq1 quantizers. The split search of iq1_s: 16 values of i2 per vector, one split
+// per lane, every split's fit approximately, then ggml's sequential choice among the few near the largest
+// (ggml_iq1_split_candidates.h); the full scan, its fallback, replays a vector in ggml's order wherever a
+// lane could win. Sums that decide are computed exactly as the scalar loop (ggml's): every product
+// rounded before it is added, in the same order; so no FMA may appear and contraction is off for this
+// file (see ggml_kquants_search_avx512.cpp). The neighbour search: 16 candidate grid points per vector,
+// one per lane, each adding tabulated terms in ggml's order.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -16,6 +17,7 @@
 #include <cfloat>
 
 #include "formats/ggml_iq1_search.h"
+#include "kernels/cpu/ggml_iq1_split_candidates.h"
 #include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -28,7 +30,7 @@ namespace lowbit::ggml::iq1 {
 #if LOWBIT_IQ1_AVX512
 namespace {
 
-#define LOWBIT_AVX512 __attribute__((target("avx512f")))
+#define LOWBIT_AVX512 __attribute__((target("avx512f,bmi2")))
 
 struct LaneSums {
   __m512 sumqx, sumq2;
@@ -55,7 +57,9 @@ LOWBIT_AVX512 inline __mmask16 winners(__mmask16 valid, const LaneSums& s, float
                                  _mm512_mul_ps(_mm512_set1_ps(best), s.sumq2), _CMP_GT_OQ);
 }
 
-LOWBIT_AVX512 Split best_split_avx512(const float* sumx, const float* sumw) {
+// ggml's full scan: 16 splits per vector, a vector replayed in ggml's order wherever a lane could win.
+// The fallback of best_split_avx512.
+LOWBIT_AVX512 Split best_split_replay_avx512(const float* sumx, const float* sumw) {
   Split best;
   float best_score = -FLT_MAX;
   const __m512 x_end = _mm512_set1_ps(sumx[kSGroup]), w_end = _mm512_set1_ps(sumw[kSGroup]);
@@ -89,24 +93,112 @@ LOWBIT_AVX512 Split best_split_avx512(const float* sumx, const float* sumw) {
   return best;
 }
 
-LOWBIT_AVX512 int nearest_candidate_avx512(const uint8_t* lane_levels, int count, const float* xval, const float* weight,
-                                           const float* scaled) {
-  // scale * shifted[l] for the 3 levels, picked per lane by its level: the product the scalar loop makes.
-  const __m512 table = _mm512_setr_ps(scaled[0], scaled[1], scaled[2], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-  __m512 x[8], w[8];
-  for (int i = 0; i < 8; ++i) {
-    x[i] = _mm512_set1_ps(xval[i]);
-    w[i] = _mm512_set1_ps(weight[i]);
+// ggml's split in two passes (ggml_iq1_split_candidates.h): every split's fit sumqx^2 / sumq2 approximately
+// (the reciprocal to 2^-14), its largest T; then ggml's choice among the splits whose fit reaches
+// T (1 - 2^-7), usually a handful. No lane is replayed where it cannot matter, so no branch depends on
+// the sequence of winners.
+LOWBIT_AVX512 Split best_split_avx512(const float* sumx, const float* sumw) {
+  // The i2 terms, (sx[32] - sx[i2]) * v2 and (sw[32] - sw[i2]) * v2 * v2 per shift, as the scalar loop
+  // rounds them, once per i2 instead of once per split; lanes past i2 = 32 hold zeros.
+  constexpr int kPadded = 48;
+  alignas(64) float x_at[kPadded] = {}, w_at[kPadded] = {};
+  alignas(64) float end_x[2][kPadded] = {}, end_w[2][kPadded] = {};
+  for (int i = 0; i <= kSGroup; ++i) {
+    x_at[i] = sumx[i];
+    w_at[i] = sumw[i];
   }
+  // Sums far from overflow (below 2^60, so no fit overflows; NaN fails the test too), else the full scan.
+  const __m512 limit = _mm512_set1_ps(0x1p60f);
+  __mmask16 too_large = 0;
+  for (int i = 0; i < kPadded; i += 16)
+    too_large |= _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_load_ps(x_at + i)), limit, _CMP_NLE_UQ) |
+                 _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_load_ps(w_at + i)), limit, _CMP_NLE_UQ);
+  if (too_large) return best_split_replay_avx512(sumx, sumw);
+  for (int s = 0; s < 2; ++s) {
+    const float v2 = (s == 0 ? kShiftedUp : kShiftedDown)[2];
+    for (int i = 0; i <= kSGroup; ++i) {
+      end_x[s][i] = (sumx[kSGroup] - sumx[i]) * v2;
+      end_w[s][i] = (sumw[kSGroup] - sumw[i]) * v2 * v2;
+    }
+  }
+  // Pass 1: the fits of every split, 0 where sumq2 <= 0 or past i2 = 32, stored in the scan's order.
+  constexpr int kVectors = 51;  // sum over i1 of ceil((33 - i1) / 16)
+  alignas(64) float fits[kVectors][2][16];
+  __m512 largest = _mm512_setzero_ps();
+  int vector = 0;
+  for (int i1 = 0; i1 <= kSGroup; ++i1) {
+    const float low_x = sumx[i1] - sumx[0], low_w = sumw[i1] - sumw[0];
+    const __m512 x_i1 = _mm512_set1_ps(sumx[i1]), w_i1 = _mm512_set1_ps(sumw[i1]);
+    for (int first = i1; first <= kSGroup; first += 16, ++vector) {
+      const __mmask16 valid = __mmask16(kSGroup + 1 - first >= 16 ? 0xffff : (1u << (kSGroup + 1 - first)) - 1);
+      const __m512 mid_x = _mm512_sub_ps(_mm512_loadu_ps(x_at + first), x_i1);
+      const __m512 mid_w = _mm512_sub_ps(_mm512_loadu_ps(w_at + first), w_i1);
+      for (int s = 0; s < 2; ++s) {
+        const float* v = s == 0 ? kShiftedUp : kShiftedDown;
+        const __m512 v1 = _mm512_set1_ps(v[1]);
+        const __m512 qx = _mm512_add_ps(_mm512_add_ps(_mm512_set1_ps(low_x * v[0]), _mm512_mul_ps(mid_x, v1)),
+                                        _mm512_loadu_ps(end_x[s] + first));
+        const __m512 q2 = _mm512_add_ps(_mm512_add_ps(_mm512_set1_ps(low_w * v[0] * v[0]), _mm512_mul_ps(_mm512_mul_ps(mid_w, v1), v1)),
+                                        _mm512_loadu_ps(end_w[s] + first));
+        const __mmask16 positive = _mm512_mask_cmp_ps_mask(valid, q2, _mm512_setzero_ps(), _CMP_GT_OQ);
+        const __m512 fit = _mm512_maskz_mul_ps(positive, _mm512_mul_ps(qx, qx), _mm512_rcp14_ps(q2));
+        _mm512_store_ps(fits[vector][s], fit);
+        largest = _mm512_max_ps(largest, fit);
+      }
+    }
+  }
+  const float T = _mm512_reduce_max_ps(largest);
+  if (!(T >= 0x1p-60f && T <= 0x1p60f)) return best_split_replay_avx512(sumx, sumw);
+  // Pass 2: list the splits whose fit reaches T (1 - 2^-7), in ggml's order (lane by lane, +1/8 first).
+  SplitCandidate candidates[kMaxSplitCandidates];
+  int count = 0;
+  const __m512 threshold = _mm512_set1_ps(T * kCandidateFraction);
+  vector = 0;
+  for (int i1 = 0; i1 <= kSGroup; ++i1)
+    for (int first = i1; first <= kSGroup; first += 16, ++vector) {
+      const uint32_t up = _mm512_cmp_ps_mask(_mm512_load_ps(fits[vector][0]), threshold, _CMP_GE_OQ);
+      const uint32_t down = _mm512_cmp_ps_mask(_mm512_load_ps(fits[vector][1]), threshold, _CMP_GE_OQ);
+      if (!(up | down)) continue;
+      for (uint32_t bits = _pdep_u32(up, 0x55555555u) | _pdep_u32(down, 0xaaaaaaaau); bits; bits &= bits - 1) {
+        if (count == kMaxSplitCandidates) return best_split_replay_avx512(sumx, sumw);
+        const int bit = __builtin_ctz(bits);
+        candidates[count++] = {i1, first + bit / 2, bit % 2 ? -1 : 1};
+      }
+    }
+  Split best;
+  if (!choose_among_candidates(sumx, sumw, T, candidates, count, best)) return best_split_replay_avx512(sumx, sumw);
+  return best;
+}
+
+// Each candidate's distance adds 8 terms w[i] * diff * diff, diff = scaled[level] - x[i], one per
+// coordinate, in coordinate order. A term depends only on the coordinate and its level: the 24 are
+// computed once (each rounded as the scalar loop rounds it) and looked up by the candidate's code, whose
+// low 4 bits after a shift by 2i are levels i and i + 1: coordinate i's table holds its term at entry
+// level_i + 4 * anything. The first two terms' sum (the scalar loop's second partial sum) is one table
+// of 16 entries, level_0 + 4 * level_1.
+LOWBIT_AVX512 int nearest_candidate_avx512(const uint16_t* codes, int count, const float* xval, const float* weight,
+                                           const float* scaled) {
+  const __m256 x = _mm256_loadu_ps(xval), w = _mm256_loadu_ps(weight);
+  __m256 term[3];
+  for (int l = 0; l < 3; ++l) {
+    const __m256 diff = _mm256_sub_ps(_mm256_set1_ps(scaled[l]), x);
+    term[l] = _mm256_mul_ps(_mm256_mul_ps(w, diff), diff);  // (w*diff)*diff
+  }
+  // Entry e of a table: coordinate i's term at level e % 4 (lanes 8l + i of low:high); level 3 never occurs.
+  const __m512 low = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(term[0])), _mm256_castps_pd(term[1]), 1));
+  const __m512 high = _mm512_castps256_ps512(term[2]);
+  const __m512i by_level = _mm512_setr_epi32(0, 8, 16, 0, 0, 8, 16, 0, 0, 8, 16, 0, 0, 8, 16, 0);
+  __m512 terms[8];
+  for (int i = 0; i < 8; ++i) terms[i] = _mm512_permutex2var_ps(low, _mm512_add_epi32(by_level, _mm512_set1_epi32(i)), high);
+  // Entry e: term 0 at level e % 4 plus term 1 at level e / 4, rounded once as the scalar loop's sum.
+  const __m512i by_next_level = _mm512_setr_epi32(1, 1, 1, 1, 9, 9, 9, 9, 17, 17, 17, 17, 1, 1, 1, 1);
+  const __m512 first_two = _mm512_add_ps(terms[0], _mm512_permutex2var_ps(low, by_next_level, high));
   float best_d2 = FLT_MAX;
   int best = -1;
-  for (int first = 0; first < count; first += kLaneChunk, lane_levels += 8 * kLaneChunk) {
-    __m512 d2 = _mm512_setzero_ps();
-    for (int i = 0; i < 8; ++i) {
-      const __m512i level = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lane_levels + i * kLaneChunk)));
-      const __m512 diff = _mm512_sub_ps(_mm512_permutexvar_ps(level, table), x[i]);
-      d2 = _mm512_add_ps(d2, _mm512_mul_ps(_mm512_mul_ps(w[i], diff), diff));  // (w*diff)*diff
-    }
+  for (int first = 0; first < count; first += kLaneChunk, codes += kLaneChunk) {
+    const __m512i code = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
+    __m512 d2 = _mm512_permutexvar_ps(code, first_two);
+    for (int i = 2; i < 8; ++i) d2 = _mm512_add_ps(d2, _mm512_permutexvar_ps(_mm512_srli_epi32(code, 2 * i), terms[i]));
     const int in_list = count - first < kLaneChunk ? count - first : kLaneChunk;
     const __mmask16 valid = __mmask16((1u << in_list) - 1);
     // Lanes that beat the best so far (a NaN compares false, as in the scalar loop); the first lane
