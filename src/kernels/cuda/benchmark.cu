@@ -51,16 +51,8 @@ __global__ void bf16_to_f16(const uint16_t* in, uint16_t* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     out[i] = __half_as_ushort(__float2half_rn(__uint_as_float(uint32_t(in[i]) << 16)));
 }
-// q4_K blocks of random bytes with d and dmin made small finite f16 values (a random header could be
-// Inf or NaN, which no quantizer writes).
-__global__ void fix_q4k_headers(uint8_t* blocks, int64_t count) {
-  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < count; b += int64_t(gridDim.x) * blockDim.x) {
-    uint16_t* header = reinterpret_cast<uint16_t*>(blocks + b * 144);
-    header[0] = uint16_t(0x1000 | (header[0] & 0x7ff));
-    header[1] = uint16_t(0x1000 | (header[1] & 0x7ff));
-  }
-}
-// Blocks of random bytes with the f16 scale at `offset` made a small finite value.
+// Blocks of random bytes with the f16 scale at `offset` made a small finite value (a random scale could
+// be Inf or NaN, which no quantizer writes).
 __global__ void fix_f16_field(uint8_t* blocks, int64_t count, int64_t block_bytes, int offset) {
   for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < count; b += int64_t(gridDim.x) * blockDim.x) {
     auto* field = reinterpret_cast<uint16_t*>(blocks + b * block_bytes + offset);
@@ -337,7 +329,7 @@ struct Bench {
     for (int s = 0; s < q4k_sets; ++s) {
       // Random codes and scales with finite, small d and dmin (f16 0x1000-0x17ff at bytes 0-3 of a block).
       fill_bytes<<<1024, 256>>>(q4k[size_t(s)]->as<uint32_t>(), q4k_bytes / 4, 1000 + s);
-      fix_q4k_headers<<<1024, 256>>>(q4k[size_t(s)]->as<uint8_t>(), n / 256);
+      for (int offset : {0, 2}) fix_f16_field<<<1024, 256>>>(q4k[size_t(s)]->as<uint8_t>(), n / 256, 144, offset);  // d, dmin
     }
     // The fused layout, made once per weight as a loader would (the cuBLAS path reads the originals).
     std::vector<Fused4bitWeight> nf4_fused, q4k_fused;

@@ -17,6 +17,9 @@ DType dtype_of(GgmlType type) {
   return type == GgmlType::F16 ? DType::f16 : type == GgmlType::BF16 ? DType::bf16 : DType::f32;
 }
 
+// The type the runtime reads a tensor in: vectors in float32, matrices as stored.
+GgmlType runtime_type(const ModelSource::Tensor& t) { return t.ne.size() == 1 ? GgmlType::F32 : t.stored_type; }
+
 // The runtime's weights over a converted model: bytes read in place where the source's are GGUF's
 // already; otherwise converted into memory — permuted or dequantized matrices in the type they were
 // stored in (exact: a permutation, or bitsandbytes' recorded dtype), vectors in float32 as the
@@ -30,7 +33,7 @@ ModelWeights weights_of(std::shared_ptr<const ModelSource> source) {
   parallel_for(int64_t(tensors.size()), 1, [&](int64_t first, int64_t last) {
     for (int64_t i = first; i < last; ++i) {
       const auto& t = tensors[size_t(i)];
-      const GgmlType type = t.ne.size() == 1 ? GgmlType::F32 : t.stored_type;
+      const GgmlType type = runtime_type(t);
       if (!source->raw(t).empty() && t.stored_type == type) continue;
       const std::vector<float> values = source->load_f32(t);
       std::vector<std::byte> bytes(values.size() * dtype_size(dtype_of(type)));
@@ -40,7 +43,7 @@ ModelWeights weights_of(std::shared_ptr<const ModelSource> source) {
   });
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto& t = tensors[i];
-    const GgmlType type = t.ne.size() == 1 ? GgmlType::F32 : t.stored_type;
+    const GgmlType type = runtime_type(t);
     if (converted[i]) weights.add_owned(t.name, type, t.ne, std::move(*converted[i]));
     else weights.add_view({t.name, type, t.ne, source->raw(t)}, source);
   }
