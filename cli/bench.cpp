@@ -60,17 +60,19 @@ void bench_model(const std::string& path, int prompt, int generate, bool graph, 
                                               {"prefill_tokens_per_s", t.prefill_tokens_per_s}, {"decode_tokens_per_s", t.decode_tokens_per_s},
                                               {"decode_graph", t.decode_graph}, {"forward_windows", t.forward_windows},
                                               {"forward_tokens_per_s", t.forward_tokens_per_s},
-                                              {"weight_bytes", t.weight_bytes}, {"peak_gpu_memory_bytes", t.peak_memory_bytes},
+                                              {"weight_bytes", t.weight_bytes}, {"decode_weight_bytes", t.decode_weight_bytes},
+                                              {"peak_gpu_memory_bytes", t.peak_memory_bytes},
                                               {"load_seconds", load_s}, {"upload_seconds", t.upload_seconds}}
                             .dump(2));
     return;
   }
   fmt::print("{} on {}\nprefill {} tokens: {:.0f} tokens/s\ndecode {} tokens at batch 1: {:.1f} tokens/s ({})\n"
-             "eval's pass, {} windows of {}: {:.0f} tokens/s\nweights on the GPU {:.1f} MiB; peak GPU memory {:.1f} MiB\n"
+             "eval's pass, {} windows of {}: {:.0f} tokens/s\nweights on the GPU {:.1f} MiB, {:.1f} MiB read per decoding step; "
+             "peak GPU memory {:.1f} MiB\n"
              "model read and checked in {:.2f} s, copied to the GPU in {:.2f} s\n",
              path, t.device, t.prompt, t.prefill_tokens_per_s, t.generate, t.decode_tokens_per_s,
              t.decode_graph ? "each step a CUDA graph" : "kernels launched one by one", t.forward_windows, t.prompt,
-             t.forward_tokens_per_s, double(t.weight_bytes) / (1 << 20),
+             t.forward_tokens_per_s, double(t.weight_bytes) / (1 << 20), double(t.decode_weight_bytes) / (1 << 20),
              double(t.peak_memory_bytes) / (1 << 20), load_s, t.upload_seconds);
 }
 

@@ -112,7 +112,7 @@ print(f'{pp[0]:.0f}' if pp else '?', f'{tg[0]:.1f}' if tg else '?')")
 import json, sys
 name, path, bw, eval_cell, llama_ppl, llama_pp, llama_tg = sys.argv[1], sys.argv[2], float(sys.argv[3]), *sys.argv[4:]
 j = json.load(open(path))
-gbs = j["weight_bytes"] * j["decode_tokens_per_s"] / 1e9
+gbs = j["decode_weight_bytes"] * j["decode_tokens_per_s"] / 1e9  # what a step reads (q4_K: its fused layout alone)
 print(f"| {name} | {j['weight_bytes']/2**20:.0f} | {eval_cell} | {llama_ppl} | {j['forward_tokens_per_s']:.0f} | {j['prefill_tokens_per_s']:.0f} | {llama_pp} "
       f"| {j['decode_tokens_per_s']:.1f} | {llama_tg} | {gbs/bw:.2f} | {j['peak_gpu_memory_bytes']/2**20:.0f} "
       f"| {j['load_seconds']:.2f} + {j['upload_seconds']:.2f} |")

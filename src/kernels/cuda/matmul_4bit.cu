@@ -145,9 +145,11 @@ struct Bnb4bitFormat {
   __device__ static Raw load_scale(const void* base, int pair, int h) {
     return __ldg(reinterpret_cast<const float2*>(static_cast<const float*>(base) + 32 * pair + 2 * h));
   }
+  // Chunk e's scale of rows g (h = 0) and g + 8 (h = 1).
   template <DType T>
-  __device__ void scales(const Raw& raw, int e, int64_t, const uint32_t*, float (&scale)[1], float (&)[1]) const {
-    scale[0] = e == 0 ? raw.x : raw.y;
+  __device__ void scales_of_chunk(const Raw (&raw)[2], int e, int64_t, int, float (&scale)[2][1], float (&)[2][1]) const {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) scale[h][0] = e == 0 ? raw[h].x : raw[h].y;
   }
 };
 
@@ -184,31 +186,25 @@ struct Q4KFormat {
   __device__ static Raw load_scale(const void* base, int pair, int h) {
     return __ldg(static_cast<const uint4*>(base) + 16 * (pair / 2) + 8 * h);
   }
-  // Sub-blocks 2·(chunk % 4) and +1: scale d·sc and the offset term −(offset·d·sc + dmin·m); sc, m,
-  // d·sc and dmin·m by ggml::kquants' rules, the CPU dequantizer's. The byte positions are constants
-  // in each case (a runtime index into the header would put it in local memory).
+  // Chunk `chunk`'s scales d·sc and offset terms −(offset·d·sc + dmin·m) of rows g and g + 8 (h), for
+  // its sub-blocks 2·(chunk % 4) and +1 (group grp); sc, m, d·sc and dmin·m by ggml::kquants' rules, the
+  // CPU dequantizer's. The four lanes of row pair g hold the same two headers and need the same four
+  // (h, grp) results: lane c makes the one for h = c / 2, grp = c % 2, and the four are exchanged by
+  // shuffles (a lane decoding all four spent more instructions on scales than on the codes).
   template <DType T>
-  __device__ void scales(const Raw& header, int, int64_t chunk, const uint32_t*, float (&scale)[2], float (&bias)[2]) const {
-    switch (chunk % 4) {
-      case 0: return sub_block_scales<T, 0>(header, scale, bias);
-      case 1: return sub_block_scales<T, 2>(header, scale, bias);
-      case 2: return sub_block_scales<T, 4>(header, scale, bias);
-      default: return sub_block_scales<T, 6>(header, scale, bias);
-    }
-  }
-  template <DType T, int First>
-  __device__ static void sub_block_scales(const Raw& header, float (&scale)[2], float (&bias)[2]) {
-    const float d = __half2float(__ushort_as_half(uint16_t(header.x)));
-    const float dmin = __half2float(__ushort_as_half(uint16_t(header.x >> 16)));
-    const uint32_t s[3] = {header.y, header.z, header.w};  // scales[0..11]
-    auto byte = [&](int i) { return (s[i / 4] >> (8 * (i % 4))) & 0xffu; };
+  __device__ void scales_of_chunk(const Raw (&headers)[2], int, int64_t chunk, int lane, float (&scale)[2][2], float (&bias)[2][2]) const {
+    const int c = lane & 3;
+    const Raw header = (c >> 1) ? headers[1] : headers[0];
+    const int j = 2 * int(chunk % 4) + (c & 1), shift = 8 * (j % 4);
+    const kquants::ScaleMin sm =
+        kquants::scale_min_k4((header.y >> shift) & 0xffu, (header.z >> shift) & 0xffu, (header.w >> shift) & 0xffu, j);
+    const float d1 = kquants::sub_block_factor(__half2float(__ushort_as_half(uint16_t(header.x))), sm.scale);
+    const float m1 = kquants::sub_block_factor(__half2float(__ushort_as_half(uint16_t(header.x >> 16))), sm.min);
+    const float own_bias = -(code_offset<T>() * d1 + m1);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int i = First + h;
-      const kquants::ScaleMin sm = kquants::scale_min_k4(byte(i % 4), byte(4 + i % 4), byte(8 + i % 4), i);
-      const float d1 = kquants::sub_block_factor(d, sm.scale), m1 = kquants::sub_block_factor(dmin, sm.min);
-      scale[h] = d1;
-      bias[h] = -(code_offset<T>() * d1 + m1);
+    for (int k = 0; k < 4; ++k) {
+      scale[k >> 1][k & 1] = __shfl_sync(0xffffffffu, d1, (lane & ~3) | k);
+      bias[k >> 1][k & 1] = __shfl_sync(0xffffffffu, own_bias, (lane & ~3) | k);
     }
   }
 };
@@ -327,11 +323,11 @@ __device__ __forceinline__ void multiply_chunk(const Format& format, const PairD
   }
 
 #pragma unroll
-  for (int m = 0; m < MW; ++m)
+  for (int m = 0; m < MW; ++m) {
+    float scale[2][G], bias[2][G];
+    format.template scales_of_chunk<T>(d.scale[m], e, chunk, lane, scale, bias);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {  // C rows g (values 0, 1) and g + 8 (values 2, 3)
-      float scale[G], bias[G];
-      format.template scales<T>(d.scale[m][h], e, chunk, table, scale, bias);
+    for (int h = 0; h < 2; ++h)  // C rows g (values 0, 1) and g + 8 (values 2, 3)
 #pragma unroll
       for (int grp = 0; grp < G; ++grp)
 #pragma unroll
@@ -339,10 +335,10 @@ __device__ __forceinline__ void multiply_chunk(const Format& format, const PairD
 #pragma unroll
           for (int v = 0; v < 2; ++v) {
             float& out = acc[m][n][2 * h + v];
-            out = fmaf(scale[grp], part[grp][m][n][2 * h + v], out);
-            if constexpr (Format::kHasOffset) out = fmaf(bias[grp], xsum[grp][n][v], out);
+            out = fmaf(scale[h][grp], part[grp][m][n][2 * h + v], out);
+            if constexpr (Format::kHasOffset) out = fmaf(bias[h][grp], xsum[grp][n][v], out);
           }
-    }
+  }
 }
 
 template <int MW, int NT>

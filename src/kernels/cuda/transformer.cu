@@ -458,6 +458,14 @@ __global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* _
     store_both<T>(out, i, x[int64_t(rows[i / cols]) * cols + i % cols]);
 }
 
+// Unit: the widest of 16, 4 or 1 bytes that divides a row, so rows stay aligned to it.
+template <class Unit>
+__global__ void gather_row_bytes_kernel(const Unit* __restrict__ table, int64_t row_units, const int32_t* __restrict__ rows, int64_t n,
+                                        Unit* __restrict__ out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n * row_units; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = table[int64_t(rows[i / row_units]) * row_units + i % row_units];
+}
+
 __global__ void scatter_add_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows, const float* __restrict__ weights,
                                         int64_t n, int64_t cols, float* __restrict__ y) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n * cols; i += int64_t(gridDim.x) * blockDim.x) {
@@ -660,6 +668,19 @@ void argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* out, cudaStre
 void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t cols, const Activations& out, cudaStream_t stream) {
   if (n <= 0) return;
   dispatch_half(out.half_dtype, [&]<DType T>() { gather_rows_kernel<T><<<elementwise_grid(n * cols), 256, 0, stream>>>(x, rows, n, cols, out); });
+  check(cudaGetLastError());
+}
+
+void gather_row_bytes(const void* table, int64_t row_bytes, const int32_t* rows, int64_t n, void* out, cudaStream_t stream) {
+  if (n <= 0 || row_bytes <= 0) return;
+  auto launch = [&]<class Unit>() {
+    const int64_t units = row_bytes / int64_t(sizeof(Unit));
+    gather_row_bytes_kernel<Unit><<<elementwise_grid(n * units), 256, 0, stream>>>(static_cast<const Unit*>(table), units, rows, n,
+                                                                                static_cast<Unit*>(out));
+  };
+  if (row_bytes % 16 == 0) launch.template operator()<uint4>();
+  else if (row_bytes % 4 == 0) launch.template operator()<uint32_t>();
+  else launch.template operator()<uint8_t>();
   check(cudaGetLastError());
 }
 

@@ -28,6 +28,7 @@ struct BenchOptions {
   bool codecs = true;
   bool matmul = true;
   bool quick = false;  // one size each, for a smoke run
+  bool decode_only = false;  // decoding's products alone (1-8 tokens): the matvec and fused 4-bit kernels
 };
 
 // The device's name, SM count and L2 size in one line.

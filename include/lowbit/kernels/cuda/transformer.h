@@ -89,6 +89,9 @@ void row_klds(const float* logits, int64_t n, const int64_t* rows, int64_t count
 // gathered into a batch), and y[rows[i]] += weights[i] · x[i] (its outputs added back to those tokens'
 // residual stream; `rows` must not repeat, so no two threads add to one value).
 void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t cols, const Activations& out, cudaStream_t stream);
+// out[i] = row rows[i] of a table of `row_bytes`-byte rows, i < n, copied as bytes: an embedding's
+// stored rows (any ggml type) gathered for dequantize_ggml. Both buffers as cudaMalloc gives them.
+void gather_row_bytes(const void* table, int64_t row_bytes, const int32_t* rows, int64_t n, void* out, cudaStream_t stream);
 void scatter_add_rows(const float* x, const int32_t* rows, const float* weights, int64_t n, int64_t cols, float* y, cudaStream_t stream);
 
 }  // namespace lowbit::cuda
