@@ -188,7 +188,7 @@ struct Trials {
   float id[kStride], scale[kStride];  // the padding repeats the last trial
   float q[kMaxGroup][kStride];  // value-major: q[i][t] = 2l+1 for value i's level l in trial t
   uint32_t keys[kMaxGroup / kSub][kStride];
-  bool on_grid[kMaxGroup / kSub][kStride];
+  uint32_t off_grid[kMaxGroup / kSub];  // bit t of off_grid[k]: trial t rounded subgroup k off the grid
   // With SearchKernels::all_trials: each trial's resolved keys instead of q.
   bool by_keys = false;
   uint32_t resolved[kMaxGroup / kSub][kStride];
@@ -214,12 +214,13 @@ void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels
                         Trials& trials) {
   const int n = trials.count;
   const uint32_t* keys = trials.keys[k];
+  trials.off_grid[k] = 0;
   for (int u = 0; u < n;) {
     const int32_t entry = t.by_key[keys[u]];
     int end = u + 1;
     while (end < n && keys[end] == keys[u]) ++end;
-    for (int v = u; v < end; ++v) trials.on_grid[k][v] = entry >= 0;
     if (entry < 0) {
+      trials.off_grid[k] |= ((uint32_t(1) << (end - u)) - 1) << u;
       const SearchTables::List& list = t.list_of(entry);
       if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
       int found[kMaxTrials];
@@ -243,29 +244,34 @@ int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const
                  float& scale, bool all_in_one) {
   float sumqx[kStride], sumq2[kStride];
   if (all_in_one && kernels.all_trials) {
-    uint32_t off_grid[kMaxGroup / kSub];
     const int status = kernels.all_trials(t, g.xval, g.waux, g.weight, g.n, trials.id, trials.scale, trials.count,
-                                          &trials.resolved[0][0], off_grid, sumqx, sumq2);
+                                          &trials.resolved[0][0], trials.off_grid, sumqx, sumq2);
     if (status == iq2::kEmptyList)
       throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
     if (status != 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-    for (int k = 0; k < g.n / kSub; ++k)
-      for (int u = 0; u < trials.count; ++u) trials.on_grid[k][u] = !((off_grid[k] >> u) & 1);
     trials.by_keys = true;
   } else {
     kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.q[0][0], &trials.keys[0][0]);
     for (int k = 0; k < g.n / kSub; ++k) resolve_all_trials(t, kernels, g, k, trials);
     kernels.trial_sums(g.weight, g.xval, g.n, &trials.q[0][0], trials.count, sumqx, sumq2);
   }
+  // ggml's scan: a trial replaces the best when sumqx^2 > best * sumq2, and then best = scale * sumqx,
+  // scale = sumqx / sumq2. Each trial's scale and best are computed first, all at once, so that the
+  // scan's chain of replacements holds no division.
+  float trial_scale[kStride], trial_best[kStride];
+  for (int u = 0; u < trials.count; ++u) {
+    trial_scale[u] = sumqx[u] / sumq2[u];
+    trial_best[u] = trial_scale[u] * sumqx[u];
+  }
   float best = 0;
   int chosen = -1;
   for (int u = 0; u < trials.count; ++u) {
     if (sumq2[u] > 0 && sumqx[u] * sumqx[u] > best * sumq2[u]) {
-      scale = sumqx[u] / sumq2[u];
-      best = scale * sumqx[u];
+      best = trial_best[u];
       chosen = u;
     }
   }
+  if (chosen >= 0) scale = trial_scale[chosen];
   return chosen;
 }
 
@@ -326,8 +332,8 @@ float fit_group_16(const SearchTables& t, const iq2::SearchKernels& kernels, con
   bool on_grid[2] = {true, true};
   if (chosen >= 0) {
     copy_trial_levels(trials, 16, chosen, levels);
-    on_grid[0] = trials.on_grid[0][chosen];
-    on_grid[1] = trials.on_grid[1][chosen];
+    on_grid[0] = !((trials.off_grid[0] >> chosen) & 1);
+    on_grid[1] = !((trials.off_grid[1] >> chosen) & 1);
   }
   if ((!on_grid[0] || !on_grid[1]) && scale > 0) {
     int8_t rounded[16];
