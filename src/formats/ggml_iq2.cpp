@@ -101,14 +101,26 @@ void prepare_group(const float* x, int n, bool even_parity, Group& g) {
     const float* xs = x + kSub * k;
     float* xv = g.xval + kSub * k;
     const float* w = g.weight + kSub * k;
+    // A value is negative where !(x >= 0): NaN counts as negative, as ggml's else branch. Without
+    // branches: the signs are unpredictable.
+#if defined(__SSE2__)
+    const __m128 sign_bit = _mm_set1_ps(-0.f);
+    const __m128 low = _mm_loadu_ps(xs), high = _mm_loadu_ps(xs + 4);
+    const __m128 negative_low = _mm_cmpnge_ps(low, _mm_setzero_ps()), negative_high = _mm_cmpnge_ps(high, _mm_setzero_ps());
+    _mm_storeu_ps(xv, _mm_xor_ps(low, _mm_and_ps(negative_low, sign_bit)));  // -x where negative
+    _mm_storeu_ps(xv + 4, _mm_xor_ps(high, _mm_and_ps(negative_high, sign_bit)));
+    uint8_t s = uint8_t(_mm_movemask_ps(negative_low) | (_mm_movemask_ps(negative_high) << 4));
+    const int negatives = __builtin_popcount(s);
+#else
     int negatives = 0;
     uint8_t s = 0;
-    for (int i = 0; i < kSub; ++i) {  // without branches: the signs are unpredictable
-      const bool negative = !(xs[i] >= 0);  // NaN counts as negative, as ggml's else branch
+    for (int i = 0; i < kSub; ++i) {
+      const bool negative = !(xs[i] >= 0);
       xv[i] = negative ? -xs[i] : xs[i];
       negatives += negative;
       s |= uint8_t(int(negative) << i);
     }
+#endif
     if (even_parity && negatives % 2) {
       int imin = 0;
       float min = w[0] * xs[0] * xs[0];
