@@ -153,11 +153,11 @@ bool resolve_subgroup(const SearchTables& t, const iq2::SearchKernels& kernels, 
   if (entry >= 0) return true;
   const SearchTables::List& list = t.list_of(entry);
   if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
-  int best;
-  kernels.nearest_at_scales(t.lane_levels.data() + list.lane_first, int(list.count), g.xval + kSub * k,
-                            g.waux + kSub * k, &scale, 1, &best);
+  const uint32_t* candidate_keys = t.neighbour_keys.data() + list.first;
+  const int best = kernels.nearest_key_at_scale(candidate_keys, int(list.count), g.xval + kSub * k, g.waux + kSub * k,
+                                                scale);
   if (best < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-  std::memcpy(levels, t.levels[t.neighbours[list.first + uint32_t(best)]].data(), kSub);
+  for (int j = 0; j < kSub; ++j) levels[j] = int8_t((candidate_keys[best] >> (2 * j)) & 3);
   return false;
 }
 

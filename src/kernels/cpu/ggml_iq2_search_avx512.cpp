@@ -165,6 +165,27 @@ LOWBIT_AVX512 inline __m512 subgroup_terms(__m512 scale, const float* xval, cons
   return _mm512_add_ps(_mm512_mul_ps(sum, _mm512_set1_ps(0x1p-16f)), _mm512_set1_ps(0x1p-120f));
 }
 
+// SearchKernels::nearest_key_at_scale: 16 candidates per vector, each lane's levels shifted out of its
+// key (vpermilps reads the level from the index's bits 0, 1), its distance added in ggml's order.
+LOWBIT_AVX512 int nearest_key_at_scale_avx512(const uint32_t* candidate_keys, int count, const float* xval,
+                                              const float* waux, float scale) {
+  const __m512 scaled = _mm512_broadcast_f32x4(_mm_setr_ps(scale * 1.f, scale * 3.f, scale * 5.f, scale * 5.f));
+  float best_d2 = FLT_MAX;
+  int best = -1;
+  for (int first = 0; first < count; first += 16) {
+    const __mmask16 valid = count - first >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (count - first)) - 1);
+    const __m512i keys = _mm512_maskz_loadu_epi32(valid, candidate_keys + first);
+    __m512 d2 = _mm512_setzero_ps();
+    for (int j = 0; j < 8; ++j) {
+      const __m512i level = _mm512_srli_epi32(keys, unsigned(2 * j));
+      const __m512 diff = _mm512_sub_ps(_mm512_permutevar_ps(scaled, level), _mm512_set1_ps(xval[j]));
+      d2 = _mm512_add_ps(d2, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(waux[j]), diff), diff));  // (w*diff)*diff
+    }
+    keep_nearest(d2, valid, first, best_d2, best);
+  }
+  return best;
+}
+
 // Every trial at once, 16 trials per vector.
 LOWBIT_AVX512 void round_trials_avx512(const float* xval, int n, const float* ids, int count, float* q,
                                        uint32_t* keys) {
@@ -285,7 +306,7 @@ LOWBIT_AVX512 int all_trials_avx512(const SearchTables& t, const float* xval, co
 }
 
 constexpr SearchKernels kAvx512Kernels = {round_trials_avx512, trial_sums_avx512, round_levels_avx512,
-                                          nearest_at_scales_avx512, all_trials_avx512};
+                                          nearest_at_scales_avx512, all_trials_avx512, nearest_key_at_scale_avx512};
 
 }  // namespace
 
