@@ -117,7 +117,7 @@ LOWBIT_AVX2 inline unsigned nearest_by_differences(const __m256* term, const uin
     for (int p = 1; p < M; ++p) d = _mm256_add_ps(d, _mm256_sub_ps(term[pairs[2 * p]], term[pairs[2 * p + 1]]));
     const __m256 better = _mm256_and_ps(_mm256_cmp_ps(d, least, _CMP_LT_OQ), run);
     second = _mm256_min_ps(second, _mm256_max_ps(d, least));  // the least of all but the least
-    least = _mm256_blendv_ps(least, d, better);
+    least = _mm256_min_ps(least, d);  // (not a blend by `better`: keeps the compare out of the loop's chain)
     best = _mm256_castps_si256(
         _mm256_blendv_ps(_mm256_castsi256_ps(best), _mm256_castsi256_ps(_mm256_set1_epi32(int(candidate_keys[i]))), better));
   }

@@ -136,7 +136,7 @@ LOWBIT_AVX512 inline __mmask16 nearest_by_differences(const __m512* term, const 
     for (int p = 1; p < M; ++p) d = _mm512_add_ps(d, _mm512_sub_ps(term[pairs[2 * p]], term[pairs[2 * p + 1]]));
     const __mmask16 better = _mm512_mask_cmp_ps_mask(run, d, least, _CMP_LT_OQ);
     second = _mm512_min_ps(second, _mm512_max_ps(d, least));  // the least of all but the least
-    least = _mm512_mask_mov_ps(least, better, d);
+    least = _mm512_min_ps(least, d);  // (not a blend by `better`: keeps the compare out of the loop's chain)
     best = _mm512_mask_set1_epi32(best, better, int(candidate_keys[i]));
   }
   return _mm512_mask_cmp_ps_mask(run, second, _mm512_add_ps(least, margin), _CMP_LE_OQ);
