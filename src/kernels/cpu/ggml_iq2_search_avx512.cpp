@@ -215,12 +215,12 @@ LOWBIT_AVX512 int all_trials_avx512(const SearchTables& t, const float* xval, co
   const int subgroups = n / 8;
   for (int k = 0; k < subgroups; ++k) off_grid[k] = 0;
   const int32_t* by_key = t.by_key.data();
+  __m512i resolved[kTrialStride / 16][4];
   for (int first = 0; first < count; first += 16) {
     const __m512 id = _mm512_loadu_ps(ids + first);
     const __m512 scale = _mm512_loadu_ps(scales + first);
     const int used = count - first < 16 ? count - first : 16;
     const __mmask16 valid = __mmask16((1u << used) - 1);
-    __m512i resolved[4];
     for (int k = 0; k < subgroups; ++k) {
       const float* xv = xval + 8 * k;
       __m512i key = _mm512_setzero_si512();
@@ -286,21 +286,28 @@ LOWBIT_AVX512 int all_trials_avx512(const SearchTables& t, const float* xval, co
         chosen = _mm512_mask_mov_epi32(chosen, run, best);
       }
       off_grid[k] |= uint32_t(off) << first;
-      resolved[k] = chosen;
+      resolved[first / 16][k] = chosen;
       _mm512_storeu_si512(keys + k * kTrialStride + first, chosen);
     }
-    // sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1, in order of the values.
-    __m512 qx = _mm512_setzero_ps(), q2 = _mm512_setzero_ps();
-    for (int i = 0; i < n; ++i) {
-      const __m512i level = _mm512_and_si512(_mm512_srl_epi32(resolved[i / 8], _mm_cvtsi32_si128(2 * (i % 8))),
-                                             _mm512_set1_epi32(3));
-      const __m512 q = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_add_epi32(level, level), _mm512_set1_epi32(1)));
-      const float w = weight[i];
-      qx = _mm512_add_ps(qx, _mm512_mul_ps(_mm512_set1_ps(w * xval[i]), q));
-      q2 = _mm512_add_ps(q2, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w), q), q));
+  }
+  // sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1, in order of the values; q picked by vpermilps from
+  // the level in the key's bits 2j, 2j + 1. Both vectors of trials at once: each lane's sums are a chain
+  // of dependent additions, two vectors' chains overlap.
+  const __m512 odd = _mm512_broadcast_f32x4(_mm_setr_ps(1.f, 3.f, 5.f, 5.f));
+  const int vectors = (count + 15) / 16;
+  __m512 qx[kTrialStride / 16], q2[kTrialStride / 16];
+  for (int v = 0; v < vectors; ++v) qx[v] = q2[v] = _mm512_setzero_ps();
+  for (int i = 0; i < n; ++i) {
+    const __m512 wx = _mm512_set1_ps(weight[i] * xval[i]), w = _mm512_set1_ps(weight[i]);
+    for (int v = 0; v < vectors; ++v) {
+      const __m512 q = _mm512_permutevar_ps(odd, _mm512_srl_epi32(resolved[v][i / 8], _mm_cvtsi32_si128(2 * (i % 8))));
+      qx[v] = _mm512_add_ps(qx[v], _mm512_mul_ps(wx, q));
+      q2[v] = _mm512_add_ps(q2[v], _mm512_mul_ps(_mm512_mul_ps(w, q), q));
     }
-    _mm512_storeu_ps(sumqx + first, qx);
-    _mm512_storeu_ps(sumq2 + first, q2);
+  }
+  for (int v = 0; v < vectors; ++v) {
+    _mm512_storeu_ps(sumqx + 16 * v, qx[v]);
+    _mm512_storeu_ps(sumq2 + 16 * v, q2[v]);
   }
   return 0;
 }
