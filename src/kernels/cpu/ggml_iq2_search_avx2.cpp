@@ -62,9 +62,9 @@ LOWBIT_AVX2 int nearest_key_at_scale_avx2(const uint32_t* candidate_keys, int co
   int best = -1;
   for (int first = 0; first < count; first += 8) {
     const int in_list = count - first < 8 ? count - first : 8;
-    alignas(32) uint32_t padded[8] = {};
-    for (int c = 0; c < in_list; ++c) padded[c] = candidate_keys[first + c];
-    const __m256i keys = _mm256_load_si256(reinterpret_cast<const __m256i*>(padded));
+    // Lanes past the list: masked off (no load there, 0 read).
+    const __m256i in_list_lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(in_list), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i keys = _mm256_maskload_epi32(reinterpret_cast<const int*>(candidate_keys + first), in_list_lanes);
     __m256 d2 = _mm256_setzero_ps();
     for (int j = 0; j < 8; ++j) {
       const __m256i level = _mm256_srli_epi32(keys, 2 * j);  // vpermilps reads bits 0, 1
@@ -210,9 +210,9 @@ LOWBIT_AVX2 int all_trials_avx2(const SearchTables& t, const float* xval, const 
     // sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1, in order of the values.
     __m256 qx = _mm256_setzero_ps(), q2 = _mm256_setzero_ps();
     for (int i = 0; i < n; ++i) {
-      const __m256i level = _mm256_and_si256(_mm256_srl_epi32(resolved[i / 8], _mm_cvtsi32_si128(2 * (i % 8))),
-                                             _mm256_set1_epi32(3));
-      const __m256 q = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_add_epi32(level, level), _mm256_set1_epi32(1)));
+      // q = 2l+1 picked by vpermilps from the level in the key's bits 2j, 2j + 1.
+      const __m256 q = _mm256_permutevar_ps(_mm256_setr_ps(1.f, 3.f, 5.f, 5.f, 1.f, 3.f, 5.f, 5.f),
+                                            _mm256_srl_epi32(resolved[i / 8], _mm_cvtsi32_si128(2 * (i % 8))));
       const float w = weight[i];
       qx = _mm256_add_ps(qx, _mm256_mul_ps(_mm256_set1_ps(w * xval[i]), q));
       q2 = _mm256_add_ps(q2, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w), q), q));
