@@ -44,13 +44,15 @@ struct SearchTables {
   static constexpr int kLaneChunk = 16;
   std::vector<uint8_t> lane_levels;
   // Per entry of `neighbours`: the candidate's key, and its 8 term slots 3j + l (value j at level l),
-  // byte 8 * entry + j: what the AVX-512 search over all trials (trials in the lanes) picks per candidate.
+  // byte 8 * entry + j: what the searches over all trials (trials in the lanes, AVX-512 and AVX2) pick per
+  // candidate.
   std::vector<uint32_t> neighbour_keys;
   std::vector<uint8_t> neighbour_slots;
   // Per entry of a list with `differing` m > 0: the term slots of the m values where the candidate
   // differs from the key, as pairs (3j + candidate's level, 3j + key's level) at bytes
   // 2 * kMaxDiffering * entry + 2i, + 1 (0 past m): a candidate's distance minus the key's is the sum of
-  // those terms' differences, which the AVX-512 search ranks the candidates by before it adds any in full.
+  // those terms' differences, which the searches over all trials rank the candidates by before they add
+  // any in full.
   std::vector<uint8_t> neighbour_deltas;
   // Grid point k's levels, one byte per value.
   std::vector<std::array<int8_t, 8>> levels;
