@@ -101,14 +101,26 @@ void prepare_group(const float* x, int n, bool even_parity, Group& g) {
     const float* xs = x + kSub * k;
     float* xv = g.xval + kSub * k;
     const float* w = g.weight + kSub * k;
+    // A value is negative where !(x >= 0): NaN counts as negative, as ggml's else branch. Without
+    // branches: the signs are unpredictable.
+#if defined(__SSE2__)
+    const __m128 sign_bit = _mm_set1_ps(-0.f);
+    const __m128 low = _mm_loadu_ps(xs), high = _mm_loadu_ps(xs + 4);
+    const __m128 negative_low = _mm_cmpnge_ps(low, _mm_setzero_ps()), negative_high = _mm_cmpnge_ps(high, _mm_setzero_ps());
+    _mm_storeu_ps(xv, _mm_xor_ps(low, _mm_and_ps(negative_low, sign_bit)));  // -x where negative
+    _mm_storeu_ps(xv + 4, _mm_xor_ps(high, _mm_and_ps(negative_high, sign_bit)));
+    uint8_t s = uint8_t(_mm_movemask_ps(negative_low) | (_mm_movemask_ps(negative_high) << 4));
+    const int negatives = __builtin_popcount(s);
+#else
     int negatives = 0;
     uint8_t s = 0;
-    for (int i = 0; i < kSub; ++i) {  // without branches: the signs are unpredictable
-      const bool negative = !(xs[i] >= 0);  // NaN counts as negative, as ggml's else branch
+    for (int i = 0; i < kSub; ++i) {
+      const bool negative = !(xs[i] >= 0);
       xv[i] = negative ? -xs[i] : xs[i];
       negatives += negative;
       s |= uint8_t(int(negative) << i);
     }
+#endif
     if (even_parity && negatives % 2) {
       int imin = 0;
       float min = w[0] * xs[0] * xs[0];
@@ -141,11 +153,11 @@ bool resolve_subgroup(const SearchTables& t, const iq2::SearchKernels& kernels, 
   if (entry >= 0) return true;
   const SearchTables::List& list = t.list_of(entry);
   if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
-  int best;
-  kernels.nearest_at_scales(t.lane_levels.data() + list.lane_first, int(list.count), g.xval + kSub * k,
-                            g.waux + kSub * k, &scale, 1, &best);
+  const uint32_t* candidate_keys = t.neighbour_keys.data() + list.first;
+  const int best = kernels.nearest_key_at_scale(candidate_keys, int(list.count), g.xval + kSub * k, g.waux + kSub * k,
+                                                scale);
   if (best < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-  std::memcpy(levels, t.levels[t.neighbours[list.first + uint32_t(best)]].data(), kSub);
+  for (int j = 0; j < kSub; ++j) levels[j] = int8_t((candidate_keys[best] >> (2 * j)) & 3);
   return false;
 }
 
@@ -188,7 +200,7 @@ struct Trials {
   float id[kStride], scale[kStride];  // the padding repeats the last trial
   float q[kMaxGroup][kStride];  // value-major: q[i][t] = 2l+1 for value i's level l in trial t
   uint32_t keys[kMaxGroup / kSub][kStride];
-  bool on_grid[kMaxGroup / kSub][kStride];
+  uint32_t off_grid[kMaxGroup / kSub];  // bit t of off_grid[k]: trial t rounded subgroup k off the grid
   // With SearchKernels::all_trials: each trial's resolved keys instead of q.
   bool by_keys = false;
   uint32_t resolved[kMaxGroup / kSub][kStride];
@@ -214,12 +226,13 @@ void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels
                         Trials& trials) {
   const int n = trials.count;
   const uint32_t* keys = trials.keys[k];
+  trials.off_grid[k] = 0;
   for (int u = 0; u < n;) {
     const int32_t entry = t.by_key[keys[u]];
     int end = u + 1;
     while (end < n && keys[end] == keys[u]) ++end;
-    for (int v = u; v < end; ++v) trials.on_grid[k][v] = entry >= 0;
     if (entry < 0) {
+      trials.off_grid[k] |= ((uint32_t(1) << (end - u)) - 1) << u;
       const SearchTables::List& list = t.list_of(entry);
       if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
       int found[kMaxTrials];
@@ -243,29 +256,34 @@ int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const
                  float& scale, bool all_in_one) {
   float sumqx[kStride], sumq2[kStride];
   if (all_in_one && kernels.all_trials) {
-    uint32_t off_grid[kMaxGroup / kSub];
     const int status = kernels.all_trials(t, g.xval, g.waux, g.weight, g.n, trials.id, trials.scale, trials.count,
-                                          &trials.resolved[0][0], off_grid, sumqx, sumq2);
+                                          &trials.resolved[0][0], trials.off_grid, sumqx, sumq2);
     if (status == iq2::kEmptyList)
       throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
     if (status != 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-    for (int k = 0; k < g.n / kSub; ++k)
-      for (int u = 0; u < trials.count; ++u) trials.on_grid[k][u] = !((off_grid[k] >> u) & 1);
     trials.by_keys = true;
   } else {
     kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.q[0][0], &trials.keys[0][0]);
     for (int k = 0; k < g.n / kSub; ++k) resolve_all_trials(t, kernels, g, k, trials);
     kernels.trial_sums(g.weight, g.xval, g.n, &trials.q[0][0], trials.count, sumqx, sumq2);
   }
+  // ggml's scan: a trial replaces the best when sumqx^2 > best * sumq2, and then best = scale * sumqx,
+  // scale = sumqx / sumq2. Each trial's scale and best are computed first, all at once, so that the
+  // scan's chain of replacements holds no division.
+  float trial_scale[kStride], trial_best[kStride];
+  for (int u = 0; u < trials.count; ++u) {
+    trial_scale[u] = sumqx[u] / sumq2[u];
+    trial_best[u] = trial_scale[u] * sumqx[u];
+  }
   float best = 0;
   int chosen = -1;
   for (int u = 0; u < trials.count; ++u) {
     if (sumq2[u] > 0 && sumqx[u] * sumqx[u] > best * sumq2[u]) {
-      scale = sumqx[u] / sumq2[u];
-      best = scale * sumqx[u];
+      best = trial_best[u];
       chosen = u;
     }
   }
+  if (chosen >= 0) scale = trial_scale[chosen];
   return chosen;
 }
 
@@ -326,8 +344,8 @@ float fit_group_16(const SearchTables& t, const iq2::SearchKernels& kernels, con
   bool on_grid[2] = {true, true};
   if (chosen >= 0) {
     copy_trial_levels(trials, 16, chosen, levels);
-    on_grid[0] = trials.on_grid[0][chosen];
-    on_grid[1] = trials.on_grid[1][chosen];
+    on_grid[0] = !((trials.off_grid[0] >> chosen) & 1);
+    on_grid[1] = !((trials.off_grid[1] >> chosen) & 1);
   }
   if ((!on_grid[0] || !on_grid[1]) && scale > 0) {
     int8_t rounded[16];

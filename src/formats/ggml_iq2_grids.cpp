@@ -25,18 +25,40 @@ int squared_distance(uint32_t a, uint32_t b) {
   return d2;
 }
 
-void add_list(SearchTables& t, const std::vector<uint16_t>& candidates) {
+// The number of values where every candidate differs from `key`, if it is the same for all and at most
+// SearchTables::kMaxDiffering, else 0.
+uint32_t common_differing(const SearchTables& t, uint32_t key, const std::vector<uint16_t>& candidates) {
+  int common = -1;
+  for (const uint16_t candidate : candidates) {
+    int differing = 0;
+    for (int j = 0; j < 8; ++j) differing += t.levels[candidate][size_t(j)] != level_of(key, j);
+    if (common >= 0 && differing != common) return 0;
+    common = differing;
+  }
+  return common > 0 && common <= SearchTables::kMaxDiffering ? uint32_t(common) : 0;
+}
+
+void add_list(SearchTables& t, uint32_t list_key, const std::vector<uint16_t>& candidates) {
   const auto count = uint32_t(candidates.size());
-  t.lists.push_back({uint32_t(t.neighbours.size()), uint32_t(t.lane_levels.size()), count});
+  const uint32_t differing = common_differing(t, list_key, candidates);
+  t.lists.push_back({uint32_t(t.neighbours.size()), uint32_t(t.lane_levels.size()), count, differing});
   t.neighbours.insert(t.neighbours.end(), candidates.begin(), candidates.end());
   for (const uint16_t candidate : candidates) {
     uint32_t key = 0;
+    uint8_t deltas[2 * SearchTables::kMaxDiffering] = {};
+    int pairs = 0;
     for (int j = 0; j < 8; ++j) {
       const int level = t.levels[candidate][size_t(j)];
       key |= uint32_t(level) << (2 * j);
       t.neighbour_slots.push_back(uint8_t(3 * j + level));
+      if (differing && level != level_of(list_key, j)) {
+        deltas[2 * pairs] = uint8_t(3 * j + level);
+        deltas[2 * pairs + 1] = uint8_t(3 * j + level_of(list_key, j));
+        ++pairs;
+      }
     }
     t.neighbour_keys.push_back(key);
+    t.neighbour_deltas.insert(t.neighbour_deltas.end(), deltas, deltas + 2 * SearchTables::kMaxDiffering);
   }
   constexpr int kChunk = SearchTables::kLaneChunk;
   const size_t chunks = (count + kChunk - 1) / kChunk;
@@ -62,7 +84,7 @@ SearchTables build(std::span<const uint16_t> points, int nearest_levels) {
   constexpr int kDistances = 4 * 32 + 1;
   std::vector<std::vector<uint16_t>> by_distance(kDistances);
   std::vector<uint16_t> candidates;
-  add_list(t, {});  // list 0: empty, for keys holding level 3
+  add_list(t, 0, {});  // list 0: empty, for keys holding level 3
   for (uint32_t key = 0; key < uint32_t(kKeyCount); ++key) {
     if (grid_index[key] >= 0) {
       t.by_key[key] = grid_index[key];
@@ -82,7 +104,7 @@ SearchTables build(std::span<const uint16_t> points, int nearest_levels) {
       if (++levels_taken == nearest_levels) break;
     }
     t.by_key[key] = -int32_t(t.lists.size()) - 1;
-    add_list(t, candidates);
+    add_list(t, key, candidates);
   }
   return t;
 }

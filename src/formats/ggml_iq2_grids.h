@@ -28,7 +28,11 @@ struct SearchTables {
     uint32_t first;
     uint32_t lane_first;
     uint32_t count;
+    // m where every candidate differs from the key in exactly m values, 1 <= m <= kMaxDiffering (all of
+    // iq2_s's lists); else 0.
+    uint32_t differing;
   };
+  static constexpr int kMaxDiffering = 4;
   // By key: the grid index (>= 0), or -(1 + list number) when the key is no grid point. Keys holding a
   // level 3 (never formed) have an empty list.
   std::vector<int32_t> by_key;
@@ -40,9 +44,16 @@ struct SearchTables {
   static constexpr int kLaneChunk = 16;
   std::vector<uint8_t> lane_levels;
   // Per entry of `neighbours`: the candidate's key, and its 8 term slots 3j + l (value j at level l),
-  // byte 8 * entry + j: what the AVX-512 search over all trials (trials in the lanes) picks per candidate.
+  // byte 8 * entry + j: what the searches over all trials (trials in the lanes, AVX-512 and AVX2) pick per
+  // candidate.
   std::vector<uint32_t> neighbour_keys;
   std::vector<uint8_t> neighbour_slots;
+  // Per entry of a list with `differing` m > 0: the term slots of the m values where the candidate
+  // differs from the key, as pairs (3j + candidate's level, 3j + key's level) at bytes
+  // 2 * kMaxDiffering * entry + 2i, + 1 (0 past m): a candidate's distance minus the key's is the sum of
+  // those terms' differences, which the searches over all trials rank the candidates by before they add
+  // any in full.
+  std::vector<uint8_t> neighbour_deltas;
   // Grid point k's levels, one byte per value.
   std::vector<std::array<int8_t, 8>> levels;
 

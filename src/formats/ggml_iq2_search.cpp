@@ -32,6 +32,24 @@ void nearest_at_scales_portable(const uint8_t* lane_levels, int count, const flo
   nearest_at_scales_lanes<4>(lane_levels, count, xval, waux, scales, count_scales, best);
 }
 
+int nearest_key_at_scale_portable(const uint32_t* candidate_keys, int count, const float* xval, const float* waux,
+                                  float scale) {
+  float best_d2 = FLT_MAX;
+  int best = -1;
+  for (int c = 0; c < count; ++c) {
+    float d2 = 0;
+    for (int j = 0; j < 8; ++j) {
+      const float diff = scale * float(2 * ((candidate_keys[c] >> (2 * j)) & 3) + 1) - xval[j];
+      d2 += waux[j] * diff * diff;
+    }
+    if (d2 < best_d2) {
+      best_d2 = d2;
+      best = c;
+    }
+  }
+  return best;
+}
+
 void round_trials_portable(const float* xval, int n, const float* ids, int count, float* q, uint32_t* keys) {
   round_trials_lanes<4>(xval, n, ids, count, q, keys);
 }
@@ -42,7 +60,7 @@ void trial_sums_portable(const float* weight, const float* xval, int n, const fl
 }
 
 constexpr SearchKernels kPortableKernels = {round_trials_portable, trial_sums_portable, round_levels_portable,
-                                            nearest_at_scales_portable, nullptr};
+                                            nearest_at_scales_portable, nullptr, nearest_key_at_scale_portable};
 
 }  // namespace
 

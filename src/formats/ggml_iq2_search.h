@@ -45,6 +45,12 @@ struct SearchKernels {
   int (*all_trials)(const SearchTables& t, const float* xval, const float* waux, const float* weight, int n,
                     const float* ids, const float* scales, int count, uint32_t* keys, uint32_t* off_grid,
                     float* sumqx, float* sumq2);
+  // ggml's iq2_find_best_neighbour at one scale over `count` candidates given by their keys (a list's
+  // run of SearchTables::neighbour_keys): the position of the first with the least distance, or -1 if
+  // none is below FLT_MAX. For the final re-fit, which searches a list the trials have just searched:
+  // its keys are in the cache, where its lane-major levels are not.
+  int (*nearest_key_at_scale)(const uint32_t* candidate_keys, int count, const float* xval, const float* waux,
+                              float scale);
 };
 inline constexpr int kNoGridPoint = 1;
 inline constexpr int kEmptyList = 2;

@@ -252,6 +252,16 @@ TEST(GgmlIq2Codecs, VectorSearchKernelsMatchThePortableOnes) {
       kernels->nearest_at_scales(tables.lane_levels.data() + list.lane_first, int(list.count), xval + 8 * (group % 4),
                                  waux + 8 * (group % 4), scales + first, members, best_got);
       for (int m = 0; m < members; ++m) ASSERT_EQ(best_got[m], best_want[m]) << group << " list of " << list.count;
+      // The same list by its candidates' keys, at one scale: the lane-major search's choice.
+      const uint32_t* candidate_keys = tables.neighbour_keys.data() + list.first;
+      ASSERT_EQ(kernels->nearest_key_at_scale(candidate_keys, int(list.count), xval + 8 * (group % 4), waux + 8 * (group % 4),
+                                              scales[first]),
+                best_want[0])
+          << group << " list of " << list.count;
+      ASSERT_EQ(portable.nearest_key_at_scale(candidate_keys, int(list.count), xval + 8 * (group % 4), waux + 8 * (group % 4),
+                                              scales[first]),
+                best_want[0])
+          << group << " list of " << list.count;
     }
   }
   if (!checked) GTEST_SKIP() << "this CPU runs no vector search kernels";
