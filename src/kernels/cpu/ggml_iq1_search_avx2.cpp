@@ -21,6 +21,8 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+
+#include "kernels/cpu/avx2_lanes.h"
 #define LOWBIT_IQ1_AVX2 1
 #endif
 
@@ -199,17 +201,7 @@ LOWBIT_AVX2 int nearest_candidate_avx2(const uint16_t* codes, int count, const f
     // first lane holding their minimum is the one a sequential scan keeps.
     const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count - first), lane_index));
     const __m256 better = _mm256_and_ps(valid, _mm256_cmp_ps(d2, _mm256_set1_ps(best_d2), _CMP_LT_OQ));
-    const unsigned better_bits = unsigned(_mm256_movemask_ps(better));
-    if (!better_bits) continue;
-    alignas(32) float lanes[kLanes];
-    _mm256_store_ps(lanes, d2);
-    for (unsigned bits = better_bits; bits; bits &= bits - 1) {
-      const int lane = __builtin_ctz(bits);
-      if (lanes[lane] < best_d2) {
-        best_d2 = lanes[lane];
-        best = first + lane;
-      }
-    }
+    cpu::avx2::keep_first_least(d2, unsigned(_mm256_movemask_ps(better)), first, best_d2, best);
   }
   return best;
 }

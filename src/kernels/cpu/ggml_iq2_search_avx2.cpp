@@ -18,6 +18,8 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+
+#include "kernels/cpu/avx2_lanes.h"
 #define LOWBIT_IQ2_AVX2 1
 #endif
 
@@ -72,16 +74,7 @@ LOWBIT_AVX2 int nearest_key_at_scale_avx2(const uint32_t* candidate_keys, int co
       d2 = _mm256_add_ps(d2, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[j]), diff), diff));  // (w*diff)*diff
     }
     const unsigned better = bits_of(_mm256_cmp_ps(d2, _mm256_set1_ps(best_d2), _CMP_LT_OQ)) & ((1u << in_list) - 1);
-    if (!better) continue;
-    alignas(32) float d[8];
-    _mm256_store_ps(d, d2);
-    for (unsigned left = better; left; left &= left - 1) {
-      const int c = __builtin_ctz(left);
-      if (d[c] < best_d2) {
-        best_d2 = d[c];
-        best = first + c;
-      }
-    }
+    cpu::avx2::keep_first_least(d2, better, first, best_d2, best);
   }
   return best;
 }

@@ -254,8 +254,8 @@ CudaLlama::CudaLlama(LlamaModel& model, const RuntimeOptions& options)
   std::optional<PinnedUploader> uploader;
   if (total >= PinnedUploader::kWorthFrom) uploader.emplace(stream_);
   for (const auto& [name, m] : model.matrices()) weights_[name].name = name, load_weight(weights_[name], m, uploader ? &*uploader : nullptr);
-  embedding_ = &weights_.at("token_embd.weight");
   uploader.reset();  // waits for its copies
+  embedding_ = &weights_.at("token_embd.weight");
   output_ = &weights_.at(model.output_tied() ? "token_embd.weight" : "output.weight");
   output_norm_ = upload(model.output_norm(), stream_);
   inv_freq_ = upload(std::span<const float>(config_.rope.inv_freq), stream_);  // the CPU's own table
