@@ -13,6 +13,9 @@
 #                                            the llama.cpp of scripts/llama-cpp-tools.sh built here for sm_90 only, with
 #                                            GGML_CUDA_FA=OFF (its flash-attention kernels would double the build:
 #                                            about an hour on 2 cores as it is), in $LLAMA_CUDA_BUILD
+#   LLAMA_SOURCE=1 scripts/device-deps.sh .devllama   instead the same llama.cpp's source, trimmed to what its
+#                                            CUDA build reads (DEST/llama-src.tar.xz, about 7 MB), for
+#                                            scripts/device-llama-build.sh to build on the device in minutes
 set -euo pipefail
 dest="${1:-.deps}"
 mkdir -p "$dest"
@@ -48,6 +51,13 @@ if [ "${PY_WHEELS:-0}" = 1 ]; then
   mkdir -p "$dest/py"
   for wheel in "$tmp"/*.whl; do unzip -qo "$wheel" -d "$dest/py"; done
   rm -rf "$tmp"
+fi
+if [ "${LLAMA_SOURCE:-0}" = 1 ]; then
+  source_dir="$(dirname "$(scripts/llama-cpp-tools.sh)")/../src"
+  tar -cJf "$dest/llama-src.tar.xz" -C "$source_dir" --exclude=./models --exclude=./docs --exclude=./media \
+    --exclude=./benches --exclude=./tests --exclude=./examples --exclude=./tools/server/public \
+    --exclude=./ggml/src/ggml-sycl --exclude=./ggml/src/ggml-vulkan --exclude=./ggml/src/ggml-opencl \
+    --exclude=./ggml/src/ggml-hexagon --exclude=./ggml/src/ggml-metal --exclude=./ggml/src/ggml-et .
 fi
 if [ "${LLAMA_CUDA:-0}" = 1 ]; then
   source_dir="$(dirname "$(scripts/llama-cpp-tools.sh)")/../src"  # the vendored llama.cpp, fetched and checked there

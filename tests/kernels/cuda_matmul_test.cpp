@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -130,6 +131,50 @@ TEST(CudaMatmul, FusedQ4KMatchesCpuProduct) {
     d_blocks.upload(blocks.data(), blocks.size());
     expect_fused_matches(cuda::prepare_fused(cuda::Q4KWeight{d_blocks.ptr, s.rows, s.cols}, nullptr), w, s, "q4_K");
   }
+}
+
+// Two weights stacked (stack_fused: a feed-forward block's gate and up) give, in one launch, the rows
+// each gives alone, bit for bit: every 16-row tile is the same work in the same order.
+TEST(CudaMatmul, StackedWeightsGiveEachWeightsRows) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Shape first{48, 1024}, second{32, 1024};
+  std::vector<std::unique_ptr<DeviceBytes>> blocks;
+  std::vector<cuda::Fused4bitWeight> parts;
+  for (const Shape s : {first, second}) {
+    const std::vector<float> weight = heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f);
+    std::vector<uint8_t> bytes(ggml_row_bytes(GgmlType::Q4_K, s.cols) * size_t(s.rows));
+    quantize_rows(GgmlType::Q4_K, weight.data(), s.rows, s.cols, nullptr, bytes.data());
+    blocks.push_back(std::make_unique<DeviceBytes>(bytes.size()));
+    blocks.back()->upload(bytes.data(), bytes.size());
+    parts.push_back(cuda::prepare_fused(cuda::Q4KWeight{blocks.back()->ptr, s.rows, s.cols}, nullptr));
+  }
+  const cuda::Fused4bitWeight* both[] = {&parts[0], &parts[1]};
+  const cuda::Fused4bitWeight stacked = cuda::stack_fused(both, nullptr);
+  EXPECT_EQ(stacked.rows, first.rows + second.rows);
+  EXPECT_EQ(stacked.bytes(), parts[0].bytes() + parts[1].bytes());
+  for (const int64_t tokens : {int64_t(1), int64_t(5), int64_t(40)}) {
+    const auto [x, xv] = activations(tokens, first.cols, DType::bf16);
+    DeviceBytes d_x(x.buffer.size()), d_whole(size_t(tokens * stacked.rows) * 4), d_part(size_t(tokens * first.rows) * 4);
+    d_x.upload(x.buffer.data(), x.buffer.size());
+    cuda::matmul_4bit_fused_f32(stacked, DType::bf16, d_x.ptr, tokens, d_whole.as<float>(), false, nullptr);
+    const auto whole = d_whole.download(d_whole.size);
+    int64_t row0 = 0;
+    for (const cuda::Fused4bitWeight& part : parts) {
+      cuda::matmul_4bit_fused_f32(part, DType::bf16, d_x.ptr, tokens, d_part.as<float>(), false, nullptr);
+      const auto alone = d_part.download(size_t(tokens * part.rows) * 4);
+      for (int64_t t = 0; t < tokens; ++t)
+        ASSERT_EQ(std::memcmp(whole.data() + size_t(t * stacked.rows + row0) * 4, alone.data() + size_t(t * part.rows) * 4,
+                              size_t(part.rows) * 4),
+                  0)
+            << "token " << t << " of " << tokens << ", rows from " << row0;
+      row0 += part.rows;
+    }
+  }
+  cuda::MatmulContext context;  // no source to dequantize past the fused kernel's token counts
+  DeviceBytes big(size_t(cuda::kDequantizeTokens * stacked.cols) * 2 + size_t(cuda::kDequantizeTokens * stacked.rows) * 2);
+  EXPECT_THROW(cuda::matmul_4bit(context, stacked, DType::bf16, big.ptr, cuda::kDequantizeTokens,
+                                 big.as<std::byte>(size_t(cuda::kDequantizeTokens * stacked.cols) * 2), nullptr),
+               Error);
 }
 
 // Past kDequantizeTokens the entry points dequantize into scratch and call cuBLAS.

@@ -153,6 +153,43 @@ TEST(CudaRuntime, Bytes12MAgreesWithTheCpuInBf16AndQuantized) {
 #endif
 }
 
+// Decoding's products against the CPU: one token (q2_K, q3_K and q6_K through the run kernels, q4_K
+// through the fused kernel with gate and up stacked), five one-token windows (the 8-value matvec) and a
+// 64-token prompt (the fused kernel at a prompt's size); the agreement tests above take the many-token path.
+TEST(CudaRuntime, FewTokenProductsAgreeWithTheCpu) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  const auto tokens = text_tokens(*LlamaModel::load(bytes_model()), "wikitext2_test_hf_nonempty_crlf.raw", 4000);
+  for (const GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q2_K, GgmlType::Q3_K}) {
+    test::TempDir dir;
+    GgufQuantizeOptions options;
+    options.selection.default_type = type;
+    quantize_to_gguf(*ModelSource::open(bytes_model()), dir / "m.gguf", options);
+    auto model = LlamaModel::load(dir / "m.gguf");
+    auto gpu = cuda::make_llama_runtime(*model);
+    const int n_vocab = model->config().n_vocab;
+    auto mean_kld = [&](const std::vector<int32_t>& batch, int windows) {
+      const auto cpu = model->forward(batch, windows), on_gpu = gpu->forward(batch, windows);
+      EXPECT_EQ(cpu.size(), on_gpu.size());
+      std::vector<float> p(static_cast<size_t>(n_vocab)), q(static_cast<size_t>(n_vocab));
+      double total = 0;
+      for (size_t row = 0; row < batch.size(); ++row) {
+        log_softmax(cpu.data() + row * size_t(n_vocab), n_vocab, p.data());
+        log_softmax(on_gpu.data() + row * size_t(n_vocab), n_vocab, q.data());
+        for (int i = 0; i < n_vocab; ++i) total += std::exp(double(p[size_t(i)])) * (double(p[size_t(i)]) - double(q[size_t(i)]));
+      }
+      return total / double(batch.size());
+    };
+    const std::string name(ggml_type_name(type));
+    for (size_t t = 0; t < 8; ++t) EXPECT_LE(mean_kld({tokens[100 * t]}, 1), 1e-4) << name << ", one token";
+    EXPECT_LE(mean_kld(std::vector<int32_t>(tokens.begin(), tokens.begin() + 5), 5), 1e-4) << name << ", five tokens";
+    const double prompt = mean_kld(std::vector<int32_t>(tokens.begin(), tokens.begin() + 64), 1);
+    std::printf("%s: mean KLD(cpu||gpu) over a 64-token prompt %.3g\n", name.c_str(), prompt);
+    EXPECT_LE(prompt, 1e-4) << name << ", a 64-token prompt";
+  }
+#endif
+}
+
 // The types of issue 15 that need no importance matrix, each through its own GPU kernel (rows none of
 // them tiles fall back as llama-quantize's do).
 TEST(CudaRuntime, Bytes12MInIquantAndFp4TypesAgreesWithTheCpu) {

@@ -371,7 +371,8 @@ struct Bench {
       GgmlType type;
       std::vector<int> scale_offsets;
     };
-    for (const Stored& stored : {Stored{GgmlType::Q4_K, {0, 2}}, Stored{GgmlType::Q6_K, {208}}, Stored{GgmlType::Q8_0, {0}}}) {
+    for (const Stored& stored : {Stored{GgmlType::Q4_K, {0, 2}}, Stored{GgmlType::Q6_K, {208}}, Stored{GgmlType::Q8_0, {0}},
+                                 Stored{GgmlType::Q2_K, {80, 82}}, Stored{GgmlType::Q3_K, {108}}}) {
       const FormatInfo& info = ggml_type_info(stored.type);
       const int64_t blocks = n / info.block_elements, bytes = blocks * info.block_bytes;
       const int sets = sets_for(bytes);

@@ -32,6 +32,15 @@ __device__ __forceinline__ uint2 ld64_a2(const uint8_t* p) {
   return make_uint2(uint32_t(v), uint32_t(v >> 32));
 }
 __device__ __forceinline__ uint2 ld64_a4(const uint8_t* p) { return make_uint2(ld32(p), ld32(p + 4)); }
+// 8 bytes at any address: the two or three aligned 4-byte words that hold them, funnel-shifted (never a
+// word without one of the 8 bytes in it).
+__device__ __forceinline__ uint2 ld64_a1(const uint8_t* p) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(p);
+  const auto* aligned = reinterpret_cast<const uint32_t*>(address & ~uintptr_t(3));
+  const int shift = int(address & 3) * 8;
+  const uint32_t w0 = aligned[0], w1 = aligned[1], w2 = shift != 0 ? aligned[2] : 0u;
+  return make_uint2(__funnelshift_r(w0, w1, shift), __funnelshift_r(w1, w2, shift));
+}
 __device__ __forceinline__ uint2 ld64(const uint8_t* p) { return *reinterpret_cast<const uint2*>(p); }
 
 // Byte k (0..7) of an 8-byte little-endian word pair.

@@ -626,9 +626,38 @@ Fused4bitWeight prepare_fused(const Q4KWeight& w, cudaStream_t stream) {
   return fused;
 }
 
-size_t Fused4bitWeight::bytes() const {
-  if (format == Format::q4_K) return size_t(rows * cols / 2) + size_t(rows * (cols / 256)) * 16;
-  return size_t(rows * pair_count(cols) * kPair / 2) + size_t(rows * 2 * pair_count(cols)) * 4;
+namespace {
+// A fused weight's two regions, both in tile order, so rows of several weights stack by region.
+size_t code_bytes(const Fused4bitWeight& w) {
+  return w.format == Fused4bitWeight::Format::q4_K ? size_t(w.rows * w.cols / 2) : size_t(w.rows * pair_count(w.cols) * kPair / 2);
+}
+size_t scale_bytes(const Fused4bitWeight& w) {
+  return w.format == Fused4bitWeight::Format::q4_K ? size_t(w.rows * (w.cols / 256)) * 16 : size_t(w.rows * 2 * pair_count(w.cols)) * 4;
+}
+}  // namespace
+
+size_t Fused4bitWeight::bytes() const { return code_bytes(*this) + scale_bytes(*this); }
+
+Fused4bitWeight stack_fused(std::span<const Fused4bitWeight* const> parts, cudaStream_t stream) {
+  if (parts.empty()) throw Error("stack_fused: no weights to stack");
+  Fused4bitWeight stacked;
+  stacked.format = parts[0]->format, stacked.cols = parts[0]->cols;
+  for (const Fused4bitWeight* part : parts) {
+    if (!part->codes || part->format != stacked.format || part->cols != stacked.cols)
+      throw Error("stack_fused: the weights must be prepared, of one format and one row length");
+    stacked.rows += part->rows;
+  }
+  const size_t codes = code_bytes(stacked);
+  stacked.memory = device_alloc(stacked.bytes());
+  auto* base = static_cast<uint8_t*>(stacked.memory.get());
+  stacked.codes = base, stacked.scales = base + codes;
+  size_t code_at = 0, scale_at = codes;
+  for (const Fused4bitWeight* part : parts) {
+    check(cudaMemcpyAsync(base + code_at, part->codes, code_bytes(*part), cudaMemcpyDeviceToDevice, stream));
+    check(cudaMemcpyAsync(base + scale_at, part->scales, scale_bytes(*part), cudaMemcpyDeviceToDevice, stream));
+    code_at += code_bytes(*part), scale_at += scale_bytes(*part);
+  }
+  return stacked;
 }
 
 namespace {

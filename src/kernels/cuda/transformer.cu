@@ -2,6 +2,8 @@
 // (include/lowbit/kernels/cuda/transformer.h). Float32 arithmetic in the CPU runtime's order where it
 // is cheap to keep (double sums of squares, products rounded one at a time), so the two backends
 // differ by little more than the 16-bit matmul inputs.
+#include <algorithm>
+#include <span>
 #include <string>
 
 #include "codec_common.cuh"
@@ -51,9 +53,21 @@ __global__ void __launch_bounds__(256) rms_norm_kernel(const float* __restrict__
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) store_both<T>(out, blockIdx.x * n + i, __fmul_rn(__fmul_rn(xr[i], scale), weight[i]));
 }
 
-// One warp per (token, head): bias, then (reading back what other lanes wrote) norm and rotation.
-__global__ void __launch_bounds__(128) prepare_heads_kernel(float* x, int64_t tokens, int heads, int head_dim, HeadsStep step,
-                                                            Positions positions, float* target, int64_t capacity) {
+// Up to three outputs of one block (q, k, v) prepared by one launch: blockIdx.y picks the job.
+struct HeadsJobs {
+  HeadsJob job[3];
+  int count = 0;
+};
+
+// One warp per (token, head) of job blockIdx.y: bias, then (reading back what other lanes wrote) norm
+// and rotation.
+__global__ void __launch_bounds__(128) prepare_heads_kernel(HeadsJobs jobs, int64_t tokens, int head_dim, Positions positions,
+                                                            int64_t capacity) {
+  const HeadsJob& job = jobs.job[blockIdx.y];
+  const int heads = job.heads;
+  const HeadsStep& step = job.step;
+  float* const x = job.x;
+  float* const target = job.cache_target;
   const int64_t item = int64_t(blockIdx.x) * 4 + threadIdx.x / 32;
   if (item >= tokens * heads) return;
   const int lane = int(threadIdx.x % 32);
@@ -445,10 +459,12 @@ __global__ void __launch_bounds__(128) decode_attention_combine_kernel(const flo
 }
 
 template <DType T>
-__global__ void swiglu_kernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n, Activations out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = gate[i];
-    store_both<T>(out, i, __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]));
+__global__ void swiglu_kernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t rows, int64_t n, int64_t stride,
+                              Activations out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t at = rows == 1 ? i : i / n * stride + i % n;
+    const float g = gate[at];
+    store_both<T>(out, i, __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[at]));
   }
 }
 
@@ -574,14 +590,29 @@ void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, floa
   check(cudaGetLastError());
 }
 
-void prepare_heads(float* x, int64_t tokens, int heads, int head_dim, const HeadsStep& step, const Positions& positions,
-                   float* cache_target, int64_t cache_capacity, cudaStream_t stream) {
+void prepare_heads(std::span<const HeadsJob> jobs, int64_t tokens, int head_dim, const Positions& positions, int64_t cache_capacity,
+                   cudaStream_t stream) {
   if (tokens <= 0) return;
   if (head_dim % 2 != 0 || head_dim > 512) throw Error("GPU attention heads: head_dim " + std::to_string(head_dim), {.expected = "even, at most 512"});
-  if (!step.bias && !step.norm && !step.inv_freq && !cache_target) return;
-  const unsigned grid = unsigned((tokens * heads + 3) / 4);
-  prepare_heads_kernel<<<grid, 128, 0, stream>>>(x, tokens, heads, head_dim, step, positions, cache_target, cache_capacity);
+  HeadsJobs work;
+  int64_t most_heads = 0;
+  for (const HeadsJob& job : jobs) {
+    const HeadsStep& step = job.step;
+    if (!step.bias && !step.norm && !step.inv_freq && !job.cache_target) continue;  // nothing to do
+    if (work.count == 3) throw Error("GPU attention heads: more than three outputs in one launch");
+    work.job[work.count++] = job;
+    most_heads = std::max<int64_t>(most_heads, job.heads);
+  }
+  if (work.count == 0) return;
+  const dim3 grid{unsigned((tokens * most_heads + 3) / 4), unsigned(work.count)};
+  prepare_heads_kernel<<<grid, 128, 0, stream>>>(work, tokens, head_dim, positions, cache_capacity);
   check(cudaGetLastError());
+}
+
+void prepare_heads(float* x, int64_t tokens, int heads, int head_dim, const HeadsStep& step, const Positions& positions,
+                   float* cache_target, int64_t cache_capacity, cudaStream_t stream) {
+  const HeadsJob job{x, heads, step, cache_target};
+  prepare_heads(std::span(&job, 1), tokens, head_dim, positions, cache_capacity, stream);
 }
 
 void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head, int n_head_kv, int head_dim,
@@ -638,10 +669,16 @@ void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head,
   check(cudaGetLastError());
 }
 
-void swiglu(const float* gate, const float* up, int64_t n, const Activations& out, cudaStream_t stream) {
-  if (n <= 0) return;
-  dispatch_half(out.half_dtype, [&]<DType T>() { swiglu_kernel<T><<<elementwise_grid(n), 256, 0, stream>>>(gate, up, n, out); });
+void swiglu(const float* gate, const float* up, int64_t rows, int64_t n, int64_t stride, const Activations& out, cudaStream_t stream) {
+  if (rows <= 0 || n <= 0) return;
+  if (stride < n) throw Error("GPU SwiGLU: rows of " + std::to_string(n) + " values " + std::to_string(stride) + " apart");
+  dispatch_half(out.half_dtype,
+                [&]<DType T>() { swiglu_kernel<T><<<elementwise_grid(rows * n), 256, 0, stream>>>(gate, up, rows, n, stride, out); });
   check(cudaGetLastError());
+}
+
+void swiglu(const float* gate, const float* up, int64_t n, const Activations& out, cudaStream_t stream) {
+  swiglu(gate, up, 1, n, n, out, stream);
 }
 
 void target_log_probs(const float* logits, int64_t rows, int64_t n, const int32_t* targets, float* out, cudaStream_t stream) {

@@ -172,6 +172,8 @@ class CudaLlama final : public LlamaRuntime {
     // A mixture-of-experts block (router set): the stacked experts, the optional shared expert and its gate.
     Weight *router = nullptr, *gate_exps = nullptr, *up_exps = nullptr, *down_exps = nullptr;
     Weight *gate_shexp = nullptr, *up_shexp = nullptr, *down_shexp = nullptr, *shexp_gate = nullptr;
+    // gate's and up's fused layouts stacked (stack_gate_up), which they then lack: one launch for both.
+    std::optional<Fused4bitWeight> gate_up;
   };
   // Per batch: activations sized for `tokens` rows, grown on demand.
   struct Workspace {
@@ -183,7 +185,15 @@ class CudaLlama final : public LlamaRuntime {
     Scratch token_ids, embedding_rows;  // the tokens to embed and their stored rows of token_embd
   };
 
+  // q4_K in the fused kernel's shape. Stacked experts multiply a few rows at a time, each expert's
+  // own: the fused layout would serve none of them.
+  static bool fusable(const Weight& w) {
+    return w.host.type == GgmlType::Q4_K && w.host.rows % 16 == 0 && w.host.cols % 128 == 0 && w.name.find("_exps.") == std::string::npos;
+  }
   void load_weight(Weight& w, const QuantizedMatrix& m, PinnedUploader* uploader = nullptr);
+  // A dense block's gate and up, both in the fused layout, stacked into layer.gate_up; otherwise each
+  // keeps (or gets back) its own.
+  void stack_gate_up(Layer& layer);
   // The tokens' embedding rows into ws_.hidden (float32, as LlamaModel::embed): their stored rows
   // gathered and dequantized on the GPU, the same values the CPU's dequantization gives.
   void embed_on_device(std::span<const int32_t> tokens) const;
@@ -192,9 +202,13 @@ class CudaLlama final : public LlamaRuntime {
   // rows of a stacked weight.
   void product(const Weight& w, const Activations& x, int64_t tokens, float* y, bool accumulate, const ActivationObserver& observer,
                int expert = -1) const;
-  // down(silu(gate(x)) ⊙ up(x)) into y, as product() adds or sets.
+  // Hands the observer the rows that multiply w (to the host: importance matrices, Hessians).
+  void observe(const Weight& w, const Activations& x, int64_t tokens, int64_t cols, const ActivationObserver& observer, int expert) const;
+  // down(silu(gate(x)) ⊙ up(x)) into y, as product() adds or sets; with gate_up (gate and up stacked),
+  // one launch makes both for the few tokens the fused kernel takes.
   void feed_forward(const Weight& gate, const Weight& up, const Weight& down, const Activations& x, int64_t tokens, float* y,
-                    bool accumulate, const ActivationObserver& observer, int expert = -1) const;
+                    bool accumulate, const ActivationObserver& observer, int expert = -1,
+                    const Fused4bitWeight* gate_up = nullptr) const;
   // A mixture-of-experts block's output added to ws_.hidden.
   void mixture_of_experts(const Layer& layer, const Activations& x, int64_t tokens, const ActivationObserver& observer) const;
   void layer(int index, int64_t tokens, const Positions& positions, const KvCache& cache, const ActivationObserver& observer) const;
@@ -272,6 +286,7 @@ CudaLlama::CudaLlama(LlamaModel& model, const RuntimeOptions& options)
                        find("ffn_up.weight"), find("ffn_down.weight"), find("ffn_gate_inp.weight"), find("ffn_gate_exps.weight"),
                        find("ffn_up_exps.weight"), find("ffn_down_exps.weight"), find("ffn_gate_shexp.weight"), find("ffn_up_shexp.weight"),
                        find("ffn_down_shexp.weight"), find("ffn_gate_inp_shexp.weight")});
+    stack_gate_up(layers_.back());
   }
   sync();  // the uploads read the host's mapped bytes
 }
@@ -290,15 +305,26 @@ void CudaLlama::load_weight(Weight& w, const QuantizedMatrix& m, PinnedUploader*
     return;
   }
   w.bytes = uploader ? uploader->upload(m.data) : upload(m.data, stream_);
-  // Stacked experts multiply a few rows at a time, each expert's own: the fused layout would serve none.
-  const bool stacked = w.name.find("_exps.") != std::string::npos;
-  if (m.type == GgmlType::Q4_K && m.rows % 16 == 0 && m.cols % 128 == 0 && !stacked)
-    w.fused = prepare_fused(Q4KWeight{w.bytes.get(), m.rows, m.cols}, stream_);
+  if (fusable(w)) w.fused = prepare_fused(Q4KWeight{w.bytes.get(), m.rows, m.cols}, stream_);
+}
+
+void CudaLlama::stack_gate_up(Layer& L) {
+  ++device_layout_version;
+  L.gate_up.reset();
+  if (!L.gate || !L.up) return;
+  for (Weight* w : {L.gate, L.up})
+    if (!w->fused && fusable(*w)) w->fused = prepare_fused(Q4KWeight{w->bytes.get(), w->host.rows, w->host.cols}, stream_);
+  if (!L.gate->fused || !L.up->fused || L.gate->host.cols != L.up->host.cols || L.gate->host.rows != L.up->host.rows) return;
+  const Fused4bitWeight* parts[] = {&*L.gate->fused, &*L.up->fused};
+  L.gate_up = stack_fused(parts, stream_);
+  sync();  // the copies read the parts
+  L.gate->fused.reset(), L.up->fused.reset();
 }
 
 size_t CudaLlama::weight_bytes() const {
   size_t total = 0;
   for (const auto& [name, w] : weights_) total += w.bytes.bytes() + (w.fused ? w.fused->bytes() : 0);
+  for (const Layer& L : layers_) total += L.gate_up ? L.gate_up->bytes() : 0;
   return total;
 }
 
@@ -310,10 +336,12 @@ size_t CudaLlama::decode_weight_bytes() const {
     return w->name.find("_exps.") != std::string::npos ? bytes * config_.n_expert_used / config_.n_expert : bytes;
   };
   double total = read(output_);
-  for (const Layer& L : layers_)
-    for (const Weight* w : {L.q, L.k, L.v, L.o, L.gate, L.up, L.down, L.router, L.gate_exps, L.up_exps, L.down_exps, L.gate_shexp,
-                            L.up_shexp, L.down_shexp, L.shexp_gate})
+  for (const Layer& L : layers_) {
+    total += L.gate_up ? double(L.gate_up->bytes()) : read(L.gate) + read(L.up);
+    for (const Weight* w : {L.q, L.k, L.v, L.o, L.down, L.router, L.gate_exps, L.up_exps, L.down_exps, L.gate_shexp, L.up_shexp,
+                            L.down_shexp, L.shexp_gate})
       total += read(w);
+  }
   return size_t(total);
 }
 
@@ -333,12 +361,7 @@ void CudaLlama::product(const Weight& w, const Activations& x, int64_t tokens, f
     m.rows /= config_.n_expert;
     bytes += size_t(expert) * ggml_row_bytes(m.type, m.cols) * size_t(m.rows);
   }
-  if (observer) {
-    std::vector<float> rows(size_t(tokens * m.cols));
-    check_cuda(cudaMemcpyAsync(rows.data(), x.f32, rows.size() * 4, cudaMemcpyDeviceToHost, stream_), "observer copy");
-    sync();
-    observer(w.name, expert, rows.data(), tokens, m.cols);
-  }
+  observe(w, x, tokens, m.cols, observer, expert);
   if (w.fused && expert < 0 && tokens < kDequantizeTokens) {
     matmul_4bit_fused_f32(*w.fused, half_, x.half, tokens, y, accumulate, stream_);
     return;
@@ -367,6 +390,15 @@ void CudaLlama::product(const Weight& w, const Activations& x, int64_t tokens, f
     tile = scratch;
   }
   matmul_16bit_f32_out(matmul_, half_, tile, m.rows, m.cols, x.half, tokens, y, accumulate, stream_);
+}
+
+void CudaLlama::observe(const Weight& w, const Activations& x, int64_t tokens, int64_t cols, const ActivationObserver& observer,
+                        int expert) const {
+  if (!observer) return;
+  std::vector<float> rows(size_t(tokens * cols));
+  check_cuda(cudaMemcpyAsync(rows.data(), x.f32, rows.size() * 4, cudaMemcpyDeviceToHost, stream_), "observer copy");
+  sync();
+  observer(w.name, expert, rows.data(), tokens, cols);
 }
 
 // Whole windows need one block's keys and values at a time (each block attends right after writing
@@ -419,29 +451,37 @@ void CudaLlama::layer(int index, int64_t T, const Positions& positions, const Kv
   product(*L.k, x, T, k, false, observer);
   product(*L.v, x, T, v, false, observer);
   const float* inv_freq = inv_freq_.get<float>();
-  prepare_heads(q, T, c.n_head, c.head_dim, {L.q_bias.get<float>(), L.q_norm.get<float>(), inv_freq, c.rope_neox, c.rms_eps, c.rope.n_rot, c.rope.mscale}, positions,
-                nullptr, 0, stream_);
-  prepare_heads(k, T, c.n_head_kv, c.head_dim, {L.k_bias.get<float>(), L.k_norm.get<float>(), inv_freq, c.rope_neox, c.rms_eps, c.rope.n_rot, c.rope.mscale},
-                positions, cache.k, cache.capacity, stream_);
-  prepare_heads(v, T, c.n_head_kv, c.head_dim, {L.v_bias.get<float>(), nullptr, nullptr, false, c.rms_eps}, positions, cache.v,
-                cache.capacity, stream_);
+  const HeadsJob heads[] = {
+      {q, c.n_head, {L.q_bias.get<float>(), L.q_norm.get<float>(), inv_freq, c.rope_neox, c.rms_eps, c.rope.n_rot, c.rope.mscale}, nullptr},
+      {k, c.n_head_kv, {L.k_bias.get<float>(), L.k_norm.get<float>(), inv_freq, c.rope_neox, c.rms_eps, c.rope.n_rot, c.rope.mscale}, cache.k},
+      {v, c.n_head_kv, {L.v_bias.get<float>(), nullptr, nullptr, false, c.rms_eps}, cache.v}};
+  prepare_heads(heads, T, c.head_dim, positions, cache.capacity, stream_);
   attention(q, cache, T, c.n_head, c.n_head_kv, c.head_dim, positions, att, stream_);
   product(*L.o, att, T, hidden, true, observer);  // the residual added by the product itself
 
   rms_norm(hidden, L.ffn_norm.get<float>(), T, E, c.rms_eps, x, stream_);
   if (L.router) mixture_of_experts(L, x, T, observer);
-  else feed_forward(*L.gate, *L.up, *L.down, x, T, hidden, true, observer);
+  else feed_forward(*L.gate, *L.up, *L.down, x, T, hidden, true, observer, -1, L.gate_up ? &*L.gate_up : nullptr);
 }
 
 void CudaLlama::feed_forward(const Weight& gate_w, const Weight& up_w, const Weight& down_w, const Activations& x, int64_t T, float* y,
-                             bool accumulate, const ActivationObserver& observer, int expert) const {
+                             bool accumulate, const ActivationObserver& observer, int expert, const Fused4bitWeight* gate_up) const {
   const int64_t ff = expert >= 0 ? gate_w.host.rows / config_.n_expert : gate_w.host.rows;
-  auto* gate = static_cast<float*>(ws_.gate.reserve(size_t(T * ff) * 4));
-  auto* up = static_cast<float*>(ws_.up.reserve(size_t(T * ff) * 4));
   const Activations act{static_cast<float*>(ws_.act.reserve(size_t(T * ff) * 4)), ws_.act_half.reserve(size_t(T * ff) * 2), half_};
-  product(gate_w, x, T, gate, false, observer, expert);
-  product(up_w, x, T, up, false, observer, expert);
-  swiglu(gate, up, T * ff, act, stream_);
+  if (gate_up && expert < 0 && T < kDequantizeTokens) {
+    // Each token's row: its ff gate values, then its ff up values.
+    auto* both = static_cast<float*>(ws_.gate.reserve(size_t(T * 2 * ff) * 4));
+    observe(gate_w, x, T, gate_w.host.cols, observer, expert);
+    observe(up_w, x, T, up_w.host.cols, observer, expert);
+    matmul_4bit_fused_f32(*gate_up, half_, x.half, T, both, false, stream_);
+    swiglu(both, both + ff, T, ff, 2 * ff, act, stream_);
+  } else {
+    auto* gate = static_cast<float*>(ws_.gate.reserve(size_t(T * ff) * 4));
+    auto* up = static_cast<float*>(ws_.up.reserve(size_t(T * ff) * 4));
+    product(gate_w, x, T, gate, false, observer, expert);
+    product(up_w, x, T, up, false, observer, expert);
+    swiglu(gate, up, T * ff, act, stream_);
+  }
   product(down_w, act, T, y, accumulate, observer, expert);
 }
 
@@ -616,7 +656,10 @@ std::vector<float> CudaLlama::output_logits(const std::vector<float>& hidden, co
 QuantizedMatrix CudaLlama::swap_weight(const std::string& name, const QuantizedMatrix& weight) {
   const QuantizedMatrix previous = model_.swap_weight(name, weight);  // checks the name and shape; embed() follows it
   try {
-    load_weight(weights_.at(name), weight);
+    Weight& w = weights_.at(name);
+    load_weight(w, weight);
+    for (Layer& L : layers_)
+      if (L.gate == &w || L.up == &w) stack_gate_up(L);
     sync();
   } catch (...) {
     model_.swap_weight(name, previous);

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "lowbit/core/dtype.h"
 #include "lowbit/formats/format.h"
@@ -79,6 +80,10 @@ struct Fused4bitWeight {
 };
 Fused4bitWeight prepare_fused(const Bnb4bitWeight& weight, cudaStream_t stream);
 Fused4bitWeight prepare_fused(const Q4KWeight& weight, cudaStream_t stream);
+// Several prepared weights of one format and row length as one, their rows one after another: one
+// launch of the fused kernel then serves them all (a feed-forward block's gate and up at decoding). The
+// result has no source weight: only matmul_4bit_fused and matmul_4bit_fused_f32 take it.
+Fused4bitWeight stack_fused(std::span<const Fused4bitWeight* const> parts, cudaStream_t stream);
 
 // Token counts from which the 4-bit products dequantize into scratch and call cuBLAS.
 inline constexpr int64_t kDequantizeTokens = 96;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "lowbit/core/dtype.h"
 
@@ -62,6 +63,16 @@ struct HeadsStep {
 };
 void prepare_heads(float* x, int64_t tokens, int heads, int head_dim, const HeadsStep& step, const Positions& positions,
                    float* cache_target, int64_t cache_capacity, cudaStream_t stream);
+// Several outputs of heads of the same tokens and head_dim (a block's q, k and v: at most three) in one
+// launch, each as above; decoding then pays for one launch instead of three.
+struct HeadsJob {
+  float* x = nullptr;
+  int heads = 0;
+  HeadsStep step;
+  float* cache_target = nullptr;
+};
+void prepare_heads(std::span<const HeadsJob> jobs, int64_t tokens, int head_dim, const Positions& positions, int64_t cache_capacity,
+                   cudaStream_t stream);
 
 // Causal attention of q [tokens][n_head][head_dim] (token t at its Positions position p attends to its
 // window's cache entries 0..p) into out [tokens][n_head · head_dim]. Query head h reads key/value head
@@ -72,6 +83,9 @@ void attention(const float* q, const KvCache& cache, int64_t tokens, int n_head,
 
 // out = silu(gate) · up, elementwise over n values (SwiGLU's product, as the CPU computes it).
 void swiglu(const float* gate, const float* up, int64_t n, const Activations& out, cudaStream_t stream);
+// The same over `rows` rows of n values whose gate and up rows lie `stride` values apart (out rows are
+// n apart): gate and up as one stacked product wrote them, [rows][gate n | up n] with up = gate + n.
+void swiglu(const float* gate, const float* up, int64_t rows, int64_t n, int64_t stride, const Activations& out, cudaStream_t stream);
 
 // out[r] = the index of row r's largest value (the first of equal ones, as std::max_element finds it),
 // for `rows` rows of n: greedy decoding's next token without the logits leaving the GPU.
