@@ -132,7 +132,7 @@ GptqFactor::GptqFactor(std::span<const float> hessian, int64_t cols, float damp)
 bool gptq_supports(GgmlType type) { return ggml::block_grid_codec(type) != nullptr; }
 
 void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64_t cols, const GptqFactor& factor,
-                        const float* importance, void* dst) {
+                        const float* importance, void* dst, cpu::CpuTarget target) {
   const ggml::BlockGridCodec* grid = ggml::block_grid_codec(type);
   const GgmlCodec* codec = ggml_codec(type);
   if (!grid || !codec || !codec->quantize_row) throw Error(fmt::format("GPTQ cannot write {}", ggml_type_name(type)));
@@ -150,7 +150,7 @@ void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64
       const int e = int(j % block_values);
       void* block = static_cast<std::byte*>(dst) + size_t(r0 + r) * row_bytes + size_t(j / block_values) * block_bytes;
       if (e == 0) {  // the format fits the block's scales from the updated values
-        codec->quantize_row(wr + j, block, block_values, importance ? importance + j : nullptr);
+        codec->quantize_row(wr + j, block, block_values, importance ? importance + j : nullptr, target);
         if (grid->grids) grid->grids(block, grids.data());
       }
       if (group_values > 1) {
