@@ -1,5 +1,7 @@
-// The CPU kernel sets a codec can run on (src/kernels/cpu), and which of them this CPU supports. All
-// targets give the same bytes; only the speed differs.
+// The CPU kernel sets a codec can run on. Every codec entry point takes a CpuTarget as its last argument
+// (or in its options; best_cpu_target() when left out); all targets give the same bytes, only the speed
+// differs. A codec with SIMD kernels refuses a target this CPU cannot run (lowbit::Error); one without
+// runs its scalar code whatever the target.
 #pragma once
 
 #include <cstdint>

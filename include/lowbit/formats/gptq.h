@@ -71,6 +71,8 @@ bnb::Bnb4bitQuantized gptq_quantize_4bit(const TensorView& weight, const bnb::Bn
 // absmax as bitsandbytes takes it, before the sweep (the scale spans the whole row), and each error-updated
 // value is coded round(v × 127 / SCB), clamped to ±127. With H = identity the bytes are
 // quantize_int8_rowwise's. `weight`: [rows, cols] in f16 (what bitsandbytes quantizes), bf16 or f32.
-bnb::Int8RowwiseQuantized gptq_quantize_int8_rows(const TensorView& weight, const GptqFactor& factor, std::string_view tensor_name = {});
+bnb::Int8RowwiseQuantized gptq_quantize_int8_rows(const TensorView& weight, const GptqFactor& factor,
+                                                  std::string_view tensor_name = {},
+                                                  cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit

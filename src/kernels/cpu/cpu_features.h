@@ -13,22 +13,4 @@ struct CpuFeatures {
 };
 const CpuFeatures& cpu_features();
 
-// The target the codecs run: best_cpu_target(), unless set_active_cpu_target chose another. This is the
-// process-wide switch (the tests compare the targets through it); a target the CPU lacks is
-// refused with lowbit::Error.
-CpuTarget active_cpu_target();
-void set_active_cpu_target(CpuTarget target);
-
-// set_active_cpu_target for a scope, restoring the previous target at its end.
-class ScopedCpuTarget {
- public:
-  explicit ScopedCpuTarget(CpuTarget target) : previous_(active_cpu_target()) { set_active_cpu_target(target); }
-  ~ScopedCpuTarget() { set_active_cpu_target(previous_); }
-  ScopedCpuTarget(const ScopedCpuTarget&) = delete;
-  ScopedCpuTarget& operator=(const ScopedCpuTarget&) = delete;
-
- private:
-  CpuTarget previous_;
-};
-
 }  // namespace lowbit::cpu

@@ -64,8 +64,6 @@ struct CpuKernels {
 // The kernels of `target` (the table for the scalar target is empty). Throws lowbit::Error for a target
 // this CPU cannot run (cpu_supports): every codec with kernels picks them here, so each refuses it.
 const CpuKernels& cpu_kernels(CpuTarget target);
-// The kernels of the process-wide active target, which the bitsandbytes codecs still read.
-inline const CpuKernels& cpu_kernels() { return cpu_kernels(active_cpu_target()); }
 
 // Kernels given an output at least this large write it with non-temporal stores: far past a core's L2,
 // the lines would be evicted before anyone read them.
