@@ -84,10 +84,11 @@ void BM_ggml_quantize(benchmark::State& state, lowbit::GgmlType type, bool with_
   std::vector<uint8_t> out(row_bytes * size_t(rows));
   const float* weights = with_weights ? m.importance.data() : nullptr;
   // The first row builds the search tables of the grid types (once per process), outside the timing.
-  codec->quantize_row(m.values.data(), out.data(), kCols, m.importance.data());
+  codec->quantize_row(m.values.data(), out.data(), kCols, m.importance.data(), lowbit::cpu::best_cpu_target());
   for (auto _ : state) {
     for (int64_t r = 0; r < rows; ++r)
-      codec->quantize_row(m.values.data() + r * kCols, out.data() + size_t(r) * row_bytes, kCols, weights);
+      codec->quantize_row(m.values.data() + r * kCols, out.data() + size_t(r) * row_bytes, kCols, weights,
+                          lowbit::cpu::best_cpu_target());
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -104,11 +105,13 @@ void BM_ggml_dequantize(benchmark::State& state, lowbit::GgmlType type, bool to_
   std::vector<uint8_t> blocks(row_bytes * kRows);
   for (int64_t r = 0; r < kRows; ++r)
     codec->quantize_row(m.values.data() + r * kCols, blocks.data() + size_t(r) * row_bytes, kCols,
-                        lowbit::ggml_requires_imatrix(type) ? m.importance.data() : nullptr);
+                        lowbit::ggml_requires_imatrix(type) ? m.importance.data() : nullptr,
+                        lowbit::cpu::best_cpu_target());
   std::vector<float> out(size_t(to_row_buffer ? kCols : kRows * kCols));
   for (auto _ : state) {
     for (int64_t r = 0; r < kRows; ++r)
-      codec->dequantize_row(blocks.data() + size_t(r) * row_bytes, out.data() + (to_row_buffer ? 0 : r * kCols), kCols);
+      codec->dequantize_row(blocks.data() + size_t(r) * row_bytes, out.data() + (to_row_buffer ? 0 : r * kCols), kCols,
+                            lowbit::cpu::best_cpu_target());
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }

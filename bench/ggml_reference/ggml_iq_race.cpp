@@ -25,7 +25,7 @@
 extern "C" {
 #include "ggml.h"
 }
-#include "kernels/cpu/cpu_features.h"
+#include "lowbit/formats/cpu_target.h"
 #include "lowbit/formats/ggml_iq1.h"
 #include "lowbit/formats/ggml_iq2.h"
 #include "lowbit/formats/ggml_iq3.h"
@@ -55,7 +55,8 @@ double thread_cpu_seconds() {
   return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
 }
 
-using RowQuantizer = void (*)(const float*, void*, int64_t, const float*);
+using lowbit::cpu::CpuTarget;
+using RowQuantizer = void (*)(const float*, void*, int64_t, const float*, CpuTarget);
 struct IqType {
   const char* name;
   ggml_type type;
@@ -92,6 +93,13 @@ double rate(F quantize) {
   return calls * double(kTimedRows) * kCols / spent / 1e6;
 }
 
+// The CPU target named on the command line; "best" (or any other name): the fastest this CPU runs.
+CpuTarget target_named(const std::string& name) {
+  for (const CpuTarget t : {CpuTarget::scalar, CpuTarget::avx2, CpuTarget::avx512})
+    if (name == lowbit::cpu::cpu_target_name(t)) return t;
+  return lowbit::cpu::best_cpu_target();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,10 +109,11 @@ int main(int argc, char** argv) {
   }
   const int rounds = std::atoi(argv[1]);
   const std::string target = argv[2];
-  using lowbit::cpu::CpuTarget;
-  if (target == "avx512") lowbit::cpu::set_active_cpu_target(CpuTarget::avx512);
-  if (target == "avx2") lowbit::cpu::set_active_cpu_target(CpuTarget::avx2);
-  if (target == "scalar") lowbit::cpu::set_active_cpu_target(CpuTarget::scalar);
+  const CpuTarget cpu_target = target_named(target);
+  if (!lowbit::cpu::cpu_supports(cpu_target)) {
+    std::fprintf(stderr, "this CPU cannot run the %s kernels\n", target.c_str());
+    return 2;
+  }
 
   std::vector<float> x(size_t(kRows) * kCols), weights(kCols);
   for (int r = 0; r < kRows; ++r)
@@ -133,9 +142,10 @@ int main(int argc, char** argv) {
       std::vector<uint8_t> theirs(row_bytes * kTimedRows), ours(row_bytes * kTimedRows);
       const float* w = m.weighted ? weights.data() : nullptr;
       m.ggml.push_back(rate([&] { ggml_quantize_chunk(m.type->type, x.data(), theirs.data(), 0, kTimedRows, kCols, w); }));
-      m.type->lowbit(x.data(), ours.data(), kCols, w);
+      m.type->lowbit(x.data(), ours.data(), kCols, w, cpu_target);
       m.lowbit.push_back(rate([&] {
-        for (int r = 0; r < kTimedRows; ++r) m.type->lowbit(x.data() + size_t(r) * kCols, ours.data() + r * row_bytes, kCols, w);
+        for (int r = 0; r < kTimedRows; ++r)
+          m.type->lowbit(x.data() + size_t(r) * kCols, ours.data() + r * row_bytes, kCols, w, cpu_target);
       }));
       if (theirs != ours) {
         ++differing;

@@ -71,7 +71,7 @@ Bnb4bitQuantized quantize_4bit_with(detail::QuantizeBlocksFn quantize_blocks, co
                 {.tensor = std::string(tensor_name), .expected = "finite values"});
 
   if (options.double_quant) {
-    state.nested = quantize_absmax_nested(state.absmax, options.nested_offset);
+    state.nested = quantize_absmax_nested(state.absmax, options.nested_offset, options.target);
     state.absmax.clear();
   }
   return result;
@@ -226,7 +226,7 @@ Bnb4bitQuantized quantize_4bit_reference(const TensorView& input, const Bnb4bitO
 }
 
 Bnb4bitQuantized quantize_4bit(const TensorView& input, const Bnb4bitOptions& options, std::string_view tensor_name) {
-  detail::QuantizeBlocksFn fast = cpu::cpu_kernels().bnb_quantize_4bit;
+  detail::QuantizeBlocksFn fast = cpu::cpu_kernels(options.target).bnb_quantize_4bit;
   return quantize_4bit_with(fast ? fast : detail::quantize_4bit_blocks_reference, input, options, tensor_name);
 }
 
@@ -259,14 +259,14 @@ float mean_to_nearest_float(std::span<const float> values) {
   return float((sum + compensation) / double(values.size()));
 }
 
-NestedAbsmax quantize_absmax_nested(std::span<const float> absmax, std::optional<float> offset) {
+NestedAbsmax quantize_absmax_nested(std::span<const float> absmax, std::optional<float> offset, cpu::CpuTarget target) {
   NestedAbsmax nested;
   nested.offset = offset ? *offset : mean_to_nearest_float(absmax);
   nested.code = tables::kDynamicMapSigned;
   nested.codes.resize(absmax.size());
   nested.nested_absmax.resize(size_t(ceil_div(int64_t(absmax.size()), kNestedBlocksize)));
   std::vector<float> centred(static_cast<size_t>(kNestedBlocksize));
-  const detail::QuantizeDynamic8bitFn fast = cpu::cpu_kernels().bnb_quantize_dynamic_8bit;
+  const detail::QuantizeDynamic8bitFn fast = cpu::cpu_kernels(target).bnb_quantize_dynamic_8bit;
   const detail::QuantizeDynamic8bitFn quantize_codes = fast ? fast : detail::quantize_dynamic_8bit_reference;
   for (size_t j = 0; j < nested.nested_absmax.size(); ++j) {
     const size_t begin = j * size_t(kNestedBlocksize);
@@ -287,16 +287,17 @@ std::vector<float> dequantize_absmax_nested(const NestedAbsmax& nested) {
   return scales;
 }
 
-Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, std::string_view tensor_name) {
-  return dequantize_4bit(packed, state, state.dtype, tensor_name);
+Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, std::string_view tensor_name,
+                       cpu::CpuTarget target) {
+  return dequantize_4bit(packed, state, state.dtype, tensor_name, target);
 }
 
 Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
-                       std::string_view tensor_name) {
+                       std::string_view tensor_name, cpu::CpuTarget target) {
   check_float_dtype(out_dtype, tensor_name, "bnb 4-bit dequantization");
   check_packed_size(packed, state, tensor_name);
   Tensor out(out_dtype, state.shape);
-  dequantize_4bit_into(packed, state, out_dtype, out.buffer.span(), tensor_name);
+  dequantize_4bit_into(packed, state, out_dtype, out.buffer.span(), tensor_name, target);
   return out;
 }
 
@@ -316,10 +317,10 @@ Tensor dequantize_4bit_reference(std::span<const uint8_t> packed, const Bnb4bitS
 }
 
 void dequantize_4bit_into(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
-                          std::span<std::byte> out, std::string_view tensor_name) {
+                          std::span<std::byte> out, std::string_view tensor_name, cpu::CpuTarget target) {
   check_dequantize_inputs(packed, state, out_dtype, out.size(), tensor_name);
   const std::array<float, 16>& lut = kernel_lut(state.quant_type);
-  const cpu::CpuKernels& kernels = cpu::cpu_kernels();
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   const detail::DequantizeBlocksFn fast = kernels.bnb_dequantize_4bit;
   const int64_t whole_blocks = state.elements() / state.blocksize;  // the fast kernel's share
   const bool stream = out.size() >= cpu::kStreamingBytes && reinterpret_cast<uintptr_t>(out.data()) % 64 == 0;

@@ -115,8 +115,9 @@ Int8RowwiseQuantized quantize_int8_rowwise_reference(const TensorView& input, fl
   return q;
 }
 
-Int8RowwiseQuantized quantize_int8_rowwise(const TensorView& input, float threshold, std::string_view tensor_name) {
-  const detail::QuantizeInt8RowsFn fast = cpu::cpu_kernels().bnb_quantize_int8_rows;
+Int8RowwiseQuantized quantize_int8_rowwise(const TensorView& input, float threshold, std::string_view tensor_name,
+                                           cpu::CpuTarget target) {
+  const detail::QuantizeInt8RowsFn fast = cpu::cpu_kernels(target).bnb_quantize_int8_rows;
   // Outliers (threshold > 0) are an activation-time feature: weights take the fast path.
   if (!fast || threshold != 0.0f) return quantize_int8_rowwise_reference(input, threshold, tensor_name);
   Int8RowwiseQuantized q;
@@ -139,12 +140,14 @@ Int8RowwiseQuantized quantize_int8_rowwise(const TensorView& input, float thresh
   return q;
 }
 
-Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& q) { return dequantize_int8_rowwise(q, DType::f32); }
+Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& q, cpu::CpuTarget target) {
+  return dequantize_int8_rowwise(q, DType::f32, target);
+}
 
-Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& q, DType out_dtype) {
+Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& q, DType out_dtype, cpu::CpuTarget target) {
   check_output_dtype(out_dtype);
   Tensor out(out_dtype, {q.rows, q.cols});
-  dequantize_int8_rowwise_into(q, out_dtype, out.buffer.span());
+  dequantize_int8_rowwise_into(q, out_dtype, out.buffer.span(), target);
   return out;
 }
 
@@ -162,10 +165,11 @@ Tensor dequantize_int8_rowwise_reference(const Int8RowwiseQuantized& q, DType ou
   return out;
 }
 
-void dequantize_int8_rowwise_into(const Int8RowwiseQuantized& q, DType out_dtype, std::span<std::byte> out) {
+void dequantize_int8_rowwise_into(const Int8RowwiseQuantized& q, DType out_dtype, std::span<std::byte> out,
+                                  cpu::CpuTarget target) {
   check_output_dtype(out_dtype);
   check_dequantize_inputs(q, out_dtype, out.size());
-  const detail::DequantizeInt8RowsFn fast = cpu::cpu_kernels().bnb_dequantize_int8_rows;
+  const detail::DequantizeInt8RowsFn fast = cpu::cpu_kernels(target).bnb_dequantize_int8_rows;
   if (!fast) {
     const Tensor reference = dequantize_int8_rowwise_reference(q, out_dtype);
     std::copy(reference.buffer.data(), reference.buffer.data() + reference.buffer.size(), out.data());
@@ -179,7 +183,7 @@ void dequantize_int8_rowwise_into(const Int8RowwiseQuantized& q, DType out_dtype
 }
 
 Int8MatmulResult llm_int8_matmul_detailed(const TensorView& x, const Int8RowwiseQuantized& weight, float threshold,
-                                          std::string_view tensor_name) {
+                                          std::string_view tensor_name, cpu::CpuTarget target) {
   if (x.dtype != DType::f16 || x.shape.size() != 2)
     throw Error("LLM.int8 matmul: activations must be a 2-D f16 matrix, got " + std::string(dtype_name(x.dtype)) + " " +
                 shape_to_string(x.shape), context_for(tensor_name, "f16 [m, k]"));
@@ -189,7 +193,7 @@ Int8MatmulResult llm_int8_matmul_detailed(const TensorView& x, const Int8Rowwise
                 ", activations have " + std::to_string(k) + " columns", context_for(tensor_name, "weight [n, k]"));
 
   Int8MatmulResult result;
-  result.activations = quantize_int8_rowwise(x, threshold, tensor_name);
+  result.activations = quantize_int8_rowwise(x, threshold, tensor_name, target);
   const Int8RowwiseQuantized& a = result.activations;
   result.acc.assign(size_t(m * n), 0);
   result.int8_part = Tensor(DType::f16, {m, n});
@@ -232,8 +236,8 @@ Int8MatmulResult llm_int8_matmul_detailed(const TensorView& x, const Int8Rowwise
 }
 
 Tensor llm_int8_matmul(const TensorView& x, const Int8RowwiseQuantized& weight, float threshold,
-                       std::string_view tensor_name) {
-  return std::move(llm_int8_matmul_detailed(x, weight, threshold, tensor_name).output);
+                       std::string_view tensor_name, cpu::CpuTarget target) {
+  return std::move(llm_int8_matmul_detailed(x, weight, threshold, tensor_name, target).output);
 }
 
 }  // namespace lowbit::bnb

@@ -23,24 +23,27 @@ namespace lowbit {
 namespace {
 
 // ---- plain types: f32 copies, f16 / bf16 round to nearest even (ggml's GGML_FP32_TO_FP16 / _BF16) ----
+// (Scalar loops the compiler vectorises: no SIMD kernels, so the CPU target goes unused.)
 
-void f32_from_f32(const float* x, void* out, int64_t n, const float*) { std::memcpy(out, x, size_t(n) * 4); }
-void f32_to_f32(const void* in, float* y, int64_t n) { std::memcpy(y, in, size_t(n) * 4); }
+void f32_from_f32(const float* x, void* out, int64_t n, const float*, cpu::CpuTarget) {
+  std::memcpy(out, x, size_t(n) * 4);
+}
+void f32_to_f32(const void* in, float* y, int64_t n, cpu::CpuTarget) { std::memcpy(y, in, size_t(n) * 4); }
 
-void f16_from_f32(const float* x, void* out, int64_t n, const float*) {
+void f16_from_f32(const float* x, void* out, int64_t n, const float*, cpu::CpuTarget) {
   auto* h = static_cast<uint16_t*>(out);
   for (int64_t i = 0; i < n; ++i) h[i] = f32_to_f16(x[i]);
 }
-void f16_to_f32_row(const void* in, float* y, int64_t n) {
+void f16_to_f32_row(const void* in, float* y, int64_t n, cpu::CpuTarget) {
   const auto* h = static_cast<const uint16_t*>(in);
   for (int64_t i = 0; i < n; ++i) y[i] = f16_to_f32(h[i]);
 }
 
-void bf16_from_f32(const float* x, void* out, int64_t n, const float*) {
+void bf16_from_f32(const float* x, void* out, int64_t n, const float*, cpu::CpuTarget) {
   auto* h = static_cast<uint16_t*>(out);
   for (int64_t i = 0; i < n; ++i) h[i] = f32_to_bf16(x[i]);
 }
-void bf16_to_f32_row(const void* in, float* y, int64_t n) {
+void bf16_to_f32_row(const void* in, float* y, int64_t n, cpu::CpuTarget) {
   const auto* h = static_cast<const uint16_t*>(in);
   for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_f32(h[i]);
 }
@@ -112,23 +115,27 @@ size_t ggml_row_bytes(GgmlType type, int64_t cols) {
   return size_t(cols / info.block_elements) * info.block_bytes;
 }
 
-void quantize_rows(GgmlType type, const float* x, int64_t rows, int64_t cols, const float* weights, void* dst) {
+void quantize_rows(GgmlType type, const float* x, int64_t rows, int64_t cols, const float* weights, void* dst,
+                   cpu::CpuTarget target) {
   const GgmlCodec& codec = require_codec(type);
   const size_t row_bytes = ggml_row_bytes(type, cols);
   if (rows <= 0 || cols == 0) return;
   auto* out = static_cast<std::byte*>(dst);
   parallel_for(rows, row_grain(cols), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) codec.quantize_row(x + r * cols, out + size_t(r) * row_bytes, cols, weights);
+    for (int64_t r = begin; r < end; ++r)
+      codec.quantize_row(x + r * cols, out + size_t(r) * row_bytes, cols, weights, target);
   });
 }
 
-void dequantize_rows(GgmlType type, const void* src, int64_t rows, int64_t cols, float* dst) {
+void dequantize_rows(GgmlType type, const void* src, int64_t rows, int64_t cols, float* dst,
+                     cpu::CpuTarget target) {
   const GgmlCodec& codec = require_codec(type);
   const size_t row_bytes = ggml_row_bytes(type, cols);
   if (rows <= 0 || cols == 0) return;
   const auto* in = static_cast<const std::byte*>(src);
   parallel_for(rows, row_grain(cols), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) codec.dequantize_row(in + size_t(r) * row_bytes, dst + r * cols, cols);
+    for (int64_t r = begin; r < end; ++r)
+      codec.dequantize_row(in + size_t(r) * row_bytes, dst + r * cols, cols, target);
   });
 }
 

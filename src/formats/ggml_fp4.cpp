@@ -85,7 +85,8 @@ uint8_t f32_to_ue4m3(float x) {
   return uint8_t((exponent << 3) | mantissa);
 }
 
-void quantize_row_mxfp4(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/) {
+void quantize_row_mxfp4(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/,
+                       cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("mxfp4", n, 32);
   auto* y = static_cast<BlockMxfp4*>(blocks);
   for (int64_t i = 0; i < n / 32; ++i, x += 32) {
@@ -97,7 +98,8 @@ void quantize_row_mxfp4(const float* x, void* blocks, int64_t n, const float* /*
   }
 }
 
-void quantize_row_nvfp4(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/) {
+void quantize_row_nvfp4(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/,
+                       cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("nvfp4", n, 64);
   auto* y = static_cast<BlockNvfp4*>(blocks);
   for (int64_t i = 0; i < n / 64; ++i) {
@@ -113,7 +115,7 @@ void quantize_row_nvfp4(const float* x, void* blocks, int64_t n, const float* /*
   }
 }
 
-void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n) {
+void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("mxfp4", n, 32);
   const auto* b = static_cast<const BlockMxfp4*>(blocks);
   for (int64_t i = 0; i < n / 32; ++i, y += 32) {
@@ -125,7 +127,7 @@ void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n) {
   }
 }
 
-void dequantize_row_nvfp4(const void* blocks, float* y, int64_t n) {
+void dequantize_row_nvfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("nvfp4", n, 64);
   const auto* b = static_cast<const BlockNvfp4*>(blocks);
   for (int64_t i = 0; i < n / 64; ++i) {

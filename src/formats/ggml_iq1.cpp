@@ -154,8 +154,8 @@ int best_neighbour(const Iq1SearchGrid& grid, iq1::NearestCandidateFn vector_sea
 
 // The grid indices of `units` consecutive units of L (levels 0..2), searching neighbours for those off
 // the grid (their levels in L replaced by the neighbour's). Returns whether all were on the grid.
-bool snap_units(int units, const float* x, const float* weight, float scale, const float* const* shifted, int8_t* L,
-                uint16_t* index) {
+bool snap_units(const cpu::CpuKernels& kernels, int units, const float* x, const float* weight, float scale,
+                const float* const* shifted, int8_t* L, uint16_t* index) {
   const Iq1SearchGrid& grid = search_grid();
   int codes[4];
   bool all_on_grid = true;
@@ -168,7 +168,7 @@ bool snap_units(int units, const float* x, const float* weight, float scale, con
     __builtin_prefetch(list);
     __builtin_prefetch(list + 32);
   }
-  const iq1::NearestCandidateFn vector_search = all_on_grid ? nullptr : cpu::cpu_kernels().iq1_nearest;
+  const iq1::NearestCandidateFn vector_search = all_on_grid ? nullptr : kernels.iq1_nearest;
   for (int k = 0; k < units; ++k) {
     const int on_grid = grid.index_of[size_t(codes[k])];
     index[k] = uint16_t(on_grid >= 0 ? on_grid
@@ -239,9 +239,9 @@ struct SGroupFit {
   uint16_t index[4] = {};    // grid points
 };
 
-SGroupFit fit_iq1_s_group(const float* xb, const float* weight) {
+SGroupFit fit_iq1_s_group(const cpu::CpuKernels& kernels, const float* xb, const float* weight) {
   SGroupFit fit;
-  const iq1::AscendingOrderFn vector_order = cpu::cpu_kernels().iq1_ascending;
+  const iq1::AscendingOrderFn vector_order = kernels.iq1_ascending;
   std::array<int, kSGroup> order;
   if (!vector_order || !vector_order(xb, order.data()))
     order = ascending_order<kSGroup>(xb);
@@ -253,7 +253,7 @@ SGroupFit fit_iq1_s_group(const float* xb, const float* weight) {
     sumx[j + 1] = sumx[j] + weight[i] * xb[i];
     sumw[j + 1] = sumw[j] + weight[i];
   }
-  const iq1::SplitSearchFn vector_search = cpu::cpu_kernels().iq1_split;
+  const iq1::SplitSearchFn vector_search = kernels.iq1_split;
   const iq1::Split split = vector_search ? vector_search(sumx, sumw) : iq1::best_split_scalar(sumx, sumw);
   const int best_i1 = split.i1, best_i2 = split.i2;
   float scale = split.scale;
@@ -268,7 +268,7 @@ SGroupFit fit_iq1_s_group(const float* xb, const float* weight) {
   }
   const float* shifted = fit.shift == 1 ? kShiftedUp : kShiftedDown;
   const float* const unit_shifted[4] = {shifted, shifted, shifted, shifted};
-  if (!snap_units(4, xb, weight, scale, unit_shifted, L, fit.index)) {
+  if (!snap_units(kernels, 4, xb, weight, scale, unit_shifted, L, fit.index)) {
     float sumqx = 0, sumq2 = 0;
     for (int k = 0; k < 4; ++k)
       for (int j = 0; j < 8; ++j) {
@@ -300,7 +300,7 @@ struct MGroupFit {
   uint16_t index[2] = {};
 };
 
-MGroupFit fit_iq1_m_group(const float* xb, const float* weight) {
+MGroupFit fit_iq1_m_group(const cpu::CpuKernels& kernels, const float* xb, const float* weight) {
   MGroupFit fit;
   const std::array<int, kMGroup> order = ascending_order<kMGroup>(xb);
   // ggml sums, for every split (i1, i2) and pattern k, w*v*x and w*v*v over the values in ascending
@@ -354,7 +354,7 @@ MGroupFit fit_iq1_m_group(const float* xb, const float* weight) {
     fit.pattern = 3 - fit.pattern;
   }
   const float* const unit_shifted[2] = {unit_shift(fit.pattern, 0), unit_shift(fit.pattern, 1)};
-  if (!snap_units(2, xb, weight, scale, unit_shifted, L, fit.index)) {
+  if (!snap_units(kernels, 2, xb, weight, scale, unit_shifted, L, fit.index)) {
     float sumqx = 0, sumq2 = 0;
     for (int k = 0; k < 2; ++k)
       for (int j = 0; j < 8; ++j) {
@@ -400,11 +400,12 @@ Split best_split_scalar(const float* sumx, const float* sumw) {
 
 }  // namespace iq1
 
-void quantize_row_iq1_s(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_iq1_s(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("iq1_s", n, kBlock);
   if (!quant_weights)
     throw Error("iq1_s needs importance weights (an importance matrix), as ggml does",
                 {.expected = "quant_weights for every column (make them with `lowbit imatrix`)"});
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   auto* y = static_cast<BlockIq1S*>(blocks);
   float weight[kSGroup], scales[kBlock / kSGroup];
   int shifts[kBlock / kSGroup];
@@ -420,7 +421,7 @@ void quantize_row_iq1_s(const float* x, void* blocks, int64_t n, const float* qu
       scales[ib] = 0;
       shifts[ib] = 1;
       if (abs_max<kSGroup>(xb) < 1e-12f) continue;  // GROUP_MAX_EPS_IQ1_S: stored as zero
-      const SGroupFit fit = fit_iq1_s_group(xb, weight);
+      const SGroupFit fit = fit_iq1_s_group(kernels, xb, weight);
       if (!fit.found) continue;
       uint16_t h = 0;
       for (int k = 0; k < 4; ++k) {
@@ -444,8 +445,9 @@ void quantize_row_iq1_s(const float* x, void* blocks, int64_t n, const float* qu
   }
 }
 
-void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("iq1_m", n, kBlock);
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   constexpr int kGroups = kBlock / kMGroup;
   constexpr uint8_t kShiftBits[4] = {0x00, 0x80, 0x08, 0x88};  // qh bit 3 (unit 0) and 7 (unit 1): delta -1/8
   auto* y = static_cast<BlockIq1M*>(blocks);
@@ -464,7 +466,7 @@ void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* qu
       scales[ib] = 0;
       patterns[ib] = 0;
       if (abs_max<kMGroup>(xb) < 1e-7f) continue;  // GROUP_MAX_EPS_IQ1_M: stored as zero
-      const MGroupFit fit = fit_iq1_m_group(xb, weight);
+      const MGroupFit fit = fit_iq1_m_group(kernels, xb, weight);
       if (!fit.found) continue;
       b.qs[2 * ib] = uint8_t(fit.index[0] & 255);
       b.qs[2 * ib + 1] = uint8_t(fit.index[1] & 255);
@@ -506,9 +508,9 @@ void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* qu
   }
 }
 
-void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n) {
+void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("iq1_s", n, kBlock);
-  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels().iq_dequantize) {
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
     fast->iq1_s(blocks, y, n / kBlock);
     return;
   }
@@ -520,9 +522,9 @@ void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n) {
   }
 }
 
-void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n) {
+void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("iq1_m", n, kBlock);
-  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels().iq_dequantize) {
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
     fast->iq1_m(blocks, y, n / kBlock);
     return;
   }

@@ -368,11 +368,12 @@ int scale_code(float id, float scale) { return std::clamp(round_nearest_even(0.5
 
 }  // namespace
 
-void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                          cpu::CpuTarget target) {
   require_whole_blocks("iq2_xxs", n, kBlock);
   require_weights("iq2_xxs", quant_weights);
   const SearchTables& t = iq2::search_tables(iq2::Grid::Xxs);
-  const iq2::SearchKernels& kernels = iq2::search_kernels();
+  const iq2::SearchKernels& kernels = iq2::search_kernels(target);
   auto* y = static_cast<BlockIq2Xxs*>(blocks);
   Group g;
   int8_t levels[32];
@@ -429,11 +430,10 @@ struct Xs16Options {
 };
 
 // Fits the 16 groups of one block: grid indices, signs, float scales. Returns the largest scale.
-float fit_block_16(const SearchTables& t, const float* xbl, const float* qw,
+float fit_block_16(const SearchTables& t, const iq2::SearchKernels& kernels, const float* xbl, const float* qw,
                    Xs16Options options, uint16_t grid_index[32], uint8_t signs[32], float scales[16]) {
   const float sum_x2 = block_sum_of_squares(xbl);
   const float sigma2 = options.doubled_sigma2 ? 2 * sum_x2 / float(kBlock) : sum_x2 / float(kBlock);
-  const iq2::SearchKernels& kernels = iq2::search_kernels();
   Group g;
   int8_t levels[16];
   float max_scale = 0;
@@ -465,16 +465,17 @@ float fit_block_16(const SearchTables& t, const float* xbl, const float* qw,
 
 }  // namespace
 
-void quantize_row_iq2_xs(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_iq2_xs(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("iq2_xs", n, kBlock);
   require_weights("iq2_xs", quant_weights);
   const SearchTables& t = iq2::search_tables(iq2::Grid::Xs);
+  const iq2::SearchKernels& kernels = iq2::search_kernels(target);
   auto* y = static_cast<BlockIq2Xs*>(blocks);
   for (int64_t ibl = 0; ibl < n / kBlock; ++ibl) {
     uint16_t grid_index[32] = {};
     uint8_t signs[32] = {};
     float scales[16];
-    const float max_scale = fit_block_16(t, x + kBlock * ibl, quant_weights + kBlock * ibl,
+    const float max_scale = fit_block_16(t, kernels, x + kBlock * ibl, quant_weights + kBlock * ibl,
                                          {.even_parity = true, .doubled_sigma2 = false, .group_max_eps = ggml_search::kGroupMaxEps, .all_in_one = false},
                                          grid_index, signs, scales);
     BlockIq2Xs& b = y[ibl];
@@ -488,15 +489,17 @@ void quantize_row_iq2_xs(const float* x, void* blocks, int64_t n, const float* q
   }
 }
 
-void quantize_row_iq2_s(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_iq2_s(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("iq2_s", n, kBlock);
   const SearchTables& t = iq2::search_tables(iq2::Grid::S);
+  const iq2::SearchKernels& kernels = iq2::search_kernels(target);
   auto* y = static_cast<BlockIq2S*>(blocks);
   for (int64_t ibl = 0; ibl < n / kBlock; ++ibl) {
     uint16_t grid_index[32] = {};
     uint8_t signs[32] = {};
     float scales[16];
-    const float max_scale = fit_block_16(t, x + kBlock * ibl, quant_weights ? quant_weights + kBlock * ibl : nullptr,
+    const float max_scale = fit_block_16(t, kernels, x + kBlock * ibl,
+                                         quant_weights ? quant_weights + kBlock * ibl : nullptr,
                                          {.even_parity = false, .doubled_sigma2 = true, .group_max_eps = kIq2sGroupMaxEps, .all_in_one = true},
                                          grid_index, signs, scales);
     BlockIq2S& b = y[ibl];
@@ -518,9 +521,9 @@ void quantize_row_iq2_s(const float* x, void* blocks, int64_t n, const float* qu
 // ---- dequantizers: value = d * (0.5 + s) * 0.25 * magnitude, negated where the sign bit is set
 // (the rules of iq2:: in lowbit/formats/ggml_iq2.h, which the CUDA kernels call too) ----
 
-void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
+void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("iq2_xxs", n, kBlock);
-  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels().iq_dequantize) {
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
     fast->iq2_xxs(blocks, y, n / kBlock);
     return;
   }
@@ -536,9 +539,9 @@ void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n) {
   }
 }
 
-void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n) {
+void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("iq2_xs", n, kBlock);
-  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels().iq_dequantize) {
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
     fast->iq2_xs(blocks, y, n / kBlock);
     return;
   }
@@ -552,9 +555,9 @@ void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n) {
   }
 }
 
-void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n) {
+void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("iq2_s", n, kBlock);
-  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels().iq_dequantize) {
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
     fast->iq2_s(blocks, y, n / kBlock);
     return;
   }

@@ -66,8 +66,8 @@ constexpr SearchKernels kPortableKernels = {round_trials_portable, trial_sums_po
 
 const SearchKernels& portable_search_kernels() { return kPortableKernels; }
 
-const SearchKernels& search_kernels() {
-  const SearchKernels* vector_kernels = cpu::cpu_kernels().iq2_search;
+const SearchKernels& search_kernels(cpu::CpuTarget target) {
+  const SearchKernels* vector_kernels = cpu::cpu_kernels(target).iq2_search;
   return vector_kernels ? *vector_kernels : kPortableKernels;
 }
 

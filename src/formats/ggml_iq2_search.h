@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "formats/ggml_iq2_grids.h"
+#include "lowbit/formats/cpu_target.h"
 
 namespace lowbit::ggml::iq2 {
 
@@ -55,8 +56,9 @@ struct SearchKernels {
 inline constexpr int kNoGridPoint = 1;
 inline constexpr int kEmptyList = 2;
 
-// The active CPU target's kernels (kernels/cpu/cpu_kernels.h), else the portable ones.
-const SearchKernels& search_kernels();
+// The kernels of `target` (kernels/cpu/cpu_kernels.h, which refuses a target this CPU lacks), else the
+// portable ones.
+const SearchKernels& search_kernels(cpu::CpuTarget target);
 const SearchKernels& portable_search_kernels();
 
 }  // namespace lowbit::ggml::iq2

@@ -169,8 +169,9 @@ struct Iq3Search {
 
 // The grid point for 4 absolute values at `scale` among the neighbours of their rounded level code:
 // the smallest sum of waux * (scale * q - x)^2, the first on ties.
-int best_neighbour(const Iq3SearchGrid& grid, int code, const float* xval, const float* waux, float scale) {
-  if (const iq3::NearestCandidateFn vector_search = cpu::cpu_kernels().iq3_nearest) {
+int best_neighbour(const cpu::CpuKernels& kernels, const Iq3SearchGrid& grid, int code, const float* xval,
+                   const float* waux, float scale) {
+  if (const iq3::NearestCandidateFn vector_search = kernels.iq3_nearest) {
     float scaled[8];
     for (int l = 0; l < 8; ++l) scaled[l] = scale * float(2 * l + 1);
     const auto list = grid.neighbours_of(code);
@@ -205,11 +206,12 @@ int level_code(const float* xval, float id) {
 
 // The grid point of one unit at inverse scale id (searching neighbours at `scale` when off the grid);
 // writes its levels to L. Returns whether the rounded levels were on the grid.
-bool snap_unit(const Iq3SearchGrid& grid, const float* xval, const float* waux, float id, float scale, int8_t* L) {
+bool snap_unit(const cpu::CpuKernels& kernels, const Iq3SearchGrid& grid, const float* xval, const float* waux,
+               float id, float scale, int8_t* L) {
   const int code = level_code(xval, id);
   int index = grid.index_of[code];
   const bool on_grid = index >= 0;
-  if (!on_grid) index = best_neighbour(grid, code, xval, waux, scale);
+  if (!on_grid) index = best_neighbour(kernels, grid, code, xval, waux, scale);
   // Only non-finite input leaves every distance at or above FLT_MAX (ggml aborts); the pipeline refuses
   // such input before it gets here.
   if (index < 0) index = grid.neighbours_of(code)[0];
@@ -330,7 +332,7 @@ void snap_unit_all_trials(const Iq3SearchGrid& grid, const float* xval, const fl
 }
 
 // One group's signs, levels and float scale. x: the group's values; weight: their fitting weights.
-GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight) {
+GroupFit fit_group(const cpu::CpuKernels& kernels, const Iq3Search& search, const float* x, const float* weight) {
   GroupFit fit;
   float xval[kGroup], waux[kGroup];
   square_roots(weight, waux, kGroup);
@@ -373,7 +375,7 @@ GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight)
   std::fill(trials.id + trials.count, std::end(trials.id), trials.id[trials.count - 1]);
   std::fill(trials.scale + trials.count, std::end(trials.scale), trials.scale[trials.count - 1]);
   float sumqx[kPaddedTrials] = {}, sumq2[kPaddedTrials] = {};
-  const iq3::AllTrialsFn all_trials = cpu::cpu_kernels().iq3_all_trials;
+  const iq3::AllTrialsFn all_trials = kernels.iq3_all_trials;
   const bool vector = all_trials != nullptr;
   // The vector kernel's result: each unit's grid point (level code) at every trial, and which trials
   // rounded it off the grid.
@@ -420,7 +422,8 @@ GroupFit fit_group(const Iq3Search& search, const float* x, const float* weight)
   if (std::count(std::begin(on_grid), std::end(on_grid), false) > 0 && scale > 0) {
     const float id = 1 / scale;
     for (int k = 0; k < kUnits; ++k)
-      if (search.refit_every_unit || !on_grid[k]) snap_unit(grid, xval + 4 * k, waux + 4 * k, id, scale, fit.L + 4 * k);
+      if (search.refit_every_unit || !on_grid[k])
+        snap_unit(kernels, grid, xval + 4 * k, waux + 4 * k, id, scale, fit.L + 4 * k);
     float refit_qx, refit_q2;
     weighted_fit_sums(weight, xval, fit.L, refit_qx, refit_q2);
     if (refit_q2 > 0) scale = refit_qx / refit_q2;
@@ -464,8 +467,10 @@ inline uint32_t scale_nibble(float id, float scale) {
 
 }  // namespace
 
-void quantize_row_iq3_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_iq3_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                          cpu::CpuTarget target) {
   require_whole_blocks("iq3_xxs", n, kBlock);
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   const Iq3Search search{xxs_search_grid(), 15, true, 1e-8f, true, false};
   auto* y = static_cast<BlockIq3Xxs*>(blocks);
   float weight[kGroup], scales[kGroups];
@@ -478,7 +483,7 @@ void quantize_row_iq3_xxs(const float* x, void* blocks, int64_t n, const float* 
     for (int ib = 0; ib < kGroups; ++ib) {
       const float* xb = xbl + kGroup * ib;
       group_weights(xb, quant_weights ? quant_weights + kBlock * ibl + kGroup * ib : nullptr, sigma2, weight);
-      const GroupFit fit = fit_group(search, xb, weight);
+      const GroupFit fit = fit_group(kernels, search, xb, weight);
       scales[ib] = fit.scale;
       if (fit.skipped) continue;
       for (int k = 0; k < kUnits; ++k) b.qs[8 * ib + k] = uint8_t(grid_index(search.grid, fit.L + 4 * k));
@@ -503,8 +508,9 @@ void quantize_row_iq3_xxs(const float* x, void* blocks, int64_t n, const float* 
   }
 }
 
-void quantize_row_iq3_s(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_iq3_s(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("iq3_s", n, kBlock);
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   const Iq3Search search{s_search_grid(), 9, false, 0.f, false, true};
   auto* y = static_cast<BlockIq3S*>(blocks);
   float weight[kGroup], scales[kGroups];
@@ -521,7 +527,7 @@ void quantize_row_iq3_s(const float* x, void* blocks, int64_t n, const float* qu
     for (int ib = 0; ib < kGroups; ++ib) {
       const float* xb = xbl + kGroup * ib;
       group_weights(xb, quant_weights ? quant_weights + kBlock * ibl + kGroup * ib : nullptr, sigma2, weight);
-      const GroupFit fit = fit_group(search, xb, weight);
+      const GroupFit fit = fit_group(kernels, search, xb, weight);
       scales[ib] = fit.scale;
       if (fit.skipped) continue;
       for (int k = 0; k < kUnits; ++k) {
@@ -542,7 +548,7 @@ void quantize_row_iq3_s(const float* x, void* blocks, int64_t n, const float* qu
   }
 }
 
-void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n) {
+void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("iq3_xxs", n, kBlock);
   const auto* b = static_cast<const BlockIq3Xxs*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
@@ -556,7 +562,7 @@ void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n) {
   }
 }
 
-void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n) {
+void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("iq3_s", n, kBlock);
   const auto* b = static_cast<const BlockIq3S*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {

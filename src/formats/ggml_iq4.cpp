@@ -11,6 +11,7 @@
 
 #include "formats/ggml_block_check.h"
 #include "formats/ggml_kquants_search.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/half.h"
 
 namespace lowbit::ggml {
@@ -45,7 +46,8 @@ float block_sigma2(const float* x, int n) {
 // The float scale of one 32-value sub-block: start from the scale mapping the signed extreme onto the
 // codebook's -127 end, fit by weighted least squares, then try the 2*ntry+1 inverse scales
 // (k - 127)/max, k = -ntry..ntry, keeping the best fit. 0 for an all-zero (or zero-weight) sub-block.
-float fit_sub_block_scale(const float* x, const float* weights) {
+// `batches`: the CPU target's candidate-batch kernels.
+float fit_sub_block_scale(const ggml_search::BatchKernels& batches, const float* x, const float* weights) {
   float amax = 0, max = 0;
   for (int j = 0; j < kSub; ++j) {
     const float ax = std::fabs(x[j]);
@@ -62,7 +64,7 @@ float fit_sub_block_scale(const float* x, const float* weights) {
   ids[0] = 1 / (-max / float(kIq4Codebook[0]));
   for (int step = -kScaleTries; step <= kScaleTries; ++step) ids[step + kScaleTries + 1] = float(step + kIq4Codebook[0]) / max;
   ggml_search::CodebookSums sums;
-  ggml_search::batch_kernels().codebook_sums(x, weights, kIq4Codebook, ids, ggml_search::kBatch, sums);
+  batches.codebook_sums(x, weights, kIq4Codebook, ids, ggml_search::kBatch, sums);
 
   // sumq2 is 0 when every weight is 0: ggml then stores scale 0 (newer ggml; older gave NaN).
   float d = sums.sumq2[0] > 0 ? sums.sumqx[0] / sums.sumq2[0] : 0.f;
@@ -84,22 +86,24 @@ void pack_sub_block(const float* x, float id, uint8_t* qs) {
 
 }  // namespace
 
-void quantize_row_iq4_nl(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_iq4_nl(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("iq4_nl", n, kSub);
+  const ggml_search::BatchKernels& batches = ggml_search::batch_kernels(cpu::cpu_kernels(target));
   auto* y = static_cast<BlockIq4Nl*>(blocks);
   float weights[kSub];
   for (int64_t ib = 0; ib < n / kSub; ++ib) {
     const float* xb = x + kSub * ib;
     sub_block_weights(xb, quant_weights ? quant_weights + kSub * ib : nullptr, block_sigma2(xb, kSub), weights);
-    const float d = fit_sub_block_scale(xb, weights);
+    const float d = fit_sub_block_scale(batches, xb, weights);
     y[ib].d = f32_to_f16(d);
     // Codes from the unrounded float scale, as ggml does.
     pack_sub_block(xb, d ? 1 / d : 0, y[ib].qs);
   }
 }
 
-void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("iq4_xs", n, kXsValues);
+  const ggml_search::BatchKernels& batches = ggml_search::batch_kernels(cpu::cpu_kernels(target));
   auto* y = static_cast<BlockIq4Xs*>(blocks);
   float weights[kSub], scales[kXsValues / kSub];
   for (int64_t i = 0; i < n / kXsValues; ++i) {
@@ -109,7 +113,7 @@ void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* q
     float max_scale = 0, amax_scale = 0;
     for (int ib = 0; ib < kXsValues / kSub; ++ib) {
       sub_block_weights(xb + kSub * ib, qw ? qw + kSub * ib : nullptr, sigma2, weights);
-      scales[ib] = fit_sub_block_scale(xb + kSub * ib, weights);
+      scales[ib] = fit_sub_block_scale(batches, xb + kSub * ib, weights);
       if (std::fabs(scales[ib]) > amax_scale) {
         amax_scale = std::fabs(scales[ib]);
         max_scale = scales[ib];
@@ -134,7 +138,7 @@ void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* q
   }
 }
 
-void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n) {
+void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("iq4_nl", n, kSub);
   const auto* b = static_cast<const BlockIq4Nl*>(blocks);
   for (int64_t ib = 0; ib < n / kSub; ++ib, y += kSub) {
@@ -146,7 +150,7 @@ void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n) {
   }
 }
 
-void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n) {
+void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("iq4_xs", n, kXsValues);
   const auto* b = static_cast<const BlockIq4Xs*>(blocks);
   for (int64_t i = 0; i < n / kXsValues; ++i) {

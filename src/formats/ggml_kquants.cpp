@@ -81,20 +81,20 @@ void pack_q3_scale(uint8_t* packed, int j, int biased) {
 
 // ---- step 3 for the asymmetric types (q4_K, q5_K): codes from the fp16 scales ----
 
-void requantize_scale_min(const float* x, uint16_t d16, uint16_t dmin16, const uint8_t* packed, int nmax,
-                          uint8_t* codes) {
+void requantize_scale_min(const cpu::CpuKernels& kernels, const float* x, uint16_t d16, uint16_t dmin16,
+                          const uint8_t* packed, int nmax, uint8_t* codes) {
   float d[8], dm[8];
   for (int j = 0; j < 8; ++j) {
     const kquants::ScaleMin sm = kquants::scale_min_k4(packed, j);
     d[j] = sub_block_factor(f16_to_f32(d16), sm.scale);
     dm[j] = sub_block_factor(f16_to_f32(dmin16), sm.min);
   }
-  ggml_search::requantize_groups(8, 32, x, dm, d, 0, nmax, 0, codes);  // code = round((x + dm) / d)
+  ggml_search::requantize_groups(kernels, 8, 32, x, dm, d, 0, nmax, 0, codes);  // code = round((x + dm) / d)
 }
 
 // ---- q2_K ----
 
-void requantize_q2(const float* x, BlockQ2K& b, uint8_t* codes) {
+void requantize_q2(const cpu::CpuKernels& kernels, const float* x, BlockQ2K& b, uint8_t* codes) {
   const float d_all = f16_to_f32(b.d), dmin_all = f16_to_f32(b.dmin);
   float d[16], m[16];
   for (int j = 0; j < 16; ++j) {
@@ -102,14 +102,14 @@ void requantize_q2(const float* x, BlockQ2K& b, uint8_t* codes) {
     d[j] = sub_block_factor(d_all, sm.scale);
     m[j] = sub_block_factor(dmin_all, sm.min);
   }
-  ggml_search::requantize_groups(16, 16, x, m, d, 0, 3, 0, codes);  // code = round((x + m) / d)
+  ggml_search::requantize_groups(kernels, 16, 16, x, m, d, 0, 3, 0, codes);  // code = round((x + m) / d)
 }
 
-void quantize_block_q2(const float* x, BlockQ2K& b) {
+void quantize_block_q2(const cpu::CpuKernels& kernels, const float* x, BlockQ2K& b) {
   uint8_t codes[kQK];
   float weights[kQK], mins[16], scales[16];
   for (int i = 0; i < kQK; ++i) weights[i] = std::fabs(x[i]);
-  search_scale_and_min_groups(16, 16, 3, x, weights, codes, scales, mins, -0.5f, 0.1f, 15, true);
+  search_scale_and_min_groups(kernels, 16, 16, 3, x, weights, codes, scales, mins, -0.5f, 0.1f, 15, true);
   float max_scale = 0, max_min = 0;  // scales and mins are never negative here
   for (int j = 0; j < 16; ++j) {
     if (scales[j] > max_scale) max_scale = scales[j];
@@ -130,33 +130,33 @@ void quantize_block_q2(const float* x, BlockQ2K& b) {
   } else {
     b.dmin = f32_to_f16(0.f);
   }
-  requantize_q2(x, b, codes);
+  requantize_q2(kernels, x, b, codes);
   pack_2bit(codes, b.qs);
 }
 
-void quantize_block_q2_weighted(const float* x, const float* qw, BlockQ2K& b) {
+void quantize_block_q2_weighted(const cpu::CpuKernels& kernels, const float* x, const float* qw, BlockQ2K& b) {
   uint8_t codes[kQK], scale_codes[16], min_codes[16];
   float weights[kQK], mins[16], scales[16], sub_weight[16];
   const float sigma2 = sum_of_squares(x, kQK) / float(kQK);
   importance_weights(x, qw, sigma2, kQK, weights);
   for (int j = 0; j < 16; ++j) sub_weight[j] = sum_of(weights + 16 * j, 16);
-  search_scale_and_min_groups(16, 16, 3, x, weights, codes, scales, mins, -0.9f, 0.05f, 36, false);
+  search_scale_and_min_groups(kernels, 16, 16, 3, x, weights, codes, scales, mins, -0.9f, 0.05f, 36, false);
   b.d = f32_to_f16(fit_unsigned_scale(16, 15, scales, scale_codes, sub_weight));
   b.dmin = f32_to_f16(fit_unsigned_scale(16, 15, mins, min_codes, sub_weight));
   for (int j = 0; j < 16; ++j) b.scales[j] = uint8_t(scale_codes[j] | (min_codes[j] << 4));
-  requantize_q2(x, b, codes);
+  requantize_q2(kernels, x, b, codes);
   pack_2bit(codes, b.qs);
 }
 
 // ---- q3_K ----
 
 // Step 3 and packing of q3_K: codes from the fp16 scale, then low 2 bits into qs and bit 2 into hmask.
-void requantize_and_pack_q3(const float* x, BlockQ3K& b, int8_t* codes) {
+void requantize_and_pack_q3(const cpu::CpuKernels& kernels, const float* x, BlockQ3K& b, int8_t* codes) {
   const float d_all = f16_to_f32(b.d);
   float d[16];
   for (int j = 0; j < 16; ++j) d[j] = sub_block_factor(d_all, kquants::scale_q3(b.scales, j));
   // code = 4 + round(x / d), in [0, 7]
-  ggml_search::requantize_groups(16, 16, x, nullptr, d, -4, 3, 4, reinterpret_cast<uint8_t*>(codes));
+  ggml_search::requantize_groups(kernels, 16, 16, x, nullptr, d, -4, 3, 4, reinterpret_cast<uint8_t*>(codes));
   uint8_t low[kQK];
   for (int e = 0; e < kQK; ++e) low[e] = uint8_t(codes[e] & 3);
   for (int l = 0; l < 32; ++l) {
@@ -168,7 +168,7 @@ void requantize_and_pack_q3(const float* x, BlockQ3K& b, int8_t* codes) {
 }
 
 // Steps 2-3 of one super-block, given step 1's sub-block scales and codes.
-void finish_block_q3(const float* x, const float* scales, int8_t* codes, BlockQ3K& b) {
+void finish_block_q3(const cpu::CpuKernels& kernels, const float* x, const float* scales, int8_t* codes, BlockQ3K& b) {
   float max_scale = 0, amax = 0;
   for (int j = 0; j < 16; ++j) {
     if (std::fabs(scales[j]) > amax) {
@@ -188,21 +188,22 @@ void finish_block_q3(const float* x, const float* scales, int8_t* codes, BlockQ3
   } else {
     b.d = f32_to_f16(0.f);
   }
-  requantize_and_pack_q3(x, b, codes);
+  requantize_and_pack_q3(kernels, x, b, codes);
 }
 
-void quantize_block_q3_weighted(const float* x, const float* qw, BlockQ3K& b) {
+void quantize_block_q3_weighted(const cpu::CpuKernels& kernels, const float* x, const float* qw, BlockQ3K& b) {
   int8_t codes[kQK], scale_codes[16];
   float weights[kQK], scales[16], sub_weight[16];
   const float sigma2 = 2 * sum_of_squares(x, kQK) / float(kQK);
   importance_weights(x, qw, sigma2, kQK, weights);
   for (int j = 0; j < 16; ++j) sub_weight[j] = sum_of(weights + 16 * j, 16);
-  fit_signed_scale_groups(16, 16, 4, x, codes, weights, scales);
+  fit_signed_scale_groups(kernels, 16, 16, 4, x, codes, weights, scales);
   std::memset(b.scales, 0, sizeof b.scales);
-  const float d = ggml_search::fit_signed_scale(16, 32, scales, scale_codes, sub_weight);  // codes already biased by 32
+  // scale_codes come out biased by 32 (l + nmax), as pack_q3_scale stores them
+  const float d = ggml_search::fit_signed_scale(kernels, 16, 32, scales, scale_codes, sub_weight);
   for (int j = 0; j < 16; ++j) pack_q3_scale(b.scales, j, scale_codes[j]);
   b.d = f32_to_f16(d);
-  requantize_and_pack_q3(x, b, codes);
+  requantize_and_pack_q3(kernels, x, b, codes);
 }
 
 // ---- q4_K and q5_K share steps 1-3 ----
@@ -216,8 +217,8 @@ struct SubBlockFits {
 };
 
 template <int Nmax>
-void fit_sub_blocks(const float* x, const float* qw, int count, float rmin, float rdelta, int nstep,
-                    SubBlockFits& fits) {
+void fit_sub_blocks(const cpu::CpuKernels& kernels, const float* x, const float* qw, int count, float rmin,
+                    float rdelta, int nstep, SubBlockFits& fits) {
   float weights[2 * kQK];
   for (int k = 0; k < count; ++k) {
     const float* xb = x + kQK * k;
@@ -233,8 +234,8 @@ void fit_sub_blocks(const float* x, const float* qw, int count, float rmin, floa
       for (int i = 0; i < 32; ++i) wb[32 * j + i] = av_x + std::fabs(xb[32 * j + i]);
     }
   }
-  search_scale_and_min_groups(8 * count, 32, Nmax, x, weights, fits.codes, fits.scales, fits.mins, rmin, rdelta,
-                              nstep, false);
+  search_scale_and_min_groups(kernels, 8 * count, 32, Nmax, x, weights, fits.codes, fits.scales, fits.mins, rmin,
+                              rdelta, nstep, false);
 }
 
 // Step 2 without weights: the largest scale (min) maps to 63.
@@ -277,21 +278,21 @@ void quantize_scale_min_weighted(const float* scales, const float* mins, const f
 // A q4_K or q5_K row: super-blocks in pairs through step 1, then one by one through steps 2-3 and `pack`.
 // rmin, rdelta, nstep: the search without weights (with weights ggml uses -0.9, 0.05, 36 for both).
 template <int Nmax, class Block, class Pack>
-void quantize_row_scale_min(const float* x, const float* qw, Block* y, int64_t blocks, float rmin, float rdelta,
-                            int nstep, bool clamp_codes, Pack pack) {
+void quantize_row_scale_min(const cpu::CpuKernels& kernels, const float* x, const float* qw, Block* y, int64_t blocks,
+                            float rmin, float rdelta, int nstep, bool clamp_codes, Pack pack) {
   SubBlockFits fits;
   for (int64_t i = 0; i < blocks; i += 2) {
     const int count = int(std::min<int64_t>(2, blocks - i));
     const float* xs = x + kQK * i;
-    if (qw) fit_sub_blocks<Nmax>(xs, qw + kQK * i, count, -0.9f, 0.05f, 36, fits);
-    else fit_sub_blocks<Nmax>(xs, nullptr, count, rmin, rdelta, nstep, fits);
+    if (qw) fit_sub_blocks<Nmax>(kernels, xs, qw + kQK * i, count, -0.9f, 0.05f, 36, fits);
+    else fit_sub_blocks<Nmax>(kernels, xs, nullptr, count, rmin, rdelta, nstep, fits);
     for (int k = 0; k < count; ++k) {
       Block& b = y[i + k];
       std::memset(b.scales, 0, sizeof b.scales);
       if (qw) quantize_scale_min_weighted(fits.scales + 8 * k, fits.mins + 8 * k, fits.sub_weight + 8 * k, clamp_codes,
                                           b.d, b.dmin, b.scales);
       else quantize_scale_min_ref(fits.scales + 8 * k, fits.mins + 8 * k, b.d, b.dmin, b.scales);
-      requantize_scale_min(xs + kQK * k, b.d, b.dmin, b.scales, Nmax, fits.codes + kQK * k);
+      requantize_scale_min(kernels, xs + kQK * k, b.d, b.dmin, b.scales, Nmax, fits.codes + kQK * k);
       pack(fits.codes + kQK * k, b);
     }
   }
@@ -316,10 +317,10 @@ void pack_q5(const uint8_t* codes, uint8_t* qs, uint8_t* qh) {
 // ---- q6_K ----
 
 // ggml uses the same algorithm with and without weights; without, each value weighs x^2.
-void quantize_block_q6(const float* x, const float* qw, BlockQ6K& b) {
+void quantize_block_q6(const cpu::CpuKernels& kernels, const float* x, const float* qw, BlockQ6K& b) {
   int8_t codes[kQK];
   float scales[16];
-  fit_signed_scale_groups(16, 16, 32, x, codes, qw, scales);
+  fit_signed_scale_groups(kernels, 16, 16, 32, x, codes, qw, scales);
   float max_scale = 0, max_abs_scale = 0;
   for (int j = 0; j < 16; ++j) {
     if (std::fabs(scales[j]) > max_abs_scale) {
@@ -338,7 +339,7 @@ void quantize_block_q6(const float* x, const float* qw, BlockQ6K& b) {
   float d[16];
   for (int j = 0; j < 16; ++j) d[j] = sub_block_factor(d_all, b.scales[j]);
   // code = 32 + round(x / d), in [0, 63]
-  ggml_search::requantize_groups(16, 16, x, nullptr, d, -32, 31, 32, reinterpret_cast<uint8_t*>(codes));
+  ggml_search::requantize_groups(kernels, 16, 16, x, nullptr, d, -32, 31, 32, reinterpret_cast<uint8_t*>(codes));
   for (int h = 0; h < 2; ++h) {
     const int8_t* c = codes + 128 * h;
     uint8_t* ql = b.ql + 64 * h;
@@ -355,21 +356,24 @@ void quantize_block_q6(const float* x, const float* qw, BlockQ6K& b) {
 
 // ---- row entry points ----
 
-void quantize_row_q2_K(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_q2_K(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("q2_K", n, kQK);
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   auto* y = static_cast<BlockQ2K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i) {
-    if (quant_weights) quantize_block_q2_weighted(x + kQK * i, quant_weights + kQK * i, y[i]);
-    else quantize_block_q2(x + kQK * i, y[i]);
+    if (quant_weights) quantize_block_q2_weighted(kernels, x + kQK * i, quant_weights + kQK * i, y[i]);
+    else quantize_block_q2(kernels, x + kQK * i, y[i]);
   }
 }
 
-void quantize_row_q3_K(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_q3_K(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("q3_K", n, kQK);
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   auto* y = static_cast<BlockQ3K*>(blocks);
   const int64_t super_blocks = n / kQK;
   if (quant_weights) {
-    for (int64_t i = 0; i < super_blocks; ++i) quantize_block_q3_weighted(x + kQK * i, quant_weights + kQK * i, y[i]);
+    for (int64_t i = 0; i < super_blocks; ++i)
+      quantize_block_q3_weighted(kernels, x + kQK * i, quant_weights + kQK * i, y[i]);
     return;
   }
   // Step 1 for several super-blocks at a time: their sub-block searches run side by side.
@@ -378,35 +382,37 @@ void quantize_row_q3_K(const float* x, void* blocks, int64_t n, const float* qua
   float scales[kRun * 16];
   for (int64_t i = 0; i < super_blocks; i += kRun) {
     const int count = int(std::min<int64_t>(kRun, super_blocks - i));
-    fit_signed_scale_refined_groups(16 * count, 16, 4, x + kQK * i, codes, scales);
-    for (int k = 0; k < count; ++k) finish_block_q3(x + kQK * (i + k), scales + 16 * k, codes + kQK * k, y[i + k]);
+    fit_signed_scale_refined_groups(kernels, 16 * count, 16, 4, x + kQK * i, codes, scales);
+    for (int k = 0; k < count; ++k)
+      finish_block_q3(kernels, x + kQK * (i + k), scales + 16 * k, codes + kQK * k, y[i + k]);
   }
 }
 
-void quantize_row_q4_K(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_q4_K(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("q4_K", n, kQK);
-  quantize_row_scale_min<15>(x, quant_weights, static_cast<BlockQ4K*>(blocks), n / kQK, -1.f, 0.1f, 20, false,
-                             [](const uint8_t* codes, BlockQ4K& b) { pack_q4(codes, b.qs); });
+  quantize_row_scale_min<15>(cpu::cpu_kernels(target), x, quant_weights, static_cast<BlockQ4K*>(blocks), n / kQK, -1.f,
+                             0.1f, 20, false, [](const uint8_t* codes, BlockQ4K& b) { pack_q4(codes, b.qs); });
 }
 
-void quantize_row_q5_K(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_q5_K(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("q5_K", n, kQK);
-  quantize_row_scale_min<31>(x, quant_weights, static_cast<BlockQ5K*>(blocks), n / kQK, -0.5f, 0.1f, 15, true,
-                             [](const uint8_t* codes, BlockQ5K& b) { pack_q5(codes, b.qs, b.qh); });
+  quantize_row_scale_min<31>(cpu::cpu_kernels(target), x, quant_weights, static_cast<BlockQ5K*>(blocks), n / kQK, -0.5f,
+                             0.1f, 15, true, [](const uint8_t* codes, BlockQ5K& b) { pack_q5(codes, b.qs, b.qh); });
 }
 
-void quantize_row_q6_K(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_q6_K(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("q6_K", n, kQK);
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   auto* y = static_cast<BlockQ6K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i)
-    quantize_block_q6(x + kQK * i, quant_weights ? quant_weights + kQK * i : nullptr, y[i]);
+    quantize_block_q6(kernels, x + kQK * i, quant_weights ? quant_weights + kQK * i : nullptr, y[i]);
 }
 
 // ---- dequantizers: value formulas exactly as ggml evaluates them ----
 
-void dequantize_row_q2_K(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q2_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q2_K", n, kQK);
-  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
     fast->q2_K(blocks, y, n / kQK);
     return;
   }
@@ -424,7 +430,7 @@ void dequantize_row_q2_K(const void* blocks, float* y, int64_t n) {
   }
 }
 
-void dequantize_row_q3_K(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q3_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("q3_K", n, kQK);
   const auto* x = static_cast<const BlockQ3K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
@@ -469,19 +475,19 @@ void dequantize_scale_min_blocks(const Block* x, float* y, int64_t blocks) {
 
 }  // namespace
 
-void dequantize_row_q4_K(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q4_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q4_K", n, kQK);
-  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) fast->q4_K(blocks, y, n / kQK);
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) fast->q4_K(blocks, y, n / kQK);
   else dequantize_scale_min_blocks(static_cast<const BlockQ4K*>(blocks), y, n / kQK);
 }
 
-void dequantize_row_q5_K(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q5_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q5_K", n, kQK);
-  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) fast->q5_K(blocks, y, n / kQK);
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) fast->q5_K(blocks, y, n / kQK);
   else dequantize_scale_min_blocks(static_cast<const BlockQ5K*>(blocks), y, n / kQK);
 }
 
-void dequantize_row_q6_K(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q6_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("q6_K", n, kQK);
   const auto* x = static_cast<const BlockQ6K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {

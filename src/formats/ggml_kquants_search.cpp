@@ -68,20 +68,18 @@ void codebook_sums_scalar(const float* x, const float* w, const int8_t* codebook
 
 constexpr BatchKernels kScalarKernels = {signed_sums_scalar, codebook_sums_scalar};
 
-// The CPU backend's lane kernels, or null: the one-group functions run in turn.
-const LaneKernels* lane_kernels() { return cpu::cpu_kernels().search_lanes; }
-
 }  // namespace
 
-const BatchKernels& batch_kernels() {
-  const BatchKernels* vector_kernels = cpu::cpu_kernels().search_batches;
-  return vector_kernels ? *vector_kernels : kScalarKernels;
+const BatchKernels& batch_kernels(const cpu::CpuKernels& kernels) {
+  return kernels.search_batches ? *kernels.search_batches : kScalarKernels;
 }
 
-void search_scale_and_min_groups(int count, int n, int nmax, const float* x, const float* weights, uint8_t* codes,
-                                 float* scales, float* mins, float rmin, float rdelta, int nstep,
-                                 bool use_abs_error) {
-  const LaneKernels* lanes = lane_kernels();
+// In the *_groups functions, null lane kernels mean the one-group functions run in turn.
+
+void search_scale_and_min_groups(const cpu::CpuKernels& kernels, int count, int n, int nmax, const float* x,
+                                 const float* weights, uint8_t* codes, float* scales, float* mins, float rmin,
+                                 float rdelta, int nstep, bool use_abs_error) {
+  const LaneKernels* lanes = kernels.search_lanes;
   for (int g = 0; g < count; g += lanes ? kLanes : 1) {
     const size_t at = size_t(n) * size_t(g);
     if (lanes)
@@ -93,20 +91,20 @@ void search_scale_and_min_groups(int count, int n, int nmax, const float* x, con
   }
 }
 
-void fit_signed_scale_groups(int count, int n, int nmax, const float* x, int8_t* codes, const float* weights,
-                             float* scales) {
-  const LaneKernels* lanes = lane_kernels();
+void fit_signed_scale_groups(const cpu::CpuKernels& kernels, int count, int n, int nmax, const float* x, int8_t* codes,
+                             const float* weights, float* scales) {
+  const LaneKernels* lanes = kernels.search_lanes;
   for (int g = 0; g < count; g += lanes ? kLanes : 1) {
     const size_t at = size_t(n) * size_t(g);
     const float* w = weights ? weights + at : nullptr;
     if (lanes) lanes->fit_signed_scale(std::min(kLanes, count - g), n, nmax, x + at, codes + at, w, scales + g);
-    else scales[g] = fit_signed_scale(n, nmax, x + at, codes + at, w);
+    else scales[g] = fit_signed_scale(kernels, n, nmax, x + at, codes + at, w);
   }
 }
 
-void requantize_groups(int count, int n, const float* x, const float* offsets, const float* divisors, int lo, int hi,
-                       int bias, uint8_t* codes) {
-  if (const LaneKernels* lanes = lane_kernels()) {
+void requantize_groups(const cpu::CpuKernels& kernels, int count, int n, const float* x, const float* offsets,
+                       const float* divisors, int lo, int hi, int bias, uint8_t* codes) {
+  if (const LaneKernels* lanes = kernels.search_lanes) {
     lanes->requantize(count, n, x, offsets, divisors, lo, hi, bias, codes);
     return;
   }
@@ -120,8 +118,9 @@ void requantize_groups(int count, int n, const float* x, const float* offsets, c
   }
 }
 
-void fit_signed_scale_refined_groups(int count, int n, int nmax, const float* x, int8_t* codes, float* scales) {
-  const LaneKernels* lanes = n == 16 ? lane_kernels() : nullptr;  // the lane kernel takes 16-value groups
+void fit_signed_scale_refined_groups(const cpu::CpuKernels& kernels, int count, int n, int nmax, const float* x,
+                                     int8_t* codes, float* scales) {
+  const LaneKernels* lanes = n == 16 ? kernels.search_lanes : nullptr;  // the lane kernel takes 16-value groups
   for (int g = 0; g < count; g += lanes ? kRefinedGroupsPerCall : 1) {
     const size_t at = size_t(n) * size_t(g);
     if (lanes)
@@ -131,7 +130,8 @@ void fit_signed_scale_refined_groups(int count, int n, int nmax, const float* x,
   }
 }
 
-float fit_signed_scale(int n, int nmax, const float* x, int8_t* codes, const float* weights) {
+float fit_signed_scale(const cpu::CpuKernels& kernels, int n, int nmax, const float* x, int8_t* codes,
+                       const float* weights) {
   const SignedExtreme extreme = signed_extreme(n, x);
   if (extreme.magnitude < kGroupMaxEps) {
     std::memset(codes, 0, size_t(n));
@@ -150,10 +150,10 @@ float fit_signed_scale(int n, int nmax, const float* x, int8_t* codes, const flo
   for (int c = 1, step = -9; step <= 9; ++step)
     if (step != 0) iscales[c++] = -(float(nmax) + 0.1f * float(step)) / extreme.value;
 
-  const BatchKernels& kernels = batch_kernels();
+  const BatchKernels& batches = batch_kernels(kernels);
   SignedSums sums[2];
-  kernels.signed_sums(n, nmax, x, w, wx, iscales, kBatch, sums[0]);
-  kernels.signed_sums(n, nmax, x, w, wx, iscales + kBatch, kCandidates - kBatch, sums[1]);
+  batches.signed_sums(n, nmax, x, w, wx, iscales, kBatch, sums[0]);
+  batches.signed_sums(n, nmax, x, w, wx, iscales + kBatch, kCandidates - kBatch, sums[1]);
   auto sumlx = [&](int c) { return sums[c / kBatch].sumlx[c % kBatch]; };
   auto suml2 = [&](int c) { return sums[c / kBatch].suml2[c % kBatch]; };
 

@@ -7,6 +7,10 @@
 #include <bit>
 #include <cstdint>
 
+namespace lowbit::cpu {
+struct CpuKernels;  // kernels/cpu/cpu_kernels.h, which includes this header
+}
+
 namespace lowbit::ggml_search {
 
 // Below this magnitude a group counts as all zero (ggml's GROUP_MAX_EPS).
@@ -36,7 +40,8 @@ inline int nearest_codebook_index(int n, const int8_t* codebook, float x) {
 // the only variant its quantizers use). Starts from the scale that maps the signed extreme to -nmax,
 // then tries 18 nearby scales, keeping the weighted least-squares best. Weights are `weights` (n values)
 // or, when null, x^2. Writes codes as l + nmax into `codes`; returns the scale. n <= 32.
-float fit_signed_scale(int n, int nmax, const float* x, int8_t* codes, const float* weights);
+float fit_signed_scale(const cpu::CpuKernels& kernels, int n, int nmax, const float* x, int8_t* codes,
+                       const float* weights);
 
 // Like fit_signed_scale without weights, but refines the codes one at a time by coordinate descent on
 // the x^2-weighted error, up to 5 passes (ggml's make_q3_quants with do_rmse). Codes as l + nmax.
@@ -83,8 +88,8 @@ struct BatchKernels {
                         CodebookSums& out);
 };
 
-// The kernels of the active CPU target (kernels/cpu/cpu_kernels.h), else the scalar ones.
-const BatchKernels& batch_kernels();
+// The batch kernels of a CPU target's table (kernels/cpu/cpu_kernels.h), else the scalar ones.
+const BatchKernels& batch_kernels(const cpu::CpuKernels& kernels);
 
 // ---- many groups at once ----
 // The searches above over `count` consecutive groups of n values each: group g is x + n*g, its weights
@@ -92,22 +97,23 @@ const BatchKernels& batch_kernels();
 // scales[g] (and mins[g]). A quantizer calls these for all sub-blocks of a super-block (or of a run of
 // legacy blocks). On the avx512 CPU target, up to 16 groups run side by side, one group per vector lane: each lane
 // follows ggml's sequential search step by step, so no candidate is ever evaluated twice and the bytes
-// are those of the one-group functions, which run in turn otherwise.
+// are those of the one-group functions, which run in turn otherwise. `kernels`: the CPU target's table.
 inline constexpr int kLanes = 16;
 inline constexpr int kRefinedGroupsPerCall = 16 * kLanes;  // q3_K: 16 super-blocks' sub-blocks at once
 
-void search_scale_and_min_groups(int count, int n, int nmax, const float* x, const float* weights, uint8_t* codes,
-                                 float* scales, float* mins, float rmin, float rdelta, int nstep,
-                                 bool use_abs_error);
-void fit_signed_scale_groups(int count, int n, int nmax, const float* x, int8_t* codes, const float* weights,
-                             float* scales);
-void fit_signed_scale_refined_groups(int count, int n, int nmax, const float* x, int8_t* codes, float* scales);
+void search_scale_and_min_groups(const cpu::CpuKernels& kernels, int count, int n, int nmax, const float* x,
+                                 const float* weights, uint8_t* codes, float* scales, float* mins, float rmin,
+                                 float rdelta, int nstep, bool use_abs_error);
+void fit_signed_scale_groups(const cpu::CpuKernels& kernels, int count, int n, int nmax, const float* x, int8_t* codes,
+                             const float* weights, float* scales);
+void fit_signed_scale_refined_groups(const cpu::CpuKernels& kernels, int count, int n, int nmax, const float* x,
+                                     int8_t* codes, float* scales);
 
 // Step 3 of the k-quants: codes from the stored (fp16-rounded) scales. For each group g < count with
 // divisors[g] != 0: codes[n*g + i] = bias + clamp(round((x[n*g + i] + offsets[g]) / divisors[g]), lo, hi)
 // (x / divisors[g] when offsets is null); groups with a zero divisor keep their codes. n is 16 or 32.
-void requantize_groups(int count, int n, const float* x, const float* offsets, const float* divisors, int lo, int hi,
-                       int bias, uint8_t* codes);
+void requantize_groups(const cpu::CpuKernels& kernels, int count, int n, const float* x, const float* offsets,
+                       const float* divisors, int lo, int hi, int bias, uint8_t* codes);
 
 // At most kLanes groups per call (fit_signed_scale_refined: kRefinedGroupsPerCall groups of n = 16), n <= 32
 // (kernels/cpu/ggml_kquants_search_lanes_avx512.cpp); requantize: any count.

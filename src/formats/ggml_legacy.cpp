@@ -84,8 +84,9 @@ void pack_5bit(const uint8_t* codes, uint8_t* qs, uint8_t* qh) {
 
 // ---- q4_0 ----
 
-void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("q4_0", n, kQK);
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   auto* y = static_cast<BlockQ4_0*>(blocks);
   const int64_t nb = n / kQK;
   if (quant_weights) {
@@ -95,7 +96,7 @@ void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* qua
     for (int64_t ib = 0; ib < nb; ib += kRun) {
       const int count = int(std::min<int64_t>(kRun, nb - ib));
       importance_weights(x + kQK * ib, quant_weights + kQK * ib, sigma2, kQK * count, weights);
-      fit_signed_scale_groups(count, kQK, 8, x + kQK * ib, codes, weights, d);
+      fit_signed_scale_groups(kernels, count, kQK, 8, x + kQK * ib, codes, weights, d);
       for (int k = 0; k < count; ++k) {
         y[ib + k].d = f32_to_f16(d[k]);
         pack_4bit(reinterpret_cast<const uint8_t*>(codes + kQK * k), y[ib + k].qs);
@@ -103,7 +104,7 @@ void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* qua
     }
     return;
   }
-  if (const LegacyVectorKernels* fast = cpu::cpu_kernels().legacy_quantize) {
+  if (const LegacyVectorKernels* fast = kernels.legacy_quantize) {
     fast->q4_0(x, blocks, nb);
     return;
   }
@@ -120,9 +121,9 @@ void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* qua
   }
 }
 
-void dequantize_row_q4_0(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q4_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q4_0", n, kQK);
-  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
     fast->q4_0(blocks, y, n / kQK);
     return;
   }
@@ -138,8 +139,9 @@ void dequantize_row_q4_0(const void* blocks, float* y, int64_t n) {
 
 // ---- q4_1 ----
 
-void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("q4_1", n, kQK);
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   auto* y = static_cast<BlockQ4_1*>(blocks);
   const int64_t nb = n / kQK;
   if (quant_weights) {
@@ -149,7 +151,8 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
     for (int64_t ib = 0; ib < nb; ib += kRun) {
       const int count = int(std::min<int64_t>(kRun, nb - ib));
       importance_weights(x + kQK * ib, quant_weights + kQK * ib, sigma2, kQK * count, weights);
-      search_scale_and_min_groups(count, kQK, 15, x + kQK * ib, weights, codes, d, neg_min, -0.9f, 0.05f, 36, false);
+      search_scale_and_min_groups(kernels, count, kQK, 15, x + kQK * ib, weights, codes, d, neg_min, -0.9f, 0.05f, 36,
+                                  false);
       for (int k = 0; k < count; ++k) {
         y[ib + k].d = f32_to_f16(d[k]);
         y[ib + k].m = f32_to_f16(-neg_min[k]);
@@ -158,7 +161,7 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
     }
     return;
   }
-  if (const LegacyVectorKernels* fast = cpu::cpu_kernels().legacy_quantize) {
+  if (const LegacyVectorKernels* fast = kernels.legacy_quantize) {
     fast->q4_1(x, blocks, nb);
     return;
   }
@@ -175,9 +178,9 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
   }
 }
 
-void dequantize_row_q4_1(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q4_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q4_1", n, kQK);
-  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
     fast->q4_1(blocks, y, n / kQK);
     return;
   }
@@ -193,8 +196,9 @@ void dequantize_row_q4_1(const void* blocks, float* y, int64_t n) {
 
 // ---- q5_0 ----
 
-void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("q5_0", n, kQK);
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   auto* y = static_cast<BlockQ5_0*>(blocks);
   const int64_t nb = n / kQK;
   uint8_t codes[kQK];
@@ -205,7 +209,7 @@ void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* qua
     for (int64_t ib = 0; ib < nb; ib += kRun) {
       const int count = int(std::min<int64_t>(kRun, nb - ib));
       importance_weights(x + kQK * ib, quant_weights + kQK * ib, sigma2, kQK * count, weights);
-      fit_signed_scale_groups(count, kQK, 16, x + kQK * ib, signed_codes, weights, d);
+      fit_signed_scale_groups(kernels, count, kQK, 16, x + kQK * ib, signed_codes, weights, d);
       for (int k = 0; k < count; ++k) {
         y[ib + k].d = f32_to_f16(d[k]);
         pack_5bit(reinterpret_cast<const uint8_t*>(signed_codes + kQK * k), y[ib + k].qs, y[ib + k].qh);
@@ -213,7 +217,7 @@ void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* qua
     }
     return;
   }
-  if (const LegacyVectorKernels* fast = cpu::cpu_kernels().legacy_quantize) {
+  if (const LegacyVectorKernels* fast = kernels.legacy_quantize) {
     fast->q5_0(x, blocks, nb);
     return;
   }
@@ -227,9 +231,9 @@ void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* qua
   }
 }
 
-void dequantize_row_q5_0(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q5_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q5_0", n, kQK);
-  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
     fast->q5_0(blocks, y, n / kQK);
     return;
   }
@@ -247,8 +251,9 @@ void dequantize_row_q5_0(const void* blocks, float* y, int64_t n) {
 
 // ---- q5_1 ----
 
-void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* quant_weights) {
+void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* quant_weights, cpu::CpuTarget target) {
   require_whole_blocks("q5_1", n, kQK);
+  const cpu::CpuKernels& kernels = cpu::cpu_kernels(target);
   auto* y = static_cast<BlockQ5_1*>(blocks);
   const int64_t nb = n / kQK;
   uint8_t codes[kQK];
@@ -259,8 +264,8 @@ void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* qua
     for (int64_t ib = 0; ib < nb; ib += kRun) {
       const int count = int(std::min<int64_t>(kRun, nb - ib));
       importance_weights(x + kQK * ib, quant_weights + kQK * ib, sigma2, kQK * count, weights);
-      search_scale_and_min_groups(count, kQK, 31, x + kQK * ib, weights, run_codes, d, neg_min, -0.9f, 0.05f, 36,
-                                  false);
+      search_scale_and_min_groups(kernels, count, kQK, 31, x + kQK * ib, weights, run_codes, d, neg_min, -0.9f, 0.05f,
+                                  36, false);
       for (int k = 0; k < count; ++k) {
         y[ib + k].d = f32_to_f16(d[k]);
         y[ib + k].m = f32_to_f16(-neg_min[k]);
@@ -269,7 +274,7 @@ void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* qua
     }
     return;
   }
-  if (const LegacyVectorKernels* fast = cpu::cpu_kernels().legacy_quantize) {
+  if (const LegacyVectorKernels* fast = kernels.legacy_quantize) {
     fast->q5_1(x, blocks, nb);
     return;
   }
@@ -286,9 +291,9 @@ void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* qua
   }
 }
 
-void dequantize_row_q5_1(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q5_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q5_1", n, kQK);
-  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
     fast->q5_1(blocks, y, n / kQK);
     return;
   }
@@ -306,10 +311,11 @@ void dequantize_row_q5_1(const void* blocks, float* y, int64_t n) {
 
 // ---- q8_0 ----
 
-void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/) {
+void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/,
+                       cpu::CpuTarget target) {
   require_whole_blocks("q8_0", n, kQK);
   auto* y = static_cast<BlockQ8_0*>(blocks);
-  if (const LegacyVectorKernels* fast = cpu::cpu_kernels().legacy_quantize) {
+  if (const LegacyVectorKernels* fast = cpu::cpu_kernels(target).legacy_quantize) {
     fast->q8_0(x, blocks, n / kQK);
     return;
   }
@@ -325,9 +331,9 @@ void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* /*q
   }
 }
 
-void dequantize_row_q8_0(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q8_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q8_0", n, kQK);
-  if (const DequantVectorKernels* fast = cpu::cpu_kernels().dequantize) {
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
     fast->q8_0(blocks, y, n / kQK);
     return;
   }

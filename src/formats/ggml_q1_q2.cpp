@@ -24,7 +24,8 @@ inline int round_half_away(float v) {
 
 }  // namespace
 
-void quantize_row_q1_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/) {
+void quantize_row_q1_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/,
+                       cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("q1_0", n, kQ1Values);
   auto* y = static_cast<BlockQ1_0*>(blocks);
   for (int64_t i = 0; i < n / kQ1Values; ++i, x += kQ1Values) {
@@ -40,7 +41,8 @@ void quantize_row_q1_0(const float* x, void* blocks, int64_t n, const float* /*q
   }
 }
 
-void quantize_row_q2_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/) {
+void quantize_row_q2_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/,
+                       cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("q2_0", n, kQ2Values);
   auto* y = static_cast<BlockQ2_0*>(blocks);
   for (int64_t i = 0; i < n / kQ2Values; ++i, x += kQ2Values) {
@@ -60,7 +62,7 @@ void quantize_row_q2_0(const float* x, void* blocks, int64_t n, const float* /*q
   }
 }
 
-void dequantize_row_q1_0(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("q1_0", n, kQ1Values);
   const auto* b = static_cast<const BlockQ1_0*>(blocks);
   for (int64_t i = 0; i < n / kQ1Values; ++i, y += kQ1Values) {
@@ -69,7 +71,7 @@ void dequantize_row_q1_0(const void* blocks, float* y, int64_t n) {
   }
 }
 
-void dequantize_row_q2_0(const void* blocks, float* y, int64_t n) {
+void dequantize_row_q2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("q2_0", n, kQ2Values);
   const auto* b = static_cast<const BlockQ2_0*>(blocks);
   for (int64_t i = 0; i < n / kQ2Values; ++i, y += kQ2Values) {

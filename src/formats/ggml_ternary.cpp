@@ -44,7 +44,8 @@ uint8_t pack_trits(const float* x, int stride, int count, float id) {
 
 }  // namespace
 
-void quantize_row_tq1_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/) {
+void quantize_row_tq1_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/,
+                       cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("tq1_0", n, kBlock);
   auto* y = static_cast<BlockTq1_0*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i, x += kBlock) {
@@ -58,7 +59,8 @@ void quantize_row_tq1_0(const float* x, void* blocks, int64_t n, const float* /*
   }
 }
 
-void quantize_row_tq2_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/) {
+void quantize_row_tq2_0(const float* x, void* blocks, int64_t n, const float* /*quant_weights: unused by ggml*/,
+                       cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("tq2_0", n, kBlock);
   auto* y = static_cast<BlockTq2_0*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i, x += kBlock) {
@@ -75,7 +77,7 @@ void quantize_row_tq2_0(const float* x, void* blocks, int64_t n, const float* /*
   }
 }
 
-void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n) {
+void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("tq1_0", n, kBlock);
   const auto* b = static_cast<const BlockTq1_0*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i, y += kBlock) {
@@ -88,7 +90,7 @@ void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n) {
   }
 }
 
-void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n) {
+void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
   require_whole_blocks("tq2_0", n, kBlock);
   const auto* b = static_cast<const BlockTq2_0*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i, y += kBlock) {

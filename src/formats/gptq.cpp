@@ -132,7 +132,7 @@ GptqFactor::GptqFactor(std::span<const float> hessian, int64_t cols, float damp)
 bool gptq_supports(GgmlType type) { return ggml::block_grid_codec(type) != nullptr; }
 
 void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64_t cols, const GptqFactor& factor,
-                        const float* importance, void* dst) {
+                        const float* importance, void* dst, cpu::CpuTarget target) {
   const ggml::BlockGridCodec* grid = ggml::block_grid_codec(type);
   const GgmlCodec* codec = ggml_codec(type);
   if (!grid || !codec || !codec->quantize_row) throw Error(fmt::format("GPTQ cannot write {}", ggml_type_name(type)));
@@ -150,7 +150,7 @@ void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64
       const int e = int(j % block_values);
       void* block = static_cast<std::byte*>(dst) + size_t(r0 + r) * row_bytes + size_t(j / block_values) * block_bytes;
       if (e == 0) {  // the format fits the block's scales from the updated values
-        codec->quantize_row(wr + j, block, block_values, importance ? importance + j : nullptr);
+        codec->quantize_row(wr + j, block, block_values, importance ? importance + j : nullptr, target);
         if (grid->grids) grid->grids(block, grids.data());
       }
       if (group_values > 1) {
@@ -178,12 +178,13 @@ void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64
   });
 }
 
-bnb::Int8RowwiseQuantized gptq_quantize_int8_rows(const TensorView& weight, const GptqFactor& factor, std::string_view tensor_name) {
+bnb::Int8RowwiseQuantized gptq_quantize_int8_rows(const TensorView& weight, const GptqFactor& factor,
+                                                  std::string_view tensor_name, cpu::CpuTarget target) {
   const std::string name(tensor_name);
   if (weight.shape.size() != 2) throw Error("GPTQ writes 2-D weights", {.tensor = name});
   // The plain quantization gives the row scales (and checks the dtype and the values); the sweep then
   // chooses the codes under them.
-  bnb::Int8RowwiseQuantized q = bnb::quantize_int8_rowwise(weight, 0.0f, tensor_name);
+  bnb::Int8RowwiseQuantized q = bnb::quantize_int8_rowwise(weight, 0.0f, tensor_name, target);
   const int64_t rows = q.rows, cols = q.cols;
   if (factor.cols() != cols) throw Error(fmt::format("a Hessian factor of {} columns for rows of {}", factor.cols(), cols), {.tensor = name});
   parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
@@ -251,7 +252,7 @@ bnb::Bnb4bitQuantized gptq_quantize_4bit(const TensorView& weight, const bnb::Bn
     throw Error(fmt::format("GPTQ {}: element {} is not finite", bnb::quant_type_name(options.quant_type), first_bad.load()),
                 {.tensor = name, .expected = "finite values"});
   if (options.double_quant) {
-    state.nested = bnb::quantize_absmax_nested(state.absmax, options.nested_offset);
+    state.nested = bnb::quantize_absmax_nested(state.absmax, options.nested_offset, options.target);
     state.absmax.clear();
   }
   return result;

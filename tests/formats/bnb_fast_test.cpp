@@ -101,7 +101,7 @@ TEST(BnbFast, Dequantize4bitIntoChecksTheBufferSize) {
 
 // Double quant's 8-bit codes (quantize_absmax_nested uses the fast kernel for both quantize paths).
 TEST(BnbFast, QuantizeDynamic8bitMatchesReference) {
-  const bnb::detail::QuantizeDynamic8bitFn fast = cpu::cpu_kernels().bnb_quantize_dynamic_8bit;
+  const bnb::detail::QuantizeDynamic8bitFn fast = cpu::cpu_kernels(cpu::best_cpu_target()).bnb_quantize_dynamic_8bit;
   if (!fast) GTEST_SKIP() << "no fast kernel on this CPU";
   std::mt19937 rng(17);
   std::uniform_real_distribution<float> unit(-1.2f, 1.2f);

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/cpu_features.h"
 #include "lowbit/core/thread_pool.h"
+#include "lowbit/formats/cpu_target.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "support/paths.h"
 
@@ -49,17 +49,18 @@ Matrix test_matrix(int64_t rows, int64_t cols) {
   return m;
 }
 
-std::vector<std::byte> quantize_one_thread(GgmlType type, const Matrix& m, const float* weights) {
+std::vector<std::byte> quantize_one_thread(GgmlType type, const Matrix& m, const float* weights, cpu::CpuTarget target) {
   const GgmlCodec& codec = *ggml_codec(type);
   const size_t row_bytes = ggml_row_bytes(type, m.cols);
   std::vector<std::byte> out(row_bytes * size_t(m.rows));
-  for (int64_t r = 0; r < m.rows; ++r) codec.quantize_row(m.values.data() + r * m.cols, out.data() + size_t(r) * row_bytes, m.cols, weights);
+  for (int64_t r = 0; r < m.rows; ++r)
+    codec.quantize_row(m.values.data() + r * m.cols, out.data() + size_t(r) * row_bytes, m.cols, weights, target);
   return out;
 }
 
-std::vector<std::byte> quantize_pooled(GgmlType type, const Matrix& m, const float* weights) {
+std::vector<std::byte> quantize_pooled(GgmlType type, const Matrix& m, const float* weights, cpu::CpuTarget target) {
   std::vector<std::byte> out(ggml_row_bytes(type, m.cols) * size_t(m.rows));
-  quantize_rows(type, m.values.data(), m.rows, m.cols, weights, out.data());
+  quantize_rows(type, m.values.data(), m.rows, m.cols, weights, out.data(), target);
   return out;
 }
 
@@ -81,17 +82,17 @@ TEST_P(Conformance, EveryBackendAndThreadCountGivesTheSameBytes) {
     std::vector<float> reference_values;
     for (const cpu::CpuTarget target : targets) {
       SCOPED_TRACE(cpu::cpu_target_name(target));
-      const cpu::ScopedCpuTarget chosen(target);
-      const auto pooled = quantize_pooled(type, m, weights);
-      EXPECT_EQ(pooled, quantize_one_thread(type, m, weights)) << f.name << ": the thread pool changed the bytes";
+      const auto pooled = quantize_pooled(type, m, weights, target);
+      EXPECT_EQ(pooled, quantize_one_thread(type, m, weights, target)) << f.name << ": the thread pool changed the bytes";
       if (target == cpu::CpuTarget::scalar) reference_bytes = pooled;
       EXPECT_EQ(pooled, reference_bytes) << f.name << ": the target's kernels changed the bytes";
       // Dequantizing the scalar bytes: one row at a time against the pool, bit for bit, and the scalar floats.
       std::vector<float> one(m.values.size()), pool(m.values.size());
       const size_t row_bytes = ggml_row_bytes(type, m.cols);
       for (int64_t r = 0; r < m.rows; ++r)
-        ggml_codec(type)->dequantize_row(reference_bytes.data() + size_t(r) * row_bytes, one.data() + r * m.cols, m.cols);
-      dequantize_rows(type, reference_bytes.data(), m.rows, m.cols, pool.data());
+        ggml_codec(type)->dequantize_row(reference_bytes.data() + size_t(r) * row_bytes, one.data() + r * m.cols, m.cols,
+                                         target);
+      dequantize_rows(type, reference_bytes.data(), m.rows, m.cols, pool.data(), target);
       if (target == cpu::CpuTarget::scalar) reference_values = pool;
       for (size_t i = 0; i < one.size(); ++i) {
         ASSERT_EQ(std::bit_cast<uint32_t>(one[i]), std::bit_cast<uint32_t>(pool[i])) << f.name << " value " << i;

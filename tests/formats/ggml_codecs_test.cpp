@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/cpu_features.h"
 #include "lowbit/core/error.h"
+#include "lowbit/formats/cpu_target.h"
 #include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/gguf.h"
 #include "support/paths.h"
@@ -59,9 +59,9 @@ std::vector<cpu::CpuTarget> vector_targets() {
 
 class GgmlGoldenTest : public testing::TestWithParam<std::string> {};
 
-void check_golden_file(const std::string& name);
+void check_golden_file(const std::string& name, cpu::CpuTarget target);
 
-TEST_P(GgmlGoldenTest, QuantizeAndDequantizeMatchGgml) { check_golden_file(GetParam()); }
+TEST_P(GgmlGoldenTest, QuantizeAndDequantizeMatchGgml) { check_golden_file(GetParam(), cpu::best_cpu_target()); }
 
 // The test above ran the best CPU target; this one every other target the CPU runs (scalar, and avx2 on an
 // AVX-512 CPU).
@@ -70,14 +70,13 @@ TEST_P(GgmlGoldenTest, OtherCpuTargetsMatchGgml) {
   for (const cpu::CpuTarget target : cpu::supported_cpu_targets()) {
     if (target == cpu::best_cpu_target()) continue;
     SCOPED_TRACE(cpu::cpu_target_name(target));
-    const cpu::ScopedCpuTarget chosen(target);
-    check_golden_file(GetParam());
+    check_golden_file(GetParam(), target);
     ++checked;
   }
   if (!checked) GTEST_SKIP() << "this CPU runs only the scalar target: the test above ran it";
 }
 
-void check_golden_file(const std::string& name) {
+void check_golden_file(const std::string& name, cpu::CpuTarget target) {
   SCOPED_TRACE(name);
   const auto path = test::golden_ggml_dir() / (name + ".gguf");
   const gguf::File file(path);
@@ -102,13 +101,13 @@ void check_golden_file(const std::string& name) {
   ASSERT_EQ(expected_bytes.size(), size_t(rows) * ggml_row_bytes(type, cols));
 
   std::vector<std::byte> bytes(expected_bytes.size());
-  quantize_rows(type, x.data(), rows, cols, imatrix ? weights.data() : nullptr, bytes.data());
+  quantize_rows(type, x.data(), rows, cols, imatrix ? weights.data() : nullptr, bytes.data(), target);
   const int64_t diff = first_difference(bytes, expected_bytes);
   EXPECT_EQ(diff, -1) << "quantized bytes differ from ggml's, first at byte " << diff << " (row "
                       << diff / int64_t(ggml_row_bytes(type, cols)) << ")";
 
   std::vector<float> y(size_t(rows * cols));
-  dequantize_rows(type, expected_bytes.data(), rows, cols, y.data());
+  dequantize_rows(type, expected_bytes.data(), rows, cols, y.data(), target);
   const std::vector<uint32_t> expected_bits = copy_as<uint32_t>(file.data(*dequantized));
   ASSERT_EQ(expected_bits.size(), y.size());
   int64_t mismatches = 0, first = -1;
@@ -203,7 +202,8 @@ TEST(GgmlCodecs, RoundTripErrorIsBounded) {
       EXPECT_LE(relative_rmse(x, y), bound.max_relative_rmse);
       // Quantizing is deterministic whatever the thread split: a single-row pass gives the same bytes.
       std::vector<std::byte> row(ggml_row_bytes(bound.type, cols));
-      ggml_codec(bound.type)->quantize_row(x.data() + 3 * cols, row.data(), cols, weighted ? weights.data() : nullptr);
+      ggml_codec(bound.type)->quantize_row(x.data() + 3 * cols, row.data(), cols, weighted ? weights.data() : nullptr,
+                                           cpu::best_cpu_target());
       EXPECT_EQ(0, std::memcmp(row.data(), bytes.data() + 3 * row.size(), row.size()));
     }
   }
@@ -239,15 +239,13 @@ void expect_vector_kernels_match_scalar(const std::vector<float>& x, int64_t row
       SCOPED_TRACE(std::string(ggml_type_name(bound.type)) + (weighted ? " with weights" : ""));
       const size_t size = size_t(rows) * ggml_row_bytes(bound.type, cols);
       std::vector<std::byte> scalar_bytes(size);
-      {
-        const cpu::ScopedCpuTarget scalar(cpu::CpuTarget::scalar);
-        quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, scalar_bytes.data());
-      }
+      quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, scalar_bytes.data(),
+                    cpu::CpuTarget::scalar);
       for (const cpu::CpuTarget target : vector_targets()) {
         SCOPED_TRACE(cpu::cpu_target_name(target));
-        const cpu::ScopedCpuTarget chosen(target);
         std::vector<std::byte> vector_bytes(size);
-        quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, vector_bytes.data());
+        quantize_rows(bound.type, x.data(), rows, cols, weighted ? weights.data() : nullptr, vector_bytes.data(),
+                      target);
         EXPECT_EQ(first_difference(vector_bytes, scalar_bytes), -1);
       }
     }
@@ -316,15 +314,11 @@ TEST(GgmlCodecs, VectorDequantizersMatchScalarAtEveryAlignment) {
     std::vector<std::byte> blocks(ggml_row_bytes(bound.type, cols));
     quantize_rows(bound.type, x.data(), 1, cols, nullptr, blocks.data());
     std::vector<float> expected(static_cast<size_t>(cols));
-    {
-      const cpu::ScopedCpuTarget scalar(cpu::CpuTarget::scalar);
-      dequantize_rows(bound.type, blocks.data(), 1, cols, expected.data());
-    }
+    dequantize_rows(bound.type, blocks.data(), 1, cols, expected.data(), cpu::CpuTarget::scalar);
     for (const cpu::CpuTarget target : vector_targets()) {
-      const cpu::ScopedCpuTarget chosen(target);
       alignas(64) static float buffer[512 + 16];
       for (int offset = 0; offset < 16; ++offset) {
-        dequantize_rows(bound.type, blocks.data(), 1, cols, buffer + offset);
+        dequantize_rows(bound.type, blocks.data(), 1, cols, buffer + offset, target);
         EXPECT_EQ(std::memcmp(buffer + offset, expected.data(), sizeof(float) * size_t(cols)), 0)
             << cpu::cpu_target_name(target) << " offset " << offset;
       }
@@ -362,9 +356,25 @@ TEST(GgmlCodecs, RejectsRowsThatAreNotWholeBlocks) {
       EXPECT_NE(std::string(e.what()).find(std::string(ggml_type_name(type))), std::string::npos) << e.what();
     }
     EXPECT_THROW(dequantize_rows(type, bytes.data(), 1, cols, y.data()), Error);
-    EXPECT_THROW(ggml_codec(type)->quantize_row(x.data(), bytes.data(), cols, nullptr), Error);
-    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), cols), Error);
+    EXPECT_THROW(ggml_codec(type)->quantize_row(x.data(), bytes.data(), cols, nullptr, cpu::best_cpu_target()), Error);
+    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), cols, cpu::best_cpu_target()), Error);
   }
+}
+
+// A codec with SIMD kernels refuses a target this CPU cannot run rather than run instructions it lacks.
+TEST(GgmlCodecs, RejectsACpuTargetThisCpuLacks) {
+  const std::vector<float> x(256, 1.f);
+  std::vector<std::byte> bytes(ggml_row_bytes(GgmlType::Q4_K, 256));
+  std::vector<float> y(256);
+  int checked = 0;
+  for (const cpu::CpuTarget target : {cpu::CpuTarget::avx2, cpu::CpuTarget::avx512}) {
+    if (cpu::cpu_supports(target)) continue;
+    SCOPED_TRACE(cpu::cpu_target_name(target));
+    EXPECT_THROW(quantize_rows(GgmlType::Q4_K, x.data(), 1, 256, nullptr, bytes.data(), target), Error);
+    EXPECT_THROW(dequantize_rows(GgmlType::Q4_K, bytes.data(), 1, 256, y.data(), target), Error);
+    ++checked;
+  }
+  if (!checked) GTEST_SKIP() << "this CPU runs every target";
 }
 
 TEST(GgmlCodecs, RejectsTypesWithoutCodec) {

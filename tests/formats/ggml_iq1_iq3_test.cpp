@@ -144,10 +144,12 @@ TEST(GgmlIqCodecs, ConcurrentQuantizersGiveTheSameBytes) {
     std::vector<std::vector<std::byte>> results(4, std::vector<std::byte>(size));
     std::vector<std::thread> threads;
     for (auto& out : results)
-      threads.emplace_back([&, out_data = out.data()] { ggml_codec(type)->quantize_row(x.data(), out_data, cols, weights.data()); });
+      threads.emplace_back([&, out_data = out.data()] {
+        ggml_codec(type)->quantize_row(x.data(), out_data, cols, weights.data(), cpu::best_cpu_target());
+      });
     for (auto& t : threads) t.join();
     std::vector<std::byte> again(size);
-    ggml_codec(type)->quantize_row(x.data(), again.data(), cols, weights.data());
+    ggml_codec(type)->quantize_row(x.data(), again.data(), cols, weights.data(), cpu::best_cpu_target());
     for (const auto& out : results) EXPECT_EQ(out, again);
   }
 }
@@ -265,10 +267,10 @@ TEST(GgmlIqCodecs, VectorKernelsWriteThePortableBytes) {
       SCOPED_TRACE(std::string(ggml_type_name(type)) + (weighted ? " with weights" : ""));
       const size_t size = ggml_row_bytes(type, cols);
       auto quantize = [&](cpu::CpuTarget target) {
-        const cpu::ScopedCpuTarget scoped(target);
         std::vector<std::byte> bytes(size * size_t(rows));
         for (int64_t r = 0; r < rows; ++r)
-          ggml_codec(type)->quantize_row(x.data() + r * cols, bytes.data() + size_t(r) * size, cols, weighted ? weights.data() : nullptr);
+          ggml_codec(type)->quantize_row(x.data() + r * cols, bytes.data() + size_t(r) * size, cols,
+                                         weighted ? weights.data() : nullptr, target);
         return bytes;
       };
       const auto portable_bytes = quantize(cpu::CpuTarget::scalar);
@@ -290,8 +292,9 @@ TEST(GgmlIqCodecs, RejectRowsThatAreNotWholeBlocks) {
   std::vector<float> y(300);
   for (const GgmlType type : {GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ3_XXS, GgmlType::IQ3_S}) {
     SCOPED_TRACE(std::string(ggml_type_name(type)));
-    EXPECT_THROW(ggml_codec(type)->quantize_row(x.data(), bytes.data(), 300, weights.data()), Error);
-    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), 300), Error);
+    EXPECT_THROW(ggml_codec(type)->quantize_row(x.data(), bytes.data(), 300, weights.data(), cpu::best_cpu_target()),
+                 Error);
+    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), 300, cpu::best_cpu_target()), Error);
   }
 }
 

@@ -192,7 +192,9 @@ TEST(GgmlIq2Codecs, ConcurrentQuantizersGiveTheSameBytes) {
     std::vector<std::vector<std::byte>> out(4, std::vector<std::byte>(row_bytes));
     std::vector<std::thread> threads;
     for (auto& bytes : out)
-      threads.emplace_back([&, type] { ggml_codec(type)->quantize_row(x.data(), bytes.data(), cols, weights.data()); });
+      threads.emplace_back([&, type] {
+        ggml_codec(type)->quantize_row(x.data(), bytes.data(), cols, weights.data(), cpu::best_cpu_target());
+      });
     for (auto& t : threads) t.join();
     for (const auto& bytes : out) EXPECT_EQ(std::memcmp(bytes.data(), out[0].data(), row_bytes), 0);
   }
@@ -272,8 +274,9 @@ TEST(GgmlIq2Codecs, RejectRowsThatAreNotWholeBlocks) {
   std::vector<std::byte> bytes(4096);
   std::vector<float> y(300);
   for (const GgmlType type : {GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S}) {
-    EXPECT_THROW(ggml_codec(type)->quantize_row(x.data(), bytes.data(), 300, weights.data()), Error);
-    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), 300), Error);
+    EXPECT_THROW(ggml_codec(type)->quantize_row(x.data(), bytes.data(), 300, weights.data(), cpu::best_cpu_target()),
+                 Error);
+    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), 300, cpu::best_cpu_target()), Error);
   }
 }
 

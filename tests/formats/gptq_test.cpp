@@ -324,7 +324,7 @@ TEST(Gptq, MatchesAPlainColumnByColumnSweep) {
       for (int64_t r = 0; r < kRows; ++r) {
         std::byte* block = &expected[size_t(r) * row_bytes + size_t(j / bv) * block_bytes];
         if (j % bv == 0) {
-          codec->quantize_row(&w[size_t(r * kCols + j)], block, bv, nullptr);
+          codec->quantize_row(&w[size_t(r * kCols + j)], block, bv, nullptr, cpu::best_cpu_target());
           if (gv == 1) grid->grids(block, &grids[size_t(r * bv)]);
         }
         float value = 0;

@@ -33,6 +33,7 @@
 #include "lowbit/core/dtype.h"
 #include "lowbit/core/host_device.h"
 #include "lowbit/core/tensor.h"
+#include "lowbit/formats/cpu_target.h"
 #include "lowbit/formats/format.h"
 #include "lowbit/formats/gpu_rcp_approx.h"
 
@@ -132,6 +133,8 @@ struct Bnb4bitOptions {
   // absmaxes. (bitsandbytes takes torch.mean on the GPU, whose summation order is not
   // reproducible; pass its value here to reproduce its bytes.)
   std::optional<float> nested_offset;
+  // The CPU kernels quantize_4bit runs (cpu_target.h); quantize_4bit_reference runs its double quant on them.
+  cpu::CpuTarget target = cpu::best_cpu_target();
 };
 
 struct Bnb4bitQuantized {
@@ -140,7 +143,7 @@ struct Bnb4bitQuantized {
 };
 
 // Quantizes a f32, f16 or bf16 tensor. Throws lowbit::Error naming `tensor_name` on NaN or Inf
-// input, an unsupported dtype or blocksize. Uses the fast CPU kernel when the machine has one;
+// input, an unsupported dtype or blocksize. Uses the fast CPU kernel of options.target where it has one;
 // the bytes are the same as quantize_4bit_reference's.
 Bnb4bitQuantized quantize_4bit(const TensorView& input, const Bnb4bitOptions& options,
                                std::string_view tensor_name = {});
@@ -148,16 +151,17 @@ Bnb4bitQuantized quantize_4bit(const TensorView& input, const Bnb4bitOptions& op
 Bnb4bitQuantized quantize_4bit_reference(const TensorView& input, const Bnb4bitOptions& options,
                                          std::string_view tensor_name = {});
 
-// Dequantizes to the recorded dtype (state.dtype) or to `out_dtype` (f32, f16 or bf16).
-// Throws lowbit::Error naming `tensor_name` when packed or the state are inconsistent.
-Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state,
-                       std::string_view tensor_name = {});
+// Dequantizes to the recorded dtype (state.dtype) or to `out_dtype` (f32, f16 or bf16), with the CPU
+// kernels of `target`. Throws lowbit::Error naming `tensor_name` when packed or the state are inconsistent.
+Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, std::string_view tensor_name = {},
+                       cpu::CpuTarget target = cpu::best_cpu_target());
 Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
-                       std::string_view tensor_name = {});
+                       std::string_view tensor_name = {}, cpu::CpuTarget target = cpu::best_cpu_target());
 // The same into a caller's buffer of exactly elements * dtype_size(out_dtype) bytes, so a caller
 // that dequantizes many tensors reuses one allocation (fresh pages cost a fault each on first write).
 void dequantize_4bit_into(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
-                          std::span<std::byte> out, std::string_view tensor_name = {});
+                          std::span<std::byte> out, std::string_view tensor_name = {},
+                          cpu::CpuTarget target = cpu::best_cpu_target());
 // The scalar definition of dequantization, which the fast CPU kernel must match byte for byte.
 Tensor dequantize_4bit_reference(std::span<const uint8_t> packed, const Bnb4bitState& state, DType out_dtype,
                                  std::string_view tensor_name = {});
@@ -167,8 +171,9 @@ Tensor dequantize_4bit_reference(std::span<const uint8_t> packed, const Bnb4bitS
 std::vector<float> block_absmax(const TensorView& input, int64_t blocksize, std::string_view tensor_name = {});
 
 // Double quantization of block absmaxes, with a given offset or (unset) the float32 nearest
-// their exact mean.
-NestedAbsmax quantize_absmax_nested(std::span<const float> absmax, std::optional<float> offset = std::nullopt);
+// their exact mean, on the CPU kernels of `target`.
+NestedAbsmax quantize_absmax_nested(std::span<const float> absmax, std::optional<float> offset = std::nullopt,
+                                    cpu::CpuTarget target = cpu::best_cpu_target());
 // map[code] * nested_absmax + offset per block: the scales dequantization multiplies by.
 std::vector<float> dequantize_absmax_nested(const NestedAbsmax& nested);
 

@@ -25,6 +25,7 @@
 
 #include "lowbit/core/host_device.h"
 #include "lowbit/core/tensor.h"
+#include "lowbit/formats/cpu_target.h"
 
 namespace lowbit::bnb {
 
@@ -47,23 +48,26 @@ struct Int8RowwiseQuantized {
   std::vector<int64_t> outlier_cols;  // ascending; empty when threshold is 0
 };
 
-// Quantizes a 1-D (one row) or 2-D f32/f16/bf16 tensor. Throws lowbit::Error naming
-// `tensor_name` on NaN/Inf input, a negative threshold, another dtype or rank.
+// Quantizes a 1-D (one row) or 2-D f32/f16/bf16 tensor, on the CPU kernels of `target`. Throws
+// lowbit::Error naming `tensor_name` on NaN/Inf input, a negative threshold, another dtype or rank.
 Int8RowwiseQuantized quantize_int8_rowwise(const TensorView& input, float threshold = 0.0f,
-                                           std::string_view tensor_name = {});
+                                           std::string_view tensor_name = {},
+                                           cpu::CpuTarget target = cpu::best_cpu_target());
 
 // The scalar definition of the codes and scales, which quantize_int8_rowwise's fast CPU kernel
 // (used when the machine has one and threshold is 0) must match byte for byte.
 Int8RowwiseQuantized quantize_int8_rowwise_reference(const TensorView& input, float threshold = 0.0f,
                                                      std::string_view tensor_name = {});
 
-// float32 [rows, cols]: (CB * SCB) * kInt8DequantScale.
-Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& quantized);
+// float32 [rows, cols]: (CB * SCB) * kInt8DequantScale, on the CPU kernels of `target`.
+Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& quantized, cpu::CpuTarget target = cpu::best_cpu_target());
 // The same float32 values rounded (to nearest even) to out_dtype: f32, f16 or bf16, as torch's
 // .to(dtype) after bitsandbytes' int8_vectorwise_dequant.
-Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& quantized, DType out_dtype);
+Tensor dequantize_int8_rowwise(const Int8RowwiseQuantized& quantized, DType out_dtype,
+                               cpu::CpuTarget target = cpu::best_cpu_target());
 // Into a caller's buffer of exactly rows * cols * dtype_size(out_dtype) bytes (no allocation).
-void dequantize_int8_rowwise_into(const Int8RowwiseQuantized& quantized, DType out_dtype, std::span<std::byte> out);
+void dequantize_int8_rowwise_into(const Int8RowwiseQuantized& quantized, DType out_dtype, std::span<std::byte> out,
+                                  cpu::CpuTarget target = cpu::best_cpu_target());
 // The scalar definition of dequantization, which the fast CPU kernel must match byte for byte.
 Tensor dequantize_int8_rowwise_reference(const Int8RowwiseQuantized& quantized, DType out_dtype);
 
@@ -76,11 +80,13 @@ struct Int8MatmulResult {
 };
 
 // x: f16 [m, k]; weight: the row-wise quantization (threshold 0) of an [n, k] weight.
-// threshold 0 disables the outlier decomposition. Throws lowbit::Error on mismatched shapes.
+// threshold 0 disables the outlier decomposition. `target`: the CPU kernels that quantize x. Throws
+// lowbit::Error on mismatched shapes.
 Int8MatmulResult llm_int8_matmul_detailed(const TensorView& x, const Int8RowwiseQuantized& weight, float threshold,
-                                          std::string_view tensor_name = {});
+                                          std::string_view tensor_name = {},
+                                          cpu::CpuTarget target = cpu::best_cpu_target());
 // Just the f16 [m, n] output.
 Tensor llm_int8_matmul(const TensorView& x, const Int8RowwiseQuantized& weight, float threshold,
-                       std::string_view tensor_name = {});
+                       std::string_view tensor_name = {}, cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit::bnb

@@ -9,13 +9,16 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "lowbit/formats/cpu_target.h"
 #include "lowbit/formats/format.h"
 
 namespace lowbit {
 
-// x: n floats; blocks: the row's bytes; quant_weights: n per-column importance weights, or null.
-using GgmlQuantizeRowFn = void (*)(const float* x, void* blocks, int64_t n, const float* quant_weights);
-using GgmlDequantizeRowFn = void (*)(const void* blocks, float* y, int64_t n);
+// x: n floats; blocks: the row's bytes; quant_weights: n per-column importance weights, or null;
+// target: the CPU kernels to run (cpu_target.h).
+using GgmlQuantizeRowFn = void (*)(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                                   cpu::CpuTarget target);
+using GgmlDequantizeRowFn = void (*)(const void* blocks, float* y, int64_t n, cpu::CpuTarget target);
 
 struct GgmlCodec {
   GgmlType type;
@@ -38,9 +41,11 @@ size_t ggml_row_bytes(GgmlType type, int64_t cols);
 // ggml_quantize_chunk(type, x, dst, 0, rows, cols, weights). `weights` holds cols values (the same for
 // every row) or is null. Rows are spread over lowbit::parallel_for; the bytes do not depend on it.
 // Throws lowbit::Error for a type without codec or a cols that is not a whole number of blocks.
-void quantize_rows(GgmlType type, const float* x, int64_t rows, int64_t cols, const float* weights, void* dst);
+void quantize_rows(GgmlType type, const float* x, int64_t rows, int64_t cols, const float* weights, void* dst,
+                   cpu::CpuTarget target = cpu::best_cpu_target());
 
 // Dequantizes rows x cols values from src (rows * ggml_row_bytes(type, cols) bytes) into dst.
-void dequantize_rows(GgmlType type, const void* src, int64_t rows, int64_t cols, float* dst);
+void dequantize_rows(GgmlType type, const void* src, int64_t rows, int64_t cols, float* dst,
+                     cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit

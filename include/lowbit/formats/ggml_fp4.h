@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/cpu_target.h"
 
 namespace lowbit::ggml {
 
@@ -69,10 +70,12 @@ LOWBIT_HOST_DEVICE inline float fp4_value(uint32_t code, float half_scale) {
 // saturating at 0x7E = 448; 0 for x <= 0, NaN and values below the smallest subnormal.
 uint8_t f32_to_ue4m3(float x);
 
-void quantize_row_mxfp4(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_nvfp4(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_mxfp4(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                        cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_nvfp4(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                        cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n);
-void dequantize_row_nvfp4(const void* blocks, float* y, int64_t n);
+void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_nvfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit::ggml

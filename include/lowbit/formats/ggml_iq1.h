@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/cpu_target.h"
 #include "lowbit/formats/ggml_iq1_grid.h"
 
 namespace lowbit::ggml {
@@ -88,10 +89,12 @@ LOWBIT_HOST_DEVICE inline void decode_m_subgroup(const uint64_t* grid, float d, 
 
 }  // namespace iq1
 
-void quantize_row_iq1_s(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_iq1_s(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                        cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                        cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n);
-void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n);
+void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit::ggml

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/cpu_target.h"
 #include "lowbit/formats/ggml_iq2_grids.h"
 #include "lowbit/formats/ggml_iq_signs.h"
 
@@ -77,12 +78,15 @@ LOWBIT_HOST_DEVICE inline void decode_s_subgroup(const uint64_t* grid, float d, 
 
 }  // namespace iq2
 
-void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_iq2_xs(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_iq2_s(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                          cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_iq2_xs(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                         cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_iq2_s(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                        cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n);
-void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n);
-void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n);
+void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit::ggml

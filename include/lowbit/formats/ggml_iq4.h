@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/cpu_target.h"
 
 namespace lowbit::ggml {
 
@@ -58,10 +59,12 @@ LOWBIT_HOST_DEVICE inline float xs_scale(float d, uint32_t low, uint32_t high, i
 
 }  // namespace iq4
 
-void quantize_row_iq4_nl(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_iq4_nl(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                         cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                         cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n);
-void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n);
+void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit::ggml

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/cpu_target.h"
 
 namespace lowbit::ggml {
 
@@ -125,16 +126,21 @@ LOWBIT_HOST_DEVICE inline float value_scale(float dl, float q) { return mul_rn(d
 
 }  // namespace kquants
 
-void quantize_row_q2_K(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_q3_K(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_q4_K(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_q5_K(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_q6_K(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_q2_K(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_q3_K(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_q4_K(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_q5_K(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_q6_K(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_q2_K(const void* blocks, float* y, int64_t n);
-void dequantize_row_q3_K(const void* blocks, float* y, int64_t n);
-void dequantize_row_q4_K(const void* blocks, float* y, int64_t n);
-void dequantize_row_q5_K(const void* blocks, float* y, int64_t n);
-void dequantize_row_q6_K(const void* blocks, float* y, int64_t n);
+void dequantize_row_q2_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_q3_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_q4_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_q5_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_q6_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit::ggml

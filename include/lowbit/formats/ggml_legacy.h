@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/cpu_target.h"
 
 namespace lowbit::ggml {
 
@@ -87,16 +88,21 @@ LOWBIT_HOST_DEVICE inline float value_type1(float code, float d, float m) { retu
 
 }  // namespace legacy
 
-void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_q4_0(const void* blocks, float* y, int64_t n);
-void dequantize_row_q4_1(const void* blocks, float* y, int64_t n);
-void dequantize_row_q5_0(const void* blocks, float* y, int64_t n);
-void dequantize_row_q5_1(const void* blocks, float* y, int64_t n);
-void dequantize_row_q8_0(const void* blocks, float* y, int64_t n);
+void dequantize_row_q4_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_q4_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_q5_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_q5_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_q8_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit::ggml

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/cpu_target.h"
 
 namespace lowbit::ggml {
 
@@ -41,10 +42,12 @@ LOWBIT_HOST_DEVICE constexpr float q1_0_value(uint32_t d_bits, uint32_t bit) {
 // q2_0's value: (q - 1) * d, q the low 2 bits of `code`.
 LOWBIT_HOST_DEVICE inline float q2_0_value(uint32_t code, float d) { return mul_rn(float(int(code & 3) - 1), d); }
 
-void quantize_row_q1_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_q2_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_q1_0(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_q2_0(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                       cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_q1_0(const void* blocks, float* y, int64_t n);
-void dequantize_row_q2_0(const void* blocks, float* y, int64_t n);
+void dequantize_row_q1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_q2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit::ggml

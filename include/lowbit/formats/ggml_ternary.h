@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "lowbit/core/host_device.h"
+#include "lowbit/formats/cpu_target.h"
 
 namespace lowbit::ggml {
 
@@ -69,10 +70,12 @@ LOWBIT_HOST_DEVICE constexpr TwoBitPlace tq2_0_place(int v) { return {32 * (v / 
 
 }  // namespace ternary
 
-void quantize_row_tq1_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
-void quantize_row_tq2_0(const float* x, void* blocks, int64_t n, const float* quant_weights);
+void quantize_row_tq1_0(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                        cpu::CpuTarget target = cpu::best_cpu_target());
+void quantize_row_tq2_0(const float* x, void* blocks, int64_t n, const float* quant_weights,
+                        cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n);
-void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n);
+void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit::ggml

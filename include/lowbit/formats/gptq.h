@@ -17,6 +17,7 @@
 
 #include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/formats/bnb_int8.h"
+#include "lowbit/formats/cpu_target.h"
 #include "lowbit/formats/ggml_types.h"
 
 namespace lowbit {
@@ -49,9 +50,10 @@ bool gptq_supports(GgmlType type);
 // `importance`: cols per-column weights handed to the format's quantizer when it fits a block's scales
 // (diag(H)/tokens is the importance matrix), or null for its unweighted fit. Rows are independent and
 // spread over lowbit::parallel_for; the bytes do not depend on it. Throws lowbit::Error for a type
-// gptq_supports rejects, a factor of other size, or cols that are not whole blocks.
+// gptq_supports rejects, a factor of other size, or cols that are not whole blocks. `target`: the CPU
+// kernels of the format's quantizer.
 void gptq_quantize_rows(GgmlType type, const float* weights, int64_t rows, int64_t cols, const GptqFactor& factor,
-                        const float* importance, void* dst);
+                        const float* importance, void* dst, cpu::CpuTarget target = cpu::best_cpu_target());
 
 // The same sweep writing bitsandbytes' nf4/fp4: when it reaches one of the blocks (blocksize values
 // along the row, so cols % blocksize == 0), the block's absmax is taken from the error-updated values,
@@ -69,6 +71,8 @@ bnb::Bnb4bitQuantized gptq_quantize_4bit(const TensorView& weight, const bnb::Bn
 // absmax as bitsandbytes takes it, before the sweep (the scale spans the whole row), and each error-updated
 // value is coded round(v × 127 / SCB), clamped to ±127. With H = identity the bytes are
 // quantize_int8_rowwise's. `weight`: [rows, cols] in f16 (what bitsandbytes quantizes), bf16 or f32.
-bnb::Int8RowwiseQuantized gptq_quantize_int8_rows(const TensorView& weight, const GptqFactor& factor, std::string_view tensor_name = {});
+bnb::Int8RowwiseQuantized gptq_quantize_int8_rows(const TensorView& weight, const GptqFactor& factor,
+                                                  std::string_view tensor_name = {},
+                                                  cpu::CpuTarget target = cpu::best_cpu_target());
 
 }  // namespace lowbit

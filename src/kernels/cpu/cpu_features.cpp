@@ -1,10 +1,5 @@
 #include "kernels/cpu/cpu_features.h"
 
-#include <atomic>
-#include <string>
-
-#include "lowbit/core/error.h"
-
 namespace lowbit::cpu {
 namespace {
 
@@ -19,11 +14,6 @@ CpuFeatures detect() {
   f.bmi2 = __builtin_cpu_supports("bmi2");
 #endif
   return f;
-}
-
-std::atomic<CpuTarget>& active() {
-  static std::atomic<CpuTarget> target{best_cpu_target()};
-  return target;
 }
 
 }  // namespace
@@ -64,14 +54,6 @@ std::vector<CpuTarget> supported_cpu_targets() {
   for (const CpuTarget t : {CpuTarget::scalar, CpuTarget::avx2, CpuTarget::avx512})
     if (cpu_supports(t)) targets.push_back(t);
   return targets;
-}
-
-CpuTarget active_cpu_target() { return active().load(std::memory_order_relaxed); }
-
-void set_active_cpu_target(CpuTarget target) {
-  if (!cpu_supports(target))
-    throw Error("this CPU cannot run the " + std::string(cpu_target_name(target)) + " kernels");
-  active().store(target, std::memory_order_relaxed);
 }
 
 }  // namespace lowbit::cpu

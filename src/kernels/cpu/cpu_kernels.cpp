@@ -1,8 +1,10 @@
 #include "kernels/cpu/cpu_kernels.h"
 
 #include <array>
+#include <string>
 
 #include "kernels/cpu/simd_kernels.h"
+#include "lowbit/core/error.h"
 
 namespace lowbit::cpu {
 namespace {
@@ -40,6 +42,8 @@ CpuKernels kernels_for(CpuTarget target) {
 }  // namespace
 
 const CpuKernels& cpu_kernels(CpuTarget target) {
+  if (!cpu_supports(target))
+    throw Error("this CPU cannot run the " + std::string(cpu_target_name(target)) + " kernels");
   static const std::array<CpuKernels, 3> tables = {kernels_for(CpuTarget::scalar), kernels_for(CpuTarget::avx2),
                                                    kernels_for(CpuTarget::avx512)};
   return tables[size_t(target)];

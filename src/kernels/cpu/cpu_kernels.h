@@ -61,10 +61,9 @@ struct CpuKernels {
   bnb::detail::DequantizeInt8RowsFn bnb_dequantize_int8_rows = nullptr;
 };
 
-// The kernels of `target`, which the CPU must support (cpu_supports); the table for the scalar target is empty.
+// The kernels of `target` (the table for the scalar target is empty). Throws lowbit::Error for a target
+// this CPU cannot run (cpu_supports): every codec with kernels picks them here, so each refuses it.
 const CpuKernels& cpu_kernels(CpuTarget target);
-// The kernels of the active target: what every codec calls.
-inline const CpuKernels& cpu_kernels() { return cpu_kernels(active_cpu_target()); }
 
 // Kernels given an output at least this large write it with non-temporal stores: far past a core's L2,
 // the lines would be evicted before anyone read them.
