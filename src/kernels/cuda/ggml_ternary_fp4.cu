@@ -13,25 +13,37 @@ namespace {
 
 namespace ternary = ggml::ternary;  // the trit and value rules, the CPU's own
 
+// Trit `pow3 = 3^t` of each of the four bytes of w, plus 1 (0, 1 or 2), as the four bytes of a word:
+// ternary::unpack_trit's arithmetic on two bytes at once in 16-bit lanes (a byte times 81 and that
+// times 3 stay below 2^16, so no lane carries into the next).
+__device__ __forceinline__ uint32_t trits4(uint32_t w, uint32_t pow3) {
+  const uint32_t even = ((w & 0x00ff00ffu) * pow3) & 0x00ff00ffu, odd = ((w >> 8 & 0x00ff00ffu) * pow3) & 0x00ff00ffu;
+  return ((even * 3) >> 8 & 0x00ff00ffu) | ((odd * 3) & 0xff00ff00u);
+}
+
+// Four values from four trits + 1 (bytes of `trits`): exactly ternary::value(trit, d).
+__device__ __forceinline__ void ternary_values4(uint32_t trits, float d, float* y) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k) y[k] = mul_rn(code_minus(trits, k, 1.0f), d);
+}
+
 struct Tq1_0 {
   static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockTq1_0);  // 54
   // Values 0..159: trit t = v / 32 of qs[v % 32]; 160..239: trit (v - 160) / 16 of qs[32 + v % 16];
   // 240..255: trit (v - 240) / 4 of qh[v % 4]. So a group is 8 consecutive bytes with one trit, or
-  // (groups 30, 31) qh's 4 bytes with two.
+  // (groups 30, 31) qh's 4 bytes with two. Every group loads 8 bytes without a branch: qh's groups
+  // the 8 at 46..53, which end where the block does.
   struct Raw { uint32_t d; uint2 q; };
-  static __device__ Raw load(const uint8_t* b, int g) {
-    if (g < 20) return {ld16(b + 52), ld64_a2(b + 8 * (g % 4))};
-    if (g < 30) return {ld16(b + 52), ld64_a2(b + 32 + 8 * (g % 2))};
-    return {ld16(b + 52), make_uint2(ld32_a2(b + 48), 0)};
-  }
+  LOWBIT_HOST_DEVICE static constexpr int first_byte(int g) { return g < 20 ? 8 * (g % 4) : g < 30 ? 32 + 8 * (g % 2) : 46; }
+  // The trit of group g's values 4 * half .. 4 * half + 3.
+  LOWBIT_HOST_DEVICE static constexpr int trit(int g, int half) { return g < 20 ? g / 4 : g < 30 ? (g - 20) / 2 : 2 * (g - 30) + half; }
+  static __device__ Raw load(const uint8_t* b, int g) { return {ld16(b + 52), ld64_a2(b + first_byte(g))}; }
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const float d = half_bits_to_float(r.d);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int t = g < 20 ? g / 4 : g < 30 ? (g - 20) / 2 : 2 * (g - 30) + k / 4;
-      const uint32_t q = g < 30 ? byte_of(r.q, k) : byte_of(r.q, k % 4);
-      y[k] = ternary::value(ternary::unpack_trit(q, t), d);
-    }
+    const bool in_qh = g >= 30;
+    const uint32_t qh = __funnelshift_r(r.q.x, r.q.y, 16);
+    ternary_values4(trits4(in_qh ? qh : r.q.x, ternary::pow3(trit(g, 0))), d, y);
+    ternary_values4(trits4(in_qh ? qh : r.q.y, ternary::pow3(trit(g, 1))), d, y + 4);
   }
 };
 
@@ -43,8 +55,8 @@ struct Tq2_0 {
   static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
     const float d = half_bits_to_float(r.d);
     const int shift = 2 * ((g % 16) / 4);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = ternary::value(ternary::two_bit_trit(byte_of(r.qs, k), shift), d);
+    ternary_values4(r.qs.x >> shift & 0x03030303u, d, y);  // ternary::two_bit_trit, four bytes at once
+    ternary_values4(r.qs.y >> shift & 0x03030303u, d, y + 4);
   }
 };
 
@@ -55,11 +67,10 @@ struct Tq2_0 {
 constexpr bool tq1_0_groups_follow_the_layout() {
   for (int g = 0; g < 32; ++g)
     for (int k = 0; k < 8; ++k) {
-      const int first = g < 20 ? 8 * (g % 4) : g < 30 ? 32 + 8 * (g % 2) : 48;  // Tq1_0::load
-      const int byte = first + (g < 30 ? k : k % 4);                              // Tq1_0::decode
-      const int trit = g < 20 ? g / 4 : g < 30 ? (g - 20) / 2 : 2 * (g - 30) + k / 4;
+      // Tq1_0::decode takes qh's 4 bytes from bytes 2..5 of the 8 it loads.
+      const int byte = Tq1_0::first_byte(g) + (g < 30 ? k : 2 + k % 4);
       const ternary::TritPlace p = ternary::tq1_0_place(8 * g + k);
-      if (p.byte != byte || p.trit != trit) return false;
+      if (p.byte != byte || p.trit != Tq1_0::trit(g, k / 4)) return false;
     }
   return true;
 }
