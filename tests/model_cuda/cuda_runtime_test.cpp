@@ -145,7 +145,8 @@ double mean_kld(const LlamaModel& model, const LlamaRuntime& gpu, const std::vec
 
 // Decoding's products against the CPU: one token, five one-token windows and a 64-token prompt, all
 // below the token count from which the products dequantize into a tile (kDequantizeTokens).
-void expect_few_token_agreement(const LlamaModel& model, const LlamaRuntime& gpu, const std::vector<int32_t>& tokens, const std::string& name) {
+void expect_few_token_agreement(const LlamaModel& model, const LlamaRuntime& gpu, const std::vector<int32_t>& tokens,
+                                const std::string& name) {
   for (size_t t = 0; t < 8; ++t) EXPECT_LE(mean_kld(model, gpu, {tokens[100 * t]}, 1), 1e-4) << name << ", one token";
   EXPECT_LE(mean_kld(model, gpu, std::vector<int32_t>(tokens.begin(), tokens.begin() + 5), 5), 1e-4) << name << ", five tokens";
   const double prompt = mean_kld(model, gpu, std::vector<int32_t>(tokens.begin(), tokens.begin() + 64), 1);
@@ -247,7 +248,8 @@ TEST(CudaRuntime, BitsandbytesWeightsRunPackedAndAgreeWithTheCpu) {
     auto gpu = cuda::make_llama_runtime(model);
     expect_few_token_agreement(model, *gpu, tokens, name);
     const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 100);
-    EXPECT_EQ(cuda::generate(model, prompt, 20, {.decode_graph = true}), cuda::generate(model, prompt, 20, {.decode_graph = false})) << name;
+    EXPECT_EQ(cuda::generate(model, prompt, 20, {.decode_graph = true}), cuda::generate(model, prompt, 20, {.decode_graph = false}))
+        << name;
 
     // The probe's swap: a packed weight for its dequantized bytes (up leaves the stacked layout), and back.
     const std::string up = "blk.0.ffn_up.weight";
