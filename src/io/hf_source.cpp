@@ -181,7 +181,7 @@ std::span<const std::byte> HfSource::raw(const Tensor& tensor) const {
 
 std::optional<bnb::Packed4bitView> HfSource::packed_4bit(const Tensor& tensor) const {
   const Origin& origin = origins_.at(tensor.name);
-  // Stacked experts are new tensors: their bytes are nowhere as such. Permuted Q/K rows are the stored ones in another order.
+  // Stacked experts are new tensors, their bytes nowhere as such; permuted Q/K rows are stored rows in another order.
   if (origin.pieces.size() != 1 || origin.pieces.front().count >= 0 || (origin.permute_heads && origin.row_order.empty()))
     return std::nullopt;
   auto view = bnb_->packed_4bit(origin.pieces.front().hf_name);

@@ -37,8 +37,8 @@ class ModelSource {
   // The tensor as float32 rows of ne[0] values: converted, dequantized or permuted as needed.
   virtual std::vector<float> load_f32(const Tensor& tensor) const = 0;
   // A bitsandbytes 4-bit weight's stored bytes, viewed in the source, when the tensor is one such weight
-  // as stored (rows in their stored order, not assembled from pieces); nullopt for any other tensor.
-  // They live as long as the source.
+  // (whole, its rows perhaps in another order: Packed4bitView::row_order); nullopt for any other tensor,
+  // stacked experts included. They live as long as the source.
   virtual std::optional<bnb::Packed4bitView> packed_4bit(const Tensor&) const { return std::nullopt; }
   virtual std::string label() const = 0;
   // The type a tensor keeps when it is not quantized: a GGUF's own, F32 for a converted model
