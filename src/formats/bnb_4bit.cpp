@@ -1,10 +1,12 @@
 // bitsandbytes 4-bit blockwise quantization: the scalar reference, double quantization of the
 // block scales, and dequantization. The format is described in include/lowbit/formats/bnb_4bit.h.
 #include "lowbit/formats/bnb_4bit.h"
+#include "lowbit/formats/bnb_4bit_packed.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -285,6 +287,19 @@ std::vector<float> dequantize_absmax_nested(const NestedAbsmax& nested) {
   std::vector<float> scales(nested.codes.size());
   dequantize_absmax_nested_range(nested, 0, int64_t(scales.size()), scales.data());
   return scales;
+}
+
+std::vector<float> block_scales(const Packed4bitView& view) {
+  auto floats = [](std::span<const std::byte> bytes) {
+    std::vector<float> out(bytes.size() / sizeof(float));
+    std::memcpy(out.data(), bytes.data(), out.size() * sizeof(float));
+    return out;
+  };
+  if (!view.double_quant()) return floats(view.absmax);
+  NestedAbsmax nested{.nested_absmax = floats(view.nested_absmax), .offset = view.nested_offset, .code = dynamic_map_signed()};
+  const auto* codes = reinterpret_cast<const uint8_t*>(view.absmax.data());
+  nested.codes.assign(codes, codes + view.absmax.size());
+  return dequantize_absmax_nested(nested);
 }
 
 Tensor dequantize_4bit(std::span<const uint8_t> packed, const Bnb4bitState& state, std::string_view tensor_name,

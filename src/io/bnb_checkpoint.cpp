@@ -238,6 +238,38 @@ bnb::Bnb4bitState BnbReader::state_4bit(const std::string& weight) const {
   return s;
 }
 
+std::optional<bnb::Packed4bitView> BnbReader::packed_4bit(const std::string& weight) const {
+  if (!quant_state(weight)) return std::nullopt;
+  const auto json = quant_state_json(weight);
+  if (json.nested_offset && (json.nested_blocksize != bnb::kNestedBlocksize ||
+                             floats<256>(weight + std::string(bnb::kNestedQuantMap)) != bnb::dynamic_map_signed()))
+    return std::nullopt;
+  const auto& e = *find(weight);
+  const int64_t elements = shape_elements(json.shape), blocks = (elements + json.blocksize - 1) / json.blocksize;
+  bnb::Packed4bitView v{.format = *parse_format_id(json.quant_type), .blocksize = json.blocksize, .dtype = json.dtype};
+  // Each part: its tensor's bytes when they are of the dtype and count the quant state implies.
+  auto part = [&](std::string_view suffix, DType dtype, int64_t count) {
+    const std::string name = weight + std::string(suffix);
+    const auto* entry = suffix.empty() ? &e : require(name);
+    const TensorView t = view(*entry);
+    if (t.dtype != dtype || t.bytes.size() != size_t(count) * dtype_size(dtype))
+      throw Error(fmt::format("{} {} bytes", dtype_name(t.dtype), t.bytes.size()),
+                  {.file = entry->shard->label(), .tensor = name,
+                   .expected = fmt::format("{} {} bytes for the quant state's shape {} in blocks of {}", dtype_name(dtype),
+                                           size_t(count) * dtype_size(dtype), shape_to_string(json.shape), json.blocksize)});
+    return t.bytes;
+  };
+  v.packed = part("", DType::u8, (elements + 1) / 2);
+  if (json.nested_offset) {
+    v.absmax = part(bnb::kAbsmax, DType::u8, blocks);
+    v.nested_absmax = part(bnb::kNestedAbsmax, DType::f32, (blocks + bnb::kNestedBlocksize - 1) / bnb::kNestedBlocksize);
+    v.nested_offset = *json.nested_offset;
+  } else {
+    v.absmax = part(bnb::kAbsmax, DType::f32, blocks);
+  }
+  return v;
+}
+
 const Checkpoint::Entry* BnbReader::require(const std::string& name) const {
   const auto* e = find(name);
   if (!e) throw Error("bitsandbytes companion tensor is missing", {.file = ckpt_.path().string(), .tensor = name});

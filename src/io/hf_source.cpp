@@ -47,6 +47,14 @@ void add_special_token_fallbacks(const HfModelConfig& model, std::vector<gguf::K
   }
 }
 
+// llama.cpp's order of a Q/K weight's rows (hf_row_of); empty when the rows split into no heads of pairs.
+std::vector<int32_t> llama_row_order(int64_t rows, int heads) {
+  if (rows % (2 * heads) != 0) return {};
+  std::vector<int32_t> order(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) order[size_t(r)] = int32_t(hf_row_of(r, rows / heads));
+  return order;
+}
+
 }  // namespace
 
 HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir), bnb_(std::make_unique<BnbReader>(checkpoint_)) {
@@ -123,6 +131,7 @@ HfSource::HfSource(const std::filesystem::path& dir) : checkpoint_(dir), bnb_(st
         Origin origin{.pieces = {Piece{hf}}};
         if (arch->permute_qk && hf.ends_with("q_proj.weight")) origin.permute_heads = int(n_head);
         if (arch->permute_qk && hf.ends_with("k_proj.weight")) origin.permute_heads = int(n_head_kv);
+        if (origin.permute_heads) origin.row_order = llama_row_order(shape[0], origin.permute_heads);
         add_tensor(place.name, Shape(shape.rbegin(), shape.rend()), dtype, std::move(origin), shard);
       }
     }
@@ -170,6 +179,16 @@ std::span<const std::byte> HfSource::raw(const Tensor& tensor) const {
   return view.bytes.subspan(size_t(piece.offset) * dtype_size(view.dtype), size_t(piece.count) * dtype_size(view.dtype));
 }
 
+std::optional<bnb::Packed4bitView> HfSource::packed_4bit(const Tensor& tensor) const {
+  const Origin& origin = origins_.at(tensor.name);
+  // Stacked experts are new tensors, their bytes nowhere as such; permuted Q/K rows are stored rows in another order.
+  if (origin.pieces.size() != 1 || origin.pieces.front().count >= 0 || (origin.permute_heads && origin.row_order.empty()))
+    return std::nullopt;
+  auto view = bnb_->packed_4bit(origin.pieces.front().hf_name);
+  if (view) view->row_order = origin.row_order;
+  return view;
+}
+
 std::vector<float> HfSource::load_f32(const Tensor& tensor) const {
   const Origin& origin = origins_.at(tensor.name);
   if (origin.pieces.empty()) return rope_freqs_;
@@ -188,13 +207,11 @@ std::vector<float> HfSource::load_f32(const Tensor& tensor) const {
   }
   if (!origin.permute_heads) return values;
   const int64_t cols = tensor.ne[0], rows = int64_t(values.size()) / cols;
-  if (rows % (2 * origin.permute_heads) != 0)
+  if (origin.row_order.empty())
     throw Error(fmt::format("{} rows do not split into {} heads of pairs", rows, origin.permute_heads),
                 {.file = label(), .tensor = origin.pieces.front().hf_name});
   std::vector<float> permuted(values.size());
-  const int64_t rows_per_head = rows / origin.permute_heads;
-  for (int64_t r = 0; r < rows; ++r)
-    std::copy_n(values.begin() + hf_row_of(r, rows_per_head) * cols, cols, permuted.begin() + r * cols);
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(values.begin() + origin.row_order[size_t(r)] * cols, cols, permuted.begin() + r * cols);
   return permuted;
 }
 

@@ -24,6 +24,7 @@ class HfSource : public ModelSource {
   const std::vector<Tensor>& tensors() const override { return tensors_; }
   std::span<const std::byte> raw(const Tensor& tensor) const override;
   std::vector<float> load_f32(const Tensor& tensor) const override;
+  std::optional<bnb::Packed4bitView> packed_4bit(const Tensor& tensor) const override;
   GgmlType unquantized_type(const Tensor&) const override { return GgmlType::F32; }
   std::string label() const override { return checkpoint_.path().string(); }
 
@@ -37,6 +38,7 @@ class HfSource : public ModelSource {
   struct Origin {
     std::vector<Piece> pieces;  // empty: computed (rope_freqs.weight)
     int permute_heads = 0;      // > 0: rows are permuted from rotate-half to interleaved RoPE pairs
+    std::vector<int32_t> row_order;  // then: row r is stored row row_order[r] (empty: rows that split into no heads)
   };
   void add_tensor(std::string name, Shape ne, DType dtype, Origin origin, const std::string& shard);
   Checkpoint checkpoint_;

@@ -160,7 +160,7 @@ QuantizedMatrix LlamaModel::matrix(const std::string& name, int64_t rows, int64_
   if (!codec || !codec->dequantize_row)
     throw Error(fmt::format("lowbit cannot dequantize {}", ggml_type_name(t->type)), {.file = weights_.label(), .tensor = name});
   check_weight_values(weights_, *t);
-  return {t->type, rows, cols, t->bytes};
+  return {t->type, rows, cols, t->bytes, t->packed_4bit};
 }
 
 QuantizedMatrix LlamaModel::experts_matrix(const std::string& name, int64_t rows, int64_t cols) const {

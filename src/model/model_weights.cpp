@@ -22,9 +22,10 @@ void ModelWeights::add_view(Tensor tensor, std::shared_ptr<const void> owner) {
   if (owner && (owners_.empty() || owners_.back() != owner)) owners_.push_back(std::move(owner));
 }
 
-void ModelWeights::add_owned(std::string name, GgmlType type, Shape ne, std::vector<std::byte> bytes) {
+void ModelWeights::add_owned(std::string name, GgmlType type, Shape ne, std::vector<std::byte> bytes,
+                             std::optional<bnb::Packed4bitView> packed_4bit, std::shared_ptr<const void> owner) {
   const auto& kept = owned_.emplace_back(std::move(bytes));
-  add_view({std::move(name), type, std::move(ne), kept}, nullptr);
+  add_view({std::move(name), type, std::move(ne), kept, packed_4bit}, std::move(owner));
 }
 
 const gguf::Value* ModelWeights::find(std::string_view key) const {

@@ -2,6 +2,7 @@
 // KL-divergence of the GPU's next-token distributions from the CPU's, perplexity, importance matrices,
 // a probed plan, and greedy decoding through the key/value cache. Skipped without a GPU; run on the
 // device machine by scripts/device-check.sh (the numbers are printed for the record).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,6 +18,8 @@
 #include "lowbit/model/perplexity.h"
 #include "lowbit/model/tokenizer.h"
 #include "lowbit/io/model_source.h"
+#include "lowbit/pipeline/bnb_jobs.h"
+#include "lowbit/pipeline/eval_model.h"
 #include "lowbit/pipeline/plan.h"
 #include "lowbit/pipeline/quantize_gguf.h"
 #include "support/paths.h"
@@ -124,6 +127,32 @@ void expect_agreement(const Agreement& a) {
   EXPECT_LE(a.mean_kld, 1e-4);
   EXPECT_NEAR(a.gpu_ppl / a.cpu_ppl, 1.0, 0.002);
 }
+
+// Mean KL(CPU ‖ GPU) over every row of `windows` windows of `batch`.
+double mean_kld(const LlamaModel& model, const LlamaRuntime& gpu, const std::vector<int32_t>& batch, int windows) {
+  const int n_vocab = model.config().n_vocab;
+  const auto cpu = model.forward(batch, windows), on_gpu = gpu.forward(batch, windows);
+  EXPECT_EQ(cpu.size(), on_gpu.size());
+  std::vector<float> p(static_cast<size_t>(n_vocab)), q(static_cast<size_t>(n_vocab));
+  double total = 0;
+  for (size_t row = 0; row < batch.size(); ++row) {
+    log_softmax(cpu.data() + row * size_t(n_vocab), n_vocab, p.data());
+    log_softmax(on_gpu.data() + row * size_t(n_vocab), n_vocab, q.data());
+    for (int i = 0; i < n_vocab; ++i) total += std::exp(double(p[size_t(i)])) * (double(p[size_t(i)]) - double(q[size_t(i)]));
+  }
+  return total / double(batch.size());
+}
+
+// Decoding's products against the CPU: one token, five one-token windows and a 64-token prompt, all
+// below the token count from which the products dequantize into a tile (kDequantizeTokens).
+void expect_few_token_agreement(const LlamaModel& model, const LlamaRuntime& gpu, const std::vector<int32_t>& tokens,
+                                const std::string& name) {
+  for (size_t t = 0; t < 8; ++t) EXPECT_LE(mean_kld(model, gpu, {tokens[100 * t]}, 1), 1e-4) << name << ", one token";
+  EXPECT_LE(mean_kld(model, gpu, std::vector<int32_t>(tokens.begin(), tokens.begin() + 5), 5), 1e-4) << name << ", five tokens";
+  const double prompt = mean_kld(model, gpu, std::vector<int32_t>(tokens.begin(), tokens.begin() + 64), 1);
+  std::printf("%s: mean KLD(cpu||gpu) over a 64-token prompt %.3g\n", name.c_str(), prompt);
+  EXPECT_LE(prompt, 1e-4) << name << ", a 64-token prompt";
+}
 #endif
 
 TEST(CudaRuntime, Stories260KAgreesWithTheCpu) {
@@ -166,26 +195,7 @@ TEST(CudaRuntime, FewTokenProductsAgreeWithTheCpu) {
     options.selection.default_type = type;
     quantize_to_gguf(*ModelSource::open(bytes_model()), dir / "m.gguf", options);
     auto model = LlamaModel::load(dir / "m.gguf");
-    auto gpu = cuda::make_llama_runtime(*model);
-    const int n_vocab = model->config().n_vocab;
-    auto mean_kld = [&](const std::vector<int32_t>& batch, int windows) {
-      const auto cpu = model->forward(batch, windows), on_gpu = gpu->forward(batch, windows);
-      EXPECT_EQ(cpu.size(), on_gpu.size());
-      std::vector<float> p(static_cast<size_t>(n_vocab)), q(static_cast<size_t>(n_vocab));
-      double total = 0;
-      for (size_t row = 0; row < batch.size(); ++row) {
-        log_softmax(cpu.data() + row * size_t(n_vocab), n_vocab, p.data());
-        log_softmax(on_gpu.data() + row * size_t(n_vocab), n_vocab, q.data());
-        for (int i = 0; i < n_vocab; ++i) total += std::exp(double(p[size_t(i)])) * (double(p[size_t(i)]) - double(q[size_t(i)]));
-      }
-      return total / double(batch.size());
-    };
-    const std::string name(ggml_type_name(type));
-    for (size_t t = 0; t < 8; ++t) EXPECT_LE(mean_kld({tokens[100 * t]}, 1), 1e-4) << name << ", one token";
-    EXPECT_LE(mean_kld(std::vector<int32_t>(tokens.begin(), tokens.begin() + 5), 5), 1e-4) << name << ", five tokens";
-    const double prompt = mean_kld(std::vector<int32_t>(tokens.begin(), tokens.begin() + 64), 1);
-    std::printf("%s: mean KLD(cpu||gpu) over a 64-token prompt %.3g\n", name.c_str(), prompt);
-    EXPECT_LE(prompt, 1e-4) << name << ", a 64-token prompt";
+    expect_few_token_agreement(*model, *cuda::make_llama_runtime(*model), tokens, std::string(ggml_type_name(type)));
   }
 #endif
 }
@@ -205,6 +215,56 @@ TEST(CudaRuntime, Bytes12MInIquantAndFp4TypesAgreesWithTheCpu) {
     auto quantized = LlamaModel::load(path);
     std::printf("%s: ", std::string(ggml_type_name(type)).c_str());
     expect_agreement(agreement(*quantized, tokens, 512, 8));
+  }
+#endif
+}
+
+// A bitsandbytes checkpoint (lowbit-bpe-50M quantized here: nf4 with double quant, fp4 without) runs
+// with its 4-bit weights packed as stored (Q and K rows moved into llama.cpp's order): the fused kernel
+// for a few tokens (gate and up stacked), the CPU's dequantized values in a tile for many; the
+// unquantized embedding and output stay 16-bit. The weights on the GPU are measured against the same
+// model with f16 activations, which keeps every weight as the CPU holds it (bf16).
+TEST(CudaRuntime, BitsandbytesWeightsRunPackedAndAgreeWithTheCpu) {
+  SKIP_WITHOUT_GPU();
+#ifdef LOWBIT_HAVE_CUDA
+  test::TempDir dir;
+  for (const bool double_quant : {true, false}) {
+    const FormatId format = double_quant ? FormatId::nf4 : FormatId::fp4;
+    const std::string name = fmt::format("{}{}", format_name(format), double_quant ? "+dq" : "");
+    quantize_to_bnb(test::shared_data_dir() / "lowbit-bpe-50M", dir / name,
+                    {.format = {.id = format, .blocksize = 64, .double_quant = double_quant}});
+    EvalModel loaded(dir / name);
+    LlamaModel& model = loaded.model();
+    const auto packed = cuda::time_generation(model, 16, 4), as_cpu = cuda::time_generation(model, 16, 4, {.activations = DType::f16});
+    std::printf("%s: weights on the GPU %.1f MB packed, %.1f MB as the CPU holds them; a decoding step reads %.1f MB, %.1f MB\n",
+                name.c_str(), packed.weight_bytes / 1e6, as_cpu.weight_bytes / 1e6, packed.decode_weight_bytes / 1e6,
+                as_cpu.decode_weight_bytes / 1e6);
+    EXPECT_LT(double(packed.weight_bytes), 0.75 * double(as_cpu.weight_bytes)) << name;
+    EXPECT_LT(double(packed.decode_weight_bytes), 0.6 * double(as_cpu.decode_weight_bytes)) << name;
+
+    const auto tokens = text_tokens(model, "wikitext2_test_hf_nonempty_crlf.raw", 40000);
+    std::printf("%s: ", name.c_str());
+    expect_agreement(agreement(model, tokens, 512, 4));
+    auto gpu = cuda::make_llama_runtime(model);
+    expect_few_token_agreement(model, *gpu, tokens, name);
+    const std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + 100);
+    EXPECT_EQ(cuda::generate(model, prompt, 20, {.decode_graph = true}), cuda::generate(model, prompt, 20, {.decode_graph = false}))
+        << name;
+
+    // The probe's swap: a packed weight for its dequantized bytes (up leaves the stacked layout), and back.
+    const std::string up = "blk.0.ffn_up.weight";
+    QuantizedMatrix dequantized;
+    for (const auto& [weight, m] : model.matrices())
+      if (weight == up) dequantized = m;
+    ASSERT_TRUE(dequantized.packed_4bit) << name;
+    dequantized.packed_4bit.reset();
+    const std::vector<int32_t> few(tokens.begin(), tokens.begin() + 5);
+    const auto before = gpu->forward(few, 5);
+    const QuantizedMatrix previous = gpu->swap_weight(up, dequantized);
+    EXPECT_TRUE(previous.packed_4bit) << name;
+    EXPECT_LE(mean_kld(model, *gpu, few, 5), 1e-4) << name << ", ffn_up dequantized";
+    gpu->swap_weight(up, previous);
+    EXPECT_EQ(gpu->forward(few, 5), before) << name << ", ffn_up packed again";
   }
 #endif
 }

@@ -3,9 +3,14 @@
 // and those of the checkpoint's own dequantized copy; nothing is written anywhere.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
+#include "lowbit/formats/bnb_4bit.h"
+#include "lowbit/formats/bnb_4bit_packed.h"
 #include "lowbit/pipeline/bnb_jobs.h"
 #include "lowbit/pipeline/eval_model.h"
 #include "lowbit/io/model_source.h"
@@ -46,6 +51,49 @@ TEST(EvalModel, BitsandbytesCheckpointGivesTheLogitsOfItsDequantizedCopy) {
     EXPECT_EQ(got, want);
     // and not the unquantized model's
     EXPECT_NE(got, EvalModel(dir / "hf").model().forward(kTokens));
+  }
+}
+
+// A bitsandbytes checkpoint's 4-bit weights keep a view of their stored bytes beside the dequantized
+// ones the CPU multiplies by, and the view dequantizes to exactly those: Q and K, whose rows llama.cpp
+// orders otherwise, row by row in the view's order. The embedding and the output layer, which
+// bitsandbytes leaves unquantized, have none.
+TEST(EvalModel, BitsandbytesWeightsKeepTheirStoredBytes) {
+  test::TempDir dir;
+  test::write_tiny_hf_model(dir / "hf");
+  for (const bool double_quant : {true, false}) {
+    const FormatId format = double_quant ? FormatId::nf4 : FormatId::fp4;
+    SCOPED_TRACE(std::string(format_name(format)));
+    const auto q = dir / fmt::format("q-{}", format_name(format));
+    quantize_to_bnb(dir / "hf", q, {.format = {.id = format, .blocksize = 64, .double_quant = double_quant}});
+    const EvalModel model(q);
+    int packed = 0;
+    for (const auto& [name, m] : model.model().matrices()) {
+      if (name == "token_embd.weight" || name == "output.weight") {
+        EXPECT_FALSE(m.packed_4bit) << name;
+        continue;
+      }
+      ASSERT_TRUE(m.packed_4bit) << name;
+      const bnb::Packed4bitView& v = *m.packed_4bit;
+      EXPECT_EQ(v.format, format) << name;
+      EXPECT_EQ(v.double_quant(), double_quant) << name;
+      EXPECT_EQ(v.packed.size(), size_t(m.rows * m.cols / 2)) << name;
+      const bool permuted = name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight");
+      EXPECT_EQ(v.row_order.size(), permuted ? size_t(m.rows) : 0) << name;
+      bnb::Bnb4bitState state{.quant_type = *bnb::quant_type_of(v.format), .blocksize = v.blocksize, .dtype = v.dtype,
+                              .shape = {m.rows, m.cols}, .absmax = bnb::block_scales(v)};
+      state.code = bnb::code_map(state.quant_type);
+      const Tensor stored = bnb::dequantize_4bit(std::span(reinterpret_cast<const uint8_t*>(v.packed.data()), v.packed.size()), state);
+      ASSERT_EQ(stored.buffer.size(), m.data.size()) << name;
+      const size_t row_bytes = m.data.size() / size_t(m.rows);
+      for (int64_t r = 0; r < m.rows; ++r) {
+        const int64_t from = permuted ? v.row_order[size_t(r)] : r;
+        ASSERT_EQ(std::memcmp(m.data.data() + size_t(r) * row_bytes, stored.buffer.data() + size_t(from) * row_bytes, row_bytes), 0)
+            << name << " row " << r;
+      }
+      ++packed;
+    }
+    EXPECT_EQ(packed, 2 * 7) << "q, k, v, o, gate, up and down in both layers";
   }
 }
 

@@ -22,6 +22,7 @@
 #include "lowbit/core/error.h"
 #include "lowbit/core/tensor.h"
 #include "lowbit/formats/bnb_4bit.h"
+#include "lowbit/formats/bnb_4bit_packed.h"
 #include "lowbit/formats/format.h"
 #include "lowbit/io/checkpoint.h"
 
@@ -117,6 +118,10 @@ class BnbReader {
   bnb::QuantStateJson quant_state_json(const std::string& weight) const;
   // Rebuilds bitsandbytes' QuantState from the companions of a 4-bit weight.
   bnb::Bnb4bitState state_4bit(const std::string& weight) const;
+  // A 4-bit weight's stored bytes, viewed in the checkpoint: nullopt for any other tensor, and for
+  // double quantization over another nested map or grouping than bitsandbytes' own (which the GPU's
+  // kernels assume). Throws, naming the file and tensor, when the parts' sizes disagree with the quant state.
+  std::optional<bnb::Packed4bitView> packed_4bit(const std::string& weight) const;
 
  private:
   const Checkpoint::Entry* require(const std::string& name) const;

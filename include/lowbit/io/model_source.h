@@ -4,10 +4,12 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "lowbit/formats/bnb_4bit_packed.h"
 #include "lowbit/io/gguf.h"
 
 namespace lowbit {
@@ -34,6 +36,10 @@ class ModelSource {
   virtual std::span<const std::byte> raw(const Tensor& tensor) const = 0;
   // The tensor as float32 rows of ne[0] values: converted, dequantized or permuted as needed.
   virtual std::vector<float> load_f32(const Tensor& tensor) const = 0;
+  // A bitsandbytes 4-bit weight's stored bytes, viewed in the source, when the tensor is one such weight
+  // (whole, its rows perhaps in another order: Packed4bitView::row_order); nullopt for any other tensor,
+  // stacked experts included. They live as long as the source.
+  virtual std::optional<bnb::Packed4bitView> packed_4bit(const Tensor&) const { return std::nullopt; }
   virtual std::string label() const = 0;
   // The type a tensor keeps when it is not quantized: a GGUF's own, F32 for a converted model
   // (as llama.cpp's converter stores norms, biases and routers).

@@ -1,8 +1,9 @@
 // The CUDA backend of LlamaRuntime: the same forward pass as the CPU's (model/llama.h), on device 0,
 // over weights uploaded in their stored format. Matmuls: a few tokens read the quantized weight once
-// (the fused 4-bit kernel for q4_K, a decode-in-registers matrix-vector product for every other type,
-// cuBLAS for a 16-bit weight in the activations' type); many tokens dequantize the weight into a 16-bit
-// tile and multiply on the tensor cores (cuBLAS, float32 sums). Token embeddings are gathered and
+// (the fused 4-bit kernel for q4_K and for a bitsandbytes nf4/fp4 weight, which stays packed as its
+// checkpoint stores it; a decode-in-registers matrix-vector product for every other type; cuBLAS for a
+// 16-bit weight in the activations' type); many tokens dequantize the weight into a 16-bit tile and
+// multiply on the tensor cores (cuBLAS, float32 sums). Token embeddings are gathered and
 // dequantized on the GPU. The residual stream, norms, RoPE, attention and SwiGLU stay in float32; only the
 // matmul inputs are rounded to 16 bits (`activations`).
 //
@@ -51,7 +52,7 @@ struct GenerationTiming {
   double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;
   int forward_windows = 0;
   double forward_tokens_per_s = 0;
-  size_t weight_bytes = 0;       // the weights as stored on the GPU (q4_K: its two layouts)
+  size_t weight_bytes = 0;       // the weights as stored on the GPU (q4_K, packed nf4/fp4: their two layouts)
   size_t decode_weight_bytes = 0;  // the weight bytes one decoding step reads (the bandwidth bound's numerator)
   size_t peak_memory_bytes = 0;  // device memory the runtime held at its peak (weights, cache, scratch)
   bool decode_graph = false;     // whether the decoding steps replayed a CUDA graph
@@ -63,7 +64,7 @@ GenerationTiming time_generation(LlamaModel& model, int prompt, int generate, co
 // second exported symbol, extern "C" const RuntimeBackend* lowbit_cuda_runtime(int abi). Bump
 // kRuntimeAbi when the interface (or a type it passes, LlamaModel included) changes, so that a stale
 // module is refused.
-inline constexpr int kRuntimeAbi = 4;
+inline constexpr int kRuntimeAbi = 5;
 inline constexpr const char* kRuntimeEntry = "lowbit_cuda_runtime";
 
 class RuntimeBackend {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -40,6 +41,9 @@ struct QuantizedMatrix {
   GgmlType type = GgmlType::F32;
   int64_t rows = 0, cols = 0;
   std::span<const std::byte> data;
+  // A bitsandbytes 4-bit weight as its checkpoint stores it, where the model was read from one: `data`
+  // holds it dequantized (what the CPU multiplies by); a backend may multiply by these bytes instead.
+  std::optional<bnb::Packed4bitView> packed_4bit;
 };
 
 // Called for every matrix product with its weight's name and its input rows (tokens × cols): how an

@@ -162,8 +162,12 @@ class CudaLlama final : public LlamaRuntime {
   struct Weight {
     std::string name;
     QuantizedMatrix host;
-    DeviceBuffer bytes;
-    std::optional<Fused4bitWeight> fused;  // q4_K whose shape the fused kernel takes
+    DeviceBuffer bytes;  // as the host holds them; a packed bitsandbytes weight's codes
+    // A bitsandbytes 4-bit weight kept packed (keeps_packed): its scales (absmax: float32, or the
+    // nested codes), and its description, which the many-token path dequantizes from.
+    DeviceBuffer absmax, nested_absmax, nested_offset;
+    std::optional<Bnb4bitWeight> bnb;
+    std::optional<Fused4bitWeight> fused;  // q4_K or packed nf4/fp4 whose shape the fused kernel takes
   };
   struct Layer {
     DeviceBuffer attn_norm, ffn_norm, q_norm, k_norm, q_bias, k_bias, v_bias;
@@ -190,7 +194,20 @@ class CudaLlama final : public LlamaRuntime {
   static bool fusable(const Weight& w) {
     return w.host.type == GgmlType::Q4_K && w.host.rows % 16 == 0 && w.host.cols % 128 == 0 && w.name.find("_exps.") == std::string::npos;
   }
+  // A bitsandbytes 4-bit weight stays packed where the fused kernel takes its shape and blocksize and
+  // its dequantized values are in the activations' 16-bit type, as the CPU holds them (so the
+  // many-token path multiplies by the CPU's very values); any other is uploaded as the CPU holds it.
+  // Rows stored in another order move whole, so no block may span two. The embedding is gathered from
+  // the host's bytes, hence never packed.
+  bool keeps_packed(const std::string& name, const QuantizedMatrix& m) const {
+    if (!m.packed_4bit || name == "token_embd.weight" || name.find("_exps.") != std::string::npos) return false;
+    const bnb::Packed4bitView& p = *m.packed_4bit;
+    return p.dtype == half_ && m.rows % 16 == 0 && m.cols % 64 == 0 && p.blocksize >= 64 && (p.blocksize & (p.blocksize - 1)) == 0 &&
+           (p.row_order.empty() || (m.cols % p.blocksize == 0 && int64_t(p.row_order.size()) == m.rows));
+  }
   void load_weight(Weight& w, const QuantizedMatrix& m, PinnedUploader* uploader = nullptr);
+  // The fused layout of a weight that takes one: q4_K of the kernel's shape, a packed nf4/fp4 weight.
+  void prepare_fused_layout(Weight& w) const;
   // A dense block's gate and up, both in the fused layout, stacked into layer.gate_up; otherwise each
   // keeps (or gets back) its own.
   void stack_gate_up(Layer& layer);
@@ -264,7 +281,7 @@ CudaLlama::CudaLlama(LlamaModel& model, const RuntimeOptions& options)
   next_token_ = DeviceBuffer(sizeof(int32_t));
   check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   size_t total = 0;
-  for (const auto& [name, m] : model.matrices()) total += m.data.size();
+  for (const auto& [name, m] : model.matrices()) total += keeps_packed(name, m) ? m.packed_4bit->packed.size() : m.data.size();
   std::optional<PinnedUploader> uploader;
   if (total >= PinnedUploader::kWorthFrom) uploader.emplace(stream_);
   for (const auto& [name, m] : model.matrices()) weights_[name].name = name, load_weight(weights_[name], m, uploader ? &*uploader : nullptr);
@@ -295,6 +312,36 @@ void CudaLlama::load_weight(Weight& w, const QuantizedMatrix& m, PinnedUploader*
   ++device_layout_version;
   w.host = m;
   w.fused.reset();
+  w.bnb.reset();
+  w.absmax = DeviceBuffer(), w.nested_absmax = DeviceBuffer(), w.nested_offset = DeviceBuffer();
+  if (keeps_packed(w.name, m)) {
+    const bnb::Packed4bitView& p = *w.host.packed_4bit;  // w.host outlives the copies that read it
+    w.bytes = uploader ? uploader->upload(p.packed) : upload(p.packed, stream_);
+    Bnb4bitWeight b{.type = *bnb::quant_type_of(p.format), .rows = m.rows, .cols = m.cols, .blocksize = p.blocksize};
+    if (p.row_order.empty()) {
+      w.absmax = upload(p.absmax, stream_);
+      if (p.double_quant()) {
+        w.nested_absmax = upload(p.nested_absmax, stream_);
+        w.nested_offset = upload(std::span(&p.nested_offset, 1), stream_);
+        b.nested = {w.absmax.get<uint8_t>(), w.nested_absmax.get<float>(), w.nested_offset.get<float>()};
+      }
+    } else {
+      // Whole rows of codes and of float scales into the matrix's order (nested scales recovered
+      // first: their groups of 256 blocks do not move with the rows).
+      const DeviceBuffer order = upload(std::as_bytes(p.row_order), stream_);
+      const std::vector<float> scales = bnb::block_scales(p);
+      const DeviceBuffer stored_codes = std::move(w.bytes), stored_scales = upload(std::span<const float>(scales), stream_);
+      w.bytes = DeviceBuffer(stored_codes.bytes()), w.absmax = DeviceBuffer(stored_scales.bytes());
+      gather_row_bytes(stored_codes.get(), m.cols / 2, order.get<int32_t>(), m.rows, w.bytes.get(), stream_);
+      gather_row_bytes(stored_scales.get(), m.cols / p.blocksize * 4, order.get<int32_t>(), m.rows, w.absmax.get(), stream_);
+      sync();  // the stored order's buffers die here
+    }
+    b.packed = w.bytes.get<uint8_t>();
+    if (!b.nested.codes) b.absmax = w.absmax.get<float>();
+    w.bnb = b;
+    prepare_fused_layout(w);
+    return;
+  }
   if (!has_ggml_dequantize(m.type)) {
     // A type with no GPU kernel (none lowbit writes has none): its float32 values as the CPU dequantizes them.
     std::vector<float> values(size_t(m.rows * m.cols));
@@ -305,7 +352,12 @@ void CudaLlama::load_weight(Weight& w, const QuantizedMatrix& m, PinnedUploader*
     return;
   }
   w.bytes = uploader ? uploader->upload(m.data) : upload(m.data, stream_);
-  if (fusable(w)) w.fused = prepare_fused(Q4KWeight{w.bytes.get(), m.rows, m.cols}, stream_);
+  prepare_fused_layout(w);
+}
+
+void CudaLlama::prepare_fused_layout(Weight& w) const {
+  if (w.bnb) w.fused = prepare_fused(*w.bnb, stream_);
+  else if (fusable(w)) w.fused = prepare_fused(Q4KWeight{w.bytes.get(), w.host.rows, w.host.cols}, stream_);
 }
 
 void CudaLlama::stack_gate_up(Layer& L) {
@@ -313,8 +365,10 @@ void CudaLlama::stack_gate_up(Layer& L) {
   L.gate_up.reset();
   if (!L.gate || !L.up) return;
   for (Weight* w : {L.gate, L.up})
-    if (!w->fused && fusable(*w)) w->fused = prepare_fused(Q4KWeight{w->bytes.get(), w->host.rows, w->host.cols}, stream_);
-  if (!L.gate->fused || !L.up->fused || L.gate->host.cols != L.up->host.cols || L.gate->host.rows != L.up->host.rows) return;
+    if (!w->fused) prepare_fused_layout(*w);
+  if (!L.gate->fused || !L.up->fused || L.gate->fused->format != L.up->fused->format || L.gate->host.cols != L.up->host.cols ||
+      L.gate->host.rows != L.up->host.rows)
+    return;
   const Fused4bitWeight* parts[] = {&*L.gate->fused, &*L.up->fused};
   L.gate_up = stack_fused(parts, stream_);
   sync();  // the copies read the parts
@@ -323,7 +377,8 @@ void CudaLlama::stack_gate_up(Layer& L) {
 
 size_t CudaLlama::weight_bytes() const {
   size_t total = 0;
-  for (const auto& [name, w] : weights_) total += w.bytes.bytes() + (w.fused ? w.fused->bytes() : 0);
+  for (const auto& [name, w] : weights_)
+    total += w.bytes.bytes() + w.absmax.bytes() + w.nested_absmax.bytes() + w.nested_offset.bytes() + (w.fused ? w.fused->bytes() : 0);
   for (const Layer& L : layers_) total += L.gate_up ? L.gate_up->bytes() : 0;
   return total;
 }
@@ -364,6 +419,15 @@ void CudaLlama::product(const Weight& w, const Activations& x, int64_t tokens, f
   observe(w, x, tokens, m.cols, observer, expert);
   if (w.fused && expert < 0 && tokens < kDequantizeTokens) {
     matmul_4bit_fused_f32(*w.fused, half_, x.half, tokens, y, accumulate, stream_);
+    return;
+  }
+  if (w.bnb) {
+    // The CPU's 16-bit values (bnb::dequantize_4bit's bytes) into the tile, then the tensor cores.
+    const Bnb4bitWeight& b = *w.bnb;
+    void* tile = ws_.weight_tile.reserve(size_t(m.rows * m.cols) * 2);
+    if (b.nested.codes) cuda::dequantize_4bit(b.type, b.packed, b.nested, m.rows * m.cols, b.blocksize, half_, tile, stream_);
+    else cuda::dequantize_4bit(b.type, b.packed, b.absmax, m.rows * m.cols, b.blocksize, half_, tile, stream_);
+    matmul_16bit_f32_out(matmul_, half_, tile, m.rows, m.cols, x.half, tokens, y, accumulate, stream_);
     return;
   }
   const bool native = (m.type == GgmlType::BF16 && half_ == DType::bf16) || (m.type == GgmlType::F16 && half_ == DType::f16);

@@ -23,7 +23,8 @@ GgmlType runtime_type(const ModelSource::Tensor& t) { return t.ne.size() == 1 ? 
 // The runtime's weights over a converted model: bytes read in place where the source's are GGUF's
 // already; otherwise converted into memory — permuted or dequantized matrices in the type they were
 // stored in (exact: a permutation, or bitsandbytes' recorded dtype), vectors in float32 as the
-// runtime reads them.
+// runtime reads them. A bitsandbytes 4-bit weight also keeps a view of its stored bytes, which the
+// GPU runtime multiplies by instead (the CPU keeps dequantizing at load: its kernels take ggml types).
 ModelWeights weights_of(std::shared_ptr<const ModelSource> source) {
   ModelWeights weights(source->label(), source->metadata());
   const auto& tensors = source->tensors();
@@ -44,7 +45,7 @@ ModelWeights weights_of(std::shared_ptr<const ModelSource> source) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto& t = tensors[i];
     const GgmlType type = runtime_type(t);
-    if (converted[i]) weights.add_owned(t.name, type, t.ne, std::move(*converted[i]));
+    if (converted[i]) weights.add_owned(t.name, type, t.ne, std::move(*converted[i]), source->packed_4bit(t), source);
     else weights.add_view({t.name, type, t.ne, source->raw(t)}, source);
   }
   return weights;
