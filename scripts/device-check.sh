@@ -17,6 +17,16 @@
 # helper working in another worktree copies its sources into the sent checkout's ignored .devsrc/
 # (carry [".devsrc", ".deps", ".devdata"]) and runs `cd .devsrc && LOWBIT_DEVICE_DEPS=../.deps ...`.
 # SmolLM2's GGUF (92 MB) cannot travel whole: lowbit-bpe-50M stands in for it in the agreement tests.
+# The packed-bitsandbytes test (CudaRuntime.Bitsandbytes*) quantizes the lowbit-bpe-50M directory itself (its
+# 100 MB safetensors): it travels xz-compressed in two parts to the same warm machine (the device gives a machine
+# back after 30 s idle, so the second call follows at once). `xz -6 model.safetensors`, `head -c 55000000` into
+# .devbpe/bpe/ and the rest (`tail -c +55000001`) with the JSON files into .devbpe2/bpe/; the .devdata of that call
+# leaves out the q4_K GGUF, which is made on the device:
+#   call 1, carry [".deps", ".devbpe"]:   mkdir -p /tmp/bpe && cp .devbpe/bpe/* /tmp/bpe/ && scripts/device-check.sh bench
+#   call 2, carry [".deps", ".devdata", ".devbpe2"]:  d=.devdata/data/lowbit-bpe-50M; mkdir -p $d &&
+#     cat /tmp/bpe/*.part1 .devbpe2/bpe/*.part2 | xz -d > $d/model.safetensors && cp .devbpe2/bpe/*.json $d/ &&
+#     ln -sfn $PWD/.devdata ../shared && scripts/device-check.sh build && build-device/lowbit quantize $d
+#     -o .devdata/data/lowbit-bpe-50M-q4_K.gguf --format q4_K --quiet && scripts/device-check.sh model
 #
 #   scripts/device-check.sh           build, CUDA tests
 #   scripts/device-check.sh build     build lowbit only (a later call runs it, e.g. scripts/lora-proof.sh)
