@@ -6,6 +6,7 @@
 
 #ifdef LOWBIT_HAVE_CUDA
 #include <cuda_runtime.h>
+#include <fmt/format.h>
 
 #include <cstring>
 #include <memory>
@@ -88,35 +89,78 @@ void expect_fused_matches(const cuda::Fused4bitWeight& fused, const std::vector<
     }
 }
 
+// A bitsandbytes 4-bit weight quantized on the CPU and its bytes on the device.
+struct DeviceBnb4bit {
+  bnb::Bnb4bitQuantized q;
+  DeviceBytes packed, absmax, codes, nested, offset;
+  cuda::Bnb4bitWeight weight;
+
+  DeviceBnb4bit(const Tensor& values, Shape s, bnb::QuantType type, bool double_quant, int64_t blocksize)
+      : q(bnb::quantize_4bit(values.view(), {.quant_type = type, .blocksize = blocksize, .double_quant = double_quant})),
+        packed(q.packed.size()),
+        absmax(q.state.absmax.size() * 4 + 4),
+        codes(size_t(q.state.blocks())),
+        nested(double_quant ? q.state.nested->nested_absmax.size() * 4 : 4),
+        offset(4),
+        weight{.type = type, .packed = nullptr, .rows = s.rows, .cols = s.cols, .blocksize = blocksize} {
+    packed.upload(q.packed.data(), q.packed.size());
+    weight.packed = packed.as<uint8_t>();
+    if (double_quant) {
+      codes.upload(q.state.nested->codes.data(), q.state.nested->codes.size());
+      nested.upload(q.state.nested->nested_absmax.data(), nested.size);
+      offset.upload(&q.state.nested->offset, 4);
+      weight.nested = {codes.as<uint8_t>(), nested.as<float>(), offset.as<float>()};
+    } else {
+      absmax.upload(q.state.absmax.data(), q.state.absmax.size() * 4);
+      weight.absmax = absmax.as<float>();
+    }
+  }
+};
+
+constexpr std::pair<bool, int64_t> kBnbVariants[] = {{true, 64}, {false, 64}, {true, 256}};  // double quant, blocksize
+
 TEST(CudaMatmul, Fused4bitMatchesCpuProduct) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const Shape s : kBnbShapes)
     for (bnb::QuantType type : {bnb::QuantType::nf4, bnb::QuantType::fp4})
-      for (const auto& [double_quant, blocksize] : {std::pair{true, int64_t(64)}, std::pair{false, int64_t(64)},
-                                                   std::pair{true, int64_t(256)}}) {
-        const Tensor weight = as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), DType::f32);
-        const bnb::Bnb4bitQuantized q = bnb::quantize_4bit(
-            weight.view(), {.quant_type = type, .blocksize = blocksize, .double_quant = double_quant});
-        Tensor dequantized = bnb::dequantize_4bit(q.packed, q.state, DType::f32);
+      for (const auto& [double_quant, blocksize] : kBnbVariants) {
+        const DeviceBnb4bit d(as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), DType::f32), s, type, double_quant,
+                              blocksize);
+        Tensor dequantized = bnb::dequantize_4bit(d.q.packed, d.q.state, DType::f32);
         const std::vector<float> w(dequantized.as<float>().begin(), dequantized.as<float>().end());
-        DeviceBytes d_packed(q.packed.size()), d_absmax(q.state.absmax.size() * 4 + 4), d_codes{size_t(q.state.blocks())};
-        DeviceBytes d_nested(double_quant ? q.state.nested->nested_absmax.size() * 4 : 4), d_offset(4);
-        d_packed.upload(q.packed.data(), q.packed.size());
-        cuda::Bnb4bitWeight gw{.type = type, .packed = d_packed.as<uint8_t>(), .rows = s.rows, .cols = s.cols,
-                               .blocksize = blocksize};
-        if (double_quant) {
-          d_codes.upload(q.state.nested->codes.data(), q.state.nested->codes.size());
-          d_nested.upload(q.state.nested->nested_absmax.data(), d_nested.size);
-          d_offset.upload(&q.state.nested->offset, 4);
-          gw.nested = {d_codes.as<uint8_t>(), d_nested.as<float>(), d_offset.as<float>()};
-        } else {
-          d_absmax.upload(q.state.absmax.data(), q.state.absmax.size() * 4);
-          gw.absmax = d_absmax.as<float>();
-        }
-        expect_fused_matches(cuda::prepare_fused(gw, nullptr), w, s,
+        expect_fused_matches(cuda::prepare_fused(d.weight, nullptr), w, s,
                              std::string(bnb::quant_type_name(type)) + (double_quant ? "+dq" : "") + " bs" +
                                  std::to_string(blocksize));
       }
+}
+
+// The fused layout alone gives back the weight's 16-bit values, the CPU's bytes, for a weight and for
+// each one's rows of a stack (fused_rows): a runtime may keep that layout alone.
+TEST(CudaMatmul, Fused4bitLayoutDequantizesToTheCpusBytes) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  auto expect_cpu_bytes = [](const cuda::Fused4bitWeight& fused, const DeviceBnb4bit& d, DType dtype, const std::string& what) {
+    const Tensor want = bnb::dequantize_4bit(d.q.packed, d.q.state, dtype);
+    DeviceBytes out(want.buffer.size());
+    cuda::dequantize_fused(fused, dtype, out.ptr, nullptr);
+    const auto got = out.download(out.size);
+    EXPECT_TRUE(std::memcmp(got.data(), want.buffer.data(), got.size()) == 0) << what;
+  };
+  for (const Shape s : kBnbShapes)
+    for (bnb::QuantType type : {bnb::QuantType::nf4, bnb::QuantType::fp4})
+      for (const auto& [double_quant, blocksize] : kBnbVariants)
+        for (DType dtype : {DType::bf16, DType::f16}) {
+          const std::string what = fmt::format("{}{} bs{} {}x{} {}", bnb::quant_type_name(type), double_quant ? "+dq" : "", blocksize,
+                                               s.rows, s.cols, dtype_name(dtype));
+          const DeviceBnb4bit first(as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), dtype), s, type, double_quant, blocksize);
+          const DeviceBnb4bit second(as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), dtype), s, type, double_quant, blocksize);
+          const cuda::Fused4bitWeight a = cuda::prepare_fused(first.weight, nullptr), b = cuda::prepare_fused(second.weight, nullptr);
+          expect_cpu_bytes(a, first, dtype, what);
+          const cuda::Fused4bitWeight* both[] = {&a, &b};
+          const cuda::Fused4bitWeight stacked = cuda::stack_fused(both, nullptr);
+          expect_cpu_bytes(cuda::fused_rows(stacked, 0, s.rows), first, dtype, what + ", stacked first");
+          expect_cpu_bytes(cuda::fused_rows(stacked, s.rows, s.rows), second, dtype, what + ", stacked second");
+        }
+  EXPECT_THROW(cuda::fused_rows(cuda::Fused4bitWeight{}, 0, 16), Error);
 }
 
 TEST(CudaMatmul, FusedQ4KMatchesCpuProduct) {

@@ -29,6 +29,7 @@
 #include <string>
 
 #include "codec_common.cuh"
+#include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/formats/bnb_tables.h"
 #include "lowbit/formats/format.h"
 #include "lowbit/formats/ggml_kquants.h"
@@ -658,6 +659,65 @@ Fused4bitWeight stack_fused(std::span<const Fused4bitWeight* const> parts, cudaS
     code_at += code_bytes(*part), scale_at += scale_bytes(*part);
   }
   return stacked;
+}
+
+Fused4bitWeight fused_rows(const Fused4bitWeight& w, int64_t first, int64_t count) {
+  if (!w.codes || first < 0 || count <= 0 || first % 16 != 0 || count % 16 != 0 || first + count > w.rows)
+    throw Error("fused_rows: rows " + std::to_string(first) + " + " + std::to_string(count) + " of a prepared weight of " +
+                std::to_string(w.rows) + " rows, in whole tiles of 16");
+  Fused4bitWeight before = w, part = w;
+  before.rows = first, part.rows = count;
+  part.codes = w.codes + code_bytes(before);
+  part.scales = static_cast<const uint8_t*>(w.scales) + scale_bytes(before);
+  part.source_bnb = {}, part.source_q4_K = {};
+  return part;
+}
+
+namespace {
+
+// Back from tile order: one thread per (row, chunk, lane slice) decodes the slice's 8 bytes (16
+// codes) as dequantize_4bit does, each code's table value times the chunk's block scale.
+template <DType T>
+__global__ void untile_bnb_values(const uint8_t* __restrict__ codes, const float* __restrict__ scales, bool fp4, int64_t rows,
+                                  int64_t cols, void* __restrict__ out) {
+  __shared__ float table[16];
+  if (threadIdx.x < 16) table[threadIdx.x] = fp4 ? kFp4Values[threadIdx.x] : kNf4Values[threadIdx.x];
+  __syncthreads();
+  const int64_t pairs = pair_count(cols), chunks = cols / kChunk, items = rows * chunks * 4;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < items; i += int64_t(gridDim.x) * blockDim.x) {
+    const int c = int(i % 4);
+    const int64_t chunk = i / 4 % chunks, row = i / 4 / chunks;
+    const int h = int(row % 16 / 8), g = int(row % 8), e = int(chunk % 2);
+    const int64_t tile = row / 16, pair = chunk / 2;
+    const uint2 q = *reinterpret_cast<const uint2*>(codes + tiled_code_offset(tile, pair, pairs, h, 4 * g + c) + 8 * e);
+    const float s = scales[tiled_scale_index(tile, pair, pairs, h, g, e)];
+    float y[2][8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {  // byte k holds codes 2k (high nibble) and 2k + 1
+      const uint32_t byte = ((k < 4 ? q.x : q.y) >> (8 * (k % 4))) & 0xffu;
+      y[k / 4][2 * (k % 4)] = bnb::value_4bit(table[byte >> 4], s);
+      y[k / 4][2 * (k % 4) + 1] = bnb::value_4bit(table[byte & 15], s);
+    }
+    const int64_t group = (row * cols + chunk * kChunk + 16 * c) / 8;
+    detail::store8<T>(out, group, y[0]);
+    detail::store8<T>(out, group + 1, y[1]);
+  }
+}
+
+}  // namespace
+
+void dequantize_fused(const Fused4bitWeight& w, DType dtype, void* out, cudaStream_t stream) {
+  if (!w.codes || w.format == Fused4bitWeight::Format::q4_K)
+    throw Error("dequantize_fused: a prepared nf4/fp4 weight is required (q4_K dequantizes from its blocks: dequantize_ggml)");
+  if ((dtype != DType::bf16 && dtype != DType::f16) || !detail::aligned16(out))
+    throw Error("dequantize_fused: the output must be bf16 or f16 and 16-byte aligned");
+  const auto* scales = static_cast<const float*>(w.scales);
+  const bool fp4 = w.format == Fused4bitWeight::Format::fp4;
+  const int64_t items = w.rows * (w.cols / kChunk) * 4;
+  const unsigned grid = unsigned(std::min<int64_t>((items + 255) / 256, 8 * sm_count()));
+  if (dtype == DType::bf16) untile_bnb_values<DType::bf16><<<grid, 256, 0, stream>>>(w.codes, scales, fp4, w.rows, w.cols, out);
+  else untile_bnb_values<DType::f16><<<grid, 256, 0, stream>>>(w.codes, scales, fp4, w.rows, w.cols, out);
+  check(cudaGetLastError());
 }
 
 namespace {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "lowbit/core/error.h"
 #include "lowbit/core/thread_pool.h"
@@ -162,12 +163,11 @@ class CudaLlama final : public LlamaRuntime {
   struct Weight {
     std::string name;
     QuantizedMatrix host;
-    DeviceBuffer bytes;  // as the host holds them; a packed bitsandbytes weight's codes
-    // A bitsandbytes 4-bit weight kept packed (keeps_packed): its scales (absmax: float32, or the
-    // nested codes), and its description, which the many-token path dequantizes from.
-    DeviceBuffer absmax, nested_absmax, nested_offset;
-    std::optional<Bnb4bitWeight> bnb;
-    std::optional<Fused4bitWeight> fused;  // q4_K or packed nf4/fp4 whose shape the fused kernel takes
+    DeviceBuffer bytes;  // as the host holds them; none for a packed bitsandbytes weight
+    // q4_K or packed nf4/fp4 whose shape the fused kernel takes: its own layout, or its rows of the
+    // layer's stacked gate_up. A packed nf4/fp4 weight is this layout alone, which the many-token
+    // path dequantizes from (dequantize_fused).
+    std::optional<Fused4bitWeight> fused;
   };
   struct Layer {
     DeviceBuffer attn_norm, ffn_norm, q_norm, k_norm, q_bias, k_bias, v_bias;
@@ -176,7 +176,7 @@ class CudaLlama final : public LlamaRuntime {
     // A mixture-of-experts block (router set): the stacked experts, the optional shared expert and its gate.
     Weight *router = nullptr, *gate_exps = nullptr, *up_exps = nullptr, *down_exps = nullptr;
     Weight *gate_shexp = nullptr, *up_shexp = nullptr, *down_shexp = nullptr, *shexp_gate = nullptr;
-    // gate's and up's fused layouts stacked (stack_gate_up), which they then lack: one launch for both.
+    // gate's and up's fused layouts stacked (stack_gate_up), theirs then views of its rows: one launch for both.
     std::optional<Fused4bitWeight> gate_up;
   };
   // Per batch: activations sized for `tokens` rows, grown on demand.
@@ -206,7 +206,7 @@ class CudaLlama final : public LlamaRuntime {
            (p.row_order.empty() || (m.cols % p.blocksize == 0 && int64_t(p.row_order.size()) == m.rows));
   }
   void load_weight(Weight& w, const QuantizedMatrix& m, PinnedUploader* uploader = nullptr);
-  // The fused layout of a weight that takes one: q4_K of the kernel's shape, a packed nf4/fp4 weight.
+  // The fused layout of a q4_K weight of the kernel's shape (a packed nf4/fp4 weight gets its own in load_weight).
   void prepare_fused_layout(Weight& w) const;
   // A dense block's gate and up, both in the fused layout, stacked into layer.gate_up; otherwise each
   // keeps (or gets back) its own.
@@ -311,35 +311,37 @@ CudaLlama::CudaLlama(LlamaModel& model, const RuntimeOptions& options)
 void CudaLlama::load_weight(Weight& w, const QuantizedMatrix& m, PinnedUploader* uploader) {
   ++device_layout_version;
   w.host = m;
+  w.bytes = DeviceBuffer();
   w.fused.reset();
-  w.bnb.reset();
-  w.absmax = DeviceBuffer(), w.nested_absmax = DeviceBuffer(), w.nested_offset = DeviceBuffer();
   if (keeps_packed(w.name, m)) {
-    const bnb::Packed4bitView& p = *w.host.packed_4bit;  // w.host outlives the copies that read it
-    w.bytes = uploader ? uploader->upload(p.packed) : upload(p.packed, stream_);
+    // The stored codes and scales go up, are re-laid into the fused layout and let go: that layout
+    // holds all the weight's bytes, once.
+    const bnb::Packed4bitView& p = *w.host.packed_4bit;
+    DeviceBuffer codes = uploader ? uploader->upload(p.packed) : upload(p.packed, stream_), absmax, nested_absmax, nested_offset;
     Bnb4bitWeight b{.type = *bnb::quant_type_of(p.format), .rows = m.rows, .cols = m.cols, .blocksize = p.blocksize};
     if (p.row_order.empty()) {
-      w.absmax = upload(p.absmax, stream_);
+      absmax = upload(p.absmax, stream_);
       if (p.double_quant()) {
-        w.nested_absmax = upload(p.nested_absmax, stream_);
-        w.nested_offset = upload(std::span(&p.nested_offset, 1), stream_);
-        b.nested = {w.absmax.get<uint8_t>(), w.nested_absmax.get<float>(), w.nested_offset.get<float>()};
+        nested_absmax = upload(p.nested_absmax, stream_);
+        nested_offset = upload(std::span(&p.nested_offset, 1), stream_);
+        b.nested = {absmax.get<uint8_t>(), nested_absmax.get<float>(), nested_offset.get<float>()};
       }
     } else {
       // Whole rows of codes and of float scales into the matrix's order (nested scales recovered
       // first: their groups of 256 blocks do not move with the rows).
       const DeviceBuffer order = upload(std::as_bytes(p.row_order), stream_);
       const std::vector<float> scales = bnb::block_scales(p);
-      const DeviceBuffer stored_codes = std::move(w.bytes), stored_scales = upload(std::span<const float>(scales), stream_);
-      w.bytes = DeviceBuffer(stored_codes.bytes()), w.absmax = DeviceBuffer(stored_scales.bytes());
-      gather_row_bytes(stored_codes.get(), m.cols / 2, order.get<int32_t>(), m.rows, w.bytes.get(), stream_);
-      gather_row_bytes(stored_scales.get(), m.cols / p.blocksize * 4, order.get<int32_t>(), m.rows, w.absmax.get(), stream_);
+      const DeviceBuffer stored_codes = std::move(codes), stored_scales = upload(std::span<const float>(scales), stream_);
+      codes = DeviceBuffer(stored_codes.bytes()), absmax = DeviceBuffer(stored_scales.bytes());
+      gather_row_bytes(stored_codes.get(), m.cols / 2, order.get<int32_t>(), m.rows, codes.get(), stream_);
+      gather_row_bytes(stored_scales.get(), m.cols / p.blocksize * 4, order.get<int32_t>(), m.rows, absmax.get(), stream_);
       sync();  // the stored order's buffers die here
     }
-    b.packed = w.bytes.get<uint8_t>();
-    if (!b.nested.codes) b.absmax = w.absmax.get<float>();
-    w.bnb = b;
-    prepare_fused_layout(w);
+    b.packed = codes.get<uint8_t>();
+    if (!b.nested.codes) b.absmax = absmax.get<float>();
+    w.fused = prepare_fused(b, stream_);
+    w.fused->source_bnb = {};  // its buffers die here
+    sync();
     return;
   }
   if (!has_ggml_dequantize(m.type)) {
@@ -356,30 +358,29 @@ void CudaLlama::load_weight(Weight& w, const QuantizedMatrix& m, PinnedUploader*
 }
 
 void CudaLlama::prepare_fused_layout(Weight& w) const {
-  if (w.bnb) w.fused = prepare_fused(*w.bnb, stream_);
-  else if (fusable(w)) w.fused = prepare_fused(Q4KWeight{w.bytes.get(), w.host.rows, w.host.cols}, stream_);
+  if (fusable(w)) w.fused = prepare_fused(Q4KWeight{w.bytes.get(), w.host.rows, w.host.cols}, stream_);
 }
 
 void CudaLlama::stack_gate_up(Layer& L) {
   ++device_layout_version;
-  L.gate_up.reset();
-  if (!L.gate || !L.up) return;
-  for (Weight* w : {L.gate, L.up})
-    if (!w->fused) prepare_fused_layout(*w);
-  if (!L.gate->fused || !L.up->fused || L.gate->fused->format != L.up->fused->format || L.gate->host.cols != L.up->host.cols ||
-      L.gate->host.rows != L.up->host.rows)
+  L.gate_up.reset();  // gate's and up's views of its rows keep its memory while they are stacked again
+  if (!L.gate || !L.up || !L.gate->fused || !L.up->fused || L.gate->fused->format != L.up->fused->format ||
+      L.gate->host.cols != L.up->host.cols || L.gate->host.rows != L.up->host.rows)
     return;
   const Fused4bitWeight* parts[] = {&*L.gate->fused, &*L.up->fused};
   L.gate_up = stack_fused(parts, stream_);
   sync();  // the copies read the parts
-  L.gate->fused.reset(), L.up->fused.reset();
+  L.gate->fused = fused_rows(*L.gate_up, 0, L.gate->host.rows);
+  L.up->fused = fused_rows(*L.gate_up, L.gate->host.rows, L.up->host.rows);
 }
 
 size_t CudaLlama::weight_bytes() const {
+  // A stacked gate_up once: gate's and up's layouts are views of its rows.
   size_t total = 0;
-  for (const auto& [name, w] : weights_)
-    total += w.bytes.bytes() + w.absmax.bytes() + w.nested_absmax.bytes() + w.nested_offset.bytes() + (w.fused ? w.fused->bytes() : 0);
-  for (const Layer& L : layers_) total += L.gate_up ? L.gate_up->bytes() : 0;
+  std::set<const void*> stacks;
+  for (const Layer& L : layers_)
+    if (L.gate_up) total += L.gate_up->bytes(), stacks.insert(L.gate_up->memory.get());
+  for (const auto& [name, w] : weights_) total += w.bytes.bytes() + (w.fused && !stacks.contains(w.fused->memory.get()) ? w.fused->bytes() : 0);
   return total;
 }
 
@@ -421,12 +422,11 @@ void CudaLlama::product(const Weight& w, const Activations& x, int64_t tokens, f
     matmul_4bit_fused_f32(*w.fused, half_, x.half, tokens, y, accumulate, stream_);
     return;
   }
-  if (w.bnb) {
-    // The CPU's 16-bit values (bnb::dequantize_4bit's bytes) into the tile, then the tensor cores.
-    const Bnb4bitWeight& b = *w.bnb;
+  if (w.fused && w.fused->format != Fused4bitWeight::Format::q4_K) {
+    // A packed nf4/fp4 weight: the CPU's 16-bit values (bnb::dequantize_4bit's bytes) from its fused
+    // layout into the tile, then the tensor cores.
     void* tile = ws_.weight_tile.reserve(size_t(m.rows * m.cols) * 2);
-    if (b.nested.codes) cuda::dequantize_4bit(b.type, b.packed, b.nested, m.rows * m.cols, b.blocksize, half_, tile, stream_);
-    else cuda::dequantize_4bit(b.type, b.packed, b.absmax, m.rows * m.cols, b.blocksize, half_, tile, stream_);
+    dequantize_fused(*w.fused, half_, tile, stream_);
     matmul_16bit_f32_out(matmul_, half_, tile, m.rows, m.cols, x.half, tokens, y, accumulate, stream_);
     return;
   }

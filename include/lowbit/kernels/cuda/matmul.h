@@ -84,6 +84,13 @@ Fused4bitWeight prepare_fused(const Q4KWeight& weight, cudaStream_t stream);
 // launch of the fused kernel then serves them all (a feed-forward block's gate and up at decoding). The
 // result has no source weight: only matmul_4bit_fused and matmul_4bit_fused_f32 take it.
 Fused4bitWeight stack_fused(std::span<const Fused4bitWeight* const> parts, cudaStream_t stream);
+// Rows [first, first + count) of a prepared or stacked weight as a weight of their own that shares its
+// memory (a stacked gate's or up's own rows); first and count are multiples of 16. It has no source weight.
+Fused4bitWeight fused_rows(const Fused4bitWeight& weight, int64_t first, int64_t count);
+// An nf4/fp4 weight's values, from its fused layout alone, into out [rows, cols] (bf16 or f16, 16-byte
+// aligned): the bytes dequantize_4bit gives from the weight it was made from. A runtime can then keep the
+// fused layout alone and still multiply many tokens on cuBLAS (stacked rows included).
+void dequantize_fused(const Fused4bitWeight& weight, DType dtype, void* out, cudaStream_t stream);
 
 // Token counts from which the 4-bit products dequantize into scratch and call cuBLAS.
 inline constexpr int64_t kDequantizeTokens = 96;
