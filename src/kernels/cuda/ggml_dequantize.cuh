@@ -128,4 +128,92 @@ void launch_dequantize_ggml(const void* blocks, int64_t values, DType out_dtype,
   check(cudaGetLastError());
 }
 
+// Dequantization by runs, for types whose 8-value groups share bytes that narrow loads would fetch
+// again per group: eight lane tasks per 256-value super-block, each reading the bytes of its 32
+// values once. A Runs type `R` gives kBytes, a `Raw` struct, load(block, task) for task < 8, and
+// decode(raw, k, task, y): run k (< 4) of the task, 8 values that go to first_value(task, k) of the
+// block. Two tasks' loads in flight; `D` (the 8-value decoder) serves outputs not 16-byte aligned.
+// The k-quants' lanes interleave (four neighbours fill 64 contiguous bytes) and store directly.
+template <class R, DType T>
+__global__ void __launch_bounds__(kGgmlThreads) dequantize_runs_kernel(const uint8_t* __restrict__ blocks, int64_t tasks,
+                                                                       void* __restrict__ out) {
+  constexpr int kInFlight = 2;
+  const int64_t stride = int64_t(gridDim.x) * kGgmlThreads;
+  for (int64_t base = blockIdx.x * int64_t(kGgmlThreads) + threadIdx.x; base < tasks; base += kInFlight * stride) {
+    typename R::Raw raw[kInFlight];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t task = base + u * stride;
+      if (task < tasks) raw[u] = R::load(blocks + size_t(task / 8) * R::kBytes, int(task % 8));
+    }
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t task = base + u * stride;
+      if (task >= tasks) break;
+      // All four runs decoded before any is stored: table lookups then overlap.
+      float y[4][8];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) R::decode(raw[u], k, int(task % 8), y[k]);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) store8<T>(out, ((task / 8) * 256 + R::first_value(int(task % 8), k)) / 8, y[k]);
+    }
+  }
+}
+
+// The same with the stores staged (R::kStaged): a warp's 32 tasks are four whole super-blocks, 1024
+// contiguous values, whose runs go to shared memory first and leave as contiguous 16-byte stores. The
+// i-quants' lane takes a whole 32-value group, 64 bytes from its neighbours': stored directly they ran
+// at 0.3-0.5 of copy on the H200, staged at 0.84-0.91. (Staging cost the k-quants 0.02-0.09.)
+template <class R, DType T>
+__global__ void __launch_bounds__(kGgmlThreads) dequantize_staged_runs_kernel(const uint8_t* __restrict__ blocks, int64_t tasks,
+                                                                              void* __restrict__ out) {
+  constexpr int kInFlight = 2, kChunks = 1024 * (T == DType::f32 ? 4 : 2) / 16;
+  __shared__ uint4 stage[kGgmlThreads / 32][kChunks];
+  uint4* warp_stage = stage[threadIdx.x / 32];
+  const int lane = int(threadIdx.x % 32);
+  const int64_t stride = int64_t(gridDim.x) * kGgmlThreads;  // a multiple of 32: rounds start on whole warps
+  for (int64_t base = blockIdx.x * int64_t(kGgmlThreads) + threadIdx.x - lane; base < tasks; base += kInFlight * stride) {
+    typename R::Raw raw[kInFlight];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t task = base + u * stride + lane;
+      if (task < tasks) raw[u] = R::load(blocks + size_t(task / 8) * R::kBytes, lane % 8);
+    }
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t first = base + u * stride;  // the warp's first task this round
+      if (first >= tasks) break;
+      if (first + lane < tasks) {
+        float y[4][8];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) R::decode(raw[u], k, lane % 8, y[k]);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) store8<T>(warp_stage, (256 * (lane / 8) + R::first_value(lane % 8, k)) / 8, y[k]);
+      }
+      __syncwarp();
+      const int64_t chunks = (tasks - first < 32 ? tasks - first : 32) / 8 * (kChunks / 4);  // whole super-blocks
+      uint4* dst = static_cast<uint4*>(out) + first / 32 * kChunks;
+      for (int c = lane; c < chunks; c += 32) dst[c] = warp_stage[c];
+      __syncwarp();  // the stage is written again next round
+    }
+  }
+}
+
+template <class R, class D>
+void launch_dequantize_runs(const void* blocks, int64_t values, DType out_dtype, void* out, cudaStream_t stream) {
+  if (!aligned16(out)) return launch_dequantize_ggml<D>(blocks, values, out_dtype, out, stream);
+  require_block_alignment<D>(blocks);
+  const int64_t tasks = values / 256 * 8;
+  dispatch_float_dtype(out_dtype, [&]<DType T>() {
+    const auto* bytes = static_cast<const uint8_t*>(blocks);
+    if constexpr (R::kStaged)
+      dequantize_staged_runs_kernel<R, T><<<grid_for<dequantize_staged_runs_kernel<R, T>>(tasks / 2 + 1, kGgmlThreads), kGgmlThreads, 0,
+                                            stream>>>(bytes, tasks, out);
+    else
+      dequantize_runs_kernel<R, T><<<grid_for<dequantize_runs_kernel<R, T>>(tasks / 2 + 1, kGgmlThreads), kGgmlThreads, 0, stream>>>(
+          bytes, tasks, out);
+  });
+  check(cudaGetLastError());
+}
+
 }  // namespace lowbit::cuda::detail

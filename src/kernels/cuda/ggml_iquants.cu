@@ -149,11 +149,92 @@ struct Iq4Xs {
   }
 };
 
+// The same types by runs (ggml_dequantize.cuh): lane task t is 32-value group t of the super-block, its
+// run k subgroup k, so the group's shared bytes (scale, signs, high bits) and its four subgroups' indices
+// are each loaded once, as wide as the block's alignment allows (the 8-value decoders above load a
+// group's shared bytes again for each subgroup, byte by byte). Dequantization only: one-token products
+// keep the 8-value decoders, and so does iq1_s (its 50-byte block by runs: 0.84 of copy, by groups 0.85-0.90).
+struct GroupRunTasks {
+  static constexpr bool kStaged = true;
+  static __device__ __forceinline__ int first_value(int task, int k) { return 32 * task + 8 * k; }
+};
+// 16-bit field k (0..3) of 8 bytes.
+__device__ __forceinline__ uint32_t half_word(const uint2& w, int k) { return ((k < 2 ? w.x : w.y) >> (16 * (k % 2))) & 0xffffu; }
+
+struct Iq2XxsRuns : GroupRunTasks {
+  static constexpr int kBytes = Iq2Xxs::kBytes;
+  struct Raw { uint32_t d; uint2 q; };  // q: the group's four index bytes, then its signs and scale word
+  static __device__ Raw load(const uint8_t* b, int ib) { return {ld16(b), ld64_a2(b + 2 + 8 * ib)}; }
+  static __device__ void decode(const Raw& r, int k, int, float (&y)[8]) {
+    ggml::iq2::decode_xxs_subgroup(kIq2xxsGrid.v, half_bits_to_float(r.d), byte_of(r.q, k), r.q.y, k, y);
+  }
+};
+
+struct Iq2XsRuns : GroupRunTasks {
+  static constexpr int kBytes = Iq2Xs::kBytes;
+  struct Raw { uint32_t d, scales; uint2 q; };
+  static __device__ Raw load(const uint8_t* b, int ib) { return {ld16(b), b[66 + ib], ld64_a2(b + 2 + 8 * ib)}; }
+  static __device__ void decode(const Raw& r, int k, int, float (&y)[8]) {
+    ggml::iq2::decode_xs_subgroup(kIq2xsGrid.v, half_bits_to_float(r.d), half_word(r.q, k), r.scales, k, y);
+  }
+};
+
+struct Iq2SRuns : GroupRunTasks {
+  static constexpr int kBytes = Iq2S::kBytes;
+  struct Raw { uint32_t d, low, signs, qh, scales; };  // low, signs: the four subgroups' bytes
+  static __device__ Raw load(const uint8_t* b, int ib) {
+    return {ld16(b), ld32_a2(b + 2 + 4 * ib), ld32_a2(b + 34 + 4 * ib), b[66 + ib], b[74 + ib]};
+  }
+  static __device__ void decode(const Raw& r, int k, int, float (&y)[8]) {
+    ggml::iq2::decode_s_subgroup(kIq2sGrid.v, half_bits_to_float(r.d), (r.low >> 8 * k) & 255, (r.signs >> 8 * k) & 255, r.qh,
+                                 r.scales, k, y);
+  }
+};
+
+struct Iq3XxsRuns : GroupRunTasks {
+  static constexpr int kBytes = Iq3Xxs::kBytes;
+  struct Raw { uint32_t d, aux; uint2 indices; };  // indices: two grid points' bytes per subgroup
+  static __device__ Raw load(const uint8_t* b, int ib) { return {ld16(b), ld32_a2(b + 66 + 4 * ib), ld64_a2(b + 2 + 8 * ib)}; }
+  static __device__ void decode(const Raw& r, int k, int, float (&y)[8]) {
+    const uint32_t pair = half_word(r.indices, k);
+    ggml::iq3::decode_xxs_subgroup(kIq3XxsGrid.v, half_bits_to_float(r.d), pair & 255, pair >> 8, r.aux, k, y);
+  }
+};
+
+struct Iq3SRuns : GroupRunTasks {
+  static constexpr int kBytes = Iq3S::kBytes;
+  struct Raw { uint32_t d, qh, signs, scales; uint2 low; };
+  static __device__ Raw load(const uint8_t* b, int ib) {
+    return {ld16(b), b[66 + ib], ld32_a2(b + 74 + 4 * ib), b[106 + ib / 2], ld64_a2(b + 2 + 8 * ib)};
+  }
+  static __device__ void decode(const Raw& r, int k, int ib, float (&y)[8]) {
+    const uint32_t pair = half_word(r.low, k);
+    ggml::iq3::decode_s_subgroup(kIq3SGrid.v, half_bits_to_float(r.d), pair & 255, pair >> 8, r.qh, (r.signs >> 8 * k) & 255,
+                                 r.scales, ib, k, y);
+  }
+};
+
+struct Iq1MRuns : GroupRunTasks {
+  static constexpr int kBytes = Iq1M::kBytes;
+  struct Raw { uint2 scales; uint32_t low, qh; };  // low: the four subgroups' bytes; qh: two bytes, a nibble each
+  static __device__ Raw load(const uint8_t* b, int ib) { return {ld64(b + 48), ld32(b + 4 * ib), ld16(b + 32 + 2 * ib)}; }
+  static __device__ void decode(const Raw& r, int k, int ib, float (&y)[8]) {
+    const uint32_t sc[4] = {r.scales.x & 0xffff, r.scales.x >> 16, r.scales.y & 0xffff, r.scales.y >> 16};
+    ggml::iq1::decode_m_subgroup(kIq1Grid.v, half_bits_to_float(ggml::iq1m_d_bits(sc)), sc, (r.low >> 8 * k) & 255,
+                                 (r.qh >> 8 * (k / 2)) & 255, ib, k, y);
+  }
+};
+
+template <class R, class D>
+constexpr CudaFormatKernels runs_dequantize_kernels(FormatId format) {
+  return {format, &launch_dequantize_runs<R, D>, &launch_ggml_matvec<D>};
+}
+
 constexpr CudaFormatKernels kIquantKernels[] = {
-    block_format_kernels<Iq1S>(FormatId::iq1_s),     block_format_kernels<Iq1M>(FormatId::iq1_m),
-    block_format_kernels<Iq2Xxs>(FormatId::iq2_xxs), block_format_kernels<Iq2Xs>(FormatId::iq2_xs),
-    block_format_kernels<Iq2S>(FormatId::iq2_s),     block_format_kernels<Iq3Xxs>(FormatId::iq3_xxs),
-    block_format_kernels<Iq3S>(FormatId::iq3_s),     block_format_kernels<Iq4Nl>(FormatId::iq4_nl),
+    block_format_kernels<Iq1S>(FormatId::iq1_s),                    runs_dequantize_kernels<Iq1MRuns, Iq1M>(FormatId::iq1_m),
+    runs_dequantize_kernels<Iq2XxsRuns, Iq2Xxs>(FormatId::iq2_xxs), runs_dequantize_kernels<Iq2XsRuns, Iq2Xs>(FormatId::iq2_xs),
+    runs_dequantize_kernels<Iq2SRuns, Iq2S>(FormatId::iq2_s),       runs_dequantize_kernels<Iq3XxsRuns, Iq3Xxs>(FormatId::iq3_xxs),
+    runs_dequantize_kernels<Iq3SRuns, Iq3S>(FormatId::iq3_s),       block_format_kernels<Iq4Nl>(FormatId::iq4_nl),
     block_format_kernels<Iq4Xs>(FormatId::iq4_xs),
 };
 

@@ -130,16 +130,26 @@ struct Q6K {
 
 // q2_K, q3_K and q6_K hold value 128h + 32k + l of a super-block (half h < 2, run k < 4, l < 32) in bytes
 // indexed by h and l alone, the run picking the bits within them (and the 16-value sub-block's scale,
-// 8h + 2k + l / 16). So eight lanes may share a super-block, lane (h, l0) taking the 32 values of
-// l in [l0, l0 + 8) of half h: it reads every byte it needs once, where the 8-value decoders above read a
-// group's shared bytes again for each run (their 110-, 84- and 210-byte blocks allow only narrow loads, so
-// the loads were what bound them: docs/benchmarks.md). Each Runs type: load(block, h, l0), then
-// decode(raw, k, h, l0, y) gives run k's 8 values, by the same kquants rules and roundings as the decoders above.
-struct Q2KRuns {
+// 8h + 2k + l / 16). So eight lanes may share a super-block, lane task t = (h, l0) = (t / 4, 8 (t % 4))
+// taking the 32 values of l in [l0, l0 + 8) of half h: it reads every byte it needs once, where the
+// 8-value decoders above read a group's shared bytes again for each run (their 110-, 84- and 210-byte
+// blocks allow only narrow loads, so the loads were what bound them: docs/benchmarks.md). The Runs types
+// (ggml_dequantize.cuh) decode by the same kquants rules and roundings as the decoders above.
+struct KquantRunTasks {
+  static constexpr bool kStaged = false;
+  static __device__ __forceinline__ int half(int task) { return task / 4; }
+  static __device__ __forceinline__ int l0(int task) { return 8 * (task % 4); }
+  static __device__ __forceinline__ int first_value(int task, int k) { return 128 * half(task) + 32 * k + l0(task); }
+};
+
+struct Q2KRuns : KquantRunTasks {
   static constexpr int kBytes = sizeof(ggml::BlockQ2K);
   struct Raw { uint2 scales, qs; uint32_t dm; };  // scales: bytes 8h..8h+7; dm: d low half, dmin high half
-  static __device__ Raw load(const uint8_t* b, int h, int l0) { return {ld64_a4(b + 8 * h), ld64_a4(b + 16 + 32 * h + l0), ld32(b + 80)}; }
-  static __device__ void decode(const Raw& r, int k, int, int l0, float (&y)[8]) {
+  static __device__ Raw load(const uint8_t* b, int task) {
+    return {ld64_a4(b + 8 * half(task)), ld64_a4(b + 16 + 32 * half(task) + l0(task)), ld32(b + 80)};
+  }
+  static __device__ void decode(const Raw& r, int k, int task, float (&y)[8]) {
+    const int l0 = KquantRunTasks::l0(task);
     const kquants::ScaleMin sm = kquants::scale_min_q2(byte_of(r.scales, 2 * k + l0 / 16));
     const float dl = kquants::sub_block_factor(half_bits_to_float(r.dm), sm.scale);
     const float ml = kquants::sub_block_factor(half_bits_to_float(r.dm >> 16), sm.min);
@@ -149,14 +159,15 @@ struct Q2KRuns {
   }
 };
 
-struct Q3KRuns {
+struct Q3KRuns : KquantRunTasks {
   static constexpr int kBytes = sizeof(ggml::BlockQ3K);
   // hmask: bytes l0.. (bit 4h + k); qs: the 2-bit codes; low/high: the scale bytes 96.. and 104..
   struct Raw { uint2 hmask, qs, low; uint32_t high, d; };
-  static __device__ Raw load(const uint8_t* b, int h, int l0) {
-    return {ld64_a2(b + l0), ld64_a2(b + 32 + 32 * h + l0), ld64_a2(b + 96), ld32_a2(b + 104), ld16(b + 108)};
+  static __device__ Raw load(const uint8_t* b, int task) {
+    return {ld64_a2(b + l0(task)), ld64_a2(b + 32 + 32 * half(task) + l0(task)), ld64_a2(b + 96), ld32_a2(b + 104), ld16(b + 108)};
   }
-  static __device__ void decode(const Raw& r, int k, int h, int l0, float (&y)[8]) {
+  static __device__ void decode(const Raw& r, int k, int task, float (&y)[8]) {
+    const int h = half(task), l0 = KquantRunTasks::l0(task);
     const int j = 8 * h + 2 * k + l0 / 16;  // the 16-value sub-block
     const int s = kquants::scale_q3(byte_of(r.low, j % 8), (r.high >> 8 * (j % 4)) & 0xffu, j);
     const float dl = kquants::sub_block_factor(half_bits_to_float(r.d), s);
@@ -168,17 +179,18 @@ struct Q3KRuns {
   }
 };
 
-struct Q6KRuns {
+struct Q6KRuns : KquantRunTasks {
   static constexpr int kBytes = sizeof(ggml::BlockQ6K);
   // low: ql at 64h + l0 (runs 0 and 2: low, high nibble) and 64h + 32 + l0 (runs 1, 3); high: qh at
   // 128 + 32h + l0 (bits 2k); scales: bytes 192 + 8h.. (run k's is byte 2k + l0 / 16)
   struct Raw { uint2 low[2], high, scales; uint32_t d; };
-  static __device__ Raw load(const uint8_t* b, int h, int l0) {
+  static __device__ Raw load(const uint8_t* b, int task) {
+    const int h = half(task), l0 = KquantRunTasks::l0(task);
     return {{ld64_a2(b + 64 * h + l0), ld64_a2(b + 64 * h + 32 + l0)}, ld64_a2(b + 128 + 32 * h + l0), ld64_a2(b + 192 + 8 * h), ld16(b + 208)};
   }
   // Run k's sub-block factor d·scale, and its 8 values less 32 (exact in float32).
-  static __device__ float factor(const Raw& r, int k, int l0) {
-    return kquants::sub_block_factor(half_bits_to_float(r.d), int8_t(byte_of(r.scales, 2 * k + l0 / 16)));
+  static __device__ float factor(const Raw& r, int k, int task) {
+    return kquants::sub_block_factor(half_bits_to_float(r.d), int8_t(byte_of(r.scales, 2 * k + l0(task) / 16)));
   }
   static __device__ void codes(const Raw& r, int k, float (&q)[8]) {
     const uint2& low = r.low[k & 1];
@@ -188,55 +200,13 @@ struct Q6KRuns {
 #pragma unroll
     for (int i = 0; i < 8; ++i) q[i] = code_minus(c[i / 4], i % 4, 32.0f);
   }
-  static __device__ void decode(const Raw& r, int k, int, int l0, float (&y)[8]) {
-    const float ds = factor(r, k, l0);
+  static __device__ void decode(const Raw& r, int k, int task, float (&y)[8]) {
+    const float ds = factor(r, k, task);
     codes(r, k, y);
 #pragma unroll
     for (int i = 0; i < 8; ++i) y[i] = kquants::value_scale(ds, y[i]);
   }
 };
-
-// Dequantization by runs: a thread per lane task (super-block, h, l0), two tasks' loads in flight.
-template <class R, DType T>
-__global__ void __launch_bounds__(kGgmlThreads) dequantize_runs_kernel(const uint8_t* __restrict__ blocks, int64_t tasks,
-                                                                       void* __restrict__ out) {
-  constexpr int kInFlight = 2;
-  const int64_t stride = int64_t(gridDim.x) * kGgmlThreads;
-  for (int64_t base = blockIdx.x * int64_t(kGgmlThreads) + threadIdx.x; base < tasks; base += kInFlight * stride) {
-    typename R::Raw raw[kInFlight];
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t task = base + u * stride;
-      const int sub = int(task % 8);
-      if (task < tasks) raw[u] = R::load(blocks + size_t(task / 8) * R::kBytes, sub / 4, 8 * (sub % 4));
-    }
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t task = base + u * stride;
-      if (task >= tasks) break;
-      const int sub = int(task % 8), h = sub / 4, l0 = 8 * (sub % 4);
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        float y[8];
-        R::decode(raw[u], k, h, l0, y);
-        store8<T>(out, ((task / 8) * 256 + 128 * h + 32 * k + l0) / 8, y);
-      }
-    }
-  }
-}
-
-// D: the 8-value decoder of the same type, for outputs that are not 16-byte aligned.
-template <class R, class D>
-void launch_dequantize_runs(const void* blocks, int64_t values, DType out_dtype, void* out, cudaStream_t stream) {
-  if (!aligned16(out)) return launch_dequantize_ggml<D>(blocks, values, out_dtype, out, stream);
-  require_block_alignment<D>(blocks);
-  const int64_t tasks = values / 256 * 8;
-  dispatch_float_dtype(out_dtype, [&]<DType T>() {
-    dequantize_runs_kernel<R, T><<<grid_for<dequantize_runs_kernel<R, T>>(tasks / 2 + 1, kGgmlThreads), kGgmlThreads, 0, stream>>>(
-        static_cast<const uint8_t*>(blocks), tasks, out);
-  });
-  check(cudaGetLastError());
-}
 
 // The one-token product (decoding) by runs: a warp per row, four super-blocks a round, two rounds' loads
 // in flight; q6_K's run sums Σ (q − 32)·x are scaled once by the run's d·scale. On the H200 (14336x4096)
@@ -251,14 +221,14 @@ __global__ void __launch_bounds__(128) matvec_runs_kernel(const uint8_t* __restr
   if (row >= rows) return;  // a whole warp: nothing below synchronises the block
   const int64_t n_blocks = cols / 256;
   const uint8_t* row_blocks = blocks + size_t(row) * size_t(n_blocks) * R::kBytes;
-  const int h = (lane % 8) / 4, l0 = 8 * (lane % 4);
+  const int task = lane % 8;
   float sum = 0.0f;
   for (int64_t b0 = lane / 8; b0 < n_blocks; b0 += kBlocksPerRound * kInFlight) {
     typename R::Raw raw[kInFlight];
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
       const int64_t b = b0 + kBlocksPerRound * u;
-      if (b < n_blocks) raw[u] = R::load(row_blocks + size_t(b) * R::kBytes, h, l0);
+      if (b < n_blocks) raw[u] = R::load(row_blocks + size_t(b) * R::kBytes, task);
     }
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
@@ -266,16 +236,16 @@ __global__ void __launch_bounds__(128) matvec_runs_kernel(const uint8_t* __restr
       if (b >= n_blocks) break;
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        const int64_t at = b * 256 + 128 * h + 32 * k + l0;
+        const int64_t at = b * 256 + R::first_value(task, k);
         const float4 x0 = *reinterpret_cast<const float4*>(x + at), x1 = *reinterpret_cast<const float4*>(x + at + 4);
         const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
         float w[8];
         if constexpr (std::is_same_v<R, Q6KRuns>) R::codes(raw[u], k, w);
-        else R::decode(raw[u], k, h, l0, w);
+        else R::decode(raw[u], k, task, w);
         float part = w[0] * xs[0];
 #pragma unroll
         for (int i = 1; i < 8; ++i) part = fmaf(w[i], xs[i], part);
-        if constexpr (std::is_same_v<R, Q6KRuns>) sum = fmaf(R::factor(raw[u], k, l0), part, sum);
+        if constexpr (std::is_same_v<R, Q6KRuns>) sum = fmaf(R::factor(raw[u], k, task), part, sum);
         else sum += part;
       }
     }
