@@ -17,6 +17,8 @@ CpuKernels kernels_for(CpuTarget target) {
     k.iq2_search = ggml::iq2::avx2_search_kernels();
     k.iq1_split = ggml::iq1::avx2_split_search();
     k.iq1_nearest = ggml::iq1::avx2_nearest_candidate();
+    k.iq3_nearest = ggml::iq3::avx2_nearest_candidate();
+    k.iq3_all_trials = ggml::iq3::avx2_all_trials();
   }
   if (target >= CpuTarget::avx512) {
     k.search_batches = ggml_search::avx512_batch_kernels();
