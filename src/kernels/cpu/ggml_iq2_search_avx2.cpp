@@ -45,14 +45,8 @@ LOWBIT_AVX2 void nearest_at_scales_avx2(const uint8_t* lane_levels, int count, c
   nearest_at_scales_lanes<8>(lane_levels, count, xval, waux, scales, count_scales, best);
 }
 
-// A vector of 8 lanes from 8 mask bits: all ones where the bit is set.
-LOWBIT_AVX2 inline __m256 lanes_of(unsigned bits) {
-  const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-  return _mm256_castsi256_ps(
-      _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(bits)), lane_bit), lane_bit));
-}
-
-LOWBIT_AVX2 inline unsigned bits_of(__m256 lanes) { return unsigned(_mm256_movemask_ps(lanes)); }
+using cpu::avx2::bits_of;
+using cpu::avx2::lanes_of;
 
 // SearchKernels::nearest_key_at_scale, 8 candidates per vector (as the AVX-512 kernel): the first lane
 // at the least distance below the best so far is the one a sequential scan keeps.

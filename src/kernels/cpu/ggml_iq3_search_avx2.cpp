@@ -28,13 +28,8 @@ namespace {
 
 #define LOWBIT_AVX2 __attribute__((target("avx2")))
 
-// The 8 low bits as a lane mask vector (all ones where set), and back.
-LOWBIT_AVX2 inline __m256i lanes_of(unsigned bits) {
-  const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(bits)), lane_bit), lane_bit);
-}
-LOWBIT_AVX2 inline unsigned bits_of(__m256i lanes) { return unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(lanes))); }
-LOWBIT_AVX2 inline unsigned bits_of(__m256 lanes) { return unsigned(_mm256_movemask_ps(lanes)); }
+using cpu::avx2::bits_of;
+using cpu::avx2::lanes_of;
 
 // (w * diff) * diff, the term ggml adds, for the candidates' levels at one coordinate.
 LOWBIT_AVX2 inline __m256 term(__m256 table, __m256i level, __m256 x, __m256 w) {
@@ -120,7 +115,7 @@ LOWBIT_AVX2 void all_trials_avx2(const TrialGrid& grid, const float* xval, const
         while (off) {
           const int c = lane_code[__builtin_ctz(off)];
           const unsigned run = bits_of(_mm256_cmpeq_epi32(code, _mm256_set1_epi32(c))) & off;
-          const __m256 run_lanes = _mm256_castsi256_ps(lanes_of(run));
+          const __m256 run_lanes = lanes_of(run);
           for (uint32_t need = grid.slot_mask[c] & ~have; need; need &= need - 1) {
             const int slot = __builtin_ctz(need);
             const __m256 diff = _mm256_sub_ps(scaled[slot & 7], x[slot >> 3]);
