@@ -245,7 +245,9 @@ TEST(CudaMatmul, ManyTokensTakeTheCublasPath) {
     const cuda::Bnb4bitWeight gw{.packed = d_packed.as<uint8_t>(),
                                  .nested = {d_codes.as<uint8_t>(), d_nested.as<float>(), d_offset.as<float>()},
                                  .rows = s.rows, .cols = s.cols};
-    cuda::matmul_4bit(context, cuda::prepare_fused(gw, nullptr), DType::bf16, d_x.ptr, tokens, d_y.ptr, nullptr);
+    const cuda::Fused4bitWeight fused = cuda::prepare_fused(gw, nullptr);
+    d_packed.poison(), d_codes.poison();  // the product dequantizes from the fused layout alone
+    cuda::matmul_4bit(context, fused, DType::bf16, d_x.ptr, tokens, d_y.ptr, nullptr);
     expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), DType::bf16, "nf4+dq via cuBLAS " + shape);
     if (s.cols % 256 != 0) continue;  // q4_K rows are whole 256-value blocks
 

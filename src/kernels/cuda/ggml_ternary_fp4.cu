@@ -47,6 +47,153 @@ struct Tq1_0 {
   }
 };
 
+// tq1_0 dequantized a warp's four blocks at a time through shared memory. Lane j (0..7) of a block does
+// the same share of each of its three parts: qs[4j..4j+3] with all five trits (20 values), qs[32+2j..+1]
+// (10 values), and qh[j % 4]'s trits 2(j/4), 2(j/4)+1 (2 values): 32 values of uniform work from 5 loads
+// (the 8-value decoder above loads d and 8 bytes for every 8 values), then the warp stores the four blocks
+// contiguously. A block has only three values, -d, ±0 and +d: 16-bit outputs are those values' bits,
+// picked per value by a byte permute. 0.80 of copy as a "runs" decoder, whose per-run choices of bytes
+// and trit cost more than the decoding.
+namespace tq1_0_by_lanes {
+// The value indices lane j writes, with the byte and trit each one comes from: checked below against
+// ternary::tq1_0_place, the layout the CPU walks.
+LOWBIT_HOST_DEVICE constexpr int part_a(int j, int t, int k) { return 32 * t + 4 * j + k; }  // byte 4j + k, trit t
+LOWBIT_HOST_DEVICE constexpr int part_b(int j, int t, int k) { return 160 + 16 * t + 2 * j + k; }  // byte 32 + 2j + k
+LOWBIT_HOST_DEVICE constexpr int part_c(int j, int n) { return 240 + 8 * (j / 4) + 4 * n + j % 4; }  // byte 48 + j % 4, trit 2(j/4) + n
+
+constexpr bool follows_the_layout() {
+  bool seen[256] = {};
+  auto mark = [&](int v, int byte, int trit) {
+    const ternary::TritPlace p = ternary::tq1_0_place(v);
+    if (seen[v] || p.byte != byte || p.trit != trit) return false;
+    return seen[v] = true;
+  };
+  for (int j = 0; j < 8; ++j) {
+    for (int t = 0; t < 5; ++t)
+      for (int k = 0; k < 4; ++k)
+        if (!mark(part_a(j, t, k), 4 * j + k, t) || (k < 2 && !mark(part_b(j, t, k), 32 + 2 * j + k, t))) return false;
+    for (int n = 0; n < 2; ++n)
+      if (!mark(part_c(j, n), 48 + j % 4, 2 * (j / 4) + n)) return false;
+  }
+  for (bool s : seen)
+    if (!s) return false;
+  return true;
+}
+static_assert(follows_the_layout());
+
+struct Raw { uint32_t d, a, b, qh; };
+__device__ __forceinline__ Raw load(const uint8_t* block, int j) {
+  return {ld16(block + 52), ld32_a2(block + 4 * j), ld16(block + 32 + 2 * j), block[48 + j % 4]};
+}
+
+// The block's three values as 16-bit bits (bytes 2x, 2x + 1 of (low, high) for trit + 1 = x), or as floats.
+template <DType T>
+struct Values {
+  uint32_t low = 0, high = 0;
+  float d;
+  __device__ explicit Values(float scale) : d(scale) {
+    if constexpr (T != DType::f32) {
+      low = pack2(ternary::value(-1, d), ternary::value(0, d), T);
+      high = pack2(ternary::value(1, d), 0.0f, T);
+    }
+  }
+  // Values of trits + 1 in bytes 0 and 1 of x (the selector nibbles 2x, 2x + 1 per value).
+  __device__ uint32_t two_bits(uint32_t x) const { return __byte_perm(low, high, (x & 0xffffu) * 0x22u + 0x1010u); }
+};
+
+template <DType T>
+using Element = typename OutTraits<T>::Element;
+
+// Four values from four trits + 1 (bytes of x) at stage[p], p a multiple of 4.
+template <DType T>
+__device__ __forceinline__ void put4(Element<T>* stage, int p, uint32_t x, const Values<T>& v) {
+  if constexpr (T == DType::f32) {
+    float y[4];
+    ternary_values4(x, v.d, y);
+    *reinterpret_cast<float4*>(stage + p) = make_float4(y[0], y[1], y[2], y[3]);
+  } else {
+    *reinterpret_cast<uint2*>(stage + p) = make_uint2(v.two_bits(x), v.two_bits(x >> 16));
+  }
+}
+// Two values from trits + 1 in bytes 0 and 1 of x, at stage[p], p even.
+template <DType T>
+__device__ __forceinline__ void put2(Element<T>* stage, int p, uint32_t x, const Values<T>& v) {
+  if constexpr (T == DType::f32) {
+    *reinterpret_cast<float2*>(stage + p) = make_float2(mul_rn(code_minus(x, 0, 1.0f), v.d), mul_rn(code_minus(x, 1, 1.0f), v.d));
+  } else {
+    *reinterpret_cast<uint32_t*>(stage + p) = v.two_bits(x);
+  }
+}
+template <DType T>
+__device__ __forceinline__ void put1(Element<T>* stage, int p, uint32_t x, const Values<T>& v) {
+  if constexpr (T == DType::f32) stage[p] = mul_rn(code_minus(x, 0, 1.0f), v.d);
+  else stage[p] = uint16_t(v.two_bits(x));
+}
+
+template <DType T>
+__device__ __forceinline__ void decode(const Raw& r, int j, Element<T>* stage) {
+  const Values<T> v(half_bits_to_float(r.d));
+#pragma unroll
+  for (int t = 0; t < 5; ++t) put4<T>(stage, part_a(j, t, 0), trits4(r.a, ternary::pow3(t)), v);
+  const uint32_t b = __byte_perm(r.b, 0, 0x4140u);  // qs[32 + 2j] and qs[33 + 2j] as bytes 0 and 2
+#pragma unroll
+  for (int t = 0; t < 5; ++t) {
+    const uint32_t x = trits4(b, ternary::pow3(t));
+    put2<T>(stage, part_b(j, t, 0), __byte_perm(x, 0, 0x4420u), v);  // bytes 0 and 2 to 0 and 1
+  }
+  const uint32_t n0 = 2 * (j / 4), x = trits4(r.qh | r.qh << 16, ternary::pow3(n0));  // trit n0 in byte 0
+  const uint32_t x1 = trits4(r.qh | r.qh << 16, ternary::pow3(n0 + 1));
+  put1<T>(stage, part_c(j, 0), x & 0xffu, v);
+  put1<T>(stage, part_c(j, 1), x1 & 0xffu, v);
+}
+}  // namespace tq1_0_by_lanes
+
+template <DType T>
+__global__ void __launch_bounds__(kGgmlThreads) dequantize_tq1_0_kernel(const uint8_t* __restrict__ blocks, int64_t n_blocks,
+                                                                        void* __restrict__ out) {
+  using namespace tq1_0_by_lanes;
+  using E = Element<T>;
+  constexpr int kInFlight = 2, kWarps = kGgmlThreads / 32;
+  // A block's 256 values padded to 288 in the stage, so the two blocks of a half-warp's 8-byte stores
+  // fall in different banks; a block is kUnits 16-byte units there, kPad more between blocks.
+  constexpr int kStride = 288, kUnits = 256 * int(sizeof(E)) / 16, kPad = 32 * int(sizeof(E)) / 16;
+  __shared__ alignas(16) E stage[kWarps][4 * kStride];
+  const int lane = int(threadIdx.x % 32), j = lane % 8;
+  E* own = stage[threadIdx.x / 32] + (lane / 8) * kStride;
+  const uint4* staged = reinterpret_cast<const uint4*>(stage[threadIdx.x / 32]);
+  const int64_t warps = int64_t(gridDim.x) * kWarps;
+  for (int64_t first = (blockIdx.x * int64_t(kWarps) + threadIdx.x / 32) * 4; first < n_blocks; first += kInFlight * warps * 4) {
+    Raw raw[kInFlight];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t block = first + u * warps * 4 + lane / 8;
+      if (block < n_blocks) raw[u] = load(blocks + size_t(block) * sizeof(ggml::BlockTq1_0), j);
+    }
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t round = first + u * warps * 4;  // the warp's first block this round
+      if (round >= n_blocks) break;
+      if (round + lane / 8 < n_blocks) decode<T>(raw[u], j, own);
+      __syncwarp();
+      const int units = (n_blocks - round < 4 ? int(n_blocks - round) : 4) * kUnits;
+      uint4* dst = static_cast<uint4*>(out) + round * kUnits;
+      for (int c = lane; c < units; c += 32) dst[c] = staged[c + c / kUnits * kPad];
+      __syncwarp();  // the stage is written again next round
+    }
+  }
+}
+
+void launch_dequantize_tq1_0(const void* blocks, int64_t values, DType out_dtype, void* out, cudaStream_t stream) {
+  if (!aligned16(out)) return launch_dequantize_ggml<Tq1_0>(blocks, values, out_dtype, out, stream);
+  require_block_alignment<Tq1_0>(blocks);
+  const int64_t n_blocks = values / 256;
+  dispatch_float_dtype(out_dtype, [&]<DType T>() {
+    dequantize_tq1_0_kernel<T><<<grid_for<dequantize_tq1_0_kernel<T>>(n_blocks / 4 / 2 * 32 + 32, kGgmlThreads), kGgmlThreads, 0, stream>>>(
+        static_cast<const uint8_t*>(blocks), n_blocks, out);
+  });
+  check(cudaGetLastError());
+}
+
 struct Tq2_0 {
   static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockTq2_0);  // 66
   // Value 128h + 32l + m: bits 2l of qs[32h + m], minus 1.
@@ -75,6 +222,7 @@ constexpr bool tq1_0_groups_follow_the_layout() {
   return true;
 }
 static_assert(tq1_0_groups_follow_the_layout());
+
 
 constexpr bool tq2_0_groups_follow_the_layout() {
   for (int g = 0; g < 32; ++g)
@@ -153,7 +301,8 @@ struct Q2_0 {
 };
 
 constexpr CudaFormatKernels kTernaryFp4Kernels[] = {
-    block_format_kernels<Tq1_0>(FormatId::tq1_0), block_format_kernels<Tq2_0>(FormatId::tq2_0),
+    {FormatId::tq1_0, &launch_dequantize_tq1_0, &launch_ggml_matvec<Tq1_0>},
+    block_format_kernels<Tq2_0>(FormatId::tq2_0),
     block_format_kernels<Mxfp4>(FormatId::mxfp4), block_format_kernels<Nvfp4>(FormatId::nvfp4),
     block_format_kernels<Q1_0>(FormatId::q1_0),   block_format_kernels<Q2_0>(FormatId::q2_0),
 };

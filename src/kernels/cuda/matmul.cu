@@ -84,17 +84,12 @@ void matmul_f32(MatmulContext& context, const float* w, int64_t rows, int64_t co
 void matmul_4bit(MatmulContext& context, const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
                  cudaStream_t stream) {
   if (tokens < kDequantizeTokens) return matmul_4bit_fused(w, dtype, x, tokens, y, stream);
-  if (w.format == Fused4bitWeight::Format::q4_K ? !w.source_q4_K.blocks : !w.source_bnb.packed)
-    throw Error("GPU 4-bit matmul: a stacked weight (stack_fused) has no source to dequantize for " + std::to_string(tokens) + " tokens");
+  if (w.format == Fused4bitWeight::Format::q4_K && !w.source_q4_K.blocks)
+    throw Error("GPU 4-bit matmul: a stacked q4_K weight (stack_fused) has no blocks to dequantize for " + std::to_string(tokens) +
+                " tokens");
   void* weight = context.impl().scratch(MatmulContext::Impl::kWeight16, size_t(w.rows * w.cols) * 2);
-  const int64_t n = w.rows * w.cols;
-  if (w.format == Fused4bitWeight::Format::q4_K) {
-    dequantize_ggml(GgmlType::Q4_K, w.source_q4_K.blocks, w.rows, w.cols, dtype, weight, stream);
-  } else {
-    const Bnb4bitWeight& b = w.source_bnb;
-    if (b.nested.codes) dequantize_4bit(b.type, b.packed, b.nested, n, b.blocksize, dtype, weight, stream);
-    else dequantize_4bit(b.type, b.packed, b.absmax, n, b.blocksize, dtype, weight, stream);
-  }
+  if (w.format == Fused4bitWeight::Format::q4_K) dequantize_ggml(GgmlType::Q4_K, w.source_q4_K.blocks, w.rows, w.cols, dtype, weight, stream);
+  else dequantize_fused(w, dtype, weight, stream);  // nf4/fp4: the tile order holds every code and scale
   matmul_16bit(context, dtype, weight, w.rows, w.cols, x, tokens, y, stream);
 }
 

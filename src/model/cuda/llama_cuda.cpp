@@ -340,8 +340,7 @@ void CudaLlama::load_weight(Weight& w, const QuantizedMatrix& m, PinnedUploader*
     b.packed = codes.get<uint8_t>();
     if (!b.nested.codes) b.absmax = absmax.get<float>();
     w.fused = prepare_fused(b, stream_);
-    w.fused->source_bnb = {};  // its buffers die here
-    sync();
+    sync();  // the stored bytes die here
     return;
   }
   if (!has_ggml_dequantize(m.type)) {

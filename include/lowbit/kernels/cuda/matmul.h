@@ -64,15 +64,16 @@ struct Q4KWeight {
 
 // A 4-bit weight re-laid for the fused kernel: the same code and scale bytes in tile order (each warp
 // load then reads 512 contiguous bytes), made once on the device, e.g. when a model is loaded; the
-// checkpoint's bytes are left as they are. It owns its device memory and keeps the description of the
-// weight it was made from, which the cuBLAS path dequantizes: that weight must outlive it.
+// checkpoint's bytes are left as they are. It owns its device memory. An nf4/fp4 weight is complete in
+// it (the cuBLAS path dequantizes from it: dequantize_fused), so the checkpoint's buffers may be freed; a
+// q4_K weight keeps the description of the blocks it was made from, which the cuBLAS path dequantizes:
+// those must outlive it.
 // Needs rows % 16 == 0 and cols % 64 == 0 (q4_K: % 256); nf4/fp4 blocksizes that are powers of two >= 64.
 struct Fused4bitWeight {
   enum class Format { nf4, fp4, q4_K };
   Format format = Format::nf4;
   int64_t rows = 0, cols = 0;
-  Bnb4bitWeight source_bnb;  // nf4/fp4
-  Q4KWeight source_q4_K;     // q4_K
+  Q4KWeight source_q4_K;  // q4_K
   const uint8_t* codes = nullptr;
   const void* scales = nullptr;  // per row and 64 values: float absmax or 8-bit nested code; q4_K headers
   std::shared_ptr<void> memory;
@@ -81,15 +82,15 @@ struct Fused4bitWeight {
 Fused4bitWeight prepare_fused(const Bnb4bitWeight& weight, cudaStream_t stream);
 Fused4bitWeight prepare_fused(const Q4KWeight& weight, cudaStream_t stream);
 // Several prepared weights of one format and row length as one, their rows one after another: one
-// launch of the fused kernel then serves them all (a feed-forward block's gate and up at decoding). The
-// result has no source weight: only matmul_4bit_fused and matmul_4bit_fused_f32 take it.
+// launch of the fused kernel then serves them all (a feed-forward block's gate and up at decoding). A
+// stacked q4_K weight has no source blocks: only matmul_4bit_fused and matmul_4bit_fused_f32 take it.
 Fused4bitWeight stack_fused(std::span<const Fused4bitWeight* const> parts, cudaStream_t stream);
 // Rows [first, first + count) of a prepared or stacked weight as a weight of their own that shares its
-// memory (a stacked gate's or up's own rows); first and count are multiples of 16. It has no source weight.
+// memory (a stacked gate's or up's own rows); first and count are multiples of 16. A q4_K part has no source blocks.
 Fused4bitWeight fused_rows(const Fused4bitWeight& weight, int64_t first, int64_t count);
 // An nf4/fp4 weight's values, from its fused layout alone, into out [rows, cols] (bf16 or f16, 16-byte
-// aligned): the bytes dequantize_4bit gives from the weight it was made from. A runtime can then keep the
-// fused layout alone and still multiply many tokens on cuBLAS (stacked rows included).
+// aligned): the bytes dequantize_4bit gives from the weight it was made from. matmul_4bit's many-token
+// path and the model runtime's dequantize this way, stacked rows included.
 void dequantize_fused(const Fused4bitWeight& weight, DType dtype, void* out, cudaStream_t stream);
 
 // Token counts from which the 4-bit products dequantize into scratch and call cuBLAS.
