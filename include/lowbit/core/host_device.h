@@ -9,6 +9,8 @@
 // intrinsic while the host keeps the plain operator.
 #pragma once
 
+#include <cstdint>
+
 #ifdef __CUDACC__
 #define LOWBIT_HOST_DEVICE __host__ __device__
 #else
@@ -46,6 +48,24 @@ LOWBIT_HOST_DEVICE inline float sub_rn(float a, float b) {
   return __fsub_rn(a, b);
 #else
   return a - b;
+#endif
+}
+
+// Byte k (0..3) of `word` as a float, unsigned or as an int8: exact either way. The GPU's integer-to-float
+// conversion issues at a quarter of the float rate, which bound the i-quant decoders; there the byte goes
+// into the mantissa of 2^23 by one byte permute (an int8 biased by 128 first) and 2^23 is subtracted.
+LOWBIT_HOST_DEVICE inline float byte_as_float(uint32_t word, int k) {
+#ifdef __CUDA_ARCH__
+  return __fsub_rn(__uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540u + uint32_t(k))), 8388608.0f);
+#else
+  return float((word >> (8 * k)) & 0xff);
+#endif
+}
+LOWBIT_HOST_DEVICE inline float int8_as_float(uint32_t word, int k) {
+#ifdef __CUDA_ARCH__
+  return __fsub_rn(__uint_as_float(__byte_perm(word ^ 0x80808080u, 0x4B000000u, 0x7540u + uint32_t(k))), 8388608.0f + 128.0f);
+#else
+  return float(int8_t(uint8_t(word >> (8 * k))));
 #endif
 }
 

@@ -65,7 +65,7 @@ inline constexpr float kDelta = 0.125f;  // IQ1S_DELTA = IQ1M_DELTA
 // each operation rounded on its own as ggml's dequantize_row_iq1_*.
 LOWBIT_HOST_DEVICE inline void point_values(uint64_t point, float dl, float delta, float* y) {
   LOWBIT_UNROLL
-  for (int j = 0; j < 8; ++j) y[j] = mul_rn(dl, add_rn(float(int8_t(uint8_t(point >> (8 * j)))), delta));
+  for (int j = 0; j < 8; ++j) y[j] = mul_rn(dl, add_rn(int8_as_float(uint32_t(point >> (32 * (j / 4))), j % 4), delta));
 }
 
 // iq1_s: the 8 values of subgroup l (0..3) of a 32-value group, from its byte qs[4g + l] (`low`) and the

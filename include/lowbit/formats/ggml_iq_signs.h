@@ -49,7 +49,7 @@ template <class Word>
 LOWBIT_HOST_DEVICE inline void signed_point(float scale, Word point, uint32_t signs, float* y) {
   LOWBIT_UNROLL
   for (int j = 0; j < int(sizeof(Word)); ++j) {
-    const float v = mul_rn(scale, float(uint32_t(point >> (8 * j)) & 0xff));
+    const float v = mul_rn(scale, byte_as_float(uint32_t(point >> (32 * (j / 4))), j % 4));
     y[j] = (signs >> j) & 1 ? -v : v;
   }
 }
