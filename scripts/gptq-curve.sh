@@ -7,7 +7,9 @@
 #     with GPTQ.
 # KLD over CHUNKS (default 16) windows of 512 tokens of TEXT, a text neither the model nor the calibration
 # saw, the same windows and base logits for every point. Prints a markdown table and writes the SVG.
-# Usage: [LOWBIT=build/lowbit] [MIXES="Q2_K Q3_K_S ..."] [CHUNKS=16]
+# SIZES="3.0 3.5" adds plan points at those bits per weight with no mix beside them: on a model whose rows fit
+# no k-quant (SmolLM2: 576 columns) llama.cpp's mixes fall back to 4-8 bit types, and no mix lands below ~5 bpw.
+# Usage: [LOWBIT=build/lowbit] [MIXES="Q2_K Q3_K_S ..."] [SIZES="..."] [CHUNKS=16]
 #        scripts/gptq-curve.sh OUT.svg [MODEL] [CALIBRATION] [TEXT]
 #        (defaults: ../shared/data/lowbit-bytes-12M-bf16.gguf, WikiText-2 test, GPL-3)
 set -euo pipefail
@@ -37,28 +39,35 @@ print(json.dumps({"series": series, "label": label, "bpw": q["total"]["bpw"], "k
 PY
 }
 
+plans() {  # label bpw: lowbit's plan and plan --gptq for that size
+  "$lowbit" plan "$model" --bpw "$2" --imatrix "$work/i.gguf" -o "$work/p.json" --force --quiet
+  point "lowbit plan + imatrix" "$1" --plan "$work/p.json" >&2
+  "$lowbit" plan "$model" --bpw "$2" --imatrix "$work/i.gguf" --gptq "$work/h.gguf" -o "$work/g.json" --force --quiet
+  point "lowbit plan --gptq" "$1" --plan "$work/g.json" >&2
+}
+# The series' names, in the order the table and the SVG give them.
+printf '%s\n' '{"series": "llama.cpp mix + imatrix"}' '{"series": "lowbit plan + imatrix"}' '{"series": "lowbit plan --gptq"}' > "$work/points.jsonl"
 for mix in $mixes; do
   point "llama.cpp mix + imatrix" "$mix" --mix "$mix" --imatrix "$work/i.gguf" >&2
-  bpw=$(tail -1 "$work/points.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bpw"])')
-  "$lowbit" plan "$model" --bpw "$bpw" --imatrix "$work/i.gguf" -o "$work/p.json" --force --quiet
-  point "lowbit plan + imatrix" "$mix" --plan "$work/p.json" >&2
-  "$lowbit" plan "$model" --bpw "$bpw" --imatrix "$work/i.gguf" --gptq "$work/h.gguf" -o "$work/g.json" --force --quiet
-  point "lowbit plan --gptq" "$mix" --plan "$work/g.json" >&2
+  plans "$mix" "$(tail -1 "$work/points.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bpw"])')"
 done
+for size in ${SIZES:-}; do plans "$size bpw" "$size"; done
 
 python3 - "$work/points.jsonl" "$svg" "$(basename "$model")" <<'PY'
 import json, math, sys
-points = [json.loads(line) for line in open(sys.argv[1])]
-series = list(dict.fromkeys(p["series"] for p in points))
+lines = [json.loads(line) for line in open(sys.argv[1])]
+series = list(dict.fromkeys(p["series"] for p in lines))
+points = [p for p in lines if "label" in p]
 by = {(p["series"], p["label"]): p for p in points}
 labels = list(dict.fromkeys(p["label"] for p in points))
 mix, plan, gptq = series
 print(f"| size of | {mix}: bpw / KLD | {plan}: bpw / KLD | {gptq}: bpw / KLD / top-1 | GPTQ plan / mix | GPTQ plan / plan |")
 print("| --- | --- | --- | --- | ---: | ---: |")
 for label in labels:
-    a, b, c = by[(mix, label)], by[(plan, label)], by[(gptq, label)]
-    print(f"| {label} | {a['bpw']:.3f} / {a['kld']:.5f} | {b['bpw']:.3f} / {b['kld']:.5f} | {c['bpw']:.3f} / {c['kld']:.5f} / "
-          f"{100 * c['top1']:.2f}% | {c['kld'] / a['kld']:.2f} | {c['kld'] / b['kld']:.2f} |")
+    a, b, c = by.get((mix, label)), by[(plan, label)], by[(gptq, label)]
+    mix_cell, ratio = (f"{a['bpw']:.3f} / {a['kld']:.5f}", f"{c['kld'] / a['kld']:.2f}") if a else ("–", "–")
+    print(f"| {label} | {mix_cell} | {b['bpw']:.3f} / {b['kld']:.5f} | {c['bpw']:.3f} / {c['kld']:.5f} / "
+          f"{100 * c['top1']:.2f}% | {ratio} | {c['kld'] / b['kld']:.2f} |")
 # The SVG: log KLD against bpw, one polyline per series.
 W, H, L, R, T, B = 640, 420, 70, 20, 30, 50
 xs = [p["bpw"] for p in points]; ks = [math.log10(p["kld"]) for p in points]
