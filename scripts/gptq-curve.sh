@@ -65,10 +65,13 @@ print(f"| size of | {mix}: bpw / KLD | {plan}: bpw / KLD | {gptq}: bpw / KLD / t
 print("| --- | --- | --- | --- | ---: | ---: |")
 for label in labels:
     a, b, c = by.get((mix, label)), by[(plan, label)], by[(gptq, label)]
-    mix_cell, ratio = (f"{a['bpw']:.3f} / {a['kld']:.5f}", f"{c['kld'] / a['kld']:.2f}") if a else ("–", "–")
+    ratio = lambda x, y: f"{x['kld'] / y['kld']:.2f}" if y and y["kld"] > 1e-9 else "–"  # no ratio to the base itself
+    mix_cell = f"{a['bpw']:.3f} / {a['kld']:.5f}" if a else "–"
     print(f"| {label} | {mix_cell} | {b['bpw']:.3f} / {b['kld']:.5f} | {c['bpw']:.3f} / {c['kld']:.5f} / "
-          f"{100 * c['top1']:.2f}% | {ratio} | {c['kld'] / b['kld']:.2f} |")
-# The SVG: log KLD against bpw, one polyline per series.
+          f"{100 * c['top1']:.2f}% | {ratio(c, a)} | {ratio(c, b)} |")
+# The SVG: log KLD against bpw, one polyline per series. A point at the base's own logits (KLD 0 to rounding:
+# a plan that keeps a quantized source's blocks as they are) has no place on a log axis and is left out.
+points = [p for p in points if p["kld"] > 1e-9]
 W, H, L, R, T, B = 640, 420, 70, 20, 30, 50
 xs = [p["bpw"] for p in points]; ks = [math.log10(p["kld"]) for p in points]
 x0, x1 = math.floor(min(xs) * 2) / 2, math.ceil(max(xs) * 2) / 2

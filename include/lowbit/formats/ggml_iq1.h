@@ -72,7 +72,7 @@ LOWBIT_HOST_DEVICE inline void point_values(uint64_t point, float dl, float delt
 // group's word qh[g]. `grid`: kIq1Grid (or the device's copy of it).
 LOWBIT_HOST_DEVICE inline void decode_s_subgroup(const uint64_t* grid, float d, uint32_t low, uint32_t qh, int l,
                                                  float* y) {
-  const float dl = mul_rn(d, float(2 * ((qh >> 12) & 7) + 1));
+  const float dl = mul_rn(d, small_int_to_float(int(2 * ((qh >> 12) & 7) + 1)));
   const float delta = qh & 0x8000 ? -kDelta : kDelta;
   point_values(grid[low | ((qh >> (3 * l)) & 7) << 8], dl, delta, y);
 }
@@ -82,7 +82,7 @@ LOWBIT_HOST_DEVICE inline void decode_s_subgroup(const uint64_t* grid, float d, 
 template <class Word>
 LOWBIT_HOST_DEVICE inline void decode_m_subgroup(const uint64_t* grid, float d, const Word* sc, uint32_t low,
                                                  uint32_t qh, int g, int l, float* y) {
-  const float dl = mul_rn(d, float(iq1m_multiplier(sc, g, l / 2)));
+  const float dl = mul_rn(d, small_int_to_float(iq1m_multiplier(sc, g, l / 2)));
   const uint32_t nibble = qh >> (4 * (l % 2));
   point_values(grid[low | (nibble & 7) << 8], dl, nibble & 8 ? -kDelta : kDelta, y);
 }

@@ -56,7 +56,7 @@ static_assert(sizeof(BlockIq2S) == 82);
 namespace iq2 {
 
 // A 4-bit group scale s as a factor: d * (0.5 + s) * 0.25, rounded step by step as ggml.
-LOWBIT_HOST_DEVICE inline float group_scale(float d, uint32_t s) { return mul_rn(mul_rn(d, 0.5f + float(s)), 0.25f); }
+LOWBIT_HOST_DEVICE inline float group_scale(float d, uint32_t s) { return mul_rn(mul_rn(d, 0.5f + small_int_to_float(int(s))), 0.25f); }
 
 // The 8 values of subgroup l (0..3) of a 32-value group; `grid` is the type's kIq2*Grid (or the
 // device's copy of it).

@@ -53,7 +53,7 @@ namespace iq3 {
 // iq3_xxs: `index0`, `index1` = qs[8g + 2l], qs[8g + 2l + 1]; `aux` = the group's scale-and-sign word.
 LOWBIT_HOST_DEVICE inline void decode_xxs_subgroup(const uint32_t* grid, float d, uint32_t index0, uint32_t index1,
                                                    uint32_t aux, int l, float* y) {
-  const float db = mul_rn(mul_rn(d, 0.5f + float(aux >> 28)), 0.5f);
+  const float db = mul_rn(mul_rn(d, 0.5f + small_int_to_float(int(aux >> 28))), 0.5f);
   const uint32_t signs = even_parity_signs((aux >> (7 * l)) & 127);
   signed_point(db, grid[index0], signs, y);
   signed_point(db, grid[index1], signs >> 4, y + 4);
@@ -62,7 +62,7 @@ LOWBIT_HOST_DEVICE inline void decode_xxs_subgroup(const uint32_t* grid, float d
 // `scales` = scales[g / 2].
 LOWBIT_HOST_DEVICE inline void decode_s_subgroup(const uint32_t* grid, float d, uint32_t low0, uint32_t low1, uint32_t qh,
                                                  uint32_t signs, uint32_t scales, int g, int l, float* y) {
-  const float db = mul_rn(d, float(1 + 2 * int((scales >> (4 * (g % 2))) & 15)));
+  const float db = mul_rn(d, small_int_to_float(1 + 2 * int((scales >> (4 * (g % 2))) & 15)));
   const int k = 2 * l;  // grid points k, k + 1 of the group
   signed_point(db, grid[low0 | ((qh >> k) & 1) << 8], signs, y);
   signed_point(db, grid[low1 | ((qh >> (k + 1)) & 1) << 8], signs >> 4, y + 4);

@@ -54,7 +54,7 @@ LOWBIT_HOST_DEVICE inline float value(const int8_t* codebook, float scale, uint3
 template <int kHighAt = 0>
 LOWBIT_HOST_DEVICE inline float xs_scale(float d, uint32_t low, uint32_t high, int ib) {
   const int s = int((low >> (4 * (ib % 2))) & 15) | int(((high >> (kHighAt + 2 * ib)) & 3) << 4);
-  return mul_rn(d, float(s - 32));
+  return mul_rn(d, small_int_to_float(s - 32));
 }
 
 }  // namespace iq4

@@ -117,7 +117,7 @@ LOWBIT_HOST_DEVICE constexpr int two_bit_offset(int j) { return 32 * (j / 8) + 1
 LOWBIT_HOST_DEVICE constexpr int two_bit_shift(int j) { return 2 * ((j % 8) / 2); }
 
 // A sub-block's factor: the super-block's fp16 scale (or min) times the sub-block's code, one rounding.
-LOWBIT_HOST_DEVICE inline float sub_block_factor(float d, int code) { return mul_rn(d, float(code)); }
+LOWBIT_HOST_DEVICE inline float sub_block_factor(float d, int code) { return mul_rn(d, small_int_to_float(code)); }
 
 // The value of code q: dl * q - ml (q2_K, q4_K, q5_K), or dl * q with q already less its offset
 // (q3_K: q - 4, q6_K: q - 32), each operation rounded on its own as ggml's dequantize_row_* does.

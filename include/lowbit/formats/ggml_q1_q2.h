@@ -40,7 +40,7 @@ LOWBIT_HOST_DEVICE constexpr float q1_0_value(uint32_t d_bits, uint32_t bit) {
   return std::bit_cast<float>(d_bits ^ ((~bit & 1u) << 31));
 }
 // q2_0's value: (q - 1) * d, q the low 2 bits of `code`.
-LOWBIT_HOST_DEVICE inline float q2_0_value(uint32_t code, float d) { return mul_rn(float(int(code & 3) - 1), d); }
+LOWBIT_HOST_DEVICE inline float q2_0_value(uint32_t code, float d) { return mul_rn(small_int_to_float(int(code & 3) - 1), d); }
 
 void quantize_row_q1_0(const float* x, void* blocks, int64_t n, const float* quant_weights,
                        cpu::CpuTarget target = cpu::best_cpu_target());

@@ -50,7 +50,7 @@ LOWBIT_HOST_DEVICE constexpr int unpack_trit(uint32_t q, int n) { return int((((
 LOWBIT_HOST_DEVICE constexpr int two_bit_trit(uint32_t byte, int shift) { return int((byte >> shift) & 3) - 1; }
 
 // A value: trit * d.
-LOWBIT_HOST_DEVICE inline float value(int trit, float d) { return mul_rn(float(trit), d); }
+LOWBIT_HOST_DEVICE inline float value(int trit, float d) { return mul_rn(small_int_to_float(trit), d); }
 
 // Where value v (0..255) of a tq1_0 block sits: trit `trit` of byte `byte` of the block (qs, then qh).
 struct TritPlace {
