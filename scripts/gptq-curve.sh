@@ -19,7 +19,7 @@ svg=${1:?usage: scripts/gptq-curve.sh OUT.svg [MODEL] [CALIBRATION] [TEXT]}
 model=${2:-../shared/data/lowbit-bytes-12M-bf16.gguf}
 calibration=${3:-../shared/data/wikitext2_test_hf_nonempty_crlf.raw}
 text=${4:-/usr/share/common-licenses/GPL-3}
-mixes=${MIXES:-Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K}
+mixes=${MIXES-Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K}
 work=$(mktemp -d "${TMPDIR:-/tmp}/lowbit-gptq-curve.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 "$lowbit" imatrix "$model" --text "$calibration" --chunks 32 --device cpu -o "$work/i.gguf" --quiet
@@ -65,7 +65,10 @@ print(f"| size of | {mix}: bpw / KLD | {plan}: bpw / KLD | {gptq}: bpw / KLD / t
 print("| --- | --- | --- | --- | ---: | ---: |")
 for label in labels:
     a, b, c = by.get((mix, label)), by[(plan, label)], by[(gptq, label)]
-    ratio = lambda x, y: f"{x['kld'] / y['kld']:.2f}" if y and y["kld"] > 1e-9 else "–"  # no ratio to the base itself
+    # No ratio to the base itself; a KLD below zero is the base's own logits, rounded.
+    ratio = lambda x, y: "–" if not y or y["kld"] <= 1e-9 else "0 (the base)" if x["kld"] <= 1e-9 else f"{x['kld'] / y['kld']:.2f}"
+    for p in (a, b, c):
+        if p: p["kld"] = max(p["kld"], 0.0)
     mix_cell = f"{a['bpw']:.3f} / {a['kld']:.5f}" if a else "–"
     print(f"| {label} | {mix_cell} | {b['bpw']:.3f} / {b['kld']:.5f} | {c['bpw']:.3f} / {c['kld']:.5f} / "
           f"{100 * c['top1']:.2f}% | {ratio(c, a)} | {ratio(c, b)} |")
