@@ -58,6 +58,8 @@ import json, math, sys
 lines = [json.loads(line) for line in open(sys.argv[1])]
 series = list(dict.fromkeys(p["series"] for p in lines))
 points = [p for p in lines if "label" in p]
+for p in points:  # a KLD below zero is the base's own logits, rounded
+    p["kld"] = max(p["kld"], 0.0)
 by = {(p["series"], p["label"]): p for p in points}
 labels = list(dict.fromkeys(p["label"] for p in points))
 mix, plan, gptq = series
@@ -65,10 +67,8 @@ print(f"| size of | {mix}: bpw / KLD | {plan}: bpw / KLD | {gptq}: bpw / KLD / t
 print("| --- | --- | --- | --- | ---: | ---: |")
 for label in labels:
     a, b, c = by.get((mix, label)), by[(plan, label)], by[(gptq, label)]
-    # No ratio to the base itself; a KLD below zero is the base's own logits, rounded.
+    # No ratio to the base itself.
     ratio = lambda x, y: "–" if not y or y["kld"] <= 1e-9 else "0 (the base)" if x["kld"] <= 1e-9 else f"{x['kld'] / y['kld']:.2f}"
-    for p in (a, b, c):
-        if p: p["kld"] = max(p["kld"], 0.0)
     mix_cell = f"{a['bpw']:.3f} / {a['kld']:.5f}" if a else "–"
     print(f"| {label} | {mix_cell} | {b['bpw']:.3f} / {b['kld']:.5f} | {c['bpw']:.3f} / {c['kld']:.5f} / "
           f"{100 * c['top1']:.2f}% | {ratio(c, a)} | {ratio(c, b)} |")

@@ -51,9 +51,10 @@ LOWBIT_HOST_DEVICE inline float sub_rn(float a, float b) {
 #endif
 }
 
-// Byte k (0..3) of `word` as a float, unsigned (byte_as_float) or as an int8 (int8_as_float): exact either way. The GPU's integer-to-float
-// conversion issues at a quarter of the float rate, which bound the i-quant decoders; there the byte goes
-// into the mantissa of 2^23 by one byte permute (an int8 biased by 128 first) and 2^23 is subtracted.
+// Byte k (0..3) of `word` as a float, unsigned (byte_as_float) or as an int8 (int8_as_float), exactly. The
+// GPU's integer-to-float conversion issues at a quarter of the float rate, which bound the i-quant decoders;
+// there the byte goes into the mantissa of 2^23 by one byte permute (an int8 biased by 128 first) and 2^23
+// is subtracted.
 LOWBIT_HOST_DEVICE inline float byte_as_float(uint32_t word, int k) {
 #ifdef __CUDA_ARCH__
   return __fsub_rn(__uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540u + uint32_t(k))), 8388608.0f);
@@ -61,20 +62,20 @@ LOWBIT_HOST_DEVICE inline float byte_as_float(uint32_t word, int k) {
   return float((word >> (8 * k)) & 0xff);
 #endif
 }
-// An integer of magnitude below 2^22 as a float, exact, for the same reason: on the GPU v is added to the bit
-// pattern of 2^23 + 2^22, whose unit in the last place is 1, and 2^23 + 2^22 is subtracted.
-LOWBIT_HOST_DEVICE inline float small_int_to_float(int v) {
-#ifdef __CUDA_ARCH__
-  return __fsub_rn(__int_as_float(0x4B400000 + v), 12582912.0f);
-#else
-  return float(v);
-#endif
-}
 LOWBIT_HOST_DEVICE inline float int8_as_float(uint32_t word, int k) {
 #ifdef __CUDA_ARCH__
   return __fsub_rn(__uint_as_float(__byte_perm(word ^ 0x80808080u, 0x4B000000u, 0x7540u + uint32_t(k))), 8388608.0f + 128.0f);
 #else
   return float(int8_t(uint8_t(word >> (8 * k))));
+#endif
+}
+// An integer of magnitude below 2^22 as a float, exactly, for the same reason: on the GPU v is added to the
+// bit pattern of 2^23 + 2^22, whose unit in the last place is 1, and 2^23 + 2^22 is subtracted.
+LOWBIT_HOST_DEVICE inline float small_int_to_float(int v) {
+#ifdef __CUDA_ARCH__
+  return __fsub_rn(__int_as_float(0x4B400000 + v), 12582912.0f);
+#else
+  return float(v);
 #endif
 }
 

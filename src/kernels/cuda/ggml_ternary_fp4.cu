@@ -223,7 +223,6 @@ constexpr bool tq1_0_groups_follow_the_layout() {
 }
 static_assert(tq1_0_groups_follow_the_layout());
 
-
 constexpr bool tq2_0_groups_follow_the_layout() {
   for (int g = 0; g < 32; ++g)
     for (int k = 0; k < 8; ++k) {
