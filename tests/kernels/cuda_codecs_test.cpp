@@ -67,7 +67,7 @@ TEST(CudaCodecs, Bnb4bitQuantizeMatchesCpu) {
                           what + " packed");
         EXPECT_SAME_BYTES(bytes_of(cpu.state.absmax.data(), cpu.state.absmax.size()), d_absmax.download(size_t(blocks) * 4),
                           4, what + " absmax");
-        // The offset: the float nearest the mean on both sides (see mean_to_nearest_float in codecs.h);
+        // The offset: the float nearest the mean on both sides (see quantize_4bit in codecs.h);
         // the nested codes are compared given the GPU's offset.
         EXPECT_EQ(gpu_offset, bnb::mean_to_nearest_float(cpu.state.absmax)) << what << " offset";
         const bnb::NestedAbsmax nested = bnb::quantize_absmax_nested(cpu.state.absmax, gpu_offset);

@@ -6,6 +6,8 @@
 #include <string>
 #include <type_traits>
 
+#include <cooperative_groups.h>
+
 #include "codec_common.cuh"
 #include "bnb_quant_bins.h"
 #include "lowbit/formats/bnb_tables.h"
@@ -150,134 +152,276 @@ using detail::QuantBin;
 __constant__ std::array<QuantBin, kQuantBins> kNf4Bins = detail::kNf4Table.bins;
 __constant__ std::array<QuantBin, kQuantBins> kFp4Bins = detail::kFp4Table.bins;
 
+template <bool Fp4>
+__device__ void load_bins(QuantBin* bins) {
+  if (threadIdx.x < kQuantBins) bins[threadIdx.x] = Fp4 ? kFp4Bins[threadIdx.x] : kNf4Bins[threadIdx.x];
+  __syncthreads();
+}
+
+// A group's 8 inputs as loaded: 16 bytes (f16, bf16) or 32 (f32). They become floats only when the
+// group is coded, so that the load of a thread's next group stays in flight while it codes this one
+// (converting at the load stalls there for the whole memory latency).
 template <DType T>
-__device__ __forceinline__ void load_group(const void* input, int64_t g, int64_t n, bool vector, float (&x)[8]) {
+struct RawGroup {
+  static constexpr int kWords = T == DType::f32 ? 8 : 4;
+  uint32_t w[kWords];
+};
+
+template <DType T>
+__device__ __forceinline__ RawGroup<T> load_group(const void* input, int64_t g, int64_t n, bool vector) {
+  RawGroup<T> raw;
   if (vector && g * 8 + 8 <= n) {
-    detail::load8<T>(input, g, x);
-  } else {
 #pragma unroll
-    for (int k = 0; k < 8; ++k) x[k] = g * 8 + k < n ? detail::load1<T>(input, g * 8 + k) : 0.0f;
+    for (int q = 0; q < RawGroup<T>::kWords / 4; ++q) {
+      const uint4 v = static_cast<const uint4*>(input)[g * (RawGroup<T>::kWords / 4) + q];
+      raw.w[4 * q] = v.x, raw.w[4 * q + 1] = v.y, raw.w[4 * q + 2] = v.z, raw.w[4 * q + 3] = v.w;
+    }
+  } else {  // the tail, or an unaligned input: element by element, zeros beyond n
+#pragma unroll
+    for (int k = 0; k < RawGroup<T>::kWords; ++k) raw.w[k] = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      if (g * 8 + k >= n) break;
+      if constexpr (T == DType::f32) raw.w[k] = static_cast<const uint32_t*>(input)[g * 8 + k];
+      else raw.w[k / 2] |= uint32_t(static_cast<const uint16_t*>(input)[g * 8 + k]) << (16 * (k % 2));
+    }
+  }
+  return raw;
+}
+
+template <DType T>
+__device__ __forceinline__ void group_floats(const RawGroup<T>& raw, float (&x)[8]) {
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const uint32_t bits = T == DType::f32 ? raw.w[k] : raw.w[k / 2] >> (16 * (k % 2)) & 0xffffu;
+    if constexpr (T == DType::f32) x[k] = __uint_as_float(bits);
+    else if constexpr (T == DType::bf16) x[k] = __uint_as_float(bits << 16);
+    else x[k] = __half2float(__ushort_as_half(uint16_t(bits)));
   }
 }
 
-// One 4-bit block per blocksize / 8 consecutive threads (8 values each); a block of threads covers
-// whole 4-bit blocks: Threads * 8 values, or one 4096-value block with 512 threads. Each thread
-// loads its next chunk's 16 bytes before it codes the current one (two loads in flight).
+// One group of 8 values coded: its 4-bit block's absmax (max over the block's threads: lanes first,
+// then, for blocks wider than a warp, across warps) and its 4 packed bytes. Every thread of the
+// thread block calls it together.
+template <bool Fp4>
+__device__ __forceinline__ uint32_t code_group(const float (&x)[8], int threads_per_block, const QuantBin* bins,
+                                               float* warp_max, float& block_max) {
+  // Subnormal inputs count as zeros: mul_ftz flushes them below, and the maximum of the flushed
+  // magnitudes is the flushed maximum (flushing is monotone), so it is flushed once.
+  float m = 0.0f;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) m = fmaxf(m, fabsf(x[k]));
+  for (int offset = min(threads_per_block, 32) / 2; offset > 0; offset /= 2)
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  if (threads_per_block > 32) {
+    if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
+    __syncthreads();
+    const int first_warp = (threadIdx.x & ~(threads_per_block - 1)) / 32;
+    for (int w = 0; w < threads_per_block / 32; ++w) m = fmaxf(m, warp_max[first_warp + w]);
+    __syncthreads();
+  }
+  block_max = m = detail::flush_subnormal(m);
+  const float s = detail::rcp_approx_ftz(m);
+  uint32_t word = 0;
+#pragma unroll
+  for (int k = 0; k < 8; k += 2) {  // values beyond n are 0.0: the padding nibble of an odd n
+    const uint32_t high = code_4bit_by_bins<Fp4>(mul_ftz(x[k], s), bins);
+    const uint32_t low = code_4bit_by_bins<Fp4>(mul_ftz(x[k + 1], s), bins);
+    word |= (high << 4 | low) << (4 * k);
+  }
+  return word;
+}
+
+// A chunk is Threads groups of 8 consecutive values, a thread's group each: one 4-bit block per
+// blocksize / 8 consecutive threads, so a chunk covers whole 4-bit blocks (Threads * 8 values, or
+// one 4096-value block with 512 threads). Whole chunks of an aligned input run unchecked, each
+// thread's next load in flight while it codes the current group; the rest (a last partial chunk, or
+// an unaligned input) element by element. Block sizes are powers of two: shifts and masks.
 template <DType T, int Threads, bool Fp4>
-__global__ void __launch_bounds__(Threads, 2048 / Threads) quantize_4bit_kernel(const void* __restrict__ input, int64_t n,
+__device__ __forceinline__ void quantize_4bit_blocks(const void* __restrict__ input, int64_t n, int blocksize,
+                                                     bool vector, uint8_t* __restrict__ packed,
+                                                     float* __restrict__ absmax, const QuantBin* bins,
+                                                     float* warp_max) {
+  const int block_shift = __ffs(blocksize) - 1, threads_per_block = blocksize / 8;
+  const bool block_first = (threadIdx.x & (threads_per_block - 1)) == 0;
+  const int64_t chunks = (n + Threads * 8 - 1) / (Threads * 8), whole = vector ? n / (Threads * 8) : 0;
+  RawGroup<T> next{};
+  if (blockIdx.x < whole) next = load_group<T>(input, blockIdx.x * int64_t(Threads) + threadIdx.x, n, true);
+  for (int64_t chunk = blockIdx.x; chunk < whole; chunk += gridDim.x) {
+    const int64_t g = chunk * Threads + threadIdx.x;
+    float x[8];
+    group_floats<T>(next, x);
+    if (chunk + gridDim.x < whole) next = load_group<T>(input, g + int64_t(gridDim.x) * Threads, n, true);
+    float m;
+    reinterpret_cast<uint32_t*>(packed)[g] = code_group<Fp4>(x, threads_per_block, bins, warp_max, m);
+    if (block_first) absmax[(g * 8) >> block_shift] = m;
+  }
+  for (int64_t chunk = whole + blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const int64_t g = chunk * Threads + threadIdx.x, bytes = (n + 1) / 2;
+    float x[8];
+    group_floats<T>(load_group<T>(input, g, n, vector), x);
+    float m;
+    const uint32_t word = code_group<Fp4>(x, threads_per_block, bins, warp_max, m);
+    for (int k = 0; k < 4; ++k)
+      if (g * 4 + k < bytes) packed[g * 4 + k] = uint8_t(word >> (8 * k));
+    if (block_first && g * 8 < n) absmax[(g * 8) >> block_shift] = m;
+  }
+}
+
+// 6 blocks of 256 per SM: with the 32 registers of 8 blocks the loop spilled.
+template <DType T, int Threads, bool Fp4>
+__global__ void __launch_bounds__(Threads, 1536 / Threads) quantize_4bit_kernel(const void* __restrict__ input, int64_t n,
                                                                 int blocksize, bool vector,
                                                                 uint8_t* __restrict__ packed,
                                                                 float* __restrict__ absmax) {
   __shared__ QuantBin bins[kQuantBins];
   __shared__ float warp_max[Threads / 32];
-  if (threadIdx.x < kQuantBins) bins[threadIdx.x] = Fp4 ? kFp4Bins[threadIdx.x] : kNf4Bins[threadIdx.x];
-  __syncthreads();
-  const int threads_per_block = blocksize / 8;
-  const int64_t chunks = (n + Threads * 8 - 1) / (Threads * 8);
-  float next[8];
-  if (blockIdx.x < chunks) load_group<T>(input, blockIdx.x * int64_t(Threads) + threadIdx.x, n, vector, next);
-  for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
-    const int64_t g = chunk * Threads + threadIdx.x;  // this thread's group of 8 values
-    float x[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) x[k] = next[k];
-    if (chunk + gridDim.x < chunks) load_group<T>(input, g + int64_t(gridDim.x) * Threads, n, vector, next);
-    // Subnormal inputs count as zeros: mul_ftz flushes them below, and the maximum of the flushed
-    // magnitudes is the flushed maximum (flushing is monotone), so it is flushed once.
-    float m = 0.0f;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) m = fmaxf(m, fabsf(x[k]));
-    // max over the block's threads: lanes first, then (blocks wider than a warp) across warps.
-    for (int offset = min(threads_per_block, 32) / 2; offset > 0; offset /= 2)
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
-    if (threads_per_block > 32) {
-      if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
-      __syncthreads();
-      const int first_warp = (threadIdx.x / threads_per_block) * (threads_per_block / 32);
-      for (int w = 0; w < threads_per_block / 32; ++w) m = fmaxf(m, warp_max[first_warp + w]);
-      __syncthreads();
-    }
-    m = detail::flush_subnormal(m);
-    const float s = detail::rcp_approx_ftz(m);
-    uint32_t word = 0;
-#pragma unroll
-    for (int k = 0; k < 8; k += 2) {  // values beyond n are 0.0: the padding nibble of an odd n
-      const uint32_t high = code_4bit_by_bins<Fp4>(mul_ftz(x[k], s), bins);
-      const uint32_t low = code_4bit_by_bins<Fp4>(mul_ftz(x[k + 1], s), bins);
-      word |= (high << 4 | low) << (4 * k);
-    }
-    const int64_t bytes = (n + 1) / 2;
-    if (vector && g * 4 + 4 <= bytes) {
-      reinterpret_cast<uint32_t*>(packed)[g] = word;
-    } else {
-      for (int k = 0; k < 4; ++k)
-        if (g * 4 + k < bytes) packed[g * 4 + k] = uint8_t(word >> (8 * k));
-    }
-    if (threadIdx.x % threads_per_block == 0 && g * 8 < n) absmax[g * 8 / blocksize] = m;
-  }
+  load_bins<Fp4>(bins);
+  quantize_4bit_blocks<T, Threads, Fp4>(input, n, blocksize, vector, packed, absmax, bins, warp_max);
 }
 
 // ---- double quantization ----
+//
+// The phases of the single launch below. In the mean, threads [0, 256) do the work; the further
+// threads of a 512-thread block only take part in the barriers.
 
-// One thread block of 256 per nested block of 256 absmaxes.
-__global__ void __launch_bounds__(256) quantize_absmax_nested_kernel(const float* __restrict__ absmax, int64_t blocks,
-                                                                     const float* __restrict__ offset,
-                                                                     uint8_t* __restrict__ codes,
-                                                                     float* __restrict__ nested_absmax) {
-  __shared__ float map[256];
-  __shared__ float warp_max[8];
-  map[threadIdx.x] = kDynamicMap[threadIdx.x];
-  const int64_t i = blockIdx.x * int64_t(256) + threadIdx.x;
-  // torch subtracts the offset in float32 (IEEE); the 8-bit kernel then flushes like the 4-bit one.
-  const float c = i < blocks ? detail::flush_subnormal(__fsub_rn(absmax[i], *offset)) : 0.0f;
-  float m = fabsf(c);
-  for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
-  __syncthreads();
-  for (int w = 0; w < 8; ++w) m = fmaxf(m, warp_max[w]);
-  if (i < blocks) codes[i] = bnb::quantize_dynamic_8bit(mul_ftz(c, detail::rcp_approx_ftz(m)), map);
-  if (threadIdx.x == 0) nested_absmax[blockIdx.x] = m;
-}
+constexpr int kPhaseThreads = 256;  // the mean's threads per block (its fixed shape)
 
-// The mean in two fixed-shape launches, so the same inputs always give the same float whatever
-// the device: kMeanParts blocks each sum a fixed contiguous part (a Neumaier sum per thread over a
-// fixed stride, then a fixed tree), then one block adds the parts in a fixed tree.
+// The mean in a fixed shape, so the same inputs always give the same float whatever the device or
+// grid: kMeanParts parts each sum a fixed contiguous range (a Neumaier sum per thread over a fixed
+// stride, then a fixed tree), then the parts are added in a fixed tree.
 constexpr int kMeanParts = 264;
-constexpr int kMeanThreads = 256;
 
 __device__ double block_tree_sum(double v, double* shared) {
-  shared[threadIdx.x] = v;
+  if (threadIdx.x < kPhaseThreads) shared[threadIdx.x] = v;
   __syncthreads();
-  for (int half = kMeanThreads / 2; half > 0; half /= 2) {
+  for (int half = kPhaseThreads / 2; half > 0; half /= 2) {
     if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
     __syncthreads();
   }
-  return shared[0];
+  const double total = shared[0];
+  __syncthreads();  // `shared` may be reused at once
+  return total;
 }
 
-__global__ void __launch_bounds__(kMeanThreads) mean_parts_kernel(const float* __restrict__ values, int64_t count,
-                                                                  double* __restrict__ parts) {
-  __shared__ double shared[kMeanThreads];
+// Part `part` of the mean's sum of values[0, count) into parts[part]. Values are read through L2:
+// other blocks of the launch wrote them.
+__device__ void mean_part(const float* values, int64_t count, int part, double* parts, double* shared) {
   const int64_t per_part = (count + kMeanParts - 1) / kMeanParts;
-  const int64_t begin = blockIdx.x * per_part, end = min(count, begin + per_part);
+  const int64_t begin = part * per_part, end = min(count, begin + per_part);
   double sum = 0.0, compensation = 0.0;
-  for (int64_t i = begin + threadIdx.x; i < end; i += kMeanThreads) {
-    const double v = values[i];
-    const double t = sum + v;
-    compensation += fabs(sum) >= fabs(v) ? (sum - t) + v : (v - t) + sum;
-    sum = t;
+  constexpr int kBatch = 8;  // loads in flight per thread: one at a time, the phase waited out 14 latencies
+  if (threadIdx.x < kPhaseThreads) {
+    for (int64_t first = begin + threadIdx.x; first < end; first += kBatch * kPhaseThreads) {
+      float batch[kBatch];
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int64_t i = first + k * kPhaseThreads;
+        batch[k] = i < end ? __ldcg(values + i) : 0.0f;
+      }
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        if (first + k * kPhaseThreads >= end) break;
+        const double v = batch[k];
+        const double t = sum + v;
+        compensation += fabs(sum) >= fabs(v) ? (sum - t) + v : (v - t) + sum;
+        sum = t;
+      }
+    }
   }
   const double total = block_tree_sum(sum + compensation, shared);
-  if (threadIdx.x == 0) parts[blockIdx.x] = total;
+  if (threadIdx.x == 0) parts[part] = total;
 }
 
-__global__ void __launch_bounds__(kMeanThreads) mean_finish_kernel(const double* __restrict__ parts, int64_t count,
-                                                                   float* __restrict__ mean) {
-  __shared__ double shared[kMeanThreads];
+__device__ float mean_of_parts(const double* parts, int64_t count, double* shared) {
   double v = 0.0;
-  for (int i = threadIdx.x; i < kMeanParts; i += kMeanThreads) v += parts[i];
+  if (threadIdx.x < kPhaseThreads)
+    for (int i = threadIdx.x; i < kMeanParts; i += kPhaseThreads) v += __ldcg(parts + i);
   const double total = block_tree_sum(v, shared);
-  if (threadIdx.x == 0) *mean = count > 0 ? float(total / double(count)) : 0.0f;
+  return count > 0 ? float(total / double(count)) : 0.0f;
+}
+
+// The nested blocks, a warp each (lane l holds absmaxes l, l + 32, ... of its block), so no block
+// barrier: each nested block's absmaxes less the offset, as 8-bit dynamic codes scaled by their
+// largest magnitude.
+constexpr int kNestedPerLane = bnb::kNestedBlocksize / 32;
+__device__ void load_nested(const float* absmax, int64_t blocks, int64_t j, float (&values)[kNestedPerLane]) {
+#pragma unroll
+  for (int k = 0; k < kNestedPerLane; ++k) {
+    const int64_t i = j * bnb::kNestedBlocksize + threadIdx.x % 32 + 32 * k;
+    values[k] = i < blocks ? __ldcg(absmax + i) : 0.0f;
+  }
+}
+__device__ void quantize_nested(float (&values)[kNestedPerLane], int64_t j, int64_t blocks, float offset,
+                                uint8_t* codes, float* nested_absmax, const float* map) {
+  float c[kNestedPerLane], m = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kNestedPerLane; ++k) {
+    // torch subtracts the offset in float32 (IEEE); the 8-bit kernel then flushes like the 4-bit one.
+    const int64_t i = j * bnb::kNestedBlocksize + threadIdx.x % 32 + 32 * k;
+    c[k] = i < blocks ? detail::flush_subnormal(__fsub_rn(values[k], offset)) : 0.0f;
+    m = fmaxf(m, fabsf(c[k]));
+  }
+  for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  const float r = detail::rcp_approx_ftz(m);
+#pragma unroll
+  for (int k = 0; k < kNestedPerLane; ++k) {
+    const int64_t i = j * bnb::kNestedBlocksize + threadIdx.x % 32 + 32 * k;
+    if (i < blocks) codes[i] = bnb::quantize_dynamic_8bit(mul_ftz(c[k], r), map);
+  }
+  if (threadIdx.x % 32 == 0) nested_absmax[j] = m;
+}
+
+__device__ void load_dynamic_map(float* map) {
+  if (threadIdx.x < 256) map[threadIdx.x] = kDynamicMap[threadIdx.x];
+  __syncthreads();
+}
+
+// Quantization with double quant in one cooperative launch: the blocks quantize, then (after a grid
+// barrier) sum the mean's parts, then (after another) each derives the same mean from the parts and
+// its warps quantize their nested blocks. Half the plain kernel's blocks per SM: a grid barrier's
+// cost grows with the blocks that arrive at it.
+template <DType T, int Threads, bool Fp4>
+__global__ void __launch_bounds__(Threads, 1024 / Threads) quantize_4bit_nested_kernel(
+    const void* __restrict__ input, int64_t n, int blocksize, bool vector, uint8_t* __restrict__ packed,
+    float* absmax, uint8_t* __restrict__ codes, float* __restrict__ nested_absmax, float* __restrict__ offset,
+    double* parts) {
+  __shared__ QuantBin bins[kQuantBins];
+  __shared__ float warp_max[Threads / 32];
+  __shared__ double sums[kPhaseThreads];
+  __shared__ float map[256];
+  const cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  load_bins<Fp4>(bins);
+  load_dynamic_map(map);
+  quantize_4bit_blocks<T, Threads, Fp4>(input, n, blocksize, vector, packed, absmax, bins, warp_max);
+  grid.sync();
+  const int64_t blocks = (n + blocksize - 1) / blocksize;
+  const int64_t nested_blocks = (blocks + bnb::kNestedBlocksize - 1) / bnb::kNestedBlocksize;
+  const int64_t first = int64_t(blockIdx.x) * (Threads / 32) + threadIdx.x / 32;  // this warp's nested block
+  const int64_t stride = int64_t(gridDim.x) * (Threads / 32);
+  float values[kNestedPerLane];
+  load_nested(absmax, blocks, first, values);  // in flight during the mean
+  for (int part = blockIdx.x; part < kMeanParts; part += gridDim.x) mean_part(absmax, blocks, part, parts, sums);
+  grid.sync();
+  const float mean = mean_of_parts(parts, blocks, sums);
+  if (blockIdx.x == 0 && threadIdx.x == 0) *offset = mean;
+  for (int64_t j = first; j < nested_blocks; j += stride) {
+    if (j != first) load_nested(absmax, blocks, j, values);
+    quantize_nested(values, j, blocks, mean, codes, nested_absmax, map);
+  }
+}
+
+// Calls launch.template operator()<T, Threads, Fp4>() for the input dtype, the block size (a block of
+// threads covers whole 4-bit blocks: 256 threads up to blocksize 2048, 512 for 4096) and the type.
+template <class Launch>
+void dispatch_quantize_4bit(bnb::QuantType type, DType in_dtype, int64_t blocksize, Launch&& launch) {
+  bnb::check_blocksize_4bit(blocksize);
+  detail::require_float_dtype(in_dtype, "GPU bnb 4-bit quantization");
+  const bool fp4 = type == bnb::QuantType::fp4;
+  detail::dispatch_float_dtype(in_dtype, [&]<DType T>() {
+    if (blocksize <= 2048) fp4 ? launch.template operator()<T, 256, true>() : launch.template operator()<T, 256, false>();
+    else fp4 ? launch.template operator()<T, 512, true>() : launch.template operator()<T, 512, false>();
+  });
 }
 
 }  // namespace
@@ -295,47 +439,39 @@ void dequantize_4bit(bnb::QuantType type, const uint8_t* packed, const NestedSca
 
 void quantize_4bit(bnb::QuantType type, DType in_dtype, const void* input, int64_t n, int64_t blocksize,
                    uint8_t* packed, float* absmax, cudaStream_t stream) {
-  bnb::check_blocksize_4bit(blocksize);
-  detail::require_float_dtype(in_dtype, "GPU bnb 4-bit quantization");
-  if (n <= 0) return;
-  const bool fp4 = type == bnb::QuantType::fp4;
   const bool vector = detail::aligned16(input) && (reinterpret_cast<uintptr_t>(packed) & 3) == 0;
-  detail::dispatch_float_dtype(in_dtype, [&]<DType T>() {
-    auto launch = [&]<int Threads, bool Fp4>() {
-      constexpr auto kernel = quantize_4bit_kernel<T, Threads, Fp4>;
-      kernel<<<detail::grid_for<kernel>(n / 8, Threads), Threads, 0, stream>>>(input, n, int(blocksize), vector, packed, absmax);
-    };
-    if (blocksize <= 2048) fp4 ? launch.template operator()<256, true>() : launch.template operator()<256, false>();
-    else fp4 ? launch.template operator()<512, true>() : launch.template operator()<512, false>();
+  dispatch_quantize_4bit(type, in_dtype, blocksize, [&]<DType T, int Threads, bool Fp4>() {
+    if (n <= 0) return;
+    constexpr auto kernel = quantize_4bit_kernel<T, Threads, Fp4>;
+    kernel<<<detail::grid_for<kernel>(n / 8, Threads), Threads, 0, stream>>>(input, n, int(blocksize), vector, packed,
+                                                                            absmax);
+    check(cudaGetLastError());
   });
-  check(cudaGetLastError());
-}
-
-void mean_to_nearest_float(const float* values, int64_t count, float* mean, cudaStream_t stream) {
-  void* parts = nullptr;  // stream-ordered scratch: no device-wide synchronisation
-  check(cudaMallocAsync(&parts, kMeanParts * sizeof(double), stream));
-  mean_parts_kernel<<<kMeanParts, kMeanThreads, 0, stream>>>(values, count, static_cast<double*>(parts));
-  mean_finish_kernel<<<1, kMeanThreads, 0, stream>>>(static_cast<const double*>(parts), count, mean);
-  check(cudaGetLastError());
-  check(cudaFreeAsync(parts, stream));
-}
-
-void quantize_absmax_nested(const float* absmax, int64_t blocks, const float* offset, uint8_t* codes,
-                            float* nested_absmax, cudaStream_t stream) {
-  if (blocks <= 0) return;
-  const int64_t nested_blocks = (blocks + bnb::kNestedBlocksize - 1) / bnb::kNestedBlocksize;
-  quantize_absmax_nested_kernel<<<unsigned(nested_blocks), 256, 0, stream>>>(absmax, blocks, offset, codes,
-                                                                             nested_absmax);
-  check(cudaGetLastError());
 }
 
 void quantize_4bit(bnb::QuantType type, DType in_dtype, const void* input, int64_t n, int64_t blocksize,
                    bool double_quant, const Quantized4bitBuffers& out, cudaStream_t stream) {
-  quantize_4bit(type, in_dtype, input, n, blocksize, out.packed, out.absmax, stream);
-  if (!double_quant) return;
-  const int64_t blocks = (n + blocksize - 1) / blocksize;
-  mean_to_nearest_float(out.absmax, blocks, out.offset, stream);
-  quantize_absmax_nested(out.absmax, blocks, out.offset, out.codes, out.nested_absmax, stream);
+  if (!double_quant) return quantize_4bit(type, in_dtype, input, n, blocksize, out.packed, out.absmax, stream);
+  const bool vector = detail::aligned16(input) && (reinterpret_cast<uintptr_t>(out.packed) & 3) == 0;
+  dispatch_quantize_4bit(type, in_dtype, blocksize, [&]<DType T, int Threads, bool Fp4>() {
+    if (n <= 0) return;
+    void* parts = nullptr;  // stream-ordered scratch for the mean's parts
+    check(cudaMallocAsync(&parts, kMeanParts * sizeof(double), stream));
+    // Cooperative, so that the grid barriers hold: grid_for never asks for more blocks than fit at once.
+    constexpr auto kernel = quantize_4bit_nested_kernel<T, Threads, Fp4>;
+    cudaLaunchAttribute cooperative{};
+    cooperative.id = cudaLaunchAttributeCooperative;
+    cooperative.val.cooperative = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(detail::grid_for<kernel>(n / 8, Threads));
+    config.blockDim = dim3(Threads);
+    config.stream = stream;
+    config.attrs = &cooperative;
+    config.numAttrs = 1;
+    check(cudaLaunchKernelEx(&config, kernel, input, n, int(blocksize), vector, out.packed, out.absmax, out.codes,
+                             out.nested_absmax, out.offset, static_cast<double*>(parts)));
+    check(cudaFreeAsync(parts, stream));
+  });
 }
 
 }  // namespace lowbit::cuda

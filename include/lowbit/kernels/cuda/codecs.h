@@ -45,20 +45,13 @@ void dequantize_4bit(bnb::QuantType type, const uint8_t* packed, const NestedSca
 void quantize_4bit(bnb::QuantType type, DType in_dtype, const void* input, int64_t n, int64_t blocksize,
                    uint8_t* packed, float* absmax, cudaStream_t stream);
 
-// The float32 nearest the mean of `count` floats, written to *mean (device): a fixed-order double
-// reduction (264 fixed parts, Neumaier sums per thread, then fixed trees; two launches), so the
-// same inputs always give the same float, on any GPU. The CPU's bnb::mean_to_nearest_float sums exactly; both round the mean to
-// float32, so they agree unless the exact mean lies within ~1e-15 (relative) of a rounding boundary.
-void mean_to_nearest_float(const float* values, int64_t count, float* mean, cudaStream_t stream);
-
-// Double quantization (bnb::quantize_absmax_nested) with the offset read from *offset (device):
-// codes[b] (one per absmax) and nested_absmax[j] (one per 256 absmaxes).
-void quantize_absmax_nested(const float* absmax, int64_t blocks, const float* offset, uint8_t* codes,
-                            float* nested_absmax, cudaStream_t stream);
-
-// quantize_4bit, then (double_quant) the mean of the absmaxes into *offset and the nested codes:
-// four launches. `absmax` is always written (the first level's scales); with double quant the
-// caller may drop it afterwards, as bitsandbytes does.
+// quantize_4bit, then (double_quant) bnb::quantize_absmax_nested in the same cooperative launch: the
+// offset is the float32 nearest the absmaxes' mean from a fixed-order double reduction (264 fixed
+// parts, Neumaier sums per thread, then fixed trees), so the same inputs always give the same float
+// on any GPU. The CPU's bnb::mean_to_nearest_float sums exactly; both round the mean to float32, so
+// they agree unless the exact mean lies within ~1e-15 (relative) of a rounding boundary. `absmax` is
+// always written (the first level's scales); with double quant the caller may drop it afterwards,
+// as bitsandbytes does.
 struct Quantized4bitBuffers {
   uint8_t* packed = nullptr;        // ceil(n / 2)
   float* absmax = nullptr;          // ceil(n / blocksize)
