@@ -59,36 +59,23 @@ struct Iq3SearchGrid {
   std::array<int16_t, kCodes> index_of{};         // grid index of a level code, -1 if not on the grid
   std::array<uint32_t, kCodes + 1> neighbours_begin{};
   std::vector<uint16_t> neighbours;
-  // The same lists as levels laid out for the vector search (ggml_iq3_search.h): code c's chunks start
-  // at lane_levels_begin[c].
-  std::array<uint32_t, kCodes> lane_levels_begin{};
-  std::vector<uint8_t> lane_levels;
   // The same lists as the all-trials kernel reads them (iq3::TrialGrid).
   std::array<uint32_t, kCodes / 32> on_grid{};
   std::vector<uint16_t> list_codes;
   std::vector<uint32_t> list_slots;
   std::array<uint32_t, kCodes + 1> list_begin{};
   std::array<uint32_t, kCodes> slot_mask{};
+  std::vector<uint16_t> list_term_offsets;
 
   iq3::TrialGrid trial_grid() const {
-    return {on_grid.data(), list_begin.data(), list_codes.data(), list_slots.data(), slot_mask.data()};
+    return {on_grid.data(), list_begin.data(), list_codes.data(), list_slots.data(), slot_mask.data(),
+            list_term_offsets.data()};
   }
 
   std::span<const uint16_t> neighbours_of(int code) const {
     return {neighbours.data() + neighbours_begin[code], neighbours.data() + neighbours_begin[code + 1]};
   }
 };
-
-void lay_out_for_lanes(Iq3SearchGrid& grid) {
-  for (int code = 0; code < kCodes; ++code) {
-    grid.lane_levels_begin[code] = uint32_t(grid.lane_levels.size());
-    const auto list = grid.neighbours_of(code);
-    for (size_t first = 0; first < list.size(); first += iq3::kLaneChunk)
-      for (int i = 0; i < 4; ++i)
-        for (size_t lane = 0; lane < size_t(iq3::kLaneChunk); ++lane)
-          grid.lane_levels.push_back(first + lane < list.size() ? uint8_t((grid.points[list[first + lane]][i] - 1) / 2) : 0);
-  }
-}
 
 Iq3SearchGrid build_search_grid(std::span<const uint16_t> codes, int rings) {
   Iq3SearchGrid grid;
@@ -126,7 +113,6 @@ Iq3SearchGrid build_search_grid(std::span<const uint16_t> codes, int rings) {
     }
   }
   grid.neighbours_begin[kCodes] = uint32_t(grid.neighbours.size());
-  lay_out_for_lanes(grid);
   for (size_t j = 0; j < codes.size(); ++j) grid.on_grid[codes[j] / 32] |= 1u << (codes[j] % 32);
   for (int code = 0; code < kCodes; ++code) {
     grid.list_begin[size_t(code)] = uint32_t(grid.list_codes.size());
@@ -137,6 +123,7 @@ Iq3SearchGrid build_search_grid(std::span<const uint16_t> codes, int rings) {
       for (int i = 0; i < 4; ++i) {
         const int slot = 8 * i + iq3_grid_level(codes[j], i);
         slots |= uint32_t(slot) << (8 * i);
+        grid.list_term_offsets.push_back(uint16_t(32 * slot));
         grid.slot_mask[size_t(code)] |= 1u << slot;
       }
       grid.list_codes.push_back(codes[j]);
@@ -144,6 +131,7 @@ Iq3SearchGrid build_search_grid(std::span<const uint16_t> codes, int rings) {
     }
   }
   grid.list_begin[kCodes] = uint32_t(grid.list_codes.size());
+  grid.list_codes.resize(grid.list_codes.size() + 8);  // a kernel's 8-code reads past the last list
   return grid;
 }
 
@@ -169,15 +157,7 @@ struct Iq3Search {
 
 // The grid point for 4 absolute values at `scale` among the neighbours of their rounded level code:
 // the smallest sum of waux * (scale * q - x)^2, the first on ties.
-int best_neighbour(const cpu::CpuKernels& kernels, const Iq3SearchGrid& grid, int code, const float* xval,
-                   const float* waux, float scale) {
-  if (const iq3::NearestCandidateFn vector_search = kernels.iq3_nearest) {
-    float scaled[8];
-    for (int l = 0; l < 8; ++l) scaled[l] = scale * float(2 * l + 1);
-    const auto list = grid.neighbours_of(code);
-    const int position = vector_search(grid.lane_levels.data() + grid.lane_levels_begin[code], int(list.size()), xval, waux, scaled);
-    return position < 0 ? -1 : list[position];
-  }
+int best_neighbour(const Iq3SearchGrid& grid, int code, const float* xval, const float* waux, float scale) {
   float best_d2 = FLT_MAX;
   int best = -1;
   for (const uint16_t j : grid.neighbours_of(code)) {
@@ -206,12 +186,12 @@ int level_code(const float* xval, float id) {
 
 // The grid point of one unit at inverse scale id (searching neighbours at `scale` when off the grid);
 // writes its levels to L. Returns whether the rounded levels were on the grid.
-bool snap_unit(const cpu::CpuKernels& kernels, const Iq3SearchGrid& grid, const float* xval, const float* waux,
+bool snap_unit(const Iq3SearchGrid& grid, const float* xval, const float* waux,
                float id, float scale, int8_t* L) {
   const int code = level_code(xval, id);
   int index = grid.index_of[code];
   const bool on_grid = index >= 0;
-  if (!on_grid) index = best_neighbour(kernels, grid, code, xval, waux, scale);
+  if (!on_grid) index = best_neighbour(grid, code, xval, waux, scale);
   // Only non-finite input leaves every distance at or above FLT_MAX (ggml aborts); the pipeline refuses
   // such input before it gets here.
   if (index < 0) index = grid.neighbours_of(code)[0];
@@ -374,7 +354,7 @@ GroupFit fit_group(const cpu::CpuKernels& kernels, const Iq3Search& search, cons
   }
   std::fill(trials.id + trials.count, std::end(trials.id), trials.id[trials.count - 1]);
   std::fill(trials.scale + trials.count, std::end(trials.scale), trials.scale[trials.count - 1]);
-  float sumqx[kPaddedTrials] = {}, sumq2[kPaddedTrials] = {};
+  float sumqx[kPaddedTrials], sumq2[kPaddedTrials];  // the vector kernel writes them; the portable loop adds
   const iq3::AllTrialsFn all_trials = kernels.iq3_all_trials;
   const bool vector = all_trials != nullptr;
   // The vector kernel's result: each unit's grid point (level code) at every trial, and which trials
@@ -386,6 +366,8 @@ GroupFit fit_group(const cpu::CpuKernels& kernels, const Iq3Search& search, cons
                sumq2);
   } else {
     for (int k = 0; k < kUnits; ++k) snap_unit_all_trials(grid, xval, waux, k, trials);
+    std::fill(std::begin(sumqx), std::end(sumqx), 0.f);
+    std::fill(std::begin(sumq2), std::end(sumq2), 0.f);
     // Every trial's weighted sums, value by value in ggml's order: sumqx += (w*x)*q, sumq2 += (w*q)*q.
     for (int i = 0; i < kGroup; ++i) {
       const float wx = weight[i] * xval[i];
@@ -421,9 +403,15 @@ GroupFit fit_group(const cpu::CpuKernels& kernels, const Iq3Search& search, cons
   // Units that needed a neighbour search are re-rounded at the fitted scale, which is then re-fitted.
   if (std::count(std::begin(on_grid), std::end(on_grid), false) > 0 && scale > 0) {
     const float id = 1 / scale;
-    for (int k = 0; k < kUnits; ++k)
-      if (search.refit_every_unit || !on_grid[k])
-        snap_unit(kernels, grid, xval + 4 * k, waux + 4 * k, id, scale, fit.L + 4 * k);
+    if (const iq3::SnapUnitsFn snap_units = kernels.iq3_snap_units) {
+      unsigned units = 0;
+      for (int k = 0; k < kUnits; ++k) units |= unsigned(search.refit_every_unit || !on_grid[k]) << k;
+      snap_units(grid.trial_grid(), xval, waux, id, scale, units, fit.L);
+    } else {
+      for (int k = 0; k < kUnits; ++k)
+        if (search.refit_every_unit || !on_grid[k])
+          snap_unit(grid, xval + 4 * k, waux + 4 * k, id, scale, fit.L + 4 * k);
+    }
     float refit_qx, refit_q2;
     weighted_fit_sums(weight, xval, fit.L, refit_qx, refit_q2);
     if (refit_q2 > 0) scale = refit_qx / refit_q2;
@@ -478,7 +466,7 @@ void quantize_row_iq3_xxs(const float* x, void* blocks, int64_t n, const float* 
     const float* xbl = x + kBlock * ibl;
     BlockIq3Xxs& b = y[ibl];
     std::memset(&b, 0, sizeof b);
-    const float sigma2 = block_sigma2(xbl);
+    const float sigma2 = quant_weights ? block_sigma2(xbl) : 0.f;  // only importance weights use it
     float max_scale = 0;
     for (int ib = 0; ib < kGroups; ++ib) {
       const float* xb = xbl + kGroup * ib;
@@ -518,7 +506,7 @@ void quantize_row_iq3_s(const float* x, void* blocks, int64_t n, const float* qu
     const float* xbl = x + kBlock * ibl;
     BlockIq3S& b = y[ibl];
     std::memset(&b, 0, sizeof b);
-    const float sigma2 = block_sigma2(xbl);
+    const float sigma2 = quant_weights ? block_sigma2(xbl) : 0.f;  // only importance weights use it
     float max_scale = 0;
     // ggml advances its qs and signs pointers only past stored groups, so a skipped (all-zero) group
     // shifts the grid indices and signs of every later group of the block down by one group (qh and

@@ -1,21 +1,11 @@
-// The neighbour search of iq3_xxs / iq3_s (private to src/formats): among a list of candidate grid
-// points, the first with the smallest sum of waux[i] * (scale * q_i - x_i)^2 (ggml's
-// iq3_find_best_neighbour). The AVX-512 version (kernels/cpu) takes 16 candidates per vector, one per
-// lane, each lane computing exactly the scalar loop's floats; the first lane at the minimum is the one a
-// sequential scan keeps.
+// The searches of iq3_xxs / iq3_s (private to src/formats) that kernels/cpu runs in vector registers:
+// every trial scale of a group, and the final re-fit's neighbour searches at one scale. Each computes
+// exactly the floats of ggml's scalar code, so the bytes do not depend on the kernel.
 #pragma once
 
 #include <cstdint>
 
 namespace lowbit::ggml::iq3 {
-
-inline constexpr int kLaneChunk = 16;
-
-// lane_levels: the candidates' levels (0..7) in chunks of 16 candidates, chunk-major, then coordinate,
-// then lane: byte [16*4*c + 16*i + lane] is level i of candidate 16c + lane. scaled[l] = scale * (2l + 1).
-// Returns the position in the list of the nearest candidate, or -1 if no distance is below FLT_MAX.
-using NearestCandidateFn = int (*)(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
-                                   const float* scaled);
 
 // Every trial scale of one group at once (the loop of ggml's quantize_row_iq3_*_impl over `is`, all but
 // its sequential choice): 16 trials per vector, one per lane, each lane computing exactly ggml's floats
@@ -27,15 +17,18 @@ inline constexpr int kTrialLanes = 32;   // trials are padded to a whole number 
 // levels of 3 bits) that are grid points. Code c's candidate list (ggml's neighbours, in ggml's order) is entries list_begin[c] ..
 // list_begin[c + 1] - 1 of list_codes (the candidate's level code) and list_slots (byte i: 8 * i + its
 // level i, the candidate's term in the kernel's table of 4 x 8 terms), padded to a multiple of 4 entries
-// by repeating its last candidate (a repeat never beats the first minimum, so the result is ggml's).
+// by repeating its last candidate (a repeat never beats the first minimum, so the result is ggml's);
+// list_codes holds 8 more entries after the last list, so a kernel may read 8 codes from any entry.
 // slot_mask[c]: bit 8 * i + l set where some candidate of code c has level l at coordinate i (the
-// terms its search reads).
+// terms its search reads). list_term_offsets: the same slots as 4 byte offsets per entry, 32 * slot (a
+// table of 8-float vectors), so the AVX2 kernel addresses its terms without unpacking and scaling them.
 struct TrialGrid {
   const uint32_t* on_grid;  // 128 words
   const uint32_t* list_begin;
   const uint16_t* list_codes;
   const uint32_t* list_slots;
   const uint32_t* slot_mask;
+  const uint16_t* list_term_offsets;  // 4 per list entry
 };
 
 // ids, scales: kTrialLanes inverse and plain trial scales (count used, the rest repeating a used one).
@@ -46,5 +39,11 @@ struct TrialGrid {
 using AllTrialsFn = void (*)(const TrialGrid& grid, const float* xval, const float* waux, const float* weight,
                              const float* ids, const float* scales, int count, uint16_t* codes, uint32_t* off_grid,
                              float* sumqx, float* sumq2);
+
+// The final re-fit's re-rounding at one scale, all units of a group at once: for each unit k whose bit is
+// set in `units`, ggml_iq3.cpp's snap_unit (the rounded code at inverse scale id where it is on the grid,
+// else ggml's iq3_find_best_neighbour at `scale`); writes the levels of its grid point to L[4k..4k+3].
+using SnapUnitsFn = void (*)(const TrialGrid& grid, const float* xval, const float* waux, float id, float scale,
+                             unsigned units, int8_t* L);
 
 }  // namespace lowbit::ggml::iq3

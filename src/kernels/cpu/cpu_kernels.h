@@ -50,8 +50,8 @@ struct CpuKernels {
   ggml::iq1::SplitSearchFn iq1_split = nullptr;
   ggml::iq1::NearestCandidateFn iq1_nearest = nullptr;
   ggml::iq1::AscendingOrderFn iq1_ascending = nullptr;
-  ggml::iq3::NearestCandidateFn iq3_nearest = nullptr;
   ggml::iq3::AllTrialsFn iq3_all_trials = nullptr;
+  ggml::iq3::SnapUnitsFn iq3_snap_units = nullptr;
   // bitsandbytes (bnb_4bit_blocks.h, bnb_int8_rows.h).
   bnb::detail::QuantizeBlocksFn bnb_quantize_4bit = nullptr;
   bnb::detail::QuantizeDynamic8bitFn bnb_quantize_dynamic_8bit = nullptr;

@@ -1,6 +1,6 @@
-// AVX2 kernels of the iq3 quantizers, for CPUs without AVX-512: the AVX-512 kernels' method
-// (ggml_iq3_search_avx512.cpp) at 8 lanes. Every trial scale of a group at once, 8 trials per vector,
-// and the neighbour search of the final re-fit, 8 candidates per vector; each lane computes exactly
+// AVX2 kernels of the iq3 quantizers: every trial scale of a group at once, 8 trials per vector (the
+// AVX-512 kernel's method, ggml_iq3_search_avx512.cpp, at 8 lanes), and the final re-fit's neighbour
+// searches, 8 candidates per vector (the AVX-512 target runs this one too). Each lane computes exactly
 // ggml's floats for its trial or candidate, so contraction is off for this file.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
@@ -10,6 +10,7 @@
 #endif
 
 #include <cfloat>
+#include <cmath>
 
 #include "formats/ggml_iq3_search.h"
 #include "kernels/cpu/simd_kernels.h"
@@ -31,41 +32,47 @@ namespace {
 using cpu::avx2::bits_of;
 using cpu::avx2::lanes_of;
 
-// (w * diff) * diff, the term ggml adds, for the candidates' levels at one coordinate.
-LOWBIT_AVX2 inline __m256 term(__m256 table, __m256i level, __m256 x, __m256 w) {
-  const __m256 diff = _mm256_sub_ps(_mm256_permutevar8x32_ps(table, level), x);
-  return _mm256_mul_ps(_mm256_mul_ps(w, diff), diff);
-}
-
-// NearestCandidateFn: each 16-candidate chunk of lane_levels as two vectors of 8.
-LOWBIT_AVX2 int nearest_candidate_avx2(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
-                                       const float* scaled) {
-  const __m256 table = _mm256_loadu_ps(scaled);  // scale * (2l + 1), picked per lane by its level
-  __m256 x[4], w[4];
-  for (int i = 0; i < 4; ++i) {
-    x[i] = _mm256_set1_ps(xval[i]);
-    w[i] = _mm256_set1_ps(waux[i]);
+// Per lane, the level code of the nearest candidate in code c's list at the lane's scale: the first strict
+// minimum, as ggml's scan; the list's first candidate where no distance is below FLT_MAX (only non-finite
+// input). term_table: the 4 x 8 terms of the lanes' scales. start: FLT_MAX on the lanes searched, -inf
+// elsewhere (no distance, a sum of squares or NaN, compares below it, so no mask per candidate). The
+// list is scanned as 4 consecutive quarters side by side (independent chains of compares); a quarter's
+// minimum replaces the earlier quarters' only where strictly smaller. min(d2, best) is the strict update
+// (a NaN keeps best).
+LOWBIT_AVX2 inline __m256i nearest_in_list(const TrialGrid& grid, int c, const __m256* term_table, __m256 start) {
+  const uint32_t begin = grid.list_begin[c], end = grid.list_begin[c + 1];
+  const uint32_t quarter = (end - begin) / 4;
+  const uint16_t* offset_list = grid.list_term_offsets + 4 * begin;
+  const uint16_t* code_list = grid.list_codes + begin;
+  const char* terms = reinterpret_cast<const char*>(term_table);
+  __m256 best_d2[4];
+  __m256i best[4];
+  for (int h = 0; h < 4; ++h) {
+    best_d2[h] = start;
+    best[h] = _mm256_set1_epi32(code_list[0]);
   }
-  float best_d2 = FLT_MAX;
-  int best = -1;
-  for (int chunk = 0; chunk < count; chunk += kLaneChunk, lane_levels += 4 * kLaneChunk)
-    for (int half = 0; half < 2 && chunk + 8 * half < count; ++half) {
-      const int first = chunk + 8 * half;
-      __m256 d2 = _mm256_setzero_ps();
-      for (int i = 0; i < 4; ++i) {
-        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(lane_levels + i * kLaneChunk + 8 * half));
-        d2 = _mm256_add_ps(d2, term(table, _mm256_cvtepu8_epi32(bytes), x[i], w[i]));
-      }
-      const int in_list = count - first < 8 ? count - first : 8;
-      // Lanes below the best so far (a NaN compares false, as in the scalar loop).
-      const unsigned better = bits_of(_mm256_cmp_ps(d2, _mm256_set1_ps(best_d2), _CMP_LT_OQ)) & ((1u << in_list) - 1);
-      cpu::avx2::keep_first_least(d2, better, first, best_d2, best);
+  for (uint32_t j = 0; j < quarter; ++j)
+    for (int h = 0; h < 4; ++h) {
+      const uint16_t* offsets = offset_list + 4 * (h * quarter + j);
+      const auto term_at = [&](int i) { return _mm256_load_ps(reinterpret_cast<const float*>(terms + offsets[i])); };
+      const __m256 d2 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(term_at(0), term_at(1)), term_at(2)), term_at(3));
+      const __m256 better = _mm256_cmp_ps(d2, best_d2[h], _CMP_LT_OQ);
+      best_d2[h] = _mm256_min_ps(d2, best_d2[h]);
+      best[h] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best[h]),
+                                                     _mm256_castsi256_ps(_mm256_set1_epi32(code_list[h * quarter + j])), better));
     }
-  return best;
+  for (int h = 1; h < 4; ++h) {
+    const __m256 better = _mm256_cmp_ps(best_d2[h], best_d2[0], _CMP_LT_OQ);
+    best_d2[0] = _mm256_min_ps(best_d2[h], best_d2[0]);
+    best[0] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best[0]), _mm256_castsi256_ps(best[h]), better));
+  }
+  return best[0];
 }
 
 // AllTrialsFn, 8 trials per vector: the AVX-512 kernel's steps (its comments say why each is so). The
-// on-grid table is read by a gather here; the codes are packed to 16 bits by packus and a permute.
+// on-grid table is read by a gather here; a unit's term table is computed whole; the list search
+// (nearest_in_list) reads each candidate's 4 terms at byte offsets stored with the list; the codes are
+// packed to 16 bits by packus and a permute.
 LOWBIT_AVX2 void all_trials_avx2(const TrialGrid& grid, const float* xval, const float* waux, const float* weight,
                                  const float* ids, const float* scales, int count, uint16_t* codes, uint32_t* off_grid,
                                  float* sumqx, float* sumq2) {
@@ -103,53 +110,26 @@ LOWBIT_AVX2 void all_trials_avx2(const TrialGrid& grid, const float* xval, const
       off_grid[k] |= off << first;
       __m256i chosen = code;
       if (off) {
-        alignas(32) __m256 term_table[32];
         alignas(32) int lane_code[8];
         _mm256_store_si256(reinterpret_cast<__m256i*>(lane_code), code);
-        uint32_t have = 0;
-        __m256 x[4], w[4];
+        // All 4 x 8 terms at once: a fixed loop costs less here than computing only those the lists read
+        // (about a third), whose loop mispredicts its exits.
+        alignas(32) __m256 term_table[32];
         for (int i = 0; i < 4; ++i) {
-          x[i] = _mm256_set1_ps(xv[i]);
-          w[i] = _mm256_set1_ps(waux[4 * k + i]);
+          const __m256 x = _mm256_set1_ps(xv[i]), w = _mm256_set1_ps(waux[4 * k + i]);
+          for (int l = 0; l < 8; ++l) {
+            const __m256 diff = _mm256_sub_ps(scaled[l], x);
+            term_table[8 * i + l] = _mm256_mul_ps(_mm256_mul_ps(w, diff), diff);
+          }
         }
         while (off) {
           const int c = lane_code[__builtin_ctz(off)];
           const unsigned run = bits_of(_mm256_cmpeq_epi32(code, _mm256_set1_epi32(c))) & off;
           const __m256 run_lanes = lanes_of(run);
-          for (uint32_t need = grid.slot_mask[c] & ~have; need; need &= need - 1) {
-            const int slot = __builtin_ctz(need);
-            const __m256 diff = _mm256_sub_ps(scaled[slot & 7], x[slot >> 3]);
-            term_table[slot] = _mm256_mul_ps(_mm256_mul_ps(w[slot >> 3], diff), diff);
-          }
-          have |= grid.slot_mask[c];
-          const uint32_t begin = grid.list_begin[c], end = grid.list_begin[c + 1];
-          // Four quarters of the list side by side, each its first strict minimum, then merged in order.
-          const uint32_t quarter = (end - begin) / 4;
-          const uint32_t* slot_list = grid.list_slots + begin;
-          const uint16_t* code_list = grid.list_codes + begin;
-          __m256 best_d2[4];
-          __m256i best[4];
-          for (int h = 0; h < 4; ++h) {
-            best_d2[h] = _mm256_set1_ps(FLT_MAX);
-            best[h] = _mm256_set1_epi32(code_list[0]);
-          }
-          for (uint32_t j = 0; j < quarter; ++j)
-            for (int h = 0; h < 4; ++h) {
-              const uint32_t slots = slot_list[h * quarter + j];
-              const __m256 d2 = _mm256_add_ps(
-                  _mm256_add_ps(_mm256_add_ps(term_table[slots & 0xff], term_table[(slots >> 8) & 0xff]), term_table[(slots >> 16) & 0xff]),
-                  term_table[slots >> 24]);
-              const __m256 better = _mm256_and_ps(_mm256_cmp_ps(d2, best_d2[h], _CMP_LT_OQ), run_lanes);
-              best_d2[h] = _mm256_blendv_ps(best_d2[h], d2, better);
-              best[h] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best[h]),
-                                                             _mm256_castsi256_ps(_mm256_set1_epi32(code_list[h * quarter + j])), better));
-            }
-          for (int h = 1; h < 4; ++h) {
-            const __m256 better = _mm256_and_ps(_mm256_cmp_ps(best_d2[h], best_d2[0], _CMP_LT_OQ), run_lanes);
-            best_d2[0] = _mm256_blendv_ps(best_d2[0], best_d2[h], better);
-            best[0] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best[0]), _mm256_castsi256_ps(best[h]), better));
-          }
-          chosen = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(chosen), _mm256_castsi256_ps(best[0]), run_lanes));
+          const __m256 start = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), _mm256_set1_ps(FLT_MAX), run_lanes);
+          const __m256i best = nearest_in_list(grid, c, term_table, start);
+          chosen = _mm256_castps_si256(
+              _mm256_blendv_ps(_mm256_castsi256_ps(chosen), _mm256_castsi256_ps(best), run_lanes));
           off &= ~run;
         }
       }
@@ -169,15 +149,81 @@ LOWBIT_AVX2 void all_trials_avx2(const TrialGrid& grid, const float* xval, const
   }
 }
 
+// The nearest of code c's candidates at one scale, 8 candidates per vector: term_i holds the 8 terms
+// (waux[i] * diff) * diff of coordinate i, one per level, so a candidate's distance is 4 permutes and
+// 3 adds in ggml's order. First the least distance (min(d2, least) skips a NaN, as ggml's strict
+// compare), then the first candidate at it: the one ggml's scan keeps. None below FLT_MAX (only
+// non-finite input): the list's first, as the portable code.
+LOWBIT_AVX2 int nearest_at_one_scale(const TrialGrid& grid, int c, const __m256 term[4]) {
+  const uint32_t begin = grid.list_begin[c];
+  const int count = int(grid.list_begin[c + 1] - begin);
+  const uint16_t* code_list = grid.list_codes + begin;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const auto distances = [&](int first) {
+    const __m256i cand = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code_list + first)));
+    // vpermps reads the low 3 bits of each index: the level at coordinate i, shifted down.
+    const auto term_at = [&](int i) { return _mm256_permutevar8x32_ps(term[i], _mm256_srli_epi32(cand, 3 * i)); };
+    const __m256 d2 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(term_at(0), term_at(1)), term_at(2)), term_at(3));
+    const __m256 in_list = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count - first), lane));
+    return _mm256_blendv_ps(_mm256_set1_ps(INFINITY), d2, in_list);
+  };
+  __m256 least = _mm256_set1_ps(FLT_MAX);
+  for (int first = 0; first < count; first += 8) least = _mm256_min_ps(distances(first), least);
+  least = _mm256_min_ps(least, _mm256_permute2f128_ps(least, least, 1));
+  least = _mm256_min_ps(least, _mm256_permute_ps(least, 0x4e));
+  least = _mm256_min_ps(least, _mm256_permute_ps(least, 0xb1));
+  if (!(_mm256_cvtss_f32(least) < FLT_MAX)) return code_list[0];
+  for (int first = 0;; first += 8)
+    if (const unsigned at = bits_of(_mm256_cmp_ps(distances(first), least, _CMP_EQ_OQ)))
+      return code_list[first + __builtin_ctz(at)];
+}
+
+// SnapUnitsFn: the 32 values' levels at id in 4 vectors, packed into the 8 units' codes by adds of
+// shifted levels; then per unit a scalar on-grid test and, off the grid, the one-scale search.
+LOWBIT_AVX2 void snap_units_avx2(const TrialGrid& grid, const float* xval, const float* waux, float id, float scale,
+                                 unsigned units, int8_t* L) {
+  const __m256 inverse = _mm256_set1_ps(id);
+  const __m256i shift = _mm256_setr_epi32(0, 3, 6, 9, 0, 3, 6, 9);
+  __m256i shifted_levels[4];
+  for (int j = 0; j < 4; ++j) {  // clamp(nearest_int(0.5 * (id * x - 1)), 0, 7), as ggml rounds it
+    const __m256 x = _mm256_loadu_ps(xval + 8 * j);
+    const __m256 half = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_sub_ps(_mm256_mul_ps(inverse, x), _mm256_set1_ps(1.f)));
+    const __m256 rounded = _mm256_add_ps(half, _mm256_set1_ps(12582912.f));
+    __m256i level = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(rounded), _mm256_set1_epi32(0x007fffff)),
+                                     _mm256_set1_epi32(0x00400000));
+    level = _mm256_min_epi32(_mm256_max_epi32(level, _mm256_setzero_si256()), _mm256_set1_epi32(7));
+    shifted_levels[j] = _mm256_sllv_epi32(level, shift);
+  }
+  // hadd twice: lanes 0..3 hold units 0, 2, 4, 6 and lanes 4..7 units 1, 3, 5, 7.
+  const __m256i codes = _mm256_hadd_epi32(_mm256_hadd_epi32(shifted_levels[0], shifted_levels[1]),
+                                          _mm256_hadd_epi32(shifted_levels[2], shifted_levels[3]));
+  alignas(32) int32_t lane_codes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lane_codes), codes);
+  const __m256 scaled = _mm256_mul_ps(_mm256_set1_ps(scale), _mm256_setr_ps(1, 3, 5, 7, 9, 11, 13, 15));
+  for (; units; units &= units - 1) {
+    const int k = __builtin_ctz(units);
+    int c = lane_codes[(k & 1) * 4 + k / 2];
+    if (!((grid.on_grid[c >> 5] >> (c & 31)) & 1)) {
+      __m256 term[4];
+      for (int i = 0; i < 4; ++i) {
+        const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(xval[4 * k + i]));
+        term[i] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[4 * k + i]), diff), diff);
+      }
+      c = nearest_at_one_scale(grid, c, term);
+    }
+    for (int i = 0; i < 4; ++i) L[4 * k + i] = int8_t((c >> (3 * i)) & 7);
+  }
+}
+
 }  // namespace
 
-NearestCandidateFn avx2_nearest_candidate() { return nearest_candidate_avx2; }
 AllTrialsFn avx2_all_trials() { return all_trials_avx2; }
+SnapUnitsFn avx2_snap_units() { return snap_units_avx2; }
 
 #else
 
-NearestCandidateFn avx2_nearest_candidate() { return nullptr; }
 AllTrialsFn avx2_all_trials() { return nullptr; }
+SnapUnitsFn avx2_snap_units() { return nullptr; }
 
 #endif
 

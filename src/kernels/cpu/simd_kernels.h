@@ -30,10 +30,9 @@ const SearchKernels* avx2_search_kernels();    // ggml_iq2_search_avx2.cpp: the 
 }  // namespace lowbit::ggml::iq2
 
 namespace lowbit::ggml::iq3 {
-NearestCandidateFn avx512_nearest_candidate();  // ggml_iq3_search_avx512.cpp
 AllTrialsFn avx512_all_trials();                // ggml_iq3_search_avx512.cpp: every trial scale of a group
-NearestCandidateFn avx2_nearest_candidate();    // ggml_iq3_search_avx2.cpp: 8 candidates per vector
 AllTrialsFn avx2_all_trials();                  // ggml_iq3_search_avx2.cpp: 8 trials per vector
+SnapUnitsFn avx2_snap_units();                  // ggml_iq3_search_avx2.cpp: a group's 8 units at once
 }  // namespace lowbit::ggml::iq3
 
 namespace lowbit::bnb::detail {
