@@ -2,7 +2,7 @@
 // (src/kernels/cuda/bnb_quant_bins.h) instead of comparing it with every threshold. The table is
 // plain C++, so this runs everywhere (CI included): the decision must be src/formats' scalar
 // reference (bitsandbytes' dQuantizeNF4 / dQuantizeFP4) for every value near a threshold or a bin
-// edge, at the clamped ends, for ±0, ±Inf and NaN, and over a sweep of the whole float range.
+// edge, just beyond ±1, for ±0 and NaN, and over a sweep of every value the kernel can produce.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -22,16 +22,18 @@ using cuda::detail::code_4bit_by_bins;
 
 float step(float x, int32_t ulps) { return std::bit_cast<float>(uint32_t(int64_t(std::bit_cast<uint32_t>(x)) + ulps)); }
 
-// The kernel's inputs are products (mul.ftz), so never a signalling NaN nor a subnormal; everything
-// else may occur.
+// The kernel's inputs are products x · rcp.approx(absmax) (mul.ftz) with |x| ≤ absmax: never a
+// signalling NaN nor a subnormal, and |v| ≤ 1 + 2^-22 (rcp.approx is within an ulp); NaN where the
+// block's absmax is 0.
+constexpr float kLargestProduct = 1.0f + 0x1p-20f;  // with margin
 bool can_reach_the_decision(float v) {
   const uint32_t bits = std::bit_cast<uint32_t>(v);
   const bool signalling_nan = std::isnan(v) && (bits & 0x00400000u) == 0;
-  return !signalling_nan && std::fpclassify(v) != FP_SUBNORMAL;
+  return !signalling_nan && std::fpclassify(v) != FP_SUBNORMAL && (std::isnan(v) || std::fabs(v) <= kLargestProduct);
 }
 
-// Calls f on both signs of: every threshold ± 512 ulps, every bin edge of both tables ± 64 ulps, the
-// clamps' ends, zeros, infinities, NaN; then on every 97th float bit pattern.
+// Calls f on both signs of: every threshold ± 512 ulps, every bin edge of both tables ± 64 ulps (±1
+// among them), zeros, infinities, NaN; then on every 47th float bit pattern up to kLargestProduct.
 template <class F>
 void for_each_probe(F&& f) {
   auto around = [&](float x, int32_t ulps) {
@@ -43,12 +45,11 @@ void for_each_probe(F&& f) {
     around(-1.0f + 2.0f * float(b) / cuda::detail::kQuantBins, 64);
     around(float(b) / cuda::detail::kQuantBins, 64);
   }
-  around(cuda::detail::kNf4Top, 64);
-  around(cuda::detail::kFp4Top, 64);
   for (float x : {0.0f, std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
                   std::numeric_limits<float>::max(), std::numeric_limits<float>::min()})
     f(x), f(-x);
-  for (uint64_t bits = 0; bits <= 0xffffffffull; bits += 97) f(std::bit_cast<float>(uint32_t(bits)));
+  for (uint32_t bits = 0; bits <= std::bit_cast<uint32_t>(kLargestProduct); bits += 47)
+    f(std::bit_cast<float>(bits)), f(-std::bit_cast<float>(bits));
 }
 
 template <bool Fp4, class Reference>

@@ -142,19 +142,19 @@ void launch_dequantize(bnb::QuantType type, const uint8_t* packed, Scale scale, 
 
 // ---- quantize ----
 //
-// A value's 4-bit code from one entry of a 64-bin table instead of a binary search over the thresholds
-// (four dependent loads and compares per value): bnb_quant_bins.h.
+// A value's 4-bit code from one entry of a 128-entry table instead of a binary search over the
+// thresholds (four dependent loads and compares per value): bnb_quant_bins.h.
 
 using detail::code_4bit_by_bins;
-using detail::kQuantBins;
+using detail::kQuantEntries;
 using detail::QuantBin;
 
-__constant__ std::array<QuantBin, kQuantBins> kNf4Bins = detail::kNf4Table.bins;
-__constant__ std::array<QuantBin, kQuantBins> kFp4Bins = detail::kFp4Table.bins;
+__constant__ std::array<QuantBin, kQuantEntries> kNf4Bins = detail::kNf4Table.bins;
+__constant__ std::array<QuantBin, kQuantEntries> kFp4Bins = detail::kFp4Table.bins;
 
 template <bool Fp4>
 __device__ void load_bins(QuantBin* bins) {
-  if (threadIdx.x < kQuantBins) bins[threadIdx.x] = Fp4 ? kFp4Bins[threadIdx.x] : kNf4Bins[threadIdx.x];
+  if (threadIdx.x < kQuantEntries) bins[threadIdx.x] = Fp4 ? kFp4Bins[threadIdx.x] : kNf4Bins[threadIdx.x];
   __syncthreads();
 }
 
@@ -274,7 +274,7 @@ __global__ void __launch_bounds__(Threads, 1536 / Threads) quantize_4bit_kernel(
                                                                 int blocksize, bool vector,
                                                                 uint8_t* __restrict__ packed,
                                                                 float* __restrict__ absmax) {
-  __shared__ QuantBin bins[kQuantBins];
+  __shared__ QuantBin bins[kQuantEntries];
   __shared__ float warp_max[Threads / 32];
   load_bins<Fp4>(bins);
   quantize_4bit_blocks<T, Threads, Fp4>(input, n, blocksize, vector, packed, absmax, bins, warp_max);
@@ -386,7 +386,7 @@ __global__ void __launch_bounds__(Threads, 1024 / Threads) quantize_4bit_nested_
     const void* __restrict__ input, int64_t n, int blocksize, bool vector, uint8_t* __restrict__ packed,
     float* absmax, uint8_t* __restrict__ codes, float* __restrict__ nested_absmax, float* __restrict__ offset,
     double* parts) {
-  __shared__ QuantBin bins[kQuantBins];
+  __shared__ QuantBin bins[kQuantEntries];
   __shared__ float warp_max[Threads / 32];
   __shared__ double sums[kPhaseThreads];
   __shared__ float map[256];
