@@ -379,8 +379,9 @@ __device__ void load_dynamic_map(float* map) {
 
 // Quantization with double quant in one cooperative launch: the blocks quantize, then (after a grid
 // barrier) sum the mean's parts, then (after another) each derives the same mean from the parts and
-// its warps quantize their nested blocks. Half the plain kernel's blocks per SM: a grid barrier's
-// cost grows with the blocks that arrive at it.
+// its warps quantize their nested blocks. Always 512-thread blocks, two per SM (a chunk of 4096
+// values covers whole 4-bit blocks of any size): a grid barrier's cost grows with the blocks that
+// arrive at it.
 template <DType T, int Threads, bool Fp4>
 __global__ void __launch_bounds__(Threads, 1024 / Threads) quantize_4bit_nested_kernel(
     const void* __restrict__ input, int64_t n, int blocksize, bool vector, uint8_t* __restrict__ packed,
@@ -453,11 +454,12 @@ void quantize_4bit(bnb::QuantType type, DType in_dtype, const void* input, int64
                    bool double_quant, const Quantized4bitBuffers& out, cudaStream_t stream) {
   if (!double_quant) return quantize_4bit(type, in_dtype, input, n, blocksize, out.packed, out.absmax, stream);
   const bool vector = detail::aligned16(input) && (reinterpret_cast<uintptr_t>(out.packed) & 3) == 0;
-  dispatch_quantize_4bit(type, in_dtype, blocksize, [&]<DType T, int Threads, bool Fp4>() {
+  dispatch_quantize_4bit(type, in_dtype, blocksize, [&]<DType T, int, bool Fp4>() {
     if (n <= 0) return;
     void* parts = nullptr;  // stream-ordered scratch for the mean's parts
     check(cudaMallocAsync(&parts, kMeanParts * sizeof(double), stream));
     // Cooperative, so that the grid barriers hold: grid_for never asks for more blocks than fit at once.
+    constexpr int Threads = 512;
     constexpr auto kernel = quantize_4bit_nested_kernel<T, Threads, Fp4>;
     cudaLaunchAttribute cooperative{};
     cooperative.id = cudaLaunchAttributeCooperative;
