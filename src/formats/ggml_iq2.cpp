@@ -146,13 +146,24 @@ float group_max(const Group& g) {
 
 // Resolves subgroup k of a trial rounding (levels, key): a key off the grid is replaced by the grid
 // point nearest the magnitudes at `scale` under the weights (ggml's iq2_find_best_neighbour, first
-// strict minimum in list order). Returns whether the rounding was on the grid.
+// strict minimum in list order). Returns whether the rounding was on the grid. `by_lanes`: search the
+// list's lane-major levels (what the trials of iq2_xxs and iq2_xs searched, so in the cache) instead of
+// its candidate keys (what iq2_s's all-trials kernel read).
 bool resolve_subgroup(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, int k, uint32_t key,
-                      float scale, int8_t* levels) {
+                      float scale, int8_t* levels, bool by_lanes = false) {
   const int32_t entry = t.by_key[key];
   if (entry >= 0) return true;
   const SearchTables::List& list = t.list_of(entry);
   if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
+  if (by_lanes) {
+    const uint8_t* lane_levels = t.lane_levels.data() + list.lane_first;
+    const int best = kernels.nearest_lanes_at_scale(lane_levels, int(list.count), g.xval + kSub * k,
+                                                    g.waux + kSub * k, scale);
+    if (best < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
+    const uint8_t* chosen = iq2::lane_levels_of(lane_levels, best);
+    for (int j = 0; j < kSub; ++j) levels[j] = int8_t(chosen[j * SearchTables::kLaneChunk]);
+    return false;
+  }
   const uint32_t* candidate_keys = t.neighbour_keys.data() + list.first;
   const int best = kernels.nearest_key_at_scale(candidate_keys, int(list.count), g.xval + kSub * k, g.waux + kSub * k,
                                                 scale);
@@ -167,7 +178,8 @@ void round_group(const SearchTables& t, const iq2::SearchKernels& kernels, const
                  int8_t* levels, bool* on_grid) {
   uint32_t keys[kMaxGroup / kSub];
   kernels.round_levels(g.xval, g.n, id, levels, keys);
-  for (int k = 0; k < g.n / kSub; ++k) on_grid[k] = resolve_subgroup(t, kernels, g, k, keys[k], scale, levels + kSub * k);
+  for (int k = 0; k < g.n / kSub; ++k)
+    on_grid[k] = resolve_subgroup(t, kernels, g, k, keys[k], scale, levels + kSub * k, true);
 }
 
 struct Sums {
@@ -222,13 +234,24 @@ void set_trial_scales(Trials& trials, int first_is, int last_is, float max) {
 // replaces its levels. A run of trials that round it to the same key searches that key's list together.
 // (Each value's level moves one way as the trial scales grow, so a key never comes back after a run ends:
 // runs are all the sharing there is. Were it otherwise, a key would only be searched more than once.)
+// `entries`: by_key of each trial's key (lookup_entries); `next`: the next subgroup's, whose lists' levels
+// are fetched into the cache meanwhile.
 void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, int k,
-                        Trials& trials) {
+                        Trials& trials, const int32_t* entries, const int32_t* next) {
   const int n = trials.count;
   const uint32_t* keys = trials.keys[k];
+  if (next) {
+    for (int u = 0; u < n; ++u) {
+      if (next[u] < 0 && (u == 0 || next[u] != next[u - 1])) {
+        const uint8_t* lanes = t.lane_levels.data() + t.list_of(next[u]).lane_first;
+        __builtin_prefetch(lanes);
+        __builtin_prefetch(lanes + 64);
+      }
+    }
+  }
   trials.off_grid[k] = 0;
   for (int u = 0; u < n;) {
-    const int32_t entry = t.by_key[keys[u]];
+    const int32_t entry = entries[u];
     int end = u + 1;
     while (end < n && keys[end] == keys[u]) ++end;
     if (entry < 0) {
@@ -240,12 +263,24 @@ void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels
                                 g.waux + kSub * k, trials.scale + u, end - u, found);
       for (int v = u; v < end; ++v) {
         if (found[v - u] < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-        const std::array<int8_t, kSub>& levels = t.levels[t.neighbours[list.first + uint32_t(found[v - u])]];
-        for (int j = 0; j < kSub; ++j) trials.q[kSub * k + j][v] = float(2 * levels[size_t(j)] + 1);
+        // The levels from the lanes the search just read (t.levels by grid index: a cache miss each).
+        const uint8_t* levels = iq2::lane_levels_of(t.lane_levels.data() + list.lane_first, found[v - u]);
+        for (int j = 0; j < kSub; ++j) trials.q[kSub * k + j][v] = float(2 * levels[j * SearchTables::kLaneChunk] + 1);
       }
     }
     u = end;
   }
+}
+
+// by_key of every trial's key of every subgroup, the loads side by side (by_key is 175 KB: mostly L2
+// misses, which overlap here instead of one per run in the search loop), and the lists' entries fetched.
+void lookup_entries(const SearchTables& t, int subgroups, const Trials& trials,
+                    int32_t (*entries)[kStride]) {
+  for (int k = 0; k < subgroups; ++k)
+    for (int u = 0; u < trials.count; ++u) entries[k][u] = t.by_key[trials.keys[k][u]];
+  for (int k = 0; k < subgroups; ++k)
+    for (int u = 0; u < trials.count; ++u)
+      if (entries[k][u] < 0) __builtin_prefetch(&t.list_of(entries[k][u]));
 }
 
 // All trials of a group: the trial ggml keeps (the first that improves the fit strictly), or -1 if none
@@ -264,7 +299,11 @@ int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const
     trials.by_keys = true;
   } else {
     kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.q[0][0], &trials.keys[0][0]);
-    for (int k = 0; k < g.n / kSub; ++k) resolve_all_trials(t, kernels, g, k, trials);
+    const int subgroups = g.n / kSub;
+    int32_t entries[kMaxGroup / kSub][kStride];
+    lookup_entries(t, subgroups, trials, entries);
+    for (int k = 0; k < subgroups; ++k)
+      resolve_all_trials(t, kernels, g, k, trials, entries[k], k + 1 < subgroups ? entries[k + 1] : nullptr);
     kernels.trial_sums(g.weight, g.xval, g.n, &trials.q[0][0], trials.count, sumqx, sumq2);
   }
   // ggml's scan: a trial replaces the best when sumqx^2 > best * sumq2, and then best = scale * sumqx,
@@ -354,7 +393,7 @@ float fit_group_16(const SearchTables& t, const iq2::SearchKernels& kernels, con
     for (int k = 0; k < 2; ++k) {
       if (on_grid[k]) continue;
       std::memcpy(levels + kSub * k, rounded + kSub * k, kSub);
-      resolve_subgroup(t, kernels, g, k, keys[k], scale, levels + kSub * k);
+      resolve_subgroup(t, kernels, g, k, keys[k], scale, levels + kSub * k, !all_in_one);
     }
     const Sums s = weighted_sums(g, levels);
     if (s.q2 > 0) scale = s.qx / s.q2;

@@ -61,6 +61,11 @@ struct SearchTables {
   std::span<const uint16_t> candidates(const List& list) const { return {neighbours.data() + list.first, list.count}; }
 };
 
+// Candidate c of a list's lane-major levels (from its lane_first): its level of value j at [j * kLaneChunk].
+inline const uint8_t* lane_levels_of(const uint8_t* list_lanes, int c) {
+  return list_lanes + (c / SearchTables::kLaneChunk) * 8 * SearchTables::kLaneChunk + c % SearchTables::kLaneChunk;
+}
+
 enum class Grid { Xxs, Xs, S };
 
 // Built on first use, once, whichever thread asks first (iq2_xxs and iq2_xs use the 2 nearest distances,

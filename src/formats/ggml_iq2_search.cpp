@@ -50,6 +50,13 @@ int nearest_key_at_scale_portable(const uint32_t* candidate_keys, int count, con
   return best;
 }
 
+int nearest_lanes_at_scale_portable(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
+                                    float scale) {
+  int best = -1;
+  nearest_at_scales_lanes<4>(lane_levels, count, xval, waux, &scale, 1, &best);
+  return best;
+}
+
 void round_trials_portable(const float* xval, int n, const float* ids, int count, float* q, uint32_t* keys) {
   round_trials_lanes<4>(xval, n, ids, count, q, keys);
 }
@@ -60,7 +67,8 @@ void trial_sums_portable(const float* weight, const float* xval, int n, const fl
 }
 
 constexpr SearchKernels kPortableKernels = {round_trials_portable, trial_sums_portable, round_levels_portable,
-                                            nearest_at_scales_portable, nullptr, nearest_key_at_scale_portable};
+                                            nearest_at_scales_portable, nullptr, nearest_key_at_scale_portable,
+                                            nearest_lanes_at_scale_portable};
 
 }  // namespace
 

@@ -52,6 +52,10 @@ struct SearchKernels {
   // its keys are in the cache, where its lane-major levels are not.
   int (*nearest_key_at_scale)(const uint32_t* candidate_keys, int count, const float* xval, const float* waux,
                               float scale);
+  // The same search over a list's lane-major levels (as nearest_at_scales at one scale): for the re-fit
+  // of iq2_xxs and iq2_xs, whose trials searched those levels, not the keys.
+  int (*nearest_lanes_at_scale)(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
+                                float scale);
 };
 inline constexpr int kNoGridPoint = 1;
 inline constexpr int kEmptyList = 2;

@@ -264,6 +264,11 @@ TEST(GgmlIq2Codecs, VectorSearchKernelsMatchThePortableOnes) {
                                               scales[first]),
                 best_want[0])
           << group << " list of " << list.count;
+      for (const iq2::SearchKernels* by : {&portable, kernels})
+        ASSERT_EQ(by->nearest_lanes_at_scale(tables.lane_levels.data() + list.lane_first, int(list.count),
+                                             xval + 8 * (group % 4), waux + 8 * (group % 4), scales[first]),
+                  best_want[0])
+            << group << " list of " << list.count;
     }
   }
   if (!checked) GTEST_SKIP() << "this CPU runs no vector search kernels";

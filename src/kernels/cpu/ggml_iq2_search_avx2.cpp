@@ -73,6 +73,36 @@ LOWBIT_AVX2 int nearest_key_at_scale_avx2(const uint32_t* candidate_keys, int co
   return best;
 }
 
+// SearchKernels::nearest_lanes_at_scale, 8 candidates per vector: value j's 3 terms (one per level, in
+// both 128-bit halves) computed once, then per value one vpermilps by the candidates' level bytes and an
+// add, in ggml's order (from the first term instead of 0: terms are products of a square root and a square).
+LOWBIT_AVX2 int nearest_lanes_at_scale_avx2(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
+                                            float scale) {
+  constexpr int kChunk = SearchTables::kLaneChunk;
+  const __m256 scaled = _mm256_setr_ps(scale * 1.f, scale * 3.f, scale * 5.f, scale * 5.f, scale * 1.f, scale * 3.f,
+                                       scale * 5.f, scale * 5.f);
+  __m256 term[8];
+  for (int j = 0; j < 8; ++j) {
+    const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(xval[j]));
+    term[j] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[j]), diff), diff);  // (w*diff)*diff
+  }
+  float best_d2 = FLT_MAX;
+  int best = -1;
+  for (int first = 0; first < count; first += 8) {
+    // 8 level bytes of value j: within the chunk (its bytes past the list's end are 0).
+    const uint8_t* levels = lane_levels + (first / kChunk) * 8 * kChunk + first % kChunk;
+    const auto level = [&](int j) {
+      return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(levels + j * kChunk)));
+    };
+    __m256 d2 = _mm256_permutevar_ps(term[0], level(0));
+    for (int j = 1; j < 8; ++j) d2 = _mm256_add_ps(d2, _mm256_permutevar_ps(term[j], level(j)));
+    const int in_list = count - first < 8 ? count - first : 8;
+    const unsigned better = bits_of(_mm256_cmp_ps(d2, _mm256_set1_ps(best_d2), _CMP_LT_OQ)) & ((1u << in_list) - 1);
+    cpu::avx2::keep_first_least(d2, better, first, best_d2, best);
+  }
+  return best;
+}
+
 // The AVX-512 kernel's subgroup_terms, 8 lanes: the 24 term vectors and the margin of
 // nearest_by_differences (ggml_iq2_search_avx512.cpp gives the bound); `fast` as mask bits.
 LOWBIT_AVX2 inline __m256 subgroup_terms(__m256 scale, const float* xval, const float* waux, __m256* term,
@@ -220,6 +250,7 @@ const SearchKernels* avx2_search_kernels() {
     k.nearest_at_scales = nearest_at_scales_avx2;
     k.all_trials = all_trials_avx2;
     k.nearest_key_at_scale = nearest_key_at_scale_avx2;
+    k.nearest_lanes_at_scale = nearest_lanes_at_scale_avx2;
     return k;
   }();
   return &kernels;

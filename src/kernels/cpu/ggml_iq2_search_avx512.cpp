@@ -312,8 +312,18 @@ LOWBIT_AVX512 int all_trials_avx512(const SearchTables& t, const float* xval, co
   return 0;
 }
 
-constexpr SearchKernels kAvx512Kernels = {round_trials_avx512, trial_sums_avx512, round_levels_avx512,
-                                          nearest_at_scales_avx512, all_trials_avx512, nearest_key_at_scale_avx512};
+// One scale: nearest_at_scales_avx512 holds the candidates in the lanes already.
+LOWBIT_AVX512 int nearest_lanes_at_scale_avx512(const uint8_t* lane_levels, int count, const float* xval,
+                                                const float* waux, float scale) {
+  int best = -1;
+  nearest_at_scales_avx512(lane_levels, count, xval, waux, &scale, 1, &best);
+  return best;
+}
+
+constexpr SearchKernels kAvx512Kernels = {round_trials_avx512,         trial_sums_avx512,
+                                          round_levels_avx512,         nearest_at_scales_avx512,
+                                          all_trials_avx512,           nearest_key_at_scale_avx512,
+                                          nearest_lanes_at_scale_avx512};
 
 }  // namespace
 
