@@ -161,7 +161,7 @@ bool resolve_subgroup(const SearchTables& t, const iq2::SearchKernels& kernels, 
                                                     g.waux + kSub * k, scale);
     if (best < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
     const uint8_t* chosen = iq2::lane_levels_of(lane_levels, best);
-    for (int j = 0; j < kSub; ++j) levels[j] = int8_t(chosen[j * SearchTables::kLaneChunk]);
+    for (int j = 0; j < kSub; ++j) levels[j] = int8_t(SearchTables::level_of_lane_byte(chosen[j * SearchTables::kLaneChunk]));
     return false;
   }
   const uint32_t* candidate_keys = t.neighbour_keys.data() + list.first;
@@ -265,7 +265,8 @@ void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels
         if (found[v - u] < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
         // The levels from the lanes the search just read (t.levels by grid index: a cache miss each).
         const uint8_t* levels = iq2::lane_levels_of(t.lane_levels.data() + list.lane_first, found[v - u]);
-        for (int j = 0; j < kSub; ++j) trials.q[kSub * k + j][v] = float(2 * levels[j * SearchTables::kLaneChunk] + 1);
+        for (int j = 0; j < kSub; ++j)
+          trials.q[kSub * k + j][v] = float(2 * SearchTables::level_of_lane_byte(levels[j * SearchTables::kLaneChunk]) + 1);
       }
     }
     u = end;

@@ -67,7 +67,7 @@ void add_list(SearchTables& t, uint32_t list_key, const std::vector<uint16_t>& c
   for (uint32_t c = 0; c < count; ++c)
     for (int j = 0; j < 8; ++j)
       t.lane_levels[base + (c / kChunk) * 8 * kChunk + size_t(j) * kChunk + c % kChunk] =
-          uint8_t(t.levels[candidates[c]][size_t(j)]);
+          uint8_t(SearchTables::kLaneByte * t.levels[candidates[c]][size_t(j)]);
 }
 
 SearchTables build(std::span<const uint16_t> points, int nearest_levels) {

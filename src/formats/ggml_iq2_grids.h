@@ -39,9 +39,13 @@ struct SearchTables {
   std::vector<List> lists;
   std::vector<uint16_t> neighbours;
   // Each list's candidates in chunks of kLaneChunk: byte [chunk * 8 * kLaneChunk + j * kLaneChunk + c]
-  // is the level of value j of the chunk's candidate c (0 past the list's end), so a vector kernel
-  // loads value j of 16 candidates at once.
+  // is the level l of value j of the chunk's candidate c (0 past the list's end), so a vector kernel
+  // loads value j of 16 candidates at once. Stored as kLaneByte * l: bits 0, 1 are l (what vpermilps
+  // reads; others mask with 3), and the byte is the offset of level l's term vector in the AVX2 search's
+  // table (ggml_iq2_search_avx2.cpp), so a candidate's term is one byte load and one vector add.
   static constexpr int kLaneChunk = 16;
+  static constexpr int kLaneByte = 65;  // 64 + 1: level l's 32-byte vector at 65 l stays within cache line l
+  static constexpr int level_of_lane_byte(uint8_t b) { return b & 3; }
   std::vector<uint8_t> lane_levels;
   // Per entry of `neighbours`: the candidate's key, and its 8 term slots 3j + l (value j at level l),
   // byte 8 * entry + j: what the searches over all trials (trials in the lanes, AVX-512 and AVX2) pick per

@@ -110,7 +110,7 @@ template <int W>
     for (int c = 0; c < count; ++c) {
       const uint8_t* levels = lane_levels + (c / kChunk) * 8 * kChunk + c % kChunk;
       typename L::Floats d2 = {};
-      for (int j = 0; j < 8; ++j) d2 += term[j][levels[j * kChunk]];
+      for (int j = 0; j < 8; ++j) d2 += term[j][SearchTables::level_of_lane_byte(levels[j * kChunk])];
       const typename L::Ints better = d2 < best_d2;  // all ones where strictly smaller (false for NaN, as ggml's)
       best_d2 = (typename L::Floats)((better & (typename L::Ints)d2) | (~better & (typename L::Ints)best_d2));
       best_c = (better & c) | (~better & best_c);

@@ -40,9 +40,52 @@ LOWBIT_AVX2 void trial_sums_avx2(const float* weight, const float* xval, int n, 
   trial_sums_lanes<8>(weight, xval, n, q, count, sumqx, sumq2);
 }
 
+// SearchKernels::nearest_at_scales, 8 scales per vector: nearest_at_scales_lanes<8>'s floats, with value j's
+// term vector of level l at byte 192 j + 65 l of a table (SearchTables::kLaneByte: each vector within one
+// cache line), so the lane byte of a candidate is the offset of its term: a candidate costs 8 byte loads
+// and 8 adds with a memory operand (no index arithmetic), a compare, a min and a blend.
 LOWBIT_AVX2 void nearest_at_scales_avx2(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
                                         const float* scales, int count_scales, int* best) {
-  nearest_at_scales_lanes<8>(lane_levels, count, xval, waux, scales, count_scales, best);
+  constexpr int kChunk = SearchTables::kLaneChunk;
+  constexpr int kStrideJ = 192;
+  static_assert(SearchTables::kLaneByte * 2 + 32 <= kStrideJ);
+  alignas(64) unsigned char table[8 * kStrideJ];
+  float padded[kMaxScales + 8];
+  for (int m = 0; m < count_scales; ++m) padded[m] = scales[m];
+  for (int m = count_scales; m < count_scales + 8; ++m) padded[m] = 1.f;  // lanes past the scales: ignored
+  for (int first = 0; first < count_scales; first += 8) {
+    const __m256 scale = _mm256_loadu_ps(padded + first);
+    for (int l = 0; l < 3; ++l) {
+      const __m256 scaled = _mm256_mul_ps(scale, _mm256_set1_ps(float(2 * l + 1)));  // scale * q
+      for (int j = 0; j < 8; ++j) {
+        const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(xval[j]));
+        _mm256_storeu_ps(reinterpret_cast<float*>(table + kStrideJ * j + SearchTables::kLaneByte * l),
+                         _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[j]), diff), diff));  // (w*diff)*diff
+      }
+    }
+    const auto term = [&](int j, uint8_t byte) {
+      return _mm256_loadu_ps(reinterpret_cast<const float*>(table + kStrideJ * j + byte));
+    };
+    __m256 best_d2 = _mm256_set1_ps(FLT_MAX);
+    __m256i best_c = _mm256_set1_epi32(-1), c_lanes = _mm256_setzero_si256();
+    const uint8_t* chunk = lane_levels;
+    for (int start = 0; start < count; start += kChunk, chunk += 8 * kChunk) {
+      const int in_chunk = count - start < kChunk ? count - start : kChunk;
+      for (int c = 0; c < in_chunk; ++c) {
+        // From the first term instead of 0 + it: the same float (terms are products of a square root and a square).
+        __m256 d2 = term(0, chunk[c]);
+        for (int j = 1; j < 8; ++j) d2 = _mm256_add_ps(d2, term(j, chunk[j * kChunk + c]));
+        const __m256 better = _mm256_cmp_ps(d2, best_d2, _CMP_LT_OQ);  // false for NaN, as ggml's
+        best_d2 = _mm256_min_ps(d2, best_d2);  // d2 where d2 < best_d2, else best_d2: the strict update
+        best_c = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_c), _mm256_castsi256_ps(c_lanes), better));
+        c_lanes = _mm256_add_epi32(c_lanes, _mm256_set1_epi32(1));
+      }
+    }
+    alignas(32) int found[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(found), best_c);
+    const int lanes = count_scales - first < 8 ? count_scales - first : 8;
+    for (int lane = 0; lane < lanes; ++lane) best[first + lane] = found[lane];
+  }
 }
 
 using cpu::avx2::bits_of;
