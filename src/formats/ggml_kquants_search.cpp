@@ -288,6 +288,40 @@ float search_scale_and_min(int n, int nmax, const float* x, const float* weights
   return scale;
 }
 
+namespace {
+
+// The first i' >= i at which fit_unsigned_scale's pass proposes a level (slx > 0, sl2 > 0 and a
+// rounding other than codes[i']) at the sums sumlx, suml2, or n: the lanes run the pass's floats.
+int first_proposal(int i, int n, int nmax, const float* x, const uint8_t* codes, const float* weights, float sumlx,
+                   float suml2) {
+  using Floats = float __attribute__((vector_size(16)));
+  using Ints = int32_t __attribute__((vector_size(16)));
+  for (; i + 4 <= n; i += 4) {
+    Floats xv, w;
+    std::memcpy(&xv, x + i, sizeof xv);
+    std::memcpy(&w, weights + i, sizeof w);
+    const Ints code_int = {codes[i], codes[i + 1], codes[i + 2], codes[i + 3]};
+    const Floats code = __builtin_convertvector(code_int, Floats);
+    const Floats slx = sumlx - w * xv * code;
+    const Floats sl2 = suml2 - w * code * code;
+    const Floats shifted = xv * sl2 / slx + 12582912.f;
+    Ints l = ((Ints)shifted & 0x007fffff) - 0x00400000;
+    l = l > nmax ? nmax : l;
+    const Ints proposes = (slx > 0.f) & (sl2 > 0.f) & (l != code_int);
+    for (int lane = 0; lane < 4; ++lane)
+      if (proposes[lane]) return i + lane;
+  }
+  for (; i < n; ++i) {
+    const float w = weights[i];
+    const float slx = sumlx - w * x[i] * float(codes[i]);
+    const float sl2 = suml2 - w * float(codes[i]) * float(codes[i]);
+    if (slx > 0 && sl2 > 0 && std::min(nmax, round_nearest_even(x[i] * sl2 / slx)) != codes[i]) return i;
+  }
+  return n;
+}
+
+}  // namespace
+
 float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const float* weights) {
   float max = 0;
   for (int i = 0; i < n; ++i) max = std::max(max, x[i]);
@@ -341,6 +375,10 @@ float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const 
   for (int pass = 0; pass < 5; ++pass) {
     int changed = 0;
     for (int i = 0; i < n; ++i) {
+      // Values that leave the sums as they are (no new level proposed) are skipped 4 at a time: each
+      // lane computes the step's floats, and the scan resumes at the first lane that proposes one.
+      i = first_proposal(i, n, nmax, x, codes, weights, sumlx, suml2);
+      if (i == n) break;
       const float w = weights[i];
       float slx = sumlx - w * x[i] * float(codes[i]);
       float sl2 = suml2 - w * float(codes[i]) * float(codes[i]);
