@@ -17,6 +17,7 @@ CpuKernels kernels_for(CpuTarget target) {
     k.iq2_search = ggml::iq2::avx2_search_kernels();
     k.iq1_split = ggml::iq1::avx2_split_search();
     k.iq1_nearest = ggml::iq1::avx2_nearest_candidate();
+    k.iq1_ascending = ggml::iq1::avx2_ascending_order();
     k.iq3_all_trials = ggml::iq3::avx2_all_trials();
     k.iq3_snap_units = ggml::iq3::avx2_snap_units();
   }
