@@ -5,7 +5,7 @@
 // is skipped; otherwise its lanes are replayed in ggml's order). Sums that decide are computed exactly
 // as the scalar loop (ggml's): every product rounded before it is added, in the same order, so no FMA
 // may appear and contraction is off for this file. The neighbour search: 8 candidates per vector. The
-// group's ascending order by counting compares, as the AVX-512 kernel.
+// group's ascending order by counting compares (both targets).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #endif
@@ -254,9 +254,10 @@ LOWBIT_AVX2 int nearest_candidate_avx2(const uint16_t* codes, int count, const f
   return best;
 }
 
-// The stable ascending order (ggml_iq1_search.h), as ascending_order_avx512: value j's position counts
-// the values before it, x_i < x_j for i > j and x_i <= x_j for i < j (-0 and +0 compare equal), 8 j per
-// vector; the comparison sequence is fixed, unlike the insertion sort's mispredicted branches.
+// The stable ascending order (ggml_iq1_search.h): value j's position counts the values before it,
+// x_i < x_j for i > j and x_i <= x_j for i < j (-0 and +0 compare equal), 8 j per vector; the compares
+// are fixed, unlike the insertion sort's mispredicted branches. The AVX-512 target runs it too: on the
+// team's EPYC it took ~0.4 of the time of the AVX-512 kernel it replaced (16 lanes, popcounts of masks).
 LOWBIT_AVX2 bool ascending_order_avx2(const float* x, int* order) {
   __m256 v[4];
   __m256 unordered = _mm256_setzero_ps();

@@ -231,31 +231,15 @@ LOWBIT_AVX512 int nearest_candidate_avx512(const uint16_t* codes, int count, con
   return best;
 }
 
-__attribute__((target("avx512f,popcnt"))) bool ascending_order_avx512(const float* x, int* order) {
-  const __m512 low = _mm512_loadu_ps(x), high = _mm512_loadu_ps(x + 16);
-  if (_mm512_cmp_ps_mask(low, low, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(high, high, _CMP_UNORD_Q)) return false;
-  int rank[kSGroup];
-  for (int i = 0; i < kSGroup; ++i) {
-    const __m512 v = _mm512_set1_ps(x[i]);
-    const uint32_t below = uint32_t(_mm512_cmp_ps_mask(low, v, _CMP_LT_OQ)) | uint32_t(_mm512_cmp_ps_mask(high, v, _CMP_LT_OQ)) << 16;
-    const uint32_t equal = uint32_t(_mm512_cmp_ps_mask(low, v, _CMP_EQ_OQ)) | uint32_t(_mm512_cmp_ps_mask(high, v, _CMP_EQ_OQ)) << 16;
-    rank[i] = __builtin_popcount(below) + __builtin_popcount(equal & ((1u << i) - 1));
-  }
-  for (int i = 0; i < kSGroup; ++i) order[rank[i]] = i;
-  return true;
-}
-
 }  // namespace
 
 NearestCandidateFn avx512_nearest_candidate() { return nearest_candidate_avx512; }
 SplitSearchFn avx512_split_search() { return best_split_avx512; }
-AscendingOrderFn avx512_ascending_order() { return ascending_order_avx512; }
 
 #else
 
 SplitSearchFn avx512_split_search() { return nullptr; }
 NearestCandidateFn avx512_nearest_candidate() { return nullptr; }
-AscendingOrderFn avx512_ascending_order() { return nullptr; }
 
 #endif
 
