@@ -1,9 +1,9 @@
 // The split search of iq1_s (private to src/formats): ggml tries every split of a 32-value group's
 // ascending order into runs at levels -1, 0, +1 (i1 <= i2), with both shifts (+1/8, then -1/8), and keeps
 // the first split with the best weighted least-squares fit. A scalar loop defines it; the CPU backend's
-// AVX-512 one (kernels/cpu) runs 16 splits per vector (its AVX2 one, for CPUs without AVX-512, 8) with the
-// same float operations per lane and replays ggml's sequential choice wherever a lane could win, so all
-// give the same split.
+// AVX-512 one (kernels/cpu) runs 16 splits per vector (its AVX2 one, for CPUs without AVX-512, 8), each
+// split's fit approximately, then ggml's sequential choice over the splits near the largest
+// (kernels/cpu/ggml_iq1_split_candidates.h), so all give the same split.
 #pragma once
 
 #include <cstdint>

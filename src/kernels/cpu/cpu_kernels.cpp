@@ -17,6 +17,7 @@ CpuKernels kernels_for(CpuTarget target) {
     k.iq2_search = ggml::iq2::avx2_search_kernels();
     k.iq1_split = ggml::iq1::avx2_split_search();
     k.iq1_nearest = ggml::iq1::avx2_nearest_candidate();
+    k.iq1_ascending = ggml::iq1::avx2_ascending_order();
     k.iq3_all_trials = ggml::iq3::avx2_all_trials();
     k.iq3_snap_units = ggml::iq3::avx2_snap_units();
   }
@@ -28,7 +29,6 @@ CpuKernels kernels_for(CpuTarget target) {
     k.iq2_search = ggml::iq2::avx512_search_kernels();
     k.iq1_split = ggml::iq1::avx512_split_search();
     k.iq1_nearest = ggml::iq1::avx512_nearest_candidate();
-    k.iq1_ascending = ggml::iq1::avx512_ascending_order();
     k.iq3_all_trials = ggml::iq3::avx512_all_trials();
     k.bnb_quantize_4bit = bnb::detail::avx512_quantize_4bit_blocks();
     k.bnb_quantize_dynamic_8bit = bnb::detail::avx512_quantize_dynamic_8bit();

@@ -4,7 +4,8 @@
 // (a vector of splits where no lane beats the best so far changes nothing in ggml's sequential scan and
 // is skipped; otherwise its lanes are replayed in ggml's order). Sums that decide are computed exactly
 // as the scalar loop (ggml's): every product rounded before it is added, in the same order, so no FMA
-// may appear and contraction is off for this file. The neighbour search: 8 candidates per vector.
+// may appear and contraction is off for this file. The neighbour search: 8 candidates per vector. The
+// group's ascending order by counting compares (both targets).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #endif
@@ -12,8 +13,10 @@
 #pragma clang fp contract(off)
 #endif
 
+#include <array>
 #include <cfloat>
 #include <cmath>
+#include <cstdint>
 
 #include "formats/ggml_iq1_search.h"
 #include "kernels/cpu/ggml_iq1_split_candidates.h"
@@ -22,7 +25,6 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-#include "kernels/cpu/avx2_lanes.h"
 #define LOWBIT_IQ1_AVX2 1
 #endif
 
@@ -100,74 +102,106 @@ LOWBIT_AVX2 Split best_split_replay_avx2(const float* sumx, const float* sumw) {
   return best;
 }
 
+// (vector index) -> (i1, first i2) of pass 1's vectors, in the scan's order.
+struct VectorSpan {
+  uint8_t i1, first;
+};
+constexpr int kVectors = 85;  // sum over i1 of ceil((33 - i1) / 8)
+constexpr std::array<VectorSpan, kVectors> kVectorSpans = [] {
+  std::array<VectorSpan, kVectors> spans{};
+  int v = 0;
+  for (int i1 = 0; i1 <= kSGroup; ++i1)
+    for (int first = i1; first <= kSGroup; first += kLanes) spans[size_t(v++)] = {uint8_t(i1), uint8_t(first)};
+  return spans;
+}();
+// 8 mask bits spread to the even bits of 16 (lane l -> bit 2l): up and down masks interleaved in ggml's
+// order (lane by lane, +1/8 first) without BMI2's pdep (slow on the AVX2-only Zen 1/2).
+constexpr std::array<uint16_t, 256> kSpreadBits = [] {
+  std::array<uint16_t, 256> spread{};
+  for (int b = 0; b < 256; ++b)
+    for (int l = 0; l < 8; ++l) spread[size_t(b)] = uint16_t(spread[size_t(b)] | (((b >> l) & 1) << (2 * l)));
+  return spread;
+}();
+
 // ggml's split in two passes, as best_split_avx512 (ggml_iq1_split_candidates.h): every split's fit
-// approximately (the reciprocal to 1.5 * 2^-12), its largest T; then ggml's choice among the splits whose
-// fit reaches T (1 - 2^-7).
+// approximately, its largest T; then ggml's choice among the splits whose fit reaches T (1 - 2^-7).
 LOWBIT_AVX2 Split best_split_avx2(const float* sumx, const float* sumw) {
+  // Far from overflow (|sums| <= 2^60; NaN fails), weights not negative (sumw ascending) and a total
+  // weight of at least 2^-60, or the full scan: the approximate fits below err by less than 2^-11 there
+  // (ggml_iq1_split_candidates.h, approximate_split_terms).
+  const __m256 limit = _mm256_set1_ps(0x1p60f), sign = _mm256_set1_ps(-0.f);
+  __m256 ok = _mm256_cmp_ps(_mm256_set1_ps(sumw[kSGroup]), _mm256_set1_ps(0x1p-60f), _CMP_GE_OQ);
+  ok = _mm256_and_ps(ok, _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_set1_ps(sumx[kSGroup])), limit, _CMP_LE_OQ));
+  ok = _mm256_and_ps(ok, _mm256_cmp_ps(_mm256_set1_ps(sumw[kSGroup]), limit, _CMP_LE_OQ));
+  for (int i = 0; i < kSGroup; i += kLanes) {
+    const __m256 x = _mm256_loadu_ps(sumx + i), w = _mm256_loadu_ps(sumw + i);
+    ok = _mm256_and_ps(ok, _mm256_cmp_ps(_mm256_andnot_ps(sign, x), limit, _CMP_LE_OQ));
+    ok = _mm256_and_ps(ok, _mm256_cmp_ps(_mm256_loadu_ps(sumw + i + 1), w, _CMP_GE_OQ));
+  }
+  if (_mm256_movemask_ps(ok) != 0xff) return best_split_replay_avx2(sumx, sumw);
+  // Pass 1, per shift: sumqx = (X v2 - sx[i2]) - sx[i1], sumq2 = (W v2^2 + b sw[i2]) + a sw[i1]; the i2
+  // parts once per i2. Past i2 = 32 the sumq2 part is +inf, so the fit is 0 there (rcp(inf) = 0).
   constexpr int kPadded = 40;
-  alignas(32) float x_at[kPadded] = {}, w_at[kPadded] = {};
-  alignas(32) float end_x[2][kPadded] = {}, end_w[2][kPadded] = {};
-  bool too_large = false;  // sums at 2^60 or beyond, or NaN: the full scan
-  for (int i = 0; i <= kSGroup; ++i) {
-    x_at[i] = sumx[i];
-    w_at[i] = sumw[i];
-    too_large |= !(std::fabs(sumx[i]) <= 0x1p60f && std::fabs(sumw[i]) <= 0x1p60f);
-  }
-  if (too_large) return best_split_replay_avx2(sumx, sumw);
+  alignas(32) float part_x[2][kPadded], part_w[2][kPadded];
+  float low_weight[2];
   for (int s = 0; s < 2; ++s) {
-    const float v2 = (s == 0 ? kShiftedUp : kShiftedDown)[2];
-    for (int i = 0; i <= kSGroup; ++i) {
-      end_x[s][i] = (sumx[kSGroup] - sumx[i]) * v2;
-      end_w[s][i] = (sumw[kSGroup] - sumw[i]) * v2 * v2;
+    const ApproximateSplitTerms t = approximate_split_terms(s == 0 ? 1 : -1);
+    low_weight[s] = t.a;
+    const __m256 xv2 = _mm256_set1_ps(sumx[kSGroup] * t.v2), wv22 = _mm256_set1_ps(sumw[kSGroup] * t.v2_squared);
+    const __m256 b = _mm256_set1_ps(t.b);
+    for (int i = 0; i < kSGroup; i += kLanes) {
+      _mm256_store_ps(part_x[s] + i, _mm256_sub_ps(xv2, _mm256_loadu_ps(sumx + i)));
+      _mm256_store_ps(part_w[s] + i, _mm256_add_ps(wv22, _mm256_mul_ps(b, _mm256_loadu_ps(sumw + i))));
     }
+    const __m256 last_x = _mm256_setr_ps(sumx[kSGroup], 0, 0, 0, 0, 0, 0, 0);
+    const __m256 last_w = _mm256_setr_ps(sumw[kSGroup], 0, 0, 0, 0, 0, 0, 0);
+    const __m256 beyond = _mm256_castsi256_ps(_mm256_setr_epi32(0, -1, -1, -1, -1, -1, -1, -1));
+    _mm256_store_ps(part_x[s] + kSGroup, _mm256_andnot_ps(beyond, _mm256_sub_ps(xv2, last_x)));
+    _mm256_store_ps(part_w[s] + kSGroup, _mm256_blendv_ps(_mm256_add_ps(wv22, _mm256_mul_ps(b, last_w)),
+                                                          _mm256_set1_ps(INFINITY), beyond));
   }
-  constexpr int kVectors = 85;  // sum over i1 of ceil((33 - i1) / 8)
   alignas(32) float fits[kVectors][2][kLanes];
-  const __m256i lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  __m256 largest = _mm256_setzero_ps();
+  __m256 largest[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};  // two chains of max
   int vector = 0;
   for (int i1 = 0; i1 <= kSGroup; ++i1) {
-    const float low_x = sumx[i1] - sumx[0], low_w = sumw[i1] - sumw[0];
-    const __m256 x_i1 = _mm256_set1_ps(sumx[i1]), w_i1 = _mm256_set1_ps(sumw[i1]);
-    for (int first = i1; first <= kSGroup; first += kLanes, ++vector) {
-      const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(kSGroup + 1 - first), lane_index));
-      const __m256 mid_x = _mm256_sub_ps(_mm256_loadu_ps(x_at + first), x_i1);
-      const __m256 mid_w = _mm256_sub_ps(_mm256_loadu_ps(w_at + first), w_i1);
+    const __m256 x_i1 = _mm256_set1_ps(sumx[i1]);
+    const __m256 w_i1[2] = {_mm256_set1_ps(low_weight[0] * sumw[i1]), _mm256_set1_ps(low_weight[1] * sumw[i1])};
+    for (int first = i1; first <= kSGroup; first += kLanes, ++vector)
       for (int s = 0; s < 2; ++s) {
-        const float* v = s == 0 ? kShiftedUp : kShiftedDown;
-        const __m256 v1 = _mm256_set1_ps(v[1]);
-        const __m256 qx = _mm256_add_ps(_mm256_add_ps(_mm256_set1_ps(low_x * v[0]), _mm256_mul_ps(mid_x, v1)),
-                                        _mm256_loadu_ps(end_x[s] + first));
-        const __m256 q2 = _mm256_add_ps(_mm256_add_ps(_mm256_set1_ps(low_w * v[0] * v[0]), _mm256_mul_ps(_mm256_mul_ps(mid_w, v1), v1)),
-                                        _mm256_loadu_ps(end_w[s] + first));
-        const __m256 counted = _mm256_and_ps(valid, _mm256_cmp_ps(q2, _mm256_setzero_ps(), _CMP_GT_OQ));
-        const __m256 fit = _mm256_and_ps(counted, _mm256_mul_ps(_mm256_mul_ps(qx, qx), _mm256_rcp_ps(q2)));
+        const __m256 qx = _mm256_sub_ps(_mm256_loadu_ps(part_x[s] + first), x_i1);
+        const __m256 q2 = _mm256_add_ps(_mm256_loadu_ps(part_w[s] + first), w_i1[s]);
+        const __m256 fit = _mm256_mul_ps(_mm256_mul_ps(qx, qx), _mm256_rcp_ps(q2));
         _mm256_store_ps(fits[vector][s], fit);
-        largest = _mm256_max_ps(largest, fit);
+        largest[s] = _mm256_max_ps(largest[s], fit);
       }
-    }
   }
   alignas(32) float lanes[kLanes];
-  _mm256_store_ps(lanes, largest);
+  _mm256_store_ps(lanes, _mm256_max_ps(largest[0], largest[1]));
   float T = lanes[0];
   for (int lane = 1; lane < kLanes; ++lane) T = T > lanes[lane] ? T : lanes[lane];
   if (!(T >= 0x1p-60f && T <= 0x1p60f)) return best_split_replay_avx2(sumx, sumw);
+  // Pass 2: the vectors holding a split whose fit reaches T (1 - 2^-7), found without a branch per
+  // vector (which mispredicts), then their splits in ggml's order.
+  const __m256 threshold = _mm256_set1_ps(T * kCandidateFraction);
+  uint8_t hit[kVectors];
+  int hits = 0;
+  for (int v = 0; v < kVectors; ++v) {
+    const __m256 either = _mm256_max_ps(_mm256_load_ps(fits[v][0]), _mm256_load_ps(fits[v][1]));
+    hit[hits] = uint8_t(v);
+    hits += _mm256_movemask_ps(_mm256_cmp_ps(either, threshold, _CMP_GE_OQ)) != 0;
+  }
   SplitCandidate candidates[kMaxSplitCandidates];
   int count = 0;
-  const __m256 threshold = _mm256_set1_ps(T * kCandidateFraction);
-  vector = 0;
-  for (int i1 = 0; i1 <= kSGroup; ++i1)
-    for (int first = i1; first <= kSGroup; first += kLanes, ++vector) {
-      const unsigned up = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_load_ps(fits[vector][0]), threshold, _CMP_GE_OQ)));
-      const unsigned down = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_load_ps(fits[vector][1]), threshold, _CMP_GE_OQ)));
-      if (!(up | down)) continue;
-      for (int lane = 0; lane < kLanes; ++lane)
-        for (int s = 0; s < 2; ++s) {
-          if (!(((s == 0 ? up : down) >> lane) & 1)) continue;
-          if (count == kMaxSplitCandidates) return best_split_replay_avx2(sumx, sumw);
-          candidates[count++] = {i1, first + lane, s == 0 ? 1 : -1};
-        }
+  for (int h = 0; h < hits; ++h) {
+    const int v = hit[h];
+    const unsigned up = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_load_ps(fits[v][0]), threshold, _CMP_GE_OQ)));
+    const unsigned down = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_load_ps(fits[v][1]), threshold, _CMP_GE_OQ)));
+    for (unsigned b = unsigned(kSpreadBits[up] | kSpreadBits[down] << 1); b; b &= b - 1) {
+      if (count == kMaxSplitCandidates) return best_split_replay_avx2(sumx, sumw);
+      const int bit = __builtin_ctz(b);
+      candidates[count++] = {kVectorSpans[size_t(v)].i1, kVectorSpans[size_t(v)].first + bit / 2, bit % 2 ? -1 : 1};
     }
+  }
   Split best;
   if (!choose_among_candidates(sumx, sumw, T, candidates, count, best)) return best_split_replay_avx2(sumx, sumw);
   return best;
@@ -190,31 +224,83 @@ LOWBIT_AVX2 int nearest_candidate_avx2(const uint16_t* codes, int count, const f
     const __m128 levels = _mm_setr_ps(term[0][i], term[1][i], term[2][i], 0);
     terms[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(levels), levels, 1);
   }
+  // Per lane the least distance below FLT_MAX and the first candidate at it (a strict compare: a NaN or
+  // a later tie never replaces it), without a branch per vector (a new best mispredicts); then the least
+  // of the lanes and, among the lanes holding it, the first candidate: what ggml's scan keeps.
   const __m256i lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  float best_d2 = FLT_MAX;
-  int best = -1;
+  __m256 lane_d2 = _mm256_set1_ps(FLT_MAX);
+  __m256i lane_best = _mm256_set1_epi32(-1);
   for (int first = 0; first < count; first += kLanes, codes += kLanes) {
     const __m256i code = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
     __m256 d2 = _mm256_permutevar8x32_ps(terms[0], code);
     for (int i = 1; i < 8; ++i) d2 = _mm256_add_ps(d2, _mm256_permutevar8x32_ps(terms[i], _mm256_srli_epi32(code, 2 * i)));
-    // Lanes in the list that beat the best so far (a NaN compares false, as in the scalar loop); the
-    // first lane holding their minimum is the one a sequential scan keeps.
-    const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count - first), lane_index));
-    const __m256 better = _mm256_and_ps(valid, _mm256_cmp_ps(d2, _mm256_set1_ps(best_d2), _CMP_LT_OQ));
-    cpu::avx2::keep_first_least(d2, unsigned(_mm256_movemask_ps(better)), first, best_d2, best);
+    const __m256i candidate = _mm256_add_epi32(_mm256_set1_epi32(first), lane_index);
+    const __m256 better = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count), candidate)),
+                                        _mm256_cmp_ps(d2, lane_d2, _CMP_LT_OQ));
+    lane_d2 = _mm256_blendv_ps(lane_d2, d2, better);
+    lane_best = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(lane_best), _mm256_castsi256_ps(candidate), better));
   }
+  alignas(32) float d2s[kLanes];
+  alignas(32) int bests[kLanes];
+  _mm256_store_ps(d2s, lane_d2);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(bests), lane_best);
+  float best_d2 = FLT_MAX;
+  int best = -1;
+  for (int lane = 0; lane < kLanes; ++lane)
+    if (bests[lane] >= 0 && (d2s[lane] < best_d2 || (d2s[lane] == best_d2 && bests[lane] < best))) {
+      best_d2 = d2s[lane];
+      best = bests[lane];
+    }
   return best;
+}
+
+// The stable ascending order (ggml_iq1_search.h): value j's position counts the values before it,
+// x_i < x_j for i > j and x_i <= x_j for i < j (-0 and +0 compare equal), 8 j per vector; the compares
+// are fixed, unlike the insertion sort's mispredicted branches. The AVX-512 target runs it too: on the
+// team's EPYC it took ~0.4 of the time of the AVX-512 kernel it replaced (16 lanes, popcounts of masks).
+LOWBIT_AVX2 bool ascending_order_avx2(const float* x, int* order) {
+  __m256 v[4];
+  __m256 unordered = _mm256_setzero_ps();
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm256_loadu_ps(x + kLanes * k);
+    unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v[k], v[k], _CMP_UNORD_Q));
+  }
+  if (_mm256_movemask_ps(unordered)) return false;
+  const __m256i lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256i rank[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+  for (int b = 0; b < 4; ++b)
+    for (int l = 0; l < kLanes; ++l) {
+      const __m256 xi = _mm256_set1_ps(x[kLanes * b + l]);
+      for (int k = 0; k < 4; ++k) {
+        __m256 before;  // all ones where value i goes before value j (lane of block k)
+        if (k < b) {
+          before = _mm256_cmp_ps(xi, v[k], _CMP_LT_OQ);
+        } else if (k > b) {
+          before = _mm256_cmp_ps(xi, v[k], _CMP_LE_OQ);
+        } else {
+          const __m256 later = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lane_index, _mm256_set1_epi32(l)));
+          before = _mm256_blendv_ps(_mm256_cmp_ps(xi, v[k], _CMP_LT_OQ), _mm256_cmp_ps(xi, v[k], _CMP_LE_OQ), later);
+        }
+        rank[k] = _mm256_sub_epi32(rank[k], _mm256_castps_si256(before));
+      }
+    }
+  alignas(32) int position[kSGroup];
+  for (int k = 0; k < 4; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(position + kLanes * k), rank[k]);
+  for (int j = 0; j < kSGroup; ++j) order[position[j]] = j;
+  return true;
 }
 
 }  // namespace
 
 SplitSearchFn avx2_split_search() { return best_split_avx2; }
 NearestCandidateFn avx2_nearest_candidate() { return nearest_candidate_avx2; }
+AscendingOrderFn avx2_ascending_order() { return ascending_order_avx2; }
 
 #else
 
 SplitSearchFn avx2_split_search() { return nullptr; }
 NearestCandidateFn avx2_nearest_candidate() { return nullptr; }
+AscendingOrderFn avx2_ascending_order() { return nullptr; }
 
 #endif
 

@@ -14,7 +14,10 @@
 #pragma clang fp contract(off)
 #endif
 
+#include <array>
 #include <cfloat>
+#include <cmath>
+#include <cstdint>
 
 #include "formats/ggml_iq1_search.h"
 #include "kernels/cpu/ggml_iq1_split_candidates.h"
@@ -93,78 +96,94 @@ LOWBIT_AVX512 Split best_split_replay_avx512(const float* sumx, const float* sum
   return best;
 }
 
+// (vector index) -> (i1, first i2) of pass 1's vectors, in the scan's order.
+struct VectorSpan {
+  uint8_t i1, first;
+};
+constexpr int kVectors = 51;  // sum over i1 of ceil((33 - i1) / 16)
+constexpr std::array<VectorSpan, kVectors> kVectorSpans = [] {
+  std::array<VectorSpan, kVectors> spans{};
+  int v = 0;
+  for (int i1 = 0; i1 <= kSGroup; ++i1)
+    for (int first = i1; first <= kSGroup; first += 16) spans[size_t(v++)] = {uint8_t(i1), uint8_t(first)};
+  return spans;
+}();
+
 // ggml's split in two passes (ggml_iq1_split_candidates.h): every split's fit sumqx^2 / sumq2 approximately
-// (the reciprocal to 2^-14), its largest T; then ggml's choice among the splits whose fit reaches
-// T (1 - 2^-7), usually a handful. No lane is replayed where it cannot matter, so no branch depends on
-// the sequence of winners.
+// (the reciprocal to 2^-14, the sums rearranged), its largest T; then ggml's choice among the splits whose
+// fit reaches T (1 - 2^-7), usually a handful. No lane is replayed where it cannot matter, so no branch
+// depends on the sequence of winners.
 LOWBIT_AVX512 Split best_split_avx512(const float* sumx, const float* sumw) {
-  // The i2 terms, (sx[32] - sx[i2]) * v2 and (sw[32] - sw[i2]) * v2 * v2 per shift, as the scalar loop
-  // rounds them, once per i2 instead of once per split; lanes past i2 = 32 hold zeros.
-  constexpr int kPadded = 48;
-  alignas(64) float x_at[kPadded] = {}, w_at[kPadded] = {};
-  alignas(64) float end_x[2][kPadded] = {}, end_w[2][kPadded] = {};
-  for (int i = 0; i <= kSGroup; ++i) {
-    x_at[i] = sumx[i];
-    w_at[i] = sumw[i];
-  }
-  // Sums far from overflow (below 2^60, so no fit overflows; NaN fails the test too), else the full scan.
+  // Far from overflow (|sums| <= 2^60; NaN fails), weights not negative (sumw ascending) and a total
+  // weight of at least 2^-60, or the full scan: the approximate fits err by less than 2^-13 there.
   const __m512 limit = _mm512_set1_ps(0x1p60f);
-  __mmask16 too_large = 0;
-  for (int i = 0; i < kPadded; i += 16)
-    too_large |= _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_load_ps(x_at + i)), limit, _CMP_NLE_UQ) |
-                 _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_load_ps(w_at + i)), limit, _CMP_NLE_UQ);
-  if (too_large) return best_split_replay_avx512(sumx, sumw);
+  const __mmask16 last = 1;
+  __mmask16 bad = _mm512_cmp_ps_mask(_mm512_set1_ps(sumw[kSGroup]), _mm512_set1_ps(0x1p-60f), _CMP_NGE_UQ);
+  bad |= _mm512_mask_cmp_ps_mask(last, _mm512_abs_ps(_mm512_set1_ps(sumx[kSGroup])), limit, _CMP_NLE_UQ) |
+         _mm512_mask_cmp_ps_mask(last, _mm512_set1_ps(sumw[kSGroup]), limit, _CMP_NLE_UQ);
+  for (int i = 0; i < kSGroup; i += 16) {
+    const __m512 w = _mm512_loadu_ps(sumw + i);
+    bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(sumx + i)), limit, _CMP_NLE_UQ) |
+           _mm512_cmp_ps_mask(_mm512_loadu_ps(sumw + i + 1), w, _CMP_NGE_UQ);
+  }
+  if (bad) return best_split_replay_avx512(sumx, sumw);
+  // Pass 1, per shift: sumqx = (X v2 - sx[i2]) - sx[i1], sumq2 = (W v2^2 + b sw[i2]) + a sw[i1], the i2
+  // parts once per i2; past i2 = 32 the sumq2 part is +inf, so the fit is 0 there (rcp14(inf) = 0).
+  constexpr int kPadded = 48;
+  alignas(64) float part_x[2][kPadded], part_w[2][kPadded];
+  float low_weight[2];
   for (int s = 0; s < 2; ++s) {
-    const float v2 = (s == 0 ? kShiftedUp : kShiftedDown)[2];
-    for (int i = 0; i <= kSGroup; ++i) {
-      end_x[s][i] = (sumx[kSGroup] - sumx[i]) * v2;
-      end_w[s][i] = (sumw[kSGroup] - sumw[i]) * v2 * v2;
+    const ApproximateSplitTerms t = approximate_split_terms(s == 0 ? 1 : -1);
+    low_weight[s] = t.a;
+    const __m512 xv2 = _mm512_set1_ps(sumx[kSGroup] * t.v2), wv22 = _mm512_set1_ps(sumw[kSGroup] * t.v2_squared);
+    const __m512 b = _mm512_set1_ps(t.b);
+    for (int i = 0; i < kPadded; i += 16) {
+      const __mmask16 in = i < kSGroup ? 0xffff : last;
+      const __m512 x = _mm512_maskz_loadu_ps(in, sumx + i), w = _mm512_maskz_loadu_ps(in, sumw + i);
+      _mm512_store_ps(part_x[s] + i, _mm512_maskz_sub_ps(in, xv2, x));
+      _mm512_store_ps(part_w[s] + i, _mm512_mask_add_ps(_mm512_set1_ps(INFINITY), in, wv22, _mm512_mul_ps(b, w)));
     }
   }
-  // Pass 1: the fits of every split, 0 where sumq2 <= 0 or past i2 = 32, stored in the scan's order.
-  constexpr int kVectors = 51;  // sum over i1 of ceil((33 - i1) / 16)
   alignas(64) float fits[kVectors][2][16];
-  __m512 largest = _mm512_setzero_ps();
+  __m512 largest[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};  // two chains of max
   int vector = 0;
   for (int i1 = 0; i1 <= kSGroup; ++i1) {
-    const float low_x = sumx[i1] - sumx[0], low_w = sumw[i1] - sumw[0];
-    const __m512 x_i1 = _mm512_set1_ps(sumx[i1]), w_i1 = _mm512_set1_ps(sumw[i1]);
-    for (int first = i1; first <= kSGroup; first += 16, ++vector) {
-      const __mmask16 valid = __mmask16(kSGroup + 1 - first >= 16 ? 0xffff : (1u << (kSGroup + 1 - first)) - 1);
-      const __m512 mid_x = _mm512_sub_ps(_mm512_loadu_ps(x_at + first), x_i1);
-      const __m512 mid_w = _mm512_sub_ps(_mm512_loadu_ps(w_at + first), w_i1);
+    const __m512 x_i1 = _mm512_set1_ps(sumx[i1]);
+    const __m512 w_i1[2] = {_mm512_set1_ps(low_weight[0] * sumw[i1]), _mm512_set1_ps(low_weight[1] * sumw[i1])};
+    for (int first = i1; first <= kSGroup; first += 16, ++vector)
       for (int s = 0; s < 2; ++s) {
-        const float* v = s == 0 ? kShiftedUp : kShiftedDown;
-        const __m512 v1 = _mm512_set1_ps(v[1]);
-        const __m512 qx = _mm512_add_ps(_mm512_add_ps(_mm512_set1_ps(low_x * v[0]), _mm512_mul_ps(mid_x, v1)),
-                                        _mm512_loadu_ps(end_x[s] + first));
-        const __m512 q2 = _mm512_add_ps(_mm512_add_ps(_mm512_set1_ps(low_w * v[0] * v[0]), _mm512_mul_ps(_mm512_mul_ps(mid_w, v1), v1)),
-                                        _mm512_loadu_ps(end_w[s] + first));
-        const __mmask16 positive = _mm512_mask_cmp_ps_mask(valid, q2, _mm512_setzero_ps(), _CMP_GT_OQ);
-        const __m512 fit = _mm512_maskz_mul_ps(positive, _mm512_mul_ps(qx, qx), _mm512_rcp14_ps(q2));
+        const __m512 qx = _mm512_sub_ps(_mm512_loadu_ps(part_x[s] + first), x_i1);
+        const __m512 q2 = _mm512_add_ps(_mm512_loadu_ps(part_w[s] + first), w_i1[s]);
+        const __m512 fit = _mm512_mul_ps(_mm512_mul_ps(qx, qx), _mm512_rcp14_ps(q2));
         _mm512_store_ps(fits[vector][s], fit);
-        largest = _mm512_max_ps(largest, fit);
+        largest[s] = _mm512_max_ps(largest[s], fit);
       }
-    }
   }
-  const float T = _mm512_reduce_max_ps(largest);
+  const float T = _mm512_reduce_max_ps(_mm512_max_ps(largest[0], largest[1]));
   if (!(T >= 0x1p-60f && T <= 0x1p60f)) return best_split_replay_avx512(sumx, sumw);
-  // Pass 2: list the splits whose fit reaches T (1 - 2^-7), in ggml's order (lane by lane, +1/8 first).
+  // Pass 2: the vectors holding a split whose fit reaches T (1 - 2^-7), found without a branch per
+  // vector, then their splits in ggml's order (lane by lane, +1/8 first).
+  const __m512 threshold = _mm512_set1_ps(T * kCandidateFraction);
+  uint32_t bits[kVectors];
+  uint8_t hit[kVectors];
+  int hits = 0;
+  for (int v = 0; v < kVectors; ++v) {
+    const uint32_t up = _mm512_cmp_ps_mask(_mm512_load_ps(fits[v][0]), threshold, _CMP_GE_OQ);
+    const uint32_t down = _mm512_cmp_ps_mask(_mm512_load_ps(fits[v][1]), threshold, _CMP_GE_OQ);
+    bits[v] = _pdep_u32(up, 0x55555555u) | _pdep_u32(down, 0xaaaaaaaau);
+    hit[hits] = uint8_t(v);
+    hits += bits[v] != 0;
+  }
   SplitCandidate candidates[kMaxSplitCandidates];
   int count = 0;
-  const __m512 threshold = _mm512_set1_ps(T * kCandidateFraction);
-  vector = 0;
-  for (int i1 = 0; i1 <= kSGroup; ++i1)
-    for (int first = i1; first <= kSGroup; first += 16, ++vector) {
-      const uint32_t up = _mm512_cmp_ps_mask(_mm512_load_ps(fits[vector][0]), threshold, _CMP_GE_OQ);
-      const uint32_t down = _mm512_cmp_ps_mask(_mm512_load_ps(fits[vector][1]), threshold, _CMP_GE_OQ);
-      if (!(up | down)) continue;
-      for (uint32_t bits = _pdep_u32(up, 0x55555555u) | _pdep_u32(down, 0xaaaaaaaau); bits; bits &= bits - 1) {
-        if (count == kMaxSplitCandidates) return best_split_replay_avx512(sumx, sumw);
-        const int bit = __builtin_ctz(bits);
-        candidates[count++] = {i1, first + bit / 2, bit % 2 ? -1 : 1};
-      }
+  for (int h = 0; h < hits; ++h) {
+    const int v = hit[h];
+    for (uint32_t b = bits[v]; b; b &= b - 1) {
+      if (count == kMaxSplitCandidates) return best_split_replay_avx512(sumx, sumw);
+      const int bit = __builtin_ctz(b);
+      candidates[count++] = {kVectorSpans[size_t(v)].i1, kVectorSpans[size_t(v)].first + bit / 2, bit % 2 ? -1 : 1};
     }
+  }
   Split best;
   if (!choose_among_candidates(sumx, sumw, T, candidates, count, best)) return best_split_replay_avx512(sumx, sumw);
   return best;
@@ -212,31 +231,15 @@ LOWBIT_AVX512 int nearest_candidate_avx512(const uint16_t* codes, int count, con
   return best;
 }
 
-__attribute__((target("avx512f,popcnt"))) bool ascending_order_avx512(const float* x, int* order) {
-  const __m512 low = _mm512_loadu_ps(x), high = _mm512_loadu_ps(x + 16);
-  if (_mm512_cmp_ps_mask(low, low, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(high, high, _CMP_UNORD_Q)) return false;
-  int rank[kSGroup];
-  for (int i = 0; i < kSGroup; ++i) {
-    const __m512 v = _mm512_set1_ps(x[i]);
-    const uint32_t below = uint32_t(_mm512_cmp_ps_mask(low, v, _CMP_LT_OQ)) | uint32_t(_mm512_cmp_ps_mask(high, v, _CMP_LT_OQ)) << 16;
-    const uint32_t equal = uint32_t(_mm512_cmp_ps_mask(low, v, _CMP_EQ_OQ)) | uint32_t(_mm512_cmp_ps_mask(high, v, _CMP_EQ_OQ)) << 16;
-    rank[i] = __builtin_popcount(below) + __builtin_popcount(equal & ((1u << i) - 1));
-  }
-  for (int i = 0; i < kSGroup; ++i) order[rank[i]] = i;
-  return true;
-}
-
 }  // namespace
 
 NearestCandidateFn avx512_nearest_candidate() { return nearest_candidate_avx512; }
 SplitSearchFn avx512_split_search() { return best_split_avx512; }
-AscendingOrderFn avx512_ascending_order() { return ascending_order_avx512; }
 
 #else
 
 SplitSearchFn avx512_split_search() { return nullptr; }
 NearestCandidateFn avx512_nearest_candidate() { return nullptr; }
-AscendingOrderFn avx512_ascending_order() { return nullptr; }
 
 #endif
 

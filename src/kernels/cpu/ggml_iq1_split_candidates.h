@@ -40,6 +40,25 @@ inline void split_sums_scalar(const float* sumx, const float* sumw, int i1, int 
   sumq2 = (sumw[i1] - sumw[0]) * v[0] * v[0] + (sumw[i2] - sumw[i1]) * v[1] * v[1] + (sumw[kSGroup] - sumw[i2]) * v[2] * v[2];
 }
 
+// The first pass's sums, rearranged: with v0 - v1 = v1 - v2 = -1 (both shifts),
+//   sumqx = X v2 - sx[i1] - sx[i2],   sumq2 = W v2^2 + a sw[i1] + b sw[i2],   a = v0^2 - v1^2, b = v1^2 - v2^2,
+// X = sx[32], W = sw[32]: per split one subtract and one add of per-i2 parts. They equal ggml's sums in
+// exact arithmetic, not in rounding; the vector passes use them only for the approximate fit. With
+// weights >= 0 (sw ascending, each sumq2 >= W/64), W >= 2^-60 and sums below 2^60, each errs by a few
+// 2^-24 of S = max |sx| or of W; the best split has sumqx^2 / sumq2 >= (49/81) S^2 / W (the split of the
+// negative values to level 0 and the rest to level 2 has), so a fit near it errs by less than 2^-16 and
+// any split's approximate fit exceeds its own by less than 2^-16 of T: with the reciprocal's error
+// (2^-14 AVX-512, 1.5 * 2^-12 AVX2) still below the 2^-10 the listing needs.
+struct ApproximateSplitTerms {
+  float v2, v2_squared, a, b;
+};
+constexpr ApproximateSplitTerms approximate_split_terms(int shift) {
+  const float* v = shift == 1 ? kShiftedUp : kShiftedDown;
+  return {v[2], v[2] * v[2], v[0] * v[0] - v[1] * v[1], v[1] * v[1] - v[2] * v[2]};
+}
+static_assert(kShiftedUp[0] - kShiftedUp[1] == -1 && kShiftedUp[1] - kShiftedUp[2] == -1 &&
+              kShiftedDown[0] - kShiftedDown[1] == -1 && kShiftedDown[1] - kShiftedDown[2] == -1);
+
 // ggml's split among `candidates` (listed in ggml's order, with approximate largest fit T), or false when
 // the caller must run the full scan.
 inline bool choose_among_candidates(const float* sumx, const float* sumw, float T, const SplitCandidate* candidates,

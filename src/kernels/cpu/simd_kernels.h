@@ -21,7 +21,7 @@ SplitSearchFn avx512_split_search();            // ggml_iq1_search_avx512.cpp
 NearestCandidateFn avx512_nearest_candidate();  // ggml_iq1_search_avx512.cpp
 SplitSearchFn avx2_split_search();              // ggml_iq1_search_avx2.cpp: 8 splits per vector
 NearestCandidateFn avx2_nearest_candidate();    // ggml_iq1_search_avx2.cpp: 8 candidates per vector
-AscendingOrderFn avx512_ascending_order();      // ggml_iq1_search_avx512.cpp
+AscendingOrderFn avx2_ascending_order();        // ggml_iq1_search_avx2.cpp (the AVX-512 target too)
 }  // namespace lowbit::ggml::iq1
 
 namespace lowbit::ggml::iq2 {
