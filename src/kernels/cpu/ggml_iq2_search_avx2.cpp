@@ -40,6 +40,16 @@ LOWBIT_AVX2 void trial_sums_avx2(const float* weight, const float* xval, int n, 
   trial_sums_lanes<8>(weight, xval, n, q, count, sumqx, sumq2);
 }
 
+// Helpers as functions, not lambdas: clang does not give a lambda its enclosing function's target.
+// The term vector at byte `offset` of a table.
+LOWBIT_AVX2 inline __m256 term_vector(const unsigned char* table, int offset) {
+  return _mm256_loadu_ps(reinterpret_cast<const float*>(table + offset));
+}
+// 8 level bytes as 32-bit lanes.
+LOWBIT_AVX2 inline __m256i level_bytes(const uint8_t* levels) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(levels)));
+}
+
 // SearchKernels::nearest_at_scales, 8 scales per vector: nearest_at_scales_lanes<8>'s floats, with value j's
 // term vector of level l at byte 192 j + 65 l of a table (SearchTables::kLaneByte: each vector within one
 // cache line), so the lane byte of a candidate is the offset of its term: a candidate costs 8 byte loads
@@ -63,9 +73,6 @@ LOWBIT_AVX2 void nearest_at_scales_avx2(const uint8_t* lane_levels, int count, c
                          _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[j]), diff), diff));  // (w*diff)*diff
       }
     }
-    const auto term = [&](int j, uint8_t byte) {
-      return _mm256_loadu_ps(reinterpret_cast<const float*>(table + kStrideJ * j + byte));
-    };
     __m256 best_d2 = _mm256_set1_ps(FLT_MAX);
     __m256i best_c = _mm256_set1_epi32(-1), c_lanes = _mm256_setzero_si256();
     const uint8_t* chunk = lane_levels;
@@ -73,8 +80,8 @@ LOWBIT_AVX2 void nearest_at_scales_avx2(const uint8_t* lane_levels, int count, c
       const int in_chunk = count - start < kChunk ? count - start : kChunk;
       for (int c = 0; c < in_chunk; ++c) {
         // From the first term instead of 0 + it: the same float (terms are products of a square root and a square).
-        __m256 d2 = term(0, chunk[c]);
-        for (int j = 1; j < 8; ++j) d2 = _mm256_add_ps(d2, term(j, chunk[j * kChunk + c]));
+        __m256 d2 = term_vector(table, kStrideJ * 0 + chunk[c]);
+        for (int j = 1; j < 8; ++j) d2 = _mm256_add_ps(d2, term_vector(table, kStrideJ * j + chunk[j * kChunk + c]));
         const __m256 better = _mm256_cmp_ps(d2, best_d2, _CMP_LT_OQ);  // false for NaN, as ggml's
         best_d2 = _mm256_min_ps(d2, best_d2);  // d2 where d2 < best_d2, else best_d2: the strict update
         best_c = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_c), _mm256_castsi256_ps(c_lanes), better));
@@ -134,11 +141,8 @@ LOWBIT_AVX2 int nearest_lanes_at_scale_avx2(const uint8_t* lane_levels, int coun
   for (int first = 0; first < count; first += 8) {
     // 8 level bytes of value j: within the chunk (its bytes past the list's end are 0).
     const uint8_t* levels = lane_levels + (first / kChunk) * 8 * kChunk + first % kChunk;
-    const auto level = [&](int j) {
-      return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(levels + j * kChunk)));
-    };
-    __m256 d2 = _mm256_permutevar_ps(term[0], level(0));
-    for (int j = 1; j < 8; ++j) d2 = _mm256_add_ps(d2, _mm256_permutevar_ps(term[j], level(j)));
+    __m256 d2 = _mm256_permutevar_ps(term[0], level_bytes(levels));
+    for (int j = 1; j < 8; ++j) d2 = _mm256_add_ps(d2, _mm256_permutevar_ps(term[j], level_bytes(levels + j * kChunk)));
     const int in_list = count - first < 8 ? count - first : 8;
     const unsigned better = bits_of(_mm256_cmp_ps(d2, _mm256_set1_ps(best_d2), _CMP_LT_OQ)) & ((1u << in_list) - 1);
     cpu::avx2::keep_first_least(d2, better, first, best_d2, best);

@@ -32,6 +32,12 @@ namespace {
 using cpu::avx2::bits_of;
 using cpu::avx2::lanes_of;
 
+// The term vector at byte `offset` of the term table. A function, not a lambda: clang does not give
+// a lambda its enclosing function's target.
+LOWBIT_AVX2 inline __m256 term_at(const char* terms, uint16_t offset) {
+  return _mm256_load_ps(reinterpret_cast<const float*>(terms + offset));
+}
+
 // Per lane, the level code of the nearest candidate in code c's list at the lane's scale: the first strict
 // minimum, as ggml's scan; the list's first candidate where no distance is below FLT_MAX (only non-finite
 // input). term_table: the 4 x 8 terms of the lanes' scales. start: FLT_MAX on the lanes searched, -inf
@@ -54,8 +60,9 @@ LOWBIT_AVX2 inline __m256i nearest_in_list(const TrialGrid& grid, int c, const _
   for (uint32_t j = 0; j < quarter; ++j)
     for (int h = 0; h < 4; ++h) {
       const uint16_t* offsets = offset_list + 4 * (h * quarter + j);
-      const auto term_at = [&](int i) { return _mm256_load_ps(reinterpret_cast<const float*>(terms + offsets[i])); };
-      const __m256 d2 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(term_at(0), term_at(1)), term_at(2)), term_at(3));
+      const __m256 d2 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(term_at(terms, offsets[0]), term_at(terms, offsets[1])),
+                                                    term_at(terms, offsets[2])),
+                                      term_at(terms, offsets[3]));
       const __m256 better = _mm256_cmp_ps(d2, best_d2[h], _CMP_LT_OQ);
       best_d2[h] = _mm256_min_ps(d2, best_d2[h]);
       best[h] = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best[h]),
@@ -149,6 +156,19 @@ LOWBIT_AVX2 void all_trials_avx2(const TrialGrid& grid, const float* xval, const
   }
 }
 
+// The distances of candidates [first, first + 8) of a list: each coordinate's term picked by the
+// candidate's 3-bit level (vpermps reads an index's low 3 bits: the level at coordinate i, shifted
+// down), summed in ggml's order; +Inf past the list's end. A function, not a lambda: clang does not
+// give a lambda its enclosing function's target.
+LOWBIT_AVX2 inline __m256 candidate_distances(const __m256 term[4], const uint16_t* code_list, int count, int first) {
+  const __m256i cand = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code_list + first)));
+  __m256 d2 = _mm256_permutevar8x32_ps(term[0], cand);
+  for (int i = 1; i < 4; ++i) d2 = _mm256_add_ps(d2, _mm256_permutevar8x32_ps(term[i], _mm256_srli_epi32(cand, 3 * i)));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 in_list = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count - first), lane));
+  return _mm256_blendv_ps(_mm256_set1_ps(INFINITY), d2, in_list);
+}
+
 // The nearest of code c's candidates at one scale, 8 candidates per vector: term_i holds the 8 terms
 // (waux[i] * diff) * diff of coordinate i, one per level, so a candidate's distance is 4 permutes and
 // 3 adds in ggml's order. First the least distance (min(d2, least) skips a NaN, as ggml's strict
@@ -158,23 +178,15 @@ LOWBIT_AVX2 int nearest_at_one_scale(const TrialGrid& grid, int c, const __m256 
   const uint32_t begin = grid.list_begin[c];
   const int count = int(grid.list_begin[c + 1] - begin);
   const uint16_t* code_list = grid.list_codes + begin;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const auto distances = [&](int first) {
-    const __m256i cand = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code_list + first)));
-    // vpermps reads the low 3 bits of each index: the level at coordinate i, shifted down.
-    const auto term_at = [&](int i) { return _mm256_permutevar8x32_ps(term[i], _mm256_srli_epi32(cand, 3 * i)); };
-    const __m256 d2 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(term_at(0), term_at(1)), term_at(2)), term_at(3));
-    const __m256 in_list = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count - first), lane));
-    return _mm256_blendv_ps(_mm256_set1_ps(INFINITY), d2, in_list);
-  };
   __m256 least = _mm256_set1_ps(FLT_MAX);
-  for (int first = 0; first < count; first += 8) least = _mm256_min_ps(distances(first), least);
+  for (int first = 0; first < count; first += 8)
+    least = _mm256_min_ps(candidate_distances(term, code_list, count, first), least);
   least = _mm256_min_ps(least, _mm256_permute2f128_ps(least, least, 1));
   least = _mm256_min_ps(least, _mm256_permute_ps(least, 0x4e));
   least = _mm256_min_ps(least, _mm256_permute_ps(least, 0xb1));
   if (!(_mm256_cvtss_f32(least) < FLT_MAX)) return code_list[0];
   for (int first = 0;; first += 8)
-    if (const unsigned at = bits_of(_mm256_cmp_ps(distances(first), least, _CMP_EQ_OQ)))
+    if (const unsigned at = bits_of(_mm256_cmp_ps(candidate_distances(term, code_list, count, first), least, _CMP_EQ_OQ)))
       return code_list[first + __builtin_ctz(at)];
 }
 
