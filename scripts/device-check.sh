@@ -34,6 +34,7 @@
 #   scripts/device-check.sh bench     + the GPU benchmarks (lowbit_cuda_bench: codecs and matmuls), then
 #                                     bitsandbytes timed the same way (bench/bnb_reference_bench.py);
 #                                     tables also in $OUT/cuda_bench.md and $OUT/bnb_bench.md when $OUT is set
+#   scripts/device-check.sh decode    the matmul tests and decoding's products alone (lowbit_cuda_bench --decode-only)
 #   scripts/device-check.sh model     + the model runtime on the GPU against the CPU (tests/model_cuda: KL-divergence,
 #                                     perplexity, importance matrices, a probed plan, greedy decoding), eval through the
 #                                     CLI on both devices, bench --model
@@ -74,9 +75,16 @@ targets="lowbit lowbit_kernels_tests"
 [ "${1:-}" = "model" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests"
 [ "${1:-}" = "speed" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests"
 [ "${1:-}" = "build" ] && targets="lowbit"
+[ "${1:-}" = "decode" ] && targets="lowbit_kernels_tests lowbit_cuda_bench"
 [ "${1:-}" = "patch" ] && targets="_lowbit lowbit_cuda lowbit_kernels_tests"
 cmake --build build-device -j "$(nproc)" --target $targets > /tmp/build.log 2>&1 || { grep -E "error|FAILED" -A3 /tmp/build.log | head -40; exit 1; }
 [ "${1:-}" = "build" ] && exit 0
+if [ "${1:-}" = "decode" ]; then
+  status=0
+  build-device/tests/lowbit_kernels_tests --gtest_brief=1 --gtest_filter='CudaMatmul*' || status=$?
+  build-device/bench/lowbit_cuda_bench --decode-only | tee "${OUT:-/tmp}/decode_bench.md"
+  exit "$status"
+fi
 if [ "${1:-}" = "patch" ]; then
   export PYTHONPATH="$PWD/build-device/python:$PYTHONPATH"
   status=0

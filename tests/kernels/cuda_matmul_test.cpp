@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -330,50 +331,63 @@ TEST(CudaMatmul, RejectsBadShapes) {
                Error);
 }
 
-// The few-token product of every ggml type against float64 sums over the CPU's dequantized weight and
-// float32 inputs: the weight is decoded to the same float32 values, so only the float32 sum's order differs.
+// y = 0.5 + x·Wᵀ by matvec_ggml (accumulating onto a known start checks the += form too) against float64
+// sums over the CPU's dequantized weight and float32 inputs: the weight is decoded to the same float32
+// values, so only the float32 sum's order differs.
+void expect_matvec_matches_cpu(GgmlType type, int64_t rows, int64_t cols, std::initializer_list<int64_t> token_counts) {
+  const std::string name(ggml_type_info(type).name);
+  ASSERT_TRUE(cuda::has_ggml_matvec(type, cols)) << name;
+  const std::vector<float> importance(size_t(cols), 1.0f);  // iq1_s, iq2_xxs and iq2_xs quantize only with one
+  const auto values = heavy_tailed(size_t(rows * cols));
+  std::vector<std::byte> blocks(ggml_row_bytes(type, cols) * size_t(rows));
+  quantize_rows(type, values.data(), rows, cols, ggml_requires_imatrix(type) ? importance.data() : nullptr, blocks.data());
+  std::vector<float> w(values.size());
+  dequantize_rows(type, blocks.data(), rows, cols, w.data());
+  DeviceBytes weight(blocks.size());
+  weight.upload(blocks.data(), blocks.size());
+  for (const int64_t tokens : token_counts) {
+    const auto x = heavy_tailed(size_t(tokens * cols));
+    DeviceBytes x_device(x.size() * 4), y_device(size_t(tokens * rows) * 4);
+    x_device.upload(x.data(), x.size() * 4);
+    std::vector<float> start(size_t(tokens * rows), 0.5f);
+    y_device.upload(start.data(), start.size() * 4);
+    cuda::matvec_ggml(type, weight.ptr, rows, cols, x_device.as<float>(), tokens, y_device.as<float>(), true, nullptr);
+    const auto bytes = y_device.download(start.size() * 4);
+    std::vector<float> y(start.size());
+    std::memcpy(y.data(), bytes.data(), bytes.size());
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t r = 0; r < rows; ++r) {
+        double exact = 0.5, magnitude = 0.5;
+        for (int64_t c = 0; c < cols; ++c) {
+          exact += double(x[size_t(t * cols + c)]) * double(w[size_t(r * cols + c)]);
+          magnitude += std::abs(double(x[size_t(t * cols + c)]) * double(w[size_t(r * cols + c)]));
+        }
+        ASSERT_NEAR(y[size_t(t * rows + r)], exact, 1e-5 * magnitude)
+            << name << " " << rows << "x" << cols << " token " << t << " row " << r;
+      }
+  }
+}
+
+// The few-token product of every ggml type lowbit writes: an odd row count (a block's second row past the
+// end) and rows long enough for several rounds of a block's loads.
 TEST(CudaMatmul, GgmlMatvecOfEveryTypeMatchesTheCpuDequantizedWeight) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
-  // An odd row count (a block's second row past the end) and rows long enough for several rounds of
-  // a block's loads.
-  const int64_t rows = 41, cols = 4096;
-  const std::vector<float> importance(size_t(cols), 1.0f);  // iq1_s, iq2_xxs and iq2_xs quantize only with one
-  for (const FormatInfo& format : kFormats) {  // every ggml type lowbit writes
-    if (!format.ggml || !ggml_codec(*format.ggml)) continue;
-    const GgmlType type = *format.ggml;
-    const std::string name(format.name);
-    ASSERT_TRUE(cuda::has_ggml_matvec(type, cols)) << name;
-    const auto values = heavy_tailed(size_t(rows * cols));
-    std::vector<std::byte> blocks(ggml_row_bytes(type, cols) * size_t(rows));
-    quantize_rows(type, values.data(), rows, cols, ggml_requires_imatrix(type) ? importance.data() : nullptr, blocks.data());
-    std::vector<float> w(values.size());
-    dequantize_rows(type, blocks.data(), rows, cols, w.data());
-    DeviceBytes weight(blocks.size());
-    weight.upload(blocks.data(), blocks.size());
-    for (const int64_t tokens : {int64_t(1), int64_t(5), cuda::kMatvecMaxTokens}) {
-      const auto x = heavy_tailed(size_t(tokens * cols));
-      DeviceBytes x_device(x.size() * 4), y_device(size_t(tokens * rows) * 4);
-      x_device.upload(x.data(), x.size() * 4);
-      // Accumulating onto a known start checks the += form too.
-      std::vector<float> start(size_t(tokens * rows), 0.5f);
-      y_device.upload(start.data(), start.size() * 4);
-      cuda::matvec_ggml(type, weight.ptr, rows, cols, x_device.as<float>(), tokens, y_device.as<float>(), true, nullptr);
-      const auto bytes = y_device.download(start.size() * 4);
-      std::vector<float> y(start.size());
-      std::memcpy(y.data(), bytes.data(), bytes.size());
-      for (int64_t t = 0; t < tokens; ++t)
-        for (int64_t r = 0; r < rows; ++r) {
-          double exact = 0.5, magnitude = 0.5;
-          for (int64_t c = 0; c < cols; ++c) {
-            exact += double(x[size_t(t * cols + c)]) * double(w[size_t(r * cols + c)]);
-            magnitude += std::abs(double(x[size_t(t * cols + c)]) * double(w[size_t(r * cols + c)]));
-          }
-          ASSERT_NEAR(y[size_t(t * rows + r)], exact, 1e-5 * magnitude) << name << " token " << t << " row " << r;
-        }
-    }
-  }
+  for (const FormatInfo& format : kFormats)
+    if (format.ggml && ggml_codec(*format.ggml)) expect_matvec_matches_cpu(*format.ggml, 41, 4096, {1, 5, cuda::kMatvecMaxTokens});
   EXPECT_FALSE(cuda::has_ggml_matvec(GgmlType::Q4_K, 576));  // rows of 576 are no whole number of 256-blocks
   EXPECT_FALSE(cuda::has_ggml_matvec(GgmlType::F32, 172));   // nor of 8-value groups
+}
+
+// The one-token product stages rows through shared memory: enough rows that each block runs through
+// its ring of stages several times, a last stage cut short, rows of 14336 columns (one row a stage), and
+// rows too short for every thread (q6_K's 4096-column rows: 128 lane tasks).
+TEST(CudaMatmul, StagedOneTokenProductsMatchTheCpu) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q4_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::IQ3_S,
+                        GgmlType::IQ2_XXS}) {
+    expect_matvec_matches_cpu(type, 2003, 4096, {1});
+    expect_matvec_matches_cpu(type, 701, 14336, {1});
+  }
 }
 
 }  // namespace

@@ -372,7 +372,9 @@ struct Bench {
       std::vector<int> scale_offsets;
     };
     for (const Stored& stored : {Stored{GgmlType::Q4_K, {0, 2}}, Stored{GgmlType::Q6_K, {208}}, Stored{GgmlType::Q8_0, {0}},
-                                 Stored{GgmlType::Q2_K, {80, 82}}, Stored{GgmlType::Q3_K, {108}}}) {
+                                 Stored{GgmlType::Q2_K, {80, 82}}, Stored{GgmlType::Q3_K, {108}}, Stored{GgmlType::Q5_K, {0, 2}},
+                                 Stored{GgmlType::Q4_0, {0}}, Stored{GgmlType::IQ4_XS, {0}}, Stored{GgmlType::IQ4_NL, {0}},
+                                 Stored{GgmlType::IQ3_S, {0}}, Stored{GgmlType::IQ2_XXS, {0}}, Stored{GgmlType::IQ1_M, {}}}) {
       const FormatInfo& info = ggml_type_info(stored.type);
       const int64_t blocks = n / info.block_elements, bytes = blocks * info.block_bytes;
       const int sets = sets_for(bytes);
@@ -393,11 +395,13 @@ struct Bench {
                       y[size_t(s % 2)]->as<float>(), false, stream);
         });
         matmul_row("matvec " + std::string(info.name) + " f32", m, tokens, bytes, us, "cuBLAS bf16", cublas);
+        codec_row("matvec " + std::string(info.name) + " f32, " + std::to_string(tokens) + " tok", m.name(), bytes, us);  // its weight's bytes beside the copy
         if (fused.empty()) continue;
         const double fused_us = median_us(sets, [&](int s, cudaStream_t stream) {
           matmul_4bit_fused_f32(fused[size_t(s)], DType::bf16, x16[size_t(s % 2)]->p, tokens, y[size_t(s % 2)]->as<float>(), false, stream);
         });
         matmul_row("fused q4_K f32 out", m, tokens, bytes, fused_us, "cuBLAS bf16", cublas);
+        codec_row("fused q4_K f32 out, " + std::to_string(tokens) + " tok", m.name(), bytes, fused_us);
       }
     }
   }

@@ -38,7 +38,7 @@ void dequantize_float(const void* in, int64_t values, DType out_dtype, void* out
 
 template <DType S>
 constexpr CudaFormatKernels float_format_kernels(FormatId format) {
-  return {format, &dequantize_float<S>, &launch_ggml_matvec<Float<S>>};
+  return {format, &dequantize_float<S>, &launch_block_matvec<Float<S>>};
 }
 
 constexpr CudaFormatKernels kFloatKernels[] = {

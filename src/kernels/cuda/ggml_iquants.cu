@@ -152,7 +152,7 @@ struct Iq4Xs {
 // The same types by runs (ggml_dequantize.cuh): lane task t is 32-value group t of the super-block, its
 // run k subgroup k, so the group's shared bytes (scale, signs, high bits) and its four subgroups' indices
 // are each loaded once, as wide as the block's alignment allows (the 8-value decoders above load a
-// group's shared bytes again for each subgroup, byte by byte). Dequantization only: one-token products
+// group's shared bytes again for each subgroup, byte by byte). They serve dequantization and the staged one-token product; products of more tokens
 // keep the 8-value decoders, and so does iq1_s (its 50-byte block by runs: 0.84 of copy, by groups 0.85-0.90).
 struct GroupRunTasks {
   static constexpr bool kStaged = true;
@@ -227,7 +227,7 @@ struct Iq1MRuns : GroupRunTasks {
 
 template <class R, class D>
 constexpr CudaFormatKernels runs_dequantize_kernels(FormatId format) {
-  return {format, &launch_dequantize_runs<R, D>, &launch_ggml_matvec<D>};
+  return {format, &launch_dequantize_runs<R, D>, &launch_block_matvec<D, R>};
 }
 
 constexpr CudaFormatKernels kIquantKernels[] = {

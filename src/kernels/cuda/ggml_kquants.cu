@@ -4,7 +4,6 @@
 // in one 16- or 32-value sub-block, so a group needs one scale (and min). The scales, mins and value
 // formulas are ggml::kquants' rules, the CPU's own; what is here is how a group's bytes are loaded and
 // its eight codes cut out of them (byte-parallel, code_minus).
-#include <type_traits>
 
 #include "ggml_dequantize.cuh"
 #include "ggml_matvec.cuh"
@@ -61,12 +60,16 @@ struct Q3K {
 // q4_K and q5_K: the 16-byte header (d, dmin, 12 bytes of scales) in one load; sub-block j's three
 // scale bytes (kquants::scale_min_k4's a, b, c) are byte j % 4 of header words 1, 2 and 3
 // (compile-time word positions: no indexing into registers), and its factors d * scale, dmin * min.
-__device__ __forceinline__ void header_factors(const uint4& h, int j, float& dj, float& mj) {
+__device__ __forceinline__ kquants::ScaleMin header_scale_min(const uint4& h, int j) {
   const int shift = 8 * (j % 4);
   const uint32_t a = (h.y >> shift) & 0xffu, b = (h.z >> shift) & 0xffu, c = (h.w >> shift) & 0xffu;
-  const kquants::ScaleMin sm = kquants::scale_min_k4(a, b, c, j);
-  dj = kquants::sub_block_factor(half_bits_to_float(h.x), sm.scale);
-  mj = kquants::sub_block_factor(half_bits_to_float(h.x >> 16), sm.min);
+  return kquants::scale_min_k4(a, b, c, j);
+}
+__device__ __forceinline__ float header_factor(const uint4& h, int j) {
+  return kquants::sub_block_factor(half_bits_to_float(h.x), header_scale_min(h, j).scale);
+}
+__device__ __forceinline__ float header_minimum(const uint4& h, int j) {
+  return kquants::sub_block_factor(half_bits_to_float(h.x >> 16), header_scale_min(h, j).min);
 }
 
 struct Q4K {
@@ -77,14 +80,19 @@ struct Q4K {
     const int j = g / 4;  // values of sub-block j: qs[32 (j / 2) + l], low nibble for even j
     return {*reinterpret_cast<const uint4*>(b), ld64(b + 16 + 32 * (j / 2) + 8 * (g % 4))};
   }
-  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
-    const int j = g / 4;
-    float dj, mj;
-    header_factors(r.header, j, dj, mj);
-    const int shift = 4 * (j % 2);
-    const uint32_t codes[2] = {(r.qs.x >> shift) & 0x0f0f0f0fu, (r.qs.y >> shift) & 0x0f0f0f0fu};
+  // value = dj · code − mj
+  static __device__ void codes(const Raw& r, int g, float (&q)[8]) {
+    const int shift = 4 * (g / 4 % 2);
+    const uint32_t c[2] = {(r.qs.x >> shift) & 0x0f0f0f0fu, (r.qs.y >> shift) & 0x0f0f0f0fu};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = kquants::value_scale_min(dj, code_minus(codes[k / 4], k % 4, 0.0f), mj);
+    for (int k = 0; k < 8; ++k) q[k] = code_minus(c[k / 4], k % 4, 0.0f);
+  }
+  static __device__ float factor(const Raw& r, int g) { return header_factor(r.header, g / 4); }
+  static __device__ float minimum(const Raw& r, int g) { return header_minimum(r.header, g / 4); }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    codes(r, g, y);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) y[k] = kquants::value_scale_min(factor(r, g), y[k], minimum(r, g));
   }
 };
 
@@ -96,15 +104,20 @@ struct Q5K {
     const int j = g / 4;
     return {*reinterpret_cast<const uint4*>(b), ld64(b + 48 + 32 * (j / 2) + 8 * (g % 4)), ld64(b + 16 + 8 * (g % 4))};
   }
-  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
-    const int j = g / 4;
-    float dj, mj;
-    header_factors(r.header, j, dj, mj);
-    const int shift = 4 * (j % 2);  // bit 4 of the code: bit j of qh[l]
-    const uint32_t codes[2] = {((r.qs.x >> shift) & 0x0f0f0f0fu) | ((r.qh.x >> j) & 0x01010101u) << 4,
-                               ((r.qs.y >> shift) & 0x0f0f0f0fu) | ((r.qh.y >> j) & 0x01010101u) << 4};
+  // value = dj · code − mj
+  static __device__ void codes(const Raw& r, int g, float (&q)[8]) {
+    const int j = g / 4, shift = 4 * (j % 2);  // bit 4 of the code: bit j of qh[l]
+    const uint32_t c[2] = {((r.qs.x >> shift) & 0x0f0f0f0fu) | ((r.qh.x >> j) & 0x01010101u) << 4,
+                           ((r.qs.y >> shift) & 0x0f0f0f0fu) | ((r.qh.y >> j) & 0x01010101u) << 4};
 #pragma unroll
-    for (int k = 0; k < 8; ++k) y[k] = kquants::value_scale_min(dj, code_minus(codes[k / 4], k % 4, 0.0f), mj);
+    for (int k = 0; k < 8; ++k) q[k] = code_minus(c[k / 4], k % 4, 0.0f);
+  }
+  static __device__ float factor(const Raw& r, int g) { return header_factor(r.header, g / 4); }
+  static __device__ float minimum(const Raw& r, int g) { return header_minimum(r.header, g / 4); }
+  static __device__ void decode(const Raw& r, int g, float (&y)[8]) {
+    codes(r, g, y);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) y[k] = kquants::value_scale_min(factor(r, g), y[k], minimum(r, g));
   }
 };
 
@@ -148,14 +161,25 @@ struct Q2KRuns : KquantRunTasks {
   static __device__ Raw load(const uint8_t* b, int task) {
     return {ld64_a4(b + 8 * half(task)), ld64_a4(b + 16 + 32 * half(task) + l0(task)), ld32(b + 80)};
   }
-  static __device__ void decode(const Raw& r, int k, int task, float (&y)[8]) {
-    const int l0 = KquantRunTasks::l0(task);
-    const kquants::ScaleMin sm = kquants::scale_min_q2(byte_of(r.scales, 2 * k + l0 / 16));
-    const float dl = kquants::sub_block_factor(half_bits_to_float(r.dm), sm.scale);
-    const float ml = kquants::sub_block_factor(half_bits_to_float(r.dm >> 16), sm.min);
-    const uint32_t codes[2] = {(r.qs.x >> 2 * k) & 0x03030303u, (r.qs.y >> 2 * k) & 0x03030303u};
+  // Run k's value = dl · code − ml
+  static __device__ void codes(const Raw& r, int k, int, float (&q)[8]) {
+    const uint32_t c[2] = {(r.qs.x >> 2 * k) & 0x03030303u, (r.qs.y >> 2 * k) & 0x03030303u};
 #pragma unroll
-    for (int i = 0; i < 8; ++i) y[i] = kquants::value_scale_min(dl, code_minus(codes[i / 4], i % 4, 0.0f), ml);
+    for (int i = 0; i < 8; ++i) q[i] = code_minus(c[i / 4], i % 4, 0.0f);
+  }
+  static __device__ kquants::ScaleMin scale_min(const Raw& r, int k, int task) {
+    return kquants::scale_min_q2(byte_of(r.scales, 2 * k + l0(task) / 16));
+  }
+  static __device__ float factor(const Raw& r, int k, int task) {
+    return kquants::sub_block_factor(half_bits_to_float(r.dm), scale_min(r, k, task).scale);
+  }
+  static __device__ float minimum(const Raw& r, int k, int task) {
+    return kquants::sub_block_factor(half_bits_to_float(r.dm >> 16), scale_min(r, k, task).min);
+  }
+  static __device__ void decode(const Raw& r, int k, int task, float (&y)[8]) {
+    codes(r, k, task, y);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) y[i] = kquants::value_scale_min(factor(r, k, task), y[i], minimum(r, k, task));
   }
 };
 
@@ -166,16 +190,22 @@ struct Q3KRuns : KquantRunTasks {
   static __device__ Raw load(const uint8_t* b, int task) {
     return {ld64_a2(b + l0(task)), ld64_a2(b + 32 + 32 * half(task) + l0(task)), ld64_a2(b + 96), ld32_a2(b + 104), ld16(b + 108)};
   }
-  static __device__ void decode(const Raw& r, int k, int task, float (&y)[8]) {
-    const int h = half(task), l0 = KquantRunTasks::l0(task);
-    const int j = 8 * h + 2 * k + l0 / 16;  // the 16-value sub-block
-    const int s = kquants::scale_q3(byte_of(r.low, j % 8), (r.high >> 8 * (j % 4)) & 0xffu, j);
-    const float dl = kquants::sub_block_factor(half_bits_to_float(r.d), s);
-    const int bit = 4 * h + k;  // value = q - (high bit clear ? 4 : 0) = (q | high << 2) - 4
-    const uint32_t codes[2] = {((r.qs.x >> 2 * k) & 0x03030303u) | ((r.hmask.x >> bit) & 0x01010101u) << 2,
-                               ((r.qs.y >> 2 * k) & 0x03030303u) | ((r.hmask.y >> bit) & 0x01010101u) << 2};
+  // Run k's value = dl · code
+  static __device__ void codes(const Raw& r, int k, int task, float (&q)[8]) {
+    const int bit = 4 * half(task) + k;  // value = q - (high bit clear ? 4 : 0) = (q | high << 2) - 4
+    const uint32_t c[2] = {((r.qs.x >> 2 * k) & 0x03030303u) | ((r.hmask.x >> bit) & 0x01010101u) << 2,
+                           ((r.qs.y >> 2 * k) & 0x03030303u) | ((r.hmask.y >> bit) & 0x01010101u) << 2};
 #pragma unroll
-    for (int i = 0; i < 8; ++i) y[i] = kquants::value_scale(dl, code_minus(codes[i / 4], i % 4, 4.0f));
+    for (int i = 0; i < 8; ++i) q[i] = code_minus(c[i / 4], i % 4, 4.0f);
+  }
+  static __device__ float factor(const Raw& r, int k, int task) {
+    const int j = 8 * half(task) + 2 * k + l0(task) / 16;  // the 16-value sub-block
+    return kquants::sub_block_factor(half_bits_to_float(r.d), kquants::scale_q3(byte_of(r.low, j % 8), (r.high >> 8 * (j % 4)) & 0xffu, j));
+  }
+  static __device__ void decode(const Raw& r, int k, int task, float (&y)[8]) {
+    codes(r, k, task, y);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) y[i] = kquants::value_scale(factor(r, k, task), y[i]);
   }
 };
 
@@ -192,7 +222,7 @@ struct Q6KRuns : KquantRunTasks {
   static __device__ float factor(const Raw& r, int k, int task) {
     return kquants::sub_block_factor(half_bits_to_float(r.d), int8_t(byte_of(r.scales, 2 * k + l0(task) / 16)));
   }
-  static __device__ void codes(const Raw& r, int k, float (&q)[8]) {
+  static __device__ void codes(const Raw& r, int k, int, float (&q)[8]) {
     const uint2& low = r.low[k & 1];
     const int low_shift = 4 * (k / 2), high_shift = 2 * k;
     const uint32_t c[2] = {((low.x >> low_shift) & 0x0f0f0f0fu) | ((r.high.x >> high_shift) & 0x03030303u) << 4,
@@ -202,16 +232,16 @@ struct Q6KRuns : KquantRunTasks {
   }
   static __device__ void decode(const Raw& r, int k, int task, float (&y)[8]) {
     const float ds = factor(r, k, task);
-    codes(r, k, y);
+    codes(r, k, task, y);
 #pragma unroll
     for (int i = 0; i < 8; ++i) y[i] = kquants::value_scale(ds, y[i]);
   }
 };
 
-// The one-token product (decoding) by runs: a warp per row, four super-blocks a round, two rounds' loads
-// in flight; q6_K's run sums Σ (q − 32)·x are scaled once by the run's d·scale. On the H200 (14336x4096)
-// q6_K took 31 us where the 8-value matvec took 40. For 2 to 8 tokens the 8-value matvec stays: its rows
-// share each lane's activations, which this kernel would load again per row (q6_K: 47 us at 2 tokens, 162 at 8).
+// The one-token product (decoding) by runs where the staged kernel (ggml_matvec_staged.cuh) cannot take
+// the rows: a warp per row, four super-blocks a round, two rounds' loads in flight. For 2 to 8 tokens the
+// 8-value matvec serves: its rows share each lane's activations, which this kernel would load again per
+// row (q6_K: 47 us at 2 tokens, 162 at 8).
 template <class R>
 __global__ void __launch_bounds__(128) matvec_runs_kernel(const uint8_t* __restrict__ blocks, int64_t rows, int64_t cols,
                                                           const float* __restrict__ x, float* __restrict__ y, bool accumulate) {
@@ -239,14 +269,11 @@ __global__ void __launch_bounds__(128) matvec_runs_kernel(const uint8_t* __restr
         const int64_t at = b * 256 + R::first_value(task, k);
         const float4 x0 = *reinterpret_cast<const float4*>(x + at), x1 = *reinterpret_cast<const float4*>(x + at + 4);
         const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-        float w[8];
-        if constexpr (std::is_same_v<R, Q6KRuns>) R::codes(raw[u], k, w);
-        else R::decode(raw[u], k, task, w);
-        float part = w[0] * xs[0];
+        float x_sum = 0.0f;
+        if constexpr (RunUnits<R>::kUsesSums)
 #pragma unroll
-        for (int i = 1; i < 8; ++i) part = fmaf(w[i], xs[i], part);
-        if constexpr (std::is_same_v<R, Q6KRuns>) sum = fmaf(R::factor(raw[u], k, task), part, sum);
-        else sum += part;
+          for (int i = 0; i < 8; ++i) x_sum += xs[i];
+        sum += RunUnits<R>::dot(raw[u], k, task, xs, x_sum);
       }
     }
   }
@@ -259,6 +286,7 @@ void launch_matvec_runs(const void* blocks, int64_t rows, int64_t cols, const fl
                         cudaStream_t stream) {
   if (tokens > 1) return launch_ggml_matvec<D>(blocks, rows, cols, x, tokens, y, accumulate, stream);
   require_block_alignment<D>(blocks);
+  if (launch_staged_matvec<RunUnits<R>>(static_cast<const uint8_t*>(blocks), rows, cols, x, y, accumulate, stream)) return;
   matvec_runs_kernel<R><<<unsigned((rows + 3) / 4), 128, 0, stream>>>(static_cast<const uint8_t*>(blocks), rows, cols, x, y, accumulate);
   check(cudaGetLastError());
 }

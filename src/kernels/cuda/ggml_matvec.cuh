@@ -5,8 +5,11 @@
 // the weight is read once for all tokens and no 16-bit copy of it is made.
 #pragma once
 
+#include <type_traits>
+
 #include "ggml_dequantize.cuh"
 #include "ggml_kernel_table.h"
+#include "ggml_matvec_staged.cuh"
 
 namespace lowbit::cuda::detail {
 
@@ -110,10 +113,22 @@ void launch_ggml_matvec(const void* blocks, int64_t rows, int64_t cols, const fl
   check(cudaGetLastError());
 }
 
+// The kernel table's product: one token through the staged kernel (ggml_matvec_staged.cuh) where it
+// takes the rows, by D's groups or, where the type has a decoder by runs R, by R's runs (each byte read
+// once); else the few-token matvec above.
+template <class D, class R = void>
+void launch_block_matvec(const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens, float* y,
+                         bool accumulate, cudaStream_t stream) {
+  require_block_alignment<D>(blocks);
+  using Units = std::conditional_t<std::is_void_v<R>, GroupUnits<D>, RunUnits<R>>;
+  if (tokens == 1 && launch_staged_matvec<Units>(static_cast<const uint8_t*>(blocks), rows, cols, x, y, accumulate, stream)) return;
+  launch_ggml_matvec<D>(blocks, rows, cols, x, tokens, y, accumulate, stream);
+}
+
 // A block type's row of the kernel table: its decoder's dequantize and matrix-vector launchers.
 template <class D>
 constexpr CudaFormatKernels block_format_kernels(FormatId format) {
-  return {format, &launch_dequantize_ggml<D>, &launch_ggml_matvec<D>};
+  return {format, &launch_dequantize_ggml<D>, &launch_block_matvec<D>};
 }
 
 }  // namespace lowbit::cuda::detail

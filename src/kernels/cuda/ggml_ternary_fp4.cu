@@ -300,7 +300,7 @@ struct Q2_0 {
 };
 
 constexpr CudaFormatKernels kTernaryFp4Kernels[] = {
-    {FormatId::tq1_0, &launch_dequantize_tq1_0, &launch_ggml_matvec<Tq1_0>},
+    {FormatId::tq1_0, &launch_dequantize_tq1_0, &launch_block_matvec<Tq1_0>},
     block_format_kernels<Tq2_0>(FormatId::tq2_0),
     block_format_kernels<Mxfp4>(FormatId::mxfp4), block_format_kernels<Nvfp4>(FormatId::nvfp4),
     block_format_kernels<Q1_0>(FormatId::q1_0),   block_format_kernels<Q2_0>(FormatId::q2_0),
