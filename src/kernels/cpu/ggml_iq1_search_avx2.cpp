@@ -102,18 +102,10 @@ LOWBIT_AVX2 Split best_split_replay_avx2(const float* sumx, const float* sumw) {
   return best;
 }
 
-// (vector index) -> (i1, first i2) of pass 1's vectors, in the scan's order.
-struct VectorSpan {
-  uint8_t i1, first;
-};
-constexpr int kVectors = 85;  // sum over i1 of ceil((33 - i1) / 8)
-constexpr std::array<VectorSpan, kVectors> kVectorSpans = [] {
-  std::array<VectorSpan, kVectors> spans{};
-  int v = 0;
-  for (int i1 = 0; i1 <= kSGroup; ++i1)
-    for (int first = i1; first <= kSGroup; first += kLanes) spans[size_t(v++)] = {uint8_t(i1), uint8_t(first)};
-  return spans;
-}();
+// (vector index) -> (i1, first i2) of pass 1's vectors (ggml_iq1_split_candidates.h).
+constexpr auto kVectorSpans = split_vector_spans<kLanes>();
+constexpr int kVectors = int(kVectorSpans.size());
+static_assert(kVectors == 85);
 // 8 mask bits spread to the even bits of 16 (lane l -> bit 2l): up and down masks interleaved in ggml's
 // order (lane by lane, +1/8 first) without BMI2's pdep (slow on the AVX2-only Zen 1/2).
 constexpr std::array<uint16_t, 256> kSpreadBits = [] {

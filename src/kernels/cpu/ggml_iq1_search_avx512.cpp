@@ -96,18 +96,10 @@ LOWBIT_AVX512 Split best_split_replay_avx512(const float* sumx, const float* sum
   return best;
 }
 
-// (vector index) -> (i1, first i2) of pass 1's vectors, in the scan's order.
-struct VectorSpan {
-  uint8_t i1, first;
-};
-constexpr int kVectors = 51;  // sum over i1 of ceil((33 - i1) / 16)
-constexpr std::array<VectorSpan, kVectors> kVectorSpans = [] {
-  std::array<VectorSpan, kVectors> spans{};
-  int v = 0;
-  for (int i1 = 0; i1 <= kSGroup; ++i1)
-    for (int first = i1; first <= kSGroup; first += 16) spans[size_t(v++)] = {uint8_t(i1), uint8_t(first)};
-  return spans;
-}();
+// (vector index) -> (i1, first i2) of pass 1's vectors (ggml_iq1_split_candidates.h).
+constexpr auto kVectorSpans = split_vector_spans<16>();
+constexpr int kVectors = int(kVectorSpans.size());
+static_assert(kVectors == 51);
 
 // ggml's split in two passes (ggml_iq1_split_candidates.h): every split's fit sumqx^2 / sumq2 approximately
 // (the reciprocal to 2^-14, the sums rearranged), its largest T; then ggml's choice among the splits whose

@@ -19,8 +19,10 @@
 // caller runs the full scan.
 #pragma once
 
+#include <array>
 #include <cfloat>
 #include <cmath>
+#include <cstdint>
 
 #include "formats/ggml_iq1_search.h"
 
@@ -58,6 +60,28 @@ constexpr ApproximateSplitTerms approximate_split_terms(int shift) {
 }
 static_assert(kShiftedUp[0] - kShiftedUp[1] == -1 && kShiftedUp[1] - kShiftedUp[2] == -1 &&
               kShiftedDown[0] - kShiftedDown[1] == -1 && kShiftedDown[1] - kShiftedDown[2] == -1);
+
+// Pass 1 scans the splits as vectors of `Lanes` values of i2: for each i1 ascending, i2 from i1 up in
+// steps of Lanes (the last vector partly past i2 = 32). Pass 2 maps a vector's mask bits back to splits
+// through its (i1, first i2); one table per lane count (AVX2 8, AVX-512 16).
+struct VectorSpan {
+  uint8_t i1, first;
+};
+// Vectors in the scan: sum over i1 of ceil((33 - i1) / lanes).
+constexpr int split_vector_count(int lanes) {
+  int vectors = 0;
+  for (int i1 = 0; i1 <= kSGroup; ++i1) vectors += (kSGroup - i1) / lanes + 1;
+  return vectors;
+}
+// (vector index) -> (i1, first i2), in the scan's order.
+template <int Lanes>
+constexpr std::array<VectorSpan, split_vector_count(Lanes)> split_vector_spans() {
+  std::array<VectorSpan, split_vector_count(Lanes)> spans{};
+  int v = 0;
+  for (int i1 = 0; i1 <= kSGroup; ++i1)
+    for (int first = i1; first <= kSGroup; first += Lanes) spans[size_t(v++)] = {uint8_t(i1), uint8_t(first)};
+  return spans;
+}
 
 // ggml's split among `candidates` (listed in ggml's order, with approximate largest fit T), or false when
 // the caller must run the full scan.
