@@ -383,7 +383,7 @@ TEST(CudaMatmul, GgmlMatvecOfEveryTypeMatchesTheCpuDequantizedWeight) {
 // rows too short for every thread (q6_K's 4096-column rows: 128 lane tasks).
 TEST(CudaMatmul, StagedOneTokenProductsMatchTheCpu) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
-  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q4_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::IQ3_S,
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q4_K, GgmlType::Q2_K, GgmlType::IQ4_XS, GgmlType::IQ3_S,
                         GgmlType::IQ2_XXS}) {
     expect_matvec_matches_cpu(type, 2003, 4096, {1});
     expect_matvec_matches_cpu(type, 701, 14336, {1});

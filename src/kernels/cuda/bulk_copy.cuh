@@ -17,10 +17,15 @@ __device__ __forceinline__ void barrier_init(uint64_t* barrier) {
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");  // visible to the copy engine
 }
 
-// Starts copying `bytes` (a multiple of 16; both addresses 16-byte aligned) to `to`; `barrier`'s
-// current phase completes when they have landed.
-__device__ __forceinline__ void bulk_copy_to_shared(void* to, const void* from, uint32_t bytes, uint64_t* barrier) {
+// Tells the barrier that its current phase also waits for `bytes` more bytes (the copies that follow),
+// and counts the thread's arrival.
+__device__ __forceinline__ void barrier_expect_bytes(uint64_t* barrier, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(barrier)), "r"(bytes) : "memory");
+}
+
+// Starts copying `bytes` (a multiple of 16; both addresses 16-byte aligned) to `to`; they count
+// against `barrier`'s expected bytes when they land.
+__device__ __forceinline__ void bulk_copy_to_shared(void* to, const void* from, uint32_t bytes, uint64_t* barrier) {
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(shared_address(to)),
                "l"(from), "r"(bytes), "r"(shared_address(barrier))
                : "memory");

@@ -121,7 +121,8 @@ void launch_block_matvec(const void* blocks, int64_t rows, int64_t cols, const f
                          bool accumulate, cudaStream_t stream) {
   require_block_alignment<D>(blocks);
   using Units = std::conditional_t<std::is_void_v<R>, GroupUnits<D>, RunUnits<R>>;
-  if (tokens == 1 && launch_staged_matvec<Units>(static_cast<const uint8_t*>(blocks), rows, cols, x, y, accumulate, stream)) return;
+  if constexpr (takes_staged_product<std::conditional_t<std::is_void_v<R>, D, R>>())
+    if (tokens == 1 && launch_staged_matvec<Units>(static_cast<const uint8_t*>(blocks), rows, cols, x, y, accumulate, stream)) return;
   launch_ggml_matvec<D>(blocks, rows, cols, x, tokens, y, accumulate, stream);
 }
 

@@ -87,6 +87,14 @@ struct RunUnits {
   }
 };
 
+// Whether a decoder's one-token product takes the staged kernel: all but those measured slower there than
+// in the per-thread kernels they had (q3_K's runs, iq4_nl: docs/benchmarks.md) say so by kStagedProduct.
+template <class T>
+constexpr bool takes_staged_product() {
+  if constexpr (requires { T::kStagedProduct; }) return T::kStagedProduct;
+  else return true;
+}
+
 constexpr int kStagedMaxThreads = 256, kStagedStages = 4;
 constexpr int64_t kStageTargetBytes = 16 * 1024, kStagedMaxRowBytes = 24 * 1024;
 constexpr int kStagedPadding = 16;  // decoders' aligned loads may read a few bytes past a stage's last row
@@ -126,6 +134,7 @@ __global__ void __launch_bounds__(kStagedMaxThreads) staged_matvec_kernel(const 
   auto start = [&](int64_t i) {  // stage i of this block into its slot
     const int64_t row0 = (first + i) * kStageRows;
     const int64_t n = rows - row0 < kStageRows ? rows - row0 : kStageRows;
+    barrier_expect_bytes(&landed[i % kStagedStages], uint32_t(n) * row_bytes);
     bulk_copy_to_shared(staged + (i % kStagedStages) * slot_bytes, blocks + size_t(row0) * row_bytes, uint32_t(n) * row_bytes,
                         &landed[i % kStagedStages]);
   };
