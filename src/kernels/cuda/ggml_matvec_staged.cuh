@@ -95,8 +95,8 @@ constexpr bool takes_staged_product() {
   else return true;
 }
 
-constexpr int kStagedMaxThreads = 256, kStagedStages = 4;
-constexpr int64_t kStageTargetBytes = 16 * 1024, kStagedMaxRowBytes = 24 * 1024;
+constexpr int kStagedMaxThreads = 256, kStagedStages = 3;
+constexpr int64_t kStageTargetBytes = 32 * 1024, kStagedMaxRowBytes = 24 * 1024;
 constexpr int kStagedPadding = 16;  // decoders' aligned loads may read a few bytes past a stage's last row
 
 // The warp's sums of kRows values: each halving exchange sends half of a lane's values to the partner
@@ -226,7 +226,8 @@ bool launch_staged_matvec(const uint8_t* blocks, int64_t rows, int64_t cols, con
   // As many rows per stage (up to 4) as fit the stage's target bytes; as few units a thread as keep the
   // block within kStagedMaxThreads.
   auto with_rows = [&]<int kUnitsPerThread>() {
-    if (4 * row_bytes <= kStageTargetBytes) launch.template operator()<kUnitsPerThread, 4>();
+    if (8 * row_bytes <= kStageTargetBytes) launch.template operator()<kUnitsPerThread, 8>();
+    else if (4 * row_bytes <= kStageTargetBytes) launch.template operator()<kUnitsPerThread, 4>();
     else if (2 * row_bytes <= kStageTargetBytes) launch.template operator()<kUnitsPerThread, 2>();
     else launch.template operator()<kUnitsPerThread, 1>();
   };
