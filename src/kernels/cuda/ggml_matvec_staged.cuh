@@ -1,6 +1,6 @@
 // The one-token product (decoding) of any ggml block type with its weight staged through shared memory
 // by bulk copies: y[rows] (=, or +=) x[cols] · Wᵀ. A block takes consecutive stages of kStageRows
-// whole rows (one contiguous run of bytes each); one thread starts the copies, kStagedStages of them in
+// whole rows (one contiguous run of bytes each, up to kStageTargetBytes); one thread starts the copies, kStagedStages of them in
 // flight, and every thread decodes the landed stage while the next ones arrive. The per-thread loads of
 // ggml_matvec.cuh keep only what their registers hold in flight, a few KB per SM: those products read
 // 1-2.3 TB/s of a ~4 TB/s copy (docs/benchmarks.md). Here the bytes in flight are the stages'.
@@ -223,7 +223,7 @@ bool launch_staged_matvec(const uint8_t* blocks, int64_t rows, int64_t cols, con
     const int64_t stages = (rows + kStageRows - 1) / kStageRows;
     kernel<<<unsigned(stages < wave ? stages : wave), unsigned(threads), shared, stream>>>(blocks, rows, cols, stages, x, y, accumulate);
   };
-  // As many rows per stage (up to 4) as fit the stage's target bytes; as few units a thread as keep the
+  // As many rows per stage (up to 8) as fit the stage's target bytes; as few units a thread as keep the
   // block within kStagedMaxThreads.
   auto with_rows = [&]<int kUnitsPerThread>() {
     if (8 * row_bytes <= kStageTargetBytes) launch.template operator()<kUnitsPerThread, 8>();
