@@ -1,7 +1,7 @@
 // The one-token product (decoding) of any ggml block type with its weight staged through shared memory
 // by bulk copies: y[rows] (=, or +=) x[cols] · Wᵀ. A block takes consecutive stages of kStageRows
-// whole rows (one contiguous run of bytes each, up to kStageTargetBytes); one thread starts the copies, kStagedStages of them in
-// flight, and every thread decodes the landed stage while the next ones arrive. The per-thread loads of
+// whole rows (one contiguous run of bytes, up to kStageTargetBytes); one thread starts the copies,
+// kStagedStages of them in flight, and every thread decodes the landed stage while the next ones arrive. The per-thread loads of
 // ggml_matvec.cuh keep only what their registers hold in flight, a few KB per SM: those products read
 // 1-2.3 TB/s of a ~4 TB/s copy (docs/benchmarks.md). Here the bytes in flight are the stages'.
 //
@@ -194,8 +194,8 @@ __global__ void __launch_bounds__(kStagedMaxThreads) staged_matvec_kernel(const 
 }
 
 // Launches U's staged product for one token when the rows allow it (whole 16-byte runs of at most
-// kStagedMaxRowBytes, at most U::kMaxUnitsPerThread units a thread, blocks and x 16-byte aligned); false otherwise, the
-// caller then takes another kernel.
+// kStagedMaxRowBytes, at most U::kMaxUnitsPerThread units a thread, blocks and x 16-byte aligned); false
+// otherwise, the caller then takes another kernel.
 template <class U>
 bool launch_staged_matvec(const uint8_t* blocks, int64_t rows, int64_t cols, const float* x, float* y, bool accumulate,
                           cudaStream_t stream) {
