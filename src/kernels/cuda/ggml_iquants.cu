@@ -153,8 +153,9 @@ struct Iq4Xs {
 // The same types by runs (ggml_dequantize.cuh): lane task t is 32-value group t of the super-block, its
 // run k subgroup k, so the group's shared bytes (scale, signs, high bits) and its four subgroups' indices
 // are each loaded once, as wide as the block's alignment allows (the 8-value decoders above load a
-// group's shared bytes again for each subgroup, byte by byte). They serve dequantization and the staged one-token product; products of more tokens
-// keep the 8-value decoders, and so does iq1_s (its 50-byte block by runs: 0.84 of copy, by groups 0.85-0.90).
+// group's shared bytes again for each subgroup, byte by byte). They serve dequantization and the staged
+// one-token product; products of more tokens keep the 8-value decoders, and so does iq1_s (its 50-byte
+// block by runs: 0.84 of copy, by groups 0.85-0.90).
 struct GroupRunTasks {
   static constexpr bool kStaged = true;
   static __device__ __forceinline__ int first_value(int task, int k) { return 32 * task + 8 * k; }

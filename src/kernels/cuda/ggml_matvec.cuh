@@ -120,8 +120,9 @@ template <class D, class R = void>
 void launch_block_matvec(const void* blocks, int64_t rows, int64_t cols, const float* x, int64_t tokens, float* y,
                          bool accumulate, cudaStream_t stream) {
   require_block_alignment<D>(blocks);
+  using Staged = std::conditional_t<std::is_void_v<R>, D, R>;  // the decoder the staged kernel would use
   using Units = std::conditional_t<std::is_void_v<R>, GroupUnits<D>, RunUnits<R>>;
-  if constexpr (takes_staged_product<std::conditional_t<std::is_void_v<R>, D, R>>())
+  if constexpr (takes_staged_product<Staged>())
     if (tokens == 1 && launch_staged_matvec<Units>(static_cast<const uint8_t*>(blocks), rows, cols, x, y, accumulate, stream)) return;
   launch_ggml_matvec<D>(blocks, rows, cols, x, tokens, y, accumulate, stream);
 }
