@@ -536,8 +536,12 @@ void quantize_row_iq3_s(const float* x, void* blocks, int64_t n, const float* qu
   }
 }
 
-void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("iq3_xxs", n, kBlock);
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
+    fast->iq3_xxs(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockIq3Xxs*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);
@@ -550,8 +554,12 @@ void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTar
   }
 }
 
-void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("iq3_s", n, kBlock);
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
+    fast->iq3_s(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockIq3S*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i) {
     const float d = f16_to_f32(b[i].d);

@@ -21,7 +21,7 @@ using DequantizeBlocksFn = void (*)(const void* blocks_in, float* y, int64_t blo
 // Quantizes `blocks` consecutive 32-value blocks of x into the type's blocks (no importance weights).
 using LegacyBlocksFn = void (*)(const float* x, void* blocks_out, int64_t blocks);
 
-// The block loops of ggml_legacy.cpp, ggml_kquants.cpp, ggml_iq1.cpp and ggml_iq2.cpp that a kernel runs
+// The block loops of ggml_legacy.cpp, ggml_kquants.cpp and the i-quants' files that a kernel runs
 // faster: the same float operations per value, so the same bits.
 struct DequantVectorKernels {
   DequantizeBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q4_K, q5_K;
@@ -30,7 +30,7 @@ struct LegacyVectorKernels {
   LegacyBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0;
 };
 struct IqDequantVectorKernels {
-  DequantizeBlocksFn iq2_xxs, iq2_xs, iq2_s, iq1_s, iq1_m;
+  DequantizeBlocksFn iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m;
 };
 
 }  // namespace lowbit::ggml

@@ -1,8 +1,9 @@
-// AVX2 dequantizers of iq2_xxs, iq2_xs, iq2_s, iq1_s and iq1_m, whose scalar loops only matched ggml's
-// speed: one 8-value grid point per instruction (the point's bytes widened to floats, times the scale,
-// the sign bits applied as a mask). Per value the scalar loops' operations in their order: iq2, scale * magnitude, then the sign flipped (ggml
-// multiplies by -1.f, which only flips it); iq1, (level + delta) * scale. Each rounded on its own
-// (contraction off for this file).
+// AVX2 dequantizers of iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s and iq1_m, whose scalar loops only
+// matched ggml's speed (iq3's fell below it): one 8-value grid point per instruction (the point's bytes
+// widened to floats, times the scale, the sign bits applied as a mask; iq3's two 4-value points make one).
+// Per value the scalar loops' operations in their order: iq2 and iq3, scale * magnitude, then the sign
+// flipped (ggml multiplies by -1.f, which only flips it); iq1, (level + delta) * scale. Each rounded on
+// its own (contraction off for this file).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #endif
@@ -20,6 +21,8 @@
 #include "lowbit/core/half.h"
 #include "lowbit/formats/ggml_iq1.h"
 #include "lowbit/formats/ggml_iq2.h"
+#include "lowbit/formats/ggml_iq3.h"
+#include "lowbit/formats/ggml_iq3_grids.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -110,6 +113,57 @@ LOWBIT_AVX2 void dequantize_iq2_s_blocks(const void* in, float* y, int64_t block
   }
 }
 
+// iq3's two 4-value grid points of a subgroup as one 8-value point.
+inline uint64_t point_pair(const uint32_t* grid, int index0, int index1) {
+  return uint64_t(grid[index0]) | uint64_t(grid[index1]) << 32;
+}
+
+template <bool A>
+LOWBIT_AVX2 void dequantize_iq3_xxs_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockIq3Xxs*>(in);
+  for (int64_t i = 0; i < blocks; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      uint32_t aux;  // scale (bits 28..31) and four 7-bit sign groups
+      std::memcpy(&aux, b[i].qs + 64 + 4 * ib, sizeof aux);
+      const __m256 db = _mm256_set1_ps(d * (0.5f + float(aux >> 28)) * 0.5f);
+      const uint8_t* index = b[i].qs + 8 * ib;
+      for (int l = 0; l < 4; ++l)
+        store_signed_point<A>(y + 8 * l, db, point_pair(kIq3XxsGrid.data(), index[2 * l], index[2 * l + 1]),
+                              kIqEvenParitySigns[(aux >> (7 * l)) & 127]);
+    }
+  }
+}
+
+template <bool A>
+LOWBIT_AVX2 void dequantize_iq3_s_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockIq3S*>(in);
+  for (int64_t i = 0; i < blocks; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < 8; ++ib, y += 32) {
+      const __m256 db = _mm256_set1_ps(d * float(1 + 2 * ((b[i].scales[ib / 2] >> (4 * (ib % 2))) & 15)));
+      const uint8_t* low = b[i].qs + 8 * ib;
+      const int qh = b[i].qh[ib];
+      for (int l = 0; l < 4; ++l)
+        store_signed_point<A>(y + 8 * l, db,
+                              point_pair(kIq3SGrid.data(), low[2 * l] | ((qh >> (2 * l)) & 1) << 8,
+                                         low[2 * l + 1] | ((qh >> (2 * l + 1)) & 1) << 8),
+                              b[i].signs[4 * ib + l]);
+    }
+  }
+}
+
+// iq1's delta, negated where `negative` (a 0/1 bit) is set: the sign bit set directly, as a choice between
+// +delta and -delta compiled to a branch that mispredicted about every other subgroup.
+inline float signed_delta(uint32_t negative) {
+  uint32_t bits;
+  std::memcpy(&bits, &iq1::kDelta, sizeof bits);
+  bits |= negative << 31;
+  float delta;
+  std::memcpy(&delta, &bits, sizeof delta);
+  return delta;
+}
+
 // 8 values of an iq1 grid point: dl * (level + delta), level the point's int8 byte j (-1, 0, 1).
 template <bool A>
 LOWBIT_AVX2 inline void store_shifted_point(float* y, __m256 dl, int index, float delta) {
@@ -125,7 +179,7 @@ LOWBIT_AVX2 void dequantize_iq1_s_blocks(const void* in, float* y, int64_t block
     for (int ib = 0; ib < kBlock / 32; ++ib) {
       const uint16_t qh = b[i].qh[ib];
       const __m256 dl = _mm256_set1_ps(d * float(2 * ((qh >> 12) & 7) + 1));
-      const float delta = qh & 0x8000 ? -iq1::kDelta : iq1::kDelta;
+      const float delta = signed_delta(qh >> 15);
       for (int l = 0; l < 4; ++l, y += 8) store_shifted_point<A>(y, dl, b[i].qs[4 * ib + l] | (((qh >> (3 * l)) & 7) << 8), delta);
     }
   }
@@ -142,7 +196,7 @@ LOWBIT_AVX2 void dequantize_iq1_m_blocks(const void* in, float* y, int64_t block
       for (int l = 0; l < 4; ++l, y += 8) {
         const __m256 dl = _mm256_set1_ps(d * float(iq1m_multiplier(sc, ib, l / 2)));
         const uint8_t nibble = uint8_t(b[i].qh[2 * ib + l / 2] >> (4 * (l % 2)));
-        store_shifted_point<A>(y, dl, b[i].qs[4 * ib + l] | ((nibble & 7) << 8), nibble & 8 ? -iq1::kDelta : iq1::kDelta);
+        store_shifted_point<A>(y, dl, b[i].qs[4 * ib + l] | ((nibble & 7) << 8), signed_delta((nibble >> 3) & 1));
       }
     }
   }
@@ -157,6 +211,8 @@ constexpr IqDequantVectorKernels kAvx2Kernels = {
     by_alignment<dequantize_iq2_xxs_blocks<true>, dequantize_iq2_xxs_blocks<false>>,
     by_alignment<dequantize_iq2_xs_blocks<true>, dequantize_iq2_xs_blocks<false>>,
     by_alignment<dequantize_iq2_s_blocks<true>, dequantize_iq2_s_blocks<false>>,
+    by_alignment<dequantize_iq3_xxs_blocks<true>, dequantize_iq3_xxs_blocks<false>>,
+    by_alignment<dequantize_iq3_s_blocks<true>, dequantize_iq3_s_blocks<false>>,
     by_alignment<dequantize_iq1_s_blocks<true>, dequantize_iq1_s_blocks<false>>,
     by_alignment<dequantize_iq1_m_blocks<true>, dequantize_iq1_m_blocks<false>>};
 
