@@ -138,8 +138,12 @@ void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* q
   }
 }
 
-void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("iq4_nl", n, kSub);
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
+    fast->iq4_nl(blocks, y, n / kSub);
+    return;
+  }
   const auto* b = static_cast<const BlockIq4Nl*>(blocks);
   for (int64_t ib = 0; ib < n / kSub; ++ib, y += kSub) {
     const float d = f16_to_f32(b[ib].d);
@@ -150,8 +154,12 @@ void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n, cpu::CpuTarg
   }
 }
 
-void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("iq4_xs", n, kXsValues);
+  if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
+    fast->iq4_xs(blocks, y, n / kXsValues);
+    return;
+  }
   const auto* b = static_cast<const BlockIq4Xs*>(blocks);
   for (int64_t i = 0; i < n / kXsValues; ++i) {
     const float d = f16_to_f32(b[i].d);

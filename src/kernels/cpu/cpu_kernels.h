@@ -30,7 +30,7 @@ struct LegacyVectorKernels {
   LegacyBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0;
 };
 struct IqDequantVectorKernels {
-  DequantizeBlocksFn iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m;
+  DequantizeBlocksFn iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m, iq4_nl, iq4_xs;
 };
 
 }  // namespace lowbit::ggml

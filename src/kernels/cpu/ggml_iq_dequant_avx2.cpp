@@ -1,6 +1,7 @@
-// AVX2 dequantizers of iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s and iq1_m, whose scalar loops only
-// matched ggml's speed (iq3's fell below it): one 8-value grid point per instruction (the point's bytes
-// widened to floats, times the scale, the sign bits applied as a mask; iq3's two 4-value points make one).
+// AVX2 dequantizers of iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m, iq4_nl and iq4_xs, whose
+// scalar loops only matched ggml's speed (iq3's fell below it): one 8-value grid point per instruction (the
+// point's bytes widened to floats, times the scale, the sign bits applied as a mask; iq3's two 4-value
+// points make one; iq4's codebook looked up by two in-register permutes).
 // Per value the scalar loops' operations in their order: iq2 and iq3, scale * magnitude, then the sign
 // flipped (ggml multiplies by -1.f, which only flips it); iq1, (level + delta) * scale. Each rounded on
 // its own (contraction off for this file).
@@ -23,6 +24,7 @@
 #include "lowbit/formats/ggml_iq2.h"
 #include "lowbit/formats/ggml_iq3.h"
 #include "lowbit/formats/ggml_iq3_grids.h"
+#include "lowbit/formats/ggml_iq4.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -202,6 +204,50 @@ LOWBIT_AVX2 void dequantize_iq1_m_blocks(const void* in, float* y, int64_t block
   }
 }
 
+// iq4's 16 codebook values as floats, entries 0-7 and 8-15.
+struct Iq4Codebook {
+  __m256 low, high;
+};
+LOWBIT_AVX2 inline Iq4Codebook iq4_codebook() {
+  alignas(32) float values[16];
+  for (int i = 0; i < 16; ++i) values[i] = float(kIq4Codebook[i]);
+  return {_mm256_load_ps(values), _mm256_load_ps(values + 8)};
+}
+
+// A 32-value sub-block of iq4 codes (value j: low nibble of qs[j], value j + 16: high nibble), each
+// scale * codebook[code]: vpermps picks by the low 3 bits of each code from both halves of the codebook,
+// bit 3 (moved to the sign bit) chooses between them.
+template <bool A>
+LOWBIT_AVX2 inline void store_iq4_sub_block(float* y, const Iq4Codebook& book, __m256 scale, const uint8_t* qs) {
+  for (int half = 0; half < 4; ++half) {
+    const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * (half % 2))));
+    const __m256i codes = half < 2 ? bytes : _mm256_srli_epi32(bytes, 4);  // values 0-15, then 16-31
+    const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(codes, 28));
+    const __m256 value = _mm256_blendv_ps(_mm256_permutevar8x32_ps(book.low, codes),
+                                          _mm256_permutevar8x32_ps(book.high, codes), upper);
+    store8<A>(y + 8 * half, _mm256_mul_ps(scale, value));
+  }
+}
+
+template <bool A>
+LOWBIT_AVX2 void dequantize_iq4_nl_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockIq4Nl*>(in);
+  const Iq4Codebook book = iq4_codebook();
+  for (int64_t i = 0; i < blocks; ++i, y += 32) store_iq4_sub_block<A>(y, book, _mm256_set1_ps(f16_to_f32(b[i].d)), b[i].qs);
+}
+
+template <bool A>
+LOWBIT_AVX2 void dequantize_iq4_xs_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockIq4Xs*>(in);
+  const Iq4Codebook book = iq4_codebook();
+  for (int64_t i = 0; i < blocks; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int ib = 0; ib < 8; ++ib, y += 32)
+      store_iq4_sub_block<A>(y, book, _mm256_set1_ps(iq4::xs_scale(d, b[i].scales_l[ib / 2], b[i].scales_h, ib)),
+                             b[i].qs + 16 * ib);
+  }
+}
+
 template <void (*Aligned)(const void*, float*, int64_t), void (*Unaligned)(const void*, float*, int64_t)>
 void by_alignment(const void* in, float* y, int64_t blocks) {
   (reinterpret_cast<uintptr_t>(y) % 32 == 0 ? Aligned : Unaligned)(in, y, blocks);
@@ -214,7 +260,9 @@ constexpr IqDequantVectorKernels kAvx2Kernels = {
     by_alignment<dequantize_iq3_xxs_blocks<true>, dequantize_iq3_xxs_blocks<false>>,
     by_alignment<dequantize_iq3_s_blocks<true>, dequantize_iq3_s_blocks<false>>,
     by_alignment<dequantize_iq1_s_blocks<true>, dequantize_iq1_s_blocks<false>>,
-    by_alignment<dequantize_iq1_m_blocks<true>, dequantize_iq1_m_blocks<false>>};
+    by_alignment<dequantize_iq1_m_blocks<true>, dequantize_iq1_m_blocks<false>>,
+    by_alignment<dequantize_iq4_nl_blocks<true>, dequantize_iq4_nl_blocks<false>>,
+    by_alignment<dequantize_iq4_xs_blocks<true>, dequantize_iq4_xs_blocks<false>>};
 
 }  // namespace
 
