@@ -200,7 +200,7 @@ Sums weighted_sums(const Group& g, const int8_t* levels) {
 //
 // The trials are independent until ggml's sequential choice among them, so each step runs over all of
 // them at once, each vector lane computing exactly the floats ggml computes for its trial: the levels and
-// keys of every subgroup and the weighted sums (SearchKernels::round_trials, trial_sums: 4, 8 or 16 trials
+// keys of every subgroup and the weighted sums of the resolved keys (SearchKernels::round_trials, trial_sums: 4, 8 or 16 trials
 // per vector), and the neighbour search of the trials that round a subgroup to the same off-grid key (one
 // pass over the key's list for all of them: SearchKernels::nearest_at_scales). Only the choice among
 // trials stays sequential.
@@ -210,13 +210,19 @@ constexpr int kStride = iq2::kTrialStride;
 struct Trials {
   int count = 0;
   float id[kStride], scale[kStride];  // the padding repeats the last trial
-  float q[kMaxGroup][kStride];  // value-major: q[i][t] = 2l+1 for value i's level l in trial t
-  uint32_t keys[kMaxGroup / kSub][kStride];
+  uint32_t keys[kMaxGroup / kSub][kStride];      // the roundings (value j's level at bits 2j)
+  uint32_t resolved[kMaxGroup / kSub][kStride];  // the same, off-grid ones replaced by their nearest grid point
   uint32_t off_grid[kMaxGroup / kSub];  // bit t of off_grid[k]: trial t rounded subgroup k off the grid
-  // With SearchKernels::all_trials: each trial's resolved keys instead of q.
-  bool by_keys = false;
-  uint32_t resolved[kMaxGroup / kSub][kStride];
 };
+
+// The key of candidate `c` of a list from its lane-major levels (read by the search just before: in the cache).
+uint32_t key_of_lanes(const uint8_t* list_lanes, int c) {
+  const uint8_t* levels = iq2::lane_levels_of(list_lanes, c);
+  uint32_t key = 0;
+  for (int j = 0; j < kSub; ++j)
+    key |= uint32_t(SearchTables::level_of_lane_byte(levels[j * SearchTables::kLaneChunk])) << (2 * j);
+  return key;
+}
 
 void set_trial_scales(Trials& trials, int first_is, int last_is, float max) {
   trials.count = last_is - first_is + 1;
@@ -240,6 +246,7 @@ void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels
                         Trials& trials, const int32_t* entries, const int32_t* next) {
   const int n = trials.count;
   const uint32_t* keys = trials.keys[k];
+  uint32_t* resolved = trials.resolved[k];
   if (next) {
     for (int u = 0; u < n; ++u) {
       if (next[u] < 0 && (u == 0 || next[u] != next[u - 1])) {
@@ -254,23 +261,32 @@ void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels
     const int32_t entry = entries[u];
     int end = u + 1;
     while (end < n && keys[end] == keys[u]) ++end;
-    if (entry < 0) {
+    if (entry >= 0) {
+      for (int v = u; v < end; ++v) resolved[v] = keys[u];
+    } else {
       trials.off_grid[k] |= ((uint32_t(1) << (end - u)) - 1) << u;
       const SearchTables::List& list = t.list_of(entry);
       if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
       int found[kMaxTrials];
-      kernels.nearest_at_scales(t.lane_levels.data() + list.lane_first, int(list.count), g.xval + kSub * k,
-                                g.waux + kSub * k, trials.scale + u, end - u, found);
+      const uint8_t* list_lanes = t.lane_levels.data() + list.lane_first;
+      kernels.nearest_at_scales(list_lanes, int(list.count), g.xval + kSub * k, g.waux + kSub * k, trials.scale + u,
+                                end - u, found);
+      // Neighbouring trials mostly find the same candidate: its key is assembled once.
+      int last_found = -1;
+      uint32_t last_key = 0;
       for (int v = u; v < end; ++v) {
         if (found[v - u] < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-        // The levels from the lanes the search just read (t.levels by grid index: a cache miss each).
-        const uint8_t* levels = iq2::lane_levels_of(t.lane_levels.data() + list.lane_first, found[v - u]);
-        for (int j = 0; j < kSub; ++j)
-          trials.q[kSub * k + j][v] = float(2 * SearchTables::level_of_lane_byte(levels[j * SearchTables::kLaneChunk]) + 1);
+        if (found[v - u] != last_found) {
+          last_found = found[v - u];
+          last_key = key_of_lanes(list_lanes, last_found);
+        }
+        resolved[v] = last_key;
       }
     }
     u = end;
   }
+  // The sums read whole vectors of up to 16 trials: lanes past the trials get a key too.
+  for (int v = n; v % 16; ++v) resolved[v] = resolved[n - 1];
 }
 
 // by_key of every trial's key of every subgroup, the loads side by side (by_key is 175 KB: mostly L2
@@ -297,15 +313,14 @@ int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const
     if (status == iq2::kEmptyList)
       throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
     if (status != 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-    trials.by_keys = true;
   } else {
-    kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.q[0][0], &trials.keys[0][0]);
+    kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.keys[0][0]);
     const int subgroups = g.n / kSub;
     int32_t entries[kMaxGroup / kSub][kStride];
     lookup_entries(t, subgroups, trials, entries);
     for (int k = 0; k < subgroups; ++k)
       resolve_all_trials(t, kernels, g, k, trials, entries[k], k + 1 < subgroups ? entries[k + 1] : nullptr);
-    kernels.trial_sums(g.weight, g.xval, g.n, &trials.q[0][0], trials.count, sumqx, sumq2);
+    kernels.trial_sums(g.weight, g.xval, g.n, &trials.resolved[0][0], trials.count, sumqx, sumq2);
   }
   // ggml's scan: a trial replaces the best when sumqx^2 > best * sumq2, and then best = scale * sumqx,
   // scale = sumqx / sumq2. Each trial's scale and best are computed first, all at once, so that the
@@ -328,11 +343,7 @@ int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const
 }
 
 void copy_trial_levels(const Trials& trials, int n, int chosen, int8_t* levels) {
-  if (trials.by_keys) {
-    for (int i = 0; i < n; ++i) levels[i] = int8_t((trials.resolved[i / kSub][chosen] >> (2 * (i % kSub))) & 3);
-    return;
-  }
-  for (int i = 0; i < n; ++i) levels[i] = int8_t((int(trials.q[i][chosen]) - 1) / 2);
+  for (int i = 0; i < n; ++i) levels[i] = int8_t((trials.resolved[i / kSub][chosen] >> (2 * (i % kSub))) & 3);
 }
 
 // The grid index of subgroup k's final levels (ggml aborts if they are off the grid; they never are).

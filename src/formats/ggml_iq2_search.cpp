@@ -57,13 +57,13 @@ int nearest_lanes_at_scale_portable(const uint8_t* lane_levels, int count, const
   return best;
 }
 
-void round_trials_portable(const float* xval, int n, const float* ids, int count, float* q, uint32_t* keys) {
-  round_trials_lanes<4>(xval, n, ids, count, q, keys);
+void round_trials_portable(const float* xval, int n, const float* ids, int count, uint32_t* keys) {
+  round_trials_lanes<4>(xval, n, ids, count, keys);
 }
 
-void trial_sums_portable(const float* weight, const float* xval, int n, const float* q, int count, float* sumqx,
+void trial_sums_portable(const float* weight, const float* xval, int n, const uint32_t* keys, int count, float* sumqx,
                          float* sumq2) {
-  trial_sums_lanes<4>(weight, xval, n, q, count, sumqx, sumq2);
+  trial_sums_lanes<4>(weight, xval, n, keys, count, sumqx, sumq2);
 }
 
 constexpr SearchKernels kPortableKernels = {round_trials_portable, trial_sums_portable, round_levels_portable,

@@ -30,14 +30,29 @@ namespace {
 
 #define LOWBIT_AVX2 __attribute__((target("avx2")))
 
-LOWBIT_AVX2 void round_trials_avx2(const float* xval, int n, const float* ids, int count, float* q,
-                                   uint32_t* keys) {
-  round_trials_lanes<8>(xval, n, ids, count, q, keys);
+LOWBIT_AVX2 void round_trials_avx2(const float* xval, int n, const float* ids, int count, uint32_t* keys) {
+  round_trials_lanes<8>(xval, n, ids, count, keys);
 }
 
-LOWBIT_AVX2 void trial_sums_avx2(const float* weight, const float* xval, int n, const float* q, int count,
+// trial_sums_lanes<8>'s floats, q = 2l+1 picked by vpermilps from the level in the key's bits 2j, 2j + 1.
+LOWBIT_AVX2 void trial_sums_avx2(const float* weight, const float* xval, int n, const uint32_t* keys, int count,
                                  float* sumqx, float* sumq2) {
-  trial_sums_lanes<8>(weight, xval, n, q, count, sumqx, sumq2);
+  const __m256 odd = _mm256_setr_ps(1.f, 3.f, 5.f, 5.f, 1.f, 3.f, 5.f, 5.f);
+  for (int first = 0; first < count; first += 8) {
+    __m256 qx = _mm256_setzero_ps(), q2 = _mm256_setzero_ps();
+    for (int k = 0; k < n / 8; ++k) {
+      const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + k * kTrialStride + first));
+      for (int j = 0; j < 8; ++j) {
+        const int i = 8 * k + j;
+        const __m256 q = _mm256_permutevar_ps(odd, _mm256_srli_epi32(key, 2 * j));
+        const float w = weight[i];
+        qx = _mm256_add_ps(qx, _mm256_mul_ps(_mm256_set1_ps(w * xval[i]), q));
+        q2 = _mm256_add_ps(q2, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w), q), q));
+      }
+    }
+    _mm256_storeu_ps(sumqx + first, qx);
+    _mm256_storeu_ps(sumq2 + first, q2);
+  }
 }
 
 // Helpers as functions, not lambdas: clang does not give a lambda its enclosing function's target.

@@ -187,14 +187,13 @@ LOWBIT_AVX512 int nearest_key_at_scale_avx512(const uint32_t* candidate_keys, in
 }
 
 // Every trial at once, 16 trials per vector.
-LOWBIT_AVX512 void round_trials_avx512(const float* xval, int n, const float* ids, int count, float* q,
-                                       uint32_t* keys) {
-  round_trials_lanes<16>(xval, n, ids, count, q, keys);
+LOWBIT_AVX512 void round_trials_avx512(const float* xval, int n, const float* ids, int count, uint32_t* keys) {
+  round_trials_lanes<16>(xval, n, ids, count, keys);
 }
 
-LOWBIT_AVX512 void trial_sums_avx512(const float* weight, const float* xval, int n, const float* q, int count,
+LOWBIT_AVX512 void trial_sums_avx512(const float* weight, const float* xval, int n, const uint32_t* keys, int count,
                                      float* sumqx, float* sumq2) {
-  trial_sums_lanes<16>(weight, xval, n, q, count, sumqx, sumq2);
+  trial_sums_lanes<16>(weight, xval, n, keys, count, sumqx, sumq2);
 }
 
 // SearchKernels::all_trials, 16 trials per vector, the trials in the lanes. Per subgroup and vector: the
