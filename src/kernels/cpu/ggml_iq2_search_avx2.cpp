@@ -56,56 +56,103 @@ LOWBIT_AVX2 void trial_sums_avx2(const float* weight, const float* xval, int n, 
 }
 
 // Helpers as functions, not lambdas: clang does not give a lambda its enclosing function's target.
-// The term vector at byte `offset` of a table.
-LOWBIT_AVX2 inline __m256 term_vector(const unsigned char* table, int offset) {
-  return _mm256_loadu_ps(reinterpret_cast<const float*>(table + offset));
-}
 // 8 level bytes as 32-bit lanes.
 LOWBIT_AVX2 inline __m256i level_bytes(const uint8_t* levels) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(levels)));
 }
 
-// SearchKernels::nearest_at_scales, 8 scales per vector: nearest_at_scales_lanes<8>'s floats, with value j's
-// term vector of level l at byte 192 j + 65 l of a table (SearchTables::kLaneByte: each vector within one
-// cache line), so the lane byte of a candidate is the offset of its term: a candidate costs 8 byte loads
-// and 8 adds with a memory operand (no index arithmetic), a compare, a min and a blend.
+// nearest_at_scales_avx2's tables of terms, one per vector of 8 scales: value j's term vector of level
+// l at byte kTermStride * j + kLaneByte * l (SearchTables::kLaneByte: each vector within one cache line),
+// so the lane byte of a candidate is the offset of its term; and at kPairs + kLaneByte * (l0 + 4 l1) the
+// sums of values 0's and 1's terms (a candidate's first addition, the same float however early it is
+// done), found at the lane bytes' offset b0 + 4 b1.
+constexpr int kTermStride = 192;
+constexpr int kPairs = 8 * kTermStride;
+constexpr int kTermTable = kPairs + 11 * 64;  // pairs at 65 (l0 + 4 l1) <= 650, each within one cache line
+static_assert(SearchTables::kLaneByte * 2 + 32 <= kTermStride && SearchTables::kLaneByte * 10 + 32 <= 11 * 64);
+
+LOWBIT_AVX2 inline __m256 term_vector(const unsigned char* table, int offset) {
+  return _mm256_loadu_ps(reinterpret_cast<const float*>(table + offset));
+}
+
+// The term table of 8 scales: (w*diff)*diff, diff = scale * q - x, each rounded as ggml rounds it.
+LOWBIT_AVX2 inline void fill_term_table(__m256 scale, const float* xval, const float* waux, unsigned char* table) {
+  for (int l = 0; l < 3; ++l) {
+    const __m256 scaled = _mm256_mul_ps(scale, _mm256_set1_ps(float(2 * l + 1)));  // scale * q
+    for (int j = 0; j < 8; ++j) {
+      const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(xval[j]));
+      _mm256_storeu_ps(reinterpret_cast<float*>(table + kTermStride * j + SearchTables::kLaneByte * l),
+                       _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[j]), diff), diff));
+    }
+  }
+  for (int l0 = 0; l0 < 3; ++l0)
+    for (int l1 = 0; l1 < 3; ++l1) {
+      const __m256 pair = _mm256_add_ps(term_vector(table, SearchTables::kLaneByte * l0),
+                                        term_vector(table, kTermStride + SearchTables::kLaneByte * l1));
+      _mm256_storeu_ps(reinterpret_cast<float*>(table + kPairs + SearchTables::kLaneByte * (l0 + 4 * l1)), pair);
+    }
+}
+
+// Keeps candidate `c_lanes` where its distance is strictly below the best (false for NaN, as ggml's).
+LOWBIT_AVX2 inline void keep_better(__m256 d2, __m256i c_lanes, __m256& best_d2, __m256i& best_c) {
+  const __m256 better = _mm256_cmp_ps(d2, best_d2, _CMP_LT_OQ);
+  best_d2 = _mm256_min_ps(d2, best_d2);  // d2 where d2 < best_d2, else best_d2: the strict update
+  best_c = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_c), _mm256_castsi256_ps(c_lanes), better));
+}
+
+// One pass over a list for `kVectors` (1 or 2) vectors of scales, whose term tables lie kTermTable apart:
+// the candidates' level bytes are loaded once for both. A candidate's distance adds its terms in ggml's
+// order (from the pair of values 0 and 1: terms are products of a square root and a square, so 0 + the
+// first term is that term).
+template <int kVectors>
+LOWBIT_AVX2 inline void search_term_tables(const unsigned char* table, const uint8_t* lane_levels, int count,
+                                           __m256i* best_c) {
+  constexpr int kChunk = SearchTables::kLaneChunk;
+  __m256 best_d2[2] = {_mm256_set1_ps(FLT_MAX), _mm256_set1_ps(FLT_MAX)};
+  best_c[0] = best_c[1] = _mm256_set1_epi32(-1);
+  __m256i c_lanes = _mm256_setzero_si256();
+  const uint8_t* chunk = lane_levels;
+  for (int start = 0; start < count; start += kChunk, chunk += 8 * kChunk) {
+    const int in_chunk = count - start < kChunk ? count - start : kChunk;
+    for (int c = 0; c < in_chunk; ++c) {
+      const uint8_t* at = chunk + c;
+      const int pair = kPairs + at[0] + 4 * at[kChunk];
+      __m256 d2[2];
+      for (int v = 0; v < kVectors; ++v) d2[v] = term_vector(table + kTermTable * v, pair);
+      for (int j = 2; j < 8; ++j) {
+        const int offset = kTermStride * j + at[j * kChunk];
+        for (int v = 0; v < kVectors; ++v) d2[v] = _mm256_add_ps(d2[v], term_vector(table + kTermTable * v, offset));
+      }
+      for (int v = 0; v < kVectors; ++v) keep_better(d2[v], c_lanes, best_d2[v], best_c[v]);
+      c_lanes = _mm256_add_epi32(c_lanes, _mm256_set1_epi32(1));
+    }
+  }
+}
+
+// SearchKernels::nearest_at_scales, 8 scales per vector: nearest_at_scales_lanes<8>'s floats, from term
+// tables (above): a candidate costs 8 byte loads, an lea and 7 adds with a memory operand per vector of
+// scales, a compare, a min and a blend. Runs of 9 to 16 scales take one pass with two vectors.
 LOWBIT_AVX2 void nearest_at_scales_avx2(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
                                         const float* scales, int count_scales, int* best) {
-  constexpr int kChunk = SearchTables::kLaneChunk;
-  constexpr int kStrideJ = 192;
-  static_assert(SearchTables::kLaneByte * 2 + 32 <= kStrideJ);
-  alignas(64) unsigned char table[8 * kStrideJ];
-  float padded[kMaxScales + 8];
-  for (int m = 0; m < count_scales; ++m) padded[m] = scales[m];
-  for (int m = count_scales; m < count_scales + 8; ++m) padded[m] = 1.f;  // lanes past the scales: ignored
-  for (int first = 0; first < count_scales; first += 8) {
-    const __m256 scale = _mm256_loadu_ps(padded + first);
-    for (int l = 0; l < 3; ++l) {
-      const __m256 scaled = _mm256_mul_ps(scale, _mm256_set1_ps(float(2 * l + 1)));  // scale * q
-      for (int j = 0; j < 8; ++j) {
-        const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(xval[j]));
-        _mm256_storeu_ps(reinterpret_cast<float*>(table + kStrideJ * j + SearchTables::kLaneByte * l),
-                         _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[j]), diff), diff));  // (w*diff)*diff
-      }
+  alignas(64) unsigned char table[2 * kTermTable];
+  for (int first = 0; first < count_scales; first += 16) {
+    const int vectors = count_scales - first > 8 ? 2 : 1;
+    for (int v = 0; v < vectors; ++v) {
+      // Lanes past the scales: scale 0 (not loaded), their results ignored.
+      const __m256i in_run = _mm256_cmpgt_epi32(_mm256_set1_epi32(count_scales - first - 8 * v),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      fill_term_table(_mm256_maskload_ps(scales + first + 8 * v, in_run), xval, waux, table + kTermTable * v);
     }
-    __m256 best_d2 = _mm256_set1_ps(FLT_MAX);
-    __m256i best_c = _mm256_set1_epi32(-1), c_lanes = _mm256_setzero_si256();
-    const uint8_t* chunk = lane_levels;
-    for (int start = 0; start < count; start += kChunk, chunk += 8 * kChunk) {
-      const int in_chunk = count - start < kChunk ? count - start : kChunk;
-      for (int c = 0; c < in_chunk; ++c) {
-        // From the first term instead of 0 + it: the same float (terms are products of a square root and a square).
-        __m256 d2 = term_vector(table, kStrideJ * 0 + chunk[c]);
-        for (int j = 1; j < 8; ++j) d2 = _mm256_add_ps(d2, term_vector(table, kStrideJ * j + chunk[j * kChunk + c]));
-        const __m256 better = _mm256_cmp_ps(d2, best_d2, _CMP_LT_OQ);  // false for NaN, as ggml's
-        best_d2 = _mm256_min_ps(d2, best_d2);  // d2 where d2 < best_d2, else best_d2: the strict update
-        best_c = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_c), _mm256_castsi256_ps(c_lanes), better));
-        c_lanes = _mm256_add_epi32(c_lanes, _mm256_set1_epi32(1));
-      }
+    __m256i best_c[2];
+    if (vectors == 2) {
+      search_term_tables<2>(table, lane_levels, count, best_c);
+    } else {
+      search_term_tables<1>(table, lane_levels, count, best_c);
     }
-    alignas(32) int found[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(found), best_c);
-    const int lanes = count_scales - first < 8 ? count_scales - first : 8;
+    alignas(32) int found[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(found), best_c[0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(found + 8), best_c[1]);
+    const int lanes = count_scales - first < 16 ? count_scales - first : 16;
     for (int lane = 0; lane < lanes; ++lane) best[first + lane] = found[lane];
   }
 }
