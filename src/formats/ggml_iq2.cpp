@@ -236,68 +236,76 @@ void set_trial_scales(Trials& trials, int first_is, int last_is, float max) {
   }
 }
 
+// Each subgroup's trials as bit masks (bit t for trial t): where a run of equal keys starts, and which
+// trials round it off the grid. The runs are walked by their bits: no branch per trial to mispredict.
+struct SubgroupRuns {
+  uint32_t starts[kMaxGroup / kSub];
+  uint32_t off_grid[kMaxGroup / kSub];
+};
+
 // Subgroup k at every trial: where its key is off the grid, the nearest neighbour at the trial's scale
-// replaces its levels. A run of trials that round it to the same key searches that key's list together.
+// replaces it. A run of trials that round it to the same key searches that key's list together.
 // (Each value's level moves one way as the trial scales grow, so a key never comes back after a run ends:
 // runs are all the sharing there is. Were it otherwise, a key would only be searched more than once.)
-// `entries`: by_key of each trial's key (lookup_entries); `next`: the next subgroup's, whose lists' levels
-// are fetched into the cache meanwhile.
+// `entries`: by_key of each trial's key (lookup_entries). The next subgroup's lists' levels are fetched
+// into the cache meanwhile.
 void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, int k,
-                        Trials& trials, const int32_t* entries, const int32_t* next) {
+                        Trials& trials, const int32_t* entries, const int32_t* next_entries,
+                        const SubgroupRuns& runs) {
   const int n = trials.count;
   const uint32_t* keys = trials.keys[k];
   uint32_t* resolved = trials.resolved[k];
-  if (next) {
-    for (int u = 0; u < n; ++u) {
-      if (next[u] < 0 && (u == 0 || next[u] != next[u - 1])) {
-        const uint8_t* lanes = t.lane_levels.data() + t.list_of(next[u]).lane_first;
-        __builtin_prefetch(lanes);
-        __builtin_prefetch(lanes + 64);
-      }
+  if (next_entries) {
+    for (uint32_t left = runs.starts[k + 1] & runs.off_grid[k + 1]; left; left &= left - 1) {
+      const uint8_t* lanes = t.lane_levels.data() + t.list_of(next_entries[__builtin_ctz(left)]).lane_first;
+      __builtin_prefetch(lanes);
+      __builtin_prefetch(lanes + 64);
     }
   }
-  trials.off_grid[k] = 0;
-  for (int u = 0; u < n;) {
-    const int32_t entry = entries[u];
-    int end = u + 1;
-    while (end < n && keys[end] == keys[u]) ++end;
-    if (entry >= 0) {
-      for (int v = u; v < end; ++v) resolved[v] = keys[u];
-    } else {
-      trials.off_grid[k] |= ((uint32_t(1) << (end - u)) - 1) << u;
-      const SearchTables::List& list = t.list_of(entry);
-      if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
-      int found[kMaxTrials];
-      const uint8_t* list_lanes = t.lane_levels.data() + list.lane_first;
-      kernels.nearest_at_scales(list_lanes, int(list.count), g.xval + kSub * k, g.waux + kSub * k, trials.scale + u,
-                                end - u, found);
-      // Neighbouring trials mostly find the same candidate: its key is assembled once.
-      int last_found = -1;
-      uint32_t last_key = 0;
-      for (int v = u; v < end; ++v) {
-        if (found[v - u] < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-        if (found[v - u] != last_found) {
-          last_found = found[v - u];
-          last_key = key_of_lanes(list_lanes, last_found);
-        }
-        resolved[v] = last_key;
+  for (int v = 0; v < n; ++v) resolved[v] = keys[v];
+  trials.off_grid[k] = runs.off_grid[k];
+  for (uint32_t left = runs.starts[k] & runs.off_grid[k]; left; left &= left - 1) {
+    const int u = __builtin_ctz(left);
+    const uint32_t later_starts = runs.starts[k] >> (u + 1);
+    const int end = later_starts ? u + 1 + __builtin_ctz(later_starts) : n;
+    const SearchTables::List& list = t.list_of(entries[u]);
+    if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
+    int found[kMaxTrials];
+    const uint8_t* list_lanes = t.lane_levels.data() + list.lane_first;
+    kernels.nearest_at_scales(list_lanes, int(list.count), g.xval + kSub * k, g.waux + kSub * k, trials.scale + u,
+                              end - u, found);
+    // Neighbouring trials mostly find the same candidate: its key is assembled once.
+    int last_found = -1;
+    uint32_t last_key = 0;
+    for (int v = u; v < end; ++v) {
+      if (found[v - u] < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
+      if (found[v - u] != last_found) {
+        last_found = found[v - u];
+        last_key = key_of_lanes(list_lanes, last_found);
       }
+      resolved[v] = last_key;
     }
-    u = end;
   }
   // The sums read whole vectors of up to 16 trials: lanes past the trials get a key too.
   for (int v = n; v % 16; ++v) resolved[v] = resolved[n - 1];
 }
 
 // by_key of every trial's key of every subgroup, the loads side by side (by_key is 175 KB: mostly L2
-// misses, which overlap here instead of one per run in the search loop), and the lists' entries fetched.
-void lookup_entries(const SearchTables& t, int subgroups, const Trials& trials,
-                    int32_t (*entries)[kStride]) {
+// misses, which overlap here instead of one per run in the search loop), the runs' masks, and the
+// off-grid runs' lists fetched.
+void lookup_entries(const SearchTables& t, int subgroups, const Trials& trials, int32_t (*entries)[kStride],
+                    SubgroupRuns& runs) {
   for (int k = 0; k < subgroups; ++k)
     for (int u = 0; u < trials.count; ++u) entries[k][u] = t.by_key[trials.keys[k][u]];
-  for (int k = 0; k < subgroups; ++k)
-    for (int u = 0; u < trials.count; ++u)
-      if (entries[k][u] < 0) __builtin_prefetch(&t.list_of(entries[k][u]));
+  for (int k = 0; k < subgroups; ++k) {
+    uint32_t starts = 1, off_grid = 0;
+    for (int u = 1; u < trials.count; ++u) starts |= uint32_t(trials.keys[k][u] != trials.keys[k][u - 1]) << u;
+    for (int u = 0; u < trials.count; ++u) off_grid |= (uint32_t(entries[k][u]) >> 31) << u;  // entry < 0
+    runs.starts[k] = starts;
+    runs.off_grid[k] = off_grid;
+    for (uint32_t left = starts & off_grid; left; left &= left - 1)
+      __builtin_prefetch(&t.list_of(entries[k][__builtin_ctz(left)]));
+  }
 }
 
 // All trials of a group: the trial ggml keeps (the first that improves the fit strictly), or -1 if none
@@ -317,9 +325,10 @@ int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const
     kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.keys[0][0]);
     const int subgroups = g.n / kSub;
     int32_t entries[kMaxGroup / kSub][kStride];
-    lookup_entries(t, subgroups, trials, entries);
+    SubgroupRuns runs;
+    lookup_entries(t, subgroups, trials, entries, runs);
     for (int k = 0; k < subgroups; ++k)
-      resolve_all_trials(t, kernels, g, k, trials, entries[k], k + 1 < subgroups ? entries[k + 1] : nullptr);
+      resolve_all_trials(t, kernels, g, k, trials, entries[k], k + 1 < subgroups ? entries[k + 1] : nullptr, runs);
     kernels.trial_sums(g.weight, g.xval, g.n, &trials.resolved[0][0], trials.count, sumqx, sumq2);
   }
   // ggml's scan: a trial replaces the best when sumqx^2 > best * sumq2, and then best = scale * sumqx,
