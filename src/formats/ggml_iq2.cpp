@@ -185,13 +185,20 @@ void round_group(const SearchTables& t, const iq2::SearchKernels& kernels, const
 struct Sums {
   float qx = 0, q2 = 0;
 };
-// As ggml's sums: sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1, in order of the values.
+// As ggml's sums: sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1, in order of the values. The products
+// first, side by side, so that the loop of dependent adds is short enough for the next group's work to
+// start beside it.
 Sums weighted_sums(const Group& g, const int8_t* levels) {
-  Sums s;
+  float qx[kMaxGroup], q2[kMaxGroup];
   for (int i = 0; i < g.n; ++i) {
     const float q = float(2 * levels[i] + 1);
-    s.qx += g.weight[i] * g.xval[i] * q;
-    s.q2 += g.weight[i] * q * q;
+    qx[i] = g.weight[i] * g.xval[i] * q;
+    q2[i] = g.weight[i] * q * q;
+  }
+  Sums s;
+  for (int i = 0; i < g.n; ++i) {
+    s.qx += qx[i];
+    s.q2 += q2[i];
   }
   return s;
 }
@@ -376,17 +383,22 @@ std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKerne
   float scale = ggml_search::fit_unsigned_scale(32, kTopLevel + 2, g.xval, qp_codes, g.weight);
   const float eff_max = scale * float(kTopLevel + 1);
   if (eff_max <= 0) return std::nullopt;
-  for (int i = 0; i < 32; ++i) levels[i] = int8_t(qp_codes[i]);
   Trials trials;
   set_trial_scales(trials, -6, 6, eff_max);
   const int chosen = choose_trial(t, kernels, g, trials, scale, false);
-  if (chosen >= 0) copy_trial_levels(trials, 32, chosen, levels);
-  bool on_grid[4];
-  if (scale > 0) {
-    round_group(t, kernels, g, 1 / scale, scale, levels, on_grid);
-    const Sums s = weighted_sums(g, levels);
-    if (s.q2 > 0) scale = s.qx / s.q2;
+  if (!(scale > 0)) {  // no re-rounding: the levels are the chosen trial's (or make_qp_quants')
+    if (chosen >= 0) {
+      copy_trial_levels(trials, 32, chosen, levels);
+    } else {
+      for (int i = 0; i < 32; ++i) levels[i] = int8_t(qp_codes[i]);
+    }
+    return scale;
   }
+  // The re-rounding replaces all levels.
+  bool on_grid[4];
+  round_group(t, kernels, g, 1 / scale, scale, levels, on_grid);
+  const Sums s = weighted_sums(g, levels);
+  if (s.q2 > 0) scale = s.qx / s.q2;
   return scale;
 }
 
