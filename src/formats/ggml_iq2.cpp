@@ -380,7 +380,7 @@ int grid_index_of(const SearchTables& t, const int8_t* levels) {
 std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g,
                                    int8_t* levels) {
   uint8_t qp_codes[kMaxGroup];
-  float scale = ggml_search::fit_unsigned_scale(32, kTopLevel + 2, g.xval, qp_codes, g.weight);
+  float scale = kernels.fit_unsigned_scale(32, kTopLevel + 2, g.xval, qp_codes, g.weight);
   const float eff_max = scale * float(kTopLevel + 1);
   if (eff_max <= 0) return std::nullopt;
   Trials trials;

@@ -80,7 +80,7 @@ void trial_sums_portable(const float* weight, const float* xval, int n, const ui
 
 constexpr SearchKernels kPortableKernels = {round_trials_portable, trial_sums_portable, round_levels_portable,
                                             nearest_at_scales_portable, nullptr, nearest_key_at_scale_portable,
-                                            nearest_lanes_at_scale_portable};
+                                            nearest_lanes_at_scale_portable, ggml_search::fit_unsigned_scale};
 
 }  // namespace
 

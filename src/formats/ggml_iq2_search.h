@@ -56,6 +56,8 @@ struct SearchKernels {
   // of iq2_xxs and iq2_xs, whose trials searched those levels, not the keys.
   int (*nearest_lanes_at_scale)(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
                                 float scale);
+  // iq2_xxs's first fit: ggml_search::fit_unsigned_scale (ggml's make_qp_quants), the same bits.
+  float (*fit_unsigned_scale)(int n, int nmax, const float* x, uint8_t* codes, const float* weights);
 };
 inline constexpr int kNoGridPoint = 1;
 inline constexpr int kEmptyList = 2;

@@ -372,6 +372,11 @@ float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const 
     sumlx += weights[i] * x[i] * float(l);
     suml2 += weights[i] * float(l) * float(l);
   }
+  return refine_unsigned_codes(n, nmax, x, codes, weights, sumlx, suml2);
+}
+
+float refine_unsigned_codes(int n, int nmax, const float* x, uint8_t* codes, const float* weights, float sumlx,
+                            float suml2) {
   for (int pass = 0; pass < 5; ++pass) {
     int changed = 0;
     for (int i = 0; i < n; ++i) {

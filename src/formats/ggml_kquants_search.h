@@ -60,6 +60,11 @@ float search_scale_and_min(int n, int nmax, const float* x, const float* weights
 // scale*l, fitted under `weights` (ggml's make_qp_quants): a 9-point scale search, then 5 coordinate-
 // descent passes. Returns the scale.
 float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const float* weights);
+// fit_unsigned_scale's coordinate-descent passes, from the codes of the chosen scale and their sums
+// sumlx = sum (w*x)*l, suml2 = sum (w*l)*l (in order of the values); returns the refitted scale. For
+// vector variants of the scale search (kernels/cpu/ggml_iq2_search_avx2.cpp).
+float refine_unsigned_codes(int n, int nmax, const float* x, uint8_t* codes, const float* weights, float sumlx,
+                            float suml2);
 
 // ---- candidate batches ----
 // fit_signed_scale and the iq4 search try many scales whose sums do not depend on one another; for a

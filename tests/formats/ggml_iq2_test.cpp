@@ -14,6 +14,7 @@
 
 #include "formats/ggml_iq2_grids.h"
 #include "formats/ggml_iq2_search.h"
+#include "formats/ggml_kquants_search.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
@@ -266,6 +267,12 @@ TEST(GgmlIq2Codecs, VectorSearchKernelsMatchThePortableOnes) {
                                              xval + 8 * (group % 4), waux + 8 * (group % 4), scales[first]),
                   best_want[0])
             << group << " list of " << list.count;
+      // iq2_xxs's first fit (make_qp_quants), negative values and zero weights included.
+      uint8_t codes_want[32], codes_got[32];
+      const float fit_want = ggml_search::fit_unsigned_scale(32, 4, xval, codes_want, weight);
+      const float fit_got = kernels->fit_unsigned_scale(32, 4, xval, codes_got, weight);
+      ASSERT_EQ(std::bit_cast<uint32_t>(fit_got), std::bit_cast<uint32_t>(fit_want)) << group;
+      ASSERT_EQ(std::memcmp(codes_got, codes_want, sizeof codes_want), 0) << group;
     }
   }
   if (!checked) GTEST_SKIP() << "this CPU runs no vector search kernels";

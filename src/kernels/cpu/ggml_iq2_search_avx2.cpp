@@ -14,6 +14,7 @@
 
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq2_trials.h"
+#include "formats/ggml_kquants_search.h"
 #include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -349,6 +350,79 @@ LOWBIT_AVX2 int all_trials_avx2(const SearchTables& t, const float* xval, const 
   return 0;
 }
 
+// ggml_search::fit_unsigned_scale's scale search, n a multiple of 8: the first fit's error (a scalar
+// chain of adds) and the 8 steps' (one vector) in one loop, so their chains run side by side; then the
+// chosen scale's codes, with their products 8 values per vector ahead of the sums' chain of adds. Every
+// float as the portable function's; its passes (refine_unsigned_codes) are shared.
+LOWBIT_AVX2 float fit_unsigned_scale_avx2(int n, int nmax, const float* x, uint8_t* codes, const float* weights) {
+  if (n % 8 || n > 64) return ggml_search::fit_unsigned_scale(n, nmax, x, codes, weights);
+  // max = std::max(max, x[i]) from 0: the largest value that is not NaN (or 0), in any order.
+  __m256 max_lanes = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) max_lanes = _mm256_max_ps(_mm256_loadu_ps(x + i), max_lanes);
+  alignas(32) float lane_max[8];
+  _mm256_store_ps(lane_max, max_lanes);
+  float max = 0;
+  for (int lane = 0; lane < 8; ++lane) max = lane_max[lane] > max ? lane_max[lane] : max;
+  if (max < ggml_search::kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) codes[i] = 0;
+    return 0.f;
+  }
+  const float first_iscale = float(nmax) / max;
+  const float first_scale = 1 / first_iscale;
+  const __m256 step = _mm256_setr_ps(-4.f, -3.f, -2.f, -1.f, 1.f, 2.f, 3.f, 4.f);
+  const __m256 step_iscale = _mm256_div_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(0.1f), step), _mm256_set1_ps(float(nmax))),
+                                           _mm256_set1_ps(max));
+  const __m256 step_scale = _mm256_div_ps(_mm256_set1_ps(1.f), step_iscale);
+  const __m256i top = _mm256_set1_epi32(nmax);
+  float best_mse = 0;
+  __m256 mse = _mm256_setzero_ps();
+  for (int i = 0; i < n; ++i) {
+    const float xi = x[i], w = weights[i];
+    // The first fit's codes are bytes (a negative value's wraps, as ggml's uint8_t) and not clamped.
+    const float first_code = float(uint8_t(ggml_search::round_nearest_even(first_iscale * xi)));
+    const float first_diff = xi - first_scale * first_code;
+    best_mse += w * first_diff * first_diff;
+    const __m256 shifted = _mm256_add_ps(_mm256_mul_ps(step_iscale, _mm256_set1_ps(xi)), _mm256_set1_ps(12582912.f));
+    const __m256i level = _mm256_min_epi32(
+        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x007fffff)),
+                         _mm256_set1_epi32(0x00400000)),
+        top);
+    const __m256 diff = _mm256_sub_ps(_mm256_set1_ps(xi), _mm256_mul_ps(step_scale, _mm256_cvtepi32_ps(level)));
+    mse = _mm256_add_ps(mse, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w), diff), diff));
+  }
+  alignas(32) float step_mse[8], step_iscales[8];
+  _mm256_store_ps(step_mse, mse);
+  _mm256_store_ps(step_iscales, step_iscale);
+  float iscale = first_iscale;
+  for (int s = 0; s < 8; ++s) {
+    if (step_mse[s] < best_mse) {
+      best_mse = step_mse[s];
+      iscale = step_iscales[s];
+    }
+  }
+  alignas(32) int32_t level_of[64];
+  alignas(32) float lx[64], l2[64];
+  for (int i = 0; i < n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i), w = _mm256_loadu_ps(weights + i);
+    const __m256 shifted = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(iscale), xv), _mm256_set1_ps(12582912.f));
+    const __m256i level = _mm256_min_epi32(
+        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x007fffff)),
+                         _mm256_set1_epi32(0x00400000)),
+        top);
+    const __m256 l = _mm256_cvtepi32_ps(level);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(level_of + i), level);
+    _mm256_store_ps(lx + i, _mm256_mul_ps(_mm256_mul_ps(w, xv), l));  // (w*x)*l
+    _mm256_store_ps(l2 + i, _mm256_mul_ps(_mm256_mul_ps(w, l), l));   // (w*l)*l
+  }
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    codes[i] = uint8_t(level_of[i]);
+    sumlx += lx[i];
+    suml2 += l2[i];
+  }
+  return ggml_search::refine_unsigned_codes(n, nmax, x, codes, weights, sumlx, suml2);
+}
+
 }  // namespace
 
 const SearchKernels* avx2_search_kernels() {
@@ -360,6 +434,7 @@ const SearchKernels* avx2_search_kernels() {
     k.all_trials = all_trials_avx2;
     k.nearest_key_at_scale = nearest_key_at_scale_avx2;
     k.nearest_lanes_at_scale = nearest_lanes_at_scale_avx2;
+    k.fit_unsigned_scale = fit_unsigned_scale_avx2;
     return k;
   }();
   return &kernels;

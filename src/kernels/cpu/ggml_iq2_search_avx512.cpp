@@ -15,6 +15,7 @@
 
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq2_trials.h"
+#include "formats/ggml_kquants_search.h"
 #include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -322,7 +323,8 @@ LOWBIT_AVX512 int nearest_lanes_at_scale_avx512(const uint8_t* lane_levels, int 
 constexpr SearchKernels kAvx512Kernels = {round_trials_avx512,         trial_sums_avx512,
                                           round_levels_avx512,         nearest_at_scales_avx512,
                                           all_trials_avx512,           nearest_key_at_scale_avx512,
-                                          nearest_lanes_at_scale_avx512};
+                                          nearest_lanes_at_scale_avx512,
+                                          ggml_search::fit_unsigned_scale};
 
 }  // namespace
 
