@@ -59,6 +59,12 @@ float block_sum_of_squares(const float* x) {
   return sum;
 }
 
+// `sum` + the squares of n values, added in order.
+inline float add_squares(const float* x, int n, float sum) {
+  for (int i = 0; i < n; ++i) sum += x[i] * x[i];
+  return sum;
+}
+
 // out[i] = sqrtf(in[i]), n a multiple of 4: 4 correctly rounded square roots per SSE instruction
 // (std::sqrt's errno check keeps the compiler from vectorising the loop).
 inline void sqrt_values(const float* in, int n, float* out) {
@@ -449,13 +455,20 @@ void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* 
   auto* y = static_cast<BlockIq2Xxs*>(blocks);
   Group g;
   int8_t levels[32];
-  for (int64_t ibl = 0; ibl < n / kBlock; ++ibl) {
+  const int64_t blocks_in_row = n / kBlock;
+  float sum_of_squares = blocks_in_row ? block_sum_of_squares(x) : 0.f;
+  for (int64_t ibl = 0; ibl < blocks_in_row; ++ibl) {
     const float* xbl = x + kBlock * ibl;
-    const float sigma2 = block_sum_of_squares(xbl) / float(kBlock);
+    const float sigma2 = sum_of_squares / float(kBlock);
+    // The next block's sum of squares, a 32-value piece per group: its chain of dependent adds runs
+    // beside the group's work instead of ahead of the block.
+    const bool has_next = ibl + 1 < blocks_in_row;
+    float next_sum_of_squares = 0;
     uint32_t q2[16] = {};
     float scales[8];
     float max_scale = 0;
     for (int ib = 0; ib < 8; ++ib) {
+      if (has_next) next_sum_of_squares = add_squares(xbl + kBlock + 32 * ib, 32, next_sum_of_squares);
       const float* xb = xbl + 32 * ib;
       const float* qw = quant_weights + kBlock * ibl + 32 * ib;
       imatrix_weights(xb, qw, sigma2, 32, g.weight);
@@ -476,6 +489,7 @@ void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* 
       scales[ib] = scale;
       max_scale = ggml_max(max_scale, scale);
     }
+    sum_of_squares = next_sum_of_squares;
     BlockIq2Xxs& b = y[ibl];
     b.d = 0;
     if (!max_scale) {
