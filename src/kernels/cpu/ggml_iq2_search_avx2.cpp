@@ -199,16 +199,34 @@ LOWBIT_AVX2 int nearest_lanes_at_scale_avx2(const uint8_t* lane_levels, int coun
     const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(xval[j]));
     term[j] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[j]), diff), diff);  // (w*diff)*diff
   }
-  float best_d2 = FLT_MAX;
-  int best = -1;
+  // Each lane keeps the first least distance among its candidates (lane, lane + 8, ...); the least over
+  // the lanes, at the lowest candidate among ties, is then the first least of the list.
+  __m256 best_d2 = _mm256_set1_ps(FLT_MAX);
+  __m256i best_c = _mm256_set1_epi32(-1), c_lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int first = 0; first < count; first += 8) {
     // 8 level bytes of value j: within the chunk (its bytes past the list's end are 0).
     const uint8_t* levels = lane_levels + (first / kChunk) * 8 * kChunk + first % kChunk;
     __m256 d2 = _mm256_permutevar_ps(term[0], level_bytes(levels));
     for (int j = 1; j < 8; ++j) d2 = _mm256_add_ps(d2, _mm256_permutevar_ps(term[j], level_bytes(levels + j * kChunk)));
-    const int in_list = count - first < 8 ? count - first : 8;
-    const unsigned better = bits_of(_mm256_cmp_ps(d2, _mm256_set1_ps(best_d2), _CMP_LT_OQ)) & ((1u << in_list) - 1);
-    cpu::avx2::keep_first_least(d2, better, first, best_d2, best);
+    __m256 better = _mm256_cmp_ps(d2, best_d2, _CMP_LT_OQ);  // false for NaN, as ggml's
+    if (count - first < 8)
+      better = _mm256_and_ps(better, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count), c_lanes)));
+    best_d2 = _mm256_blendv_ps(best_d2, d2, better);
+    best_c = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_c), _mm256_castsi256_ps(c_lanes), better));
+    c_lanes = _mm256_add_epi32(c_lanes, _mm256_set1_epi32(8));
+  }
+  alignas(32) float lane_d2[8];
+  alignas(32) int lane_c[8];
+  _mm256_store_ps(lane_d2, best_d2);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lane_c), best_c);
+  float least = FLT_MAX;
+  int best = -1;
+  for (int lane = 0; lane < 8; ++lane) {
+    // A lane that kept none holds FLT_MAX and never wins.
+    if (lane_d2[lane] < least || (lane_d2[lane] == least && lane_c[lane] >= 0 && lane_c[lane] < best)) {
+      least = lane_d2[lane];
+      best = lane_c[lane];
+    }
   }
   return best;
 }
