@@ -62,8 +62,8 @@ LOWBIT_AVX2 inline __m256i level_bytes(const uint8_t* levels) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(levels)));
 }
 
-// nearest_at_scales_avx2's tables of terms, one per vector of 8 scales: value j's term vector of level
-// l at byte kTermStride * j + kLaneByte * l (SearchTables::kLaneByte: each vector within one cache line),
+// nearest_at_scales_avx2's tables of terms, one per vector of 8 scales: value j's (j >= 2) term vector of
+// level l at byte kTermStride * j + kLaneByte * l (SearchTables::kLaneByte: each vector within one cache line),
 // so the lane byte of a candidate is the offset of its term; and at kPairs + kLaneByte * (l0 + 4 l1) the
 // sums of values 0's and 1's terms (a candidate's first addition, the same float however early it is
 // done), found at the lane bytes' offset b0 + 4 b1.
@@ -76,22 +76,25 @@ LOWBIT_AVX2 inline __m256 term_vector(const unsigned char* table, int offset) {
   return _mm256_loadu_ps(reinterpret_cast<const float*>(table + offset));
 }
 
-// The term table of 8 scales: (w*diff)*diff, diff = scale * q - x, each rounded as ggml rounds it.
+// The term table of 8 scales: (w*diff)*diff, diff = scale * q - x, each rounded as ggml rounds it. Values
+// 0 and 1 only as their pairs' sums (the search reads no single term of theirs).
+LOWBIT_AVX2 inline __m256 term_of(__m256 scaled, float x, float waux) {
+  const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(x));
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux), diff), diff);
+}
 LOWBIT_AVX2 inline void fill_term_table(__m256 scale, const float* xval, const float* waux, unsigned char* table) {
+  __m256 first_terms[2][3];
   for (int l = 0; l < 3; ++l) {
     const __m256 scaled = _mm256_mul_ps(scale, _mm256_set1_ps(float(2 * l + 1)));  // scale * q
-    for (int j = 0; j < 8; ++j) {
-      const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(xval[j]));
+    for (int j = 0; j < 2; ++j) first_terms[j][l] = term_of(scaled, xval[j], waux[j]);
+    for (int j = 2; j < 8; ++j)
       _mm256_storeu_ps(reinterpret_cast<float*>(table + kTermStride * j + SearchTables::kLaneByte * l),
-                       _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[j]), diff), diff));
-    }
+                       term_of(scaled, xval[j], waux[j]));
   }
   for (int l0 = 0; l0 < 3; ++l0)
-    for (int l1 = 0; l1 < 3; ++l1) {
-      const __m256 pair = _mm256_add_ps(term_vector(table, SearchTables::kLaneByte * l0),
-                                        term_vector(table, kTermStride + SearchTables::kLaneByte * l1));
-      _mm256_storeu_ps(reinterpret_cast<float*>(table + kPairs + SearchTables::kLaneByte * (l0 + 4 * l1)), pair);
-    }
+    for (int l1 = 0; l1 < 3; ++l1)
+      _mm256_storeu_ps(reinterpret_cast<float*>(table + kPairs + SearchTables::kLaneByte * (l0 + 4 * l1)),
+                       _mm256_add_ps(first_terms[0][l0], first_terms[1][l1]));
 }
 
 // Keeps candidate `c_lanes` where its distance is strictly below the best (false for NaN, as ggml's).
