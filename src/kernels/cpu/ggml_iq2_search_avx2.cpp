@@ -371,10 +371,39 @@ LOWBIT_AVX2 int all_trials_avx2(const SearchTables& t, const float* xval, const 
   return 0;
 }
 
+// The first_proposal of fit_unsigned_scale's passes (ggml_kquants_search.cpp), 8 values per vector:
+// each lane the scalar step's floats.
+LOWBIT_AVX2 int first_proposal_avx2(int i, int n, int nmax, const float* x, const uint8_t* codes, const float* weights,
+                                    float sumlx, float suml2) {
+  for (; i + 8 <= n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i), w = _mm256_loadu_ps(weights + i);
+    const __m256i code_int = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+    const __m256 code = _mm256_cvtepi32_ps(code_int);
+    const __m256 slx = _mm256_sub_ps(_mm256_set1_ps(sumlx), _mm256_mul_ps(_mm256_mul_ps(w, xv), code));
+    const __m256 sl2 = _mm256_sub_ps(_mm256_set1_ps(suml2), _mm256_mul_ps(_mm256_mul_ps(w, code), code));
+    const __m256 shifted = _mm256_add_ps(_mm256_div_ps(_mm256_mul_ps(xv, sl2), slx), _mm256_set1_ps(12582912.f));
+    const __m256i l = _mm256_min_epi32(
+        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x007fffff)),
+                         _mm256_set1_epi32(0x00400000)),
+        _mm256_set1_epi32(nmax));
+    const __m256 positive = _mm256_and_ps(_mm256_cmp_ps(slx, _mm256_setzero_ps(), _CMP_GT_OQ),
+                                          _mm256_cmp_ps(sl2, _mm256_setzero_ps(), _CMP_GT_OQ));
+    const unsigned same = bits_of(_mm256_cmpeq_epi32(l, code_int));
+    if (const unsigned proposes = bits_of(positive) & ~same) return i + __builtin_ctz(proposes);
+  }
+  for (; i < n; ++i) {
+    const float w = weights[i];
+    const float slx = sumlx - w * x[i] * float(codes[i]);
+    const float sl2 = suml2 - w * float(codes[i]) * float(codes[i]);
+    if (slx > 0 && sl2 > 0 && std::min(nmax, ggml_search::round_nearest_even(x[i] * sl2 / slx)) != codes[i]) return i;
+  }
+  return n;
+}
+
 // ggml_search::fit_unsigned_scale's scale search, n a multiple of 8: the first fit's error (a scalar
 // chain of adds) and the 8 steps' (one vector) in one loop, so their chains run side by side; then the
 // chosen scale's codes, with their products 8 values per vector ahead of the sums' chain of adds. Every
-// float as the portable function's; its passes (refine_unsigned_codes) are shared.
+// float as the portable function's; its passes (refine_unsigned_codes) are shared, with 8 values per vector.
 LOWBIT_AVX2 float fit_unsigned_scale_avx2(int n, int nmax, const float* x, uint8_t* codes, const float* weights) {
   if (n % 8 || n > 64) return ggml_search::fit_unsigned_scale(n, nmax, x, codes, weights);
   // max = std::max(max, x[i]) from 0: the largest value that is not NaN (or 0), in any order.
@@ -441,7 +470,7 @@ LOWBIT_AVX2 float fit_unsigned_scale_avx2(int n, int nmax, const float* x, uint8
     sumlx += lx[i];
     suml2 += l2[i];
   }
-  return ggml_search::refine_unsigned_codes(n, nmax, x, codes, weights, sumlx, suml2);
+  return ggml_search::refine_unsigned_codes<first_proposal_avx2>(n, nmax, x, codes, weights, sumlx, suml2);
 }
 
 }  // namespace
