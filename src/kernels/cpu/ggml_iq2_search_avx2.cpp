@@ -1,8 +1,9 @@
 // AVX2 kernels of the iq2 quantizers, for CPUs without AVX-512: every trial at once, the neighbour
 // search of a run of trials and iq2_s's search of all trials in one pass (all_trials, the AVX-512
-// kernel's method), 8 trials per vector (ggml_iq2_trials.h); the one-scale rounding stays the portable
-// kernel's. Each lane computes exactly the floats of ggml's loop for its trial; contraction is off for
-// this file, as no multiply and add may fuse.
+// kernel's method), 8 trials per vector (ggml_iq2_trials.h), and iq2_xxs's first fit (make_qp_quants)
+// with its 8 steps in one vector; the one-scale rounding stays the portable kernel's. Each lane computes
+// exactly the floats of ggml's loop for its trial; contraction is off for this file, as no multiply and
+// add may fuse.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #endif
