@@ -59,6 +59,12 @@ float block_sum_of_squares(const float* x) {
   return sum;
 }
 
+// `sum` + the squares of n values, added in order.
+inline float add_squares(const float* x, int n, float sum) {
+  for (int i = 0; i < n; ++i) sum += x[i] * x[i];
+  return sum;
+}
+
 // out[i] = sqrtf(in[i]), n a multiple of 4: 4 correctly rounded square roots per SSE instruction
 // (std::sqrt's errno check keeps the compiler from vectorising the loop).
 inline void sqrt_values(const float* in, int n, float* out) {
@@ -185,13 +191,20 @@ void round_group(const SearchTables& t, const iq2::SearchKernels& kernels, const
 struct Sums {
   float qx = 0, q2 = 0;
 };
-// As ggml's sums: sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1, in order of the values.
+// As ggml's sums: sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1, in order of the values. The products
+// first, side by side, so that the loop of dependent adds is short enough for the next group's work to
+// start beside it.
 Sums weighted_sums(const Group& g, const int8_t* levels) {
-  Sums s;
+  float qx[kMaxGroup], q2[kMaxGroup];
   for (int i = 0; i < g.n; ++i) {
     const float q = float(2 * levels[i] + 1);
-    s.qx += g.weight[i] * g.xval[i] * q;
-    s.q2 += g.weight[i] * q * q;
+    qx[i] = g.weight[i] * g.xval[i] * q;
+    q2[i] = g.weight[i] * q * q;
+  }
+  Sums s;
+  for (int i = 0; i < g.n; ++i) {
+    s.qx += qx[i];
+    s.q2 += q2[i];
   }
   return s;
 }
@@ -200,7 +213,7 @@ Sums weighted_sums(const Group& g, const int8_t* levels) {
 //
 // The trials are independent until ggml's sequential choice among them, so each step runs over all of
 // them at once, each vector lane computing exactly the floats ggml computes for its trial: the levels and
-// keys of every subgroup and the weighted sums (SearchKernels::round_trials, trial_sums: 4, 8 or 16 trials
+// keys of every subgroup and the weighted sums of the resolved keys (SearchKernels::round_trials, trial_sums: 4, 8 or 16 trials
 // per vector), and the neighbour search of the trials that round a subgroup to the same off-grid key (one
 // pass over the key's list for all of them: SearchKernels::nearest_at_scales). Only the choice among
 // trials stays sequential.
@@ -210,13 +223,19 @@ constexpr int kStride = iq2::kTrialStride;
 struct Trials {
   int count = 0;
   float id[kStride], scale[kStride];  // the padding repeats the last trial
-  float q[kMaxGroup][kStride];  // value-major: q[i][t] = 2l+1 for value i's level l in trial t
-  uint32_t keys[kMaxGroup / kSub][kStride];
+  uint32_t keys[kMaxGroup / kSub][kStride];      // the roundings (value j's level at bits 2j)
+  uint32_t resolved[kMaxGroup / kSub][kStride];  // the same, off-grid ones replaced by their nearest grid point
   uint32_t off_grid[kMaxGroup / kSub];  // bit t of off_grid[k]: trial t rounded subgroup k off the grid
-  // With SearchKernels::all_trials: each trial's resolved keys instead of q.
-  bool by_keys = false;
-  uint32_t resolved[kMaxGroup / kSub][kStride];
 };
+
+// The key of candidate `c` of a list from its lane-major levels (read by the search just before: in the cache).
+uint32_t key_of_lanes(const uint8_t* list_lanes, int c) {
+  const uint8_t* levels = iq2::lane_levels_of(list_lanes, c);
+  uint32_t key = 0;
+  for (int j = 0; j < kSub; ++j)
+    key |= uint32_t(SearchTables::level_of_lane_byte(levels[j * SearchTables::kLaneChunk])) << (2 * j);
+  return key;
+}
 
 void set_trial_scales(Trials& trials, int first_is, int last_is, float max) {
   trials.count = last_is - first_is + 1;
@@ -230,58 +249,76 @@ void set_trial_scales(Trials& trials, int first_is, int last_is, float max) {
   }
 }
 
+// Each subgroup's trials as bit masks (bit t for trial t): where a run of equal keys starts, and which
+// trials round it off the grid. The runs are walked by their bits: no branch per trial to mispredict.
+struct SubgroupRuns {
+  uint32_t starts[kMaxGroup / kSub];
+  uint32_t off_grid[kMaxGroup / kSub];
+};
+
 // Subgroup k at every trial: where its key is off the grid, the nearest neighbour at the trial's scale
-// replaces its levels. A run of trials that round it to the same key searches that key's list together.
+// replaces it. A run of trials that round it to the same key searches that key's list together.
 // (Each value's level moves one way as the trial scales grow, so a key never comes back after a run ends:
 // runs are all the sharing there is. Were it otherwise, a key would only be searched more than once.)
-// `entries`: by_key of each trial's key (lookup_entries); `next`: the next subgroup's, whose lists' levels
-// are fetched into the cache meanwhile.
+// `entries`: by_key of each trial's key (lookup_entries). The next subgroup's lists' levels are fetched
+// into the cache meanwhile.
 void resolve_all_trials(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g, int k,
-                        Trials& trials, const int32_t* entries, const int32_t* next) {
+                        Trials& trials, const int32_t* entries, const int32_t* next_entries,
+                        const SubgroupRuns& runs) {
   const int n = trials.count;
   const uint32_t* keys = trials.keys[k];
-  if (next) {
-    for (int u = 0; u < n; ++u) {
-      if (next[u] < 0 && (u == 0 || next[u] != next[u - 1])) {
-        const uint8_t* lanes = t.lane_levels.data() + t.list_of(next[u]).lane_first;
-        __builtin_prefetch(lanes);
-        __builtin_prefetch(lanes + 64);
-      }
+  uint32_t* resolved = trials.resolved[k];
+  if (next_entries) {
+    for (uint32_t left = runs.starts[k + 1] & runs.off_grid[k + 1]; left; left &= left - 1) {
+      const uint8_t* lanes = t.lane_levels.data() + t.list_of(next_entries[__builtin_ctz(left)]).lane_first;
+      __builtin_prefetch(lanes);
+      __builtin_prefetch(lanes + 64);
     }
   }
-  trials.off_grid[k] = 0;
-  for (int u = 0; u < n;) {
-    const int32_t entry = entries[u];
-    int end = u + 1;
-    while (end < n && keys[end] == keys[u]) ++end;
-    if (entry < 0) {
-      trials.off_grid[k] |= ((uint32_t(1) << (end - u)) - 1) << u;
-      const SearchTables::List& list = t.list_of(entry);
-      if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
-      int found[kMaxTrials];
-      kernels.nearest_at_scales(t.lane_levels.data() + list.lane_first, int(list.count), g.xval + kSub * k,
-                                g.waux + kSub * k, trials.scale + u, end - u, found);
-      for (int v = u; v < end; ++v) {
-        if (found[v - u] < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-        // The levels from the lanes the search just read (t.levels by grid index: a cache miss each).
-        const uint8_t* levels = iq2::lane_levels_of(t.lane_levels.data() + list.lane_first, found[v - u]);
-        for (int j = 0; j < kSub; ++j)
-          trials.q[kSub * k + j][v] = float(2 * SearchTables::level_of_lane_byte(levels[j * SearchTables::kLaneChunk]) + 1);
+  for (int v = 0; v < n; ++v) resolved[v] = keys[v];
+  trials.off_grid[k] = runs.off_grid[k];
+  for (uint32_t left = runs.starts[k] & runs.off_grid[k]; left; left &= left - 1) {
+    const int u = __builtin_ctz(left);
+    const uint32_t later_starts = runs.starts[k] >> (u + 1);
+    const int end = later_starts ? u + 1 + __builtin_ctz(later_starts) : n;
+    const SearchTables::List& list = t.list_of(entries[u]);
+    if (list.count == 0) throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
+    int found[kMaxTrials];
+    const uint8_t* list_lanes = t.lane_levels.data() + list.lane_first;
+    kernels.nearest_at_scales(list_lanes, int(list.count), g.xval + kSub * k, g.waux + kSub * k, trials.scale + u,
+                              end - u, found);
+    // Neighbouring trials mostly find the same candidate: its key is assembled once.
+    int last_found = -1;
+    uint32_t last_key = 0;
+    for (int v = u; v < end; ++v) {
+      if (found[v - u] < 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
+      if (found[v - u] != last_found) {
+        last_found = found[v - u];
+        last_key = key_of_lanes(list_lanes, last_found);
       }
+      resolved[v] = last_key;
     }
-    u = end;
   }
+  // The sums read whole vectors of up to 16 trials: lanes past the trials get a key too.
+  for (int v = n; v % 16; ++v) resolved[v] = resolved[n - 1];
 }
 
 // by_key of every trial's key of every subgroup, the loads side by side (by_key is 175 KB: mostly L2
-// misses, which overlap here instead of one per run in the search loop), and the lists' entries fetched.
-void lookup_entries(const SearchTables& t, int subgroups, const Trials& trials,
-                    int32_t (*entries)[kStride]) {
+// misses, which overlap here instead of one per run in the search loop), the runs' masks, and the
+// off-grid runs' lists fetched.
+void lookup_entries(const SearchTables& t, int subgroups, const Trials& trials, int32_t (*entries)[kStride],
+                    SubgroupRuns& runs) {
   for (int k = 0; k < subgroups; ++k)
     for (int u = 0; u < trials.count; ++u) entries[k][u] = t.by_key[trials.keys[k][u]];
-  for (int k = 0; k < subgroups; ++k)
-    for (int u = 0; u < trials.count; ++u)
-      if (entries[k][u] < 0) __builtin_prefetch(&t.list_of(entries[k][u]));
+  for (int k = 0; k < subgroups; ++k) {
+    uint32_t starts = 1, off_grid = 0;
+    for (int u = 1; u < trials.count; ++u) starts |= uint32_t(trials.keys[k][u] != trials.keys[k][u - 1]) << u;
+    for (int u = 0; u < trials.count; ++u) off_grid |= (uint32_t(entries[k][u]) >> 31) << u;  // entry < 0
+    runs.starts[k] = starts;
+    runs.off_grid[k] = off_grid;
+    for (uint32_t left = starts & off_grid; left; left &= left - 1)
+      __builtin_prefetch(&t.list_of(entries[k][__builtin_ctz(left)]));
+  }
 }
 
 // All trials of a group: the trial ggml keeps (the first that improves the fit strictly), or -1 if none
@@ -297,15 +334,15 @@ int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const
     if (status == iq2::kEmptyList)
       throw Error("iq2 search table has no neighbours for a rounded subgroup (internal error)");
     if (status != 0) throw Error("iq2 quantizer found no grid point for a subgroup (non-finite values?)");
-    trials.by_keys = true;
   } else {
-    kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.q[0][0], &trials.keys[0][0]);
+    kernels.round_trials(g.xval, g.n, trials.id, trials.count, &trials.keys[0][0]);
     const int subgroups = g.n / kSub;
     int32_t entries[kMaxGroup / kSub][kStride];
-    lookup_entries(t, subgroups, trials, entries);
+    SubgroupRuns runs;
+    lookup_entries(t, subgroups, trials, entries, runs);
     for (int k = 0; k < subgroups; ++k)
-      resolve_all_trials(t, kernels, g, k, trials, entries[k], k + 1 < subgroups ? entries[k + 1] : nullptr);
-    kernels.trial_sums(g.weight, g.xval, g.n, &trials.q[0][0], trials.count, sumqx, sumq2);
+      resolve_all_trials(t, kernels, g, k, trials, entries[k], k + 1 < subgroups ? entries[k + 1] : nullptr, runs);
+    kernels.trial_sums(g.weight, g.xval, g.n, &trials.resolved[0][0], trials.count, sumqx, sumq2);
   }
   // ggml's scan: a trial replaces the best when sumqx^2 > best * sumq2, and then best = scale * sumqx,
   // scale = sumqx / sumq2. Each trial's scale and best are computed first, all at once, so that the
@@ -328,11 +365,7 @@ int choose_trial(const SearchTables& t, const iq2::SearchKernels& kernels, const
 }
 
 void copy_trial_levels(const Trials& trials, int n, int chosen, int8_t* levels) {
-  if (trials.by_keys) {
-    for (int i = 0; i < n; ++i) levels[i] = int8_t((trials.resolved[i / kSub][chosen] >> (2 * (i % kSub))) & 3);
-    return;
-  }
-  for (int i = 0; i < n; ++i) levels[i] = int8_t((int(trials.q[i][chosen]) - 1) / 2);
+  for (int i = 0; i < n; ++i) levels[i] = int8_t((trials.resolved[i / kSub][chosen] >> (2 * (i % kSub))) & 3);
 }
 
 // The grid index of subgroup k's final levels (ggml aborts if they are off the grid; they never are).
@@ -353,20 +386,25 @@ int grid_index_of(const SearchTables& t, const int8_t* levels) {
 std::optional<float> fit_group_xxs(const SearchTables& t, const iq2::SearchKernels& kernels, const Group& g,
                                    int8_t* levels) {
   uint8_t qp_codes[kMaxGroup];
-  float scale = ggml_search::fit_unsigned_scale(32, kTopLevel + 2, g.xval, qp_codes, g.weight);
+  float scale = kernels.fit_unsigned_scale(32, kTopLevel + 2, g.xval, qp_codes, g.weight);
   const float eff_max = scale * float(kTopLevel + 1);
   if (eff_max <= 0) return std::nullopt;
-  for (int i = 0; i < 32; ++i) levels[i] = int8_t(qp_codes[i]);
   Trials trials;
   set_trial_scales(trials, -6, 6, eff_max);
   const int chosen = choose_trial(t, kernels, g, trials, scale, false);
-  if (chosen >= 0) copy_trial_levels(trials, 32, chosen, levels);
-  bool on_grid[4];
-  if (scale > 0) {
-    round_group(t, kernels, g, 1 / scale, scale, levels, on_grid);
-    const Sums s = weighted_sums(g, levels);
-    if (s.q2 > 0) scale = s.qx / s.q2;
+  if (!(scale > 0)) {  // no re-rounding: the levels are the chosen trial's (or make_qp_quants')
+    if (chosen >= 0) {
+      copy_trial_levels(trials, 32, chosen, levels);
+    } else {
+      for (int i = 0; i < 32; ++i) levels[i] = int8_t(qp_codes[i]);
+    }
+    return scale;
   }
+  // The re-rounding replaces all levels.
+  bool on_grid[4];
+  round_group(t, kernels, g, 1 / scale, scale, levels, on_grid);
+  const Sums s = weighted_sums(g, levels);
+  if (s.q2 > 0) scale = s.qx / s.q2;
   return scale;
 }
 
@@ -417,13 +455,20 @@ void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* 
   auto* y = static_cast<BlockIq2Xxs*>(blocks);
   Group g;
   int8_t levels[32];
-  for (int64_t ibl = 0; ibl < n / kBlock; ++ibl) {
+  const int64_t blocks_in_row = n / kBlock;
+  float sum_of_squares = blocks_in_row ? block_sum_of_squares(x) : 0.f;
+  for (int64_t ibl = 0; ibl < blocks_in_row; ++ibl) {
     const float* xbl = x + kBlock * ibl;
-    const float sigma2 = block_sum_of_squares(xbl) / float(kBlock);
+    const float sigma2 = sum_of_squares / float(kBlock);
+    // The next block's sum of squares, a 32-value piece per group: its chain of dependent adds runs
+    // beside the group's work instead of ahead of the block.
+    const bool has_next = ibl + 1 < blocks_in_row;
+    float next_sum_of_squares = 0;
     uint32_t q2[16] = {};
     float scales[8];
     float max_scale = 0;
     for (int ib = 0; ib < 8; ++ib) {
+      if (has_next) next_sum_of_squares = add_squares(xbl + kBlock + 32 * ib, 32, next_sum_of_squares);
       const float* xb = xbl + 32 * ib;
       const float* qw = quant_weights + kBlock * ibl + 32 * ib;
       imatrix_weights(xb, qw, sigma2, 32, g.weight);
@@ -444,6 +489,7 @@ void quantize_row_iq2_xxs(const float* x, void* blocks, int64_t n, const float* 
       scales[ib] = scale;
       max_scale = ggml_max(max_scale, scale);
     }
+    sum_of_squares = next_sum_of_squares;
     BlockIq2Xxs& b = y[ibl];
     b.d = 0;
     if (!max_scale) {

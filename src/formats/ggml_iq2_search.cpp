@@ -15,13 +15,25 @@
 namespace lowbit::ggml::iq2 {
 namespace {
 
+// 4 values per vector (each lane round_nearest_even's rounding, as round_trials_lanes), the levels and
+// keys stored lane by lane.
 void round_levels_portable(const float* xval, int n, float id, int8_t* levels, uint32_t* keys) {
+  using Floats = TrialLanes<4>::Floats;
+  using Ints = TrialLanes<4>::Ints;
   for (int k = 0; k < n / 8; ++k) {
     uint32_t key = 0;
-    for (int j = 0; j < 8; ++j) {
-      const int l = std::clamp(ggml_search::round_nearest_even(0.5f * (id * xval[8 * k + j] - 1)), 0, 2);
-      levels[8 * k + j] = int8_t(l);
-      key |= uint32_t(l) << (2 * j);
+    for (int half = 0; half < 2; ++half) {
+      Floats x;
+      std::memcpy(&x, xval + 8 * k + 4 * half, sizeof x);
+      const Floats shifted = 0.5f * (id * x - 1) + 12582912.f;
+      Ints level = ((Ints)shifted & 0x007fffff) - 0x00400000;
+      level &= ~(level < 0);
+      const Ints above = level > 2;
+      level = (above & 2) | (~above & level);
+      for (int lane = 0; lane < 4; ++lane) {
+        levels[8 * k + 4 * half + lane] = int8_t(level[lane]);
+        key |= uint32_t(level[lane]) << (2 * (4 * half + lane));
+      }
     }
     keys[k] = key;
   }
@@ -57,18 +69,18 @@ int nearest_lanes_at_scale_portable(const uint8_t* lane_levels, int count, const
   return best;
 }
 
-void round_trials_portable(const float* xval, int n, const float* ids, int count, float* q, uint32_t* keys) {
-  round_trials_lanes<4>(xval, n, ids, count, q, keys);
+void round_trials_portable(const float* xval, int n, const float* ids, int count, uint32_t* keys) {
+  round_trials_lanes<4>(xval, n, ids, count, keys);
 }
 
-void trial_sums_portable(const float* weight, const float* xval, int n, const float* q, int count, float* sumqx,
+void trial_sums_portable(const float* weight, const float* xval, int n, const uint32_t* keys, int count, float* sumqx,
                          float* sumq2) {
-  trial_sums_lanes<4>(weight, xval, n, q, count, sumqx, sumq2);
+  trial_sums_lanes<4>(weight, xval, n, keys, count, sumqx, sumq2);
 }
 
 constexpr SearchKernels kPortableKernels = {round_trials_portable, trial_sums_portable, round_levels_portable,
                                             nearest_at_scales_portable, nullptr, nearest_key_at_scale_portable,
-                                            nearest_lanes_at_scale_portable};
+                                            nearest_lanes_at_scale_portable, ggml_search::fit_unsigned_scale};
 
 }  // namespace
 

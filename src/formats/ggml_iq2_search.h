@@ -20,11 +20,11 @@ inline constexpr int kMaxScales = 19;
 inline constexpr int kTrialStride = 32;
 
 struct SearchKernels {
-  // Every trial at once (ggml_iq2_trials.h): q[i * kTrialStride + t] = 2l+1 for value i's level l and
-  // keys[k * kTrialStride + t] for subgroup k, at inverse scale ids[t], t < count; and each trial's
-  // weighted sums sumqx[t] = sum (w*x)*q, sumq2[t] = sum (w*q)*q over the n values in order.
-  void (*round_trials)(const float* xval, int n, const float* ids, int count, float* q, uint32_t* keys);
-  void (*trial_sums)(const float* weight, const float* xval, int n, const float* q, int count, float* sumqx,
+  // Every trial at once (ggml_iq2_trials.h): keys[k * kTrialStride + t] of subgroup k (value j's level l
+  // at bits 2j) at inverse scale ids[t], t < count; and, from each trial's resolved keys (laid out the
+  // same), its weighted sums sumqx[t] = sum (w*x)*q, sumq2[t] = sum (w*q)*q, q = 2l+1, over the n values in order.
+  void (*round_trials)(const float* xval, int n, const float* ids, int count, uint32_t* keys);
+  void (*trial_sums)(const float* weight, const float* xval, int n, const uint32_t* keys, int count, float* sumqx,
                      float* sumq2);
   // Levels l = clamp(nearest_int(0.5 * (id * xval[i] - 1)), 0, 2) of n values (n = 16 or 32), and the
   // key (level of value j at bits 2j) of each 8-value subgroup.
@@ -56,6 +56,8 @@ struct SearchKernels {
   // of iq2_xxs and iq2_xs, whose trials searched those levels, not the keys.
   int (*nearest_lanes_at_scale)(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
                                 float scale);
+  // iq2_xxs's first fit: ggml_search::fit_unsigned_scale (ggml's make_qp_quants), the same bits.
+  float (*fit_unsigned_scale)(int n, int nmax, const float* x, uint8_t* codes, const float* weights);
 };
 inline constexpr int kNoGridPoint = 1;
 inline constexpr int kEmptyList = 2;

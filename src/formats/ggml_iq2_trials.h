@@ -35,12 +35,11 @@ struct TrialLanes<16> {
 };
 
 // Levels l = clamp(nearest_int(0.5 * (id * x - 1)), 0, 2) (ggml's nearest_int: add 1.5 * 2^23, read the
-// mantissa) of n values at `count` inverse scales, stored as the values q = 2l+1 the sums multiply by
-// (floats: converting whole vectors of 32-bit lanes is one instruction, narrowing to bytes is not), and
-// each 8-value subgroup's key.
+// mantissa) of n values at `count` inverse scales, as each 8-value subgroup's key (value j's level at
+// bits 2j): the keys are what the search looks up, and the sums read the levels back from the resolved keys.
 template <int W>
 [[gnu::always_inline]] inline void round_trials_lanes(const float* xval, int n, const float* ids, int count,
-                                                      float* q, uint32_t* keys) {
+                                                      uint32_t* keys) {
   using L = TrialLanes<W>;
   for (int first = 0; first < count; first += W) {
     typename L::Floats id;
@@ -48,14 +47,11 @@ template <int W>
     for (int k = 0; k < n / 8; ++k) {
       typename L::Ints key = {};
       for (int j = 0; j < 8; ++j) {
-        const int i = 8 * k + j;
-        const typename L::Floats shifted = 0.5f * (id * xval[i] - 1) + 12582912.f;
+        const typename L::Floats shifted = 0.5f * (id * xval[8 * k + j] - 1) + 12582912.f;
         typename L::Ints level = ((typename L::Ints)shifted & 0x007fffff) - 0x00400000;
         level &= ~(level < 0);
         const typename L::Ints above = level > 2;
         level = (above & 2) | (~above & level);
-        const typename L::Floats value = __builtin_convertvector(2 * level + 1, typename L::Floats);
-        std::memcpy(q + i * kTrialStride + first, &value, sizeof value);
         key |= level << (2 * j);
       }
       std::memcpy(keys + k * kTrialStride + first, &key, sizeof key);
@@ -63,19 +59,24 @@ template <int W>
   }
 }
 
-// Every trial's weighted sums, value by value in ggml's order: sumqx += (w*x)*q, sumq2 += (w*q)*q.
+// Every trial's weighted sums of its resolved levels (keys[k * kTrialStride + t]: subgroup k's, value j's
+// level l at bits 2j), value by value in ggml's order: sumqx += (w*x)*q, sumq2 += (w*q)*q, q = 2l+1.
 template <int W>
-[[gnu::always_inline]] inline void trial_sums_lanes(const float* weight, const float* xval, int n, const float* q,
+[[gnu::always_inline]] inline void trial_sums_lanes(const float* weight, const float* xval, int n, const uint32_t* keys,
                                                     int count, float* sumqx, float* sumq2) {
   using L = TrialLanes<W>;
   for (int first = 0; first < count; first += W) {
     typename L::Floats qx = {}, q2 = {};
-    for (int i = 0; i < n; ++i) {
-      typename L::Floats value;
-      std::memcpy(&value, q + i * kTrialStride + first, sizeof value);
-      const float wx = weight[i] * xval[i];
-      qx += wx * value;
-      q2 += weight[i] * value * value;
+    for (int k = 0; k < n / 8; ++k) {
+      typename L::Ints key;
+      std::memcpy(&key, keys + k * kTrialStride + first, sizeof key);
+      for (int j = 0; j < 8; ++j) {
+        const int i = 8 * k + j;
+        const typename L::Floats value = __builtin_convertvector(2 * ((key >> (2 * j)) & 3) + 1, typename L::Floats);
+        const float wx = weight[i] * xval[i];
+        qx += wx * value;
+        q2 += weight[i] * value * value;
+      }
     }
     std::memcpy(sumqx + first, &qx, sizeof qx);
     std::memcpy(sumq2 + first, &q2, sizeof q2);

@@ -372,33 +372,7 @@ float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const 
     sumlx += weights[i] * x[i] * float(l);
     suml2 += weights[i] * float(l) * float(l);
   }
-  for (int pass = 0; pass < 5; ++pass) {
-    int changed = 0;
-    for (int i = 0; i < n; ++i) {
-      // Values that leave the sums as they are (no new level proposed) are skipped 4 at a time: each
-      // lane computes the step's floats, and the scan resumes at the first lane that proposes one.
-      i = first_proposal(i, n, nmax, x, codes, weights, sumlx, suml2);
-      if (i == n) break;
-      const float w = weights[i];
-      float slx = sumlx - w * x[i] * float(codes[i]);
-      float sl2 = suml2 - w * float(codes[i]) * float(codes[i]);
-      if (slx > 0 && sl2 > 0) {
-        const int new_l = std::min(nmax, round_nearest_even(x[i] * sl2 / slx));
-        if (new_l != codes[i]) {
-          slx += w * x[i] * float(new_l);
-          sl2 += w * float(new_l) * float(new_l);
-          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-            codes[i] = uint8_t(new_l);
-            sumlx = slx;
-            suml2 = sl2;
-            ++changed;
-          }
-        }
-      }
-    }
-    if (!changed) break;
-  }
-  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+  return refine_unsigned_codes<first_proposal>(n, nmax, x, codes, weights, sumlx, suml2);
 }
 
 }  // namespace lowbit::ggml_search

@@ -4,6 +4,7 @@
 // order, same float rounding, same tie rules. Private to src/formats.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 
@@ -60,6 +61,44 @@ float search_scale_and_min(int n, int nmax, const float* x, const float* weights
 // scale*l, fitted under `weights` (ggml's make_qp_quants): a 9-point scale search, then 5 coordinate-
 // descent passes. Returns the scale.
 float fit_unsigned_scale(int n, int nmax, const float* x, uint8_t* codes, const float* weights);
+// fit_unsigned_scale's coordinate-descent passes, from the codes of the chosen scale and their sums
+// sumlx = sum (w*x)*l, suml2 = sum (w*l)*l (in order of the values); returns the refitted scale.
+// kFirstProposal(i, ...) is the first value at or after i whose step proposes a new code (slx > 0,
+// sl2 > 0 and a rounding other than its code), or n. Always inlined, so that vector variants
+// (kernels/cpu/ggml_iq2_search_avx2.cpp) compile it for their target.
+using FirstProposal = int (*)(int i, int n, int nmax, const float* x, const uint8_t* codes, const float* weights,
+                              float sumlx, float suml2);
+template <FirstProposal kFirstProposal>
+[[gnu::always_inline]] inline float refine_unsigned_codes(int n, int nmax, const float* x, uint8_t* codes,
+                                                          const float* weights, float sumlx, float suml2) {
+  for (int pass = 0; pass < 5; ++pass) {
+    int changed = 0;
+    for (int i = 0; i < n; ++i) {
+      // Values that leave the sums as they are (no new level proposed) are skipped a vector at a time:
+      // each lane computes the step's floats, and the scan resumes at the first lane that proposes one.
+      i = kFirstProposal(i, n, nmax, x, codes, weights, sumlx, suml2);
+      if (i == n) break;
+      const float w = weights[i];
+      float slx = sumlx - w * x[i] * float(codes[i]);
+      float sl2 = suml2 - w * float(codes[i]) * float(codes[i]);
+      if (slx > 0 && sl2 > 0) {
+        const int new_l = std::min(nmax, round_nearest_even(x[i] * sl2 / slx));
+        if (new_l != codes[i]) {
+          slx += w * x[i] * float(new_l);
+          sl2 += w * float(new_l) * float(new_l);
+          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+            codes[i] = uint8_t(new_l);
+            sumlx = slx;
+            suml2 = sl2;
+            ++changed;
+          }
+        }
+      }
+    }
+    if (!changed) break;
+  }
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
 
 // ---- candidate batches ----
 // fit_signed_scale and the iq4 search try many scales whose sums do not depend on one another; for a

@@ -14,6 +14,7 @@
 
 #include "formats/ggml_iq2_grids.h"
 #include "formats/ggml_iq2_search.h"
+#include "formats/ggml_kquants_search.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/error.h"
 #include "lowbit/formats/ggml_codecs.h"
@@ -226,16 +227,13 @@ TEST(GgmlIq2Codecs, VectorSearchKernelsMatchThePortableOnes) {
       }
       const int count = group % 2 ? 19 : 13;
       for (int t = 0; t < iq2::kTrialStride; ++t) ids[t] = (5.f + float(std::min(t, count - 1) - count / 2) * 0.1f) / max;
-      std::vector<float> q_want(32 * iq2::kTrialStride), q_got(q_want.size());
       std::vector<uint32_t> keys_want(4 * iq2::kTrialStride), keys_got(keys_want.size());
-      portable.round_trials(xval, 32, ids, count, q_want.data(), keys_want.data());
-      kernels->round_trials(xval, 32, ids, count, q_got.data(), keys_got.data());
+      portable.round_trials(xval, 32, ids, count, keys_want.data());
+      kernels->round_trials(xval, 32, ids, count, keys_got.data());
       float sumqx_want[iq2::kTrialStride], sumq2_want[iq2::kTrialStride], sumqx_got[iq2::kTrialStride], sumq2_got[iq2::kTrialStride];
-      portable.trial_sums(weight, xval, 32, q_want.data(), count, sumqx_want, sumq2_want);
-      kernels->trial_sums(weight, xval, 32, q_want.data(), count, sumqx_got, sumq2_got);
+      portable.trial_sums(weight, xval, 32, keys_want.data(), count, sumqx_want, sumq2_want);
+      kernels->trial_sums(weight, xval, 32, keys_want.data(), count, sumqx_got, sumq2_got);
       for (int t = 0; t < count; ++t) {
-        for (int i = 0; i < 32; ++i)
-          ASSERT_EQ(q_got[size_t(i * iq2::kTrialStride + t)], q_want[size_t(i * iq2::kTrialStride + t)]) << group;
         for (int k = 0; k < 4; ++k)
           ASSERT_EQ(keys_got[size_t(k * iq2::kTrialStride + t)], keys_want[size_t(k * iq2::kTrialStride + t)]) << group;
         ASSERT_EQ(std::bit_cast<uint32_t>(sumqx_got[t]), std::bit_cast<uint32_t>(sumqx_want[t])) << group;
@@ -269,6 +267,12 @@ TEST(GgmlIq2Codecs, VectorSearchKernelsMatchThePortableOnes) {
                                              xval + 8 * (group % 4), waux + 8 * (group % 4), scales[first]),
                   best_want[0])
             << group << " list of " << list.count;
+      // iq2_xxs's first fit (make_qp_quants), negative values and zero weights included.
+      uint8_t codes_want[32], codes_got[32];
+      const float fit_want = ggml_search::fit_unsigned_scale(32, 4, xval, codes_want, weight);
+      const float fit_got = kernels->fit_unsigned_scale(32, 4, xval, codes_got, weight);
+      ASSERT_EQ(std::bit_cast<uint32_t>(fit_got), std::bit_cast<uint32_t>(fit_want)) << group;
+      ASSERT_EQ(std::memcmp(codes_got, codes_want, sizeof codes_want), 0) << group;
     }
   }
   if (!checked) GTEST_SKIP() << "this CPU runs no vector search kernels";

@@ -1,8 +1,9 @@
 // AVX2 kernels of the iq2 quantizers, for CPUs without AVX-512: every trial at once, the neighbour
 // search of a run of trials and iq2_s's search of all trials in one pass (all_trials, the AVX-512
-// kernel's method), 8 trials per vector (ggml_iq2_trials.h); the one-scale rounding stays the portable
-// kernel's. Each lane computes exactly the floats of ggml's loop for its trial; contraction is off for
-// this file, as no multiply and add may fuse.
+// kernel's method), 8 trials per vector (ggml_iq2_trials.h), and iq2_xxs's first fit (make_qp_quants)
+// with its 8 steps in one vector; the one-scale rounding stays the portable kernel's. Each lane computes
+// exactly the floats of ggml's loop for its trial; contraction is off for this file, as no multiply and
+// add may fuse.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #endif
@@ -14,6 +15,7 @@
 
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq2_trials.h"
+#include "formats/ggml_kquants_search.h"
 #include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -30,67 +32,132 @@ namespace {
 
 #define LOWBIT_AVX2 __attribute__((target("avx2")))
 
-LOWBIT_AVX2 void round_trials_avx2(const float* xval, int n, const float* ids, int count, float* q,
-                                   uint32_t* keys) {
-  round_trials_lanes<8>(xval, n, ids, count, q, keys);
+LOWBIT_AVX2 void round_trials_avx2(const float* xval, int n, const float* ids, int count, uint32_t* keys) {
+  round_trials_lanes<8>(xval, n, ids, count, keys);
 }
 
-LOWBIT_AVX2 void trial_sums_avx2(const float* weight, const float* xval, int n, const float* q, int count,
+// trial_sums_lanes<8>'s floats, q = 2l+1 picked by vpermilps from the level in the key's bits 2j, 2j + 1.
+LOWBIT_AVX2 void trial_sums_avx2(const float* weight, const float* xval, int n, const uint32_t* keys, int count,
                                  float* sumqx, float* sumq2) {
-  trial_sums_lanes<8>(weight, xval, n, q, count, sumqx, sumq2);
+  const __m256 odd = _mm256_setr_ps(1.f, 3.f, 5.f, 5.f, 1.f, 3.f, 5.f, 5.f);
+  for (int first = 0; first < count; first += 8) {
+    __m256 qx = _mm256_setzero_ps(), q2 = _mm256_setzero_ps();
+    for (int k = 0; k < n / 8; ++k) {
+      const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + k * kTrialStride + first));
+      for (int j = 0; j < 8; ++j) {
+        const int i = 8 * k + j;
+        const __m256 q = _mm256_permutevar_ps(odd, _mm256_srli_epi32(key, 2 * j));
+        const float w = weight[i];
+        qx = _mm256_add_ps(qx, _mm256_mul_ps(_mm256_set1_ps(w * xval[i]), q));
+        q2 = _mm256_add_ps(q2, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w), q), q));
+      }
+    }
+    _mm256_storeu_ps(sumqx + first, qx);
+    _mm256_storeu_ps(sumq2 + first, q2);
+  }
 }
 
 // Helpers as functions, not lambdas: clang does not give a lambda its enclosing function's target.
-// The term vector at byte `offset` of a table.
-LOWBIT_AVX2 inline __m256 term_vector(const unsigned char* table, int offset) {
-  return _mm256_loadu_ps(reinterpret_cast<const float*>(table + offset));
-}
 // 8 level bytes as 32-bit lanes.
 LOWBIT_AVX2 inline __m256i level_bytes(const uint8_t* levels) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(levels)));
 }
 
-// SearchKernels::nearest_at_scales, 8 scales per vector: nearest_at_scales_lanes<8>'s floats, with value j's
-// term vector of level l at byte 192 j + 65 l of a table (SearchTables::kLaneByte: each vector within one
-// cache line), so the lane byte of a candidate is the offset of its term: a candidate costs 8 byte loads
-// and 8 adds with a memory operand (no index arithmetic), a compare, a min and a blend.
+// nearest_at_scales_avx2's tables of terms, one per vector of 8 scales: value j's (j >= 2) term vector of
+// level l at byte kTermStride * j + kLaneByte * l (SearchTables::kLaneByte: each vector within one cache line),
+// so the lane byte of a candidate is the offset of its term; and at kPairs + kLaneByte * (l0 + 4 l1) the
+// sums of values 0's and 1's terms (a candidate's first addition, the same float however early it is
+// done), found at the lane bytes' offset b0 + 4 b1.
+constexpr int kTermStride = 192;
+constexpr int kPairs = 8 * kTermStride;
+constexpr int kTermTable = kPairs + 11 * 64;  // pairs at 65 (l0 + 4 l1) <= 650, each within one cache line
+static_assert(SearchTables::kLaneByte * 2 + 32 <= kTermStride && SearchTables::kLaneByte * 10 + 32 <= 11 * 64);
+
+LOWBIT_AVX2 inline __m256 term_vector(const unsigned char* table, int offset) {
+  return _mm256_loadu_ps(reinterpret_cast<const float*>(table + offset));
+}
+
+// The term table of 8 scales: (w*diff)*diff, diff = scale * q - x, each rounded as ggml rounds it. Values
+// 0 and 1 only as their pairs' sums (the search reads no single term of theirs).
+LOWBIT_AVX2 inline __m256 term_of(__m256 scaled, float x, float waux) {
+  const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(x));
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux), diff), diff);
+}
+LOWBIT_AVX2 inline void fill_term_table(__m256 scale, const float* xval, const float* waux, unsigned char* table) {
+  __m256 first_terms[2][3];
+  for (int l = 0; l < 3; ++l) {
+    const __m256 scaled = _mm256_mul_ps(scale, _mm256_set1_ps(float(2 * l + 1)));  // scale * q
+    for (int j = 0; j < 2; ++j) first_terms[j][l] = term_of(scaled, xval[j], waux[j]);
+    for (int j = 2; j < 8; ++j)
+      _mm256_storeu_ps(reinterpret_cast<float*>(table + kTermStride * j + SearchTables::kLaneByte * l),
+                       term_of(scaled, xval[j], waux[j]));
+  }
+  for (int l0 = 0; l0 < 3; ++l0)
+    for (int l1 = 0; l1 < 3; ++l1)
+      _mm256_storeu_ps(reinterpret_cast<float*>(table + kPairs + SearchTables::kLaneByte * (l0 + 4 * l1)),
+                       _mm256_add_ps(first_terms[0][l0], first_terms[1][l1]));
+}
+
+// Keeps candidate `c_lanes` where its distance is strictly below the best (false for NaN, as ggml's).
+LOWBIT_AVX2 inline void keep_better(__m256 d2, __m256i c_lanes, __m256& best_d2, __m256i& best_c) {
+  const __m256 better = _mm256_cmp_ps(d2, best_d2, _CMP_LT_OQ);
+  best_d2 = _mm256_min_ps(d2, best_d2);  // d2 where d2 < best_d2, else best_d2: the strict update
+  best_c = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_c), _mm256_castsi256_ps(c_lanes), better));
+}
+
+// One pass over a list for `kVectors` (1 or 2) vectors of scales, whose term tables lie kTermTable apart:
+// the candidates' level bytes are loaded once for both. A candidate's distance adds its terms in ggml's
+// order (from the pair of values 0 and 1: terms are products of a square root and a square, so 0 + the
+// first term is that term).
+template <int kVectors>
+LOWBIT_AVX2 inline void search_term_tables(const unsigned char* table, const uint8_t* lane_levels, int count,
+                                           __m256i* best_c) {
+  constexpr int kChunk = SearchTables::kLaneChunk;
+  __m256 best_d2[2] = {_mm256_set1_ps(FLT_MAX), _mm256_set1_ps(FLT_MAX)};
+  best_c[0] = best_c[1] = _mm256_set1_epi32(-1);
+  __m256i c_lanes = _mm256_setzero_si256();
+  const uint8_t* chunk = lane_levels;
+  for (int start = 0; start < count; start += kChunk, chunk += 8 * kChunk) {
+    const int in_chunk = count - start < kChunk ? count - start : kChunk;
+    for (int c = 0; c < in_chunk; ++c) {
+      const uint8_t* at = chunk + c;
+      const int pair = kPairs + at[0] + 4 * at[kChunk];
+      __m256 d2[2];
+      for (int v = 0; v < kVectors; ++v) d2[v] = term_vector(table + kTermTable * v, pair);
+      for (int j = 2; j < 8; ++j) {
+        const int offset = kTermStride * j + at[j * kChunk];
+        for (int v = 0; v < kVectors; ++v) d2[v] = _mm256_add_ps(d2[v], term_vector(table + kTermTable * v, offset));
+      }
+      for (int v = 0; v < kVectors; ++v) keep_better(d2[v], c_lanes, best_d2[v], best_c[v]);
+      c_lanes = _mm256_add_epi32(c_lanes, _mm256_set1_epi32(1));
+    }
+  }
+}
+
+// SearchKernels::nearest_at_scales, 8 scales per vector: nearest_at_scales_lanes<8>'s floats, from term
+// tables (above): a candidate costs 8 byte loads, an lea and 7 adds with a memory operand per vector of
+// scales, a compare, a min and a blend. Runs of 9 to 16 scales take one pass with two vectors.
 LOWBIT_AVX2 void nearest_at_scales_avx2(const uint8_t* lane_levels, int count, const float* xval, const float* waux,
                                         const float* scales, int count_scales, int* best) {
-  constexpr int kChunk = SearchTables::kLaneChunk;
-  constexpr int kStrideJ = 192;
-  static_assert(SearchTables::kLaneByte * 2 + 32 <= kStrideJ);
-  alignas(64) unsigned char table[8 * kStrideJ];
-  float padded[kMaxScales + 8];
-  for (int m = 0; m < count_scales; ++m) padded[m] = scales[m];
-  for (int m = count_scales; m < count_scales + 8; ++m) padded[m] = 1.f;  // lanes past the scales: ignored
-  for (int first = 0; first < count_scales; first += 8) {
-    const __m256 scale = _mm256_loadu_ps(padded + first);
-    for (int l = 0; l < 3; ++l) {
-      const __m256 scaled = _mm256_mul_ps(scale, _mm256_set1_ps(float(2 * l + 1)));  // scale * q
-      for (int j = 0; j < 8; ++j) {
-        const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(xval[j]));
-        _mm256_storeu_ps(reinterpret_cast<float*>(table + kStrideJ * j + SearchTables::kLaneByte * l),
-                         _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[j]), diff), diff));  // (w*diff)*diff
-      }
+  alignas(64) unsigned char table[2 * kTermTable];
+  for (int first = 0; first < count_scales; first += 16) {
+    const int vectors = count_scales - first > 8 ? 2 : 1;
+    for (int v = 0; v < vectors; ++v) {
+      // Lanes past the scales: scale 0 (not loaded), their results ignored.
+      const __m256i in_run = _mm256_cmpgt_epi32(_mm256_set1_epi32(count_scales - first - 8 * v),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      fill_term_table(_mm256_maskload_ps(scales + first + 8 * v, in_run), xval, waux, table + kTermTable * v);
     }
-    __m256 best_d2 = _mm256_set1_ps(FLT_MAX);
-    __m256i best_c = _mm256_set1_epi32(-1), c_lanes = _mm256_setzero_si256();
-    const uint8_t* chunk = lane_levels;
-    for (int start = 0; start < count; start += kChunk, chunk += 8 * kChunk) {
-      const int in_chunk = count - start < kChunk ? count - start : kChunk;
-      for (int c = 0; c < in_chunk; ++c) {
-        // From the first term instead of 0 + it: the same float (terms are products of a square root and a square).
-        __m256 d2 = term_vector(table, kStrideJ * 0 + chunk[c]);
-        for (int j = 1; j < 8; ++j) d2 = _mm256_add_ps(d2, term_vector(table, kStrideJ * j + chunk[j * kChunk + c]));
-        const __m256 better = _mm256_cmp_ps(d2, best_d2, _CMP_LT_OQ);  // false for NaN, as ggml's
-        best_d2 = _mm256_min_ps(d2, best_d2);  // d2 where d2 < best_d2, else best_d2: the strict update
-        best_c = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_c), _mm256_castsi256_ps(c_lanes), better));
-        c_lanes = _mm256_add_epi32(c_lanes, _mm256_set1_epi32(1));
-      }
+    __m256i best_c[2];
+    if (vectors == 2) {
+      search_term_tables<2>(table, lane_levels, count, best_c);
+    } else {
+      search_term_tables<1>(table, lane_levels, count, best_c);
     }
-    alignas(32) int found[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(found), best_c);
-    const int lanes = count_scales - first < 8 ? count_scales - first : 8;
+    alignas(32) int found[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(found), best_c[0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(found + 8), best_c[1]);
+    const int lanes = count_scales - first < 16 ? count_scales - first : 16;
     for (int lane = 0; lane < lanes; ++lane) best[first + lane] = found[lane];
   }
 }
@@ -136,16 +203,34 @@ LOWBIT_AVX2 int nearest_lanes_at_scale_avx2(const uint8_t* lane_levels, int coun
     const __m256 diff = _mm256_sub_ps(scaled, _mm256_set1_ps(xval[j]));
     term[j] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(waux[j]), diff), diff);  // (w*diff)*diff
   }
-  float best_d2 = FLT_MAX;
-  int best = -1;
+  // Each lane keeps the first least distance among its candidates (lane, lane + 8, ...); the least over
+  // the lanes, at the lowest candidate among ties, is then the first least of the list.
+  __m256 best_d2 = _mm256_set1_ps(FLT_MAX);
+  __m256i best_c = _mm256_set1_epi32(-1), c_lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int first = 0; first < count; first += 8) {
     // 8 level bytes of value j: within the chunk (its bytes past the list's end are 0).
     const uint8_t* levels = lane_levels + (first / kChunk) * 8 * kChunk + first % kChunk;
     __m256 d2 = _mm256_permutevar_ps(term[0], level_bytes(levels));
     for (int j = 1; j < 8; ++j) d2 = _mm256_add_ps(d2, _mm256_permutevar_ps(term[j], level_bytes(levels + j * kChunk)));
-    const int in_list = count - first < 8 ? count - first : 8;
-    const unsigned better = bits_of(_mm256_cmp_ps(d2, _mm256_set1_ps(best_d2), _CMP_LT_OQ)) & ((1u << in_list) - 1);
-    cpu::avx2::keep_first_least(d2, better, first, best_d2, best);
+    __m256 better = _mm256_cmp_ps(d2, best_d2, _CMP_LT_OQ);  // false for NaN, as ggml's
+    if (count - first < 8)
+      better = _mm256_and_ps(better, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count), c_lanes)));
+    best_d2 = _mm256_blendv_ps(best_d2, d2, better);
+    best_c = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_c), _mm256_castsi256_ps(c_lanes), better));
+    c_lanes = _mm256_add_epi32(c_lanes, _mm256_set1_epi32(8));
+  }
+  alignas(32) float lane_d2[8];
+  alignas(32) int lane_c[8];
+  _mm256_store_ps(lane_d2, best_d2);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lane_c), best_c);
+  float least = FLT_MAX;
+  int best = -1;
+  for (int lane = 0; lane < 8; ++lane) {
+    // A lane that kept none holds FLT_MAX and never wins.
+    if (lane_d2[lane] < least || (lane_d2[lane] == least && lane_c[lane] >= 0 && lane_c[lane] < best)) {
+      least = lane_d2[lane];
+      best = lane_c[lane];
+    }
   }
   return best;
 }
@@ -287,6 +372,108 @@ LOWBIT_AVX2 int all_trials_avx2(const SearchTables& t, const float* xval, const 
   return 0;
 }
 
+// The first_proposal of fit_unsigned_scale's passes (ggml_kquants_search.cpp), 8 values per vector:
+// each lane the scalar step's floats.
+LOWBIT_AVX2 int first_proposal_avx2(int i, int n, int nmax, const float* x, const uint8_t* codes, const float* weights,
+                                    float sumlx, float suml2) {
+  for (; i + 8 <= n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i), w = _mm256_loadu_ps(weights + i);
+    const __m256i code_int = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+    const __m256 code = _mm256_cvtepi32_ps(code_int);
+    const __m256 slx = _mm256_sub_ps(_mm256_set1_ps(sumlx), _mm256_mul_ps(_mm256_mul_ps(w, xv), code));
+    const __m256 sl2 = _mm256_sub_ps(_mm256_set1_ps(suml2), _mm256_mul_ps(_mm256_mul_ps(w, code), code));
+    const __m256 shifted = _mm256_add_ps(_mm256_div_ps(_mm256_mul_ps(xv, sl2), slx), _mm256_set1_ps(12582912.f));
+    const __m256i l = _mm256_min_epi32(
+        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x007fffff)),
+                         _mm256_set1_epi32(0x00400000)),
+        _mm256_set1_epi32(nmax));
+    const __m256 positive = _mm256_and_ps(_mm256_cmp_ps(slx, _mm256_setzero_ps(), _CMP_GT_OQ),
+                                          _mm256_cmp_ps(sl2, _mm256_setzero_ps(), _CMP_GT_OQ));
+    const unsigned same = bits_of(_mm256_cmpeq_epi32(l, code_int));
+    if (const unsigned proposes = bits_of(positive) & ~same) return i + __builtin_ctz(proposes);
+  }
+  for (; i < n; ++i) {
+    const float w = weights[i];
+    const float slx = sumlx - w * x[i] * float(codes[i]);
+    const float sl2 = suml2 - w * float(codes[i]) * float(codes[i]);
+    if (slx > 0 && sl2 > 0 && std::min(nmax, ggml_search::round_nearest_even(x[i] * sl2 / slx)) != codes[i]) return i;
+  }
+  return n;
+}
+
+// ggml_search::fit_unsigned_scale's scale search, n a multiple of 8: the first fit's error (a scalar
+// chain of adds) and the 8 steps' (one vector) in one loop, so their chains run side by side; then the
+// chosen scale's codes, with their products 8 values per vector ahead of the sums' chain of adds. Every
+// float as the portable function's; its passes (refine_unsigned_codes) are shared, with 8 values per vector.
+LOWBIT_AVX2 float fit_unsigned_scale_avx2(int n, int nmax, const float* x, uint8_t* codes, const float* weights) {
+  if (n % 8 || n > 64) return ggml_search::fit_unsigned_scale(n, nmax, x, codes, weights);
+  // max = std::max(max, x[i]) from 0: the largest value that is not NaN (or 0), in any order.
+  __m256 max_lanes = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) max_lanes = _mm256_max_ps(_mm256_loadu_ps(x + i), max_lanes);
+  alignas(32) float lane_max[8];
+  _mm256_store_ps(lane_max, max_lanes);
+  float max = 0;
+  for (int lane = 0; lane < 8; ++lane) max = lane_max[lane] > max ? lane_max[lane] : max;
+  if (max < ggml_search::kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) codes[i] = 0;
+    return 0.f;
+  }
+  const float first_iscale = float(nmax) / max;
+  const float first_scale = 1 / first_iscale;
+  const __m256 step = _mm256_setr_ps(-4.f, -3.f, -2.f, -1.f, 1.f, 2.f, 3.f, 4.f);
+  const __m256 step_iscale = _mm256_div_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(0.1f), step), _mm256_set1_ps(float(nmax))),
+                                           _mm256_set1_ps(max));
+  const __m256 step_scale = _mm256_div_ps(_mm256_set1_ps(1.f), step_iscale);
+  const __m256i top = _mm256_set1_epi32(nmax);
+  float best_mse = 0;
+  __m256 mse = _mm256_setzero_ps();
+  for (int i = 0; i < n; ++i) {
+    const float xi = x[i], w = weights[i];
+    // The first fit's codes are bytes (a negative value's wraps, as ggml's uint8_t) and not clamped.
+    const float first_code = float(uint8_t(ggml_search::round_nearest_even(first_iscale * xi)));
+    const float first_diff = xi - first_scale * first_code;
+    best_mse += w * first_diff * first_diff;
+    const __m256 shifted = _mm256_add_ps(_mm256_mul_ps(step_iscale, _mm256_set1_ps(xi)), _mm256_set1_ps(12582912.f));
+    const __m256i level = _mm256_min_epi32(
+        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x007fffff)),
+                         _mm256_set1_epi32(0x00400000)),
+        top);
+    const __m256 diff = _mm256_sub_ps(_mm256_set1_ps(xi), _mm256_mul_ps(step_scale, _mm256_cvtepi32_ps(level)));
+    mse = _mm256_add_ps(mse, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w), diff), diff));
+  }
+  alignas(32) float step_mse[8], step_iscales[8];
+  _mm256_store_ps(step_mse, mse);
+  _mm256_store_ps(step_iscales, step_iscale);
+  float iscale = first_iscale;
+  for (int s = 0; s < 8; ++s) {
+    if (step_mse[s] < best_mse) {
+      best_mse = step_mse[s];
+      iscale = step_iscales[s];
+    }
+  }
+  alignas(32) int32_t level_of[64];
+  alignas(32) float lx[64], l2[64];
+  for (int i = 0; i < n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i), w = _mm256_loadu_ps(weights + i);
+    const __m256 shifted = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(iscale), xv), _mm256_set1_ps(12582912.f));
+    const __m256i level = _mm256_min_epi32(
+        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x007fffff)),
+                         _mm256_set1_epi32(0x00400000)),
+        top);
+    const __m256 l = _mm256_cvtepi32_ps(level);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(level_of + i), level);
+    _mm256_store_ps(lx + i, _mm256_mul_ps(_mm256_mul_ps(w, xv), l));  // (w*x)*l
+    _mm256_store_ps(l2 + i, _mm256_mul_ps(_mm256_mul_ps(w, l), l));   // (w*l)*l
+  }
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    codes[i] = uint8_t(level_of[i]);
+    sumlx += lx[i];
+    suml2 += l2[i];
+  }
+  return ggml_search::refine_unsigned_codes<first_proposal_avx2>(n, nmax, x, codes, weights, sumlx, suml2);
+}
+
 }  // namespace
 
 const SearchKernels* avx2_search_kernels() {
@@ -298,6 +485,7 @@ const SearchKernels* avx2_search_kernels() {
     k.all_trials = all_trials_avx2;
     k.nearest_key_at_scale = nearest_key_at_scale_avx2;
     k.nearest_lanes_at_scale = nearest_lanes_at_scale_avx2;
+    k.fit_unsigned_scale = fit_unsigned_scale_avx2;
     return k;
   }();
   return &kernels;

@@ -15,6 +15,7 @@
 
 #include "formats/ggml_iq2_search.h"
 #include "formats/ggml_iq2_trials.h"
+#include "formats/ggml_kquants_search.h"
 #include "kernels/cpu/simd_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -187,14 +188,13 @@ LOWBIT_AVX512 int nearest_key_at_scale_avx512(const uint32_t* candidate_keys, in
 }
 
 // Every trial at once, 16 trials per vector.
-LOWBIT_AVX512 void round_trials_avx512(const float* xval, int n, const float* ids, int count, float* q,
-                                       uint32_t* keys) {
-  round_trials_lanes<16>(xval, n, ids, count, q, keys);
+LOWBIT_AVX512 void round_trials_avx512(const float* xval, int n, const float* ids, int count, uint32_t* keys) {
+  round_trials_lanes<16>(xval, n, ids, count, keys);
 }
 
-LOWBIT_AVX512 void trial_sums_avx512(const float* weight, const float* xval, int n, const float* q, int count,
+LOWBIT_AVX512 void trial_sums_avx512(const float* weight, const float* xval, int n, const uint32_t* keys, int count,
                                      float* sumqx, float* sumq2) {
-  trial_sums_lanes<16>(weight, xval, n, q, count, sumqx, sumq2);
+  trial_sums_lanes<16>(weight, xval, n, keys, count, sumqx, sumq2);
 }
 
 // SearchKernels::all_trials, 16 trials per vector, the trials in the lanes. Per subgroup and vector: the
@@ -323,7 +323,8 @@ LOWBIT_AVX512 int nearest_lanes_at_scale_avx512(const uint8_t* lane_levels, int 
 constexpr SearchKernels kAvx512Kernels = {round_trials_avx512,         trial_sums_avx512,
                                           round_levels_avx512,         nearest_at_scales_avx512,
                                           all_trials_avx512,           nearest_key_at_scale_avx512,
-                                          nearest_lanes_at_scale_avx512};
+                                          nearest_lanes_at_scale_avx512,
+                                          ggml_search::fit_unsigned_scale};
 
 }  // namespace
 
