@@ -13,6 +13,7 @@ namespace {
 CpuKernels kernels_for(CpuTarget target) {
   CpuKernels k;
   if (target >= CpuTarget::avx2) {
+    k.dequantize = ggml::avx2_dequant_kernels();
     k.iq_dequantize = ggml::avx2_iq_dequant_kernels();
     k.iq2_search = ggml::iq2::avx2_search_kernels();
     k.iq1_split = ggml::iq1::avx2_split_search();

@@ -13,6 +13,7 @@ const LaneKernels* avx512_lane_kernels();    // ggml_kquants_search_lanes_avx512
 namespace lowbit::ggml {
 const LegacyVectorKernels* avx512_legacy_kernels();     // ggml_legacy_avx512.cpp
 const DequantVectorKernels* avx512_dequant_kernels();   // ggml_dequant_avx512.cpp
+const DequantVectorKernels* avx2_dequant_kernels();     // ggml_dequant_avx2.cpp
 const IqDequantVectorKernels* avx2_iq_dequant_kernels();  // ggml_iq_dequant_avx2.cpp
 }  // namespace lowbit::ggml
 
