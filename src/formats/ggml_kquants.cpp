@@ -430,8 +430,12 @@ void dequantize_row_q2_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget
   }
 }
 
-void dequantize_row_q3_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_q3_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q3_K", n, kQK);
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
+    fast->q3_K(blocks, y, n / kQK);
+    return;
+  }
   const auto* x = static_cast<const BlockQ3K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
     const float d_all = f16_to_f32(x[i].d);
@@ -487,8 +491,12 @@ void dequantize_row_q5_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget
   else dequantize_scale_min_blocks(static_cast<const BlockQ5K*>(blocks), y, n / kQK);
 }
 
-void dequantize_row_q6_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_q6_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q6_K", n, kQK);
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
+    fast->q6_K(blocks, y, n / kQK);
+    return;
+  }
   const auto* x = static_cast<const BlockQ6K*>(blocks);
   for (int64_t i = 0; i < n / kQK; ++i, y += kQK) {
     const float d = f16_to_f32(x[i].d);

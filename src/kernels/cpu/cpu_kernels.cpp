@@ -9,6 +9,18 @@
 namespace lowbit::cpu {
 namespace {
 
+// The AVX-512 dequantizers, with the AVX2 ones where it has none (q3_K, q6_K).
+const ggml::DequantVectorKernels* avx512_dequant_with_avx2() {
+  static const ggml::DequantVectorKernels merged = [] {
+    ggml::DequantVectorKernels k = *ggml::avx512_dequant_kernels();
+    const ggml::DequantVectorKernels& avx2 = *ggml::avx2_dequant_kernels();
+    if (!k.q3_K) k.q3_K = avx2.q3_K;
+    if (!k.q6_K) k.q6_K = avx2.q6_K;
+    return k;
+  }();
+  return &merged;
+}
+
 // A target runs its own kernels and, for a family with none of its own, those of the targets below it.
 CpuKernels kernels_for(CpuTarget target) {
   CpuKernels k;
@@ -26,7 +38,7 @@ CpuKernels kernels_for(CpuTarget target) {
     k.search_batches = ggml_search::avx512_batch_kernels();
     k.search_lanes = ggml_search::avx512_lane_kernels();
     k.legacy_quantize = ggml::avx512_legacy_kernels();
-    k.dequantize = ggml::avx512_dequant_kernels();
+    k.dequantize = ggml::avx512_dequant_kernels() ? avx512_dequant_with_avx2() : nullptr;
     k.iq2_search = ggml::iq2::avx512_search_kernels();
     k.iq1_split = ggml::iq1::avx512_split_search();
     k.iq1_nearest = ggml::iq1::avx512_nearest_candidate();

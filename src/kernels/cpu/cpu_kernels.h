@@ -24,7 +24,7 @@ using LegacyBlocksFn = void (*)(const float* x, void* blocks_out, int64_t blocks
 // The block loops of ggml_legacy.cpp, ggml_kquants.cpp and the i-quants' files that a kernel runs
 // faster: the same float operations per value, so the same bits.
 struct DequantVectorKernels {
-  DequantizeBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q4_K, q5_K;
+  DequantizeBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q4_K, q5_K, q3_K, q6_K;
 };
 struct LegacyVectorKernels {
   LegacyBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0;

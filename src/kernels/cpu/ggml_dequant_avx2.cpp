@@ -1,5 +1,6 @@
-// AVX2 dequantizers of the legacy types and of q2_K, q4_K, q5_K, for CPUs without AVX-512 (the scalar
-// loops ran there): ggml_dequant_avx512.cpp's kernels at 8 values per instruction. Per value the
+// AVX2 dequantizers of the legacy types and the k-quants, for CPUs without AVX-512 (the scalar loops ran
+// there): ggml_dequant_avx512.cpp's kernels at 8 values per instruction, and q3_K's and q6_K's, which
+// the AVX-512 target borrows. Per value the
 // operations of the scalar loops in the same order: code to float, times the scale, then plus / minus the
 // offset, each rounded on its own (contraction off for this file).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -178,6 +179,50 @@ LOWBIT_AVX2 void dequantize_q5_K_blocks(const void* in, float* y, int64_t blocks
     dequantize_scale_min_block<true, A>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs, b[i].qh, y);
 }
 
+// q3_K: value = (d * s) * (low - 4 where the hmask bit is clear), 16-value sub-block j's low 2 bits at
+// kquants::two_bit_offset/shift, its high bit bit j / 2 of hmask[16 (j % 2) + l].
+template <bool A>
+LOWBIT_AVX2 void dequantize_q3_K_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockQ3K*>(in);
+  for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues) {
+    const float d = f16_to_f32(b[i].d);
+    for (int j = 0; j < 16; ++j) {
+      const __m256 dl = _mm256_set1_ps(kquants::sub_block_factor(d, kquants::scale_q3(b[i].scales, j)));
+      const int shift = kquants::two_bit_shift(j), high_bit = j / 2;
+      for (int part = 0; part < 2; ++part) {
+        const __m256i low = _mm256_and_si256(_mm256_srli_epi32(load8_u8(b[i].qs + kquants::two_bit_offset(j) + 8 * part), shift),
+                                             _mm256_set1_epi32(3));
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi32(load8_u8(b[i].hmask + 16 * (j % 2) + 8 * part), high_bit),
+                                              _mm256_set1_epi32(1));
+        const __m256i missing_high = _mm256_slli_epi32(_mm256_xor_si256(high, _mm256_set1_epi32(1)), 2);  // 4 or 0
+        const __m256 code = _mm256_cvtepi32_ps(_mm256_sub_epi32(low, missing_high));
+        store8<A>(y + 16 * j + 8 * part, _mm256_mul_ps(dl, code));
+      }
+    }
+  }
+}
+
+// q6_K: value = (d * s) * (6-bit code - 32), sub-block j's low nibbles in ql, high 2 bits in qh.
+template <bool A>
+LOWBIT_AVX2 void dequantize_q6_K_blocks(const void* in, float* y, int64_t blocks) {
+  const auto* b = static_cast<const BlockQ6K*>(in);
+  for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues) {
+    const float d = f16_to_f32(b[i].d);
+    for (int j = 0; j < 16; ++j) {
+      const int h = j / 8, k = (j % 8) / 2, first = 16 * (j % 2);
+      const __m256 dl = _mm256_set1_ps(kquants::sub_block_factor(d, b[i].scales[j]));
+      const uint8_t* ql = b[i].ql + 64 * h + 32 * (k & 1) + first;
+      const uint8_t* qh = b[i].qh + 32 * h + first;
+      for (int part = 0; part < 2; ++part) {
+        const __m256i low = _mm256_and_si256(_mm256_srli_epi32(load8_u8(ql + 8 * part), 4 * (k / 2)), _mm256_set1_epi32(0xF));
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi32(load8_u8(qh + 8 * part), 2 * k), _mm256_set1_epi32(3));
+        const __m256i code = _mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)), _mm256_set1_epi32(32));
+        store8<A>(y + 16 * j + 8 * part, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(code)));
+      }
+    }
+  }
+}
+
 // The kernel for y's alignment (see store8).
 template <void (*Aligned)(const void*, float*, int64_t), void (*Unaligned)(const void*, float*, int64_t)>
 void by_alignment(const void* in, float* y, int64_t blocks) {
@@ -192,7 +237,9 @@ constexpr DequantVectorKernels kAvx2Kernels = {
     by_alignment<dequantize_q8_0_blocks<true>, dequantize_q8_0_blocks<false>>,
     by_alignment<dequantize_q2_K_blocks<true>, dequantize_q2_K_blocks<false>>,
     by_alignment<dequantize_q4_K_blocks<true>, dequantize_q4_K_blocks<false>>,
-    by_alignment<dequantize_q5_K_blocks<true>, dequantize_q5_K_blocks<false>>};
+    by_alignment<dequantize_q5_K_blocks<true>, dequantize_q5_K_blocks<false>>,
+    by_alignment<dequantize_q3_K_blocks<true>, dequantize_q3_K_blocks<false>>,
+    by_alignment<dequantize_q6_K_blocks<true>, dequantize_q6_K_blocks<false>>};
 
 }  // namespace
 

@@ -201,7 +201,8 @@ constexpr DequantVectorKernels kAvx512Kernels = {
     by_alignment<dequantize_q8_0_blocks<true>, dequantize_q8_0_blocks<false>>,
     by_alignment<dequantize_q2_K_blocks<true>, dequantize_q2_K_blocks<false>>,
     by_alignment<dequantize_q4_K_blocks<true>, dequantize_q4_K_blocks<false>>,
-    by_alignment<dequantize_q5_K_blocks<true>, dequantize_q5_K_blocks<false>>};
+    by_alignment<dequantize_q5_K_blocks<true>, dequantize_q5_K_blocks<false>>,
+    nullptr, nullptr};  // q3_K, q6_K: the AVX2 kernels (cpu_kernels.cpp)
 
 }  // namespace
 
