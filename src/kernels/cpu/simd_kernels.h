@@ -40,6 +40,7 @@ namespace lowbit::bnb::detail {
 QuantizeBlocksFn avx512_quantize_4bit_blocks();         // bnb_4bit_avx512.cpp
 QuantizeDynamic8bitFn avx512_quantize_dynamic_8bit();   // bnb_4bit_avx512.cpp
 DequantizeBlocksFn avx512_dequantize_4bit_blocks();     // bnb_4bit_dequant_avx512.cpp
+DequantizeBlocksFn avx2_dequantize_4bit_blocks();       // bnb_4bit_dequant_avx2.cpp
 NestedScalesFn avx512_dequantize_absmax_nested();       // bnb_4bit_dequant_avx512.cpp
 QuantizeInt8RowsFn avx512_quantize_int8_rows();         // bnb_int8_avx512.cpp
 DequantizeInt8RowsFn avx512_dequantize_int8_rows();     // bnb_int8_avx512.cpp
