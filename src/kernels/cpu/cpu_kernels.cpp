@@ -14,6 +14,7 @@ CpuKernels kernels_for(CpuTarget target) {
   CpuKernels k;
   if (target >= CpuTarget::avx2) {
     k.iq_dequantize = ggml::avx2_iq_dequant_kernels();
+    k.ternary_fp4_dequantize = ggml::avx2_ternary_fp4_dequant_kernels();
     k.iq2_search = ggml::iq2::avx2_search_kernels();
     k.iq1_split = ggml::iq1::avx2_split_search();
     k.iq1_nearest = ggml::iq1::avx2_nearest_candidate();
