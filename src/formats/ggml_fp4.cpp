@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "formats/ggml_block_check.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace lowbit::ggml {
 namespace {
@@ -115,8 +116,12 @@ void quantize_row_nvfp4(const float* x, void* blocks, int64_t n, const float* /*
   }
 }
 
-void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("mxfp4", n, 32);
+  if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
+    fast->mxfp4(blocks, y, n / 32);
+    return;
+  }
   const auto* b = static_cast<const BlockMxfp4*>(blocks);
   for (int64_t i = 0; i < n / 32; ++i, y += 32) {
     const float scale = e8m0_to_f32_half(b[i].e);
@@ -127,8 +132,12 @@ void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarge
   }
 }
 
-void dequantize_row_nvfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_nvfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("nvfp4", n, 64);
+  if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
+    fast->nvfp4(blocks, y, n / 64);
+    return;
+  }
   const auto* b = static_cast<const BlockNvfp4*>(blocks);
   for (int64_t i = 0; i < n / 64; ++i) {
     for (int s = 0; s < 4; ++s, y += 16) {

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "formats/ggml_block_check.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/half.h"
 
 namespace lowbit::ggml {
@@ -62,8 +63,12 @@ void quantize_row_q2_0(const float* x, void* blocks, int64_t n, const float* /*q
   }
 }
 
-void dequantize_row_q1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_q1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q1_0", n, kQ1Values);
+  if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
+    fast->q1_0(blocks, y, n / kQ1Values);
+    return;
+  }
   const auto* b = static_cast<const BlockQ1_0*>(blocks);
   for (int64_t i = 0; i < n / kQ1Values; ++i, y += kQ1Values) {
     const uint32_t d_bits = std::bit_cast<uint32_t>(f16_to_f32(b[i].d));
@@ -71,8 +76,12 @@ void dequantize_row_q1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget
   }
 }
 
-void dequantize_row_q2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_q2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("q2_0", n, kQ2Values);
+  if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
+    fast->q2_0(blocks, y, n / kQ2Values);
+    return;
+  }
   const auto* b = static_cast<const BlockQ2_0*>(blocks);
   for (int64_t i = 0; i < n / kQ2Values; ++i, y += kQ2Values) {
     const float d = f16_to_f32(b[i].d);

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "formats/ggml_block_check.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/half.h"
 
 namespace lowbit::ggml {
@@ -77,8 +78,12 @@ void quantize_row_tq2_0(const float* x, void* blocks, int64_t n, const float* /*
   }
 }
 
-void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("tq1_0", n, kBlock);
+  if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
+    fast->tq1_0(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockTq1_0*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i, y += kBlock) {
     const float d = f16_to_f32(b[i].d);
@@ -90,8 +95,12 @@ void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarge
   }
 }
 
-void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget /*target: no SIMD kernel*/) {
+void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
   require_whole_blocks("tq2_0", n, kBlock);
+  if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
+    fast->tq2_0(blocks, y, n / kBlock);
+    return;
+  }
   const auto* b = static_cast<const BlockTq2_0*>(blocks);
   for (int64_t i = 0; i < n / kBlock; ++i, y += kBlock) {
     const float d = f16_to_f32(b[i].d);

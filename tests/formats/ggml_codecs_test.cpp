@@ -326,6 +326,35 @@ TEST(GgmlCodecs, VectorDequantizersMatchScalarAtEveryAlignment) {
   }
 }
 
+// Blocks of random bytes reach what no quantizer writes: NaN, infinite and subnormal scales, every E8M0
+// and UE4M3 byte (0x7F and the top bit included), q2_0's code 3, tq1_0 bytes past 243. An odd number of
+// blocks, into outputs at every 4-byte offset of a 64-byte line: the vector dequantizers must give the
+// scalar loops' bits.
+TEST(GgmlCodecs, VectorDequantizersMatchScalarOnRandomBlocks) {
+  if (vector_targets().empty()) GTEST_SKIP() << "no vector kernels on this CPU";
+  std::mt19937 rng(23);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (const GgmlType type : {GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::Q1_0, GgmlType::Q2_0, GgmlType::MXFP4,
+                              GgmlType::NVFP4}) {
+    SCOPED_TRACE(std::string(ggml_type_name(type)));
+    const FormatInfo& info = ggml_type_info(type);
+    const int64_t blocks = 257, cols = blocks * info.block_elements;
+    std::vector<uint8_t> bytes(size_t(blocks) * info.block_bytes);
+    for (uint8_t& b : bytes) b = uint8_t(byte(rng));
+    std::vector<float> expected(static_cast<size_t>(cols));
+    ggml_codec(type)->dequantize_row(bytes.data(), expected.data(), cols, cpu::CpuTarget::scalar);
+    std::vector<float> buffer(static_cast<size_t>(cols) + 32);
+    float* line = buffer.data() + (64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) / sizeof(float);
+    for (const cpu::CpuTarget target : vector_targets()) {
+      for (int offset = 0; offset < 16; ++offset) {
+        ggml_codec(type)->dequantize_row(bytes.data(), line + offset, cols, target);
+        EXPECT_EQ(std::memcmp(line + offset, expected.data(), sizeof(float) * size_t(cols)), 0)
+            << cpu::cpu_target_name(target) << " offset " << offset;
+      }
+    }
+  }
+}
+
 TEST(GgmlCodecs, ZeroRowsStayZero) {
   const int64_t cols = 512;
   const std::vector<float> x(size_t(cols), 0.f);

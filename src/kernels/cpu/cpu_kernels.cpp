@@ -27,6 +27,7 @@ CpuKernels kernels_for(CpuTarget target) {
   if (target >= CpuTarget::avx2) {
     k.dequantize = ggml::avx2_dequant_kernels();
     k.iq_dequantize = ggml::avx2_iq_dequant_kernels();
+    k.ternary_fp4_dequantize = ggml::avx2_ternary_fp4_dequant_kernels();
     k.bnb_dequantize_4bit = bnb::detail::avx2_dequantize_4bit_blocks();
     k.iq2_search = ggml::iq2::avx2_search_kernels();
     k.iq1_split = ggml::iq1::avx2_split_search();

@@ -21,8 +21,8 @@ using DequantizeBlocksFn = void (*)(const void* blocks_in, float* y, int64_t blo
 // Quantizes `blocks` consecutive 32-value blocks of x into the type's blocks (no importance weights).
 using LegacyBlocksFn = void (*)(const float* x, void* blocks_out, int64_t blocks);
 
-// The block loops of ggml_legacy.cpp, ggml_kquants.cpp and the i-quants' files that a kernel runs
-// faster: the same float operations per value, so the same bits.
+// The block loops of the ggml codecs (ggml_legacy.cpp, ggml_kquants.cpp, the i-quants\', ternary, fp4 and
+// q1/q2 files) that a kernel runs faster: the same float operations per value, so the same bits.
 struct DequantVectorKernels {
   DequantizeBlocksFn q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q4_K, q5_K, q3_K, q6_K;
 };
@@ -31,6 +31,9 @@ struct LegacyVectorKernels {
 };
 struct IqDequantVectorKernels {
   DequantizeBlocksFn iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m, iq4_nl, iq4_xs;
+};
+struct TernaryFp4DequantVectorKernels {
+  DequantizeBlocksFn tq1_0, tq2_0, q1_0, q2_0, mxfp4, nvfp4;
 };
 
 }  // namespace lowbit::ggml
@@ -45,6 +48,7 @@ struct CpuKernels {
   const ggml::LegacyVectorKernels* legacy_quantize = nullptr;
   const ggml::DequantVectorKernels* dequantize = nullptr;
   const ggml::IqDequantVectorKernels* iq_dequantize = nullptr;
+  const ggml::TernaryFp4DequantVectorKernels* ternary_fp4_dequantize = nullptr;
   // The iq quantizers' grid searches (null iq2_search: the portable kernels of ggml_iq2_search.cpp).
   const ggml::iq2::SearchKernels* iq2_search = nullptr;
   ggml::iq1::SplitSearchFn iq1_split = nullptr;

@@ -15,6 +15,7 @@ const LegacyVectorKernels* avx512_legacy_kernels();     // ggml_legacy_avx512.cp
 const DequantVectorKernels* avx512_dequant_kernels();   // ggml_dequant_avx512.cpp
 const DequantVectorKernels* avx2_dequant_kernels();     // ggml_dequant_avx2.cpp
 const IqDequantVectorKernels* avx2_iq_dequant_kernels();  // ggml_iq_dequant_avx2.cpp
+const TernaryFp4DequantVectorKernels* avx2_ternary_fp4_dequant_kernels();  // ggml_ternary_fp4_dequant_avx2.cpp
 }  // namespace lowbit::ggml
 
 namespace lowbit::ggml::iq1 {
