@@ -20,6 +20,9 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+
+#include "kernels/cpu/avx2_dequant_stores.h"
+
 #define LOWBIT_GGML_DEQUANT_AVX2 1
 #endif
 
@@ -30,24 +33,15 @@ namespace {
 
 #define LOWBIT_AVX2 __attribute__((target("avx2")))
 
+using cpu::avx2::by_alignment;
+using cpu::avx2::store8;
+
 // 8 bytes, each widened to a 32-bit lane.
 LOWBIT_AVX2 inline __m256i load8_u8(const uint8_t* p) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
 LOWBIT_AVX2 inline __m256i low_nibbles(__m256i bytes) { return _mm256_and_si256(bytes, _mm256_set1_epi32(0xF)); }
 LOWBIT_AVX2 inline __m256i high_nibbles(__m256i bytes) { return _mm256_srli_epi32(bytes, 4); }
-
-// 8 floats to y: one aligned 32-byte store, or (outputs only 16-byte aligned, as malloc'd buffers often
-// are) two 16-byte stores, which never straddle a cache line (ggml_iq_dequant_avx2.cpp's store8).
-template <bool Aligned32>
-LOWBIT_AVX2 inline void store8(float* y, __m256 v) {
-  if (Aligned32) {
-    _mm256_store_ps(y, v);
-    return;
-  }
-  _mm_storeu_ps(y, _mm256_castps256_ps128(v));
-  _mm_storeu_ps(y + 4, _mm256_extractf128_ps(v, 1));
-}
 
 // ---- legacy: value j of a block in the low nibble of qs[j], value j+16 in the high nibble ----
 
@@ -221,12 +215,6 @@ LOWBIT_AVX2 void dequantize_q6_K_blocks(const void* in, float* y, int64_t blocks
       }
     }
   }
-}
-
-// The kernel for y's alignment (see store8).
-template <void (*Aligned)(const void*, float*, int64_t), void (*Unaligned)(const void*, float*, int64_t)>
-void by_alignment(const void* in, float* y, int64_t blocks) {
-  (reinterpret_cast<uintptr_t>(y) % 32 == 0 ? Aligned : Unaligned)(in, y, blocks);
 }
 
 constexpr DequantVectorKernels kAvx2Kernels = {

@@ -28,6 +28,9 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+
+#include "kernels/cpu/avx2_dequant_stores.h"
+
 #define LOWBIT_GGML_IQ_DEQUANT_AVX2 1
 #endif
 
@@ -38,21 +41,10 @@ namespace {
 
 #define LOWBIT_AVX2 __attribute__((target("avx2")))
 
-constexpr int kBlock = 256;
+using cpu::avx2::by_alignment;
+using cpu::avx2::store8;
 
-// 8 floats to y. A 32-byte store that straddles two cache lines costs about two once the output streams to
-// memory; malloc'd buffers are often only 16-byte aligned, so such outputs get two 16-byte stores, which
-// never straddle (as the AVX-512 dequantizers do); the kernels are instantiated for both cases and
-// picked per call.
-template <bool Aligned32>
-LOWBIT_AVX2 inline void store8(float* y, __m256 v) {
-  if (Aligned32) {
-    _mm256_store_ps(y, v);
-    return;
-  }
-  _mm_storeu_ps(y, _mm256_castps256_ps128(v));
-  _mm_storeu_ps(y + 4, _mm256_extractf128_ps(v, 1));
-}
+constexpr int kBlock = 256;
 
 // 8 values of an iq2 grid point: scale * magnitude byte j, negated where bit j of sign_bits is set.
 template <bool A>
@@ -246,11 +238,6 @@ LOWBIT_AVX2 void dequantize_iq4_xs_blocks(const void* in, float* y, int64_t bloc
       store_iq4_sub_block<A>(y, book, _mm256_set1_ps(iq4::xs_scale(d, b[i].scales_l[ib / 2], b[i].scales_h, ib)),
                              b[i].qs + 16 * ib);
   }
-}
-
-template <void (*Aligned)(const void*, float*, int64_t), void (*Unaligned)(const void*, float*, int64_t)>
-void by_alignment(const void* in, float* y, int64_t blocks) {
-  (reinterpret_cast<uintptr_t>(y) % 32 == 0 ? Aligned : Unaligned)(in, y, blocks);
 }
 
 constexpr IqDequantVectorKernels kAvx2Kernels = {

@@ -24,6 +24,9 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+
+#include "kernels/cpu/avx2_dequant_stores.h"
+
 #define LOWBIT_GGML_TERNARY_FP4_DEQUANT_AVX2 1
 #endif
 
@@ -34,18 +37,8 @@ namespace {
 
 #define LOWBIT_AVX2 __attribute__((target("avx2")))
 
-// 8 floats to y. A 32-byte store that straddles two cache lines costs about two once the output streams to
-// memory, and malloc'd buffers are often only 16-byte aligned: such outputs get two 16-byte stores, which
-// never straddle (as ggml_iq_dequant_avx2.cpp does). The kernels are instantiated for both, picked per call.
-template <bool Aligned32>
-LOWBIT_AVX2 inline void store8(float* y, __m256 v) {
-  if (Aligned32) {
-    _mm256_store_ps(y, v);
-    return;
-  }
-  _mm_storeu_ps(y, _mm256_castps256_ps128(v));
-  _mm_storeu_ps(y + 4, _mm256_extractf128_ps(v, 1));
-}
+using cpu::avx2::by_alignment;
+using cpu::avx2::store8;
 
 // 8 values (code - 1) * d from 8 codes (0..3) in 32-bit lanes: the scalar loops' trit * d (code - 1 is
 // exact in float, as small_int_to_float(code - 1) is).
@@ -241,11 +234,6 @@ LOWBIT_AVX2 void dequantize_nvfp4_blocks(const void* in, float* y, int64_t block
       y += 32;
     }
   }
-}
-
-template <void (*Aligned)(const void*, float*, int64_t), void (*Unaligned)(const void*, float*, int64_t)>
-void by_alignment(const void* in, float* y, int64_t blocks) {
-  (reinterpret_cast<uintptr_t>(y) % 32 == 0 ? Aligned : Unaligned)(in, y, blocks);
 }
 
 constexpr TernaryFp4DequantVectorKernels kAvx2Kernels = {
