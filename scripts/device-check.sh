@@ -35,6 +35,8 @@
 #                                     bitsandbytes timed the same way (bench/bnb_reference_bench.py);
 #                                     tables also in $OUT/cuda_bench.md and $OUT/bnb_bench.md when $OUT is set
 #   scripts/device-check.sh decode    the matmul tests and decoding's products alone (lowbit_cuda_bench --decode-only)
+#   scripts/device-check.sh codecs    the codec benchmarks alone (lowbit_cuda_bench --codecs-only), then ncu's speed of
+#                                     light, memory and warp-stall sections for each kernel regex in NCU_KERNELS
 #   scripts/device-check.sh model     + the model runtime on the GPU against the CPU (tests/model_cuda: KL-divergence,
 #                                     perplexity, importance matrices, a probed plan, greedy decoding), eval through the
 #                                     CLI on both devices, bench --model
@@ -76,6 +78,7 @@ targets="lowbit lowbit_kernels_tests"
 [ "${1:-}" = "speed" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests"
 [ "${1:-}" = "build" ] && targets="lowbit"
 [ "${1:-}" = "decode" ] && targets="lowbit_kernels_tests lowbit_cuda_bench"
+[ "${1:-}" = "codecs" ] && targets="lowbit_cuda_bench"
 [ "${1:-}" = "patch" ] && targets="_lowbit lowbit_cuda lowbit_kernels_tests"
 cmake --build build-device -j "$(nproc)" --target $targets > /tmp/build.log 2>&1 || { grep -E "error|FAILED" -A3 /tmp/build.log | head -40; exit 1; }
 [ "${1:-}" = "build" ] && exit 0
@@ -84,6 +87,16 @@ if [ "${1:-}" = "decode" ]; then
   build-device/tests/lowbit_kernels_tests --gtest_brief=1 --gtest_filter='CudaMatmul*' || status=$?
   build-device/bench/lowbit_cuda_bench --decode-only | tee "${OUT:-/tmp}/decode_bench.md"
   exit "$status"
+fi
+if [ "${1:-}" = "codecs" ]; then
+  build-device/bench/lowbit_cuda_bench --codecs-only | tee "${OUT:-/tmp}/codecs_bench.md"
+  for kernel in ${NCU_KERNELS:-}; do  # one launch each, at 4096x4096 (--quick)
+    echo "## ncu: $kernel"
+    timeout 120 ncu --clock-control none --kernel-name-base demangled -k "regex:$kernel" -c 1 --section SpeedOfLight \
+      --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats \
+      build-device/bench/lowbit_cuda_bench --codecs-only --quick 2>&1 | grep -E "^  [a-z]|^    [^ -].* [0-9.,]+$|cycles being" | cut -c1-300
+  done
+  exit 0
 fi
 if [ "${1:-}" = "patch" ]; then
   export PYTHONPATH="$PWD/build-device/python:$PYTHONPATH"

@@ -7,8 +7,8 @@
 // bytes; llama-quantize writes these. The row length must be a multiple of 32 (iq4_nl) or 256 (iq4_xs).
 //
 // The codebook, the block structs and the decode rules (namespace iq4 below) are read by the C++
-// compiler and by nvcc: the scalar dequantizers and the CUDA kernels (ggml_iquants.cu, which copies the
-// codebook into device memory) decode through the same functions.
+// compiler and by nvcc: the scalar dequantizers and the CUDA kernels (ggml_iquants.cu, which keeps the
+// codebook in registers and multiplies as iq4::value does) decode through the same rules.
 #pragma once
 
 #include <cstdint>

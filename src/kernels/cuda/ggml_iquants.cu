@@ -42,7 +42,6 @@ __device__ const DeviceTable<uint64_t, 1024> kIq2sGrid = device_table(ggml::iq2:
 __device__ const DeviceTable<uint64_t, 2048> kIq1Grid = device_table(ggml::kIq1Grid);
 __device__ const DeviceTable<uint32_t, 256> kIq3XxsGrid = device_table(ggml::kIq3XxsGrid);
 __device__ const DeviceTable<uint32_t, 512> kIq3SGrid = device_table(ggml::kIq3SGrid);
-__device__ const DeviceTable<int8_t, 16> kIq4Codebook = device_table(ggml::kIq4Codebook);
 
 struct Iq2Xxs {
   static constexpr int kValues = 256, kBytes = sizeof(ggml::BlockIq2Xxs);  // 66
@@ -122,12 +121,32 @@ struct Iq1M {
   }
 };
 
+// iq4's codebook entries plus 128 as bytes, four to a word (entries `first` ..): codes are looked up in
+// registers by byte permutes, four at a time, where a table in memory costs a load and a quarter-rate
+// conversion per value.
+constexpr uint32_t iq4_biased_word(int first) {
+  uint32_t w = 0;
+  for (int k = 0; k < 4; ++k) w |= uint32_t(ggml::kIq4Codebook[first + k] + 128) << (8 * k);
+  return w;
+}
+// Four codes (one a byte, < 16) to their biased entries: a permute of entries 0-7 and one of 8-15 by the
+// codes' low 3 bits, then each byte from the half bit 3 names.
+__device__ __forceinline__ uint32_t iq4_lookup4(uint32_t codes) {
+  const uint32_t pairs = codes | (codes >> 4);                        // codes 0|1 in byte 0, 2|3 in byte 2
+  const uint32_t select = __byte_perm(pairs, 0, 0x0020) & 0x7777u;  // four 3-bit byte indices
+  const uint32_t low = __byte_perm(iq4_biased_word(0), iq4_biased_word(4), select);
+  const uint32_t high = __byte_perm(iq4_biased_word(8), iq4_biased_word(12), select);
+  const uint32_t upper = ((codes >> 3) & 0x01010101u) * 0xffu;
+  return (low & ~upper) | (high & upper);
+}
 // iq4: 32-value sub-blocks nibble-packed like q4_0 (values j < 16 low nibbles of qs[j], j + 16 high):
-// group g % 4 of a sub-block reads qs[8 (g % 2) ..], low nibbles for g % 4 < 2.
+// group g % 4 of a sub-block reads qs[8 (g % 2) ..], low nibbles for g % 4 < 2. Each value is
+// iq4::value's product, scale times the exact entry.
 __device__ __forceinline__ void iq4_values(float scale, uint2 qs, int g, float (&y)[8]) {
   const int shift = g % 4 >= 2 ? 4 : 0;
+  const uint32_t entries[2] = {iq4_lookup4((qs.x >> shift) & 0x0f0f0f0fu), iq4_lookup4((qs.y >> shift) & 0x0f0f0f0fu)};
 #pragma unroll
-  for (int k = 0; k < 8; ++k) y[k] = ggml::iq4::value(kIq4Codebook.v, scale, byte_of(qs, k) >> shift);
+  for (int k = 0; k < 8; ++k) y[k] = mul_rn(scale, code_minus(entries[k / 4], k % 4, 128.0f));
 }
 
 struct Iq4Nl {
