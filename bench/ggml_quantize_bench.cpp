@@ -96,8 +96,9 @@ void BM_ggml_quantize(benchmark::State& state, lowbit::GgmlType type, bool with_
 }
 
 // Dequantize writes 4 bytes per value, so over a 64 MB output it mostly measures memory bandwidth, which
-// other work on the machine shares. `to_row_buffer` writes every row into the same 16 KB buffer (it stays
-// in cache) and so measures the dequantizer itself.
+// other work on the machine shares; it streams the output, as dequantize_rows does past cpu::kStreamingBytes.
+// `to_row_buffer` writes every row into the same 16 KB buffer (it stays in cache, normal stores) and so
+// measures the dequantizer itself.
 void BM_ggml_dequantize(benchmark::State& state, lowbit::GgmlType type, bool to_row_buffer) {
   const HeavyMatrix& m = heavy_matrix();
   const lowbit::GgmlCodec* codec = lowbit::ggml_codec(type);
@@ -108,10 +109,12 @@ void BM_ggml_dequantize(benchmark::State& state, lowbit::GgmlType type, bool to_
                         lowbit::ggml_requires_imatrix(type) ? m.importance.data() : nullptr,
                         lowbit::cpu::best_cpu_target());
   std::vector<float> out(size_t(to_row_buffer ? kCols : kRows * kCols));
+  const lowbit::cpu::OutputStores stores =
+      to_row_buffer ? lowbit::cpu::OutputStores::cached : lowbit::cpu::OutputStores::streaming;
   for (auto _ : state) {
     for (int64_t r = 0; r < kRows; ++r)
       codec->dequantize_row(blocks.data() + size_t(r) * row_bytes, out.data() + (to_row_buffer ? 0 : r * kCols), kCols,
-                            lowbit::cpu::best_cpu_target());
+                            lowbit::cpu::best_cpu_target(), stores);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }

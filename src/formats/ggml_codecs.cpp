@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "lowbit/core/error.h"
 #include "lowbit/core/half.h"
 #include "lowbit/core/thread_pool.h"
@@ -28,13 +29,15 @@ namespace {
 void f32_from_f32(const float* x, void* out, int64_t n, const float*, cpu::CpuTarget) {
   std::memcpy(out, x, size_t(n) * 4);
 }
-void f32_to_f32(const void* in, float* y, int64_t n, cpu::CpuTarget) { std::memcpy(y, in, size_t(n) * 4); }
+void f32_to_f32(const void* in, float* y, int64_t n, cpu::CpuTarget, cpu::OutputStores) {
+  std::memcpy(y, in, size_t(n) * 4);
+}
 
 void f16_from_f32(const float* x, void* out, int64_t n, const float*, cpu::CpuTarget) {
   auto* h = static_cast<uint16_t*>(out);
   for (int64_t i = 0; i < n; ++i) h[i] = f32_to_f16(x[i]);
 }
-void f16_to_f32_row(const void* in, float* y, int64_t n, cpu::CpuTarget) {
+void f16_to_f32_row(const void* in, float* y, int64_t n, cpu::CpuTarget, cpu::OutputStores) {
   const auto* h = static_cast<const uint16_t*>(in);
   for (int64_t i = 0; i < n; ++i) y[i] = f16_to_f32(h[i]);
 }
@@ -43,7 +46,7 @@ void bf16_from_f32(const float* x, void* out, int64_t n, const float*, cpu::CpuT
   auto* h = static_cast<uint16_t*>(out);
   for (int64_t i = 0; i < n; ++i) h[i] = f32_to_bf16(x[i]);
 }
-void bf16_to_f32_row(const void* in, float* y, int64_t n, cpu::CpuTarget) {
+void bf16_to_f32_row(const void* in, float* y, int64_t n, cpu::CpuTarget, cpu::OutputStores) {
   const auto* h = static_cast<const uint16_t*>(in);
   for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_f32(h[i]);
 }
@@ -133,9 +136,12 @@ void dequantize_rows(GgmlType type, const void* src, int64_t rows, int64_t cols,
   const size_t row_bytes = ggml_row_bytes(type, cols);
   if (rows <= 0 || cols == 0) return;
   const auto* in = static_cast<const std::byte*>(src);
+  const cpu::OutputStores stores = size_t(rows) * size_t(cols) * sizeof(float) >= cpu::kStreamingBytes
+                                       ? cpu::OutputStores::streaming
+                                       : cpu::OutputStores::cached;
   parallel_for(rows, row_grain(cols), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
-      codec.dequantize_row(in + size_t(r) * row_bytes, dst + r * cols, cols, target);
+      codec.dequantize_row(in + size_t(r) * row_bytes, dst + r * cols, cols, target, stores);
   });
 }
 

@@ -116,10 +116,10 @@ void quantize_row_nvfp4(const float* x, void* blocks, int64_t n, const float* /*
   }
 }
 
-void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("mxfp4", n, 32);
   if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
-    fast->mxfp4(blocks, y, n / 32);
+    fast->mxfp4(blocks, y, n / 32, stores);
     return;
   }
   const auto* b = static_cast<const BlockMxfp4*>(blocks);
@@ -132,10 +132,10 @@ void dequantize_row_mxfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarge
   }
 }
 
-void dequantize_row_nvfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_nvfp4(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("nvfp4", n, 64);
   if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
-    fast->nvfp4(blocks, y, n / 64);
+    fast->nvfp4(blocks, y, n / 64, stores);
     return;
   }
   const auto* b = static_cast<const BlockNvfp4*>(blocks);

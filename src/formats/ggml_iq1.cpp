@@ -508,10 +508,10 @@ void quantize_row_iq1_m(const float* x, void* blocks, int64_t n, const float* qu
   }
 }
 
-void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("iq1_s", n, kBlock);
   if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
-    fast->iq1_s(blocks, y, n / kBlock);
+    fast->iq1_s(blocks, y, n / kBlock, stores);
     return;
   }
   const auto* b = static_cast<const BlockIq1S*>(blocks);
@@ -522,10 +522,10 @@ void dequantize_row_iq1_s(const void* blocks, float* y, int64_t n, cpu::CpuTarge
   }
 }
 
-void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_iq1_m(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("iq1_m", n, kBlock);
   if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
-    fast->iq1_m(blocks, y, n / kBlock);
+    fast->iq1_m(blocks, y, n / kBlock, stores);
     return;
   }
   const auto* b = static_cast<const BlockIq1M*>(blocks);

@@ -607,10 +607,10 @@ void quantize_row_iq2_s(const float* x, void* blocks, int64_t n, const float* qu
 // ---- dequantizers: value = d * (0.5 + s) * 0.25 * magnitude, negated where the sign bit is set
 // (the rules of iq2:: in lowbit/formats/ggml_iq2.h, which the CUDA kernels call too) ----
 
-void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("iq2_xxs", n, kBlock);
   if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
-    fast->iq2_xxs(blocks, y, n / kBlock);
+    fast->iq2_xxs(blocks, y, n / kBlock, stores);
     return;
   }
   const auto* b = static_cast<const BlockIq2Xxs*>(blocks);
@@ -625,10 +625,10 @@ void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTar
   }
 }
 
-void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("iq2_xs", n, kBlock);
   if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
-    fast->iq2_xs(blocks, y, n / kBlock);
+    fast->iq2_xs(blocks, y, n / kBlock, stores);
     return;
   }
   const auto* b = static_cast<const BlockIq2Xs*>(blocks);
@@ -641,10 +641,10 @@ void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarg
   }
 }
 
-void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("iq2_s", n, kBlock);
   if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
-    fast->iq2_s(blocks, y, n / kBlock);
+    fast->iq2_s(blocks, y, n / kBlock, stores);
     return;
   }
   const auto* b = static_cast<const BlockIq2S*>(blocks);

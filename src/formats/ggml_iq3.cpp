@@ -536,10 +536,10 @@ void quantize_row_iq3_s(const float* x, void* blocks, int64_t n, const float* qu
   }
 }
 
-void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("iq3_xxs", n, kBlock);
   if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
-    fast->iq3_xxs(blocks, y, n / kBlock);
+    fast->iq3_xxs(blocks, y, n / kBlock, stores);
     return;
   }
   const auto* b = static_cast<const BlockIq3Xxs*>(blocks);
@@ -554,10 +554,10 @@ void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTar
   }
 }
 
-void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("iq3_s", n, kBlock);
   if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
-    fast->iq3_s(blocks, y, n / kBlock);
+    fast->iq3_s(blocks, y, n / kBlock, stores);
     return;
   }
   const auto* b = static_cast<const BlockIq3S*>(blocks);

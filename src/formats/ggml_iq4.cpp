@@ -138,10 +138,10 @@ void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* q
   }
 }
 
-void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("iq4_nl", n, kSub);
   if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
-    fast->iq4_nl(blocks, y, n / kSub);
+    fast->iq4_nl(blocks, y, n / kSub, stores);
     return;
   }
   const auto* b = static_cast<const BlockIq4Nl*>(blocks);
@@ -154,10 +154,10 @@ void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n, cpu::CpuTarg
   }
 }
 
-void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("iq4_xs", n, kXsValues);
   if (const IqDequantVectorKernels* fast = cpu::cpu_kernels(target).iq_dequantize) {
-    fast->iq4_xs(blocks, y, n / kXsValues);
+    fast->iq4_xs(blocks, y, n / kXsValues, stores);
     return;
   }
   const auto* b = static_cast<const BlockIq4Xs*>(blocks);

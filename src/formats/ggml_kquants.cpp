@@ -410,10 +410,10 @@ void quantize_row_q6_K(const float* x, void* blocks, int64_t n, const float* qua
 
 // ---- dequantizers: value formulas exactly as ggml evaluates them ----
 
-void dequantize_row_q2_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q2_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q2_K", n, kQK);
   if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
-    fast->q2_K(blocks, y, n / kQK);
+    fast->q2_K(blocks, y, n / kQK, stores);
     return;
   }
   const auto* x = static_cast<const BlockQ2K*>(blocks);
@@ -430,10 +430,10 @@ void dequantize_row_q2_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget
   }
 }
 
-void dequantize_row_q3_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q3_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q3_K", n, kQK);
   if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
-    fast->q3_K(blocks, y, n / kQK);
+    fast->q3_K(blocks, y, n / kQK, stores);
     return;
   }
   const auto* x = static_cast<const BlockQ3K*>(blocks);
@@ -479,22 +479,22 @@ void dequantize_scale_min_blocks(const Block* x, float* y, int64_t blocks) {
 
 }  // namespace
 
-void dequantize_row_q4_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q4_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q4_K", n, kQK);
-  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) fast->q4_K(blocks, y, n / kQK);
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) fast->q4_K(blocks, y, n / kQK, stores);
   else dequantize_scale_min_blocks(static_cast<const BlockQ4K*>(blocks), y, n / kQK);
 }
 
-void dequantize_row_q5_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q5_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q5_K", n, kQK);
-  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) fast->q5_K(blocks, y, n / kQK);
+  if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) fast->q5_K(blocks, y, n / kQK, stores);
   else dequantize_scale_min_blocks(static_cast<const BlockQ5K*>(blocks), y, n / kQK);
 }
 
-void dequantize_row_q6_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q6_K(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q6_K", n, kQK);
   if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
-    fast->q6_K(blocks, y, n / kQK);
+    fast->q6_K(blocks, y, n / kQK, stores);
     return;
   }
   const auto* x = static_cast<const BlockQ6K*>(blocks);

@@ -121,10 +121,10 @@ void quantize_row_q4_0(const float* x, void* blocks, int64_t n, const float* qua
   }
 }
 
-void dequantize_row_q4_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q4_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q4_0", n, kQK);
   if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
-    fast->q4_0(blocks, y, n / kQK);
+    fast->q4_0(blocks, y, n / kQK, stores);
     return;
   }
   const auto* b = static_cast<const BlockQ4_0*>(blocks);
@@ -178,10 +178,10 @@ void quantize_row_q4_1(const float* x, void* blocks, int64_t n, const float* qua
   }
 }
 
-void dequantize_row_q4_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q4_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q4_1", n, kQK);
   if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
-    fast->q4_1(blocks, y, n / kQK);
+    fast->q4_1(blocks, y, n / kQK, stores);
     return;
   }
   const auto* b = static_cast<const BlockQ4_1*>(blocks);
@@ -231,10 +231,10 @@ void quantize_row_q5_0(const float* x, void* blocks, int64_t n, const float* qua
   }
 }
 
-void dequantize_row_q5_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q5_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q5_0", n, kQK);
   if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
-    fast->q5_0(blocks, y, n / kQK);
+    fast->q5_0(blocks, y, n / kQK, stores);
     return;
   }
   const auto* b = static_cast<const BlockQ5_0*>(blocks);
@@ -291,10 +291,10 @@ void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* qua
   }
 }
 
-void dequantize_row_q5_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q5_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q5_1", n, kQK);
   if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
-    fast->q5_1(blocks, y, n / kQK);
+    fast->q5_1(blocks, y, n / kQK, stores);
     return;
   }
   const auto* b = static_cast<const BlockQ5_1*>(blocks);
@@ -331,10 +331,10 @@ void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* /*q
   }
 }
 
-void dequantize_row_q8_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q8_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q8_0", n, kQK);
   if (const DequantVectorKernels* fast = cpu::cpu_kernels(target).dequantize) {
-    fast->q8_0(blocks, y, n / kQK);
+    fast->q8_0(blocks, y, n / kQK, stores);
     return;
   }
   const auto* b = static_cast<const BlockQ8_0*>(blocks);

@@ -63,10 +63,10 @@ void quantize_row_q2_0(const float* x, void* blocks, int64_t n, const float* /*q
   }
 }
 
-void dequantize_row_q1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q1_0", n, kQ1Values);
   if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
-    fast->q1_0(blocks, y, n / kQ1Values);
+    fast->q1_0(blocks, y, n / kQ1Values, stores);
     return;
   }
   const auto* b = static_cast<const BlockQ1_0*>(blocks);
@@ -76,10 +76,10 @@ void dequantize_row_q1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget
   }
 }
 
-void dequantize_row_q2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_q2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("q2_0", n, kQ2Values);
   if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
-    fast->q2_0(blocks, y, n / kQ2Values);
+    fast->q2_0(blocks, y, n / kQ2Values, stores);
     return;
   }
   const auto* b = static_cast<const BlockQ2_0*>(blocks);

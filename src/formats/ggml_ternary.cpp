@@ -78,10 +78,10 @@ void quantize_row_tq2_0(const float* x, void* blocks, int64_t n, const float* /*
   }
 }
 
-void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("tq1_0", n, kBlock);
   if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
-    fast->tq1_0(blocks, y, n / kBlock);
+    fast->tq1_0(blocks, y, n / kBlock, stores);
     return;
   }
   const auto* b = static_cast<const BlockTq1_0*>(blocks);
@@ -95,10 +95,10 @@ void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarge
   }
 }
 
-void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target) {
+void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target, cpu::OutputStores stores) {
   require_whole_blocks("tq2_0", n, kBlock);
   if (const TernaryFp4DequantVectorKernels* fast = cpu::cpu_kernels(target).ternary_fp4_dequantize) {
-    fast->tq2_0(blocks, y, n / kBlock);
+    fast->tq2_0(blocks, y, n / kBlock, stores);
     return;
   }
   const auto* b = static_cast<const BlockTq2_0*>(blocks);

@@ -301,8 +301,8 @@ TEST(GgmlCodecs, VectorAndScalarKernelsAgreeOnTiesAndSignedZeros) {
   expect_vector_kernels_match_scalar(x, rows, cols, weights);
 }
 
-// The vector dequantizers pick their store width by the output's alignment: every offset within a 64-byte
-// line gives the scalar loops' bits, under every vector target.
+// The vector dequantizers pick their store width by the output's alignment, and stream where told to: every
+// offset within a 64-byte line gives the scalar loops' bits, under every vector target, with either stores.
 TEST(GgmlCodecs, VectorDequantizersMatchScalarAtEveryAlignment) {
   const int64_t cols = 512;
   std::mt19937 rng(5);
@@ -317,10 +317,13 @@ TEST(GgmlCodecs, VectorDequantizersMatchScalarAtEveryAlignment) {
     dequantize_rows(bound.type, blocks.data(), 1, cols, expected.data(), cpu::CpuTarget::scalar);
     for (const cpu::CpuTarget target : vector_targets()) {
       alignas(64) static float buffer[512 + 16];
-      for (int offset = 0; offset < 16; ++offset) {
-        dequantize_rows(bound.type, blocks.data(), 1, cols, buffer + offset, target);
-        EXPECT_EQ(std::memcmp(buffer + offset, expected.data(), sizeof(float) * size_t(cols)), 0)
-            << cpu::cpu_target_name(target) << " offset " << offset;
+      for (const cpu::OutputStores stores : {cpu::OutputStores::cached, cpu::OutputStores::streaming}) {
+        for (int offset = 0; offset < 16; ++offset) {
+          ggml_codec(bound.type)->dequantize_row(blocks.data(), buffer + offset, cols, target, stores);
+          EXPECT_EQ(std::memcmp(buffer + offset, expected.data(), sizeof(float) * size_t(cols)), 0)
+              << cpu::cpu_target_name(target) << " offset " << offset << " streaming "
+              << (stores == cpu::OutputStores::streaming);
+        }
       }
     }
   }
@@ -342,14 +345,18 @@ TEST(GgmlCodecs, VectorDequantizersMatchScalarOnRandomBlocks) {
     std::vector<uint8_t> bytes(size_t(blocks) * info.block_bytes);
     for (uint8_t& b : bytes) b = uint8_t(byte(rng));
     std::vector<float> expected(static_cast<size_t>(cols));
-    ggml_codec(type)->dequantize_row(bytes.data(), expected.data(), cols, cpu::CpuTarget::scalar);
+    ggml_codec(type)->dequantize_row(bytes.data(), expected.data(), cols, cpu::CpuTarget::scalar,
+                                     cpu::OutputStores::cached);
     std::vector<float> buffer(static_cast<size_t>(cols) + 32);
     float* line = buffer.data() + (64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) / sizeof(float);
     for (const cpu::CpuTarget target : vector_targets()) {
-      for (int offset = 0; offset < 16; ++offset) {
-        ggml_codec(type)->dequantize_row(bytes.data(), line + offset, cols, target);
-        EXPECT_EQ(std::memcmp(line + offset, expected.data(), sizeof(float) * size_t(cols)), 0)
-            << cpu::cpu_target_name(target) << " offset " << offset;
+      for (const cpu::OutputStores stores : {cpu::OutputStores::cached, cpu::OutputStores::streaming}) {
+        for (int offset = 0; offset < 16; ++offset) {
+          ggml_codec(type)->dequantize_row(bytes.data(), line + offset, cols, target, stores);
+          EXPECT_EQ(std::memcmp(line + offset, expected.data(), sizeof(float) * size_t(cols)), 0)
+              << cpu::cpu_target_name(target) << " offset " << offset << " streaming "
+              << (stores == cpu::OutputStores::streaming);
+        }
       }
     }
   }
@@ -386,7 +393,9 @@ TEST(GgmlCodecs, RejectsRowsThatAreNotWholeBlocks) {
     }
     EXPECT_THROW(dequantize_rows(type, bytes.data(), 1, cols, y.data()), Error);
     EXPECT_THROW(ggml_codec(type)->quantize_row(x.data(), bytes.data(), cols, nullptr, cpu::best_cpu_target()), Error);
-    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), cols, cpu::best_cpu_target()), Error);
+    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), cols, cpu::best_cpu_target(),
+                                                  cpu::OutputStores::cached),
+                 Error);
   }
 }
 

@@ -300,7 +300,9 @@ TEST(GgmlIqCodecs, RejectRowsThatAreNotWholeBlocks) {
     SCOPED_TRACE(std::string(ggml_type_name(type)));
     EXPECT_THROW(ggml_codec(type)->quantize_row(x.data(), bytes.data(), 300, weights.data(), cpu::best_cpu_target()),
                  Error);
-    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), 300, cpu::best_cpu_target()), Error);
+    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), 300, cpu::best_cpu_target(),
+                                                  cpu::OutputStores::cached),
+                 Error);
   }
 }
 

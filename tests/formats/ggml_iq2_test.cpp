@@ -285,7 +285,9 @@ TEST(GgmlIq2Codecs, RejectRowsThatAreNotWholeBlocks) {
   for (const GgmlType type : {GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S}) {
     EXPECT_THROW(ggml_codec(type)->quantize_row(x.data(), bytes.data(), 300, weights.data(), cpu::best_cpu_target()),
                  Error);
-    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), 300, cpu::best_cpu_target()), Error);
+    EXPECT_THROW(ggml_codec(type)->dequantize_row(bytes.data(), y.data(), 300, cpu::best_cpu_target(),
+                                                  cpu::OutputStores::cached),
+                 Error);
   }
 }
 

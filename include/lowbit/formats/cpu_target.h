@@ -16,6 +16,11 @@ namespace lowbit::cpu {
 //   avx512  AVX-512 F, BW and VL with BMI2 (every CPU with AVX-512 BW has them all): every AVX-512 kernel
 enum class CpuTarget : uint8_t { scalar, avx2, avx512 };
 
+// How a dequantizer's vector kernels write its output: `cached` for one read back soon (a tile), `streaming`
+// for part of an output far larger than the caches (dequantize_rows picks it for 16 MiB or more): non-temporal
+// stores then skip reading each line before writing it, and leave the caches alone. The same bytes either way.
+enum class OutputStores : uint8_t { cached, streaming };
+
 std::string_view cpu_target_name(CpuTarget target);
 
 bool cpu_supports(CpuTarget target);

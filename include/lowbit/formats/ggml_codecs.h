@@ -15,10 +15,11 @@
 namespace lowbit {
 
 // x: n floats; blocks: the row's bytes; quant_weights: n per-column importance weights, or null;
-// target: the CPU kernels to run (cpu_target.h).
+// target: the CPU kernels to run; stores: whether the output streams past the caches (both cpu_target.h).
 using GgmlQuantizeRowFn = void (*)(const float* x, void* blocks, int64_t n, const float* quant_weights,
                                    cpu::CpuTarget target);
-using GgmlDequantizeRowFn = void (*)(const void* blocks, float* y, int64_t n, cpu::CpuTarget target);
+using GgmlDequantizeRowFn = void (*)(const void* blocks, float* y, int64_t n, cpu::CpuTarget target,
+                                     cpu::OutputStores stores);
 
 struct GgmlCodec {
   GgmlType type;
@@ -44,7 +45,8 @@ size_t ggml_row_bytes(GgmlType type, int64_t cols);
 void quantize_rows(GgmlType type, const float* x, int64_t rows, int64_t cols, const float* weights, void* dst,
                    cpu::CpuTarget target = cpu::best_cpu_target());
 
-// Dequantizes rows x cols values from src (rows * ggml_row_bytes(type, cols) bytes) into dst.
+// Dequantizes rows x cols values from src (rows * ggml_row_bytes(type, cols) bytes) into dst, with
+// non-temporal stores where dst is too large to stay in cache (cpu::OutputStores).
 void dequantize_rows(GgmlType type, const void* src, int64_t rows, int64_t cols, float* dst,
                      cpu::CpuTarget target = cpu::best_cpu_target());
 

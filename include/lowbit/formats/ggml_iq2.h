@@ -85,8 +85,11 @@ void quantize_row_iq2_xs(const float* x, void* blocks, int64_t n, const float* q
 void quantize_row_iq2_s(const float* x, void* blocks, int64_t n, const float* quant_weights,
                         cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
-void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
-void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_iq2_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
+void dequantize_row_iq2_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
+void dequantize_row_iq2_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
 
 }  // namespace lowbit::ggml

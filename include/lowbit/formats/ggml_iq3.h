@@ -75,7 +75,9 @@ void quantize_row_iq3_xxs(const float* x, void* blocks, int64_t n, const float* 
 void quantize_row_iq3_s(const float* x, void* blocks, int64_t n, const float* quant_weights,
                         cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
-void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_iq3_xxs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
+void dequantize_row_iq3_s(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
 
 }  // namespace lowbit::ggml

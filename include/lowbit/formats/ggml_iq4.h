@@ -64,7 +64,9 @@ void quantize_row_iq4_nl(const float* x, void* blocks, int64_t n, const float* q
 void quantize_row_iq4_xs(const float* x, void* blocks, int64_t n, const float* quant_weights,
                          cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
-void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_iq4_nl(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
+void dequantize_row_iq4_xs(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
 
 }  // namespace lowbit::ggml

@@ -99,10 +99,15 @@ void quantize_row_q5_1(const float* x, void* blocks, int64_t n, const float* qua
 void quantize_row_q8_0(const float* x, void* blocks, int64_t n, const float* quant_weights,
                        cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_q4_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
-void dequantize_row_q4_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
-void dequantize_row_q5_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
-void dequantize_row_q5_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
-void dequantize_row_q8_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_q4_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
+void dequantize_row_q4_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
+void dequantize_row_q5_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
+void dequantize_row_q5_1(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
+void dequantize_row_q8_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
 
 }  // namespace lowbit::ggml

@@ -75,7 +75,9 @@ void quantize_row_tq1_0(const float* x, void* blocks, int64_t n, const float* qu
 void quantize_row_tq2_0(const float* x, void* blocks, int64_t n, const float* quant_weights,
                         cpu::CpuTarget target = cpu::best_cpu_target());
 
-void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
-void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target());
+void dequantize_row_tq1_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
+void dequantize_row_tq2_0(const void* blocks, float* y, int64_t n, cpu::CpuTarget target = cpu::best_cpu_target(),
+                         cpu::OutputStores stores = cpu::OutputStores::cached);
 
 }  // namespace lowbit::ggml

@@ -16,8 +16,8 @@
 
 namespace lowbit::ggml {
 
-// Dequantizes `blocks` consecutive blocks of the type into y.
-using DequantizeBlocksFn = void (*)(const void* blocks_in, float* y, int64_t blocks);
+// Dequantizes `blocks` consecutive blocks of the type into y, with the stores `stores` asks for.
+using DequantizeBlocksFn = void (*)(const void* blocks_in, float* y, int64_t blocks, cpu::OutputStores stores);
 // Quantizes `blocks` consecutive 32-value blocks of x into the type's blocks (no importance weights).
 using LegacyBlocksFn = void (*)(const float* x, void* blocks_out, int64_t blocks);
 
@@ -69,8 +69,11 @@ struct CpuKernels {
 // this CPU cannot run (cpu_supports): every codec with kernels picks them here, so each refuses it.
 const CpuKernels& cpu_kernels(CpuTarget target);
 
-// Kernels given an output at least this large write it with non-temporal stores: far past a core's L2,
-// the lines would be evicted before anyone read them.
+// Kernels given an output at least this large write it with non-temporal stores: 16x a core's L2 and half
+// the L3 (32 MiB on the EPYC VMs), its first lines are evicted before the last are written, so no reader
+// would find them in cache. glibc's memcpy streams by the same rule, past 3/4 of what it counts as the
+// shared cache (192 MiB on these VMs). A model's tiles (src/model/matmul.cpp: 16 rows, under 1 MiB) stay
+// far below, so the matmul reads them back from cache.
 inline constexpr size_t kStreamingBytes = size_t(16) << 20;
 
 }  // namespace lowbit::cpu

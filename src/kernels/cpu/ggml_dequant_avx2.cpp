@@ -33,8 +33,10 @@ namespace {
 
 #define LOWBIT_AVX2 __attribute__((target("avx2")))
 
-using cpu::avx2::by_alignment;
+using cpu::avx2::by_output;
+using cpu::avx2::Store8;
 using cpu::avx2::store8;
+using enum cpu::avx2::Store8;
 
 // 8 bytes, each widened to a 32-bit lane.
 LOWBIT_AVX2 inline __m256i load8_u8(const uint8_t* p) {
@@ -57,27 +59,27 @@ LOWBIT_AVX2 inline __m256i nibble_codes(const uint8_t* qs, int first) {
   return first < 16 ? low_nibbles(bytes) : high_nibbles(bytes);
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_q4_0_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ4_0*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += 32) {
     const __m256 d = _mm256_set1_ps(f16_to_f32(b[i].d));
     for (int first = 0; first < 32; first += 8)
-      store8<A>(y + first, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nibble_codes(b[i].qs, first), _mm256_set1_epi32(8))), d));
+      store8<S>(y + first, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nibble_codes(b[i].qs, first), _mm256_set1_epi32(8))), d));
   }
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_q4_1_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ4_1*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += 32) {
     const __m256 d = _mm256_set1_ps(f16_to_f32(b[i].d)), m = _mm256_set1_ps(f16_to_f32(b[i].m));
     for (int first = 0; first < 32; first += 8)
-      store8<A>(y + first, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(nibble_codes(b[i].qs, first)), d), m));
+      store8<S>(y + first, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(nibble_codes(b[i].qs, first)), d), m));
   }
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_q5_0_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ5_0*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += 32) {
@@ -85,12 +87,12 @@ LOWBIT_AVX2 void dequantize_q5_0_blocks(const void* in, float* y, int64_t blocks
     const uint32_t qh = legacy::fifth_bits_word(b[i].qh);
     for (int first = 0; first < 32; first += 8) {
       const __m256i code = _mm256_or_si256(nibble_codes(b[i].qs, first), fifth_bits(qh, first));
-      store8<A>(y + first, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(code, _mm256_set1_epi32(16))), d));
+      store8<S>(y + first, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(code, _mm256_set1_epi32(16))), d));
     }
   }
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_q5_1_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ5_1*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += 32) {
@@ -98,19 +100,19 @@ LOWBIT_AVX2 void dequantize_q5_1_blocks(const void* in, float* y, int64_t blocks
     const uint32_t qh = legacy::fifth_bits_word(b[i].qh);
     for (int first = 0; first < 32; first += 8) {
       const __m256i code = _mm256_or_si256(nibble_codes(b[i].qs, first), fifth_bits(qh, first));
-      store8<A>(y + first, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(code), d), m));
+      store8<S>(y + first, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(code), d), m));
     }
   }
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_q8_0_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ8_0*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += 32) {
     const __m256 d = _mm256_set1_ps(f16_to_f32(b[i].d));
     for (int first = 0; first < 32; first += 8) {
       const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b[i].qs + first)));
-      store8<A>(y + first, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+      store8<S>(y + first, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
     }
   }
 }
@@ -119,7 +121,7 @@ LOWBIT_AVX2 void dequantize_q8_0_blocks(const void* in, float* y, int64_t blocks
 
 // Value = dj * code - mj (kquants::value_scale_min), for a super-block's 8 sub-blocks; `FifthBit` (q5_K)
 // adds 16 where bit j of qh[l] is set.
-template <bool FifthBit, bool A>
+template <bool FifthBit, Store8 S>
 LOWBIT_AVX2 inline void dequantize_scale_min_block(float d, float dmin, const uint8_t* scales, const uint8_t* qs,
                                                    const uint8_t* qh, float* y) {
   for (int j = 0; j < 8; ++j) {
@@ -133,14 +135,14 @@ LOWBIT_AVX2 inline void dequantize_scale_min_block(float d, float dmin, const ui
         const __m256i high = _mm256_and_si256(_mm256_srli_epi32(load8_u8(qh + 8 * part), j), _mm256_set1_epi32(1));
         code = _mm256_or_si256(code, _mm256_slli_epi32(high, 4));
       }
-      store8<A>(y + 32 * j + 8 * part, _mm256_sub_ps(_mm256_mul_ps(dj, _mm256_cvtepi32_ps(code)), mj));
+      store8<S>(y + 32 * j + 8 * part, _mm256_sub_ps(_mm256_mul_ps(dj, _mm256_cvtepi32_ps(code)), mj));
     }
   }
 }
 
 // q2_K: sub-block j's 16 codes are the 2-bit fields of kquants::two_bit_offset/shift; value =
 // (d * scale) * code - (dmin * min), scale and min the nibbles of scales[j] (kquants::scale_min_q2).
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_q2_K_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ2K*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues) {
@@ -153,29 +155,29 @@ LOWBIT_AVX2 void dequantize_q2_K_blocks(const void* in, float* y, int64_t blocks
       for (int part = 0; part < 2; ++part) {
         const __m256i bytes = load8_u8(b[i].qs + kquants::two_bit_offset(j) + 8 * part);
         const __m256i code = _mm256_and_si256(_mm256_srli_epi32(bytes, shift), _mm256_set1_epi32(3));
-        store8<A>(y + 16 * j + 8 * part, _mm256_sub_ps(_mm256_mul_ps(dl, _mm256_cvtepi32_ps(code)), ml));
+        store8<S>(y + 16 * j + 8 * part, _mm256_sub_ps(_mm256_mul_ps(dl, _mm256_cvtepi32_ps(code)), ml));
       }
     }
   }
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_q4_K_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ4K*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues)
-    dequantize_scale_min_block<false, A>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs, nullptr, y);
+    dequantize_scale_min_block<false, S>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs, nullptr, y);
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_q5_K_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ5K*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues)
-    dequantize_scale_min_block<true, A>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs, b[i].qh, y);
+    dequantize_scale_min_block<true, S>(f16_to_f32(b[i].d), f16_to_f32(b[i].dmin), b[i].scales, b[i].qs, b[i].qh, y);
 }
 
 // q3_K: value = (d * s) * (low - 4 where the hmask bit is clear), 16-value sub-block j's low 2 bits at
 // kquants::two_bit_offset/shift, its high bit bit j / 2 of hmask[16 (j % 2) + l].
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_q3_K_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ3K*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues) {
@@ -190,14 +192,14 @@ LOWBIT_AVX2 void dequantize_q3_K_blocks(const void* in, float* y, int64_t blocks
                                               _mm256_set1_epi32(1));
         const __m256i missing_high = _mm256_slli_epi32(_mm256_xor_si256(high, _mm256_set1_epi32(1)), 2);  // 4 or 0
         const __m256 code = _mm256_cvtepi32_ps(_mm256_sub_epi32(low, missing_high));
-        store8<A>(y + 16 * j + 8 * part, _mm256_mul_ps(dl, code));
+        store8<S>(y + 16 * j + 8 * part, _mm256_mul_ps(dl, code));
       }
     }
   }
 }
 
 // q6_K: value = (d * s) * (6-bit code - 32), sub-block j's low nibbles in ql, high 2 bits in qh.
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_q6_K_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockQ6K*>(in);
   for (int64_t i = 0; i < blocks; ++i, y += kSuperBlockValues) {
@@ -211,23 +213,23 @@ LOWBIT_AVX2 void dequantize_q6_K_blocks(const void* in, float* y, int64_t blocks
         const __m256i low = _mm256_and_si256(_mm256_srli_epi32(load8_u8(ql + 8 * part), 4 * (k / 2)), _mm256_set1_epi32(0xF));
         const __m256i high = _mm256_and_si256(_mm256_srli_epi32(load8_u8(qh + 8 * part), 2 * k), _mm256_set1_epi32(3));
         const __m256i code = _mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)), _mm256_set1_epi32(32));
-        store8<A>(y + 16 * j + 8 * part, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(code)));
+        store8<S>(y + 16 * j + 8 * part, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(code)));
       }
     }
   }
 }
 
 constexpr DequantVectorKernels kAvx2Kernels = {
-    by_alignment<dequantize_q4_0_blocks<true>, dequantize_q4_0_blocks<false>>,
-    by_alignment<dequantize_q4_1_blocks<true>, dequantize_q4_1_blocks<false>>,
-    by_alignment<dequantize_q5_0_blocks<true>, dequantize_q5_0_blocks<false>>,
-    by_alignment<dequantize_q5_1_blocks<true>, dequantize_q5_1_blocks<false>>,
-    by_alignment<dequantize_q8_0_blocks<true>, dequantize_q8_0_blocks<false>>,
-    by_alignment<dequantize_q2_K_blocks<true>, dequantize_q2_K_blocks<false>>,
-    by_alignment<dequantize_q4_K_blocks<true>, dequantize_q4_K_blocks<false>>,
-    by_alignment<dequantize_q5_K_blocks<true>, dequantize_q5_K_blocks<false>>,
-    by_alignment<dequantize_q3_K_blocks<true>, dequantize_q3_K_blocks<false>>,
-    by_alignment<dequantize_q6_K_blocks<true>, dequantize_q6_K_blocks<false>>};
+    by_output<dequantize_q4_0_blocks<streaming>, dequantize_q4_0_blocks<aligned>, dequantize_q4_0_blocks<unaligned>>,
+    by_output<dequantize_q4_1_blocks<streaming>, dequantize_q4_1_blocks<aligned>, dequantize_q4_1_blocks<unaligned>>,
+    by_output<dequantize_q5_0_blocks<streaming>, dequantize_q5_0_blocks<aligned>, dequantize_q5_0_blocks<unaligned>>,
+    by_output<dequantize_q5_1_blocks<streaming>, dequantize_q5_1_blocks<aligned>, dequantize_q5_1_blocks<unaligned>>,
+    by_output<dequantize_q8_0_blocks<streaming>, dequantize_q8_0_blocks<aligned>, dequantize_q8_0_blocks<unaligned>>,
+    by_output<dequantize_q2_K_blocks<streaming>, dequantize_q2_K_blocks<aligned>, dequantize_q2_K_blocks<unaligned>>,
+    by_output<dequantize_q4_K_blocks<streaming>, dequantize_q4_K_blocks<aligned>, dequantize_q4_K_blocks<unaligned>>,
+    by_output<dequantize_q5_K_blocks<streaming>, dequantize_q5_K_blocks<aligned>, dequantize_q5_K_blocks<unaligned>>,
+    by_output<dequantize_q3_K_blocks<streaming>, dequantize_q3_K_blocks<aligned>, dequantize_q3_K_blocks<unaligned>>,
+    by_output<dequantize_q6_K_blocks<streaming>, dequantize_q6_K_blocks<aligned>, dequantize_q6_K_blocks<unaligned>>};
 
 }  // namespace
 

@@ -41,25 +41,27 @@ namespace {
 
 #define LOWBIT_AVX2 __attribute__((target("avx2")))
 
-using cpu::avx2::by_alignment;
+using cpu::avx2::by_output;
+using cpu::avx2::Store8;
 using cpu::avx2::store8;
+using enum cpu::avx2::Store8;
 
 constexpr int kBlock = 256;
 
 // 8 values of an iq2 grid point: scale * magnitude byte j, negated where bit j of sign_bits is set.
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 inline void store_signed_point(float* y, __m256 scale, uint64_t grid_point, uint32_t sign_bits) {
   const __m256 magnitude = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(grid_point))));
   const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
   const __m256i negated = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int(sign_bits)), bit), bit);
   const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(negated, 31));
-  store8<A>(y, _mm256_xor_ps(_mm256_mul_ps(scale, magnitude), sign));
+  store8<S>(y, _mm256_xor_ps(_mm256_mul_ps(scale, magnitude), sign));
 }
 
 // iq2's group scale d * (0.5 + code) * 0.25, as the scalar loop rounds it.
 inline float iq2_group_scale(float d, int code) { return d * (0.5f + float(code)) * 0.25f; }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_iq2_xxs_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockIq2Xxs*>(in);
   for (int64_t i = 0; i < blocks; ++i) {
@@ -69,13 +71,13 @@ LOWBIT_AVX2 void dequantize_iq2_xxs_blocks(const void* in, float* y, int64_t blo
       std::memcpy(word, b[i].qs + 4 * ib, sizeof word);
       const __m256 db = _mm256_set1_ps(iq2_group_scale(d, int(word[1] >> 28)));
       for (int l = 0; l < 4; ++l)
-        store_signed_point<A>(y + 8 * l, db, iq2::kIq2xxsGrid[(word[0] >> (8 * l)) & 255],
+        store_signed_point<S>(y + 8 * l, db, iq2::kIq2xxsGrid[(word[0] >> (8 * l)) & 255],
                            kIqEvenParitySigns[(word[1] >> (7 * l)) & 127]);
     }
   }
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_iq2_xs_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockIq2Xs*>(in);
   for (int64_t i = 0; i < blocks; ++i) {
@@ -85,13 +87,13 @@ LOWBIT_AVX2 void dequantize_iq2_xs_blocks(const void* in, float* y, int64_t bloc
                             _mm256_set1_ps(iq2_group_scale(d, b[i].scales[ib] >> 4))};
       for (int l = 0; l < 4; ++l) {
         const uint16_t q = b[i].qs[4 * ib + l];
-        store_signed_point<A>(y + 8 * l, db[l / 2], iq2::kIq2xsGrid[q & 511], kIqEvenParitySigns[q >> 9]);
+        store_signed_point<S>(y + 8 * l, db[l / 2], iq2::kIq2xsGrid[q & 511], kIqEvenParitySigns[q >> 9]);
       }
     }
   }
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_iq2_s_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockIq2S*>(in);
   for (int64_t i = 0; i < blocks; ++i) {
@@ -101,7 +103,7 @@ LOWBIT_AVX2 void dequantize_iq2_s_blocks(const void* in, float* y, int64_t block
                             _mm256_set1_ps(iq2_group_scale(d, b[i].scales[ib] >> 4))};
       for (int l = 0; l < 4; ++l) {
         const int index = b[i].qs[4 * ib + l] | (((b[i].qh[ib] >> (2 * l)) & 3) << 8);
-        store_signed_point<A>(y + 8 * l, db[l / 2], iq2::kIq2sGrid[size_t(index)], b[i].qs[32 + 4 * ib + l]);
+        store_signed_point<S>(y + 8 * l, db[l / 2], iq2::kIq2sGrid[size_t(index)], b[i].qs[32 + 4 * ib + l]);
       }
     }
   }
@@ -112,7 +114,7 @@ inline uint64_t point_pair(const uint32_t* grid, int index0, int index1) {
   return uint64_t(grid[index0]) | uint64_t(grid[index1]) << 32;
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_iq3_xxs_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockIq3Xxs*>(in);
   for (int64_t i = 0; i < blocks; ++i) {
@@ -123,13 +125,13 @@ LOWBIT_AVX2 void dequantize_iq3_xxs_blocks(const void* in, float* y, int64_t blo
       const __m256 db = _mm256_set1_ps(d * (0.5f + float(aux >> 28)) * 0.5f);
       const uint8_t* index = b[i].qs + 8 * ib;
       for (int l = 0; l < 4; ++l)
-        store_signed_point<A>(y + 8 * l, db, point_pair(kIq3XxsGrid.data(), index[2 * l], index[2 * l + 1]),
+        store_signed_point<S>(y + 8 * l, db, point_pair(kIq3XxsGrid.data(), index[2 * l], index[2 * l + 1]),
                               kIqEvenParitySigns[(aux >> (7 * l)) & 127]);
     }
   }
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_iq3_s_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockIq3S*>(in);
   for (int64_t i = 0; i < blocks; ++i) {
@@ -139,7 +141,7 @@ LOWBIT_AVX2 void dequantize_iq3_s_blocks(const void* in, float* y, int64_t block
       const uint8_t* low = b[i].qs + 8 * ib;
       const int qh = b[i].qh[ib];
       for (int l = 0; l < 4; ++l)
-        store_signed_point<A>(y + 8 * l, db,
+        store_signed_point<S>(y + 8 * l, db,
                               point_pair(kIq3SGrid.data(), low[2 * l] | ((qh >> (2 * l)) & 1) << 8,
                                          low[2 * l + 1] | ((qh >> (2 * l + 1)) & 1) << 8),
                               b[i].signs[4 * ib + l]);
@@ -159,13 +161,13 @@ inline float signed_delta(uint32_t negative) {
 }
 
 // 8 values of an iq1 grid point: dl * (level + delta), level the point's int8 byte j (-1, 0, 1).
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 inline void store_shifted_point(float* y, __m256 dl, int index, float delta) {
   const __m256 level = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(int64_t(kIq1Grid[size_t(index)]))));
-  store8<A>(y, _mm256_mul_ps(dl, _mm256_add_ps(level, _mm256_set1_ps(delta))));
+  store8<S>(y, _mm256_mul_ps(dl, _mm256_add_ps(level, _mm256_set1_ps(delta))));
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_iq1_s_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockIq1S*>(in);
   for (int64_t i = 0; i < blocks; ++i) {
@@ -174,12 +176,12 @@ LOWBIT_AVX2 void dequantize_iq1_s_blocks(const void* in, float* y, int64_t block
       const uint16_t qh = b[i].qh[ib];
       const __m256 dl = _mm256_set1_ps(d * float(2 * ((qh >> 12) & 7) + 1));
       const float delta = signed_delta(qh >> 15);
-      for (int l = 0; l < 4; ++l, y += 8) store_shifted_point<A>(y, dl, b[i].qs[4 * ib + l] | (((qh >> (3 * l)) & 7) << 8), delta);
+      for (int l = 0; l < 4; ++l, y += 8) store_shifted_point<S>(y, dl, b[i].qs[4 * ib + l] | (((qh >> (3 * l)) & 7) << 8), delta);
     }
   }
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_iq1_m_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockIq1M*>(in);
   for (int64_t i = 0; i < blocks; ++i) {
@@ -190,7 +192,7 @@ LOWBIT_AVX2 void dequantize_iq1_m_blocks(const void* in, float* y, int64_t block
       for (int l = 0; l < 4; ++l, y += 8) {
         const __m256 dl = _mm256_set1_ps(d * float(iq1m_multiplier(sc, ib, l / 2)));
         const uint8_t nibble = uint8_t(b[i].qh[2 * ib + l / 2] >> (4 * (l % 2)));
-        store_shifted_point<A>(y, dl, b[i].qs[4 * ib + l] | ((nibble & 7) << 8), signed_delta((nibble >> 3) & 1));
+        store_shifted_point<S>(y, dl, b[i].qs[4 * ib + l] | ((nibble & 7) << 8), signed_delta((nibble >> 3) & 1));
       }
     }
   }
@@ -209,7 +211,7 @@ LOWBIT_AVX2 inline Iq4Codebook iq4_codebook() {
 // A 32-value sub-block of iq4 codes (value j: low nibble of qs[j], value j + 16: high nibble), each
 // scale * codebook[code]: vpermps picks by the low 3 bits of each code from both halves of the codebook,
 // bit 3 (moved to the sign bit) chooses between them.
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 inline void store_iq4_sub_block(float* y, const Iq4Codebook& book, __m256 scale, const uint8_t* qs) {
   for (int half = 0; half < 4; ++half) {
     const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * (half % 2))));
@@ -217,39 +219,39 @@ LOWBIT_AVX2 inline void store_iq4_sub_block(float* y, const Iq4Codebook& book, _
     const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(codes, 28));
     const __m256 value = _mm256_blendv_ps(_mm256_permutevar8x32_ps(book.low, codes),
                                           _mm256_permutevar8x32_ps(book.high, codes), upper);
-    store8<A>(y + 8 * half, _mm256_mul_ps(scale, value));
+    store8<S>(y + 8 * half, _mm256_mul_ps(scale, value));
   }
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_iq4_nl_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockIq4Nl*>(in);
   const Iq4Codebook book = iq4_codebook();
-  for (int64_t i = 0; i < blocks; ++i, y += 32) store_iq4_sub_block<A>(y, book, _mm256_set1_ps(f16_to_f32(b[i].d)), b[i].qs);
+  for (int64_t i = 0; i < blocks; ++i, y += 32) store_iq4_sub_block<S>(y, book, _mm256_set1_ps(f16_to_f32(b[i].d)), b[i].qs);
 }
 
-template <bool A>
+template <Store8 S>
 LOWBIT_AVX2 void dequantize_iq4_xs_blocks(const void* in, float* y, int64_t blocks) {
   const auto* b = static_cast<const BlockIq4Xs*>(in);
   const Iq4Codebook book = iq4_codebook();
   for (int64_t i = 0; i < blocks; ++i) {
     const float d = f16_to_f32(b[i].d);
     for (int ib = 0; ib < 8; ++ib, y += 32)
-      store_iq4_sub_block<A>(y, book, _mm256_set1_ps(iq4::xs_scale(d, b[i].scales_l[ib / 2], b[i].scales_h, ib)),
+      store_iq4_sub_block<S>(y, book, _mm256_set1_ps(iq4::xs_scale(d, b[i].scales_l[ib / 2], b[i].scales_h, ib)),
                              b[i].qs + 16 * ib);
   }
 }
 
 constexpr IqDequantVectorKernels kAvx2Kernels = {
-    by_alignment<dequantize_iq2_xxs_blocks<true>, dequantize_iq2_xxs_blocks<false>>,
-    by_alignment<dequantize_iq2_xs_blocks<true>, dequantize_iq2_xs_blocks<false>>,
-    by_alignment<dequantize_iq2_s_blocks<true>, dequantize_iq2_s_blocks<false>>,
-    by_alignment<dequantize_iq3_xxs_blocks<true>, dequantize_iq3_xxs_blocks<false>>,
-    by_alignment<dequantize_iq3_s_blocks<true>, dequantize_iq3_s_blocks<false>>,
-    by_alignment<dequantize_iq1_s_blocks<true>, dequantize_iq1_s_blocks<false>>,
-    by_alignment<dequantize_iq1_m_blocks<true>, dequantize_iq1_m_blocks<false>>,
-    by_alignment<dequantize_iq4_nl_blocks<true>, dequantize_iq4_nl_blocks<false>>,
-    by_alignment<dequantize_iq4_xs_blocks<true>, dequantize_iq4_xs_blocks<false>>};
+    by_output<dequantize_iq2_xxs_blocks<streaming>, dequantize_iq2_xxs_blocks<aligned>, dequantize_iq2_xxs_blocks<unaligned>>,
+    by_output<dequantize_iq2_xs_blocks<streaming>, dequantize_iq2_xs_blocks<aligned>, dequantize_iq2_xs_blocks<unaligned>>,
+    by_output<dequantize_iq2_s_blocks<streaming>, dequantize_iq2_s_blocks<aligned>, dequantize_iq2_s_blocks<unaligned>>,
+    by_output<dequantize_iq3_xxs_blocks<streaming>, dequantize_iq3_xxs_blocks<aligned>, dequantize_iq3_xxs_blocks<unaligned>>,
+    by_output<dequantize_iq3_s_blocks<streaming>, dequantize_iq3_s_blocks<aligned>, dequantize_iq3_s_blocks<unaligned>>,
+    by_output<dequantize_iq1_s_blocks<streaming>, dequantize_iq1_s_blocks<aligned>, dequantize_iq1_s_blocks<unaligned>>,
+    by_output<dequantize_iq1_m_blocks<streaming>, dequantize_iq1_m_blocks<aligned>, dequantize_iq1_m_blocks<unaligned>>,
+    by_output<dequantize_iq4_nl_blocks<streaming>, dequantize_iq4_nl_blocks<aligned>, dequantize_iq4_nl_blocks<unaligned>>,
+    by_output<dequantize_iq4_xs_blocks<streaming>, dequantize_iq4_xs_blocks<aligned>, dequantize_iq4_xs_blocks<unaligned>>};
 
 }  // namespace
 
