@@ -164,11 +164,27 @@ __global__ void __launch_bounds__(kGgmlThreads) dequantize_runs_kernel(const uin
 // contiguous values, whose runs go to shared memory first and leave as contiguous 16-byte stores. The
 // i-quants' lane takes a whole 32-value group, 64 bytes from its neighbours': stored directly they ran
 // at 0.3-0.5 of copy on the H200, staged at 0.84-0.91. (Staging cost the k-quants 0.02-0.09.)
+//
+// Types with a large grid (R::kGridEntries: iq1_m's 16 KB, iq2_s's 8 KB) decode from the block's copy of it
+// in shared memory, R::decode's overload that takes the grid: a warp's 32 random lookups then cost a few
+// bank-conflicted wavefronts instead of a cache line each.
+template <class R>
+constexpr int shared_grid_entries() {
+  if constexpr (requires { R::kGridEntries; }) return R::kGridEntries;
+  else return 0;
+}
+
 template <class R, DType T>
 __global__ void __launch_bounds__(kGgmlThreads) dequantize_staged_runs_kernel(const uint8_t* __restrict__ blocks, int64_t tasks,
                                                                               void* __restrict__ out) {
   constexpr int kInFlight = 2, kChunks = 1024 * (T == DType::f32 ? 4 : 2) / 16;
+  constexpr int kGridEntries = shared_grid_entries<R>();
   __shared__ uint4 stage[kGgmlThreads / 32][kChunks];
+  __shared__ uint64_t grid[kGridEntries > 0 ? kGridEntries : 1];
+  if constexpr (kGridEntries > 0) {
+    for (int i = int(threadIdx.x); i < kGridEntries; i += kGgmlThreads) grid[i] = R::grid()[i];
+    __syncthreads();
+  }
   uint4* warp_stage = stage[threadIdx.x / 32];
   const int lane = int(threadIdx.x % 32);
   const int64_t stride = int64_t(gridDim.x) * kGgmlThreads;  // a multiple of 32: rounds start on whole warps
@@ -186,7 +202,10 @@ __global__ void __launch_bounds__(kGgmlThreads) dequantize_staged_runs_kernel(co
       if (first + lane < tasks) {
         float y[4][8];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) R::decode(raw[u], k, lane % 8, y[k]);
+        for (int k = 0; k < 4; ++k) {
+          if constexpr (kGridEntries > 0) R::decode(raw[u], k, lane % 8, y[k], grid);
+          else R::decode(raw[u], k, lane % 8, y[k]);
+        }
 #pragma unroll
         for (int k = 0; k < 4; ++k) store8<T>(warp_stage, (256 * (lane / 8) + R::first_value(lane % 8, k)) / 8, y[k]);
       }

@@ -206,10 +206,13 @@ struct Iq2SRuns : GroupRunTasks {
   static __device__ Raw load(const uint8_t* b, int ib) {
     return {ld16(b), ld32_a2(b + 2 + 4 * ib), ld32_a2(b + 34 + 4 * ib), b[66 + ib], b[74 + ib]};
   }
-  static __device__ void decode(const Raw& r, int k, int, float (&y)[8]) {
-    ggml::iq2::decode_s_subgroup(kIq2sGrid.v, half_bits_to_float(r.d), (r.low >> 8 * k) & 255, (r.signs >> 8 * k) & 255, r.qh,
-                                 r.scales, k, y);
+  static constexpr int kGridEntries = 1024;  // dequantized from a copy in shared memory (ggml_dequantize.cuh)
+  static __device__ const uint64_t* grid() { return kIq2sGrid.v; }
+  static __device__ void decode(const Raw& r, int k, int, float (&y)[8], const uint64_t* grid) {
+    ggml::iq2::decode_s_subgroup(grid, half_bits_to_float(r.d), (r.low >> 8 * k) & 255, (r.signs >> 8 * k) & 255, r.qh, r.scales,
+                                 k, y);
   }
+  static __device__ void decode(const Raw& r, int k, int task, float (&y)[8]) { decode(r, k, task, y, kIq2sGrid.v); }
 };
 
 struct Iq3XxsRuns : GroupRunTasks {
@@ -239,11 +242,14 @@ struct Iq1MRuns : GroupRunTasks {
   static constexpr int kBytes = Iq1M::kBytes;
   struct Raw { uint2 scales; uint32_t low, qh; };  // low: the four subgroups' bytes; qh: two bytes, a nibble each
   static __device__ Raw load(const uint8_t* b, int ib) { return {ld64(b + 48), ld32(b + 4 * ib), ld16(b + 32 + 2 * ib)}; }
-  static __device__ void decode(const Raw& r, int k, int ib, float (&y)[8]) {
+  static constexpr int kGridEntries = 2048;  // dequantized from a copy in shared memory (ggml_dequantize.cuh)
+  static __device__ const uint64_t* grid() { return kIq1Grid.v; }
+  static __device__ void decode(const Raw& r, int k, int ib, float (&y)[8], const uint64_t* grid) {
     const uint32_t sc[4] = {r.scales.x & 0xffff, r.scales.x >> 16, r.scales.y & 0xffff, r.scales.y >> 16};
-    ggml::iq1::decode_m_subgroup(kIq1Grid.v, half_bits_to_float(ggml::iq1m_d_bits(sc)), sc, (r.low >> 8 * k) & 255,
+    ggml::iq1::decode_m_subgroup(grid, half_bits_to_float(ggml::iq1m_d_bits(sc)), sc, (r.low >> 8 * k) & 255,
                                  (r.qh >> 8 * (k / 2)) & 255, ib, k, y);
   }
+  static __device__ void decode(const Raw& r, int k, int ib, float (&y)[8]) { decode(r, k, ib, y, kIq1Grid.v); }
 };
 
 template <class R, class D>
