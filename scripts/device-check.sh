@@ -37,6 +37,7 @@
 #   scripts/device-check.sh decode    the matmul tests and decoding's products alone (lowbit_cuda_bench --decode-only)
 #   scripts/device-check.sh codecs    the codec benchmarks alone (lowbit_cuda_bench --codecs-only), then ncu's speed of
 #                                     light, memory and warp-stall sections for each kernel regex in NCU_KERNELS
+#                                     (at 4096x4096; NCU_LARGE=1: at 4096x14336)
 #   scripts/device-check.sh model     + the model runtime on the GPU against the CPU (tests/model_cuda: KL-divergence,
 #                                     perplexity, importance matrices, a probed plan, greedy decoding), eval through the
 #                                     CLI on both devices, bench --model
@@ -90,11 +91,13 @@ if [ "${1:-}" = "decode" ]; then
 fi
 if [ "${1:-}" = "codecs" ]; then
   build-device/bench/lowbit_cuda_bench --codecs-only | tee "${OUT:-/tmp}/codecs_bench.md"
-  for kernel in ${NCU_KERNELS:-}; do  # one launch each, at 4096x4096 (--quick)
+  size=--quick  # ncu: one launch each, at 4096x4096 (L2-resident); NCU_LARGE=1: at 4096x14336
+  [ -n "${NCU_LARGE:-}" ] && size=--large
+  for kernel in ${NCU_KERNELS:-}; do
     echo "## ncu: $kernel"
     timeout 120 ncu --clock-control none --kernel-name-base demangled -k "regex:$kernel" -c 1 --section SpeedOfLight \
       --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats \
-      build-device/bench/lowbit_cuda_bench --codecs-only --quick 2>&1 | grep -E "^  [a-z]|^    [^ -].* [0-9.,]+$|cycles being" | cut -c1-300
+      build-device/bench/lowbit_cuda_bench --codecs-only $size 2>&1 | grep -E "^  [a-z]|^    [^ -].* [0-9.,]+$|cycles being" | cut -c1-300
   done
   exit 0
 fi

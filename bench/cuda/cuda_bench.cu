@@ -1,4 +1,4 @@
-// lowbit_cuda_bench [--quick] [--codecs-only | --matmul-only | --decode-only]: the GPU benchmarks
+// lowbit_cuda_bench [--quick | --large] [--codecs-only | --matmul-only | --decode-only]: the GPU benchmarks
 // (include/lowbit/kernels/cuda/benchmark.h) as one markdown table, for docs/benchmarks.md.
 #include <cstdio>
 #include <string>
@@ -10,11 +10,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--quick") options.quick = true;
+    else if (arg == "--large") options.large = true;
     else if (arg == "--codecs-only") options.matmul = false;
     else if (arg == "--matmul-only") options.codecs = false;
     else if (arg == "--decode-only") options.codecs = false, options.decode_only = true;
     else {
-      std::fprintf(stderr, "usage: lowbit_cuda_bench [--quick] [--codecs-only | --matmul-only | --decode-only]\n");
+      std::fprintf(stderr, "usage: lowbit_cuda_bench [--quick | --large] [--codecs-only | --matmul-only | --decode-only]\n");
       return 2;
     }
   }

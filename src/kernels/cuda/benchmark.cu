@@ -291,6 +291,7 @@ struct Bench {
             .reference = "copy", .reference_us = double(big) / copy / 1e3, .reference_gbps = copy, .ratio = 1.0});
     std::vector<MatrixSize> sizes = {{4096, 4096}, {4096, 14336}};
     if (options.quick) sizes.resize(1);
+    if (options.large) sizes.erase(sizes.begin());
     for (const MatrixSize& m : sizes) {
       for (bnb::QuantType type : {bnb::QuantType::nf4, bnb::QuantType::fp4})
         for (bool dq : {false, true}) dequantize_4bit_row(m, type, dq, DType::bf16);

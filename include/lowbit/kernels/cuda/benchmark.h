@@ -28,6 +28,7 @@ struct BenchOptions {
   bool codecs = true;
   bool matmul = true;
   bool quick = false;  // one size each, for a smoke run
+  bool large = false;  // the codecs' 4096x14336 rows alone (past L2: what a profiler should see)
   bool decode_only = false;  // decoding's products alone (1-8 tokens): the matvec and fused 4-bit kernels
 };
 
