@@ -168,8 +168,8 @@ __global__ void __launch_bounds__(kGgmlThreads) dequantize_runs_kernel(const uin
 // Types with a large grid (R::kGridEntries: iq1_m's 16 KB, iq2_s's 8 KB) decode from the block's copy of it
 // in shared memory, R::decode's overload that takes the grid: a warp's 32 random lookups then cost a few
 // bank-conflicted wavefronts instead of a cache line each. At 4096x14336 on the H200: iq1_m 0.83-0.84 of
-// copy -> 0.86-0.88, iq2_s 0.84-0.86 -> 0.85-0.87. The smaller grids gained nothing (iq2_xs's 4 KB) or lost
-// (iq3_s's 2 KB: 0.85-0.86 -> 0.82-0.83, its kernel at 80 registers, three blocks an SM instead of four).
+// copy -> 0.86-0.89, iq2_s 0.84-0.86 -> 0.85-0.89. The smaller grids gained nothing (iq2_xs's 4 KB) or lost
+// (iq3_s's 2 KB: 0.85-0.86 -> 0.82-0.83, measured before the kernel's four-block bound below).
 template <class R>
 constexpr int shared_grid_entries() {
   if constexpr (requires { R::kGridEntries; }) return R::kGridEntries;
