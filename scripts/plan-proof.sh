@@ -7,9 +7,11 @@
 # (--probe-text), which must not be the evaluation text. UNIFORM="q4_K q3_K" adds, for each type, the
 # model quantized to that one type (llama-quantize --pure) against a plan of exactly its size.
 # EXCLUDE="q4_1" keeps formats out of the plans: a model already quantized to one (the default model
-# is a Q4_1 file) would get it back without error, which tests nothing.
+# is a Q4_1 file) would get it back without error, which tests nothing. With GPTQ_TEXT, Hessians collected
+# on that text (32 windows) make the plans GPTQ's (plan --gptq: candidates measured as GPTQ writes them,
+# the model quantized so); the mixes stay llama-quantize's, rounded with the importance matrix.
 # Usage: [LOWBIT=build/lowbit] [MIXES="Q4_K_M ..."] [UNIFORM="q4_K ..."] [EXCLUDE="q4_1 ..."] [IMATRIX_TEXT=F]
-#        [PROBE_TEXT=F] scripts/plan-proof.sh [MODEL] [TEXT]
+#        [PROBE_TEXT=F] [GPTQ_TEXT=F] scripts/plan-proof.sh [MODEL] [TEXT]
 #        (defaults: ../shared/data/lowbit-bytes-12M-bf16.gguf, GPL-3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,10 @@ if [ -n "${EXCLUDE:-}" ]; then
 import json, os
 print(json.dumps({"rules": [{"match": "*", "deny": os.environ["EXCLUDE"].split()}]}))' >"$work/rules.json"
   plan_flags+=(--rules "$work/rules.json")
+fi
+if [ -n "${GPTQ_TEXT:-}" ]; then
+  "$lowbit" hessian "$model" --text "$GPTQ_TEXT" --chunks 32 -o "$work/hessian.gguf" --quiet
+  plan_flags+=(--gptq "$work/hessian.gguf")
 fi
 if [ -n "${IMATRIX_TEXT:-}" ]; then
   "$lowbit" imatrix "$model" --text "$IMATRIX_TEXT" --chunks 32 -o "$work/imatrix.gguf" --quiet
