@@ -33,6 +33,8 @@ void print_allocation(const Plan& plan) {
                8.0 * double(v.second) / double(v.first));
   fmt::print("\ntarget {:.3f} bits per weight, achieved {:.4f} ({} parameters, {} bytes)\n", plan.target_bpw, plan.achieved_bpw, plan.params, plan.bytes);
   fmt::print("losses: {}; predicted total {:.4g}\n", plan_loss_description(plan.loss_measure), plan.predicted_loss);
+  if (plan.loss_measure.whole_kld)
+    fmt::print("the planned model's KL-divergence on the probe's windows, every tensor quantized: {:.4g}\n", *plan.loss_measure.whole_kld);
   if (plan.achieved_bpw < plan.target_bpw - 0.01)
     fmt::print("under the target: no upgrade that fits in what is left lowers the predicted loss\n");
 }
@@ -117,7 +119,9 @@ void add_plan_command(CLI::App& app) {
     write_plan_report(plan, std::filesystem::path(out).replace_extension(".svg"), std::filesystem::path(out).replace_extension(".html"));
     if (o->common.json)
       fmt::print("{}\n", nlohmann::ordered_json{{"plan", o->output}, {"target", o->target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
-                                                {"predicted_loss", plan.predicted_loss}, {"params", plan.params}, {"bytes", plan.bytes},
+                                                {"predicted_loss", plan.predicted_loss},
+                                                {"whole_kld", plan.loss_measure.whole_kld ? nlohmann::ordered_json(*plan.loss_measure.whole_kld) : nullptr},
+                                                {"params", plan.params}, {"bytes", plan.bytes},
                                                 {"imatrix", kept.empty() ? nullptr : nlohmann::ordered_json(kept)},
                                                 {"hessian", kept_hessian.empty() ? nullptr : nlohmann::ordered_json(kept_hessian)}}.dump(2));
     else if (!o->common.quiet)

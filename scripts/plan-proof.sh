@@ -11,7 +11,7 @@
 # on that text (32 windows) make the plans GPTQ's (plan --gptq: candidates measured as GPTQ writes them,
 # the model quantized so); the mixes stay llama-quantize's, rounded with the importance matrix.
 # Usage: [LOWBIT=build/lowbit] [MIXES="Q4_K_M ..."] [UNIFORM="q4_K ..."] [EXCLUDE="q4_1 ..."] [IMATRIX_TEXT=F]
-#        [PROBE_TEXT=F] [GPTQ_TEXT=F] scripts/plan-proof.sh [MODEL] [TEXT]
+#        [PROBE_TEXT=F [PROBE_CHUNKS=4]] [GPTQ_TEXT=F] scripts/plan-proof.sh [MODEL] [TEXT]
 #        (defaults: ../shared/data/lowbit-bytes-12M-bf16.gguf, GPL-3)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -203,8 +203,9 @@ Json plan_job(const PlanArgs& a, Progress& progress) {
   write_plan(a.output, plan);
   write_plan_report(plan, svg, html);
   return {{"plan", a.output}, {"target", a.target}, {"target_bpw", plan.target_bpw}, {"achieved_bpw", plan.achieved_bpw},
-          {"predicted_loss", plan.predicted_loss}, {"params", plan.params}, {"bytes", plan.bytes},
-          {"imatrix", kept.empty() ? Json(nullptr) : Json(kept)},
+          {"predicted_loss", plan.predicted_loss},
+          {"whole_kld", plan.loss_measure.whole_kld ? Json(*plan.loss_measure.whole_kld) : Json(nullptr)},
+          {"params", plan.params}, {"bytes", plan.bytes}, {"imatrix", kept.empty() ? Json(nullptr) : Json(kept)},
           {"hessian", request.keep_hessian.empty() ? Json(nullptr) : Json(request.keep_hessian)}};
 }
 

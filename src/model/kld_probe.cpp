@@ -39,12 +39,13 @@ KldProbe::KldProbe(LlamaRuntime& model, std::span<const int32_t> tokens, int n_c
   tokens_.assign(tokens.begin(), tokens.begin() + int64_t(windows) * n_ctx);
   if (bos)
     for (int w = 0; w < windows; ++w) tokens_[size_t(w) * size_t(n_ctx)] = *bos;
+  states_.resize(size_t(n_layer) + 1);  // the last: entering the output head
   auto hidden = model.embed(tokens_);
   for (int l = 0; l < n_layer; ++l) {
-    states_.push_back(hidden);
+    states_[size_t(l)] = hidden;
     model.apply_layer(l, hidden, windows);
   }
-  states_.push_back(hidden);  // entering the output head
+  states_[size_t(n_layer)] = hidden;
   const auto logits = model.output_logits(hidden);
   const int first = n_ctx / 2, scored = n_ctx - 1 - first;
   std::vector<int64_t> rows;
@@ -56,6 +57,41 @@ KldProbe::KldProbe(LlamaRuntime& model, std::span<const int32_t> tokens, int n_c
       rows.push_back(row);
     }
   base_ = model.keep_log_probs(std::move(rows), std::move(log_probs));
+}
+
+KldProbe::~KldProbe() { restore_loaded(); }
+
+void KldProbe::restore_loaded() {
+  for (auto it = loaded_.rbegin(); it != loaded_.rend(); ++it) model_.swap_weight(it->first, it->second);
+  loaded_.clear();
+  background_.clear();
+}
+
+double KldProbe::rerun_states() {
+  const int n_layer = model_.config().n_layer;
+  auto hidden = model_.embed(tokens_);
+  for (int l = 0; l < n_layer; ++l) {
+    states_[size_t(l)] = hidden;
+    model_.apply_layer(l, hidden, windows_);
+  }
+  states_[size_t(n_layer)] = hidden;
+  double total = 0;
+  for (double kld : model_.output_klds(hidden, *base_)) total += kld;
+  return total / double(positions());
+}
+
+double KldProbe::set_background(std::vector<HeldWeight> weights) {
+  restore_loaded();
+  background_ = std::move(weights);  // the model reads their bytes where they now lie
+  try {
+    for (const HeldWeight& w : background_)
+      loaded_.emplace_back(w.name, model_.swap_weight(w.name, {.type = w.type, .rows = w.rows, .cols = w.cols, .data = w.data}));
+    return rerun_states();
+  } catch (...) {
+    restore_loaded();
+    rerun_states();
+    throw;
+  }
 }
 
 int64_t KldProbe::positions() const { return int64_t(windows_) * (n_ctx_ - 1 - n_ctx_ / 2); }

@@ -59,5 +59,41 @@ TEST(KldProbe, CoarserFormatsCostMoreAndTheLoadedWeightsNothing) {
   EXPECT_THROW(KldProbe(*model, std::span(tokens).first(200), 128, 1, 2), Error);
 }
 
+TEST(KldProbe, ABackgroundOfQuantizedWeightsIsMeasuredWholeAndPutBack) {
+  auto model = LlamaModel::load(test::shared_data_dir() / "stories260K.gguf");
+  const auto tokens = story_tokens(*model);
+  const std::vector<int32_t> first(tokens.begin(), tokens.begin() + 128);
+  const auto reference = model->forward(first);
+  const auto held = [&](const std::string& name, GgmlType type) {
+    KldProbe::HeldWeight w{.name = name, .type = type};
+    w.data = quantized(*model, name, type, &w.rows, &w.cols);
+    return w;
+  };
+  const auto view = [](const KldProbe::HeldWeight& w) { return QuantizedMatrix{w.type, w.rows, w.cols, w.data}; };
+  const auto a = held("blk.1.attn_v.weight", GgmlType::Q4_0), b = held("blk.3.ffn_up.weight", GgmlType::Q4_0);
+  {
+    KldProbe probe(*model, tokens, 128, 1, 2);
+    const double a_alone = probe.kld_with(a.name, view(a)), b_alone = probe.kld_with(b.name, view(b));
+    // One weight in the background: the whole rerun gives what the probe measured for it alone.
+    EXPECT_DOUBLE_EQ(probe.set_background({a}), a_alone);
+    // On that background a second weight is measured with the first in place: their joint KLD.
+    const double b_after_a = probe.kld_with(b.name, view(b));
+    EXPECT_NE(b_after_a, b_alone);
+    EXPECT_DOUBLE_EQ(probe.set_background({a, b}), b_after_a);
+    // A background weight measured as loaded leaves the other's KLD alone.
+    const auto* loaded_b = model->weights().find_tensor(b.name);
+    EXPECT_DOUBLE_EQ(probe.kld_with(b.name, {loaded_b->type, b.rows, b.cols, loaded_b->bytes}), a_alone);
+    EXPECT_EQ(probe.set_background({}), 0.0);  // the loaded weights again
+    EXPECT_DOUBLE_EQ(probe.kld_with(b.name, view(b)), b_alone);
+    KldProbe::HeldWeight stray = b;
+    stray.name = "blk.9.ffn_up.weight";  // no such layer
+    EXPECT_THROW(probe.set_background({a, stray}), Error);
+    EXPECT_DOUBLE_EQ(probe.kld_with(b.name, view(b)), b_alone);  // the refused background is undone
+    probe.set_background({a});
+  }
+  // The probe gone, every weight is as loaded.
+  EXPECT_EQ(model->forward(first), reference);
+}
+
 }  // namespace
 }  // namespace lowbit

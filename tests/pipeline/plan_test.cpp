@@ -8,6 +8,7 @@
 #include <random>
 
 #include "lowbit/core/error.h"
+#include "lowbit/formats/ggml_codecs.h"
 #include "lowbit/io/gguf.h"
 #include "lowbit/model/kld_probe.h"
 #include "lowbit/model/llama.h"
@@ -206,6 +207,54 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
 
 // plan --gptq's loss for a layer matrix: ‖(W − Ŵ)X‖² / ‖WX‖², computed through H = XᵀX; here against the
 // products with X itself.
+// The joint KLD of `plan` on the probe's windows: every planned tensor quantized to its format at once.
+double kld_of_plan(KldProbe& probe, const ModelSource& source, const Plan& plan) {
+  std::vector<KldProbe::HeldWeight> held;
+  for (size_t i = 0; i < plan.tensors.size(); ++i) {
+    const auto& p = plan.tensors[i];
+    if (!p.quantized) continue;
+    const auto& t = source.tensors()[i];
+    const GgmlType type = *format_info(p.format.id).ggml;
+    KldProbe::HeldWeight w{.name = p.name, .type = type, .rows = t.elements() / t.ne[0], .cols = t.ne[0]};
+    w.data.resize(ggml_row_bytes(type, w.cols) * size_t(w.rows));
+    quantize_rows(type, source.load_f32(t).data(), w.rows, w.cols, nullptr, w.data.data());
+    held.push_back(std::move(w));
+  }
+  const double kld = probe.set_background(std::move(held));
+  probe.set_background({});
+  return kld;
+}
+
+TEST(Plan, AProbedPlanIsMeasuredWhole) {
+  // One window of 128 tokens, k-quants and q8_0 only, to stay quick.
+  auto model = LlamaModel::load(bytes_model());
+  std::ifstream in(test::shared_data_dir() / "wikitext2_test_hf_nonempty_crlf.raw", std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  text.resize(4000);
+  const auto tokens = Tokenizer::from_gguf_metadata(model->weights().metadata()).encode(text, true);
+  KldProbe probe(*model, tokens, 128, 1, 1);
+  test::TempDir dir;
+  std::ofstream(dir / "rules.json") << R"({"rules": [{"match": "*", "allow": ["q2_K", "q3_K", "q4_K", "q6_K", "q8_0"]}]})";
+  PlanOptions options{.target_bpw = 2.9, .probe = &probe};
+  for (auto& r : load_plan_rules(dir / "rules.json")) options.rules.push_back(std::move(r));
+  const auto source = ModelSource::open(bytes_model());
+  const Plan plan = make_plan(*source, options);
+  // The recorded KLD is the planned model's, every tensor quantized at once; the probe's model is left as loaded.
+  ASSERT_TRUE(plan.loss_measure.whole_kld);
+  EXPECT_GT(*plan.loss_measure.whole_kld, 0.0);
+  EXPECT_DOUBLE_EQ(*plan.loss_measure.whole_kld, kld_of_plan(probe, *source, plan));
+  const auto* t = model->weights().find_tensor("blk.0.attn_q.weight");
+  EXPECT_EQ(probe.kld_with(t->name, {t->type, t->elements() / t->ne[0], t->ne[0], t->bytes}), 0.0);
+  write_plan(dir / "plan.json", plan);
+  EXPECT_DOUBLE_EQ(*read_plan(dir / "plan.json").loss_measure.whole_kld, *plan.loss_measure.whole_kld);
+  // Without the probe there is nothing to measure it with.
+  options.probe = nullptr;
+  const Plan plain = make_plan(*source, options);
+  EXPECT_FALSE(plain.loss_measure.whole_kld);
+  write_plan(dir / "plain.json", plain);
+  EXPECT_FALSE(read_plan(dir / "plain.json").loss_measure.whole_kld);
+}
+
 TEST(Plan, OutputRelativeErrorIsTheLayersOutputError) {
   constexpr int64_t cols = 8, rows = 3, tokens = 16;
   std::mt19937 rng(7);

@@ -109,6 +109,9 @@ struct PlanLossMeasure {
   // The Hessian file when candidates were measured as GPTQ writes them (plan --gptq); quantize --plan
   // then writes them so. Recorded as `imatrix` is.
   std::string gptq;
+  // Output KLD: the plan's own KLD on the probe's windows, every tensor quantized at once, which the
+  // sum of the chosen losses (Plan::predicted_loss) predicts.
+  std::optional<double> whole_kld;
 };
 std::string plan_loss_description(const PlanLossMeasure& measure);  // one line for people
 

@@ -70,22 +70,66 @@ double ggml_loss(const planning::RowSample& sample, GgmlType type, const ModelSo
   return gptq ? gptq->output_error.relative(back) : planning::relative_error(sample, back);
 }
 
-// The output KL-divergence of the model with this tensor (all of it) quantized to `type` as
-// quantize_to_gguf writes it: each expert's rows with their own importance weights, or by GPTQ.
-double probed_loss(KldProbe& probe, const ModelSource::Tensor& t, const std::vector<float>& values, const float* importance, GgmlType type,
-                   const GptqCandidates* gptq) {
+// The tensor (all of it) quantized to `type` as quantize_to_gguf writes it: each expert's rows with
+// their own importance weights, or by GPTQ.
+KldProbe::HeldWeight quantized_whole(const ModelSource::Tensor& t, const std::vector<float>& values, const float* importance, GgmlType type,
+                                     GptqTensors* gptq, const std::string& label) {
   const int64_t cols = t.ne[0], rows = t.elements() / cols;
   const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1, rows_per_expert = rows / experts;
   const size_t row_bytes = ggml_row_bytes(type, cols);
-  std::vector<std::byte> blocks(row_bytes * size_t(rows));
-  if (gptq && gptq_supports(type)) {
-    blocks = gptq->writer.encode(t, type, values, gptq->label);
+  KldProbe::HeldWeight w{.name = t.name, .type = type, .rows = rows, .cols = cols};
+  if (gptq && gptq->applies(t, type, label)) {
+    w.data = gptq->encode(t, type, values, label);
   } else {
+    w.data.resize(row_bytes * size_t(rows));
     for (int64_t e = 0; e < experts; ++e)
       quantize_rows(type, values.data() + e * rows_per_expert * cols, rows_per_expert, cols, importance ? importance + e * cols : nullptr,
-                    blocks.data() + size_t(e * rows_per_expert) * row_bytes);
+                    w.data.data() + size_t(e * rows_per_expert) * row_bytes);
   }
-  return probe.kld_with(t.name, {.type = type, .rows = rows, .cols = cols, .data = blocks});
+  return w;
+}
+
+// The output KL-divergence of the model with this tensor quantized to `type` (the others as the probe has them).
+double probed_loss(KldProbe& probe, const ModelSource::Tensor& t, const std::vector<float>& values, const float* importance, GgmlType type,
+                   GptqTensors* gptq, const std::string& label) {
+  const auto w = quantized_whole(t, values, importance, type, gptq, label);
+  return probe.kld_with(t.name, {.type = w.type, .rows = w.rows, .cols = w.cols, .data = w.data});
+}
+
+// A tensor's values and the importance weights it is quantized with: the importance matrix's when it
+// covers the tensor; with a Hessian, else the input's diag(H) / tokens, as quantize --gptq weighs it (the
+// types ggml quantizes only with importance weights included).
+struct WeighedValues {
+  std::vector<float> values;
+  std::vector<float> from_hessian;
+  const float* importance = nullptr;
+};
+
+WeighedValues weighed_values(const ModelSource& source, const ModelSource::Tensor& t, const PlanOptions& options) {
+  // A 3-D expert tensor's importance matrix has one slice of columns per expert.
+  const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
+  const ImatrixEntry* entry = options.imatrix ? options.imatrix->find(t.name) : nullptr;
+  const bool fits = entry && entry->columns == t.ne[0] && entry->experts == experts;
+  WeighedValues w{.values = source.load_f32(t)};
+  if (!fits && options.hessian) w.from_hessian = hessian_importance(*options.hessian, t);
+  w.importance = fits ? entry->weights.data() : w.from_hessian.empty() ? nullptr : w.from_hessian.data();
+  return w;
+}
+
+// The plan's own output KLD on the probe's windows, every tensor quantized to its chosen format at once
+// (the probe scores each candidate with the others unquantized, and the plan adds those scores).
+double whole_kld(const ModelSource& source, const PlanOptions& options, GptqTensors* gptq, const Plan& plan) {
+  std::vector<KldProbe::HeldWeight> held;
+  for (size_t i = 0; i < plan.tensors.size(); ++i) {
+    const PlannedTensor& p = plan.tensors[i];
+    if (!p.quantized) continue;
+    const auto& t = source.tensors()[i];  // plan.tensors[i] is its source's tensors()[i]
+    const WeighedValues w = weighed_values(source, t, options);
+    held.push_back(quantized_whole(t, w.values, w.importance, *format_info(p.format.id).ggml, gptq, source.label()));
+  }
+  const double kld = options.probe->set_background(std::move(held));
+  options.probe->set_background({});
+  return kld;
 }
 
 }  // namespace
@@ -247,15 +291,10 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
       p.format = format_spec(source.unquantized_type(t));
       p.bytes = gguf::tensor_bytes(source.unquantized_type(t), t.ne);
     } else {
-      // A 3-D expert tensor's importance matrix has one slice of columns per expert.
       const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
-      const ImatrixEntry* entry = options.imatrix ? options.imatrix->find(t.name) : nullptr;
-      const bool fits = entry && entry->columns == t.ne[0] && entry->experts == experts;
-      // With a Hessian, a tensor the importance matrix does not cover is weighed by its input's diag(H) /
-      // tokens, as quantize --gptq weighs it (the types ggml quantizes only with importance weights included).
-      const std::vector<float> from_hessian = !fits && options.hessian ? hessian_importance(*options.hessian, t) : std::vector<float>{};
-      const float* importance = fits ? entry->weights.data() : from_hessian.empty() ? nullptr : from_hessian.data();
-      const auto values = source.load_f32(t);
+      const WeighedValues weighed = weighed_values(source, t, options);
+      const auto& values = weighed.values;
+      const float* importance = weighed.importance;
       const auto sample = planning::sample_rows(values, t.ne[0], importance, t.elements() / t.ne[0] / experts);
       const HessianFile::Input* input = gptq_writer ? gptq_writer->input_of(t, source.label()) : nullptr;
       std::optional<GptqCandidates> gptq;
@@ -274,7 +313,9 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
         // probed (of q4_0, iq4_nl and q4_K, all 4.5 bits, one), and one without error costs nothing.
         p.options = pareto_efficient(std::move(p.options));
         for (auto& o : p.options)
-          if (o.loss > 0) o.loss = probed_loss(*options.probe, t, values, importance, *format_info(o.format.id).ggml, gptq ? &*gptq : nullptr);
+          if (o.loss > 0)
+            o.loss = probed_loss(*options.probe, t, values, importance, *format_info(o.format.id).ggml, gptq_writer ? &*gptq_writer : nullptr,
+                                 source.label());
       }
       p.quantized = true;
     }
@@ -283,6 +324,7 @@ Plan make_plan(const ModelSource& source, const PlanOptions& options_in, Progres
   }
   progress.end();
   planning::allocate_plan(plan);
+  if (options.probe) plan.loss_measure.whole_kld = whole_kld(source, options, gptq_writer ? &*gptq_writer : nullptr, plan);
   return plan;
 }
 

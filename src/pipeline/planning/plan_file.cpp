@@ -3,6 +3,7 @@
 // {"model", "target": "gguf"|"bnb", "target_bpw", "achieved_bpw", "params", "bytes",
 //  "predicted_loss" (the chosen losses summed), "loss_measure": {"kind": "relative_error"|"output_kld", "imatrix_weighted",
 //                   "probe_positions" and "calibration" (output_kld only), "reason" (why this loss),
+//                   "whole_kld" (output_kld: the planned model's KLD on the probe's windows, measured whole),
 //                   "imatrix" (the importance matrix's file: its name when beside the plan, else its absolute path),
 //                   "gptq" (likewise the Hessian file, when candidates were written by GPTQ)},
 //  "tensors": [{"name", "role", "layer", "format": "q4_K" | "nf4" | "fp4" | "bf16" ...,
@@ -64,7 +65,8 @@ Plan parse_plan(const JsonField& j) {
       throw (*m)["kind"].error(fmt::format("unknown loss_measure kind '{}'", kind), "relative_error or output_kld");
     plan.loss_measure = {.output_kld = kind == "output_kld", .imatrix_weighted = m->boolean_or("imatrix_weighted", false),
                          .probe_positions = m->integer_or("probe_positions", 0, 0), .calibration = m->string_or("calibration", ""), .reason = m->string_or("reason", ""),
-                         .imatrix = recorded_file(m->string_or("imatrix", ""), j.file()), .gptq = recorded_file(m->string_or("gptq", ""), j.file())};
+                         .imatrix = recorded_file(m->string_or("imatrix", ""), j.file()), .gptq = recorded_file(m->string_or("gptq", ""), j.file()),
+                         .whole_kld = m->find("whole_kld") ? std::optional(m->number_or("whole_kld", 0.0)) : std::nullopt};
   }
   for (const auto& t : j["tensors"].elements()) {
     const std::string name = t["name"].string();
@@ -103,6 +105,7 @@ void write_plan(const std::filesystem::path& path, const Plan& plan) {
   if (m.output_kld) {
     measure["probe_positions"] = m.probe_positions;
     measure["calibration"] = m.calibration;
+    if (m.whole_kld) measure["whole_kld"] = *m.whole_kld;
   }
   if (!m.reason.empty()) measure["reason"] = m.reason;
   if (!m.imatrix.empty()) measure["imatrix"] = file_record(m.imatrix, path);
