@@ -95,8 +95,8 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("--imatrix", o->imatrix, "llama.cpp importance matrix (imatrix.gguf or legacy .dat)");
   cmd->add_option("--gptq", o->gptq,
                   "A Hessian file from lowbit hessian: GPTQ's error feedback for q4_0 ... q8_0, q2_K ... q6_K, the i-quants, tq1_0, tq2_0, "
-                  "mxfp4, nvfp4 and q1_0 (other types are rounded as usual, with a note) and for nf4/fp4/int8 checkpoints; columns in stored order (act-order cannot be stored in these "
-                  "formats). With --bpw the plan measures its candidates so too; a plan from plan --gptq brings its own");
+                  "mxfp4, nvfp4 and q1_0 (other types are rounded as usual, with a note) and for nf4/fp4/int8 checkpoints; columns in "
+                  "stored order (act-order cannot be stored in these formats). With --bpw the plan measures its candidates so too; a plan from plan --gptq brings its own");
   add_gptq_text_options(*cmd, o->gptq_text, o->gptq_chunks, "in a scratch file removed when done");
   cmd->add_option("--tensor-type", o->tensor_types, "GLOB=TYPE: tensors whose GGUF name matches GLOB get TYPE (first match wins)");
   cmd->add_option("--blocksize", o->blocksize, "nf4/fp4: values per absmax block (32 ... 4096)")->check(CLI::Range(32, 4096))->capture_default_str();

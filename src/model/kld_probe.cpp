@@ -40,13 +40,7 @@ KldProbe::KldProbe(LlamaRuntime& model, std::span<const int32_t> tokens, int n_c
   if (bos)
     for (int w = 0; w < windows; ++w) tokens_[size_t(w) * size_t(n_ctx)] = *bos;
   states_.resize(size_t(n_layer) + 1);  // the last: entering the output head
-  auto hidden = model.embed(tokens_);
-  for (int l = 0; l < n_layer; ++l) {
-    states_[size_t(l)] = hidden;
-    model.apply_layer(l, hidden, windows);
-  }
-  states_[size_t(n_layer)] = hidden;
-  const auto logits = model.output_logits(hidden);
+  const auto logits = model.output_logits(run_states());
   const int first = n_ctx / 2, scored = n_ctx - 1 - first;
   std::vector<int64_t> rows;
   std::vector<float> log_probs(size_t(windows) * size_t(scored) * size_t(n_vocab));
@@ -67,14 +61,19 @@ void KldProbe::restore_loaded() {
   background_.clear();
 }
 
-double KldProbe::rerun_states() {
+const std::vector<float>& KldProbe::run_states() {
   const int n_layer = model_.config().n_layer;
   auto hidden = model_.embed(tokens_);
   for (int l = 0; l < n_layer; ++l) {
     states_[size_t(l)] = hidden;
     model_.apply_layer(l, hidden, windows_);
   }
-  states_[size_t(n_layer)] = hidden;
+  states_[size_t(n_layer)] = std::move(hidden);
+  return states_[size_t(n_layer)];
+}
+
+double KldProbe::mean_kld(const std::vector<float>& hidden) const {
+  // One sum per position, added in order: the same total on any thread count or device.
   double total = 0;
   for (double kld : model_.output_klds(hidden, *base_)) total += kld;
   return total / double(positions());
@@ -86,10 +85,10 @@ double KldProbe::set_background(std::vector<HeldWeight> weights) {
   try {
     for (const HeldWeight& w : background_)
       loaded_.emplace_back(w.name, model_.swap_weight(w.name, {.type = w.type, .rows = w.rows, .cols = w.cols, .data = w.data}));
-    return rerun_states();
+    return mean_kld(run_states());
   } catch (...) {
     restore_loaded();
-    rerun_states();
+    run_states();
     throw;
   }
 }
@@ -100,20 +99,19 @@ double KldProbe::kld_with(const std::string& name, const QuantizedMatrix& weight
   const int n_layer = model_.config().n_layer;
   const int first_block = first_block_of(name, n_layer);
   const QuantizedMatrix loaded = model_.swap_weight(name, weight);
-  double total = 0;
+  double kld = 0;
   try {
     // A changed embedding reruns everything from the windows' tokens; any other weight, the blocks
     // from its own on, starting from the stored state.
     std::vector<float> hidden = first_block < 0 ? model_.embed(tokens_) : states_[size_t(first_block)];
     for (int l = std::max(first_block, 0); l < n_layer; ++l) model_.apply_layer(l, hidden, windows_);
-    // One sum per position, added in order: the same total on any thread count or device.
-    for (double kld : model_.output_klds(hidden, *base_)) total += kld;
+    kld = mean_kld(hidden);
   } catch (...) {
     model_.swap_weight(name, loaded);
     throw;
   }
   model_.swap_weight(name, loaded);
-  return total / double(positions());
+  return kld;
 }
 
 }  // namespace lowbit

@@ -23,6 +23,14 @@ namespace {
 
 std::filesystem::path bytes_model() { return test::shared_data_dir() / "lowbit-bytes-12M-bf16.gguf"; }
 
+// The first 4,000 bytes of WikiText-2 as the model's tokens: enough for a short probe.
+std::vector<int32_t> wikitext_tokens(const LlamaModel& model) {
+  std::ifstream in(test::shared_data_dir() / "wikitext2_test_hf_nonempty_crlf.raw", std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  text.resize(4000);
+  return Tokenizer::from_gguf_metadata(model.weights().metadata()).encode(text, true);
+}
+
 TEST(Plan, LandsJustUnderTheTargetAndKeepsTheFloors) {
   const auto source = ModelSource::open(bytes_model());
   for (double target : {3.0, 4.0, 5.0}) {
@@ -146,11 +154,7 @@ TEST(Plan, RulesFileAndQuantizeFromThePlan) {
 TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
   // A short probe (one window of 128 tokens of WikiText) over fewer candidates, to stay quick.
   auto model = LlamaModel::load(bytes_model());
-  std::ifstream in(test::shared_data_dir() / "wikitext2_test_hf_nonempty_crlf.raw", std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), {});
-  text.resize(4000);
-  const auto tokens = Tokenizer::from_gguf_metadata(model->weights().metadata()).encode(text, true);
-  KldProbe probe(*model, tokens, 128, 1, 1);
+  KldProbe probe(*model, wikitext_tokens(*model), 128, 1, 1);
   test::TempDir dir;
   std::ofstream(dir / "rules.json") << R"({"rules": [{"match": "*", "allow": ["q2_K", "q3_K", "q4_K", "q4_0", "iq4_nl", "q5_K", "q6_K", "q8_0"]}]})";
   PlanOptions options{.target_bpw = 4.0, .probe = &probe};
@@ -205,8 +209,6 @@ TEST(Plan, OutputKldProbeRanksFormatsAndLandsUnderTheTarget) {
   }
 }
 
-// plan --gptq's loss for a layer matrix: ‖(W − Ŵ)X‖² / ‖WX‖², computed through H = XᵀX; here against the
-// products with X itself.
 // The joint KLD of `plan` on the probe's windows: every planned tensor quantized to its format at once.
 double kld_of_plan(KldProbe& probe, const ModelSource& source, const Plan& plan) {
   std::vector<KldProbe::HeldWeight> held;
@@ -228,11 +230,7 @@ double kld_of_plan(KldProbe& probe, const ModelSource& source, const Plan& plan)
 TEST(Plan, AProbedPlanIsMeasuredWhole) {
   // One window of 128 tokens, k-quants and q8_0 only, to stay quick.
   auto model = LlamaModel::load(bytes_model());
-  std::ifstream in(test::shared_data_dir() / "wikitext2_test_hf_nonempty_crlf.raw", std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), {});
-  text.resize(4000);
-  const auto tokens = Tokenizer::from_gguf_metadata(model->weights().metadata()).encode(text, true);
-  KldProbe probe(*model, tokens, 128, 1, 1);
+  KldProbe probe(*model, wikitext_tokens(*model), 128, 1, 1);
   test::TempDir dir;
   std::ofstream(dir / "rules.json") << R"({"rules": [{"match": "*", "allow": ["q2_K", "q3_K", "q4_K", "q6_K", "q8_0"]}]})";
   PlanOptions options{.target_bpw = 2.9, .probe = &probe};
@@ -255,6 +253,8 @@ TEST(Plan, AProbedPlanIsMeasuredWhole) {
   EXPECT_FALSE(read_plan(dir / "plain.json").loss_measure.whole_kld);
 }
 
+// plan --gptq's loss for a layer matrix: ‖(W − Ŵ)X‖² / ‖WX‖², computed through H = XᵀX; here against the
+// products with X itself.
 TEST(Plan, OutputRelativeErrorIsTheLayersOutputError) {
   constexpr int64_t cols = 8, rows = 3, tokens = 16;
   std::mt19937 rng(7);

@@ -48,7 +48,9 @@ class KldProbe {
 
  private:
   void restore_loaded();
-  double rerun_states();  // the states entering each block with today's weights; returns their KLD
+  // The states entering each block with the weights the model has now; returns the last (entering the head).
+  const std::vector<float>& run_states();
+  double mean_kld(const std::vector<float>& hidden) const;  // over the scored positions, from the head's input
 
   LlamaRuntime& model_;
   int n_ctx_, windows_;
