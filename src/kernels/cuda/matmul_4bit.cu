@@ -11,6 +11,8 @@
 // Scales stay out of the mma: each 64-wide chunk lies in one nf4/fp4 block (blocksize % 64 == 0) or in
 // two q4_K sub-blocks, so the chunk's products are summed per scale group in float32 and scaled once:
 //   nf4/fp4: y += s · Σ lut[q]·x;   q4_K: y += d1 · Σ (128+q)·x − (128·d1 + m1) · Σ x.
+// q4_K's Σx per 32 activations: for a few tokens from the tensor cores too (the same activation
+// fragments times a tile of ones, one more mma per step), for many summed once before the kernel.
 // The layout. In the checkpoint's row-major bytes a warp's load of rows g and g+8 touches 8 rows, 8
 // cache lines per instruction, and too few bytes are in flight to reach the memory's bandwidth. So
 // the weight is re-laid once (prepare_fused): per 16-row tile and pair of chunks (128 k), lane l's 16
@@ -165,7 +167,8 @@ struct Q4KFormat {
   const uint8_t* codes;   // tiled
   const uint4* headers;   // tiled: [tile][256-value block][16 rows]
   int64_t cols;
-  const float* xsums;     // null, or Σx over every 32 activations, [tokens rounded up to 32][cols / 32], 0 past the last
+  const float* xsums;     // Σx over every 32 activations, [tokens rounded up to 32][cols / 32], 0 past the last;
+                          // null: from the tensor cores
 
   template <DType T>
   __device__ void prepare(uint32_t*) const {}
@@ -290,54 +293,71 @@ __device__ __forceinline__ void multiply_chunk(const Format& format, const PairD
                                                float (&acc)[MW][NT][4]) {
   constexpr int G = Format::kGroups, kStepsPerGroup = 4 / G;
   const int c = lane % 4;
-  float part[G][MW][NT][4] = {};
-#pragma unroll
-  for (int step = 0; step < 4; ++step) {
-    const int group = step / kStepsPerGroup;
-#pragma unroll
-    for (int m = 0; m < MW; ++m) {
-      uint32_t a[4];
-      const uint2 q0 = e == 0 ? make_uint2(d.q[m][0].x, d.q[m][0].y) : make_uint2(d.q[m][0].z, d.q[m][0].w);
-      const uint2 q1 = e == 0 ? make_uint2(d.q[m][1].x, d.q[m][1].y) : make_uint2(d.q[m][1].z, d.q[m][1].w);
-      Format::template a_pair<T>(q0, step, table, uint32_t(lane) << 2, a[0], a[2]);
-      Format::template a_pair<T>(q1, step, table, uint32_t(lane) << 2, a[1], a[3]);
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        const uint4& v = d.x[n][e][step / 2];
-        mma_16816<T>(part[group][m][n], a, (step & 1) ? v.z : v.x, (step & 1) ? v.w : v.y);
-      }
-    }
-  }
-
-  // Σx per scale group for the C fragment's tokens 2c, 2c+1 (q4_K's offset term), from the sums over
-  // every 32 activations of the block's tokens (xsums points at its first token's).
+  // q4_K's offset term: Σx per scale group for the C fragment's tokens 2c, 2c+1, from the sums over
+  // every 32 activations of the block's tokens (xsums points at its first token's) or, without them,
+  // the same activation fragments times a tile of ones (every row of that product is the same). On
+  // the H100 the mma beat a per-block prologue by 5-29% at 1-8 tokens (docs/benchmarks.md).
   float xsum[G][NT][2] = {};
   if constexpr (Format::kHasOffset) {
-    const int64_t per_token = format.cols / 32;
+    if (!xsums) {
+      constexpr uint32_t kOnes = T == DType::bf16 ? 0x3f803f80u : 0x3c003c00u;
+      constexpr uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
+      float sums[G][NT][4] = {};
 #pragma unroll
-    for (int n = 0; n < NT; ++n)
+      for (int step = 0; step < 4; ++step)
 #pragma unroll
-      for (int h = 0; h < G; ++h)
-#pragma unroll
-        for (int v = 0; v < 2; ++v)
-          xsum[h][n][v] = xsums[(8 * n + 2 * c + v) * per_token + 2 * chunk + h];
-  }
-
-#pragma unroll
-  for (int m = 0; m < MW; ++m) {
-    float scale[2][G], bias[2][G];
-    format.template scales_of_chunk<T>(d.scale[m], e, chunk, lane, scale, bias);
-#pragma unroll
-    for (int h = 0; h < 2; ++h)  // C rows g (values 0, 1) and g + 8 (values 2, 3)
+        for (int n = 0; n < NT; ++n) {
+          const uint4 v = d.x[n][e][step / 2];
+          mma_16816<T>(sums[step / kStepsPerGroup][n], ones, (step & 1) ? v.z : v.x, (step & 1) ? v.w : v.y);
+        }
 #pragma unroll
       for (int grp = 0; grp < G; ++grp)
+#pragma unroll
+        for (int n = 0; n < NT; ++n) xsum[grp][n][0] = sums[grp][n][0], xsum[grp][n][1] = sums[grp][n][1];
+    } else {
+      const int64_t per_token = format.cols / 32;
+#pragma unroll
+      for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int grp = 0; grp < G; ++grp)
+#pragma unroll
+          for (int v = 0; v < 2; ++v) xsum[grp][n][v] = xsums[(8 * n + 2 * c + v) * per_token + 2 * chunk + grp];
+    }
+  }
+  float scale[MW][2][G], bias[MW][2][G];
+#pragma unroll
+  for (int m = 0; m < MW; ++m) format.template scales_of_chunk<T>(d.scale[m], e, chunk, lane, scale[m], bias[m]);
+
+  // A scale group's steps summed in float32, then scaled into acc: one group's sums live at a time.
+#pragma unroll
+  for (int grp = 0; grp < G; ++grp) {
+    float part[MW][NT][4] = {};
+#pragma unroll
+    for (int step = grp * kStepsPerGroup; step < (grp + 1) * kStepsPerGroup; ++step)
+#pragma unroll
+      for (int m = 0; m < MW; ++m) {
+        uint32_t a[4];
+        const uint2 q0 = e == 0 ? make_uint2(d.q[m][0].x, d.q[m][0].y) : make_uint2(d.q[m][0].z, d.q[m][0].w);
+        const uint2 q1 = e == 0 ? make_uint2(d.q[m][1].x, d.q[m][1].y) : make_uint2(d.q[m][1].z, d.q[m][1].w);
+        Format::template a_pair<T>(q0, step, table, uint32_t(lane) << 2, a[0], a[2]);
+        Format::template a_pair<T>(q1, step, table, uint32_t(lane) << 2, a[1], a[3]);
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          const uint4 v = d.x[n][e][step / 2];
+          mma_16816<T>(part[m][n], a, (step & 1) ? v.z : v.x, (step & 1) ? v.w : v.y);
+        }
+      }
+#pragma unroll
+    for (int m = 0; m < MW; ++m)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)  // C rows g (values 0, 1) and g + 8 (values 2, 3)
 #pragma unroll
         for (int n = 0; n < NT; ++n)
 #pragma unroll
           for (int v = 0; v < 2; ++v) {
             float& out = acc[m][n][2 * h + v];
-            out = fmaf(scale[h][grp], part[grp][m][n][2 * h + v], out);
-            if constexpr (Format::kHasOffset) out = fmaf(bias[h][grp], xsum[grp][n][v], out);
+            out = fmaf(scale[m][h][grp], part[m][n][2 * h + v], out);
+            if constexpr (Format::kHasOffset) out = fmaf(bias[m][h][grp], xsum[grp][n][v], out);
           }
   }
 }
@@ -363,18 +383,10 @@ __global__ void __launch_bounds__(kThreads, MinBlocks) fused_matmul_kernel(Forma
   float* partial = reinterpret_cast<float*>(reinterpret_cast<char*>(shared_raw) + Format::kTableBytes);
   format.template prepare<T>(table);
   const int64_t token0 = int64_t(blockIdx.x) * 8 * NT;
-  // q4_K's Σx: made before the kernel for many tokens, here (per block, in shared memory) for a few.
+  // q4_K's Σx: made before the kernel for many tokens, by the tensor cores for a few.
   const float* xsums = nullptr;
-  if constexpr (Format::kHasOffset) {
-    if (format.xsums) {
-      xsums = format.xsums + token0 * (cols / 32);
-    } else {
-      float* block_sums = partial + reduce_bytes<MW, NT>() / sizeof(float);
-      for (int64_t i = threadIdx.x; i < 8 * NT * (cols / 32); i += kThreads)
-        block_sums[i] = sum32<T>(x, tokens, cols, token0 + i / (cols / 32), i % (cols / 32));
-      xsums = block_sums;
-    }
-  }
+  if constexpr (Format::kHasOffset)
+    if (format.xsums) xsums = format.xsums + token0 * (cols / 32);
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -439,15 +451,11 @@ template <class Format, DType T, int MW, int NT, int U, int MinBlocks = 1>
 void launch(const Format& format, const void* x, int64_t tokens, int64_t rows, int64_t cols, const FusedOutput& y,
             cudaStream_t stream) {
   constexpr auto kernel = fused_matmul_kernel<Format, T, MW, NT, U, MinBlocks>;
-  constexpr size_t kMaxShared = 200 * 1024;
-  size_t shared = Format::kTableBytes + reduce_bytes<MW, NT>();
-  if constexpr (Format::kHasOffset)
-    if (!format.xsums) shared += size_t(8 * NT) * size_t(cols / 32) * sizeof(float);
-  if (shared > kMaxShared)
-    throw Error("GPU 4-bit matmul: " + std::to_string(cols) + " columns need more shared memory than the kernel has");
+  constexpr size_t shared = Format::kTableBytes + reduce_bytes<MW, NT>();
+  static_assert(shared <= 200 * 1024);
   static bool configured = false;  // per instantiation (one device assumed)
   if (!configured) {
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxShared)));
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)));
     configured = true;
   }
   int per_sm = 0;
@@ -745,7 +753,7 @@ void fused_product(const Fused4bitWeight& w, DType dtype, const void* x, int64_t
   if (tokens == 0) return;
   if (w.format == Fused4bitWeight::Format::q4_K) {
     const auto* headers = static_cast<const uint4*>(w.scales);
-    if (tokens <= 8) {  // each block sums its few tokens' activations itself
+    if (tokens <= 8) {  // Σx by the tensor cores
       dispatch(Q4KFormat{w.codes, headers, w.cols, nullptr}, dtype, x, tokens, w.rows, w.cols, y, stream);
       return;
     }
