@@ -1,4 +1,4 @@
-// lowbit_cuda_bench [--quick | --large] [--codecs-only | --matmul-only | --decode-only]: the GPU benchmarks
+// lowbit_cuda_bench [--quick | --large] [--codecs-only | --matmul-only | --decode-only | --4bit-only | --int8-only]: the GPU benchmarks
 // (include/lowbit/kernels/cuda/benchmark.h) as one markdown table, for docs/benchmarks.md.
 #include <cstdio>
 #include <string>
@@ -13,9 +13,11 @@ int main(int argc, char** argv) {
     else if (arg == "--large") options.large = true;
     else if (arg == "--codecs-only") options.matmul = false;
     else if (arg == "--matmul-only") options.codecs = false;
-    else if (arg == "--decode-only") options.codecs = false, options.decode_only = true;
+    else if (arg == "--decode-only") options.codecs = false, options.products = lowbit::cuda::BenchOptions::Products::decode;
+    else if (arg == "--4bit-only") options.codecs = false, options.products = lowbit::cuda::BenchOptions::Products::four_bit;
+    else if (arg == "--int8-only") options.codecs = false, options.products = lowbit::cuda::BenchOptions::Products::int8;
     else {
-      std::fprintf(stderr, "usage: lowbit_cuda_bench [--quick | --large] [--codecs-only | --matmul-only | --decode-only]\n");
+      std::fprintf(stderr, "usage: lowbit_cuda_bench [--quick | --large] [--codecs-only | --matmul-only | --decode-only | --4bit-only | --int8-only]\n");
       return 2;
     }
   }

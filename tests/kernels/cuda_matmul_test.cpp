@@ -178,6 +178,59 @@ TEST(CudaMatmul, FusedQ4KMatchesCpuProduct) {
   }
 }
 
+// Prefill's token counts on the fused entry points, whatever kernel serves them: several token tiles
+// and a last partial one, rows not a multiple of 32 (272), a half-empty last pair (576 columns), q4_K's
+// activation sums made before the kernel, and the float32 output added to what y holds (the runtime's
+// residual stream).
+TEST(CudaMatmul, FusedProductsOfPrefillTokenCounts) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const Shape s : {Shape{272, 2048}, Shape{32, 576}}) {
+    Tensor weight = as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), DType::f32);
+    const DeviceBnb4bit nf4(weight, s, bnb::QuantType::nf4, true, 64);
+    Tensor dequantized = bnb::dequantize_4bit(nf4.q.packed, nf4.q.state, DType::f32);
+    std::vector<std::pair<std::string, std::pair<cuda::Fused4bitWeight, std::vector<float>>>> weights;
+    weights.push_back({"nf4+dq", {cuda::prepare_fused(nf4.weight, nullptr),
+                                  std::vector<float>(dequantized.as<float>().begin(), dequantized.as<float>().end())}});
+    std::unique_ptr<DeviceBytes> d_blocks;
+    if (s.cols % 256 == 0) {
+      std::vector<uint8_t> blocks(ggml_row_bytes(GgmlType::Q4_K, s.cols) * size_t(s.rows));
+      quantize_rows(GgmlType::Q4_K, weight.as<float>().data(), s.rows, s.cols, nullptr, blocks.data());
+      std::vector<float> w(size_t(s.rows * s.cols));
+      dequantize_rows(GgmlType::Q4_K, blocks.data(), s.rows, s.cols, w.data());
+      d_blocks = std::make_unique<DeviceBytes>(blocks.size());
+      d_blocks->upload(blocks.data(), blocks.size());
+      weights.push_back({"q4_K", {cuda::prepare_fused(cuda::Q4KWeight{d_blocks->ptr, s.rows, s.cols}, nullptr), std::move(w)}});
+    }
+    for (const auto& [name, fused_and_values] : weights) {
+      const auto& [fused, w] = fused_and_values;
+      for (const int64_t tokens : {int64_t(64), int64_t(65), int64_t(130), int64_t(300)})
+        for (DType dtype : {DType::bf16, DType::f16}) {
+          const std::string what = fmt::format("{} {} {}x{} tokens {}", name, dtype_name(dtype), s.rows, s.cols, tokens);
+          const auto [x, xv] = activations(tokens, s.cols, dtype);
+          DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 4);
+          d_x.upload(x.buffer.data(), x.buffer.size());
+          d_y.poison();
+          cuda::matmul_4bit_fused(fused, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
+          expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(size_t(tokens * s.rows) * 2), dtype, what);
+          if (dtype != DType::bf16) continue;
+          // float32 out, added to y's values (2.0 each): y - 2 is the product in float32.
+          const std::vector<float> twos(size_t(tokens * s.rows), 2.0f);
+          d_y.upload(twos.data(), twos.size() * 4);
+          cuda::matmul_4bit_fused_f32(fused, dtype, d_x.ptr, tokens, d_y.as<float>(), true, nullptr);
+          const auto sums = d_y.download(d_y.size);
+          std::vector<std::byte> as_bf16(size_t(tokens * s.rows) * 2);
+          for (size_t i = 0; i < size_t(tokens * s.rows); ++i) {
+            float v;
+            std::memcpy(&v, sums.data() + i * 4, 4);
+            const uint16_t bits = f32_to_bf16(v - 2.0f);
+            std::memcpy(as_bf16.data() + i * 2, &bits, 2);
+          }
+          expect_close(xv, w, tokens, s.rows, s.cols, as_bf16, DType::bf16, what + " f32 accumulate");
+        }
+    }
+  }
+}
+
 // Two weights stacked (stack_fused: a feed-forward block's gate and up) give, in one launch, the rows
 // each gives alone, bit for bit: every 16-row tile is the same work in the same order.
 TEST(CudaMatmul, StackedWeightsGiveEachWeightsRows) {

@@ -29,7 +29,9 @@ struct BenchOptions {
   bool matmul = true;
   bool quick = false;  // one size each, for a smoke run
   bool large = false;  // the codecs' 4096x14336 rows alone (past L2: what a profiler should see)
-  bool decode_only = false;  // decoding's products alone (1-8 tokens): the matvec and fused 4-bit kernels
+  // Which products: all; decoding's alone (1-8 tokens: the matvec and fused 4-bit kernels); the 4-bit
+  // products (nf4+dq, q4_K) beside cuBLAS bf16 at 1-512 tokens alone; LLM.int8 beside cuBLAS f16 alone.
+  enum class Products { all, decode, four_bit, int8 } products = Products::all;
 };
 
 // The device's name, SM count and L2 size in one line.
