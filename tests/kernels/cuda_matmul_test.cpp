@@ -118,6 +118,24 @@ struct DeviceBnb4bit {
   }
 };
 
+// A ggml q4_K weight quantized on the CPU, the values the CPU dequantizes from it, and its blocks on the
+// device.
+struct DeviceQ4K {
+  std::vector<float> values;
+  DeviceBytes blocks;
+  cuda::Q4KWeight weight;
+  DeviceQ4K(const float* w, Shape s)
+      : values(size_t(s.rows * s.cols)),
+        blocks(ggml_row_bytes(GgmlType::Q4_K, s.cols) * size_t(s.rows)),
+        weight{.blocks = nullptr, .rows = s.rows, .cols = s.cols} {
+    std::vector<uint8_t> bytes(blocks.size);
+    quantize_rows(GgmlType::Q4_K, w, s.rows, s.cols, nullptr, bytes.data());
+    dequantize_rows(GgmlType::Q4_K, bytes.data(), s.rows, s.cols, values.data());
+    blocks.upload(bytes.data(), bytes.size());
+    weight.blocks = blocks.ptr;
+  }
+};
+
 constexpr std::pair<bool, int64_t> kBnbVariants[] = {{true, 64}, {false, 64}, {true, 256}};  // double quant, blocksize
 
 TEST(CudaMatmul, Fused4bitMatchesCpuProduct) {
@@ -167,14 +185,8 @@ TEST(CudaMatmul, Fused4bitLayoutDequantizesToTheCpusBytes) {
 TEST(CudaMatmul, FusedQ4KMatchesCpuProduct) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const Shape s : kShapes) {
-    const std::vector<float> weight = heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f);
-    std::vector<uint8_t> blocks(ggml_row_bytes(GgmlType::Q4_K, s.cols) * size_t(s.rows));
-    quantize_rows(GgmlType::Q4_K, weight.data(), s.rows, s.cols, nullptr, blocks.data());
-    std::vector<float> w(weight.size());
-    dequantize_rows(GgmlType::Q4_K, blocks.data(), s.rows, s.cols, w.data());
-    DeviceBytes d_blocks(blocks.size());
-    d_blocks.upload(blocks.data(), blocks.size());
-    expect_fused_matches(cuda::prepare_fused(cuda::Q4KWeight{d_blocks.ptr, s.rows, s.cols}, nullptr), w, s, "q4_K");
+    const DeviceQ4K q4k(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f).data(), s);
+    expect_fused_matches(cuda::prepare_fused(q4k.weight, nullptr), q4k.values, s, "q4_K");
   }
 }
 
@@ -191,15 +203,10 @@ TEST(CudaMatmul, FusedProductsOfPrefillTokenCounts) {
     std::vector<std::pair<std::string, std::pair<cuda::Fused4bitWeight, std::vector<float>>>> weights;
     weights.push_back({"nf4+dq", {cuda::prepare_fused(nf4.weight, nullptr),
                                   std::vector<float>(dequantized.as<float>().begin(), dequantized.as<float>().end())}});
-    std::unique_ptr<DeviceBytes> d_blocks;
+    std::unique_ptr<DeviceQ4K> q4k;
     if (s.cols % 256 == 0) {
-      std::vector<uint8_t> blocks(ggml_row_bytes(GgmlType::Q4_K, s.cols) * size_t(s.rows));
-      quantize_rows(GgmlType::Q4_K, weight.as<float>().data(), s.rows, s.cols, nullptr, blocks.data());
-      std::vector<float> w(size_t(s.rows * s.cols));
-      dequantize_rows(GgmlType::Q4_K, blocks.data(), s.rows, s.cols, w.data());
-      d_blocks = std::make_unique<DeviceBytes>(blocks.size());
-      d_blocks->upload(blocks.data(), blocks.size());
-      weights.push_back({"q4_K", {cuda::prepare_fused(cuda::Q4KWeight{d_blocks->ptr, s.rows, s.cols}, nullptr), std::move(w)}});
+      q4k = std::make_unique<DeviceQ4K>(weight.as<float>().data(), s);
+      weights.push_back({"q4_K", {cuda::prepare_fused(q4k->weight, nullptr), q4k->values}});
     }
     for (const auto& [name, fused_and_values] : weights) {
       const auto& [fused, w] = fused_and_values;
@@ -236,15 +243,11 @@ TEST(CudaMatmul, FusedProductsOfPrefillTokenCounts) {
 TEST(CudaMatmul, StackedWeightsGiveEachWeightsRows) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   const Shape first{48, 1024}, second{32, 1024};
-  std::vector<std::unique_ptr<DeviceBytes>> blocks;
+  std::vector<std::unique_ptr<DeviceQ4K>> weights;
   std::vector<cuda::Fused4bitWeight> parts;
   for (const Shape s : {first, second}) {
-    const std::vector<float> weight = heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f);
-    std::vector<uint8_t> bytes(ggml_row_bytes(GgmlType::Q4_K, s.cols) * size_t(s.rows));
-    quantize_rows(GgmlType::Q4_K, weight.data(), s.rows, s.cols, nullptr, bytes.data());
-    blocks.push_back(std::make_unique<DeviceBytes>(bytes.size()));
-    blocks.back()->upload(bytes.data(), bytes.size());
-    parts.push_back(cuda::prepare_fused(cuda::Q4KWeight{blocks.back()->ptr, s.rows, s.cols}, nullptr));
+    weights.push_back(std::make_unique<DeviceQ4K>(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f).data(), s));
+    parts.push_back(cuda::prepare_fused(weights.back()->weight, nullptr));
   }
   const cuda::Fused4bitWeight* both[] = {&parts[0], &parts[1]};
   const cuda::Fused4bitWeight stacked = cuda::stack_fused(both, nullptr);
@@ -305,16 +308,10 @@ TEST(CudaMatmul, ManyTokensTakeTheCublasPath) {
     expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(d_y.size), DType::bf16, "nf4+dq via cuBLAS " + shape);
     if (s.cols % 256 != 0) continue;  // q4_K rows are whole 256-value blocks
 
-    std::vector<uint8_t> blocks(ggml_row_bytes(GgmlType::Q4_K, s.cols) * size_t(s.rows));
-    quantize_rows(GgmlType::Q4_K, weight.as<float>().data(), s.rows, s.cols, nullptr, blocks.data());
-    std::vector<float> wk(size_t(s.rows * s.cols));
-    dequantize_rows(GgmlType::Q4_K, blocks.data(), s.rows, s.cols, wk.data());
-    DeviceBytes d_blocks(blocks.size());
-    d_blocks.upload(blocks.data(), blocks.size());
+    const DeviceQ4K q4k(weight.as<float>().data(), s);
     d_y.poison();
-    cuda::matmul_4bit(context, cuda::prepare_fused(cuda::Q4KWeight{d_blocks.ptr, s.rows, s.cols}, nullptr),
-                      DType::bf16, d_x.ptr, tokens, d_y.ptr, nullptr);
-    expect_close(xv, wk, tokens, s.rows, s.cols, d_y.download(d_y.size), DType::bf16, "q4_K via cuBLAS " + shape);
+    cuda::matmul_4bit(context, cuda::prepare_fused(q4k.weight, nullptr), DType::bf16, d_x.ptr, tokens, d_y.ptr, nullptr);
+    expect_close(xv, q4k.values, tokens, s.rows, s.cols, d_y.download(d_y.size), DType::bf16, "q4_K via cuBLAS " + shape);
   }
 }
 

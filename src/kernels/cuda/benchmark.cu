@@ -445,13 +445,13 @@ struct Bench {
         options.quick ? std::vector<int64_t>{1, 8, 16, 64} : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
     using Products = BenchOptions::Products;
     const std::vector<int64_t> int8_tokens = options.quick ? std::vector<int64_t>{512} : std::vector<int64_t>{1, 16, 128, 512};
+    const MatrixSize shapes[] = {{14336, 4096}, {4096, 14336}, {4096, 4096}};
     if (options.products == Products::four_bit) {
-      for (MatrixSize m : {MatrixSize{14336, 4096}, MatrixSize{4096, 14336}, MatrixSize{4096, 4096}}) matmul_4bit_rows(m, tokens);
+      for (MatrixSize m : shapes) matmul_4bit_rows(m, tokens);
       return;
     }
     if (options.products == Products::int8) return int8_matmul_rows({4096, 4096}, int8_tokens);
-    for (MatrixSize m : {MatrixSize{14336, 4096}, MatrixSize{4096, 14336}, MatrixSize{4096, 4096}})
-      ggml_matvec_rows(m, options.quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2, 4, 8});
+    for (MatrixSize m : shapes) ggml_matvec_rows(m, options.quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 2, 4, 8});
     if (options.products == Products::decode) return;
     for (MatrixSize m : {MatrixSize{14336, 4096}, MatrixSize{4096, 14336}}) matmul_4bit_rows(m, tokens);
     int8_matmul_rows({4096, 4096}, int8_tokens);
