@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <initializer_list>
 #include <memory>
@@ -190,13 +191,14 @@ TEST(CudaMatmul, FusedQ4KMatchesCpuProduct) {
   }
 }
 
-// Prefill's token counts on the fused entry points, whatever kernel serves them: several token tiles
-// and a last partial one, rows not a multiple of 32 (272), a half-empty last pair (576 columns), q4_K's
-// activation sums made before the kernel, and the float32 output added to what y holds (the runtime's
-// residual stream).
-TEST(CudaMatmul, FusedProductsOfPrefillTokenCounts) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
-  for (const Shape s : {Shape{272, 2048}, Shape{32, 576}}) {
+using Product16 = void (*)(const cuda::Fused4bitWeight&, DType, const void*, int64_t, void*, cudaStream_t);
+using Product32 = void (*)(const cuda::Fused4bitWeight&, DType, const void*, int64_t, float*, bool, cudaStream_t);
+
+// One kernel's 16-bit and float32-accumulate entry points over nf4 (double quant) and q4_K weights of
+// each shape (q4_K where cols % 256 == 0), every token count, bf16 and f16 activations.
+void expect_products(Product16 product, Product32 product_f32, std::initializer_list<Shape> shapes,
+                     std::initializer_list<int64_t> token_counts) {
+  for (const Shape s : shapes) {
     Tensor weight = as_dtype(heavy_tailed_peak(size_t(s.rows * s.cols), 1.0f), DType::f32);
     const DeviceBnb4bit nf4(weight, s, bnb::QuantType::nf4, true, 64);
     Tensor dequantized = bnb::dequantize_4bit(nf4.q.packed, nf4.q.state, DType::f32);
@@ -210,20 +212,20 @@ TEST(CudaMatmul, FusedProductsOfPrefillTokenCounts) {
     }
     for (const auto& [name, fused_and_values] : weights) {
       const auto& [fused, w] = fused_and_values;
-      for (const int64_t tokens : {int64_t(64), int64_t(65), int64_t(130), int64_t(300)})
+      for (const int64_t tokens : token_counts)
         for (DType dtype : {DType::bf16, DType::f16}) {
           const std::string what = fmt::format("{} {} {}x{} tokens {}", name, dtype_name(dtype), s.rows, s.cols, tokens);
           const auto [x, xv] = activations(tokens, s.cols, dtype);
           DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 4);
           d_x.upload(x.buffer.data(), x.buffer.size());
           d_y.poison();
-          cuda::matmul_4bit_fused(fused, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
+          product(fused, dtype, d_x.ptr, tokens, d_y.ptr, nullptr);
           expect_close(xv, w, tokens, s.rows, s.cols, d_y.download(size_t(tokens * s.rows) * 2), dtype, what);
           if (dtype != DType::bf16) continue;
           // float32 out, added to y's values (2.0 each): y - 2 is the product in float32.
           const std::vector<float> twos(size_t(tokens * s.rows), 2.0f);
           d_y.upload(twos.data(), twos.size() * 4);
-          cuda::matmul_4bit_fused_f32(fused, dtype, d_x.ptr, tokens, d_y.as<float>(), true, nullptr);
+          product_f32(fused, dtype, d_x.ptr, tokens, d_y.as<float>(), true, nullptr);
           const auto sums = d_y.download(d_y.size);
           std::vector<std::byte> as_bf16(size_t(tokens * s.rows) * 2);
           for (size_t i = 0; i < size_t(tokens * s.rows); ++i) {
@@ -236,6 +238,28 @@ TEST(CudaMatmul, FusedProductsOfPrefillTokenCounts) {
         }
     }
   }
+}
+
+// Prefill's token counts on the fused entry points, whatever kernel serves them: several token tiles
+// and a last partial one, rows not a multiple of 32 (272), a half-empty last pair (576 columns), q4_K's
+// activation sums made before the kernel, and the float32 output added to what y holds (the runtime's
+// residual stream).
+TEST(CudaMatmul, FusedProductsOfPrefillTokenCounts) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  expect_products(cuda::matmul_4bit_fused, cuda::matmul_4bit_fused_f32, {Shape{272, 2048}, Shape{32, 576}}, {64, 65, 130, 300});
+}
+
+// The wide kernel (Hopper's warpgroup mma): two and one warpgroups a block (256 and 384 rows, 64 rows),
+// k split over blocks, a half-empty last pair (576 columns), one and several token tiles of 64 and 128.
+TEST(CudaMatmul, WideKernelProducts) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!cuda::wide_4bit_available(64)) GTEST_SKIP() << "not an sm_90 GPU";
+  expect_products(cuda::matmul_4bit_wide, cuda::matmul_4bit_wide_f32, {Shape{256, 2048}, Shape{384, 1024}, Shape{64, 576}},
+                  {1, 40, 64, 65, 130, 300});
+  const DeviceQ4K q4k(heavy_tailed_peak(32 * 256, 1.0f).data(), Shape{32, 256});
+  const cuda::Fused4bitWeight fused = cuda::prepare_fused(q4k.weight, nullptr);
+  DeviceBytes d_x(256 * 2), d_y(32 * 2);
+  EXPECT_THROW(cuda::matmul_4bit_wide(fused, DType::bf16, d_x.ptr, 1, d_y.ptr, nullptr), Error);  // 32 rows
 }
 
 // Two weights stacked (stack_fused: a feed-forward block's gate and up) give, in one launch, the rows
@@ -272,17 +296,17 @@ TEST(CudaMatmul, StackedWeightsGiveEachWeightsRows) {
     }
   }
   cuda::MatmulContext context;  // no source to dequantize past the fused kernel's token counts
-  DeviceBytes big(size_t(cuda::kDequantizeTokens * stacked.cols) * 2 + size_t(cuda::kDequantizeTokens * stacked.rows) * 2);
-  EXPECT_THROW(cuda::matmul_4bit(context, stacked, DType::bf16, big.ptr, cuda::kDequantizeTokens,
-                                 big.as<std::byte>(size_t(cuda::kDequantizeTokens * stacked.cols) * 2), nullptr),
+  const int64_t many = cuda::dequantize_tokens(stacked);
+  DeviceBytes big(size_t(many * stacked.cols) * 2 + size_t(many * stacked.rows) * 2);
+  EXPECT_THROW(cuda::matmul_4bit(context, stacked, DType::bf16, big.ptr, many, big.as<std::byte>(size_t(many * stacked.cols) * 2), nullptr),
                Error);
 }
 
-// Past kDequantizeTokens the entry points dequantize into scratch and call cuBLAS.
+// Past dequantize_tokens (with or without the wide kernel) matmul_4bit dequantizes into scratch and calls cuBLAS.
 TEST(CudaMatmul, ManyTokensTakeTheCublasPath) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
   cuda::MatmulContext context;
-  const int64_t tokens = cuda::kDequantizeTokens + 5;
+  const int64_t tokens = std::max(cuda::kDequantizeTokens, cuda::kWideDequantizeTokens) + 5;
   for (const Shape s : {Shape{64, 512}, Shape{48, 1024}, Shape{32, 576}}) {
     const auto [x, xv] = activations(tokens, s.cols, DType::bf16);
     DeviceBytes d_x(x.buffer.size()), d_y(size_t(tokens * s.rows) * 2);

@@ -145,7 +145,7 @@ double mean_kld(const LlamaModel& model, const LlamaRuntime& gpu, const std::vec
 }
 
 // Decoding's products against the CPU: one token, five one-token windows and a 64-token prompt, all
-// below the token count from which the products dequantize into a tile (kDequantizeTokens).
+// below the token count from which the products dequantize into a tile (dequantize_tokens).
 void expect_few_token_agreement(const LlamaModel& model, const LlamaRuntime& gpu, const std::vector<int32_t>& tokens,
                                 const std::string& name) {
   for (size_t t = 0; t < 8; ++t) EXPECT_LE(mean_kld(model, gpu, {tokens[100 * t]}, 1), 1e-4) << name << ", one token";

@@ -356,6 +356,15 @@ struct Bench {
         matmul_4bit(context, q4k_fused[size_t(s)], DType::bf16, x[size_t(s % 2)]->p, tokens, y[size_t(s % 2)]->p, stream);
       });
       matmul_row("matmul q4_K bf16", m, tokens, q4k_bytes, q4k_us, "cuBLAS bf16", cublas);
+      if (tokens < 16 || !wide_4bit_available(m.rows)) continue;
+      const double nf4_wide_us = median_us(nf4_sets, [&](int s, cudaStream_t stream) {
+        matmul_4bit_wide(nf4_fused[size_t(s)], DType::bf16, x[size_t(s % 2)]->p, tokens, y[size_t(s % 2)]->p, stream);
+      });
+      matmul_row("wgmma nf4+dq bf16", m, tokens, nf4_bytes, nf4_wide_us, "cuBLAS bf16", cublas);
+      const double q4k_wide_us = median_us(q4k_sets, [&](int s, cudaStream_t stream) {
+        matmul_4bit_wide(q4k_fused[size_t(s)], DType::bf16, x[size_t(s % 2)]->p, tokens, y[size_t(s % 2)]->p, stream);
+      });
+      matmul_row("wgmma q4_K bf16", m, tokens, q4k_bytes, q4k_wide_us, "cuBLAS bf16", cublas);
     }
   }
 

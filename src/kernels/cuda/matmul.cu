@@ -83,7 +83,7 @@ void matmul_f32(MatmulContext& context, const float* w, int64_t rows, int64_t co
 
 void matmul_4bit(MatmulContext& context, const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y,
                  cudaStream_t stream) {
-  if (tokens < kDequantizeTokens) return matmul_4bit_fused(w, dtype, x, tokens, y, stream);
+  if (tokens < dequantize_tokens(w)) return matmul_4bit_fused(w, dtype, x, tokens, y, stream);
   if (w.format == Fused4bitWeight::Format::q4_K && !w.source_q4_K.blocks)
     throw Error("GPU 4-bit matmul: a stacked q4_K weight (stack_fused) has no blocks to dequantize for " + std::to_string(tokens) +
                 " tokens");

@@ -30,6 +30,7 @@
 #include <memory>
 #include <string>
 
+#include "bulk_copy.cuh"
 #include "codec_common.cuh"
 #include "lowbit/formats/bnb_4bit.h"
 #include "lowbit/formats/bnb_tables.h"
@@ -154,6 +155,38 @@ struct Bnb4bitFormat {
 #pragma unroll
     for (int h = 0; h < 2; ++h) scale[h][0] = e == 0 ? raw[h].x : raw[h].y;
   }
+
+  // As the wide kernel reads it (matmul_4bit_wide.cuh): values dequantized into A registers.
+  static constexpr int kStagedScaleBytes = 128;  // a tile's 32 chunk scales of one pair
+  __device__ const void* staged_scales(int64_t tile, int64_t pair, int64_t pairs) const {
+    return chunk_scales + tiled_scale_index(tile, pair, pairs, 0, 0, 0);
+  }
+  __device__ void prepare_lut(float* lut) const {
+    if (threadIdx.x < 16) lut[threadIdx.x] = (fp4 ? kFp4Values : kNf4Values)[threadIdx.x];
+  }
+  struct Factors {
+    float scale[2];  // rows g and g + 8
+  };
+  template <DType T>
+  __device__ Factors chunk_factors(const uint8_t* staged, int e, int64_t, int lane) const {
+    const float* s = reinterpret_cast<const float*>(staged) + tiled_scale_index(0, 0, 1, 0, lane / 4, e);
+    return {{s[0], s[2]}};
+  }
+  // Step st of chunk e: per row half h the bytes the fused kernel's a_pair takes, each code's
+  // value_4bit rounded to 16 bits as dequantize_4bit rounds it.
+  template <DType T>
+  __device__ static void dequantized_a(const uint4 (&q)[2], int e, int st, const Factors& f, const float* lut, uint32_t (&a)[4]) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t word = e == 0 ? (st < 2 ? q[h].x : q[h].y) : (st < 2 ? q[h].z : q[h].w);
+#pragma unroll
+      for (int part = 0; part < 2; ++part) {
+        const uint32_t byte = (word >> (8 * (2 * (st & 1) + part))) & 0xffu;
+        a[2 * part + h] = uint32_t(float_to_16bit(bnb::value_4bit(lut[byte >> 4], f.scale[h]), T)) |
+                          uint32_t(float_to_16bit(bnb::value_4bit(lut[byte & 15], f.scale[h]), T)) << 16;
+      }
+    }
+  }
 };
 
 // ggml q4_K: 144-byte blocks of 256 values (d, dmin as f16, 12 bytes of 6-bit scales and mins, 128
@@ -209,6 +242,52 @@ struct Q4KFormat {
     for (int k = 0; k < 4; ++k) {
       scale[k >> 1][k & 1] = __shfl_sync(0xffffffffu, d1, (lane & ~3) | k);
       bias[k >> 1][k & 1] = __shfl_sync(0xffffffffu, own_bias, (lane & ~3) | k);
+    }
+  }
+
+  // As the wide kernel reads it (matmul_4bit_wide.cuh): values d·q − m dequantized into A registers.
+  static constexpr int kStagedScaleBytes = 256;  // a tile's 16 headers of the pair's 256-value block
+  __device__ const void* staged_scales(int64_t tile, int64_t pair, int64_t) const {
+    return headers + (tile * (cols / 256) + pair / 2) * 16;
+  }
+  __device__ void prepare_lut(float*) const {}
+  struct Factors {
+    float d[2][2], m[2][2];  // [row half][scale group]: d·sc and dmin·m of the chunk's two sub-blocks
+  };
+  // The four lanes of a row pair share the work as in scales_of_chunk.
+  template <DType T>
+  __device__ Factors chunk_factors(const uint8_t* staged, int, int64_t chunk, int lane) const {
+    const int c = lane & 3;
+    const uint4 header = reinterpret_cast<const uint4*>(staged)[lane / 4 + 8 * (c >> 1)];
+    const int j = 2 * int(chunk % 4) + (c & 1), shift = 8 * (j % 4);
+    const kquants::ScaleMin sm =
+        kquants::scale_min_k4((header.y >> shift) & 0xffu, (header.z >> shift) & 0xffu, (header.w >> shift) & 0xffu, j);
+    const float d1 = kquants::sub_block_factor(__half2float(__ushort_as_half(uint16_t(header.x))), sm.scale);
+    const float m1 = kquants::sub_block_factor(__half2float(__ushort_as_half(uint16_t(header.x >> 16))), sm.min);
+    Factors f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      f.d[k >> 1][k & 1] = __shfl_sync(0xffffffffu, d1, (lane & ~3) | k);
+      f.m[k >> 1][k & 1] = __shfl_sync(0xffffffffu, m1, (lane & ~3) | k);
+    }
+    return f;
+  }
+  // Step st of chunk e: the nibbles a_pair takes, each d·q − m (ggml::kquants' rule) rounded to 16 bits.
+  // A code becomes a float exactly as 2^23 + q (its bits 0x4b0000qq) minus 2^23.
+  template <DType T>
+  __device__ static void dequantized_a(const uint4 (&q)[2], int e, int st, const Factors& f, const float*, uint32_t (&a)[4]) {
+    const int grp = st / 2;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t word = e == 0 ? ((st & 1) ? q[h].y : q[h].x) : ((st & 1) ? q[h].w : q[h].z);
+      const uint32_t nibbles = (st < 2 ? word : word >> 4) & 0x0f0f0f0fu;
+      float v[4];
+#pragma unroll
+      for (int b = 0; b < 4; ++b)
+        v[b] = kquants::value_scale_min(f.d[h][grp], __uint_as_float(__byte_perm(nibbles, 0x4b00u, 0x5440u | b)) - 8388608.0f,
+                                        f.m[h][grp]);
+      a[h] = uint32_t(float_to_16bit(v[0], T)) | uint32_t(float_to_16bit(v[1], T)) << 16;
+      a[2 + h] = uint32_t(float_to_16bit(v[2], T)) | uint32_t(float_to_16bit(v[3], T)) << 16;
     }
   }
 };
@@ -502,6 +581,8 @@ void dispatch(const Format& format, DType dtype, const void* x, int64_t tokens, 
   else throw Error("GPU 4-bit matmul: activations must be bf16 or f16, got " + std::string(dtype_name(dtype)));
 }
 
+#include "matmul_4bit_wide.cuh"
+
 // q4_K's Σx for many tokens: sums[t][s] = sum32(token t, s), before the kernel.
 template <DType T>
 __global__ void sum_activations(const uint16_t* __restrict__ x, int64_t tokens, int64_t padded_tokens, int64_t cols,
@@ -745,12 +826,43 @@ void dequantize_fused(const Fused4bitWeight& w, DType dtype, void* out, cudaStre
 
 namespace {
 
-void fused_product(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, const FusedOutput& y, cudaStream_t stream) {
+bool hopper() {
+  static int major = -1, minor = -1;
+  if (major < 0) {
+    int device = 0;
+    check(cudaGetDevice(&device));
+    check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  }
+  return major == 9 && minor == 0;
+}
+
+template <DType T>
+void wide_product(const Fused4bitWeight& w, const void* x, int64_t tokens, const FusedOutput& y, cudaStream_t stream) {
+  if (w.format == Fused4bitWeight::Format::q4_K)
+    wide::dispatch<Q4KFormat, T>(Q4KFormat{w.codes, static_cast<const uint4*>(w.scales), w.cols, nullptr}, x, tokens, w.rows,
+                                 w.cols, y, stream);
+  else
+    wide::dispatch<Bnb4bitFormat, T>(
+        Bnb4bitFormat{w.codes, static_cast<const float*>(w.scales), w.format == Fused4bitWeight::Format::fp4}, x, tokens, w.rows,
+        w.cols, y, stream);
+}
+
+void fused_product(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, const FusedOutput& y, cudaStream_t stream,
+                   bool wide = false) {
   check_shape(w.format == Fused4bitWeight::Format::q4_K ? "q4_K" : "nf4/fp4", w.rows, w.cols, kChunk, x, y.y, tokens);
   if (!w.codes) throw Error("GPU 4-bit matmul: the weight was not prepared (prepare_fused)");
   if (dtype != DType::bf16 && dtype != DType::f16)
     throw Error("GPU 4-bit matmul: activations must be bf16 or f16, got " + std::string(dtype_name(dtype)));
   if (tokens == 0) return;
+  if (!wide && tokens >= kWideTokens && wide_4bit_available(w.rows)) wide = true;
+  if (wide) {
+    if (!wide_4bit_available(w.rows))
+      throw Error("GPU 4-bit matmul: the wide kernel needs an sm_90 GPU and rows % 64 == 0 (" + std::to_string(w.rows) + " rows)");
+    if (dtype == DType::bf16) wide_product<DType::bf16>(w, x, tokens, y, stream);
+    else wide_product<DType::f16>(w, x, tokens, y, stream);
+    return;
+  }
   if (w.format == Fused4bitWeight::Format::q4_K) {
     const auto* headers = static_cast<const uint4*>(w.scales);
     if (tokens <= 8) {  // Σx by the tensor cores
@@ -775,6 +887,19 @@ void fused_product(const Fused4bitWeight& w, DType dtype, const void* x, int64_t
 }
 
 }  // namespace
+
+bool wide_4bit_available(int64_t rows) { return rows % 64 == 0 && hopper(); }
+
+int64_t dequantize_tokens(const Fused4bitWeight& w) { return wide_4bit_available(w.rows) ? kWideDequantizeTokens : kDequantizeTokens; }
+
+void matmul_4bit_wide(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y, cudaStream_t stream) {
+  fused_product(w, dtype, x, tokens, {y, false, false}, stream, true);
+}
+
+void matmul_4bit_wide_f32(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, float* y, bool accumulate,
+                          cudaStream_t stream) {
+  fused_product(w, dtype, x, tokens, {y, true, accumulate}, stream, true);
+}
 
 void matmul_4bit_fused(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, void* y, cudaStream_t stream) {
   fused_product(w, dtype, x, tokens, {y, false, false}, stream);

@@ -417,7 +417,7 @@ void CudaLlama::product(const Weight& w, const Activations& x, int64_t tokens, f
     bytes += size_t(expert) * ggml_row_bytes(m.type, m.cols) * size_t(m.rows);
   }
   observe(w, x, tokens, m.cols, observer, expert);
-  if (w.fused && expert < 0 && tokens < kDequantizeTokens) {
+  if (w.fused && expert < 0 && tokens < dequantize_tokens(*w.fused)) {
     matmul_4bit_fused_f32(*w.fused, half_, x.half, tokens, y, accumulate, stream_);
     return;
   }
@@ -531,7 +531,7 @@ void CudaLlama::feed_forward(const Weight& gate_w, const Weight& up_w, const Wei
                              bool accumulate, const ActivationObserver& observer, int expert, const Fused4bitWeight* gate_up) const {
   const int64_t ff = expert >= 0 ? gate_w.host.rows / config_.n_expert : gate_w.host.rows;
   const Activations act{static_cast<float*>(ws_.act.reserve(size_t(T * ff) * 4)), ws_.act_half.reserve(size_t(T * ff) * 2), half_};
-  if (gate_up && expert < 0 && T < kDequantizeTokens) {
+  if (gate_up && expert < 0 && T < dequantize_tokens(*gate_up)) {
     // Each token's row: its ff gate values, then its ff up values.
     auto* both = static_cast<float*>(ws_.gate.reserve(size_t(T * 2 * ff) * 4));
     observe(gate_w, x, T, gate_w.host.cols, observer, expert);

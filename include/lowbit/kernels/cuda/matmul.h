@@ -4,8 +4,9 @@
 // - 4-bit (bitsandbytes nf4/fp4, plain or double-quantized scales; ggml q4_K): one fused kernel reads
 //   the packed codes once (re-laid in tile order once, prepare_fused), decodes them in registers and
 //   multiplies on the tensor cores (mma.sync, bf16/f16 in, float32 sums). Few tokens are bound by reading the weight; this is where a 4-bit
-//   weight pays, ~4x fewer bytes than bf16. Many tokens (>= kDequantizeTokens) dequantize the weight
-//   into the context's scratch and call cuBLAS, whose large-tile GEMM the fused kernel does not match.
+//   weight pays, ~4x fewer bytes than bf16. On Hopper a second kernel (warpgroup mma, the weight's
+//   values dequantized in registers) serves 48-191 tokens; from dequantize_tokens on the weight is
+//   dequantized into the context's scratch and cuBLAS multiplies, whose large-tile GEMM neither matches.
 // - LLM.int8 (bitsandbytes row-wise int8 with outlier decomposition): the bulk on int8 tensor cores
 //   (cuBLASLt, int32 sums), the outlier activation columns in 16-bit, as include/lowbit/formats/
 //   bnb_int8.h defines; the int8 codes, scales and int32 sums are exact, so the result matches the CPU
@@ -93,13 +94,18 @@ Fused4bitWeight fused_rows(const Fused4bitWeight& weight, int64_t first, int64_t
 // path and the model runtime's dequantize this way, stacked rows included.
 void dequantize_fused(const Fused4bitWeight& weight, DType dtype, void* out, cudaStream_t stream);
 
-// Token counts from which the 4-bit products dequantize into scratch and call cuBLAS.
+// Token counts from which the 4-bit products dequantize into scratch and call cuBLAS: kDequantizeTokens
+// where only the mma.sync kernel serves the weight, kWideDequantizeTokens where the wide kernel does (an
+// sm_90 GPU, rows % 64 == 0; it serves kWideTokens and more). From H100 measurements: docs/benchmarks.md.
 inline constexpr int64_t kDequantizeTokens = 96;
+inline constexpr int64_t kWideTokens = 48, kWideDequantizeTokens = 192;
+int64_t dequantize_tokens(const Fused4bitWeight& weight);
 
 // y [tokens, rows] = x [tokens, cols] · Wᵀ, x and y in `dtype` (bf16 or f16), row-major, 16-byte aligned.
 void matmul_4bit(MatmulContext& context, const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens,
                  void* y, cudaStream_t stream);
-// The fused kernel alone, whatever the token count (for tests and benchmarks).
+// The fused kernels alone, whatever the token count (for tests and benchmarks): from kWideTokens on the
+// wide kernel where it serves the weight, else the mma.sync kernel.
 void matmul_4bit_fused(const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, void* y,
                        cudaStream_t stream);
 // The same product into float32 y [tokens, rows] (y += with accumulate): the model runtime's path, where
@@ -107,6 +113,13 @@ void matmul_4bit_fused(const Fused4bitWeight& weight, DType dtype, const void* x
 void matmul_4bit_fused_f32(const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, float* y, bool accumulate,
                            cudaStream_t stream);
 
+// The wide kernel alone (Hopper's warpgroup mma; for tests and benchmarks): the weight's values
+// dequantized in registers as dequantize_4bit / dequantize_ggml round them, float32 sums. Needs an sm_90
+// GPU and rows % 64 == 0 (wide_4bit_available); throws otherwise.
+bool wide_4bit_available(int64_t rows);
+void matmul_4bit_wide(const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, void* y, cudaStream_t stream);
+void matmul_4bit_wide_f32(const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, float* y, bool accumulate,
+                          cudaStream_t stream);
 // A bitsandbytes LLM.int8 weight (row-wise, threshold 0): cb [rows, cols] int8, scb [rows] float.
 struct Int8Weight {
   const int8_t* cb = nullptr;
