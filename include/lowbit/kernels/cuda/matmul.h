@@ -5,7 +5,7 @@
 //   the packed codes once (re-laid in tile order once, prepare_fused), decodes them in registers and
 //   multiplies on the tensor cores (mma.sync, bf16/f16 in, float32 sums). Few tokens are bound by reading the weight; this is where a 4-bit
 //   weight pays, ~4x fewer bytes than bf16. On Hopper a second kernel (warpgroup mma, the weight's
-//   values dequantized in registers) serves 48-191 tokens; from dequantize_tokens on the weight is
+//   values dequantized in registers) serves 48-256 tokens; from dequantize_tokens on the weight is
 //   dequantized into the context's scratch and cuBLAS multiplies, whose large-tile GEMM neither matches.
 // - LLM.int8 (bitsandbytes row-wise int8 with outlier decomposition): the bulk on int8 tensor cores
 //   (cuBLASLt, int32 sums), the outlier activation columns in 16-bit, as include/lowbit/formats/
@@ -98,7 +98,7 @@ void dequantize_fused(const Fused4bitWeight& weight, DType dtype, void* out, cud
 // where only the mma.sync kernel serves the weight, kWideDequantizeTokens where the wide kernel does (an
 // sm_90 GPU, rows % 64 == 0; it serves kWideTokens and more). From H100 measurements: docs/benchmarks.md.
 inline constexpr int64_t kDequantizeTokens = 96;
-inline constexpr int64_t kWideTokens = 48, kWideDequantizeTokens = 192;
+inline constexpr int64_t kWideTokens = 48, kWideDequantizeTokens = 257;  // the wide kernel: 48-256 tokens
 int64_t dequantize_tokens(const Fused4bitWeight& weight);
 
 // y [tokens, rows] = x [tokens, cols] · Wᵀ, x and y in `dtype` (bf16 or f16), row-major, 16-byte aligned.
