@@ -253,7 +253,7 @@ TEST(CudaMatmul, FusedProductsOfPrefillTokenCounts) {
 // k split over blocks, a half-empty last pair (576 columns), one and several token tiles of 64 and 128.
 TEST(CudaMatmul, WideKernelProducts) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA device";
-  if (!cuda::wide_4bit_available(64)) GTEST_SKIP() << "not an sm_90 GPU";
+  if (!cuda::wide_4bit_available(64)) GTEST_SKIP() << "the wide kernel needs an sm_90 GPU and an sm_90a build";
   expect_products(cuda::matmul_4bit_wide, cuda::matmul_4bit_wide_f32, {Shape{256, 2048}, Shape{384, 1024}, Shape{64, 576}},
                   {1, 40, 64, 65, 130, 300});
   const DeviceQ4K q4k(heavy_tailed_peak(32 * 256, 1.0f).data(), Shape{32, 256});

@@ -679,6 +679,7 @@ void check_shape(const char* what, int64_t rows, int64_t cols, int64_t col_multi
 
 Fused4bitWeight prepare_fused(const Bnb4bitWeight& w, cudaStream_t stream) {
   check_shape("nf4/fp4", w.rows, w.cols, kChunk, nullptr, nullptr, 0);
+  wide_4bit_available(64);  // the device is asked once, here, outside any stream capture (wide_kernel_runs)
   if (w.blocksize < kChunk || (w.blocksize & (w.blocksize - 1)) != 0)
     throw Error("GPU nf4/fp4 matmul: blocksize " + std::to_string(w.blocksize) +
                 " is not a power of two >= 64 (dequantize and use a 16-bit matmul instead)");
@@ -700,6 +701,7 @@ Fused4bitWeight prepare_fused(const Bnb4bitWeight& w, cudaStream_t stream) {
 
 Fused4bitWeight prepare_fused(const Q4KWeight& w, cudaStream_t stream) {
   check_shape("q4_K", w.rows, w.cols, 256, nullptr, nullptr, 0);
+  wide_4bit_available(64);  // as above
   if (!w.blocks || (reinterpret_cast<uintptr_t>(w.blocks) & 15) != 0)
     throw Error("GPU q4_K matmul: the blocks must be 16-byte aligned");
   Fused4bitWeight fused;
@@ -826,15 +828,23 @@ void dequantize_fused(const Fused4bitWeight& w, DType dtype, void* out, cudaStre
 
 namespace {
 
-bool hopper() {
-  static int major = -1, minor = -1;
-  if (major < 0) {
-    int device = 0;
+// An sm_90 GPU running an sm_90a image (one device assumed). Asked first by prepare_fused, at load time:
+// reading the device's flag is a synchronous copy, which a stream capture would not allow. A failed read
+// leaves the kernel unused: slower, never wrong.
+bool wide_kernel_runs() {
+  static int runs = -1;
+  if (runs < 0) {
+    int device = 0, major = 0, minor = 0, compiled = 0;
     check(cudaGetDevice(&device));
     check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    if (major == 9 && minor == 0 && cudaMemcpyFromSymbol(&compiled, wide::compiled_in, sizeof(int)) != cudaSuccess) {
+      compiled = 0;
+      (void)cudaGetLastError();
+    }
+    runs = compiled;
   }
-  return major == 9 && minor == 0;
+  return runs == 1;
 }
 
 template <DType T>
@@ -858,7 +868,8 @@ void fused_product(const Fused4bitWeight& w, DType dtype, const void* x, int64_t
   if (!wide && tokens >= kWideTokens && wide_4bit_available(w.rows)) wide = true;
   if (wide) {
     if (!wide_4bit_available(w.rows))
-      throw Error("GPU 4-bit matmul: the wide kernel needs an sm_90 GPU and rows % 64 == 0 (" + std::to_string(w.rows) + " rows)");
+      throw Error("GPU 4-bit matmul: the wide kernel needs an sm_90 GPU, an sm_90a build and rows % 64 == 0 (" +
+                  std::to_string(w.rows) + " rows)");
     if (dtype == DType::bf16) wide_product<DType::bf16>(w, x, tokens, y, stream);
     else wide_product<DType::f16>(w, x, tokens, y, stream);
     return;
@@ -888,7 +899,7 @@ void fused_product(const Fused4bitWeight& w, DType dtype, const void* x, int64_t
 
 }  // namespace
 
-bool wide_4bit_available(int64_t rows) { return rows % 64 == 0 && hopper(); }
+bool wide_4bit_available(int64_t rows) { return rows % 64 == 0 && wide_kernel_runs(); }
 
 int64_t dequantize_tokens(const Fused4bitWeight& w) { return wide_4bit_available(w.rows) ? kWideDequantizeTokens : kDequantizeTokens; }
 

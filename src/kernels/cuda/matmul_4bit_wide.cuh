@@ -32,6 +32,15 @@
 
 namespace wide {
 
+// Whether the device image running on this GPU holds the kernel: only an sm_90a image does (compiled for
+// plain sm_90 or older, its body is empty), which the compute capability alone does not tell the host.
+__device__ int compiled_in =
+#ifdef LOWBIT_WGMMA_DEVICE
+    1;
+#else
+    0;
+#endif
+
 constexpr int kStages = 4;
 constexpr int kInFlight = 4;  // wgmmas a warpgroup has issued and not waited for
 

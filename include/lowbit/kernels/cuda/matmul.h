@@ -115,7 +115,7 @@ void matmul_4bit_fused_f32(const Fused4bitWeight& weight, DType dtype, const voi
 
 // The wide kernel alone (Hopper's warpgroup mma; for tests and benchmarks): the weight's values
 // dequantized in registers as dequantize_4bit / dequantize_ggml round them, float32 sums. Needs an sm_90
-// GPU and rows % 64 == 0 (wide_4bit_available); throws otherwise.
+// GPU, a build for sm_90a (the default) and rows % 64 == 0 (wide_4bit_available); throws otherwise.
 bool wide_4bit_available(int64_t rows);
 void matmul_4bit_wide(const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, void* y, cudaStream_t stream);
 void matmul_4bit_wide_f32(const Fused4bitWeight& weight, DType dtype, const void* x, int64_t tokens, float* y, bool accumulate,
