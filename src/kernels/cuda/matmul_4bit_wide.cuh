@@ -22,8 +22,9 @@
 //
 // The pipeline. A block of WG warpgroups covers 64·WG rows and N tokens; one thread starts the bulk
 // copies of a pair's codes, scales and activations kStages - 2 pairs ahead; the warps decode step s + 1
-// while the tensor cores multiply step s, across pairs too. Blocks split k when the tiles do not fill the GPU; the splits'
-// float32 sums are added in a fixed order afterwards (reduce_splits), so results do not depend on timing.
+// while the tensor cores multiply step s, across pairs too. Blocks split k where that shortens the
+// longest SM's work (launch); the splits' float32 sums are added in a fixed order afterwards
+// (reduce_splits), so results do not depend on timing.
 #pragma once
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
