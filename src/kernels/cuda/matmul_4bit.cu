@@ -858,16 +858,17 @@ void wide_product(const Fused4bitWeight& w, const void* x, int64_t tokens, const
         w.cols, y, stream);
 }
 
+// The wide kernel from kWideTokens on where it serves the weight, or always when asked (throwing where it cannot).
 void fused_product(const Fused4bitWeight& w, DType dtype, const void* x, int64_t tokens, const FusedOutput& y, cudaStream_t stream,
-                   bool wide = false) {
+                   bool wide_only = false) {
   check_shape(w.format == Fused4bitWeight::Format::q4_K ? "q4_K" : "nf4/fp4", w.rows, w.cols, kChunk, x, y.y, tokens);
   if (!w.codes) throw Error("GPU 4-bit matmul: the weight was not prepared (prepare_fused)");
   if (dtype != DType::bf16 && dtype != DType::f16)
     throw Error("GPU 4-bit matmul: activations must be bf16 or f16, got " + std::string(dtype_name(dtype)));
   if (tokens == 0) return;
-  if (!wide && tokens >= kWideTokens && wide_4bit_available(w.rows)) wide = true;
-  if (wide) {
-    if (!wide_4bit_available(w.rows))
+  const bool wide = wide_4bit_available(w.rows);
+  if (wide_only || (wide && tokens >= kWideTokens)) {
+    if (!wide)
       throw Error("GPU 4-bit matmul: the wide kernel needs an sm_90 GPU, an sm_90a build and rows % 64 == 0 (" +
                   std::to_string(w.rows) + " rows)");
     if (dtype == DType::bf16) wide_product<DType::bf16>(w, x, tokens, y, stream);
