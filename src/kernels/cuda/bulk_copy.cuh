@@ -11,9 +11,9 @@ namespace lowbit::cuda::detail {
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
 
-// A barrier that one arrival (the thread that starts the copy) and the copy's bytes complete.
-__device__ __forceinline__ void barrier_init(uint64_t* barrier) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(shared_address(barrier)));
+// A barrier that `arrivals` arrivals complete (for a copy's: the thread that starts it, and the bytes).
+__device__ __forceinline__ void barrier_init(uint64_t* barrier, uint32_t arrivals = 1) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(barrier)), "r"(arrivals));
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");  // visible to the copy engine
 }
 
@@ -29,6 +29,11 @@ __device__ __forceinline__ void bulk_copy_to_shared(void* to, const void* from, 
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(shared_address(to)),
                "l"(from), "r"(bytes), "r"(shared_address(barrier))
                : "memory");
+}
+
+// Counts one arrival (releasing the thread's earlier reads of what the barrier guards).
+__device__ __forceinline__ void barrier_arrive(uint64_t* barrier) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_address(barrier)) : "memory");
 }
 
 // Waits until the barrier's phase of parity `phase` has completed.

@@ -20,9 +20,11 @@
 // core matrices of 8 tokens x 8 values (16 bytes a token) for k 0-7 and 8-15. A block's stage is then
 // contiguous: one bulk copy, beside one per tile of codes and of scales.
 //
-// The pipeline. A block of WG warpgroups covers 64·WG rows and N tokens; one thread starts the bulk
-// copies of a pair's codes, scales and activations kStages - 2 pairs ahead; the warps decode step s + 1
-// while the tensor cores multiply step s, across pairs too. Blocks split k where that shortens the
+// The pipeline. A block of WG warpgroups covers 64·WG rows and N tokens. The bulk copies of a pair's
+// codes, scales and activations start ahead of it: from a producer warp that refills each stage as the
+// consumer warps release it (tiles of 128 tokens), or from one consumer thread kStages - 2 pairs ahead
+// between block barriers (tiles of 64). The warps decode step s + 1 while the tensor cores multiply
+// step s, across pairs too. Blocks split k where that shortens the
 // longest SM's work (launch); the splits' float32 sums are added in a fixed order afterwards
 // (reduce_splits), so results do not depend on timing.
 #pragma once
@@ -132,7 +134,12 @@ struct Layout {
   static constexpr int kCodeBytes = kTiles * 1024;
   static constexpr int kScaleBytes = kTiles * Format::kStagedScaleBytes;
   static constexpr int kStageBytes = kXBytes + kCodeBytes + kScaleBytes;
-  static constexpr size_t kSharedBytes = size_t(kStages) * kStageBytes + kStages * 8 + 16 * 4;
+  static constexpr size_t kSharedBytes = size_t(kStages) * kStageBytes + 2 * kStages * 8 + 16 * 4;
+  // Tiles of 128 tokens have a producer warp of their own beside the warpgroups; tiles of 64 let one
+  // consumer thread start the copies between block barriers (the H100, docs/benchmarks.md: the producer
+  // warp took 128-512 tokens from 1.03-1.19x faster, 16-64 tokens 1-3% slower).
+  static constexpr bool kProducerWarp = N > 64;
+  static constexpr int kThreads = 128 * WG + (kProducerWarp ? 32 : 0);
   static_assert(kStageBytes % 128 == 0 && kSharedBytes <= 227 * 1024);
 };
 
@@ -169,21 +176,23 @@ __global__ void stage_activations(const uint16_t* __restrict__ x, int64_t tokens
 }
 
 template <class Format, DType T, int WG, int N>
-__global__ void __launch_bounds__(128 * WG, 1)
+__global__ void __launch_bounds__(Layout<Format, WG, N>::kThreads, 1)
     wide_matmul_kernel(Format format, const uint8_t* __restrict__ staged, int64_t tokens, int64_t rows, int64_t cols,
                        int pairs_per_split, FusedOutput out, float* __restrict__ partials) {
 #ifdef LOWBIT_WGMMA_DEVICE
   using L = Layout<Format, WG, N>;
+  constexpr bool kProducer = L::kProducerWarp;
   extern __shared__ __align__(128) uint8_t shared[];
   uint64_t* full = reinterpret_cast<uint64_t*>(shared + kStages * L::kStageBytes);
-  float* lut = reinterpret_cast<float*>(full + kStages);
+  uint64_t* empty = full + kStages;
+  float* lut = reinterpret_cast<float*>(empty + kStages);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t pairs = pair_count(cols), tile0 = int64_t(blockIdx.x) * L::kTiles;
   const int64_t first = int64_t(blockIdx.z) * pairs_per_split;
   const int count = int(std::min<int64_t>(pairs_per_split, pairs - first));
   const uint8_t* x_tile = staged + int64_t(blockIdx.y) * pairs * L::kXBytes;
   if (threadIdx.x == 0)
-    for (int s = 0; s < kStages; ++s) detail::barrier_init(&full[s]);
+    for (int s = 0; s < kStages; ++s) detail::barrier_init(&full[s]), detail::barrier_init(&empty[s], L::kTiles);
   format.prepare_lut(lut);
   __syncthreads();
 
@@ -201,17 +210,32 @@ __global__ void __launch_bounds__(128 * WG, 1)
                                   format.staged_scales(tile0 + t, pair, pairs), Format::kStagedScaleBytes, barrier);
     }
   };
-  // Pairs start kAhead ahead: a stage is refilled two pairs after its own, when every wgmma that read
-  // it has retired (each warp waits for all but its last kInFlight - 1 < 8), so the tensor cores never drain.
+  // Without a producer warp, pairs start kAhead ahead: a stage is refilled two pairs after its own,
+  // when every wgmma that read it has retired (each warp waits for all but its last kInFlight - 1 < 8),
+  // so the tensor cores never drain. The producer warp refills a stage once each consumer warp has
+  // released it (empty), which it does as soon as its last wgmma reading it has retired.
   constexpr int kAhead = kStages - 2;
-  if (threadIdx.x == 0)
-    for (int p = 0; p < kAhead && p < count; ++p) start_pair(p);
+  if constexpr (kProducer) {
+    if (warp == L::kTiles) {
+      if (lane == 0)
+        for (int p = 0; p < count; ++p) {
+          if (p >= kStages) detail::barrier_wait(&empty[p % kStages], uint32_t(p / kStages + 1) & 1);
+          start_pair(p);
+        }
+      return;
+    }
+  } else {
+    if (threadIdx.x == 0)
+      for (int p = 0; p < kAhead && p < count; ++p) start_pair(p);
+  }
 
   float acc[N / 2];  // defined by the first wgmma alone: another definition would serialize them
   uint32_t a[8][4] = {};  // step s's A registers, kept until its wgmma has retired
   for (int p = 0; p < count; ++p) {
-    __syncthreads();  // every warp is past pair p - 1's step 0: pair p - 2's wgmmas have retired
-    if (threadIdx.x == 0 && p + kAhead < count) start_pair(p + kAhead);
+    if constexpr (!kProducer) {
+      __syncthreads();  // every warp is past pair p - 1's step 0: pair p - 2's wgmmas have retired
+      if (threadIdx.x == 0 && p + kAhead < count) start_pair(p + kAhead);
+    }
     detail::barrier_wait(&full[p % kStages], uint32_t(p / kStages) & 1);
     const uint8_t* stage = shared + (p % kStages) * L::kStageBytes;
     const uint4* codes = reinterpret_cast<const uint4*>(stage + L::kXBytes + warp * 1024);
@@ -230,6 +254,9 @@ __global__ void __launch_bounds__(128 * WG, 1)
         wgmma_commit();
         wgmma_wait<kInFlight - 1>();
         keep_until_here(a[(s + 9 - kInFlight) % 8]);
+        // Step kInFlight - 2's wait retires pair p - 1's last wgmma: its stage is free.
+        if constexpr (kProducer)
+          if (s == kInFlight - 2 && p > 0 && lane == 0) detail::barrier_arrive(&empty[(p - 1) % kStages]);
       }
     }
   }
@@ -285,7 +312,7 @@ void launch(const Format& format, const void* x, int64_t tokens, int64_t rows, i
   }
   const int64_t pairs = pair_count(cols), token_tiles = (tokens + N - 1) / N, row_blocks = rows / (64 * WG);
   int per_sm = 0;
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128 * WG, L::kSharedBytes));
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, L::kThreads, L::kSharedBytes));
   // Split k so that the longest SM's work, waves of resident blocks times pairs per block, plus the
   // splits' float32 sums written and read again is least (fewer splits on a tie), keeping at least
   // kStages pairs per split. Units of 1/1024 pair: on the H100 a block's pair took ~1.6 µs at 64 tokens,
@@ -309,7 +336,7 @@ void launch(const Format& format, const void* x, int64_t tokens, int64_t rows, i
   stage_activations<Format, N><<<unsigned(std::min<int64_t>((units + 255) / 256, 8 * sm_count())), 256, 0, stream>>>(
       static_cast<const uint16_t*>(x), tokens, cols, token_tiles, staged);
   const dim3 grid{unsigned(row_blocks), unsigned(token_tiles), unsigned(splits)};
-  kernel<<<grid, 128 * WG, L::kSharedBytes, stream>>>(format, staged, tokens, rows, cols, pairs_per_split, y, partials);
+  kernel<<<grid, L::kThreads, L::kSharedBytes, stream>>>(format, staged, tokens, rows, cols, pairs_per_split, y, partials);
   if (partials) {
     const int64_t count = tokens * rows;
     reduce_splits<T><<<unsigned(std::min<int64_t>((count + 255) / 256, 8 * sm_count())), 256, 0, stream>>>(partials, int(splits),
