@@ -77,6 +77,15 @@ __device__ __forceinline__ uint16_t float_to_16bit(float v, DType t) {
   if (t == DType::bf16) return __bfloat16_as_ushort(__float2bfloat16_rn(v));
   return __half_as_ushort(__float2half_rn(v));
 }
+// Two floats as float_to_16bit rounds each, `low` in the low half: one cvt.rn.{bf16,f16}x2.f32.
+__device__ __forceinline__ uint32_t floats_to_16bit_pair(float low, float high, DType t) {
+  if (t == DType::bf16) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(low, high);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+  const __half2 v = __floats2half2_rn(low, high);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
 
 // ---- where things live in the fused layout ----
 
@@ -174,16 +183,21 @@ struct Bnb4bitFormat {
   }
   // Step st of chunk e: per row half h the bytes the fused kernel's a_pair takes, each code's
   // value_4bit rounded to 16 bits as dequantize_4bit rounds it.
+  // The table is looked up by byte offsets, 4·code, taken for a word's eight codes at once by two
+  // shifts and masks and then one byte extract each.
   template <DType T>
   __device__ static void dequantized_a(const uint4 (&q)[2], int e, int st, const Factors& f, const float* lut, uint32_t (&a)[4]) {
+    const uint8_t* table = reinterpret_cast<const uint8_t*>(lut);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const uint32_t word = e == 0 ? (st < 2 ? q[h].x : q[h].y) : (st < 2 ? q[h].z : q[h].w);
+      const uint32_t high = (word >> 2) & 0x3c3c3c3cu, low = (word << 2) & 0x3c3c3c3cu;  // 4·code per byte
 #pragma unroll
       for (int part = 0; part < 2; ++part) {
-        const uint32_t byte = (word >> (8 * (2 * (st & 1) + part))) & 0xffu;
-        a[2 * part + h] = uint32_t(float_to_16bit(bnb::value_4bit(lut[byte >> 4], f.scale[h]), T)) |
-                          uint32_t(float_to_16bit(bnb::value_4bit(lut[byte & 15], f.scale[h]), T)) << 16;
+        const int b = 2 * (st & 1) + part;
+        const float first = *reinterpret_cast<const float*>(table + __byte_perm(high, 0, 0x4440 | b));
+        const float second = *reinterpret_cast<const float*>(table + __byte_perm(low, 0, 0x4440 | b));
+        a[2 * part + h] = floats_to_16bit_pair(bnb::value_4bit(first, f.scale[h]), bnb::value_4bit(second, f.scale[h]), T);
       }
     }
   }
@@ -286,8 +300,8 @@ struct Q4KFormat {
       for (int b = 0; b < 4; ++b)
         v[b] = kquants::value_scale_min(f.d[h][grp], __uint_as_float(__byte_perm(nibbles, 0x4b00u, 0x5440u | b)) - 8388608.0f,
                                         f.m[h][grp]);
-      a[h] = uint32_t(float_to_16bit(v[0], T)) | uint32_t(float_to_16bit(v[1], T)) << 16;
-      a[2 + h] = uint32_t(float_to_16bit(v[2], T)) | uint32_t(float_to_16bit(v[3], T)) << 16;
+      a[h] = floats_to_16bit_pair(v[0], v[1], T);
+      a[2 + h] = floats_to_16bit_pair(v[2], v[3], T);
     }
   }
 };

@@ -134,7 +134,7 @@ struct Layout {
   static constexpr int kCodeBytes = kTiles * 1024;
   static constexpr int kScaleBytes = kTiles * Format::kStagedScaleBytes;
   static constexpr int kStageBytes = kXBytes + kCodeBytes + kScaleBytes;
-  static constexpr size_t kSharedBytes = size_t(kStages) * kStageBytes + 2 * kStages * 8 + 16 * 4;
+  static constexpr size_t kSharedBytes = size_t(kStages) * kStageBytes + 2 * kStages * 8;
   // Tiles of 128 tokens have a producer warp of their own beside the warpgroups; tiles of 64 let one
   // consumer thread start the copies between block barriers (the H100, docs/benchmarks.md: the producer
   // warp took 128-512 tokens from 1.03-1.19x faster, 16-64 tokens 1-3% slower).
@@ -185,7 +185,7 @@ __global__ void __launch_bounds__(Layout<Format, WG, N>::kThreads, 1)
   extern __shared__ __align__(128) uint8_t shared[];
   uint64_t* full = reinterpret_cast<uint64_t*>(shared + kStages * L::kStageBytes);
   uint64_t* empty = full + kStages;
-  float* lut = reinterpret_cast<float*>(empty + kStages);
+  __shared__ float lut[16];  // static: its address is the loads' immediate offset
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t pairs = pair_count(cols), tile0 = int64_t(blockIdx.x) * L::kTiles;
   const int64_t first = int64_t(blockIdx.z) * pairs_per_split;
