@@ -1,6 +1,9 @@
-// lowbit_cuda_bench [--quick | --large] [--codecs-only | --matmul-only | --decode-only | --4bit-only | --int8-only]: the GPU benchmarks
-// (include/lowbit/kernels/cuda/benchmark.h) as one markdown table, for docs/benchmarks.md.
+// lowbit_cuda_bench [--quick | --large] [--codecs-only | --matmul-only | --decode-only | --4bit-only | --int8-only]
+//                   [--tokens N,N,...]: the GPU benchmarks (include/lowbit/kernels/cuda/benchmark.h) as one markdown
+// table, for docs/benchmarks.md. --tokens: the 4-bit products at these token counts only (a profiler's run).
 #include <cstdio>
+#include <cstdlib>
+#include <sstream>
 #include <string>
 
 #include "lowbit/kernels/cuda/benchmark.h"
@@ -16,8 +19,19 @@ int main(int argc, char** argv) {
     else if (arg == "--decode-only") options.codecs = false, options.products = lowbit::cuda::BenchOptions::Products::decode;
     else if (arg == "--4bit-only") options.codecs = false, options.products = lowbit::cuda::BenchOptions::Products::four_bit;
     else if (arg == "--int8-only") options.codecs = false, options.products = lowbit::cuda::BenchOptions::Products::int8;
-    else {
-      std::fprintf(stderr, "usage: lowbit_cuda_bench [--quick | --large] [--codecs-only | --matmul-only | --decode-only | --4bit-only | --int8-only]\n");
+    else if (arg == "--tokens" && i + 1 < argc) {
+      std::istringstream list(argv[++i]);
+      for (std::string count; std::getline(list, count, ',');) {
+        const long long tokens = std::atoll(count.c_str());
+        if (tokens < 1 || tokens > 4096) {
+          std::fprintf(stderr, "lowbit_cuda_bench: --tokens takes counts from 1 to 4096, got '%s'\n", count.c_str());
+          return 2;
+        }
+        options.tokens.push_back(tokens);
+      }
+    } else {
+      std::fprintf(stderr, "usage: lowbit_cuda_bench [--quick | --large] [--codecs-only | --matmul-only | --decode-only | --4bit-only | "
+                           "--int8-only] [--tokens N,N,...]\n");
       return 2;
     }
   }

@@ -451,7 +451,9 @@ struct Bench {
 
   void matmuls() {
     const std::vector<int64_t> tokens =
-        options.quick ? std::vector<int64_t>{1, 8, 16, 64} : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+        !options.tokens.empty() ? options.tokens
+        : options.quick         ? std::vector<int64_t>{1, 8, 16, 64}
+                                : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
     using Products = BenchOptions::Products;
     const std::vector<int64_t> int8_tokens = options.quick ? std::vector<int64_t>{512} : std::vector<int64_t>{1, 16, 128, 512};
     const MatrixSize shapes[] = {{14336, 4096}, {4096, 14336}, {4096, 4096}};

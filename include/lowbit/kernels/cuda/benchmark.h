@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace lowbit::cuda {
 
@@ -32,6 +33,7 @@ struct BenchOptions {
   // Which products: all; decoding's alone (1-8 tokens: the matvec and fused 4-bit kernels); the 4-bit
   // products (nf4+dq, q4_K) beside cuBLAS bf16 at 1-512 tokens alone; LLM.int8 beside cuBLAS f16 alone.
   enum class Products { all, decode, four_bit, int8 } products = Products::all;
+  std::vector<int64_t> tokens;  // the 4-bit products' token counts, if not the default list
 };
 
 // The device's name, SM count and L2 size in one line.
