@@ -34,6 +34,8 @@
 #   scripts/device-check.sh bench     + the GPU benchmarks (lowbit_cuda_bench: codecs and matmuls), then
 #                                     bitsandbytes timed the same way (bench/bnb_reference_bench.py);
 #                                     tables also in $OUT/cuda_bench.md and $OUT/bnb_bench.md when $OUT is set
+#   scripts/device-check.sh goals     issue 16's goals in one call: tests, every benchmark with its references, the
+#                                     runtime before and after (scripts/device-goals.sh says what travels)
 #   scripts/device-check.sh decode    the matmul tests and decoding's products alone (lowbit_cuda_bench --decode-only)
 #   scripts/device-check.sh codecs    the codec benchmarks alone (lowbit_cuda_bench --codecs-only), then ncu's speed of
 #                                     light, memory and warp-stall sections for each kernel regex in NCU_KERNELS
@@ -79,10 +81,12 @@ targets="lowbit lowbit_kernels_tests"
 [ "${1:-}" = "speed" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests"
 [ "${1:-}" = "build" ] && targets="lowbit"
 [ "${1:-}" = "decode" ] && targets="lowbit_kernels_tests lowbit_cuda_bench"
+[ "${1:-}" = "goals" ] && targets="lowbit lowbit_kernels_tests lowbit_model_cuda_tests lowbit_cuda_bench"
 [ "${1:-}" = "codecs" ] && targets="lowbit_cuda_bench"
 [ "${1:-}" = "patch" ] && targets="_lowbit lowbit_cuda lowbit_kernels_tests"
 cmake --build build-device -j "$(nproc)" --target $targets > /tmp/build.log 2>&1 || { grep -E "error|FAILED" -A3 /tmp/build.log | head -40; exit 1; }
 [ "${1:-}" = "build" ] && exit 0
+[ "${1:-}" = "goals" ] && exec scripts/device-goals.sh
 if [ "${1:-}" = "decode" ]; then
   status=0
   build-device/tests/lowbit_kernels_tests --gtest_brief=1 --gtest_filter='CudaMatmul*' || status=$?
