@@ -57,10 +57,10 @@ def main():
     for r in decode:
         m = re.fullmatch(r"(?:matvec (\S+) f32|fused (q4_K) f32 out), (\d+) tok", r["kernel"])
         if m and r["reference"].startswith("copy"):
-            name = f"fused {m.group(2)}" if m.group(2) else m.group(1)
+            name = f"fused {m.group(2)}" if m.group(2) else f"matvec {m.group(1)}"
             by_type.setdefault(name, []).append(r["ratio"])
     for name, values in by_type.items():
-        add("1", f"{name} product, 1–8 tokens: weight read", values, 0.75, "of copy")
+        add("1", f"{name}, 1–8 tokens: the weight read", values, 0.75, "of copy")
     for tokens, target in ((16, 2.5), (32, 2.0), (64, 1.4), (128, 0.95), (256, 0.95), (512, 0.95)):
         for kernel, name in (("matmul nf4+dq bf16", "nf4 + double quant"), ("matmul q4_K bf16", "q4_K")):
             add("2", f"{name}, {tokens} tokens", products(kernel, {tokens}), target)
@@ -71,10 +71,10 @@ def main():
     add("4", "LLM.int8 threshold 6, 512 tokens",
         [r["ratio"] for r in int8 if r["kernel"] == "LLM.int8 threshold 6" and r["tokens"] == 512], 1.0, "× cuBLAS f16")
 
-    device = next((line for line in (out / "bench-4bit.md").read_text().splitlines() if line.startswith("device:")), "device: ?") \
-        if (out / "bench-4bit.md").exists() else "device: ?"
+    device = next((line for path in sorted(out.glob("bench-*.md")) for line in path.read_text().splitlines()
+                   if line.startswith("device:")), "device: ?")
     print(f"{device}\n")
-    print("| goal | product | measured (the three shapes) | target | |\n|---|---|--:|---|---|")
+    print("| goal | product | measured (over the shapes and token counts) | target | |\n|---|---|--:|---|---|")
     print("\n".join(table))
     between = rows(out / "bench-4bit-between.md")
     if between:  # past kWideDequantizeTokens the library dequantizes and calls cuBLAS: "matmul" rows
