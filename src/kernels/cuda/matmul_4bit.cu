@@ -182,9 +182,8 @@ struct Bnb4bitFormat {
     return {{s[0], s[2]}};
   }
   // Step st of chunk e: per row half h the bytes the fused kernel's a_pair takes, each code's
-  // value_4bit rounded to 16 bits as dequantize_4bit rounds it.
-  // The table is looked up by byte offsets, 4·code, taken for a word's eight codes at once by two
-  // shifts and masks and then one byte extract each.
+  // value_4bit rounded to 16 bits as dequantize_4bit rounds it. The table is read at byte offsets
+  // 4·code, made for a word's eight codes at once by two shifts and masks, then one byte extract each.
   template <DType T>
   __device__ static void dequantized_a(const uint4 (&q)[2], int e, int st, const Factors& f, const float* lut, uint32_t (&a)[4]) {
     const uint8_t* table = reinterpret_cast<const uint8_t*>(lut);
@@ -842,23 +841,23 @@ void dequantize_fused(const Fused4bitWeight& w, DType dtype, void* out, cudaStre
 
 namespace {
 
-// An sm_90 GPU running an sm_90a image (one device assumed). Asked first by prepare_fused, at load time:
-// reading the device's flag is a synchronous copy, which a stream capture would not allow. A failed read
-// leaves the kernel unused: slower, never wrong.
+// An sm_90 GPU running an sm_90a image (one device assumed), found once (a thread-safe static). Asked
+// first by prepare_fused, at load time: reading the device's flag is a synchronous copy, which a stream
+// capture would not allow. A failed read leaves the kernel unused: slower, never wrong.
 bool wide_kernel_runs() {
-  static int runs = -1;
-  if (runs < 0) {
+  static const bool runs = [] {
     int device = 0, major = 0, minor = 0, compiled = 0;
     check(cudaGetDevice(&device));
     check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    if (major == 9 && minor == 0 && cudaMemcpyFromSymbol(&compiled, wide::compiled_in, sizeof(int)) != cudaSuccess) {
-      compiled = 0;
+    if (major != 9 || minor != 0) return false;
+    if (cudaMemcpyFromSymbol(&compiled, wide::compiled_in, sizeof(int)) != cudaSuccess) {
       (void)cudaGetLastError();
+      return false;
     }
-    runs = compiled;
-  }
-  return runs == 1;
+    return compiled == 1;
+  }();
+  return runs;
 }
 
 template <DType T>
